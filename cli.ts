@@ -1,0 +1,107 @@
+#!/usr/bin/env node
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { pino } from 'pino';
+import { start } from './index.js';
+import { seedDemoGraph } from './subsmanager/demo.js';
+import type { Pair } from './subsmanager/pairs.js';
+import { openStore } from './subsmanager/store.js';
+
+const integer = (name: string, min: number) => (text: string) => {
+  const value = Number(text);
+  if (!Number.isSafeInteger(value) || value < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
+  return value;
+};
+
+/** "subscriber:subscribee" → pair. */
+const pair = (text: string, previous: Pair[] = []): Pair[] => {
+  const match = /^([1-9][0-9]*):([1-9][0-9]*)$/.exec(text);
+  if (!match) throw new InvalidArgumentError(`'${text}' is not subscriber:subscribee (e.g. 2:1 means 2 receives what 1 sends)`);
+  return [...previous, [Number(match[1]), Number(match[2])]];
+};
+
+const dbOption = () => new Option('--db <path>', 'SQLite subscription store').env('C1M_DB').default('./data/c1m.db');
+
+const program = new Command('c1m').description('A comet push server for a social graph').showHelpAfterError();
+
+program
+  .command('server')
+  .description('run the comet server (public streams + backend API) on the embedded SQLite store')
+  .addOption(new Option('--host <addr>', 'public listener address').env('C1M_HOST').default('0.0.0.0'))
+  .addOption(new Option('--port <n>', 'public listener port (streams at /test/<id>)').env('C1M_PORT').default(8000).argParser(integer('port', 0)))
+  .addOption(new Option('--api-host <addr>', 'backend API address').env('C1M_API_HOST').default('127.0.0.1'))
+  .addOption(new Option('--api-port <n>', 'backend API port').env('C1M_API_PORT').default(8001).argParser(integer('api port', 0)))
+  .addOption(dbOption())
+  .addOption(new Option('--cache-mib <n>', 'SQLite page cache, MiB').default(64).argParser(integer('cache', 1)))
+  .addOption(new Option('--max-user-id <n>', 'highest user id accepted at /test/<id>').default(1_000_000).argParser(integer('max user id', 1)))
+  .addOption(new Option('--max-backlog <bytes>', 'unsent bytes per stream before it is closed as a slow consumer').default(256 * 1024).argParser(integer('max backlog', 1)))
+  .addOption(new Option('--max-body <bytes>', 'largest backend API request body').default(1024 * 1024).argParser(integer('max body', 1)))
+  .addOption(new Option('--max-connections <n>', 'streams held at most (default: open-file limit minus a reserve)').argParser(integer('max connections', 1)))
+  .addOption(new Option('--token <secret>', 'require "Authorization: Bearer <secret>" on the backend API').env('C1M_TOKEN'))
+  .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'silent']).default('info'))
+  .option('--demo', 'if the store is empty, add a small demo friends graph and print what to try')
+  .action(async (opts) => {
+    const logger = pino({ level: opts.logLevel });
+    const c1m = await start({ ...opts, logger });
+    if (opts.demo && seedDemoGraph(c1m.store)) {
+      const host = opts.host === '0.0.0.0' ? 'localhost' : opts.host;
+      console.log(`
+Demo friends graph added: 1-2, 1-3, 2-3, 2-4, 4-5, 5-6 (mutual).
+Watch user 1's stream (1 is friends with 2):
+  curl -N ${host}:${c1m.port}/test/1        or open http://${host}:${c1m.port}/
+Then, in another terminal, have user 2 say something:
+  curl -X POST ${opts.apiHost}:${c1m.apiPort}/send/2 -d hi
+User 1 receives "hi" because 1 subscribes to 2.
+`);
+    }
+    const stop = (signal: string) => {
+      logger.info({ signal }, 'shutting down');
+      c1m.close();
+      process.exit(0);
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+
+const subs = program.command('subs').description('read and change subscriptions in the store directly (safe while a server runs)');
+subs
+  .command('add')
+  .description('add subscriptions, each as subscriber:subscribee')
+  .argument('<pairs...>', 'subscriber:subscribee', (text: string, previous: Pair[]) => pair(text, previous))
+  .option('--mutual', 'also add the reverse of each pair (friends)')
+  .addOption(dbOption())
+  .action((pairs: Pair[], opts) => {
+    const all = opts.mutual ? pairs.flatMap(([a, b]): Pair[] => [[a, b], [b, a]]) : pairs;
+    withStore(opts.db, (store) => console.log(JSON.stringify({ added: store.addSubscriptions(all) })));
+  });
+subs
+  .command('remove')
+  .description('remove subscriptions, each as subscriber:subscribee')
+  .argument('<pairs...>', 'subscriber:subscribee', (text: string, previous: Pair[]) => pair(text, previous))
+  .addOption(dbOption())
+  .action((pairs: Pair[], opts) => {
+    withStore(opts.db, (store) => console.log(JSON.stringify({ removed: store.removeSubscriptions(pairs) })));
+  });
+subs
+  .command('get')
+  .description("print a user's subscribers (who hears them) and subscriptions (whom they hear)")
+  .argument('<user>', 'user id', integer('user', 1))
+  .addOption(dbOption())
+  .action((user: number, opts) => {
+    withStore(opts.db, (store) =>
+      console.log(JSON.stringify({ user, subscribers: store.getSubscribers(user), subscriptions: store.getSubscriptions(user) })),
+    );
+  });
+
+function withStore(path: string, use: (store: ReturnType<typeof openStore>) => void): void {
+  const store = openStore(path);
+  try {
+    use(store);
+  } finally {
+    store.close();
+  }
+}
+
+program.parseAsync().catch((err: Error) => {
+  console.error(`c1m: ${err.message}`);
+  process.exit(1);
+});

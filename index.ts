@@ -1,0 +1,131 @@
+/**
+ * c1m as a library: `const c1m = await start({...}); c1m.router.send(42, 'hello')`.
+ * One process holds everything: the comet listener, the backend API, the
+ * router and the SQLite subscription store.
+ */
+import { pino, type Logger } from 'pino';
+import { Router } from './router/router.js';
+import { apiRoutes } from './server/api.js';
+import { cometRoutes, endStreams } from './server/comet.js';
+import { openFileLimit, RESERVED_FDS } from './server/limits.js';
+import { StreamHub } from './server/stream.js';
+import { loadNativeUws, type us_listen_socket } from './server/uws.js';
+import { openStore, type SubscriptionStore } from './subsmanager/store.js';
+
+export { Router, toChunk, type Connection, type SubscriberSource } from './router/router.js';
+export { openStore, SqliteStore, StoreError, type SubscriptionStore } from './subsmanager/store.js';
+export { toPairs, isUserId, type Pair } from './subsmanager/pairs.js';
+
+export interface C1mOptions {
+  /** Public comet listener. Default 0.0.0.0:8000; port 0 picks a free port. */
+  host?: string;
+  port?: number;
+  /** Backend API listener. Default 127.0.0.1:8001. */
+  apiHost?: string;
+  apiPort?: number;
+  /** SQLite file, or ':memory:'. Default ./data/c1m.db. */
+  db?: string;
+  /** Or bring your own store (then `db` is ignored and close() leaves it open). */
+  store?: SubscriptionStore;
+  /** SQLite page cache, MiB. Default 64. */
+  cacheMiB?: number;
+  /** Highest user id accepted at /test/<id>. Default 1,000,000. */
+  maxUserId?: number;
+  /** Unsent bytes a stream may pile up before it is closed as a slow consumer. Default 256 KiB. */
+  maxBacklog?: number;
+  /** Largest backend API request body. Default 1 MiB. */
+  maxBody?: number;
+  /** Streams held at most; default: the open-file limit minus a reserve. */
+  maxConnections?: number;
+  /** Bearer token required on the backend API, if set. */
+  token?: string;
+  logger?: Logger;
+}
+
+export interface Stats {
+  connections: number;
+  users: number;
+  maxConnections: number;
+  sends: number;
+  chunks: number;
+  bytes: number;
+  slowConsumerCloses: number;
+  uptimeSeconds: number;
+  memory: { rss: number; heapUsed: number; external: number };
+}
+
+export interface C1m {
+  readonly router: Router;
+  readonly store: SubscriptionStore;
+  /** Ports actually bound (useful with port 0). */
+  readonly port: number;
+  readonly apiPort: number;
+  stats(): Stats;
+  /** Stops listening, ends every stream cleanly and closes the store. */
+  close(): void;
+}
+
+export async function start(options: C1mOptions = {}): Promise<C1m> {
+  const uws = loadNativeUws();
+  const log = options.logger ?? pino();
+  const maxConnections = options.maxConnections ?? Math.max(1, openFileLimit() - RESERVED_FDS);
+  const maxUserId = options.maxUserId ?? 1_000_000;
+  const store = options.store ?? openStore(options.db ?? './data/c1m.db', { cacheMiB: options.cacheMiB });
+  const router = new Router(store);
+  const hub = new StreamHub(options.maxBacklog ?? 256 * 1024);
+  const started = Date.now();
+
+  const stats = (): Stats => {
+    const memory = process.memoryUsage();
+    return {
+      connections: router.connections,
+      users: router.users,
+      maxConnections,
+      sends: router.sends,
+      chunks: hub.chunks,
+      bytes: hub.bytes,
+      slowConsumerCloses: hub.slowConsumerCloses,
+      uptimeSeconds: Math.round((Date.now() - started) / 1000),
+      memory: { rss: memory.rss, heapUsed: memory.heapUsed, external: memory.external },
+    };
+  };
+
+  const publicApp = cometRoutes(uws.App(), router, hub, { maxUserId, maxConnections });
+  const apiApp = apiRoutes(uws.App(), router, store, stats, {
+    maxUserId,
+    maxBody: options.maxBody ?? 1024 * 1024,
+    token: options.token,
+  });
+
+  const listen = (app: typeof publicApp, host: string, port: number, what: string) =>
+    new Promise<us_listen_socket>((resolve, reject) => {
+      app.listen(host, port, (socket) => (socket ? resolve(socket) : reject(new Error(`cannot listen for ${what} on ${host}:${port}`))));
+    });
+
+  const listeners: us_listen_socket[] = [];
+  const closeListeners = () => listeners.splice(0).forEach((s) => uws.us_listen_socket_close(s));
+  try {
+    listeners.push(await listen(publicApp, options.host ?? '0.0.0.0', options.port ?? 8000, 'comet streams'));
+    listeners.push(await listen(apiApp, options.apiHost ?? '127.0.0.1', options.apiPort ?? 8001, 'the backend API'));
+  } catch (err) {
+    closeListeners();
+    if (!options.store) store.close();
+    throw err;
+  }
+  const [port, apiPort] = listeners.map((s) => uws.us_socket_local_port(s as never));
+  log.info({ port, apiPort, maxConnections, maxUserId, token: Boolean(options.token) }, 'c1m listening');
+
+  return {
+    router,
+    store,
+    port,
+    apiPort,
+    stats,
+    close() {
+      closeListeners();
+      endStreams(router, hub);
+      if (!options.store) store.close();
+      log.info('c1m closed');
+    },
+  };
+}

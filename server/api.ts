@@ -1,0 +1,119 @@
+import { timingSafeEqual } from 'node:crypto';
+import { unpack } from 'msgpackr';
+import type { Router } from '../router/router.js';
+import { toPairs, type Pair } from '../subsmanager/pairs.js';
+import type { SubscriptionStore } from '../subsmanager/store.js';
+import { HttpError, parseId, readBody, replyJson } from './http.js';
+import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
+
+export interface ApiOptions {
+  maxUserId: number;
+  /** Largest accepted request body, in bytes. */
+  maxBody: number;
+  /** When set, every request must carry `Authorization: Bearer <token>`. */
+  token?: string;
+}
+
+type Handler = (res: HttpResponse, req: HttpRequest) => void;
+
+/**
+ * The backend API: a separate listener for trusted applications (send,
+ * subscriptions, stats). It is never mounted on the public port.
+ */
+export function apiRoutes(
+  app: TemplatedApp,
+  router: Router,
+  store: SubscriptionStore,
+  stats: () => object,
+  options: ApiOptions,
+): TemplatedApp {
+  const expected = options.token ? Buffer.from(`Bearer ${options.token}`) : null;
+
+  /** Wraps a handler with the token check and turns thrown errors into JSON error responses. */
+  const guarded =
+    (handler: Handler): Handler =>
+    (res, req) => {
+      if (expected) {
+        const given = Buffer.from(req.getHeader('authorization'));
+        if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+          return replyJson(res, 401, { error: 'missing or wrong bearer token' }, true);
+        }
+      }
+      respondOrFail(res, () => handler(res, req));
+    };
+
+  /** Reads the body, then answers with what `handle` returns. Headers are read now: `req` dies with the handler. */
+  const withBody =
+    (handle: (body: Buffer, contentType: string, params: string[]) => unknown): Handler =>
+    (res, req) => {
+      const declared = Number(req.getHeader('content-length') || 0);
+      if (declared > options.maxBody) {
+        return replyJson(res, 413, { error: `body larger than ${options.maxBody} bytes` }, true);
+      }
+      const contentType = req.getHeader('content-type');
+      const params = [req.getParameter(0) ?? ''];
+      readBody(res, options.maxBody, (body) => {
+        if (!res.aborted) respondOrFail(res, () => replyJson(res, 200, handle(body, contentType, params)));
+      });
+    };
+
+  const userParam = (text: string): number => {
+    const id = parseId(text);
+    if (id === null) throw new HttpError(400, `not a user id: '${text}' (expected a positive integer)`);
+    return id;
+  };
+
+  return app
+    .post(
+      '/send/:id',
+      guarded(
+        withBody((body, _type, [id]) => {
+          const user = userParam(id);
+          if (user > options.maxUserId) throw new HttpError(400, `user id ${user} is above the limit of ${options.maxUserId}`);
+          if (body.length === 0) throw new HttpError(400, 'empty message');
+          return { delivered: router.send(user, body) };
+        }),
+      ),
+    )
+    .post('/subscriptions', guarded(withBody((body, type) => ({ added: store.addSubscriptions(parsePairs(body, type)) }))))
+    .del('/subscriptions', guarded(withBody((body, type) => ({ removed: store.removeSubscriptions(parsePairs(body, type)) }))))
+    .get('/subscribers/:id', guarded((res, req) => replyJson(res, 200, store.getSubscribers(userParam(req.getParameter(0))))))
+    .get('/subscriptions/:id', guarded((res, req) => replyJson(res, 200, store.getSubscriptions(userParam(req.getParameter(0))))))
+    .get('/stats', guarded((res) => replyJson(res, 200, stats())))
+    .any('/*', (res, req) => replyJson(res, 404, { error: `no such endpoint: ${req.getMethod().toUpperCase()} ${req.getUrl()}` }));
+}
+
+function respondOrFail(res: HttpResponse, respond: () => void): void {
+  try {
+    respond();
+  } catch (err) {
+    if (err instanceof HttpError) replyJson(res, err.status, { error: err.message });
+    else replyJson(res, 500, { error: (err as Error).message });
+  }
+}
+
+/** A pair list as JSON (the default) or msgpack; anything else is refused before the store sees it. */
+function parsePairs(body: Buffer, contentType: string): Pair[] {
+  const type = contentType.split(';')[0].trim().toLowerCase();
+  let value: unknown;
+  if (type === '' || type === 'application/json') {
+    try {
+      value = JSON.parse(body.toString('utf8'));
+    } catch (err) {
+      throw new HttpError(400, `malformed JSON: ${(err as Error).message}`);
+    }
+  } else if (type === 'application/msgpack' || type === 'application/x-msgpack') {
+    try {
+      value = unpack(body);
+    } catch (err) {
+      throw new HttpError(400, `malformed msgpack: ${(err as Error).message}`);
+    }
+  } else {
+    throw new HttpError(415, `unsupported content type '${type}': use application/json or application/msgpack`);
+  }
+  try {
+    return toPairs(value);
+  } catch (err) {
+    throw new HttpError(400, (err as Error).message);
+  }
+}

@@ -1,0 +1,163 @@
+import net from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { C1m } from '../index.js';
+import { api, startServer, StreamClient, waitFor } from './helpers.js';
+
+let c1m: C1m;
+const clients: StreamClient[] = [];
+const open = async (id: number | string) => {
+  const client = await StreamClient.open(c1m.port, id);
+  clients.push(client);
+  return client;
+};
+
+afterEach(() => {
+  clients.splice(0).forEach((c) => c.close());
+  c1m?.close();
+});
+
+describe('GET /test/<id>', () => {
+  it('answers 200 chunked with streaming headers and a welcome chunk', async () => {
+    c1m = await startServer();
+    const client = await open(123);
+    expect(client.status).toBe(200);
+    expect(client.headers['content-type']).toBe('text/html; charset=utf-8');
+    expect(client.headers['transfer-encoding']).toBe('chunked');
+    expect(client.headers['cache-control']).toBe('no-cache');
+    expect(client.headers['x-accel-buffering']).toBe('no');
+    expect(client.lines).toEqual(["Welcome, Url: '/test/123' Id: 123"]);
+    expect(client.ended).toBe(false);
+  });
+
+  it('answers 404 with a hint for ids that are not positive integers, and for other paths', async () => {
+    c1m = await startServer();
+    for (const path of ['/test/abc', '/test/0', '/test/-1', '/test/1.5', '/test/007', '/test/', '/elsewhere', '/test/1/2']) {
+      const res = await fetch(`http://127.0.0.1:${c1m.port}${path}`);
+      expect(res.status, path).toBe(404);
+      expect(await res.text(), path).toContain('try /test/123');
+    }
+  });
+
+  it('answers 503 naming the limit above --max-user-id', async () => {
+    c1m = await startServer({ maxUserId: 1000 });
+    const res = await fetch(`http://127.0.0.1:${c1m.port}/test/1001`);
+    expect(res.status).toBe(503);
+    expect(await res.text()).toContain('1000');
+    expect((await fetch(`http://127.0.0.1:${c1m.port}/test/1000`, { signal: AbortSignal.timeout(300) }).catch(() => null))?.status).toBe(200);
+  });
+
+  it('refuses streams past max connections with 503', async () => {
+    c1m = await startServer({ maxConnections: 2 });
+    await open(1);
+    await open(2);
+    const res = await fetch(`http://127.0.0.1:${c1m.port}/test/3`);
+    expect(res.status).toBe(503);
+    expect(await res.text()).toContain('server full');
+  });
+});
+
+describe('router.send', () => {
+  it('delivers to the user itself and to its subscribers, not to others, and counts connections', async () => {
+    c1m = await startServer();
+    c1m.store.addSubscriptions([
+      [2, 1],
+      [3, 1],
+      [1, 4],
+    ]);
+    const [u1, u2, u3, u4, u5] = await Promise.all([1, 2, 3, 4, 5].map(open));
+    expect(c1m.router.send(1, 'from 1')).toBe(3);
+    await waitFor(() => u1.messages.length + u2.messages.length + u3.messages.length === 3, 'three deliveries');
+    expect([u1, u2, u3].map((c) => c.messages)).toEqual([['from 1'], ['from 1'], ['from 1']]);
+    // 4 is followed by 1, not the other way round; 5 is nobody's friend.
+    await new Promise((r) => setTimeout(r, 50));
+    expect(u4.messages).toEqual([]);
+    expect(u5.messages).toEqual([]);
+    expect(c1m.router.send(5, 'lonely')).toBe(1);
+    expect(c1m.router.send(99, 'nobody home')).toBe(0);
+  });
+
+  it('delivers once per connection when a subscription is added twice or to oneself', async () => {
+    c1m = await startServer();
+    expect(c1m.store.addSubscriptions([[2, 1]])).toBe(1);
+    expect(c1m.store.addSubscriptions([[2, 1], [2, 1], [1, 1]])).toBe(1);
+    const [u1, u2] = await Promise.all([1, 2].map(open));
+    expect(c1m.router.send(1, 'once')).toBe(2);
+    await waitFor(() => u2.messages.length === 1 && u1.messages.length === 1, 'deliveries');
+    await new Promise((r) => setTimeout(r, 50));
+    expect(u1.messages).toEqual(['once']);
+    expect(u2.messages).toEqual(['once']);
+  });
+
+  it('delivers to every connection of the same user, in order', async () => {
+    c1m = await startServer();
+    const tabs = await Promise.all([7, 7, 7].map(open));
+    for (let i = 0; i < 5; i++) expect(c1m.router.send(7, `m${i}`)).toBe(3);
+    await waitFor(() => tabs.every((t) => t.messages.length === 5), 'five messages on each tab');
+    for (const t of tabs) expect(t.messages).toEqual(['m0', 'm1', 'm2', 'm3', 'm4']);
+  });
+
+  it('logs a connection out when its client goes away, and a racing send never writes to it', async () => {
+    c1m = await startServer();
+    const [stay, leave] = await Promise.all([8, 8].map(open));
+    expect(c1m.stats().connections).toBe(2);
+    leave.close();
+    // Send while the close is in flight: must neither crash nor count the dead connection once it is known dead.
+    c1m.router.send(8, 'racing');
+    await waitFor(() => c1m.stats().connections === 1, 'logout');
+    expect(c1m.router.send(8, 'after')).toBe(1);
+    await waitFor(() => stay.messages.includes('after'), 'delivery to the remaining tab');
+    expect(c1m.stats().users).toBe(1);
+    stay.close();
+    await waitFor(() => c1m.stats().connections === 0, 'last logout');
+    expect(c1m.router.send(8, 'gone')).toBe(0);
+    expect(c1m.router.isConnected(8)).toBe(false);
+  });
+
+  it('closes a client that stops reading once its backlog passes the limit; others keep receiving', async () => {
+    c1m = await startServer({ maxBacklog: 1024 * 1024 });
+    c1m.store.addSubscriptions([[2, 1]]);
+    const reader = await open(2);
+    // A raw socket that sends the request and then never reads a byte.
+    const stalled = net.connect(c1m.port, '127.0.0.1');
+    stalled.on('error', () => {});
+    stalled.write('GET /test/1 HTTP/1.1\r\nHost: x\r\n\r\n');
+    stalled.pause();
+    await waitFor(() => c1m.stats().connections === 2, 'stalled client logged in');
+
+    const message = 'x'.repeat(16 * 1024);
+    let sent = 0;
+    // Kernel socket buffers absorb a few MB first; bounded at 100 MB in total.
+    while (c1m.stats().slowConsumerCloses === 0 && sent < 6400) {
+      for (let i = 0; i < 16; i++, sent++) c1m.router.send(1, message);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(c1m.stats().slowConsumerCloses).toBe(1);
+    await waitFor(() => c1m.stats().connections === 1, 'stalled client logged out');
+    expect(c1m.router.send(1, 'still here')).toBe(1);
+    await waitFor(() => reader.messages.at(-1) === 'still here', 'reader keeps receiving', 20_000);
+    expect(reader.messages.length).toBe(sent + 1);
+    expect(reader.messages.slice(0, -1).every((m) => m === message)).toBe(true);
+    stalled.destroy();
+  });
+
+  it('ends every stream cleanly when the server closes', async () => {
+    c1m = await startServer();
+    const client = await open(3);
+    c1m.close();
+    await waitFor(() => client.ended, 'stream end');
+    expect(c1m.stats().connections).toBe(0);
+  });
+});
+
+describe('backend API send', () => {
+  it('POST /send/<id> pushes the body and returns the delivered count', async () => {
+    c1m = await startServer();
+    c1m.store.addSubscriptions([[2, 1]]);
+    const [u1, u2] = await Promise.all([1, 2].map(open));
+    const res = await api(c1m.apiPort, 'POST', '/send/1', 'hello, friends');
+    expect(res).toMatchObject({ status: 200, json: { delivered: 2 } });
+    await waitFor(() => u1.messages.length === 1 && u2.messages.length === 1, 'deliveries');
+    expect(u2.messages).toEqual(['hello, friends']);
+    expect(c1m.stats()).toMatchObject({ connections: 2, users: 2, sends: 1, chunks: 2, bytes: 30, slowConsumerCloses: 0 });
+  });
+});

@@ -92,11 +92,14 @@ function respondOrFail(res: HttpResponse, respond: () => void): void {
   }
 }
 
-/** A pair list as JSON (the default) or msgpack; anything else is refused before the store sees it. */
+/** Content types read as JSON: the real one, plus the defaults of `curl -d` and of fetch() with a string body. */
+const JSON_TYPES = new Set(['', 'application/json', 'text/plain', 'application/x-www-form-urlencoded']);
+
+/** A pair list as JSON or msgpack; anything else is refused before the store sees it. */
 function parsePairs(body: Buffer, contentType: string): Pair[] {
   const type = contentType.split(';')[0].trim().toLowerCase();
   let value: unknown;
-  if (type === '' || type === 'application/json') {
+  if (JSON_TYPES.has(type)) {
     try {
       value = JSON.parse(body.toString('utf8'));
     } catch (err) {

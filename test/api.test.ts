@@ -1,0 +1,112 @@
+import { pack } from 'msgpackr';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { C1m } from '../index.js';
+import { api, startServer, StreamClient, waitFor } from './helpers.js';
+
+let c1m: C1m;
+afterEach(() => c1m?.close());
+
+const JSON_TYPE = { 'content-type': 'application/json' };
+const MSGPACK_TYPE = { 'content-type': 'application/msgpack' };
+
+describe('backend API', () => {
+  it('adds, lists and removes subscriptions as JSON or msgpack', async () => {
+    c1m = await startServer();
+    const port = c1m.apiPort;
+    expect(await api(port, 'POST', '/subscriptions', JSON.stringify([[2, 1], [3, 1], [2, 1]]), JSON_TYPE)).toMatchObject({
+      status: 200,
+      json: { added: 2 },
+    });
+    expect(await api(port, 'POST', '/subscriptions', pack([[4, 1], [2, 3]]), MSGPACK_TYPE)).toMatchObject({ json: { added: 2 } });
+    expect((await api(port, 'GET', '/subscribers/1')).json).toEqual([2, 3, 4]);
+    expect((await api(port, 'GET', '/subscriptions/2')).json).toEqual([1, 3]);
+    expect(await api(port, 'DELETE', '/subscriptions', pack([[3, 1], [9, 9]]), MSGPACK_TYPE)).toMatchObject({ json: { removed: 1 } });
+    expect(await api(port, 'DELETE', '/subscriptions', JSON.stringify([[4, 1]]), JSON_TYPE)).toMatchObject({ json: { removed: 1 } });
+    expect((await api(port, 'GET', '/subscribers/1')).json).toEqual([2]);
+    expect((await api(port, 'GET', '/subscribers/77')).json).toEqual([]);
+  });
+
+  it('rejects malformed bodies, wrong shapes and bad ids with a message, changing nothing', async () => {
+    c1m = await startServer({ maxBody: 1000 });
+    const port = c1m.apiPort;
+    c1m.store.addSubscriptions([[2, 1]]);
+    const bad: [string, string, string | Uint8Array, Record<string, string>, number, string][] = [
+      ['POST', '/subscriptions', '[[3, 1], [4', JSON_TYPE, 400, 'malformed JSON'],
+      ['POST', '/subscriptions', '{"a": 1}', JSON_TYPE, 400, 'list of'],
+      ['POST', '/subscriptions', '[[3, 1], [4, 0]]', JSON_TYPE, 400, 'pair 1'],
+      ['POST', '/subscriptions', '[[3, 1], [4, 1.5]]', JSON_TYPE, 400, 'pair 1'],
+      ['POST', '/subscriptions', '[[3, 1], ["4", 1]]', JSON_TYPE, 400, 'pair 1'],
+      ['POST', '/subscriptions', '[[3, 1], [4, 1, 5]]', JSON_TYPE, 400, 'pair 1'],
+      ['POST', '/subscriptions', '[[3, 1], [4, 99999999999999999999]]', JSON_TYPE, 400, 'pair 1'],
+      ['POST', '/subscriptions', new Uint8Array([0x92, 0x92, 0x03]), MSGPACK_TYPE, 400, 'msgpack'],
+      ['POST', '/subscriptions', pack([[3, 1], [-4, 1]]), MSGPACK_TYPE, 400, 'pair 1'],
+      ['POST', '/subscriptions', '3 1', { 'content-type': 'text/csv' }, 415, 'unsupported content type'],
+      ['DELETE', '/subscriptions', '[[2, 1], [2]]', JSON_TYPE, 400, 'pair 1'],
+      ['POST', '/subscriptions', JSON.stringify(Array.from({ length: 200 }, () => [5, 1])), JSON_TYPE, 413, '1000 bytes'],
+      ['POST', '/send/abc', 'hi', {}, 400, 'not a user id'],
+      ['POST', '/send/0', 'hi', {}, 400, 'not a user id'],
+      ['POST', '/send/2000000', 'hi', {}, 400, 'above the limit'],
+      ['POST', '/send/1', '', {}, 400, 'empty message'],
+      ['POST', '/send/1', 'x'.repeat(1001), {}, 413, '1000 bytes'],
+      ['GET', '/subscribers/x', '', {}, 400, 'not a user id'],
+      ['GET', '/nope', '', {}, 404, 'no such endpoint'],
+    ];
+    for (const [method, path, body, headers, status, message] of bad) {
+      const res = await api(port, method, path, method === 'GET' ? undefined : body, headers);
+      expect(res.status, `${method} ${path} ${body}`).toBe(status);
+      expect(res.json?.error, `${method} ${path}`).toContain(message);
+    }
+    expect(c1m.store.getSubscribers(1)).toEqual([2]);
+    expect(c1m.store.count()).toBe(1);
+    expect(c1m.stats().sends).toBe(0);
+  });
+
+  it('refuses a body that streams past the limit without a Content-Length', async () => {
+    c1m = await startServer({ maxBody: 1000 });
+    const body = new ReadableStream({
+      start(controller) {
+        for (let i = 0; i < 10; i++) controller.enqueue(new TextEncoder().encode('y'.repeat(500)));
+        controller.close();
+      },
+    });
+    const res = await fetch(`http://127.0.0.1:${c1m.apiPort}/send/1`, { method: 'POST', body, duplex: 'half' } as RequestInit);
+    expect(res.status).toBe(413);
+    expect(c1m.stats().sends).toBe(0);
+  });
+
+  it('enforces the bearer token when one is set', async () => {
+    c1m = await startServer({ token: 's3cret' });
+    const client = await StreamClient.open(c1m.port, 1);
+    for (const headers of [{}, { authorization: 'Bearer wrong' }, { authorization: 's3cret' }]) {
+      const res = await api(c1m.apiPort, 'POST', '/send/1', 'hi', headers);
+      expect(res.status).toBe(401);
+      expect(res.json.error).toContain('token');
+    }
+    expect((await api(c1m.apiPort, 'GET', '/stats')).status).toBe(401);
+    expect(c1m.stats().sends).toBe(0);
+    const ok = await api(c1m.apiPort, 'POST', '/send/1', 'hi', { authorization: 'Bearer s3cret' });
+    expect(ok).toMatchObject({ status: 200, json: { delivered: 1 } });
+    await waitFor(() => client.messages[0] === 'hi', 'delivery');
+    client.close();
+  });
+
+  it('reports stats', async () => {
+    c1m = await startServer();
+    const client = await StreamClient.open(c1m.port, 5);
+    await api(c1m.apiPort, 'POST', '/send/5', 'abc');
+    await waitFor(() => client.messages.length === 1, 'delivery');
+    const { json } = await api(c1m.apiPort, 'GET', '/stats');
+    expect(json).toMatchObject({ connections: 1, users: 1, sends: 1, chunks: 1, bytes: 4, slowConsumerCloses: 0 });
+    expect(json.uptimeSeconds).toBeGreaterThanOrEqual(0);
+    expect(json.memory.rss).toBeGreaterThan(1e6);
+    expect(json.maxConnections).toBeGreaterThan(0);
+    client.close();
+  });
+
+  it('is not reachable on the public port, and streams are not on the API port', async () => {
+    c1m = await startServer();
+    expect((await api(c1m.port, 'POST', '/send/1', 'hi')).status).toBe(404);
+    expect((await api(c1m.port, 'GET', '/stats')).status).toBe(404);
+    expect((await api(c1m.apiPort, 'GET', '/test/1')).status).toBe(404);
+  });
+});

@@ -1,0 +1,112 @@
+import { spawn } from 'node:child_process';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { openStore, type SqliteStore } from '../index.js';
+import { api, runCli, spawnServer, stopChild, tempDir, waitFor } from './helpers.js';
+
+const stores: SqliteStore[] = [];
+const open = (path: string, cacheMiB?: number) => {
+  const store = openStore(path, { cacheMiB });
+  stores.push(store);
+  return store;
+};
+afterEach(() => stores.splice(0).forEach((s) => s.close()));
+
+describe('subscription store', () => {
+  it('adds, ignores duplicates, removes, and answers both directions', () => {
+    const store = open(':memory:');
+    expect(store.addSubscriptions([[2, 1], [3, 1], [2, 1], [1, 2]])).toBe(3);
+    expect(store.addSubscriptions([[2, 1]])).toBe(0);
+    expect(store.getSubscribers(1)).toEqual([2, 3]);
+    expect(store.getSubscriptions(2)).toEqual([1]);
+    expect(store.removeSubscriptions([[2, 1], [5, 5]])).toBe(1);
+    expect(store.getSubscribers(1)).toEqual([3]);
+    expect(store.count()).toBe(2);
+    expect(store.getSubscribers(42)).toEqual([]);
+  });
+
+  it('rejects a batch holding one bad pair before writing any of it', () => {
+    const store = open(':memory:');
+    expect(() => store.addSubscriptions([[2, 1], [0, 1]] as never)).toThrow(/pair 1/);
+    expect(() => store.addSubscriptions([[2, 1], [2.5, 1]] as never)).toThrow(/pair 1/);
+    expect(store.count()).toBe(0);
+  });
+
+  it('uses the primary key for getSubscribers (no table scan, no sort)', () => {
+    const store = open(':memory:');
+    const plan = store.db.prepare('EXPLAIN QUERY PLAN SELECT subscriber FROM subscriptions WHERE subscribee = ?').all(1);
+    expect(JSON.stringify(plan)).toMatch(/SEARCH subscriptions USING PRIMARY KEY \(subscribee=\?\)/);
+  });
+
+  it('refuses a corrupt file with a clear error and leaves it untouched', async () => {
+    const path = join(tempDir(), 'corrupt.db');
+    const garbage = 'this is not a database '.repeat(400);
+    writeFileSync(path, garbage);
+    expect(() => openStore(path)).toThrow(/cannot open subscription store .*corrupt\.db: file is not a database/);
+    const run = await runCli(['server', '--db', path, '--port', '0', '--api-port', '0']);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('file is not a database');
+    expect(statSync(path).size).toBe(garbage.length);
+  });
+
+  it('survives a server restart', async () => {
+    const db = join(tempDir(), 'c1m.db');
+    let server = await spawnServer(['--db', db]);
+    expect((await api(server.apiPort, 'POST', '/subscriptions', '[[2,1],[3,1]]')).json).toEqual({ added: 2 });
+    await stopChild(server.child);
+    server = await spawnServer(['--db', db]);
+    expect((await api(server.apiPort, 'GET', '/subscribers/1')).json).toEqual([2, 3]);
+    await stopChild(server.child);
+  });
+
+  it('keeps all of a batch or none of it when the writer is killed with SIGKILL mid-transaction', async () => {
+    const db = join(tempDir(), 'c1m.db');
+    const storeModule = join(import.meta.dirname, '..', 'dist', 'subsmanager', 'store.js');
+    // A writer with a tiny page cache, so the big transaction spills pages into the WAL before it commits.
+    const writer = spawn(process.execPath, [
+      '--input-type=module',
+      '-e',
+      `
+      import { openStore } from ${JSON.stringify(storeModule)};
+      const store = openStore(${JSON.stringify(db)}, { cacheMiB: 1 });
+      store.addSubscriptions(Array.from({ length: 1000 }, (_, i) => [i + 2, 1]));
+      console.log('first batch committed');
+      const big = Array.from({ length: 3_000_000 }, (_, i) => [i + 1, 2 + (i % 7)]);
+      store.addSubscriptions(big);
+      console.log('second batch committed');
+      `,
+    ]);
+    let out = '';
+    writer.stdout.on('data', (d) => (out += d));
+    writer.stderr.on('data', (d) => (out += d));
+    await waitFor(() => out.includes('first batch committed'), 'first batch', 20_000);
+    // Mid-write: the WAL grows with uncommitted pages of the second batch.
+    await waitFor(() => existsSync(`${db}-wal`) && statSync(`${db}-wal`).size > 4 * 1024 * 1024, 'WAL growth', 20_000);
+    const exited = new Promise((r) => writer.once('exit', (_code, signal) => r(signal)));
+    writer.kill('SIGKILL');
+    expect(await exited).toBe('SIGKILL');
+    expect(out).not.toContain('second batch committed');
+
+    const store = open(db);
+    expect(store.db.pragma('integrity_check', { simple: true })).toBe('ok');
+    expect(store.count()).toBe(1000);
+    expect(store.getSubscribers(1)).toHaveLength(1000);
+    expect(store.getSubscribers(2)).toEqual([]);
+  });
+
+  it('is managed from the CLI while a server uses the same file', async () => {
+    const db = join(tempDir(), 'c1m.db');
+    const server = await spawnServer(['--db', db]);
+    expect(await runCli(['subs', 'add', '2:1', '3:1', '--db', db])).toMatchObject({ code: 0, stdout: '{"added":2}\n' });
+    expect(await runCli(['subs', 'add', '4:5', '--mutual', '--db', db])).toMatchObject({ code: 0, stdout: '{"added":2}\n' });
+    expect((await api(server.apiPort, 'GET', '/subscribers/1')).json).toEqual([2, 3]);
+    expect(await runCli(['subs', 'remove', '2:1', '--db', db])).toMatchObject({ code: 0, stdout: '{"removed":1}\n' });
+    const got = await runCli(['subs', 'get', '5', '--db', db]);
+    expect(JSON.parse(got.stdout)).toEqual({ user: 5, subscribers: [4], subscriptions: [4] });
+    const bad = await runCli(['subs', 'add', '2-1', '--db', db]);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain('is not subscriber:subscribee');
+    await stopChild(server.child);
+  });
+});

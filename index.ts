@@ -6,7 +6,7 @@
 import { pino, type Logger } from 'pino';
 import { Router } from './router/router.js';
 import { apiRoutes } from './server/api.js';
-import { cometRoutes, endStreams } from './server/comet.js';
+import { cometRoutes } from './server/comet.js';
 import { openFileLimit, RESERVED_FDS } from './server/limits.js';
 import { StreamHub } from './server/stream.js';
 import { loadNativeUws, type us_listen_socket } from './server/uws.js';
@@ -72,7 +72,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
   const maxUserId = options.maxUserId ?? 1_000_000;
   const store = options.store ?? openStore(options.db ?? './data/c1m.db', { cacheMiB: options.cacheMiB });
   const router = new Router(store);
-  const hub = new StreamHub(options.maxBacklog ?? 256 * 1024);
+  const hub = new StreamHub(router, options.maxBacklog ?? 256 * 1024);
   const started = Date.now();
 
   const stats = (): Stats => {
@@ -90,7 +90,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
     };
   };
 
-  const publicApp = cometRoutes(uws.App(), router, hub, { maxUserId, maxConnections });
+  const publicApp = cometRoutes(uws.App(), hub, { maxUserId, maxConnections });
   const apiApp = apiRoutes(uws.App(), router, store, stats, {
     maxUserId,
     maxBody: options.maxBody ?? 1024 * 1024,
@@ -123,7 +123,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
     stats,
     close() {
       closeListeners();
-      endStreams(router, hub);
+      router.closeAll();
       if (!options.store) store.close();
       log.info('c1m closed');
     },

@@ -8,6 +8,8 @@
 export interface Connection {
   /** Queues one chunk for delivery; false if the connection can no longer take it. */
   write(chunk: Buffer): boolean;
+  /** Ends the connection cleanly (shutdown, drain). */
+  close(): void;
 }
 
 /** The one question the router asks the subscription store. */
@@ -71,6 +73,14 @@ export class Router {
       const rest = existing.filter((c) => c !== conn);
       this.byUser.set(user, rest.length === 1 ? rest[0] : rest);
     }
+  }
+
+  /** Logs every connection out and closes it (shutdown). */
+  closeAll(): void {
+    const all = [...this.userOf.keys()];
+    this.userOf.clear();
+    this.byUser.clear();
+    for (const conn of all) conn.close();
   }
 
   /** Is `user` connected here at least once? */

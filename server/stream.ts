@@ -1,4 +1,4 @@
-import type { Connection } from '../router/router.js';
+import type { Connection, Router } from '../router/router.js';
 import type { HttpResponse } from './uws.js';
 
 const OPEN = 0;
@@ -15,14 +15,18 @@ const CLOSED = 3;
  * not one per message), and keeps the counters.
  */
 export class StreamHub {
-  readonly open = new Set<CometStream>();
+  /** Streams open now. */
+  open = 0;
   chunks = 0;
   bytes = 0;
   slowConsumerCloses = 0;
   private dirty: CometStream[] = [];
   private flushScheduled = false;
 
-  constructor(readonly maxBacklog: number) {}
+  constructor(
+    readonly router: Router,
+    readonly maxBacklog: number,
+  ) {}
 
   schedule(stream: CometStream): void {
     this.dirty.push(stream);
@@ -64,7 +68,7 @@ export class CometStream implements Connection {
     private readonly res: HttpResponse,
     private readonly hub: StreamHub,
   ) {
-    hub.open.add(this);
+    hub.open++;
   }
 
   write(chunk: Buffer): boolean {
@@ -135,17 +139,22 @@ export class CometStream implements Connection {
     return this.state === OPEN;
   }
 
-  /** The client went away (or was closed by us): never touch `res` again. */
-  closed(): void {
-    this.state = CLOSED;
-    this.pending = null;
-    this.hub.open.delete(this);
+  /** uWS onAborted: the client went away, or we closed it. Never touch `res` again. */
+  aborted(): void {
+    this.forget();
+    this.hub.router.logout(this);
   }
 
-  /** Server shutdown: finish the chunked response cleanly and drop the connection. */
-  end(): void {
+  /** Finishes the chunked response cleanly and drops the connection. */
+  close(): void {
     if (this.state === CLOSED) return;
-    this.closed();
+    this.forget();
     this.res.cork(() => this.res.end(undefined, true));
+  }
+
+  private forget(): void {
+    if (this.state !== CLOSED) this.hub.open--;
+    this.state = CLOSED;
+    this.pending = null;
   }
 }

@@ -1,0 +1,200 @@
+/**
+ * The core benchmark: one c1m server process on loopback, measured from the
+ * outside. Prints RSS per idle connection, connections accepted per second,
+ * delivered chunks per second (one send fanning out to many, and a stream of
+ * sends to random users), and getSubscribers latency.
+ *
+ *   npm run bench -- --connections 15000 --seconds 10
+ */
+import autocannon from 'autocannon';
+import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { Command, Option } from 'commander';
+import { pack } from 'msgpackr';
+import type { Pair } from '../subsmanager/pairs.js';
+import { openStore } from '../subsmanager/store.js';
+import type { HolderCommand, HolderReply } from './holder.js';
+
+const opts = new Command('bench')
+  .addOption(new Option('--connections <n>', 'idle connections to hold').default(15000).argParser(Number))
+  .addOption(new Option('--fanout <n>', 'subscribers of the user in the fan-out test').default(1000).argParser(Number))
+  .addOption(new Option('--friends <n>', 'random subscribers per user in the random-send test').default(15).argParser(Number))
+  .addOption(new Option('--seconds <n>', 'duration of each send test').default(10).argParser(Number))
+  .addOption(new Option('--sources <n>', 'loopback source addresses to spread connections over').default(8).argParser(Number))
+  .parse()
+  .opts<{ connections: number; fanout: number; friends: number; seconds: number; sources: number }>();
+
+const HOST = '127.0.0.1';
+const MESSAGE = 'm'.repeat(31); // 32 bytes with its '\n'
+const CHUNK_WIRE_BYTES = '20\r\n'.length + MESSAGE.length + 1 + '\r\n'.length;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function rssOf(pid: number): number {
+  const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:'))!;
+  return Number(line.split(/\s+/)[1]) * 1024;
+}
+
+/** CPU seconds (user + system) a process has used so far. */
+function cpuOf(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+function startServer(db: string) {
+  return new Promise<{ child: ChildProcess; port: number; apiPort: number }>((resolve, reject) => {
+    const child = spawn(process.execPath, [join(import.meta.dirname, '..', 'cli.js'), 'server', '--host', HOST, '--port', '0', '--api-port', '0', '--db', db], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    child.stdout!.on('data', (d) => {
+      out += d;
+      const line = out.split('\n').find((l) => l.includes('c1m listening'));
+      if (line) resolve({ child, ...JSON.parse(line) });
+    });
+    child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
+  });
+}
+
+class Holder {
+  readonly child = fork(join(import.meta.dirname, 'holder.js'), { stdio: 'inherit' });
+  request(cmd: HolderCommand): Promise<HolderReply> {
+    return new Promise((resolve) => {
+      this.child.once('message', (reply) => resolve(reply as HolderReply));
+      this.child.send(cmd);
+    });
+  }
+  async bytes(): Promise<number> {
+    return ((await this.request({ type: 'bytes' })) as Extract<HolderReply, { type: 'bytes' }>).bytes;
+  }
+}
+
+async function post(apiPort: number, path: string, body: Buffer, type = 'application/msgpack') {
+  const res = await fetch(`http://${HOST}:${apiPort}${path}`, { method: 'POST', body: new Uint8Array(body), headers: { 'content-type': type } });
+  if (!res.ok) throw new Error(`${path}: ${res.status} ${await res.text()}`);
+  return res.json();
+}
+
+async function subscribe(apiPort: number, pairs: Pair[]) {
+  for (let i = 0; i < pairs.length; i += 50_000) await post(apiPort, '/subscriptions', pack(pairs.slice(i, i + 50_000)));
+}
+
+async function stats(apiPort: number) {
+  return (await fetch(`http://${HOST}:${apiPort}/stats`)).json() as Promise<{ chunks: number; sends: number; slowConsumerCloses: number }>;
+}
+
+/** Runs autocannon against POST /send/<id>, then waits for the holder to stop receiving; returns delivered chunks/s and sends/s. */
+async function sendTest(apiPort: number, server: ChildProcess, holder: Holder, pickUser: () => number) {
+  const before = { bytes: await holder.bytes(), server: await stats(apiPort), cpu: cpuOf(server.pid!) };
+  const started = performance.now();
+  const result = await autocannon({
+    url: `http://${HOST}:${apiPort}`,
+    connections: 4,
+    pipelining: 4,
+    duration: opts.seconds,
+    requests: [{ method: 'POST', body: MESSAGE, setupRequest: (req) => ({ ...req, path: `/send/${pickUser()}` }) }],
+  });
+  let bytes = await holder.bytes();
+  let lastChange = performance.now();
+  while (performance.now() - lastChange < 300) {
+    await sleep(50);
+    const now = await holder.bytes();
+    if (now !== bytes) [bytes, lastChange] = [now, performance.now()];
+  }
+  const seconds = (lastChange - started) / 1000;
+  const after = await stats(apiPort);
+  const received = (bytes - before.bytes) / CHUNK_WIRE_BYTES;
+  const serverCpu = cpuOf(server.pid!) - before.cpu;
+  return {
+    seconds: +seconds.toFixed(2),
+    serverCpuSeconds: +serverCpu.toFixed(2),
+    serverCpuMicrosPerChunk: +((serverCpu * 1e6) / received).toFixed(2),
+    sends: after.sends - before.server.sends,
+    sendsPerSecond: Math.round((after.sends - before.server.sends) / seconds),
+    serverChunks: after.chunks - before.server.chunks,
+    receivedChunks: Math.round(received),
+    deliveredChunksPerSecond: Math.round(received / seconds),
+    non2xx: result.non2xx,
+    errors: result.errors,
+    slowConsumerCloses: after.slowConsumerCloses,
+  };
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+async function main() {
+  const dir = mkdtempSync(join(tmpdir(), 'c1m-bench-'));
+  const db = join(dir, 'bench.db');
+  const n = opts.connections;
+  const sources = Array.from({ length: opts.sources }, (_, i) => `127.0.1.${i + 1}`);
+  console.log(`machine: ${cpus().length} x ${cpus()[0].model}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}`);
+
+  const server = await startServer(db);
+  const holder = new Holder();
+  try {
+    // Warm up: the first thousand connections grow V8's young generation and JIT the
+    // accept path once; the baseline is taken after them, so the figure is the marginal cost.
+    const warmUp = 1000;
+    await holder.request({ type: 'open', host: HOST, port: server.port, firstId: 1, count: warmUp, sources, concurrency: 100 });
+    await sleep(1000);
+    const rssBefore = rssOf(server.child.pid!);
+    const cpuBefore = { server: cpuOf(server.child.pid!), holder: cpuOf(holder.child.pid!) };
+    const opened = (await holder.request({ type: 'open', host: HOST, port: server.port, firstId: warmUp + 1, count: n - warmUp, sources, concurrency: 256 })) as Extract<HolderReply, { type: 'opened' }>;
+    const serverCpu = cpuOf(server.child.pid!) - cpuBefore.server;
+    const holderCpu = cpuOf(holder.child.pid!) - cpuBefore.holder;
+    await sleep(2000);
+    const rssAfter = rssOf(server.child.pid!);
+    const accepted = opened.opened - warmUp;
+    const idle = {
+      connections: opened.opened,
+      failed: opened.failed,
+      acceptedPerSecond: Math.round(accepted / (opened.ms / 1000)),
+      serverCpuMicrosPerAccept: Math.round((serverCpu * 1e6) / accepted),
+      holderCpuMicrosPerConnect: Math.round((holderCpu * 1e6) / accepted),
+      serverRssBeforeMiB: +(rssBefore / 2 ** 20).toFixed(1),
+      serverRssAfterMiB: +(rssAfter / 2 ** 20).toFixed(1),
+      rssBytesPerIdleConnection: Math.round((rssAfter - rssBefore) / accepted),
+    };
+    console.log('idle connections:', idle);
+
+    const fanoutPairs: Pair[] = Array.from({ length: Math.min(opts.fanout, n - 1) }, (_, i) => [i + 2, 1]);
+    await subscribe(server.apiPort, fanoutPairs);
+    const fanout = await sendTest(server.apiPort, server.child, holder, () => 1);
+    console.log(`one send to ${fanoutPairs.length} subscribers + the sender:`, fanout);
+
+    const randomPairs: Pair[] = [];
+    for (let user = 2; user <= n; user++) {
+      for (let k = 0; k < opts.friends; k++) randomPairs.push([1 + Math.floor(Math.random() * n), user]);
+    }
+    await subscribe(server.apiPort, randomPairs);
+    const random = await sendTest(server.apiPort, server.child, holder, () => 2 + Math.floor(Math.random() * (n - 1)));
+    console.log(`sends to random users (~${opts.friends} subscribers each):`, random);
+
+    await holder.request({ type: 'close' });
+    server.child.kill('SIGTERM');
+    await new Promise((r) => server.child.once('exit', r));
+
+    const store = openStore(db, { readonly: true });
+    const times: number[] = [];
+    for (let i = 0; i < 100_000; i++) {
+      const user = 1 + Math.floor(Math.random() * n);
+      const t0 = process.hrtime.bigint();
+      store.getSubscribers(user);
+      times.push(Number(process.hrtime.bigint() - t0) / 1000);
+    }
+    times.sort((a, b) => a - b);
+    const lookups = { rows: store.count(), p50Micros: +percentile(times, 50).toFixed(1), p99Micros: +percentile(times, 99).toFixed(1) };
+    store.close();
+    console.log('getSubscribers (random users):', lookups);
+    console.log(JSON.stringify({ idle, fanout, random, lookups }));
+  } finally {
+    if (server.child.exitCode === null) server.child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
+process.exit(0);

@@ -29,6 +29,8 @@ const opts = new Command('bench')
 const HOST = '127.0.0.1';
 const MESSAGE = 'm'.repeat(31); // 32 bytes with its '\n'
 const CHUNK_WIRE_BYTES = '20\r\n'.length + MESSAGE.length + 1 + '\r\n'.length;
+/** Long enough for V8's memory reducer to run once a process goes quiet. */
+const SETTLE_MS = 12_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function rssOf(pid: number): number {
@@ -81,7 +83,7 @@ async function subscribe(apiPort: number, pairs: Pair[]) {
 }
 
 async function stats(apiPort: number) {
-  return (await fetch(`http://${HOST}:${apiPort}/stats`)).json() as Promise<{ chunks: number; sends: number; slowConsumerCloses: number }>;
+  return (await fetch(`http://${HOST}:${apiPort}/stats`)).json() as Promise<{ connections: number; chunks: number; sends: number; slowConsumerCloses: number }>;
 }
 
 /** Runs autocannon against POST /send/<id>, then waits for the holder to stop receiving; returns delivered chunks/s and sends/s. */
@@ -135,21 +137,24 @@ async function main() {
   const server = await startServer(db);
   const holder = new Holder();
   try {
-    // Warm up: the first thousand connections grow V8's young generation and JIT the
-    // accept path once; the baseline is taken after them, so the figure is the marginal cost.
-    const warmUp = 1000;
-    await holder.request({ type: 'open', host: HOST, port: server.port, firstId: 1, count: warmUp, sources, concurrency: 100 });
-    await sleep(1000);
+    // Warm up with a third of the connections, opened just like the rest: that grows
+    // V8's young generation to its ramp-up size (a fixed cost, tens of MB at most) and
+    // JITs the accept path, so the delta that follows is the marginal cost per connection.
+    const warmUp = Math.round(n / 3);
+    const rssStart = rssOf(server.child.pid!);
+    await holder.request({ type: 'open', host: HOST, port: server.port, firstId: 1, count: warmUp, sources, concurrency: 256 });
+    await sleep(SETTLE_MS);
     const rssBefore = rssOf(server.child.pid!);
     const cpuBefore = { server: cpuOf(server.child.pid!), holder: cpuOf(holder.child.pid!) };
     const opened = (await holder.request({ type: 'open', host: HOST, port: server.port, firstId: warmUp + 1, count: n - warmUp, sources, concurrency: 256 })) as Extract<HolderReply, { type: 'opened' }>;
+    const accepted = opened.opened - warmUp;
     const serverCpu = cpuOf(server.child.pid!) - cpuBefore.server;
     const holderCpu = cpuOf(holder.child.pid!) - cpuBefore.holder;
-    await sleep(2000);
+    const rssRampedUp = rssOf(server.child.pid!);
+    await sleep(SETTLE_MS);
     const rssAfter = rssOf(server.child.pid!);
-    const accepted = opened.opened - warmUp;
     const idle = {
-      connections: opened.opened,
+      connections: (await stats(server.apiPort)).connections,
       failed: opened.failed,
       acceptedPerSecond: Math.round(accepted / (opened.ms / 1000)),
       serverCpuMicrosPerAccept: Math.round((serverCpu * 1e6) / accepted),
@@ -157,6 +162,8 @@ async function main() {
       serverRssBeforeMiB: +(rssBefore / 2 ** 20).toFixed(1),
       serverRssAfterMiB: +(rssAfter / 2 ** 20).toFixed(1),
       rssBytesPerIdleConnection: Math.round((rssAfter - rssBefore) / accepted),
+      rssBytesPerConnectionRightAfterRampUp: Math.round((rssRampedUp - rssBefore) / accepted),
+      rssBytesPerConnectionIncludingWarmUp: Math.round((rssAfter - rssStart) / n),
     };
     console.log('idle connections:', idle);
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { pino } from 'pino';
+import { friendsCommand } from './friends-cli.js';
 import { start } from './index.js';
 import { seedDemoGraph } from './subsmanager/demo.js';
 import type { Pair } from './subsmanager/pairs.js';
@@ -91,6 +92,8 @@ subs
       console.log(JSON.stringify({ user, subscribers: store.getSubscribers(user), subscriptions: store.getSubscriptions(user) })),
     );
   });
+
+program.addCommand(friendsCommand());
 
 function withStore(path: string, use: (store: ReturnType<typeof openStore>) => void): void {
   const store = openStore(path);

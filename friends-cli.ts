@@ -1,0 +1,147 @@
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { SingleBar } from 'cli-progress';
+import { createWriteStream } from 'node:fs';
+import { finished } from 'node:stream/promises';
+import type { Writable } from 'node:stream';
+import { generateBarabasiAlbert, barabasiAlbertEdgeCount, writeEdgeList } from './loadgen/graph.js';
+import { bulkLoadFile, type Direction } from './subsmanager/bulkload.js';
+import { graphStats, writeDegreeChart } from './subsmanager/stats.js';
+import { openStore } from './subsmanager/store.js';
+
+const DEFAULT_DB = './data/c1m.db';
+
+function positiveInteger(value: string): number {
+  const parsed = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(parsed) || parsed < 1) throw new InvalidArgumentError('expected a positive integer');
+  return parsed;
+}
+
+function nonNegativeInteger(value: string): number {
+  const parsed = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(parsed)) throw new InvalidArgumentError('expected a non-negative integer');
+  return parsed;
+}
+
+/** A progress bar on stderr when it is a terminal; nothing otherwise (pipes, CI, logs). */
+function progressBar(format: string): SingleBar | undefined {
+  if (!process.stderr.isTTY) return undefined;
+  return new SingleBar({ format, stream: process.stderr, hideCursor: true, etaBuffer: 50 });
+}
+
+function formatCount(value: number): string {
+  return Math.round(value).toLocaleString('en-US');
+}
+
+function formatBytes(bytes: number): string {
+  return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+}
+
+export function friendsCommand(): Command {
+  const friends = new Command('friends').description('the friends graph: generate a Barabási–Albert graph, bulk-load an edge list, inspect the store');
+
+  friends
+    .command('generate')
+    .description('write an undirected Barabási–Albert graph as an edge list (`A B` per line, ids 1..N)')
+    .requiredOption('--users <n>', 'number of users', positiveInteger)
+    .requiredOption('--m <m>', 'edges each new user brings, to distinct existing users', positiveInteger)
+    .option('--seed <s>', 'random seed (same seed, same graph)', nonNegativeInteger, 1)
+    .option('--out <file>', 'output file (default: stdout)')
+    .action(async (opts: { users: number; m: number; seed: number; out?: string }, command: Command) => {
+      if (opts.users < opts.m + 1) command.error(`error: --users must be at least --m + 1 (${opts.m + 1})`);
+      const total = barabasiAlbertEdgeCount(opts.users, opts.m);
+      const bar = progressBar('{phase} [{bar}] {percentage}% | {value}/{total} edges | {duration_formatted}');
+      bar?.start(total, 0, { phase: 'generate' });
+      const graph = generateBarabasiAlbert({ ...opts, onProgress: (edges) => bar?.update(edges) });
+      bar?.update(0, { phase: 'write   ' });
+      const out: Writable = opts.out ? createWriteStream(opts.out) : process.stdout;
+      try {
+        await writeEdgeList(graph, out, (edges) => bar?.update(edges));
+        if (opts.out) {
+          out.end();
+          await finished(out);
+        }
+      } catch (err) {
+        bar?.stop();
+        command.error(`error: cannot write ${opts.out ?? 'stdout'}: ${(err as Error).message}`);
+      }
+      bar?.stop();
+    });
+
+  friends
+    .command('load')
+    .description('bulk-load an edge list into the subscription store, all or nothing')
+    .argument('<file>', "edge list file, or '-' for stdin")
+    .option('--db <path>', 'SQLite store', DEFAULT_DB)
+    .addOption(new Option('--mutual', 'friends are mutual: `A B` subscribes A to B and B to A (default)').conflicts('oneWay'))
+    .addOption(new Option('--one-way', '`A B` means A subscribes to B'))
+    .action(async (file: string, opts: { db: string; mutual?: boolean; oneWay?: boolean }, command: Command) => {
+      const direction: Direction = opts.oneWay ? 'one-way' : 'mutual';
+      const bar = progressBar('{phase} [{bar}] {percentage}% | {rate} | {duration_formatted}');
+      let phase = '';
+      let started = 0;
+      let store;
+      try {
+        store = openStore(opts.db);
+        const report = await bulkLoadFile(store, file, {
+          direction,
+          onProgress: (progress) => {
+            if (!bar) return;
+            if (progress.phase === 'read') {
+              if (phase !== 'read') bar.start(progress.totalBytes ?? 0, 0, { phase: 'read  ', rate: '' });
+              phase = 'read';
+              bar.update(progress.bytes, { rate: `${formatBytes(progress.bytes)}` });
+            } else {
+              if (phase !== 'insert') {
+                bar.stop();
+                bar.start(progress.totalRows, 0, { phase: 'insert', rate: '' });
+                started = performance.now();
+              }
+              phase = 'insert';
+              const seconds = (performance.now() - started) / 1000;
+              bar.update(progress.rows, { rate: `${formatCount(seconds > 0 ? progress.rows / seconds : 0)} rows/s` });
+            }
+          },
+        });
+        bar?.stop();
+        console.log(
+          `loaded ${file === '-' ? 'stdin' : file} (${direction}): ${formatCount(report.edges)} edges, ` +
+            `${formatCount(report.rowsRead)} rows read, ${formatCount(report.rowsAdded)} added in ${report.seconds.toFixed(1)} s ` +
+            `(${formatCount(report.rowsPerSecond)} rows/s; read ${report.readSeconds.toFixed(1)} s, write ${report.writeSeconds.toFixed(1)} s)`,
+        );
+      } catch (err) {
+        bar?.stop();
+        command.error(`error: ${(err as Error).message}`);
+      } finally {
+        store?.close();
+      }
+    });
+
+  friends
+    .command('stats')
+    .description('users, subscriptions, degree distribution, top hubs, size on disk; optionally a log-log degree chart (SVG)')
+    .option('--db <path>', 'SQLite store', DEFAULT_DB)
+    .option('--chart <file>', 'write the log-log degree distribution chart as SVG')
+    .action(async (opts: { db: string; chart?: string }, command: Command) => {
+      let store;
+      try {
+        store = openStore(opts.db, { readonly: true });
+        const stats = graphStats(store, opts.db);
+        const { subscribers: s } = stats;
+        console.log(`users:          ${formatCount(stats.users)}`);
+        console.log(`subscriptions:  ${formatCount(stats.subscriptions)}`);
+        console.log(`subscribers per user: mean ${s.mean.toFixed(2)}, median ${s.median}, p99 ${s.p99}, max ${s.max}`);
+        console.log(`top hubs:       ${stats.hubs.map((hub) => `${hub.user} (${formatCount(hub.subscribers)})`).join(', ')}`);
+        console.log(`on disk:        ${formatBytes(stats.diskBytes)} (database + WAL)`);
+        if (opts.chart) {
+          await writeDegreeChart(stats.histogram, opts.chart);
+          console.log(`chart:          ${opts.chart}`);
+        }
+      } catch (err) {
+        command.error(`error: ${(err as Error).message}`);
+      } finally {
+        store?.close();
+      }
+    });
+
+  return friends;
+}

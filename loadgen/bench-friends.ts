@@ -1,0 +1,153 @@
+/**
+ * Friends-graph benchmark: generate a Barabási–Albert graph (python3-igraph side
+ * by side when installed), write it, bulk-load it mutual into a fresh store,
+ * then measure getSubscribers latency and RSS in a fresh process.
+ *
+ *   node dist/loadgen/bench-friends.js [--users N] [--m M] [--seed S] [--cache-mib C] [--lookups K] [--dir DIR]
+ *
+ * Defaults: 1,000,000 users x m=15, 16 MiB page cache, 10,000 random lookups,
+ * files under ./bench-results/. Env FRIENDS_USERS, FRIENDS_M, FRIENDS_CACHE_MIB
+ * and FRIENDS_LOOKUPS set the same for a quick run.
+ */
+import { spawnSync } from 'node:child_process';
+import { createWriteStream, mkdirSync, rmSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { finished } from 'node:stream/promises';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { generateBarabasiAlbert, writeEdgeList, xoshiro128ss } from './graph.js';
+import { bulkLoadFile } from '../subsmanager/bulkload.js';
+import { graphStats, writeDegreeChart } from '../subsmanager/stats.js';
+import { openStore } from '../subsmanager/store.js';
+
+const { values: flags } = parseArgs({
+  options: {
+    users: { type: 'string', default: process.env.FRIENDS_USERS ?? '1000000' },
+    m: { type: 'string', default: process.env.FRIENDS_M ?? '15' },
+    seed: { type: 'string', default: '1' },
+    'cache-mib': { type: 'string', default: process.env.FRIENDS_CACHE_MIB ?? '16' },
+    lookups: { type: 'string', default: process.env.FRIENDS_LOOKUPS ?? '10000' },
+    dir: { type: 'string', default: 'bench-results' },
+    /** Internal: run the lookup phase in this (fresh) process against --dir's store. */
+    'lookup-probe': { type: 'boolean', default: false },
+  },
+});
+const users = Number(flags.users);
+const m = Number(flags.m);
+const seed = Number(flags.seed);
+const cacheMiB = Number(flags['cache-mib']);
+const lookups = Number(flags.lookups);
+const dir = resolve(flags.dir);
+const dbPath = join(dir, 'friends-bench.db');
+
+interface LookupResult {
+  typical: { p50: number; p99: number; meanSubscribers: number };
+  hubs: { p50: number; p99: number; largest: number };
+  rssMiB: number;
+}
+
+if (flags['lookup-probe']) {
+  process.stdout.write(JSON.stringify(probeLookups()));
+} else {
+  await main();
+}
+
+async function main(): Promise<void> {
+  mkdirSync(dir, { recursive: true });
+  console.log(`friends benchmark: ${users.toLocaleString('en-US')} users x m=${m}, seed ${seed}, cache ${cacheMiB} MiB, files in ${dir}`);
+
+  let started = process.hrtime.bigint();
+  const graph = generateBarabasiAlbert({ users, m, seed });
+  const generateSeconds = secondsSince(started);
+  console.log(`generate (c1m):      ${generateSeconds.toFixed(2)} s, ${(graph.endpoints.length / 2).toLocaleString('en-US')} edges`);
+  console.log(`generate (igraph):   ${igraphSeconds()}`);
+
+  const edgesPath = join(dir, `friends-${users}x${m}.edges`);
+  started = process.hrtime.bigint();
+  const out = createWriteStream(edgesPath);
+  await writeEdgeList(graph, out);
+  out.end();
+  await finished(out);
+  console.log(`write edge list:     ${secondsSince(started).toFixed(2)} s, ${mib(statSync(edgesPath).size)} MiB`);
+
+  for (const suffix of ['', '-wal', '-shm']) rmSync(dbPath + suffix, { force: true });
+  const store = openStore(dbPath, { cacheMiB });
+  const load = await bulkLoadFile(store, edgesPath, { direction: 'mutual' });
+  console.log(
+    `load (mutual):       ${load.rowsAdded.toLocaleString('en-US')} rows in ${load.seconds.toFixed(1)} s = ${Math.round(load.rowsPerSecond).toLocaleString('en-US')} rows/s ` +
+      `(read+parse+sort ${load.readSeconds.toFixed(1)} s, insert+index+commit ${load.writeSeconds.toFixed(1)} s)`,
+  );
+  started = process.hrtime.bigint();
+  const stats = graphStats(store, dbPath);
+  const chartPath = join(dir, 'friends-degrees.svg');
+  await writeDegreeChart(stats.histogram, chartPath);
+  console.log(`stats:               ${secondsSince(started).toFixed(1)} s; subscribers per user mean ${stats.subscribers.mean.toFixed(1)}, median ${stats.subscribers.median}, p99 ${stats.subscribers.p99}, max ${stats.subscribers.max}; chart ${chartPath}`);
+  store.close();
+  console.log(`db size:             ${mib(stats.diskBytes)} MiB (database + WAL, after the load's checkpoint)`);
+
+  const probe = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--lookup-probe', '--dir', dir, '--users', String(users), '--cache-mib', String(cacheMiB), '--lookups', String(lookups)], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  if (probe.status !== 0) throw new Error(`lookup probe failed with status ${probe.status}`);
+  const result = JSON.parse(probe.stdout) as LookupResult;
+  console.log(`getSubscribers, ${lookups.toLocaleString('en-US')} random users (mean ${result.typical.meanSubscribers.toFixed(1)} subscribers): p50 ${result.typical.p50.toFixed(1)} µs, p99 ${result.typical.p99.toFixed(1)} µs`);
+  console.log(`getSubscribers, 10 largest hubs (largest ${result.hubs.largest.toLocaleString('en-US')} subscribers), 100 rounds: p50 ${result.hubs.p50.toFixed(1)} µs, p99 ${result.hubs.p99.toFixed(1)} µs`);
+  console.log(`RSS of a fresh process after opening the store and those lookups (cache ${cacheMiB} MiB): ${result.rssMiB.toFixed(0)} MiB`);
+}
+
+/** Runs in a fresh process so its RSS is the store's, not the generator's arrays. */
+function probeLookups(): LookupResult {
+  const store = openStore(dbPath, { cacheMiB, readonly: true });
+  const hubIds = store.db.prepare('SELECT subscribee FROM subscriptions GROUP BY subscribee ORDER BY count(*) DESC LIMIT 10').pluck().all() as number[];
+  const random = xoshiro128ss(seed + 1);
+  const typical: number[] = [];
+  let subscribers = 0;
+  for (let i = 0; i < lookups; i++) {
+    const user = 1 + Math.floor(random() * users);
+    const t = process.hrtime.bigint();
+    subscribers += store.getSubscribers(user).length;
+    typical.push(Number(process.hrtime.bigint() - t) / 1000);
+  }
+  const hubs: number[] = [];
+  let largest = 0;
+  for (let round = 0; round < 100; round++) {
+    for (const hub of hubIds) {
+      const t = process.hrtime.bigint();
+      largest = Math.max(largest, store.getSubscribers(hub).length);
+      hubs.push(Number(process.hrtime.bigint() - t) / 1000);
+    }
+  }
+  const rssMiB = process.memoryUsage().rss / 2 ** 20;
+  store.close();
+  return {
+    typical: { p50: percentile(typical, 0.5), p99: percentile(typical, 0.99), meanSubscribers: subscribers / lookups },
+    hubs: { p50: percentile(hubs, 0.5), p99: percentile(hubs, 0.99), largest },
+    rssMiB,
+  };
+}
+
+/** Times the same graph in python3-igraph; Debian's package lands in /usr/bin/python3, which a pyenv python3 on PATH may shadow. */
+function igraphSeconds(): string {
+  const script = `import time, igraph\nt = time.perf_counter()\nigraph.Graph.Barabasi(${users}, ${m})\nprint(time.perf_counter() - t)`;
+  for (const python of ['python3', '/usr/bin/python3']) {
+    const probe = spawnSync(python, ['-c', 'import igraph'], { stdio: 'ignore' });
+    if (probe.status !== 0) continue;
+    const run = spawnSync(python, ['-c', script], { encoding: 'utf8' });
+    if (run.status === 0) return `${Number(run.stdout).toFixed(2)} s (${python}, Graph.Barabasi(${users}, ${m}))`;
+  }
+  return 'igraph not installed';
+}
+
+function percentile(values: number[], q: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
+}
+
+function secondsSince(start: bigint): number {
+  return Number(process.hrtime.bigint() - start) / 1e9;
+}
+
+function mib(bytes: number): string {
+  return (bytes / 2 ** 20).toFixed(0);
+}

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { dbOption, integer } from './cli-options.js';
 import { pino } from 'pino';
 import { friendsCommand } from './friends-cli.js';
 import { start } from './index.js';
@@ -7,20 +8,12 @@ import { seedDemoGraph } from './subsmanager/demo.js';
 import type { Pair } from './subsmanager/pairs.js';
 import { openStore } from './subsmanager/store.js';
 
-const integer = (name: string, min: number) => (text: string) => {
-  const value = Number(text);
-  if (!Number.isSafeInteger(value) || value < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
-  return value;
-};
-
 /** "subscriber:subscribee" → pair. */
 const pair = (text: string, previous: Pair[] = []): Pair[] => {
   const match = /^([1-9][0-9]*):([1-9][0-9]*)$/.exec(text);
   if (!match) throw new InvalidArgumentError(`'${text}' is not subscriber:subscribee (e.g. 2:1 means 2 receives what 1 sends)`);
   return [...previous, [Number(match[1]), Number(match[2])]];
 };
-
-const dbOption = () => new Option('--db <path>', 'SQLite subscription store').env('C1M_DB').default('./data/c1m.db');
 
 const program = new Command('c1m').description('A comet push server for a social graph').showHelpAfterError();
 

@@ -1,5 +1,6 @@
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
+import { dbOption, integer } from './cli-options.js';
 import { createWriteStream } from 'node:fs';
 import { finished } from 'node:stream/promises';
 import type { Writable } from 'node:stream';
@@ -7,20 +8,6 @@ import { generateBarabasiAlbert, barabasiAlbertEdgeCount, writeEdgeList } from '
 import { bulkLoadFile, type Direction } from './subsmanager/bulkload.js';
 import { graphStats, writeDegreeChart } from './subsmanager/stats.js';
 import { openStore } from './subsmanager/store.js';
-
-const DEFAULT_DB = './data/c1m.db';
-
-function positiveInteger(value: string): number {
-  const parsed = Number(value);
-  if (!/^\d+$/.test(value) || !Number.isSafeInteger(parsed) || parsed < 1) throw new InvalidArgumentError('expected a positive integer');
-  return parsed;
-}
-
-function nonNegativeInteger(value: string): number {
-  const parsed = Number(value);
-  if (!/^\d+$/.test(value) || !Number.isSafeInteger(parsed)) throw new InvalidArgumentError('expected a non-negative integer');
-  return parsed;
-}
 
 /** A progress bar on stderr when it is a terminal; nothing otherwise (pipes, CI, logs). */
 function progressBar(format: string): SingleBar | undefined {
@@ -42,9 +29,9 @@ export function friendsCommand(): Command {
   friends
     .command('generate')
     .description('write an undirected Barabási–Albert graph as an edge list (`A B` per line, ids 1..N)')
-    .requiredOption('--users <n>', 'number of users', positiveInteger)
-    .requiredOption('--m <m>', 'edges each new user brings, to distinct existing users', positiveInteger)
-    .option('--seed <s>', 'random seed (same seed, same graph)', nonNegativeInteger, 1)
+    .requiredOption('--users <n>', 'number of users', integer('users', 1))
+    .requiredOption('--m <m>', 'edges each new user brings, to distinct existing users', integer('m', 1))
+    .option('--seed <s>', 'random seed (same seed, same graph)', integer('seed', 0), 1)
     .option('--out <file>', 'output file (default: stdout)')
     .action(async (opts: { users: number; m: number; seed: number; out?: string }, command: Command) => {
       if (opts.users < opts.m + 1) command.error(`error: --users must be at least --m + 1 (${opts.m + 1})`);
@@ -71,7 +58,7 @@ export function friendsCommand(): Command {
     .command('load')
     .description('bulk-load an edge list into the subscription store, all or nothing')
     .argument('<file>', "edge list file, or '-' for stdin")
-    .option('--db <path>', 'SQLite store', DEFAULT_DB)
+    .addOption(dbOption())
     .addOption(new Option('--mutual', 'friends are mutual: `A B` subscribes A to B and B to A (default)').conflicts('oneWay'))
     .addOption(new Option('--one-way', '`A B` means A subscribes to B'))
     .action(async (file: string, opts: { db: string; mutual?: boolean; oneWay?: boolean }, command: Command) => {
@@ -119,7 +106,7 @@ export function friendsCommand(): Command {
   friends
     .command('stats')
     .description('users, subscriptions, degree distribution, top hubs, size on disk; optionally a log-log degree chart (SVG)')
-    .option('--db <path>', 'SQLite store', DEFAULT_DB)
+    .addOption(dbOption())
     .option('--chart <file>', 'write the log-log degree distribution chart as SVG')
     .action(async (opts: { db: string; chart?: string }, command: Command) => {
       let store;

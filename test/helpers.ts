@@ -91,9 +91,9 @@ export function runCli(args: string[], options: { input?: string; env?: NodeJS.P
   });
 }
 
-/** Starts `c1m server` as a child process and resolves once it logs that it is listening. */
+/** Starts `c1m server` as a child process and resolves once it logs that it is listening; `output()` is all it printed so far. */
 export function spawnServer(args: string[], env: NodeJS.ProcessEnv = {}) {
-  return new Promise<{ child: ChildProcess; port: number; apiPort: number }>((resolve, reject) => {
+  return new Promise<{ child: ChildProcess; port: number; apiPort: number; output: () => string }>((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, 'server', '--host', '127.0.0.1', '--port', '0', '--api-port', '0', ...args], {
       env: { ...process.env, ...env },
     });
@@ -103,7 +103,7 @@ export function spawnServer(args: string[], env: NodeJS.ProcessEnv = {}) {
       const line = out.split('\n').find((l) => l.includes('c1m listening'));
       if (line) {
         const { port, apiPort } = JSON.parse(line);
-        resolve({ child, port, apiPort });
+        resolve({ child, port, apiPort, output: () => out });
       }
     });
     child.stderr.on('data', (d) => (out += d));

@@ -1,0 +1,27 @@
+import { join } from 'node:path';
+import { expect, it } from 'vitest';
+import { api, spawnServer, stopChild, StreamClient, tempDir, waitFor } from './helpers.js';
+
+it('--demo seeds an empty store once, prints what to try, and the printed steps work', async () => {
+  const db = join(tempDir(), 'c1m.db');
+  let server = await spawnServer(['--db', db, '--demo']);
+  await waitFor(() => server.output().includes('curl -X POST'), 'the demo instructions');
+  expect(server.output()).toContain(`curl -N 127.0.0.1:${server.port}/test/1`);
+  expect(server.output()).toContain(`curl -X POST 127.0.0.1:${server.apiPort}/send/2 -d hi`);
+  expect((await api(server.apiPort, 'GET', '/subscribers/2')).json).toEqual([1, 3, 4]);
+
+  // The printed walk-through: watch 1, have 2 say hi.
+  const watcher = await StreamClient.open(server.port, 1);
+  expect((await api(server.apiPort, 'POST', '/send/2', 'hi')).json).toEqual({ delivered: 1 });
+  await waitFor(() => watcher.messages[0] === 'hi', 'user 1 to receive hi');
+  watcher.close();
+
+  // A second start finds the store populated: no reseeding, no instructions.
+  await api(server.apiPort, 'DELETE', '/subscriptions', '[[1,2]]');
+  await stopChild(server.child);
+  server = await spawnServer(['--db', db, '--demo']);
+  expect((await api(server.apiPort, 'GET', '/subscribers/2')).json).toEqual([3, 4]);
+  await new Promise((r) => setTimeout(r, 200));
+  expect(server.output()).not.toContain('Demo friends graph added');
+  await stopChild(server.child);
+});

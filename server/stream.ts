@@ -139,8 +139,12 @@ export class CometStream implements Connection {
     return this.state === OPEN;
   }
 
-  /** uWS onAborted: the client went away, or we closed it. Never touch `res` again. */
+  /**
+   * uWS onAborted: the client went away, or we closed it. uWS itself closes a
+   * response whose socket stayed blocked for about 10 s: that, too, is a slow consumer.
+   */
   aborted(): void {
+    if (this.state === BLOCKED) this.hub.slowConsumerCloses++;
     this.forget();
     this.hub.router.logout(this);
   }

@@ -140,6 +140,21 @@ describe('router.send', () => {
     stalled.destroy();
   });
 
+  it('drops a client whose socket stays blocked, even when no more messages come', async () => {
+    c1m = await startServer({ maxBacklog: 1024 ** 3 });
+    const stalled = net.connect(c1m.port, '127.0.0.1');
+    stalled.on('error', () => {});
+    stalled.write('GET /test/1 HTTP/1.1\r\nHost: x\r\n\r\n');
+    stalled.pause();
+    await waitFor(() => c1m.stats().connections === 1, 'stalled client logged in');
+    // Enough to fill the kernel's socket buffers (a few MB on loopback), then silence.
+    const message = 'x'.repeat(64 * 1024);
+    for (let i = 0; i < 320; i++) c1m.router.send(1, message);
+    await waitFor(() => c1m.stats().connections === 0, 'uWS to drop the blocked stream', 30_000);
+    expect(c1m.stats().slowConsumerCloses).toBe(1);
+    stalled.destroy();
+  });
+
   it('ends every stream cleanly when the server closes', async () => {
     c1m = await startServer();
     const client = await open(3);

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import type { C1m } from '../index.js';
-import { runCli, startServer, StreamClient, tempDir, waitFor } from './helpers.js';
+import { api, runCli, spawnServer, startServer, stopChild, StreamClient, tempDir, waitFor } from './helpers.js';
 
 let c1m: C1m | undefined;
 const clients: StreamClient[] = [];
@@ -49,4 +49,64 @@ it('generate → load → connect a user and its friends → send: exactly the u
   for (const [, client] of inside) expect(client.messages).toEqual([`news from ${user}`]);
   await new Promise((r) => setTimeout(r, 100));
   for (const [id, client] of outside) expect(client.messages, `user ${id} is not a friend`).toEqual([]);
+});
+
+it('a bulk load into the store a running server uses: the server keeps answering, and sees the graph at the commit', async () => {
+  const dir = tempDir();
+  const edges = join(dir, 'friends.txt');
+  const db = join(dir, 'c1m.db');
+  expect((await runCli(['friends', 'generate', '--users', '50000', '--m', '5', '--seed', '3', '--out', edges])).code).toBe(0);
+  const server = await spawnServer(['--db', db]);
+  try {
+    await api(server.apiPort, 'POST', '/subscriptions', '[[2,1]]');
+    const watcher = await StreamClient.open(server.port, 2);
+    clients.push(watcher);
+
+    const load = runCli(['friends', 'load', edges, '--db', db]);
+    let done = false;
+    load.then(() => (done = true));
+    const seen = new Set<number>();
+    let answers = 0;
+    let sent = 0;
+    while (!done) {
+      const [subscribers, send] = await Promise.all([
+        api(server.apiPort, 'GET', '/subscribers/1', undefined),
+        api(server.apiPort, 'POST', '/send/1', `during load ${sent++}`),
+      ]);
+      expect(subscribers.status).toBe(200);
+      expect(send.status).toBe(200);
+      seen.add(subscribers.json.length);
+      answers++;
+    }
+    expect((await load).code).toBe(0);
+    // Before the commit the server sees the old graph (just [2]); after it, user 1's whole circle.
+    const after = (await api(server.apiPort, 'GET', '/subscribers/1')).json as number[];
+    expect(after.length).toBeGreaterThan(20);
+    expect(after).toContain(2);
+    expect([...seen].every((n) => n === 1 || n === after.length)).toBe(true);
+    expect(answers).toBeGreaterThan(5);
+    await waitFor(() => watcher.messages.length === sent, 'every message sent during the load');
+  } finally {
+    await stopChild(server.child);
+  }
+});
+
+it('`c1m friends stats` reports the graph and writes a log-log degree chart', async () => {
+  const dir = tempDir();
+  const edges = join(dir, 'friends.txt');
+  const db = join(dir, 'c1m.db');
+  const chart = join(dir, 'degrees.svg');
+  await runCli(['friends', 'generate', '--users', '2000', '--m', '4', '--seed', '5', '--out', edges]);
+  await runCli(['friends', 'load', edges, '--db', db]);
+  const stats = await runCli(['friends', 'stats', '--db', db, '--chart', chart]);
+  expect(stats.code, stats.stderr).toBe(0);
+  const edgeCount = (4 * 5) / 2 + (2000 - 5) * 4;
+  expect(stats.stdout).toMatch(/users:\s+2,000/);
+  expect(stats.stdout).toContain(`subscriptions:  ${(2 * edgeCount).toLocaleString('en-US')}`);
+  expect(stats.stdout).toMatch(/subscribers per user: mean 7\.99, median \d+, p99 \d+, max \d+/);
+  expect(stats.stdout).toMatch(/top hubs: +\d+ \(\d+\)/);
+  const svg = readFileSync(chart, 'utf8');
+  expect(svg).toMatch(/^<svg/);
+  expect(svg).toContain('Degree distribution (log-log)');
+  expect((svg.match(/<path/g) ?? []).length).toBeGreaterThan(10);
 });

@@ -11,6 +11,17 @@ const open = async (id: number | string) => {
   return client;
 };
 
+/** A raw socket that sends its request and then never reads a byte. */
+const stalledClient = async (id: number) => {
+  const before = c1m.stats().connections;
+  const socket = net.connect(c1m.port, '127.0.0.1');
+  socket.on('error', () => {});
+  socket.write(`GET /test/${id} HTTP/1.1\r\nHost: x\r\n\r\n`);
+  socket.pause();
+  await waitFor(() => c1m.stats().connections === before + 1, 'stalled client logged in');
+  return socket;
+};
+
 afterEach(() => {
   clients.splice(0).forEach((c) => c.close());
   c1m?.close();
@@ -117,12 +128,7 @@ describe('router.send', () => {
     c1m = await startServer({ maxBacklog: 1024 * 1024 });
     c1m.store.addSubscriptions([[2, 1]]);
     const reader = await open(2);
-    // A raw socket that sends the request and then never reads a byte.
-    const stalled = net.connect(c1m.port, '127.0.0.1');
-    stalled.on('error', () => {});
-    stalled.write('GET /test/1 HTTP/1.1\r\nHost: x\r\n\r\n');
-    stalled.pause();
-    await waitFor(() => c1m.stats().connections === 2, 'stalled client logged in');
+    const stalled = await stalledClient(1);
 
     const message = 'x'.repeat(16 * 1024);
     let sent = 0;
@@ -142,11 +148,7 @@ describe('router.send', () => {
 
   it('drops a client whose socket stays blocked, even when no more messages come', async () => {
     c1m = await startServer({ maxBacklog: 1024 ** 3 });
-    const stalled = net.connect(c1m.port, '127.0.0.1');
-    stalled.on('error', () => {});
-    stalled.write('GET /test/1 HTTP/1.1\r\nHost: x\r\n\r\n');
-    stalled.pause();
-    await waitFor(() => c1m.stats().connections === 1, 'stalled client logged in');
+    const stalled = await stalledClient(1);
     // Enough to fill the kernel's socket buffers (a few MB on loopback), then silence.
     const message = 'x'.repeat(64 * 1024);
     for (let i = 0; i < 320; i++) c1m.router.send(1, message);

@@ -3,11 +3,17 @@
  * by side when installed), write it, bulk-load it mutual into a fresh store,
  * then measure getSubscribers latency and RSS in a fresh process.
  *
- *   node dist/loadgen/bench-friends.js [--users N] [--m M] [--seed S] [--cache-mib C] [--lookups K] [--dir DIR]
+ *   node dist/loadgen/bench-friends.js [--users N] [--m M] [--seed S] [--cache-mib C] [--mmap-mib M]
+ *                                      [--page-size B] [--lookups K] [--dir DIR]
  *
- * Defaults: 1,000,000 users x m=15, 16 MiB page cache, 10,000 random lookups,
- * files under ./bench-results/. Env FRIENDS_USERS, FRIENDS_M, FRIENDS_CACHE_MIB
- * and FRIENDS_LOOKUPS set the same for a quick run.
+ * Defaults: 1,000,000 users x m=15, 16 MiB page cache, no mmap, the store's
+ * default page size for the new database, 10,000 random lookups, files under
+ * ./bench-results/. Env FRIENDS_USERS, FRIENDS_M, FRIENDS_CACHE_MIB,
+ * FRIENDS_MMAP_MIB and FRIENDS_LOOKUPS set the same for a quick run.
+ *
+ * The lookup probe first warms up with 1,000 lookups of other random users (JIT,
+ * statement and interior B-tree pages, as in a running server), then times
+ * 10,000 random users and 100 rounds of the 10 largest hubs.
  */
 import { spawnSync } from 'node:child_process';
 import { createWriteStream, mkdirSync, rmSync, statSync } from 'node:fs';
@@ -26,6 +32,8 @@ const { values: flags } = parseArgs({
     m: { type: 'string', default: process.env.FRIENDS_M ?? '15' },
     seed: { type: 'string', default: '1' },
     'cache-mib': { type: 'string', default: process.env.FRIENDS_CACHE_MIB ?? '16' },
+    'mmap-mib': { type: 'string', default: process.env.FRIENDS_MMAP_MIB ?? '0' },
+    'page-size': { type: 'string' },
     lookups: { type: 'string', default: process.env.FRIENDS_LOOKUPS ?? '10000' },
     dir: { type: 'string', default: 'bench-results' },
     /** Internal: run the lookup phase in this (fresh) process against --dir's store. */
@@ -36,6 +44,8 @@ const users = Number(flags.users);
 const m = Number(flags.m);
 const seed = Number(flags.seed);
 const cacheMiB = Number(flags['cache-mib']);
+const mmapMiB = Number(flags['mmap-mib']);
+const pageSize = flags['page-size'] === undefined ? undefined : Number(flags['page-size']);
 const lookups = Number(flags.lookups);
 const dir = resolve(flags.dir);
 const dbPath = join(dir, 'friends-bench.db');
@@ -54,7 +64,7 @@ if (flags['lookup-probe']) {
 
 async function main(): Promise<void> {
   mkdirSync(dir, { recursive: true });
-  console.log(`friends benchmark: ${users.toLocaleString('en-US')} users x m=${m}, seed ${seed}, cache ${cacheMiB} MiB, files in ${dir}`);
+  console.log(`friends benchmark: ${users.toLocaleString('en-US')} users x m=${m}, seed ${seed}, cache ${cacheMiB} MiB, mmap ${mmapMiB} MiB, files in ${dir}`);
 
   let started = process.hrtime.bigint();
   const graph = generateBarabasiAlbert({ users, m, seed });
@@ -71,11 +81,13 @@ async function main(): Promise<void> {
   console.log(`write edge list:     ${secondsSince(started).toFixed(2)} s, ${mib(statSync(edgesPath).size)} MiB`);
 
   for (const suffix of ['', '-wal', '-shm']) rmSync(dbPath + suffix, { force: true });
-  const store = openStore(dbPath, { cacheMiB });
+  const store = openStore(dbPath, { cacheMiB, pageSize });
   const load = await bulkLoadFile(store, edgesPath, { direction: 'mutual' });
+  const insertSeconds = load.writeSeconds - load.indexSeconds - load.commitSeconds;
   console.log(
     `load (mutual):       ${load.rowsAdded.toLocaleString('en-US')} rows in ${load.seconds.toFixed(1)} s = ${Math.round(load.rowsPerSecond).toLocaleString('en-US')} rows/s ` +
-      `(read+parse+sort ${load.readSeconds.toFixed(1)} s, insert+index+commit ${load.writeSeconds.toFixed(1)} s)`,
+      `(read+parse+sort ${load.readSeconds.toFixed(1)} s, insert+index+commit ${load.writeSeconds.toFixed(1)} s = ` +
+      `${insertSeconds.toFixed(1)} + ${load.indexSeconds.toFixed(1)} + ${load.commitSeconds.toFixed(1)} s; page size ${store.db.pragma('page_size', { simple: true })})`,
   );
   started = process.hrtime.bigint();
   const stats = graphStats(store, dbPath);
@@ -85,7 +97,7 @@ async function main(): Promise<void> {
   store.close();
   console.log(`db size:             ${mib(stats.diskBytes)} MiB (database + WAL, after the load's checkpoint)`);
 
-  const probe = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--lookup-probe', '--dir', dir, '--users', String(users), '--cache-mib', String(cacheMiB), '--lookups', String(lookups)], {
+  const probe = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--lookup-probe', '--dir', dir, '--users', String(users), '--cache-mib', String(cacheMiB), '--mmap-mib', String(mmapMiB), '--lookups', String(lookups)], {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -93,13 +105,18 @@ async function main(): Promise<void> {
   const result = JSON.parse(probe.stdout) as LookupResult;
   console.log(`getSubscribers, ${lookups.toLocaleString('en-US')} random users (mean ${result.typical.meanSubscribers.toFixed(1)} subscribers): p50 ${result.typical.p50.toFixed(1)} µs, p99 ${result.typical.p99.toFixed(1)} µs`);
   console.log(`getSubscribers, 10 largest hubs (largest ${result.hubs.largest.toLocaleString('en-US')} subscribers), 100 rounds: p50 ${result.hubs.p50.toFixed(1)} µs, p99 ${result.hubs.p99.toFixed(1)} µs`);
-  console.log(`RSS of a fresh process after opening the store and those lookups (cache ${cacheMiB} MiB): ${result.rssMiB.toFixed(0)} MiB`);
+  console.log(
+    `RSS of a fresh process after opening the store and those lookups (cache ${cacheMiB} MiB, mmap ${mmapMiB} MiB): ${result.rssMiB.toFixed(0)} MiB` +
+      (mmapMiB > 0 ? ` (includes mapped file pages read, up to ${mmapMiB} MiB: clean, reclaimable file cache)` : ''),
+  );
 }
 
 /** Runs in a fresh process so its RSS is the store's, not the generator's arrays. */
 function probeLookups(): LookupResult {
-  const store = openStore(dbPath, { cacheMiB, readonly: true });
+  const store = openStore(dbPath, { cacheMiB, mmapMiB, readonly: true });
   const hubIds = store.db.prepare('SELECT subscribee FROM subscriptions GROUP BY subscribee ORDER BY count(*) DESC LIMIT 10').pluck().all() as number[];
+  const warmUp = xoshiro128ss(seed + 2);
+  for (let i = 0; i < 1000; i++) store.getSubscribers(1 + Math.floor(warmUp() * users));
   const random = xoshiro128ss(seed + 1);
   const typical: number[] = [];
   let subscribers = 0;

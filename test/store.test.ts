@@ -26,6 +26,15 @@ describe('subscription store', () => {
     expect(store.getSubscribers(42)).toEqual([]);
   });
 
+  it('returns subscribers in ascending id order whatever the insert order, and creates new files with 16 KiB pages', () => {
+    const store = open(join(tempDir(), 'order.db'));
+    expect(store.db.pragma('page_size', { simple: true })).toBe(16384);
+    expect(store.addSubscriptions([[9, 1], [3, 1], [70, 1], [5, 1], [1, 9]])).toBe(5);
+    expect(store.getSubscribers(1)).toEqual([3, 5, 9, 70]);
+    expect(store.getSubscribers(9)).toEqual([1]);
+    expect(store.getSubscribers(2)).toEqual([]);
+  });
+
   it('rejects a batch holding one bad pair before writing any of it', () => {
     const store = open(':memory:');
     expect(() => store.addSubscriptions([[2, 1], [0, 1]] as never)).toThrow(/pair 1/);

@@ -40,8 +40,14 @@ function rssOf(pid: number): number {
 
 /** CPU seconds (user + system) a process has used so far. */
 function cpuOf(pid: number): number {
+  const { user, system } = cpuSplitOf(pid);
+  return user + system;
+}
+
+/** CPU seconds a process has spent in user space and in the kernel. */
+function cpuSplitOf(pid: number): { user: number; system: number } {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
+  return { user: Number(fields[11]) / 100, system: Number(fields[12]) / 100 };
 }
 
 function startServer(db: string) {
@@ -88,7 +94,7 @@ async function stats(apiPort: number) {
 
 /** Runs autocannon against POST /send/<id>, then waits for the holder to stop receiving; returns delivered chunks/s and sends/s. */
 async function sendTest(apiPort: number, server: ChildProcess, holder: Holder, pickUser: () => number) {
-  const before = { bytes: await holder.bytes(), server: await stats(apiPort), cpu: cpuOf(server.pid!) };
+  const before = { bytes: await holder.bytes(), server: await stats(apiPort), cpu: cpuSplitOf(server.pid!) };
   const started = performance.now();
   const result = await autocannon({
     url: `http://${HOST}:${apiPort}`,
@@ -107,10 +113,12 @@ async function sendTest(apiPort: number, server: ChildProcess, holder: Holder, p
   const seconds = (lastChange - started) / 1000;
   const after = await stats(apiPort);
   const received = (bytes - before.bytes) / CHUNK_WIRE_BYTES;
-  const serverCpu = cpuOf(server.pid!) - before.cpu;
+  const cpu = cpuSplitOf(server.pid!);
+  const serverCpu = cpu.user - before.cpu.user + cpu.system - before.cpu.system;
   return {
     seconds: +seconds.toFixed(2),
     serverCpuSeconds: +serverCpu.toFixed(2),
+    serverKernelShare: +((cpu.system - before.cpu.system) / serverCpu).toFixed(2),
     serverCpuMicrosPerChunk: +((serverCpu * 1e6) / received).toFixed(2),
     sends: after.sends - before.server.sends,
     sendsPerSecond: Math.round((after.sends - before.server.sends) / seconds),
@@ -141,7 +149,6 @@ async function main() {
     // V8's young generation to its ramp-up size (a fixed cost, tens of MB at most) and
     // JITs the accept path, so the delta that follows is the marginal cost per connection.
     const warmUp = Math.round(n / 3);
-    const rssStart = rssOf(server.child.pid!);
     await holder.request({ type: 'open', host: HOST, port: server.port, firstId: 1, count: warmUp, sources, concurrency: 256 });
     await sleep(SETTLE_MS);
     const rssBefore = rssOf(server.child.pid!);
@@ -163,7 +170,6 @@ async function main() {
       serverRssAfterMiB: +(rssAfter / 2 ** 20).toFixed(1),
       rssBytesPerIdleConnection: Math.round((rssAfter - rssBefore) / accepted),
       rssBytesPerConnectionRightAfterRampUp: Math.round((rssRampedUp - rssBefore) / accepted),
-      rssBytesPerConnectionIncludingWarmUp: Math.round((rssAfter - rssStart) / n),
     };
     console.log('idle connections:', idle);
 

@@ -26,6 +26,7 @@ program
   .addOption(new Option('--api-port <n>', 'backend API port').env('C1M_API_PORT').default(8001).argParser(integer('api port', 0)))
   .addOption(dbOption())
   .addOption(new Option('--cache-mib <n>', 'SQLite page cache, MiB').default(64).argParser(integer('cache', 1)))
+  .addOption(new Option('--mmap-mib <n>', 'SQLite memory-mapped window over the store, MiB (0: off)').default(0).argParser(integer('mmap', 0)))
   .addOption(new Option('--max-user-id <n>', 'highest user id accepted at /test/<id>').default(1_000_000).argParser(integer('max user id', 1)))
   .addOption(new Option('--max-backlog <bytes>', 'unsent bytes per stream before it is closed as a slow consumer').default(256 * 1024).argParser(integer('max backlog', 1)))
   .addOption(new Option('--max-body <bytes>', 'largest backend API request body').default(1024 * 1024).argParser(integer('max body', 1)))

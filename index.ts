@@ -29,6 +29,8 @@ export interface C1mOptions {
   store?: SubscriptionStore;
   /** SQLite page cache, MiB. Default 64. */
   cacheMiB?: number;
+  /** SQLite memory-mapped window over the store, MiB. Default 0 (off). */
+  mmapMiB?: number;
   /** Highest user id accepted at /test/<id>. Default 1,000,000. */
   maxUserId?: number;
   /** Unsent bytes a stream may pile up before it is closed as a slow consumer. Default 256 KiB. */
@@ -70,7 +72,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
   const log = options.logger ?? pino();
   const maxConnections = options.maxConnections ?? Math.max(1, openFileLimit() - RESERVED_FDS);
   const maxUserId = options.maxUserId ?? 1_000_000;
-  const store = options.store ?? openStore(options.db ?? './data/c1m.db', { cacheMiB: options.cacheMiB });
+  const store = options.store ?? openStore(options.db ?? './data/c1m.db', { cacheMiB: options.cacheMiB, mmapMiB: options.mmapMiB });
   const router = new Router(store);
   const hub = new StreamHub(router, options.maxBacklog ?? 256 * 1024);
   const started = Date.now();

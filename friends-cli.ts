@@ -78,12 +78,13 @@ export function friendsCommand(): Command {
               phase = 'read';
               bar.update(progress.bytes, { rate: `${formatBytes(progress.bytes)}` });
             } else {
-              if (phase !== 'insert') {
+              // build, copy (empty store) or insert (non-empty store): one bar each.
+              if (phase !== progress.phase) {
                 bar.stop();
-                bar.start(progress.totalRows, 0, { phase: 'insert', rate: '' });
+                bar.start(progress.totalRows, 0, { phase: progress.phase.padEnd(6), rate: '' });
                 started = performance.now();
               }
-              phase = 'insert';
+              phase = progress.phase;
               const seconds = (performance.now() - started) / 1000;
               bar.update(progress.rows, { rate: `${formatCount(seconds > 0 ? progress.rows / seconds : 0)} rows/s` });
             }

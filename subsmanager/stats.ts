@@ -26,8 +26,8 @@ const TOP_HUBS = 10;
 
 /**
  * Two scans, both in key order: the primary key grouped by subscribee gives
- * every user's subscriber count; the subscriber index gives the ids that only
- * subscribe. Both come out sorted, so the distinct users are a merge count.
+ * every user's subscriber count; the key of subscriptions_by_subscriber gives
+ * the ids that only subscribe. Both come out sorted, so the distinct users are a merge count.
  */
 export function graphStats(store: SqliteStore, dbPath: string): GraphStats {
   const { db } = store;
@@ -40,7 +40,7 @@ export function graphStats(store: SqliteStore, dbPath: string): GraphStats {
     counts.push(subscribers);
     subscriptions += subscribers;
   }
-  const subscriberIds = db.prepare('SELECT DISTINCT subscriber FROM subscriptions INDEXED BY subscriptions_by_subscriber ORDER BY subscriber').pluck();
+  const subscriberIds = db.prepare('SELECT DISTINCT subscriber FROM subscriptions_by_subscriber ORDER BY subscriber').pluck();
   let users = publishers.length;
   let i = 0;
   for (const id of subscriberIds.iterate() as Iterable<number>) {

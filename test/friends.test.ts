@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import Database from 'better-sqlite3';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable, PassThrough } from 'node:stream';
@@ -7,7 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { barabasiAlbertEdgeCount, generateBarabasiAlbert, writeEdgeList, type EdgeList } from '../loadgen/graph.js';
 import { bulkLoad, bulkLoadFile, EdgeListError } from '../subsmanager/bulkload.js';
 import { graphStats } from '../subsmanager/stats.js';
-import { openStore } from '../subsmanager/store.js';
+import { openStore, TABLES } from '../subsmanager/store.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'c1m-friends-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -83,10 +84,13 @@ describe('bulk loader', () => {
     const store = openStore(path);
     return bulkLoad(store, Readable.from([Buffer.from(text)]), 'edges.txt', { direction }).finally(() => store.close());
   };
+  /** The stored pairs; also checks that both tables hold the same ones. */
   const rows = (path: string): [number, number][] => {
     const store = openStore(path);
     try {
-      return store.db.prepare('SELECT subscriber, subscribee FROM subscriptions ORDER BY subscriber, subscribee').raw().all() as [number, number][];
+      const pairs = store.db.prepare('SELECT subscriber, subscribee FROM subscriptions ORDER BY subscriber, subscribee').raw().all() as [number, number][];
+      expect(store.db.prepare('SELECT subscriber, subscribee FROM subscriptions_by_subscriber').raw().all()).toEqual(pairs);
+      return pairs;
     } finally {
       store.close();
     }
@@ -176,6 +180,80 @@ describe('bulk loader', () => {
     expect(stats.subscribers.max).toBeGreaterThan(10 * stats.subscribers.mean);
     expect(stats.hubs).toHaveLength(10);
     expect(stats.histogram.reduce((sum, [, users]) => sum + users, 0)).toBe(3000);
+  });
+
+  const scratchFiles = () => readdirSync(dir).filter((name) => name.includes('.load-'));
+
+  it('into an empty store: builds both tables in parallel and copies them in, leaving no scratch files', async () => {
+    const path = freshDbPath();
+    const text = await edgeListText(generateBarabasiAlbert({ users: 2000, m: 3, seed: 6 }));
+    const phases = new Set<string>();
+    const store = openStore(path);
+    const report = await bulkLoad(store, Readable.from([Buffer.from(text)]), 'edges.txt', { onProgress: (p) => phases.add(p.phase) });
+    store.close();
+    expect(report).toMatchObject({ parallelBuild: true, rowsAdded: report.rowsRead });
+    expect([...phases]).toEqual(['read', 'build', 'copy']);
+    expect(scratchFiles()).toEqual([]);
+    const pairs = rows(path);
+    expect(pairs).toHaveLength(report.rowsRead);
+    // The same input into a non-empty store (one unrelated pair first) takes the insert path and gives the same rows plus that one.
+    const other = freshDbPath();
+    const second = openStore(other);
+    second.addSubscriptions([[1_000_000, 1]]);
+    const report2 = await bulkLoad(second, Readable.from([Buffer.from(text)]), 'edges.txt');
+    second.close();
+    expect(report2).toMatchObject({ parallelBuild: false, rowsAdded: report.rowsRead });
+    expect(rows(other)).toEqual([...pairs, [1_000_000, 1]]);
+  });
+
+  it('scratch tables have the live shape, so the copy is a record transfer (RowData: records copied undecoded)', () => {
+    const scratchPath = join(dir, 'shape-check.db');
+    const scratch = new Database(scratchPath);
+    scratch.exec(`${TABLES.subscriptions}; ${TABLES.subscriptions_by_subscriber};`);
+    // A control: the same columns and key in a rowid table.
+    scratch.exec(TABLES.subscriptions.replace('CREATE TABLE subscriptions', 'CREATE TABLE with_rowid').replace(') WITHOUT ROWID', ')'));
+    scratch.close();
+    const store = openStore(freshDbPath());
+    store.db.prepare('ATTACH ? AS src').run(scratchPath);
+    for (const table of Object.keys(TABLES)) {
+      const opcodes = (store.db.prepare(`EXPLAIN INSERT INTO main.${table} SELECT * FROM src.${table}`).all() as { opcode: string }[]).map((op) => op.opcode);
+      // The program also holds the row-by-row path SQLite falls back to when the destination is not empty.
+      expect(opcodes).toContain('RowData');
+    }
+    const control = (store.db.prepare('EXPLAIN INSERT INTO main.subscriptions SELECT * FROM src.with_rowid').all() as { opcode: string }[]).map((op) => op.opcode);
+    expect(control).not.toContain('RowData');
+    store.db.exec('DETACH src');
+    store.close();
+    rmSync(scratchPath);
+  });
+
+  it('into an empty store: a bad line writes nothing, not even scratch files', async () => {
+    const path = freshDbPath();
+    const error = await load(path, '1 2\n3 4\n5 x\n').catch((err: unknown) => err);
+    expect(error).toMatchObject({ source: 'edges.txt', line: 3, content: '5 x' });
+    expect(scratchFiles()).toEqual([]);
+    expect(rows(path)).toEqual([]);
+  });
+
+  it('into an empty store: a failure while building or copying commits nothing and removes the scratch files', async () => {
+    for (const failIn of ['build', 'copy']) {
+      const path = freshDbPath();
+      const store = openStore(path);
+      const loading = bulkLoad(store, Readable.from([Buffer.from('1 2\n2 3\n')]), 'edges.txt', {
+        onProgress: (p) => {
+          if (p.phase === failIn) throw new Error(`injected failure in ${failIn}`);
+        },
+      });
+      await expect(loading).rejects.toThrow(`injected failure in ${failIn}`);
+      expect(store.count()).toBe(0);
+      expect(store.db.pragma('database_list').length).toBe(1);
+      expect(scratchFiles()).toEqual([]);
+      // And the store is usable: the next load goes through.
+      const report = await bulkLoad(store, Readable.from([Buffer.from('1 2\n2 3\n')]), 'edges.txt');
+      expect(report).toMatchObject({ parallelBuild: true, rowsAdded: 4 });
+      store.close();
+      expect(rows(path)).toEqual([[1, 2], [2, 1], [2, 3], [3, 2]]);
+    }
   });
 
   it('reads stdin through `c1m friends load -`', () => {

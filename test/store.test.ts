@@ -1,3 +1,4 @@
+import Database from 'better-sqlite3';
 import { spawn } from 'node:child_process';
 import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -46,6 +47,36 @@ describe('subscription store', () => {
     const store = open(':memory:');
     const plan = store.db.prepare('EXPLAIN QUERY PLAN SELECT subscriber FROM subscriptions WHERE subscribee = ?').all(1);
     expect(JSON.stringify(plan)).toMatch(/SEARCH subscriptions USING PRIMARY KEY \(subscribee=\?\)/);
+  });
+
+  it('keeps the second table in step and uses its primary key for getSubscriptions, ascending', () => {
+    const store = open(':memory:');
+    store.addSubscriptions([[2, 9], [2, 3], [2, 70], [5, 3]]);
+    store.removeSubscriptions([[2, 70]]);
+    expect(store.getSubscriptions(2)).toEqual([3, 9]);
+    expect(store.db.prepare('SELECT subscriber, subscribee FROM subscriptions_by_subscriber').raw().all()).toEqual([[2, 3], [2, 9], [5, 3]]);
+    const plan = store.db.prepare('EXPLAIN QUERY PLAN SELECT subscribee FROM subscriptions_by_subscriber WHERE subscriber = ?').all(1);
+    expect(JSON.stringify(plan)).toMatch(/SEARCH subscriptions_by_subscriber USING PRIMARY KEY \(subscriber=\?\)/);
+    expect(store.db.pragma('user_version', { simple: true })).toBe(1);
+  });
+
+  it('refuses a store newer than this code, and a SQLite file that is not a c1m store, changing neither', () => {
+    const dir = tempDir();
+    const newer = join(dir, 'newer.db');
+    const db = new Database(newer);
+    db.pragma('user_version = 2');
+    db.close();
+    expect(() => openStore(newer)).toThrow(/newer\.db: the store has layout version 2, newer than this c1m's 1; upgrade c1m/);
+    expect(() => openStore(newer, { readonly: true })).toThrow(/layout version 2, newer/);
+    const other = join(dir, 'other.db');
+    const foreign = new Database(other);
+    foreign.exec('CREATE TABLE subscriptions (a TEXT)');
+    foreign.close();
+    expect(() => openStore(other)).toThrow(/other\.db: not a c1m subscription store \(no layout version 1\)/);
+    const after = new Database(other);
+    expect(after.prepare('SELECT count(*) FROM sqlite_master').pluck().get()).toBe(1);
+    expect(after.pragma('user_version', { simple: true })).toBe(0);
+    after.close();
   });
 
   it('refuses a corrupt file with a clear error and leaves it untouched', async () => {

@@ -33,6 +33,7 @@ program
   .addOption(new Option('--max-connections <n>', 'streams held at most (default: open-file limit minus a reserve)').argParser(integer('max connections', 1)))
   .addOption(new Option('--token <secret>', 'require "Authorization: Bearer <secret>" on the backend API').env('C1M_TOKEN'))
   .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'silent']).default('info'))
+  .option('--warm-cache', 'read the subscriptions table into the page cache at start (size --cache-mib to hold it)')
   .option('--demo', 'if the store is empty, add a small demo friends graph and print what to try')
   .action(async (opts) => {
     const logger = pino({ level: opts.logLevel });

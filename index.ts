@@ -31,6 +31,8 @@ export interface C1mOptions {
   cacheMiB?: number;
   /** SQLite memory-mapped window over the store, MiB. Default 0 (off). */
   mmapMiB?: number;
+  /** Load the subscriptions table into the page cache at start (see StoreOptions.warmCache). */
+  warmCache?: boolean;
   /** Highest user id accepted at /test/<id>. Default 1,000,000. */
   maxUserId?: number;
   /** Unsent bytes a stream may pile up before it is closed as a slow consumer. Default 256 KiB. */
@@ -72,7 +74,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
   const log = options.logger ?? pino();
   const maxConnections = options.maxConnections ?? Math.max(1, openFileLimit() - RESERVED_FDS);
   const maxUserId = options.maxUserId ?? 1_000_000;
-  const store = options.store ?? openStore(options.db ?? './data/c1m.db', { cacheMiB: options.cacheMiB, mmapMiB: options.mmapMiB });
+  const store = options.store ?? openStore(options.db ?? './data/c1m.db', { cacheMiB: options.cacheMiB, mmapMiB: options.mmapMiB, warmCache: options.warmCache });
   const router = new Router(store);
   const hub = new StreamHub(router, options.maxBacklog ?? 256 * 1024);
   const started = Date.now();

@@ -3,7 +3,7 @@
  * by side when installed), write it, bulk-load it mutual into a fresh store,
  * then measure getSubscribers latency and RSS in a fresh process.
  *
- *   node dist/loadgen/bench-friends.js [--users N] [--m M] [--seed S] [--cache-mib C] [--mmap-mib M]
+ *   node dist/loadgen/bench-friends.js [--users N] [--m M] [--seed S] [--cache-mib C] [--warm-cache] [--mmap-mib M]
  *                                      [--page-size B] [--lookups K] [--dir DIR]
  *
  * Defaults: 1,000,000 users x m=15, 16 MiB page cache, no mmap, the store's
@@ -32,6 +32,7 @@ const { values: flags } = parseArgs({
     m: { type: 'string', default: process.env.FRIENDS_M ?? '15' },
     seed: { type: 'string', default: '1' },
     'cache-mib': { type: 'string', default: process.env.FRIENDS_CACHE_MIB ?? '16' },
+    'warm-cache': { type: 'boolean', default: false },
     'mmap-mib': { type: 'string', default: process.env.FRIENDS_MMAP_MIB ?? '0' },
     'page-size': { type: 'string' },
     lookups: { type: 'string', default: process.env.FRIENDS_LOOKUPS ?? '10000' },
@@ -44,6 +45,7 @@ const users = Number(flags.users);
 const m = Number(flags.m);
 const seed = Number(flags.seed);
 const cacheMiB = Number(flags['cache-mib']);
+const warmCache = flags['warm-cache'];
 const mmapMiB = Number(flags['mmap-mib']);
 const pageSize = flags['page-size'] === undefined ? undefined : Number(flags['page-size']);
 const lookups = Number(flags.lookups);
@@ -100,7 +102,7 @@ async function main(): Promise<void> {
   store.close();
   console.log(`db size:             ${mib(stats.diskBytes)} MiB (database + WAL, after the load's checkpoint)`);
 
-  const probe = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--lookup-probe', '--dir', dir, '--users', String(users), '--cache-mib', String(cacheMiB), '--mmap-mib', String(mmapMiB), '--lookups', String(lookups)], {
+  const probe = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--lookup-probe', '--dir', dir, '--users', String(users), '--cache-mib', String(cacheMiB), '--mmap-mib', String(mmapMiB), '--lookups', String(lookups), ...(warmCache ? ['--warm-cache'] : [])], {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -109,14 +111,14 @@ async function main(): Promise<void> {
   console.log(`getSubscribers, ${lookups.toLocaleString('en-US')} random users (mean ${result.typical.meanSubscribers.toFixed(1)} subscribers): p50 ${result.typical.p50.toFixed(1)} µs, p99 ${result.typical.p99.toFixed(1)} µs`);
   console.log(`getSubscribers, 10 largest hubs (largest ${result.hubs.largest.toLocaleString('en-US')} subscribers), 100 rounds: p50 ${result.hubs.p50.toFixed(1)} µs, p99 ${result.hubs.p99.toFixed(1)} µs`);
   console.log(
-    `RSS of a fresh process after opening the store and those lookups (cache ${cacheMiB} MiB, mmap ${mmapMiB} MiB): ${result.rssMiB.toFixed(0)} MiB` +
+    `RSS of a fresh process after opening the store and those lookups (cache ${cacheMiB} MiB${warmCache ? ', warmed at open' : ''}, mmap ${mmapMiB} MiB): ${result.rssMiB.toFixed(0)} MiB` +
       (mmapMiB > 0 ? ` (includes mapped file pages read, up to ${mmapMiB} MiB: clean, reclaimable file cache)` : ''),
   );
 }
 
 /** Runs in a fresh process so its RSS is the store's, not the generator's arrays. */
 function probeLookups(): LookupResult {
-  const store = openStore(dbPath, { cacheMiB, mmapMiB, readonly: true });
+  const store = openStore(dbPath, { cacheMiB, mmapMiB, warmCache, readonly: true });
   const hubIds = store.db.prepare('SELECT subscribee FROM subscriptions GROUP BY subscribee ORDER BY count(*) DESC LIMIT 10').pluck().all() as number[];
   const warmUp = xoshiro128ss(seed + 2);
   for (let i = 0; i < 1000; i++) store.getSubscribers(1 + Math.floor(warmUp() * users));

@@ -35,7 +35,7 @@ it('generate → load → connect a user and its friends → send: exactly the u
   expect(circle.size).toBeGreaterThan(3);
   expect(outsiders.length).toBe(20);
 
-  c1m = await startServer({ db });
+  c1m = await startServer({ db, cacheMiB: 8, warmCache: true });
   const connect = async (id: number) => {
     const client = await StreamClient.open(c1m!.port, id);
     clients.push(client);

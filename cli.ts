@@ -6,7 +6,7 @@ import { friendsCommand } from './friends-cli.js';
 import { start } from './index.js';
 import { seedDemoGraph } from './subsmanager/demo.js';
 import type { Pair } from './subsmanager/pairs.js';
-import { openStore } from './subsmanager/store.js';
+import { DEFAULT_CACHE_MIB, openStore } from './subsmanager/store.js';
 
 /** "subscriber:subscribee" → pair. */
 const pair = (text: string, previous: Pair[] = []): Pair[] => {
@@ -25,7 +25,7 @@ program
   .addOption(new Option('--api-host <addr>', 'backend API address').env('C1M_API_HOST').default('127.0.0.1'))
   .addOption(new Option('--api-port <n>', 'backend API port').env('C1M_API_PORT').default(8001).argParser(integer('api port', 0)))
   .addOption(dbOption())
-  .addOption(new Option('--cache-mib <n>', 'SQLite page cache, MiB').default(64).argParser(integer('cache', 1)))
+  .addOption(new Option('--cache-mib <n>', 'SQLite page cache, MiB').default(DEFAULT_CACHE_MIB).argParser(integer('cache', 1)))
   .addOption(new Option('--mmap-mib <n>', 'SQLite memory-mapped window over the store, MiB (0: off)').default(0).argParser(integer('mmap', 0)))
   .addOption(new Option('--max-user-id <n>', 'highest user id accepted at /test/<id>').default(1_000_000).argParser(integer('max user id', 1)))
   .addOption(new Option('--max-backlog <bytes>', 'unsent bytes per stream before it is closed as a slow consumer').default(256 * 1024).argParser(integer('max backlog', 1)))
@@ -37,7 +37,8 @@ program
   .option('--demo', 'if the store is empty, add a small demo friends graph and print what to try')
   .action(async (opts) => {
     const logger = pino({ level: opts.logLevel });
-    const c1m = await start({ ...opts, logger });
+    // commander camel-cases --cache-mib as cacheMib; the library spells MiB.
+    const c1m = await start({ ...opts, cacheMiB: opts.cacheMib, mmapMiB: opts.mmapMib, logger });
     if (opts.demo && seedDemoGraph(c1m.store)) {
       const host = opts.host === '0.0.0.0' ? 'localhost' : opts.host;
       console.log(`

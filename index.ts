@@ -10,7 +10,7 @@ import { cometRoutes } from './server/comet.js';
 import { openFileLimit, RESERVED_FDS } from './server/limits.js';
 import { StreamHub } from './server/stream.js';
 import { loadNativeUws, type us_listen_socket } from './server/uws.js';
-import { openStore, type SubscriptionStore } from './subsmanager/store.js';
+import { DEFAULT_CACHE_MIB, openStore, type SubscriptionStore } from './subsmanager/store.js';
 
 export { Router, toChunk, type Connection, type SubscriberSource } from './router/router.js';
 export { openStore, SqliteStore, StoreError, type SubscriptionStore } from './subsmanager/store.js';
@@ -117,7 +117,10 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
     throw err;
   }
   const [port, apiPort] = listeners.map((s) => uws.us_socket_local_port(s as never));
-  log.info({ port, apiPort, maxConnections, maxUserId, token: Boolean(options.token) }, 'c1m listening');
+  log.info(
+    { port, apiPort, maxConnections, maxUserId, token: Boolean(options.token), cacheMiB: options.cacheMiB ?? DEFAULT_CACHE_MIB, mmapMiB: options.mmapMiB ?? 0 },
+    'c1m listening',
+  );
 
   return {
     router,

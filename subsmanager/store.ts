@@ -52,6 +52,9 @@ export interface StoreOptions {
  */
 export const DEFAULT_PAGE_SIZE = 16384;
 
+/** SQLite page cache of a store, MiB, unless told otherwise. */
+export const DEFAULT_CACHE_MIB = 64;
+
 /**
  * Two WITHOUT ROWID tables hold the same pairs, each keyed for one direction:
  * `subscriptions` by (subscribee, subscriber) for getSubscribers, and
@@ -98,7 +101,7 @@ export function openStore(path: string, options: StoreOptions = {}): SqliteStore
     // WAL mode survives process crashes; only a power loss can drop the latest commits.
     if (!options.readonly) db.pragma('journal_mode = WAL');
     db.pragma('synchronous = NORMAL');
-    db.pragma(`cache_size = ${-Math.round((options.cacheMiB ?? 64) * 1024)}`);
+    db.pragma(`cache_size = ${-Math.round((options.cacheMiB ?? DEFAULT_CACHE_MIB) * 1024)}`);
     db.pragma('busy_timeout = 5000');
     // Read path only (see StoreOptions.mmapMiB); capped by SQLite's build at ~2 GiB.
     db.pragma(`mmap_size = ${Math.round((options.mmapMiB ?? 0) * 2 ** 20)}`);

@@ -92,7 +92,8 @@ describe('subscription store', () => {
 
   it('survives a server restart', async () => {
     const db = join(tempDir(), 'c1m.db');
-    let server = await spawnServer(['--db', db]);
+    let server = await spawnServer(['--db', db, '--cache-mib', '3', '--mmap-mib', '5', '--warm-cache']);
+    expect(server.output()).toMatch(/"cacheMiB":3,"mmapMiB":5,"msg":"c1m listening"/);
     expect((await api(server.apiPort, 'POST', '/subscriptions', '[[2,1],[3,1]]')).json).toEqual({ added: 2 });
     await stopChild(server.child);
     server = await spawnServer(['--db', db]);

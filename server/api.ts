@@ -88,6 +88,8 @@ function respondOrFail(res: HttpResponse, respond: () => void): void {
     respond();
   } catch (err) {
     if (err instanceof HttpError) replyJson(res, err.status, { error: err.message });
+    // Another process (a bulk load) held the store's write lock past the busy timeout: nothing was written.
+    else if ((err as { code?: string }).code === 'SQLITE_BUSY') replyJson(res, 503, { error: `store busy, nothing changed; retry: ${(err as Error).message}` });
     else replyJson(res, 500, { error: (err as Error).message });
   }
 }

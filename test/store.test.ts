@@ -136,6 +136,24 @@ describe('subscription store', () => {
     expect(store.getSubscribers(2)).toEqual([]);
   });
 
+  it('answers 503 and changes nothing when another process holds the write lock past the busy timeout', async () => {
+    const db = join(tempDir(), 'c1m.db');
+    const server = await spawnServer(['--db', db]);
+    const other = openStore(db);
+    try {
+      other.db.exec('BEGIN IMMEDIATE'); // as a bulk load's copy does
+      const res = await api(server.apiPort, 'POST', '/subscriptions', '[[2,1]]');
+      expect(res.status).toBe(503);
+      expect(res.json.error).toMatch(/store busy, nothing changed; retry: database is locked/);
+      other.db.exec('ROLLBACK');
+      expect((await api(server.apiPort, 'GET', '/subscribers/1')).json).toEqual([]);
+      expect((await api(server.apiPort, 'POST', '/subscriptions', '[[2,1]]')).json).toEqual({ added: 1 });
+    } finally {
+      other.close();
+      await stopChild(server.child);
+    }
+  });
+
   it('is managed from the CLI while a server uses the same file', async () => {
     const db = join(tempDir(), 'c1m.db');
     const server = await spawnServer(['--db', db]);

@@ -33,6 +33,7 @@ program
   .addOption(new Option('--max-connections <n>', 'streams held at most (default: open-file limit minus a reserve)').argParser(integer('max connections', 1)))
   .addOption(new Option('--token <secret>', 'require "Authorization: Bearer <secret>" on the backend API').env('C1M_TOKEN'))
   .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'silent']).default('info'))
+  .addOption(new Option('--stats-interval <seconds>', 'log the stats every so often (0: never)').default(60).argParser(integer('stats interval', 0)))
   .option('--warm-cache', 'read the subscriptions table into the page cache at start (size --cache-mib to hold it)')
   .option('--demo', 'if the store is empty, add a small demo friends graph and print what to try')
   .action(async (opts) => {
@@ -50,6 +51,7 @@ Then, in another terminal, have user 2 say something:
 User 1 receives "hi" because 1 subscribes to 2.
 `);
     }
+    if (opts.statsInterval > 0) setInterval(() => logger.info(c1m.stats(), 'stats'), opts.statsInterval * 1000).unref();
     const stop = (signal: string) => {
       logger.info({ signal }, 'shutting down');
       c1m.close();

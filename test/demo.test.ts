@@ -4,7 +4,7 @@ import { api, spawnServer, stopChild, StreamClient, tempDir, waitFor } from './h
 
 it('--demo seeds an empty store once, prints what to try, and the printed steps work', async () => {
   const db = join(tempDir(), 'c1m.db');
-  let server = await spawnServer(['--db', db, '--demo']);
+  let server = await spawnServer(['--db', db, '--demo', '--stats-interval', '1']);
   await waitFor(() => server.output().includes('curl -X POST'), 'the demo instructions');
   expect(server.output()).toContain(`curl -N 127.0.0.1:${server.port}/test/1`);
   expect(server.output()).toContain(`curl -X POST 127.0.0.1:${server.apiPort}/send/2 -d hi`);
@@ -14,6 +14,8 @@ it('--demo seeds an empty store once, prints what to try, and the printed steps 
   const watcher = await StreamClient.open(server.port, 1);
   expect((await api(server.apiPort, 'POST', '/send/2', 'hi')).json).toEqual({ delivered: 1 });
   await waitFor(() => watcher.messages[0] === 'hi', 'user 1 to receive hi');
+  // The periodic stats line, structured like every log line.
+  await waitFor(() => /"connections":1,.*"sends":1,.*"msg":"stats"/.test(server.output()), 'a stats log line', 3000);
   watcher.close();
 
   // A second start finds the store populated: no reseeding, no instructions.

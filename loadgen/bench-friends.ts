@@ -15,8 +15,8 @@
  * statement and interior B-tree pages, as in a running server), then times
  * 10,000 random users and 100 rounds of the 10 largest hubs.
  */
-import { spawnSync } from 'node:child_process';
-import { createWriteStream, mkdirSync, rmSync, statSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { createWriteStream, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { finished } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
@@ -114,6 +114,37 @@ async function main(): Promise<void> {
     `RSS of a fresh process after opening the store and those lookups (cache ${cacheMiB} MiB${warmCache ? ', warmed at open' : ''}, mmap ${mmapMiB} MiB): ${result.rssMiB.toFixed(0)} MiB` +
       (mmapMiB > 0 ? ` (includes mapped file pages read, up to ${mmapMiB} MiB: clean, reclaimable file cache)` : ''),
   );
+  const server = await serverRss();
+  console.log(`c1m server on the loaded store, after 1,000 sends to random users, no connections: RSS ${server.rssMiB.toFixed(0)} MiB (${server.flags})`);
+}
+
+/** Starts `c1m server` on the loaded store with the same cache settings, sends through its API, and reads its RSS. */
+async function serverRss(): Promise<{ rssMiB: number; flags: string }> {
+  const flags = ['--cache-mib', String(cacheMiB), '--mmap-mib', String(mmapMiB), ...(warmCache ? ['--warm-cache'] : [])];
+  const cli = fileURLToPath(new URL('../cli.js', import.meta.url));
+  const child = spawn(process.execPath, [cli, 'server', '--db', dbPath, '--host', '127.0.0.1', '--port', '0', '--api-port', '0', '--max-user-id', String(users), ...flags], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  try {
+    const apiPort = await new Promise<number>((resolve, reject) => {
+      let out = '';
+      child.stdout!.on('data', (d) => {
+        out += d;
+        const line = out.split('\n').find((l) => l.includes('c1m listening'));
+        if (line) resolve(JSON.parse(line).apiPort);
+      });
+      child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
+    });
+    const random = xoshiro128ss(seed + 3);
+    for (let i = 0; i < 1000; i++) {
+      const res = await fetch(`http://127.0.0.1:${apiPort}/send/${1 + Math.floor(random() * users)}`, { method: 'POST', body: 'x' });
+      if (!res.ok) throw new Error(`send: ${res.status}`);
+    }
+    const rss = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))![1]) * 1024;
+    return { rssMiB: rss / 2 ** 20, flags: flags.join(' ') };
+  } finally {
+    child.kill('SIGTERM');
+  }
 }
 
 /** Runs in a fresh process so its RSS is the store's, not the generator's arrays. */

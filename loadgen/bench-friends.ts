@@ -15,13 +15,14 @@
  * statement and interior B-tree pages, as in a running server), then times
  * 10,000 random users and 100 rounds of the 10 largest hubs.
  */
-import { spawn, spawnSync } from 'node:child_process';
-import { createWriteStream, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { createWriteStream, mkdirSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { finished } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { generateBarabasiAlbert, writeEdgeList, xoshiro128ss } from './graph.js';
+import { rssOf, spawnServer } from './server-process.js';
 import { bulkLoadFile } from '../subsmanager/bulkload.js';
 import { graphStats, writeDegreeChart } from '../subsmanager/stats.js';
 import { openStore } from '../subsmanager/store.js';
@@ -121,27 +122,14 @@ async function main(): Promise<void> {
 /** Starts `c1m server` on the loaded store with the same cache settings, sends through its API, and reads its RSS. */
 async function serverRss(): Promise<{ rssMiB: number; flags: string }> {
   const flags = ['--cache-mib', String(cacheMiB), '--mmap-mib', String(mmapMiB), ...(warmCache ? ['--warm-cache'] : [])];
-  const cli = fileURLToPath(new URL('../cli.js', import.meta.url));
-  const child = spawn(process.execPath, [cli, 'server', '--db', dbPath, '--host', '127.0.0.1', '--port', '0', '--api-port', '0', '--max-user-id', String(users), ...flags], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const { child, apiPort } = await spawnServer(['--db', dbPath, '--max-user-id', String(users), ...flags]);
   try {
-    const apiPort = await new Promise<number>((resolve, reject) => {
-      let out = '';
-      child.stdout!.on('data', (d) => {
-        out += d;
-        const line = out.split('\n').find((l) => l.includes('c1m listening'));
-        if (line) resolve(JSON.parse(line).apiPort);
-      });
-      child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
-    });
     const random = xoshiro128ss(seed + 3);
     for (let i = 0; i < 1000; i++) {
       const res = await fetch(`http://127.0.0.1:${apiPort}/send/${1 + Math.floor(random() * users)}`, { method: 'POST', body: 'x' });
       if (!res.ok) throw new Error(`send: ${res.status}`);
     }
-    const rss = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))![1]) * 1024;
-    return { rssMiB: rss / 2 ** 20, flags: flags.join(' ') };
+    return { rssMiB: rssOf(child.pid!) / 2 ** 20, flags: flags.join(' ') };
   } finally {
     child.kill('SIGTERM');
   }

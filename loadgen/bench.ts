@@ -7,7 +7,7 @@
  *   npm run bench -- --connections 15000 --seconds 10
  */
 import autocannon from 'autocannon';
-import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +16,7 @@ import { pack } from 'msgpackr';
 import type { Pair } from '../subsmanager/pairs.js';
 import { openStore } from '../subsmanager/store.js';
 import type { HolderCommand, HolderReply } from './holder.js';
+import { rssOf, spawnServer } from './server-process.js';
 
 const opts = new Command('bench')
   .addOption(new Option('--connections <n>', 'idle connections to hold').default(15000).argParser(Number))
@@ -33,10 +34,6 @@ const CHUNK_WIRE_BYTES = '20\r\n'.length + MESSAGE.length + 1 + '\r\n'.length;
 const SETTLE_MS = 12_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function rssOf(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:'))!;
-  return Number(line.split(/\s+/)[1]) * 1024;
-}
 
 /** CPU seconds (user + system) a process has used so far. */
 function cpuOf(pid: number): number {
@@ -48,21 +45,6 @@ function cpuOf(pid: number): number {
 function cpuSplitOf(pid: number): { user: number; system: number } {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return { user: Number(fields[11]) / 100, system: Number(fields[12]) / 100 };
-}
-
-function startServer(db: string) {
-  return new Promise<{ child: ChildProcess; port: number; apiPort: number }>((resolve, reject) => {
-    const child = spawn(process.execPath, [join(import.meta.dirname, '..', 'cli.js'), 'server', '--host', HOST, '--port', '0', '--api-port', '0', '--db', db], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    let out = '';
-    child.stdout!.on('data', (d) => {
-      out += d;
-      const line = out.split('\n').find((l) => l.includes('c1m listening'));
-      if (line) resolve({ child, ...JSON.parse(line) });
-    });
-    child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
-  });
 }
 
 class Holder {
@@ -142,7 +124,7 @@ async function main() {
   const sources = Array.from({ length: opts.sources }, (_, i) => `127.0.1.${i + 1}`);
   console.log(`machine: ${cpus().length} x ${cpus()[0].model}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}`);
 
-  const server = await startServer(db);
+  const server = await spawnServer(['--db', db]);
   const holder = new Holder();
   try {
     // Warm up with a third of the connections, opened just like the rest: that grows

@@ -5,8 +5,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { start, type C1mOptions } from '../index.js';
+import { CLI } from '../loadgen/server-process.js';
 
-export const CLI = join(import.meta.dirname, '..', 'dist', 'cli.js');
+export { spawnServer } from '../loadgen/server-process.js';
+
 
 export function tempDir(): string {
   return mkdtempSync(join(tmpdir(), 'c1m-test-'));
@@ -88,26 +90,6 @@ export function runCli(args: string[], options: { input?: string; env?: NodeJS.P
     child.stderr.on('data', (d) => (stderr += d));
     child.on('close', (code) => resolve({ code, stdout, stderr }));
     child.stdin.end(options.input ?? '');
-  });
-}
-
-/** Starts `c1m server` as a child process and resolves once it logs that it is listening; `output()` is all it printed so far. */
-export function spawnServer(args: string[], env: NodeJS.ProcessEnv = {}) {
-  return new Promise<{ child: ChildProcess; port: number; apiPort: number; output: () => string }>((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, 'server', '--host', '127.0.0.1', '--port', '0', '--api-port', '0', ...args], {
-      env: { ...process.env, ...env },
-    });
-    let out = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-      const line = out.split('\n').find((l) => l.includes('c1m listening'));
-      if (line) {
-        const { port, apiPort } = JSON.parse(line);
-        resolve({ child, port, apiPort, output: () => out });
-      }
-    });
-    child.stderr.on('data', (d) => (out += d));
-    child.on('exit', (code) => reject(new Error(`server exited with ${code}: ${out}`)));
   });
 }
 

@@ -1,0 +1,42 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+/** The built CLI: one folder up in dist/, or in dist/ when this module runs from source (under vitest). */
+export const CLI = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../dist/cli.js' : '../cli.js', import.meta.url));
+
+export interface ServerProcess {
+  child: ChildProcess;
+  port: number;
+  apiPort: number;
+  /** Everything the process printed so far, stdout and stderr. */
+  output(): string;
+}
+
+/**
+ * Starts `c1m server` on loopback with free ports as a child process (extra
+ * flags in `args`) and resolves once it logs that it is listening.
+ */
+export function spawnServer(args: string[], env: NodeJS.ProcessEnv = {}): Promise<ServerProcess> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, 'server', '--host', '127.0.0.1', '--port', '0', '--api-port', '0', ...args], {
+      env: { ...process.env, ...env },
+    });
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+      const line = out.split('\n').find((l) => l.includes('c1m listening'));
+      if (line) {
+        const { port, apiPort } = JSON.parse(line);
+        resolve({ child, port, apiPort, output: () => out });
+      }
+    });
+    child.stderr.on('data', (d) => (out += d));
+    child.once('exit', (code) => reject(new Error(`c1m server exited with ${code}: ${out}`)));
+  });
+}
+
+/** Resident set size of a process, in bytes (Linux). */
+export function rssOf(pid: number): number {
+  return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
+}

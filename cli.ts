@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { createRequire } from 'node:module';
 import { dbOption, integer } from './cli-options.js';
 import { pino } from 'pino';
 import { friendsCommand } from './friends-cli.js';
@@ -15,7 +16,8 @@ const pair = (text: string, previous: Pair[] = []): Pair[] => {
   return [...previous, [Number(match[1]), Number(match[2])]];
 };
 
-const program = new Command('c1m').description('A comet push server for a social graph').showHelpAfterError();
+const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
+const program = new Command('c1m').description('A comet push server for a social graph').version(version).showHelpAfterError();
 
 program
   .command('server')

@@ -39,7 +39,11 @@ program
   .option('--warm-cache', 'read the subscriptions table into the page cache at start (size --cache-mib to hold it)')
   .option('--demo', 'if the store is empty, add a small demo friends graph and print what to try')
   .action(async (opts) => {
-    const logger = pino({ level: opts.logLevel });
+    // Logs go to process.stdout, deaf to write errors: if whatever reads them goes away
+    // (EPIPE), pino's own destination retries the write forever and the server freezes
+    // (tested); this way the lines are dropped and the server keeps serving.
+    process.stdout.on('error', () => {});
+    const logger = pino({ level: opts.logLevel }, process.stdout);
     // commander camel-cases --cache-mib as cacheMib; the library spells MiB.
     const c1m = await start({ ...opts, cacheMiB: opts.cacheMib, mmapMiB: opts.mmapMib, logger });
     if (opts.demo && seedDemoGraph(c1m.store)) {

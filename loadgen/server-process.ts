@@ -15,24 +15,33 @@ export interface ServerProcess {
 
 /**
  * Starts `c1m server` on loopback with free ports as a child process (extra
- * flags in `args`) and resolves once it logs that it is listening.
+ * flags in `args`) and resolves once it logs that it is listening. A server
+ * that has not said so within `timeoutMs` is killed, never left behind.
  */
-export function spawnServer(args: string[], env: NodeJS.ProcessEnv = {}): Promise<ServerProcess> {
+export function spawnServer(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 30_000): Promise<ServerProcess> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, 'server', '--host', '127.0.0.1', '--port', '0', '--api-port', '0', ...args], {
       env: { ...process.env, ...env },
     });
     let out = '';
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`c1m server did not start listening within ${timeoutMs} ms: ${out}`));
+    }, timeoutMs);
     child.stdout.on('data', (d) => {
       out += d;
       const line = out.split('\n').find((l) => l.includes('c1m listening'));
       if (line) {
+        clearTimeout(timer);
         const { port, apiPort } = JSON.parse(line);
         resolve({ child, port, apiPort, output: () => out });
       }
     });
     child.stderr.on('data', (d) => (out += d));
-    child.once('exit', (code) => reject(new Error(`c1m server exited with ${code}: ${out}`)));
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`c1m server exited with ${code}: ${out}`));
+    });
   });
 }
 

@@ -27,3 +27,19 @@ it('--demo seeds an empty store once, prints what to try, and the printed steps 
   expect(server.output()).not.toContain('Demo friends graph added');
   await stopChild(server.child);
 });
+
+it('keeps serving, logging and stopping on SIGTERM after whatever reads its logs has gone away', async () => {
+  for (const statsInterval of ['0', '1']) {
+    const server = await spawnServer(['--db', ':memory:', '--stats-interval', statsInterval]);
+    server.child.stdout!.destroy(); // the log reader dies: every later log line meets EPIPE
+    await new Promise((r) => setTimeout(r, 1500)); // with stats on, a line written into the void
+    const client = await StreamClient.open(server.port, 1);
+    expect((await api(server.apiPort, 'POST', '/send/1', 'still up')).json).toEqual({ delivered: 1 });
+    await waitFor(() => client.messages[0] === 'still up', 'delivery');
+    client.close();
+    // The shutdown log line meets EPIPE too; the process must exit all the same.
+    const exited = new Promise((r) => server.child.once('exit', (code, signal) => r(signal ?? code)));
+    server.child.kill('SIGTERM');
+    expect(await Promise.race([exited, new Promise((r) => setTimeout(() => r('still running'), 5000))]), `stats every ${statsInterval} s`).toBe(0);
+  }
+});

@@ -4,10 +4,24 @@ import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
+import { afterAll } from 'vitest';
 import { start, type C1mOptions } from '../index.js';
 import { CLI } from '../loadgen/server-process.js';
 
-export { spawnServer } from '../loadgen/server-process.js';
+import { spawnServer as spawnServerProcess } from '../loadgen/server-process.js';
+
+/** Servers started by this test file; whatever an assertion left running is killed when the file ends. */
+const servers = new Set<ChildProcess>();
+afterAll(() => {
+  for (const child of servers) child.kill('SIGKILL');
+  servers.clear();
+});
+
+export async function spawnServer(args: string[], env: NodeJS.ProcessEnv = {}) {
+  const server = await spawnServerProcess(args, env);
+  servers.add(server.child);
+  return server;
+}
 
 
 export function tempDir(): string {

@@ -201,6 +201,8 @@ async function buildAndCopy(store: SqliteStore, file: string, edges: ParsedEdges
   const pageSize = db.pragma('page_size', { simple: true }) as number;
   const scratch = SCRATCH.map((s) => ({ ...s, path: `${file}.load-${process.pid}-${s.suffix}` }));
   const attached: string[] = [];
+  let result: WriteResult;
+  let commitStarted = 0n;
   try {
     // A leftover of an earlier process that had our pid and crashed mid-load.
     for (const { path } of scratch) rmSync(path, { force: true });
@@ -215,7 +217,6 @@ async function buildAndCopy(store: SqliteStore, file: string, edges: ParsedEdges
       db.prepare(`ATTACH ? AS ${schema}`).run(path);
       attached.push(schema);
     }
-    let commitStarted = 0n;
     const copy = db.transaction((): number => {
       // Re-checked under the write lock: another writer may have added rows since.
       // Then the plain INSERT could hit duplicates; OR IGNORE merges instead (slower).
@@ -233,25 +234,15 @@ async function buildAndCopy(store: SqliteStore, file: string, edges: ParsedEdges
     const added = copy.immediate();
     const copySeconds = Number(commitStarted - t) / 1e9;
     options.onProgress?.({ phase: 'copy', rows: 2 * rowCount, totalRows: 2 * rowCount });
-    detachAll(store, attached);
-    for (const { path } of scratch) rmSync(path, { force: true });
-    checkpoint(store);
-    return {
-      added,
-      buildSeconds,
-      buildSortSeconds: Math.max(...built.map((b) => b.sortSeconds)),
-      copySeconds,
-      commitSeconds: Number(process.hrtime.bigint() - commitStarted) / 1e9,
-    };
+    result = { added, buildSeconds, buildSortSeconds: Math.max(...built.map((b) => b.sortSeconds)), copySeconds, commitSeconds: 0 };
   } finally {
-    // Always: after an error too (the workers have exited by now, see buildScratch).
-    detachAll(store, attached);
+    // Always, after an error too (the workers have exited by now, see buildScratch).
+    for (const schema of attached) db.exec(`DETACH ${schema}`);
     for (const { path } of scratch) rmSync(path, { force: true });
   }
-}
-
-function detachAll(store: SqliteStore, attached: string[]): void {
-  for (const schema of attached.splice(0)) store.db.exec(`DETACH ${schema}`);
+  checkpoint(store);
+  result.commitSeconds = Number(process.hrtime.bigint() - commitStarted) / 1e9;
+  return result;
 }
 
 /** Runs one worker per task; settles once all have exited (a failure stops the others first). */

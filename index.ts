@@ -7,12 +7,14 @@ import { pino, type Logger } from 'pino';
 import { Router } from './router/router.js';
 import { apiRoutes } from './server/api.js';
 import { cometRoutes } from './server/comet.js';
+import { LatencyHistogram } from './server/latency.js';
 import { openFileLimit, RESERVED_FDS } from './server/limits.js';
-import { StreamHub } from './server/stream.js';
+import { metricsRegistry } from './server/metrics.js';
+import { epochMs, StreamHub } from './server/stream.js';
 import { loadNativeUws, type us_listen_socket } from './server/uws.js';
 import { DEFAULT_CACHE_MIB, openStore, type SubscriptionStore } from './subsmanager/store.js';
 
-export { Router, toChunk, type Connection, type SubscriberSource } from './router/router.js';
+export { Router, Registry, toChunk, type Connection, type SubscriberSource } from './router/router.js';
 export { openStore, SqliteStore, StoreError, type SubscriptionStore } from './subsmanager/store.js';
 export { toPairs, isUserId, type Pair } from './subsmanager/pairs.js';
 
@@ -41,10 +43,14 @@ export interface C1mOptions {
   maxBody?: number;
   /** Streams held at most; default: the open-file limit minus a reserve. */
   maxConnections?: number;
+  /** Streams one user may hold at once (tabs); more get 429. Default 16. */
+  maxStreamsPerUser?: number;
   /** Bearer token required on the backend API, if set. */
   token?: string;
   logger?: Logger;
 }
+
+export const DEFAULT_MAX_STREAMS_PER_USER = 16;
 
 export interface Stats {
   connections: number;
@@ -75,8 +81,10 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
   const maxConnections = options.maxConnections ?? Math.max(1, openFileLimit() - RESERVED_FDS);
   const maxUserId = options.maxUserId ?? 1_000_000;
   const store = options.store ?? openStore(options.db ?? './data/c1m.db', { cacheMiB: options.cacheMiB, mmapMiB: options.mmapMiB, warmCache: options.warmCache });
-  const router = new Router(store);
+  const router = new Router(store, options.maxStreamsPerUser ?? DEFAULT_MAX_STREAMS_PER_USER);
   const hub = new StreamHub(router, options.maxBacklog ?? 256 * 1024);
+  const latency = new LatencyHistogram();
+  hub.onWritten = latency.observe;
   const started = Date.now();
 
   const stats = (): Stats => {
@@ -95,10 +103,18 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
   };
 
   const publicApp = cometRoutes(uws.App(), hub, { maxUserId, maxConnections });
-  const apiApp = apiRoutes(uws.App(), router, store, stats, {
+  const send = (user: number, message: Uint8Array): number => {
+    const at = epochMs();
+    const delivered = router.send(user, message);
+    hub.noteSend(at);
+    return delivered;
+  };
+  const metrics = metricsRegistry(() => ({ ...stats(), streams: router.connections, latency, edges: [] }));
+  const apiApp = apiRoutes(uws.App(), send, store, stats, {
     maxUserId,
     maxBody: options.maxBody ?? 1024 * 1024,
     token: options.token,
+    metrics,
   });
 
   const listen = (app: typeof publicApp, host: string, port: number, what: string) =>

@@ -1,16 +1,11 @@
 /**
- * The router knows who is connected and who should hear a message. It never
- * touches sockets: a connection is anything that accepts a chunk, so the same
- * router drives in-process HTTP streams today and remote edge processes later.
+ * The router: who should hear a message. It resolves recipients once per send
+ * ({user} ∪ subscribers(user)) and writes to each one's connections, which are
+ * local streams in one process and remote edges in a cluster (router/cluster.ts).
  */
+import { Registry, type Connection, type PresenceObserver } from './registry.js';
 
-/** What the router needs from a connection. The server owns the socket behind it. */
-export interface Connection {
-  /** Queues one chunk for delivery; false if the connection can no longer take it. */
-  write(chunk: Buffer): boolean;
-  /** Ends the connection cleanly (shutdown, drain). */
-  close(): void;
-}
+export { Registry, type Connection, type PresenceObserver };
 
 /** The one question the router asks the subscription store. */
 export interface SubscriberSource {
@@ -32,65 +27,20 @@ export function toChunk(message: string | Uint8Array): Buffer {
   return chunk;
 }
 
-export class Router {
-  /** user → its connection, or a list when the same user is connected more than once (rare, so not the default shape). */
-  private readonly byUser = new Map<number, Connection | Connection[]>();
-  private readonly userOf = new Map<Connection, number>();
+export class Router extends Registry {
   /** Messages passed to send(). */
   sends = 0;
 
-  constructor(private readonly subscribers: SubscriberSource) {}
-
-  /** Number of logged-in connections. */
-  get connections(): number {
-    return this.userOf.size;
-  }
-
-  /** Number of distinct connected users. */
-  get users(): number {
-    return this.byUser.size;
-  }
-
-  login(user: number, conn: Connection): void {
-    if (this.userOf.has(conn)) this.logout(conn);
-    this.userOf.set(conn, user);
-    const existing = this.byUser.get(user);
-    if (existing === undefined) this.byUser.set(user, conn);
-    else if (Array.isArray(existing)) existing.push(conn);
-    else this.byUser.set(user, [existing, conn]);
-  }
-
-  /** Forgets a connection; a no-op for one that is not logged in. */
-  logout(conn: Connection): void {
-    const user = this.userOf.get(conn);
-    if (user === undefined) return;
-    this.userOf.delete(conn);
-    const existing = this.byUser.get(user);
-    if (existing === conn) {
-      this.byUser.delete(user);
-    } else if (Array.isArray(existing)) {
-      // Copy on write: a send may be iterating the old list right now.
-      const rest = existing.filter((c) => c !== conn);
-      this.byUser.set(user, rest.length === 1 ? rest[0] : rest);
-    }
-  }
-
-  /** Logs every connection out and closes it (shutdown). */
-  closeAll(): void {
-    const all = [...this.userOf.keys()];
-    this.userOf.clear();
-    this.byUser.clear();
-    for (const conn of all) conn.close();
-  }
-
-  /** Is `user` connected here at least once? */
-  isConnected(user: number): boolean {
-    return this.byUser.has(user);
+  constructor(
+    private readonly subscribers: SubscriberSource,
+    maxPerUser?: number,
+  ) {
+    super(maxPerUser);
   }
 
   /**
    * Delivers `message` to every connection of `user` and of each of its
-   * subscribers. Returns how many connections took it. Users who are not
+   * subscribers. Returns how many streams took it. Users who are not
    * connected miss it, as in the original design.
    */
   send(user: number, message: string | Uint8Array): number {
@@ -102,14 +52,5 @@ export class Router {
       if (subscriber !== user) delivered += this.deliver(subscriber, chunk);
     }
     return delivered;
-  }
-
-  private deliver(user: number, chunk: Buffer): number {
-    const target = this.byUser.get(user);
-    if (target === undefined) return 0;
-    if (!Array.isArray(target)) return target.write(chunk) ? 1 : 0;
-    let n = 0;
-    for (const conn of target) if (conn.write(chunk)) n++;
-    return n;
   }
 }

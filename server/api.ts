@@ -1,9 +1,9 @@
 import { timingSafeEqual } from 'node:crypto';
 import { unpack } from 'msgpackr';
-import type { Router } from '../router/router.js';
 import { toPairs, type Pair } from '../subsmanager/pairs.js';
 import type { SubscriptionStore } from '../subsmanager/store.js';
-import { HttpError, parseId, readBody, replyJson } from './http.js';
+import type { Registry as MetricsRegistry } from 'prom-client';
+import { HttpError, parseId, readBody, reply, replyJson } from './http.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
 export interface ApiOptions {
@@ -12,6 +12,8 @@ export interface ApiOptions {
   maxBody: number;
   /** When set, every request must carry `Authorization: Bearer <token>`. */
   token?: string;
+  /** Served at GET /metrics (Prometheus text format). */
+  metrics: MetricsRegistry;
 }
 
 type Handler = (res: HttpResponse, req: HttpRequest) => void;
@@ -22,7 +24,7 @@ type Handler = (res: HttpResponse, req: HttpRequest) => void;
  */
 export function apiRoutes(
   app: TemplatedApp,
-  router: Router,
+  send: (user: number, message: Uint8Array) => number,
   store: SubscriptionStore,
   stats: () => object,
   options: ApiOptions,
@@ -71,7 +73,7 @@ export function apiRoutes(
           const user = userParam(id);
           if (user > options.maxUserId) throw new HttpError(400, `user id ${user} is above the limit of ${options.maxUserId}`);
           if (body.length === 0) throw new HttpError(400, 'empty message');
-          return { delivered: router.send(user, body) };
+          return { delivered: send(user, body) };
         }),
       ),
     )
@@ -80,6 +82,16 @@ export function apiRoutes(
     .get('/subscribers/:id', guarded((res, req) => replyJson(res, 200, store.getSubscribers(userParam(req.getParameter(0))))))
     .get('/subscriptions/:id', guarded((res, req) => replyJson(res, 200, store.getSubscriptions(userParam(req.getParameter(0))))))
     .get('/stats', guarded((res) => replyJson(res, 200, stats())))
+    .get(
+      '/metrics',
+      guarded((res) => {
+        res.onAborted(() => (res.aborted = true));
+        options.metrics.metrics().then(
+          (text) => !res.aborted && reply(res, 200, text, options.metrics.contentType),
+          (err: Error) => !res.aborted && replyJson(res, 500, { error: err.message }),
+        );
+      }),
+    )
     .any('/*', (res, req) => replyJson(res, 404, { error: `no such endpoint: ${req.getMethod().toUpperCase()} ${req.getUrl()}` }));
 }
 

@@ -26,12 +26,15 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
       if (hub.open >= options.maxConnections) {
         return reply(res, 503, `server full: ${hub.open} connections\n`, undefined, true);
       }
-      const stream = new CometStream(res, hub);
+      if (hub.registry.connectionsOf(id) >= hub.registry.maxPerUser) {
+        return reply(res, 429, `user ${id} already holds ${hub.registry.maxPerUser} streams\n`, undefined, true);
+      }
+      const stream = new CometStream(res, hub, id);
       res.onAborted(stream.aborted.bind(stream)); // a bound method weighs less than a closure, per connection
       res.writeStatus('200 OK');
       for (const [name, value] of STREAM_HEADERS) res.writeHeader(name, value);
       res.write(`Welcome, Url: '/test/${id}' Id: ${id}\n`);
-      hub.router.login(id, stream);
+      hub.registry.login(stream);
     })
     .get('/', (res) => reply(res, 200, PAGE, 'text/html; charset=utf-8'))
     .any('/*', (res, req) => reply(res, 404, `no such page: ${req.getUrl()}, try /test/123\n`));

@@ -1,4 +1,4 @@
-import type { Connection, Router } from '../router/router.js';
+import type { Connection, Registry } from '../router/registry.js';
 import type { HttpResponse } from './uws.js';
 
 const OPEN = 0;
@@ -20,13 +20,21 @@ export class StreamHub {
   chunks = 0;
   bytes = 0;
   slowConsumerCloses = 0;
+  /** Told, at each flush, how long each message noted with noteSend() took from its send to its write (ms). */
+  onWritten?: (ms: number) => void;
   private dirty: CometStream[] = [];
   private flushScheduled = false;
+  private sentAt: number[] = [];
 
   constructor(
-    readonly router: Router,
+    readonly registry: Registry,
     readonly maxBacklog: number,
   ) {}
+
+  /** A message sent at `at` (epoch ms, sub-ms precision) was just queued; its write happens at the next flush. */
+  noteSend(at: number): void {
+    if (this.flushScheduled && this.onWritten) this.sentAt.push(at);
+  }
 
   schedule(stream: CometStream): void {
     this.dirty.push(stream);
@@ -41,8 +49,16 @@ export class StreamHub {
     const batch = this.dirty;
     this.dirty = [];
     for (const stream of batch) stream.flush();
+    if (this.sentAt.length > 0) {
+      const now = epochMs();
+      for (const at of this.sentAt) this.onWritten!(now - at);
+      this.sentAt = [];
+    }
   };
 }
+
+/** Wall-clock milliseconds with sub-millisecond precision, comparable across processes on one host. */
+export const epochMs = (): number => performance.timeOrigin + performance.now();
 
 /** The stream whose pending chunks `writeCorked` writes; set right before res.cork() so a flush allocates no closure. */
 let corked: CometStream;
@@ -67,12 +83,13 @@ export class CometStream implements Connection {
   constructor(
     private readonly res: HttpResponse,
     private readonly hub: StreamHub,
+    readonly user: number,
   ) {
     hub.open++;
   }
 
-  write(chunk: Buffer): boolean {
-    if (this.state >= CLOSING) return false;
+  write(chunk: Buffer): number {
+    if (this.state >= CLOSING) return 0;
     this.backlog += chunk.length;
     // Only a blocked socket is a slow consumer: what an open one queued this turn goes out at the flush.
     if (this.state === BLOCKED && this.backlog > this.hub.maxBacklog) {
@@ -80,7 +97,7 @@ export class CometStream implements Connection {
       this.state = CLOSING;
       this.pending = null;
       this.hub.schedule(this);
-      return false;
+      return 0;
     }
     if (this.pending === null) {
       this.pending = chunk;
@@ -90,7 +107,7 @@ export class CometStream implements Connection {
     } else {
       this.pending = [this.pending, chunk];
     }
-    return true;
+    return 1;
   }
 
   flush(): void {
@@ -146,7 +163,7 @@ export class CometStream implements Connection {
   aborted(): void {
     if (this.state === BLOCKED) this.hub.slowConsumerCloses++;
     this.forget();
-    this.hub.router.logout(this);
+    this.hub.registry.logout(this);
   }
 
   /** Finishes the chunked response cleanly and drops the connection. */

@@ -1,0 +1,121 @@
+/**
+ * Who is connected: user → connections. An edge process keeps one for its own
+ * streams; a router keeps one for the whole cluster (see Router). It never
+ * touches sockets: a connection is anything that accepts a chunk.
+ */
+
+/** What the registry needs from a connection. The server owns the socket behind it. */
+export interface Connection {
+  /** The user this connection belongs to; fixed for its lifetime. */
+  readonly user: number;
+  /**
+   * Queues one chunk for delivery. Returns how many streams took it: 1 or 0
+   * for a local stream, all of one user's streams on an edge for a remote one.
+   */
+  write(chunk: Buffer): number;
+  /** Ends the connection cleanly (shutdown, drain). */
+  close(): void;
+}
+
+/** Told of every login and logout, in order (an edge reports them to the routers). */
+export interface PresenceObserver {
+  login(user: number): void;
+  logout(user: number): void;
+}
+
+export class Registry {
+  /** user → its connection, or a set when the same user is connected more than once (rare, so not the default shape). */
+  private readonly byUser = new Map<number, Connection | Set<Connection>>();
+  private count = 0;
+
+  constructor(
+    /** Connections one user may hold at once (tabs); login refuses more. */
+    readonly maxPerUser = Infinity,
+    private readonly observer?: PresenceObserver,
+  ) {}
+
+  /** Number of logged-in connections. */
+  get connections(): number {
+    return this.count;
+  }
+
+  /** Number of distinct connected users. */
+  get users(): number {
+    return this.byUser.size;
+  }
+
+  /** Is `user` connected here at least once? */
+  isConnected(user: number): boolean {
+    return this.byUser.has(user);
+  }
+
+  /** Connections `user` holds now. */
+  connectionsOf(user: number): number {
+    const held = this.byUser.get(user);
+    return held === undefined ? 0 : held instanceof Set ? held.size : 1;
+  }
+
+  /** Adds a connection; false (and nothing changed) if its user already holds maxPerUser. */
+  login(conn: Connection): boolean {
+    const held = this.byUser.get(conn.user);
+    if (held === undefined) {
+      this.byUser.set(conn.user, conn);
+    } else if (held instanceof Set) {
+      if (held.has(conn)) return true;
+      if (held.size >= this.maxPerUser) return false;
+      held.add(conn);
+    } else {
+      if (held === conn) return true;
+      if (this.maxPerUser <= 1) return false;
+      this.byUser.set(conn.user, new Set([held, conn]));
+    }
+    this.count++;
+    this.observer?.login(conn.user);
+    return true;
+  }
+
+  /** Forgets a connection in O(1); a no-op for one that is not logged in. */
+  logout(conn: Connection): void {
+    const held = this.byUser.get(conn.user);
+    if (held === conn) {
+      this.byUser.delete(conn.user);
+    } else if (held instanceof Set && held.delete(conn)) {
+      // A Set may lose members while a send iterates it: iteration skips them, no copy needed.
+      if (held.size === 0) this.byUser.delete(conn.user);
+    } else {
+      return;
+    }
+    this.count--;
+    this.observer?.logout(conn.user);
+  }
+
+  /** Writes `chunk` to every connection of `user`; returns how many streams took it. */
+  deliver(user: number, chunk: Buffer): number {
+    const held = this.byUser.get(user);
+    if (held === undefined) return 0;
+    if (!(held instanceof Set)) return held.write(chunk);
+    let n = 0;
+    for (const conn of held) n += conn.write(chunk);
+    return n;
+  }
+
+  /** Logs out and closes up to `n` connections (drain); returns how many. */
+  closeSome(n: number): number {
+    const picked: Connection[] = [];
+    for (const held of this.byUser.values()) {
+      if (held instanceof Set) for (const conn of held) picked.push(conn);
+      else picked.push(held);
+      if (picked.length >= n) break;
+    }
+    for (const conn of picked.slice(0, n)) {
+      this.logout(conn);
+      conn.close();
+    }
+    return Math.min(n, picked.length);
+  }
+
+  /** Logs every connection out and closes it (shutdown). */
+  closeAll(): void {
+    this.closeSome(Infinity);
+  }
+}

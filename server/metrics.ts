@@ -1,0 +1,79 @@
+/**
+ * GET /metrics in Prometheus' text format, the same in one process and in a
+ * cluster: prom-client formats them and adds its default process metrics;
+ * the values are read at scrape time from the stats c1m keeps anyway.
+ */
+import { collectDefaultMetrics, Registry, type MetricValueWithName } from 'prom-client';
+import { LATENCY_BUCKETS_MS, type LatencyBuckets } from './latency.js';
+
+export interface EdgeGauges {
+  id: string;
+  state: string;
+  streams: number;
+  capacity: number;
+  chunks: number;
+  bytes: number;
+  slowConsumerCloses: number;
+}
+
+export interface MetricsSnapshot {
+  streams: number;
+  users: number;
+  sends: number;
+  chunks: number;
+  bytes: number;
+  slowConsumerCloses: number;
+  latency: LatencyBuckets;
+  /** Per edge, in a cluster; empty in one process. */
+  edges: EdgeGauges[];
+}
+
+type Values = MetricValueWithName<string>[];
+
+/** A metric computed at scrape time; prom-client's registry takes any object with name, help, type and get(). */
+function computed(name: string, help: string, type: 'gauge' | 'counter' | 'histogram', values: () => Values) {
+  return { name, help, type, get: async () => ({ name, help, type, aggregator: 'sum', values: values() }) };
+}
+
+export function metricsRegistry(read: () => MetricsSnapshot): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'c1m_process_' });
+  let snapshot: MetricsSnapshot | undefined;
+  // Read once per scrape, by the first metric formatted (prom-client formats them in registration order).
+  const one = (pick: (s: MetricsSnapshot) => number) => (): Values => {
+    return [{ value: pick(snapshot!), labels: {} }];
+  };
+  const perEdge = (pick: (e: EdgeGauges) => number) => (): Values =>
+    snapshot!.edges.map((e) => ({ value: pick(e), labels: { edge: e.id, state: e.state } }));
+  const metrics = [
+    computed('c1m_streams', 'Open comet streams.', 'gauge', () => {
+      snapshot = read();
+      return [{ value: snapshot.streams, labels: {} }];
+    }),
+    computed('c1m_users', 'Distinct connected users.', 'gauge', one((s) => s.users)),
+    computed('c1m_sends_total', 'Messages sent (send calls).', 'counter', one((s) => s.sends)),
+    computed('c1m_chunks_total', 'Chunks written to streams.', 'counter', one((s) => s.chunks)),
+    computed('c1m_bytes_total', 'Message bytes written to streams.', 'counter', one((s) => s.bytes)),
+    computed('c1m_slow_consumer_closes_total', 'Streams closed because their client stopped reading.', 'counter', one((s) => s.slowConsumerCloses)),
+    computed('c1m_send_to_write_seconds', 'From the start of a send to the write of the message on a stream.', 'histogram', () => {
+      const { counts, sum } = snapshot!.latency;
+      let cumulative = 0;
+      const buckets: Values = LATENCY_BUCKETS_MS.map((le, i) => {
+        cumulative += counts[i];
+        return { value: cumulative, labels: { le: le / 1000 }, metricName: 'c1m_send_to_write_seconds_bucket' };
+      });
+      cumulative += counts[LATENCY_BUCKETS_MS.length];
+      buckets.push({ value: cumulative, labels: { le: '+Inf' }, metricName: 'c1m_send_to_write_seconds_bucket' });
+      buckets.push({ value: sum / 1000, labels: {}, metricName: 'c1m_send_to_write_seconds_sum' });
+      buckets.push({ value: cumulative, labels: {}, metricName: 'c1m_send_to_write_seconds_count' });
+      return buckets;
+    }),
+    computed('c1m_edge_streams', 'Streams held by each edge.', 'gauge', perEdge((e) => e.streams)),
+    computed('c1m_edge_capacity', 'Streams each edge may hold.', 'gauge', perEdge((e) => e.capacity)),
+    computed('c1m_edge_chunks_total', 'Chunks written by each edge.', 'counter', perEdge((e) => e.chunks)),
+    computed('c1m_edge_bytes_total', 'Message bytes written by each edge.', 'counter', perEdge((e) => e.bytes)),
+    computed('c1m_edge_slow_consumer_closes_total', 'Slow-consumer closes on each edge.', 'counter', perEdge((e) => e.slowConsumerCloses)),
+  ];
+  for (const metric of metrics) registry.registerMetric(metric as never);
+  return registry;
+}

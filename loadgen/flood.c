@@ -1,0 +1,471 @@
+/*
+ * c1m flood worker: holds many long-lived GET /test/<id> streams from one
+ * process, for `c1m loadgen flood` (loadgen/flood.ts), which starts one worker
+ * per open-file limit's worth of connections and aggregates what they print.
+ *
+ * Written in C because it shares a 2-core box with the server it measures:
+ * Node's net sockets cost ~4-5.6 KB of RSS and ~125 us of CPU per connect
+ * (measured at 15,000), this costs 32 bytes of state per connection.
+ *
+ *   flood-worker HOST PORT RATE INFLIGHT INTERVAL_MS DEADLINE_S SLICE...
+ *   SLICE = SOURCE_IP:FIRST_ID:COUNT:FIRST_PORT  (id FIRST_ID+k from SOURCE_IP:FIRST_PORT+k)
+ *
+ * RATE connects/s (0: as fast as INFLIGHT allows), INFLIGHT connects not yet
+ * welcomed at most. Every socket is bound to its source address and its own
+ * explicit port, and has SO_LINGER 0, so every close is an RST: no TIME_WAIT.
+ * Stops on EOF on stdin (the parent ended or died), SIGTERM/SIGINT, or
+ * DEADLINE_S seconds after start, whichever comes first.
+ *
+ * Every INTERVAL_MS it prints, on stdout, histogram lines with the latency
+ * samples recorded since the previous report ("H w|d bucket:count ..."; w:
+ * connect to welcome, d: message delivery, both in microseconds, buckets as
+ * in bucketOf below), then one "S key=value ..." line of running totals. At
+ * the end the same, then "E".
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Connection states; IDLE: no socket (not started yet, or finished). */
+enum { IDLE, CONNECTING, STATUS, HEADERS, SIZE, SIZE_EXT, DATA, DATA_END };
+/* Scanning chunk data for "t=<epoch ms>[.<fraction>]" at the start of each line. */
+enum { TS_START, TS_EQ, TS_INT, TS_FRAC, TS_SKIP };
+
+/* Kept tiny: a worker holds ~20,000 of these. */
+struct conn {
+  uint64_t started_us; /* monotonic time of connect(), for welcome latency and the connect timeout */
+  uint64_t ts;         /* digits of t= read so far */
+  int32_t fd;
+  uint32_t n;          /* status code, chunk size, then bytes left in the chunk */
+  uint8_t state, ts_state, ts_frac, line_chars, welcomed;
+};
+
+struct slice {
+  struct sockaddr_in src;
+  uint32_t first_id, count, first_port, offset; /* offset: index of its first connection */
+};
+
+enum { E_SOCKET, E_BIND, E_REFUSED, E_ADDR, E_CONNECT, E_TIMEOUT, E_WRITE, E_HTTP404, E_HTTP503, E_HTTP, E_PARSE, E_ENDED, E_EOF, E_RESET, E_READ, E_KINDS };
+static const char *const kind_names[E_KINDS] = {"socket", "bind", "refused", "addr", "connect", "timeout", "write", "http404", "http503", "http", "parse", "ended", "eof", "reset", "read"};
+
+/* Log-linear buckets: exact below 128 us, then 64 per power of two (under 1.6% error). */
+#define LINEAR 128
+#define SUB 64
+#define BUCKETS (LINEAR + 48 * SUB)
+static uint32_t hist_welcome[BUCKETS], hist_delivery[BUCKETS];
+static uint64_t max_welcome, max_delivery;
+
+static struct conn *conns;
+static struct slice *slices;
+static uint32_t nslices, total;
+static struct sockaddr_in dest;
+static const char *host;
+static volatile sig_atomic_t stop;
+
+static uint64_t attempted, connected, open_now, welcomed, closed, failed, inflight, chunks, chunk_bytes, bytes, messages;
+static uint64_t errors[E_KINDS];
+static uint64_t ramp_us, ramp_cpu_us, held; /* held: streams open when told to stop */
+
+static uint64_t clock_us(clockid_t id) {
+  struct timespec t;
+  clock_gettime(id, &t);
+  return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
+}
+
+static uint32_t bucketOf(uint64_t v) {
+  if (v < LINEAR) return (uint32_t)v;
+  int shift = 63 - __builtin_clzll(v) - 6; /* v >> shift is in [64, 127] */
+  uint32_t b = LINEAR + (uint32_t)(shift - 1) * SUB + (uint32_t)((v >> shift) - SUB);
+  return b < BUCKETS ? b : BUCKETS - 1;
+}
+
+static void record(uint32_t *hist, uint64_t *max, uint64_t v) {
+  hist[bucketOf(v)]++;
+  if (v > *max) *max = v;
+}
+
+static uint64_t cpu_us(void) {
+  struct rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return (uint64_t)(u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1000000u + (uint64_t)(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+static uint64_t rss_kb(void) {
+  unsigned long size = 0, resident = 0;
+  FILE *f = fopen("/proc/self/statm", "r");
+  if (f) {
+    if (fscanf(f, "%lu %lu", &size, &resident) != 2) resident = 0;
+    fclose(f);
+  }
+  return resident * (uint64_t)sysconf(_SC_PAGESIZE) / 1024u;
+}
+
+static void emit_hist(char name, uint32_t *hist) {
+  int any = 0;
+  for (uint32_t b = 0; b < BUCKETS; b++) {
+    if (!hist[b]) continue;
+    if (!any) printf("H %c", name);
+    any = 1;
+    printf(" %u:%u", b, hist[b]);
+    hist[b] = 0;
+  }
+  if (any) putchar('\n');
+}
+
+static void report(void) {
+  emit_hist('w', hist_welcome);
+  emit_hist('d', hist_delivery);
+  printf("S attempted=%lu connected=%lu open=%lu welcomed=%lu closed=%lu failed=%lu inflight=%lu chunks=%lu chunk_bytes=%lu bytes=%lu messages=%lu"
+         " welcome_max_us=%lu delivery_max_us=%lu ramp_us=%lu ramp_cpu_us=%lu cpu_us=%lu rss_kb=%lu held=%lu",
+         attempted, connected, open_now, welcomed, closed, failed, inflight, chunks, chunk_bytes, bytes, messages, max_welcome, max_delivery, ramp_us,
+         ramp_cpu_us, cpu_us(), rss_kb(), held);
+  for (int k = 0; k < E_KINDS; k++)
+    if (errors[k]) printf(" err_%s=%lu", kind_names[k], errors[k]);
+  putchar('\n');
+  fflush(stdout);
+}
+
+/* Ends a connection that we did not choose to stop: before its welcome it failed, after it it closed. */
+static void drop(struct conn *c, int kind) {
+  if (c->state >= STATUS) open_now--;
+  if (c->welcomed) {
+    closed++;
+  } else {
+    failed++;
+    inflight--;
+  }
+  errors[kind]++;
+  close(c->fd); /* SO_LINGER 0: RST */
+  c->state = IDLE;
+}
+
+static int connect_kind(int err) {
+  if (err == ECONNREFUSED) return E_REFUSED;
+  if (err == ETIMEDOUT) return E_TIMEOUT;
+  if (err == EADDRNOTAVAIL || err == EADDRINUSE) return E_ADDR;
+  return E_CONNECT;
+}
+
+static void start(uint32_t index, struct slice *s, int ep) {
+  struct conn *c = &conns[index];
+  uint32_t k = index - s->offset;
+  c->started_us = clock_us(CLOCK_MONOTONIC);
+  attempted++;
+  inflight++;
+  c->welcomed = 0;
+  c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (c->fd < 0) {
+    failed++, inflight--, errors[E_SOCKET]++;
+    return;
+  }
+  c->state = CONNECTING;
+  struct linger rst = {1, 0};
+  setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &rst, sizeof rst);
+  struct sockaddr_in src = s->src;
+  src.sin_port = htons((uint16_t)(s->first_port + k));
+  if (bind(c->fd, (struct sockaddr *)&src, sizeof src) < 0) return drop(c, E_BIND);
+  if (connect(c->fd, (struct sockaddr *)&dest, sizeof dest) < 0 && errno != EINPROGRESS) return drop(c, connect_kind(errno));
+  struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.u32 = index};
+  if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) drop(c, E_SOCKET);
+}
+
+static void connected_now(uint32_t index) {
+  struct conn *c = &conns[index];
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err) return drop(c, connect_kind(err ? err : errno));
+  struct slice *s = slices;
+  while (index >= s->offset + s->count) s++;
+  char req[160];
+  int n = snprintf(req, sizeof req, "GET /test/%u HTTP/1.1\r\nHost: %s\r\n\r\n", s->first_id + (index - s->offset), host);
+  c->state = STATUS;
+  c->n = 0;
+  c->line_chars = 0;
+  connected++;
+  open_now++;
+  if (send(c->fd, req, (size_t)n, MSG_NOSIGNAL) != n) drop(c, E_WRITE);
+}
+
+static void message_seen(struct conn *c) {
+  if (c->ts == 0) return;
+  uint64_t sent_us = c->ts;
+  for (int f = c->ts_frac; f < 3; f++) sent_us *= 10;
+  uint64_t now = clock_us(CLOCK_REALTIME);
+  messages++;
+  record(hist_delivery, &max_delivery, now > sent_us ? now - sent_us : 0);
+}
+
+/* Finds t=<send time> at the start of every line of chunk data; everything else is skipped with memchr. */
+static void scan_data(struct conn *c, const char *p, size_t len) {
+  size_t i = 0;
+  while (i < len) {
+    char ch = p[i];
+    switch (c->ts_state) {
+      case TS_START:
+        c->ts_state = ch == 't' ? TS_EQ : TS_SKIP;
+        if (ch != '\n') i++;
+        break;
+      case TS_EQ:
+        c->ts_state = ch == '=' ? TS_INT : TS_SKIP;
+        c->ts = 0;
+        c->ts_frac = 0;
+        if (ch != '\n') i++;
+        break;
+      case TS_INT:
+      case TS_FRAC:
+        if (ch >= '0' && ch <= '9') {
+          if (c->ts_state == TS_INT || c->ts_frac < 3) {
+            c->ts = c->ts * 10 + (uint64_t)(ch - '0');
+            c->ts_frac += c->ts_state == TS_FRAC;
+          }
+          i++;
+        } else if (ch == '.' && c->ts_state == TS_INT) {
+          c->ts_state = TS_FRAC;
+          i++;
+        } else {
+          message_seen(c);
+          c->ts_state = TS_SKIP; /* the newline, if this is one, is consumed there */
+        }
+        break;
+      default: {
+        const char *nl = memchr(p + i, '\n', len - i);
+        if (!nl) return;
+        i = (size_t)(nl - p) + 1;
+        c->ts_state = TS_START;
+      }
+    }
+  }
+}
+
+static void chunk_started(struct conn *c) {
+  if (c->n == 0) return drop(c, E_ENDED); /* the server ended the response */
+  if (!c->welcomed) {
+    c->welcomed = 1;
+    welcomed++;
+    inflight--;
+    record(hist_welcome, &max_welcome, clock_us(CLOCK_MONOTONIC) - c->started_us);
+  } else {
+    chunks++;
+    chunk_bytes += c->n;
+  }
+  c->state = DATA;
+  c->ts_state = TS_START;
+}
+
+static int hex(char ch) {
+  if (ch >= '0' && ch <= '9') return ch - '0';
+  if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+  if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+  return -1;
+}
+
+/* HTTP/1.1 response with chunked body: only enough to check the status, count chunks and scan their data. */
+static void parse(struct conn *c, const char *p, size_t len) {
+  const char *end = p + len;
+  while (p < end && c->state != IDLE) {
+    char ch = *p;
+    switch (c->state) {
+      case STATUS: /* "HTTP/1.1 200 OK": the status is characters 9-11 */
+        if (c->line_chars >= 9 && c->line_chars < 12) c->n = c->n * 10 + (uint32_t)(ch - '0');
+        if (c->line_chars < 255) c->line_chars++;
+        if (ch == '\n') {
+          if (c->n != 200) return drop(c, c->n == 404 ? E_HTTP404 : c->n == 503 ? E_HTTP503 : E_HTTP);
+          c->state = HEADERS;
+          c->line_chars = 0;
+        }
+        p++;
+        break;
+      case HEADERS: /* until an empty line */
+        if (ch == '\n') {
+          if (c->line_chars == 0) c->state = SIZE, c->n = 0;
+          c->line_chars = 0;
+        } else if (ch != '\r') {
+          c->line_chars = 1;
+        }
+        p++;
+        break;
+      case SIZE: {
+        int d = hex(ch);
+        if (d >= 0) {
+          if (c->n > 0x0fffffff) return drop(c, E_PARSE);
+          c->n = c->n * 16 + (uint32_t)d;
+        } else if (ch == '\n') {
+          chunk_started(c);
+        } else if (ch == ';' || ch == ' ') {
+          c->state = SIZE_EXT;
+        } else if (ch != '\r') {
+          return drop(c, E_PARSE);
+        }
+        p++;
+        break;
+      }
+      case SIZE_EXT:
+        if (ch == '\n') chunk_started(c);
+        p++;
+        break;
+      case DATA: {
+        size_t take = (size_t)(end - p) < c->n ? (size_t)(end - p) : c->n;
+        scan_data(c, p, take);
+        p += take;
+        c->n -= (uint32_t)take;
+        if (c->n == 0) c->state = DATA_END;
+        break;
+      }
+      case DATA_END: /* the CRLF after the data */
+        if (ch == '\n') c->state = SIZE, c->n = 0;
+        p++;
+        break;
+    }
+  }
+}
+
+static void readable(struct conn *c) {
+  static char buf[65536];
+  for (;;) {
+    ssize_t r = read(c->fd, buf, sizeof buf);
+    if (r > 0) {
+      bytes += (uint64_t)r;
+      parse(c, buf, (size_t)r);
+      /* Edge-triggered: a short read emptied the socket; new data raises a new edge. */
+      if (c->state == IDLE || (size_t)r < sizeof buf) return;
+    } else if (r == 0) {
+      return drop(c, E_EOF);
+    } else {
+      if (errno == EAGAIN || errno == EINTR) return;
+      return drop(c, errno == ECONNRESET ? E_RESET : E_READ);
+    }
+  }
+}
+
+static void on_signal(int sig) {
+  (void)sig;
+  stop = 1;
+}
+
+static int parse_slice(const char *text, struct slice *s) {
+  char ip[64];
+  unsigned first_id, count, first_port;
+  if (sscanf(text, "%63[^:]:%u:%u:%u", ip, &first_id, &count, &first_port) != 4) return -1;
+  if (first_port == 0 || first_port + count - 1 > 65535) return -1;
+  s->src.sin_family = AF_INET;
+  if (inet_pton(AF_INET, ip, &s->src.sin_addr) != 1) return -1;
+  s->first_id = first_id, s->count = count, s->first_port = first_port;
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 8) {
+    fprintf(stderr, "usage: %s HOST PORT RATE INFLIGHT INTERVAL_MS DEADLINE_S SOURCE_IP:FIRST_ID:COUNT:FIRST_PORT...\n", argv[0]);
+    return 2;
+  }
+  host = argv[1];
+  dest.sin_family = AF_INET;
+  dest.sin_port = htons((uint16_t)atoi(argv[2]));
+  if (inet_pton(AF_INET, host, &dest.sin_addr) != 1) {
+    fprintf(stderr, "flood-worker: %s is not an IPv4 address\n", host);
+    return 2;
+  }
+  double rate = atof(argv[3]);
+  uint64_t max_inflight = strtoull(argv[4], NULL, 10);
+  uint64_t interval_us = strtoull(argv[5], NULL, 10) * 1000u;
+  uint64_t deadline_us = (uint64_t)(atof(argv[6]) * 1e6);
+  nslices = (uint32_t)(argc - 7);
+  slices = calloc(nslices, sizeof *slices);
+  for (uint32_t i = 0; i < nslices; i++) {
+    if (parse_slice(argv[7 + i], &slices[i]) < 0) {
+      fprintf(stderr, "flood-worker: bad slice '%s' (SOURCE_IP:FIRST_ID:COUNT:FIRST_PORT, ports up to 65535)\n", argv[7 + i]);
+      return 2;
+    }
+    slices[i].offset = total;
+    total += slices[i].count;
+  }
+  struct rlimit files;
+  getrlimit(RLIMIT_NOFILE, &files);
+  if ((uint64_t)total + 16 > files.rlim_cur) {
+    fprintf(stderr, "flood-worker: %u connections do not fit the open-file limit %lu\n", total, (unsigned long)files.rlim_cur);
+    return 2;
+  }
+  conns = calloc(total ? total : 1, sizeof *conns);
+
+  struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: epoll_wait returns EINTR */
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  struct epoll_event stdin_ev = {.events = EPOLLIN, .data.u32 = UINT32_MAX};
+  epoll_ctl(ep, EPOLL_CTL_ADD, 0, &stdin_ev); /* fails harmlessly when stdin is not a pipe */
+
+  uint64_t t0 = clock_us(CLOCK_MONOTONIC), next_report = t0 + interval_us, next_sweep = t0 + 1000000u;
+  uint32_t next = 0;
+  struct slice *s = slices;
+  struct epoll_event events[1024];
+  while (!stop) {
+    uint64_t now = clock_us(CLOCK_MONOTONIC);
+    if (now - t0 >= deadline_us) break;
+    int timeout_ms = (int)((next_report - now) / 1000u) + 1;
+    if (next < total) {
+      uint64_t due = rate > 0 ? (uint64_t)((double)(now - t0) * rate / 1e6) + 1 : total;
+      if (due > total) due = total;
+      for (int batch = 0; next < due && inflight < max_inflight && batch < 1024; batch++, next++) {
+        while (next >= s->offset + s->count) s++;
+        start(next, s, ep);
+      }
+      if (next < total && inflight < max_inflight) timeout_ms = 1;
+    }
+    if (!ramp_us && next == total && inflight == 0) {
+      ramp_us = now - t0;
+      ramp_cpu_us = cpu_us();
+    }
+    int n = epoll_wait(ep, events, 1024, timeout_ms);
+    for (int i = 0; i < n; i++) {
+      uint32_t index = events[i].data.u32;
+      if (index == UINT32_MAX) {
+        char b[64];
+        if (read(0, b, sizeof b) <= 0) stop = 1;
+        continue;
+      }
+      struct conn *c = &conns[index];
+      if (c->state == IDLE) continue;
+      if (c->state == CONNECTING) {
+        if (!(events[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) continue;
+        connected_now(index);
+        if (c->state == IDLE) continue;
+      }
+      if (events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) readable(c);
+    }
+    now = clock_us(CLOCK_MONOTONIC);
+    if (now >= next_sweep) { /* give up on connects that were never welcomed */
+      for (uint32_t i = 0; i < next; i++)
+        if (conns[i].state != IDLE && !conns[i].welcomed && now - conns[i].started_us > 10000000u) drop(&conns[i], E_TIMEOUT);
+      next_sweep = now + 1000000u;
+    }
+    if (now >= next_report) {
+      report();
+      next_report = now + interval_us;
+    }
+  }
+  held = open_now;
+  for (uint32_t i = 0; i < next; i++) {
+    if (conns[i].state == IDLE) continue;
+    close(conns[i].fd); /* SO_LINGER 0: RST */
+    conns[i].state = IDLE;
+  }
+  open_now = 0;
+  report();
+  puts("E");
+  fflush(stdout);
+  return 0;
+}

@@ -1,0 +1,329 @@
+/**
+ * `c1m loadgen flood`: opens many long-lived GET /test/<id> streams, each
+ * from its own source address and explicit local port, and holds them.
+ *
+ * The sockets live in C worker processes (loadgen/flood.c, built to
+ * dist/loadgen/flood-worker): each holds at most what the open-file limit
+ * allows, for 32 bytes of state and ~55 µs of (mostly kernel) CPU per
+ * connect, where Node's net costs 4-5.6 KB and ~125 µs. This module plans
+ * the work, starts the workers, merges what they print and summarizes.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { isIPv4 } from 'node:net';
+import hdr from 'hdr-histogram-js';
+import { openFileLimit } from '../server/limits.js';
+
+/** The compiled worker: next to this module in dist/, or in dist/ when this runs from source (under vitest). */
+export const FLOOD_WORKER = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../dist/loadgen/flood-worker' : './flood-worker', import.meta.url));
+
+/** Descriptors a worker keeps besides its sockets: stdio, epoll, /proc reads. */
+const WORKER_RESERVED_FDS = 32;
+
+/** One row of the original's config: connections for ids first..last, all from one source address. */
+export interface SourceRow {
+  source: string;
+  firstId: number;
+  lastId: number;
+}
+
+/** A run of consecutive ids from one source address on consecutive local ports: what a worker is told. */
+export interface Slice {
+  source: string;
+  firstId: number;
+  count: number;
+  firstPort: number;
+}
+
+export interface FloodOptions {
+  host: string;
+  port: number;
+  rows: SourceRow[];
+  /** Local ports to bind, first..last; each source address uses them from the first up. */
+  ports: [number, number];
+  /** Connects per second over all workers; 0: as fast as `concurrency` allows. */
+  rate: number;
+  /** Connects in flight (not yet welcomed) at most, over all workers. */
+  concurrency: number;
+  /** Seconds to hold every stream once all are open (or failed). */
+  duration: number;
+  /** Hard stop, seconds after start: the run ends by then whatever happens. */
+  maxSeconds: number;
+  /** Connections per worker at most; default and ceiling: the open-file limit minus a reserve. */
+  perWorker?: number;
+  /** Called with the merged totals each time a worker reports (about every `reportMs`). */
+  onReport?: (totals: FloodTotals) => void;
+  reportMs?: number;
+}
+
+export interface FloodTotals {
+  target: number;
+  workers: number;
+  elapsedSeconds: number;
+  attempted: number;
+  connected: number;
+  open: number;
+  welcomed: number;
+  closed: number;
+  failed: number;
+  /** Message chunks (the welcome chunk is not one, as in the server's /stats). */
+  chunks: number;
+  /** Data bytes of those chunks (the server's /stats `bytes`). */
+  chunkBytes: number;
+  /** Everything read from the sockets: headers, welcome, chunk framing. */
+  bytes: number;
+  /** Chunk lines that began with t=<send time>. */
+  messages: number;
+  errors: Record<string, number>;
+  /** All workers have tried every connect and each one was welcomed or failed. */
+  ramped: boolean;
+}
+
+export interface LatencySummary {
+  count: number;
+  p50: number;
+  p99: number;
+  p999: number;
+  max: number;
+}
+
+export interface FloodSummary extends FloodTotals {
+  /** Streams open when the hold ended, just before the RST. */
+  held: number;
+  peakOpen: number;
+  rampSeconds: number;
+  connectsPerSecond: number;
+  workerCpuMicrosPerConnect: number;
+  welcomeLatencyMs: LatencySummary;
+  deliveryLatencyMs: LatencySummary;
+  /** Measured when the most streams were open. */
+  rss: { workersBytes: number; parentBytes: number; workerBytesPerConnection: number; totalBytesPerConnection: number };
+}
+
+/** "a-b" or "a" → [a, b] of positive integers. */
+export function parseIdRange(text: string, what = 'range'): [number, number] {
+  const m = /^(\d+)(?:-(\d+))?$/.exec(text.trim());
+  const first = Number(m?.[1]);
+  const last = m?.[2] === undefined ? first : Number(m[2]);
+  if (!m || !Number.isSafeInteger(first) || !Number.isSafeInteger(last) || first < 1 || last < first) throw new Error(`${what} '${text}' is not N or N-M with 1 <= N <= M`);
+  return [first, last];
+}
+
+const ipToInt = (ip: string) => ip.split('.').reduce((n, part) => n * 256 + Number(part), 0);
+const intToIp = (n: number) => [24, 16, 8, 0].map((shift) => Math.floor(n / 2 ** shift) % 256).join('.');
+
+/** "127.0.1.1-127.0.1.40", "127.0.1.1", or a comma-separated list of either → the addresses. */
+export function parseSources(text: string): string[] {
+  return text.split(',').flatMap((part) => {
+    const [from, to = from] = part.trim().split('-');
+    if (!isIPv4(from) || !isIPv4(to) || ipToInt(to) < ipToInt(from)) throw new Error(`source '${part}' is not an IPv4 address or A-B range`);
+    return Array.from({ length: ipToInt(to) - ipToInt(from) + 1 }, (_, i) => intToIp(ipToInt(from) + i));
+  });
+}
+
+/** Ids first..last split over the sources in contiguous blocks, the first sources taking one more when it does not divide. */
+export function rowsFromRanges(sources: string[], [first, last]: [number, number]): SourceRow[] {
+  const total = last - first + 1;
+  const rows: SourceRow[] = [];
+  let next = first;
+  for (let i = 0; i < sources.length && next <= last; i++) {
+    const count = Math.floor(total / sources.length) + (i < total % sources.length ? 1 : 0);
+    rows.push({ source: sources[i], firstId: next, lastId: next + count - 1 });
+    next += count;
+  }
+  return rows;
+}
+
+/** The original's config: `sourceIP firstId lastId` per line; blank lines and # comments ignored. */
+export function parseConfig(text: string, file = 'config'): SourceRow[] {
+  const rows: SourceRow[] = [];
+  text.split('\n').forEach((raw, i) => {
+    const line = raw.replace(/#.*/, '').trim();
+    if (!line) return;
+    const [source, first, last, extra] = line.split(/\s+/);
+    const bad = () => new Error(`${file}:${i + 1}: '${raw.trim()}' is not 'sourceIP firstId lastId'`);
+    if (extra !== undefined || !isIPv4(source ?? '') || last === undefined) throw bad();
+    try {
+      const [firstId, lastId] = parseIdRange(`${first}-${last}`);
+      rows.push({ source, firstId, lastId });
+    } catch {
+      throw bad();
+    }
+  });
+  if (rows.length === 0) throw new Error(`${file}: no rows`);
+  return rows;
+}
+
+/**
+ * Splits the rows into workers of at most `perWorker` connections. Each source
+ * address takes local ports from the first of `ports` up, continuing across
+ * its rows, so no two sockets of a run share an address and port.
+ */
+export function planWorkers(rows: SourceRow[], ports: [number, number], perWorker: number): Slice[][] {
+  const nextPort = new Map<string, number>();
+  const workers: Slice[][] = [[]];
+  let room = perWorker;
+  for (const row of rows) {
+    let firstId = row.firstId;
+    let left = row.lastId - row.firstId + 1;
+    const port = nextPort.get(row.source) ?? ports[0];
+    if (port + left - 1 > ports[1]) {
+      throw new Error(`${row.source} needs ${left} more local ports from ${port}, past ${ports[1]}: use more source addresses or a wider --ports range`);
+    }
+    nextPort.set(row.source, port + left);
+    let firstPort = port;
+    while (left > 0) {
+      if (room === 0) {
+        workers.push([]);
+        room = perWorker;
+      }
+      const count = Math.min(left, room);
+      workers[workers.length - 1].push({ source: row.source, firstId, count, firstPort });
+      firstId += count;
+      firstPort += count;
+      left -= count;
+      room -= count;
+    }
+  }
+  return workers;
+}
+
+/** The value a worker's histogram bucket stands for (its middle), in µs; mirrors bucketOf in flood.c. */
+export function bucketValue(bucket: number): number {
+  if (bucket < 128) return bucket;
+  const shift = Math.floor((bucket - 128) / 64) + 1;
+  const sub = ((bucket - 128) % 64) + 64;
+  return sub * 2 ** shift + 2 ** (shift - 1);
+}
+
+/** A latency histogram in microseconds, up to about 50 days. */
+export const newHistogram = () => hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 2 ** 42, numberOfSignificantValueDigits: 3 });
+
+/** Percentiles in milliseconds of a histogram in microseconds; `maxMicros` when the exact maximum is known elsewhere. */
+export function latencySummary(histogram: ReturnType<typeof newHistogram>, maxMicros = histogram.maxValue): LatencySummary {
+  const ms = (us: number) => +(us / 1000).toFixed(3);
+  const count = histogram.totalCount;
+  const at = (p: number) => ms(Math.min(histogram.getValueAtPercentile(p), maxMicros));
+  return { count, p50: count ? at(50) : 0, p99: count ? at(99) : 0, p999: count ? at(99.9) : 0, max: ms(maxMicros) };
+}
+
+/** Runs the flood to its end (hold over, or the hard stop) and returns the summary. */
+export async function runFlood(options: FloodOptions): Promise<FloodSummary> {
+  if (!existsSync(FLOOD_WORKER)) throw new Error(`${FLOOD_WORKER} is missing: build it with npm run build`);
+  const limit = openFileLimit() - WORKER_RESERVED_FDS;
+  const perWorker = Math.min(options.perWorker ?? limit, limit);
+  if (perWorker < 1) throw new Error(`the open-file limit (${openFileLimit()}) leaves no room for sockets`);
+  const plan = planWorkers(options.rows, options.ports, perWorker);
+  const target = plan.reduce((n, slices) => n + slices.reduce((m, s) => m + s.count, 0), 0);
+  const reportMs = options.reportMs ?? 1000;
+  const started = performance.now();
+  const welcome = newHistogram();
+  const delivery = newHistogram();
+  /** Each worker's latest "S" line: its running totals. */
+  const latest: Array<Record<string, number>> = plan.map(() => ({}));
+  const sum = (key: string) => latest.reduce((n, w) => n + (w[key] ?? 0), 0);
+  const max = (key: string) => Math.max(0, ...latest.map((w) => w[key] ?? 0));
+  let peak = { open: 0, workersBytes: 0, parentBytes: 0 };
+
+  const totals = (): FloodTotals => {
+    const errors: Record<string, number> = {};
+    for (const w of latest) for (const [key, n] of Object.entries(w)) if (key.startsWith('err_')) errors[key.slice(4)] = (errors[key.slice(4)] ?? 0) + n;
+    return {
+      target,
+      workers: plan.length,
+      elapsedSeconds: +((performance.now() - started) / 1000).toFixed(1),
+      attempted: sum('attempted'),
+      connected: sum('connected'),
+      open: sum('open'),
+      welcomed: sum('welcomed'),
+      closed: sum('closed'),
+      failed: sum('failed'),
+      chunks: sum('chunks'),
+      chunkBytes: sum('chunk_bytes'),
+      bytes: sum('bytes'),
+      messages: sum('messages'),
+      errors,
+      ramped: latest.every((w) => (w.ramp_us ?? 0) > 0),
+    };
+  };
+
+  let stopTimer: NodeJS.Timeout | undefined;
+  const children: ChildProcessWithoutNullStreams[] = [];
+  const stopAll = () => children.forEach((child) => child.stdin.end());
+  const onLine = (worker: number, line: string) => {
+    if (line.startsWith('H ')) {
+      const histogram = line[2] === 'w' ? welcome : delivery;
+      for (const pair of line.slice(4).split(' ')) {
+        const [bucket, count] = pair.split(':').map(Number);
+        histogram.recordValueWithCount(bucketValue(bucket), count);
+      }
+    } else if (line.startsWith('S ')) {
+      latest[worker] = Object.fromEntries(line.slice(2).split(' ').map((kv) => [kv.slice(0, kv.indexOf('=')), Number(kv.slice(kv.indexOf('=') + 1))]));
+      const now = totals();
+      if (now.open > peak.open) peak = { open: now.open, workersBytes: sum('rss_kb') * 1024, parentBytes: process.memoryUsage().rss };
+      // Every stream open or failed: hold for the duration, then stop.
+      if (now.ramped && !stopTimer) stopTimer = setTimeout(stopAll, options.duration * 1000);
+      options.onReport?.(now);
+    }
+  };
+
+  const exits = plan.map(
+    (slices, i) =>
+      new Promise<void>((resolve, reject) => {
+        const share = slices.reduce((n, s) => n + s.count, 0) / target;
+        // Each worker ramps in proportion to its share, so all finish their ramp together.
+        const args = [
+          options.host,
+          String(options.port),
+          String(options.rate * share),
+          String(Math.max(1, Math.ceil(options.concurrency * share))),
+          String(reportMs),
+          String(options.maxSeconds + 5), // the worker's own backstop, after the parent's hard stop
+          ...slices.map((s) => `${s.source}:${s.firstId}:${s.count}:${s.firstPort}`),
+        ];
+        const child = spawn(FLOOD_WORKER, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+        children.push(child);
+        let stderr = '';
+        child.stderr.on('data', (d) => (stderr += d));
+        createInterface({ input: child.stdout }).on('line', (line) => onLine(i, line));
+        child.once('error', reject);
+        child.once('close', (code, signal) => (code === 0 ? resolve() : reject(new Error(`flood worker ${i} exited with ${code ?? signal}: ${stderr.trim()}`))));
+      }),
+  );
+  // Hard stop: ask the workers to stop (they close with RST), then kill any that did not.
+  const hardStop = setTimeout(stopAll, options.maxSeconds * 1000);
+  const kill = setTimeout(() => children.forEach((c) => c.kill('SIGKILL')), (options.maxSeconds + 10) * 1000);
+  const onSignal = () => stopAll();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    const results = await Promise.allSettled(exits);
+    const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failure) throw failure.reason;
+  } finally {
+    [stopTimer, hardStop, kill].forEach((t) => clearTimeout(t));
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+
+  const rampSeconds = max('ramp_us') / 1e6;
+  const welcomed = sum('welcomed');
+  return {
+    ...totals(),
+    held: sum('held'),
+    peakOpen: peak.open,
+    rampSeconds: +rampSeconds.toFixed(2),
+    connectsPerSecond: rampSeconds > 0 ? Math.round(welcomed / rampSeconds) : 0,
+    workerCpuMicrosPerConnect: welcomed ? Math.round(sum('ramp_cpu_us') / welcomed) : 0,
+    welcomeLatencyMs: latencySummary(welcome, max('welcome_max_us')),
+    deliveryLatencyMs: latencySummary(delivery, max('delivery_max_us')),
+    rss: {
+      workersBytes: peak.workersBytes,
+      parentBytes: peak.parentBytes,
+      workerBytesPerConnection: peak.open ? Math.round(peak.workersBytes / peak.open) : 0,
+      totalBytesPerConnection: peak.open ? Math.round((peak.workersBytes + peak.parentBytes) / peak.open) : 0,
+    },
+  };
+}

@@ -3,11 +3,10 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { createRequire } from 'node:module';
 import { dbOption, integer } from './cli-options.js';
 import { pino } from 'pino';
+import { clusterCommands } from './cluster/cli.js';
 import { friendsCommand } from './friends-cli.js';
-import { start } from './index.js';
-import { seedDemoGraph } from './subsmanager/demo.js';
 import type { Pair } from './subsmanager/pairs.js';
-import { DEFAULT_CACHE_MIB, openStore } from './subsmanager/store.js';
+import type { SubscriptionStore } from './subsmanager/store.js';
 
 /** "subscriber:subscribee" → pair. */
 const pair = (text: string, previous: Pair[] = []): Pair[] => {
@@ -27,7 +26,7 @@ program
   .addOption(new Option('--api-host <addr>', 'backend API address').env('C1M_API_HOST').default('127.0.0.1'))
   .addOption(new Option('--api-port <n>', 'backend API port').env('C1M_API_PORT').default(8001).argParser(integer('api port', 0)))
   .addOption(dbOption())
-  .addOption(new Option('--cache-mib <n>', 'SQLite page cache, MiB').default(DEFAULT_CACHE_MIB).argParser(integer('cache', 1)))
+  .addOption(new Option('--cache-mib <n>', 'SQLite page cache, MiB (default 64)').argParser(integer('cache', 1)))
   .addOption(new Option('--mmap-mib <n>', 'SQLite memory-mapped window over the store, MiB (0: off)').default(0).argParser(integer('mmap', 0)))
   .addOption(new Option('--max-user-id <n>', 'highest user id accepted at /test/<id>').default(1_000_000).argParser(integer('max user id', 1)))
   .addOption(new Option('--max-backlog <bytes>', 'unsent bytes per stream before it is closed as a slow consumer').default(256 * 1024).argParser(integer('max backlog', 1)))
@@ -44,6 +43,8 @@ program
     // (tested); this way the lines are dropped and the server keeps serving.
     process.stdout.on('error', () => {});
     const logger = pino({ level: opts.logLevel }, process.stdout);
+    // Loaded here, not at the top: the same CLI starts light edge processes that never touch SQLite.
+    const [{ start }, { seedDemoGraph }] = await Promise.all([import('./index.js'), import('./subsmanager/demo.js')]);
     // commander camel-cases --cache-mib as cacheMib; the library spells MiB.
     const c1m = await start({ ...opts, cacheMiB: opts.cacheMib, mmapMiB: opts.mmapMib, logger });
     if (opts.demo && seedDemoGraph(c1m.store)) {
@@ -76,7 +77,7 @@ subs
   .addOption(dbOption())
   .action((pairs: Pair[], opts) => {
     const all = opts.mutual ? pairs.flatMap(([a, b]): Pair[] => [[a, b], [b, a]]) : pairs;
-    withStore(opts.db, (store) => console.log(JSON.stringify({ added: store.addSubscriptions(all) })));
+    return withStore(opts.db, (store) => console.log(JSON.stringify({ added: store.addSubscriptions(all) })));
   });
 subs
   .command('remove')
@@ -84,7 +85,7 @@ subs
   .argument('<pairs...>', 'subscriber:subscribee', (text: string, previous: Pair[]) => pair(text, previous))
   .addOption(dbOption())
   .action((pairs: Pair[], opts) => {
-    withStore(opts.db, (store) => console.log(JSON.stringify({ removed: store.removeSubscriptions(pairs) })));
+    return withStore(opts.db, (store) => console.log(JSON.stringify({ removed: store.removeSubscriptions(pairs) })));
   });
 subs
   .command('get')
@@ -92,14 +93,16 @@ subs
   .argument('<user>', 'user id', integer('user', 1))
   .addOption(dbOption())
   .action((user: number, opts) => {
-    withStore(opts.db, (store) =>
+    return withStore(opts.db, (store) =>
       console.log(JSON.stringify({ user, subscribers: store.getSubscribers(user), subscriptions: store.getSubscriptions(user) })),
     );
   });
 
 program.addCommand(friendsCommand());
+for (const command of clusterCommands()) program.addCommand(command);
 
-function withStore(path: string, use: (store: ReturnType<typeof openStore>) => void): void {
+async function withStore(path: string, use: (store: SubscriptionStore) => void): Promise<void> {
+  const { openStore } = await import('./subsmanager/store.js');
   const store = openStore(path);
   try {
     use(store);

@@ -99,6 +99,16 @@ export class Registry {
     return n;
   }
 
+  /** The user of every connection, one entry per connection (an edge's full state for a router). */
+  everyConnectionUser(): number[] {
+    const users: number[] = [];
+    for (const [user, held] of this.byUser) {
+      if (held instanceof Set) for (let i = 0; i < held.size; i++) users.push(user);
+      else users.push(user);
+    }
+    return users;
+  }
+
   /** Logs out and closes up to `n` connections (drain); returns how many. */
   closeSome(n: number): number {
     const picked: Connection[] = [];

@@ -1,0 +1,134 @@
+/**
+ * The cluster's commands: `c1m edge`, `c1m router`, `c1m cluster` and
+ * `c1m admin`. Modules are imported inside each action, so that an edge
+ * process loads neither SQLite nor the API nor prom-client.
+ */
+import { Command, Option } from 'commander';
+import { hostname } from 'node:os';
+import { pino, type Logger } from 'pino';
+import { dbOption, integer } from '../cli-options.js';
+
+const natsOption = () => new Option('--nats <url>', 'NATS server URL(s), comma-separated').env('C1M_NATS').default('nats://127.0.0.1:4222');
+const logLevelOption = () =>
+  new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'silent']).default('info');
+
+/** Edge ids are NATS subject tokens. */
+const edgeId = (text: string): string => {
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(text)) throw new Error(`edge id '${text}': use 1-64 letters, digits, '-' or '_'`);
+  return text;
+};
+const defaultPrefix = () => `${hostname().replace(/[^A-Za-z0-9_-]/g, '_')}-`;
+
+function logger(level: string, base: Record<string, unknown>): Logger {
+  // As in `c1m server`: a log reader that went away must not freeze the process.
+  process.stdout.on('error', () => {});
+  return pino({ level, base: { pid: process.pid, ...base } }, process.stdout);
+}
+
+/** A child of `c1m cluster` stops when its supervisor's pipe closes: no orphans, even if the supervisor is killed. */
+function exitWithSupervisor(stop: () => unknown): void {
+  if (!process.env.C1M_SUPERVISED) return;
+  process.stdin.on('end', stop).on('error', stop).resume();
+}
+
+/** Options an edge takes, shared by `c1m edge` and `c1m cluster` (which passes them on). */
+function edgeOptions(command: Command): Command {
+  return command
+    .addOption(new Option('--host <addr>', 'public listener address').env('C1M_HOST').default('0.0.0.0'))
+    .addOption(new Option('--port <n>', 'public listener port, shared by every edge').env('C1M_PORT').default(8000).argParser(integer('port', 0)))
+    .addOption(new Option('--max-connections <n>', 'streams per edge (default: open-file limit minus a reserve)').argParser(integer('max connections', 1)))
+    .addOption(new Option('--max-user-id <n>', 'highest user id accepted at /test/<id>').default(1_000_000).argParser(integer('max user id', 1)))
+    .addOption(new Option('--max-backlog <bytes>', 'unsent bytes per stream before it is closed as a slow consumer').default(256 * 1024).argParser(integer('max backlog', 1)))
+    .addOption(new Option('--max-streams-per-user <n>', 'streams one user may hold on one edge').default(16).argParser(integer('max streams per user', 1)))
+    .addOption(new Option('--drain-rate <n>', 'streams closed per second while draining').default(1000).argParser(integer('drain rate', 1)))
+    .addOption(logLevelOption());
+}
+
+/** Options a router takes, shared by `c1m router` and `c1m cluster`. */
+function routerOptions(command: Command): Command {
+  return command
+    .addOption(dbOption())
+    .addOption(new Option('--api-host <addr>', 'backend API address').env('C1M_API_HOST').default('127.0.0.1'))
+    .addOption(new Option('--api-port <n>', 'backend API port').env('C1M_API_PORT').default(8001).argParser(integer('api port', 0)))
+    .addOption(new Option('--cache-mib <n>', 'SQLite page cache, MiB (default 64)').argParser(integer('cache', 1)))
+    .addOption(new Option('--token <secret>', 'require "Authorization: Bearer <secret>" on the backend API').env('C1M_TOKEN'))
+    .addOption(new Option('--batch-ms <ms>', 'sends within this window share one batch per edge (0: per event-loop turn)').default(1).argParser(integer('batch ms', 0)))
+    .addOption(new Option('--edge-timeout <ms>', 'drop an edge not heard from for this long').default(3000).argParser(integer('edge timeout', 500)));
+}
+
+export function clusterCommands(): Command[] {
+  const edge = edgeOptions(new Command('edge').description('run one edge: public comet streams, fed by the routers over NATS (no store, no API)'))
+    .addOption(natsOption())
+    .addOption(new Option('--id <id>', 'edge id, unique in the cluster and stable across restarts (default: <hostname>-<pid>)').argParser(edgeId))
+    .addOption(new Option('--agent-port <n>', "serve HAProxy's agent check (free capacity as a weight) on this port").argParser(integer('agent port', 0)))
+    .action(async (opts) => {
+      const id: string = opts.id ?? `${defaultPrefix()}${process.pid}`;
+      const log = logger(opts.logLevel, { role: 'edge', edge: id });
+      const { startEdge } = await import('../server/edge.js');
+      const node = await startEdge({ ...opts, id, logger: log });
+      // SIGTERM drains (clients reconnect to the other edges), SIGINT closes every stream at once.
+      const stop = (now: boolean) => () => node.stop(now).then(() => process.exit(0));
+      process.once('SIGTERM', stop(false));
+      process.once('SIGINT', stop(true));
+      exitWithSupervisor(stop(true));
+    });
+
+  const router = routerOptions(new Command('router').description('run one router: backend API and subscription store, routing to the edges over NATS'))
+    .addOption(natsOption())
+    .addOption(new Option('--max-user-id <n>', 'highest user id accepted').default(1_000_000).argParser(integer('max user id', 1)))
+    .addOption(new Option('--stats-interval <seconds>', 'log the stats every so often (0: never)').default(60).argParser(integer('stats interval', 0)))
+    .addOption(logLevelOption())
+    .action(async (opts) => {
+      const log = logger(opts.logLevel, { role: 'router' });
+      const { startRouterProcess } = await import('./router-process.js');
+      const node = await startRouterProcess({ ...opts, cacheMiB: opts.cacheMib, edgeTimeoutMs: opts.edgeTimeout, logger: log });
+      if (opts.statsInterval > 0) setInterval(() => log.info(node.stats(), 'stats'), opts.statsInterval * 1000).unref();
+      let closing: Promise<void> | undefined;
+      const stop = () => (closing ??= node.close().then(() => process.exit(0)));
+      process.once('SIGTERM', stop);
+      process.once('SIGINT', stop);
+      exitWithSupervisor(stop);
+    });
+
+  const cluster = routerOptions(edgeOptions(new Command('cluster').description('run nats-server, a router and N edges on this host, supervised')))
+    .addOption(new Option('--edges <n>', 'edge processes (default: enough for --connections, else one per core)').argParser(integer('edges', 1)))
+    .addOption(new Option('--connections <n>', 'streams the cluster should hold; sizes --edges from the open-file limit').argParser(integer('connections', 1)))
+    .addOption(new Option('--routers <n>', 'router processes (they share the API port and split the sends)').default(1).argParser(integer('routers', 0)))
+    .option('--no-router', 'edges only (their routers run on another host)')
+    .addOption(new Option('--nats <url>', 'use this NATS server instead of starting one').env('C1M_NATS'))
+    .addOption(new Option('--nats-host <addr>', 'address of the nats-server this command starts').default('127.0.0.1'))
+    .addOption(new Option('--nats-port <n>', 'port of the nats-server this command starts').default(4222).argParser(integer('nats port', 0)))
+    .addOption(new Option('--agent-port <base>', "edge i serves HAProxy's agent check on base+i").argParser(integer('agent port', 1)))
+    .addOption(new Option('--edge-id-prefix <prefix>', 'edge i is <prefix><i> (default: <hostname>-)').argParser(edgeId))
+    .action(async (opts) => {
+      const log = logger(opts.logLevel, { role: 'cluster' });
+      const { runCluster } = await import('./run.js');
+      await runCluster({ ...opts, edgeIdPrefix: opts.edgeIdPrefix ?? defaultPrefix(), logger: log });
+    });
+
+  const admin = new Command('admin').description('operate a running cluster over NATS');
+  for (const [verb, help] of [
+    ['drain', 'stop an edge taking streams and close its streams at --rate per second, so clients reconnect elsewhere'],
+    ['undrain', 'let a drained edge take streams again'],
+  ] as const) {
+    admin
+      .command(verb)
+      .description(help)
+      .argument('<edge>', 'edge id (see the router /stats)', edgeId)
+      .addOption(natsOption())
+      .addOption(new Option('--rate <n>', 'streams closed per second (drain)').argParser(integer('rate', 1)))
+      .action(async (id: string, opts: { nats: string; rate?: number }, command: Command) => {
+        const [{ Bus }, { SUBJECTS }] = await Promise.all([import('./bus.js'), import('./messages.js')]);
+        const bus = await Bus.connect(opts.nats, 'c1m-admin', {}, false);
+        try {
+          const reply = await bus.request(SUBJECTS.edge(id), verb === 'drain' ? { t: 'drain', rate: opts.rate } : { t: 'undrain' });
+          console.log(JSON.stringify(reply.t === 'heartbeat' ? { edge: reply.edge, ...reply.stats } : reply));
+        } catch (err) {
+          command.error(`error: edge ${id} did not answer (${(err as Error).message})`);
+        } finally {
+          await bus.close();
+        }
+      });
+  }
+  return [edge, router, cluster, admin];
+}

@@ -1,0 +1,83 @@
+/**
+ * Every message that travels between c1m processes over the bus, as one
+ * discriminated union, and its msgpack encoding. Edges hold streams; routers
+ * hold the directory (which edge holds whose streams) and the store.
+ *
+ *   edge   ──presence, heartbeat──▶ c1m.presence        (every router)
+ *   router ──sync──▶ c1m.sync (every edge) or c1m.edge.<id> (one), reply-to its inbox
+ *   edge   ──state──▶ that router's inbox                (full snapshot, in parts)
+ *   router ──deliver──▶ c1m.edge.<id>                    (batched per edge)
+ *   admin  ──drain, undrain──▶ c1m.edge.<id>
+ *   backend──send──▶ c1m.send (queue group: one router) ──sent──▶ reply
+ */
+import { Packr } from 'msgpackr';
+import type { LatencyBuckets } from '../server/latency.js';
+
+/** What an edge is doing, as routers and HAProxy's agent check see it. */
+export type EdgeState = 'up' | 'full' | 'draining' | 'stopping';
+
+export interface EdgeStats {
+  /** Process id, for operators. */
+  pid: number;
+  state: EdgeState;
+  streams: number;
+  /** Streams this edge holds at most. */
+  capacity: number;
+  chunks: number;
+  bytes: number;
+  slowConsumerCloses: number;
+  rss: number;
+}
+
+/**
+ * `boot` identifies one run of an edge process: a restarted edge keeps its id
+ * but not its boot, and routers forget what its previous run held. `seq`
+ * numbers the edge's presence batches, so a router that missed one knows it
+ * and asks for a snapshot.
+ */
+interface FromEdge {
+  edge: string;
+  boot: string;
+  seq: number;
+}
+
+export type BusMessage =
+  /** Streams opened (`in`) and closed (`out`) on an edge since its last batch; a user appears once per stream. */
+  | (FromEdge & { t: 'presence'; in: number[]; out: number[] })
+  /** Every second: the edge is alive; its counters for /stats and /metrics. */
+  | (FromEdge & { t: 'heartbeat'; stats: EdgeStats; latency: LatencyBuckets })
+  /** A router asks for full state (at start, after a gap, or for an edge it does not know). */
+  | { t: 'sync' }
+  /** One part of an edge's snapshot: every stream's user, as of `seq`. */
+  | (FromEdge & { t: 'state'; part: number; last: boolean; users: number[]; stats: EdgeStats })
+  /** Messages for this edge: `chunks[i]` goes to every stream of each user in `targets[i]`; `sentAt[i]` is when its send began (epoch ms). */
+  | { t: 'deliver'; chunks: Uint8Array[]; targets: number[][]; sentAt: number[] }
+  /** Stop taking new streams and close the open ones at `rate` per second, so their clients reconnect elsewhere. */
+  | { t: 'drain'; rate?: number }
+  | { t: 'undrain' }
+  /** A backend sends over the bus instead of HTTP. */
+  | { t: 'send'; user: number; message: Uint8Array | string }
+  | { t: 'sent'; delivered: number }
+  | { t: 'error'; error: string };
+
+export const SUBJECTS = {
+  presence: 'c1m.presence',
+  sync: 'c1m.sync',
+  send: 'c1m.send',
+  edge: (id: string) => `c1m.edge.${id}`,
+} as const;
+
+/** Edge ids become NATS subject tokens: keep them to safe characters. */
+export const EDGE_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+// Plain maps, no shared record structures: every message decodes on its own.
+const packr = new Packr({ useRecords: false });
+
+export const encode = (message: BusMessage): Uint8Array => packr.pack(message);
+
+/** Decodes a bus payload; throws on bytes that are not one of ours. */
+export function decode(data: Uint8Array): BusMessage {
+  const message = packr.unpack(data) as BusMessage;
+  if (typeof message !== 'object' || message === null || typeof message.t !== 'string') throw new Error('not a c1m bus message');
+  return message;
+}

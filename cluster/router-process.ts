@@ -1,0 +1,98 @@
+/**
+ * A router process of the cluster: the backend API and the subscription
+ * store, routing over the bus to the edges. Several may run against one
+ * SQLite file: each keeps the full directory; sends over the bus go to one of
+ * them (a queue group), and HTTP sends to whichever the kernel picks (they
+ * share the API port).
+ */
+import type { Logger } from 'pino';
+import { ClusterRouter } from '../router/cluster.js';
+import { apiRoutes } from '../server/api.js';
+import { listen } from '../server/listen.js';
+import { metricsRegistry } from '../server/metrics.js';
+import { loadNativeUws } from '../server/uws.js';
+import { openStore, type StoreOptions } from '../subsmanager/store.js';
+import { Bus } from './bus.js';
+
+export interface RouterProcessOptions extends Pick<StoreOptions, 'cacheMiB' | 'mmapMiB' | 'warmCache'> {
+  nats: string;
+  db: string;
+  apiHost?: string;
+  apiPort?: number;
+  maxUserId?: number;
+  maxBody?: number;
+  token?: string;
+  batchMs?: number;
+  edgeTimeoutMs?: number;
+  logger: Logger;
+}
+
+export async function startRouterProcess(options: RouterProcessOptions) {
+  const uws = loadNativeUws();
+  const log = options.logger;
+  const store = openStore(options.db, { cacheMiB: options.cacheMiB, mmapMiB: options.mmapMiB, warmCache: options.warmCache });
+  const started = Date.now();
+  let cluster: ClusterRouter | undefined;
+  const bus = await Bus.connect(options.nats, `c1m-router-${process.pid}`, {
+    // Presence may have been lost while NATS was away: rebuild the directory.
+    reconnected: () => {
+      log.warn('reconnected to NATS; resyncing the directory');
+      cluster?.syncAll();
+    },
+    malformed: (subject, err) => log.warn({ subject, err: err.message }, 'malformed bus message'),
+  });
+  cluster = new ClusterRouter(bus, store, { batchMs: options.batchMs, edgeTimeoutMs: options.edgeTimeoutMs, logger: log });
+  const { router } = cluster;
+
+  const stats = () => {
+    const edges = cluster.edgeViews();
+    const up = edges.filter((e) => e.state !== 'down');
+    const sum = (pick: (e: (typeof edges)[number]) => number) => edges.reduce((n, e) => n + pick(e), 0);
+    const memory = process.memoryUsage();
+    return {
+      role: 'router',
+      connections: router.connections,
+      users: router.users,
+      maxConnections: up.reduce((n, e) => n + e.capacity, 0),
+      sends: router.sends,
+      chunks: sum((e) => e.chunks),
+      bytes: sum((e) => e.bytes),
+      slowConsumerCloses: sum((e) => e.slowConsumerCloses),
+      uptimeSeconds: Math.round((Date.now() - started) / 1000),
+      memory: { rss: memory.rss, heapUsed: memory.heapUsed, external: memory.external },
+      edges,
+    };
+  };
+  const metrics = metricsRegistry(() => ({ ...stats(), streams: router.connections, latency: cluster.latency() }));
+  const api = apiRoutes(uws.App(), (user, message) => cluster.send(user, message), store, stats, {
+    maxUserId: options.maxUserId ?? 1_000_000,
+    maxBody: options.maxBody ?? 1024 * 1024,
+    token: options.token,
+    metrics,
+  });
+  const apiHost = options.apiHost ?? '127.0.0.1';
+  let listener;
+  try {
+    listener = await listen(uws, api, apiHost, options.apiPort ?? 8001, 'the backend API');
+  } catch (err) {
+    await bus.close();
+    store.close();
+    throw err;
+  }
+  cluster.syncAll();
+  log.info({ apiPort: listener.port, nats: bus.server, db: options.db, pid: process.pid }, 'c1m router listening');
+
+  return {
+    cluster,
+    store,
+    apiPort: listener.port,
+    stats,
+    async close() {
+      uws.us_listen_socket_close(listener.socket);
+      cluster.close();
+      await bus.close();
+      store.close();
+      log.info('c1m router stopped');
+    },
+  };
+}

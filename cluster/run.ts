@@ -1,0 +1,112 @@
+/** `c1m cluster`: what to start, in which order, with which arguments. */
+import type { Logger } from 'pino';
+import { openFileLimit, RESERVED_FDS } from '../server/limits.js';
+import { cliCommand, ensureMigrateReq, freePort, Supervisor } from './supervisor.js';
+
+export interface ClusterOptions {
+  edges?: number;
+  connections?: number;
+  routers: number;
+  /** commander's --no-router: false means edges only. */
+  router: boolean;
+  nats?: string;
+  natsHost: string;
+  natsPort: number;
+  host: string;
+  port: number;
+  apiHost: string;
+  apiPort: number;
+  db: string;
+  agentPort?: number;
+  edgeIdPrefix: string;
+  maxConnections?: number;
+  maxUserId: number;
+  maxBacklog: number;
+  maxStreamsPerUser: number;
+  drainRate: number;
+  cacheMib?: number;
+  token?: string;
+  batchMs: number;
+  edgeTimeout: number;
+  logLevel: string;
+  logger: Logger;
+}
+
+/** Edges needed to hold `connections` streams when each may hold `perEdge`. */
+export function edgesFor(connections: number, perEdge: number): number {
+  return Math.max(1, Math.ceil(connections / perEdge));
+}
+
+export async function runCluster(o: ClusterOptions): Promise<void> {
+  const log = o.logger;
+  const perEdge = o.maxConnections ?? Math.max(1, openFileLimit() - RESERVED_FDS);
+  const edges = o.edges ?? (o.connections ? edgesFor(o.connections, perEdge) : 2);
+  const supervisor = new Supervisor();
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping the cluster');
+    await supervisor.stop();
+    log.info('cluster stopped');
+    process.exit(0);
+  };
+  process.once('SIGINT', () => void stop('SIGINT'));
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+
+  try {
+    if (edges > 1) log.info(ensureMigrateReq());
+    // Every edge must get the same port: resolve 0 to one free port now.
+    const port = o.port || (await freePort(o.host === '0.0.0.0' ? '127.0.0.1' : o.host));
+    let nats = o.nats;
+    if (!nats) {
+      const natsPort = o.natsPort || (await freePort(o.natsHost));
+      await supervisor.start({
+        name: 'nats',
+        role: 'nats',
+        command: 'nats-server',
+        args: ['-a', o.natsHost, '-p', String(natsPort)],
+        readyWhen: (line) => line.includes('Server is ready'),
+      });
+      nats = `nats://${o.natsHost}:${natsPort}`;
+    }
+    const common = ['--nats', nats, '--log-level', o.logLevel];
+    let apiPort: number | undefined;
+    if (o.router) {
+      apiPort = o.apiPort || (await freePort(o.apiHost));
+      const routerArgs = ['router', ...common, '--db', o.db, '--api-host', o.apiHost, '--api-port', String(apiPort), '--max-user-id', String(o.maxUserId)];
+      routerArgs.push('--batch-ms', String(o.batchMs), '--edge-timeout', String(o.edgeTimeout));
+      if (o.cacheMib) routerArgs.push('--cache-mib', String(o.cacheMib));
+      if (o.token) routerArgs.push('--token', o.token);
+      await Promise.all(
+        Array.from({ length: o.routers }, (_, i) =>
+          supervisor.start({ name: `router-${i}`, role: 'router', ...cliCommand(routerArgs), readyWhen: (line) => line.includes('c1m router listening') }),
+        ),
+      );
+    }
+    const started = await Promise.all(
+      Array.from({ length: edges }, (_, i) => {
+        const id = `${o.edgeIdPrefix}${i}`;
+        const args = ['edge', ...common, '--id', id, '--host', o.host, '--port', String(port), '--max-user-id', String(o.maxUserId)];
+        args.push('--max-backlog', String(o.maxBacklog), '--max-streams-per-user', String(o.maxStreamsPerUser), '--drain-rate', String(o.drainRate));
+        if (o.maxConnections) args.push('--max-connections', String(o.maxConnections));
+        if (o.agentPort) args.push('--agent-port', String(o.agentPort + i));
+        return supervisor.start({ name: `edge-${i}`, role: 'edge', edge: id, ...cliCommand(args), readyWhen: (line) => line.includes('c1m edge listening') });
+      }),
+    );
+    log.info(
+      {
+        port,
+        apiPort,
+        nats,
+        edges: started.map((e) => ({ id: e.id, pid: e.pid, agentPort: e.agentPort, capacity: e.capacity })),
+        pids: supervisor.pids(),
+      },
+      'c1m cluster ready',
+    );
+  } catch (err) {
+    log.error({ err: (err as Error).message }, 'cluster failed to start');
+    await supervisor.stop();
+    process.exit(1);
+  }
+}

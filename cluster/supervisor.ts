@@ -1,0 +1,162 @@
+/**
+ * `c1m cluster`: nats-server, the router(s) and N edges on this host, each a
+ * child process, supervised like an OTP one_for_one supervisor: a child that
+ * dies is restarted after a backoff that grows while it keeps dying. Their
+ * JSON log lines are merged on stdout with `role` and `edge` fields; Ctrl-C or
+ * SIGTERM stops everything it started.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+/** The built CLI next to this module's folder. */
+const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
+
+export interface ChildSpec {
+  /** Unique name, for logs: nats, router-0, edge-3. */
+  name: string;
+  role: 'nats' | 'router' | 'edge';
+  edge?: string;
+  command: string;
+  args: string[];
+  /** A log line saying the child is ready; its parsed JSON (or {}) resolves start(). */
+  readyWhen: (line: string) => boolean;
+}
+
+interface Supervised {
+  spec: ChildSpec;
+  child?: ChildProcess;
+  /** Recent start times, for the backoff. */
+  starts: number[];
+  restartTimer?: NodeJS.Timeout;
+}
+
+/** Writes one merged log line: the child's own JSON with role/edge added, or its plain text wrapped as JSON. */
+function emit(spec: ChildSpec, line: string): void {
+  let record: Record<string, unknown>;
+  try {
+    const parsed = JSON.parse(line);
+    record = typeof parsed === 'object' && parsed !== null ? parsed : { msg: line };
+  } catch {
+    record = { level: 30, time: Date.now(), msg: line };
+  }
+  record.role ??= spec.role;
+  if (spec.edge) record.edge ??= spec.edge;
+  process.stdout.write(JSON.stringify(record) + '\n');
+}
+
+export class Supervisor {
+  private readonly children = new Map<string, Supervised>();
+  private stopping = false;
+
+  /** Starts a child and resolves with its ready line (as JSON when it is JSON) once it says so. */
+  start(spec: ChildSpec, timeoutMs = 30_000): Promise<Record<string, unknown>> {
+    const entry: Supervised = { spec, starts: [] };
+    this.children.set(spec.name, entry);
+    return this.run(entry, timeoutMs);
+  }
+
+  pids(): Record<string, number | undefined> {
+    return Object.fromEntries([...this.children].map(([name, e]) => [name, e.child?.pid]));
+  }
+
+  /**
+   * Stops every child: edges first (SIGINT: close every stream now), then the
+   * routers, then NATS; anything still alive after `graceMs` is killed.
+   */
+  async stop(graceMs = 10_000): Promise<void> {
+    this.stopping = true;
+    for (const role of ['edge', 'router', 'nats'] as const) {
+      const group = [...this.children.values()].filter((e) => e.spec.role === role);
+      for (const e of group) clearTimeout(e.restartTimer);
+      await Promise.all(group.map((e) => stopChild(e.child, role === 'nats' ? 'SIGTERM' : 'SIGINT', graceMs)));
+    }
+  }
+
+  private run(entry: Supervised, timeoutMs: number): Promise<Record<string, unknown>> {
+    const { spec } = entry;
+    const now = Date.now();
+    entry.starts = [...entry.starts.filter((t) => now - t < 60_000), now];
+    // stdin stays an open pipe: a c1m child whose supervisor died (even by SIGKILL) sees it end and stops.
+    const child = spawn(spec.command, spec.args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, C1M_SUPERVISED: '1' } });
+    entry.child = child;
+    return new Promise((resolve, reject) => {
+      let ready = false;
+      const timer = setTimeout(() => {
+        if (!ready) reject(new Error(`${spec.name} did not get ready within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const onLine = (line: string) => {
+        if (!line) return;
+        emit(spec, line);
+        if (!ready && spec.readyWhen(line)) {
+          ready = true;
+          clearTimeout(timer);
+          let parsed: Record<string, unknown> = {};
+          try {
+            parsed = JSON.parse(line);
+          } catch {
+            // a plain-text ready line (nats-server) carries nothing to parse
+          }
+          resolve(parsed);
+        }
+      };
+      createInterface({ input: child.stdout! }).on('line', onLine);
+      createInterface({ input: child.stderr! }).on('line', onLine);
+      child.once('error', (err) => emit(spec, JSON.stringify({ level: 50, msg: `cannot start ${spec.command}: ${err.message}` })));
+      child.once('exit', (code, signal) => {
+        clearTimeout(timer);
+        if (this.stopping) return;
+        if (!ready) reject(new Error(`${spec.name} exited (${signal ?? code}) before it was ready`));
+        // Backoff: 100 ms after one crash, doubling with each start in the last minute, at most 5 s.
+        const delay = Math.min(5000, 100 * 2 ** (entry.starts.length - 1));
+        emit(spec, JSON.stringify({ level: 50, time: Date.now(), msg: 'child exited; restarting', code, signal, restartInMs: delay }));
+        entry.restartTimer = setTimeout(() => this.run(entry, timeoutMs).catch((err: Error) => emit(spec, JSON.stringify({ level: 50, msg: err.message }))), delay);
+      });
+    });
+  }
+}
+
+function stopChild(child: ChildProcess | undefined, signal: NodeJS.Signals, graceMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    if (!child || child.exitCode !== null || child.signalCode !== null) return resolve();
+    const kill = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    child.once('exit', () => {
+      clearTimeout(kill);
+      resolve();
+    });
+    child.kill(signal);
+  });
+}
+
+/** A port free on `host` right now, for children that must all get the same one (SO_REUSEPORT edges). */
+export function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, host, () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+const MIGRATE_REQ = '/proc/sys/net/ipv4/tcp_migrate_req';
+
+/**
+ * Edges close their listener when full. Without tcp_migrate_req the kernel
+ * resets the connections waiting in that listener's accept queue; with it, it
+ * hands them to another listener on the port. Returns what was done, for the log.
+ */
+export function ensureMigrateReq(): string {
+  try {
+    if (readFileSync(MIGRATE_REQ, 'utf8').trim() === '1') return 'net.ipv4.tcp_migrate_req=1 already';
+    writeFileSync(MIGRATE_REQ, '1');
+    return 'set net.ipv4.tcp_migrate_req=1 (queued connections of a pausing edge move to the others instead of being reset)';
+  } catch (err) {
+    return `cannot set net.ipv4.tcp_migrate_req=1 (${(err as Error).message}): a full edge pausing may reset connections waiting in its accept queue`;
+  }
+}
+
+export const cliCommand = (args: string[]) => ({ command: process.execPath, args: [CLI, ...args] });

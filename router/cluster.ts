@@ -1,0 +1,284 @@
+/**
+ * The router of a cluster: the same Router (recipients = {user} ∪
+ * subscribers), over a directory of remote streams. Edges report presence
+ * over the bus; a send is resolved once, grouped by edge, and each edge gets
+ * one `deliver` batch per window, however many sends the window held.
+ */
+import type { Logger } from 'pino';
+import type { Bus } from '../cluster/bus.js';
+import { SUBJECTS, type BusMessage, type EdgeStats } from '../cluster/messages.js';
+import { LatencyHistogram, type LatencyBuckets } from '../server/latency.js';
+import { epochMs } from '../server/stream.js';
+import type { Connection } from './registry.js';
+import { Router, type SubscriberSource } from './router.js';
+
+export interface ClusterRouterOptions {
+  /** Sends arriving within this window share one batch per edge; 0 batches per event-loop turn. Default 1 ms. */
+  batchMs?: number;
+  /** An edge not heard from for this long is dropped with its users. Default 3,000 ms. */
+  edgeTimeoutMs?: number;
+  logger: Logger;
+}
+
+/** A deliver batch bigger than this goes out at once: NATS refuses payloads over 1 MB by default. */
+const MAX_BATCH_BYTES = 512 * 1024;
+/** Down edges stay listed in /stats this long. */
+const FORGET_DOWN_MS = 60_000;
+
+export interface EdgeView extends Omit<EdgeStats, 'state'> {
+  id: string;
+  /** As the edge reports it, or down once it stopped heartbeating. */
+  state: EdgeStats['state'] | 'down';
+  /** In the router's directory: streams, and whether it has this edge's snapshot yet. */
+  directoryStreams: number;
+  synced: boolean;
+  lastSeenMs: number;
+}
+
+type FromEdge = Extract<BusMessage, { edge: string }>;
+
+/** All streams of one user on one edge, as one connection of the router's registry. */
+class EdgeStreams implements Connection {
+  count = 0;
+  constructor(
+    readonly user: number,
+    private readonly link: EdgeLink,
+  ) {}
+  write(chunk: Buffer): number {
+    this.link.queue(this.user, chunk);
+    return this.count;
+  }
+  /** The edge owns the sockets; a router shutting down leaves them open. */
+  close(): void {}
+}
+
+/** What a router knows of one edge, and the batch it is filling for it. */
+class EdgeLink {
+  readonly streams = new Map<number, EdgeStreams>();
+  seq = 0;
+  synced = false;
+  /** When a snapshot was last asked for (0: not pending). */
+  syncAskedAt = 0;
+  /** Snapshot parts received so far. */
+  incoming: number[] = [];
+  lastSeen = Date.now();
+  down = false;
+  stats?: EdgeStats;
+  latency: LatencyBuckets = { counts: [], sum: 0 };
+  private chunks: Uint8Array[] = [];
+  private targets: number[][] = [];
+  private sentAt: number[] = [];
+  private batchBytes = 0;
+
+  constructor(
+    readonly id: string,
+    readonly boot: string,
+    private readonly owner: ClusterRouter,
+  ) {}
+
+  add(user: number): void {
+    let held = this.streams.get(user);
+    if (!held) {
+      held = new EdgeStreams(user, this);
+      this.streams.set(user, held);
+      this.owner.router.login(held);
+    }
+    held.count++;
+  }
+
+  remove(user: number): void {
+    const held = this.streams.get(user);
+    if (!held) return;
+    if (--held.count <= 0) {
+      this.streams.delete(user);
+      this.owner.router.logout(held);
+    }
+  }
+
+  clear(): void {
+    for (const held of this.streams.values()) this.owner.router.logout(held);
+    this.streams.clear();
+  }
+
+  directoryStreams(): number {
+    let n = 0;
+    for (const held of this.streams.values()) n += held.count;
+    return n;
+  }
+
+  /** Adds `user` to the batch; a chunk shared by several users (one send) is carried once. */
+  queue(user: number, chunk: Buffer): void {
+    const last = this.chunks.length - 1;
+    if (last >= 0 && this.chunks[last] === chunk) {
+      this.targets[last].push(user);
+    } else {
+      if (last < 0) this.owner.dirty.add(this);
+      this.chunks.push(chunk);
+      this.targets.push([user]);
+      this.sentAt.push(this.owner.sendingAt);
+      this.batchBytes += chunk.length;
+    }
+    this.batchBytes += 5; // a user id in msgpack, at most
+    if (this.batchBytes > MAX_BATCH_BYTES) this.flush();
+  }
+
+  flush(): void {
+    if (this.chunks.length === 0) return;
+    this.owner.bus.publish(SUBJECTS.edge(this.id), { t: 'deliver', chunks: this.chunks, targets: this.targets, sentAt: this.sentAt });
+    this.chunks = [];
+    this.targets = [];
+    this.sentAt = [];
+    this.batchBytes = 0;
+    this.owner.dirty.delete(this);
+  }
+}
+
+export class ClusterRouter {
+  readonly router: Router;
+  readonly edges = new Map<string, EdgeLink>();
+  /** Edges with a batch waiting for the window to close. */
+  readonly dirty = new Set<EdgeLink>();
+  /** Start of the send being resolved now (epoch ms), stamped on its chunks for the edges' latency histogram. */
+  sendingAt = 0;
+  private readonly inbox: string;
+  private flushTimer: NodeJS.Timeout | undefined;
+  private readonly watchdog: NodeJS.Timeout;
+  private readonly log: Logger;
+
+  constructor(
+    readonly bus: Bus,
+    subscribers: SubscriberSource,
+    private readonly options: ClusterRouterOptions,
+  ) {
+    this.router = new Router(subscribers);
+    this.log = options.logger;
+    this.inbox = bus.inbox();
+    bus.subscribe(SUBJECTS.presence, this.onEdgeMessage);
+    bus.subscribe(this.inbox, this.onEdgeMessage);
+    bus.subscribe(
+      SUBJECTS.send,
+      (message, replyTo) => {
+        if (message.t !== 'send') return;
+        const delivered = this.send(message.user, message.message);
+        if (replyTo) bus.publish(replyTo, { t: 'sent', delivered });
+      },
+      'routers',
+    );
+    this.watchdog = setInterval(this.dropSilentEdges, 500);
+  }
+
+  /** Asks every edge for its full state (start, NATS reconnect). */
+  syncAll(): void {
+    this.bus.publish(SUBJECTS.sync, { t: 'sync' }, this.inbox);
+  }
+
+  /** Delivers to `user` and its subscribers wherever they are connected; returns the streams the directory holds for them. */
+  send(user: number, message: string | Uint8Array): number {
+    this.sendingAt = epochMs();
+    const delivered = this.router.send(user, message);
+    if (this.dirty.size > 0 && !this.flushTimer) {
+      const batchMs = this.options.batchMs ?? 1;
+      this.flushTimer = batchMs > 0 ? setTimeout(this.flush, batchMs) : (setImmediate(this.flush) as unknown as NodeJS.Timeout);
+    }
+    return delivered;
+  }
+
+  /** The edges as /stats shows them, up and recently down. */
+  edgeViews(): EdgeView[] {
+    return [...this.edges.values()].map((link) => ({
+      ...(link.stats ?? { pid: 0, streams: 0, capacity: 0, chunks: 0, bytes: 0, slowConsumerCloses: 0, rss: 0, state: 'up' }),
+      id: link.id,
+      state: link.down ? 'down' : (link.stats?.state ?? 'up'),
+      directoryStreams: link.directoryStreams(),
+      synced: link.synced,
+      lastSeenMs: Date.now() - link.lastSeen,
+    }));
+  }
+
+  /** Every edge's send-to-write latency counts, added up. */
+  latency(): LatencyBuckets {
+    return LatencyHistogram.merge([...this.edges.values()].filter((l) => l.latency.counts.length > 0).map((l) => l.latency));
+  }
+
+  close(): void {
+    clearInterval(this.watchdog);
+    this.flush();
+  }
+
+  private readonly flush = (): void => {
+    this.flushTimer = undefined;
+    for (const link of this.dirty) link.flush();
+  };
+
+  private readonly onEdgeMessage = (message: BusMessage): void => {
+    if (!('edge' in message)) return;
+    const link = this.linkFor(message);
+    link.lastSeen = Date.now();
+    switch (message.t) {
+      case 'presence':
+        if (!link.synced || message.seq <= link.seq) return; // the pending snapshot covers it, or it did
+        if (message.seq !== link.seq + 1) return this.askSync(link, `missed presence ${link.seq + 1}..${message.seq - 1}`);
+        link.seq = message.seq;
+        // Logins first: a user who left and came back within one batch never drops below their real count.
+        for (const user of message.in) link.add(user);
+        for (const user of message.out) link.remove(user);
+        return;
+      case 'heartbeat':
+        link.stats = message.stats;
+        link.latency = message.latency;
+        if (message.stats.state === 'stopping') return this.forget(link, 'stopped');
+        if (!link.synced || message.seq > link.seq) this.askSync(link, link.synced ? 'heartbeat ahead of presence' : 'no snapshot yet');
+        return;
+      case 'state':
+        if (message.part === 0) link.incoming = [];
+        link.incoming.push(...message.users);
+        link.stats = message.stats;
+        if (!message.last) return;
+        link.clear();
+        for (const user of link.incoming) link.add(user);
+        link.incoming = [];
+        link.seq = message.seq;
+        link.synced = true;
+        link.syncAskedAt = 0;
+        this.log.info({ edge: link.id, streams: link.directoryStreams(), seq: link.seq }, 'edge synced');
+        return;
+    }
+  };
+
+  /** The link for this edge run; a new run (restart) replaces the old one and its streams. */
+  private linkFor(message: FromEdge): EdgeLink {
+    let link = this.edges.get(message.edge);
+    if (link && link.boot === message.boot && !link.down) return link;
+    if (link) link.clear();
+    link = new EdgeLink(message.edge, message.boot, this);
+    this.edges.set(message.edge, link);
+    this.log.info({ edge: link.id, boot: link.boot }, 'edge joined');
+    if (message.t !== 'state') this.askSync(link, 'new edge');
+    return link;
+  }
+
+  private askSync(link: EdgeLink, why: string): void {
+    link.synced = false;
+    // One request per second at most; the answer may simply be on its way.
+    if (Date.now() - link.syncAskedAt < 1000) return;
+    link.syncAskedAt = Date.now();
+    this.log.info({ edge: link.id, why }, 'asking edge for its state');
+    this.bus.publish(SUBJECTS.edge(link.id), { t: 'sync' }, this.inbox);
+  }
+
+  private forget(link: EdgeLink, why: string): void {
+    if (link.down) return;
+    link.clear();
+    link.down = true;
+    link.synced = false;
+    this.log.warn({ edge: link.id, why }, 'edge dropped from the directory');
+  }
+
+  private readonly dropSilentEdges = (): void => {
+    const now = Date.now();
+    for (const link of this.edges.values()) {
+      if (!link.down && now - link.lastSeen > (this.options.edgeTimeoutMs ?? 3000)) this.forget(link, 'no heartbeat');
+      else if (link.down && now - link.lastSeen > FORGET_DOWN_MS) this.edges.delete(link.id);
+    }
+  };
+}

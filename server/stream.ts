@@ -1,12 +1,14 @@
 import type { Connection, Registry } from '../router/registry.js';
 import type { HttpResponse } from './uws.js';
 
-const OPEN = 0;
-/** uWS holds unsent bytes; new chunks wait in `pending` until the socket drains. */
-const BLOCKED = 1;
+/** Nothing written since the welcome; no onWritable handler yet (idle streams do not pay for one). */
+const FRESH = 0;
+const OPEN = 1;
+/** A write came back short: uWS holds unsent bytes; new chunks wait in `pending` for onWritable. */
+const BLOCKED = 2;
 /** Over the backlog limit: closed at the next flush, never written again. */
-const CLOSING = 2;
-const CLOSED = 3;
+const CLOSING = 3;
+const CLOSED = 4;
 
 /**
  * Shared by all streams of one server: batches writes so that every chunk a
@@ -60,25 +62,49 @@ export class StreamHub {
 /** Wall-clock milliseconds with sub-millisecond precision, comparable across processes on one host. */
 export const epochMs = (): number => performance.timeOrigin + performance.now();
 
-/** The stream whose pending chunks `writeCorked` writes; set right before res.cork() so a flush allocates no closure. */
-let corked: CometStream;
-function writeCorked(): void {
-  corked.writePending();
+/**
+ * uWebSockets.js's per-loop cork buffer (LoopData::CORK_BUFFER_SIZE). A write
+ * that overflows a non-empty cork buffer takes uWS's `uncork(src)` path, which
+ * (before uWebSockets 2026-04, including the build c1m uses) drops `src` when
+ * flushing the corked bytes fails part-way: the chunk's header goes out, its
+ * payload never does, and the client's chunked stream is corrupt. So every
+ * corked group of chunks fits here whole, and a larger chunk is written uncorked.
+ */
+export const CORK_BUFFER_SIZE = 16 * 1024;
+
+/** Bytes uWS adds around a chunk: CRLF, the length in hex, CRLF. */
+const framed = (chunk: Buffer): number => chunk.length + 4 + Math.ceil(Math.log2(chunk.length + 1) / 4);
+
+/** The chunks `writeGroup` writes, set right before res.cork() so a flush allocates no closure. */
+let group: { stream: CometStream; chunks: Buffer[]; from: number; to: number; ok: boolean } = { stream: null!, chunks: [], from: 0, to: 0, ok: true };
+function writeGroup(): void {
+  for (let i = group.from; i < group.to; i++) group.ok = group.stream.writeChunk(group.chunks[i]) && group.ok;
 }
+/** An empty cork still uncorks, and uWS's uncork first writes what it holds for the socket: the way to push a tail out from JS. */
+function nothing(): void {}
 
 /**
  * One open `GET /test/<id>` response. Kept to a handful of fields: at a
  * million connections these objects are the server's main cost.
+ *
+ * What uWS tells us: `res.write` returns false when the socket did not take
+ * everything (uWS keeps the rest and polls for writability); inside a cork, true
+ * only means the bytes reached the cork buffer, and the uncork after it may
+ * still leave a tail in uWS, which nobody reports to JS. Hence:
+ * - from its first flush on, a stream keeps an onWritable handler, so uWS never
+ *   drains a tail on its own (which arms its 10 s idle timeout and would close a
+ *   healthy stream) but calls us, and we push the tail out with an empty cork
+ *   even when nothing new is pending (uSockets stops polling after a writable
+ *   event in which nothing was written);
+ * - `held` is an upper bound of what uWS may hold for this stream, `queued`
+ *   what waits in `pending`; their sum is capped at the hub's maxBacklog.
  */
 export class CometStream implements Connection {
   /** Chunks accepted but not yet handed to uWS: none, one, or several. */
   private pending: Buffer | Buffer[] | null = null;
-  /**
-   * Bytes accepted since the socket last took everything we gave it: an upper
-   * bound on what this stream holds in uWS's buffer and in `pending`.
-   */
-  private backlog = 0;
-  private state = OPEN;
+  private queued = 0;
+  private held = 0;
+  private state = FRESH;
 
   constructor(
     private readonly res: HttpResponse,
@@ -90,18 +116,15 @@ export class CometStream implements Connection {
 
   write(chunk: Buffer): number {
     if (this.state >= CLOSING) return 0;
-    this.backlog += chunk.length;
-    // Only a blocked socket is a slow consumer: what an open one queued this turn goes out at the flush.
-    if (this.state === BLOCKED && this.backlog > this.hub.maxBacklog) {
-      // Close later, from the flush: this call comes from inside a router send.
-      this.state = CLOSING;
-      this.pending = null;
-      this.hub.schedule(this);
+    this.queued += chunk.length;
+    // An open stream's `held` is stale until its next flush proves it (see flush()): count only what waits.
+    if (this.queued + (this.state === BLOCKED ? this.held : 0) > this.hub.maxBacklog) {
+      this.closeSlow();
       return 0;
     }
     if (this.pending === null) {
       this.pending = chunk;
-      if (this.state === OPEN) this.hub.schedule(this);
+      if (this.state !== BLOCKED) this.hub.schedule(this);
     } else if (Array.isArray(this.pending)) {
       this.pending.push(chunk);
     } else {
@@ -110,50 +133,78 @@ export class CometStream implements Connection {
     return 1;
   }
 
+  /** Close later, from the hub's flush: write() runs inside a router send. */
+  private closeSlow(): void {
+    this.state = CLOSING;
+    this.pending = null;
+    this.hub.schedule(this);
+  }
+
   flush(): void {
     if (this.state === CLOSING) {
       this.hub.slowConsumerCloses++;
       this.res.close(); // runs the onAborted handler, which logs the stream out
-    } else if (this.state === OPEN && this.pending !== null) {
-      corked = this;
-      this.res.cork(writeCorked);
+    } else if (this.state !== BLOCKED && this.pending !== null) {
+      if (this.state === FRESH) {
+        this.state = OPEN;
+        this.res.onWritable(this.drained.bind(this));
+      }
+      this.writePending();
     }
   }
 
-  /** Each chunk stays its own HTTP chunk; cork makes them one syscall. */
-  writePending(): void {
+  /** Each chunk stays its own HTTP chunk; chunks go out in corked groups of at most CORK_BUFFER_SIZE (one syscall each). */
+  private writePending(): void {
     const pending = this.pending;
     if (pending === null) return;
+    const chunks = Array.isArray(pending) ? pending : [pending];
+    const queued = this.queued;
     this.pending = null;
-    let ok = true;
-    if (Array.isArray(pending)) {
-      for (const chunk of pending) ok = this.writeChunk(chunk) && ok;
-    } else {
-      ok = this.writeChunk(pending);
+    this.queued = 0;
+    group.stream = this;
+    group.chunks = chunks;
+    group.ok = true;
+    let last = 0; // bytes of the last corked group: all an uncork that failed can leave behind once every write returned true
+    for (let from = 0; from < chunks.length; ) {
+      let size = framed(chunks[from]);
+      let to = from + 1;
+      if (size <= CORK_BUFFER_SIZE) {
+        while (to < chunks.length && size + framed(chunks[to]) <= CORK_BUFFER_SIZE) size += framed(chunks[to++]);
+        group.from = from;
+        group.to = to;
+        this.res.cork(writeGroup);
+        last = size;
+      } else {
+        // Uncorked, uWS writes the header and the payload as separate syscalls and buffers whatever does not fit, in order.
+        group.ok = this.writeChunk(chunks[from]) && group.ok;
+        last = 0;
+      }
+      from = to;
     }
-    if (ok) {
-      this.backlog = 0;
-    } else if (this.state === OPEN) {
+    group.chunks = [];
+    if (group.ok) {
+      this.held = last;
+    } else {
+      // uWS may still hold everything it held before plus all of this flush.
+      this.held += queued;
       this.state = BLOCKED;
-      this.res.onWritable(() => this.drained());
+      if (this.held > this.hub.maxBacklog) this.closeSlow();
     }
   }
 
-  private writeChunk(chunk: Buffer): boolean {
+  writeChunk(chunk: Buffer): boolean {
     this.hub.chunks++;
     this.hub.bytes += chunk.length;
     return this.res.write(chunk);
   }
 
-  /**
-   * uWS: the socket can take more. The backlog is only cleared by a write that
-   * goes through whole, so a consumer that drains slower than we fill stays counted.
-   */
+  /** uWS onWritable: the socket can take more. Always writes, so that uWS's own tail for this stream moves too. */
   private drained(): boolean {
-    if (this.state !== BLOCKED) return true;
+    if (this.state >= CLOSING) return true;
     this.state = OPEN;
-    if (this.pending !== null) this.writePending(); // already corked inside a uWS callback
-    return this.state === OPEN;
+    if (this.pending !== null) this.writePending();
+    else this.res.cork(nothing); // `held` stays as it was: the next flush's writes tell whether the tail went
+    return true;
   }
 
   /**

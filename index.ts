@@ -52,6 +52,13 @@ export interface C1mOptions {
 
 export const DEFAULT_MAX_STREAMS_PER_USER = 16;
 
+/**
+ * The server's own store connection waits this long for another process's
+ * write lock, then its API call answers 503: better-sqlite3 is synchronous, and
+ * every stream of the process stands still while it waits.
+ */
+export const SERVER_BUSY_TIMEOUT_MS = 50;
+
 export interface Stats {
   connections: number;
   users: number;
@@ -80,7 +87,12 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
   const log = options.logger ?? pino();
   const maxConnections = options.maxConnections ?? Math.max(1, openFileLimit() - RESERVED_FDS);
   const maxUserId = options.maxUserId ?? 1_000_000;
-  const store = options.store ?? openStore(options.db ?? './data/c1m.db', { cacheMiB: options.cacheMiB, mmapMiB: options.mmapMiB, warmCache: options.warmCache });
+  const store = options.store ?? openStore(options.db ?? './data/c1m.db', {
+      cacheMiB: options.cacheMiB,
+      mmapMiB: options.mmapMiB,
+      warmCache: options.warmCache,
+      busyTimeoutMs: SERVER_BUSY_TIMEOUT_MS,
+    });
   const router = new Router(store, options.maxStreamsPerUser ?? DEFAULT_MAX_STREAMS_PER_USER);
   const hub = new StreamHub(router, options.maxBacklog ?? 256 * 1024);
   const latency = new LatencyHistogram();

@@ -38,6 +38,13 @@ export interface StoreOptions {
   pageSize?: number;
   readonly?: boolean;
   /**
+   * How long a write waits for another process's write lock (a bulk load's
+   * copy) before failing with SQLITE_BUSY, in ms (default 5000). better-sqlite3
+   * is synchronous: a server's connection waits with every stream frozen, so
+   * the server sets this low and answers 503 instead.
+   */
+  busyTimeoutMs?: number;
+  /**
    * Read the subscriptions table once at open, so that its pages sit in
    * SQLite's page cache (as many as cacheMiB holds) and getSubscribers skips
    * the read syscall of a cold page. Worth it when cacheMiB holds the table.
@@ -102,7 +109,7 @@ export function openStore(path: string, options: StoreOptions = {}): SqliteStore
     if (!options.readonly) db.pragma('journal_mode = WAL');
     db.pragma('synchronous = NORMAL');
     db.pragma(`cache_size = ${-Math.round((options.cacheMiB ?? DEFAULT_CACHE_MIB) * 1024)}`);
-    db.pragma('busy_timeout = 5000');
+    db.pragma(`busy_timeout = ${Math.round(options.busyTimeoutMs ?? 5000)}`);
     // Read path only (see StoreOptions.mmapMiB); capped by SQLite's build at ~2 GiB.
     db.pragma(`mmap_size = ${Math.round((options.mmapMiB ?? 0) * 2 ** 20)}`);
     prepareLayout(db, options.readonly ?? false);
@@ -143,8 +150,9 @@ export class SqliteStore implements SubscriptionStore {
   private readonly insertBySubscriber;
   private readonly remove;
   private readonly removeBySubscriber;
-  private readonly subscribers;
-  private readonly subscriptions;
+  /** The two lookups, public so that their query plans can be checked (tests, diagnostics). */
+  readonly subscribers: Database.Statement;
+  readonly subscriptions: Database.Statement;
   private readonly rows;
   private readonly addAll;
   private readonly removeAll;

@@ -4,11 +4,9 @@ import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { afterAll } from 'vitest';
+import { afterAll, vi } from 'vitest';
 import { start, type C1mOptions } from '../index.js';
-import { CLI } from '../loadgen/server-process.js';
-
-import { spawnServer as spawnServerProcess } from '../loadgen/server-process.js';
+import { CLI, spawnServer as spawnServerProcess } from '../loadgen/server-process.js';
 
 /** Servers started by this test file; whatever an assertion left running is killed when the file ends. */
 const servers = new Set<ChildProcess>();
@@ -33,12 +31,14 @@ export function startServer(options: C1mOptions = {}) {
   return start({ host: '127.0.0.1', port: 0, apiPort: 0, db: ':memory:', logger: pino({ level: 'silent' }), ...options });
 }
 
+/** vi.waitFor on a condition, with a message naming what did not happen. */
 export async function waitFor(check: () => boolean, what: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
+  await vi.waitFor(
+    () => {
+      if (!check()) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    },
+    { timeout: ms, interval: 10 },
+  );
 }
 
 /** A browser-like client holding GET /test/<id> open and collecting the lines it receives. */

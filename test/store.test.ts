@@ -4,7 +4,8 @@ import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openStore, type SqliteStore } from '../index.js';
-import { api, runCli, spawnServer, stopChild, tempDir, waitFor } from './helpers.js';
+import { SERVER_BUSY_TIMEOUT_MS } from '../index.js';
+import { api, runCli, spawnServer, startServer, stopChild, tempDir, waitFor } from './helpers.js';
 
 const stores: SqliteStore[] = [];
 const open = (path: string, cacheMiB?: number) => {
@@ -13,6 +14,10 @@ const open = (path: string, cacheMiB?: number) => {
   return store;
 };
 afterEach(() => stores.splice(0).forEach((s) => s.close()));
+
+/** The query plan SQLite uses for one of the store's own prepared statements, one step per line. */
+const planOf = (store: SqliteStore, sql: string) =>
+  (store.db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(1) as { detail: string }[]).map((row) => row.detail).join('\n');
 
 describe('subscription store', () => {
   it('adds, ignores duplicates, removes, and answers both directions', () => {
@@ -45,8 +50,7 @@ describe('subscription store', () => {
 
   it('uses the primary key for getSubscribers (no table scan, no sort)', () => {
     const store = open(':memory:');
-    const plan = store.db.prepare('EXPLAIN QUERY PLAN SELECT subscriber FROM subscriptions WHERE subscribee = ?').all(1);
-    expect(JSON.stringify(plan)).toMatch(/SEARCH subscriptions USING PRIMARY KEY \(subscribee=\?\)/);
+    expect(planOf(store, store.subscribers.source)).toBe('SEARCH subscriptions USING PRIMARY KEY (subscribee=?)');
   });
 
   it('keeps the second table in step and uses its primary key for getSubscriptions, ascending', () => {
@@ -55,8 +59,7 @@ describe('subscription store', () => {
     store.removeSubscriptions([[2, 70]]);
     expect(store.getSubscriptions(2)).toEqual([3, 9]);
     expect(store.db.prepare('SELECT subscriber, subscribee FROM subscriptions_by_subscriber').raw().all()).toEqual([[2, 3], [2, 9], [5, 3]]);
-    const plan = store.db.prepare('EXPLAIN QUERY PLAN SELECT subscribee FROM subscriptions_by_subscriber WHERE subscriber = ?').all(1);
-    expect(JSON.stringify(plan)).toMatch(/SEARCH subscriptions_by_subscriber USING PRIMARY KEY \(subscriber=\?\)/);
+    expect(planOf(store, store.subscriptions.source)).toBe('SEARCH subscriptions_by_subscriber USING PRIMARY KEY (subscriber=?)');
     expect(store.db.pragma('user_version', { simple: true })).toBe(1);
   });
 
@@ -88,6 +91,22 @@ describe('subscription store', () => {
     expect(run.code).toBe(1);
     expect(run.stderr).toContain('file is not a database');
     expect(statSync(path).size).toBe(garbage.length);
+  });
+
+  it("sets the server connection's PRAGMAs, read back from that connection, with a busy timeout in milliseconds", async () => {
+    const c1m = await startServer({ db: join(tempDir(), 'c1m.db'), cacheMiB: 3, mmapMiB: 5 });
+    try {
+      const pragma = (name: string) => c1m.store.db.pragma(name, { simple: true });
+      expect(pragma('journal_mode')).toBe('wal');
+      expect(pragma('synchronous')).toBe(1); // NORMAL
+      expect(pragma('cache_size')).toBe(-3 * 1024);
+      expect(pragma('mmap_size')).toBe(5 * 2 ** 20);
+      expect(pragma('page_size')).toBe(16384);
+      expect(pragma('busy_timeout')).toBe(SERVER_BUSY_TIMEOUT_MS);
+      expect(SERVER_BUSY_TIMEOUT_MS).toBeLessThanOrEqual(100);
+    } finally {
+      c1m.close();
+    }
   });
 
   it('survives a server restart', async () => {

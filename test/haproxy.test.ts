@@ -28,8 +28,8 @@ describe('haproxy.cfg', () => {
 
   it('has a server per edge with its agent and capacity, and gives a reason for every timeout', () => {
     const text = haproxyConfig(layout);
-    expect(text).toContain('server edge1-0 10.201.0.11:8100 agent-addr 10.201.0.11 agent-port 9100 maxconn 500');
-    expect(text).toMatch(/server edge2-0 10\.201\.0\.12:8100 agent-addr 10\.201\.0\.12 agent-port 9100$/m);
+    expect(text).toContain('server edge1-0 10.201.0.11:8100 port 9100 agent-addr 10.201.0.11 agent-port 9100 maxconn 500');
+    expect(text).toMatch(/server edge2-0 10\.201\.0\.12:8100 port 9100 agent-addr 10\.201\.0\.12 agent-port 9100$/m);
     expect(text).toMatch(/agent-inter 500ms/);
     expect(text).toMatch(/stats uri \/haproxy/);
     const lines = text.split('\n');
@@ -57,8 +57,8 @@ describe('haproxy.cfg', () => {
     );
     const text = readFileSync(out, 'utf8');
     expect(text).toContain('bind 10.201.0.1:8000');
-    expect(text).toContain('server e1 10.201.0.11:8100 agent-addr 10.201.0.11 agent-port 9100 maxconn 500');
-    expect(text).toContain('server e2 10.201.0.12:8101 agent-addr 10.201.0.12 agent-port 9101\n');
+    expect(text).toContain('server e1 10.201.0.11:8100 port 9100 agent-addr 10.201.0.11 agent-port 9100 maxconn 500');
+    expect(text).toContain('server e2 10.201.0.12:8101 port 9101 agent-addr 10.201.0.12 agent-port 9101\n');
     expect(text).toContain('maxconn 900');
   });
 });

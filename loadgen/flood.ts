@@ -51,6 +51,8 @@ export interface FloodOptions {
   duration: number;
   /** Hard stop, seconds after start: the run ends by then whatever happens. */
   maxSeconds: number;
+  /** Ends the hold early: the workers close every stream (RST) and the summary follows. */
+  stop?: AbortSignal;
   /** Connections per worker at most; default and ceiling: the open-file limit minus a reserve. */
   perWorker?: number;
   /** Called with the merged totals each time a worker reports (about every `reportMs`). */
@@ -298,6 +300,8 @@ export async function runFlood(options: FloodOptions): Promise<FloodSummary> {
   const onSignal = () => stopAll();
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+  options.stop?.addEventListener('abort', onSignal);
+  if (options.stop?.aborted) stopAll();
   try {
     const results = await Promise.allSettled(exits);
     const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -306,6 +310,7 @@ export async function runFlood(options: FloodOptions): Promise<FloodSummary> {
     [stopTimer, hardStop, kill].forEach((t) => clearTimeout(t));
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    options.stop?.removeEventListener('abort', onSignal);
   }
 
   const rampSeconds = max('ramp_us') / 1e6;
@@ -317,6 +322,7 @@ export async function runFlood(options: FloodOptions): Promise<FloodSummary> {
     rampSeconds: +rampSeconds.toFixed(2),
     connectsPerSecond: rampSeconds > 0 ? Math.round(welcomed / rampSeconds) : 0,
     workerCpuMicrosPerConnect: welcomed ? Math.round(sum('ramp_cpu_us') / welcomed) : 0,
+    // The workers' buckets stand for their middle; the exact maxima come from the workers.
     welcomeLatencyMs: latencySummary(welcome, max('welcome_max_us')),
     deliveryLatencyMs: latencySummary(delivery, max('delivery_max_us')),
     rss: {

@@ -1,0 +1,174 @@
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it, vi } from 'vitest';
+import { bucketValue, parseConfig, parseIdRange, parseSources, planWorkers, rowsFromRanges, runFlood, type FloodOptions, type FloodTotals } from '../loadgen/flood.js';
+import { loadgenCommand } from '../loadgen/loadgen-cli.js';
+import { runMsggen } from '../loadgen/msggen.js';
+import { api, spawnServer, StreamClient, tempDir, waitFor } from './helpers.js';
+
+/** Sockets held now from these source addresses to `port`, as "address:port" of the local end. */
+function localEnds(sourcePrefix: string, port: number, state = 'established'): string[] {
+  const out = execFileSync('ss', ['-Htn', 'state', state, 'dport', `= :${port}`], { encoding: 'utf8' });
+  return out
+    .split('\n')
+    .map((line) => line.trim().split(/\s+/)[2])
+    .filter((local) => local?.startsWith(sourcePrefix));
+}
+
+const stats = async (apiPort: number, headers: Record<string, string> = {}) => (await api(apiPort, 'GET', '/stats', undefined, headers)).json;
+
+describe('flood planning', () => {
+  it('parses id ranges, source ranges and the original config rows', () => {
+    expect(parseIdRange('1-1000000')).toEqual([1, 1_000_000]);
+    expect(parseIdRange('7')).toEqual([7, 7]);
+    expect(() => parseIdRange('5-1')).toThrow(/N-M/);
+    expect(parseSources('127.0.1.254-127.0.2.1,10.0.0.1')).toEqual(['127.0.1.254', '127.0.1.255', '127.0.2.0', '127.0.2.1', '10.0.0.1']);
+    expect(() => parseSources('127.0.1.9-127.0.1.1')).toThrow(/range/);
+    expect(rowsFromRanges(['a', 'b', 'c'], [1, 10])).toEqual([
+      { source: 'a', firstId: 1, lastId: 4 },
+      { source: 'b', firstId: 5, lastId: 7 },
+      { source: 'c', firstId: 8, lastId: 10 },
+    ]);
+    expect(parseConfig('# source first last\n10.0.0.1 1 62000\n\n10.0.0.2 62001 124000\n')).toEqual([
+      { source: '10.0.0.1', firstId: 1, lastId: 62000 },
+      { source: '10.0.0.2', firstId: 62001, lastId: 124000 },
+    ]);
+    expect(() => parseConfig('10.0.0.1 1 10\n10.0.0.2 20\n', 'ips.conf')).toThrow("ips.conf:2: '10.0.0.2 20' is not 'sourceIP firstId lastId'");
+  });
+
+  it('splits the work under the per-worker limit, with ports continuing per source address', () => {
+    const rows = [
+      { source: '127.0.1.1', firstId: 1, lastId: 5 },
+      { source: '127.0.1.2', firstId: 6, lastId: 8 },
+      { source: '127.0.1.1', firstId: 100, lastId: 101 },
+    ];
+    expect(planWorkers(rows, [2000, 2010], 4)).toEqual([
+      [{ source: '127.0.1.1', firstId: 1, count: 4, firstPort: 2000 }],
+      [
+        { source: '127.0.1.1', firstId: 5, count: 1, firstPort: 2004 },
+        { source: '127.0.1.2', firstId: 6, count: 3, firstPort: 2000 },
+      ],
+      [{ source: '127.0.1.1', firstId: 100, count: 2, firstPort: 2005 }],
+    ]);
+    expect(() => planWorkers(rows, [2000, 2005], 4)).toThrow(/127\.0\.1\.1 needs 2 more local ports from 2005, past 2005/);
+  });
+
+  it('reads a worker histogram bucket as the middle of its range', () => {
+    expect(bucketValue(0)).toBe(0);
+    expect(bucketValue(127)).toBe(127);
+    expect(bucketValue(128)).toBe(129); // 128-129 µs
+    expect(bucketValue(128 + 64 * 10 + 17)).toBe((64 + 17) * 2 ** 11 + 2 ** 10); // the middle of [81, 82) x 2^11
+  });
+});
+
+describe('flood against a real server', () => {
+  it('holds 2,000 streams from 4 source addresses on explicit ports, counts 3 sends exactly, matches /stats, leaves no TIME_WAIT', async () => {
+    const server = await spawnServer(['--db', join(tempDir(), 'c1m.db'), '--stats-interval', '0']);
+    // Users 2..11 hear user 1; 12..21 hear user 2: each send reaches 11 streams.
+    const pairs = [...Array.from({ length: 10 }, (_, i) => [i + 2, 1]), ...Array.from({ length: 10 }, (_, i) => [i + 12, 2])];
+    await api(server.apiPort, 'POST', '/subscriptions', JSON.stringify(pairs));
+    const stop = new AbortController();
+    let ramped: FloodTotals | undefined;
+    const options: FloodOptions = {
+      host: '127.0.0.1',
+      port: server.port,
+      rows: rowsFromRanges(parseSources('127.0.3.1-127.0.3.4'), [1, 2000]),
+      ports: [41000, 41999],
+      rate: 4000,
+      concurrency: 500,
+      duration: 60, // ended by `stop` once the checks below are done
+      maxSeconds: 90,
+      perWorker: 700, // three workers
+      reportMs: 200,
+      stop: stop.signal,
+      onReport: (totals) => (ramped ??= totals.ramped ? totals : undefined),
+    };
+    const flood = runFlood(options);
+    await waitFor(() => ramped !== undefined, 'the flood to open every stream', 30_000);
+    expect(ramped).toMatchObject({ target: 2000, workers: 3, welcomed: 2000, open: 2000, failed: 0 });
+    expect((await stats(server.apiPort)).connections).toBe(2000);
+    const ends = localEnds('127.0.3.', server.port);
+    expect(ends).toHaveLength(2000);
+    expect(new Set(ends.map((end) => end.split(':')[0]))).toEqual(new Set(['127.0.3.1', '127.0.3.2', '127.0.3.3', '127.0.3.4']));
+    expect(ends.every((end) => Number(end.split(':')[1]) >= 41000 && Number(end.split(':')[1]) < 41500)).toBe(true);
+
+    let delivered = 0;
+    for (const id of [1, 2, 1]) delivered += (await api(server.apiPort, 'POST', `/send/${id}`, `t=${Date.now()} hello from ${id}`)).json.delivered;
+    expect(delivered).toBe(33);
+    const serverStats = await stats(server.apiPort);
+    expect(serverStats).toMatchObject({ sends: 3, chunks: 33 });
+    await new Promise((r) => setTimeout(r, 500)); // let the workers report what they read
+    stop.abort();
+    const summary = await flood;
+
+    expect(summary).toMatchObject({ target: 2000, welcomed: 2000, held: 2000, peakOpen: 2000, closed: 0, failed: 0, errors: {}, chunks: 33, messages: 33 });
+    expect(summary.chunkBytes).toBe(serverStats.bytes);
+    expect(summary.welcomeLatencyMs.count).toBe(2000);
+    expect(summary.deliveryLatencyMs.count).toBe(33);
+    expect(summary.deliveryLatencyMs.max).toBeGreaterThan(0);
+    expect(summary.deliveryLatencyMs.max).toBeLessThan(5000);
+    expect(summary.rss.workerBytesPerConnection).toBeGreaterThan(0);
+    // Every socket closed with RST: the server saw them go, and no TIME_WAIT holds their ports.
+    await waitFor(() => localEnds('127.0.3.', server.port).length === 0, 'the sockets to close', 5000);
+    expect((await stats(server.apiPort)).connections).toBe(0);
+    expect(localEnds('127.0.3.', server.port, 'time-wait')).toEqual([]);
+  });
+
+  it('counts refused connects, and the CLI reads a config file and prints one JSON summary', async () => {
+    const server = await spawnServer(['--db', join(tempDir(), 'c1m.db'), '--stats-interval', '0', '--max-user-id', '150']);
+    const config = join(tempDir(), 'flood.conf');
+    writeFileSync(config, '# source first last\n127.0.3.5 1 100\n127.0.3.6 101 200\n');
+    const log = vi.spyOn(console, 'log').mockImplementation(() => {});
+    const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    let stdoutLines: string[];
+    let stderrLines: string[];
+    try {
+      await loadgenCommand().parseAsync(['flood', '--port', String(server.port), '--config', config, '--ports', '42000-42999', '--duration', '1', '--interval', '1'], { from: 'user' });
+    } finally {
+      stdoutLines = log.mock.calls.map(([line]) => String(line));
+      stderrLines = stderr.mock.calls.map(([line]) => String(line));
+      log.mockRestore();
+      stderr.mockRestore();
+    }
+    expect(stdoutLines).toHaveLength(1);
+    // Ids above --max-user-id get 503.
+    expect(JSON.parse(stdoutLines[0])).toMatchObject({ target: 200, welcomed: 150, failed: 50, errors: { http503: 50 }, held: 150 });
+    expect(stderrLines.some((line) => line.startsWith('flood '))).toBe(true);
+
+    const refused = await runFlood({ host: '127.0.0.1', port: 9, rows: [{ source: '127.0.3.7', firstId: 1, lastId: 10 }], ports: [43000, 43999], rate: 0, concurrency: 10, duration: 0, maxSeconds: 20 });
+    expect(refused).toMatchObject({ welcomed: 0, failed: 10, errors: { refused: 10 } });
+  });
+});
+
+describe('msggen', () => {
+  it('sends at its fixed rate with the token, and sums what the API delivered', async () => {
+    const server = await spawnServer(['--db', join(tempDir(), 'c1m.db'), '--stats-interval', '0', '--token', 'sesame']);
+    const client = await StreamClient.open(server.port, 1);
+    const base = { apiHost: '127.0.0.1', apiPort: server.apiPort, users: 5, generators: 1, interval: [10, 110] as [number, number], connections: 4, size: 0 };
+    const summary = await runMsggen({ ...base, rate: 200, duration: 3, token: 'sesame' });
+    expect(summary.errors).toEqual({});
+    expect(summary.achievedRate).toBeGreaterThan(200 * 0.85);
+    expect(summary.achievedRate).toBeLessThan(200 * 1.15);
+    expect(summary.apiLatencyMs.count).toBe(summary.answered);
+    const serverStats = await stats(server.apiPort, { authorization: 'Bearer sesame' });
+    expect(serverStats.sends).toBe(summary.sent);
+    // Only user 1 is connected and nobody subscribes: each send to 1 reaches one stream.
+    await waitFor(() => client.messages.length === summary.delivered, 'the messages to user 1');
+    expect(summary.delivered).toBeGreaterThan(0);
+    expect(client.messages.every((line) => /^t=\d+\.\d{3} msggen \d+$/.test(line))).toBe(true);
+    client.close();
+
+    const denied = await runMsggen({ ...base, rate: 20, duration: 1 });
+    expect(denied.errors).toEqual({ http401: denied.sent });
+  });
+
+  it('runs G generators at about G / mean interval', async () => {
+    const server = await spawnServer(['--db', join(tempDir(), 'c1m.db'), '--stats-interval', '0']);
+    const summary = await runMsggen({ apiHost: '127.0.0.1', apiPort: server.apiPort, users: 1000, generators: 20, interval: [20, 60], duration: 3, connections: 4, size: 100 });
+    expect(summary.configuredRate).toBe(500);
+    expect(summary.errors).toEqual({});
+    expect(summary.achievedRate).toBeGreaterThan(500 * 0.8);
+    expect(summary.achievedRate).toBeLessThan(500 * 1.1);
+  });
+});

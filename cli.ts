@@ -31,8 +31,13 @@ program
   .addOption(new Option('--max-user-id <n>', 'highest user id accepted at /test/<id>').default(1_000_000).argParser(integer('max user id', 1)))
   .addOption(new Option('--max-backlog <bytes>', 'unsent bytes per stream before it is closed as a slow consumer').default(256 * 1024).argParser(integer('max backlog', 1)))
   .addOption(new Option('--max-body <bytes>', 'largest backend API request body').default(1024 * 1024).argParser(integer('max body', 1)))
+  .addOption(new Option('--max-message <bytes>', 'largest message POST /send accepts (413 above; at most --max-backlog)').default(64 * 1024).argParser(integer('max message', 1)))
   .addOption(new Option('--max-connections <n>', 'streams held at most (default: open-file limit minus a reserve)').argParser(integer('max connections', 1)))
+  .addOption(new Option('--max-streams-per-user <n>', 'streams one user may hold at once (429 above)').default(16).argParser(integer('max streams per user', 1)))
+  .addOption(new Option('--content-type <type>', 'stream content type: text (text/plain) or html (the original\'s text/html)').choices(['text', 'html']).default('text'))
+  .addOption(new Option('--stream-secret <secret>', 'require a signed token (c1m token) on /test/<id>').env('C1M_STREAM_SECRET'))
   .addOption(new Option('--token <secret>', 'require "Authorization: Bearer <secret>" on the backend API').env('C1M_TOKEN'))
+  .option('--api-insecure', 'allow the backend API on a non-loopback address without --token')
   .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'silent']).default('info'))
   .addOption(new Option('--stats-interval <seconds>', 'log the stats every so often (0: never)').default(60).argParser(integer('stats interval', 0)))
   .option('--warm-cache', 'read the subscriptions table into the page cache at start (size --cache-mib to hold it)')
@@ -66,6 +71,17 @@ User 1 receives "hi" because 1 subscribes to 2.
     };
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
+  });
+
+program
+  .command('token')
+  .description('mint a stream token for /test/<id>?token=… (the server runs with the same --stream-secret)')
+  .argument('<id>', 'user id', integer('user', 1))
+  .addOption(new Option('--stream-secret <secret>', 'the secret the server was given').env('C1M_STREAM_SECRET').makeOptionMandatory())
+  .addOption(new Option('--ttl <seconds>', 'lifetime of the token').default(3600).argParser(integer('ttl', 1)))
+  .action(async (id: number, opts) => {
+    const { mintStreamToken } = await import('./server/auth.js');
+    console.log(mintStreamToken(opts.streamSecret, id, opts.ttl));
   });
 
 const subs = program.command('subs').description('read and change subscriptions in the store directly (safe while a server runs)');

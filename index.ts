@@ -3,9 +3,10 @@
  * One process holds everything: the comet listener, the backend API, the
  * router and the SQLite subscription store.
  */
+import { createServer } from 'node:net';
 import { pino, type Logger } from 'pino';
 import { Router } from './router/router.js';
-import { apiRoutes } from './server/api.js';
+import { apiRoutes, DEFAULT_MAX_MESSAGE } from './server/api.js';
 import { cometRoutes } from './server/comet.js';
 import { LatencyHistogram } from './server/latency.js';
 import { openFileLimit, RESERVED_FDS } from './server/limits.js';
@@ -41,6 +42,20 @@ export interface C1mOptions {
   maxBacklog?: number;
   /** Largest backend API request body. Default 1 MiB. */
   maxBody?: number;
+  /** Largest message POST /send accepts (413 above). Default 64 KiB; at most maxBacklog. */
+  maxMessage?: number;
+  /** Stream content type: 'text' (text/plain, default) or 'html' (the original's text/html). */
+  contentType?: 'text' | 'html';
+  /** When set, /test/<id> needs a token for that id signed with this secret (`c1m token`). */
+  streamSecret?: string;
+  /** Allow the API on a non-loopback address without a token. Default false: start() refuses. */
+  apiInsecure?: boolean;
+  /**
+   * Refuse a port another process already listens on (default true). uWS listens
+   * with SO_REUSEPORT, so without this check a second server would silently share
+   * the port; edges that share it on purpose do not use start().
+   */
+  exclusivePorts?: boolean;
   /** Streams held at most; default: the open-file limit minus a reserve. */
   maxConnections?: number;
   /** Streams one user may hold at once (tabs); more get 429. Default 16. */
@@ -67,6 +82,8 @@ export interface Stats {
   chunks: number;
   bytes: number;
   slowConsumerCloses: number;
+  /** Streams refused for a missing, wrong or expired token. */
+  authFailures: number;
   uptimeSeconds: number;
   memory: { rss: number; heapUsed: number; external: number };
 }
@@ -82,7 +99,22 @@ export interface C1m {
   close(): void;
 }
 
+export { DEFAULT_MAX_MESSAGE };
+export const DEFAULT_MAX_BACKLOG = 256 * 1024;
+
 export async function start(options: C1mOptions = {}): Promise<C1m> {
+  const host = options.host ?? '0.0.0.0';
+  const apiHost = options.apiHost ?? '127.0.0.1';
+  const maxMessage = options.maxMessage ?? DEFAULT_MAX_MESSAGE;
+  const maxBacklog = options.maxBacklog ?? DEFAULT_MAX_BACKLOG;
+  if (maxMessage > maxBacklog) throw new Error(`max message (${maxMessage} bytes) must not exceed max backlog (${maxBacklog} bytes)`);
+  if (!options.token && !options.apiInsecure && !isLoopback(apiHost)) {
+    throw new Error(`refusing to serve the backend API on ${apiHost} without a token: set --token (C1M_TOKEN), or --api-insecure if the network is trusted`);
+  }
+  if (options.exclusivePorts ?? true) {
+    await assertPortFree(host, options.port ?? 8000, 'comet streams');
+    await assertPortFree(apiHost, options.apiPort ?? 8001, 'the backend API');
+  }
   const uws = loadNativeUws();
   const log = options.logger ?? pino();
   const maxConnections = options.maxConnections ?? Math.max(1, openFileLimit() - RESERVED_FDS);
@@ -94,7 +126,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
       busyTimeoutMs: SERVER_BUSY_TIMEOUT_MS,
     });
   const router = new Router(store, options.maxStreamsPerUser ?? DEFAULT_MAX_STREAMS_PER_USER);
-  const hub = new StreamHub(router, options.maxBacklog ?? 256 * 1024);
+  const hub = new StreamHub(router, maxBacklog);
   const latency = new LatencyHistogram();
   hub.onWritten = latency.observe;
   const started = Date.now();
@@ -109,12 +141,13 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
       chunks: hub.chunks,
       bytes: hub.bytes,
       slowConsumerCloses: hub.slowConsumerCloses,
+      authFailures: hub.authFailures,
       uptimeSeconds: Math.round((Date.now() - started) / 1000),
       memory: { rss: memory.rss, heapUsed: memory.heapUsed, external: memory.external },
     };
   };
 
-  const publicApp = cometRoutes(uws.App(), hub, { maxUserId, maxConnections });
+  const publicApp = cometRoutes(uws.App(), hub, { maxUserId, maxConnections, contentType: options.contentType, streamSecret: options.streamSecret });
   const send = (user: number, message: Uint8Array): number => {
     const at = epochMs();
     const delivered = router.send(user, message);
@@ -125,6 +158,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
   const apiApp = apiRoutes(uws.App(), send, store, stats, {
     maxUserId,
     maxBody: options.maxBody ?? 1024 * 1024,
+    maxMessage,
     token: options.token,
     metrics,
   });
@@ -137,8 +171,8 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
   const listeners: us_listen_socket[] = [];
   const closeListeners = () => listeners.splice(0).forEach((s) => uws.us_listen_socket_close(s));
   try {
-    listeners.push(await listen(publicApp, options.host ?? '0.0.0.0', options.port ?? 8000, 'comet streams'));
-    listeners.push(await listen(apiApp, options.apiHost ?? '127.0.0.1', options.apiPort ?? 8001, 'the backend API'));
+    listeners.push(await listen(publicApp, host, options.port ?? 8000, 'comet streams'));
+    listeners.push(await listen(apiApp, apiHost, options.apiPort ?? 8001, 'the backend API'));
   } catch (err) {
     closeListeners();
     if (!options.store) store.close();
@@ -146,7 +180,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
   }
   const [port, apiPort] = listeners.map((s) => uws.us_socket_local_port(s as never));
   log.info(
-    { port, apiPort, maxConnections, maxUserId, token: Boolean(options.token), cacheMiB: options.cacheMiB ?? DEFAULT_CACHE_MIB, mmapMiB: options.mmapMiB ?? 0 },
+    { port, apiPort, maxConnections, maxUserId, maxMessage, maxBacklog, token: Boolean(options.token), streamAuth: Boolean(options.streamSecret), cacheMiB: options.cacheMiB ?? DEFAULT_CACHE_MIB, mmapMiB: options.mmapMiB ?? 0 },
     'c1m listening',
   );
 
@@ -163,4 +197,18 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
       log.info('c1m closed');
     },
   };
+}
+
+const isLoopback = (host: string): boolean => host === 'localhost' || host === '::1' || /^127\./.test(host);
+
+/** Fails when another process listens on host:port (a plain bind, without SO_REUSEPORT, is refused then). Port 0 is always free. */
+async function assertPortFree(host: string, port: number, what: string): Promise<void> {
+  if (port === 0) return;
+  const probe = createServer();
+  await new Promise<void>((resolve, reject) => {
+    probe.once('error', (err: NodeJS.ErrnoException) =>
+      reject(new Error(`cannot listen for ${what} on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'the port is already in use' : err.message}`)),
+    );
+    probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve()));
+  });
 }

@@ -10,11 +10,16 @@ export interface ApiOptions {
   maxUserId: number;
   /** Largest accepted request body, in bytes. */
   maxBody: number;
+  /** Largest message POST /send accepts, in bytes (default 64 KiB); larger ones get 413 and the connection is closed unread. */
+  maxMessage?: number;
   /** When set, every request must carry `Authorization: Bearer <token>`. */
   token?: string;
   /** Served at GET /metrics (Prometheus text format). */
   metrics: MetricsRegistry;
 }
+
+/** Messages are pushed whole to every recipient's socket buffers: keep them well below the body limit. */
+export const DEFAULT_MAX_MESSAGE = 64 * 1024;
 
 type Handler = (res: HttpResponse, req: HttpRequest) => void;
 
@@ -46,15 +51,15 @@ export function apiRoutes(
 
   /** Reads the body, then answers with what `handle` returns. Headers are read now: `req` dies with the handler. */
   const withBody =
-    (handle: (body: Buffer, contentType: string, params: string[]) => unknown): Handler =>
+    (handle: (body: Buffer, contentType: string, params: string[]) => unknown, limit = options.maxBody): Handler =>
     (res, req) => {
       const declared = Number(req.getHeader('content-length') || 0);
-      if (declared > options.maxBody) {
-        return replyJson(res, 413, { error: `body larger than ${options.maxBody} bytes` }, true);
+      if (declared > limit) {
+        return replyJson(res, 413, { error: `body larger than ${limit} bytes` }, true);
       }
       const contentType = req.getHeader('content-type');
       const params = [req.getParameter(0) ?? ''];
-      readBody(res, options.maxBody, (body) => {
+      readBody(res, limit, (body) => {
         if (!res.aborted) respondOrFail(res, () => replyJson(res, 200, handle(body, contentType, params)));
       });
     };
@@ -74,7 +79,7 @@ export function apiRoutes(
           if (user > options.maxUserId) throw new HttpError(400, `user id ${user} is above the limit of ${options.maxUserId}`);
           if (body.length === 0) throw new HttpError(400, 'empty message');
           return { delivered: send(user, body) };
-        }),
+        }, options.maxMessage ?? DEFAULT_MAX_MESSAGE),
       ),
     )
     .post('/subscriptions', guarded(withBody((body, type) => ({ added: store.addSubscriptions(parsePairs(body, type)) }))))

@@ -1,3 +1,4 @@
+import { checkStreamToken } from './auth.js';
 import { parseId, reply } from './http.js';
 import { PAGE } from './page.js';
 import { CometStream, type StreamHub } from './stream.js';
@@ -7,22 +8,42 @@ export interface CometOptions {
   maxUserId: number;
   /** Streams beyond this are refused with 503 instead of running the process out of file descriptors. */
   maxConnections: number;
+  /**
+   * Content type of the streams: 'text' (default: text/plain, never rendered,
+   * so messages carrying user content cannot inject script) or 'html' (the
+   * original's text/html, for clients that need it).
+   */
+  contentType?: 'text' | 'html';
+  /** When set, /test/<id> needs a token for that id signed with this secret (see auth.ts). */
+  streamSecret?: string;
 }
 
-const STREAM_HEADERS: [string, string][] = [
-  ['Content-Type', 'text/html; charset=utf-8'],
+const streamHeaders = (contentType: 'text' | 'html'): [string, string][] => [
+  ['Content-Type', `text/${contentType === 'html' ? 'html' : 'plain'}; charset=utf-8`],
+  ['X-Content-Type-Options', 'nosniff'],
   ['Cache-Control', 'no-cache'],
   ['X-Accel-Buffering', 'no'], // tell nginx-style proxies not to buffer the stream
 ];
 
 /** The public listener: the comet streams at /test/<id> and the watch page at /. */
 export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOptions): TemplatedApp {
+  const headers = streamHeaders(options.contentType ?? 'text');
+  const secret = options.streamSecret;
   return app
     .get('/test/:id', (res, req) => {
       const text = req.getParameter(0);
       const id = parseId(text);
+      // No such stream, and retrying will not make one: 404 for both. 503 only means "full, retry later".
       if (id === null) return reply(res, 404, `not a user id: '${text}', try /test/123\n`);
-      if (id > options.maxUserId) return reply(res, 503, `user id ${id} is above this server's limit of ${options.maxUserId}\n`);
+      if (id > options.maxUserId) return reply(res, 404, `no stream for user id ${id}: this server's ids go up to ${options.maxUserId}\n`);
+      if (secret !== undefined) {
+        const token = req.getQuery('token') ?? '';
+        const refused = token === '' ? 'this stream needs ?token=<token for this id>' : checkStreamToken(secret, id, token);
+        if (refused !== null) {
+          hub.authFailures++;
+          return reply(res, token === '' ? 401 : 403, `${refused}\n`);
+        }
+      }
       if (hub.open >= options.maxConnections) {
         return reply(res, 503, `server full: ${hub.open} connections\n`, undefined, true);
       }
@@ -32,7 +53,7 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
       const stream = new CometStream(res, hub, id);
       res.onAborted(stream.aborted.bind(stream)); // a bound method weighs less than a closure, per connection
       res.writeStatus('200 OK');
-      for (const [name, value] of STREAM_HEADERS) res.writeHeader(name, value);
+      for (const [name, value] of headers) res.writeHeader(name, value);
       res.write(`Welcome, Url: '/test/${id}' Id: ${id}\n`);
       hub.registry.login(stream);
     })

@@ -4,6 +4,7 @@ const STATUS: Record<number, string> = {
   200: '200 OK',
   400: '400 Bad Request',
   401: '401 Unauthorized',
+  403: '403 Forbidden',
   404: '404 Not Found',
   413: '413 Payload Too Large',
   415: '415 Unsupported Media Type',

@@ -13,6 +13,7 @@ export const PAGE = `<!doctype html>
 <h1>c1m</h1>
 <form id="connect">
   <label>User id <input id="user" name="user" type="number" min="1" value="1" required></label>
+  <label>Token <input id="token" name="token" placeholder="if the server has --stream-secret"></label>
   <button type="submit">Connect</button>
   <span id="status">disconnected</span>
 </form>
@@ -22,6 +23,10 @@ export const PAGE = `<!doctype html>
 const log = document.getElementById('log');
 const status = document.getElementById('status');
 let abort = null;
+// A backend can link straight to a stream: /?user=42&token=<c1m token 42>.
+const params = new URLSearchParams(location.search);
+if (params.get('user')) document.getElementById('user').value = params.get('user');
+if (params.get('token')) document.getElementById('token').value = params.get('token');
 
 function show(line) {
   const div = document.createElement('div');
@@ -36,8 +41,10 @@ document.getElementById('connect').addEventListener('submit', async (event) => {
   abort = new AbortController();
   log.textContent = '';
   const user = document.getElementById('user').value;
+  const token = document.getElementById('token').value.trim();
   try {
-    const response = await fetch('/test/' + encodeURIComponent(user), { signal: abort.signal });
+    const query = token ? '?token=' + encodeURIComponent(token) : '';
+    const response = await fetch('/test/' + encodeURIComponent(user) + query, { signal: abort.signal });
     if (!response.ok) {
       status.textContent = 'error ' + response.status + ': ' + (await response.text()).trim();
       return;

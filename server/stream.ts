@@ -22,6 +22,8 @@ export class StreamHub {
   chunks = 0;
   bytes = 0;
   slowConsumerCloses = 0;
+  /** Streams refused for a missing (401), wrong or expired (403) token. */
+  authFailures = 0;
   /** Told, at each flush, how long each message noted with noteSend() took from its send to its write (ms). */
   onWritten?: (ms: number) => void;
   private dirty: CometStream[] = [];

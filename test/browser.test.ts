@@ -1,6 +1,7 @@
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { C1m } from '../index.js';
+import { mintStreamToken } from '../server/auth.js';
 import { startServer, waitFor } from './helpers.js';
 
 let browser: Browser;
@@ -37,4 +38,26 @@ it('the page at / shows messages pushed to the watched user in real time', async
 
   await page.close();
   await waitFor(() => !c1m.router.isConnected(2), 'logout when the tab closes');
+});
+
+it('the page connects with a stream token from its own URL, and shows a refusal without one', async () => {
+  const secret = 'page test secret';
+  const guarded = await startServer({ streamSecret: secret });
+  try {
+    const page = await browser.newPage();
+    await page.goto(`http://127.0.0.1:${guarded.port}/?user=3&token=${mintStreamToken(secret, 3, 60)}`);
+    await page.click('button[type=submit]');
+    await page.waitForSelector('text=connected as 3');
+    await waitFor(() => guarded.router.isConnected(3), 'the page to connect');
+    expect(guarded.router.send(3, 'signed in')).toBe(1);
+    await page.waitForSelector('.message >> text=signed in');
+
+    await page.fill('#token', '');
+    await page.click('button[type=submit]');
+    await page.waitForSelector('text=error 401');
+    expect(guarded.stats().authFailures).toBe(1);
+    await page.close();
+  } finally {
+    guarded.close();
+  }
 });

@@ -32,7 +32,8 @@ describe('GET /test/<id>', () => {
     c1m = await startServer();
     const client = await open(123);
     expect(client.status).toBe(200);
-    expect(client.headers['content-type']).toBe('text/html; charset=utf-8');
+    expect(client.headers['content-type']).toBe('text/plain; charset=utf-8');
+    expect(client.headers['x-content-type-options']).toBe('nosniff');
     expect(client.headers['transfer-encoding']).toBe('chunked');
     expect(client.headers['cache-control']).toBe('no-cache');
     expect(client.headers['x-accel-buffering']).toBe('no');
@@ -49,10 +50,10 @@ describe('GET /test/<id>', () => {
     }
   });
 
-  it('answers 503 naming the limit above --max-user-id', async () => {
+  it('answers 404 naming the limit above --max-user-id: no such stream, retrying will not help', async () => {
     c1m = await startServer({ maxUserId: 1000 });
     const res = await fetch(`http://127.0.0.1:${c1m.port}/test/1001`);
-    expect(res.status).toBe(503);
+    expect(res.status).toBe(404);
     expect(await res.text()).toContain('1000');
     expect((await fetch(`http://127.0.0.1:${c1m.port}/test/1000`, { signal: AbortSignal.timeout(300) }).catch(() => null))?.status).toBe(200);
   });

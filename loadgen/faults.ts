@@ -1,0 +1,606 @@
+/**
+ * The fault run (README, "Across hosts"): HAProxy in the root namespace in
+ * front of c1m edges on two simulated edge hosts, nats-server and the router
+ * on a brain host (scripts/hosts.sh), and browsers in the root namespace that
+ * know their user id and reconnect when their stream ends. Then one fault
+ * after another: kill -9 an edge, an edge host off the network and back, a
+ * drain, a router restart, a nats-server restart, an edge filled to capacity.
+ * For each: time to recover (every browser receives a send addressed to it
+ * again), streams that ended, and whether any message reached a user it was
+ * not addressed to. Plus delivery latency and send rate through HAProxy and
+ * straight to the edges, in the same run. Needs root and `ip netns`.
+ *
+ *   node dist/loadgen/faults.js [--users N] [--faults kill,unplug,drain,router,nats,fill] [--sends N]
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createWriteStream, mkdtempSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { haproxyConfig, type EdgeServer } from '../cluster/haproxy.js';
+import { CLI } from './server-process.js';
+
+const HOSTS_SH = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../scripts/hosts.sh' : '../../scripts/hosts.sh', import.meta.url));
+
+export const FAULTS = ['kill', 'unplug', 'drain', 'router', 'nats', 'fill'] as const;
+export type Fault = (typeof FAULTS)[number];
+
+/** Why the run cannot happen here, or undefined when it can. */
+export function cannotRun(): string | undefined {
+  if (process.getuid?.() !== 0) return 'needs root (network namespaces)';
+  if (spawnSync('ip', ['netns', 'list']).status !== 0) return '`ip netns` is not available';
+  for (const tool of ['haproxy', 'nats-server']) if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) return `${tool} is not installed`;
+  return undefined;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `check` until it gives a value; a check that throws (a process restarting) counts as "not yet". */
+async function until<T>(what: string, check: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000, everyMs = 25): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  for (;;) {
+    try {
+      const value = await check();
+      if (value !== undefined) return value;
+    } catch (err) {
+      last = ` (last error: ${(err as Error).message})`;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last}`);
+    await sleep(everyMs);
+  }
+}
+
+function hosts(...args: string[]): string {
+  const run = spawnSync(HOSTS_SH, args, { encoding: 'utf8' });
+  if (run.status !== 0) throw new Error(`hosts.sh ${args.join(' ')}: ${run.stderr}`);
+  return run.stdout.trim();
+}
+
+/** A process of the rig, in a namespace or not; its output goes to a log file. */
+class Proc {
+  private constructor(
+    readonly name: string,
+    readonly child: ChildProcess,
+  ) {}
+
+  /** Starts it and resolves once a line of its output matches `ready`. */
+  static start(dir: string, name: string, ns: string | undefined, argv: string[], ready: RegExp | undefined, timeoutMs = 20_000): Promise<Proc> {
+    // `ip netns exec` execs the command itself: the child's pid is the program's, for kill -9.
+    const [command, ...args] = ns ? ['ip', 'netns', 'exec', ns, ...argv] : argv;
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const log = createWriteStream(join(dir, `${name}.log`), { flags: 'a' });
+    const proc = new Proc(name, child);
+    running.add(proc);
+    child.once('exit', () => running.delete(proc));
+    return new Promise((resolve, reject) => {
+      let seen = '';
+      let isReady = false;
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        reject(new Error(`${name} not ready within ${timeoutMs} ms: ${seen.slice(-500)}`));
+      }, timeoutMs);
+      const onData = (data: Buffer) => {
+        log.write(data);
+        if (isReady) return;
+        seen += data;
+        if (!ready || ready.test(seen)) {
+          isReady = true;
+          clearTimeout(timer);
+          resolve(proc);
+        }
+      };
+      child.stdout!.on('data', onData);
+      child.stderr!.on('data', onData);
+      child.once('exit', (code, signal) => {
+        clearTimeout(timer);
+        if (!isReady) reject(new Error(`${name} exited (${signal ?? code}) before it was ready: ${seen.slice(-500)}`));
+      });
+      if (!ready) setImmediate(() => onData(Buffer.alloc(0)));
+    });
+  }
+
+  /** Resolves with the exit code once the process ends. */
+  exited(): Promise<number | null> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return Promise.resolve(this.child.exitCode);
+    return new Promise((resolve) => this.child.once('exit', (code) => resolve(code)));
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  /** Sends `signal` and resolves when the process has exited. */
+  stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.child.exitCode !== null || this.child.signalCode !== null) return resolve();
+      this.child.once('exit', () => resolve());
+      this.child.kill(signal);
+    });
+  }
+}
+/** Every process the run started and that is still alive: whatever a failure leaves is killed on the way out. */
+const running = new Set<Proc>();
+
+export interface RigOptions {
+  edgesPerHost: number;
+  /** Streams per edge (--max-connections); the last edge of edge2 gets `smallCapacity`, for the fill fault. */
+  capacity: number;
+  smallCapacity: number;
+  drainRate: number;
+  bindPort: number;
+  statsPort: number;
+}
+
+interface ServerRow {
+  status: string;
+  scur: number;
+  smax: number;
+  stot: number;
+  weight: number;
+  /** Connection errors, retries and redispatches: a stream HAProxy sent to an edge that refused it. */
+  econ: number;
+  wretr: number;
+  wredis: number;
+}
+
+/** HAProxy, nats-server, a router and the edges, in the simulated hosts. */
+export class Rig {
+  readonly dir = mkdtempSync(join(tmpdir(), 'c1m-faults-'));
+  readonly addr = Object.fromEntries(['balancer', 'brain', 'edge1', 'edge2'].map((h) => [h, hosts('addr', h)])) as Record<'balancer' | 'brain' | 'edge1' | 'edge2', string>;
+  readonly natsUrl = `nats://${this.addr.brain}:4222`;
+  readonly api = `http://${this.addr.brain}:8001`;
+  readonly edges: (EdgeServer & { ns: string })[] = [];
+  readonly procs = new Map<string, Proc>();
+
+  constructor(readonly o: RigOptions) {
+    for (const host of ['edge1', 'edge2'] as const)
+      for (let i = 0; i < o.edgesPerHost; i++) {
+        const last = host === 'edge2' && i === o.edgesPerHost - 1;
+        // One port per edge (not one shared SO_REUSEPORT port): HAProxy must reach, weigh and drain each edge on its own.
+        this.edges.push({ name: `${host}-${i}`, ns: `c1m-${host}`, host: this.addr[host], port: 8100 + i, agentPort: 9100 + i, capacity: last ? o.smallCapacity : o.capacity });
+      }
+  }
+
+  async start(): Promise<void> {
+    await this.startNats();
+    await this.startRouter();
+    await Promise.all(this.edges.map((e) => this.startEdge(e.name)));
+    const config = join(this.dir, 'haproxy.cfg');
+    writeFileSync(
+      config,
+      haproxyConfig({ bind: { host: '127.0.0.1', port: this.o.bindPort }, stats: { host: '127.0.0.1', port: this.o.statsPort }, edges: this.edges }),
+    );
+    this.procs.set('haproxy', await Proc.start(this.dir, 'haproxy', undefined, ['haproxy', '-db', '-f', config], undefined));
+    await this.untilStatus(this.edges.map((e) => e.name), 'UP');
+  }
+
+  async startNats(): Promise<void> {
+    const argv = ['nats-server', '-a', this.addr.brain, '-p', '4222'];
+    this.procs.set('nats', await Proc.start(this.dir, 'nats', 'c1m-brain', argv, /Server is ready/));
+  }
+
+  async startRouter(): Promise<void> {
+    const argv = [process.execPath, CLI, 'router', '--nats', this.natsUrl, '--db', join(this.dir, 'router.db'), '--api-host', this.addr.brain, '--api-port', '8001'];
+    this.procs.set('router', await Proc.start(this.dir, 'router', 'c1m-brain', [...argv, '--stats-interval', '0'], /c1m router listening/));
+  }
+
+  async startEdge(name: string): Promise<void> {
+    const e = this.edges.find((x) => x.name === name)!;
+    const argv = [process.execPath, CLI, 'edge', '--nats', this.natsUrl, '--id', e.name, '--host', e.host, '--port', String(e.port)];
+    argv.push('--agent-port', String(e.agentPort), '--max-connections', String(e.capacity), '--drain-rate', String(this.o.drainRate));
+    this.procs.set(name, await Proc.start(this.dir, name, e.ns, argv, /c1m edge listening/));
+  }
+
+  /** HAProxy's view of each edge, from its statistics page (CSV). */
+  async haproxy(): Promise<Map<string, ServerRow>> {
+    const text = await (await fetch(`http://127.0.0.1:${this.o.statsPort}/haproxy;csv`)).text();
+    const [head, ...rows] = text.split('\n');
+    const cols = head.replace(/^# /, '').split(',');
+    const at = (row: string[], name: string) => row[cols.indexOf(name)];
+    const out = new Map<string, ServerRow>();
+    for (const line of rows) {
+      const row = line.split(',');
+      if (row[0] !== 'edges' || row[1] === 'BACKEND') continue;
+      const n = (name: string) => Number(at(row, name) || 0);
+      out.set(row[1], { status: at(row, 'status'), scur: n('scur'), smax: n('smax'), stot: n('stot'), weight: n('weight'), econ: n('econ'), wretr: n('wretr'), wredis: n('wredis') });
+    }
+    return out;
+  }
+
+  /** Resolves with the time when HAProxy shows every one of `names` in `status` (UP, DOWN, DRAIN, MAINT). */
+  untilStatus(names: string[], status: string, timeoutMs = 20_000): Promise<number> {
+    return until(
+      `HAProxy to show ${names.join(', ')} ${status}`,
+      async () => {
+        const rows = await this.haproxy();
+        return names.every((n) => rows.get(n)?.status.startsWith(status)) ? Date.now() : undefined;
+      },
+      timeoutMs,
+    );
+  }
+
+  async routerStats(): Promise<{ connections: number; edges: { id: string; state: string; streams: number; synced: boolean }[] }> {
+    return (await fetch(`${this.api}/stats`)).json() as never;
+  }
+
+  /** `c1m admin drain|undrain` from the brain host, as an operator would. */
+  async admin(verb: 'drain' | 'undrain', edge: string): Promise<void> {
+    const argv = [process.execPath, CLI, 'admin', verb, edge, '--nats', this.natsUrl];
+    const code = await (await Proc.start(this.dir, `admin-${verb}-${edge}`, 'c1m-brain', argv, undefined)).exited();
+    if (code !== 0) throw new Error(`c1m admin ${verb} ${edge} exited with ${code} (see ${this.dir})`);
+  }
+
+  async stop(): Promise<void> {
+    // Edges close their streams at once (SIGINT) rather than draining; then the rest.
+    await Promise.all(this.edges.map((e) => this.procs.get(e.name)?.stop('SIGINT')));
+    await Promise.all(['haproxy', 'router', 'nats'].map((n) => this.procs.get(n)?.stop()));
+  }
+}
+
+/** Who may receive what `from` sends: `from` and its subscribers. */
+const subscribersOf = new Map<number, Set<number>>();
+
+export interface Tally {
+  /** Streams that ended (edge gone, drained, network). */
+  ends: number;
+  /** Answers other than 200 (503 server full, 404). */
+  refused: number;
+  /** Messages that reached a user they were not addressed to. Must stay 0. */
+  misdelivered: number;
+}
+
+/** A browser holding GET /test/<id>; it reconnects 100-200 ms after its stream ends, like a comet page. */
+export class Browser {
+  open = false;
+  /** Seq of the last probe addressed to this user that it received. */
+  lastOwn = -1;
+  /** Longest time without a stream, ms, since `resetGap()`. */
+  maxGap = 0;
+  readonly tally: Tally = { ends: 0, refused: 0, misdelivered: 0 };
+  private downSince = 0;
+  private req?: http.ClientRequest;
+  private stopped = false;
+
+  constructor(
+    readonly id: number,
+    private readonly host: string,
+    private readonly port: number,
+    private readonly onLatency?: (ms: number) => void,
+  ) {
+    this.connect();
+  }
+
+  private connect(): void {
+    if (this.stopped) return;
+    let ended = false;
+    const end = () => {
+      if (ended) return;
+      ended = true;
+      if (this.open) {
+        this.tally.ends++;
+        this.downSince = Date.now();
+      }
+      this.open = false;
+      if (!this.stopped) setTimeout(() => this.connect(), 100 + Math.random() * 100);
+    };
+    let buffered = '';
+    this.req = http.get({ host: this.host, port: this.port, path: `/test/${this.id}`, agent: false }, (res) => {
+      if (res.statusCode !== 200) this.tally.refused++;
+      res.setEncoding('utf8');
+      res.on('data', (text: string) => {
+        const lines = (buffered + text).split('\n');
+        buffered = lines.pop()!;
+        for (const line of lines) this.line(line);
+      });
+      res.on('end', end).on('error', end).on('close', end);
+    });
+    this.req.on('error', end);
+  }
+
+  private line(line: string): void {
+    if (line.startsWith('Welcome')) {
+      if (this.downSince) this.maxGap = Math.max(this.maxGap, Date.now() - this.downSince);
+      this.downSince = 0;
+      this.open = true;
+      return;
+    }
+    const [tag, from, seq, sentAt] = line.split(' ');
+    if (tag !== 'm') return;
+    const sender = Number(from);
+    if (sender !== this.id && !subscribersOf.get(sender)?.has(this.id)) this.tally.misdelivered++;
+    if (sender === this.id) {
+      this.lastOwn = Math.max(this.lastOwn, Number(seq));
+      this.onLatency?.(Date.now() - Number(sentAt));
+    }
+  }
+
+  resetGap(): void {
+    this.maxGap = 0;
+  }
+
+  close(): void {
+    this.stopped = true;
+    this.req?.destroy();
+  }
+}
+
+/** Runs `task` over `items`, `concurrency` at a time. */
+async function pool<T>(items: T[], concurrency: number, task: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, async () => {
+    while (next < items.length) await task(items[next++]);
+  }));
+}
+
+let seq = 0;
+
+/** POST /send/<from> with a message naming sender, seq and send time; false when the router did not answer. */
+async function send(api: string, from: number, s: number): Promise<boolean> {
+  try {
+    const res = await fetch(`${api}/send/${from}`, { method: 'POST', body: `m ${from} ${s} ${Date.now()}`, signal: AbortSignal.timeout(1000) });
+    await res.arrayBuffer();
+    return res.ok;
+  } catch {
+    return false;
+  }
+}
+
+/** One send to every browser's user; resolves with the users that did not receive theirs within `waitMs`. */
+async function probe(api: string, browsers: Browser[], waitMs = 1000): Promise<Browser[]> {
+  const s = ++seq;
+  await pool(browsers, 16, (b) => send(api, b.id, s).then(() => undefined));
+  const deadline = Date.now() + waitMs;
+  while (Date.now() < deadline && browsers.some((b) => b.lastOwn < s)) await sleep(10);
+  return browsers.filter((b) => b.lastOwn < s);
+}
+
+/** Probes until one round reaches everyone; the time that took from `since`, ms. */
+async function recovery(api: string, browsers: Browser[], since: number, timeoutMs = 60_000): Promise<number> {
+  for (;;) {
+    const missing = await probe(api, browsers);
+    if (missing.length === 0) return Date.now() - since;
+    if (Date.now() - since > timeoutMs) throw new Error(`${missing.length} users still unreachable ${timeoutMs} ms after the fault (e.g. ${missing[0].id})`);
+  }
+}
+
+function sum(browsers: Browser[]): Tally {
+  const t: Tally = { ends: 0, refused: 0, misdelivered: 0 };
+  for (const b of browsers) for (const k of Object.keys(t) as (keyof Tally)[]) t[k] += b.tally[k];
+  return t;
+}
+
+function delta(after: Tally, before: Tally): Tally {
+  return { ends: after.ends - before.ends, refused: after.refused - before.refused, misdelivered: after.misdelivered - before.misdelivered };
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] : NaN;
+}
+
+export interface FaultResult extends Tally {
+  fault: Fault;
+  /** From the fault to every user receiving a send again, ms. */
+  recoveryMs: number;
+  /** Longest time one user was without a stream, ms. */
+  maxGapMs: number;
+  [detail: string]: unknown;
+}
+
+export interface RunOptions {
+  users: number;
+  faults: readonly Fault[];
+  /** Sends per path (HAProxy, direct) for the latency comparison; 0 skips it. */
+  sends: number;
+  rig?: Partial<RigOptions>;
+  log?: (line: string) => void;
+}
+
+/** Starts the rig, runs the faults in order, stops everything; resolves with one result per fault and the comparison. */
+export async function runFaults(o: RunOptions) {
+  const log = o.log ?? ((line: string) => console.log(line));
+  hosts('up');
+  const rig = new Rig({ edgesPerHost: 2, capacity: 300, smallCapacity: 60, drainRate: 100, bindPort: 18000, statsPort: 18404, ...o.rig });
+  const browsers: Browser[] = [];
+  const extra: Browser[] = [];
+  try {
+    await rig.start();
+    log(JSON.stringify({ msg: 'rig up', dir: rig.dir, edges: rig.edges.map((e) => `${e.name} ${e.host}:${e.port} agent ${e.agentPort} capacity ${e.capacity}`) }));
+    // Friends: each user hears the next one, so a send reaches two users and a wrong fan-out would show.
+    const pairs = Array.from({ length: o.users - 1 }, (_, i) => [i + 1, i + 2]);
+    for (const [subscriber, subscribee] of pairs) subscribersOf.set(subscribee, new Set([subscriber]));
+    await fetch(`${rig.api}/subscriptions`, { method: 'POST', body: JSON.stringify(pairs) });
+
+    const latency = { haproxy: [] as number[], direct: [] as number[] };
+    let path: keyof typeof latency = 'haproxy';
+    const onLatency = (ms: number) => latency[path].push(ms);
+    for (let id = 1; id <= o.users; id++) browsers.push(new Browser(id, '127.0.0.1', rig.o.bindPort, onLatency));
+    await until('every browser to hold a stream', () => (browsers.every((b) => b.open) ? true : undefined));
+    await recovery(rig.api, browsers, Date.now());
+    log(JSON.stringify({ msg: 'browsers connected through HAProxy', users: o.users, perEdge: Object.fromEntries([...(await rig.haproxy())].map(([n, r]) => [n, r.scur])) }));
+
+    const comparison: Record<string, unknown>[] = [];
+    if (o.sends > 0) {
+      // The same users once more, straight to the edges (round robin), beside the HAProxy ones.
+      const direct = Array.from({ length: o.users }, (_, i) => new Browser(100_000 + i, rig.edges[i % rig.edges.length].host, rig.edges[i % rig.edges.length].port, onLatency));
+      extra.push(...direct);
+      await until('every direct browser to hold a stream', () => (direct.every((b) => b.open) ? true : undefined));
+      for (const [name, group] of [['haproxy', browsers], ['direct', direct]] as const) {
+        path = name;
+        latency[name] = [];
+        const targets = Array.from({ length: o.sends }, (_, i) => group[i % group.length].id);
+        const s = ++seq;
+        const t0 = performance.now();
+        await pool(targets, 16, (id) => send(rig.api, id, s).then(() => undefined));
+        await until(`${name} deliveries`, () => (latency[name].length >= o.sends ? true : undefined), 10_000).catch(() => undefined);
+        const seconds = (performance.now() - t0) / 1000;
+        const sorted = latency[name].sort((a, b) => a - b);
+        comparison.push({ path: name, sends: o.sends, delivered: sorted.length, sendsPerSecond: Math.round(o.sends / seconds), p50Ms: percentile(sorted, 50), p99Ms: percentile(sorted, 99), maxMs: sorted.at(-1) });
+        log(JSON.stringify({ msg: 'latency', ...comparison.at(-1) }));
+      }
+      for (const b of direct) b.close();
+    }
+
+    const results: FaultResult[] = [];
+    for (const fault of o.faults) {
+      for (const b of browsers) b.resetGap();
+      const before = sum(browsers);
+      const result = await FAULT_RUNS[fault](rig, browsers, extra);
+      const full: FaultResult = { fault, ...delta(sum(browsers), before), maxGapMs: Math.max(...browsers.map((b) => b.maxGap)), ...result };
+      results.push(full);
+      log(JSON.stringify(full));
+      // Every fault starts from a whole cluster.
+      await rig.untilStatus(rig.edges.map((e) => e.name), 'UP');
+      await recovery(rig.api, browsers, Date.now());
+    }
+    return { results, comparison, dir: rig.dir };
+  } finally {
+    for (const b of [...browsers, ...extra]) b.close();
+    await rig.stop();
+    for (const proc of running) proc.child.kill('SIGKILL');
+    hosts('down');
+  }
+}
+
+type FaultRun = (rig: Rig, browsers: Browser[], extra: Browser[]) => Promise<{ recoveryMs: number; [detail: string]: unknown }>;
+
+const FAULT_RUNS: Record<Fault, FaultRun> = {
+  /** kill -9 an edge: HAProxy marks it down, its users reconnect to the others. */
+  async kill(rig, browsers) {
+    const victim = rig.edges[0].name;
+    const streamsOnEdge = (await rig.haproxy()).get(victim)!.scur;
+    const t0 = Date.now();
+    await rig.procs.get(victim)!.stop('SIGKILL');
+    const markedDownMs = (await rig.untilStatus([victim], 'DOWN')) - t0;
+    const recoveryMs = await recovery(rig.api, browsers, t0);
+    const t1 = Date.now();
+    await rig.startEdge(victim);
+    const backUpMs = (await rig.untilStatus([victim], 'UP')) - t1;
+    return { edge: victim, streamsOnEdge, markedDownMs, recoveryMs, backUpMs };
+  },
+
+  /** Pull edge2's cable: both its edges go down in HAProxy, their users move to edge1; then plug it back. */
+  async unplug(rig, browsers) {
+    const names = rig.edges.filter((e) => e.ns === 'c1m-edge2').map((e) => e.name);
+    const rows = await rig.haproxy();
+    const streamsOnHost = names.reduce((n, name) => n + rows.get(name)!.scur, 0);
+    const t0 = Date.now();
+    hosts('unplug', 'edge2');
+    const markedDownMs = (await rig.untilStatus(names, 'DOWN')) - t0;
+    const recoveryMs = await recovery(rig.api, browsers, t0);
+    await sleep(1000);
+    const t1 = Date.now();
+    hosts('plug', 'edge2');
+    const backUpMs = (await rig.untilStatus(names, 'UP')) - t1;
+    const rejoinedMs =
+      (await until('the router to see edge2 again', async () => {
+        const { edges } = await rig.routerStats();
+        return names.every((n) => edges.some((e) => e.id === n && e.state !== 'down' && e.synced)) ? Date.now() : undefined;
+      })) - t1;
+    return { host: 'edge2', streamsOnHost, markedDownMs, recoveryMs, backUpMs, rejoinedMs };
+  },
+
+  /** c1m admin drain: the agent says drain, HAProxy sends the edge nothing new, its streams move at the drain rate. */
+  async drain(rig, browsers) {
+    const edge = rig.edges[1].name;
+    const streamsOnEdge = (await rig.haproxy()).get(edge)!.scur;
+    const t0 = Date.now();
+    await rig.admin('drain', edge);
+    const haproxyDrainMs = (await rig.untilStatus([edge], 'DRAIN')) - t0;
+    const stotAtDrain = (await rig.haproxy()).get(edge)!.stot;
+    const emptyMs = (await until(`${edge} empty`, async () => ((await rig.haproxy()).get(edge)!.scur === 0 ? Date.now() : undefined), 60_000)) - t0;
+    const recoveryMs = await recovery(rig.api, browsers, t0);
+    const newStreamsWhileDraining = (await rig.haproxy()).get(edge)!.stot - stotAtDrain;
+    await rig.admin('undrain', edge);
+    return { edge, streamsOnEdge, drainRate: rig.o.drainRate, haproxyDrainMs, emptyMs, newStreamsWhileDraining, recoveryMs };
+  },
+
+  /** Restart the router: the new one rebuilds the directory from the edges; no stream ends. */
+  async router(rig, browsers) {
+    const t0 = Date.now();
+    await rig.procs.get('router')!.stop();
+    await rig.startRouter();
+    const restartedMs = Date.now() - t0;
+    return { restartedMs, recoveryMs: await recovery(rig.api, browsers, t0) };
+  },
+
+  /** Restart nats-server: every process reconnects, the router resyncs; no stream ends. */
+  async nats(rig, browsers) {
+    const t0 = Date.now();
+    await rig.procs.get('nats')!.stop();
+    await rig.startNats();
+    const restartedMs = Date.now() - t0;
+    return { restartedMs, recoveryMs: await recovery(rig.api, browsers, t0) };
+  },
+
+  /**
+   * Fill the small edge: open streams for new users until HAProxy holds it at its capacity, then a
+   * few more. HAProxy must stop sending it streams before the edge refuses one: no connection
+   * error, retry or 503 on its account, and never more streams than its capacity.
+   */
+  async fill(rig, browsers, extra) {
+    const small = rig.edges.at(-1)!;
+    const capacity = small.capacity!;
+    const free = rig.edges.reduce((n, e) => n + e.capacity!, 0) - browsers.length;
+    const t0 = Date.now();
+    const before = (await rig.haproxy()).get(small.name)!;
+    const fill: Browser[] = [];
+    // About 200 new streams a second, a crowd arriving rather than one burst; bounded by the free room.
+    for (let i = 0; i < free - 20; i++) {
+      fill.push(new Browser(200_000 + i, '127.0.0.1', rig.o.bindPort));
+      if (i % 20 === 19) await sleep(100);
+      if (i % 20 === 19 && (await rig.haproxy()).get(small.name)!.scur >= capacity - Math.ceil(capacity * 0.01)) break;
+    }
+    extra.push(...fill);
+    await until('the fill streams to open', () => (fill.every((b) => b.open) ? true : undefined), 20_000);
+    const after = (await rig.haproxy()).get(small.name)!;
+    const edge = (await rig.routerStats()).edges.find((e) => e.id === small.name)!;
+    const result = {
+      edge: small.name,
+      capacity,
+      opened: fill.length,
+      refusedByEdge: fill.reduce((n, b) => n + b.tally.refused, 0),
+      haproxyMaxStreams: after.smax,
+      edgeStreams: edge.streams,
+      edgeState: edge.state,
+      connectErrors: after.econ - before.econ,
+      retries: after.wretr - before.wretr,
+      redispatches: after.wredis - before.wredis,
+      recoveryMs: Date.now() - t0,
+    };
+    for (const b of fill) b.close();
+    await until(`${small.name} to empty`, async () => ((await rig.haproxy()).get(small.name)!.scur <= before.scur ? true : undefined));
+    return result;
+  },
+};
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      users: { type: 'string', default: '400' },
+      faults: { type: 'string', default: FAULTS.join(',') },
+      sends: { type: 'string', default: '4000' },
+    },
+  });
+  const why = cannotRun();
+  if (why) {
+    console.error(`faults: ${why}`);
+    process.exit(2);
+  }
+  const faults = values.faults.split(',') as Fault[];
+  const unknown = faults.filter((f) => !FAULTS.includes(f));
+  if (unknown.length) throw new Error(`unknown fault ${unknown.join(', ')} (${FAULTS.join(', ')})`);
+  const { results, comparison, dir } = await runFaults({ users: Number(values.users), faults, sends: Number(values.sends) });
+  console.table(comparison);
+  console.table(results.map(({ fault, recoveryMs, ends, misdelivered, refused, maxGapMs }) => ({ fault, recoveryMs, ends, misdelivered, refused, maxGapMs })));
+  console.log(`logs in ${dir}`);
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  main().catch((err: Error) => {
+    console.error(`faults: ${err.stack ?? err.message}`);
+    process.exit(1);
+  });
+}

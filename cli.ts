@@ -5,6 +5,7 @@ import { dbOption, integer } from './cli-options.js';
 import { pino } from 'pino';
 import { clusterCommands } from './cluster/cli.js';
 import { friendsCommand } from './friends-cli.js';
+import { loadgenCommand } from './loadgen/loadgen-cli.js';
 import type { Pair } from './subsmanager/pairs.js';
 import type { SubscriptionStore } from './subsmanager/store.js';
 
@@ -115,6 +116,7 @@ subs
   });
 
 program.addCommand(friendsCommand());
+program.addCommand(loadgenCommand());
 for (const command of clusterCommands()) program.addCommand(command);
 
 async function withStore(path: string, use: (store: SubscriptionStore) => void): Promise<void> {

@@ -51,7 +51,9 @@ export async function startRouterProcess(options: RouterProcessOptions) {
     const memory = process.memoryUsage();
     return {
       role: 'router',
-      connections: router.connections,
+      pid: process.pid,
+      // The directory's streams: the router's registry holds one entry per user and edge, not per stream.
+      connections: sum((e) => e.directoryStreams),
       users: router.users,
       maxConnections: up.reduce((n, e) => n + e.capacity, 0),
       sends: router.sends,
@@ -63,7 +65,10 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       edges,
     };
   };
-  const metrics = metricsRegistry(() => ({ ...stats(), streams: router.connections, latency: cluster.latency() }));
+  const metrics = metricsRegistry(() => {
+    const s = stats();
+    return { ...s, streams: s.connections, latency: cluster.latency() };
+  });
   const api = apiRoutes(uws.App(), (user, message) => cluster.send(user, message), store, stats, {
     maxUserId: options.maxUserId ?? 1_000_000,
     maxBody: options.maxBody ?? 1024 * 1024,

@@ -13,7 +13,8 @@ import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { isIPv4 } from 'node:net';
-import hdr from 'hdr-histogram-js';
+import type * as Hdr from 'hdr-histogram-js';
+import { createRequire } from 'node:module';
 import { openFileLimit } from '../server/limits.js';
 
 /** The compiled worker: next to this module in dist/, or in dist/ when this runs from source (under vitest). */
@@ -201,7 +202,9 @@ export function bucketValue(bucket: number): number {
 }
 
 /** A latency histogram in microseconds, up to about 50 days. */
-export const newHistogram = () => hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 2 ** 42, numberOfSignificantValueDigits: 3 });
+/** hdr-histogram-js is loaded on first use: the c1m CLI that registers this command also starts light edge processes. */
+let hdr: typeof Hdr | undefined;
+export const newHistogram = () => (hdr ??= createRequire(import.meta.url)('hdr-histogram-js') as typeof Hdr).build({ lowestDiscernibleValue: 1, highestTrackableValue: 2 ** 42, numberOfSignificantValueDigits: 3 });
 
 /** Percentiles in milliseconds of a histogram in microseconds; `maxMicros` when the exact maximum is known elsewhere. */
 export function latencySummary(histogram: ReturnType<typeof newHistogram>, maxMicros = histogram.maxValue): LatencySummary {

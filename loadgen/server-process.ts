@@ -49,3 +49,46 @@ export function spawnServer(args: string[], env: NodeJS.ProcessEnv = {}, timeout
 export function rssOf(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
 }
+
+export interface ClusterProcess {
+  child: ChildProcess;
+  port: number;
+  apiPort: number;
+  nats: string;
+  edges: { id: string; pid: number; agentPort?: number; capacity: number }[];
+  pids: Record<string, number>;
+  output(): string;
+}
+
+/**
+ * Starts `c1m cluster` on loopback (extra flags in `args`) and resolves with
+ * its ports, NATS URL and child pids once it logs that it is ready. Killed,
+ * never left behind, if it does not get ready within `timeoutMs`.
+ */
+export function spawnCluster(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 60_000): Promise<ClusterProcess> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, 'cluster', '--host', '127.0.0.1', '--port', '0', '--api-port', '0', '--nats-port', '0', ...args], {
+      env: { ...process.env, ...env },
+    });
+    let out = '';
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`c1m cluster did not get ready within ${timeoutMs} ms: ${out.slice(-4000)}`));
+    }, timeoutMs);
+    child.stdout.on('data', (d) => {
+      out += d;
+      const line = out.split('\n').find((l) => l.includes('c1m cluster ready'));
+      if (line) {
+        clearTimeout(timer);
+        child.stdout.removeAllListeners('data');
+        child.stdout.on('data', (more) => (out += more));
+        resolve({ child, ...JSON.parse(line), output: () => out });
+      }
+    });
+    child.stderr.on('data', (d) => (out += d));
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`c1m cluster exited with ${code}: ${out.slice(-4000)}`));
+    });
+  });
+}

@@ -1,0 +1,251 @@
+/**
+ * `c1m cluster` with real processes: nats-server, a router, several edges
+ * sharing one port. Clients are plain HTTP streams on loopback.
+ */
+import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { CLI, spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
+import { api, runCli, StreamClient, stopChild, tempDir } from './helpers.js';
+
+/** A browser-like client that opens its stream again whenever it ends, and keeps every line it ever received. */
+class ReconnectingClient {
+  private current!: StreamClient;
+  readonly received: string[] = [];
+  reconnects = 0;
+  private closed = false;
+  private seen = 0;
+  constructor(
+    private readonly port: number,
+    readonly user: number,
+  ) {
+    this.connect();
+  }
+  private connect(): void {
+    this.current = new StreamClient(this.port, `/test/${this.user}`);
+    this.seen = 0;
+    const poll = setInterval(() => {
+      const fresh = this.current.messages.slice(this.seen);
+      this.seen += fresh.length;
+      this.received.push(...fresh);
+      if (this.current.ended && !this.closed) {
+        clearInterval(poll);
+        this.reconnects++;
+        setTimeout(() => this.connect(), 50);
+      } else if (this.closed) clearInterval(poll);
+    }, 10);
+  }
+  get welcomed(): boolean {
+    return this.current.status === 200 && this.current.lines.length > 0 && !this.current.ended;
+  }
+  close(): void {
+    this.closed = true;
+    this.current.close();
+  }
+}
+
+interface ClusterStats {
+  connections: number;
+  users: number;
+  sends: number;
+  pid: number;
+  edges: { id: string; pid: number; state: string; streams: number; capacity: number; directoryStreams: number; synced: boolean }[];
+}
+
+const stats = async (c: ClusterProcess) => (await api(c.apiPort, 'GET', '/stats')).json as ClusterStats;
+const send = async (c: ClusterProcess, user: number, text: string) => (await api(c.apiPort, 'POST', `/send/${user}`, text)).json.delivered as number;
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/** Retries `check` (which throws until satisfied; a refused connection counts as not yet) for up to `timeout` ms. */
+const eventually = <T>(check: () => T | Promise<T>, timeout = 5000) => vi.waitFor(check, { timeout, interval: 50 });
+
+/**
+ * Sends `text` from `from`, then a sentinel to every other client's own id,
+ * and checks that exactly `expected` users received `text`: the sentinels
+ * prove everyone else's stream is live and would have shown it.
+ */
+async function expectOnly(c: ClusterProcess, clients: ReconnectingClient[], from: number, text: string, expected: number[]) {
+  await send(c, from, text);
+  const others = clients.filter((cl) => !expected.includes(cl.user));
+  const sentinel = `${text}-sentinel`;
+  for (const user of new Set(others.map((cl) => cl.user))) await send(c, user, sentinel);
+  await eventually(() => expect(others.filter((cl) => !cl.received.includes(sentinel)).map((cl) => cl.user)).toEqual([]));
+  await eventually(() => expect(clients.filter((cl) => expected.includes(cl.user) && !cl.received.includes(text)).map((cl) => cl.user)).toEqual([]));
+  for (const cl of others) expect(cl.received, `user ${cl.user} must not receive ${text}`).not.toContain(text);
+}
+
+describe('c1m cluster: 3 edges, a router, nats-server', () => {
+  let cluster: ClusterProcess;
+  const clients: ReconnectingClient[] = [];
+  const USERS = 30;
+  const TABS_OF_1 = 12;
+
+  beforeAll(async () => {
+    const dir = tempDir();
+    cluster = await spawnCluster(['--edges', '3', '--db', `${dir}/c1m.db`, '--edge-id-prefix', 'e', '--drain-rate', '200']);
+    // Friends: 1-2, 2-3 (mutual); everyone else has none.
+    const pairs = [[1, 2], [2, 1], [2, 3], [3, 2]];
+    expect((await api(cluster.apiPort, 'POST', '/subscriptions', JSON.stringify(pairs))).status).toBe(200);
+    for (let user = 1; user <= USERS; user++) clients.push(new ReconnectingClient(cluster.port, user));
+    for (let tab = 1; tab < TABS_OF_1; tab++) clients.push(new ReconnectingClient(cluster.port, 1));
+    await eventually(() => expect(clients.every((cl) => cl.welcomed)).toBe(true));
+  });
+
+  afterAll(async () => {
+    for (const cl of clients) cl.close();
+    if (cluster) await stopChild(cluster.child);
+  });
+
+  const total = () => USERS + TABS_OF_1 - 1;
+
+  test('spreads streams over the edges and delivers to the sender and its friends on every edge, nobody else', async () => {
+    // Edges report their own counts in their heartbeat, once a second.
+    await eventually(async () => {
+      const s = await stats(cluster);
+      expect(s.connections).toBe(total());
+      expect(s.edges.reduce((n, e) => n + e.streams, 0)).toBe(total());
+    }, 10_000);
+    const s = await stats(cluster);
+    expect(s.edges.map((e) => e.id).sort()).toEqual(['e0', 'e1', 'e2']);
+    expect(s.edges.map((e) => [e.state, e.streams > 0])).toEqual([['up', true], ['up', true], ['up', true]]);
+    // 12 tabs of user 1 over 3 edges: all on one edge has odds of 3^-11.
+    expect(await send(cluster, 2, 'from 2')).toBe(TABS_OF_1 + 2); // 1 (12 tabs), 2, 3
+    await expectOnly(cluster, clients, 2, 'again from 2', [1, 2, 3]);
+    expect(clients.filter((cl) => cl.user === 1).every((cl) => cl.received.includes('from 2'))).toBe(true);
+    await expectOnly(cluster, clients, 7, 'from 7', [7]);
+  });
+
+  test('GET /metrics reports the cluster in Prometheus format, per edge', async () => {
+    await eventually(async () => {
+      const { status, text } = await api(cluster.apiPort, 'GET', '/metrics');
+      expect(status).toBe(200);
+      expect(text).toMatch(new RegExp(`^c1m_streams ${total()}$`, 'm'));
+      expect(text).toMatch(/^c1m_edge_streams\{edge="e0",state="up"\} \d+$/m);
+      // Edges ship their latency counts with their heartbeat.
+      expect(text).toMatch(/^c1m_send_to_write_seconds_count [1-9]\d*$/m);
+    }, 3000);
+  });
+
+  test('kill -9 an edge: it is restarted, its users leave the directory within 5 s, sends to the others keep working', async () => {
+    const before = await stats(cluster);
+    const victim = before.edges.reduce((a, b) => (b.streams > a.streams ? b : a));
+    const killedAt = Date.now();
+    process.kill(victim.pid, 'SIGKILL');
+    // Its old run's users leave the directory when the restarted run (new pid) takes its place.
+    await eventually(async () => {
+      const edge = (await stats(cluster)).edges.find((e) => e.id === victim.id);
+      expect(edge).toMatchObject({ state: 'up' });
+      expect(edge!.pid).not.toBe(victim.pid);
+    }, 15_000);
+    const gone = Date.now() - killedAt;
+    expect(gone).toBeLessThan(5000);
+    // Its clients reconnect (to any edge); then everyone receives again.
+    await eventually(async () => expect((await stats(cluster)).connections).toBe(total()), 15_000);
+    await expectOnly(cluster, clients, 3, 'after edge kill', [2, 3]);
+  });
+
+  test('restart the router: the directory is rebuilt and sends reach everyone connected', async () => {
+    const before = await stats(cluster);
+    process.kill(before.pid, 'SIGKILL');
+    await eventually(async () => {
+      const s = await stats(cluster); // throws while the supervisor restarts it
+      expect(s.pid).not.toBe(before.pid);
+      expect(s.connections).toBe(total());
+    }, 15_000);
+    await expectOnly(cluster, clients, 1, 'after router restart', [1, 2]);
+  });
+
+  test('restart nats-server: everything reconnects by itself and sends work again', async () => {
+    expect(alive(cluster.pids.nats)).toBe(true);
+    process.kill(cluster.pids.nats, 'SIGKILL');
+    await eventually(async () => {
+      const s = await stats(cluster);
+      expect(s.connections).toBe(total());
+      expect(s.edges.map((e) => [e.state, e.synced])).toEqual([['up', true], ['up', true], ['up', true]]);
+    }, 20_000);
+    // Core NATS is at-most-once: what was sent while an edge was still reconnecting is lost, so probe until one arrives.
+    let probes = 0;
+    await eventually(async () => {
+      const probe = `probe-${++probes}`;
+      for (let user = 1; user <= USERS; user++) await send(cluster, user, probe);
+      await new Promise((r) => setTimeout(r, 200));
+      expect(clients.filter((cl) => !cl.received.includes(probe)).map((cl) => cl.user)).toEqual([]);
+    }, 10_000);
+    await expectOnly(cluster, clients, 2, 'after nats restart', [1, 2, 3]);
+  });
+
+  test('drain an edge: its clients reconnect to the others; undrain puts it back', async () => {
+    const before = await stats(cluster);
+    const target = before.edges.find((e) => e.streams > 0)!;
+    const drained = await runCli(['admin', 'drain', target.id, '--nats', cluster.nats]);
+    expect(drained.code, drained.stderr).toBe(0);
+    expect(JSON.parse(drained.stdout)).toMatchObject({ edge: target.id, state: 'draining' });
+    await eventually(async () => {
+      const s = await stats(cluster);
+      expect(s.edges.find((e) => e.id === target.id)!.streams).toBe(0);
+      expect(s.connections).toBe(total());
+    }, 15_000);
+    expect(clients.every((cl) => cl.welcomed)).toBe(true);
+    await expectOnly(cluster, clients, 2, 'after drain', [1, 2, 3]);
+    const undrained = await runCli(['admin', 'undrain', target.id, '--nats', cluster.nats]);
+    expect(JSON.parse(undrained.stdout)).toMatchObject({ edge: target.id, state: 'up' });
+    const unknown = await runCli(['admin', 'drain', 'no-such-edge', '--nats', cluster.nats]);
+    expect(unknown.code).not.toBe(0);
+    expect(unknown.stderr).toContain('did not answer');
+  });
+
+  test('an edge that dies for good (no supervisor) is dropped with its users within 5 s', async () => {
+    const lone = spawn(process.execPath, [CLI, 'edge', '--nats', cluster.nats, '--id', 'lone', '--host', '127.0.0.1', '--port', '0']);
+    const port = await new Promise<number>((resolve) => {
+      createInterface({ input: lone.stdout }).on('line', (line) => line.includes('c1m edge listening') && resolve(JSON.parse(line).port));
+    });
+    const mine = [new ReconnectingClient(port, 1), new ReconnectingClient(port, 40)];
+    try {
+      await eventually(async () => expect((await stats(cluster)).edges.find((e) => e.id === 'lone')).toMatchObject({ directoryStreams: 2 }));
+      await expectOnly(cluster, [...clients, ...mine], 2, 'to the lone edge too', [1, 2, 3]);
+      const killedAt = Date.now();
+      lone.kill('SIGKILL');
+      await eventually(async () => expect((await stats(cluster)).edges.find((e) => e.id === 'lone')).toMatchObject({ state: 'down', directoryStreams: 0 }), 10_000);
+      expect(Date.now() - killedAt).toBeLessThan(5000);
+      expect(await send(cluster, 40, 'to nobody')).toBe(0);
+    } finally {
+      for (const cl of mine) cl.close();
+      lone.kill('SIGKILL');
+    }
+  });
+
+  test('stops every process it started on SIGTERM', async () => {
+    const pids = [cluster.pids.router, ...(await stats(cluster)).edges.map((e) => e.pid)];
+    for (const cl of clients) cl.close();
+    await stopChild(cluster.child);
+    await eventually(() => expect(pids.filter(alive)).toEqual([]), 15_000);
+  });
+});
+
+describe('c1m cluster: edges that fill up', () => {
+  test('a full edge stops accepting; later connections land on the others, none refused or reset', async () => {
+    // Two edges of 20 pause at 19 each: 37 streams force at least one to fill and stop accepting.
+    const cluster = await spawnCluster(['--edges', '2', '--max-connections', '20', '--db', ':memory:']);
+    const clients: StreamClient[] = [];
+    try {
+      for (let i = 0; i < 37; i++) clients.push(await StreamClient.open(cluster.port, 100 + i));
+      expect(clients.filter((cl) => cl.status !== 200 || cl.ended)).toEqual([]);
+      await eventually(async () => {
+        const s = await stats(cluster);
+        expect(s.edges.reduce((n, e) => n + e.streams, 0)).toBe(37);
+        expect(s.edges.filter((e) => e.state === 'full').length).toBeGreaterThan(0);
+        expect(s.edges.every((e) => e.streams <= 20)).toBe(true);
+      }, 3000);
+    } finally {
+      for (const cl of clients) cl.close();
+      await stopChild(cluster.child);
+    }
+  });
+});

@@ -9,7 +9,7 @@ import { Router } from './router/router.js';
 import { apiRoutes, DEFAULT_MAX_MESSAGE } from './server/api.js';
 import { cometRoutes } from './server/comet.js';
 import { LatencyHistogram } from './server/latency.js';
-import { openFileLimit, RESERVED_FDS } from './server/limits.js';
+import { FdGuard, openFileLimit, RESERVED_FDS } from './server/limits.js';
 import { metricsRegistry } from './server/metrics.js';
 import { epochMs, StreamHub } from './server/stream.js';
 import { loadNativeUws, type us_listen_socket } from './server/uws.js';
@@ -84,6 +84,8 @@ export interface Stats {
   slowConsumerCloses: number;
   /** Streams refused for a missing, wrong or expired token. */
   authFailures: number;
+  /** Times the process ran out of file descriptors and stopped accepting on the public port for a while. */
+  fdExhaustions: number;
   uptimeSeconds: number;
   memory: { rss: number; heapUsed: number; external: number };
 }
@@ -142,6 +144,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
       bytes: hub.bytes,
       slowConsumerCloses: hub.slowConsumerCloses,
       authFailures: hub.authFailures,
+      fdExhaustions: fds.exhaustions,
       uptimeSeconds: Math.round((Date.now() - started) / 1000),
       memory: { rss: memory.rss, heapUsed: memory.heapUsed, external: memory.external },
     };
@@ -168,17 +171,39 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
       app.listen(host, port, (socket) => (socket ? resolve(socket) : reject(new Error(`cannot listen for ${what} on ${host}:${port}`))));
     });
 
-  const listeners: us_listen_socket[] = [];
-  const closeListeners = () => listeners.splice(0).forEach((s) => uws.us_listen_socket_close(s));
+  let publicListener: us_listen_socket | null = null;
+  let apiListener: us_listen_socket | null = null;
+  const closeListeners = () => {
+    for (const socket of [publicListener, apiListener]) if (socket) uws.us_listen_socket_close(socket);
+    publicListener = apiListener = null;
+  };
   try {
-    listeners.push(await listen(publicApp, host, options.port ?? 8000, 'comet streams'));
-    listeners.push(await listen(apiApp, apiHost, options.apiPort ?? 8001, 'the backend API'));
+    publicListener = await listen(publicApp, host, options.port ?? 8000, 'comet streams');
+    apiListener = await listen(apiApp, apiHost, options.apiPort ?? 8001, 'the backend API');
   } catch (err) {
     closeListeners();
     if (!options.store) store.close();
     throw err;
   }
-  const [port, apiPort] = listeners.map((s) => uws.us_socket_local_port(s as never));
+  const [port, apiPort] = [publicListener, apiListener].map((s) => uws.us_socket_local_port(s as never));
+  let relistenFailed = false;
+  const fds = new FdGuard(
+    () => {
+      uws.us_listen_socket_close(publicListener!);
+      publicListener = null;
+      log.warn({ connections: router.connections }, 'out of file descriptors: not accepting on the public port until some are free');
+    },
+    () => {
+      publicApp.listen(host, port, (socket) => {
+        publicListener = socket || null;
+      });
+      if (publicListener) log.info({ connections: router.connections }, 'accepting on the public port again');
+      // The kernel refuses to bind again a port it picked (port 0) while streams hold it; a configured port rebinds.
+      else if (!relistenFailed) log.error({ port }, 'cannot listen on the public port again; retrying');
+      relistenFailed = publicListener === null;
+      return publicListener !== null;
+    },
+  );
   log.info(
     { port, apiPort, maxConnections, maxUserId, maxMessage, maxBacklog, token: Boolean(options.token), streamAuth: Boolean(options.streamSecret), cacheMiB: options.cacheMiB ?? DEFAULT_CACHE_MIB, mmapMiB: options.mmapMiB ?? 0 },
     'c1m listening',
@@ -191,6 +216,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
     apiPort,
     stats,
     close() {
+      fds.close();
       closeListeners();
       router.closeAll();
       if (!options.store) store.close();

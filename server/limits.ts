@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 
 /**
  * The soft open-file limit of this process, read at run time: it decides how
@@ -14,5 +14,76 @@ export function openFileLimit(): number {
   }
 }
 
-/** File descriptors kept back for listeners, the database, logs and the backend API. */
-export const RESERVED_FDS = 100;
+/**
+ * File descriptors not given to streams: listeners, the database, logs, the
+ * backend API (SPARE_FDS of them held in reserve by FdGuard), and room for
+ * sockets uWS holds before they are streams (requests still arriving, 404s and
+ * 503s being answered).
+ */
+export const RESERVED_FDS = 200;
+
+/** Descriptors FdGuard keeps open on /dev/null, to hand back to the API and the store when the process runs out. */
+export const SPARE_FDS = 64;
+
+/** Opens up to n descriptors on /dev/null; fewer when the process runs out. */
+function openSpares(n: number): number[] {
+  const fds: number[] = [];
+  try {
+    while (fds.length < n) fds.push(openSync('/dev/null', 'r'));
+  } catch {
+    // EMFILE/ENFILE: the caller sees fewer than it asked for.
+  }
+  return fds;
+}
+
+/**
+ * Keeps the process from running out of file descriptors on its public port.
+ * uSockets' accept loop does not back off on EMFILE: once every descriptor is
+ * taken (by streams, or by sockets still sending their request, which JS never
+ * sees), it retries the readable listener forever at 100% CPU and the API cannot
+ * accept either. FdGuard holds SPARE_FDS spare descriptors and checks every
+ * `intervalMs` whether the process can still open one more. When it cannot, it
+ * calls `pause` (stop accepting on the public port: new connections are
+ * refused) and frees the spares for the API and the store; once twice the spares
+ * can be opened again, it takes its spares back and calls `resume`.
+ */
+export class FdGuard {
+  paused = false;
+  /** Times the process ran out and stopped accepting. */
+  exhaustions = 0;
+  private spares: number[];
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly pause: () => void,
+    /** Accept again; false if that failed (then the guard tries again later). */
+    private readonly resume: () => boolean,
+    intervalMs = 100,
+  ) {
+    this.spares = openSpares(SPARE_FDS);
+    this.timer = setInterval(this.check, intervalMs).unref();
+  }
+
+  readonly check = (): void => {
+    if (!this.paused) {
+      const [probe] = openSpares(1);
+      if (probe !== undefined) return closeSync(probe);
+      this.paused = true;
+      this.exhaustions++;
+      this.pause();
+      this.spares.splice(0).forEach((fd) => closeSync(fd));
+    } else {
+      const fds = openSpares(2 * SPARE_FDS);
+      if (fds.length < 2 * SPARE_FDS) return fds.forEach((fd) => closeSync(fd));
+      fds.splice(SPARE_FDS).forEach((fd) => closeSync(fd));
+      if (!this.resume()) return fds.forEach((fd) => closeSync(fd));
+      this.spares = fds;
+      this.paused = false;
+    }
+  };
+
+  close(): void {
+    clearInterval(this.timer);
+    this.spares.splice(0).forEach((fd) => closeSync(fd));
+  }
+}

@@ -85,7 +85,8 @@ export async function startRouterProcess(options: RouterProcessOptions) {
     throw err;
   }
   cluster.syncAll();
-  log.info({ apiPort: listener.port, nats: bus.server, db: options.db, pid: process.pid }, 'c1m router listening');
+  // At info whatever the log level: the supervisor waits for this line.
+  log.child({}, { level: 'info' }).info({ apiPort: listener.port, nats: bus.server, db: options.db, pid: process.pid }, 'c1m router listening');
 
   return {
     cluster,

@@ -94,7 +94,7 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
         return supervisor.start({ name: `edge-${i}`, role: 'edge', edge: id, ...cliCommand(args), readyWhen: (line) => line.includes('c1m edge listening') });
       }),
     );
-    log.info(
+    log.child({}, { level: 'info' }).info(
       {
         port,
         apiPort,

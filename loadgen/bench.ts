@@ -8,7 +8,7 @@
  */
 import autocannon from 'autocannon';
 import { fork, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
@@ -16,7 +16,7 @@ import { pack } from 'msgpackr';
 import type { Pair } from '../subsmanager/pairs.js';
 import { openStore } from '../subsmanager/store.js';
 import type { HolderCommand, HolderReply } from './holder.js';
-import { rssOf, spawnServer } from './server-process.js';
+import { cpuOf, cpuSplitOf, rssOf, spawnServer } from './server-process.js';
 
 const opts = new Command('bench')
   .addOption(new Option('--connections <n>', 'idle connections to hold').default(15000).argParser(Number))
@@ -34,18 +34,6 @@ const CHUNK_WIRE_BYTES = '20\r\n'.length + MESSAGE.length + 1 + '\r\n'.length;
 const SETTLE_MS = 12_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-
-/** CPU seconds (user + system) a process has used so far. */
-function cpuOf(pid: number): number {
-  const { user, system } = cpuSplitOf(pid);
-  return user + system;
-}
-
-/** CPU seconds a process has spent in user space and in the kernel. */
-function cpuSplitOf(pid: number): { user: number; system: number } {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return { user: Number(fields[11]) / 100, system: Number(fields[12]) / 100 };
-}
 
 class Holder {
   readonly child = fork(join(import.meta.dirname, 'holder.js'), { stdio: 'inherit' });

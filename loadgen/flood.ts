@@ -59,6 +59,8 @@ export interface FloodOptions {
   /** Called with the merged totals each time a worker reports (about every `reportMs`). */
   onReport?: (totals: FloodTotals) => void;
   reportMs?: number;
+  /** Told of delivery latencies as they arrive (µs, with a count), so a benchmark can histogram each phase apart. */
+  onDelivery?: (micros: number, count: number) => void;
 }
 
 export interface FloodTotals {
@@ -263,6 +265,7 @@ export async function runFlood(options: FloodOptions): Promise<FloodSummary> {
       for (const pair of line.slice(4).split(' ')) {
         const [bucket, count] = pair.split(':').map(Number);
         histogram.recordValueWithCount(bucketValue(bucket), count);
+        if (histogram === delivery) options.onDelivery?.(bucketValue(bucket), count);
       }
     } else if (line.startsWith('S ')) {
       latest[worker] = Object.fromEntries(line.slice(2).split(' ').map((kv) => [kv.slice(0, kv.indexOf('=')), Number(kv.slice(kv.indexOf('=') + 1))]));

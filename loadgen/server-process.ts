@@ -50,6 +50,27 @@ export function rssOf(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
 }
 
+/**
+ * Proportional set size, in bytes: RSS with each shared page divided among the
+ * processes that map it. Edges share Node's code pages, so the sum of their
+ * PSS, unlike the sum of their RSS, is what they really cost together.
+ */
+export function pssOf(pid: number): number {
+  return Number(/^Pss:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))![1]) * 1024;
+}
+
+/** CPU seconds a process has spent in user space and in the kernel. */
+export function cpuSplitOf(pid: number): { user: number; system: number } {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return { user: Number(fields[11]) / 100, system: Number(fields[12]) / 100 };
+}
+
+/** CPU seconds (user + system) a process has used so far. */
+export function cpuOf(pid: number): number {
+  const { user, system } = cpuSplitOf(pid);
+  return user + system;
+}
+
 export interface ClusterProcess {
   child: ChildProcess;
   port: number;

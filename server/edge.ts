@@ -204,7 +204,8 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
   const agent = options.agentPort === undefined ? undefined : await agentServer(host, options.agentPort, () => agentReply(state, registry.connections, capacity));
   const heartbeatTimer = setInterval(() => heartbeat(), options.heartbeatMs ?? 1000);
   heartbeat();
-  log.info({ id: options.id, port, capacity, nats: bus.server, agentPort: agent?.port, pid: process.pid }, 'c1m edge listening');
+  // At info whatever the log level: the supervisor waits for this line.
+  log.child({}, { level: 'info' }).info({ id: options.id, port, capacity, nats: bus.server, agentPort: agent?.port, pid: process.pid }, 'c1m edge listening');
 
   return {
     id: options.id,

@@ -1,0 +1,271 @@
+/**
+ * The cluster benchmark: `c1m cluster` holding more streams than one process
+ * may open, and one `c1m server` at its usual size, in the same run, measured
+ * from outside with the C flood holding the streams:
+ * - one send to every stream (all subscribed to one user): delivered chunks/s and latency;
+ * - sends to random single users at fixed rates: delivery latency;
+ * - RSS and PSS per stream of every c1m process, and each process's baseline;
+ * - CPU per delivery; the directory rebuild after a router restart.
+ *
+ *   npm run bench:cluster -- --connections 60000 --single 15000
+ */
+import { Command, Option } from 'commander';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { openStore } from '../subsmanager/store.js';
+import { latencySummary, newHistogram, rowsFromRanges, runFlood, type FloodTotals } from './flood.js';
+import { runMsggen } from './msggen.js';
+import { cpuOf, pssOf, rssOf, spawnCluster, spawnServer } from './server-process.js';
+
+const opts = new Command('bench-cluster')
+  .addOption(new Option('--connections <n>', 'streams the cluster holds').default(60000).argParser(Number))
+  .addOption(new Option('--single <n>', 'streams the single process holds (and the cluster, for the same-N comparison)').default(15000).argParser(Number))
+  .addOption(new Option('--edges <n>', 'edge processes (default: enough for --connections at the open-file limit)').argParser(Number))
+  .addOption(new Option('--broadcasts <n>', 'sends to every stream, back to back').default(10).argParser(Number))
+  .addOption(new Option('--rates <list>', 'random-user send rates, per second').default('2000,5000'))
+  .addOption(new Option('--seconds <n>', 'duration of each random-send phase').default(10).argParser(Number))
+  .parse()
+  .opts<{ connections: number; single: number; edges?: number; broadcasts: number; rates: string; seconds: number }>();
+
+const HOST = '127.0.0.1';
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** 12 source addresses of their own, so no other run's ports or TIME_WAITs get in the way. */
+const SOURCES = Array.from({ length: 12 }, (_, i) => `127.0.30.${i + 1}`);
+
+/** Delivery latencies land in the histogram of the phase being measured. */
+let phase = newHistogram();
+
+/** Holds streams for ids first..first+count-1 until stopped; its totals update every 100 ms. */
+function hold(port: number, first: number, count: number, portBase: number) {
+  const stop = new AbortController();
+  let latest: FloodTotals | undefined;
+  const done = runFlood({
+    host: HOST,
+    port,
+    rows: rowsFromRanges(SOURCES, [first, first + count - 1]),
+    ports: [portBase, portBase + Math.ceil(count / SOURCES.length) + 10],
+    rate: 10_000,
+    concurrency: 2000,
+    duration: 3600,
+    maxSeconds: 1800,
+    stop: stop.signal,
+    reportMs: 100,
+    onReport: (t) => (latest = t),
+    onDelivery: (micros, n) => phase.recordValueWithCount(micros, n),
+  });
+  return {
+    chunks: () => latest?.chunks ?? 0,
+    async opened(): Promise<FloodTotals> {
+      while (!latest?.ramped) await sleep(100);
+      return latest;
+    },
+    async close() {
+      stop.abort();
+      return done;
+    },
+  };
+}
+
+type Holder = ReturnType<typeof hold>;
+
+const chunksOf = (holders: Holder[]) => holders.reduce((n, h) => n + h.chunks(), 0);
+const cpuOfAll = (pids: number[]) => pids.reduce((n, pid) => n + cpuOf(pid), 0);
+
+async function post(apiPort: number, path: string, body: string) {
+  const res = await fetch(`http://${HOST}:${apiPort}${path}`, { method: 'POST', body });
+  if (!res.ok) throw new Error(`${path}: ${res.status} ${await res.text()}`);
+  return res.json() as Promise<{ delivered: number }>;
+}
+
+/** `count` sends to `hub` (whom every held stream follows), back to back; then waits for every chunk. */
+async function broadcast(apiPort: number, hub: number, streams: number, count: number, holders: Holder[], pids: number[]) {
+  phase = newHistogram();
+  const [chunks0, cpu0, t0] = [chunksOf(holders), cpuOfAll(pids), performance.now()];
+  let delivered = 0;
+  for (let i = 0; i < count; i++) delivered += (await post(apiPort, `/send/${hub}`, `t=${performance.timeOrigin + performance.now()} broadcast ${i}`)).delivered;
+  const expected = chunks0 + count * streams;
+  let [last, lastChange] = [chunksOf(holders), performance.now()];
+  while (last < expected && performance.now() - lastChange < 3000) {
+    await sleep(20);
+    const now = chunksOf(holders);
+    if (now !== last) [last, lastChange] = [now, performance.now()];
+  }
+  const seconds = (lastChange - t0) / 1000;
+  const received = last - chunks0;
+  const cpu = cpuOfAll(pids) - cpu0;
+  return {
+    sends: count,
+    delivered,
+    received,
+    lost: count * streams - received,
+    seconds: +seconds.toFixed(2),
+    deliveredChunksPerSecond: Math.round(received / seconds),
+    cpuMicrosPerDelivery: +((cpu * 1e6) / received).toFixed(2),
+    latencyMs: latencySummary(phase),
+  };
+}
+
+/** Sends to random single users (ids 1..users) at `rate` per second for `seconds`. */
+async function randomSends(apiPort: number, users: number, rate: number, seconds: number, pids: number[]) {
+  phase = newHistogram();
+  const cpu0 = cpuOfAll(pids);
+  const sent = await runMsggen({ apiHost: HOST, apiPort, users, generators: 0, interval: [10, 110], rate, duration: seconds, connections: 8, size: 0 });
+  await sleep(500);
+  const cpu = cpuOfAll(pids) - cpu0;
+  return {
+    configuredRate: rate,
+    achievedRate: sent.achievedRate,
+    errors: sent.errors,
+    skipped: sent.skipped,
+    apiLatencyMs: sent.apiLatencyMs,
+    deliveryLatencyMs: latencySummary(phase),
+    cpuMicrosPerSend: +((cpu * 1e6) / sent.answered).toFixed(1),
+  };
+}
+
+/** Everyone in 1..n follows `hub`. */
+function subscribeAll(db: string, hub: number, n: number): void {
+  const store = openStore(db);
+  for (let first = 1; first <= n; first += 100_000) {
+    const pairs: [number, number][] = [];
+    for (let user = first; user < Math.min(n + 1, first + 100_000); user++) pairs.push([user, hub]);
+    store.addSubscriptions(pairs);
+  }
+  store.close();
+}
+
+const memory = (pids: number[]) => ({
+  rssMiB: +(pids.reduce((n, pid) => n + rssOf(pid), 0) / 2 ** 20).toFixed(1),
+  pssMiB: +(pids.reduce((n, pid) => n + pssOf(pid), 0) / 2 ** 20).toFixed(1),
+});
+
+async function single(dir: string, n: number, rates: number[]) {
+  const db = join(dir, 'single.db');
+  const hub = n + 1;
+  subscribeAll(db, hub, n);
+  const server = await spawnServer(['--db', db]);
+  const pid = server.child.pid!;
+  const holder = hold(server.port, 1, n, 10_000);
+  try {
+    const opened = await holder.opened();
+    await sleep(2000);
+    const fanout = await broadcast(server.apiPort, hub, n, opts.broadcasts, [holder], [pid]);
+    const random = [];
+    for (const rate of rates) random.push(await randomSends(server.apiPort, n, rate, opts.seconds, [pid]));
+    return { streams: opened.welcomed, rssMiB: +(rssOf(pid) / 2 ** 20).toFixed(1), broadcast: fanout, random };
+  } finally {
+    await holder.close();
+    server.child.kill('SIGTERM');
+    await new Promise((r) => server.child.once('exit', r));
+  }
+}
+
+async function cluster(dir: string, n: number, atSingle: number, rates: number[]) {
+  const db = join(dir, 'cluster.db');
+  const [hubAll, hubFirst] = [n + 1, n + 2];
+  subscribeAll(db, hubAll, n);
+  subscribeAll(db, hubFirst, atSingle);
+  const args = ['--db', db, ...(opts.edges ? ['--edges', String(opts.edges)] : ['--connections', String(n)]), '--log-level', 'warn'];
+  const c = await spawnCluster(args);
+  const edgePids = c.edges.map((e) => e.pid);
+  let routerPid = c.pids['router-0'];
+  const c1mPids = () => [...edgePids, routerPid];
+  const holders: Holder[] = [];
+  try {
+    await sleep(2000);
+    const baseline = {
+      edgeRssMiB: edgePids.map((pid) => +(rssOf(pid) / 2 ** 20).toFixed(1)),
+      edgePssMiB: edgePids.map((pid) => +(pssOf(pid) / 2 ** 20).toFixed(1)),
+      router: memory([routerPid]),
+      nats: memory([c.pids.nats]),
+    };
+    const before = memory(c1mPids());
+
+    holders.push(hold(c.port, 1, atSingle, 10_000));
+    await holders[0].opened();
+    await sleep(2000);
+    const sameN = await broadcast(c.apiPort, hubFirst, atSingle, opts.broadcasts, holders, c1mPids());
+
+    const ramp0 = performance.now();
+    holders.push(hold(c.port, atSingle + 1, n - atSingle, 20_000));
+    const rest = await holders[1].opened();
+    const rampSeconds = (performance.now() - ramp0) / 1000;
+    await sleep(5000); // let V8 settle after the ramp before reading memory
+    const held = memory(c1mPids());
+    const stats = (await (await fetch(`http://${HOST}:${c.apiPort}/stats`)).json()) as { connections: number };
+    const mem = {
+      streams: stats.connections,
+      c1m: held,
+      nats: memory([c.pids.nats]),
+      rssBytesPerStream: Math.round(((held.rssMiB - before.rssMiB) * 2 ** 20) / stats.connections),
+      pssBytesPerStream: Math.round(((held.pssMiB - before.pssMiB) * 2 ** 20) / stats.connections),
+      rssBytesPerStreamWithBaselines: Math.round((held.rssMiB * 2 ** 20) / stats.connections),
+      pssBytesPerStreamWithBaselines: Math.round((held.pssMiB * 2 ** 20) / stats.connections),
+    };
+    const fanout = await broadcast(c.apiPort, hubAll, n, opts.broadcasts, holders, [...c1mPids(), c.pids.nats]);
+    const random = [];
+    for (const rate of rates) random.push(await randomSends(c.apiPort, n, rate, opts.seconds, [...c1mPids(), c.pids.nats]));
+
+    // Directory rebuild: kill the router; the supervisor starts a new one, which asks every edge for its state.
+    const killedAt = Date.now();
+    process.kill(routerPid, 'SIGKILL');
+    let rebuilt = 0;
+    while (Date.now() - killedAt < 30_000) {
+      await sleep(20);
+      try {
+        const s = (await (await fetch(`http://${HOST}:${c.apiPort}/stats`)).json()) as { connections: number; pid: number };
+        routerPid = s.pid;
+        if (s.connections === stats.connections) {
+          rebuilt = Date.now();
+          break;
+        }
+      } catch {
+        // not listening yet
+      }
+    }
+    const listening = c
+      .output()
+      .split('\n')
+      .filter((l) => l.includes('c1m router listening'))
+      .map((l) => JSON.parse(l).time as number)
+      .pop()!;
+    return {
+      edges: edgePids.length,
+      baseline,
+      sameN: { streams: atSingle, broadcast: sameN },
+      ramp: { streams: rest.welcomed, failed: rest.failed, seconds: +rampSeconds.toFixed(1) },
+      memory: mem,
+      broadcast: fanout,
+      random,
+      directoryRebuild: { streams: stats.connections, msFromKill: rebuilt ? rebuilt - killedAt : null, msFromNewRouterListening: rebuilt ? rebuilt - listening : null },
+    };
+  } finally {
+    for (const h of holders) await h.close();
+    c.child.kill('SIGTERM');
+    await new Promise((r) => c.child.once('exit', r));
+  }
+}
+
+async function main() {
+  const dir = mkdtempSync(join(tmpdir(), 'c1m-bench-cluster-'));
+  const rates = opts.rates.split(',').map(Number);
+  console.log(`machine: ${cpus().length} x ${cpus()[0].model}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}`);
+  try {
+    const one = await single(dir, opts.single, rates);
+    console.log('single process:', JSON.stringify(one, null, 1));
+    const many = await cluster(dir, opts.connections, opts.single, rates);
+    console.log('cluster:', JSON.stringify(many, null, 1));
+    console.log(
+      JSON.stringify({
+        broadcastSpeedup: +(many.broadcast.deliveredChunksPerSecond / one.broadcast.deliveredChunksPerSecond).toFixed(2),
+        p99AtSameN: { single: one.broadcast.latencyMs.p99, cluster: many.sameN.broadcast.latencyMs.p99 },
+      }),
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
+process.exit(0);

@@ -55,7 +55,7 @@ async function until<T>(what: string, check: () => Promise<T | undefined> | T | 
 
 function hosts(...args: string[]): string {
   const run = spawnSync(HOSTS_SH, args, { encoding: 'utf8' });
-  if (run.status !== 0) throw new Error(`hosts.sh ${args.join(' ')}: ${run.stderr}`);
+  if (run.status !== 0) throw new Error(`${HOSTS_SH} ${args.join(' ')}: ${run.error?.message ?? run.stderr}`);
   return run.stdout.trim();
 }
 
@@ -174,7 +174,7 @@ export class Rig {
       haproxyConfig({ bind: { host: '127.0.0.1', port: this.o.bindPort }, stats: { host: '127.0.0.1', port: this.o.statsPort }, edges: this.edges }),
     );
     this.procs.set('haproxy', await Proc.start(this.dir, 'haproxy', undefined, ['haproxy', '-db', '-f', config], undefined));
-    await this.untilStatus(this.edges.map((e) => e.name), 'UP');
+    await this.untilStatus(this.edges.map((e) => e.name), ['UP']);
   }
 
   async startNats(): Promise<void> {
@@ -210,13 +210,13 @@ export class Rig {
     return out;
   }
 
-  /** Resolves with the time when HAProxy shows every one of `names` in `status` (UP, DOWN, DRAIN, MAINT). */
-  untilStatus(names: string[], status: string, timeoutMs = 20_000): Promise<number> {
+  /** Resolves with the time when HAProxy shows every one of `names` in one of `statuses` (UP, DOWN, DRAIN, MAINT). */
+  untilStatus(names: string[], statuses: string[], timeoutMs = 20_000): Promise<number> {
     return until(
-      `HAProxy to show ${names.join(', ')} ${status}`,
+      `HAProxy to show ${names.join(', ')} ${statuses.join(' or ')}`,
       async () => {
         const rows = await this.haproxy();
-        return names.every((n) => rows.get(n)?.status.startsWith(status)) ? Date.now() : undefined;
+        return names.every((n) => statuses.some((s) => rows.get(n)?.status.startsWith(s))) ? Date.now() : undefined;
       },
       timeoutMs,
     );
@@ -349,7 +349,7 @@ async function send(api: string, from: number, s: number): Promise<boolean> {
 }
 
 /** One send to every browser's user; resolves with the users that did not receive theirs within `waitMs`. */
-async function probe(api: string, browsers: Browser[], waitMs = 1000): Promise<Browser[]> {
+async function probe(api: string, browsers: Browser[], waitMs = 250): Promise<Browser[]> {
   const s = ++seq;
   await pool(browsers, 16, (b) => send(api, b.id, s).then(() => undefined));
   const deadline = Date.now() + waitMs;
@@ -402,7 +402,7 @@ export interface RunOptions {
 export async function runFaults(o: RunOptions) {
   const log = o.log ?? ((line: string) => console.log(line));
   hosts('up');
-  const rig = new Rig({ edgesPerHost: 2, capacity: 300, smallCapacity: 60, drainRate: 100, bindPort: 18000, statsPort: 18404, ...o.rig });
+  const rig = new Rig({ edgesPerHost: 2, capacity: 300, smallCapacity: 150, drainRate: 100, bindPort: 18000, statsPort: 18404, ...o.rig });
   const browsers: Browser[] = [];
   const extra: Browser[] = [];
   try {
@@ -419,25 +419,36 @@ export async function runFaults(o: RunOptions) {
     for (let id = 1; id <= o.users; id++) browsers.push(new Browser(id, '127.0.0.1', rig.o.bindPort, onLatency));
     await until('every browser to hold a stream', () => (browsers.every((b) => b.open) ? true : undefined));
     await recovery(rig.api, browsers, Date.now());
-    log(JSON.stringify({ msg: 'browsers connected through HAProxy', users: o.users, perEdge: Object.fromEntries([...(await rig.haproxy())].map(([n, r]) => [n, r.scur])) }));
+    log(JSON.stringify({ msg: 'browsers connected through HAProxy', users: o.users, ...sum(browsers), perEdge: Object.fromEntries([...(await rig.haproxy())].map(([n, r]) => [n, r.scur])) }));
 
     const comparison: Record<string, unknown>[] = [];
     if (o.sends > 0) {
-      // The same users once more, straight to the edges (round robin), beside the HAProxy ones.
-      const direct = Array.from({ length: o.users }, (_, i) => new Browser(100_000 + i, rig.edges[i % rig.edges.length].host, rig.edges[i % rig.edges.length].port, onLatency));
+      // As many users again, straight to the full-size edges (round robin), beside the HAProxy ones.
+      const edges = rig.edges.filter((e) => e.capacity === rig.o.capacity);
+      const direct = Array.from({ length: o.users }, (_, i) => new Browser(100_000 + i, edges[i % edges.length].host, edges[i % edges.length].port, onLatency));
       extra.push(...direct);
       await until('every direct browser to hold a stream', () => (direct.every((b) => b.open) ? true : undefined));
-      for (const [name, group] of [['haproxy', browsers], ['direct', direct]] as const) {
+      const seconds = { haproxy: 0, direct: 0 };
+      const sent = { haproxy: 0, direct: 0 };
+      // A warm-up pair first, then the two paths in turn twice, so neither gains from going second.
+      const phases = [['haproxy', browsers, true], ['direct', direct, true], ['direct', direct], ['haproxy', browsers], ['haproxy', browsers], ['direct', direct]] as const;
+      for (const [name, group, warmUp] of phases) {
         path = name;
-        latency[name] = [];
-        const targets = Array.from({ length: o.sends }, (_, i) => group[i % group.length].id);
+        const count = Math.ceil(o.sends / (warmUp ? 4 : 2));
+        const had = latency[name].length;
         const s = ++seq;
         const t0 = performance.now();
-        await pool(targets, 16, (id) => send(rig.api, id, s).then(() => undefined));
-        await until(`${name} deliveries`, () => (latency[name].length >= o.sends ? true : undefined), 10_000).catch(() => undefined);
-        const seconds = (performance.now() - t0) / 1000;
+        await pool(Array.from({ length: count }, (_, i) => group[i % group.length].id), 16, (id) => send(rig.api, id, s).then(() => undefined));
+        await until(`${name} deliveries`, () => (latency[name].length >= had + count ? true : undefined), 10_000).catch(() => undefined);
+        if (warmUp) latency[name].length = had;
+        else {
+          seconds[name] += (performance.now() - t0) / 1000;
+          sent[name] += count;
+        }
+      }
+      for (const name of ['haproxy', 'direct'] as const) {
         const sorted = latency[name].sort((a, b) => a - b);
-        comparison.push({ path: name, sends: o.sends, delivered: sorted.length, sendsPerSecond: Math.round(o.sends / seconds), p50Ms: percentile(sorted, 50), p99Ms: percentile(sorted, 99), maxMs: sorted.at(-1) });
+        comparison.push({ path: name, sends: sent[name], delivered: sorted.length, sendsPerSecond: Math.round(sent[name] / seconds[name]), p50Ms: percentile(sorted, 50), p99Ms: percentile(sorted, 99), maxMs: sorted.at(-1) });
         log(JSON.stringify({ msg: 'latency', ...comparison.at(-1) }));
       }
       for (const b of direct) b.close();
@@ -451,8 +462,8 @@ export async function runFaults(o: RunOptions) {
       const full: FaultResult = { fault, ...delta(sum(browsers), before), maxGapMs: Math.max(...browsers.map((b) => b.maxGap)), ...result };
       results.push(full);
       log(JSON.stringify(full));
-      // Every fault starts from a whole cluster.
-      await rig.untilStatus(rig.edges.map((e) => e.name), 'UP');
+      // Every fault starts from a whole cluster: every edge up, or taking no new streams because it is full.
+      await rig.untilStatus(rig.edges.map((e) => e.name), ['UP', 'DRAIN']);
       await recovery(rig.api, browsers, Date.now());
     }
     return { results, comparison, dir: rig.dir };
@@ -473,11 +484,11 @@ const FAULT_RUNS: Record<Fault, FaultRun> = {
     const streamsOnEdge = (await rig.haproxy()).get(victim)!.scur;
     const t0 = Date.now();
     await rig.procs.get(victim)!.stop('SIGKILL');
-    const markedDownMs = (await rig.untilStatus([victim], 'DOWN')) - t0;
+    const markedDownMs = (await rig.untilStatus([victim], ['DOWN'])) - t0;
     const recoveryMs = await recovery(rig.api, browsers, t0);
     const t1 = Date.now();
     await rig.startEdge(victim);
-    const backUpMs = (await rig.untilStatus([victim], 'UP')) - t1;
+    const backUpMs = (await rig.untilStatus([victim], ['UP'])) - t1;
     return { edge: victim, streamsOnEdge, markedDownMs, recoveryMs, backUpMs };
   },
 
@@ -488,12 +499,12 @@ const FAULT_RUNS: Record<Fault, FaultRun> = {
     const streamsOnHost = names.reduce((n, name) => n + rows.get(name)!.scur, 0);
     const t0 = Date.now();
     hosts('unplug', 'edge2');
-    const markedDownMs = (await rig.untilStatus(names, 'DOWN')) - t0;
+    const markedDownMs = (await rig.untilStatus(names, ['DOWN'])) - t0;
     const recoveryMs = await recovery(rig.api, browsers, t0);
     await sleep(1000);
     const t1 = Date.now();
     hosts('plug', 'edge2');
-    const backUpMs = (await rig.untilStatus(names, 'UP')) - t1;
+    const backUpMs = (await rig.untilStatus(names, ['UP', 'DRAIN'])) - t1;
     const rejoinedMs =
       (await until('the router to see edge2 again', async () => {
         const { edges } = await rig.routerStats();
@@ -508,13 +519,16 @@ const FAULT_RUNS: Record<Fault, FaultRun> = {
     const streamsOnEdge = (await rig.haproxy()).get(edge)!.scur;
     const t0 = Date.now();
     await rig.admin('drain', edge);
-    const haproxyDrainMs = (await rig.untilStatus([edge], 'DRAIN')) - t0;
+    const haproxyDrainMs = (await rig.untilStatus([edge], ['DRAIN'])) - t0;
     const stotAtDrain = (await rig.haproxy()).get(edge)!.stot;
     const emptyMs = (await until(`${edge} empty`, async () => ((await rig.haproxy()).get(edge)!.scur === 0 ? Date.now() : undefined), 60_000)) - t0;
     const recoveryMs = await recovery(rig.api, browsers, t0);
     const newStreamsWhileDraining = (await rig.haproxy()).get(edge)!.stot - stotAtDrain;
+    const t1 = Date.now();
     await rig.admin('undrain', edge);
-    return { edge, streamsOnEdge, drainRate: rig.o.drainRate, haproxyDrainMs, emptyMs, newStreamsWhileDraining, recoveryMs };
+    // The agent's answer must lift HAProxy's drain too ("ready"), or the edge never gets a stream again.
+    const undrainedMs = (await rig.untilStatus([edge], ['UP'], 5000)) - t1;
+    return { edge, streamsOnEdge, drainRate: rig.o.drainRate, haproxyDrainMs, emptyMs, newStreamsWhileDraining, recoveryMs, undrainedMs };
   },
 
   /** Restart the router: the new one rebuilds the directory from the edges; no stream ends. */

@@ -3,6 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { haproxyConfig, haproxyConfigCommand, type HaproxyLayout } from '../cluster/haproxy.js';
+import { cannotRun, runFaults } from '../loadgen/faults.js';
 import { tempDir } from './helpers.js';
 
 const haproxyInstalled = spawnSync('haproxy', ['-v']).status === 0;
@@ -61,4 +62,26 @@ describe('haproxy.cfg', () => {
     expect(text).toContain('server e2 10.201.0.12:8101 port 9101 agent-addr 10.201.0.12 agent-port 9101\n');
     expect(text).toContain('maxconn 900');
   });
+});
+
+// The fast part of the fault run (loadgen/faults.ts; the whole run is in the README): real
+// processes in three network namespaces, HAProxy in front, browsers that reconnect.
+const why = cannotRun();
+describe.skipIf(why !== undefined)(`across simulated hosts${why ? ` (skipped: ${why})` : ''}`, () => {
+  it('kill -9 an edge, drain another: HAProxy routes around both, users reconnect, no message reaches another user', async () => {
+    const { results, comparison } = await runFaults({ users: 60, faults: ['kill', 'drain'], sends: 200, log: () => {} });
+    for (const path of comparison) expect(path.delivered, `${path.path}: every send delivered`).toBe(path.sends);
+    const [kill, drain] = results;
+    expect(kill).toMatchObject({ misdelivered: 0, refused: 0 });
+    expect(kill.streamsOnEdge).toBeGreaterThan(0);
+    // Only the killed edge's streams end, and each reconnects.
+    expect(kill.ends).toBe(kill.streamsOnEdge);
+    expect(kill.markedDownMs).toBeLessThan(2000);
+    expect(kill.recoveryMs).toBeLessThan(5000);
+    expect(drain).toMatchObject({ misdelivered: 0, refused: 0, newStreamsWhileDraining: 0 });
+    expect(drain.ends).toBe(drain.streamsOnEdge);
+    // Each drained stream is gone for no longer than one reconnect (100-200 ms, then the welcome).
+    expect(drain.maxGapMs).toBeLessThan(1000);
+    expect(drain.undrainedMs).toBeLessThan(5000);
+  }, 120_000);
 });

@@ -5,6 +5,8 @@
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { Bus } from '../cluster/bus.js';
+import { SUBJECTS } from '../cluster/messages.js';
 import { CLI, spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
 import { api, runCli, StreamClient, stopChild, tempDir } from './helpers.js';
 
@@ -244,6 +246,43 @@ describe('c1m cluster: edges that fill up', () => {
         expect(s.edges.every((e) => e.streams <= 20)).toBe(true);
       }, 3000);
     } finally {
+      for (const cl of clients) cl.close();
+      await stopChild(cluster.child);
+    }
+  });
+});
+
+describe('c1m cluster: two routers', () => {
+  test('share the API port and the bus sends; each keeps the full directory; every message arrives once', async () => {
+    const dir = tempDir();
+    const cluster = await spawnCluster(['--edges', '2', '--routers', '2', '--db', `${dir}/c1m.db`]);
+    const clients: ReconnectingClient[] = [];
+    const bus = await Bus.connect(cluster.nats, 'test-backend', {}, false);
+    try {
+      expect((await api(cluster.apiPort, 'POST', '/subscriptions', JSON.stringify([[2, 1], [3, 1]]))).status).toBe(200);
+      for (let user = 1; user <= 6; user++) clients.push(new ReconnectingClient(cluster.port, user));
+      await eventually(() => expect(clients.every((cl) => cl.welcomed)).toBe(true));
+      // New connections to the shared API port land on either router: each must hold all 6 streams.
+      await eventually(async () => {
+        const pids = new Set<number>();
+        for (let i = 0; i < 20; i++) {
+          const s = await stats(cluster);
+          expect(s.connections).toBe(6);
+          pids.add(s.pid);
+        }
+        expect(pids.size).toBe(2);
+      }, 10_000);
+      for (let i = 0; i < 20; i++) expect(await send(cluster, 1, `http ${i}`)).toBe(3);
+      // A backend on the bus: the queue group hands each send to exactly one router.
+      for (let i = 0; i < 20; i++) expect(await bus.request(SUBJECTS.send, { t: 'send', user: 1, message: `bus ${i}` })).toEqual({ t: 'sent', delivered: 3 });
+      await expectOnly(cluster, clients, 1, 'last', [1, 2, 3]);
+      for (const cl of clients.filter((c) => c.user <= 3)) {
+        const got = cl.received.filter((line) => /^(http|bus) \d+$/.test(line));
+        expect(got).toHaveLength(40);
+        expect(new Set(got).size).toBe(40);
+      }
+    } finally {
+      await bus.close();
       for (const cl of clients) cl.close();
       await stopChild(cluster.child);
     }

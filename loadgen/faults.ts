@@ -13,6 +13,7 @@
  *   node dist/loadgen/faults.js [--users N] [--faults kill,unplug,drain,router,nats,fill] [--sends N]
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { createWriteStream, mkdtempSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
@@ -152,6 +153,8 @@ export class Rig {
   readonly addr = Object.fromEntries(['balancer', 'brain', 'edge1', 'edge2'].map((h) => [h, hosts('addr', h)])) as Record<'balancer' | 'brain' | 'edge1' | 'edge2', string>;
   readonly natsUrl = `nats://${this.addr.brain}:4222`;
   readonly api = `http://${this.addr.brain}:8001`;
+  /** The backend API crosses hosts here, so it wants a token. */
+  private readonly token = randomBytes(16).toString('hex');
   readonly edges: (EdgeServer & { ns: string })[] = [];
   readonly procs = new Map<string, Proc>();
 
@@ -184,7 +187,8 @@ export class Rig {
 
   async startRouter(): Promise<void> {
     const argv = [process.execPath, CLI, 'router', '--nats', this.natsUrl, '--db', join(this.dir, 'router.db'), '--api-host', this.addr.brain, '--api-port', '8001'];
-    this.procs.set('router', await Proc.start(this.dir, 'router', 'c1m-brain', [...argv, '--stats-interval', '0'], /c1m router listening/));
+    argv.push('--token', this.token, '--stats-interval', '0');
+    this.procs.set('router', await Proc.start(this.dir, 'router', 'c1m-brain', argv, /c1m router listening/));
   }
 
   async startEdge(name: string): Promise<void> {
@@ -222,8 +226,13 @@ export class Rig {
     );
   }
 
+  /** A backend API call; a router that does not answer within a second counts as down. */
+  call(method: string, path: string, body?: string): Promise<Response> {
+    return fetch(`${this.api}${path}`, { method, body, headers: { authorization: `Bearer ${this.token}` }, signal: AbortSignal.timeout(1000) });
+  }
+
   async routerStats(): Promise<{ connections: number; edges: { id: string; state: string; streams: number; synced: boolean }[] }> {
-    return (await fetch(`${this.api}/stats`)).json() as never;
+    return (await this.call('GET', '/stats')).json() as never;
   }
 
   /** `c1m admin drain|undrain` from the brain host, as an operator would. */
@@ -338,9 +347,9 @@ async function pool<T>(items: T[], concurrency: number, task: (item: T) => Promi
 let seq = 0;
 
 /** POST /send/<from> with a message naming sender, seq and send time; false when the router did not answer. */
-async function send(api: string, from: number, s: number): Promise<boolean> {
+async function send(rig: Rig, from: number, s: number): Promise<boolean> {
   try {
-    const res = await fetch(`${api}/send/${from}`, { method: 'POST', body: `m ${from} ${s} ${Date.now()}`, signal: AbortSignal.timeout(1000) });
+    const res = await rig.call('POST', `/send/${from}`, `m ${from} ${s} ${Date.now()}`);
     await res.arrayBuffer();
     return res.ok;
   } catch {
@@ -349,18 +358,18 @@ async function send(api: string, from: number, s: number): Promise<boolean> {
 }
 
 /** One send to every browser's user; resolves with the users that did not receive theirs within `waitMs`. */
-async function probe(api: string, browsers: Browser[], waitMs = 250): Promise<Browser[]> {
+async function probe(rig: Rig, browsers: Browser[], waitMs = 250): Promise<Browser[]> {
   const s = ++seq;
-  await pool(browsers, 16, (b) => send(api, b.id, s).then(() => undefined));
+  await pool(browsers, 16, (b) => send(rig, b.id, s).then(() => undefined));
   const deadline = Date.now() + waitMs;
   while (Date.now() < deadline && browsers.some((b) => b.lastOwn < s)) await sleep(10);
   return browsers.filter((b) => b.lastOwn < s);
 }
 
 /** Probes until one round reaches everyone; the time that took from `since`, ms. */
-async function recovery(api: string, browsers: Browser[], since: number, timeoutMs = 60_000): Promise<number> {
+async function recovery(rig: Rig, browsers: Browser[], since: number, timeoutMs = 60_000): Promise<number> {
   for (;;) {
-    const missing = await probe(api, browsers);
+    const missing = await probe(rig, browsers);
     if (missing.length === 0) return Date.now() - since;
     if (Date.now() - since > timeoutMs) throw new Error(`${missing.length} users still unreachable ${timeoutMs} ms after the fault (e.g. ${missing[0].id})`);
   }
@@ -411,14 +420,16 @@ export async function runFaults(o: RunOptions) {
     // Friends: each user hears the next one, so a send reaches two users and a wrong fan-out would show.
     const pairs = Array.from({ length: o.users - 1 }, (_, i) => [i + 1, i + 2]);
     for (const [subscriber, subscribee] of pairs) subscribersOf.set(subscribee, new Set([subscriber]));
-    await fetch(`${rig.api}/subscriptions`, { method: 'POST', body: JSON.stringify(pairs) });
+    const added = await rig.call('POST', '/subscriptions', JSON.stringify(pairs));
+    if (!added.ok) throw new Error(`POST /subscriptions: ${added.status} ${await added.text()}`);
 
     const latency = { haproxy: [] as number[], direct: [] as number[] };
-    let path: keyof typeof latency = 'haproxy';
-    const onLatency = (ms: number) => latency[path].push(ms);
+    // Set only while the comparison runs: probes before and after it are not part of it.
+    let path: keyof typeof latency | undefined;
+    const onLatency = (ms: number) => path && latency[path].push(ms);
     for (let id = 1; id <= o.users; id++) browsers.push(new Browser(id, '127.0.0.1', rig.o.bindPort, onLatency));
     await until('every browser to hold a stream', () => (browsers.every((b) => b.open) ? true : undefined));
-    await recovery(rig.api, browsers, Date.now());
+    await recovery(rig, browsers, Date.now());
     log(JSON.stringify({ msg: 'browsers connected through HAProxy', users: o.users, ...sum(browsers), perEdge: Object.fromEntries([...(await rig.haproxy())].map(([n, r]) => [n, r.scur])) }));
 
     const comparison: Record<string, unknown>[] = [];
@@ -438,7 +449,7 @@ export async function runFaults(o: RunOptions) {
         const had = latency[name].length;
         const s = ++seq;
         const t0 = performance.now();
-        await pool(Array.from({ length: count }, (_, i) => group[i % group.length].id), 16, (id) => send(rig.api, id, s).then(() => undefined));
+        await pool(Array.from({ length: count }, (_, i) => group[i % group.length].id), 16, (id) => send(rig, id, s).then(() => undefined));
         await until(`${name} deliveries`, () => (latency[name].length >= had + count ? true : undefined), 10_000).catch(() => undefined);
         if (warmUp) latency[name].length = had;
         else {
@@ -446,6 +457,7 @@ export async function runFaults(o: RunOptions) {
           sent[name] += count;
         }
       }
+      path = undefined;
       for (const name of ['haproxy', 'direct'] as const) {
         const sorted = latency[name].sort((a, b) => a - b);
         comparison.push({ path: name, sends: sent[name], delivered: sorted.length, sendsPerSecond: Math.round(sent[name] / seconds[name]), p50Ms: percentile(sorted, 50), p99Ms: percentile(sorted, 99), maxMs: sorted.at(-1) });
@@ -464,7 +476,7 @@ export async function runFaults(o: RunOptions) {
       log(JSON.stringify(full));
       // Every fault starts from a whole cluster: every edge up, or taking no new streams because it is full.
       await rig.untilStatus(rig.edges.map((e) => e.name), ['UP', 'DRAIN']);
-      await recovery(rig.api, browsers, Date.now());
+      await recovery(rig, browsers, Date.now());
     }
     return { results, comparison, dir: rig.dir };
   } finally {
@@ -485,7 +497,7 @@ const FAULT_RUNS: Record<Fault, FaultRun> = {
     const t0 = Date.now();
     await rig.procs.get(victim)!.stop('SIGKILL');
     const markedDownMs = (await rig.untilStatus([victim], ['DOWN'])) - t0;
-    const recoveryMs = await recovery(rig.api, browsers, t0);
+    const recoveryMs = await recovery(rig, browsers, t0);
     const t1 = Date.now();
     await rig.startEdge(victim);
     const backUpMs = (await rig.untilStatus([victim], ['UP'])) - t1;
@@ -500,7 +512,7 @@ const FAULT_RUNS: Record<Fault, FaultRun> = {
     const t0 = Date.now();
     hosts('unplug', 'edge2');
     const markedDownMs = (await rig.untilStatus(names, ['DOWN'])) - t0;
-    const recoveryMs = await recovery(rig.api, browsers, t0);
+    const recoveryMs = await recovery(rig, browsers, t0);
     await sleep(1000);
     const t1 = Date.now();
     hosts('plug', 'edge2');
@@ -522,7 +534,7 @@ const FAULT_RUNS: Record<Fault, FaultRun> = {
     const haproxyDrainMs = (await rig.untilStatus([edge], ['DRAIN'])) - t0;
     const stotAtDrain = (await rig.haproxy()).get(edge)!.stot;
     const emptyMs = (await until(`${edge} empty`, async () => ((await rig.haproxy()).get(edge)!.scur === 0 ? Date.now() : undefined), 60_000)) - t0;
-    const recoveryMs = await recovery(rig.api, browsers, t0);
+    const recoveryMs = await recovery(rig, browsers, t0);
     const newStreamsWhileDraining = (await rig.haproxy()).get(edge)!.stot - stotAtDrain;
     const t1 = Date.now();
     await rig.admin('undrain', edge);
@@ -537,7 +549,7 @@ const FAULT_RUNS: Record<Fault, FaultRun> = {
     await rig.procs.get('router')!.stop();
     await rig.startRouter();
     const restartedMs = Date.now() - t0;
-    return { restartedMs, recoveryMs: await recovery(rig.api, browsers, t0) };
+    return { restartedMs, recoveryMs: await recovery(rig, browsers, t0) };
   },
 
   /** Restart nats-server: every process reconnects, the router resyncs; no stream ends. */
@@ -546,7 +558,7 @@ const FAULT_RUNS: Record<Fault, FaultRun> = {
     await rig.procs.get('nats')!.stop();
     await rig.startNats();
     const restartedMs = Date.now() - t0;
-    return { restartedMs, recoveryMs: await recovery(rig.api, browsers, t0) };
+    return { restartedMs, recoveryMs: await recovery(rig, browsers, t0) };
   },
 
   /**
@@ -569,6 +581,8 @@ const FAULT_RUNS: Record<Fault, FaultRun> = {
     }
     extra.push(...fill);
     await until('the fill streams to open', () => (fill.every((b) => b.open) ? true : undefined), 20_000);
+    // The router hears each edge's count once a second.
+    await sleep(1500);
     const after = (await rig.haproxy()).get(small.name)!;
     const edge = (await rig.routerStats()).edges.find((e) => e.id === small.name)!;
     const result = {
@@ -576,6 +590,7 @@ const FAULT_RUNS: Record<Fault, FaultRun> = {
       capacity,
       opened: fill.length,
       refusedByEdge: fill.reduce((n, b) => n + b.tally.refused, 0),
+      haproxyStreams: after.scur,
       haproxyMaxStreams: after.smax,
       edgeStreams: edge.streams,
       edgeState: edge.state,
@@ -603,6 +618,12 @@ async function main(): Promise<void> {
     console.error(`faults: ${why}`);
     process.exit(2);
   }
+  // Ctrl-C: end what the run started and take the hosts down, rather than leave them behind.
+  process.once('SIGINT', () => {
+    for (const proc of running) proc.child.kill('SIGKILL');
+    hosts('down');
+    process.exit(130);
+  });
   const faults = values.faults.split(',') as Fault[];
   const unknown = faults.filter((f) => !FAULTS.includes(f));
   if (unknown.length) throw new Error(`unknown fault ${unknown.join(', ')} (${FAULTS.join(', ')})`);

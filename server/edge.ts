@@ -12,7 +12,7 @@ import { SUBJECTS, type BusMessage, type EdgeState, type EdgeStats } from '../cl
 import { Registry } from '../router/registry.js';
 import { cometRoutes } from './comet.js';
 import { LatencyHistogram } from './latency.js';
-import { openFileLimit, RESERVED_FDS } from './limits.js';
+import { FdGuard, openFileLimit, RESERVED_FDS } from './limits.js';
 import { listen } from './listen.js';
 import { StreamHub } from './stream.js';
 import { loadNativeUws, type us_listen_socket } from './uws.js';
@@ -107,24 +107,43 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
 
   let listener: us_listen_socket | null = null;
   let port = options.port;
-  const listenPublic = async (): Promise<void> => {
-    ({ socket: listener, port } = await listen(uws, app, host, port, `edge ${options.id}'s streams`));
+  /**
+   * Listens exactly when the edge is up and has descriptors to spare. Closing a
+   * listener resets the connections waiting in its accept queue unless
+   * net.ipv4.tcp_migrate_req=1 hands them to the other listeners on the port.
+   * Returns false when listening again failed (then FdGuard retries).
+   */
+  const reconcileListener = (): boolean => {
+    const wanted = state === 'up' && !fds.paused;
+    if (!wanted && listener) {
+      uws.us_listen_socket_close(listener);
+      listener = null;
+      log.info({ streams: registry.connections, capacity, state, outOfFds: fds.paused }, 'stopped accepting');
+    } else if (wanted && !listener) {
+      listener = listenNow();
+      if (!listener) log.error({ port }, 'cannot listen again; retrying');
+      else log.info({ streams: registry.connections, capacity }, 'accepting again');
+    }
+    return !wanted || listener !== null;
   };
-  // Closing a listener resets the connections waiting in its accept queue unless
-  // net.ipv4.tcp_migrate_req=1 hands them to the other listeners on the port.
+  /** uWS calls back before listen() returns. */
+  const listenNow = (): us_listen_socket | null => {
+    let socket: us_listen_socket | false = false;
+    app.listen(host, port, (s) => {
+      socket = s;
+    });
+    return (socket as us_listen_socket | false) || null;
+  };
   const pause = (next: EdgeState): void => {
     state = next;
-    if (listener) uws.us_listen_socket_close(listener);
-    listener = null;
-    log.info({ streams: registry.connections, capacity, state }, 'stopped accepting');
+    reconcileListener();
   };
   const resume = (): void => {
     state = 'up';
-    listenPublic().then(
-      () => log.info({ streams: registry.connections, capacity }, 'accepting again'),
-      (err: Error) => log.error({ err: err.message }, 'cannot listen again'),
-    );
+    reconcileListener();
   };
+  // uSockets retries accept() on EMFILE at 100% CPU: stop accepting before the process runs out.
+  const fds = new FdGuard(reconcileListener, reconcileListener);
 
   const stats = (): EdgeStats => ({
     pid: process.pid,
@@ -200,7 +219,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
   bus.subscribe(SUBJECTS.edge(options.id), onEdgeMessage);
   bus.subscribe(SUBJECTS.sync, onEdgeMessage);
 
-  await listenPublic();
+  ({ socket: listener, port } = await listen(uws, app, host, port, `edge ${options.id}'s streams`));
   const agent = options.agentPort === undefined ? undefined : await agentServer(host, options.agentPort, () => agentReply(state, registry.connections, capacity));
   const heartbeatTimer = setInterval(() => heartbeat(), options.heartbeatMs ?? 1000);
   heartbeat();
@@ -232,9 +251,9 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     }
     clearInterval(drainTimer);
     clearInterval(heartbeatTimer);
-    if (listener) uws.us_listen_socket_close(listener);
-    listener = null;
     state = 'stopping';
+    reconcileListener();
+    fds.close();
     clearTimeout(presenceTimer);
     flushPresence();
     heartbeat(); // routers forget this edge now, not at the heartbeat timeout

@@ -266,7 +266,7 @@ describe('c1m cluster: two routers', () => {
       await eventually(async () => {
         const pids = new Set<number>();
         for (let i = 0; i < 20; i++) {
-          const s = await stats(cluster);
+          const s = (await api(cluster.apiPort, 'GET', '/stats', undefined, { connection: 'close' })).json as ClusterStats;
           expect(s.connections).toBe(6);
           pids.add(s.pid);
         }

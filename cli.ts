@@ -34,6 +34,7 @@ program
   .addOption(new Option('--max-body <bytes>', 'largest backend API request body').default(1024 * 1024).argParser(integer('max body', 1)))
   .addOption(new Option('--max-message <bytes>', 'largest message POST /send accepts (413 above; at most --max-backlog)').default(64 * 1024).argParser(integer('max message', 1)))
   .addOption(new Option('--max-connections <n>', 'streams held at most (default: open-file limit minus a reserve)').argParser(integer('max connections', 1)))
+  .addOption(new Option('--heartbeat <seconds>', 'write an empty line to every stream this often, so that dead peers are found (0: never)').default(0).argParser(integer('heartbeat', 0)))
   .addOption(new Option('--max-streams-per-user <n>', 'streams one user may hold at once (429 above)').default(16).argParser(integer('max streams per user', 1)))
   .addOption(new Option('--content-type <type>', 'stream content type: text (text/plain) or html (the original\'s text/html)').choices(['text', 'html']).default('text'))
   .addOption(new Option('--stream-secret <secret>', 'require a signed token (c1m token) on /test/<id>').env('C1M_STREAM_SECRET'))
@@ -52,7 +53,7 @@ program
     // Loaded here, not at the top: the same CLI starts light edge processes that never touch SQLite.
     const [{ start }, { seedDemoGraph }] = await Promise.all([import('./index.js'), import('./subsmanager/demo.js')]);
     // commander camel-cases --cache-mib as cacheMib; the library spells MiB.
-    const c1m = await start({ ...opts, cacheMiB: opts.cacheMib, mmapMiB: opts.mmapMib, logger });
+    const c1m = await start({ ...opts, cacheMiB: opts.cacheMib, mmapMiB: opts.mmapMib, heartbeatSeconds: opts.heartbeat, logger });
     if (opts.demo && seedDemoGraph(c1m.store)) {
       const host = opts.host === '0.0.0.0' ? 'localhost' : opts.host;
       console.log(`

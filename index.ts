@@ -58,6 +58,8 @@ export interface C1mOptions {
   exclusivePorts?: boolean;
   /** Streams held at most; default: the open-file limit minus a reserve. */
   maxConnections?: number;
+  /** Seconds between heartbeat chunks (an empty line) on every stream; 0 (default): none. */
+  heartbeatSeconds?: number;
   /** Streams one user may hold at once (tabs); more get 429. Default 16. */
   maxStreamsPerUser?: number;
   /** Bearer token required on the backend API, if set. */
@@ -128,7 +130,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
       busyTimeoutMs: SERVER_BUSY_TIMEOUT_MS,
     });
   const router = new Router(store, options.maxStreamsPerUser ?? DEFAULT_MAX_STREAMS_PER_USER);
-  const hub = new StreamHub(router, maxBacklog);
+  const hub = new StreamHub(router, maxBacklog, options.heartbeatSeconds ?? 0);
   const latency = new LatencyHistogram();
   hub.onWritten = latency.observe;
   const started = Date.now();
@@ -205,7 +207,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
     },
   );
   log.info(
-    { port, apiPort, maxConnections, maxUserId, maxMessage, maxBacklog, token: Boolean(options.token), streamAuth: Boolean(options.streamSecret), cacheMiB: options.cacheMiB ?? DEFAULT_CACHE_MIB, mmapMiB: options.mmapMiB ?? 0 },
+    { port, apiPort, maxConnections, maxUserId, maxMessage, maxBacklog, heartbeatSeconds: options.heartbeatSeconds ?? 0, token: Boolean(options.token), streamAuth: Boolean(options.streamSecret), cacheMiB: options.cacheMiB ?? DEFAULT_CACHE_MIB, mmapMiB: options.mmapMiB ?? 0 },
     'c1m listening',
   );
 
@@ -217,6 +219,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
     stats,
     close() {
       fds.close();
+      hub.close();
       closeListeners();
       router.closeAll();
       if (!options.store) store.close();

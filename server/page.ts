@@ -58,7 +58,7 @@ document.getElementById('connect').addEventListener('submit', async (event) => {
       buffered += value;
       const lines = buffered.split('\\n');
       buffered = lines.pop();
-      lines.forEach(show);
+      lines.filter((line) => line !== '').forEach(show); // empty lines are heartbeats
     }
     status.textContent = 'stream ended';
   } catch (err) {

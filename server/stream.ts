@@ -29,11 +29,51 @@ export class StreamHub {
   private dirty: CometStream[] = [];
   private flushScheduled = false;
   private sentAt: number[] = [];
+  /** Every open stream, kept only when heartbeats are on. */
+  readonly streams: Set<CometStream> | null;
+  private readonly heartbeatTimer?: NodeJS.Timeout;
+  /** Where the heartbeat round stands: it visits a slice of the streams per tick, never all in one event-loop turn. */
+  private heartbeatRound?: Iterator<CometStream>;
 
   constructor(
     readonly registry: Registry,
     readonly maxBacklog: number,
-  ) {}
+    /**
+     * Seconds between heartbeats (0: none): an empty line written to every
+     * stream. An idle stream otherwise sends nothing, so a peer that vanished
+     * without FIN or RST would hold its slot forever; with data in flight the
+     * kernel gives up on it after its retransmission timeout (net.ipv4.tcp_retries2)
+     * and the stream is logged out.
+     */
+    private readonly heartbeatSeconds = 0,
+  ) {
+    this.streams = heartbeatSeconds > 0 ? new Set() : null;
+    if (heartbeatSeconds > 0) this.heartbeatTimer = setInterval(this.heartbeat, Math.min(HEARTBEAT_TICK_MS, heartbeatSeconds * 1000)).unref();
+  }
+
+  /**
+   * One tick's slice of the round. Measured at 19,000 streams, one heartbeat
+   * costs ~11 µs of CPU: a whole round in one turn would stall every send for
+   * ~200 ms.
+   */
+  private readonly heartbeat = (): void => {
+    const streams = this.streams!;
+    let n = Math.ceil((streams.size * HEARTBEAT_TICK_MS) / (this.heartbeatSeconds * 1000));
+    this.heartbeatRound ??= streams.values();
+    while (n-- > 0) {
+      const next = this.heartbeatRound.next();
+      if (next.done) {
+        this.heartbeatRound = undefined; // the next round starts at the next tick
+        return;
+      }
+      next.value.write(HEARTBEAT);
+    }
+  };
+
+  /** Stops the heartbeat timer. */
+  close(): void {
+    clearInterval(this.heartbeatTimer);
+  }
 
   /** A message sent at `at` (epoch ms, sub-ms precision) was just queued; its write happens at the next flush. */
   noteSend(at: number): void {
@@ -60,6 +100,10 @@ export class StreamHub {
     }
   };
 }
+
+/** A heartbeat: one empty line, which line-splitting clients skip. */
+const HEARTBEAT = Buffer.from('\n');
+const HEARTBEAT_TICK_MS = 100;
 
 /** Wall-clock milliseconds with sub-millisecond precision, comparable across processes on one host. */
 export const epochMs = (): number => performance.timeOrigin + performance.now();
@@ -114,6 +158,7 @@ export class CometStream implements Connection {
     readonly user: number,
   ) {
     hub.open++;
+    hub.streams?.add(this);
   }
 
   write(chunk: Buffer): number {
@@ -228,6 +273,7 @@ export class CometStream implements Connection {
 
   private forget(): void {
     if (this.state !== CLOSED) this.hub.open--;
+    this.hub.streams?.delete(this);
     this.state = CLOSED;
     this.pending = null;
   }

@@ -158,6 +158,14 @@ describe('router.send', () => {
     stalled.destroy();
   });
 
+  it('writes a heartbeat, an empty line, to every stream, idle or busy, when asked to', async () => {
+    c1m = await startServer({ heartbeatSeconds: 0.05 });
+    const [idle, busy] = await Promise.all([1, 2].map(open));
+    c1m.router.send(2, 'busy');
+    await waitFor(() => [idle, busy].every((c) => c.messages.filter((m) => m === '').length >= 2), 'two heartbeats on each stream');
+    expect(busy.messages.filter((m) => m !== '')).toEqual(['busy']);
+  });
+
   it('ends every stream cleanly when the server closes', async () => {
     c1m = await startServer();
     const client = await open(3);

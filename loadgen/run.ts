@@ -1,0 +1,560 @@
+/**
+ * `c1m run`: the whole C1M test on one box, as part 3 of the original ran it.
+ * Loads the friends graph (unless the store holds it), starts `c1m cluster`
+ * with enough edges, ramps the C flood to the target, holds, runs the message
+ * generator (one rate, or steps of rates), stops everything it started, and
+ * writes a report folder (loadgen/report.ts). While it runs, a sampler reads
+ * /proc every second: streams, RSS and PSS and CPU of each role, kernel memory.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { barabasiAlbertEdgeCount } from './graph.js';
+import { latencySummary, newHistogram, parseSources, rowsFromRanges, runFlood, type FloodSummary, type FloodTotals, type LatencySummary } from './flood.js';
+import { runMsggen, type MsggenSummary } from './msggen.js';
+import { CLI, cpuOf, pssOf, rssOf, spawnCluster, type ClusterProcess } from './server-process.js';
+
+export interface RunOptions {
+  /** Streams to open and hold. */
+  connections: number;
+  /** The friends graph: users x m (Barabási–Albert, mutual). */
+  users: number;
+  m: number;
+  seed: number;
+  db: string;
+  /** Edge processes; default: what `c1m cluster --connections` sizes from the open-file limit. */
+  edges?: number;
+  /** Source addresses of the flood, as `c1m loadgen flood --src`. */
+  src: string;
+  ports: [number, number];
+  /** Connects per second during the ramp. */
+  rate: number;
+  concurrency: number;
+  /** Seconds to hold every stream before the messages. */
+  hold: number;
+  /** Seconds of messages (per step with `msgRates`). */
+  msgSeconds: number;
+  /** One fixed send rate; without it (and without msgRates) the original's generators. */
+  msgRate?: number;
+  /** Steps of fixed send rates, each for msgSeconds: the highest one sustained at p99 <= 100 ms is reported. */
+  msgRates?: number[];
+  generators: number;
+  sendInterval: [number, number];
+  msgConnections: number;
+  /** Report folder. */
+  out: string;
+  /** Hard stop, seconds after the cluster starts (default: 3 x the planned ramp + hold + messages + 180). */
+  maxSeconds?: number;
+  sampleMs?: number;
+  /** Ends the run early; the report is still written, marked interrupted. */
+  signal?: AbortSignal;
+  /** Progress lines (default: stderr). */
+  log?: (line: string) => void;
+}
+
+/** Who uses memory and CPU: the cluster's processes, the load generator's, and the kernel. */
+export const ROLES = ['edges', 'router', 'nats', 'supervisor', 'floodWorkers', 'runner'] as const;
+export type Role = (typeof ROLES)[number];
+export const SERVER_ROLES: readonly Role[] = ['edges', 'router', 'nats', 'supervisor'];
+export const LOADGEN_ROLES: readonly Role[] = ['floodWorkers', 'runner'];
+
+export type Phase = 'start' | 'ramp' | 'hold' | 'messages' | 'stop';
+
+export interface KernelMemory {
+  /** MemTotal - MemAvailable, bytes. */
+  usedBytes: number;
+  slabBytes: number;
+  sunreclaimBytes: number;
+  /** /proc/net/sockstat TCP mem (pages), in bytes. */
+  tcpMemBytes: number;
+  tcpInUse: number;
+  tcpTimeWait: number;
+}
+
+export interface Sample {
+  /** Seconds since the run started. */
+  t: number;
+  phase: Phase;
+  /** Streams the flood holds open. */
+  open: number;
+  /** Streams in the router's directory (/stats), null when it did not answer. */
+  serverStreams: number | null;
+  welcomed: number;
+  closed: number;
+  failed: number;
+  /** Message chunks the flood received, in all. */
+  chunks: number;
+  chunksPerSecond: number;
+  /** Sends the router handled, in all, and per second. */
+  sends: number | null;
+  sendsPerSecond: number;
+  processes: Record<Role, number>;
+  rss: Record<Role, number>;
+  pss: Record<Role, number>;
+  /** CPU over the last interval, in cores (1 = one core busy). */
+  cpu: Record<Role, number>;
+  /** The whole machine (from /proc/stat), in cores; softirq is most of loopback TCP. */
+  machineCpu: { busy: number; user: number; system: number; softirq: number };
+  kernel: KernelMemory;
+  /** Delivery latency of the chunks reported in this interval. */
+  delivery: LatencySummary;
+}
+
+export interface Step {
+  /** Configured sends/s (the generators' expected rate without a fixed rate). */
+  rate: number;
+  msggen: MsggenSummary;
+  /** Chunks the flood received for this step (until a settle second after it), per second of sending. */
+  deliveredChunksPerSecond: number;
+  delivery: LatencySummary;
+  /** Achieved >= 95 % of the rate, no API errors, delivery p99 <= 100 ms. */
+  sustained: boolean;
+}
+
+export interface RunResult {
+  status: 'complete' | 'interrupted' | 'failed';
+  error?: string;
+  startedAt: string;
+  seconds: number;
+  options: Omit<RunOptions, 'signal' | 'log'>;
+  graph?: { rows: number; loaded: boolean; seconds: number };
+  cluster?: { edges: number; capacity: number; port: number; apiPort: number; nats: string; startSeconds: number; restarts: number };
+  flood?: FloodSummary;
+  /** Samples taken before the cluster started, with every stream open (end of the hold), and at the most memory during messages. */
+  snapshots: { before?: Sample; peak?: Sample; messages?: Sample };
+  phases: { phase: Phase; start: number; end: number }[];
+  steps: Step[];
+  /** Server-side counters at the end: streams closed as slow consumers. */
+  slowConsumerCloses?: number;
+  samples: Sample[];
+}
+
+/** Delivery p99 at or under this is "sustained". */
+export const P99_TARGET_MS = 100;
+
+const emptyRoles = (): Record<Role, number> => Object.fromEntries(ROLES.map((r) => [r, 0])) as Record<Role, number>;
+
+/** Children of a process (Linux: the pid's main thread forks them, as Node's spawn does). */
+function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+const commOf = (pid: number) => {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return '';
+  }
+};
+
+/** Process start time (clock ticks since boot): with the pid, it names a process, so a recycled pid is never killed. */
+function startTimeOf(pid: number): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
+export function kernelMemory(): KernelMemory {
+  const meminfo = readFileSync('/proc/meminfo', 'utf8');
+  const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(meminfo)?.[1] ?? 0) * 1024;
+  const tcp = /^TCP: (.*)$/m.exec(readFileSync('/proc/net/sockstat', 'utf8'))?.[1] ?? '';
+  const field = (key: string) => Number(new RegExp(`\\b${key} (\\d+)`).exec(tcp)?.[1] ?? 0);
+  return {
+    usedBytes: kb('MemTotal') - kb('MemAvailable'),
+    slabBytes: kb('Slab'),
+    sunreclaimBytes: kb('SUnreclaim'),
+    tcpMemBytes: field('mem') * 4096,
+    tcpInUse: field('inuse'),
+    tcpTimeWait: field('tw'),
+  };
+}
+
+/** /proc/stat's first line: jiffies busy, user (+nice), system, softirq, and in all. */
+function machineTicks() {
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = readFileSync('/proc/stat', 'utf8').split('\n')[0].split(/\s+/).slice(1).map(Number);
+  const total = user + nice + system + idle + iowait + irq + softirq + steal;
+  return { total, busy: total - idle - iowait, user: user + nice, system: system + irq, softirq };
+}
+
+/**
+ * Reads every second what each role holds and spends. Processes are found
+ * from the pids this run started: the cluster supervisor's children (the
+ * nats-server by name, the router by the pid /stats gives, the rest edges)
+ * and this process's flood workers.
+ */
+class Sampler {
+  readonly samples: Sample[] = [];
+  /** Every descendant of this process seen, with its start time: what cleanup may kill. */
+  readonly seen = new Map<number, string>();
+  phase: Phase = 'start';
+  floodTotals?: FloodTotals;
+  cluster?: ClusterProcess;
+  slowConsumerCloses = 0;
+  private readonly cpuPrev = new Map<number, number>();
+  private prevMachine = machineTicks();
+  private prev = { at: performance.now(), chunks: 0, sends: 0 };
+  private interval = newHistogram();
+  private timer?: NodeJS.Timeout;
+  private busy = false;
+
+  constructor(private readonly started: number) {}
+
+  /** Delivery latencies as the flood reports them, in µs. */
+  recordDelivery(micros: number, count: number): void {
+    this.interval.recordValueWithCount(micros, count);
+  }
+
+  start(everyMs: number): void {
+    this.timer = setInterval(() => {
+      if (this.busy) return;
+      this.busy = true;
+      void this.sample().finally(() => (this.busy = false));
+    }, everyMs);
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  /** Records every process this one started, and theirs, down the tree. */
+  noteDescendants(): void {
+    const walk = (pid: number, depth: number): void => {
+      for (const child of childrenOf(pid)) {
+        if (!this.seen.has(child)) this.seen.set(child, startTimeOf(child) ?? '');
+        if (depth < 4) walk(child, depth + 1);
+      }
+    };
+    walk(process.pid, 0);
+  }
+
+  private pidsByRole(routerPid?: number): Record<Role, number[]> {
+    const pids: Record<Role, number[]> = { edges: [], router: [], nats: [], supervisor: [], floodWorkers: [], runner: [process.pid] };
+    const supervisor = this.cluster?.child.exitCode === null ? this.cluster.child.pid : undefined;
+    if (supervisor) {
+      pids.supervisor.push(supervisor);
+      const router = routerPid ?? this.cluster!.pids['router-0'];
+      for (const pid of childrenOf(supervisor)) {
+        if (commOf(pid) === 'nats-server') pids.nats.push(pid);
+        else if (pid === router) pids.router.push(pid);
+        else pids.edges.push(pid);
+      }
+    }
+    pids.floodWorkers = childrenOf(process.pid).filter((pid) => commOf(pid) === 'flood-worker');
+    return pids;
+  }
+
+  /** Takes one sample now and keeps it. */
+  async sample(): Promise<Sample> {
+    this.noteDescendants();
+    const stats = await this.routerStats();
+    const now = performance.now();
+    const dt = Math.max(0.001, (now - this.prev.at) / 1000);
+    const sample: Sample = {
+      t: +((now - this.started) / 1000).toFixed(2),
+      phase: this.phase,
+      open: this.floodTotals?.open ?? 0,
+      serverStreams: stats?.connections ?? null,
+      welcomed: this.floodTotals?.welcomed ?? 0,
+      closed: this.floodTotals?.closed ?? 0,
+      failed: this.floodTotals?.failed ?? 0,
+      chunks: this.floodTotals?.chunks ?? 0,
+      chunksPerSecond: 0,
+      sends: stats?.sends ?? null,
+      sendsPerSecond: 0,
+      processes: emptyRoles(),
+      rss: emptyRoles(),
+      pss: emptyRoles(),
+      cpu: emptyRoles(),
+      machineCpu: { busy: 0, user: 0, system: 0, softirq: 0 },
+      kernel: kernelMemory(),
+      delivery: latencySummary(this.interval),
+    };
+    sample.chunksPerSecond = Math.round((sample.chunks - this.prev.chunks) / dt);
+    if (stats) {
+      sample.sendsPerSecond = Math.round((stats.sends - this.prev.sends) / dt);
+      this.slowConsumerCloses = stats.slowConsumerCloses;
+    }
+    this.interval = newHistogram();
+    for (const [role, pids] of Object.entries(this.pidsByRole(stats?.pid)) as [Role, number[]][]) {
+      for (const pid of pids) {
+        try {
+          const [rss, pss, cpu] = [rssOf(pid), pssOf(pid), cpuOf(pid)];
+          sample.rss[role] += rss;
+          sample.pss[role] += pss;
+          // A process seen for the first time counts from now on.
+          sample.cpu[role] += (cpu - (this.cpuPrev.get(pid) ?? cpu)) / dt;
+          this.cpuPrev.set(pid, cpu);
+          sample.processes[role]++;
+        } catch {
+          // it exited between the listing and the read
+        }
+      }
+      sample.cpu[role] = +sample.cpu[role].toFixed(3);
+    }
+    const machine = machineTicks();
+    const cores = (key: keyof typeof machine) => +(((machine[key] - this.prevMachine[key]) / Math.max(1, machine.total - this.prevMachine.total)) * cpus().length).toFixed(3);
+    sample.machineCpu = { busy: cores('busy'), user: cores('user'), system: cores('system'), softirq: cores('softirq') };
+    this.prevMachine = machine;
+    this.prev = { at: now, chunks: sample.chunks, sends: stats?.sends ?? this.prev.sends };
+    this.samples.push(sample);
+    return sample;
+  }
+
+  private async routerStats(): Promise<{ pid: number; connections: number; sends: number; slowConsumerCloses: number } | undefined> {
+    if (!this.cluster?.apiPort || this.cluster.child.exitCode !== null) return undefined;
+    try {
+      const res = await fetch(`http://127.0.0.1:${this.cluster.apiPort}/stats`, { signal: AbortSignal.timeout(800) });
+      return res.ok ? ((await res.json()) as { pid: number; connections: number; sends: number; slowConsumerCloses: number }) : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+/** Runs a c1m CLI command to its end; killed after `timeoutMs` or on abort. */
+function runCli(args: string[], timeoutMs: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolvePromise, reject) => {
+    const child: ChildProcess = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout!.on('data', (d) => (out = (out + d).slice(-4000)));
+    child.stderr!.on('data', (d) => (out = (out + d).slice(-4000)));
+    const kill = () => child.kill('SIGKILL');
+    const timer = setTimeout(kill, timeoutMs);
+    signal.addEventListener('abort', kill, { once: true });
+    child.once('error', reject);
+    child.once('close', (code, sig) => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', kill);
+      if (code === 0) resolvePromise();
+      else reject(new Error(`c1m ${args.slice(0, 2).join(' ')} ended with ${code ?? sig}: ${out.trim()}`));
+    });
+  });
+}
+
+/**
+ * The store holds the graph when it has exactly its rows (users x m, mutual:
+ * two per edge); an empty store gets it generated and bulk-loaded; a store
+ * with anything else is refused rather than mixed.
+ */
+async function ensureGraph(o: RunOptions, signal: AbortSignal, log: (line: string) => void): Promise<NonNullable<RunResult['graph']>> {
+  const started = performance.now();
+  const expected = 2 * barabasiAlbertEdgeCount(o.users, o.m);
+  mkdirSync(dirname(resolve(o.db)), { recursive: true });
+  const { openStore } = await import('../subsmanager/store.js');
+  const store = openStore(o.db);
+  const rows = store.count();
+  store.close();
+  if (rows === expected) {
+    log(`graph: ${o.db} already holds ${o.users} users x m=${o.m} (${rows} subscriptions)`);
+    return { rows, loaded: false, seconds: 0 };
+  }
+  if (rows !== 0) throw new Error(`${o.db} holds ${rows} subscriptions, not the ${o.users} x m=${o.m} graph (${expected}): give an empty or matching --db`);
+  const edgesFile = `${o.db}.${o.users}x${o.m}.edges`;
+  try {
+    log(`graph: generating ${o.users} users x m=${o.m}`);
+    await runCli(['friends', 'generate', '--users', String(o.users), '--m', String(o.m), '--seed', String(o.seed), '--out', edgesFile], 3_600_000, signal);
+    log(`graph: loading ${edgesFile} into ${o.db}`);
+    await runCli(['friends', 'load', edgesFile, '--db', o.db], 3_600_000, signal);
+  } finally {
+    rmSync(edgesFile, { force: true });
+  }
+  return { rows: expected, loaded: true, seconds: +((performance.now() - started) / 1000).toFixed(1) };
+}
+
+/**
+ * Stops the cluster: SIGTERM to the supervisor (it stops edges, router and
+ * nats-server in turn), SIGKILL after a grace. Then every process this run
+ * started that is still alive (nats-server does not watch its supervisor; a
+ * cluster that never got ready) is killed by pid, checked by its start time.
+ */
+async function stopEverything(cluster: ClusterProcess | undefined, sampler: Sampler): Promise<void> {
+  sampler.noteDescendants();
+  if (cluster && cluster.child.exitCode === null && cluster.child.signalCode === null) {
+    const exited = new Promise((r) => cluster.child.once('exit', r));
+    cluster.child.kill('SIGTERM');
+    if ((await Promise.race([exited, sleep(45_000, 'timeout')])) === 'timeout') {
+      cluster.child.kill('SIGKILL');
+      await exited;
+    }
+  }
+  for (const [pid, start] of sampler.seen) {
+    if (start && startTimeOf(pid) === start) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    }
+  }
+}
+
+export async function runC1m(options: RunOptions): Promise<RunResult & { dir: string }> {
+  const { signal: outer, log: logOption, ...settings } = options;
+  const log = logOption ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const o = { sampleMs: 1000, ...settings };
+  const dir = resolve(o.out);
+  mkdirSync(dir, { recursive: true });
+
+  const sources = parseSources(o.src);
+  const perAddress = o.ports[1] - o.ports[0] + 1;
+  const needed = Math.ceil(o.connections / perAddress);
+  if (sources.length < needed) throw new Error(`${o.connections} connections need at least ${needed} source addresses at ${perAddress} ports each; --src gives ${sources.length}`);
+  const rates = o.msgRates ?? [o.msgRate ?? 0];
+  const messageSeconds = rates.length * (o.msgSeconds + 12);
+  const maxSeconds = o.maxSeconds ?? Math.ceil((3 * o.connections) / o.rate + o.hold + messageSeconds + 180);
+
+  const started = performance.now();
+  const now = () => +((performance.now() - started) / 1000).toFixed(2);
+  const abort = new AbortController();
+  const onOuterAbort = () => abort.abort(new Error('interrupted'));
+  outer?.addEventListener('abort', onOuterAbort, { once: true });
+  if (outer?.aborted) onOuterAbort();
+  const sampler = new Sampler(started);
+  const result: RunResult = { status: 'complete', startedAt: new Date().toISOString(), seconds: 0, options: o, snapshots: {}, phases: [], steps: [], samples: sampler.samples };
+  const enter = (phase: Phase) => {
+    const t = now();
+    const last = result.phases.at(-1);
+    if (last) last.end = t;
+    result.phases.push({ phase, start: t, end: t });
+    sampler.phase = phase;
+    log(`${phase} at ${t}s`);
+  };
+
+  const availableBytes = Number(/^MemAvailable:\s+(\d+)/m.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? 0) * 1024;
+  // About 8.4 KB of kernel memory and 1-2 KB of server and client memory per connection (design notes).
+  if (availableBytes < o.connections * 12_000) log(`warning: ${Math.round(availableBytes / 2 ** 20)} MiB available; ${o.connections} connections need about ${Math.round((o.connections * 12_000) / 2 ** 20)} MiB`);
+
+  let cluster: ClusterProcess | undefined;
+  let flood: Promise<FloodSummary> | undefined;
+  const floodStop = new AbortController();
+  let hardStop: NodeJS.Timeout | undefined;
+  /** Delivery latencies of the message step under way. */
+  let stepHistogram: ReturnType<typeof newHistogram> | undefined;
+  const aborted = new Promise<void>((r) => abort.signal.addEventListener('abort', () => r(), { once: true }));
+  try {
+    result.graph = await ensureGraph(o, abort.signal, log);
+    abort.signal.throwIfAborted();
+
+    result.snapshots.before = await sampler.sample();
+    sampler.start(o.sampleMs);
+    hardStop = setTimeout(() => abort.abort(new Error(`hard stop after ${maxSeconds} s`)), maxSeconds * 1000);
+    enter('start');
+    const sizing = o.edges ? ['--edges', String(o.edges)] : ['--connections', String(o.connections)];
+    cluster = await spawnCluster(['--db', o.db, '--max-user-id', String(Math.max(o.users, o.connections)), ...sizing], {}, 180_000);
+    sampler.cluster = cluster;
+    const capacity = cluster.edges.reduce((n, e) => n + e.capacity, 0);
+    result.cluster = { edges: cluster.edges.length, capacity, port: cluster.port, apiPort: cluster.apiPort, nats: cluster.nats, startSeconds: now() - result.phases[0].start, restarts: 0 };
+    log(`cluster: ${cluster.edges.length} edges, capacity ${capacity}, streams on port ${cluster.port}, API on ${cluster.apiPort}`);
+    abort.signal.throwIfAborted();
+
+    enter('ramp');
+    let ramped: () => void = () => {};
+    const rampDone = new Promise<void>((r) => (ramped = r));
+    let nextLine = 0;
+    flood = runFlood({
+      host: '127.0.0.1',
+      port: cluster.port,
+      rows: rowsFromRanges(sources, [1, o.connections]),
+      ports: o.ports,
+      rate: o.rate,
+      concurrency: o.concurrency,
+      // Held until floodStop: the run decides when the hold ends.
+      duration: maxSeconds,
+      maxSeconds,
+      stop: floodStop.signal,
+      reportMs: 500,
+      onReport: (totals) => {
+        sampler.floodTotals = totals;
+        if (totals.ramped) ramped();
+        // The original's monitor line, every 10 s.
+        if (totals.elapsedSeconds >= nextLine) {
+          nextLine += 10;
+          log(`{Open, Closed, Chunks, Bytes} = {${totals.open}, ${totals.closed}, ${totals.chunks}, ${totals.bytes}} failed=${totals.failed} errors=${JSON.stringify(totals.errors)}`);
+        }
+      },
+      onDelivery: (micros, count) => {
+        sampler.recordDelivery(micros, count);
+        stepHistogram?.recordValueWithCount(micros, count);
+      },
+    });
+    // A flood that ends before the run stops it (a worker failed, its own hard stop) ends the run.
+    const floodEnded = () => {
+      if (!floodStop.signal.aborted) abort.abort(new Error('the flood ended before the run did'));
+    };
+    flood.then(floodEnded, floodEnded);
+    await Promise.race([rampDone, aborted]);
+    abort.signal.throwIfAborted();
+
+    enter('hold');
+    await sleep(o.hold * 1000, undefined, { signal: abort.signal });
+    result.snapshots.peak = await sampler.sample();
+
+    enter('messages');
+    for (const rate of rates) {
+      stepHistogram = newHistogram();
+      const chunksBefore = sampler.floodTotals?.chunks ?? 0;
+      const msggen = runMsggen({
+        apiHost: '127.0.0.1',
+        apiPort: cluster.apiPort,
+        users: o.users,
+        generators: o.generators,
+        interval: o.sendInterval,
+        rate: rate || undefined,
+        duration: o.msgSeconds,
+        connections: o.msgConnections,
+        size: 0,
+      });
+      const summary = await Promise.race([msggen, aborted.then(() => undefined)]);
+      if (!summary) break;
+      // Chunks of the last sends still on their way.
+      await sleep(1000, undefined, { signal: abort.signal });
+      const delivery = latencySummary(stepHistogram);
+      const deliveredChunksPerSecond = Math.round(((sampler.floodTotals?.chunks ?? 0) - chunksBefore) / summary.seconds);
+      const errors = Object.values(summary.errors).reduce((n, e) => n + e, 0);
+      const sustained = summary.achievedRate >= 0.95 * summary.configuredRate && errors === 0 && summary.skipped === 0 && delivery.p99 <= P99_TARGET_MS;
+      result.steps.push({ rate: summary.configuredRate, msggen: summary, deliveredChunksPerSecond, delivery, sustained });
+      log(`messages at ${summary.configuredRate}/s: achieved ${summary.achievedRate} sends/s, ${deliveredChunksPerSecond} chunks/s delivered, delivery p99 ${delivery.p99} ms${sustained ? '' : ' (not sustained)'}`);
+    }
+    stepHistogram = undefined;
+    const during = sampler.samples.filter((s) => s.phase === 'messages');
+    result.snapshots.messages = during.reduce<Sample | undefined>((a, s) => (!a || s.kernel.usedBytes > a.kernel.usedBytes ? s : a), undefined);
+  } catch (err) {
+    result.status = outer?.aborted ? 'interrupted' : 'failed';
+    result.error = ((abort.signal.aborted ? abort.signal.reason : err) as Error).message;
+    log(`run ${result.status}: ${result.error}`);
+  } finally {
+    clearTimeout(hardStop);
+    if (result.phases.length) enter('stop');
+    floodStop.abort();
+    try {
+      if (flood) result.flood = await flood;
+    } catch (err) {
+      result.status = result.status === 'complete' ? 'failed' : result.status;
+      result.error ??= (err as Error).message;
+    }
+    if (sampler.floodTotals && result.flood) sampler.floodTotals = result.flood;
+    if (cluster) {
+      result.slowConsumerCloses = sampler.slowConsumerCloses;
+      await sampler.sample();
+    }
+    sampler.stop();
+    await stopEverything(cluster, sampler);
+    if (cluster && result.cluster) result.cluster.restarts = (cluster.output().match(/child exited; restarting/g) ?? []).length;
+    outer?.removeEventListener('abort', onOuterAbort);
+    const last = result.phases.at(-1);
+    if (last) last.end = now();
+    result.seconds = now();
+  }
+  const { writeReport } = await import('./report.js');
+  await writeReport(dir, result, cluster?.output() ?? '');
+  log(`report: ${join(dir, 'report.md')}`);
+  return { ...result, dir };
+}

@@ -1,0 +1,162 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { CHARTS } from '../loadgen/report.js';
+import { runCommand } from '../loadgen/run-cli.js';
+import { runC1m, type RunOptions, type Sample } from '../loadgen/run.js';
+import { tempDir } from './helpers.js';
+
+/** Command lines of the processes alive now that mention `text`. */
+function processesMentioning(text: string): string[] {
+  return readdirSync('/proc')
+    .filter((name) => /^\d+$/.test(name) && Number(name) !== process.pid)
+    .flatMap((pid) => {
+      try {
+        const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
+        return cmdline.includes(text) ? [`${pid}: ${cmdline}`] : [];
+      } catch {
+        return [];
+      }
+    });
+}
+
+const small = (dir: string, more: Partial<RunOptions> = {}): RunOptions => ({
+  connections: 2000,
+  users: 2000,
+  m: 3,
+  seed: 1,
+  db: join(dir, 'friends.db'),
+  edges: 2,
+  src: '127.0.40.1-127.0.40.4',
+  ports: [20000, 29999],
+  rate: 2000,
+  concurrency: 500,
+  hold: 3,
+  msgSeconds: 3,
+  msgRates: [200, 500],
+  generators: 10,
+  sendInterval: [10, 110],
+  msgConnections: 4,
+  out: join(dir, 'report'),
+  maxSeconds: 50,
+  log: () => {},
+  ...more,
+});
+
+describe('c1m run', () => {
+  it('loads the graph, holds 2,000 streams on 2 edges, steps two send rates, stops everything and writes a complete report', async () => {
+    const dir = tempDir();
+    const result = await runC1m(small(dir));
+    expect(result.error).toBeUndefined();
+    expect(result.status).toBe('complete');
+    expect(result.graph).toMatchObject({ loaded: true, rows: 2 * (6 + (2000 - 4) * 3) });
+    expect(result.cluster).toMatchObject({ edges: 2, restarts: 0 });
+    expect(result.flood).toMatchObject({ target: 2000, peakOpen: 2000, welcomed: 2000, failed: 0, closed: 0, held: 2000 });
+
+    const peak = result.snapshots.peak!;
+    expect(peak).toMatchObject({ phase: 'hold', open: 2000, serverStreams: 2000, processes: { edges: 2, router: 1, nats: 1, supervisor: 1, runner: 1 } });
+    expect(peak.processes.floodWorkers).toBeGreaterThanOrEqual(1);
+    for (const role of ['edges', 'router', 'nats', 'supervisor', 'floodWorkers', 'runner'] as const) {
+      expect(peak.rss[role], role).toBeGreaterThan(0);
+      expect(peak.pss[role], role).toBeGreaterThan(0);
+      expect(peak.pss[role], role).toBeLessThanOrEqual(peak.rss[role]);
+    }
+    expect(peak.kernel.tcpInUse).toBeGreaterThanOrEqual(4000);
+
+    expect(result.steps.map((s) => s.rate)).toEqual([200, 500]);
+    for (const step of result.steps) {
+      expect(step.msggen.achievedRate).toBeGreaterThan(0.8 * step.rate);
+      expect(step.deliveredChunksPerSecond).toBeGreaterThan(step.msggen.achievedRate);
+      expect(step.delivery.count).toBeGreaterThan(0);
+    }
+
+    // Nothing it started is left: supervisor and router (--db), edges (--nats URL), nats-server (its port).
+    const natsPort = new URL(result.cluster!.nats).port;
+    expect([...processesMentioning(result.options.db), ...processesMentioning(result.cluster!.nats), ...processesMentioning(`-p ${natsPort}`)]).toEqual([]);
+    expect(readFileSync(`/proc/${process.pid}/task/${process.pid}/children`, 'utf8').trim()).toBe('');
+
+    const report = readFileSync(join(result.dir, 'report.md'), 'utf8');
+    for (const text of [
+      'Status: **complete**',
+      '| streams reached (most open at once, client side) | 2,000 |',
+      "| streams in the router's directory at the end of the hold | 2,000 |",
+      '| closed by the server (unexpected) | 0 |',
+      'RSS per stream** (',
+      'PSS per stream',
+      '| **c1m cluster (all server processes)** | 5 |',
+      '| nats-server | 1 |',
+      '| **load generator** |',
+      '| SUnreclaim |',
+      '| TCP mem (/proc/net/sockstat, pages x 4 KiB) |',
+      '| **machine (all processes and the kernel)** |',
+      'µs of CPU per connect',
+      '| welcome latency p50 / p99 / p99.9 / max |',
+      '| 200 | ',
+      '| 500 | ',
+      'Delivery latency over the whole run',
+    ])
+      expect(report).toContain(text);
+    expect(report).toMatch(/\*\*(Highest send rate sustained at p99 <= 100 ms: [\d,]+ sends\/s, [\d,]+ delivered chunks\/s|No rate tried was sustained)/);
+
+    const samples = JSON.parse(readFileSync(join(result.dir, 'samples.json'), 'utf8')) as Sample[];
+    expect(samples.length).toBeGreaterThanOrEqual(10);
+    expect(new Set(samples.map((s) => s.phase))).toEqual(new Set(['start', 'ramp', 'hold', 'messages', 'stop']));
+    expect(Math.max(...samples.map((s) => s.open))).toBe(2000);
+    expect(samples.some((s) => s.delivery.count > 0 && s.chunksPerSecond > 0 && s.sendsPerSecond > 0)).toBe(true);
+    expect(samples.every((s) => s.kernel.slabBytes > 0 && s.rss.runner > 0)).toBe(true);
+    expect(JSON.parse(readFileSync(join(result.dir, 'summary.json'), 'utf8'))).toMatchObject({ status: 'complete', flood: { peakOpen: 2000 } });
+
+    for (const chart of CHARTS) {
+      const svg = readFileSync(join(result.dir, `${chart}.svg`), 'utf8');
+      expect(svg, chart).toMatch(/^<svg[\s\S]*<\/svg>$/);
+      expect(report).toContain(`![${chart}](${chart}.svg)`);
+      // Lines through many points: real data, not an empty frame.
+      const longest = Math.max(0, ...[...svg.matchAll(/aria-roledescription="line mark" d="([^"]+)"/g)].map((m) => (m[1].match(/L/g) ?? []).length));
+      expect(longest, chart).toBeGreaterThanOrEqual(chart === 'latency' ? 2 : 8);
+    }
+    expect(readFileSync(join(result.dir, 'memory.svg'), 'utf8')).toContain('edges PSS');
+  });
+
+  it('refuses a store holding another graph, and too few source addresses, before starting anything', async () => {
+    const dir = tempDir();
+    const { openStore } = await import('../subsmanager/store.js');
+    const store = openStore(join(dir, 'friends.db'));
+    store.addSubscriptions([[1, 2]]);
+    store.close();
+    const result = await runC1m(small(dir));
+    expect(result.status).toBe('failed');
+    expect(result.error).toMatch(/holds 1 subscriptions, not the 2000 x m=3 graph/);
+    expect(result.cluster).toBeUndefined();
+    expect(readFileSync(join(result.dir, 'report.md'), 'utf8')).toContain('Status: **failed**');
+    await expect(runC1m(small(dir, { connections: 200_000, src: '127.0.40.1-127.0.40.2' }))).rejects.toThrow(/need at least 20 source addresses at 10000 ports each; --src gives 2/);
+  });
+
+  it('stops every process it started when interrupted, and still writes the report', async () => {
+    const dir = tempDir();
+    const stop = new AbortController();
+    const result = await runC1m(
+      small(dir, {
+        connections: 300,
+        users: 300,
+        src: '127.0.41.1-127.0.41.2',
+        hold: 60,
+        signal: stop.signal,
+        log: (line) => line.startsWith('hold') && stop.abort(),
+      }),
+    );
+    expect(result.status).toBe('interrupted');
+    expect(result.flood).toMatchObject({ welcomed: 300, closed: 0, held: 300 });
+    expect(result.seconds).toBeLessThan(40);
+    const natsPort = new URL(result.cluster!.nats).port;
+    expect([...processesMentioning(result.options.db), ...processesMentioning(result.cluster!.nats), ...processesMentioning(`-p ${natsPort}`)]).toEqual([]);
+    expect(readFileSync(join(result.dir, 'report.md'), 'utf8')).toContain('Status: **interrupted**');
+  });
+
+  it('c1m run refuses bad options before starting anything', () => {
+    const parse = (...args: string[]) => () => runCommand().exitOverride().configureOutput({ writeErr: () => {} }).parse(args, { from: 'user' });
+    expect(runCommand().helpInformation()).toMatch(/--msg-rates <list>[\s\S]*--max-seconds <s>/);
+    expect(parse('--msg-rates', '1000,x')).toThrow(/msg rate must be an integer >= 1/);
+    expect(parse('--msg-rate', '100', '--msg-rates', '100,200')).toThrow(/cannot be used with/);
+    expect(parse('--ports', '9-1')).toThrow(/ports '9-1' is not N or N-M/);
+  });
+});

@@ -23,6 +23,7 @@ const streamHeaders = (contentType: 'text' | 'html'): [string, string][] => [
   ['X-Content-Type-Options', 'nosniff'],
   ['Cache-Control', 'no-cache'],
   ['X-Accel-Buffering', 'no'], // tell nginx-style proxies not to buffer the stream
+  ['Connection', 'close'], // a stream ends with its connection (see CometStream.close)
 ];
 
 /** The public listener: the comet streams at /test/<id> and the watch page at /. */

@@ -264,11 +264,16 @@ export class CometStream implements Connection {
     this.hub.registry.logout(this);
   }
 
-  /** Finishes the chunked response cleanly and drops the connection. */
+  /**
+   * Finishes the chunked response with its terminating chunk. Not end(_, true):
+   * once the body has started, uWS writes that "Connection: close" header into
+   * the body and corrupts the chunked encoding. The stream's headers already
+   * say Connection: close, so the client hangs up (uWS's idle timeout drops one that does not).
+   */
   close(): void {
     if (this.state === CLOSED) return;
     this.forget();
-    this.res.cork(() => this.res.end(undefined, true));
+    this.res.cork(() => this.res.end());
   }
 
   private forget(): void {

@@ -27,7 +27,7 @@ describe('backend API', () => {
   });
 
   it('rejects malformed bodies, wrong shapes and bad ids with a message, changing nothing', async () => {
-    c1m = await startServer({ maxBody: 1000 });
+    c1m = await startServer({ maxBody: 1000, maxMessage: 500 });
     const port = c1m.apiPort;
     c1m.store.addSubscriptions([[2, 1]]);
     const bad: [string, string, string | Uint8Array, Record<string, string>, number, string][] = [
@@ -47,7 +47,7 @@ describe('backend API', () => {
       ['POST', '/send/0', 'hi', {}, 400, 'not a user id'],
       ['POST', '/send/2000000', 'hi', {}, 400, 'above the limit'],
       ['POST', '/send/1', '', {}, 400, 'empty message'],
-      ['POST', '/send/1', 'x'.repeat(1001), {}, 413, '1000 bytes'],
+      ['POST', '/send/1', 'x'.repeat(501), {}, 413, '500 bytes'], // --max-message, not --max-body, bounds a message
       ['GET', '/subscribers/x', '', {}, 400, 'not a user id'],
       ['GET', '/nope', '', {}, 404, 'no such endpoint'],
     ];
@@ -62,7 +62,7 @@ describe('backend API', () => {
   });
 
   it('refuses a body that streams past the limit without a Content-Length', async () => {
-    c1m = await startServer({ maxBody: 1000 });
+    c1m = await startServer({ maxMessage: 1000 });
     const body = new ReadableStream({
       start(controller) {
         for (let i = 0; i < 10; i++) controller.enqueue(new TextEncoder().encode('y'.repeat(500)));

@@ -175,19 +175,21 @@ export function reportMarkdown(r: RunResult): string {
   return lines.join('\n');
 }
 
+/** A layered vega-lite chart: one panel of a figure. */
+type Chart = Extract<TopLevelSpec, { layer: unknown }>;
+
 interface Point {
   t: number;
   series: string;
   value: number;
 }
 
-/** One chart over time: a line per series, with the run's phases marked. */
-function lineSpec(title: string, yTitle: string, points: Point[], phases: RunResult['phases'], logY = false): TopLevelSpec {
+/** One chart over time: a line per series, with the run's phases and message steps marked (labels staggered so close ones stay readable). */
+function lineSpec(title: string, yTitle: string, points: Point[], marks: { t: number; label: string }[], logY = false): Chart {
   return {
-    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title,
     width: 720,
-    height: 320,
+    height: 300,
     layer: [
       {
         data: { values: points },
@@ -199,10 +201,13 @@ function lineSpec(title: string, yTitle: string, points: Point[], phases: RunRes
         },
       },
       {
-        data: { values: phases.map((p) => ({ t: p.start, phase: p.phase })) },
+        data: { values: marks.map((m, i) => ({ ...m, dy: 2 + (i % 3) * 12 })) },
         layer: [
           { mark: { type: 'rule', strokeDash: [4, 4], color: '#888' }, encoding: { x: { field: 't', type: 'quantitative' } } },
-          { mark: { type: 'text', align: 'left', baseline: 'top', dx: 3, dy: 2, color: '#555' }, encoding: { x: { field: 't', type: 'quantitative' }, y: { value: 0 }, text: { field: 'phase' } } },
+          {
+            mark: { type: 'text', align: 'left', baseline: 'top', dx: 3, color: '#555' },
+            encoding: { x: { field: 't', type: 'quantitative' }, y: { field: 'dy', type: 'quantitative', scale: null }, text: { field: 'label' } },
+          },
         ],
       },
     ],
@@ -213,7 +218,9 @@ function lineSpec(title: string, yTitle: string, points: Point[], phases: RunRes
 export async function chartsSvg(r: RunResult): Promise<Record<(typeof CHARTS)[number], string>> {
   // Loaded only when charts are drawn, as in subsmanager/stats.ts.
   const [vega, { compile }] = await Promise.all([import('vega'), import('vega-lite')]);
-  const render = async (spec: TopLevelSpec) => {
+  const render = async (...charts: Chart[]) => {
+    // Several charts share one SVG one above the other: sends/s and chunks/s differ 30-fold.
+    const spec: TopLevelSpec = { $schema: 'https://vega.github.io/schema/vega-lite/v6.json', ...(charts.length === 1 ? charts[0] : { vconcat: charts }) };
     const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' });
     try {
       return await view.toSVG();
@@ -229,9 +236,10 @@ export async function chartsSvg(r: RunResult): Promise<Record<(typeof CHARTS)[nu
     });
   const MiB = 2 ** 20;
   const withDeliveries = s.filter((x) => x.delivery.count > 0);
+  const marks = [...r.phases.map((p) => ({ t: p.start, label: p.phase })), ...r.steps.map((step) => ({ t: step.start, label: `${count(step.rate)}/s` }))].sort((a, b) => a.t - b.t);
   return {
     connections: await render(
-      lineSpec('Open streams', 'streams', [...series('held by the flood', (x) => x.open), ...series("in the router's directory", (x) => x.serverStreams), ...series('failed', (x) => x.failed), ...series('closed by the server', (x) => x.closed)], r.phases),
+      lineSpec('Open streams', 'streams', [...series('held by the flood', (x) => x.open), ...series("in the router's directory", (x) => x.serverStreams), ...series('failed', (x) => x.failed), ...series('closed by the server', (x) => x.closed)], marks),
     ),
     memory: await render(
       lineSpec(
@@ -247,7 +255,7 @@ export async function chartsSvg(r: RunResult): Promise<Record<(typeof CHARTS)[nu
           ...series('nats-server RSS', (x) => x.rss.nats / MiB),
           ...series('load generator RSS', (x) => sum(x.rss, LOADGEN_ROLES) / MiB),
         ],
-        r.phases,
+        marks,
       ),
     ),
     cpu: await render(
@@ -262,17 +270,20 @@ export async function chartsSvg(r: RunResult): Promise<Record<(typeof CHARTS)[nu
           ...series('nats-server', (x) => x.cpu.nats),
           ...series('load generator', (x) => sum(x.cpu, LOADGEN_ROLES)),
         ],
-        r.phases,
+        marks,
       ),
     ),
-    throughput: await render(lineSpec('Messages', 'per second', [...series('sends/s (router)', (x) => x.sendsPerSecond), ...series('chunks received/s (clients)', (x) => x.chunksPerSecond)], r.phases)),
+    throughput: await render(
+      lineSpec('Sends', 'per second', series('sends/s (router)', (x) => x.sendsPerSecond), marks),
+      lineSpec('Deliveries', 'per second', series('chunks received/s (clients)', (x) => x.chunksPerSecond), marks),
+    ),
     latency: await render(
       lineSpec(
         'Delivery latency, per second (send to receipt)',
         'ms (log)',
         // A log scale has no zero: latencies under 1 µs do not occur, so clamp to 0.001 ms.
         [...series('p50', (x) => Math.max(0.001, x.delivery.p50), withDeliveries), ...series('p99', (x) => Math.max(0.001, x.delivery.p99), withDeliveries), ...series('max', (x) => Math.max(0.001, x.delivery.max), withDeliveries)],
-        r.phases,
+        marks,
         true,
       ),
     ),

@@ -105,6 +105,8 @@ export interface Sample {
 export interface Step {
   /** Configured sends/s (the generators' expected rate without a fixed rate). */
   rate: number;
+  /** Seconds since the run started. */
+  start: number;
   msggen: MsggenSummary;
   /** Chunks the flood received for this step (until a settle second after it), per second of sending. */
   deliveredChunksPerSecond: number;
@@ -500,6 +502,7 @@ export async function runC1m(options: RunOptions): Promise<RunResult & { dir: st
     enter('messages');
     for (const rate of rates) {
       stepHistogram = newHistogram();
+      const stepStart = now();
       const chunksBefore = sampler.floodTotals?.chunks ?? 0;
       const msggen = runMsggen({
         apiHost: '127.0.0.1',
@@ -520,7 +523,7 @@ export async function runC1m(options: RunOptions): Promise<RunResult & { dir: st
       const deliveredChunksPerSecond = Math.round(((sampler.floodTotals?.chunks ?? 0) - chunksBefore) / summary.seconds);
       const errors = Object.values(summary.errors).reduce((n, e) => n + e, 0);
       const sustained = summary.achievedRate >= 0.95 * summary.configuredRate && errors === 0 && summary.skipped === 0 && delivery.p99 <= P99_TARGET_MS;
-      result.steps.push({ rate: summary.configuredRate, msggen: summary, deliveredChunksPerSecond, delivery, sustained });
+      result.steps.push({ rate: summary.configuredRate, start: stepStart, msggen: summary, deliveredChunksPerSecond, delivery, sustained });
       log(`messages at ${summary.configuredRate}/s: achieved ${summary.achievedRate} sends/s, ${deliveredChunksPerSecond} chunks/s delivered, delivery p99 ${delivery.p99} ms${sustained ? '' : ' (not sustained)'}`);
     }
     stepHistogram = undefined;

@@ -7,7 +7,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
-import { LOADGEN_ROLES, P99_TARGET_MS, SERVER_ROLES, type KernelMemory, type Role, type RunResult, type Sample } from './run.js';
+import { LOADGEN_ROLES, P99_TARGET_MS, SERVER_ROLES, type FullSample, type KernelMemory, type Role, type RunResult, type Sample } from './run.js';
 
 export const CHARTS = ['connections', 'memory', 'cpu', 'throughput', 'latency'] as const;
 
@@ -45,7 +45,7 @@ function cpuSeconds(samples: Sample[], phase: Sample['phase']) {
   return { roles, machine, seconds };
 }
 
-function memoryTable(peak: Sample): string[] {
+function memoryTable(peak: FullSample): string[] {
   const streams = peak.open;
   const row = (name: string, processes: number, rss: number, pss: number) => `| ${name} | ${processes} | ${mib(rss)} | ${perStream(rss, streams)} | ${mib(pss)} | ${perStream(pss, streams)} |`;
   const group = (roles: readonly Role[], total: string) => [
@@ -171,7 +171,7 @@ export function reportMarkdown(r: RunResult): string {
   }
 
   lines.push('## Charts', '', ...CHARTS.map((c) => `![${c}](${c}.svg)`), '');
-  lines.push('## Files', '', '- `samples.json`: one sample a second (streams, RSS/PSS/CPU per role, kernel memory, chunks, delivery latency)', '- `summary.json`: every figure above as data', '- `cluster.log`: the cluster\'s merged JSON log', '');
+  lines.push('## Files', '', '- `samples.json`: one sample a second (streams, RSS and CPU per role, PSS every 10th, kernel memory, chunks, delivery latency)', '- `summary.json`: every figure above as data', '- `cluster.log`: the cluster\'s merged JSON log', '');
   return lines.join('\n');
 }
 
@@ -250,7 +250,7 @@ export async function chartsSvg(r: RunResult): Promise<Record<(typeof CHARTS)[nu
           ...series('kernel Slab', (x) => x.kernel.slabBytes / MiB),
           ...series('kernel TCP mem', (x) => x.kernel.tcpMemBytes / MiB),
           ...series('edges RSS', (x) => x.rss.edges / MiB),
-          ...series('edges PSS', (x) => x.pss.edges / MiB),
+          ...series('edges PSS', (x) => (x.pss ? x.pss.edges / MiB : null)),
           ...series('router RSS', (x) => x.rss.router / MiB),
           ...series('nats-server RSS', (x) => x.rss.nats / MiB),
           ...series('load generator RSS', (x) => sum(x.rss, LOADGEN_ROLES) / MiB),

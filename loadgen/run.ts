@@ -92,7 +92,8 @@ export interface Sample {
   sendsPerSecond: number;
   processes: Record<Role, number>;
   rss: Record<Role, number>;
-  pss: Record<Role, number>;
+  /** Every PSS_EVERY-th sample and the snapshots only: reading it walks each process's page tables (2.4 ms for a 60 MB process). */
+  pss: Record<Role, number> | null;
   /** CPU over the last interval, in cores (1 = one core busy). */
   cpu: Record<Role, number>;
   /** The whole machine (from /proc/stat), in cores; softirq is most of loopback TCP. */
@@ -101,6 +102,12 @@ export interface Sample {
   /** Delivery latency of the chunks reported in this interval. */
   delivery: LatencySummary;
 }
+
+/** A sample with PSS read: the snapshots. */
+export type FullSample = Sample & { pss: Record<Role, number> };
+
+/** PSS is read once in so many samples: ~100 processes at 1M streams would otherwise cost a quarter of a core. */
+const PSS_EVERY = 10;
 
 export interface Step {
   /** Configured sends/s (the generators' expected rate without a fixed rate). */
@@ -125,7 +132,7 @@ export interface RunResult {
   cluster?: { edges: number; capacity: number; port: number; apiPort: number; nats: string; startSeconds: number; restarts: number };
   flood?: FloodSummary;
   /** Samples taken before the cluster started, with every stream open (end of the hold), and at the most memory during messages. */
-  snapshots: { before?: Sample; peak?: Sample; messages?: Sample };
+  snapshots: { before?: FullSample; peak?: FullSample; messages?: Sample };
   phases: { phase: Phase; start: number; end: number }[];
   steps: Step[];
   /** Server-side counters at the end: streams closed as slow consumers. */
@@ -253,8 +260,11 @@ class Sampler {
     return pids;
   }
 
-  /** Takes one sample now and keeps it. */
-  async sample(): Promise<Sample> {
+  /** Takes one sample now and keeps it; `full`: with PSS whatever the turn. */
+  async sample(full: true): Promise<FullSample>;
+  async sample(full?: boolean): Promise<Sample>;
+  async sample(full = false): Promise<Sample> {
+    const pss = full || this.samples.length % PSS_EVERY === 0 ? emptyRoles() : null;
     this.noteDescendants();
     const stats = await this.routerStats();
     const now = performance.now();
@@ -273,7 +283,7 @@ class Sampler {
       sendsPerSecond: 0,
       processes: emptyRoles(),
       rss: emptyRoles(),
-      pss: emptyRoles(),
+      pss,
       cpu: emptyRoles(),
       machineCpu: { busy: 0, user: 0, system: 0, softirq: 0 },
       kernel: kernelMemory(),
@@ -288,9 +298,9 @@ class Sampler {
     for (const [role, pids] of Object.entries(this.pidsByRole(stats?.pid)) as [Role, number[]][]) {
       for (const pid of pids) {
         try {
-          const [rss, pss, cpu] = [rssOf(pid), pssOf(pid), cpuOf(pid)];
+          const [rss, cpu] = [rssOf(pid), cpuOf(pid)];
+          if (pss) pss[role] += pssOf(pid);
           sample.rss[role] += rss;
-          sample.pss[role] += pss;
           // A process seen for the first time counts from now on.
           sample.cpu[role] += (cpu - (this.cpuPrev.get(pid) ?? cpu)) / dt;
           this.cpuPrev.set(pid, cpu);
@@ -445,7 +455,7 @@ export async function runC1m(options: RunOptions): Promise<RunResult & { dir: st
     result.graph = await ensureGraph(o, abort.signal, log);
     abort.signal.throwIfAborted();
 
-    result.snapshots.before = await sampler.sample();
+    result.snapshots.before = await sampler.sample(true);
     sampler.start(o.sampleMs);
     hardStop = setTimeout(() => abort.abort(new Error(`hard stop after ${maxSeconds} s`)), maxSeconds * 1000);
     enter('start');
@@ -497,7 +507,7 @@ export async function runC1m(options: RunOptions): Promise<RunResult & { dir: st
 
     enter('hold');
     await sleep(o.hold * 1000, undefined, { signal: abort.signal });
-    result.snapshots.peak = await sampler.sample();
+    result.snapshots.peak = await sampler.sample(true);
 
     enter('messages');
     for (const rate of rates) {

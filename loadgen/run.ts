@@ -426,7 +426,7 @@ export async function runC1m(options: RunOptions): Promise<RunResult & { dir: st
   const started = performance.now();
   const now = () => +((performance.now() - started) / 1000).toFixed(2);
   const abort = new AbortController();
-  const onOuterAbort = () => abort.abort(new Error('interrupted'));
+  const onOuterAbort = () => abort.abort(new Error('stopped on request (Ctrl-C or SIGTERM)'));
   outer?.addEventListener('abort', onOuterAbort, { once: true });
   if (outer?.aborted) onOuterAbort();
   const sampler = new Sampler(started);

@@ -19,7 +19,7 @@ for a in "$@"; do
 done
 
 if [[ ! -f dist/cli.js || ! -x dist/loadgen/flood-worker ]] ||
-  [[ -n $(find . \( -path ./node_modules -o -path ./dist \) -prune -o \( -name '*.ts' -o -name '*.c' \) -newer dist/cli.js -print -quit) ]]; then
+  [[ -n $(find . \( -path ./node_modules -o -path ./dist -o -path ./test \) -prune -o \( -name '*.ts' -o -name '*.c' \) -newer dist/cli.js -print -quit) ]]; then
   echo "building c1m" >&2
   npm run build --silent
 fi

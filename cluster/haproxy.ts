@@ -11,7 +11,7 @@ export interface EdgeServer {
   port: number;
   /** The edge's `--agent-port`, on the same address. */
   agentPort: number;
-  /** The edge's `--max-connections`: HAProxy never holds more streams open to it than this. */
+  /** The edge's `--max-connections`: HAProxy's limit for it until the agent's first answer sets its own. */
   capacity?: number;
 }
 
@@ -108,8 +108,10 @@ backend edges
   # within 0.6 s when refused (killed), 1.4 s when unanswered (host off the network). It goes to
   # the agent port (port), not the stream port: a full or draining edge stops listening for
   # streams and must not be marked down for it; the agent port closes only when the process stops.
-  # agent-check: every 500 ms the edge's agent answers "up <free>%" (weight = free share of 100),
-  # "drain" (weight 0: no new streams, current ones stay) or "maint" (stopping: no new streams).
+  # agent-check: every 500 ms the edge's agent answers "up ready <free>% maxconn:<limit>" (weight =
+  # free share of 100; at most <limit> streams, the count at which the edge stops listening),
+  # "drain" (full or draining: no new streams, current ones stay) or "maint" (stopping). "ready"
+  # matters: without it HAProxy keeps an edge it once saw in drain or maint there for good.
   # on-marked-down: streams to an edge marked down are closed at once so browsers reconnect
   # elsewhere, instead of hanging on a host that no longer answers.
   default-server check inter 400ms fastinter 200ms downinter 1s fall 2 rise 2 weight 100 agent-check agent-inter 500ms on-marked-down shutdown-sessions

@@ -31,7 +31,9 @@ export type Fault = (typeof FAULTS)[number];
 /** Why the run cannot happen here, or undefined when it can. */
 export function cannotRun(): string | undefined {
   if (process.getuid?.() !== 0) return 'needs root (network namespaces)';
-  if (spawnSync('ip', ['netns', 'list']).status !== 0) return '`ip netns` is not available';
+  // Creating a namespace is the real test: `ip netns list` works even where adding one is not allowed.
+  if (spawnSync('ip', ['netns', 'add', 'c1m-probe']).status !== 0) return 'cannot create network namespaces (`ip netns add`)';
+  spawnSync('ip', ['netns', 'delete', 'c1m-probe']);
   for (const tool of ['haproxy', 'nats-server']) if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) return `${tool} is not installed`;
   return undefined;
 }
@@ -137,6 +139,9 @@ export interface RigOptions {
 
 interface ServerRow {
   status: string;
+  /** The server's maxconn; streams waiting in the queue. */
+  slim: number;
+  qcur: number;
   scur: number;
   smax: number;
   stot: number;
@@ -198,8 +203,8 @@ export class Rig {
     this.procs.set(name, await Proc.start(this.dir, name, e.ns, argv, /c1m edge listening/));
   }
 
-  /** HAProxy's view of each edge, from its statistics page (CSV). */
-  async haproxy(): Promise<Map<string, ServerRow>> {
+  /** HAProxy's view of each edge (and with `backend`, of the whole backend as BACKEND), from its statistics page (CSV). */
+  async haproxy(backend = false): Promise<Map<string, ServerRow>> {
     const text = await (await fetch(`http://127.0.0.1:${this.o.statsPort}/haproxy;csv`)).text();
     const [head, ...rows] = text.split('\n');
     const cols = head.replace(/^# /, '').split(',');
@@ -207,9 +212,9 @@ export class Rig {
     const out = new Map<string, ServerRow>();
     for (const line of rows) {
       const row = line.split(',');
-      if (row[0] !== 'edges' || row[1] === 'BACKEND') continue;
+      if (row[0] !== 'edges' || (row[1] === 'BACKEND' && !backend)) continue;
       const n = (name: string) => Number(at(row, name) || 0);
-      out.set(row[1], { status: at(row, 'status'), scur: n('scur'), smax: n('smax'), stot: n('stot'), weight: n('weight'), econ: n('econ'), wretr: n('wretr'), wredis: n('wredis') });
+      out.set(row[1], { status: at(row, 'status'), slim: n('slim'), qcur: n('qcur'), scur: n('scur'), smax: n('smax'), stot: n('stot'), weight: n('weight'), econ: n('econ'), wretr: n('wretr'), wredis: n('wredis') });
     }
     return out;
   }
@@ -233,6 +238,14 @@ export class Rig {
 
   async routerStats(): Promise<{ connections: number; edges: { id: string; state: string; streams: number; synced: boolean }[] }> {
     return (await this.call('GET', '/stats')).json() as never;
+  }
+
+  /** Resolves with the time when the router lists none of `edges` as up (their users left its directory). */
+  untilGone(edges: string[]): Promise<number> {
+    return until(`the router to drop ${edges.join(', ')}`, async () => {
+      const listed = (await this.routerStats()).edges;
+      return edges.every((id) => !listed.some((e) => e.id === id && e.state !== 'down')) ? Date.now() : undefined;
+    });
   }
 
   /** `c1m admin drain|undrain` from the brain host, as an operator would. */
@@ -259,6 +272,8 @@ export interface Tally {
   refused: number;
   /** Messages that reached a user they were not addressed to. Must stay 0. */
   misdelivered: number;
+  /** Attempts that ended before their welcome (the connection was closed or reset). */
+  failed: number;
 }
 
 /** A browser holding GET /test/<id>; it reconnects 100-200 ms after its stream ends, like a comet page. */
@@ -268,7 +283,9 @@ export class Browser {
   lastOwn = -1;
   /** Longest time without a stream, ms, since `resetGap()`. */
   maxGap = 0;
-  readonly tally: Tally = { ends: 0, refused: 0, misdelivered: 0 };
+  /** When the last welcome arrived. */
+  welcomedAt = 0;
+  readonly tally: Tally = { ends: 0, refused: 0, misdelivered: 0, failed: 0 };
   private downSince = 0;
   private req?: http.ClientRequest;
   private stopped = false;
@@ -285,18 +302,20 @@ export class Browser {
   private connect(): void {
     if (this.stopped) return;
     let ended = false;
+    let answered = false;
     const end = () => {
       if (ended) return;
       ended = true;
       if (this.open) {
         this.tally.ends++;
         this.downSince = Date.now();
-      }
+      } else if (!answered && !this.stopped) this.tally.failed++;
       this.open = false;
       if (!this.stopped) setTimeout(() => this.connect(), 100 + Math.random() * 100);
     };
     let buffered = '';
     this.req = http.get({ host: this.host, port: this.port, path: `/test/${this.id}`, agent: false }, (res) => {
+      answered = true;
       if (res.statusCode !== 200) this.tally.refused++;
       res.setEncoding('utf8');
       res.on('data', (text: string) => {
@@ -313,6 +332,7 @@ export class Browser {
     if (line.startsWith('Welcome')) {
       if (this.downSince) this.maxGap = Math.max(this.maxGap, Date.now() - this.downSince);
       this.downSince = 0;
+      this.welcomedAt = Date.now();
       this.open = true;
       return;
     }
@@ -375,14 +395,19 @@ async function recovery(rig: Rig, browsers: Browser[], since: number, timeoutMs 
   }
 }
 
+/** When the last browser that lost its stream got it back. */
+function lastWelcome(browsers: Browser[]): number {
+  return Math.max(...browsers.filter((b) => b.maxGap > 0).map((b) => b.welcomedAt));
+}
+
 function sum(browsers: Browser[]): Tally {
-  const t: Tally = { ends: 0, refused: 0, misdelivered: 0 };
+  const t: Tally = { ends: 0, refused: 0, misdelivered: 0, failed: 0 };
   for (const b of browsers) for (const k of Object.keys(t) as (keyof Tally)[]) t[k] += b.tally[k];
   return t;
 }
 
 function delta(after: Tally, before: Tally): Tally {
-  return { ends: after.ends - before.ends, refused: after.refused - before.refused, misdelivered: after.misdelivered - before.misdelivered };
+  return { ends: after.ends - before.ends, refused: after.refused - before.refused, misdelivered: after.misdelivered - before.misdelivered, failed: after.failed - before.failed };
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -496,12 +521,16 @@ const FAULT_RUNS: Record<Fault, FaultRun> = {
     const streamsOnEdge = (await rig.haproxy()).get(victim)!.scur;
     const t0 = Date.now();
     await rig.procs.get(victim)!.stop('SIGKILL');
+    const gone = rig.untilGone([victim]);
+    gone.catch(() => undefined); // awaited below; this only keeps an early timeout from counting as unhandled
     const markedDownMs = (await rig.untilStatus([victim], ['DOWN'])) - t0;
     const recoveryMs = await recovery(rig, browsers, t0);
+    const reconnectedMs = lastWelcome(browsers) - t0;
+    const leftDirectoryMs = (await gone) - t0;
     const t1 = Date.now();
     await rig.startEdge(victim);
     const backUpMs = (await rig.untilStatus([victim], ['UP'])) - t1;
-    return { edge: victim, streamsOnEdge, markedDownMs, recoveryMs, backUpMs };
+    return { edge: victim, streamsOnEdge, markedDownMs, reconnectedMs, recoveryMs, leftDirectoryMs, backUpMs };
   },
 
   /** Pull edge2's cable: both its edges go down in HAProxy, their users move to edge1; then plug it back. */
@@ -511,9 +540,12 @@ const FAULT_RUNS: Record<Fault, FaultRun> = {
     const streamsOnHost = names.reduce((n, name) => n + rows.get(name)!.scur, 0);
     const t0 = Date.now();
     hosts('unplug', 'edge2');
+    const gone = rig.untilGone(names);
+    gone.catch(() => undefined); // awaited below; this only keeps an early timeout from counting as unhandled
     const markedDownMs = (await rig.untilStatus(names, ['DOWN'])) - t0;
     const recoveryMs = await recovery(rig, browsers, t0);
-    await sleep(1000);
+    const reconnectedMs = lastWelcome(browsers) - t0;
+    const leftDirectoryMs = (await gone) - t0;
     const t1 = Date.now();
     hosts('plug', 'edge2');
     const backUpMs = (await rig.untilStatus(names, ['UP', 'DRAIN'])) - t1;
@@ -522,7 +554,7 @@ const FAULT_RUNS: Record<Fault, FaultRun> = {
         const { edges } = await rig.routerStats();
         return names.every((n) => edges.some((e) => e.id === n && e.state !== 'down' && e.synced)) ? Date.now() : undefined;
       })) - t1;
-    return { host: 'edge2', streamsOnHost, markedDownMs, recoveryMs, backUpMs, rejoinedMs };
+    return { host: 'edge2', streamsOnHost, markedDownMs, reconnectedMs, recoveryMs, leftDirectoryMs, backUpMs, rejoinedMs };
   },
 
   /** c1m admin drain: the agent says drain, HAProxy sends the edge nothing new, its streams move at the drain rate. */
@@ -535,12 +567,13 @@ const FAULT_RUNS: Record<Fault, FaultRun> = {
     const stotAtDrain = (await rig.haproxy()).get(edge)!.stot;
     const emptyMs = (await until(`${edge} empty`, async () => ((await rig.haproxy()).get(edge)!.scur === 0 ? Date.now() : undefined), 60_000)) - t0;
     const recoveryMs = await recovery(rig, browsers, t0);
+    const reconnectedMs = lastWelcome(browsers) - t0;
     const newStreamsWhileDraining = (await rig.haproxy()).get(edge)!.stot - stotAtDrain;
     const t1 = Date.now();
     await rig.admin('undrain', edge);
     // The agent's answer must lift HAProxy's drain too ("ready"), or the edge never gets a stream again.
     const undrainedMs = (await rig.untilStatus([edge], ['UP'], 5000)) - t1;
-    return { edge, streamsOnEdge, drainRate: rig.o.drainRate, haproxyDrainMs, emptyMs, newStreamsWhileDraining, recoveryMs, undrainedMs };
+    return { edge, streamsOnEdge, drainRate: rig.o.drainRate, haproxyDrainMs, emptyMs, reconnectedMs, newStreamsWhileDraining, recoveryMs, undrainedMs };
   },
 
   /** Restart the router: the new one rebuilds the directory from the edges; no stream ends. */
@@ -562,45 +595,53 @@ const FAULT_RUNS: Record<Fault, FaultRun> = {
   },
 
   /**
-   * Fill the small edge: open streams for new users until HAProxy holds it at its capacity, then a
-   * few more. HAProxy must stop sending it streams before the edge refuses one: no connection
-   * error, retry or 503 on its account, and never more streams than its capacity.
+   * Fill the cluster: new users arrive at about 200 streams a second until HAProxy holds every edge
+   * at its limit (its maxconn, the edge's capacity), then 10 more. HAProxy must stop sending each
+   * edge streams before the edge refuses one (no connect error, retry, 503, or stream closed before
+   * its welcome), and keep the last 10 waiting in its queue rather than overfill an edge.
    */
   async fill(rig, browsers, extra) {
-    const small = rig.edges.at(-1)!;
-    const capacity = small.capacity!;
-    const free = rig.edges.reduce((n, e) => n + e.capacity!, 0) - browsers.length;
     const t0 = Date.now();
-    const before = (await rig.haproxy()).get(small.name)!;
+    const before = await rig.haproxy();
+    const room = [...before.values()].reduce((n, r) => n + r.slim - r.scur, 0);
     const fill: Browser[] = [];
-    // About 200 new streams a second, a crowd arriving rather than one burst; bounded by the free room.
-    for (let i = 0; i < free - 20; i++) {
-      fill.push(new Browser(200_000 + i, '127.0.0.1', rig.o.bindPort));
-      if (i % 20 === 19) await sleep(100);
-      if (i % 20 === 19 && (await rig.haproxy()).get(small.name)!.scur >= capacity - Math.ceil(capacity * 0.01)) break;
-    }
-    extra.push(...fill);
-    await until('the fill streams to open', () => (fill.every((b) => b.open) ? true : undefined), 20_000);
+    const arrive = async (count: number) => {
+      for (let i = 0; i < count; i++) {
+        const b = new Browser(200_000 + fill.length, '127.0.0.1', rig.o.bindPort);
+        fill.push(b);
+        extra.push(b);
+        if (i % 20 === 19) await sleep(100);
+      }
+    };
+    await arrive(room);
+    await until('the fill streams to open', () => (fill.every((b) => b.open) ? true : undefined), 30_000);
+    const full = await rig.haproxy();
+    await arrive(10);
+    await sleep(1000);
+    const queued = (await rig.haproxy(true)).get('BACKEND')!.qcur;
+    const openedBeyond = fill.slice(room).filter((b) => b.open).length;
     // The router hears each edge's count once a second.
-    await sleep(1500);
-    const after = (await rig.haproxy()).get(small.name)!;
-    const edge = (await rig.routerStats()).edges.find((e) => e.id === small.name)!;
+    await sleep(1000);
+    const edges = (await rig.routerStats()).edges;
+    const after = await rig.haproxy();
+    const total = (pick: (r: ServerRow) => number, rows = after) => [...rows.values()].reduce((n, r) => n + pick(r), 0);
     const result = {
-      edge: small.name,
-      capacity,
-      opened: fill.length,
+      room,
+      opened: fill.filter((b) => b.open).length,
+      perEdge: rig.edges.map((e) => `${e.name} ${full.get(e.name)!.scur}/${e.capacity} (edge: ${edges.find((x) => x.id === e.name)?.streams})`).join(', '),
+      everyEdgeAtLimit: [...full.values()].every((r) => r.scur === r.slim),
+      overCapacity: rig.edges.filter((e) => after.get(e.name)!.smax > e.capacity! || (edges.find((x) => x.id === e.name)?.streams ?? 0) > e.capacity!).length,
+      queued,
+      openedBeyond,
       refusedByEdge: fill.reduce((n, b) => n + b.tally.refused, 0),
-      haproxyStreams: after.scur,
-      haproxyMaxStreams: after.smax,
-      edgeStreams: edge.streams,
-      edgeState: edge.state,
-      connectErrors: after.econ - before.econ,
-      retries: after.wretr - before.wretr,
-      redispatches: after.wredis - before.wredis,
+      failedAttempts: fill.reduce((n, b) => n + b.tally.failed, 0),
+      connectErrors: total((r) => r.econ) - total((r) => r.econ, before),
+      retries: total((r) => r.wretr) - total((r) => r.wretr, before),
+      redispatches: total((r) => r.wredis) - total((r) => r.wredis, before),
       recoveryMs: Date.now() - t0,
     };
     for (const b of fill) b.close();
-    await until(`${small.name} to empty`, async () => ((await rig.haproxy()).get(small.name)!.scur <= before.scur ? true : undefined));
+    await until('the fill streams to close', async () => (total((r) => r.scur, await rig.haproxy()) <= total((r) => r.scur, before) ? true : undefined));
     return result;
   },
 };

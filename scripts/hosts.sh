@@ -86,8 +86,9 @@ down() {
     # Deleting the namespace deletes its end of the cable, and with it the root-side end.
     run ip netns delete "$ns"
   done
+  # The kernel removes a deleted namespace's devices a moment later: a cable may vanish under us.
   for host in "${HOSTS[@]}"; do
-    if has_link "$(cable "$host")"; then run ip link delete "$(cable "$host")"; fi
+    if has_link "$(cable "$host")"; then run ip link delete "$(cable "$host")" 2>/dev/null || ! has_link "$(cable "$host")"; fi
   done
   if has_link "$BRIDGE"; then run ip link delete "$BRIDGE"; fi
 }

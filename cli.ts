@@ -6,6 +6,7 @@ import { pino } from 'pino';
 import { clusterCommands } from './cluster/cli.js';
 import { friendsCommand } from './friends-cli.js';
 import { loadgenCommand } from './loadgen/loadgen-cli.js';
+import { runCommand } from './loadgen/run-cli.js';
 import type { Pair } from './subsmanager/pairs.js';
 import type { SubscriptionStore } from './subsmanager/store.js';
 
@@ -118,6 +119,7 @@ subs
 
 program.addCommand(friendsCommand());
 program.addCommand(loadgenCommand());
+program.addCommand(runCommand());
 for (const command of clusterCommands()) program.addCommand(command);
 
 async function withStore(path: string, use: (store: SubscriptionStore) => void): Promise<void> {

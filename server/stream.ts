@@ -112,19 +112,31 @@ export const epochMs = (): number => performance.timeOrigin + performance.now();
  * uWebSockets.js's per-loop cork buffer (LoopData::CORK_BUFFER_SIZE). A write
  * that overflows a non-empty cork buffer takes uWS's `uncork(src)` path, which
  * (before uWebSockets 2026-04, including the build c1m uses) drops `src` when
- * flushing the corked bytes fails part-way: the chunk's header goes out, its
- * payload never does, and the client's chunked stream is corrupt. So every
- * corked group of chunks fits here whole, and a larger chunk is written uncorked.
+ * flushing the corked bytes fails: the chunk's header goes out, its payload
+ * never does, and the client's chunked stream is corrupt. That happens whenever
+ * the kernel's send buffer is full while uWS holds nothing, common for a slow
+ * reader. Writing uncorked would be safe, but that build prints a warning to
+ * stderr for every uncorked write. So every corked group of chunks fits here
+ * whole, and a message too large for it goes out as several HTTP chunks.
  */
 export const CORK_BUFFER_SIZE = 16 * 1024;
 
 /** Bytes uWS adds around a chunk: CRLF, the length in hex, CRLF. */
 const framed = (chunk: Buffer): number => chunk.length + 4 + Math.ceil(Math.log2(chunk.length + 1) / 4);
 
+/** The largest piece of a message whose chunk still fits the cork buffer (4 hex digits of length). */
+const PIECE_SIZE = CORK_BUFFER_SIZE - 8;
+
+/** Each chunk, or its pieces when it does not fit the cork buffer on its own. */
+function pieces(chunks: Buffer[]): Buffer[] {
+  if (chunks.every((chunk) => framed(chunk) <= CORK_BUFFER_SIZE)) return chunks;
+  return chunks.flatMap((chunk) => Array.from({ length: Math.ceil(chunk.length / PIECE_SIZE) }, (_, i) => chunk.subarray(i * PIECE_SIZE, (i + 1) * PIECE_SIZE)));
+}
+
 /** The chunks `writeGroup` writes, set right before res.cork() so a flush allocates no closure. */
 let group: { stream: CometStream; chunks: Buffer[]; from: number; to: number; ok: boolean } = { stream: null!, chunks: [], from: 0, to: 0, ok: true };
 function writeGroup(): void {
-  for (let i = group.from; i < group.to; i++) group.ok = group.stream.writeChunk(group.chunks[i]) && group.ok;
+  for (let i = group.from; i < group.to; i++) group.ok = group.stream.writeCorked(group.chunks[i]) && group.ok;
 }
 /** An empty cork still uncorks, and uWS's uncork first writes what it holds for the socket: the way to push a tail out from JS. */
 function nothing(): void {}
@@ -200,12 +212,14 @@ export class CometStream implements Connection {
     }
   }
 
-  /** Each chunk stays its own HTTP chunk; chunks go out in corked groups of at most CORK_BUFFER_SIZE (one syscall each). */
+  /** Each message is its own HTTP chunk (several past CORK_BUFFER_SIZE); they go out in corked groups of at most CORK_BUFFER_SIZE, one syscall each. */
   private writePending(): void {
     const pending = this.pending;
     if (pending === null) return;
-    const chunks = Array.isArray(pending) ? pending : [pending];
     const queued = this.queued;
+    this.hub.chunks += Array.isArray(pending) ? pending.length : 1;
+    this.hub.bytes += queued;
+    const chunks = pieces(Array.isArray(pending) ? pending : [pending]);
     this.pending = null;
     this.queued = 0;
     group.stream = this;
@@ -215,17 +229,11 @@ export class CometStream implements Connection {
     for (let from = 0; from < chunks.length; ) {
       let size = framed(chunks[from]);
       let to = from + 1;
-      if (size <= CORK_BUFFER_SIZE) {
-        while (to < chunks.length && size + framed(chunks[to]) <= CORK_BUFFER_SIZE) size += framed(chunks[to++]);
-        group.from = from;
-        group.to = to;
-        this.res.cork(writeGroup);
-        last = size;
-      } else {
-        // Uncorked, uWS writes the header and the payload as separate syscalls and buffers whatever does not fit, in order.
-        group.ok = this.writeChunk(chunks[from]) && group.ok;
-        last = 0;
-      }
+      while (to < chunks.length && size + framed(chunks[to]) <= CORK_BUFFER_SIZE) size += framed(chunks[to++]);
+      group.from = from;
+      group.to = to;
+      this.res.cork(writeGroup);
+      last = size;
       from = to;
     }
     group.chunks = [];
@@ -239,9 +247,8 @@ export class CometStream implements Connection {
     }
   }
 
-  writeChunk(chunk: Buffer): boolean {
-    this.hub.chunks++;
-    this.hub.bytes += chunk.length;
+  /** One HTTP chunk, from inside this stream's cork. */
+  writeCorked(chunk: Buffer): boolean {
     return this.res.write(chunk);
   }
 

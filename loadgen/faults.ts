@@ -10,7 +10,8 @@
  * not addressed to. Plus delivery latency and send rate through HAProxy and
  * straight to the edges, in the same run. Needs root and `ip netns`.
  *
- *   node dist/loadgen/faults.js [--users N] [--faults kill,unplug,drain,router,nats,fill] [--sends N]
+ *   node dist/loadgen/faults.js [--users 400] [--faults kill,unplug,drain,router,nats,fill] [--sends 4000]
+ *                               [--capacity 300] [--small-capacity 150] [--drain-rate 100]
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -572,7 +573,10 @@ const FAULT_RUNS: Record<Fault, FaultRun> = {
     const t1 = Date.now();
     await rig.admin('undrain', edge);
     // The agent's answer must lift HAProxy's drain too ("ready"), or the edge never gets a stream again.
-    const undrainedMs = (await rig.untilStatus([edge], ['UP'], 5000)) - t1;
+    const undrainedMs =
+      (await rig.untilStatus([edge], ['UP'], 5000).catch((err: Error) => {
+        throw new Error(`${err.message}: an undrained edge's agent must answer "up ready ..." to lift HAProxy's drain`);
+      })) - t1;
     return { edge, streamsOnEdge, drainRate: rig.o.drainRate, haproxyDrainMs, emptyMs, reconnectedMs, newStreamsWhileDraining, recoveryMs, undrainedMs };
   },
 
@@ -652,6 +656,9 @@ async function main(): Promise<void> {
       users: { type: 'string', default: '400' },
       faults: { type: 'string', default: FAULTS.join(',') },
       sends: { type: 'string', default: '4000' },
+      capacity: { type: 'string', default: '300' },
+      'small-capacity': { type: 'string', default: '150' },
+      'drain-rate': { type: 'string', default: '100' },
     },
   });
   const why = cannotRun();
@@ -668,7 +675,8 @@ async function main(): Promise<void> {
   const faults = values.faults.split(',') as Fault[];
   const unknown = faults.filter((f) => !FAULTS.includes(f));
   if (unknown.length) throw new Error(`unknown fault ${unknown.join(', ')} (${FAULTS.join(', ')})`);
-  const { results, comparison, dir } = await runFaults({ users: Number(values.users), faults, sends: Number(values.sends) });
+  const rig = { capacity: Number(values.capacity), smallCapacity: Number(values['small-capacity']), drainRate: Number(values['drain-rate']) };
+  const { results, comparison, dir } = await runFaults({ users: Number(values.users), faults, sends: Number(values.sends), rig });
   console.table(comparison);
   console.table(results.map(({ fault, recoveryMs, ends, misdelivered, refused, maxGapMs }) => ({ fault, recoveryMs, ends, misdelivered, refused, maxGapMs })));
   console.log(`logs in ${dir}`);

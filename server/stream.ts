@@ -134,7 +134,7 @@ function pieces(chunks: Buffer[]): Buffer[] {
 }
 
 /** The chunks `writeGroup` writes, set right before res.cork() so a flush allocates no closure. */
-let group: { stream: CometStream; chunks: Buffer[]; from: number; to: number; ok: boolean } = { stream: null!, chunks: [], from: 0, to: 0, ok: true };
+const group: { stream: CometStream; chunks: Buffer[]; from: number; to: number; ok: boolean } = { stream: null!, chunks: [], from: 0, to: 0, ok: true };
 function writeGroup(): void {
   for (let i = group.from; i < group.to; i++) group.ok = group.stream.writeCorked(group.chunks[i]) && group.ok;
 }

@@ -436,6 +436,8 @@ export interface RunOptions {
 /** Starts the rig, runs the faults in order, stops everything; resolves with one result per fault and the comparison. */
 export async function runFaults(o: RunOptions) {
   const log = o.log ?? ((line: string) => console.log(line));
+  // From nothing: a run that was killed may have left its hosts, and processes in them, behind.
+  hosts('down');
   hosts('up');
   const rig = new Rig({ edgesPerHost: 2, capacity: 300, smallCapacity: 150, drainRate: 100, bindPort: 18000, statsPort: 18404, ...o.rig });
   const browsers: Browser[] = [];

@@ -65,10 +65,7 @@ function hosts(...args: string[]): string {
 
 /** A process of the rig, in a namespace or not; its output goes to a log file. */
 class Proc {
-  private constructor(
-    readonly name: string,
-    readonly child: ChildProcess,
-  ) {}
+  private constructor(readonly child: ChildProcess) {}
 
   /** Starts it and resolves once a line of its output matches `ready`. */
   static start(dir: string, name: string, ns: string | undefined, argv: string[], ready: RegExp | undefined, timeoutMs = 20_000): Promise<Proc> {
@@ -76,7 +73,7 @@ class Proc {
     const [command, ...args] = ns ? ['ip', 'netns', 'exec', ns, ...argv] : argv;
     const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const log = createWriteStream(join(dir, `${name}.log`), { flags: 'a' });
-    const proc = new Proc(name, child);
+    const proc = new Proc(child);
     running.add(proc);
     child.once('exit', () => running.delete(proc));
     return new Promise((resolve, reject) => {
@@ -112,10 +109,6 @@ class Proc {
     return new Promise((resolve) => this.child.once('exit', (code) => resolve(code)));
   }
 
-  get pid(): number {
-    return this.child.pid!;
-  }
-
   /** Sends `signal` and resolves when the process has exited. */
   stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
     return new Promise((resolve) => {
@@ -125,12 +118,13 @@ class Proc {
     });
   }
 }
+
 /** Every process the run started and that is still alive: whatever a failure leaves is killed on the way out. */
 const running = new Set<Proc>();
 
 export interface RigOptions {
   edgesPerHost: number;
-  /** Streams per edge (--max-connections); the last edge of edge2 gets `smallCapacity`, for the fill fault. */
+  /** Streams per edge (--max-connections); the last edge of edge2 gets `smallCapacity`, so capacities differ and weights matter. */
   capacity: number;
   smallCapacity: number;
   drainRate: number;
@@ -146,7 +140,6 @@ interface ServerRow {
   scur: number;
   smax: number;
   stot: number;
-  weight: number;
   /** Connection errors, retries and redispatches: a stream HAProxy sent to an edge that refused it. */
   econ: number;
   wretr: number;
@@ -156,7 +149,7 @@ interface ServerRow {
 /** HAProxy, nats-server, a router and the edges, in the simulated hosts. */
 export class Rig {
   readonly dir = mkdtempSync(join(tmpdir(), 'c1m-faults-'));
-  readonly addr = Object.fromEntries(['balancer', 'brain', 'edge1', 'edge2'].map((h) => [h, hosts('addr', h)])) as Record<'balancer' | 'brain' | 'edge1' | 'edge2', string>;
+  readonly addr = Object.fromEntries(['brain', 'edge1', 'edge2'].map((h) => [h, hosts('addr', h)])) as Record<'brain' | 'edge1' | 'edge2', string>;
   readonly natsUrl = `nats://${this.addr.brain}:4222`;
   readonly api = `http://${this.addr.brain}:8001`;
   /** The backend API crosses hosts here, so it wants a token. */
@@ -215,7 +208,7 @@ export class Rig {
       const row = line.split(',');
       if (row[0] !== 'edges' || (row[1] === 'BACKEND' && !backend)) continue;
       const n = (name: string) => Number(at(row, name) || 0);
-      out.set(row[1], { status: at(row, 'status'), slim: n('slim'), qcur: n('qcur'), scur: n('scur'), smax: n('smax'), stot: n('stot'), weight: n('weight'), econ: n('econ'), wretr: n('wretr'), wredis: n('wredis') });
+      out.set(row[1], { status: at(row, 'status'), slim: n('slim'), qcur: n('qcur'), scur: n('scur'), smax: n('smax'), stot: n('stot'), econ: n('econ'), wretr: n('wretr'), wredis: n('wredis') });
     }
     return out;
   }
@@ -237,7 +230,7 @@ export class Rig {
     return fetch(`${this.api}${path}`, { method, body, headers: { authorization: `Bearer ${this.token}` }, signal: AbortSignal.timeout(1000) });
   }
 
-  async routerStats(): Promise<{ connections: number; edges: { id: string; state: string; streams: number; synced: boolean }[] }> {
+  async routerStats(): Promise<{ edges: { id: string; state: string; streams: number; synced: boolean }[] }> {
     return (await this.call('GET', '/stats')).json() as never;
   }
 

@@ -1,4 +1,4 @@
-import { InvalidArgumentError, Option } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 
 /** A commander argument parser for a safe integer >= min. */
 export const integer =
@@ -11,3 +11,33 @@ export const integer =
 
 /** --db, shared by every command that opens the store. */
 export const dbOption = () => new Option('--db <path>', 'SQLite subscription store').env('C1M_DB').default('./data/c1m.db');
+
+export const logLevelOption = () =>
+  new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'silent']).default('info');
+
+/** The public listener and its streams: `c1m server`, `c1m edge`, and `c1m cluster`, which passes them to its edges. */
+export function streamOptions(command: Command): Command {
+  return command
+    .addOption(new Option('--host <addr>', 'public listener address').env('C1M_HOST').default('0.0.0.0'))
+    .addOption(new Option('--port <n>', 'public listener port (streams at /test/<id>)').env('C1M_PORT').default(8000).argParser(integer('port', 0)))
+    .addOption(new Option('--max-user-id <n>', 'highest user id accepted').default(1_000_000).argParser(integer('max user id', 1)))
+    .addOption(new Option('--max-backlog <bytes>', 'unsent bytes per stream before it is closed as a slow consumer').default(256 * 1024).argParser(integer('max backlog', 1)))
+    .addOption(new Option('--max-connections <n>', 'streams held at most, per process (default: open-file limit minus a reserve)').argParser(integer('max connections', 1)))
+    .addOption(new Option('--heartbeat <seconds>', 'write an empty line to every stream this often, so that dead peers are found (0: never)').default(0).argParser(integer('heartbeat', 0)))
+    .addOption(new Option('--max-streams-per-user <n>', 'streams one user may hold at once, per process (429 above)').default(16).argParser(integer('max streams per user', 1)))
+    .addOption(new Option('--content-type <type>', "stream content type: text (text/plain) or html (the original's text/html)").choices(['text', 'html']).default('text'))
+    .addOption(new Option('--stream-secret <secret>', 'require a signed token (c1m token) on /test/<id>').env('C1M_STREAM_SECRET'));
+}
+
+/** The backend API and the store: `c1m server`, `c1m router`, and `c1m cluster`, which passes them to its router. */
+export function apiOptions(command: Command): Command {
+  return command
+    .addOption(new Option('--api-host <addr>', 'backend API address').env('C1M_API_HOST').default('127.0.0.1'))
+    .addOption(new Option('--api-port <n>', 'backend API port').env('C1M_API_PORT').default(8001).argParser(integer('api port', 0)))
+    .addOption(dbOption())
+    .addOption(new Option('--cache-mib <n>', 'SQLite page cache, MiB (default 64)').argParser(integer('cache', 1)))
+    .addOption(new Option('--max-body <bytes>', 'largest backend API request body').default(1024 * 1024).argParser(integer('max body', 1)))
+    .addOption(new Option('--max-message <bytes>', 'largest message POST /send accepts (413 above; at most --max-backlog)').default(64 * 1024).argParser(integer('max message', 1)))
+    .addOption(new Option('--token <secret>', 'require "Authorization: Bearer <secret>" on the backend API').env('C1M_TOKEN'))
+    .option('--api-insecure', 'allow the backend API on a non-loopback address without --token');
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { createRequire } from 'node:module';
-import { dbOption, integer } from './cli-options.js';
+import { apiOptions, dbOption, integer, logLevelOption, streamOptions } from './cli-options.js';
 import { pino } from 'pino';
 import { clusterCommands } from './cluster/cli.js';
 import { friendsCommand } from './friends-cli.js';
@@ -20,28 +20,10 @@ const pair = (text: string, previous: Pair[] = []): Pair[] => {
 const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
 const program = new Command('c1m').description('A comet push server for a social graph').version(version).showHelpAfterError();
 
-program
-  .command('server')
+apiOptions(streamOptions(program.command('server')))
   .description('run the comet server (public streams + backend API) on the embedded SQLite store')
-  .addOption(new Option('--host <addr>', 'public listener address').env('C1M_HOST').default('0.0.0.0'))
-  .addOption(new Option('--port <n>', 'public listener port (streams at /test/<id>)').env('C1M_PORT').default(8000).argParser(integer('port', 0)))
-  .addOption(new Option('--api-host <addr>', 'backend API address').env('C1M_API_HOST').default('127.0.0.1'))
-  .addOption(new Option('--api-port <n>', 'backend API port').env('C1M_API_PORT').default(8001).argParser(integer('api port', 0)))
-  .addOption(dbOption())
-  .addOption(new Option('--cache-mib <n>', 'SQLite page cache, MiB (default 64)').argParser(integer('cache', 1)))
   .addOption(new Option('--mmap-mib <n>', 'SQLite memory-mapped window over the store, MiB (0: off)').default(0).argParser(integer('mmap', 0)))
-  .addOption(new Option('--max-user-id <n>', 'highest user id accepted at /test/<id>').default(1_000_000).argParser(integer('max user id', 1)))
-  .addOption(new Option('--max-backlog <bytes>', 'unsent bytes per stream before it is closed as a slow consumer').default(256 * 1024).argParser(integer('max backlog', 1)))
-  .addOption(new Option('--max-body <bytes>', 'largest backend API request body').default(1024 * 1024).argParser(integer('max body', 1)))
-  .addOption(new Option('--max-message <bytes>', 'largest message POST /send accepts (413 above; at most --max-backlog)').default(64 * 1024).argParser(integer('max message', 1)))
-  .addOption(new Option('--max-connections <n>', 'streams held at most (default: open-file limit minus a reserve)').argParser(integer('max connections', 1)))
-  .addOption(new Option('--heartbeat <seconds>', 'write an empty line to every stream this often, so that dead peers are found (0: never)').default(0).argParser(integer('heartbeat', 0)))
-  .addOption(new Option('--max-streams-per-user <n>', 'streams one user may hold at once (429 above)').default(16).argParser(integer('max streams per user', 1)))
-  .addOption(new Option('--content-type <type>', 'stream content type: text (text/plain) or html (the original\'s text/html)').choices(['text', 'html']).default('text'))
-  .addOption(new Option('--stream-secret <secret>', 'require a signed token (c1m token) on /test/<id>').env('C1M_STREAM_SECRET'))
-  .addOption(new Option('--token <secret>', 'require "Authorization: Bearer <secret>" on the backend API').env('C1M_TOKEN'))
-  .option('--api-insecure', 'allow the backend API on a non-loopback address without --token')
-  .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'silent']).default('info'))
+  .addOption(logLevelOption())
   .addOption(new Option('--stats-interval <seconds>', 'log the stats every so often (0: never)').default(60).argParser(integer('stats interval', 0)))
   .option('--warm-cache', 'read the subscriptions table into the page cache at start (size --cache-mib to hold it)')
   .option('--demo', 'if the store is empty, add a small demo friends graph and print what to try')

@@ -6,7 +6,7 @@
 import { createServer } from 'node:net';
 import { pino, type Logger } from 'pino';
 import { Router } from './router/router.js';
-import { apiRoutes, DEFAULT_MAX_MESSAGE } from './server/api.js';
+import { apiRoutes, checkApiSettings, DEFAULT_MAX_MESSAGE } from './server/api.js';
 import { cometRoutes } from './server/comet.js';
 import { LatencyHistogram } from './server/latency.js';
 import { FdGuard, openFileLimit, RESERVED_FDS } from './server/limits.js';
@@ -111,10 +111,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
   const apiHost = options.apiHost ?? '127.0.0.1';
   const maxMessage = options.maxMessage ?? DEFAULT_MAX_MESSAGE;
   const maxBacklog = options.maxBacklog ?? DEFAULT_MAX_BACKLOG;
-  if (maxMessage > maxBacklog) throw new Error(`max message (${maxMessage} bytes) must not exceed max backlog (${maxBacklog} bytes)`);
-  if (!options.token && !options.apiInsecure && !isLoopback(apiHost)) {
-    throw new Error(`refusing to serve the backend API on ${apiHost} without a token: set --token (C1M_TOKEN), or --api-insecure if the network is trusted`);
-  }
+  checkApiSettings({ apiHost, token: options.token, apiInsecure: options.apiInsecure, maxMessage, maxBacklog });
   if (options.exclusivePorts ?? true) {
     await assertPortFree(host, options.port ?? 8000, 'comet streams');
     await assertPortFree(apiHost, options.apiPort ?? 8001, 'the backend API');
@@ -228,7 +225,6 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
   };
 }
 
-const isLoopback = (host: string): boolean => host === 'localhost' || host === '::1' || /^127\./.test(host);
 
 /** Fails when another process listens on host:port (a plain bind, without SO_REUSEPORT, is refused then). Port 0 is always free. */
 async function assertPortFree(host: string, port: number, what: string): Promise<void> {

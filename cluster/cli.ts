@@ -6,11 +6,9 @@
 import { Command, Option } from 'commander';
 import { hostname } from 'node:os';
 import { pino, type Logger } from 'pino';
-import { dbOption, integer } from '../cli-options.js';
+import { apiOptions, integer, logLevelOption, streamOptions } from '../cli-options.js';
 
 const natsOption = () => new Option('--nats <url>', 'NATS server URL(s), comma-separated').env('C1M_NATS').default('nats://127.0.0.1:4222');
-const logLevelOption = () =>
-  new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'silent']).default('info');
 
 /** Edge ids are NATS subject tokens. */
 const edgeId = (text: string): string => {
@@ -31,27 +29,16 @@ function exitWithSupervisor(stop: () => unknown): void {
   process.stdin.on('end', stop).on('error', stop).resume();
 }
 
-/** Options an edge takes, shared by `c1m edge` and `c1m cluster` (which passes them on). */
+/** What an edge takes beyond the stream options, shared by `c1m edge` and `c1m cluster` (which passes them on). */
 function edgeOptions(command: Command): Command {
-  return command
-    .addOption(new Option('--host <addr>', 'public listener address').env('C1M_HOST').default('0.0.0.0'))
-    .addOption(new Option('--port <n>', 'public listener port, shared by every edge').env('C1M_PORT').default(8000).argParser(integer('port', 0)))
-    .addOption(new Option('--max-connections <n>', 'streams per edge (default: open-file limit minus a reserve)').argParser(integer('max connections', 1)))
-    .addOption(new Option('--max-user-id <n>', 'highest user id accepted at /test/<id>').default(1_000_000).argParser(integer('max user id', 1)))
-    .addOption(new Option('--max-backlog <bytes>', 'unsent bytes per stream before it is closed as a slow consumer').default(256 * 1024).argParser(integer('max backlog', 1)))
-    .addOption(new Option('--max-streams-per-user <n>', 'streams one user may hold on one edge').default(16).argParser(integer('max streams per user', 1)))
+  return streamOptions(command)
     .addOption(new Option('--drain-rate <n>', 'streams closed per second while draining').default(1000).argParser(integer('drain rate', 1)))
     .addOption(logLevelOption());
 }
 
-/** Options a router takes, shared by `c1m router` and `c1m cluster`. */
+/** What a router takes beyond the API options, shared by `c1m router` and `c1m cluster`. */
 function routerOptions(command: Command): Command {
-  return command
-    .addOption(dbOption())
-    .addOption(new Option('--api-host <addr>', 'backend API address').env('C1M_API_HOST').default('127.0.0.1'))
-    .addOption(new Option('--api-port <n>', 'backend API port').env('C1M_API_PORT').default(8001).argParser(integer('api port', 0)))
-    .addOption(new Option('--cache-mib <n>', 'SQLite page cache, MiB (default 64)').argParser(integer('cache', 1)))
-    .addOption(new Option('--token <secret>', 'require "Authorization: Bearer <secret>" on the backend API').env('C1M_TOKEN'))
+  return apiOptions(command)
     .addOption(new Option('--batch-ms <ms>', 'sends within this window share one batch per edge (0: per event-loop turn)').default(1).argParser(integer('batch ms', 0)))
     .addOption(new Option('--edge-timeout <ms>', 'drop an edge not heard from for this long').default(3000).argParser(integer('edge timeout', 500)));
 }
@@ -65,7 +52,7 @@ export function clusterCommands(): Command[] {
       const id: string = opts.id ?? `${defaultPrefix()}${process.pid}`;
       const log = logger(opts.logLevel, { role: 'edge', edge: id });
       const { startEdge } = await import('../server/edge.js');
-      const node = await startEdge({ ...opts, id, logger: log });
+      const node = await startEdge({ ...opts, id, heartbeatSeconds: opts.heartbeat, logger: log });
       // SIGTERM drains (clients reconnect to the other edges), SIGINT closes every stream at once.
       const stop = (now: boolean) => () => node.stop(now).then(() => process.exit(0));
       process.once('SIGTERM', stop(false));
@@ -76,6 +63,7 @@ export function clusterCommands(): Command[] {
   const router = routerOptions(new Command('router').description('run one router: backend API and subscription store, routing to the edges over NATS'))
     .addOption(natsOption())
     .addOption(new Option('--max-user-id <n>', 'highest user id accepted').default(1_000_000).argParser(integer('max user id', 1)))
+    .addOption(new Option('--max-backlog <bytes>', "the edges' --max-backlog: --max-message may not exceed it").default(256 * 1024).argParser(integer('max backlog', 1)))
     .addOption(new Option('--stats-interval <seconds>', 'log the stats every so often (0: never)').default(60).argParser(integer('stats interval', 0)))
     .addOption(logLevelOption())
     .action(async (opts) => {

@@ -26,6 +26,8 @@ export interface EdgeStats {
   chunks: number;
   bytes: number;
   slowConsumerCloses: number;
+  /** Streams refused for a missing or bad token (--stream-secret). */
+  authFailures: number;
   rss: number;
 }
 

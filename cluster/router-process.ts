@@ -7,7 +7,8 @@
  */
 import type { Logger } from 'pino';
 import { ClusterRouter } from '../router/cluster.js';
-import { apiRoutes } from '../server/api.js';
+import { apiRoutes, checkApiSettings, DEFAULT_MAX_MESSAGE } from '../server/api.js';
+import { DEFAULT_MAX_BACKLOG, SERVER_BUSY_TIMEOUT_MS } from '../index.js';
 import { listen } from '../server/listen.js';
 import { metricsRegistry } from '../server/metrics.js';
 import { loadNativeUws } from '../server/uws.js';
@@ -21,16 +22,28 @@ export interface RouterProcessOptions extends Pick<StoreOptions, 'cacheMiB' | 'm
   apiPort?: number;
   maxUserId?: number;
   maxBody?: number;
+  maxMessage?: number;
+  /** The edges' --max-backlog: a message may not be larger. */
+  maxBacklog?: number;
   token?: string;
+  apiInsecure?: boolean;
   batchMs?: number;
   edgeTimeoutMs?: number;
   logger: Logger;
 }
 
 export async function startRouterProcess(options: RouterProcessOptions) {
+  const apiHost = options.apiHost ?? '127.0.0.1';
+  const maxMessage = options.maxMessage ?? DEFAULT_MAX_MESSAGE;
+  checkApiSettings({ apiHost, token: options.token, apiInsecure: options.apiInsecure, maxMessage, maxBacklog: options.maxBacklog ?? DEFAULT_MAX_BACKLOG });
   const uws = loadNativeUws();
   const log = options.logger;
-  const store = openStore(options.db, { cacheMiB: options.cacheMiB, mmapMiB: options.mmapMiB, warmCache: options.warmCache });
+  const store = openStore(options.db, {
+    cacheMiB: options.cacheMiB,
+    mmapMiB: options.mmapMiB,
+    warmCache: options.warmCache,
+    busyTimeoutMs: SERVER_BUSY_TIMEOUT_MS,
+  });
   const started = Date.now();
   let cluster: ClusterRouter | undefined;
   const bus = await Bus.connect(options.nats, `c1m-router-${process.pid}`, {
@@ -72,10 +85,10 @@ export async function startRouterProcess(options: RouterProcessOptions) {
   const api = apiRoutes(uws.App(), (user, message) => cluster.send(user, message), store, stats, {
     maxUserId: options.maxUserId ?? 1_000_000,
     maxBody: options.maxBody ?? 1024 * 1024,
+    maxMessage,
     token: options.token,
     metrics,
   });
-  const apiHost = options.apiHost ?? '127.0.0.1';
   let listener;
   try {
     listener = await listen(uws, api, apiHost, options.apiPort ?? 8001, 'the backend API');

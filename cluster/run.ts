@@ -1,4 +1,5 @@
 /** `c1m cluster`: what to start, in which order, with which arguments. */
+import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import { openFileLimit, RESERVED_FDS } from '../server/limits.js';
 import { cliCommand, ensureMigrateReq, freePort, Supervisor } from './supervisor.js';
@@ -24,8 +25,14 @@ export interface ClusterOptions {
   maxBacklog: number;
   maxStreamsPerUser: number;
   drainRate: number;
+  heartbeat: number;
+  contentType: string;
+  streamSecret?: string;
   cacheMib?: number;
+  maxBody: number;
+  maxMessage: number;
   token?: string;
+  apiInsecure?: boolean;
   batchMs: number;
   edgeTimeout: number;
   logLevel: string;
@@ -40,7 +47,7 @@ export function edgesFor(connections: number, perEdge: number): number {
 export async function runCluster(o: ClusterOptions): Promise<void> {
   const log = o.logger;
   const perEdge = o.maxConnections ?? Math.max(1, openFileLimit() - RESERVED_FDS);
-  const edges = o.edges ?? (o.connections ? edgesFor(o.connections, perEdge) : 2);
+  const edges = o.edges ?? (o.connections ? edgesFor(o.connections, perEdge) : availableParallelism());
   const supervisor = new Supervisor();
   let stopping = false;
   const stop = async (signal: string) => {
@@ -71,13 +78,17 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
       nats = `nats://${o.natsHost}:${natsPort}`;
     }
     const common = ['--nats', nats, '--log-level', o.logLevel];
+    // Secrets reach the children through the environment they inherit, not a command line that `ps` shows.
+    if (o.token) process.env.C1M_TOKEN = o.token;
+    if (o.streamSecret) process.env.C1M_STREAM_SECRET = o.streamSecret;
     let apiPort: number | undefined;
     if (o.router) {
       apiPort = o.apiPort || (await freePort(o.apiHost));
       const routerArgs = ['router', ...common, '--db', o.db, '--api-host', o.apiHost, '--api-port', String(apiPort), '--max-user-id', String(o.maxUserId)];
-      routerArgs.push('--batch-ms', String(o.batchMs), '--edge-timeout', String(o.edgeTimeout));
+      routerArgs.push('--batch-ms', String(o.batchMs), '--edge-timeout', String(o.edgeTimeout), '--max-backlog', String(o.maxBacklog));
+      routerArgs.push('--max-body', String(o.maxBody), '--max-message', String(o.maxMessage));
       if (o.cacheMib) routerArgs.push('--cache-mib', String(o.cacheMib));
-      if (o.token) routerArgs.push('--token', o.token);
+      if (o.apiInsecure) routerArgs.push('--api-insecure');
       await Promise.all(
         Array.from({ length: o.routers }, (_, i) =>
           supervisor.start({ name: `router-${i}`, role: 'router', ...cliCommand(routerArgs), readyWhen: (line) => line.includes('c1m router listening') }),
@@ -89,6 +100,7 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
         const id = `${o.edgeIdPrefix}${i}`;
         const args = ['edge', ...common, '--id', id, '--host', o.host, '--port', String(port), '--max-user-id', String(o.maxUserId)];
         args.push('--max-backlog', String(o.maxBacklog), '--max-streams-per-user', String(o.maxStreamsPerUser), '--drain-rate', String(o.drainRate));
+        args.push('--heartbeat', String(o.heartbeat), '--content-type', o.contentType);
         if (o.maxConnections) args.push('--max-connections', String(o.maxConnections));
         if (o.agentPort) args.push('--agent-port', String(o.agentPort + i));
         return supervisor.start({ name: `edge-${i}`, role: 'edge', edge: id, ...cliCommand(args), readyWhen: (line) => line.includes('c1m edge listening') });

@@ -186,7 +186,7 @@ export class ClusterRouter {
   /** The edges as /stats shows them, up and recently down. */
   edgeViews(): EdgeView[] {
     return [...this.edges.values()].map((link) => ({
-      ...(link.stats ?? { pid: 0, streams: 0, capacity: 0, chunks: 0, bytes: 0, slowConsumerCloses: 0, rss: 0, state: 'up' }),
+      ...(link.stats ?? { pid: 0, streams: 0, capacity: 0, chunks: 0, bytes: 0, slowConsumerCloses: 0, authFailures: 0, rss: 0, state: 'up' }),
       id: link.id,
       state: link.down ? 'down' : (link.stats?.state ?? 'up'),
       directoryStreams: link.directoryStreams(),

@@ -21,6 +21,16 @@ export interface ApiOptions {
 /** Messages are pushed whole to every recipient's socket buffers: keep them well below the body limit. */
 export const DEFAULT_MAX_MESSAGE = 64 * 1024;
 
+const isLoopback = (host: string): boolean => host === 'localhost' || host === '::1' || /^127\./.test(host);
+
+/** Refuses settings that would expose the API or let one message overflow a stream's backlog. */
+export function checkApiSettings(s: { apiHost: string; token?: string; apiInsecure?: boolean; maxMessage: number; maxBacklog: number }): void {
+  if (s.maxMessage > s.maxBacklog) throw new Error(`max message (${s.maxMessage} bytes) must not exceed max backlog (${s.maxBacklog} bytes)`);
+  if (!s.token && !s.apiInsecure && !isLoopback(s.apiHost)) {
+    throw new Error(`refusing to serve the backend API on ${s.apiHost} without a token: set --token (C1M_TOKEN), or --api-insecure if the network is trusted`);
+  }
+}
+
 type Handler = (res: HttpResponse, req: HttpRequest) => void;
 
 /**

@@ -28,6 +28,11 @@ export interface EdgeOptions {
   maxUserId?: number;
   maxBacklog?: number;
   maxStreamsPerUser?: number;
+  /** Seconds between heartbeat lines on every stream (0: none); see StreamHub. */
+  heartbeatSeconds?: number;
+  contentType?: 'text' | 'html';
+  /** When set, /test/<id> needs a token signed with it (c1m token). */
+  streamSecret?: string;
   /** Serve HAProxy's agent check on this TCP port (same host). */
   agentPort?: number;
   /** Streams closed per second while draining. Default 1,000. */
@@ -100,10 +105,15 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
       if (state === 'full' && registry.connections <= resumeAt) resume();
     },
   });
-  const hub = new StreamHub(registry, options.maxBacklog ?? 256 * 1024);
+  const hub = new StreamHub(registry, options.maxBacklog ?? 256 * 1024, options.heartbeatSeconds ?? 0);
   const latency = new LatencyHistogram();
   hub.onWritten = latency.observe;
-  const app = cometRoutes(uws.App(), hub, { maxUserId: options.maxUserId ?? 1_000_000, maxConnections: capacity });
+  const app = cometRoutes(uws.App(), hub, {
+    maxUserId: options.maxUserId ?? 1_000_000,
+    maxConnections: capacity,
+    contentType: options.contentType,
+    streamSecret: options.streamSecret,
+  });
 
   let listener: us_listen_socket | null = null;
   let port = options.port;
@@ -153,6 +163,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     chunks: hub.chunks,
     bytes: hub.bytes,
     slowConsumerCloses: hub.slowConsumerCloses,
+    authFailures: hub.authFailures,
     rss: process.memoryUsage.rss(),
   });
   const heartbeat = (subject: string = SUBJECTS.presence): void => {
@@ -254,6 +265,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     state = 'stopping';
     reconcileListener();
     fds.close();
+    hub.close();
     clearTimeout(presenceTimer);
     flushPresence();
     heartbeat(); // routers forget this edge now, not at the heartbeat timeout

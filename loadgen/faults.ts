@@ -550,7 +550,15 @@ const FAULT_RUNS: Record<Fault, FaultRun> = {
         const { edges } = await rig.routerStats();
         return names.every((n) => edges.some((e) => e.id === n && e.state !== 'down' && e.synced)) ? Date.now() : undefined;
       })) - t1;
-    return { host: 'edge2', streamsOnHost, markedDownMs, reconnectedMs, recoveryMs, leftDirectoryMs, backUpMs, rejoinedMs };
+    // Streams the edges still hold that HAProxy closed while the cable was out: the edges learn of
+    // those closes when the balancer's kernel resends its FINs over the restored cable.
+    const stale = async () => {
+      const [{ edges }, now] = await Promise.all([rig.routerStats(), rig.haproxy()]);
+      return names.reduce((n, name) => n + (edges.find((e) => e.id === name)?.streams ?? 0) - now.get(name)!.scur, 0);
+    };
+    const staleStreams = await stale();
+    const staleClearedMs = (await until('the stale streams to close', async () => ((await stale()) <= 0 ? Date.now() : undefined), 60_000, 100)) - t1;
+    return { host: 'edge2', streamsOnHost, markedDownMs, reconnectedMs, recoveryMs, leftDirectoryMs, backUpMs, rejoinedMs, staleStreams, staleClearedMs };
   },
 
   /** c1m admin drain: the agent says drain, HAProxy sends the edge nothing new, its streams move at the drain rate. */

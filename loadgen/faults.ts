@@ -15,7 +15,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, mkdtempSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -61,6 +61,39 @@ function hosts(...args: string[]): string {
   const run = spawnSync(HOSTS_SH, args, { encoding: 'utf8' });
   if (run.status !== 0) throw new Error(`${HOSTS_SH} ${args.join(' ')}: ${run.error?.message ?? run.stderr}`);
   return run.stdout.trim();
+}
+
+const LOCK = join(tmpdir(), 'c1m-hosts.lock');
+
+/**
+ * Waits until this process alone owns the simulated hosts: two runs (the test suite and a run by
+ * hand) would take down each other's hosts and share ports. Resolves with the release.
+ */
+async function lockHosts(timeoutMs = 120_000): Promise<() => void> {
+  const alive = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  await until(
+    `the run holding ${LOCK} to end`,
+    () => {
+      try {
+        writeFileSync(LOCK, String(process.pid), { flag: 'wx' });
+        return true;
+      } catch {
+        // A run that died without letting go leaves its pid behind.
+        if (!alive(Number(readFileSync(LOCK, 'utf8')))) rmSync(LOCK, { force: true });
+        return undefined;
+      }
+    },
+    timeoutMs,
+    200,
+  );
+  return () => rmSync(LOCK, { force: true });
 }
 
 /** A process of the rig, in a namespace or not; its output goes to a log file. */
@@ -428,6 +461,15 @@ export interface RunOptions {
 
 /** Starts the rig, runs the faults in order, stops everything; resolves with one result per fault and the comparison. */
 export async function runFaults(o: RunOptions) {
+  const unlock = await lockHosts();
+  try {
+    return await runOnHosts(o);
+  } finally {
+    unlock();
+  }
+}
+
+async function runOnHosts(o: RunOptions) {
   const log = o.log ?? ((line: string) => console.log(line));
   // From nothing: a run that was killed may have left its hosts, and processes in them, behind.
   hosts('down');

@@ -4,6 +4,7 @@ import { createRequire } from 'node:module';
 import { apiOptions, dbOption, integer, logLevelOption, streamOptions } from './cli-options.js';
 import { pino } from 'pino';
 import { clusterCommands } from './cluster/cli.js';
+import { haproxyConfigCommand } from './cluster/haproxy.js';
 import { friendsCommand } from './friends-cli.js';
 import { loadgenCommand } from './loadgen/loadgen-cli.js';
 import { runCommand } from './loadgen/run-cli.js';
@@ -103,6 +104,7 @@ program.addCommand(friendsCommand());
 program.addCommand(loadgenCommand());
 program.addCommand(runCommand());
 for (const command of clusterCommands()) program.addCommand(command);
+program.addCommand(haproxyConfigCommand());
 
 async function withStore(path: string, use: (store: SubscriptionStore) => void): Promise<void> {
   const { openStore } = await import('./subsmanager/store.js');

@@ -21,6 +21,18 @@ const parsed =
  * terminal a live bar with a line logged above it every interval; otherwise
  * just the lines.
  */
+/** Runs a load tool to its end and prints its JSON summary; any failure stops the monitor and becomes a command error. */
+async function printSummary(view: { stop(): void }, command: Command, run: () => Promise<object>): Promise<void> {
+  try {
+    const summary = await run();
+    view.stop();
+    console.log(JSON.stringify(summary));
+  } catch (err) {
+    view.stop();
+    command.error(`error: ${(err as Error).message}`);
+  }
+}
+
 function monitor(format: string, intervalSeconds: number) {
   const bars = process.stderr.isTTY ? new MultiBar({ format, stream: process.stderr, hideCursor: true, clearOnComplete: false }) : undefined;
   let bar: ReturnType<MultiBar['create']> | undefined;
@@ -83,8 +95,8 @@ export function loadgenCommand(): Command {
           `flood ${t.elapsedSeconds}s open=${t.open}/${t.target} welcomed=${t.welcomed} closed=${t.closed} failed=${t.failed} chunks=${t.chunks} bytes=${t.bytes} errors: ${errorsText(t.errors)}`;
         view.update(t.elapsedSeconds, t.open, t.target, { rate, closed: t.closed, failed: t.failed, errors: errorsText(t.errors) }, line);
       };
-      try {
-        const summary = await runFlood({
+      await printSummary(view, command, () =>
+        runFlood({
           host: opts.host,
           port: opts.port,
           rows,
@@ -95,13 +107,8 @@ export function loadgenCommand(): Command {
           maxSeconds: opts.maxSeconds ?? Math.ceil(3 * rampSeconds + opts.duration + 60),
           perWorker: opts.perWorker,
           onReport,
-        });
-        view.stop();
-        console.log(JSON.stringify(summary));
-      } catch (err) {
-        view.stop();
-        command.error(`error: ${(err as Error).message}`);
-      }
+        }),
+      );
     });
 
   loadgen
@@ -125,8 +132,8 @@ export function loadgenCommand(): Command {
         const line = () => `msggen ${r.elapsedSeconds}s sent=${r.sent} answered=${r.answered} rate=${rate}/s delivered=${r.delivered} skipped=${r.skipped} errors: ${errorsText(r.errors)}`;
         view.update(r.elapsedSeconds, Math.min(Math.round(r.elapsedSeconds), opts.duration), opts.duration, { rate, delivered: r.delivered, errors: errorsText(r.errors) }, line);
       };
-      try {
-        const summary = await runMsggen({
+      await printSummary(view, command, () =>
+        runMsggen({
           apiHost: opts.apiHost,
           apiPort: opts.apiPort,
           token: opts.token,
@@ -138,13 +145,8 @@ export function loadgenCommand(): Command {
           connections: opts.connections,
           size: opts.size,
           onReport,
-        });
-        view.stop();
-        console.log(JSON.stringify(summary));
-      } catch (err) {
-        view.stop();
-        command.error(`error: ${(err as Error).message}`);
-      }
+        }),
+      );
     });
 
   return loadgen;

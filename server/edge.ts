@@ -231,7 +231,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
   bus.subscribe(SUBJECTS.sync, onEdgeMessage);
 
   ({ socket: listener, port } = await listen(uws, app, host, port, `edge ${options.id}'s streams`));
-  const agent = options.agentPort === undefined ? undefined : await agentServer(host, options.agentPort, () => agentReply(state, registry.connections, capacity));
+  const agent = options.agentPort === undefined ? undefined : await agentServer(host, options.agentPort, () => agentReply(state, registry.connections, capacity, pauseAt));
   const heartbeatTimer = setInterval(() => heartbeat(), options.heartbeatMs ?? 1000);
   heartbeat();
   // At info whatever the log level: the supervisor waits for this line.
@@ -276,11 +276,13 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
 }
 
 /**
- * HAProxy's agent check: free capacity as a weight while accepting, `drain`
- * when full or draining (no new streams, keep the open ones), `maint` when stopping.
+ * HAProxy's agent check. While accepting: free capacity as a weight, `ready` (it lifts a drain or
+ * maint HAProxy saw earlier, which it otherwise keeps for good) and `maxconn:` the count at which
+ * this edge stops listening, so HAProxy never sends it a stream it would refuse. `drain` when full
+ * or draining (no new streams, keep the open ones), `maint` when stopping.
  */
-function agentReply(state: EdgeState, streams: number, capacity: number): string {
-  if (state === 'up') return `up ${Math.max(1, Math.floor((100 * (capacity - streams)) / capacity))}%\n`;
+function agentReply(state: EdgeState, streams: number, capacity: number, limit: number): string {
+  if (state === 'up') return `up ready ${Math.max(1, Math.floor((100 * (capacity - streams)) / capacity))}% maxconn:${limit}\n`;
   return state === 'stopping' ? 'maint\n' : 'drain\n';
 }
 

@@ -8,6 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import { setPriority } from 'node:os';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
@@ -21,6 +22,8 @@ export interface ChildSpec {
   edge?: string;
   command: string;
   args: string[];
+  /** Scheduling niceness (os.setPriority); higher is lower priority. */
+  nice?: number;
   /** A log line saying the child is ready; its parsed JSON (or {}) resolves start(). */
   readyWhen: (line: string) => boolean;
 }
@@ -82,6 +85,14 @@ export class Supervisor {
     // stdin stays an open pipe: a c1m child whose supervisor died (even by SIGKILL) sees it end and stops.
     const child = spawn(spec.command, spec.args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, C1M_SUPERVISED: '1' } });
     entry.child = child;
+    if (spec.nice && child.pid) {
+      try {
+        setPriority(child.pid, spec.nice);
+      } catch (err) {
+        // Raising a priority (nice < 0) needs CAP_SYS_NICE; without it the child runs at the default.
+        emit(spec, JSON.stringify({ level: 40, time: Date.now(), msg: `cannot set nice ${spec.nice}: ${(err as Error).message}` }));
+      }
+    }
     return new Promise((resolve, reject) => {
       let ready = false;
       const timer = setTimeout(() => {

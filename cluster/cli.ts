@@ -88,10 +88,20 @@ export function clusterCommands(): Command[] {
     .addOption(new Option('--nats-port <n>', 'port of the nats-server this command starts').default(4222).argParser(integer('nats port', 0)))
     .addOption(new Option('--agent-port <base>', "edge i serves HAProxy's agent check on base+i").argParser(integer('agent port', 1)))
     .addOption(new Option('--edge-id-prefix <prefix>', 'edge i is <prefix><i> (default: <hostname>-)').argParser(edgeId))
-    .action(async (opts) => {
+    .option(
+      '--port-per-edge',
+      'edge i listens on --port + i instead of all sharing --port (SO_REUSEPORT), so a balancer (HAProxy) can address, weigh and drain each edge; ' +
+        '--port 0: a free port each, kept across restarts. An edge host: --no-router --nats <url> --port-per-edge --agent-port <base>',
+    )
+    .action(async (opts, command: Command) => {
       const log = logger(opts.logLevel, { role: 'cluster' });
-      const { runCluster } = await import('./run.js');
-      await runCluster({ ...opts, edgeIdPrefix: opts.edgeIdPrefix ?? defaultPrefix(), logger: log });
+      const { runCluster, ClusterOptionError } = await import('./run.js');
+      try {
+        await runCluster({ ...opts, edgeIdPrefix: opts.edgeIdPrefix ?? defaultPrefix(), logger: log });
+      } catch (err) {
+        if (err instanceof ClusterOptionError) command.error(`error: ${err.message}`);
+        throw err;
+      }
     });
 
   const admin = new Command('admin').description('operate a running cluster over NATS');

@@ -1,10 +1,11 @@
 /**
  * The fault run (README, "Across hosts"): HAProxy in the root namespace in
- * front of c1m edges on two simulated edge hosts, nats-server and the router
- * on a brain host (scripts/hosts.sh), and browsers in the root namespace that
- * know their user id and reconnect when their stream ends. Then one fault
- * after another: kill -9 an edge, an edge host off the network and back, a
- * drain, a router restart, a nats-server restart, an edge filled to capacity.
+ * front of two simulated edge hosts, each running `c1m cluster` of edges only
+ * (a port per edge, supervised), nats-server and the router on a brain host
+ * (scripts/hosts.sh), and browsers in the root namespace that know their user
+ * id and reconnect when their stream ends. Then one fault after another: kill
+ * -9 an edge (its supervisor restarts it), an edge host off the network and
+ * back, a drain, a router restart, a nats-server restart, an edge filled to capacity.
  * For each: time to recover (every browser receives a send addressed to it
  * again), streams that ended, and whether any message reached a user it was
  * not addressed to. Plus delivery latency and send rate through HAProxy and
@@ -22,7 +23,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { haproxyConfig, type EdgeServer } from '../cluster/haproxy.js';
-import { CLI } from './server-process.js';
+import { CLI, isAlive } from './server-process.js';
 
 const HOSTS_SH = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../scripts/hosts.sh' : '../../scripts/hosts.sh', import.meta.url));
 
@@ -70,14 +71,6 @@ const LOCK = join(tmpdir(), 'c1m-hosts.lock');
  * hand) would take down each other's hosts and share ports. Resolves with the release.
  */
 async function lockHosts(timeoutMs = 120_000): Promise<() => void> {
-  const alive = (pid: number) => {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  };
   await until(
     `the run holding ${LOCK} to end`,
     () => {
@@ -86,7 +79,7 @@ async function lockHosts(timeoutMs = 120_000): Promise<() => void> {
         return true;
       } catch {
         // A run that died without letting go leaves its pid behind.
-        if (!alive(Number(readFileSync(LOCK, 'utf8')))) rmSync(LOCK, { force: true });
+        if (!isAlive(Number(readFileSync(LOCK, 'utf8')))) rmSync(LOCK, { force: true });
         return undefined;
       }
     },
@@ -98,6 +91,9 @@ async function lockHosts(timeoutMs = 120_000): Promise<() => void> {
 
 /** A process of the rig, in a namespace or not; its output goes to a log file. */
 class Proc {
+  /** The first line of its output that matched `ready`. */
+  readyLine = '';
+
   private constructor(readonly child: ChildProcess) {}
 
   /** Starts it and resolves once a line of its output matches `ready`. */
@@ -122,6 +118,7 @@ class Proc {
         seen += data;
         if (!ready || ready.test(seen)) {
           isReady = true;
+          proc.readyLine = ready ? seen.split('\n').find((line) => ready.test(line))! : '';
           clearTimeout(timer);
           resolve(proc);
         }
@@ -157,7 +154,7 @@ const running = new Set<Proc>();
 
 export interface RigOptions {
   edgesPerHost: number;
-  /** Streams per edge (--max-connections); the last edge of edge2 gets `smallCapacity`, so capacities differ and weights matter. */
+  /** Streams per edge (--max-connections) on edge1; edge2's edges get `smallCapacity`, so capacities differ and weights matter. */
   capacity: number;
   smallCapacity: number;
   drainRate: number;
@@ -179,6 +176,12 @@ interface ServerRow {
   wredis: number;
 }
 
+const EDGE_HOSTS = ['edge1', 'edge2'] as const;
+type EdgeHost = (typeof EDGE_HOSTS)[number];
+/** Edge i of a host serves streams on EDGE_PORT + i and HAProxy's agent on AGENT_PORT + i (c1m cluster --port-per-edge). */
+const EDGE_PORT = 8100;
+const AGENT_PORT = 9100;
+
 /** HAProxy, nats-server, a router and the edges, in the simulated hosts. */
 export class Rig {
   readonly dir = mkdtempSync(join(tmpdir(), 'c1m-faults-'));
@@ -187,22 +190,25 @@ export class Rig {
   readonly api = `http://${this.addr.brain}:8001`;
   /** The backend API crosses hosts here, so it wants a token. */
   private readonly token = randomBytes(16).toString('hex');
+  /** HAProxy's servers, named by edge id: what each host's `c1m cluster` runs (edge i of HOST is HOST-i on ports + i). */
   readonly edges: (EdgeServer & { ns: string })[] = [];
+  /** The router, nats-server, HAProxy, and per edge host its `c1m cluster` (named after the host). */
   readonly procs = new Map<string, Proc>();
 
   constructor(readonly o: RigOptions) {
-    for (const host of ['edge1', 'edge2'] as const)
-      for (let i = 0; i < o.edgesPerHost; i++) {
-        const last = host === 'edge2' && i === o.edgesPerHost - 1;
-        // One port per edge (not one shared SO_REUSEPORT port): HAProxy must reach, weigh and drain each edge on its own.
-        this.edges.push({ name: `${host}-${i}`, ns: `c1m-${host}`, host: this.addr[host], port: 8100 + i, agentPort: 9100 + i, capacity: last ? o.smallCapacity : o.capacity });
-      }
+    for (const host of EDGE_HOSTS)
+      for (let i = 0; i < o.edgesPerHost; i++)
+        this.edges.push({ name: `${host}-${i}`, ns: `c1m-${host}`, host: this.addr[host], port: EDGE_PORT + i, agentPort: AGENT_PORT + i, capacity: this.capacityOf(host) });
+  }
+
+  private capacityOf(host: EdgeHost): number {
+    return host === 'edge2' ? this.o.smallCapacity : this.o.capacity;
   }
 
   async start(): Promise<void> {
     await this.startNats();
     await this.startRouter();
-    await Promise.all(this.edges.map((e) => this.startEdge(e.name)));
+    await Promise.all(EDGE_HOSTS.map((host) => this.startEdgeHost(host)));
     const config = join(this.dir, 'haproxy.cfg');
     writeFileSync(
       config,
@@ -223,11 +229,25 @@ export class Rig {
     this.procs.set('router', await Proc.start(this.dir, 'router', 'c1m-brain', argv, /c1m router listening/));
   }
 
-  async startEdge(name: string): Promise<void> {
-    const e = this.edges.find((x) => x.name === name)!;
-    const argv = [process.execPath, CLI, 'edge', '--nats', this.natsUrl, '--id', e.name, '--host', e.host, '--port', String(e.port)];
-    argv.push('--agent-port', String(e.agentPort), '--max-connections', String(e.capacity), '--drain-rate', String(this.o.drainRate));
-    this.procs.set(name, await Proc.start(this.dir, name, e.ns, argv, /c1m edge listening/));
+  /** An edge host: `c1m cluster` of edges only, a port each, supervised; checks it runs the edges HAProxy expects. */
+  async startEdgeHost(host: EdgeHost): Promise<void> {
+    const argv = [process.execPath, CLI, 'cluster', '--no-router', '--nats', this.natsUrl, '--edges', String(this.o.edgesPerHost), '--port-per-edge'];
+    argv.push('--host', this.addr[host], '--port', String(EDGE_PORT), '--agent-port', String(AGENT_PORT), '--edge-id-prefix', `${host}-`);
+    argv.push('--max-connections', String(this.capacityOf(host)), '--drain-rate', String(this.o.drainRate));
+    const proc = await Proc.start(this.dir, host, `c1m-${host}`, argv, /c1m cluster ready/, 30_000);
+    this.procs.set(host, proc);
+    const ready = JSON.parse(proc.readyLine) as { edges: { id: string; port: number; agentPort: number }[] };
+    const expected = this.edges.filter((e) => e.ns === `c1m-${host}`).map((e) => `${e.name} ${e.port} ${e.agentPort}`);
+    const got = ready.edges.map((e) => `${e.id} ${e.port} ${e.agentPort}`);
+    if (got.join() !== expected.join()) throw new Error(`${host} runs edges ${got.join(', ')}; HAProxy expects ${expected.join(', ')}`);
+  }
+
+  /** The pid of edge `name`'s current run, from the router's /stats; checked against its command line, so kill -9 hits that edge only. */
+  async edgePid(name: string): Promise<number> {
+    const pid = (await this.routerStats()).edges.find((e) => e.id === name && e.state !== 'down')?.pid;
+    const cmdline = pid ? readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0') : [];
+    if (!pid || cmdline[cmdline.indexOf('--id') + 1] !== name) throw new Error(`the router's pid for ${name} (${pid}) is not that edge`);
+    return pid;
   }
 
   /** HAProxy's view of each edge (and with `backend`, of the whole backend as BACKEND), from its statistics page (CSV). */
@@ -263,15 +283,18 @@ export class Rig {
     return fetch(`${this.api}${path}`, { method, body, headers: { authorization: `Bearer ${this.token}` }, signal: AbortSignal.timeout(1000) });
   }
 
-  async routerStats(): Promise<{ edges: { id: string; state: string; streams: number; synced: boolean }[] }> {
+  async routerStats(): Promise<{ edges: { id: string; pid: number; state: string; streams: number; synced: boolean }[] }> {
     return (await this.call('GET', '/stats')).json() as never;
   }
 
-  /** Resolves with the time when the router lists none of `edges` as up (their users left its directory). */
-  untilGone(edges: string[]): Promise<number> {
+  /**
+   * Resolves with the time when the router lists none of `edges` as up in the run that was cut off
+   * (`pid`, when given): their users left its directory, dropped or replaced by a restarted run's.
+   */
+  untilGone(edges: string[], pid?: number): Promise<number> {
     return until(`the router to drop ${edges.join(', ')}`, async () => {
       const listed = (await this.routerStats()).edges;
-      return edges.every((id) => !listed.some((e) => e.id === id && e.state !== 'down')) ? Date.now() : undefined;
+      return edges.every((id) => !listed.some((e) => e.id === id && e.state !== 'down' && (pid === undefined || e.pid === pid))) ? Date.now() : undefined;
     });
   }
 
@@ -283,8 +306,8 @@ export class Rig {
   }
 
   async stop(): Promise<void> {
-    // Edges close their streams at once (SIGINT) rather than draining; then the rest.
-    await Promise.all(this.edges.map((e) => this.procs.get(e.name)?.stop('SIGINT')));
+    // The edge hosts' supervisors close their edges' streams at once (SIGINT) rather than draining; then the rest.
+    await Promise.all(EDGE_HOSTS.map((host) => this.procs.get(host)?.stop()));
     await Promise.all(['haproxy', 'router', 'nats'].map((n) => this.procs.get(n)?.stop()));
   }
 }
@@ -497,9 +520,17 @@ async function runOnHosts(o: RunOptions) {
 
     const comparison: Record<string, unknown>[] = [];
     if (o.sends > 0) {
-      // As many users again, straight to the full-size edges (round robin), beside the HAProxy ones.
-      const edges = rig.edges.filter((e) => e.capacity === rig.o.capacity);
-      const direct = Array.from({ length: o.users }, (_, i) => new Browser(100_000 + i, edges[i % edges.length].host, edges[i % edges.length].port, onLatency));
+      // As many users again, straight to the edges, beside the HAProxy ones: spread in proportion to
+      // each edge's room (HAProxy's limit for it less its streams), so that no edge fills and turns them away.
+      const rows = await rig.haproxy();
+      const room = rig.edges.map((e) => rows.get(e.name)!.slim - rows.get(e.name)!.scur);
+      const total = room.reduce((a, b) => a + b, 0);
+      if (total < o.users) throw new Error(`the edges have room for ${total} more streams, not ${o.users} direct browsers`);
+      const edgeFor = (i: number) => {
+        let at = ((i + 0.5) * total) / o.users;
+        return rig.edges.find((_, k) => (at -= room[k]) < 0)!;
+      };
+      const direct = Array.from({ length: o.users }, (_, i) => new Browser(100_000 + i, edgeFor(i).host, edgeFor(i).port, onLatency));
       extra.push(...direct);
       await until('every direct browser to hold a stream', () => (direct.every((b) => b.open) ? true : undefined));
       const seconds = { haproxy: 0, direct: 0 };
@@ -553,22 +584,35 @@ async function runOnHosts(o: RunOptions) {
 type FaultRun = (rig: Rig, browsers: Browser[], extra: Browser[]) => Promise<{ recoveryMs: number; [detail: string]: unknown }>;
 
 const FAULT_RUNS: Record<Fault, FaultRun> = {
-  /** kill -9 an edge: HAProxy marks it down, its users reconnect to the others. */
+  /**
+   * kill -9 an edge: HAProxy marks it down, its users reconnect to the others, its host's supervisor
+   * restarts it, and HAProxy marks it up again once the new run passes its checks. A restart that
+   * answers HAProxy's second check (0.2-0.6 s after the kill) keeps the edge from being marked down
+   * at all: then markedDownMs is null and the restart is what ends the outage.
+   */
   async kill(rig, browsers) {
     const victim = rig.edges[0].name;
     const streamsOnEdge = (await rig.haproxy()).get(victim)!.scur;
+    const pid = await rig.edgePid(victim);
     const t0 = Date.now();
-    await rig.procs.get(victim)!.stop('SIGKILL');
-    const gone = rig.untilGone([victim]);
-    gone.catch(() => undefined); // awaited below; this only keeps an early timeout from counting as unhandled
-    const markedDownMs = (await rig.untilStatus([victim], ['DOWN'])) - t0;
+    process.kill(pid, 'SIGKILL');
+    const gone = rig.untilGone([victim], pid);
+    const restarted = until(`the router to see ${victim} restarted`, async () => {
+      const edge = (await rig.routerStats()).edges.find((e) => e.id === victim);
+      return edge && edge.pid !== pid && edge.pid !== 0 && edge.state === 'up' && edge.synced ? Date.now() : undefined;
+    });
+    // Marked down within about 0.6 s if ever; 5 s without it means the restart came first.
+    const down = rig.untilStatus([victim], ['DOWN'], 5000).catch(() => undefined);
+    // Awaited below; this only keeps an early timeout from counting as unhandled.
+    for (const p of [gone, restarted]) p.catch(() => undefined);
     const recoveryMs = await recovery(rig, browsers, t0);
     const reconnectedMs = lastWelcome(browsers) - t0;
+    const downAt = await down;
+    const markedDownMs = downAt === undefined ? null : downAt - t0;
     const leftDirectoryMs = (await gone) - t0;
-    const t1 = Date.now();
-    await rig.startEdge(victim);
-    const backUpMs = (await rig.untilStatus([victim], ['UP'])) - t1;
-    return { edge: victim, streamsOnEdge, markedDownMs, reconnectedMs, recoveryMs, leftDirectoryMs, backUpMs };
+    const restartedMs = (await restarted) - t0;
+    const backUpMs = (await rig.untilStatus([victim], ['UP'])) - t0;
+    return { edge: victim, streamsOnEdge, markedDownMs, reconnectedMs, recoveryMs, leftDirectoryMs, restartedMs, backUpMs };
   },
 
   /** Pull edge2's cable: both its edges go down in HAProxy, their users move to edge1; then plug it back. */

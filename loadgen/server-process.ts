@@ -45,6 +45,16 @@ export function spawnServer(args: string[], env: NodeJS.ProcessEnv = {}, timeout
   });
 }
 
+/** Whether a process with this pid exists: signal 0 sends nothing; EPERM means it exists but is not ours. */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /** Resident set size of a process, in bytes (Linux). */
 export function rssOf(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { Bus } from '../cluster/bus.js';
 import { SUBJECTS } from '../cluster/messages.js';
-import { CLI, spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
+import { CLI, isAlive, spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
 import { api, runCli, StreamClient, stopChild, tempDir } from './helpers.js';
 
 /** A browser-like client that opens its stream again whenever it ends, and keeps every line it ever received. */
@@ -56,14 +56,6 @@ interface ClusterStats {
 
 const stats = async (c: ClusterProcess) => (await api(c.apiPort, 'GET', '/stats')).json as ClusterStats;
 const send = async (c: ClusterProcess, user: number, text: string) => (await api(c.apiPort, 'POST', `/send/${user}`, text)).json.delivered as number;
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 /** Retries `check` (which throws until satisfied; a refused connection counts as not yet) for up to `timeout` ms. */
 const eventually = <T>(check: () => T | Promise<T>, timeout = 5000) => vi.waitFor(check, { timeout, interval: 50 });
@@ -165,7 +157,7 @@ describe('c1m cluster: 3 edges, a router, nats-server', () => {
   });
 
   test('restart nats-server: everything reconnects by itself and sends work again', async () => {
-    expect(alive(cluster.pids.nats)).toBe(true);
+    expect(isAlive(cluster.pids.nats)).toBe(true);
     process.kill(cluster.pids.nats, 'SIGKILL');
     await eventually(async () => {
       const s = await stats(cluster);
@@ -227,7 +219,7 @@ describe('c1m cluster: 3 edges, a router, nats-server', () => {
     const pids = [cluster.pids.router, ...(await stats(cluster)).edges.map((e) => e.pid)];
     for (const cl of clients) cl.close();
     await stopChild(cluster.child);
-    await eventually(() => expect(pids.filter(alive)).toEqual([]), 15_000);
+    await eventually(() => expect(pids.filter(isAlive)).toEqual([]), 15_000);
   });
 });
 
@@ -308,5 +300,32 @@ describe('c1m cluster: secrets', () => {
       for (const cl of clients) cl.close();
       await stopChild(cluster.child);
     }
+  });
+});
+
+describe('c1m cluster --port-per-edge', () => {
+  test('edge i listens on a port of its own; a send reaches a client on each; bad port ranges are refused', async () => {
+    // --port 0 (spawnCluster's default): a free port for each edge, given in the ready line.
+    const cluster = await spawnCluster(['--edges', '2', '--port-per-edge', '--db', ':memory:', '--edge-id-prefix', 'p']);
+    const edges = cluster.edges as (ClusterProcess['edges'][number] & { port: number })[];
+    const clients: StreamClient[] = [];
+    try {
+      expect(edges.map((e) => e.id)).toEqual(['p0', 'p1']);
+      expect(new Set(edges.map((e) => e.port)).size).toBe(2);
+      for (const [i, e] of edges.entries()) clients.push(await StreamClient.open(e.port, 10 + i));
+      expect(clients.map((cl) => cl.status)).toEqual([200, 200]);
+      await eventually(async () => expect((await stats(cluster)).edges.map((e) => [e.id, e.directoryStreams]).sort()).toEqual([['p0', 1], ['p1', 1]]));
+      expect(await send(cluster, 10, 'to p0')).toBe(1);
+      expect(await send(cluster, 11, 'to p1')).toBe(1);
+      await eventually(() => expect(clients.map((cl) => cl.messages)).toEqual([['to p0'], ['to p1']]));
+    } finally {
+      for (const cl of clients) cl.close();
+      await stopChild(cluster.child);
+    }
+    const overlap = await runCli(['cluster', '--edges', '2', '--port-per-edge', '--port', '9000', '--agent-port', '9001', '--no-router', '--nats', 'nats://127.0.0.1:1']);
+    expect(overlap.code).not.toBe(0);
+    expect(overlap.stderr).toContain('overlap');
+    const past = await runCli(['cluster', '--edges', '2', '--port-per-edge', '--port', '65535', '--no-router', '--nats', 'nats://127.0.0.1:1']);
+    expect(past.stderr).toContain('past port 65535');
   });
 });

@@ -65,7 +65,8 @@ describe('haproxy.cfg', () => {
 });
 
 // The fault run (loadgen/faults.ts) at a small scale, about 30 s: real processes in three
-// network namespaces, HAProxy in front, browsers that reconnect.
+// network namespaces (each edge host a supervised `c1m cluster --port-per-edge`), HAProxy in
+// front, browsers that reconnect.
 const why = cannotRun();
 describe.skipIf(why !== undefined)(`across simulated hosts${why ? ` (skipped: ${why})` : ''}`, () => {
   it('every fault: HAProxy routes around it, users reconnect and receive again, no message reaches another user', async () => {
@@ -81,7 +82,12 @@ describe.skipIf(why !== undefined)(`across simulated hosts${why ? ` (skipped: ${
     // marks the edge down within 2 s.
     expect(kill.streamsOnEdge).toBeGreaterThan(0);
     expect(kill.ends).toBe(kill.streamsOnEdge);
-    expect(kill.markedDownMs).toBeLessThan(2000);
+    // Its host's supervisor restarts it; HAProxy takes it back once the new run passes its checks.
+    // Within 2 s the dead edge is marked down, or already replaced by a live one if the restart
+    // answered HAProxy's second check.
+    expect(kill.markedDownMs ?? kill.restartedMs).toBeLessThan(2000);
+    expect(kill.restartedMs).toBeLessThan(5000);
+    expect(kill.backUpMs).toBeLessThan(10_000);
     expect(unplug.streamsOnHost).toBeGreaterThan(0);
     expect(unplug.ends).toBe(unplug.streamsOnHost);
     expect(unplug.markedDownMs).toBeLessThan(2000);

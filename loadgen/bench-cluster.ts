@@ -201,14 +201,12 @@ async function cluster(dir: string, n: number, atSingle: number, rates: number[]
       router: memory([routerPid]),
       nats: memory([c.pids.nats]),
     };
+    // Memory per stream is the growth from `atSingle` streams to `n`, both read idle after a quiet spell:
+    // by then V8's heaps have grown to their working size, and no message has been sent yet.
     holders.push(hold(c.port, 1, atSingle, 10_000));
     await holders[0].opened();
-    await sleep(2000);
-    const sameN = await broadcast(c.apiPort, hubFirst, atSingle, opts.broadcasts, holders, c1mPids());
-    // Memory per stream is read as the growth past this warm state (V8's heaps have grown to their working size), after a quiet spell each time.
     await sleep(SETTLE_MS);
     const before = memory(c1mPids());
-
     const ramp0 = performance.now();
     holders.push(hold(c.port, atSingle + 1, n - atSingle, 20_000));
     const rest = await holders[1].opened();
@@ -225,6 +223,8 @@ async function cluster(dir: string, n: number, atSingle: number, rates: number[]
       rssBytesPerStreamWithBaselines: Math.round((held.rssMiB * 2 ** 20) / stats.connections),
       pssBytesPerStreamWithBaselines: Math.round((held.pssMiB * 2 ** 20) / stats.connections),
     };
+    // The same number of recipients as the single process (the first `atSingle` follow their own hub).
+    const sameN = await broadcast(c.apiPort, hubFirst, atSingle, opts.broadcasts, holders, c1mPids());
     const fanout = await broadcast(c.apiPort, hubAll, n, opts.broadcasts, holders, [...c1mPids(), c.pids.nats]);
     const random = [];
     for (const rate of rates) random.push(await randomSends(c.apiPort, n, rate, opts.seconds, [...c1mPids(), c.pids.nats]));

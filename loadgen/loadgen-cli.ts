@@ -3,7 +3,7 @@ import { MultiBar } from 'cli-progress';
 import { readFileSync } from 'node:fs';
 import { integer } from '../cli-options.js';
 import { parseConfig, parseIdRange, parseSources, rowsFromRanges, runFlood, type FloodTotals, type SourceRow } from './flood.js';
-import { runMsggen, type MsggenReport } from './msggen.js';
+import type { MsggenReport } from './msggen.js';
 
 /** A commander parser from a parse function that throws. */
 const parsed =
@@ -132,6 +132,8 @@ export function loadgenCommand(): Command {
         const line = () => `msggen ${r.elapsedSeconds}s sent=${r.sent} answered=${r.answered} rate=${rate}/s delivered=${r.delivered} skipped=${r.skipped} errors: ${errorsText(r.errors)}`;
         view.update(r.elapsedSeconds, Math.min(Math.round(r.elapsedSeconds), opts.duration), opts.duration, { rate, delivered: r.delivered, errors: errorsText(r.errors) }, line);
       };
+      // Loaded here: undici would otherwise load into every process of this CLI, edges included.
+      const { runMsggen } = await import('./msggen.js');
       await printSummary(view, command, () =>
         runMsggen({
           apiHost: opts.apiHost,

@@ -14,35 +14,40 @@ export interface ServerProcess {
 }
 
 /**
- * Starts `c1m server` on loopback with free ports as a child process (extra
- * flags in `args`) and resolves once it logs that it is listening. A server
- * that has not said so within `timeoutMs` is killed, never left behind.
+ * Runs `c1m <command>` on loopback with free ports (extra flags in `args`) and
+ * resolves with the child and its ready line's JSON once it logs `ready`. A
+ * child that has not said so within `timeoutMs` is killed, never left behind.
  */
-export function spawnServer(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 30_000): Promise<ServerProcess> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, 'server', '--host', '127.0.0.1', '--port', '0', '--api-port', '0', ...args], {
-      env: { ...process.env, ...env },
-    });
+function spawnReady(command: string[], ready: string, env: NodeJS.ProcessEnv, timeoutMs: number) {
+  return new Promise<{ child: ChildProcess; info: Record<string, unknown>; output: () => string }>((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...command], { env: { ...process.env, ...env } });
     let out = '';
+    const output = () => out;
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`c1m server did not start listening within ${timeoutMs} ms: ${out}`));
+      reject(new Error(`c1m ${command[0]} did not get ready within ${timeoutMs} ms: ${out.slice(-4000)}`));
     }, timeoutMs);
-    child.stdout.on('data', (d) => {
+    const onData = (d: Buffer) => {
       out += d;
-      const line = out.split('\n').find((l) => l.includes('c1m listening'));
-      if (line) {
-        clearTimeout(timer);
-        const { port, apiPort } = JSON.parse(line);
-        resolve({ child, port, apiPort, output: () => out });
-      }
-    });
-    child.stderr.on('data', (d) => (out += d));
+      const line = out.split('\n').find((l) => l.includes(ready));
+      if (!line) return;
+      clearTimeout(timer);
+      child.stdout!.off('data', onData).on('data', (more) => (out += more));
+      resolve({ child, info: JSON.parse(line), output });
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', (d) => (out += d));
     child.once('exit', (code) => {
       clearTimeout(timer);
-      reject(new Error(`c1m server exited with ${code}: ${out}`));
+      reject(new Error(`c1m ${command[0]} exited with ${code}: ${out.slice(-4000)}`));
     });
   });
+}
+
+/** Starts `c1m server` on loopback with free ports; resolves once it is listening. */
+export async function spawnServer(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 30_000): Promise<ServerProcess> {
+  const { child, info, output } = await spawnReady(['server', '--host', '127.0.0.1', '--port', '0', '--api-port', '0', ...args], 'c1m listening', env, timeoutMs);
+  return { child, port: info.port as number, apiPort: info.apiPort as number, output };
 }
 
 /** Whether a process with this pid exists: signal 0 sends nothing; EPERM means it exists but is not ours. */
@@ -91,35 +96,9 @@ export interface ClusterProcess {
   output(): string;
 }
 
-/**
- * Starts `c1m cluster` on loopback (extra flags in `args`) and resolves with
- * its ports, NATS URL and child pids once it logs that it is ready. Killed,
- * never left behind, if it does not get ready within `timeoutMs`.
- */
-export function spawnCluster(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 60_000): Promise<ClusterProcess> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, 'cluster', '--host', '127.0.0.1', '--port', '0', '--api-port', '0', '--nats-port', '0', ...args], {
-      env: { ...process.env, ...env },
-    });
-    let out = '';
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`c1m cluster did not get ready within ${timeoutMs} ms: ${out.slice(-4000)}`));
-    }, timeoutMs);
-    child.stdout.on('data', (d) => {
-      out += d;
-      const line = out.split('\n').find((l) => l.includes('c1m cluster ready'));
-      if (line) {
-        clearTimeout(timer);
-        child.stdout.removeAllListeners('data');
-        child.stdout.on('data', (more) => (out += more));
-        resolve({ child, ...JSON.parse(line), output: () => out });
-      }
-    });
-    child.stderr.on('data', (d) => (out += d));
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`c1m cluster exited with ${code}: ${out.slice(-4000)}`));
-    });
-  });
+/** Starts `c1m cluster` on loopback with free ports; resolves with its ports, NATS URL and child pids once it is ready. */
+export async function spawnCluster(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 60_000): Promise<ClusterProcess> {
+  const command = ['cluster', '--host', '127.0.0.1', '--port', '0', '--api-port', '0', '--nats-port', '0', ...args];
+  const { child, info, output } = await spawnReady(command, 'c1m cluster ready', env, timeoutMs);
+  return { ...(info as Omit<ClusterProcess, 'child' | 'output'>), child, output };
 }

@@ -27,7 +27,7 @@ export interface RunOptions {
   /** Edge processes; default: what `c1m cluster --connections` sizes from the open-file limit. */
   edges?: number;
   /** The router's batch window, ms: with many edges, each send touches many of them, and a wider window carries more sends per message to each. */
-  batchMs: number;
+  batchMs?: number;
   /** Source addresses of the flood, as `c1m loadgen flood --src`. */
   src: string;
   ports: [number, number];
@@ -462,7 +462,7 @@ export async function runC1m(options: RunOptions): Promise<RunResult & { dir: st
     hardStop = setTimeout(() => abort.abort(new Error(`hard stop after ${maxSeconds} s`)), maxSeconds * 1000);
     enter('start');
     const sizing = o.edges ? ['--edges', String(o.edges)] : ['--connections', String(o.connections)];
-    cluster = await spawnCluster(['--db', o.db, '--max-user-id', String(Math.max(o.users, o.connections)), '--batch-ms', String(o.batchMs), ...sizing], {}, 180_000);
+    cluster = await spawnCluster(['--db', o.db, '--max-user-id', String(Math.max(o.users, o.connections)), ...(o.batchMs === undefined ? [] : ['--batch-ms', String(o.batchMs)]), ...sizing], {}, 180_000);
     sampler.cluster = cluster;
     const capacity = cluster.edges.reduce((n, e) => n + e.capacity, 0);
     result.cluster = { edges: cluster.edges.length, capacity, port: cluster.port, apiPort: cluster.apiPort, nats: cluster.nats, startSeconds: now() - result.phases[0].start, restarts: 0 };

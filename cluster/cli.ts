@@ -7,6 +7,7 @@ import { Command, Option } from 'commander';
 import { hostname } from 'node:os';
 import { pino, type Logger } from 'pino';
 import { apiOptions, integer, logLevelOption, streamOptions } from '../cli-options.js';
+import { DEFAULT_BATCH_MS } from '../router/cluster.js';
 
 const natsOption = () => new Option('--nats <url>', 'NATS server URL(s), comma-separated').env('C1M_NATS').default('nats://127.0.0.1:4222');
 
@@ -39,7 +40,7 @@ function edgeOptions(command: Command): Command {
 /** What a router takes beyond the API options, shared by `c1m router` and `c1m cluster`. */
 function routerOptions(command: Command): Command {
   return apiOptions(command)
-    .addOption(new Option('--batch-ms <ms>', 'sends within this window share one batch per edge (0: per event-loop turn)').default(1).argParser(integer('batch ms', 0)))
+    .addOption(new Option('--batch-ms <ms>', 'deliver batches leave at most once per window, at once after a quiet spell (0: every event-loop turn)').default(DEFAULT_BATCH_MS).argParser(integer('batch ms', 0)))
     .addOption(new Option('--edge-timeout <ms>', 'drop an edge not heard from for this long').default(3000).argParser(integer('edge timeout', 500)));
 }
 

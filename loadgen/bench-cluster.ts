@@ -26,9 +26,9 @@ const opts = new Command('bench-cluster')
   .addOption(new Option('--broadcasts <n>', 'sends to every stream, back to back').default(10).argParser(Number))
   .addOption(new Option('--rates <list>', 'random-user send rates, per second').default('2000,5000'))
   .addOption(new Option('--seconds <n>', 'duration of each random-send phase').default(10).argParser(Number))
-  .addOption(new Option('--batch-ms <ms>', "the cluster router's batch window").default(1).argParser(Number))
+  .addOption(new Option('--batch-ms <ms>', "the cluster router's batch window (default: c1m cluster's)").argParser(Number))
   .parse()
-  .opts<{ connections: number; single: number; edges?: number; broadcasts: number; rates: string; seconds: number; batchMs: number }>();
+  .opts<{ connections: number; single: number; edges?: number; broadcasts: number; rates: string; seconds: number; batchMs?: number }>();
 
 const HOST = '127.0.0.1';
 /** Long enough for V8's memory reducer to run once a process goes quiet. */
@@ -187,7 +187,7 @@ async function cluster(dir: string, n: number, atSingle: number, rates: number[]
   const [hubAll, hubFirst] = [n + 1, n + 2];
   subscribeAll(db, hubAll, n);
   subscribeAll(db, hubFirst, atSingle);
-  const args = ['--db', db, '--batch-ms', String(opts.batchMs), ...(opts.edges ? ['--edges', String(opts.edges)] : ['--connections', String(n)]), '--log-level', 'warn'];
+  const args = ['--db', db, ...(opts.batchMs === undefined ? [] : ['--batch-ms', String(opts.batchMs)]), ...(opts.edges ? ['--edges', String(opts.edges)] : ['--connections', String(n)]), '--log-level', 'warn'];
   const c = await spawnCluster(args);
   const edgePids = c.edges.map((e) => e.pid);
   let routerPid = c.pids['router-0'];

@@ -13,12 +13,18 @@ import type { Connection } from './registry.js';
 import { Router, type SubscriberSource } from './router.js';
 
 export interface ClusterRouterOptions {
-  /** Sends arriving within this window share one batch per edge; 0 batches per event-loop turn. Default 1 ms. */
+  /**
+   * Batches leave at most once per window (ms; default DEFAULT_BATCH_MS), and at
+   * once after a quiet spell: sends arriving close together share one batch per edge.
+   */
   batchMs?: number;
   /** An edge not heard from for this long is dropped with its users. Default 3,000 ms. */
   edgeTimeoutMs?: number;
   logger: Logger;
 }
+
+/** The batch window when none is given, ms. */
+export const DEFAULT_BATCH_MS = 5;
 
 /** A deliver batch bigger than this goes out at once: NATS refuses payloads over 1 MB by default. */
 const MAX_BATCH_BYTES = 512 * 1024;
@@ -142,6 +148,7 @@ export class ClusterRouter {
   sendingAt = 0;
   private readonly inbox: string;
   private flushTimer: NodeJS.Timeout | undefined;
+  private lastFlush = 0;
   private readonly watchdog: NodeJS.Timeout;
   private readonly log: Logger;
 
@@ -177,8 +184,10 @@ export class ClusterRouter {
     this.sendingAt = epochMs();
     const delivered = this.router.send(user, message);
     if (this.dirty.size > 0 && !this.flushTimer) {
-      const batchMs = this.options.batchMs ?? 1;
-      this.flushTimer = batchMs > 0 ? setTimeout(this.flush, batchMs) : (setImmediate(this.flush) as unknown as NodeJS.Timeout);
+      // Like Nagle: a send after a quiet spell goes out at the end of this turn; while sends keep coming,
+      // batches leave at most once per window, so each edge wakes at most 1000/batchMs times a second.
+      const wait = this.lastFlush + (this.options.batchMs ?? DEFAULT_BATCH_MS) - performance.now();
+      this.flushTimer = wait > 0 ? setTimeout(this.flush, wait) : (setImmediate(this.flush) as unknown as NodeJS.Timeout);
     }
     return delivered;
   }
@@ -207,6 +216,7 @@ export class ClusterRouter {
 
   private readonly flush = (): void => {
     this.flushTimer = undefined;
+    this.lastFlush = performance.now();
     for (const link of this.dirty) link.flush();
   };
 

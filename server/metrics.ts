@@ -37,7 +37,7 @@ function computed(name: string, help: string, type: 'gauge' | 'counter' | 'histo
 
 export function metricsRegistry(read: () => MetricsSnapshot): Registry {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'c1m_process_' });
+  collectDefaultMetrics({ register: registry, prefix: 'c1m_' });
   let snapshot: MetricsSnapshot | undefined;
   // Read once per scrape, by the first metric formatted (prom-client formats them in registration order).
   const one = (pick: (s: MetricsSnapshot) => number) => (): Values => {

@@ -10,6 +10,27 @@ const JSON_TYPE = { 'content-type': 'application/json' };
 const MSGPACK_TYPE = { 'content-type': 'application/msgpack' };
 
 describe('backend API', () => {
+  it('serves GET /metrics in Prometheus format: streams, sends, chunks and the send-to-write histogram', async () => {
+    c1m = await startServer();
+    c1m.store.addSubscriptions([[2, 1]]);
+    const clients = [await StreamClient.open(c1m.port, 1), await StreamClient.open(c1m.port, 2)];
+    try {
+      expect((await api(c1m.apiPort, 'POST', '/send/1', 'hello')).json).toEqual({ delivered: 2 });
+      await waitFor(() => clients.every((c) => c.messages.includes('hello')), 'hello at both');
+      const { status, text } = await api(c1m.apiPort, 'GET', '/metrics');
+      expect(status).toBe(200);
+      expect(text).toMatch(/^c1m_streams 2$/m);
+      expect(text).toMatch(/^c1m_users 2$/m);
+      expect(text).toMatch(/^c1m_sends_total 1$/m);
+      expect(text).toMatch(/^c1m_chunks_total 2$/m);
+      expect(text).toMatch(/^c1m_send_to_write_seconds_count 1$/m);
+      expect(text).toMatch(/^c1m_send_to_write_seconds_bucket\{le="\+Inf"\} 1$/m);
+      expect(text).toMatch(/^c1m_process_resident_memory_bytes \d+/m);
+    } finally {
+      for (const c of clients) c.close();
+    }
+  });
+
   it('adds, lists and removes subscriptions as JSON or msgpack', async () => {
     c1m = await startServer();
     const port = c1m.apiPort;

@@ -215,6 +215,26 @@ describe('c1m cluster: 3 edges, a router, nats-server', () => {
     }
   });
 
+  test('SIGTERM to one edge drains it: its streams end cleanly, the routers forget it, it exits', async () => {
+    const lone = spawn(process.execPath, [CLI, 'edge', '--nats', cluster.nats, '--id', 'leaving', '--host', '127.0.0.1', '--port', '0', '--drain-rate', '100']);
+    const port = await new Promise<number>((resolve) => {
+      createInterface({ input: lone.stdout }).on('line', (line) => line.includes('c1m edge listening') && resolve(JSON.parse(line).port));
+    });
+    const mine = [await StreamClient.open(port, 50), await StreamClient.open(port, 51)];
+    try {
+      await eventually(async () => expect((await stats(cluster)).edges.find((e) => e.id === 'leaving')).toMatchObject({ directoryStreams: 2 }));
+      const exited = new Promise<number | null>((resolve) => lone.once('exit', resolve));
+      lone.kill('SIGTERM');
+      await eventually(() => expect(mine.every((c) => c.ended)).toBe(true));
+      expect(await exited).toBe(0);
+      // A stopping edge says so: the routers drop it at once, not at the heartbeat timeout.
+      await eventually(async () => expect((await stats(cluster)).edges.find((e) => e.id === 'leaving')).toMatchObject({ state: 'down', directoryStreams: 0 }), 2000);
+    } finally {
+      for (const c of mine) c.close();
+      lone.kill('SIGKILL');
+    }
+  });
+
   test('stops every process it started on SIGTERM', async () => {
     const pids = [cluster.pids.router, ...(await stats(cluster)).edges.map((e) => e.pid)];
     for (const cl of clients) cl.close();

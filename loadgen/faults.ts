@@ -445,6 +445,15 @@ async function recovery(rig: Rig, browsers: Browser[], since: number, timeoutMs 
   }
 }
 
+/** Stops one of the brain host's processes and starts it again; how long that took, and until every user was reachable again. */
+async function restart(rig: Rig, browsers: Browser[], name: 'router' | 'nats', start: () => Promise<void>) {
+  const t0 = Date.now();
+  await rig.procs.get(name)!.stop();
+  await start();
+  const restartedMs = Date.now() - t0;
+  return { restartedMs, recoveryMs: await recovery(rig, browsers, t0) };
+}
+
 /** When the last browser that lost its stream got it back. */
 function lastWelcome(browsers: Browser[]): number {
   return Math.max(...browsers.filter((b) => b.maxGap > 0).map((b) => b.welcomedAt));
@@ -670,22 +679,10 @@ const FAULT_RUNS: Record<Fault, FaultRun> = {
   },
 
   /** Restart the router: the new one rebuilds the directory from the edges; no stream ends. */
-  async router(rig, browsers) {
-    const t0 = Date.now();
-    await rig.procs.get('router')!.stop();
-    await rig.startRouter();
-    const restartedMs = Date.now() - t0;
-    return { restartedMs, recoveryMs: await recovery(rig, browsers, t0) };
-  },
+  router: (rig, browsers) => restart(rig, browsers, 'router', () => rig.startRouter()),
 
   /** Restart nats-server: every process reconnects, the router resyncs; no stream ends. */
-  async nats(rig, browsers) {
-    const t0 = Date.now();
-    await rig.procs.get('nats')!.stop();
-    await rig.startNats();
-    const restartedMs = Date.now() - t0;
-    return { restartedMs, recoveryMs: await recovery(rig, browsers, t0) };
-  },
+  nats: (rig, browsers) => restart(rig, browsers, 'nats', () => rig.startNats()),
 
   /**
    * Fill the cluster: new users arrive at about 200 streams a second until HAProxy holds every edge

@@ -12,6 +12,7 @@ import { LatencyHistogram } from './server/latency.js';
 import { FdGuard, openFileLimit, RESERVED_FDS } from './server/limits.js';
 import { metricsRegistry } from './server/metrics.js';
 import { epochMs, StreamHub } from './server/stream.js';
+import { listen, listenNow } from './server/listen.js';
 import { loadNativeUws, type us_listen_socket } from './server/uws.js';
 import { DEFAULT_CACHE_MIB, openStore, type SubscriptionStore } from './subsmanager/store.js';
 
@@ -165,11 +166,6 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
     metrics,
   });
 
-  const listen = (app: typeof publicApp, host: string, port: number, what: string) =>
-    new Promise<us_listen_socket>((resolve, reject) => {
-      app.listen(host, port, (socket) => (socket ? resolve(socket) : reject(new Error(`cannot listen for ${what} on ${host}:${port}`))));
-    });
-
   let publicListener: us_listen_socket | null = null;
   let apiListener: us_listen_socket | null = null;
   const closeListeners = () => {
@@ -177,8 +173,8 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
     publicListener = apiListener = null;
   };
   try {
-    publicListener = await listen(publicApp, host, options.port ?? 8000, 'comet streams');
-    apiListener = await listen(apiApp, apiHost, options.apiPort ?? 8001, 'the backend API');
+    publicListener = listen(uws, publicApp, host, options.port ?? 8000, 'comet streams').socket;
+    apiListener = listen(uws, apiApp, apiHost, options.apiPort ?? 8001, 'the backend API').socket;
   } catch (err) {
     closeListeners();
     if (!options.store) store.close();
@@ -193,9 +189,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
       log.warn({ connections: router.connections }, 'out of file descriptors: not accepting on the public port until some are free');
     },
     () => {
-      publicApp.listen(host, port, (socket) => {
-        publicListener = socket || null;
-      });
+      publicListener = listenNow(publicApp, host, port);
       if (publicListener) log.info({ connections: router.connections }, 'accepting on the public port again');
       // The kernel refuses to bind again a port it picked (port 0) while streams hold it; a configured port rebinds.
       else if (!relistenFailed) log.error({ port }, 'cannot listen on the public port again; retrying');

@@ -91,7 +91,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
   });
   let listener;
   try {
-    listener = await listen(uws, api, apiHost, options.apiPort ?? 8001, 'the backend API');
+    listener = listen(uws, api, apiHost, options.apiPort ?? 8001, 'the backend API');
   } catch (err) {
     await bus.close();
     store.close();

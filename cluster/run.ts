@@ -1,9 +1,8 @@
 /** `c1m cluster`: what to start, in which order, with which arguments. */
-import net from 'node:net';
 import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import { openFileLimit, RESERVED_FDS } from '../server/limits.js';
-import { cliCommand, ensureMigrateReq, freePort, Supervisor } from './supervisor.js';
+import { cliCommand, ensureMigrateReq, freePort, freePorts, Supervisor } from './supervisor.js';
 
 export interface ClusterOptions {
   edges?: number;
@@ -70,19 +69,6 @@ function checkPortsPerEdge(port: number, agentPort: number | undefined, edges: n
     if (base && base + edges - 1 > 65535) throw new ClusterOptionError(`${name} ${base} + ${edges} edges goes past port 65535`);
   if (port && agentPort && port < agentPort + edges && agentPort < port + edges)
     throw new ClusterOptionError(`--port ${port}..${port + edges - 1} and --agent-port ${agentPort}..${agentPort + edges - 1} overlap`);
-}
-
-/** `count` distinct ports free on `host` right now: all are held open at once, so no two are the same. */
-async function freePorts(host: string, count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: count }, () => new Promise<net.Server>((resolve, reject) => {
-      const server = net.createServer().once('error', reject);
-      server.listen(0, host, () => resolve(server));
-    })),
-  );
-  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
-  return ports;
 }
 
 export async function runCluster(o: ClusterOptions): Promise<void> {

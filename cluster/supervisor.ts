@@ -141,17 +141,28 @@ function stopChild(child: ChildProcess | undefined, signal: NodeJS.Signals, grac
   });
 }
 
-/** A port free on `host` right now, for children that must all get the same one (SO_REUSEPORT edges). */
-export function freePort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, host, () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
+/**
+ * `count` distinct ports free on `host` right now, for children that must be
+ * told their port before they start (SO_REUSEPORT edges share one; a restarted
+ * edge gets its own back). All are held open at once, so no two are the same.
+ */
+export async function freePorts(host: string, count: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: count },
+      () =>
+        new Promise<net.Server>((resolve, reject) => {
+          const server = net.createServer().once('error', reject);
+          server.listen(0, host, () => resolve(server));
+        }),
+    ),
+  );
+  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
+  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+  return ports;
 }
+
+export const freePort = async (host: string): Promise<number> => (await freePorts(host, 1))[0];
 
 const MIGRATE_REQ = '/proc/sys/net/ipv4/tcp_migrate_req';
 

@@ -18,6 +18,7 @@ import { latencySummary, newHistogram, rowsFromRanges, runFlood, type FloodTotal
 import { runMsggen } from './msggen.js';
 import { epochMs } from '../server/stream.js';
 import { cpuOf, pssOf, rssOf, spawnCluster, spawnServer } from './server-process.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const opts = new Command('bench-cluster')
   .addOption(new Option('--connections <n>', 'streams the cluster holds').default(60000).argParser(Number))
@@ -33,7 +34,6 @@ const opts = new Command('bench-cluster')
 const HOST = '127.0.0.1';
 /** Long enough for V8's memory reducer to run once a process goes quiet. */
 const SETTLE_MS = 12_000;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** 12 source addresses of their own, so no other run's ports or TIME_WAITs get in the way. */
 const SOURCES = Array.from({ length: 12 }, (_, i) => `127.0.30.${i + 1}`);
 

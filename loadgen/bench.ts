@@ -17,6 +17,7 @@ import type { Pair } from '../subsmanager/pairs.js';
 import { openStore } from '../subsmanager/store.js';
 import type { HolderCommand, HolderReply } from './holder.js';
 import { cpuOf, cpuSplitOf, rssOf, spawnServer } from './server-process.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const opts = new Command('bench')
   .addOption(new Option('--connections <n>', 'idle connections to hold').default(15000).argParser(Number))
@@ -32,7 +33,6 @@ const MESSAGE = 'm'.repeat(31); // 32 bytes with its '\n'
 const CHUNK_WIRE_BYTES = '20\r\n'.length + MESSAGE.length + 1 + '\r\n'.length;
 /** Long enough for V8's memory reducer to run once a process goes quiet. */
 const SETTLE_MS = 12_000;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 
 class Holder {

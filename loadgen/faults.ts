@@ -24,6 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { haproxyConfig, type EdgeServer } from '../cluster/haproxy.js';
 import { CLI, isAlive } from './server-process.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const HOSTS_SH = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../scripts/hosts.sh' : '../../scripts/hosts.sh', import.meta.url));
 
@@ -40,7 +41,6 @@ export function cannotRun(): string | undefined {
   return undefined;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Polls `check` until it gives a value; a check that throws (a process restarting) counts as "not yet". */
 async function until<T>(what: string, check: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000, everyMs = 25): Promise<T> {

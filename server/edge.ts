@@ -13,7 +13,7 @@ import { Registry } from '../router/registry.js';
 import { cometRoutes } from './comet.js';
 import { LatencyHistogram } from './latency.js';
 import { FdGuard, openFileLimit, RESERVED_FDS } from './limits.js';
-import { listen } from './listen.js';
+import { listen, listenNow } from './listen.js';
 import { StreamHub } from './stream.js';
 import { loadNativeUws, type us_listen_socket } from './uws.js';
 
@@ -130,19 +130,11 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
       listener = null;
       log.info({ streams: registry.connections, capacity, state, outOfFds: fds.paused }, 'stopped accepting');
     } else if (wanted && !listener) {
-      listener = listenNow();
+      listener = listenNow(app, host, port);
       if (!listener) log.error({ port }, 'cannot listen again; retrying');
       else log.info({ streams: registry.connections, capacity }, 'accepting again');
     }
     return !wanted || listener !== null;
-  };
-  /** uWS calls back before listen() returns. */
-  const listenNow = (): us_listen_socket | null => {
-    let socket: us_listen_socket | false = false;
-    app.listen(host, port, (s) => {
-      socket = s;
-    });
-    return (socket as us_listen_socket | false) || null;
   };
   const pause = (next: EdgeState): void => {
     state = next;
@@ -230,7 +222,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
   bus.subscribe(SUBJECTS.edge(options.id), onEdgeMessage);
   bus.subscribe(SUBJECTS.sync, onEdgeMessage);
 
-  ({ socket: listener, port } = await listen(uws, app, host, port, `edge ${options.id}'s streams`));
+  ({ socket: listener, port } = listen(uws, app, host, port, `edge ${options.id}'s streams`));
   const agent = options.agentPort === undefined ? undefined : await agentServer(host, options.agentPort, () => agentReply(state, registry.connections, capacity, pauseAt));
   const heartbeatTimer = setInterval(() => heartbeat(), options.heartbeatMs ?? 1000);
   heartbeat();

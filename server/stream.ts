@@ -121,8 +121,8 @@ export const epochMs = (): number => performance.timeOrigin + performance.now();
  */
 export const CORK_BUFFER_SIZE = 16 * 1024;
 
-/** Bytes uWS adds around a chunk: CRLF, the length in hex, CRLF. */
-const framed = (chunk: Buffer): number => chunk.length + 4 + Math.ceil(Math.log2(chunk.length + 1) / 4);
+/** A chunk's bytes with what uWS adds around it: CRLF, the length in hex, CRLF. Hex digits from the bit length: this runs for every write. */
+const framed = (chunk: Buffer): number => chunk.length + 4 + (chunk.length < 16 ? 1 : (35 - Math.clz32(chunk.length)) >> 2);
 
 /** The largest piece of a message whose chunk still fits the cork buffer (4 hex digits of length). */
 const PIECE_SIZE = CORK_BUFFER_SIZE - 8;
@@ -133,9 +133,24 @@ function pieces(chunks: Buffer[]): Buffer[] {
   return chunks.flatMap((chunk) => Array.from({ length: Math.ceil(chunk.length / PIECE_SIZE) }, (_, i) => chunk.subarray(i * PIECE_SIZE, (i + 1) * PIECE_SIZE)));
 }
 
-/** The chunks `writeGroup` writes, set right before res.cork() so a flush allocates no closure. */
-const group: { stream: CometStream; chunks: Buffer[]; from: number; to: number; ok: boolean } = { stream: null!, chunks: [], from: 0, to: 0, ok: true };
+/**
+ * What `writeGroup` writes, set right before res.cork() so a flush allocates
+ * no closure: `one` chunk (the common case: one message since the last turn),
+ * or chunks[from, to).
+ */
+const group: { stream: CometStream; one: Buffer | null; chunks: Buffer[]; from: number; to: number; ok: boolean } = {
+  stream: null!,
+  one: null,
+  chunks: [],
+  from: 0,
+  to: 0,
+  ok: true,
+};
 function writeGroup(): void {
+  if (group.one !== null) {
+    group.ok = group.stream.writeCorked(group.one);
+    return;
+  }
   for (let i = group.from; i < group.to; i++) group.ok = group.stream.writeCorked(group.chunks[i]) && group.ok;
 }
 /** An empty cork still uncorks, and uWS's uncork first writes what it holds for the socket: the way to push a tail out from JS. */
@@ -219,24 +234,32 @@ export class CometStream implements Connection {
     const queued = this.queued;
     this.hub.chunks += Array.isArray(pending) ? pending.length : 1;
     this.hub.bytes += queued;
-    const chunks = pieces(Array.isArray(pending) ? pending : [pending]);
     this.pending = null;
     this.queued = 0;
     group.stream = this;
-    group.chunks = chunks;
     group.ok = true;
-    let last = 0; // bytes of the last corked group: all an uncork that failed can leave behind once every write returned true
-    for (let from = 0; from < chunks.length; ) {
-      let size = framed(chunks[from]);
-      let to = from + 1;
-      while (to < chunks.length && size + framed(chunks[to]) <= CORK_BUFFER_SIZE) size += framed(chunks[to++]);
-      group.from = from;
-      group.to = to;
+    let last: number; // bytes of the last corked group: all an uncork that failed can leave behind once every write returned true
+    if (!Array.isArray(pending) && framed(pending) <= CORK_BUFFER_SIZE) {
+      group.one = pending;
       this.res.cork(writeGroup);
-      last = size;
-      from = to;
+      group.one = null;
+      last = framed(pending);
+    } else {
+      const chunks = pieces(Array.isArray(pending) ? pending : [pending]);
+      group.chunks = chunks;
+      last = 0;
+      for (let from = 0; from < chunks.length; ) {
+        let size = framed(chunks[from]);
+        let to = from + 1;
+        while (to < chunks.length && size + framed(chunks[to]) <= CORK_BUFFER_SIZE) size += framed(chunks[to++]);
+        group.from = from;
+        group.to = to;
+        this.res.cork(writeGroup);
+        last = size;
+        from = to;
+      }
+      group.chunks = [];
     }
-    group.chunks = [];
     if (group.ok) {
       this.held = last;
     } else {

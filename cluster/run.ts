@@ -106,6 +106,8 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
         command: 'nats-server',
         args: ['-a', o.natsHost, '-p', String(natsPort)],
         readyWhen: (line) => line.includes('Server is ready'),
+      }).catch((err: Error) => {
+        throw new Error(`${err.message}: install nats-server (Debian: apt-get install nats-server), or give --nats URL`);
       });
       nats = `nats://${o.natsHost}:${natsPort}`;
     }

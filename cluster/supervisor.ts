@@ -115,7 +115,11 @@ export class Supervisor {
       };
       createInterface({ input: child.stdout! }).on('line', onLine);
       createInterface({ input: child.stderr! }).on('line', onLine);
-      child.once('error', (err) => emit(spec, JSON.stringify({ level: 50, msg: `cannot start ${spec.command}: ${err.message}` })));
+      // Not installed or not executable: say so now, not at the ready timeout.
+      child.once('error', (err) => {
+        clearTimeout(timer);
+        reject(new Error(`cannot start ${spec.name} (${spec.command}): ${err.message}`));
+      });
       child.once('exit', (code, signal) => {
         clearTimeout(timer);
         if (this.stopping) return;

@@ -106,19 +106,41 @@ export function openStore(path: string, options: StoreOptions = {}): SqliteStore
     // WAL: readers (a running server) never block on a writer (a bulk load), and a
     // crash mid-transaction leaves the last committed state. synchronous=NORMAL in
     // WAL mode survives process crashes; only a power loss can drop the latest commits.
-    if (!options.readonly) db.pragma('journal_mode = WAL');
+    if (!options.readonly) enableWal(db);
     db.pragma('synchronous = NORMAL');
     db.pragma(`cache_size = ${-Math.round((options.cacheMiB ?? DEFAULT_CACHE_MIB) * 1024)}`);
-    db.pragma(`busy_timeout = ${Math.round(options.busyTimeoutMs ?? 5000)}`);
     // Read path only (see StoreOptions.mmapMiB); capped by SQLite's build at ~2 GiB.
     db.pragma(`mmap_size = ${Math.round((options.mmapMiB ?? 0) * 2 ** 20)}`);
+    // Opening waits as long as it must (better-sqlite3's 5 s): two processes starting on a new file
+    // (routers of one cluster) take turns creating the tables. The caller's own timeout applies after.
     prepareLayout(db, options.readonly ?? false);
+    db.pragma(`busy_timeout = ${Math.round(options.busyTimeoutMs ?? 5000)}`);
     if (options.warmCache) db.prepare('SELECT count(*) FROM subscriptions').get();
     return new SqliteStore(db);
   } catch (err) {
     db?.close();
     const code = (err as { code?: string }).code ?? '';
     throw new StoreError(`cannot open subscription store ${path}: ${(err as Error).message}${code ? ` (${code})` : ''}`);
+  }
+}
+
+/**
+ * PRAGMA journal_mode=WAL fails at once with SQLITE_BUSY, without waiting,
+ * while another connection holds the file's lock: two processes opening the
+ * same new file (the routers of one cluster) would see one of them fail. It
+ * is retried for up to 5 s, like any other busy lock at open.
+ */
+function enableWal(db: Database.Database): void {
+  const deadline = Date.now() + 5000;
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    try {
+      db.pragma('journal_mode = WAL');
+      return;
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'SQLITE_BUSY' || Date.now() > deadline) throw err;
+      Atomics.wait(pause, 0, 0, 10); // better-sqlite3 is synchronous: so is the wait
+    }
   }
 }
 

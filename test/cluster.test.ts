@@ -301,6 +301,14 @@ describe('c1m cluster: two routers', () => {
   });
 });
 
+describe('c1m cluster: without nats-server', () => {
+  test('says at once what is missing and how to get it, and exits 1', async () => {
+    const started = Date.now();
+    await expect(spawnCluster(['--db', ':memory:'], { PATH: tempDir() })).rejects.toThrow(/exited with 1.*nats-server.*apt-get install nats-server.*--nats URL/s);
+    expect(Date.now() - started).toBeLessThan(10_000);
+  });
+});
+
 describe('c1m cluster: secrets', () => {
   test('--token guards the router API and --stream-secret the edges, as in c1m server', async () => {
     const cluster = await spawnCluster(['--edges', '1', '--db', ':memory:', '--token', 'api-secret', '--stream-secret', 'stream-secret']);

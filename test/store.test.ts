@@ -20,6 +20,23 @@ const planOf = (store: SqliteStore, sql: string) =>
   (store.db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(1) as { detail: string }[]).map((row) => row.detail).join('\n');
 
 describe('subscription store', () => {
+  it('opens a new file while another process holds its write lock (two routers starting at once), then keeps the short busy timeout asked for', async () => {
+    const path = join(tempDir(), 'race.db');
+    // Another process takes the new file's write lock for 500 ms, as a second router creating the tables would.
+    const holder = spawn(process.execPath, ['-e', `
+      const db = new (require('better-sqlite3'))(${JSON.stringify(path)});
+      db.exec('BEGIN IMMEDIATE'); console.log('locked');
+      setTimeout(() => { db.exec('COMMIT'); db.close(); }, 500);`], { cwd: process.cwd() });
+    await new Promise((resolve) => holder.stdout.once('data', resolve));
+    const started = Date.now();
+    const store = openStore(path, { busyTimeoutMs: SERVER_BUSY_TIMEOUT_MS });
+    stores.push(store);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(300); // it waited for the lock, rather than failing after 50 ms
+    expect(store.db.pragma('busy_timeout', { simple: true })).toBe(SERVER_BUSY_TIMEOUT_MS);
+    expect(store.addSubscriptions([[2, 1]])).toBe(1);
+    await new Promise((resolve) => (holder.exitCode === null ? holder.once('exit', resolve) : resolve(null)));
+  });
+
   it('adds, ignores duplicates, removes, and answers both directions', () => {
     const store = open(':memory:');
     expect(store.addSubscriptions([[2, 1], [3, 1], [2, 1], [1, 2]])).toBe(3);

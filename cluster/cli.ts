@@ -7,7 +7,7 @@ import { Command, Option } from 'commander';
 import { hostname } from 'node:os';
 import { pino, type Logger } from 'pino';
 import { apiOptions, integer, logLevelOption, streamOptions } from '../cli-options.js';
-import { DEFAULT_BATCH_MS } from '../router/cluster.js';
+import { BUS_WAKEUPS_PER_SECOND, MIN_WINDOW_MS } from './messages.js';
 
 const natsOption = () => new Option('--nats <url>', 'NATS server URL(s), comma-separated').env('C1M_NATS').default('nats://127.0.0.1:4222');
 
@@ -34,13 +34,14 @@ function exitWithSupervisor(stop: () => unknown): void {
 function edgeOptions(command: Command): Command {
   return streamOptions(command)
     .addOption(new Option('--drain-rate <n>', 'streams closed per second while draining').default(1000).argParser(integer('drain rate', 1)))
+    .addOption(new Option('--presence-ms <ms>', `stream logins and logouts go to the routers in batches at most this often (default: ${MIN_WINDOW_MS} ms; c1m cluster: edges × ${1000 / BUS_WAKEUPS_PER_SECOND} ms when longer)`).argParser(integer('presence ms', 0)))
     .addOption(logLevelOption());
 }
 
 /** What a router takes beyond the API options, shared by `c1m router` and `c1m cluster`. */
 function routerOptions(command: Command): Command {
   return apiOptions(command)
-    .addOption(new Option('--batch-ms <ms>', 'deliver batches leave at most once per window, at once after a quiet spell (0: every event-loop turn)').default(DEFAULT_BATCH_MS).argParser(integer('batch ms', 0)))
+    .addOption(new Option('--batch-ms <ms>', `deliver batches leave at most once per window, at once after a quiet spell (0: every event-loop turn; default: ${MIN_WINDOW_MS} ms, or edges × ${1000 / BUS_WAKEUPS_PER_SECOND} ms when longer)`).argParser(integer('batch ms', 0)))
     .addOption(new Option('--edge-timeout <ms>', 'drop an edge not heard from for this long').default(3000).argParser(integer('edge timeout', 500)));
 }
 

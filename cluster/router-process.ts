@@ -73,6 +73,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       chunks: sum((e) => e.chunks),
       bytes: sum((e) => e.bytes),
       slowConsumerCloses: sum((e) => e.slowConsumerCloses),
+      batchWindowMs: cluster.batchWindowMs,
       uptimeSeconds: Math.round((Date.now() - started) / 1000),
       memory: { rss: memory.rss, heapUsed: memory.heapUsed, external: memory.external },
       edges,

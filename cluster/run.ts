@@ -2,6 +2,7 @@
 import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import { openFileLimit, RESERVED_FDS } from '../server/limits.js';
+import { busWindowMs } from './messages.js';
 import { cliCommand, ensureMigrateReq, freePort, freePorts, Supervisor } from './supervisor.js';
 
 export interface ClusterOptions {
@@ -28,6 +29,8 @@ export interface ClusterOptions {
   maxStreamsPerUser: number;
   drainRate: number;
   heartbeat: number;
+  /** The edges' presence window (ms); default busWindowMs(edges). */
+  presenceMs?: number;
   contentType: string;
   streamSecret?: string;
   cacheMib?: number;
@@ -35,7 +38,7 @@ export interface ClusterOptions {
   maxMessage: number;
   token?: string;
   apiInsecure?: boolean;
-  batchMs: number;
+  batchMs?: number;
   edgeTimeout: number;
   logLevel: string;
   logger: Logger;
@@ -119,7 +122,8 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
     if (o.router) {
       apiPort = o.apiPort || (await freePort(o.apiHost));
       const routerArgs = ['router', ...common, '--db', o.db, '--api-host', o.apiHost, '--api-port', String(apiPort), '--max-user-id', String(o.maxUserId)];
-      routerArgs.push('--batch-ms', String(o.batchMs), '--edge-timeout', String(o.edgeTimeout), '--max-backlog', String(o.maxBacklog));
+      if (o.batchMs !== undefined) routerArgs.push('--batch-ms', String(o.batchMs));
+      routerArgs.push('--edge-timeout', String(o.edgeTimeout), '--max-backlog', String(o.maxBacklog));
       routerArgs.push('--max-body', String(o.maxBody), '--max-message', String(o.maxMessage));
       if (o.cacheMib) routerArgs.push('--cache-mib', String(o.cacheMib));
       if (o.apiInsecure) routerArgs.push('--api-insecure');
@@ -134,7 +138,7 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
         const id = `${o.edgeIdPrefix}${i}`;
         const args = ['edge', ...common, '--id', id, '--host', o.host, '--port', String(edgePorts[i]), '--max-user-id', String(o.maxUserId)];
         args.push('--max-backlog', String(o.maxBacklog), '--max-streams-per-user', String(o.maxStreamsPerUser), '--drain-rate', String(o.drainRate));
-        args.push('--heartbeat', String(o.heartbeat), '--content-type', o.contentType);
+        args.push('--heartbeat', String(o.heartbeat), '--content-type', o.contentType, '--presence-ms', String(o.presenceMs ?? busWindowMs(edges)));
         if (o.maxConnections) args.push('--max-connections', String(o.maxConnections));
         if (o.agentPort) args.push('--agent-port', String(o.agentPort + i));
         return supervisor.start({ name: `edge-${i}`, role: 'edge', edge: id, nice: EDGE_NICE, ...cliCommand(args), readyWhen: (line) => line.includes('c1m edge listening') });

@@ -6,7 +6,7 @@
  */
 import type { Logger } from 'pino';
 import type { Bus } from '../cluster/bus.js';
-import { SUBJECTS, type BusMessage, type EdgeStats } from '../cluster/messages.js';
+import { busWindowMs, MIN_WINDOW_MS, SUBJECTS, type BusMessage, type EdgeStats } from '../cluster/messages.js';
 import { LatencyHistogram, type LatencyBuckets } from '../server/latency.js';
 import { epochMs } from '../server/stream.js';
 import type { Connection } from './registry.js';
@@ -14,17 +14,14 @@ import { Router, type SubscriberSource } from './router.js';
 
 export interface ClusterRouterOptions {
   /**
-   * Batches leave at most once per window (ms; default DEFAULT_BATCH_MS), and at
-   * once after a quiet spell: sends arriving close together share one batch per edge.
+   * Batches leave at most once per window (ms), and at once after a quiet spell:
+   * sends arriving close together share one batch per edge. Default: busWindowMs(live edges).
    */
   batchMs?: number;
   /** An edge not heard from for this long is dropped with its users. Default 3,000 ms. */
   edgeTimeoutMs?: number;
   logger: Logger;
 }
-
-/** The batch window when none is given, ms. */
-export const DEFAULT_BATCH_MS = 5;
 
 /** A deliver batch bigger than this goes out at once: NATS refuses payloads over 1 MB by default. */
 const MAX_BATCH_BYTES = 512 * 1024;
@@ -148,6 +145,8 @@ export class ClusterRouter {
   private readonly inbox: string;
   private flushTimer: NodeJS.Timeout | undefined;
   private lastFlush = 0;
+  /** The batch window now (ms): fixed by batchMs, or following the number of live edges. */
+  batchWindowMs: number;
   private readonly watchdog: NodeJS.Timeout;
   private readonly log: Logger;
 
@@ -158,6 +157,7 @@ export class ClusterRouter {
   ) {
     this.router = new Router(subscribers);
     this.log = options.logger;
+    this.batchWindowMs = options.batchMs ?? MIN_WINDOW_MS;
     this.inbox = bus.inbox();
     bus.subscribe(SUBJECTS.presence, this.onEdgeMessage);
     bus.subscribe(this.inbox, this.onEdgeMessage);
@@ -184,8 +184,8 @@ export class ClusterRouter {
     const delivered = this.router.send(user, message);
     if (this.dirty.size > 0 && !this.flushTimer) {
       // Like Nagle: a send after a quiet spell goes out at the end of this turn; while sends keep coming,
-      // batches leave at most once per window, so each edge wakes at most 1000/batchMs times a second.
-      const wait = this.lastFlush + (this.options.batchMs ?? DEFAULT_BATCH_MS) - performance.now();
+      // batches leave at most once per window, so each edge wakes at most 1000/batchWindowMs times a second.
+      const wait = this.lastFlush + this.batchWindowMs - performance.now();
       this.flushTimer = wait > 0 ? setTimeout(this.flush, wait) : (setImmediate(this.flush) as unknown as NodeJS.Timeout);
     }
     return delivered;
@@ -283,11 +283,15 @@ export class ClusterRouter {
     this.log.warn({ edge: link.id, why }, 'edge dropped from the directory');
   }
 
+  /** Also follows the number of live edges with the batch window, twice a second. */
   private readonly dropSilentEdges = (): void => {
     const now = Date.now();
+    let live = 0;
     for (const link of this.edges.values()) {
       if (!link.down && now - link.lastSeen > (this.options.edgeTimeoutMs ?? 3000)) this.forget(link, 'no heartbeat');
       else if (link.down && now - link.lastSeen > FORGET_DOWN_MS) this.edges.delete(link.id);
+      if (!link.down) live++;
     }
+    this.batchWindowMs = this.options.batchMs ?? busWindowMs(live);
   };
 }

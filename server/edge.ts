@@ -8,7 +8,7 @@
 import net from 'node:net';
 import type { Logger } from 'pino';
 import { Bus } from '../cluster/bus.js';
-import { SUBJECTS, type BusMessage, type EdgeState, type EdgeStats } from '../cluster/messages.js';
+import { MIN_WINDOW_MS, SUBJECTS, type BusMessage, type EdgeState, type EdgeStats } from '../cluster/messages.js';
 import { Registry } from '../router/registry.js';
 import { cometRoutes } from './comet.js';
 import { LatencyHistogram } from './latency.js';
@@ -37,7 +37,7 @@ export interface EdgeOptions {
   agentPort?: number;
   /** Streams closed per second while draining. Default 1,000. */
   drainRate?: number;
-  /** Presence changes are batched for this long before they go to the routers. Default 5 ms. */
+  /** Presence changes are batched for this long before they go to the routers (ms). Default MIN_WINDOW_MS; `c1m cluster` passes busWindowMs(its edges). */
   presenceMs?: number;
   /** Heartbeat period. Default 1,000 ms. */
   heartbeatMs?: number;
@@ -90,7 +90,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     outs = [];
   };
   const presenceChanged = (): void => {
-    presenceTimer ??= setTimeout(flushPresence, options.presenceMs ?? 5);
+    presenceTimer ??= setTimeout(flushPresence, options.presenceMs ?? MIN_WINDOW_MS);
   };
 
   const registry = new Registry(options.maxStreamsPerUser ?? 16, {

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { Bus } from '../cluster/bus.js';
-import { SUBJECTS } from '../cluster/messages.js';
+import { busWindowMs, SUBJECTS } from '../cluster/messages.js';
 import { CLI, isAlive, spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
 import { api, runCli, StreamClient, stopChild, tempDir } from './helpers.js';
 
@@ -47,6 +47,7 @@ class ReconnectingClient {
 }
 
 interface ClusterStats {
+  batchWindowMs: number;
   connections: number;
   users: number;
   sends: number;
@@ -240,6 +241,30 @@ describe('c1m cluster: 3 edges, a router, nats-server', () => {
     for (const cl of clients) cl.close();
     await stopChild(cluster.child);
     await eventually(() => expect(pids.filter(isAlive)).toEqual([]), 15_000);
+  });
+});
+
+describe('c1m cluster: batch windows', () => {
+  test("the router's batch window grows with the number of live edges and shrinks when they go", async () => {
+    const cluster = await spawnCluster(['--edges', '1', '--db', `${tempDir()}/c1m.db`]);
+    const bus = await Bus.connect(cluster.nats, 'test-fake-edges', {}, false);
+    const fakes = Array.from({ length: 20 }, (_, i) => `fake${i}`);
+    const stats0 = { pid: 0, state: 'up' as const, streams: 0, capacity: 100, chunks: 0, bytes: 0, slowConsumerCloses: 0, authFailures: 0, rss: 0 };
+    const heartbeat = () => fakes.forEach((edge) => bus.publish(SUBJECTS.presence, { t: 'heartbeat', edge, boot: 'b', seq: 0, stats: stats0, latency: { counts: [], sum: 0 } }));
+    const timer = setInterval(heartbeat, 500);
+    try {
+      expect((await stats(cluster)).batchWindowMs).toBe(busWindowMs(1));
+      heartbeat();
+      await eventually(async () => expect((await stats(cluster)).batchWindowMs).toBe(busWindowMs(21)));
+      expect(busWindowMs(21)).toBeGreaterThan(busWindowMs(1));
+      clearInterval(timer);
+      // Silent edges are dropped after the edge timeout (3 s).
+      await eventually(async () => expect((await stats(cluster)).batchWindowMs).toBe(busWindowMs(1)), 10_000);
+    } finally {
+      clearInterval(timer);
+      await bus.close();
+      await stopChild(cluster.child);
+    }
   });
 });
 

@@ -82,9 +82,9 @@ export const MIN_WINDOW_MS = 5;
  */
 export const BUS_WAKEUPS_PER_SECOND = 2500;
 
-/** The batch window for messages to or from `processes` processes: MIN_WINDOW_MS, longer when there are many. */
+/** The batch window for messages to or from `processes` processes, in whole ms (it goes on edge command lines): MIN_WINDOW_MS, longer when there are many. */
 export function busWindowMs(processes: number): number {
-  return Math.max(MIN_WINDOW_MS, (processes * 1000) / BUS_WAKEUPS_PER_SECOND);
+  return Math.max(MIN_WINDOW_MS, Math.ceil((processes * 1000) / BUS_WAKEUPS_PER_SECOND));
 }
 
 /** Edge ids become NATS subject tokens: keep them to safe characters. */

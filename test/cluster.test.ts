@@ -257,6 +257,7 @@ describe('c1m cluster: batch windows', () => {
       heartbeat();
       await eventually(async () => expect((await stats(cluster)).batchWindowMs).toBe(busWindowMs(21)));
       expect(busWindowMs(21)).toBeGreaterThan(busWindowMs(1));
+      expect([busWindowMs(21), busWindowMs(51)]).toEqual([9, 21]); // whole ms: c1m cluster passes it to its edges as --presence-ms
       clearInterval(timer);
       // Silent edges are dropped after the edge timeout (3 s).
       await eventually(async () => expect((await stats(cluster)).batchWindowMs).toBe(busWindowMs(1)), 10_000);

@@ -1,0 +1,346 @@
+/**
+ * A minimal NATS client: exactly what Bus needs (publish, subscribe, request,
+ * reconnect), speaking the text protocol of docs.nats.io "Client Protocol"
+ * straight over a socket. The official client's stream and promise machinery
+ * cost the edges more CPU than the work they do per message, and memory in
+ * every one of dozens of processes.
+ */
+import net from 'node:net';
+import { randomBytes } from 'node:crypto';
+
+/** `subject` and `status` (of a header "NATS/1.0 503") matter only to the requests' inbox. */
+export type MessageCallback = (data: Uint8Array, reply: string | undefined, subject: string, status: string | undefined) => void;
+
+export interface NatsOptions {
+  name: string;
+  /** Retry the first connection and every lost one for ever (cluster processes); otherwise fail, or close, at once. */
+  persistent: boolean;
+  /** Each reconnection, once its handshake is done: messages may have been missed meanwhile. */
+  reconnected?: () => void;
+  /** Trouble worth a log line: -ERR from the server, a dead connection, publishes dropped during an outage. */
+  warning?: (message: string) => void;
+  pingIntervalMs?: number;
+}
+
+export interface ParserHandler {
+  message(sid: number, subject: string, reply: string | undefined, data: Uint8Array, status: string | undefined): void;
+  info(info: { max_payload?: number }): void;
+  ping(): void;
+  pong(): void;
+  error(message: string): void;
+}
+
+const RECONNECT_WAIT_MS = 250;
+const HANDSHAKE_TIMEOUT_MS = 5000;
+/** Unanswered PINGs after which the connection counts as dead. */
+const MAX_PINGS_OUT = 2;
+/** Publishes kept for after an outage; beyond this they are dropped (core NATS is at-most-once anyway). */
+const OUTAGE_BUFFER_BYTES = 8 * 2 ** 20;
+const CRLF = Buffer.from('\r\n');
+const LF = 10;
+
+/**
+ * Reads the server's side of the protocol from TCP chunks split anywhere.
+ * Payloads are views of the received chunk, copied only when a message spans chunks.
+ */
+export class Parser {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  /** Bytes a message whose payload has not all arrived needs, counted from its control line. */
+  private needed = 0;
+
+  constructor(private readonly on: ParserHandler) {}
+
+  push(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    if (this.buffered < this.needed) return;
+    const buf = this.chunks.length === 1 ? chunk : Buffer.concat(this.chunks, this.buffered);
+    this.chunks = [];
+    this.buffered = 0;
+    this.needed = 0;
+    let pos = 0;
+    for (let eol; pos < buf.length && (eol = buf.indexOf(LF, pos)) >= 0; ) {
+      const next = this.line(buf, buf.toString('latin1', pos, eol - 1), eol + 1);
+      if (next < 0) {
+        this.needed = eol + 1 - pos - next;
+        break;
+      }
+      pos = next;
+    }
+    if (pos < buf.length) {
+      this.chunks.push(buf.subarray(pos));
+      this.buffered = buf.length - pos;
+    }
+  }
+
+  /** Handles one control line; returns where the next one starts, or minus the payload bytes still missing. */
+  private line(buf: Buffer, line: string, start: number): number {
+    switch (line.charCodeAt(0)) {
+      case 77: // MSG <subject> <sid> [reply-to] <#bytes>
+      case 72: {
+        // HMSG <subject> <sid> [reply-to] <#header bytes> <#total bytes>
+        const args = line.split(' ');
+        const headers = args[0] === 'HMSG';
+        const fixed = headers ? 5 : 4;
+        const total = Number(args[args.length - 1]);
+        const end = start + total;
+        if (end + 2 > buf.length) return -(total + 2);
+        const headerBytes = headers ? Number(args[args.length - 2]) : 0;
+        // The status is the code on the headers' first line: "NATS/1.0 503".
+        const status = headers ? buf.toString('latin1', start + 9, Math.min(start + 12, buf.indexOf(13, start))) || undefined : undefined;
+        this.on.message(Number(args[2]), args[1], args.length > fixed ? args[3] : undefined, buf.subarray(start + headerBytes, end), status);
+        return end + 2;
+      }
+      case 80: // PING, PONG
+        if (line === 'PING') this.on.ping();
+        else this.on.pong();
+        return start;
+      case 73: // INFO {json}
+        this.on.info(JSON.parse(line.slice(5)));
+        return start;
+      case 45: // -ERR '<message>'
+        this.on.error(line.slice(5).replace(/^'|'$/g, ''));
+        return start;
+      case 43: // +OK (only with verbose, which we turn off)
+        return start;
+      default:
+        this.on.error(`unexpected protocol line: ${line.slice(0, 80)}`);
+        return start;
+    }
+  }
+}
+
+interface Subscription {
+  subject: string;
+  queue?: string;
+  callback: MessageCallback;
+}
+
+interface Pending {
+  subject: string;
+  resolve: (data: Uint8Array) => void;
+  reject: (err: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+export class NatsClient {
+  private socket?: net.Socket;
+  private closed = false;
+  /** host:port of the server connected to, or last connected to. */
+  private current = '';
+  private nextServer = 0;
+  private maxPayload = 1024 * 1024;
+  private pingTimer?: NodeJS.Timeout;
+  private pingsOut = 0;
+  /** What is written in this event-loop turn, sent as one write; during an outage, what waits for the next connection. */
+  private out: Uint8Array[] = [];
+  private outBytes = 0;
+  private flushScheduled = false;
+  private dropped = 0;
+  private readonly subscriptions = new Map<number, Subscription>();
+  private nextSid = 1;
+  private inboxPrefix = '';
+  private readonly requests = new Map<string, Pending>();
+  private nextRequest = 1;
+
+  private constructor(
+    private readonly servers: { host: string; port: number }[],
+    private readonly options: NatsOptions,
+  ) {}
+
+  /** `servers`: nats://host:port (or host:port), tried in turn. */
+  static async connect(servers: string[], options: NatsOptions): Promise<NatsClient> {
+    const urls = servers.map((s) => new URL(s.includes('://') ? s : `nats://${s}`));
+    const client = new NatsClient(urls.map((url) => ({ host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(url.port) || 4222 })), options);
+    await client.establish();
+    return client;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  get server(): string {
+    return this.current;
+  }
+
+  publish(subject: string, payload: Uint8Array, reply?: string): void {
+    if (this.closed) throw new Error('the NATS connection is closed');
+    if (payload.length > this.maxPayload) throw new Error(`a payload of ${payload.length} bytes is over the NATS server's max_payload (${this.maxPayload})`);
+    const line = Buffer.from(reply ? `PUB ${subject} ${reply} ${payload.length}\r\n` : `PUB ${subject} ${payload.length}\r\n`);
+    if (!this.socket && this.outBytes + line.length + payload.length + 2 > OUTAGE_BUFFER_BYTES) {
+      if (this.dropped++ === 0) this.options.warning?.(`NATS is unreachable and ${OUTAGE_BUFFER_BYTES >> 20} MiB of publishes wait: dropping further ones until it is back`);
+      return;
+    }
+    this.write(line, payload, CRLF);
+  }
+
+  subscribe(subject: string, callback: MessageCallback, queue?: string): void {
+    const sid = this.nextSid++;
+    this.subscriptions.set(sid, { subject, queue, callback });
+    // Sent now if connected; otherwise with every subscription at the next handshake.
+    if (this.socket) this.write(subLine(sid, subject, queue));
+  }
+
+  /** One request, one reply, on a single wildcard inbox subscription shared by all requests. */
+  request(subject: string, payload: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
+    if (!this.inboxPrefix) {
+      this.inboxPrefix = `_INBOX.${randomBytes(12).toString('hex')}.`;
+      this.subscribe(`${this.inboxPrefix}*`, (data, _reply, replySubject, status) => this.answer(replySubject.slice(this.inboxPrefix.length), data, status));
+    }
+    const token = String(this.nextRequest++);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.requests.delete(token);
+        reject(new Error(`no reply from ${subject} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.requests.set(token, { subject, resolve, reject, timer });
+      try {
+        this.publish(subject, payload, this.inboxPrefix + token);
+      } catch (err) {
+        this.settle(token)?.reject(err as Error);
+      }
+    });
+  }
+
+  /** Sends what is buffered, then closes; requests still waiting fail. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.pingTimer);
+    for (const token of [...this.requests.keys()]) this.settle(token)!.reject(new Error('the NATS connection is closed'));
+    const socket = this.socket;
+    if (!socket) return;
+    this.flush();
+    await new Promise((resolve) => socket.once('close', resolve).end());
+  }
+
+  private answer(token: string, data: Uint8Array, status: string | undefined): void {
+    const pending = this.settle(token);
+    // 503: the server says nobody subscribes to the subject, at once rather than at the timeout.
+    if (status === '503') pending?.reject(new Error(`no responders on ${pending.subject}`));
+    else pending?.resolve(data);
+  }
+
+  private settle(token: string): Pending | undefined {
+    const pending = this.requests.get(token);
+    if (!pending) return undefined;
+    clearTimeout(pending.timer);
+    this.requests.delete(token);
+    return pending;
+  }
+
+  private write(...pieces: Uint8Array[]): void {
+    for (const piece of pieces) {
+      this.out.push(piece);
+      this.outBytes += piece.length;
+    }
+    if (this.socket && !this.flushScheduled) {
+      this.flushScheduled = true;
+      process.nextTick(() => this.flush());
+    }
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    // A socket on its way out (ended by the server, destroyed for missed PINGs) keeps the data for the next one.
+    if (!this.socket?.writable || this.outBytes === 0) return;
+    this.socket.write(this.out.length === 1 ? this.out[0] : Buffer.concat(this.out, this.outBytes));
+    this.out = [];
+    this.outBytes = 0;
+  }
+
+  /** Connects to the servers in turn until one completes the handshake; a one-off client gives up after one round. */
+  private async establish(): Promise<void> {
+    for (let round = 0; !this.closed; round++) {
+      const server = this.servers[this.nextServer++ % this.servers.length];
+      try {
+        const socket = await this.handshake(server);
+        if (this.closed) socket.destroy();
+        else this.attach(socket, `${server.host}:${server.port}`);
+        return;
+      } catch (err) {
+        if (!this.options.persistent) {
+          if (round + 1 >= this.servers.length) throw err;
+        } else await new Promise((resolve) => setTimeout(resolve, RECONNECT_WAIT_MS));
+      }
+    }
+  }
+
+  /** Opens a connection: INFO, then CONNECT and a PING whose PONG says the server accepted us (or -ERR says why not). */
+  private handshake({ host, port }: { host: string; port: number }): Promise<net.Socket> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ host, port });
+      socket.setNoDelay(true);
+      let greeted = false;
+      let done = false;
+      const fail = (why: string) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        socket.destroy();
+        reject(new Error(`cannot connect to NATS at ${host}:${port}: ${why}`));
+      };
+      const timer = setTimeout(() => fail(`no handshake within ${HANDSHAKE_TIMEOUT_MS} ms`), HANDSHAKE_TIMEOUT_MS);
+      const parser = new Parser({
+        message: (sid, subject, reply, data, status) => this.subscriptions.get(sid)?.callback(data, reply, subject, status),
+        info: (info) => {
+          if (info.max_payload) this.maxPayload = info.max_payload;
+          if (greeted) return;
+          greeted = true;
+          const connect = { verbose: false, pedantic: false, name: this.options.name, lang: 'c1m', version: '1', protocol: 1, headers: true, no_responders: true };
+          socket.write(`CONNECT ${JSON.stringify(connect)}\r\nPING\r\n`);
+        },
+        ping: () => socket.write('PONG\r\n'),
+        pong: () => {
+          this.pingsOut = 0;
+          if (done) return;
+          done = true;
+          clearTimeout(timer);
+          resolve(socket);
+        },
+        error: (message) => (done ? this.options.warning?.(`NATS server: ${message}`) : fail(message)),
+      });
+      socket.on('data', (chunk) => parser.push(chunk));
+      socket.on('error', (err) => fail(err.message));
+      socket.on('close', () => (done ? this.lost(socket) : fail('connection closed')));
+    });
+  }
+
+  /** The handshake is done: subscriptions first, then what waited, then liveness checks. */
+  private attach(socket: net.Socket, server: string): void {
+    const reconnection = this.current !== '';
+    this.socket = socket;
+    this.current = server;
+    this.pingsOut = 0;
+    const subs = [...this.subscriptions].map(([sid, s]) => subLine(sid, s.subject, s.queue));
+    this.out.unshift(...subs);
+    this.outBytes += subs.reduce((n, line) => n + line.length, 0);
+    this.flush();
+    if (this.dropped > 0) this.options.warning?.(`${this.dropped} publishes were dropped while NATS was unreachable`);
+    this.dropped = 0;
+    this.pingTimer = setInterval(() => {
+      if (this.pingsOut >= MAX_PINGS_OUT) {
+        this.options.warning?.(`NATS at ${server} stopped answering PINGs: reconnecting`);
+        socket.destroy();
+        return;
+      }
+      this.pingsOut++;
+      this.write(Buffer.from('PING\r\n'));
+    }, this.options.pingIntervalMs ?? 2000);
+    if (reconnection) this.options.reconnected?.();
+  }
+
+  private lost(socket: net.Socket): void {
+    if (socket !== this.socket) return;
+    this.socket = undefined;
+    clearInterval(this.pingTimer);
+    if (this.closed) return;
+    this.options.warning?.(`lost the connection to NATS at ${this.current}`);
+    if (this.options.persistent) void this.establish();
+    else void this.close();
+  }
+}
+
+const subLine = (sid: number, subject: string, queue?: string) => Buffer.from(queue ? `SUB ${subject} ${queue} ${sid}\r\n` : `SUB ${subject} ${sid}\r\n`);

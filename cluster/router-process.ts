@@ -53,6 +53,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       cluster?.syncAll();
     },
     malformed: (subject, err) => log.warn({ subject, err: err.message }, 'malformed bus message'),
+    warning: (message) => log.warn(message),
   });
   cluster = new ClusterRouter(bus, store, { batchMs: options.batchMs, edgeTimeoutMs: options.edgeTimeoutMs, logger: log });
   const { router } = cluster;

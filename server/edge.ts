@@ -80,6 +80,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     // Routers may have dropped this edge during the outage; they ask for a snapshot when they hear it again.
     reconnected: () => log.warn('reconnected to NATS'),
     malformed: (subject, err) => log.warn({ subject, err: err.message }, 'malformed bus message'),
+    warning: (message) => log.warn(message),
   });
 
   const flushPresence = (): void => {

@@ -35,7 +35,9 @@ type Handler = (res: HttpResponse, req: HttpRequest) => void;
 
 /**
  * The backend API: a separate listener for trusted applications (send,
- * subscriptions, stats). It is never mounted on the public port.
+ * subscriptions, stats). It is never mounted on the public port. `send` gets
+ * the message in uWS's receive memory, valid only until it returns: it copies
+ * what it keeps (the router builds its chunk), see readBody.
  */
 export function apiRoutes(
   app: TemplatedApp,

@@ -42,12 +42,16 @@ export class HttpError extends Error {
 }
 
 /**
- * Collects a request body of at most `limit` bytes, then calls `done`. A body
- * over the limit is answered with 413 and the connection is closed, so the
- * rest of it is never read.
+ * Collects a request body of at most `limit` bytes, then calls `done` with it
+ * from inside uWS's data callback. The Buffer is valid only until `done`
+ * returns (uWS reuses that memory), so `done` copies whatever it keeps: a send
+ * copies the message once, into its chunk. A body that arrives in one piece,
+ * as a message usually does, is therefore never copied here, which keeps a
+ * malloc'd ArrayBuffer per request off the API path. A body over the limit is
+ * answered with 413 and the connection is closed, so the rest of it is never read.
  */
 export function readBody(res: HttpResponse, limit: number, done: (body: Buffer) => void): void {
-  const parts: Buffer[] = [];
+  let parts: Buffer[] | null = null;
   let size = 0;
   res.onAborted(() => {
     res.aborted = true;
@@ -59,7 +63,8 @@ export function readBody(res: HttpResponse, limit: number, done: (body: Buffer) 
       replyJson(res, 413, { error: `body larger than ${limit} bytes` }, true);
       return;
     }
-    parts.push(Buffer.from(data.slice(0))); // uWS reuses the ArrayBuffer after this callback
-    if (isLast) done(parts.length === 1 ? parts[0] : Buffer.concat(parts));
+    if (isLast && parts === null) return done(Buffer.from(data));
+    (parts ??= []).push(Buffer.from(data.slice(0)));
+    if (isLast) done(Buffer.concat(parts));
   });
 }

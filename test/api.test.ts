@@ -1,4 +1,6 @@
 import { pack } from 'msgpackr';
+import { once } from 'node:events';
+import { connect } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { C1m } from '../index.js';
 import { api, startServer, StreamClient, waitFor } from './helpers.js';
@@ -93,6 +95,24 @@ describe('backend API', () => {
     const res = await fetch(`http://127.0.0.1:${c1m.apiPort}/send/1`, { method: 'POST', body, duplex: 'half' } as RequestInit);
     expect(res.status).toBe(413);
     expect(c1m.stats().sends).toBe(0);
+  });
+
+  it('delivers every message intact although uWS reuses the memory a body arrives in: pipelined sends, and a body in two pieces', async () => {
+    c1m = await startServer();
+    const client = await StreamClient.open(c1m.port, 1);
+    const post = (body: string) => `POST /send/1 HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+    const socket = connect(c1m.apiPort, '127.0.0.1');
+    await once(socket, 'connect');
+    socket.write(['first', 'second', 'third'].map(post).join(''));
+    await waitFor(() => client.messages.length === 3, 'the pipelined sends');
+    const split = post('fourth, in two pieces');
+    socket.write(split.slice(0, -10));
+    await new Promise((r) => setTimeout(r, 50));
+    socket.write(split.slice(-10));
+    await waitFor(() => client.messages.length === 4, 'the split send');
+    expect(client.messages).toEqual(['first', 'second', 'third', 'fourth, in two pieces']);
+    socket.destroy();
+    client.close();
   });
 
   it('enforces the bearer token when one is set', async () => {

@@ -14,10 +14,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { openStore } from '../subsmanager/store.js';
-import { latencySummary, newHistogram, rowsFromRanges, runFlood, type FloodTotals } from './flood.js';
-import { runMsggen } from './msggen.js';
 import { epochMs } from '../server/stream.js';
-import { cpuOf, pssOf, rssOf, spawnCluster, spawnServer } from './server-process.js';
+import { cpuOfAll, hold, newPhase, phaseLatency, randomSends, type Holder } from './bench-probe.js';
+import { pssOf, rssOf, spawnCluster, spawnServer } from './server-process.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 const opts = new Command('bench-cluster')
@@ -34,47 +33,7 @@ const opts = new Command('bench-cluster')
 const HOST = '127.0.0.1';
 /** Long enough for V8's memory reducer to run once a process goes quiet. */
 const SETTLE_MS = 12_000;
-/** 12 source addresses of their own, so no other run's ports or TIME_WAITs get in the way. */
-const SOURCES = Array.from({ length: 12 }, (_, i) => `127.0.30.${i + 1}`);
-
-/** Delivery latencies land in the histogram of the phase being measured. */
-let phase = newHistogram();
-
-/** Holds streams for ids first..first+count-1 until stopped; its totals update every 100 ms. */
-function hold(port: number, first: number, count: number, portBase: number) {
-  const stop = new AbortController();
-  let latest: FloodTotals | undefined;
-  const done = runFlood({
-    host: HOST,
-    port,
-    rows: rowsFromRanges(SOURCES, [first, first + count - 1]),
-    ports: [portBase, portBase + Math.ceil(count / SOURCES.length) + 10],
-    rate: 10_000,
-    concurrency: 2000,
-    duration: 3600,
-    maxSeconds: 1800,
-    stop: stop.signal,
-    reportMs: 100,
-    onReport: (t) => (latest = t),
-    onDelivery: (micros, n) => phase.recordValueWithCount(micros, n),
-  });
-  return {
-    chunks: () => latest?.chunks ?? 0,
-    async opened(): Promise<FloodTotals> {
-      while (!latest?.ramped) await sleep(100);
-      return latest;
-    },
-    async close() {
-      stop.abort();
-      return done;
-    },
-  };
-}
-
-type Holder = ReturnType<typeof hold>;
-
 const chunksOf = (holders: Holder[]) => holders.reduce((n, h) => n + h.chunks(), 0);
-const cpuOfAll = (pids: number[]) => pids.reduce((n, pid) => n + cpuOf(pid), 0);
 
 async function post(apiPort: number, path: string, body: string) {
   const res = await fetch(`http://${HOST}:${apiPort}${path}`, { method: 'POST', body });
@@ -99,13 +58,13 @@ async function received(holders: Holder[], expected: number) {
  * stream), then `count` sends back to back (delivered chunks/s, CPU per delivery).
  */
 async function broadcast(apiPort: number, hub: number, streams: number, count: number, holders: Holder[], pids: number[]) {
-  phase = newHistogram();
+  newPhase();
   for (let i = 0; i < count; i++) {
     const before = chunksOf(holders);
     await post(apiPort, `/send/${hub}`, `t=${epochMs()} one ${i}`);
     await received(holders, before + streams);
   }
-  const oneSend = latencySummary(phase);
+  const oneSend = phaseLatency();
   const [chunks0, cpu0, t0] = [chunksOf(holders), cpuOfAll(pids), performance.now()];
   let delivered = 0;
   for (let i = 0; i < count; i++) delivered += (await post(apiPort, `/send/${hub}`, `t=${epochMs()} burst ${i}`)).delivered;
@@ -124,24 +83,6 @@ async function broadcast(apiPort: number, hub: number, streams: number, count: n
       deliveredChunksPerSecond: Math.round(got / seconds),
       cpuMicrosPerDelivery: +((cpu * 1e6) / got).toFixed(2),
     },
-  };
-}
-
-/** Sends to random single users (ids 1..users) at `rate` per second for `seconds`. */
-async function randomSends(apiPort: number, users: number, rate: number, seconds: number, pids: number[]) {
-  phase = newHistogram();
-  const cpu0 = cpuOfAll(pids);
-  const sent = await runMsggen({ apiHost: HOST, apiPort, users, generators: 0, interval: [10, 110], rate, duration: seconds, connections: 8, size: 0 });
-  await sleep(500);
-  const cpu = cpuOfAll(pids) - cpu0;
-  return {
-    configuredRate: rate,
-    achievedRate: sent.achievedRate,
-    errors: sent.errors,
-    skipped: sent.skipped,
-    apiLatencyMs: sent.apiLatencyMs,
-    deliveryLatencyMs: latencySummary(phase),
-    cpuMicrosPerSend: +((cpu * 1e6) / sent.answered).toFixed(1),
   };
 }
 

@@ -2,9 +2,11 @@
  * The core benchmark: one c1m server process on loopback, measured from the
  * outside. Prints RSS per idle connection, connections accepted per second,
  * delivered chunks per second (one send fanning out to many, and a stream of
- * sends to random users), and getSubscribers latency.
+ * sends to random users), getSubscribers latency, and the delivery latency of
+ * unicast: sends at a fixed rate to random single users, timed by the C flood.
  *
  *   npm run bench -- --connections 15000 --seconds 10
+ *   npm run bench -- --unicast-only --unicast-rate 2000
  */
 import autocannon from 'autocannon';
 import { fork, type ChildProcess } from 'node:child_process';
@@ -15,6 +17,7 @@ import { Command, Option } from 'commander';
 import { pack } from 'msgpackr';
 import type { Pair } from '../subsmanager/pairs.js';
 import { openStore } from '../subsmanager/store.js';
+import { hold, randomSends } from './bench-probe.js';
 import type { HolderCommand, HolderReply } from './holder.js';
 import { cpuOf, cpuSplitOf, rssOf, spawnServer } from './server-process.js';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -25,8 +28,10 @@ const opts = new Command('bench')
   .addOption(new Option('--friends <n>', 'random subscribers per user in the random-send test').default(15).argParser(Number))
   .addOption(new Option('--seconds <n>', 'duration of each send test').default(10).argParser(Number))
   .addOption(new Option('--sources <n>', 'loopback source addresses to spread connections over').default(8).argParser(Number))
+  .addOption(new Option('--unicast-rate <n>', 'sends/s to random single users in the latency test (0: skip it)').default(2000).argParser(Number))
+  .option('--unicast-only', 'run only the unicast latency test')
   .parse()
-  .opts<{ connections: number; fanout: number; friends: number; seconds: number; sources: number }>();
+  .opts<{ connections: number; fanout: number; friends: number; seconds: number; sources: number; unicastRate: number; unicastOnly?: boolean }>();
 
 const HOST = '127.0.0.1';
 const MESSAGE = 'm'.repeat(31); // 32 bytes with its '\n'
@@ -105,13 +110,46 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 
+/**
+ * Unicast latency: a fresh server, its streams held by the C flood (which
+ * times each message from the `t=` stamp msggen writes into it to its
+ * arrival), and msggen in a process of its own sending at a fixed rate to
+ * random single users who have no subscribers: one chunk per send, nothing to
+ * coalesce, so every send pays the whole path from the API to the socket.
+ */
+async function unicast(dir: string) {
+  const server = await spawnServer(['--db', join(dir, 'unicast.db')]);
+  // The probe at the normal scheduling policy: it times each message when it arrives, not when a busy core is next free.
+  const holder = hold(server.port, 1, opts.connections, 10_000, 'normal');
+  try {
+    const opened = await holder.opened();
+    await sleep(2000); // the ramp's last collections and reports out of the way before the clock starts
+    return { streams: opened.welcomed, ...(await randomSends(server.apiPort, opts.connections, opts.unicastRate, opts.seconds, [server.child.pid!])) };
+  } finally {
+    await holder.close();
+    server.child.kill('SIGTERM');
+    await new Promise((r) => server.child.once('exit', r));
+  }
+}
+
 async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'c1m-bench-'));
+  console.log(`machine: ${cpus().length} x ${cpus()[0].model}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}`);
+  try {
+    const core = opts.unicastOnly ? {} : await throughput(dir);
+    const latency = opts.unicastRate > 0 ? { unicast: await unicast(dir) } : {};
+    if (latency.unicast) console.log(`unicast, ${opts.unicastRate} sends/s to random single users:`, latency.unicast);
+    console.log(JSON.stringify({ ...core, ...latency }));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Memory and accept rate of idle streams, chunks/s of fan-out and random sends, and getSubscribers, on one server with Node-held streams. */
+async function throughput(dir: string) {
   const db = join(dir, 'bench.db');
   const n = opts.connections;
   const sources = Array.from({ length: opts.sources }, (_, i) => `127.0.1.${i + 1}`);
-  console.log(`machine: ${cpus().length} x ${cpus()[0].model}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}`);
-
   const server = await spawnServer(['--db', db]);
   const holder = new Holder();
   try {
@@ -172,10 +210,9 @@ async function main() {
     const lookups = { rows: store.count(), p50Micros: +percentile(times, 50).toFixed(1), p99Micros: +percentile(times, 99).toFixed(1) };
     store.close();
     console.log('getSubscribers (random users):', lookups);
-    console.log(JSON.stringify({ idle, fanout, random, lookups }));
+    return { idle, fanout, random, lookups };
   } finally {
     if (server.child.exitCode === null) server.child.kill('SIGKILL');
-    rmSync(dir, { recursive: true, force: true });
   }
 }
 

@@ -406,12 +406,15 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
 
   /*
-   * SCHED_BATCH: a worker woken by a chunk does not preempt the edge that wrote
-   * it, so an edge writes its whole batch and the worker reads many sockets per
-   * wake-up instead of one context switch per chunk. Needs no privilege.
+   * SCHED_BATCH (unless C1M_FLOOD_SCHED=normal): a worker woken by a chunk does
+   * not preempt the edge that wrote it, so an edge writes its whole batch and the
+   * worker reads many sockets per wake-up instead of one context switch per
+   * chunk. Needs no privilege. Latency benchmarks ask for normal, so that a
+   * delivery is timed when it arrives, not when a busy core is next free.
    */
+  const char *sched = getenv("C1M_FLOOD_SCHED");
   struct sched_param batch = {.sched_priority = 0};
-  if (sched_setscheduler(0, SCHED_BATCH, &batch) != 0) perror("flood-worker: SCHED_BATCH");
+  if ((!sched || strcmp(sched, "normal") != 0) && sched_setscheduler(0, SCHED_BATCH, &batch) != 0) perror("flood-worker: SCHED_BATCH");
 
   int ep = epoll_create1(EPOLL_CLOEXEC);
   struct epoll_event stdin_ev = {.events = EPOLLIN, .data.u32 = UINT32_MAX};

@@ -64,6 +64,13 @@ export interface FloodOptions {
   reportMs?: number;
   /** Told of delivery latencies as they arrive (µs, with a count), so a benchmark can histogram each phase apart. */
   onDelivery?: (micros: number, count: number) => void;
+  /**
+   * The workers' scheduling policy, passed as C1M_FLOOD_SCHED. 'batch' (default):
+   * a worker woken by a chunk does not preempt the process that wrote it, so it
+   * reads many sockets per wake-up. 'normal': it may, so that a delivery is
+   * timed when it arrives, not when a busy core is next free (latency benchmarks).
+   */
+  sched?: 'batch' | 'normal';
 }
 
 export interface FloodTotals {
@@ -294,7 +301,7 @@ export async function runFlood(options: FloodOptions): Promise<FloodSummary> {
           String(options.maxSeconds + 5), // the worker's own backstop, after the parent's hard stop
           ...slices.map((s) => `${s.source}:${s.firstId}:${s.count}:${s.firstPort}`),
         ];
-        const child = spawn(FLOOD_WORKER, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+        const child = spawn(FLOOD_WORKER, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, C1M_FLOOD_SCHED: options.sched ?? 'batch' } });
         // The load generator yields to the server it measures when they share a host (dozens of workers, one router).
         if (child.pid) setPriority(child.pid, WORKER_NICE);
         children.push(child);

@@ -1,8 +1,8 @@
-import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
-import { bucketValue, parseConfig, parseIdRange, parseSources, planWorkers, rowsFromRanges, runFlood, type FloodOptions, type FloodTotals } from '../loadgen/flood.js';
+import { bucketValue, FLOOD_WORKER, parseConfig, parseIdRange, parseSources, planWorkers, rowsFromRanges, runFlood, type FloodOptions, type FloodTotals } from '../loadgen/flood.js';
 import { loadgenCommand } from '../loadgen/loadgen-cli.js';
 import { runMsggen } from '../loadgen/msggen.js';
 import { api, spawnServer, StreamClient, tempDir, waitFor } from './helpers.js';
@@ -59,6 +59,25 @@ describe('flood planning', () => {
     expect(bucketValue(127)).toBe(127);
     expect(bucketValue(128)).toBe(129); // 128-129 µs
     expect(bucketValue(128 + 64 * 10 + 17)).toBe((64 + 17) * 2 ** 11 + 2 ** 10); // the middle of [81, 82) x 2^11
+  });
+});
+
+describe('flood worker scheduling', () => {
+  /** The worker's policy from /proc/<pid>/stat (field 41: 0 SCHED_OTHER, 3 SCHED_BATCH), read once it has printed its first report. */
+  async function policyOf(env: NodeJS.ProcessEnv): Promise<number> {
+    // Port 9 on loopback refuses; the worker reports every 100 ms and lives until its 5 s deadline or we kill it.
+    const worker = spawn(FLOOD_WORKER, ['127.0.0.1', '9', '0', '1', '100', '5', '127.0.0.1:1:1:40000'], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'ignore'] });
+    try {
+      await new Promise((resolve) => worker.stdout.once('data', resolve));
+      return Number(readFileSync(`/proc/${worker.pid}/stat`, 'utf8').split(') ')[1].split(' ')[41 - 3]);
+    } finally {
+      worker.kill();
+    }
+  }
+
+  it('runs at SCHED_BATCH, or at the normal policy when C1M_FLOOD_SCHED=normal', async () => {
+    expect(await policyOf({})).toBe(3);
+    expect(await policyOf({ C1M_FLOOD_SCHED: 'normal' })).toBe(0);
   });
 });
 

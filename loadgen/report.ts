@@ -89,7 +89,9 @@ export function reportMarkdown(r: RunResult): string {
     `Target ${count(o.connections)} streams from ${o.src} (local ports ${o.ports[0]}-${o.ports[1]}) at ${count(o.rate)} connects/s, ` +
       `held ${o.hold} s; friends graph ${count(o.users)} users x m=${o.m} in ${o.db}` +
       (r.graph ? ` (${count(r.graph.rows)} subscriptions, ${r.graph.loaded ? `generated and loaded in ${r.graph.seconds} s` : 'already there'})` : '') +
-      `; messages for ${o.msgSeconds} s ${o.msgRates ? `at each of ${o.msgRates.join(', ')} sends/s` : o.msgRate ? `at ${o.msgRate} sends/s` : `from ${o.generators} generators every ${o.sendInterval[0]}-${o.sendInterval[1]} ms`}.`,
+      `; messages for ${o.msgSeconds} s ${o.msgRates ? `at each of ${o.msgRates.join(', ')} sends/s` : o.msgRate ? `at ${o.msgRate} sends/s` : `from ${o.generators} generators every ${o.sendInterval[0]}-${o.sendInterval[1]} ms`}` +
+      (o.warmup > 0 ? `, after a ${o.warmup} s warm-up at the first rate (not measured: V8 compiles the delivery path in every edge)` : '') +
+      '.',
     '',
   );
   if (r.cluster) lines.push(`Cluster: ${r.cluster.edges} edges (capacity ${count(r.cluster.capacity)} streams), 1 router, nats-server; ready in ${r.cluster.startSeconds.toFixed(1)} s; ${r.cluster.restarts} child restarts.`, '');
@@ -138,7 +140,7 @@ export function reportMarkdown(r: RunResult): string {
   const samples = r.samples;
   if (samples.length > 1) {
     lines.push('## CPU', '', 'CPU seconds per phase (cores on average in brackets); the machine has 2 cores, and loopback TCP work (softirq) lands on whichever process is running.', '');
-    const phases = (['ramp', 'hold', 'messages'] as const).map((p) => ({ p, ...cpuSeconds(samples, p) })).filter((x) => x.seconds > 0);
+    const phases = (['ramp', 'hold', 'warm-up', 'messages'] as const).map((p) => ({ p, ...cpuSeconds(samples, p) })).filter((x) => x.seconds > 0);
     const cell = (seconds: number, span: number) => `${seconds.toFixed(1)} s (${(seconds / span).toFixed(2)})`;
     lines.push(`| process | ${phases.map((x) => `${x.p} (${x.seconds.toFixed(0)} s)`).join(' | ')} |`, `| --- | ${phases.map(() => '---:').join(' | ')} |`);
     for (const role of [...SERVER_ROLES, ...LOADGEN_ROLES]) lines.push(`| ${ROLE_NAMES[role]} | ${phases.map((x) => cell(x.roles[role], x.seconds)).join(' | ')} |`);
@@ -167,7 +169,7 @@ export function reportMarkdown(r: RunResult): string {
       ),
       '',
     );
-    if (f) lines.push(`Delivery latency over the whole run (send to receipt, ${count(f.deliveryLatencyMs.count)} chunks): p50 / p99 / p99.9 / max ${ms(f.deliveryLatencyMs)}.`, '');
+    if (f) lines.push(`Delivery latency over the whole run (send to receipt, ${count(f.deliveryLatencyMs.count)} chunks${o.warmup > 0 ? `, the ${o.warmup} s warm-up at ${count(r.steps[0].rate)} sends/s included` : ''}): p50 / p99 / p99.9 / max ${ms(f.deliveryLatencyMs)}.`, '');
   }
 
   lines.push('## Charts', '', ...CHARTS.map((c) => `![${c}](${c}.svg)`), '');

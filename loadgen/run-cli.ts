@@ -24,6 +24,7 @@ export function runCommand(): Command {
     .addOption(new Option('--concurrency <n>', 'connects waiting for their welcome at most').default(2000).argParser(integer('concurrency', 1)))
     .addOption(new Option('--hold <s>', 'seconds to hold every stream before the messages').default(60).argParser(integer('hold', 0)))
     .addOption(new Option('--msg-seconds <s>', 'seconds of messages (per rate with --msg-rates)').default(60).argParser(integer('msg seconds', 1)))
+    .addOption(new Option('--warmup <s>', 'seconds of messages at the first rate before the measured ones, not reported as a step (V8 compiles the delivery path in every edge meanwhile)').default(10).argParser(integer('warmup', 0)))
     .addOption(new Option('--msg-rate <n>', 'one fixed send rate instead of the generators').argParser(integer('msg rate', 1)).conflicts('msgRates'))
     .addOption(new Option('--msg-rates <list>', 'steps of fixed send rates, e.g. 1000,2000,4000: reports the highest sustained at p99 <= 100 ms').argParser(rateList))
     .addOption(new Option('--generators <n>', "the original's generators (when no rate is given)").default(1000).argParser(integer('generators', 1)))

@@ -38,6 +38,8 @@ export interface RunOptions {
   hold: number;
   /** Seconds of messages (per step with `msgRates`). */
   msgSeconds: number;
+  /** Seconds of messages at the first rate before the measured ones (V8 compiles the delivery path in every edge meanwhile); not reported as a step. */
+  warmup: number;
   /** One fixed send rate; without it (and without msgRates) the original's generators. */
   msgRate?: number;
   /** Steps of fixed send rates, each for msgSeconds: the highest one sustained at p99 <= 100 ms is reported. */
@@ -62,7 +64,7 @@ export type Role = (typeof ROLES)[number];
 export const SERVER_ROLES: readonly Role[] = ['edges', 'router', 'nats', 'supervisor'];
 export const LOADGEN_ROLES: readonly Role[] = ['floodWorkers', 'runner'];
 
-export type Phase = 'start' | 'ramp' | 'hold' | 'messages' | 'stop';
+export type Phase = 'start' | 'ramp' | 'hold' | 'warm-up' | 'messages' | 'stop';
 
 export interface KernelMemory {
   /** MemTotal - MemAvailable, bytes. */
@@ -422,7 +424,7 @@ export async function runC1m(options: RunOptions): Promise<RunResult & { dir: st
   const needed = Math.ceil(o.connections / perAddress);
   if (sources.length < needed) throw new Error(`${o.connections} connections need at least ${needed} source addresses at ${perAddress} ports each; --src gives ${sources.length}`);
   const rates = o.msgRates ?? [o.msgRate ?? 0];
-  const messageSeconds = rates.length * (o.msgSeconds + 12);
+  const messageSeconds = rates.length * (o.msgSeconds + 12) + o.warmup;
   const maxSeconds = o.maxSeconds ?? Math.ceil((3 * o.connections) / o.rate + o.hold + messageSeconds + 180);
 
   const started = performance.now();
@@ -511,23 +513,34 @@ export async function runC1m(options: RunOptions): Promise<RunResult & { dir: st
     await sleep(o.hold * 1000, undefined, { signal: abort.signal });
     result.snapshots.peak = await sampler.sample(true);
 
+    const messages = (rate: number, seconds: number) =>
+      Promise.race([
+        runMsggen({
+          apiHost: '127.0.0.1',
+          apiPort: cluster!.apiPort,
+          users: o.users,
+          generators: o.generators,
+          interval: o.sendInterval,
+          rate: rate || undefined,
+          duration: seconds,
+          connections: o.msgConnections,
+          size: 0,
+        }),
+        aborted.then(() => undefined),
+      ]);
+    if (o.warmup > 0) {
+      enter('warm-up');
+      const summary = await messages(rates[0], o.warmup);
+      abort.signal.throwIfAborted();
+      if (summary) log(`warm-up at ${summary.configuredRate}/s: achieved ${summary.achievedRate} sends/s (not measured)`);
+    }
+
     enter('messages');
     for (const rate of rates) {
       stepHistogram = newHistogram();
       const stepStart = now();
       const chunksBefore = sampler.floodTotals?.chunks ?? 0;
-      const msggen = runMsggen({
-        apiHost: '127.0.0.1',
-        apiPort: cluster.apiPort,
-        users: o.users,
-        generators: o.generators,
-        interval: o.sendInterval,
-        rate: rate || undefined,
-        duration: o.msgSeconds,
-        connections: o.msgConnections,
-        size: 0,
-      });
-      const summary = await Promise.race([msggen, aborted.then(() => undefined)]);
+      const summary = await messages(rate, o.msgSeconds);
       if (!summary) break;
       // Chunks of the last sends still on their way.
       await sleep(1000, undefined, { signal: abort.signal });

@@ -33,6 +33,7 @@ const small = (dir: string, more: Partial<RunOptions> = {}): RunOptions => ({
   concurrency: 500,
   hold: 3,
   msgSeconds: 3,
+  warmup: 2,
   msgRates: [200, 500],
   generators: 10,
   sendInterval: [10, 110],
@@ -94,13 +95,17 @@ describe('c1m run', () => {
       '| 200 | ',
       '| 500 | ',
       'Delivery latency over the whole run',
+      'the 2 s warm-up at 200 sends/s included',
+      'after a 2 s warm-up at the first rate (not measured',
+      '| process | ramp (',
+      ' | warm-up (',
     ])
       expect(report).toContain(text);
     expect(report).toMatch(/\*\*(Highest send rate sustained at p99 <= 100 ms: [\d,]+ sends\/s, [\d,]+ delivered chunks\/s|No rate tried was sustained)/);
 
     const samples = JSON.parse(readFileSync(join(result.dir, 'samples.json'), 'utf8')) as Sample[];
     expect(samples.length).toBeGreaterThanOrEqual(10);
-    expect(new Set(samples.map((s) => s.phase))).toEqual(new Set(['start', 'ramp', 'hold', 'messages', 'stop']));
+    expect(new Set(samples.map((s) => s.phase))).toEqual(new Set(['start', 'ramp', 'hold', 'warm-up', 'messages', 'stop']));
     expect(Math.max(...samples.map((s) => s.open))).toBe(2000);
     expect(samples.some((s) => s.delivery.count > 0 && s.chunksPerSecond > 0 && s.sendsPerSecond > 0)).toBe(true);
     expect(samples.every((s) => s.kernel.slabBytes > 0 && s.rss.runner > 0)).toBe(true);

@@ -71,11 +71,21 @@ export const cpuOfAll = (pids: number[]) => pids.reduce((n, pid) => n + cpuOf(pi
  */
 const MSGGEN_NICE = 5;
 
+/**
+ * How msggen shares the cores with the server: at nice 5 (`nice`), or at
+ * SCHED_IDLE (`idle`, through util-linux's chrt), where it runs only on a core
+ * the server leaves free and any wake-up of the server preempts it at once, as
+ * if the backend were another machine. Only for a server that leaves cores
+ * idle: on a saturated box an idle-policy msggen falls behind its rate.
+ */
+export type SenderPolicy = 'nice' | 'idle';
+
 /** Runs `c1m loadgen msggen` to its end and returns its JSON summary. */
-function msggen(args: string[]): Promise<MsggenSummary> {
+function msggen(args: string[], policy: SenderPolicy): Promise<MsggenSummary> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, 'loadgen', 'msggen', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    if (child.pid) setPriority(child.pid, MSGGEN_NICE);
+    const command = [process.execPath, CLI, 'loadgen', 'msggen', ...args];
+    const child = policy === 'idle' ? spawn('chrt', ['--idle', '0', ...command], { stdio: ['ignore', 'pipe', 'pipe'] }) : spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+    if (child.pid && policy === 'nice') setPriority(child.pid, MSGGEN_NICE);
     let out = '';
     let err = '';
     child.stdout.on('data', (d) => (out += d));
@@ -90,10 +100,11 @@ function msggen(args: string[]): Promise<MsggenSummary> {
  * `seconds` through the API, and reports the delivery latency the held
  * streams measured meanwhile and the CPU `pids` spent per send.
  */
-export async function randomSends(apiPort: number, users: number, rate: number, seconds: number, pids: number[]) {
+export async function randomSends(apiPort: number, users: number, rate: number, seconds: number, pids: number[], sender: { policy: SenderPolicy; connections: number } = { policy: 'nice', connections: 8 }) {
   newPhase();
   const cpu0 = cpuOfAll(pids);
-  const sent = await msggen(['--api-host', HOST, '--api-port', String(apiPort), '--users', String(users), '--rate', String(rate), '--duration', String(seconds), '--connections', '8']);
+  const args = ['--api-host', HOST, '--api-port', String(apiPort), '--users', String(users), '--rate', String(rate), '--duration', String(seconds), '--connections', String(sender.connections)];
+  const sent = await msggen(args, sender.policy);
   await sleep(500);
   const cpu = cpuOfAll(pids) - cpu0;
   return {

@@ -34,6 +34,7 @@ const RECONNECT_WAIT_MS = 250;
 /** Every connection of this process reads into this one buffer (reads are synchronous callbacks; see handshake). */
 const readBuffer = Buffer.allocUnsafe(64 * 1024);
 const HANDSHAKE_TIMEOUT_MS = 5000;
+const CLOSE_TIMEOUT_MS = 2000;
 /** Unanswered PINGs after which the connection counts as dead. */
 const MAX_PINGS_OUT = 2;
 /** Publishes kept for after an outage; beyond this they are dropped (core NATS is at-most-once anyway). */
@@ -215,7 +216,16 @@ export class NatsClient {
     const socket = this.socket;
     if (!socket) return;
     this.flush();
-    await new Promise((resolve) => socket.once('close', resolve).end());
+    await new Promise<void>((resolve) => {
+      // A server that vanished never finishes the close: give it CLOSE_TIMEOUT_MS, then drop the socket.
+      const timer = setTimeout(() => socket.destroy(), CLOSE_TIMEOUT_MS);
+      socket
+        .once('close', () => {
+          clearTimeout(timer);
+          resolve();
+        })
+        .end();
+    });
   }
 
   private answer(token: string, data: Uint8Array, status: string | undefined): void {

@@ -219,6 +219,29 @@ describe('NatsClient with nats-server', () => {
 });
 
 describe('NatsClient liveness', () => {
+  test('close() returns within its timeout when the server never finishes the close', async () => {
+    const sockets: net.Socket[] = [];
+    // Answers the handshake, then ignores everything, the client's FIN included (half-open, like a vanished host).
+    const fake = net.createServer({ allowHalfOpen: true }, (socket) => {
+      sockets.push(socket);
+      socket.write('INFO {"server_id":"fake","max_payload":1048576}\r\n');
+      socket.once('data', () => socket.write('PONG\r\n'));
+      socket.on('error', () => {});
+    });
+    await new Promise<void>((resolve) => fake.listen(0, HOST, resolve));
+    const { port } = fake.address() as net.AddressInfo;
+    try {
+      const client = await NatsClient.connect([`nats://${HOST}:${port}`], { name: 'test', persistent: false });
+      const started = performance.now();
+      await client.close();
+      expect(performance.now() - started).toBeLessThan(3000);
+      expect(client.isClosed).toBe(true);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => fake.close(resolve));
+    }
+  });
+
   test('a server that stops answering PINGs is noticed and the client reconnects', async () => {
     let connections = 0;
     const sockets: net.Socket[] = [];

@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Bus } from '../cluster/bus.js';
 import { freePort } from '../cluster/supervisor.js';
+import { spawnNatsServer } from './server-process.js';
 import { epochMs } from '../server/stream.js';
 
 const SUBJECT = 'bench.deliver';
@@ -44,14 +45,15 @@ async function subscriber(nats: string): Promise<void> {
     last = performance.now();
     latencies.push(epochMs() - message.sentAt[0]);
   });
+  // At the end of each phase: the phase's figures on stdout for the parent, then an answer, so the publisher goes on.
   bus.subscribe(DONE, (_message, replyTo) => {
     const used = process.cpuUsage(cpu);
     const seconds = (last - started) / 1000;
     latencies.sort((a, b) => a - b);
     const at = (q: number) => +(latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0).toFixed(3);
-    const report = { rssMiB: +(process.memoryUsage().rss / 2 ** 20).toFixed(1), received: count, cpuUsPerMessage: +((used.user + used.system) / count).toFixed(2), perSecond: Math.round(count / seconds), latencyMs: { p50: at(0.5), p99: at(0.99), max: at(1) } };
+    console.log(JSON.stringify({ rssMiB: +(process.memoryUsage().rss / 2 ** 20).toFixed(1), received: count, cpuUsPerMessage: +((used.user + used.system) / count).toFixed(2), perSecond: Math.round(count / seconds), latencyMs: { p50: at(0.5), p99: at(0.99), max: at(1) } }));
+    if (replyTo) bus.publish(replyTo, { t: 'sent', delivered: count });
     count = 0;
-    if (replyTo) bus.publish(replyTo, { t: 'error', error: JSON.stringify(report) });
   });
   // Tells the parent the subscriptions are in place, and this process's idle RSS.
   setTimeout(() => console.log(JSON.stringify({ ready: true, rss: process.memoryUsage().rss })), 2000);
@@ -59,10 +61,9 @@ async function subscriber(nats: string): Promise<void> {
 
 async function publisher(nats: string, rate: number, seconds: number, burst: number): Promise<void> {
   const bus = await Bus.connect(nats, 'bench-pub');
-  const result = async () => {
+  const endPhase = async () => {
     await sleep(500); // the last messages reach the subscriber before the question does
-    const reply = await bus.request(DONE, { t: 'sync' }, 10_000);
-    return reply.t === 'error' ? JSON.parse(reply.error) : reply;
+    await bus.request(DONE, { t: 'sync' }, 10_000);
   };
   // Fixed rate: every millisecond, what is due by now.
   const total = rate * seconds;
@@ -76,14 +77,14 @@ async function publisher(nats: string, rate: number, seconds: number, burst: num
   }
   const used = process.cpuUsage(cpu);
   const publisherCpuUsPerMessage = +((used.user + used.system) / total).toFixed(2);
-  const fixed = await result();
+  await endPhase();
   // As fast as possible: slices of 500, so the socket drains between them.
   for (sent = 0; sent < burst; ) {
     for (const end = sent + 500; sent < end; sent++) bus.publish(SUBJECT, deliver());
     await new Promise((resolve) => setImmediate(resolve));
   }
-  const fast = await result();
-  console.log(JSON.stringify({ fixed: { rate, seconds, publisherCpuUsPerMessage, ...fixed }, fast: { sent: burst, ...fast } }));
+  await endPhase();
+  console.log(JSON.stringify({ publisherCpuUsPerMessage }));
   await bus.close();
 }
 
@@ -114,13 +115,14 @@ async function main(): Promise<void> {
   if (role === 'pub') return publisher(nats, o.rate, o.seconds, o.burst);
 
   const port = await freePort('127.0.0.1');
-  const server = spawn('nats-server', ['-a', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
+  const server = await spawnNatsServer('127.0.0.1', port);
   try {
     const url = `nats://127.0.0.1:${port}`;
     const sub = child(['sub', url]);
     const { rss } = await sub.line();
     const pub = child(['pub', url, '--rate', String(o.rate), '--seconds', String(o.seconds), '--burst', String(o.burst)]);
-    const results = await pub.line();
+    const [fixed, fast, { publisherCpuUsPerMessage }] = [await sub.line(), await sub.line(), await pub.line()];
+    const results = { fixed: { rate: o.rate, seconds: o.seconds, publisherCpuUsPerMessage, ...fixed }, fast: { sent: o.burst, ...fast } };
     console.log(JSON.stringify({ idleSubscriberRssMiB: +((rss as number) / 2 ** 20).toFixed(1), ...results }, null, 2));
     sub.process.kill();
   } finally {

@@ -1,5 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
 /** The built CLI: one folder up in dist/, or in dist/ when this module runs from source (under vitest). */
@@ -48,6 +50,31 @@ function spawnReady(command: string[], ready: string, env: NodeJS.ProcessEnv, ti
 export async function spawnServer(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 30_000): Promise<ServerProcess> {
   const { child, info, output } = await spawnReady(['server', '--host', '127.0.0.1', '--port', '0', '--api-port', '0', ...args], 'c1m listening', env, timeoutMs);
   return { child, port: info.port as number, apiPort: info.apiPort as number, output };
+}
+
+/**
+ * Starts Debian's `nats-server` on host:port (extra flags in `args`) and
+ * resolves once it accepts connections. One that exits first, or is not
+ * accepting within `timeoutMs`, is an error and is never left behind.
+ */
+export async function spawnNatsServer(host: string, port: number, args: string[] = [], timeoutMs = 10_000): Promise<ChildProcess> {
+  const child = spawn('nats-server', ['-a', host, '-p', String(port), ...args], { stdio: 'ignore' });
+  const exited = new Promise<never>((_, reject) => child.once('error', reject).once('exit', (code) => reject(new Error(`nats-server exited with ${code}`))));
+  const accepting = () =>
+    new Promise<boolean>((resolve) => {
+      const socket = net.connect(port, host, () => (socket.destroy(), resolve(true))).once('error', () => resolve(false));
+    });
+  const deadline = performance.now() + timeoutMs;
+  try {
+    while (!(await Promise.race([accepting(), exited]))) {
+      if (performance.now() > deadline) throw new Error(`nats-server on ${host}:${port} did not accept connections within ${timeoutMs} ms`);
+      await sleep(50);
+    }
+    return child;
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
 }
 
 /** Whether a process with this pid exists: signal 0 sends nothing; EPERM means it exists but is not ours. */

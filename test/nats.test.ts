@@ -4,11 +4,12 @@
  * fake server for the PING liveness check).
  */
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { NatsClient, Parser, type ParserHandler } from '../cluster/nats.js';
 import { freePort } from '../cluster/supervisor.js';
+import { spawnNatsServer } from '../loadgen/server-process.js';
 
 const HOST = '127.0.0.1';
 const eventually = <T>(check: () => T | Promise<T>, timeout = 5000) => vi.waitFor(check, { timeout, interval: 20 });
@@ -77,17 +78,7 @@ describe('Parser', () => {
   });
 });
 
-/** A nats-server on `port`, ready when it accepts connections. */
-async function startServer(port: number, ...args: string[]): Promise<ChildProcess> {
-  const child = spawn('nats-server', ['-a', HOST, '-p', String(port), ...args], { stdio: 'ignore' });
-  await eventually(
-    () =>
-      new Promise<void>((resolve, reject) => {
-        const socket = net.connect(port, HOST, () => (socket.destroy(), resolve())).once('error', reject);
-      }),
-  );
-  return child;
-}
+const startServer = (port: number) => spawnNatsServer(HOST, port);
 
 async function stopServer(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;

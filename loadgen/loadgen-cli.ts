@@ -132,7 +132,7 @@ export function loadgenCommand(): Command {
         const line = () => `msggen ${r.elapsedSeconds}s sent=${r.sent} answered=${r.answered} rate=${rate}/s delivered=${r.delivered} skipped=${r.skipped} errors: ${errorsText(r.errors)}`;
         view.update(r.elapsedSeconds, Math.min(Math.round(r.elapsedSeconds), opts.duration), opts.duration, { rate, delivered: r.delivered, errors: errorsText(r.errors) }, line);
       };
-      // Loaded here: undici would otherwise load into every process of this CLI, edges included.
+      // Loaded here, not into every process of this CLI (edges included).
       const { runMsggen } = await import('./msggen.js');
       await printSummary(view, command, () =>
         runMsggen({

@@ -4,7 +4,7 @@
  * overall rate), as POST /send/<id> over keep-alive HTTP to the backend API.
  * Every body starts with `t=<epoch ms>` so the flood can time its delivery.
  */
-import { Pool, type Dispatcher } from 'undici';
+import { ApiClient, type Answer } from './api-client.js';
 import { epochMs } from '../server/stream.js';
 import { latencySummary, newHistogram, type LatencySummary } from './flood.js';
 
@@ -47,53 +47,15 @@ export interface MsggenSummary extends MsggenReport {
   apiLatencyMs: LatencySummary;
 }
 
-/**
- * Reads one answer through undici's dispatch API: one small object per send,
- * where request() costs a promise chain and a body stream. The delivery latency
- * starts at the t= stamp taken in this process, so the sender's own garbage
- * and busy turns count in it: the less it allocates, the less it measures itself.
- */
-class Answer implements Dispatcher.DispatchHandlers {
-  private readonly started = performance.now();
-  private status = 0;
-  private body = '';
-
-  constructor(
-    private readonly done: (status: number, body: string, micros: number) => void,
-    private readonly failed: (err: NodeJS.ErrnoException) => void,
-  ) {}
-
-  onConnect(): void {}
-
-  onHeaders(status: number): boolean {
-    this.status = status;
-    return true;
-  }
-
-  onData(chunk: Buffer): boolean {
-    this.body += chunk.toString();
-    return true;
-  }
-
-  onComplete(): void {
-    this.done(this.status, this.body, (performance.now() - this.started) * 1000);
-  }
-
-  onError(err: Error): void {
-    this.failed(err);
-  }
-}
-
 /** Messages waiting per connection at most before a send is skipped, so a slow API cannot pile up unbounded requests. */
 const QUEUE_PER_CONNECTION = 64;
 
 export async function runMsggen(options: MsggenOptions): Promise<MsggenSummary> {
-  // undici: a fraction of node:http's CPU per request, which at thousands of sends/s is the difference between measuring c1m and measuring the client.
-  const pool = new Pool(`http://${options.apiHost}:${options.apiPort}`, { connections: options.connections });
   const histogram = newHistogram();
   const report: MsggenReport = { elapsedSeconds: 0, sent: 0, answered: 0, skipped: 0, delivered: 0, errors: {} };
   const headers: Record<string, string> = { 'content-type': 'text/plain' };
   if (options.token) headers.authorization = `Bearer ${options.token}`;
+  const api = new ApiClient(options.apiHost, options.apiPort, options.connections, headers);
   const error = (kind: string) => (report.errors[kind] = (report.errors[kind] ?? 0) + 1);
   const maxOutstanding = options.connections * QUEUE_PER_CONNECTION;
   let outstanding = 0;
@@ -103,7 +65,7 @@ export async function runMsggen(options: MsggenOptions): Promise<MsggenSummary> 
     outstanding--;
     if (outstanding === 0) settled();
   };
-  const answered = (status: number, body: string, micros: number) => {
+  const answered = ({ status, body, micros }: Answer) => {
     histogram.recordValue(Math.max(1, Math.round(micros)));
     report.answered++;
     let delivered: unknown;
@@ -116,21 +78,22 @@ export async function runMsggen(options: MsggenOptions): Promise<MsggenSummary> 
     else error(status === 200 ? 'answer' : `http${status}`);
     settle();
   };
-  const failed = (err: NodeJS.ErrnoException) => {
-    error(err.code ?? 'network');
+  const failed = (kind: string) => {
+    error(kind);
     settle();
   };
   const send = () => {
     if (outstanding >= maxOutstanding) return void report.skipped++;
     const id = 1 + Math.floor(Math.random() * options.users);
-    const body = `t=${epochMs().toFixed(3)} msggen ${report.sent}`.padEnd(options.size, '.');
+    const n = report.sent++;
     outstanding++;
-    report.sent++;
-    pool.dispatch({ method: 'POST', path: `/send/${id}`, headers, body }, new Answer(answered, failed));
+    // Stamped when written, not when queued: see ApiClient.
+    api.request('POST', `/send/${id}`, () => `t=${epochMs().toFixed(3)} msggen ${n}`.padEnd(options.size, '.'), answered, failed);
   };
 
-  // Open every connection (and compile undici's parser) before the clock starts: that first ~200 ms would otherwise queue the first sends and own the p99.
-  await Promise.all(Array.from({ length: options.connections }, () => pool.request({ method: 'GET', path: '/stats', headers }).then((res) => res.body.dump())));
+  // Open every connection (and compile the answer parser) before the clock starts: that first ~200 ms would otherwise queue the first sends and own the p99.
+  await api.ready();
+  await Promise.all(Array.from({ length: options.connections }, () => new Promise<unknown>((resolve) => api.request('GET', '/stats', () => '', resolve, resolve))));
   const started = performance.now();
   const stopAt = started + options.duration * 1000;
   const timers = new Set<NodeJS.Timeout>();
@@ -172,8 +135,8 @@ export async function runMsggen(options: MsggenOptions): Promise<MsggenSummary> 
   // Wait for the answers still on their way, at most 10 s.
   if (outstanding > 0) await Promise.race([new Promise<void>((r) => (settled = r)), new Promise((r) => setTimeout(r, 10_000))]);
   clearInterval(ticker);
-  // Sends still unanswered after the grace are given up (counted as errors): close() would wait for them for ever.
-  await (outstanding > 0 ? pool.destroy() : pool.close());
+  // Sends still unanswered after the grace are given up, counted as errors of kind 'unanswered'.
+  api.close();
   report.elapsedSeconds = +((performance.now() - started) / 1000).toFixed(1);
   return {
     ...report,

@@ -1,0 +1,101 @@
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createTcpServer, type AddressInfo, type Server } from 'node:net';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { ApiClient, type Answer } from '../loadgen/api-client.js';
+
+const servers: Server[] = [];
+afterEach(() => servers.splice(0).forEach((s) => s.close()));
+
+async function listen<S extends Server>(server: S): Promise<number> {
+  servers.push(server);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return (server.address() as AddressInfo).port;
+}
+
+/** A request's outcome: its answer or its error kind. */
+function call(client: ApiClient, method: 'GET' | 'POST', path: string, body: () => string) {
+  return new Promise<Answer | string>((resolve) => client.request(method, path, body, resolve, resolve));
+}
+
+describe('ApiClient (msggen to the API)', () => {
+  it('makes each body when it writes it, so a queued send is stamped when it leaves, not when it was asked for', async () => {
+    const seen: { body: string; at: number }[] = [];
+    // Answers each request 50 ms after it arrives: with one connection, the second send waits for the first answer.
+    const port = await listen(
+      createHttpServer((req: IncomingMessage, res: ServerResponse) => {
+        let body = '';
+        req.on('data', (d) => (body += d)).on('end', () => {
+          seen.push({ body, at: performance.now() });
+          setTimeout(() => res.end(JSON.stringify({ delivered: 1, path: req.url, auth: req.headers.authorization })), 50);
+        });
+      }),
+    );
+    const client = new ApiClient('127.0.0.1', port, 1, { authorization: 'Bearer sesame', 'content-type': 'text/plain' });
+    await client.ready();
+    const madeAt: number[] = [];
+    const body = (text: string) => () => (madeAt.push(performance.now()), text);
+    const asked = performance.now();
+    const [first, second] = await Promise.all([call(client, 'POST', '/send/1', body('one')), call(client, 'POST', '/send/2', body('two'))]);
+    expect(client.queued).toBe(0);
+    expect(first).toMatchObject({ status: 200, body: JSON.stringify({ delivered: 1, path: '/send/1', auth: 'Bearer sesame' }) });
+    expect(second).toMatchObject({ status: 200, body: JSON.stringify({ delivered: 1, path: '/send/2', auth: 'Bearer sesame' }) });
+    expect(seen.map((s) => s.body)).toEqual(['one', 'two']);
+    // The second body was made after the first answer (~50 ms), and its latency is timed from then.
+    expect(madeAt[0] - asked).toBeLessThan(20);
+    expect(madeAt[1] - asked).toBeGreaterThanOrEqual(45);
+    expect((second as Answer).micros).toBeLessThan(45_000 + (madeAt[1] - asked) * 1000);
+    client.close();
+  });
+
+  it('rejects ready() with the reason when the API cannot be reached', async () => {
+    const port = await listen(createTcpServer());
+    servers.pop()!.close(); // a port nobody listens on any more
+    await new Promise((r) => setTimeout(r, 50));
+    const client = new ApiClient('127.0.0.1', port, 2, {});
+    await expect(client.ready()).rejects.toThrow(/cannot connect to the API at 127\.0\.0\.1:\d+: ECONNREFUSED/);
+    expect(await call(client, 'POST', '/send/1', () => 'x')).toBe('closed');
+  });
+
+  it('counts a dropped connection and a malformed answer as errors, and reconnects for the next send', async () => {
+    let n = 0;
+    // First request: the socket is dropped. Second: an answer without a Content-Length. Then proper answers.
+    const port = await listen(
+      createTcpServer((socket) => {
+        socket.on('data', () => {
+          n++;
+          if (n === 1) socket.destroy();
+          else if (n === 2) socket.end('HTTP/1.1 200 OK\r\n\r\n{}');
+          else socket.write('HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n{"delivered":3}');
+        });
+      }),
+    );
+    const client = new ApiClient('127.0.0.1', port, 1, {});
+    await client.ready();
+    expect(await call(client, 'POST', '/send/1', () => 'a')).toMatch(/^(closed|ECONNRESET)$/);
+    await vi.waitFor(async () => expect(await call(client, 'POST', '/send/1', () => 'b')).toBe('protocol'), { timeout: 2000, interval: 150 });
+    await vi.waitFor(async () => expect(await call(client, 'POST', '/send/1', () => 'c')).toMatchObject({ status: 200, body: '{"delivered":3}' }), { timeout: 2000, interval: 150 });
+    client.close();
+  });
+
+  it('reads answers split across reads and fails what is still queued or in flight on close', async () => {
+    // Sends each answer in three pieces, 10 ms apart; never answers /hang.
+    const port = await listen(
+      createTcpServer((socket) => {
+        socket.on('data', (d) => {
+          if (d.toString().startsWith('POST /hang')) return;
+          const parts = ['HTTP/1.1 20', '0 OK\r\nContent-Le', 'ngth: 2\r\n\r\nok'];
+          parts.forEach((p, i) => setTimeout(() => socket.write(p), i * 10));
+        });
+      }),
+    );
+    const client = new ApiClient('127.0.0.1', port, 1, {});
+    await client.ready();
+    expect(await call(client, 'GET', '/stats', () => '')).toMatchObject({ status: 200, body: 'ok' });
+    const hung = call(client, 'POST', '/hang', () => 'x');
+    const queued = call(client, 'POST', '/send/1', () => 'y');
+    expect(client.queued).toBe(1);
+    client.close();
+    expect(await hung).toBe('unanswered');
+    expect(await queued).toBe('unanswered');
+  });
+});

@@ -8,7 +8,7 @@
 import { spawn } from 'node:child_process';
 import { setPriority } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { latencySummary, newHistogram, rowsFromRanges, runFlood, type FloodOptions, type FloodTotals } from './flood.js';
+import { latencySummary, newHistogram, rowsFromRanges, runFlood, type FloodTotals } from './flood.js';
 import type { MsggenSummary } from './msggen.js';
 import { CLI, cpuOf } from './server-process.js';
 
@@ -27,8 +27,8 @@ export function newPhase(): void {
 /** Delivery latency of the current phase, in ms. */
 export const phaseLatency = () => latencySummary(phase);
 
-/** Holds streams for ids first..first+count-1 until stopped, the workers at `sched` (see FloodOptions); its totals update every 100 ms. */
-export function hold(port: number, first: number, count: number, portBase: number, sched?: FloodOptions['sched']) {
+/** Holds streams for ids first..first+count-1 until stopped; its totals update every 100 ms. */
+export function hold(port: number, first: number, count: number, portBase: number) {
   const stop = new AbortController();
   let latest: FloodTotals | undefined;
   const done = runFlood({
@@ -44,7 +44,6 @@ export function hold(port: number, first: number, count: number, portBase: numbe
     reportMs: 100,
     onReport: (t) => (latest = t),
     onDelivery: (micros, n) => phase.recordValueWithCount(micros, n),
-    sched,
   });
   return {
     chunks: () => latest?.chunks ?? 0,

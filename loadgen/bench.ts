@@ -112,22 +112,22 @@ function percentile(sorted: number[], p: number): number {
 
 /**
  * Unicast latency: a fresh server, its streams held by the C flood (which
- * times each message from the `t=` stamp msggen writes into it to its
- * arrival), and msggen in a process of its own sending at a fixed rate to
- * random single users who have no subscribers: one chunk per send, nothing to
- * coalesce, so every send pays the whole path from the API to the socket.
+ * times each message from the `t=` stamp msggen writes into it to the chunk's
+ * arrival in the socket), and msggen in a process of its own sending at a
+ * fixed rate to random single users who have no subscribers: one chunk per
+ * send, nothing to coalesce, so every send pays the whole path from the API to
+ * the socket. The flood's own lag to read a chunk is reported apart.
  */
 async function unicast(dir: string) {
   const server = await spawnServer(['--db', join(dir, 'unicast.db')]);
-  // The probe at the normal scheduling policy: it times each message when it arrives, not when a busy core is next free.
-  const holder = hold(server.port, 1, opts.connections, 10_000, 'normal');
+  const holder = hold(server.port, 1, opts.connections, 10_000);
   try {
     const opened = await holder.opened();
     await sleep(2000); // the ramp's last collections and reports out of the way before the clock starts
-    // The sender at SCHED_IDLE with 64 connections, so it neither takes a core the server wants nor queues a stamped
-    // request behind a slow answer (2,000/s, 15,000 streams: p99 1.8-2.3 ms in four runs, against 2.1-3.8 at nice 5 in five).
+    // The sender at SCHED_IDLE with 64 connections, so it neither takes a core the server wants nor queues a request behind a slow answer.
     const sender = { policy: 'idle' as const, connections: 64 };
-    return { streams: opened.welcomed, ...(await randomSends(server.apiPort, opts.connections, opts.unicastRate, opts.seconds, [server.child.pid!], sender)) };
+    const sends = await randomSends(server.apiPort, opts.connections, opts.unicastRate, opts.seconds, [server.child.pid!], sender);
+    return { streams: opened.welcomed, ...sends, probeReadLagMs: (await holder.close()).readLagMs };
   } finally {
     await holder.close();
     server.child.kill('SIGTERM');

@@ -17,10 +17,16 @@
  * DEADLINE_S seconds after start, whichever comes first.
  *
  * Every INTERVAL_MS it prints, on stdout, histogram lines with the latency
- * samples recorded since the previous report ("H w|d bucket:count ..."; w:
- * connect to welcome, d: message delivery, both in microseconds, buckets as
- * in bucketOf below), then one "S key=value ..." line of running totals. At
- * the end the same, then "E".
+ * samples recorded since the previous report ("H w|d|l bucket:count ..."; w:
+ * connect to welcome, d: message delivery, l: this worker's own read lag, all
+ * in microseconds, buckets as in bucketOf below), then one "S key=value ..."
+ * line of running totals. At the end the same, then "E".
+ *
+ * A delivery is timed from the message's t= stamp to the kernel's receive
+ * timestamp of the packet that carried it (SO_TIMESTAMP; the last packet of
+ * the read), as a client on a machine of its own would see it. When this
+ * worker then reads it is its own business, shared cores and all: that lag is
+ * the l histogram.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -65,8 +71,10 @@ static const char *const kind_names[E_KINDS] = {"socket", "bind", "refused", "ad
 #define LINEAR 128
 #define SUB 64
 #define BUCKETS (LINEAR + 48 * SUB)
-static uint32_t hist_welcome[BUCKETS], hist_delivery[BUCKETS];
-static uint64_t max_welcome, max_delivery;
+static uint32_t hist_welcome[BUCKETS], hist_delivery[BUCKETS], hist_lag[BUCKETS];
+static uint64_t max_welcome, max_delivery, max_lag;
+/* Realtime of the read being parsed: when the kernel received its data, and when it was read. */
+static uint64_t arrived_us, read_us;
 
 static struct conn *conns;
 static struct slice *slices;
@@ -128,10 +136,11 @@ static void emit_hist(char name, uint32_t *hist) {
 static void report(void) {
   emit_hist('w', hist_welcome);
   emit_hist('d', hist_delivery);
+  emit_hist('l', hist_lag);
   printf("S attempted=%lu connected=%lu open=%lu welcomed=%lu closed=%lu failed=%lu inflight=%lu chunks=%lu chunk_bytes=%lu bytes=%lu messages=%lu"
-         " welcome_max_us=%lu delivery_max_us=%lu ramp_us=%lu ramp_cpu_us=%lu cpu_us=%lu rss_kb=%lu held=%lu",
-         attempted, connected, open_now, welcomed, closed, failed, inflight, chunks, chunk_bytes, bytes, messages, max_welcome, max_delivery, ramp_us,
-         ramp_cpu_us, cpu_us(), rss_kb(), held);
+         " welcome_max_us=%lu delivery_max_us=%lu read_lag_max_us=%lu ramp_us=%lu ramp_cpu_us=%lu cpu_us=%lu rss_kb=%lu held=%lu",
+         attempted, connected, open_now, welcomed, closed, failed, inflight, chunks, chunk_bytes, bytes, messages, max_welcome, max_delivery, max_lag,
+         ramp_us, ramp_cpu_us, cpu_us(), rss_kb(), held);
   for (int k = 0; k < E_KINDS; k++)
     if (errors[k]) printf(" err_%s=%lu", kind_names[k], errors[k]);
   putchar('\n');
@@ -174,6 +183,8 @@ static void start(uint32_t index, struct slice *s, int ep) {
   c->state = CONNECTING;
   struct linger rst = {1, 0};
   setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &rst, sizeof rst);
+  int on = 1;
+  setsockopt(c->fd, SOL_SOCKET, SO_TIMESTAMP, &on, sizeof on);
   struct sockaddr_in src = s->src;
   src.sin_port = htons((uint16_t)(s->first_port + k));
   if (bind(c->fd, (struct sockaddr *)&src, sizeof src) < 0) return drop(c, E_BIND);
@@ -203,9 +214,9 @@ static void message_seen(struct conn *c) {
   if (c->ts == 0) return;
   uint64_t sent_us = c->ts;
   for (int f = c->ts_frac; f < 3; f++) sent_us *= 10;
-  uint64_t now = clock_us(CLOCK_REALTIME);
   messages++;
-  record(hist_delivery, &max_delivery, now > sent_us ? now - sent_us : 0);
+  record(hist_delivery, &max_delivery, arrived_us > sent_us ? arrived_us - sent_us : 0);
+  record(hist_lag, &max_lag, read_us - arrived_us);
 }
 
 /* Finds t=<send time> at the start of every line of chunk data; everything else is skipped with memchr. */
@@ -334,10 +345,25 @@ static void parse(struct conn *c, const char *p, size_t len) {
 
 static void readable(struct conn *c) {
   static char buf[65536];
+  union {
+    char space[CMSG_SPACE(sizeof(struct timeval))];
+    struct cmsghdr align;
+  } control;
+  struct iovec iov = {.iov_base = buf, .iov_len = sizeof buf};
   for (;;) {
-    ssize_t r = read(c->fd, buf, sizeof buf);
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space, .msg_controllen = sizeof control.space};
+    ssize_t r = recvmsg(c->fd, &msg, 0);
     if (r > 0) {
       bytes += (uint64_t)r;
+      read_us = clock_us(CLOCK_REALTIME);
+      struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+      arrived_us = read_us; /* no timestamp: timed at the read */
+      if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMP) {
+        struct timeval tv;
+        memcpy(&tv, CMSG_DATA(cm), sizeof tv);
+        uint64_t t = (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
+        if (t <= read_us) arrived_us = t;
+      }
       parse(c, buf, (size_t)r);
       /* Edge-triggered: a short read emptied the socket; new data raises a new edge. */
       if (c->state == IDLE || (size_t)r < sizeof buf) return;
@@ -406,15 +432,13 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
 
   /*
-   * SCHED_BATCH (unless C1M_FLOOD_SCHED=normal): a worker woken by a chunk does
-   * not preempt the edge that wrote it, so an edge writes its whole batch and the
-   * worker reads many sockets per wake-up instead of one context switch per
-   * chunk. Needs no privilege. Latency benchmarks ask for normal, so that a
-   * delivery is timed when it arrives, not when a busy core is next free.
+   * SCHED_BATCH: a worker woken by a chunk does not preempt the edge that wrote
+   * it, so an edge writes its whole batch and the worker reads many sockets per
+   * wake-up instead of one context switch per chunk. Needs no privilege. The
+   * delivery times do not suffer: they are the kernel's receive timestamps.
    */
-  const char *sched = getenv("C1M_FLOOD_SCHED");
   struct sched_param batch = {.sched_priority = 0};
-  if ((!sched || strcmp(sched, "normal") != 0) && sched_setscheduler(0, SCHED_BATCH, &batch) != 0) perror("flood-worker: SCHED_BATCH");
+  if (sched_setscheduler(0, SCHED_BATCH, &batch) != 0) perror("flood-worker: SCHED_BATCH");
 
   int ep = epoll_create1(EPOLL_CLOEXEC);
   struct epoll_event stdin_ev = {.events = EPOLLIN, .data.u32 = UINT32_MAX};

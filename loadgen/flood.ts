@@ -64,13 +64,6 @@ export interface FloodOptions {
   reportMs?: number;
   /** Told of delivery latencies as they arrive (µs, with a count), so a benchmark can histogram each phase apart. */
   onDelivery?: (micros: number, count: number) => void;
-  /**
-   * The workers' scheduling policy, passed as C1M_FLOOD_SCHED. 'batch' (default):
-   * a worker woken by a chunk does not preempt the process that wrote it, so it
-   * reads many sockets per wake-up. 'normal': it may, so that a delivery is
-   * timed when it arrives, not when a busy core is next free (latency benchmarks).
-   */
-  sched?: 'batch' | 'normal';
 }
 
 export interface FloodTotals {
@@ -112,7 +105,10 @@ export interface FloodSummary extends FloodTotals {
   connectsPerSecond: number;
   workerCpuMicrosPerConnect: number;
   welcomeLatencyMs: LatencySummary;
+  /** From a message's t= stamp to the kernel's receive timestamp of the chunk (see flood.c). */
   deliveryLatencyMs: LatencySummary;
+  /** From that receive timestamp to the worker's read: the load generator's own delay, not the server's. */
+  readLagMs: LatencySummary;
   /** Measured when the most streams were open. */
   rss: { workersBytes: number; parentBytes: number; workerBytesPerConnection: number; totalBytesPerConnection: number };
 }
@@ -238,6 +234,7 @@ export async function runFlood(options: FloodOptions): Promise<FloodSummary> {
   const started = performance.now();
   const welcome = newHistogram();
   const delivery = newHistogram();
+  const readLag = newHistogram();
   /** Each worker's latest "S" line: its running totals. */
   const latest: Array<Record<string, number>> = plan.map(() => ({}));
   const sum = (key: string) => latest.reduce((n, w) => n + (w[key] ?? 0), 0);
@@ -271,7 +268,7 @@ export async function runFlood(options: FloodOptions): Promise<FloodSummary> {
   const stopAll = () => children.forEach((child) => child.stdin.end());
   const onLine = (worker: number, line: string) => {
     if (line.startsWith('H ')) {
-      const histogram = line[2] === 'w' ? welcome : delivery;
+      const histogram = line[2] === 'w' ? welcome : line[2] === 'd' ? delivery : readLag;
       for (const pair of line.slice(4).split(' ')) {
         const [bucket, count] = pair.split(':').map(Number);
         histogram.recordValueWithCount(bucketValue(bucket), count);
@@ -301,7 +298,7 @@ export async function runFlood(options: FloodOptions): Promise<FloodSummary> {
           String(options.maxSeconds + 5), // the worker's own backstop, after the parent's hard stop
           ...slices.map((s) => `${s.source}:${s.firstId}:${s.count}:${s.firstPort}`),
         ];
-        const child = spawn(FLOOD_WORKER, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, C1M_FLOOD_SCHED: options.sched ?? 'batch' } });
+        const child = spawn(FLOOD_WORKER, args, { stdio: ['pipe', 'pipe', 'pipe'] });
         // The load generator yields to the server it measures when they share a host (dozens of workers, one router).
         if (child.pid) setPriority(child.pid, WORKER_NICE);
         children.push(child);
@@ -343,6 +340,7 @@ export async function runFlood(options: FloodOptions): Promise<FloodSummary> {
     // The workers' buckets stand for their middle; the exact maxima come from the workers.
     welcomeLatencyMs: latencySummary(welcome, max('welcome_max_us')),
     deliveryLatencyMs: latencySummary(delivery, max('delivery_max_us')),
+    readLagMs: latencySummary(readLag, max('read_lag_max_us')),
     rss: {
       workersBytes: peak.workersBytes,
       parentBytes: peak.parentBytes,

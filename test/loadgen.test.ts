@@ -1,10 +1,13 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it, vi } from 'vitest';
 import { bucketValue, FLOOD_WORKER, parseConfig, parseIdRange, parseSources, planWorkers, rowsFromRanges, runFlood, type FloodOptions, type FloodTotals } from '../loadgen/flood.js';
 import { loadgenCommand } from '../loadgen/loadgen-cli.js';
 import { runMsggen } from '../loadgen/msggen.js';
+import { epochMs } from '../server/stream.js';
 import { api, spawnServer, StreamClient, tempDir, waitFor } from './helpers.js';
 
 /** Sockets held now from these source addresses to `port`, as "address:port" of the local end. */
@@ -64,9 +67,9 @@ describe('flood planning', () => {
 
 describe('flood worker scheduling', () => {
   /** The worker's policy from /proc/<pid>/stat (field 41: 0 SCHED_OTHER, 3 SCHED_BATCH), read once it has printed its first report. */
-  async function policyOf(env: NodeJS.ProcessEnv): Promise<number> {
+  async function policyOf(): Promise<number> {
     // Port 9 on loopback refuses; the worker reports every 100 ms and lives until its 5 s deadline or we kill it.
-    const worker = spawn(FLOOD_WORKER, ['127.0.0.1', '9', '0', '1', '100', '5', '127.0.0.1:1:1:40000'], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'ignore'] });
+    const worker = spawn(FLOOD_WORKER, ['127.0.0.1', '9', '0', '1', '100', '5', '127.0.0.1:1:1:40000'], { stdio: ['pipe', 'pipe', 'ignore'] });
     try {
       await new Promise((resolve) => worker.stdout.once('data', resolve));
       return Number(readFileSync(`/proc/${worker.pid}/stat`, 'utf8').split(') ')[1].split(' ')[41 - 3]);
@@ -75,9 +78,33 @@ describe('flood worker scheduling', () => {
     }
   }
 
-  it('runs at SCHED_BATCH, or at the normal policy when C1M_FLOOD_SCHED=normal', async () => {
-    expect(await policyOf({})).toBe(3);
-    expect(await policyOf({ C1M_FLOOD_SCHED: 'normal' })).toBe(0);
+  it('runs at SCHED_BATCH', async () => {
+    expect(await policyOf()).toBe(3);
+  });
+});
+
+describe('flood delivery timing', () => {
+  it('times a delivery at its arrival in the socket, and the worker\'s own delay to read it apart', async () => {
+    const server = await spawnServer(['--db', join(tempDir(), 'c1m.db'), '--stats-interval', '0']);
+    const worker = spawn(FLOOD_WORKER, ['127.0.0.1', String(server.port), '0', '1', '50', '20', '127.0.3.9:1:1:41000'], { stdio: ['pipe', 'pipe', 'ignore'] });
+    const lines: string[] = [];
+    createInterface({ input: worker.stdout }).on('line', (line) => lines.push(line));
+    const last = (prefix: string) => lines.filter((l) => l.startsWith(prefix)).at(-1) ?? '';
+    try {
+      await vi.waitFor(() => expect(last('S ')).toMatch(/ welcomed=1 /), { timeout: 5000 });
+      // The worker stopped: the message arrives in its socket now, and is read 400 ms later.
+      worker.kill('SIGSTOP');
+      await api(server.apiPort, 'POST', '/send/1', `t=${epochMs().toFixed(3)} timed`);
+      await sleep(400);
+      worker.kill('SIGCONT');
+      await vi.waitFor(() => expect(last('S ')).toMatch(/ messages=1 /), { timeout: 5000 });
+      const sample = (name: string) => bucketValue(Number(last(`H ${name} `).split(' ')[2].split(':')[0]));
+      expect(sample('d')).toBeLessThan(100_000);
+      expect(sample('l')).toBeGreaterThan(350_000);
+    } finally {
+      worker.kill('SIGCONT');
+      worker.kill();
+    }
   });
 });
 

@@ -129,7 +129,7 @@ async function unicast(dir: string) {
     const sends = await randomSends(server.apiPort, opts.connections, opts.unicastRate, opts.seconds, [server.child.pid!], sender);
     return { streams: opened.welcomed, ...sends, probeReadLagMs: (await holder.close()).readLagMs };
   } finally {
-    await holder.close();
+    await holder.close(); // the same promise when it was closed above; here for the error path
     server.child.kill('SIGTERM');
     await new Promise((r) => server.child.once('exit', r));
   }

@@ -235,6 +235,8 @@ export async function runFlood(options: FloodOptions): Promise<FloodSummary> {
   const welcome = newHistogram();
   const delivery = newHistogram();
   const readLag = newHistogram();
+  /** The histograms by the letter of the workers' "H" lines. */
+  const histograms: Record<string, ReturnType<typeof newHistogram>> = { w: welcome, d: delivery, l: readLag };
   /** Each worker's latest "S" line: its running totals. */
   const latest: Array<Record<string, number>> = plan.map(() => ({}));
   const sum = (key: string) => latest.reduce((n, w) => n + (w[key] ?? 0), 0);
@@ -268,7 +270,8 @@ export async function runFlood(options: FloodOptions): Promise<FloodSummary> {
   const stopAll = () => children.forEach((child) => child.stdin.end());
   const onLine = (worker: number, line: string) => {
     if (line.startsWith('H ')) {
-      const histogram = line[2] === 'w' ? welcome : line[2] === 'd' ? delivery : readLag;
+      const histogram = histograms[line[2]];
+      if (!histogram) return;
       for (const pair of line.slice(4).split(' ')) {
         const [bucket, count] = pair.split(':').map(Number);
         histogram.recordValueWithCount(bucketValue(bucket), count);

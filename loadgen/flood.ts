@@ -62,6 +62,13 @@ export interface FloodOptions {
   /** Called with the merged totals each time a worker reports (about every `reportMs`). */
   onReport?: (totals: FloodTotals) => void;
   reportMs?: number;
+  /**
+   * Once every stream is open, read what arrived every this many ms instead of
+   * being woken by each chunk (see flood.c, READ_EVERY_MS): on a box shared
+   * with the server, the wake-ups cost both sides CPU. Delivery times do not
+   * change; the read lag grows by up to this. Default 0: wake on every arrival.
+   */
+  readEveryMs?: number;
   /** Told of delivery latencies as they arrive (µs, with a count), so a benchmark can histogram each phase apart. */
   onDelivery?: (micros: number, count: number) => void;
 }
@@ -299,6 +306,7 @@ export async function runFlood(options: FloodOptions): Promise<FloodSummary> {
           String(Math.max(1, Math.ceil(options.concurrency * share))),
           String(reportMs),
           String(options.maxSeconds + 5), // the worker's own backstop, after the parent's hard stop
+          String(options.readEveryMs ?? 0),
           ...slices.map((s) => `${s.source}:${s.firstId}:${s.count}:${s.firstPort}`),
         ];
         const child = spawn(FLOOD_WORKER, args, { stdio: ['pipe', 'pipe', 'pipe'] });

@@ -76,6 +76,7 @@ export function loadgenCommand(): Command {
     .addOption(new Option('--max-seconds <s>', 'hard stop (default: 3 x the planned ramp + duration + 60)').argParser(integer('max seconds', 1)))
     .addOption(new Option('--interval <s>', 'seconds between monitor lines').default(10).argParser(integer('interval', 1)))
     .addOption(new Option('--per-worker <n>', 'connections per worker process at most (default and ceiling: the open-file limit)').argParser(integer('per worker', 1)))
+    .addOption(new Option('--read-every <ms>', 'once all are open, read every MS instead of waking per chunk (cheaper on a box shared with the server; deliveries are still timed at arrival)').default(0).argParser(integer('read every', 0)))
     .action(async (opts, command: Command) => {
       if (!opts.config && !opts.ids) command.error('error: give --ids N-M (with --src) or --config FILE');
       let rows: SourceRow[];
@@ -106,6 +107,7 @@ export function loadgenCommand(): Command {
           duration: opts.duration,
           maxSeconds: opts.maxSeconds ?? Math.ceil(3 * rampSeconds + opts.duration + 60),
           perWorker: opts.perWorker,
+          readEveryMs: opts.readEvery,
           onReport,
         }),
       );

@@ -172,7 +172,7 @@ export function reportMarkdown(r: RunResult): string {
     if (f)
       lines.push(
         `Delivery latency over the whole run (from the send's t= stamp to the chunk's arrival at the client's socket, ${count(f.deliveryLatencyMs.count)} chunks${o.warmup > 0 ? `, the ${o.warmup} s warm-up at ${count(r.steps[0].rate)} sends/s included` : ''}): p50 / p99 / p99.9 / max ${ms(f.deliveryLatencyMs)}.`,
-        `The flood's own lag from arrival to its read (the load generator's share of the cores, not counted above): p50 / p99 / p99.9 / max ${ms(f.readLagMs)}.`,
+        `The flood's own lag from arrival to its read (the load generator's share of the cores, not counted above; ${o.readEveryMs > 0 ? `its workers read every ${o.readEveryMs} ms once every stream is open` : 'its workers are woken by each chunk'}): p50 / p99 / p99.9 / max ${ms(f.readLagMs)}.`,
         '',
       );
   }

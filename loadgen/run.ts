@@ -14,7 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { barabasiAlbertEdgeCount } from './graph.js';
 import { latencySummary, newHistogram, parseSources, rowsFromRanges, runFlood, type FloodSummary, type FloodTotals, type LatencySummary } from './flood.js';
 import { runMsggen, type MsggenSummary } from './msggen.js';
-import { CLI, cpuOf, pssOf, rssOf, spawnCluster, type ClusterProcess } from './server-process.js';
+import { childrenOf, CLI, commOf, cpuOf, machineTicks, pssOf, rssOf, spawnCluster, type ClusterProcess } from './server-process.js';
 
 export interface RunOptions {
   /** Streams to open and hold. */
@@ -34,6 +34,8 @@ export interface RunOptions {
   /** Connects per second during the ramp. */
   rate: number;
   concurrency: number;
+  /** Once every stream is open, flood workers read every this many ms instead of being woken by each chunk (0: woken); see FloodOptions. */
+  readEveryMs: number;
   /** Seconds to hold every stream before the messages. */
   hold: number;
   /** Seconds of messages (per step with `msgRates`). */
@@ -149,23 +151,6 @@ export const P99_TARGET_MS = 100;
 
 const emptyRoles = (): Record<Role, number> => Object.fromEntries(ROLES.map((r) => [r, 0])) as Record<Role, number>;
 
-/** Children of a process (Linux: the pid's main thread forks them, as Node's spawn does). */
-function childrenOf(pid: number): number[] {
-  try {
-    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
-}
-
-const commOf = (pid: number) => {
-  try {
-    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-  } catch {
-    return '';
-  }
-};
-
 /** Process start time (clock ticks since boot): with the pid, it names a process, so a recycled pid is never killed. */
 function startTimeOf(pid: number): string | undefined {
   try {
@@ -190,12 +175,6 @@ export function kernelMemory(): KernelMemory {
   };
 }
 
-/** /proc/stat's first line: jiffies busy, user (+nice), system, softirq, and in all. */
-function machineTicks() {
-  const [user, nice, system, idle, iowait, irq, softirq, steal] = readFileSync('/proc/stat', 'utf8').split('\n')[0].split(/\s+/).slice(1).map(Number);
-  const total = user + nice + system + idle + iowait + irq + softirq + steal;
-  return { total, busy: total - idle - iowait, user: user + nice, system: system + irq, softirq };
-}
 
 /**
  * Reads every second what each role holds and spends. Processes are found
@@ -487,6 +466,7 @@ export async function runC1m(options: RunOptions): Promise<RunResult & { dir: st
       maxSeconds,
       stop: floodStop.signal,
       reportMs: 500,
+      readEveryMs: o.readEveryMs,
       onReport: (totals) => {
         sampler.floodTotals = totals;
         if (totals.ramped) ramped();

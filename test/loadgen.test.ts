@@ -69,7 +69,7 @@ describe('flood worker scheduling', () => {
   /** The worker's policy from /proc/<pid>/stat (field 41: 0 SCHED_OTHER, 3 SCHED_BATCH), read once it has printed its first report. */
   async function policyOf(): Promise<number> {
     // Port 9 on loopback refuses; the worker reports every 100 ms and lives until its 5 s deadline or we kill it.
-    const worker = spawn(FLOOD_WORKER, ['127.0.0.1', '9', '0', '1', '100', '5', '127.0.0.1:1:1:40000'], { stdio: ['pipe', 'pipe', 'ignore'] });
+    const worker = spawn(FLOOD_WORKER, ['127.0.0.1', '9', '0', '1', '100', '5', '0', '127.0.0.1:1:1:40000'], { stdio: ['pipe', 'pipe', 'ignore'] });
     try {
       await new Promise((resolve) => worker.stdout.once('data', resolve));
       return Number(readFileSync(`/proc/${worker.pid}/stat`, 'utf8').split(') ')[1].split(' ')[41 - 3]);
@@ -86,7 +86,7 @@ describe('flood worker scheduling', () => {
 describe('flood delivery timing', () => {
   it('times a delivery at its arrival in the socket, and the worker\'s own delay to read it apart', async () => {
     const server = await spawnServer(['--db', join(tempDir(), 'c1m.db'), '--stats-interval', '0']);
-    const worker = spawn(FLOOD_WORKER, ['127.0.0.1', String(server.port), '0', '1', '50', '20', '127.0.3.9:1:1:41000'], { stdio: ['pipe', 'pipe', 'ignore'] });
+    const worker = spawn(FLOOD_WORKER, ['127.0.0.1', String(server.port), '0', '1', '50', '20', '0', '127.0.3.9:1:1:41000'], { stdio: ['pipe', 'pipe', 'ignore'] });
     const lines: string[] = [];
     createInterface({ input: worker.stdout }).on('line', (line) => lines.push(line));
     const last = (prefix: string) => lines.filter((l) => l.startsWith(prefix)).at(-1) ?? '';
@@ -103,6 +103,33 @@ describe('flood delivery timing', () => {
       expect(sample('l')).toBeGreaterThan(350_000);
     } finally {
       worker.kill('SIGCONT');
+      worker.kill();
+    }
+  });
+});
+
+describe('flood reading on its own schedule (--read-every)', () => {
+  it('once every stream is open, reads every N ms instead of on each arrival, and still times deliveries at arrival', async () => {
+    const server = await spawnServer(['--db', join(tempDir(), 'c1m.db'), '--stats-interval', '0']);
+    // Reads every 1,000 ms (reports every 2,000): of three sends 150 ms apart, one waits at least 150 ms for a read.
+    // One to each of three streams: chunks queued on one socket would all be timed at the last one's arrival.
+    const worker = spawn(FLOOD_WORKER, ['127.0.0.1', String(server.port), '0', '3', '2000', '20', '1000', '127.0.3.10:1:3:41001'], { stdio: ['pipe', 'pipe', 'ignore'] });
+    const lines: string[] = [];
+    createInterface({ input: worker.stdout }).on('line', (line) => lines.push(line));
+    const last = (prefix: string) => lines.filter((l) => l.startsWith(prefix)).at(-1) ?? '';
+    /** Every sample of one histogram so far, in µs. */
+    const samples = (name: string) => lines.filter((l) => l.startsWith(`H ${name} `)).flatMap((l) => l.slice(4).split(' ').map((pair) => bucketValue(Number(pair.split(':')[0]))));
+    try {
+      await vi.waitFor(() => expect(last('S ')).toMatch(/ welcomed=3 /), { timeout: 5000 });
+      for (let user = 1; user <= 3; user++) {
+        await api(server.apiPort, 'POST', `/send/${user}`, `t=${epochMs().toFixed(3)} polled`);
+        await sleep(150);
+      }
+      await vi.waitFor(() => expect(last('S ')).toMatch(/ messages=3 /), { timeout: 6000 });
+      expect(samples('d')).toHaveLength(3);
+      expect(Math.max(...samples('d'))).toBeLessThan(100_000);
+      expect(Math.max(...samples('l'))).toBeGreaterThan(140_000);
+    } finally {
       worker.kill();
     }
   });

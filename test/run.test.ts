@@ -31,6 +31,7 @@ const small = (dir: string, more: Partial<RunOptions> = {}): RunOptions => ({
   ports: [20000, 29999],
   rate: 2000,
   concurrency: 500,
+  readEveryMs: 10,
   hold: 3,
   msgSeconds: 3,
   warmup: 2,

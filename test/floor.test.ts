@@ -1,0 +1,34 @@
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+
+const run = promisify(execFile);
+const dist = (file: string) => fileURLToPath(new URL(`../dist/loadgen/${file}`, import.meta.url));
+
+describe('npm run bench:floor', () => {
+  it('holds streams on bare C servers sharing one port, writes at the asked rate, and the flood receives every chunk written', async () => {
+    // 600 streams, at most 250 a server: three servers on one SO_REUSEPORT port, as c1m's edges.
+    const args = ['--connections', '600', '--per-server', '250', '--rates', '300', '--seconds', '2', '--settle', '1', '--hold', '1', '--rate', '2000', '--src', '127.0.41.1-127.0.41.3', '--batch-ms', '5'];
+    const { stdout, stderr } = await run(process.execPath, [dist('bench-floor.js'), ...args], { timeout: 60_000 });
+    const result = JSON.parse(stdout);
+    expect(result.servers).toBe(3);
+    expect(result.flood).toMatchObject({ target: 600, welcomed: 600, held: 600, failed: 0, closed: 0, errors: {} });
+    const [step] = result.steps;
+    expect(step.rate).toBe(300);
+    expect(step.writtenPerSecond).toBeGreaterThan(200);
+    expect(step.writtenPerSecond).toBeLessThan(400);
+    expect(step.blocked).toBe(0);
+    expect(step.deliveryMs.count).toBeGreaterThan(400);
+    expect(step.deliveryMs.p99).toBeLessThan(1000);
+    // Exact: what the servers wrote is what the clients read, chunk for chunk.
+    expect(result.chunks.written).toBeGreaterThan(600);
+    expect(result.chunks.received).toBe(result.chunks.written);
+    expect(stderr).toMatch(/300 chunks\/s asked/);
+  });
+
+  it('a floor server refuses bad arguments with its usage', async () => {
+    await expect(run(dist('floor-server'), ['8000'])).rejects.toMatchObject({ code: 2, stderr: expect.stringMatching(/usage: .* PORT BATCH_MS CAPACITY/) });
+    await expect(run(dist('floor-server'), ['8000', '5', '99999999'])).rejects.toMatchObject({ code: 2, stderr: expect.stringMatching(/CAPACITY from 1 to the open-file limit/) });
+  });
+});

@@ -38,7 +38,7 @@ const opts = new Command('bench-floor')
   .addOption(new Option('--src <addrs>', 'flood source addresses').default('127.0.1.1-127.0.1.40'))
   .addOption(new Option('--rate <n>', 'connects per second during the ramp').default(12000).argParser(integer('rate', 1)))
   .addOption(new Option('--per-server <n>', 'streams per floor server at most (default: the open-file limit, less slack for uneven SO_REUSEPORT hashing)').argParser(integer('per server', 1)))
-  .addOption(new Option('--read-every <ms>', 'flood workers read every MS once all streams are open (0: woken by each chunk), as in c1m run').default(10).argParser(integer('read every', 0)))
+  .addOption(new Option('--read-every <ms>', 'flood workers read every MS once all streams are open (0: woken by each chunk), as in c1m run').default(50).argParser(integer('read every', 0)))
   .addOption(new Option('--hold <s>', 'seconds held idle before the first rate (the machine baseline)').default(10).argParser(integer('hold', 1)))
   .parse()
   .opts<{ connections: number; rates: string; seconds: number; settle: number; batchMs?: number; src: string; rate: number; perServer?: number; readEvery: number; hold: number }>();

@@ -118,7 +118,11 @@ describe('flood reading on its own schedule (--read-every)', () => {
     createInterface({ input: worker.stdout }).on('line', (line) => lines.push(line));
     const last = (prefix: string) => lines.filter((l) => l.startsWith(prefix)).at(-1) ?? '';
     /** Every sample of one histogram so far, in µs. */
-    const samples = (name: string) => lines.filter((l) => l.startsWith(`H ${name} `)).flatMap((l) => l.slice(4).split(' ').map((pair) => bucketValue(Number(pair.split(':')[0]))));
+    const samples = (name: string) =>
+      lines
+        .filter((l) => l.startsWith(`H ${name} `))
+        .flatMap((l) => l.slice(4).split(' '))
+        .flatMap((pair) => Array<number>(Number(pair.split(':')[1])).fill(bucketValue(Number(pair.split(':')[0]))));
     try {
       await vi.waitFor(() => expect(last('S ')).toMatch(/ welcomed=3 /), { timeout: 5000 });
       for (let user = 1; user <= 3; user++) {

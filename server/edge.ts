@@ -135,6 +135,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
       if (!listener) log.error({ port }, 'cannot listen again; retrying');
       else log.info({ streams: registry.connections, capacity }, 'accepting again');
     }
+    fds.watch(wanted);
     return !wanted || listener !== null;
   };
   const pause = (next: EdgeState): void => {

@@ -52,16 +52,30 @@ export class FdGuard {
   /** Times the process ran out and stopped accepting. */
   exhaustions = 0;
   private spares: number[];
-  private readonly timer: NodeJS.Timeout;
+  private timer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly pause: () => void,
     /** Accept again; false if that failed (then the guard tries again later). */
     private readonly resume: () => boolean,
-    intervalMs = 100,
+    private readonly intervalMs = 100,
   ) {
     this.spares = openSpares(SPARE_FDS);
-    this.timer = setInterval(this.check, intervalMs).unref();
+    this.watch(true);
+  }
+
+  /**
+   * Checks only while `needed`: a process that stopped listening for reasons
+   * of its own (an edge that is full or draining) cannot run out by accepting,
+   * and each check wakes the process (at a million streams, 51 idle edges woke
+   * 510 times a second for it). While paused the guard always checks, to resume.
+   */
+  watch(needed: boolean): void {
+    if (needed || this.paused) this.timer ??= setInterval(this.check, this.intervalMs).unref();
+    else {
+      clearInterval(this.timer);
+      this.timer = undefined;
+    }
   }
 
   readonly check = (): void => {
@@ -76,14 +90,19 @@ export class FdGuard {
       const fds = openSpares(2 * SPARE_FDS);
       if (fds.length < 2 * SPARE_FDS) return fds.forEach((fd) => closeSync(fd));
       fds.splice(SPARE_FDS).forEach((fd) => closeSync(fd));
-      if (!this.resume()) return fds.forEach((fd) => closeSync(fd));
-      this.spares = fds;
+      // Not paused while resume() runs: an edge asks whether it may listen again.
       this.paused = false;
+      if (!this.resume()) {
+        this.paused = true;
+        return fds.forEach((fd) => closeSync(fd));
+      }
+      this.spares = fds;
     }
   };
 
   close(): void {
     clearInterval(this.timer);
+    this.timer = undefined;
     this.spares.splice(0).forEach((fd) => closeSync(fd));
   }
 }

@@ -21,7 +21,7 @@ import { busWindowMs } from '../cluster/messages.js';
 import { freePort } from '../cluster/supervisor.js';
 import { openFileLimit } from '../server/limits.js';
 import { latencySummary, newHistogram, parseSources, rowsFromRanges, runFlood, type FloodTotals } from './flood.js';
-import { childrenOf, commOf, cpuSplitOf, machineTicks } from './server-process.js';
+import { childrenOf, commOf, cpuSplitOf, machineCores, machineTicks } from './server-process.js';
 
 const FLOOR_SERVER = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../dist/loadgen/floor-server' : './floor-server', import.meta.url));
 /** As c1m's edges (cluster/run.ts), so the flood meets the same scheduling. */
@@ -48,7 +48,7 @@ const perServer = opts.perServer ?? Math.floor((openFileLimit() - 64) * SERVER_F
 const serverCount = Math.ceil(opts.connections / perServer);
 const batchMs = opts.batchMs ?? busWindowMs(serverCount);
 const port = await freePort('127.0.0.1');
-const machineCores = cpus().length;
+const coreCount = cpus().length;
 
 interface Server {
   child: ChildProcessByStdio<Writable, Readable, null>;
@@ -128,13 +128,11 @@ type Snapshot = ReturnType<typeof snapshot>;
 function usage(a: Snapshot, b: Snapshot) {
   const seconds = (b.at - a.at) / 1000;
   const cores = (x: number, y: number) => +((y - x) / seconds).toFixed(3);
-  const ticks = b.machine.total - a.machine.total || 1;
-  const share = (key: 'busy' | 'user' | 'system' | 'softirq') => +(((b.machine[key] - a.machine[key]) / ticks) * machineCores).toFixed(3);
   return {
     seconds: +seconds.toFixed(2),
     servers: { user: cores(a.servers.user, b.servers.user), system: cores(a.servers.system, b.servers.system) },
     flood: { user: cores(a.flood.user, b.flood.user), system: cores(a.flood.system, b.flood.system) },
-    machine: { busy: share('busy'), user: share('user'), system: share('system'), softirq: share('softirq') },
+    machine: machineCores(a.machine, b.machine),
     receivedPerSecond: Math.round((b.received - a.received) / seconds),
     writtenPerSecond: Math.round((b.written - a.written) / seconds),
     blocked: b.blocked - a.blocked,
@@ -157,6 +155,8 @@ try {
     histogram = newHistogram();
     await sleep(opts.seconds * 1000);
     const u = usage(a, snapshot());
+    const dead = servers.filter((s) => s.child.exitCode !== null || s.child.signalCode !== null);
+    if (dead.length > 0) throw new Error(`${dead.length} floor server(s) exited during the run; their streams are gone`);
     const delivery = latencySummary(histogram);
     const perChunk = (cores: number) => +((cores * 1e6) / Math.max(1, u.receivedPerSecond)).toFixed(1);
     const step = { rate, ...u, deliveryMs: delivery, machineMicrosPerChunk: perChunk(u.machine.busy), aboveIdleMicrosPerChunk: perChunk(u.machine.busy - idle.machine.busy) };
@@ -165,7 +165,7 @@ try {
       `${rate} chunks/s asked: ${u.writtenPerSecond} written, ${u.receivedPerSecond} received/s, delivery p50 ${delivery.p50} p99 ${delivery.p99} ms; ` +
         `machine ${u.machine.busy} cores (${step.machineMicrosPerChunk} us/chunk, ${step.aboveIdleMicrosPerChunk} above idle); servers ${u.servers.user}+${u.servers.system}, flood ${u.flood.user}+${u.flood.system} cores (user+system)`,
     );
-    if (u.machine.busy > machineCores - 0.05 && delivery.p99 > 1000) break; // saturated: higher rates only queue
+    if (u.machine.busy > coreCount - 0.05 && delivery.p99 > 1000) break; // saturated: higher rates only queue
   }
 } finally {
   for (const s of servers) s.child.stdin.write('R 0\n');
@@ -177,5 +177,5 @@ try {
   const kill = setTimeout(() => servers.forEach((s) => s.child.kill('SIGKILL')), 5000);
   await Promise.all(servers.map((s) => (s.child.exitCode === null ? new Promise((resolve) => s.child.once('exit', resolve)) : undefined)));
   clearTimeout(kill);
-  console.log(JSON.stringify({ connections: opts.connections, servers: serverCount, batchMs, machineCores, idle, steps, chunks: { written, received: summary.chunks }, flood: summary }, null, 1));
+  console.log(JSON.stringify({ connections: opts.connections, servers: serverCount, batchMs, machineCores: coreCount, idle, steps, chunks: { written, received: summary.chunks }, flood: summary }, null, 1));
 }

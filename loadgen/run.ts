@@ -8,13 +8,12 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
-import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { barabasiAlbertEdgeCount } from './graph.js';
 import { latencySummary, newHistogram, parseSources, rowsFromRanges, runFlood, type FloodSummary, type FloodTotals, type LatencySummary } from './flood.js';
 import { runMsggen, type MsggenSummary } from './msggen.js';
-import { childrenOf, CLI, commOf, cpuOf, machineTicks, pssOf, rssOf, spawnCluster, type ClusterProcess } from './server-process.js';
+import { childrenOf, CLI, commOf, cpuOf, machineCores, machineTicks, pssOf, rssOf, spawnCluster, type ClusterProcess } from './server-process.js';
 
 export interface RunOptions {
   /** Streams to open and hold. */
@@ -175,7 +174,6 @@ export function kernelMemory(): KernelMemory {
   };
 }
 
-
 /**
  * Reads every second what each role holds and spends. Processes are found
  * from the pids this run started: the cluster supervisor's children (the
@@ -295,8 +293,7 @@ class Sampler {
       sample.cpu[role] = +sample.cpu[role].toFixed(3);
     }
     const machine = machineTicks();
-    const cores = (key: keyof typeof machine) => +(((machine[key] - this.prevMachine[key]) / Math.max(1, machine.total - this.prevMachine.total)) * cpus().length).toFixed(3);
-    sample.machineCpu = { busy: cores('busy'), user: cores('user'), system: cores('system'), softirq: cores('softirq') };
+    sample.machineCpu = machineCores(this.prevMachine, machine);
     this.prevMachine = machine;
     this.prev = { at: now, chunks: sample.chunks, sends: stats?.sends ?? this.prev.sends };
     this.samples.push(sample);

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
+import { cpus } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
@@ -124,6 +125,13 @@ export function machineTicks() {
   const total = user + nice + system + idle + iowait + irq + softirq + steal;
   return { total, busy: total - idle - iowait, user: user + nice, system: system + irq, softirq };
 }
+
+/** Cores the machine spent between two machineTicks() readings: busy in all, and its user, system and softirq parts. */
+export function machineCores(before: MachineTicks, after: MachineTicks): Record<'busy' | 'user' | 'system' | 'softirq', number> {
+  const share = (key: keyof MachineTicks) => +(((after[key] - before[key]) / Math.max(1, after.total - before.total)) * cpus().length).toFixed(3);
+  return { busy: share('busy'), user: share('user'), system: share('system'), softirq: share('softirq') };
+}
+export type MachineTicks = ReturnType<typeof machineTicks>;
 
 /** CPU seconds a process has spent in user space and in the kernel. */
 export function cpuSplitOf(pid: number): { user: number; system: number } {

@@ -9,17 +9,18 @@ const dist = (file: string) => fileURLToPath(new URL(`../dist/loadgen/${file}`, 
 describe('npm run bench:floor', () => {
   it('holds streams on bare C servers sharing one port, writes at the asked rate, and the flood receives every chunk written', async () => {
     // 600 streams, at most 250 a server: three servers on one SO_REUSEPORT port, as c1m's edges.
-    const args = ['--connections', '600', '--per-server', '250', '--rates', '300', '--seconds', '2', '--settle', '1', '--hold', '1', '--rate', '2000', '--src', '127.0.42.1-127.0.42.3', '--batch-ms', '5'];
+    const args = ['--connections', '600', '--per-server', '250', '--rates', '300', '--seconds', '4', '--settle', '1', '--hold', '1', '--rate', '2000', '--src', '127.0.42.1-127.0.42.3', '--batch-ms', '5'];
     const { stdout, stderr } = await run(process.execPath, [dist('bench-floor.js'), ...args], { timeout: 60_000 });
     const result = JSON.parse(stdout);
     expect(result.servers).toBe(3);
     expect(result.flood).toMatchObject({ target: 600, welcomed: 600, held: 600, failed: 0, closed: 0, errors: {} });
     const [step] = result.steps;
     expect(step.rate).toBe(300);
-    expect(step.writtenPerSecond).toBeGreaterThan(200);
-    expect(step.writtenPerSecond).toBeLessThan(400);
+    // Servers and flood report their counters once a second: over 4 s a rate reads within a report of the truth.
+    expect(step.writtenPerSecond).toBeGreaterThan(150);
+    expect(step.writtenPerSecond).toBeLessThan(450);
     expect(step.blocked).toBe(0);
-    expect(step.deliveryMs.count).toBeGreaterThan(400);
+    expect(step.deliveryMs.count).toBeGreaterThan(800);
     expect(step.deliveryMs.p99).toBeLessThan(1000);
     // Exact: what the servers wrote is what the clients read, chunk for chunk.
     expect(result.chunks.written).toBeGreaterThan(600);

@@ -3,7 +3,7 @@
  * discriminated union, and its msgpack encoding. Edges hold streams; routers
  * hold the directory (which edge holds whose streams) and the store.
  *
- *   edge   ──presence, heartbeat──▶ c1m.presence        (every router)
+ *   edge   ──presence, status──▶ c1m.presence           (every router)
  *   router ──sync──▶ c1m.sync (every edge) or c1m.edge.<id> (one), reply-to its inbox
  *   edge   ──state──▶ that router's inbox                (full snapshot, in parts)
  *   router ──deliver──▶ c1m.edge.<id>                    (batched per edge)
@@ -11,7 +11,7 @@
  *   backend──send──▶ c1m.send (queue group: one router) ──sent──▶ reply
  */
 import { Packr } from 'msgpackr';
-import type { LatencyBuckets } from '../server/latency.js';
+import type { LatencyBuckets } from '../router/latency.js';
 
 /** What an edge is doing, as routers and HAProxy's agent check see it. */
 export type EdgeState = 'up' | 'full' | 'draining' | 'stopping';
@@ -47,7 +47,7 @@ export type BusMessage =
   /** Streams opened (`in`) and closed (`out`) on an edge since its last batch; a user appears once per stream. */
   | (FromEdge & { t: 'presence'; in: number[]; out: number[] })
   /** Every second: the edge is alive; its counters for /stats and /metrics. */
-  | (FromEdge & { t: 'heartbeat'; stats: EdgeStats; latency: LatencyBuckets })
+  | (FromEdge & { t: 'status'; stats: EdgeStats; latency: LatencyBuckets })
   /** A router asks for full state (at start, after a gap, or for an edge it does not know). */
   | { t: 'sync' }
   /** One part of an edge's snapshot: every stream's user, as of `seq`. */
@@ -59,8 +59,7 @@ export type BusMessage =
   | { t: 'undrain' }
   /** A backend sends over the bus instead of HTTP. */
   | { t: 'send'; user: number; message: Uint8Array | string }
-  | { t: 'sent'; delivered: number }
-  | { t: 'error'; error: string };
+  | { t: 'sent'; delivered: number };
 
 export const SUBJECTS = {
   presence: 'c1m.presence',
@@ -74,11 +73,9 @@ export const MIN_WINDOW_MS = 5;
 /**
  * Under load, the frequent messages of N processes (a router's deliver batches
  * to N edges; N edges' presence to a router) wake their receivers at most this
- * often per second in all. Every message costs its receiver about 100 µs of CPU
- * whatever it carries (51 edges on 2 cores, 200,000 streams: at 5 ms windows the
- * edges spent 120 µs per delivered chunk and topped out at 1,600 sends/s; at
- * 20 ms, 88 µs and 2,000 sends/s; 25 ms presence windows lifted the ramp from
- * 7,400-8,600 to 9,200 connects/s).
+ * often per second in all: every message costs its receiver a wake-up whatever
+ * it carries, so many processes share a budget of them (the README's cluster
+ * section has the figures).
  */
 export const BUS_WAKEUPS_PER_SECOND = 2500;
 

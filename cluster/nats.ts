@@ -133,7 +133,7 @@ export class NatsClient {
   /** host:port of the server connected to, or last connected to. */
   private current = '';
   private nextServer = 0;
-  private maxPayload = 1024 * 1024;
+  private payloadLimit = 1024 * 1024;
   private pingTimer?: NodeJS.Timeout;
   private pingsOut = 0;
   /** What is written in this event-loop turn, sent as one write; during an outage, what waits for the next connection. */
@@ -170,7 +170,7 @@ export class NatsClient {
 
   publish(subject: string, payload: Uint8Array, reply?: string): void {
     if (this.closed) throw new Error('the NATS connection is closed');
-    if (payload.length > this.maxPayload) throw new Error(`a payload of ${payload.length} bytes is over the NATS server's max_payload (${this.maxPayload})`);
+    if (payload.length > this.payloadLimit) throw new Error(`a payload of ${payload.length} bytes is over the NATS server's max_payload (${this.payloadLimit})`);
     const line = Buffer.from(reply ? `PUB ${subject} ${reply} ${payload.length}\r\n` : `PUB ${subject} ${payload.length}\r\n`);
     if (!this.socket && this.outBytes + line.length + payload.length + 2 > OUTAGE_BUFFER_BYTES) {
       if (this.dropped++ === 0) this.options.warning?.(`NATS is unreachable and ${OUTAGE_BUFFER_BYTES >> 20} MiB of publishes wait: dropping further ones until it is back`);
@@ -189,7 +189,7 @@ export class NatsClient {
   /** One request, one reply, on a single wildcard inbox subscription shared by all requests. */
   request(subject: string, payload: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
     if (!this.inboxPrefix) {
-      this.inboxPrefix = `_INBOX.${randomBytes(12).toString('hex')}.`;
+      this.inboxPrefix = `${this.inbox()}.`;
       this.subscribe(`${this.inboxPrefix}*`, (data, _reply, replySubject, status) => this.answer(replySubject.slice(this.inboxPrefix.length), data, status));
     }
     const token = String(this.nextRequest++);
@@ -205,6 +205,16 @@ export class NatsClient {
         this.settle(token)?.reject(err as Error);
       }
     });
+  }
+
+  /** A subject nobody else will pick, for replies to this client. */
+  inbox(): string {
+    return `_INBOX.${randomBytes(12).toString('hex')}`;
+  }
+
+  /** The largest payload the server accepts, from its INFO. */
+  get maxPayload(): number {
+    return this.payloadLimit;
   }
 
   /** Sends what is buffered, then closes; requests still waiting fail. */
@@ -310,7 +320,7 @@ export class NatsClient {
       const parser = new Parser({
         message: (sid, subject, reply, data, status) => this.subscriptions.get(sid)?.callback(data, reply, subject, status),
         info: (info) => {
-          if (info.max_payload) this.maxPayload = info.max_payload;
+          if (info.max_payload) this.payloadLimit = info.max_payload;
           if (greeted) return;
           greeted = true;
           const connect = { verbose: false, pedantic: false, name: this.options.name, lang: 'c1m', version: '1', protocol: 1, headers: true, no_responders: true };

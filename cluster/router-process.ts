@@ -6,14 +6,14 @@
  * share the API port).
  */
 import type { Logger } from 'pino';
-import { ClusterRouter } from '../router/cluster.js';
-import { apiRoutes, checkApiSettings, DEFAULT_MAX_MESSAGE } from '../server/api.js';
-import { DEFAULT_MAX_BACKLOG, SERVER_BUSY_TIMEOUT_MS } from '../index.js';
-import { listen } from '../server/listen.js';
+import { apiRoutes, checkApiSettings } from '../server/api.js';
+import { DEFAULTS, SERVER_BUSY_TIMEOUT_MS } from '../server/defaults.js';
+import { listen } from '../server/listener.js';
 import { metricsRegistry } from '../server/metrics.js';
 import { loadNativeUws } from '../server/uws.js';
 import { openStore, type StoreOptions } from '../subsmanager/store.js';
-import { Bus } from './bus.js';
+import { Directory } from './directory.js';
+import { NatsBus } from './nats-bus.js';
 
 export interface RouterProcessOptions extends Pick<StoreOptions, 'cacheMiB' | 'mmapMiB' | 'warmCache'> {
   nats: string;
@@ -33,9 +33,9 @@ export interface RouterProcessOptions extends Pick<StoreOptions, 'cacheMiB' | 'm
 }
 
 export async function startRouterProcess(options: RouterProcessOptions) {
-  const apiHost = options.apiHost ?? '127.0.0.1';
-  const maxMessage = options.maxMessage ?? DEFAULT_MAX_MESSAGE;
-  checkApiSettings({ apiHost, token: options.token, apiInsecure: options.apiInsecure, maxMessage, maxBacklog: options.maxBacklog ?? DEFAULT_MAX_BACKLOG });
+  const apiHost = options.apiHost ?? DEFAULTS.apiHost;
+  const maxMessage = options.maxMessage ?? DEFAULTS.maxMessage;
+  checkApiSettings({ apiHost, token: options.token, apiInsecure: options.apiInsecure, maxMessage, maxBacklog: options.maxBacklog ?? DEFAULTS.maxBacklog });
   const uws = loadNativeUws();
   const log = options.logger;
   const store = openStore(options.db, {
@@ -45,21 +45,27 @@ export async function startRouterProcess(options: RouterProcessOptions) {
     busyTimeoutMs: SERVER_BUSY_TIMEOUT_MS,
   });
   const started = Date.now();
-  let cluster: ClusterRouter | undefined;
-  const bus = await Bus.connect(options.nats, `c1m-router-${process.pid}`, {
+  let directory: Directory | undefined;
+  const bus = await NatsBus.connect(options.nats, `c1m-router-${process.pid}`, {
     // Presence may have been lost while NATS was away: rebuild the directory.
     reconnected: () => {
       log.warn('reconnected to NATS; resyncing the directory');
-      cluster?.syncAll();
+      directory?.syncAll();
     },
     malformed: (subject, err) => log.warn({ subject, err: err.message }, 'malformed bus message'),
     warning: (message) => log.warn(message),
   });
-  cluster = new ClusterRouter(bus, store, { batchMs: options.batchMs, edgeTimeoutMs: options.edgeTimeoutMs, logger: log });
-  const { router } = cluster;
+  try {
+    directory = new Directory(bus, store, { batchMs: options.batchMs, edgeTimeoutMs: options.edgeTimeoutMs, maxMessage, logger: log });
+  } catch (err) {
+    await bus.close();
+    store.close();
+    throw err;
+  }
+  const { router, registry } = directory;
 
   const stats = () => {
-    const edges = cluster.edgeViews();
+    const edges = directory.edgeViews();
     const up = edges.filter((e) => e.state !== 'down');
     const sum = (pick: (e: (typeof edges)[number]) => number) => edges.reduce((n, e) => n + pick(e), 0);
     const memory = process.memoryUsage();
@@ -68,13 +74,13 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       pid: process.pid,
       // The directory's streams: the router's registry holds one entry per user and edge, not per stream.
       connections: sum((e) => e.directoryStreams),
-      users: router.users,
+      users: registry.users,
       maxConnections: up.reduce((n, e) => n + e.capacity, 0),
       sends: router.sends,
       chunks: sum((e) => e.chunks),
       bytes: sum((e) => e.bytes),
       slowConsumerCloses: sum((e) => e.slowConsumerCloses),
-      batchWindowMs: cluster.batchWindowMs,
+      batchWindowMs: directory.batchWindowMs,
       uptimeSeconds: Math.round((Date.now() - started) / 1000),
       memory: { rss: memory.rss, heapUsed: memory.heapUsed, external: memory.external },
       edges,
@@ -82,35 +88,35 @@ export async function startRouterProcess(options: RouterProcessOptions) {
   };
   const metrics = metricsRegistry(() => {
     const s = stats();
-    return { ...s, streams: s.connections, latency: cluster.latency() };
+    return { ...s, streams: s.connections, latency: directory.latency() };
   });
-  const api = apiRoutes(uws.App(), (user, message) => cluster.send(user, message), store, stats, {
-    maxUserId: options.maxUserId ?? 1_000_000,
-    maxBody: options.maxBody ?? 1024 * 1024,
+  const api = apiRoutes(uws.App(), (user, message) => directory.send(user, message), store, stats, {
+    maxUserId: options.maxUserId ?? DEFAULTS.maxUserId,
+    maxBody: options.maxBody ?? DEFAULTS.maxBody,
     maxMessage,
     token: options.token,
     metrics,
   });
   let listener;
   try {
-    listener = listen(uws, api, apiHost, options.apiPort ?? 8001, 'the backend API');
+    listener = listen(uws, api, apiHost, options.apiPort ?? DEFAULTS.apiPort, 'the backend API');
   } catch (err) {
     await bus.close();
     store.close();
     throw err;
   }
-  cluster.syncAll();
+  directory.syncAll();
   // At info whatever the log level: the supervisor waits for this line.
   log.child({}, { level: 'info' }).info({ apiPort: listener.port, nats: bus.server, db: options.db, pid: process.pid }, 'c1m router listening');
 
   return {
-    cluster,
+    directory,
     store,
     apiPort: listener.port,
     stats,
     async close() {
       uws.us_listen_socket_close(listener.socket);
-      cluster.close();
+      directory.close();
       await bus.close();
       store.close();
       log.info('c1m router stopped');

@@ -1,7 +1,7 @@
 /** `c1m cluster`: what to start, in which order, with which arguments. */
 import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
-import { openFileLimit, RESERVED_FDS } from '../server/limits.js';
+import { streamCapacity } from '../server/limits.js';
 import { busWindowMs } from './messages.js';
 import { cliCommand, ensureMigrateReq, freePort, freePorts, Supervisor } from './supervisor.js';
 
@@ -80,7 +80,7 @@ function checkPortsPerEdge(port: number, agentPort: number | undefined, edges: n
 
 export async function runCluster(o: ClusterOptions): Promise<void> {
   const log = o.logger;
-  const perEdge = o.maxConnections ?? Math.max(1, openFileLimit() - RESERVED_FDS);
+  const perEdge = o.maxConnections ?? streamCapacity();
   const edges = o.edges ?? (o.connections ? edgesFor(o.connections, perEdge) : availableParallelism());
   if (o.portPerEdge) checkPortsPerEdge(o.port, o.agentPort, edges);
   const supervisor = new Supervisor();

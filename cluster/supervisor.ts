@@ -5,15 +5,15 @@
  * JSON log lines are merged on stdout with `role` and `edge` fields; Ctrl-C or
  * SIGTERM stops everything it started.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess, type SpawnOptionsWithoutStdio } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { setPriority } from 'node:os';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
-/** The built CLI next to this module's folder. */
-const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
+/** The built `c1m` command: its children are c1m too. Under vitest this module runs from source, the CLI from dist/. */
+export const CLI = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../dist/cli/c1m.js' : '../cli/c1m.js', import.meta.url));
 
 export interface ChildSpec {
   /** Unique name, for logs: nats, router-0, edge-3. */
@@ -133,7 +133,8 @@ export class Supervisor {
   }
 }
 
-function stopChild(child: ChildProcess | undefined, signal: NodeJS.Signals, graceMs: number): Promise<void> {
+/** Signals a child and resolves once it has exited; one still running after `graceMs` is killed. */
+export function stopChild(child: ChildProcess | undefined, signal: NodeJS.Signals = 'SIGTERM', graceMs = 10_000): Promise<void> {
   return new Promise((resolve) => {
     if (!child || child.exitCode !== null || child.signalCode !== null) return resolve();
     const kill = setTimeout(() => child.kill('SIGKILL'), graceMs);
@@ -185,4 +186,13 @@ export function ensureMigrateReq(): string {
   }
 }
 
-export const cliCommand = (args: string[]) => ({ command: process.execPath, args: [CLI, ...args] });
+/** The command line that runs `c1m <args>`. */
+export const c1mArgv = (args: string[]): string[] => [process.execPath, CLI, ...args];
+
+export const cliCommand = (args: string[]) => ({ command: process.execPath, args: c1mArgv(args).slice(1) });
+
+/** Starts `c1m <args>` as a child process. */
+export function spawnC1m(args: string[], options: SpawnOptionsWithoutStdio = {}) {
+  const [command, ...argv] = c1mArgv(args);
+  return spawn(command, argv, options);
+}

@@ -5,7 +5,7 @@
  * Every body starts with `t=<epoch ms>` so the flood can time its delivery.
  */
 import { ApiClient, type Answer } from './api-client.js';
-import { epochMs } from '../server/stream.js';
+import { epochMs } from '../router/latency.js';
 import { latencySummary, newHistogram, type LatencySummary } from './flood.js';
 
 export interface MsggenOptions {

@@ -7,7 +7,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
-import { LOADGEN_ROLES, P99_TARGET_MS, SERVER_ROLES, type FullSample, type KernelMemory, type Role, type RunResult, type Sample } from './run.js';
+import { LOADGEN_ROLES, P99_TARGET_MS, SERVER_ROLES, type FullSample, type KernelMemory, type Role, type RunResult, type Sample } from './run-result.js';
 
 export const CHARTS = ['connections', 'memory', 'cpu', 'throughput', 'latency'] as const;
 

@@ -10,143 +10,17 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { barabasiAlbertEdgeCount } from './graph.js';
+import { barabasiAlbertEdgeCount } from '../subsmanager/graph.js';
 import { latencySummary, newHistogram, parseSources, rowsFromRanges, runFlood, type FloodSummary, type FloodTotals, type LatencySummary } from './flood.js';
 import { runMsggen, type MsggenSummary } from './msggen.js';
-import { childrenOf, CLI, commOf, cpuOf, machineCores, machineTicks, pssOf, rssOf, spawnCluster, type ClusterProcess } from './server-process.js';
+import { spawnC1m } from '../cluster/supervisor.js';
+import { ROLES, type RunOptions, type Role, type Phase, type KernelMemory, type Sample, type FullSample, type RunResult, P99_TARGET_MS } from './run-result.js';
+import { writeReport } from './report.js';
+import { childrenOf, commOf, cpuOf, machineCores, machineTicks, pssOf, rssOf, spawnCluster, type ClusterProcess } from './server-process.js';
 
-export interface RunOptions {
-  /** Streams to open and hold. */
-  connections: number;
-  /** The friends graph: users x m (Barabási–Albert, mutual). */
-  users: number;
-  m: number;
-  seed: number;
-  db: string;
-  /** Edge processes; default: what `c1m cluster --connections` sizes from the open-file limit. */
-  edges?: number;
-  /** The router's batch window, ms: with many edges, each send touches many of them, and a wider window carries more sends per message to each. */
-  batchMs?: number;
-  /** Source addresses of the flood, as `c1m loadgen flood --src`. */
-  src: string;
-  ports: [number, number];
-  /** Connects per second during the ramp. */
-  rate: number;
-  concurrency: number;
-  /** Once every stream is open, flood workers read every this many ms instead of being woken by each chunk (0: woken); see FloodOptions. */
-  readEveryMs: number;
-  /** Seconds to hold every stream before the messages. */
-  hold: number;
-  /** Seconds of messages (per step with `msgRates`). */
-  msgSeconds: number;
-  /** Seconds of messages at the first rate before the measured ones (V8 compiles the delivery path in every edge meanwhile); not reported as a step. */
-  warmup: number;
-  /** One fixed send rate; without it (and without msgRates) the original's generators. */
-  msgRate?: number;
-  /** Steps of fixed send rates, each for msgSeconds: the highest one sustained at p99 <= 100 ms is reported. */
-  msgRates?: number[];
-  generators: number;
-  sendInterval: [number, number];
-  msgConnections: number;
-  /** Report folder. */
-  out: string;
-  /** Hard stop, seconds after the cluster starts (default: 3 x the planned ramp + hold + messages + 180). */
-  maxSeconds?: number;
-  sampleMs?: number;
-  /** Ends the run early; the report is still written, marked interrupted. */
-  signal?: AbortSignal;
-  /** Progress lines (default: stderr). */
-  log?: (line: string) => void;
-}
-
-/** Who uses memory and CPU: the cluster's processes, the load generator's, and the kernel. */
-export const ROLES = ['edges', 'router', 'nats', 'supervisor', 'floodWorkers', 'runner'] as const;
-export type Role = (typeof ROLES)[number];
-export const SERVER_ROLES: readonly Role[] = ['edges', 'router', 'nats', 'supervisor'];
-export const LOADGEN_ROLES: readonly Role[] = ['floodWorkers', 'runner'];
-
-export type Phase = 'start' | 'ramp' | 'hold' | 'warm-up' | 'messages' | 'stop';
-
-export interface KernelMemory {
-  /** MemTotal - MemAvailable, bytes. */
-  usedBytes: number;
-  slabBytes: number;
-  sunreclaimBytes: number;
-  /** /proc/net/sockstat TCP mem (pages), in bytes. */
-  tcpMemBytes: number;
-  tcpInUse: number;
-  tcpTimeWait: number;
-}
-
-export interface Sample {
-  /** Seconds since the run started. */
-  t: number;
-  phase: Phase;
-  /** Streams the flood holds open. */
-  open: number;
-  /** Streams in the router's directory (/stats), null when it did not answer. */
-  serverStreams: number | null;
-  welcomed: number;
-  closed: number;
-  failed: number;
-  /** Message chunks the flood received, in all. */
-  chunks: number;
-  chunksPerSecond: number;
-  /** Sends the router handled, in all, and per second. */
-  sends: number | null;
-  sendsPerSecond: number;
-  processes: Record<Role, number>;
-  rss: Record<Role, number>;
-  /** Every PSS_EVERY-th sample and the snapshots only: reading it walks each process's page tables (2.4 ms for a 60 MB process). */
-  pss: Record<Role, number> | null;
-  /** CPU over the last interval, in cores (1 = one core busy). */
-  cpu: Record<Role, number>;
-  /** The whole machine (from /proc/stat), in cores; softirq is most of loopback TCP. */
-  machineCpu: { busy: number; user: number; system: number; softirq: number };
-  kernel: KernelMemory;
-  /** Delivery latency of the chunks reported in this interval. */
-  delivery: LatencySummary;
-}
-
-/** A sample with PSS read: the snapshots. */
-export type FullSample = Sample & { pss: Record<Role, number> };
-
-/** PSS is read once in so many samples: ~100 processes at 1M streams would otherwise cost a quarter of a core. */
+/** PSS is read on every PSS_EVERY-th sample only: reading it walks each process's page tables. */
 const PSS_EVERY = 10;
 
-export interface Step {
-  /** Configured sends/s (the generators' expected rate without a fixed rate). */
-  rate: number;
-  /** Seconds since the run started. */
-  start: number;
-  msggen: MsggenSummary;
-  /** Chunks the flood received for this step (until a settle second after it), per second of sending. */
-  deliveredChunksPerSecond: number;
-  delivery: LatencySummary;
-  /** Achieved >= 95 % of the rate, no API errors, delivery p99 <= 100 ms. */
-  sustained: boolean;
-}
-
-export interface RunResult {
-  status: 'complete' | 'interrupted' | 'failed';
-  error?: string;
-  startedAt: string;
-  seconds: number;
-  options: Omit<RunOptions, 'signal' | 'log'>;
-  graph?: { rows: number; loaded: boolean; seconds: number };
-  cluster?: { edges: number; capacity: number; port: number; apiPort: number; nats: string; startSeconds: number; restarts: number };
-  flood?: FloodSummary;
-  /** Samples taken before the cluster started, with every stream open (end of the hold), and at the most memory during messages. */
-  snapshots: { before?: FullSample; peak?: FullSample; messages?: Sample };
-  phases: { phase: Phase; start: number; end: number }[];
-  steps: Step[];
-  /** Server-side counters at the end: streams closed as slow consumers. */
-  slowConsumerCloses?: number;
-  samples: Sample[];
-}
-
-/** Delivery p99 at or under this is "sustained". */
-export const P99_TARGET_MS = 100;
 
 const emptyRoles = (): Record<Role, number> => Object.fromEntries(ROLES.map((r) => [r, 0])) as Record<Role, number>;
 
@@ -314,7 +188,7 @@ class Sampler {
 /** Runs a c1m CLI command to its end; killed after `timeoutMs` or on abort. */
 function runCli(args: string[], timeoutMs: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolvePromise, reject) => {
-    const child: ChildProcess = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child: ChildProcess = spawnC1m(args);
     let out = '';
     child.stdout!.on('data', (d) => (out = (out + d).slice(-4000)));
     child.stderr!.on('data', (d) => (out = (out + d).slice(-4000)));
@@ -558,7 +432,6 @@ export async function runC1m(options: RunOptions): Promise<RunResult & { dir: st
     if (last) last.end = now();
     result.seconds = now();
   }
-  const { writeReport } = await import('./report.js');
   await writeReport(dir, result, cluster?.output() ?? '');
   log(`report: ${join(dir, 'report.md')}`);
   return { ...result, dir };

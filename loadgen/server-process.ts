@@ -3,10 +3,8 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { cpus } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 
-/** The built CLI: one folder up in dist/, or in dist/ when this module runs from source (under vitest). */
-export const CLI = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../dist/cli.js' : '../cli.js', import.meta.url));
+import { spawnC1m } from '../cluster/supervisor.js';
 
 export interface ServerProcess {
   child: ChildProcess;
@@ -23,7 +21,7 @@ export interface ServerProcess {
  */
 function spawnReady(command: string[], ready: string, env: NodeJS.ProcessEnv, timeoutMs: number) {
   return new Promise<{ child: ChildProcess; info: Record<string, unknown>; output: () => string }>((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...command], { env: { ...process.env, ...env } });
+    const child = spawnC1m(command, { env: { ...process.env, ...env } });
     let out = '';
     const output = () => out;
     const timer = setTimeout(() => {

@@ -3,9 +3,7 @@
  * ({user} ∪ subscribers(user)) and writes to each one's connections, which are
  * local streams in one process and remote edges in a cluster (router/cluster.ts).
  */
-import { Registry, type Connection, type PresenceObserver } from './registry.js';
-
-export { Registry, type Connection, type PresenceObserver };
+import type { Registry } from './registry.js';
 
 /** The one question the router asks the subscription store. */
 export interface SubscriberSource {
@@ -27,16 +25,15 @@ export function toChunk(message: string | Uint8Array): Buffer {
   return chunk;
 }
 
-export class Router extends Registry {
+export class Router {
   /** Messages passed to send(). */
   sends = 0;
 
   constructor(
+    /** Where recipients are connected: local streams in one process, edges in a cluster. */
+    readonly registry: Registry,
     private readonly subscribers: SubscriberSource,
-    maxPerUser?: number,
-  ) {
-    super(maxPerUser);
-  }
+  ) {}
 
   /**
    * Delivers `message` to every connection of `user` and of each of its
@@ -46,10 +43,10 @@ export class Router extends Registry {
   send(user: number, message: string | Uint8Array): number {
     this.sends++;
     const chunk = toChunk(message);
-    let delivered = this.deliver(user, chunk);
+    let delivered = this.registry.deliver(user, chunk);
     for (const subscriber of this.subscribers.getSubscribers(user)) {
       // The store holds each pair once; skipping the sender covers a self-subscription.
-      if (subscriber !== user) delivered += this.deliver(subscriber, chunk);
+      if (subscriber !== user) delivered += this.registry.deliver(subscriber, chunk);
     }
     return delivered;
   }

@@ -8,7 +8,7 @@
 #   scripts/c1m-run.sh --sysctl --msg-rates 500,1000,2000,3000,4000   # 1M streams, 1M x 15 graph
 #   scripts/c1m-run.sh --connections 20000 --users 20000 --hold 10 --msg-seconds 10
 #
-# `node dist/cli.js run --help` lists the options.
+# `node dist/cli/c1m.js run --help` lists the options.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -18,8 +18,8 @@ for a in "$@"; do
   if [[ $a == --sysctl ]]; then sysctl=1; else args+=("$a"); fi
 done
 
-if [[ ! -f dist/cli.js || ! -x dist/loadgen/flood-worker ]] ||
-  [[ -n $(find . \( -path ./node_modules -o -path ./dist -o -path ./test \) -prune -o \( -name '*.ts' -o -name '*.c' \) -newer dist/cli.js -print -quit) ]]; then
+if [[ ! -f dist/cli/c1m.js || ! -x dist/loadgen/flood-worker ]] ||
+  [[ -n $(find . \( -path ./node_modules -o -path ./dist -o -path ./test \) -prune -o \( -name '*.ts' -o -name '*.c' \) -newer dist/cli/c1m.js -print -quit) ]]; then
   echo "building c1m" >&2
   npm run build --silent
 fi
@@ -33,4 +33,4 @@ if [[ $sysctl -eq 1 ]]; then
   scripts/sysctl.sh ./sysctl.conf >&2 || echo "some sysctl keys were not applied (above); running anyway" >&2
 fi
 
-exec node dist/cli.js run "${args[@]}"
+exec node dist/cli/c1m.js run "${args[@]}"

@@ -3,6 +3,7 @@ import { unpack } from 'msgpackr';
 import { toPairs, type Pair } from '../subsmanager/pairs.js';
 import type { SubscriptionStore } from '../subsmanager/store.js';
 import type { Registry as MetricsRegistry } from 'prom-client';
+import { DEFAULTS } from './defaults.js';
 import { HttpError, parseId, readBody, reply, replyJson } from './http.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
@@ -10,16 +11,13 @@ export interface ApiOptions {
   maxUserId: number;
   /** Largest accepted request body, in bytes. */
   maxBody: number;
-  /** Largest message POST /send accepts, in bytes (default 64 KiB); larger ones get 413 and the connection is closed unread. */
+  /** Largest message POST /send accepts, in bytes (default DEFAULTS.maxMessage); larger ones get 413 and the connection is closed unread. */
   maxMessage?: number;
   /** When set, every request must carry `Authorization: Bearer <token>`. */
   token?: string;
   /** Served at GET /metrics (Prometheus text format). */
   metrics: MetricsRegistry;
 }
-
-/** Messages are pushed whole to every recipient's socket buffers: keep them well below the body limit. */
-export const DEFAULT_MAX_MESSAGE = 64 * 1024;
 
 const isLoopback = (host: string): boolean => host === 'localhost' || host === '::1' || /^127\./.test(host);
 
@@ -91,7 +89,7 @@ export function apiRoutes(
           if (user > options.maxUserId) throw new HttpError(400, `user id ${user} is above the limit of ${options.maxUserId}`);
           if (body.length === 0) throw new HttpError(400, 'empty message');
           return { delivered: send(user, body) };
-        }, options.maxMessage ?? DEFAULT_MAX_MESSAGE),
+        }, options.maxMessage ?? DEFAULTS.maxMessage),
       ),
     )
     .post('/subscriptions', guarded(withBody((body, type) => ({ added: store.addSubscriptions(parsePairs(body, type)) }))))

@@ -22,6 +22,9 @@ export function openFileLimit(): number {
  */
 export const RESERVED_FDS = 200;
 
+/** Streams one process may hold: its open-file limit minus the reserve. */
+export const streamCapacity = (): number => Math.max(1, openFileLimit() - RESERVED_FDS);
+
 /** Descriptors FdGuard keeps open on /dev/null, to hand back to the API and the store when the process runs out. */
 export const SPARE_FDS = 64;
 

@@ -4,7 +4,7 @@
  * the values are read at scrape time from the stats c1m keeps anyway.
  */
 import { collectDefaultMetrics, Registry, type MetricValueWithName } from 'prom-client';
-import { LATENCY_BUCKETS_MS, type LatencyBuckets } from './latency.js';
+import { LATENCY_BUCKETS_MS, type LatencyBuckets } from '../router/latency.js';
 
 export interface EdgeGauges {
   id: string;

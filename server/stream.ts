@@ -1,4 +1,5 @@
 import type { Connection, Registry } from '../router/registry.js';
+import { epochMs } from '../router/latency.js';
 import type { HttpResponse } from './uws.js';
 
 /** Nothing written since the welcome; no onWritable handler yet (idle streams do not pay for one). */
@@ -104,9 +105,6 @@ export class StreamHub {
 /** A heartbeat: one empty line, which line-splitting clients skip. */
 const HEARTBEAT = Buffer.from('\n');
 const HEARTBEAT_TICK_MS = 100;
-
-/** Wall-clock milliseconds with sub-millisecond precision, comparable across processes on one host. */
-export const epochMs = (): number => performance.timeOrigin + performance.now();
 
 /**
  * uWebSockets.js's per-loop cork buffer (LoopData::CORK_BUFFER_SIZE). A write

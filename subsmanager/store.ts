@@ -2,6 +2,7 @@ import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { toPairs, type Pair } from './pairs.js';
+import { DEFAULT_CACHE_MIB } from './defaults.js';
 
 /** The subscription store as the rest of c1m sees it; SQLite is one implementation. */
 export interface SubscriptionStore {
@@ -58,9 +59,6 @@ export interface StoreOptions {
  * (measured, 1M users x m=15); lookup latency is the same within noise.
  */
 export const DEFAULT_PAGE_SIZE = 16384;
-
-/** SQLite page cache of a store, MiB, unless told otherwise. */
-export const DEFAULT_CACHE_MIB = 64;
 
 /**
  * Two WITHOUT ROWID tables hold the same pairs, each keyed for one direction:

@@ -27,7 +27,7 @@ it('the page at / shows messages pushed to the watched user in real time', async
   await page.fill('#user', '2');
   await page.click('button[type=submit]');
   await page.waitForSelector('text=connected as 2');
-  await waitFor(() => c1m.router.isConnected(2), 'the page to connect');
+  await waitFor(() => c1m.registry.isConnected(2), 'the page to connect');
 
   expect(c1m.router.send(1, 'friend 1 played a song')).toBe(1);
   await page.waitForSelector('.message >> text=friend 1 played a song');
@@ -37,7 +37,7 @@ it('the page at / shows messages pushed to the watched user in real time', async
   expect(lines).toEqual(["Welcome, Url: '/test/2' Id: 2", 'friend 1 played a song', 'a note for 2']);
 
   await page.close();
-  await waitFor(() => !c1m.router.isConnected(2), 'logout when the tab closes');
+  await waitFor(() => !c1m.registry.isConnected(2), 'logout when the tab closes');
 });
 
 it('the page connects with a stream token from its own URL, and shows a refusal without one', async () => {
@@ -48,7 +48,7 @@ it('the page connects with a stream token from its own URL, and shows a refusal 
     await page.goto(`http://127.0.0.1:${guarded.port}/?user=3&token=${mintStreamToken(secret, 3, 60)}`);
     await page.click('button[type=submit]');
     await page.waitForSelector('text=connected as 3');
-    await waitFor(() => guarded.router.isConnected(3), 'the page to connect');
+    await waitFor(() => guarded.registry.isConnected(3), 'the page to connect');
     expect(guarded.router.send(3, 'signed in')).toBe(1);
     await page.waitForSelector('.message >> text=signed in');
 

@@ -5,9 +5,10 @@
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { Bus } from '../cluster/bus.js';
+import { NatsBus } from '../cluster/nats-bus.js';
 import { busWindowMs, SUBJECTS } from '../cluster/messages.js';
-import { CLI, isAlive, spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
+import { spawnC1m } from '../cluster/supervisor.js';
+import { isAlive, spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
 import { api, runCli, StreamClient, stopChild, tempDir } from './helpers.js';
 
 /** A browser-like client that opens its stream again whenever it ends, and keeps every line it ever received. */
@@ -197,7 +198,7 @@ describe('c1m cluster: 3 edges, a router, nats-server', () => {
   });
 
   test('an edge that dies for good (no supervisor) is dropped with its users within 5 s', async () => {
-    const lone = spawn(process.execPath, [CLI, 'edge', '--nats', cluster.nats, '--id', 'lone', '--host', '127.0.0.1', '--port', '0']);
+    const lone = spawnC1m(['edge', '--nats', cluster.nats, '--id', 'lone', '--host', '127.0.0.1', '--port', '0']);
     const port = await new Promise<number>((resolve) => {
       createInterface({ input: lone.stdout }).on('line', (line) => line.includes('c1m edge listening') && resolve(JSON.parse(line).port));
     });
@@ -217,7 +218,7 @@ describe('c1m cluster: 3 edges, a router, nats-server', () => {
   });
 
   test('SIGTERM to one edge drains it: its streams end cleanly, the routers forget it, it exits', async () => {
-    const lone = spawn(process.execPath, [CLI, 'edge', '--nats', cluster.nats, '--id', 'leaving', '--host', '127.0.0.1', '--port', '0', '--drain-rate', '100']);
+    const lone = spawnC1m(['edge', '--nats', cluster.nats, '--id', 'leaving', '--host', '127.0.0.1', '--port', '0', '--drain-rate', '100']);
     const port = await new Promise<number>((resolve) => {
       createInterface({ input: lone.stdout }).on('line', (line) => line.includes('c1m edge listening') && resolve(JSON.parse(line).port));
     });
@@ -247,10 +248,10 @@ describe('c1m cluster: 3 edges, a router, nats-server', () => {
 describe('c1m cluster: batch windows', () => {
   test("the router's batch window grows with the number of live edges and shrinks when they go", async () => {
     const cluster = await spawnCluster(['--edges', '1', '--db', `${tempDir()}/c1m.db`]);
-    const bus = await Bus.connect(cluster.nats, 'test-fake-edges', {}, false);
+    const bus = await NatsBus.connect(cluster.nats, 'test-fake-edges', {}, false);
     const fakes = Array.from({ length: 20 }, (_, i) => `fake${i}`);
     const stats0 = { pid: 0, state: 'up' as const, streams: 0, capacity: 100, chunks: 0, bytes: 0, slowConsumerCloses: 0, authFailures: 0, rss: 0 };
-    const heartbeat = () => fakes.forEach((edge) => bus.publish(SUBJECTS.presence, { t: 'heartbeat', edge, boot: 'b', seq: 0, stats: stats0, latency: { counts: [], sum: 0 } }));
+    const heartbeat = () => fakes.forEach((edge) => bus.publish(SUBJECTS.presence, { t: 'status', edge, boot: 'b', seq: 0, stats: stats0, latency: { counts: [], sum: 0 } }));
     const timer = setInterval(heartbeat, 500);
     try {
       expect((await stats(cluster)).batchWindowMs).toBe(busWindowMs(1));
@@ -295,7 +296,7 @@ describe('c1m cluster: two routers', () => {
     const dir = tempDir();
     const cluster = await spawnCluster(['--edges', '2', '--routers', '2', '--db', `${dir}/c1m.db`]);
     const clients: ReconnectingClient[] = [];
-    const bus = await Bus.connect(cluster.nats, 'test-backend', {}, false);
+    const bus = await NatsBus.connect(cluster.nats, 'test-backend', {}, false);
     try {
       expect((await api(cluster.apiPort, 'POST', '/subscriptions', JSON.stringify([[2, 1], [3, 1]]))).status).toBe(200);
       for (let user = 1; user <= 6; user++) clients.push(new ReconnectingClient(cluster.port, user));

@@ -125,7 +125,7 @@ describe('router.send', () => {
     stay.close();
     await waitFor(() => c1m.stats().connections === 0, 'last logout');
     expect(c1m.router.send(8, 'gone')).toBe(0);
-    expect(c1m.router.isConnected(8)).toBe(false);
+    expect(c1m.registry.isConnected(8)).toBe(false);
   });
 
   it('closes a client that stops reading once its backlog passes the limit; others keep receiving', async () => {
@@ -189,4 +189,13 @@ describe('backend API send', () => {
     expect(u2.messages).toEqual(['hello, friends']);
     expect(c1m.stats()).toMatchObject({ connections: 2, users: 2, sends: 1, chunks: 2, bytes: 30, slowConsumerCloses: 0 });
   });
+});
+
+it('close() twice is harmless: the second call does nothing', async () => {
+  const server = await startServer();
+  server.close();
+  server.close();
+  const again = await startServer();
+  expect(again.stats().connections).toBe(0);
+  again.close();
 });

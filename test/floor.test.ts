@@ -4,13 +4,13 @@ import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 
 const run = promisify(execFile);
-const dist = (file: string) => fileURLToPath(new URL(`../dist/loadgen/${file}`, import.meta.url));
+const dist = (file: string) => fileURLToPath(new URL(`../dist/bench/${file}`, import.meta.url));
 
 describe('npm run bench:floor', () => {
   it('holds streams on bare C servers sharing one port, writes at the asked rate, and the flood receives every chunk written', async () => {
     // 600 streams, at most 250 a server: three servers on one SO_REUSEPORT port, as c1m's edges.
     const args = ['--connections', '600', '--per-server', '250', '--rates', '300', '--seconds', '4', '--settle', '1', '--hold', '1', '--rate', '2000', '--src', '127.0.42.1-127.0.42.3', '--batch-ms', '5'];
-    const { stdout, stderr } = await run(process.execPath, [dist('bench-floor.js'), ...args], { timeout: 60_000 });
+    const { stdout, stderr } = await run(process.execPath, [dist('floor.js'), ...args], { timeout: 60_000 });
     const result = JSON.parse(stdout);
     expect(result.servers).toBe(3);
     expect(result.flood).toMatchObject({ target: 600, welcomed: 600, held: 600, failed: 0, closed: 0, errors: {} });

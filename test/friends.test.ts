@@ -5,10 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable, PassThrough } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
-import { barabasiAlbertEdgeCount, generateBarabasiAlbert, writeEdgeList, type EdgeList } from '../loadgen/graph.js';
+import { barabasiAlbertEdgeCount, generateBarabasiAlbert, writeEdgeList, type EdgeList } from '../subsmanager/graph.js';
 import { bulkLoad, bulkLoadFile, EdgeListError } from '../subsmanager/bulkload.js';
 import { graphStats } from '../subsmanager/stats.js';
 import { openStore, TABLES } from '../subsmanager/store.js';
+import { c1mArgv } from '../cluster/supervisor.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'c1m-friends-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -258,14 +259,14 @@ describe('bulk loader', () => {
 
   it('reads stdin through `c1m friends load -`', () => {
     const path = freshDbPath();
-    const cli = join(import.meta.dirname, '..', 'dist', 'cli.js');
-    const run = spawnSync(process.execPath, [cli, 'friends', 'load', '-', '--db', path, '--one-way'], { input: '1 2\n3 2\n', encoding: 'utf8' });
+    const [node, ...args] = c1mArgv(['friends', 'load', '-', '--db', path, '--one-way']);
+    const run = spawnSync(node, args, { input: '1 2\n3 2\n', encoding: 'utf8' });
     expect(run.stderr).toBe('');
     expect(run.status).toBe(0);
     expect(run.stdout).toMatch(/2 rows read, 2 added/);
     expect(rows(path)).toEqual([[1, 2], [3, 2]]);
 
-    const bad = spawnSync(process.execPath, [cli, 'friends', 'load', '-', '--db', path], { input: '4 5\n6 seven\n', encoding: 'utf8' });
+    const bad = spawnSync(node, c1mArgv(['friends', 'load', '-', '--db', path]).slice(1), { input: '4 5\n6 seven\n', encoding: 'utf8' });
     expect(bad.status).not.toBe(0);
     expect(bad.stderr).toContain('stdin:2: expected two positive integers, got "6 seven"');
     expect(rows(path)).toEqual([[1, 2], [3, 2]]);

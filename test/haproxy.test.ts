@@ -2,8 +2,9 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { haproxyConfig, haproxyConfigCommand, type HaproxyLayout } from '../cluster/haproxy.js';
-import { cannotRun, FAULTS, runFaults } from '../loadgen/faults.js';
+import { haproxyConfigCommand } from '../cli/haproxy.js';
+import { haproxyConfig, type HaproxyLayout } from '../cluster/haproxy.js';
+import { cannotRun, FAULTS, runFaults } from '../bench/faults.js';
 import { tempDir } from './helpers.js';
 
 const haproxyInstalled = spawnSync('haproxy', ['-v']).status === 0;

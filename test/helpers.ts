@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, vi } from 'vitest';
 import { start, type C1mOptions } from '../index.js';
-import { CLI, spawnServer as spawnServerProcess } from '../loadgen/server-process.js';
+import { spawnC1m, stopChild } from '../cluster/supervisor.js';
+import { spawnServer as spawnServerProcess } from '../loadgen/server-process.js';
 
 /** Servers started by this test file; whatever an assertion left running is killed when the file ends. */
 const servers = new Set<ChildProcess>();
@@ -97,7 +98,7 @@ export async function api(port: number, method: string, path: string, body?: str
 /** Runs the c1m CLI to completion. */
 export function runCli(args: string[], options: { input?: string; env?: NodeJS.ProcessEnv } = {}) {
   return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...options.env } });
+    const child = spawnC1m(args, { env: { ...process.env, ...options.env } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -107,10 +108,4 @@ export function runCli(args: string[], options: { input?: string; env?: NodeJS.P
   });
 }
 
-export function stopChild(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    child.once('exit', () => resolve());
-    child.kill(signal);
-  });
-}
+export { stopChild };

@@ -2,8 +2,9 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CHARTS } from '../loadgen/report.js';
-import { runCommand } from '../loadgen/run-cli.js';
-import { runC1m, type RunOptions, type Sample } from '../loadgen/run.js';
+import { runCommand } from '../cli/run.js';
+import { runC1m } from '../loadgen/run.js';
+import type { RunOptions, Sample } from '../loadgen/run-result.js';
 import { tempDir } from './helpers.js';
 
 /** Command lines of the processes alive now that mention `text`. */

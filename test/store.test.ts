@@ -4,7 +4,7 @@ import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openStore, type SqliteStore } from '../index.js';
-import { SERVER_BUSY_TIMEOUT_MS } from '../index.js';
+import { SERVER_BUSY_TIMEOUT_MS } from '../server/defaults.js';
 import { api, runCli, spawnServer, startServer, stopChild, tempDir, waitFor } from './helpers.js';
 
 const stores: SqliteStore[] = [];

@@ -8,6 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { afterAll, expect, it } from 'vitest';
+import { cpuOf } from '../loadgen/server-process.js';
 import { spawnServer, stopChild, waitFor } from './helpers.js';
 
 const LIMIT = 600;
@@ -36,11 +37,6 @@ function connect(port: number, request: string, ms = 1000): Promise<{ socket: ne
 }
 const stream = (port: number, id: number) => connect(port, `GET /test/${id} HTTP/1.1\r\nHost: x\r\n\r\n`);
 
-/** CPU seconds the process used so far (utime + stime). */
-const cpuOf = (pid: number) => {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-};
 
 it('at its fd limit, keeps the API answering at low CPU, refuses new streams clearly, and takes streams again once slots free up', async () => {
   // A configured port, as in production: the kernel will not rebind a port it picked itself while streams hold it.

@@ -3,7 +3,7 @@
  * by side when installed), write it, bulk-load it mutual into a fresh store,
  * then measure getSubscribers latency and RSS in a fresh process.
  *
- *   node dist/loadgen/bench-friends.js [--users N] [--m M] [--seed S] [--cache-mib C] [--warm-cache] [--mmap-mib M]
+ *   node dist/bench/friends.js [--users N] [--m M] [--seed S] [--cache-mib C] [--warm-cache] [--mmap-mib M]
  *                                      [--page-size B] [--lookups K] [--dir DIR]
  *
  * Defaults: 1,000,000 users x m=15, 16 MiB page cache, no mmap, the store's
@@ -21,11 +21,12 @@ import { join, resolve } from 'node:path';
 import { finished } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { generateBarabasiAlbert, writeEdgeList, xoshiro128ss } from './graph.js';
-import { rssOf, spawnServer } from './server-process.js';
+import { generateBarabasiAlbert, writeEdgeList, xoshiro128ss } from '../subsmanager/graph.js';
+import { rssOf, spawnServer } from '../loadgen/server-process.js';
 import { bulkLoadFile } from '../subsmanager/bulkload.js';
 import { graphStats, writeDegreeChart } from '../subsmanager/stats.js';
 import { openStore } from '../subsmanager/store.js';
+import { percentile } from './probe.js';
 
 const { values: flags } = parseArgs({
   options: {
@@ -161,6 +162,8 @@ function probeLookups(): LookupResult {
   }
   const rssMiB = process.memoryUsage().rss / 2 ** 20;
   store.close();
+  typical.sort((a, b) => a - b);
+  hubs.sort((a, b) => a - b);
   return {
     typical: { p50: percentile(typical, 0.5), p99: percentile(typical, 0.99), meanSubscribers: subscribers / lookups },
     hubs: { p50: percentile(hubs, 0.5), p99: percentile(hubs, 0.99), largest },
@@ -178,11 +181,6 @@ function igraphSeconds(): string {
     if (run.status === 0) return `${Number(run.stdout).toFixed(2)} s (${python}, Graph.Barabasi(${users}, ${m}))`;
   }
   return 'igraph not installed';
-}
-
-function percentile(values: number[], q: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
 }
 
 function secondsSince(start: bigint): number {

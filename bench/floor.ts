@@ -16,14 +16,14 @@ import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { integer } from '../cli-options.js';
+import { integer } from '../cli/options.js';
 import { busWindowMs } from '../cluster/messages.js';
 import { freePort } from '../cluster/supervisor.js';
 import { openFileLimit } from '../server/limits.js';
-import { latencySummary, newHistogram, parseSources, rowsFromRanges, runFlood, type FloodTotals } from './flood.js';
-import { childrenOf, commOf, cpuSplitOf, machineCores, machineTicks } from './server-process.js';
+import { latencySummary, newHistogram, parseSources, rowsFromRanges, runFlood, type FloodTotals } from '../loadgen/flood.js';
+import { childrenOf, commOf, cpuSplitOf, machineCores, machineTicks } from '../loadgen/server-process.js';
 
-const FLOOR_SERVER = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../dist/loadgen/floor-server' : './floor-server', import.meta.url));
+const FLOOR_SERVER = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../dist/bench/floor-server' : './floor-server', import.meta.url));
 /** As c1m's edges (cluster/run.ts), so the flood meets the same scheduling. */
 const SERVER_NICE = 5;
 /** Of a floor server's descriptors (less a few of its own), the share that holds streams: the rest is slack for SO_REUSEPORT's uneven hashing. */

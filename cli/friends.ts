@@ -1,10 +1,10 @@
 import { Command, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
-import { dbOption, integer } from './cli-options.js';
+import { dbOption, integer } from './options.js';
 import { createWriteStream } from 'node:fs';
 import { finished } from 'node:stream/promises';
 import type { Writable } from 'node:stream';
-import type { Direction } from './subsmanager/bulkload.js';
+import type { Direction } from '../subsmanager/bulkload.js';
 
 /** A progress bar on stderr when it is a terminal; nothing otherwise (pipes, CI, logs). */
 function progressBar(format: string): SingleBar | undefined {
@@ -33,7 +33,7 @@ export function friendsCommand(): Command {
     .action(async (opts: { users: number; m: number; seed: number; out?: string }, command: Command) => {
       if (opts.users < opts.m + 1) command.error(`error: --users must be at least --m + 1 (${opts.m + 1})`);
       // Each command loads what it needs when it runs: `c1m edge` shares this CLI and must stay light.
-      const { generateBarabasiAlbert, barabasiAlbertEdgeCount, writeEdgeList } = await import('./loadgen/graph.js');
+      const { generateBarabasiAlbert, barabasiAlbertEdgeCount, writeEdgeList } = await import('../subsmanager/graph.js');
       const total = barabasiAlbertEdgeCount(opts.users, opts.m);
       const bar = progressBar('{phase} [{bar}] {percentage}% | {value}/{total} edges | {duration_formatted}');
       bar?.start(total, 0, { phase: 'generate' });
@@ -62,7 +62,7 @@ export function friendsCommand(): Command {
     .addOption(new Option('--one-way', '`A B` means A subscribes to B'))
     .action(async (file: string, opts: { db: string; mutual?: boolean; oneWay?: boolean }, command: Command) => {
       const direction: Direction = opts.oneWay ? 'one-way' : 'mutual';
-      const [{ bulkLoadFile }, { openStore }] = await Promise.all([import('./subsmanager/bulkload.js'), import('./subsmanager/store.js')]);
+      const [{ bulkLoadFile }, { openStore }] = await Promise.all([import('../subsmanager/bulkload.js'), import('../subsmanager/store.js')]);
       const bar = progressBar('{phase} [{bar}] {percentage}% | {rate} | {duration_formatted}');
       let phase = '';
       let started = 0;
@@ -110,7 +110,7 @@ export function friendsCommand(): Command {
     .addOption(dbOption())
     .option('--chart <file>', 'write the log-log degree distribution chart as SVG')
     .action(async (opts: { db: string; chart?: string }, command: Command) => {
-      const [{ graphStats, writeDegreeChart }, { openStore }] = await Promise.all([import('./subsmanager/stats.js'), import('./subsmanager/store.js')]);
+      const [{ graphStats, writeDegreeChart }, { openStore }] = await Promise.all([import('../subsmanager/stats.js'), import('../subsmanager/store.js')]);
       let store;
       try {
         store = openStore(opts.db, { readonly: true });

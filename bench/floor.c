@@ -1,7 +1,7 @@
 /*
  * The floor under c1m's deliveries on this box: a bare C stream server with
  * nothing of c1m in it (no bus, no router, no JavaScript), for `npm run
- * bench:floor` (loadgen/bench-floor.ts). It shows what the kernel, the
+ * bench:floor` (bench/floor.ts). It shows what the kernel, the
  * loopback and the load generator alone cost per delivered chunk, so c1m's own
  * cost is whatever it spends above this.
  *

@@ -17,9 +17,9 @@ import { Command, Option } from 'commander';
 import { pack } from 'msgpackr';
 import type { Pair } from '../subsmanager/pairs.js';
 import { openStore } from '../subsmanager/store.js';
-import { hold, randomSends } from './bench-probe.js';
+import { hold, percentile, post, randomSends } from './probe.js';
 import type { HolderCommand, HolderReply } from './holder.js';
-import { cpuOf, cpuSplitOf, rssOf, spawnServer } from './server-process.js';
+import { cpuOf, cpuSplitOf, rssOf, spawnServer } from '../loadgen/server-process.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 const opts = new Command('bench')
@@ -53,14 +53,8 @@ class Holder {
   }
 }
 
-async function post(apiPort: number, path: string, body: Buffer, type = 'application/msgpack') {
-  const res = await fetch(`http://${HOST}:${apiPort}${path}`, { method: 'POST', body: new Uint8Array(body), headers: { 'content-type': type } });
-  if (!res.ok) throw new Error(`${path}: ${res.status} ${await res.text()}`);
-  return res.json();
-}
-
 async function subscribe(apiPort: number, pairs: Pair[]) {
-  for (let i = 0; i < pairs.length; i += 50_000) await post(apiPort, '/subscriptions', pack(pairs.slice(i, i + 50_000)));
+  for (let i = 0; i < pairs.length; i += 50_000) await post(apiPort, '/subscriptions', pack(pairs.slice(i, i + 50_000)), 'application/msgpack');
 }
 
 async function stats(apiPort: number) {
@@ -104,10 +98,6 @@ async function sendTest(apiPort: number, server: ChildProcess, holder: Holder, p
     errors: result.errors,
     slowConsumerCloses: after.slowConsumerCloses,
   };
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 
 /**
@@ -210,7 +200,7 @@ async function throughput(dir: string) {
       times.push(Number(process.hrtime.bigint() - t0) / 1000);
     }
     times.sort((a, b) => a - b);
-    const lookups = { rows: store.count(), p50Micros: +percentile(times, 50).toFixed(1), p99Micros: +percentile(times, 99).toFixed(1) };
+    const lookups = { rows: store.count(), p50Micros: +percentile(times, 0.5).toFixed(1), p99Micros: +percentile(times, 0.99).toFixed(1) };
     store.close();
     console.log('getSubscribers (random users):', lookups);
     return { idle, fanout, random, lookups };

@@ -14,9 +14,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { openStore } from '../subsmanager/store.js';
-import { epochMs } from '../server/stream.js';
-import { cpuOfAll, hold, newPhase, phaseLatency, randomSends, type Holder } from './bench-probe.js';
-import { pssOf, rssOf, spawnCluster, spawnServer } from './server-process.js';
+import { epochMs } from '../router/latency.js';
+import { cpuOfAll, hold, newPhase, phaseLatency, post, randomSends, type Holder } from './probe.js';
+import { pssOf, rssOf, spawnCluster, spawnServer } from '../loadgen/server-process.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 const opts = new Command('bench-cluster')
@@ -34,12 +34,6 @@ const HOST = '127.0.0.1';
 /** Long enough for V8's memory reducer to run once a process goes quiet. */
 const SETTLE_MS = 12_000;
 const chunksOf = (holders: Holder[]) => holders.reduce((n, h) => n + h.chunks(), 0);
-
-async function post(apiPort: number, path: string, body: string) {
-  const res = await fetch(`http://${HOST}:${apiPort}${path}`, { method: 'POST', body });
-  if (!res.ok) throw new Error(`${path}: ${res.status} ${await res.text()}`);
-  return res.json() as Promise<{ delivered: number }>;
-}
 
 /** Waits until the holders have received `expected` chunks in all, or nothing arrived for 3 s; returns the count and when the last one came. */
 async function received(holders: Holder[], expected: number) {

@@ -1,36 +1,42 @@
 /**
- * The router of a cluster: the same Router (recipients = {user} ∪
- * subscribers), over a directory of remote streams. Edges report presence
- * over the bus; a send is resolved once, grouped by edge, and each edge gets
- * one `deliver` batch per window, however many sends the window held.
+ * A router's directory of the cluster: which edge holds whose streams, kept
+ * from the edges' presence batches, statuses and snapshots. The same Router
+ * (recipients = {user} ∪ subscribers) resolves each send once over it, grouped
+ * by edge, and each edge gets one `deliver` batch per window, however many
+ * sends the window held.
  */
 import type { Logger } from 'pino';
-import type { Bus } from '../cluster/bus.js';
-import { busWindowMs, MIN_WINDOW_MS, SUBJECTS, type BusMessage, type EdgeStats } from '../cluster/messages.js';
-import { LatencyHistogram, type LatencyBuckets } from '../server/latency.js';
-import { epochMs } from '../server/stream.js';
-import type { Connection } from './registry.js';
-import { Router, type SubscriberSource } from './router.js';
+import { epochMs, LatencyHistogram, type LatencyBuckets } from '../router/latency.js';
+import { Registry, type Connection } from '../router/registry.js';
+import { Router, type SubscriberSource } from '../router/router.js';
+import type { Bus } from './bus.js';
+import { CLUSTER_DEFAULTS } from './defaults.js';
+import { busWindowMs, MIN_WINDOW_MS, SUBJECTS, type BusMessage, type EdgeStats } from './messages.js';
 
-export interface ClusterRouterOptions {
+export interface DirectoryOptions {
   /**
    * Batches leave at most once per window (ms), and at once after a quiet spell:
    * sends arriving close together share one batch per edge. Default: busWindowMs(live edges).
    */
   batchMs?: number;
-  /** An edge not heard from for this long is dropped with its users. Default 3,000 ms. */
+  /** An edge not heard from for this long is dropped with its users (ms). */
   edgeTimeoutMs?: number;
+  /** The largest message a send carries (the API's --max-message): batches are sized to take one more. */
+  maxMessage: number;
   logger: Logger;
 }
 
-/** A deliver batch bigger than this goes out at once: NATS refuses payloads over 1 MB by default. */
-const MAX_BATCH_BYTES = 512 * 1024;
+/** Bytes of a deliver batch that its estimate does not count (the envelope), generously. */
+const BATCH_OVERHEAD = 1024;
+/** What a batch's estimate adds per chunk beyond its bytes (its sentAt and array headers) and per user id, at most. */
+const CHUNK_BYTES = 16;
+const ID_BYTES = 5;
 /** Down edges stay listed in /stats this long. */
 const FORGET_DOWN_MS = 60_000;
 
 export interface EdgeView extends Omit<EdgeStats, 'state'> {
   id: string;
-  /** As the edge reports it, or down once it stopped heartbeating. */
+  /** As the edge reports it, or down once its statuses stopped. */
   state: EdgeStats['state'] | 'down';
   /** In the router's directory: streams, and whether it has this edge's snapshot yet. */
   directoryStreams: number;
@@ -78,7 +84,7 @@ class EdgeLink {
   constructor(
     readonly id: string,
     readonly boot: string,
-    private readonly owner: ClusterRouter,
+    private readonly owner: Directory,
   ) {}
 
   add(user: number): void {
@@ -86,7 +92,7 @@ class EdgeLink {
     if (!held) {
       held = new EdgeStreams(user, this);
       this.streams.set(user, held);
-      this.owner.router.login(held);
+      this.owner.registry.login(held);
     }
     held.count++;
     this.streamCount++;
@@ -98,12 +104,12 @@ class EdgeLink {
     this.streamCount--;
     if (--held.count <= 0) {
       this.streams.delete(user);
-      this.owner.router.logout(held);
+      this.owner.registry.logout(held);
     }
   }
 
   clear(): void {
-    for (const held of this.streams.values()) this.owner.router.logout(held);
+    for (const held of this.streams.values()) this.owner.registry.logout(held);
     this.streams.clear();
     this.streamCount = 0;
   }
@@ -118,10 +124,11 @@ class EdgeLink {
       this.chunks.push(chunk);
       this.targets.push([user]);
       this.sentAt.push(this.owner.sendingAt);
-      this.batchBytes += chunk.length;
+      this.batchBytes += chunk.length + CHUNK_BYTES;
     }
-    this.batchBytes += 5; // a user id in msgpack, at most
-    if (this.batchBytes > MAX_BATCH_BYTES) this.flush();
+    this.batchBytes += ID_BYTES;
+    // Out at once before the next chunk could take it over the bus's largest message.
+    if (this.batchBytes + BATCH_OVERHEAD + this.owner.maxChunkBytes > this.owner.bus.maxPayload) this.flush();
   }
 
   flush(): void {
@@ -135,8 +142,12 @@ class EdgeLink {
   }
 }
 
-export class ClusterRouter {
+export class Directory {
+  /** One connection per user and edge holding that user's streams. */
+  readonly registry = new Registry();
   readonly router: Router;
+  /** The largest chunk a send may make: batches leave room for one more. */
+  readonly maxChunkBytes: number;
   readonly edges = new Map<string, EdgeLink>();
   /** Edges with a batch waiting for the window to close. */
   readonly dirty = new Set<EdgeLink>();
@@ -153,9 +164,13 @@ export class ClusterRouter {
   constructor(
     readonly bus: Bus,
     subscribers: SubscriberSource,
-    private readonly options: ClusterRouterOptions,
+    private readonly options: DirectoryOptions,
   ) {
-    this.router = new Router(subscribers);
+    this.router = new Router(this.registry, subscribers);
+    this.maxChunkBytes = options.maxMessage + 1 + CHUNK_BYTES + ID_BYTES;
+    if (this.maxChunkBytes + BATCH_OVERHEAD > bus.maxPayload) {
+      throw new Error(`max message (${options.maxMessage} bytes) does not fit in one bus message: the bus (${bus.server}) carries at most ${bus.maxPayload} bytes (nats-server's max_payload)`);
+    }
     this.log = options.logger;
     this.batchWindowMs = options.batchMs ?? MIN_WINDOW_MS;
     this.inbox = bus.inbox();
@@ -232,11 +247,11 @@ export class ClusterRouter {
         for (const user of message.in) link.add(user);
         for (const user of message.out) link.remove(user);
         return;
-      case 'heartbeat':
+      case 'status':
         link.stats = message.stats;
         link.latency = message.latency;
         if (message.stats.state === 'stopping') return this.forget(link, 'stopped');
-        if (!link.synced || message.seq > link.seq) this.askSync(link, link.synced ? 'heartbeat ahead of presence' : 'no snapshot yet');
+        if (!link.synced || message.seq > link.seq) this.askSync(link, link.synced ? 'status ahead of presence' : 'no snapshot yet');
         return;
       case 'state':
         // concat, not push(...users): a part holds up to 50,000 ids, too many to pass as arguments.
@@ -288,7 +303,7 @@ export class ClusterRouter {
     const now = Date.now();
     let live = 0;
     for (const link of this.edges.values()) {
-      if (!link.down && now - link.lastSeen > (this.options.edgeTimeoutMs ?? 3000)) this.forget(link, 'no heartbeat');
+      if (!link.down && now - link.lastSeen > (this.options.edgeTimeoutMs ?? CLUSTER_DEFAULTS.edgeTimeoutMs)) this.forget(link, 'no status');
       else if (link.down && now - link.lastSeen > FORGET_DOWN_MS) this.edges.delete(link.id);
       if (!link.down) live++;
     }

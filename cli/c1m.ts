@@ -1,15 +1,15 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { createRequire } from 'node:module';
-import { apiOptions, dbOption, integer, logLevelOption, streamOptions } from './cli-options.js';
 import { pino } from 'pino';
-import { clusterCommands } from './cluster/cli.js';
-import { haproxyConfigCommand } from './cluster/haproxy.js';
-import { friendsCommand } from './friends-cli.js';
-import { loadgenCommand } from './loadgen/loadgen-cli.js';
-import { runCommand } from './loadgen/run-cli.js';
-import type { Pair } from './subsmanager/pairs.js';
-import type { SubscriptionStore } from './subsmanager/store.js';
+import type { Pair } from '../subsmanager/pairs.js';
+import type { SubscriptionStore } from '../subsmanager/store.js';
+import { clusterCommands } from './cluster.js';
+import { friendsCommand } from './friends.js';
+import { haproxyConfigCommand } from './haproxy.js';
+import { loadgenCommand } from './loadgen.js';
+import { apiOptions, dbOption, integer, logLevelOption, streamOptions } from './options.js';
+import { runCommand } from './run.js';
 
 /** "subscriber:subscribee" → pair. */
 const pair = (text: string, previous: Pair[] = []): Pair[] => {
@@ -18,7 +18,7 @@ const pair = (text: string, previous: Pair[] = []): Pair[] => {
   return [...previous, [Number(match[1]), Number(match[2])]];
 };
 
-const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
+const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
 const program = new Command('c1m').description('A comet push server for a social graph').version(version).showHelpAfterError();
 
 apiOptions(streamOptions(program.command('server')))
@@ -35,7 +35,7 @@ apiOptions(streamOptions(program.command('server')))
     process.stdout.on('error', () => {});
     const logger = pino({ level: opts.logLevel }, process.stdout);
     // Loaded here, not at the top: the same CLI starts light edge processes that never touch SQLite.
-    const [{ start }, { seedDemoGraph }] = await Promise.all([import('./index.js'), import('./subsmanager/demo.js')]);
+    const [{ start }, { seedDemoGraph }] = await Promise.all([import('../server/server.js'), import('../subsmanager/demo.js')]);
     // commander camel-cases --cache-mib as cacheMib; the library spells MiB.
     const c1m = await start({ ...opts, cacheMiB: opts.cacheMib, mmapMiB: opts.mmapMib, heartbeatSeconds: opts.heartbeat, logger });
     if (opts.demo && seedDemoGraph(c1m.store)) {
@@ -66,7 +66,7 @@ program
   .addOption(new Option('--stream-secret <secret>', 'the secret the server was given').env('C1M_STREAM_SECRET').makeOptionMandatory())
   .addOption(new Option('--ttl <seconds>', 'lifetime of the token').default(3600).argParser(integer('ttl', 1)))
   .action(async (id: number, opts) => {
-    const { mintStreamToken } = await import('./server/auth.js');
+    const { mintStreamToken } = await import('../server/auth.js');
     console.log(mintStreamToken(opts.streamSecret, id, opts.ttl));
   });
 
@@ -107,7 +107,7 @@ for (const command of clusterCommands()) program.addCommand(command);
 program.addCommand(haproxyConfigCommand());
 
 async function withStore(path: string, use: (store: SubscriptionStore) => void): Promise<void> {
-  const { openStore } = await import('./subsmanager/store.js');
+  const { openStore } = await import('../subsmanager/store.js');
   const store = openStore(path);
   try {
     use(store);

@@ -6,14 +6,15 @@
 import { Command, Option } from 'commander';
 import { hostname } from 'node:os';
 import { pino, type Logger } from 'pino';
-import { apiOptions, integer, logLevelOption, streamOptions } from '../cli-options.js';
-import { BUS_WAKEUPS_PER_SECOND, MIN_WINDOW_MS } from './messages.js';
+import { CLUSTER_DEFAULTS } from '../cluster/defaults.js';
+import { BUS_WAKEUPS_PER_SECOND, EDGE_ID, MIN_WINDOW_MS } from '../cluster/messages.js';
+import { apiOptions, integer, logLevelOption, maxBacklogOption, maxUserIdOption, streamOptions } from './options.js';
 
-const natsOption = () => new Option('--nats <url>', 'NATS server URL(s), comma-separated').env('C1M_NATS').default('nats://127.0.0.1:4222');
+const natsOption = () => new Option('--nats <url>', 'NATS server URL(s), comma-separated').env('C1M_NATS').default(CLUSTER_DEFAULTS.nats);
 
 /** Edge ids are NATS subject tokens. */
 const edgeId = (text: string): string => {
-  if (!/^[A-Za-z0-9_-]{1,64}$/.test(text)) throw new Error(`edge id '${text}': use 1-64 letters, digits, '-' or '_'`);
+  if (!EDGE_ID.test(text)) throw new Error(`edge id '${text}': use 1-64 letters, digits, '-' or '_'`);
   return text;
 };
 const defaultPrefix = () => `${hostname().replace(/[^A-Za-z0-9_-]/g, '_')}-`;
@@ -33,7 +34,7 @@ function exitWithSupervisor(stop: () => unknown): void {
 /** What an edge takes beyond the stream options, shared by `c1m edge` and `c1m cluster` (which passes them on). */
 function edgeOptions(command: Command): Command {
   return streamOptions(command)
-    .addOption(new Option('--drain-rate <n>', 'streams closed per second while draining').default(1000).argParser(integer('drain rate', 1)))
+    .addOption(new Option('--drain-rate <n>', 'streams closed per second while draining').default(CLUSTER_DEFAULTS.drainRate).argParser(integer('drain rate', 1)))
     .addOption(new Option('--presence-ms <ms>', `stream logins and logouts go to the routers in batches at most this often (default: ${MIN_WINDOW_MS} ms; c1m cluster: edges × ${1000 / BUS_WAKEUPS_PER_SECOND} ms when longer)`).argParser(integer('presence ms', 0)))
     .addOption(logLevelOption());
 }
@@ -42,7 +43,7 @@ function edgeOptions(command: Command): Command {
 function routerOptions(command: Command): Command {
   return apiOptions(command)
     .addOption(new Option('--batch-ms <ms>', `deliver batches leave at most once per window, at once after a quiet spell (0: every event-loop turn; default: ${MIN_WINDOW_MS} ms, or edges × ${1000 / BUS_WAKEUPS_PER_SECOND} ms when longer)`).argParser(integer('batch ms', 0)))
-    .addOption(new Option('--edge-timeout <ms>', 'drop an edge not heard from for this long').default(3000).argParser(integer('edge timeout', 500)));
+    .addOption(new Option('--edge-timeout <ms>', 'drop an edge not heard from for this long').default(CLUSTER_DEFAULTS.edgeTimeoutMs).argParser(integer('edge timeout', 500)));
 }
 
 export function clusterCommands(): Command[] {
@@ -53,8 +54,14 @@ export function clusterCommands(): Command[] {
     .action(async (opts) => {
       const id: string = opts.id ?? `${defaultPrefix()}${process.pid}`;
       const log = logger(opts.logLevel, { role: 'edge', edge: id });
-      const { startEdge } = await import('../server/edge.js');
-      const node = await startEdge({ ...opts, id, heartbeatSeconds: opts.heartbeat, logger: log });
+      const [{ startEdge }, { NatsBus }] = await Promise.all([import('../cluster/edge.js'), import('../cluster/nats-bus.js')]);
+      const bus = await NatsBus.connect(opts.nats, `c1m-edge-${id}`, {
+        // Routers may have dropped this edge during the outage; they ask for a snapshot when they hear it again.
+        reconnected: () => log.warn('reconnected to NATS'),
+        malformed: (subject, err) => log.warn({ subject, err: err.message }, 'malformed bus message'),
+        warning: (message) => log.warn(message),
+      });
+      const node = await startEdge({ ...opts, bus, id, heartbeatSeconds: opts.heartbeat, logger: log });
       // SIGTERM drains (clients reconnect to the other edges), SIGINT closes every stream at once.
       const stop = (now: boolean) => () => node.stop(now).then(() => process.exit(0));
       process.once('SIGTERM', stop(false));
@@ -64,13 +71,13 @@ export function clusterCommands(): Command[] {
 
   const router = routerOptions(new Command('router').description('run one router: backend API and subscription store, routing to the edges over NATS'))
     .addOption(natsOption())
-    .addOption(new Option('--max-user-id <n>', 'highest user id accepted').default(1_000_000).argParser(integer('max user id', 1)))
-    .addOption(new Option('--max-backlog <bytes>', "the edges' --max-backlog: --max-message may not exceed it").default(256 * 1024).argParser(integer('max backlog', 1)))
+    .addOption(maxUserIdOption())
+    .addOption(maxBacklogOption("the edges' --max-backlog: --max-message may not exceed it"))
     .addOption(new Option('--stats-interval <seconds>', 'log the stats every so often (0: never)').default(60).argParser(integer('stats interval', 0)))
     .addOption(logLevelOption())
     .action(async (opts) => {
       const log = logger(opts.logLevel, { role: 'router' });
-      const { startRouterProcess } = await import('./router-process.js');
+      const { startRouterProcess } = await import('../cluster/router-process.js');
       const node = await startRouterProcess({ ...opts, cacheMiB: opts.cacheMib, edgeTimeoutMs: opts.edgeTimeout, logger: log });
       if (opts.statsInterval > 0) setInterval(() => log.info(node.stats(), 'stats'), opts.statsInterval * 1000).unref();
       let closing: Promise<void> | undefined;
@@ -97,7 +104,7 @@ export function clusterCommands(): Command[] {
     )
     .action(async (opts, command: Command) => {
       const log = logger(opts.logLevel, { role: 'cluster' });
-      const { runCluster, ClusterOptionError } = await import('./run.js');
+      const { runCluster, ClusterOptionError } = await import('../cluster/run.js');
       try {
         await runCluster({ ...opts, edgeIdPrefix: opts.edgeIdPrefix ?? defaultPrefix(), logger: log });
       } catch (err) {
@@ -118,11 +125,11 @@ export function clusterCommands(): Command[] {
       .addOption(natsOption())
       .addOption(new Option('--rate <n>', 'streams closed per second (drain)').argParser(integer('rate', 1)))
       .action(async (id: string, opts: { nats: string; rate?: number }, command: Command) => {
-        const [{ Bus }, { SUBJECTS }] = await Promise.all([import('./bus.js'), import('./messages.js')]);
-        const bus = await Bus.connect(opts.nats, 'c1m-admin', {}, false);
+        const [{ NatsBus }, { SUBJECTS }] = await Promise.all([import('../cluster/nats-bus.js'), import('../cluster/messages.js')]);
+        const bus = await NatsBus.connect(opts.nats, 'c1m-admin', {}, false);
         try {
           const reply = await bus.request(SUBJECTS.edge(id), verb === 'drain' ? { t: 'drain', rate: opts.rate } : { t: 'undrain' });
-          console.log(JSON.stringify(reply.t === 'heartbeat' ? { edge: reply.edge, ...reply.stats } : reply));
+          console.log(JSON.stringify(reply.t === 'status' ? { edge: reply.edge, ...reply.stats } : reply));
         } catch (err) {
           command.error(`error: edge ${id} did not answer (${(err as Error).message})`);
         } finally {

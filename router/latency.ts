@@ -33,3 +33,6 @@ export class LatencyHistogram implements LatencyBuckets {
     return total;
   }
 }
+
+/** Wall-clock milliseconds with sub-millisecond precision, comparable across processes on one host. */
+export const epochMs = (): number => performance.timeOrigin + performance.now();

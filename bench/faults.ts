@@ -11,7 +11,7 @@
  * not addressed to. Plus delivery latency and send rate through HAProxy and
  * straight to the edges, in the same run. Needs root and `ip netns`.
  *
- *   node dist/loadgen/faults.js [--users 400] [--faults kill,unplug,drain,router,nats,fill] [--sends 4000]
+ *   node dist/bench/faults.js [--users 400] [--faults kill,unplug,drain,router,nats,fill] [--sends 4000]
  *                               [--capacity 300] [--small-capacity 150] [--drain-rate 100]
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -23,7 +23,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { haproxyConfig, type EdgeServer } from '../cluster/haproxy.js';
-import { CLI, isAlive } from './server-process.js';
+import { c1mArgv } from '../cluster/supervisor.js';
+import { isAlive } from '../loadgen/server-process.js';
+import { percentile } from './probe.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 const HOSTS_SH = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../scripts/hosts.sh' : '../../scripts/hosts.sh', import.meta.url));
@@ -224,14 +226,14 @@ export class Rig {
   }
 
   async startRouter(): Promise<void> {
-    const argv = [process.execPath, CLI, 'router', '--nats', this.natsUrl, '--db', join(this.dir, 'router.db'), '--api-host', this.addr.brain, '--api-port', '8001'];
+    const argv = c1mArgv(['router', '--nats', this.natsUrl, '--db', join(this.dir, 'router.db'), '--api-host', this.addr.brain, '--api-port', '8001']);
     argv.push('--token', this.token, '--stats-interval', '0');
     this.procs.set('router', await Proc.start(this.dir, 'router', 'c1m-brain', argv, /c1m router listening/));
   }
 
   /** An edge host: `c1m cluster` of edges only, a port each, supervised; checks it runs the edges HAProxy expects. */
   async startEdgeHost(host: EdgeHost): Promise<void> {
-    const argv = [process.execPath, CLI, 'cluster', '--no-router', '--nats', this.natsUrl, '--edges', String(this.o.edgesPerHost), '--port-per-edge'];
+    const argv = c1mArgv(['cluster', '--no-router', '--nats', this.natsUrl, '--edges', String(this.o.edgesPerHost), '--port-per-edge']);
     argv.push('--host', this.addr[host], '--port', String(EDGE_PORT), '--agent-port', String(AGENT_PORT), '--edge-id-prefix', `${host}-`);
     argv.push('--max-connections', String(this.capacityOf(host)), '--drain-rate', String(this.o.drainRate));
     const proc = await Proc.start(this.dir, host, `c1m-${host}`, argv, /c1m cluster ready/, 30_000);
@@ -300,7 +302,7 @@ export class Rig {
 
   /** `c1m admin drain|undrain` from the brain host, as an operator would. */
   async admin(verb: 'drain' | 'undrain', edge: string): Promise<void> {
-    const argv = [process.execPath, CLI, 'admin', verb, edge, '--nats', this.natsUrl];
+    const argv = c1mArgv(['admin', verb, edge, '--nats', this.natsUrl]);
     const code = await (await Proc.start(this.dir, `admin-${verb}-${edge}`, 'c1m-brain', argv, undefined)).exited();
     if (code !== 0) throw new Error(`c1m admin ${verb} ${edge} exited with ${code} (see ${this.dir})`);
   }
@@ -469,10 +471,6 @@ function delta(after: Tally, before: Tally): Tally {
   return { ends: after.ends - before.ends, refused: after.refused - before.refused, misdelivered: after.misdelivered - before.misdelivered, failed: after.failed - before.failed };
 }
 
-function percentile(sorted: number[], p: number): number {
-  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] : NaN;
-}
-
 export interface FaultResult extends Tally {
   fault: Fault;
   /** From the fault to every user receiving a send again, ms. */
@@ -563,7 +561,7 @@ async function runOnHosts(o: RunOptions) {
       path = undefined;
       for (const name of ['haproxy', 'direct'] as const) {
         const sorted = latency[name].sort((a, b) => a - b);
-        comparison.push({ path: name, sends: sent[name], delivered: sorted.length, sendsPerSecond: Math.round(sent[name] / seconds[name]), p50Ms: percentile(sorted, 50), p99Ms: percentile(sorted, 99), maxMs: sorted.at(-1) });
+        comparison.push({ path: name, sends: sent[name], delivered: sorted.length, sendsPerSecond: Math.round(sent[name] / seconds[name]), p50Ms: percentile(sorted, 0.5), p99Ms: percentile(sorted, 0.99), maxMs: sorted.at(-1) });
         log(JSON.stringify({ msg: 'latency', ...comparison.at(-1) }));
       }
       for (const b of direct) b.close();

@@ -1,22 +1,22 @@
 /**
  * The bus on its own: one nats-server, one publisher process, one subscriber
  * process, ~300-byte deliver messages (the size of a router's batch to one
- * edge) sent through Bus. Reports the subscriber's CPU per message, messages/s
+ * edge) sent through NatsBus. Reports the subscriber's CPU per message, messages/s
  * and publish-to-handler latency, at a fixed rate and as fast as possible, and
  * the RSS of a connected, idle process.
  *
  *   npm run bench:bus -- --rate 2000 --seconds 10 --burst 100000
- *   node --no-opt dist/loadgen/bench-bus.js    (node flags apply to every process)
+ *   node --no-opt dist/bench/bus.js    (node flags apply to every process)
  */
 import { Command, Option } from 'commander';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Bus } from '../cluster/bus.js';
+import { NatsBus } from '../cluster/nats-bus.js';
 import { freePort } from '../cluster/supervisor.js';
-import { spawnNatsServer } from './server-process.js';
-import { epochMs } from '../server/stream.js';
+import { spawnNatsServer } from '../loadgen/server-process.js';
+import { epochMs } from '../router/latency.js';
 
 const SUBJECT = 'bench.deliver';
 const DONE = 'bench.done';
@@ -26,7 +26,7 @@ const CHUNK = new Uint8Array(240).fill(120);
 const deliver = () => ({ t: 'deliver' as const, chunks: [CHUNK], targets: [[1, 2, 3, 4, 5, 6, 7, 8]], sentAt: [epochMs()] });
 
 async function subscriber(nats: string): Promise<void> {
-  const bus = await Bus.connect(nats, 'bench-sub');
+  const bus = await NatsBus.connect(nats, 'bench-sub');
   let count = 0;
   let cpu = process.cpuUsage();
   let started = 0;
@@ -60,7 +60,7 @@ async function subscriber(nats: string): Promise<void> {
 }
 
 async function publisher(nats: string, rate: number, seconds: number, burst: number): Promise<void> {
-  const bus = await Bus.connect(nats, 'bench-pub');
+  const bus = await NatsBus.connect(nats, 'bench-pub');
   const endPhase = async () => {
     await sleep(500); // the last messages reach the subscriber before the question does
     await bus.request(DONE, { t: 'sync' }, 10_000);

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
-import { integer } from '../cli-options.js';
-import { parseIdRange } from './flood.js';
+import { integer } from './options.js';
+import { parseIdRange } from '../loadgen/flood.js';
 
 /** "1000,2000,4000" → sends/s per step. */
 const rateList = (text: string): number[] => text.split(',').map((part) => integer('msg rate', 1)(part.trim()));
@@ -35,7 +35,7 @@ export function runCommand(): Command {
     .addOption(new Option('--max-seconds <s>', 'hard stop, counted from the cluster start (default: 3 x the planned ramp + hold + messages + 180)').argParser(integer('max seconds', 1)))
     .action(async (opts, command: Command) => {
       // Loaded here: the same CLI starts light edge processes.
-      const { runC1m } = await import('./run.js');
+      const { runC1m } = await import('../loadgen/run.js');
       const stop = new AbortController();
       const onSignal = (signal: string) => {
         if (stop.signal.aborted) return process.stderr.write(`${signal}: already stopping (every process this run started, then the report)\n`);

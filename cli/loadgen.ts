@@ -1,9 +1,10 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { MultiBar } from 'cli-progress';
 import { readFileSync } from 'node:fs';
-import { integer } from '../cli-options.js';
-import { parseConfig, parseIdRange, parseSources, rowsFromRanges, runFlood, type FloodTotals, type SourceRow } from './flood.js';
-import type { MsggenReport } from './msggen.js';
+import { DEFAULTS } from '../server/defaults.js';
+import { integer } from './options.js';
+import { parseConfig, parseIdRange, parseSources, rowsFromRanges, runFlood, type FloodTotals, type SourceRow } from '../loadgen/flood.js';
+import type { MsggenReport } from '../loadgen/msggen.js';
 
 /** A commander parser from a parse function that throws. */
 const parsed =
@@ -65,7 +66,7 @@ export function loadgenCommand(): Command {
     .command('flood')
     .description('open and hold many GET /test/<id> streams, each from its own source address and local port; print a JSON summary')
     .addOption(new Option('--host <addr>', 'server address (IPv4)').default('127.0.0.1'))
-    .addOption(new Option('--port <n>', 'server port').env('C1M_PORT').default(8000).argParser(integer('port', 1)))
+    .addOption(new Option('--port <n>', 'server port').env('C1M_PORT').default(DEFAULTS.port).argParser(integer('port', 1)))
     .addOption(new Option('--src <addrs>', 'source addresses: A, A-B or a comma list (all of 127.0.0.0/8 is local)').default('127.0.1.1'))
     .addOption(new Option('--ids <range>', 'user ids N-M, split over the source addresses').argParser(parsed((t) => parseIdRange(t, 'ids'))))
     .addOption(new Option('--config <file>', "rows 'sourceIP firstId lastId' instead of --src and --ids").conflicts('ids'))
@@ -117,7 +118,7 @@ export function loadgenCommand(): Command {
     .command('msggen')
     .description('send messages to random users through the backend API (POST /send/<id>); print a JSON summary')
     .addOption(new Option('--api-host <addr>', 'backend API address').env('C1M_API_HOST').default('127.0.0.1'))
-    .addOption(new Option('--api-port <n>', 'backend API port').env('C1M_API_PORT').default(8001).argParser(integer('api port', 1)))
+    .addOption(new Option('--api-port <n>', 'backend API port').env('C1M_API_PORT').default(DEFAULTS.apiPort).argParser(integer('api port', 1)))
     .addOption(new Option('--token <secret>', 'send "Authorization: Bearer <secret>"').env('C1M_TOKEN'))
     .addOption(new Option('--users <n>', 'senders are drawn from 1..n').default(1_000_000).argParser(integer('users', 1)))
     .addOption(new Option('--generators <n>', 'independent generators').default(1000).argParser(integer('generators', 1)))
@@ -135,7 +136,7 @@ export function loadgenCommand(): Command {
         view.update(r.elapsedSeconds, Math.min(Math.round(r.elapsedSeconds), opts.duration), opts.duration, { rate, delivered: r.delivered, errors: errorsText(r.errors) }, line);
       };
       // Loaded here, not into every process of this CLI (edges included).
-      const { runMsggen } = await import('./msggen.js');
+      const { runMsggen } = await import('../loadgen/msggen.js');
       await printSummary(view, command, () =>
         runMsggen({
           apiHost: opts.apiHost,

@@ -8,9 +8,10 @@
 import { spawn } from 'node:child_process';
 import { setPriority } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { latencySummary, newHistogram, rowsFromRanges, runFlood, type FloodTotals } from './flood.js';
-import type { MsggenSummary } from './msggen.js';
-import { CLI, cpuOf } from './server-process.js';
+import { latencySummary, newHistogram, rowsFromRanges, runFlood, type FloodTotals } from '../loadgen/flood.js';
+import type { MsggenSummary } from '../loadgen/msggen.js';
+import { c1mArgv } from '../cluster/supervisor.js';
+import { cpuOf } from '../loadgen/server-process.js';
 
 const HOST = '127.0.0.1';
 /** 12 source addresses of their own, so no other run's ports or TIME_WAITs get in the way. */
@@ -60,6 +61,18 @@ export function hold(port: number, first: number, count: number, portBase: numbe
 
 export type Holder = ReturnType<typeof hold>;
 
+/** The nearest-rank `q` quantile (0..1) of values sorted ascending; NaN for none. */
+export function percentile(sorted: number[], q: number): number {
+  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] : NaN;
+}
+
+/** POSTs to the backend API on loopback; a non-2xx answer is an error naming it. */
+export async function post<T = { delivered: number }>(apiPort: number, path: string, body: string | Uint8Array, type?: string): Promise<T> {
+  const res = await fetch(`http://127.0.0.1:${apiPort}${path}`, { method: 'POST', body: typeof body === 'string' ? body : new Uint8Array(body), headers: type ? { 'content-type': type } : undefined });
+  if (!res.ok) throw new Error(`${path}: ${res.status} ${await res.text()}`);
+  return res.json() as Promise<T>;
+}
+
 export const cpuOfAll = (pids: number[]) => pids.reduce((n, pid) => n + cpuOf(pid), 0);
 
 /**
@@ -82,7 +95,7 @@ export type SenderPolicy = 'nice' | 'idle';
 /** Runs `c1m loadgen msggen` to its end and returns its JSON summary. */
 function msggen(args: string[], policy: SenderPolicy): Promise<MsggenSummary> {
   return new Promise((resolve, reject) => {
-    const command = [process.execPath, CLI, 'loadgen', 'msggen', ...args];
+    const command = c1mArgv(['loadgen', 'msggen', ...args]);
     const child = policy === 'idle' ? spawn('chrt', ['--idle', '0', ...command], { stdio: ['ignore', 'pipe', 'pipe'] }) : spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
     if (child.pid && policy === 'nice') setPriority(child.pid, MSGGEN_NICE);
     let out = '';

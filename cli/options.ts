@@ -1,0 +1,49 @@
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import { DEFAULTS } from '../server/defaults.js';
+import { DEFAULT_CACHE_MIB } from '../subsmanager/defaults.js';
+
+/** A commander argument parser for a safe integer >= min. */
+export const integer =
+  (name: string, min: number) =>
+  (text: string): number => {
+    const value = Number(text);
+    if (!/^\d+$/.test(text) || !Number.isSafeInteger(value) || value < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
+    return value;
+  };
+
+/** --db, shared by every command that opens the store. */
+export const dbOption = () => new Option('--db <path>', 'SQLite subscription store').env('C1M_DB').default(DEFAULTS.db);
+
+export const logLevelOption = () =>
+  new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'silent']).default('info');
+
+export const maxUserIdOption = () => new Option('--max-user-id <n>', 'highest user id accepted').default(DEFAULTS.maxUserId).argParser(integer('max user id', 1));
+
+export const maxBacklogOption = (help: string) => new Option('--max-backlog <bytes>', help).default(DEFAULTS.maxBacklog).argParser(integer('max backlog', 1));
+
+/** The public listener and its streams: `c1m server`, `c1m edge`, and `c1m cluster`, which passes them to its edges. */
+export function streamOptions(command: Command): Command {
+  return command
+    .addOption(new Option('--host <addr>', 'public listener address').env('C1M_HOST').default(DEFAULTS.host))
+    .addOption(new Option('--port <n>', 'public listener port (streams at /test/<id>)').env('C1M_PORT').default(DEFAULTS.port).argParser(integer('port', 0)))
+    .addOption(maxUserIdOption())
+    .addOption(maxBacklogOption('unsent bytes per stream before it is closed as a slow consumer'))
+    .addOption(new Option('--max-connections <n>', 'streams held at most, per process (default: open-file limit minus a reserve)').argParser(integer('max connections', 1)))
+    .addOption(new Option('--heartbeat <seconds>', 'write an empty line to every stream this often, so that dead peers are found (0: never)').default(DEFAULTS.heartbeatSeconds).argParser(integer('heartbeat', 0)))
+    .addOption(new Option('--max-streams-per-user <n>', 'streams one user may hold at once, per process (429 above)').default(DEFAULTS.maxStreamsPerUser).argParser(integer('max streams per user', 1)))
+    .addOption(new Option('--content-type <type>', "stream content type: text (text/plain) or html (the original's text/html)").choices(['text', 'html']).default('text'))
+    .addOption(new Option('--stream-secret <secret>', 'require a signed token (c1m token) on /test/<id>').env('C1M_STREAM_SECRET'));
+}
+
+/** The backend API and the store: `c1m server`, `c1m router`, and `c1m cluster`, which passes them to its router. */
+export function apiOptions(command: Command): Command {
+  return command
+    .addOption(new Option('--api-host <addr>', 'backend API address').env('C1M_API_HOST').default(DEFAULTS.apiHost))
+    .addOption(new Option('--api-port <n>', 'backend API port').env('C1M_API_PORT').default(DEFAULTS.apiPort).argParser(integer('api port', 0)))
+    .addOption(dbOption())
+    .addOption(new Option('--cache-mib <n>', `SQLite page cache, MiB (default ${DEFAULT_CACHE_MIB})`).argParser(integer('cache', 1)))
+    .addOption(new Option('--max-body <bytes>', 'largest backend API request body').default(DEFAULTS.maxBody).argParser(integer('max body', 1)))
+    .addOption(new Option('--max-message <bytes>', 'largest message POST /send accepts (413 above; at most --max-backlog)').default(DEFAULTS.maxMessage).argParser(integer('max message', 1)))
+    .addOption(new Option('--token <secret>', 'require "Authorization: Bearer <secret>" on the backend API').env('C1M_TOKEN'))
+    .option('--api-insecure', 'allow the backend API on a non-loopback address without --token');
+}

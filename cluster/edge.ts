@@ -1,0 +1,201 @@
+/**
+ * An edge: a dumb, fast pool of comet streams, like the original's libevent C
+ * node. It holds streams, reports who logged in and out to the routers over
+ * the bus (./presence.ts), and writes what the routers tell it to. No store,
+ * no backend API. Many edges share one public port (SO_REUSEPORT); an edge
+ * that fills up stops listening so the kernel hands new connections to the
+ * others.
+ */
+import type { Logger } from 'pino';
+import { LatencyHistogram } from '../router/latency.js';
+import { Registry } from '../router/registry.js';
+import { cometRoutes } from '../server/comet.js';
+import { DEFAULTS } from '../server/defaults.js';
+import { streamCapacity } from '../server/limits.js';
+import { PublicListener } from '../server/listener.js';
+import { StreamHub } from '../server/stream.js';
+import { loadNativeUws } from '../server/uws.js';
+import { agentReply, agentServer } from './agent.js';
+import type { Bus } from './bus.js';
+import { CLUSTER_DEFAULTS } from './defaults.js';
+import { MIN_WINDOW_MS, SUBJECTS, type BusMessage, type EdgeState, type EdgeStats } from './messages.js';
+import { PresenceReporter } from './presence.js';
+
+export interface EdgeOptions {
+  /** Its connection to the routers (NatsBus in a cluster). */
+  bus: Bus;
+  /** Unique in the cluster and stable across restarts (a subject token: letters, digits, - and _). */
+  id: string;
+  host?: string;
+  port: number;
+  maxConnections?: number;
+  maxUserId?: number;
+  maxBacklog?: number;
+  maxStreamsPerUser?: number;
+  /** Seconds between heartbeat lines on every stream (0: none); see StreamHub. */
+  heartbeatSeconds?: number;
+  contentType?: 'text' | 'html';
+  /** When set, /test/<id> needs a token signed with it (c1m token). */
+  streamSecret?: string;
+  /** Serve HAProxy's agent check on this TCP port (same host). */
+  agentPort?: number;
+  /** Streams closed per second while draining. */
+  drainRate?: number;
+  /** Presence changes are batched for this long before they go to the routers (ms). Default MIN_WINDOW_MS; `c1m cluster` passes busWindowMs(its edges). */
+  presenceMs?: number;
+  /** How often the edge tells the routers it is alive (ms). */
+  statusMs?: number;
+  logger: Logger;
+}
+
+export interface Edge {
+  readonly id: string;
+  readonly port: number;
+  readonly agentPort?: number;
+  state(): EdgeState;
+  stats(): EdgeStats;
+  drain(rate?: number): void;
+  undrain(): void;
+  /** Drains at the drain rate (or closes everything at once with `now`), tells the routers, disconnects. */
+  stop(now?: boolean): Promise<void>;
+}
+
+export async function startEdge(options: EdgeOptions): Promise<Edge> {
+  const uws = loadNativeUws();
+  const { bus, logger: log } = options;
+  const host = options.host ?? DEFAULTS.host;
+  const capacity = options.maxConnections ?? streamCapacity();
+  // Stop listening a little before capacity: sockets accepted just before the pause still fit.
+  const margin = Math.max(1, Math.ceil(capacity * 0.01));
+  const pauseAt = capacity - margin;
+  const resumeAt = Math.max(0, capacity - 3 * margin);
+  let state: EdgeState = 'up';
+  let listener: PublicListener | undefined;
+  const setState = (next: EdgeState): void => {
+    state = next;
+    listener?.want(state === 'up');
+  };
+
+  const latency = new LatencyHistogram();
+  const stats = (): EdgeStats => ({
+    pid: process.pid,
+    state,
+    streams: registry.connections,
+    capacity,
+    chunks: hub.chunks,
+    bytes: hub.bytes,
+    slowConsumerCloses: hub.slowConsumerCloses,
+    authFailures: hub.authFailures,
+    rss: process.memoryUsage.rss(),
+  });
+  const presence = new PresenceReporter(bus, options.id, `${process.pid}-${Date.now().toString(36)}`, stats, latency, options.presenceMs ?? MIN_WINDOW_MS);
+  const registry = new Registry(options.maxStreamsPerUser ?? DEFAULTS.maxStreamsPerUser, {
+    login(user) {
+      presence.login(user);
+      if (state === 'up' && registry.connections >= pauseAt) setState('full');
+    },
+    logout(user) {
+      presence.logout(user);
+      if (state === 'full' && registry.connections <= resumeAt) setState('up');
+    },
+  });
+  const hub = new StreamHub(registry, options.maxBacklog ?? DEFAULTS.maxBacklog, options.heartbeatSeconds ?? DEFAULTS.heartbeatSeconds);
+  hub.onWritten = latency.observe;
+  const app = cometRoutes(uws.App(), hub, {
+    maxUserId: options.maxUserId ?? DEFAULTS.maxUserId,
+    maxConnections: capacity,
+    contentType: options.contentType,
+    streamSecret: options.streamSecret,
+  });
+
+  const deliver = (message: Extract<BusMessage, { t: 'deliver' }>): void => {
+    const { chunks, targets, sentAt } = message;
+    for (let i = 0; i < chunks.length; i++) {
+      const chunk = chunks[i] as Buffer; // msgpackr decodes binary as Buffer on Node
+      for (const user of targets[i]) registry.deliver(user, chunk);
+      hub.noteSend(sentAt[i]);
+    }
+  };
+
+  let drainRate = options.drainRate ?? CLUSTER_DEFAULTS.drainRate;
+  let drainTimer: NodeJS.Timeout | undefined;
+  const drain = (rate = drainRate): void => {
+    drainRate = rate;
+    if (state !== 'draining' && state !== 'stopping') setState('draining');
+    clearInterval(drainTimer);
+    // Ten rounds a second, so clients reconnect elsewhere at an even pace.
+    drainTimer = setInterval(() => {
+      if (registry.connections === 0) return clearInterval(drainTimer);
+      registry.closeSome(Math.max(1, Math.round(drainRate / 10)));
+    }, 100);
+    log.info({ rate, streams: registry.connections }, 'draining');
+  };
+  const undrain = (): void => {
+    if (state !== 'draining') return;
+    clearInterval(drainTimer);
+    setState('up');
+  };
+
+  const onEdgeMessage = (message: BusMessage, replyTo: string | undefined): void => {
+    switch (message.t) {
+      case 'deliver':
+        return deliver(message);
+      case 'sync':
+        if (replyTo) presence.snapshot(registry.everyConnectionUser(), replyTo);
+        return;
+      case 'drain':
+      case 'undrain':
+        if (message.t === 'drain') drain(message.rate);
+        else undrain();
+        if (replyTo) presence.status(replyTo); // the admin command prints the edge's new state
+        return;
+      default:
+        log.warn({ t: message.t }, 'unexpected bus message');
+    }
+  };
+  bus.subscribe(SUBJECTS.edge(options.id), onEdgeMessage);
+  bus.subscribe(SUBJECTS.sync, onEdgeMessage);
+
+  listener = new PublicListener(uws, app, host, options.port, `edge ${options.id}'s streams`, log, () => registry.connections);
+  const agent = options.agentPort === undefined ? undefined : await agentServer(host, options.agentPort, () => agentReply(state, registry.connections, capacity, pauseAt));
+  const statusTimer = setInterval(() => presence.status(), options.statusMs ?? CLUSTER_DEFAULTS.statusMs);
+  presence.status();
+  // At info whatever the log level: the supervisor waits for this line.
+  log.child({}, { level: 'info' }).info({ id: options.id, port: listener.port, capacity, nats: bus.server, agentPort: agent?.port, pid: process.pid }, 'c1m edge listening');
+
+  let stopping: Promise<void> | undefined;
+  const finish = async (now: boolean): Promise<void> => {
+    if (now) registry.closeAll();
+    else if (registry.connections > 0) {
+      drain();
+      await new Promise<void>((resolve) => {
+        const check = setInterval(() => registry.connections === 0 && (clearInterval(check), resolve()), 50);
+      });
+    }
+    clearInterval(drainTimer);
+    clearInterval(statusTimer);
+    state = 'stopping';
+    listener!.close();
+    hub.close();
+    presence.close();
+    presence.status(); // routers forget this edge now, not at the edge timeout
+    agent?.close();
+    await bus.close();
+    log.info({ id: options.id }, 'c1m edge stopped');
+  };
+
+  return {
+    id: options.id,
+    port: listener.port,
+    agentPort: agent?.port,
+    state: () => state,
+    stats,
+    drain,
+    undrain,
+    stop(now = false) {
+      // Ctrl-C reaches a whole process group: the supervisor's own signal may follow the terminal's.
+      stopping ??= finish(now);
+      return stopping;
+    },
+  };
+}

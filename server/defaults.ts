@@ -1,0 +1,33 @@
+/**
+ * The server's settings that have defaults, each defined here once: start(),
+ * the edges and routers of a cluster, and the command line's help read them.
+ */
+export const DEFAULTS = {
+  /** Public stream listener. */
+  host: '0.0.0.0',
+  port: 8000,
+  /** Backend API listener: loopback unless told otherwise. */
+  apiHost: '127.0.0.1',
+  apiPort: 8001,
+  /** The SQLite subscription store. */
+  db: './data/c1m.db',
+  /** Highest user id accepted at /test/<id>. */
+  maxUserId: 1_000_000,
+  /** Unsent bytes a stream may pile up before it is closed as a slow consumer. */
+  maxBacklog: 256 * 1024,
+  /** Largest backend API request body. */
+  maxBody: 1024 * 1024,
+  /** Largest message POST /send accepts (413 above); at most maxBacklog. */
+  maxMessage: 64 * 1024,
+  /** Streams one user may hold at once (tabs), per process. */
+  maxStreamsPerUser: 16,
+  /** Seconds between heartbeat lines on every stream (0: none). */
+  heartbeatSeconds: 0,
+} as const;
+
+/**
+ * The server's own store connection waits this long for another process's
+ * write lock, then its API call answers 503: better-sqlite3 is synchronous, and
+ * every stream of the process stands still while it waits.
+ */
+export const SERVER_BUSY_TIMEOUT_MS = 50;

@@ -1,0 +1,212 @@
+/**
+ * The single process, c1m's default: the comet listener, the backend API, the
+ * router and the SQLite subscription store together, no other service needed.
+ * `const c1m = await start({...}); c1m.router.send(42, 'hello')`.
+ */
+import { createServer } from 'node:net';
+import { pino, type Logger } from 'pino';
+import { LatencyHistogram, epochMs } from '../router/latency.js';
+import { Registry } from '../router/registry.js';
+import { Router } from '../router/router.js';
+import { DEFAULT_CACHE_MIB } from '../subsmanager/defaults.js';
+import { openStore, type SubscriptionStore } from '../subsmanager/store.js';
+import { apiRoutes, checkApiSettings } from './api.js';
+import { cometRoutes } from './comet.js';
+import { DEFAULTS, SERVER_BUSY_TIMEOUT_MS } from './defaults.js';
+import { streamCapacity } from './limits.js';
+import { listen, PublicListener } from './listener.js';
+import { metricsRegistry } from './metrics.js';
+import { StreamHub } from './stream.js';
+import { loadNativeUws } from './uws.js';
+
+export interface C1mOptions {
+  /** Public comet listener. Default 0.0.0.0:8000 (DEFAULTS); port 0 picks a free port. */
+  host?: string;
+  port?: number;
+  /** Backend API listener. Default 127.0.0.1:8001. */
+  apiHost?: string;
+  apiPort?: number;
+  /** SQLite file, or ':memory:'. Default ./data/c1m.db. */
+  db?: string;
+  /** Or bring your own store (then `db` is ignored and close() leaves it open). */
+  store?: SubscriptionStore;
+  /** SQLite page cache, MiB. Default 64. */
+  cacheMiB?: number;
+  /** SQLite memory-mapped window over the store, MiB. Default 0 (off). */
+  mmapMiB?: number;
+  /** Load the subscriptions table into the page cache at start (see StoreOptions.warmCache). */
+  warmCache?: boolean;
+  /** Highest user id accepted at /test/<id>. Default 1,000,000. */
+  maxUserId?: number;
+  /** Unsent bytes a stream may pile up before it is closed as a slow consumer. Default 256 KiB. */
+  maxBacklog?: number;
+  /** Largest backend API request body. Default 1 MiB. */
+  maxBody?: number;
+  /** Largest message POST /send accepts (413 above). Default 64 KiB; at most maxBacklog. */
+  maxMessage?: number;
+  /** Stream content type: 'text' (text/plain, default) or 'html' (the original's text/html). */
+  contentType?: 'text' | 'html';
+  /** When set, /test/<id> needs a token for that id signed with this secret (`c1m token`). */
+  streamSecret?: string;
+  /** Allow the API on a non-loopback address without a token. Default false: start() refuses. */
+  apiInsecure?: boolean;
+  /**
+   * Refuse a port another process already listens on (default true). uWS listens
+   * with SO_REUSEPORT, so without this check a second server would silently share
+   * the port; edges that share it on purpose do not use start().
+   */
+  exclusivePorts?: boolean;
+  /** Streams held at most; default: the open-file limit minus a reserve. */
+  maxConnections?: number;
+  /** Seconds between heartbeat chunks (an empty line) on every stream; 0 (default): none. */
+  heartbeatSeconds?: number;
+  /** Streams one user may hold at once (tabs); more get 429. Default 16. */
+  maxStreamsPerUser?: number;
+  /** Bearer token required on the backend API, if set. */
+  token?: string;
+  logger?: Logger;
+}
+
+export interface Stats {
+  connections: number;
+  users: number;
+  maxConnections: number;
+  sends: number;
+  chunks: number;
+  bytes: number;
+  slowConsumerCloses: number;
+  /** Streams refused for a missing, wrong or expired token. */
+  authFailures: number;
+  /** Times the process ran out of file descriptors and stopped accepting on the public port for a while. */
+  fdExhaustions: number;
+  uptimeSeconds: number;
+  memory: { rss: number; heapUsed: number; external: number };
+}
+
+export interface C1m {
+  readonly router: Router;
+  /** Who is connected here: the router's registry of local streams. */
+  readonly registry: Registry;
+  readonly store: SubscriptionStore;
+  /** Ports actually bound (useful with port 0). */
+  readonly port: number;
+  readonly apiPort: number;
+  stats(): Stats;
+  /** Stops listening, ends every stream cleanly and closes the store. */
+  close(): void;
+}
+
+export async function start(options: C1mOptions = {}): Promise<C1m> {
+  const host = options.host ?? DEFAULTS.host;
+  const apiHost = options.apiHost ?? DEFAULTS.apiHost;
+  const maxMessage = options.maxMessage ?? DEFAULTS.maxMessage;
+  const maxBacklog = options.maxBacklog ?? DEFAULTS.maxBacklog;
+  checkApiSettings({ apiHost, token: options.token, apiInsecure: options.apiInsecure, maxMessage, maxBacklog });
+  if (options.exclusivePorts ?? true) {
+    await assertPortFree(host, options.port ?? DEFAULTS.port, 'comet streams');
+    await assertPortFree(apiHost, options.apiPort ?? DEFAULTS.apiPort, 'the backend API');
+  }
+  const uws = loadNativeUws();
+  const log = options.logger ?? pino();
+  const maxConnections = options.maxConnections ?? streamCapacity();
+  const maxUserId = options.maxUserId ?? DEFAULTS.maxUserId;
+  const store = options.store ?? openStore(options.db ?? DEFAULTS.db, {
+      cacheMiB: options.cacheMiB,
+      mmapMiB: options.mmapMiB,
+      warmCache: options.warmCache,
+      busyTimeoutMs: SERVER_BUSY_TIMEOUT_MS,
+    });
+  const registry = new Registry(options.maxStreamsPerUser ?? DEFAULTS.maxStreamsPerUser);
+  const router = new Router(registry, store);
+  const hub = new StreamHub(registry, maxBacklog, options.heartbeatSeconds ?? DEFAULTS.heartbeatSeconds);
+  const latency = new LatencyHistogram();
+  hub.onWritten = latency.observe;
+  const started = Date.now();
+
+  const stats = (): Stats => {
+    const memory = process.memoryUsage();
+    return {
+      connections: registry.connections,
+      users: registry.users,
+      maxConnections,
+      sends: router.sends,
+      chunks: hub.chunks,
+      bytes: hub.bytes,
+      slowConsumerCloses: hub.slowConsumerCloses,
+      authFailures: hub.authFailures,
+      fdExhaustions: publicListener.fds.exhaustions,
+      uptimeSeconds: Math.round((Date.now() - started) / 1000),
+      memory: { rss: memory.rss, heapUsed: memory.heapUsed, external: memory.external },
+    };
+  };
+
+  const publicApp = cometRoutes(uws.App(), hub, { maxUserId, maxConnections, contentType: options.contentType, streamSecret: options.streamSecret });
+  const send = (user: number, message: Uint8Array): number => {
+    const at = epochMs();
+    const delivered = router.send(user, message);
+    hub.noteSend(at);
+    return delivered;
+  };
+  const metrics = metricsRegistry(() => ({ ...stats(), streams: registry.connections, latency, edges: [] }));
+  const apiApp = apiRoutes(uws.App(), send, store, stats, {
+    maxUserId,
+    maxBody: options.maxBody ?? DEFAULTS.maxBody,
+    maxMessage,
+    token: options.token,
+    metrics,
+  });
+
+  let publicListener: PublicListener;
+  let api: ReturnType<typeof listen>;
+  try {
+    publicListener = new PublicListener(uws, publicApp, host, options.port ?? DEFAULTS.port, 'comet streams', log, () => registry.connections);
+    try {
+      api = listen(uws, apiApp, apiHost, options.apiPort ?? DEFAULTS.apiPort, 'the backend API');
+    } catch (err) {
+      publicListener.close();
+      throw err;
+    }
+  } catch (err) {
+    if (!options.store) store.close();
+    throw err;
+  }
+  const { port } = publicListener;
+  const apiPort = api.port;
+  log.info(
+    { port, apiPort, maxConnections, maxUserId, maxMessage, maxBacklog, heartbeatSeconds: options.heartbeatSeconds ?? DEFAULTS.heartbeatSeconds, token: Boolean(options.token), streamAuth: Boolean(options.streamSecret), cacheMiB: options.cacheMiB ?? DEFAULT_CACHE_MIB, mmapMiB: options.mmapMiB ?? 0 },
+    'c1m listening',
+  );
+
+  let closed = false;
+  return {
+    router,
+    registry,
+    store,
+    port,
+    apiPort,
+    stats,
+    close() {
+      // Idempotent: uWS aborts the process when a listen socket is closed twice.
+      if (closed) return;
+      closed = true;
+      publicListener.close();
+      uws.us_listen_socket_close(api.socket);
+      hub.close();
+      registry.closeAll();
+      if (!options.store) store.close();
+      log.info('c1m closed');
+    },
+  };
+}
+
+/** Fails when another process listens on host:port (a plain bind, without SO_REUSEPORT, is refused then). Port 0 is always free. */
+async function assertPortFree(host: string, port: number, what: string): Promise<void> {
+  if (port === 0) return;
+  const probe = createServer();
+  await new Promise<void>((resolve, reject) => {
+    probe.once('error', (err: NodeJS.ErrnoException) =>
+      reject(new Error(`cannot listen for ${what} on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'the port is already in use' : err.message}`)),
+    );
+    probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve()));
+  });
+}

@@ -1,0 +1,62 @@
+/**
+ * The folders are the design: imports only point down the layers the README
+ * draws, and no two files import each other, directly or around a loop.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, join, normalize, relative } from 'node:path';
+import { expect, it } from 'vitest';
+
+const root = join(import.meta.dirname, '..');
+/** Each folder and the folders below it that it may import; index.ts is the package's entry, for embedders. */
+const MAY_IMPORT: Record<string, string[]> = {
+  cli: ['loadgen', 'cluster', 'server', 'router', 'subsmanager'],
+  bench: ['cli', 'loadgen', 'cluster', 'server', 'router', 'subsmanager'],
+  '.': ['server', 'router', 'subsmanager'],
+  loadgen: ['cluster', 'server', 'router', 'subsmanager'],
+  cluster: ['server', 'router', 'subsmanager'],
+  server: ['router', 'subsmanager'],
+  router: [],
+  subsmanager: [],
+};
+
+const sources = Object.keys(MAY_IMPORT).flatMap((folder) =>
+  readdirSync(join(root, folder))
+    .filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts') && (folder !== '.' || f === 'index.ts'))
+    .map((f) => normalize(join(folder, f))),
+);
+
+/** file → the project files it imports (static and dynamic), as paths from the root. */
+const imports = new Map(
+  sources.map((file) => {
+    const text = readFileSync(join(root, file), 'utf8');
+    const specs = [...text.matchAll(/(?:from|import\()\s*'(\.[^']+)'/g)].map((m) => m[1]);
+    return [file, specs.map((s) => normalize(join(dirname(file), s.replace(/\.js$/, '.ts'))))];
+  }),
+);
+const folderOf = (file: string) => (dirname(file) === '.' ? '.' : dirname(file).split('/')[0]);
+
+it('imports only point down: bench → cli → loadgen → cluster → server → router, subsmanager', () => {
+  const upward: string[] = [];
+  for (const [file, targets] of imports) {
+    for (const target of targets) {
+      const [from, to] = [folderOf(file), folderOf(target)];
+      if (from !== to && !MAY_IMPORT[from].includes(to)) upward.push(`${file} imports ${relative(root, join(root, target))}`);
+    }
+  }
+  expect(upward).toEqual([]);
+  expect(sources.length).toBeGreaterThan(40);
+});
+
+it('no file imports itself around a loop', () => {
+  const cycles: string[] = [];
+  const state = new Map<string, 'visiting' | 'done'>();
+  const visit = (file: string, path: string[]): void => {
+    if (state.get(file) === 'done') return;
+    if (state.get(file) === 'visiting') return void cycles.push([...path.slice(path.indexOf(file)), file].join(' → '));
+    state.set(file, 'visiting');
+    for (const target of imports.get(file) ?? []) visit(target, [...path, file]);
+    state.set(file, 'done');
+  };
+  for (const file of sources) visit(file, []);
+  expect(cycles).toEqual([]);
+});

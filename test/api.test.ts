@@ -106,8 +106,10 @@ describe('backend API', () => {
     socket.write(['first', 'second', 'third'].map(post).join(''));
     await waitFor(() => client.messages.length === 3, 'the pipelined sends');
     const split = post('fourth, in two pieces');
-    socket.write(split.slice(0, -10));
-    await new Promise((r) => setTimeout(r, 50));
+    await new Promise((resolve) => socket.write(split.slice(0, -10), resolve));
+    // Sentinel: the server runs on this thread's event loop, so its answer to a request sent once the first piece was in
+    // the kernel reaches us only after the poll that read that piece; the rest then arrives in a second read.
+    expect((await api(c1m.apiPort, 'GET', '/stats')).json.sends).toBe(3);
     socket.write(split.slice(-10));
     await waitFor(() => client.messages.length === 4, 'the split send');
     expect(client.messages).toEqual(['first', 'second', 'third', 'fourth, in two pieces']);

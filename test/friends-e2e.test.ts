@@ -47,8 +47,12 @@ it('generate → load → connect a user and its friends → send: exactly the u
   expect(c1m.router.send(user, `news from ${user}`)).toBe(1 + circle.size);
   await waitFor(() => inside.every(([, c]) => c.messages.length === 1), 'every friend to receive it');
   for (const [, client] of inside) expect(client.messages).toEqual([`news from ${user}`]);
-  await new Promise((r) => setTimeout(r, 100));
-  for (const [id, client] of outside) expect(client.messages, `user ${id} is not a friend`).toEqual([]);
+  // Then a sentinel from each outsider, on the same path: each stream receives in send order, so once an outsider has
+  // the last sentinel it should hear (its own, or a friend's), the news would have reached it first.
+  for (const id of outsiders) c1m.router.send(id, `sentinel from ${id}`);
+  const heard = (id: number) => outsiders.filter((s) => s === id || friends.get(s)!.has(id)).map((s) => `sentinel from ${s}`);
+  await waitFor(() => outside.every(([id, c]) => c.messages.includes(heard(id).at(-1)!)), 'every outsider to receive its sentinels');
+  for (const [id, client] of outside) expect(client.messages, `user ${id} is not a friend`).toEqual(heard(id));
 });
 
 it('a bulk load into the store a running server uses: the server keeps answering, and sees the graph at the commit', async () => {

@@ -19,6 +19,12 @@ function localEnds(sourcePrefix: string, port: number, state = 'established'): s
     .filter((local) => local?.startsWith(sourcePrefix));
 }
 
+/** Bytes waiting to be read in the established socket whose local end is `local` ("address:port"). */
+function receiveQueue(local: string): number {
+  const out = execFileSync('ss', ['-Htn', 'state', 'established', 'src', local], { encoding: 'utf8' });
+  return Number(out.trim().split(/\s+/)[0] || 0);
+}
+
 const stats = async (apiPort: number, headers: Record<string, string> = {}) => (await api(apiPort, 'GET', '/stats', undefined, headers)).json;
 
 describe('flood planning', () => {
@@ -106,7 +112,8 @@ describe('flood delivery timing', () => {
       // The worker stopped: the message arrives in its socket now, and is read 400 ms later.
       worker.kill('SIGSTOP');
       await api(server.apiPort, 'POST', '/send/1', `t=${epochMs().toFixed(3)} timed`);
-      await sleep(400);
+      await waitFor(() => receiveQueue('127.0.3.9:41000') > 0, 'the message in the stopped worker\'s socket');
+      await sleep(400); // the read delay the worker must time, not a wait for something to happen
       worker.kill('SIGCONT');
       await vi.waitFor(() => expect(last('S ')).toMatch(/ messages=1 /), { timeout: 5000 });
       expect(samples('d')).toEqual([expect.any(Number)]);
@@ -147,6 +154,7 @@ describe('flood against a real server', () => {
     await api(server.apiPort, 'POST', '/subscriptions', JSON.stringify(pairs));
     const stop = new AbortController();
     let ramped: FloodTotals | undefined;
+    let reported: FloodTotals | undefined;
     const options: FloodOptions = {
       host: '127.0.0.1',
       port: server.port,
@@ -159,7 +167,10 @@ describe('flood against a real server', () => {
       perWorker: 700, // three workers
       reportMs: 200,
       stop: stop.signal,
-      onReport: (totals) => (ramped ??= totals.ramped ? totals : undefined),
+      onReport: (totals) => {
+        reported = totals;
+        ramped ??= totals.ramped ? totals : undefined;
+      },
     };
     const flood = runFlood(options);
     await waitFor(() => ramped !== undefined, 'the flood to open every stream', 30_000);
@@ -175,7 +186,8 @@ describe('flood against a real server', () => {
     expect(delivered).toBe(33);
     const serverStats = await stats(server.apiPort);
     expect(serverStats).toMatchObject({ sends: 3, chunks: 33 });
-    await new Promise((r) => setTimeout(r, 500)); // let the workers report what they read
+    // The workers stop at once when asked: first wait until they have reported reading all 33 chunks (histograms come first).
+    await waitFor(() => reported!.chunks >= 33 && reported!.messages >= 33, 'the workers to report 33 chunks read', 5000);
     stop.abort();
     const summary = await flood;
 

@@ -70,7 +70,7 @@ export function loadgenCommand(): Command {
     .addOption(new Option('--src <addrs>', 'source addresses: A, A-B or a comma list (all of 127.0.0.0/8 is local)').default('127.0.1.1'))
     .addOption(new Option('--ids <range>', 'user ids N-M, split over the source addresses').argParser(parsed((t) => parseIdRange(t, 'ids'))))
     .addOption(new Option('--config <file>', "rows 'sourceIP firstId lastId' instead of --src and --ids").conflicts('ids'))
-    .addOption(new Option('--ports <range>', 'local ports each source address binds, from the first up').default([10000, 65535], '10000-65535').argParser(parsed((t) => parseIdRange(t, 'ports'))))
+    .addOption(new Option('--ports <range>', 'local ports each source address binds, from the first up (skipping ports in use)').default([10000, 65535], '10000-65535').argParser(parsed((t) => parseIdRange(t, 'ports'))))
     .addOption(new Option('--rate <n>', 'connects per second (0: as fast as --concurrency allows)').default(10000).argParser(integer('rate', 0)))
     .addOption(new Option('--concurrency <n>', 'connects waiting for their welcome at most').default(2000).argParser(integer('concurrency', 1)))
     .addOption(new Option('--duration <s>', 'seconds to hold the streams once all are open').default(60).argParser(integer('duration', 0)))

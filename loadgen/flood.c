@@ -8,7 +8,13 @@
  * (measured at 15,000), this costs 32 bytes of state per connection.
  *
  *   flood-worker HOST PORT RATE INFLIGHT INTERVAL_MS DEADLINE_S READ_EVERY_MS SLICE...
- *   SLICE = SOURCE_IP:FIRST_ID:COUNT:FIRST_PORT  (id FIRST_ID+k from SOURCE_IP:FIRST_PORT+k)
+ *   SLICE = SOURCE_IP:FIRST_ID:COUNT:FIRST_PORT[:SPARE_FIRST-SPARE_LAST]
+ *
+ * Ids FIRST_ID.. connect in order from SOURCE_IP, each on the next free port
+ * from FIRST_PORT up. A port something else on this host holds (the server
+ * under test may listen inside the range) is skipped, which pushes the last
+ * ids past FIRST_PORT+COUNT-1, onto another slice's ports: they go on in the
+ * spare ports instead. Only when those run out too is it a bind error.
  *
  * RATE connects/s (0: as fast as INFLIGHT allows), INFLIGHT connects not yet
  * welcomed at most. Every socket is bound to its source address and its own
@@ -72,7 +78,8 @@ struct conn {
 
 struct slice {
   struct sockaddr_in src;
-  uint32_t first_id, count, first_port, offset; /* offset: index of its first connection */
+  uint32_t first_id, count, offset; /* offset: index of its first connection */
+  uint32_t port, end, spare_first, spare_last; /* port: the next to try, up to end; then the spare ports */
 };
 
 enum { E_SOCKET, E_BIND, E_REFUSED, E_ADDR, E_CONNECT, E_TIMEOUT, E_WRITE, E_HTTP404, E_HTTP503, E_HTTP, E_PARSE, E_ENDED, E_EOF, E_RESET, E_READ, E_KINDS };
@@ -182,7 +189,6 @@ static int connect_kind(int err) {
 
 static void start(uint32_t index, struct slice *s, int ep) {
   struct conn *c = &conns[index];
-  uint32_t k = index - s->offset;
   c->started_us = clock_us(CLOCK_MONOTONIC);
   attempted++;
   inflight++;
@@ -198,8 +204,17 @@ static void start(uint32_t index, struct slice *s, int ep) {
   int on = 1;
   setsockopt(c->fd, SOL_SOCKET, SO_TIMESTAMP, &on, sizeof on);
   struct sockaddr_in src = s->src;
-  src.sin_port = htons((uint16_t)(s->first_port + k));
-  if (bind(c->fd, (struct sockaddr *)&src, sizeof src) < 0) return drop(c, E_BIND);
+  for (;;) {
+    if (s->port > s->end) { /* on to the spare ports, once */
+      if (s->spare_first > s->spare_last) return drop(c, E_BIND);
+      s->port = s->spare_first, s->end = s->spare_last;
+      s->spare_first = 1, s->spare_last = 0;
+      continue;
+    }
+    src.sin_port = htons((uint16_t)s->port++);
+    if (bind(c->fd, (struct sockaddr *)&src, sizeof src) == 0) break;
+    if (errno != EADDRINUSE) return drop(c, E_BIND);
+  }
   if (connect(c->fd, (struct sockaddr *)&dest, sizeof dest) < 0 && errno != EINPROGRESS) return drop(c, connect_kind(errno));
   struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.u32 = index};
   if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) drop(c, E_SOCKET);
@@ -395,18 +410,20 @@ static void on_signal(int sig) {
 
 static int parse_slice(const char *text, struct slice *s) {
   char ip[64];
-  unsigned first_id, count, first_port;
-  if (sscanf(text, "%63[^:]:%u:%u:%u", ip, &first_id, &count, &first_port) != 4) return -1;
-  if (first_port == 0 || first_port + count - 1 > 65535) return -1;
+  unsigned first_id, count, first_port, spare_first = 1, spare_last = 0; /* no spare ports unless given */
+  int n = sscanf(text, "%63[^:]:%u:%u:%u:%u-%u", ip, &first_id, &count, &first_port, &spare_first, &spare_last);
+  if (n != 4 && n != 6) return -1;
+  if (first_port == 0 || first_port + count - 1 > 65535 || spare_first == 0 || spare_last > 65535) return -1;
   s->src.sin_family = AF_INET;
   if (inet_pton(AF_INET, ip, &s->src.sin_addr) != 1) return -1;
-  s->first_id = first_id, s->count = count, s->first_port = first_port;
+  s->first_id = first_id, s->count = count;
+  s->port = first_port, s->end = first_port + count - 1, s->spare_first = spare_first, s->spare_last = spare_last;
   return 0;
 }
 
 int main(int argc, char **argv) {
   if (argc < 9) {
-    fprintf(stderr, "usage: %s HOST PORT RATE INFLIGHT INTERVAL_MS DEADLINE_S READ_EVERY_MS SOURCE_IP:FIRST_ID:COUNT:FIRST_PORT...\n", argv[0]);
+    fprintf(stderr, "usage: %s HOST PORT RATE INFLIGHT INTERVAL_MS DEADLINE_S READ_EVERY_MS SOURCE_IP:FIRST_ID:COUNT:FIRST_PORT[:SPARE_FIRST-SPARE_LAST]...\n", argv[0]);
     return 2;
   }
   host = argv[1];
@@ -425,7 +442,7 @@ int main(int argc, char **argv) {
   slices = calloc(nslices, sizeof *slices);
   for (uint32_t i = 0; i < nslices; i++) {
     if (parse_slice(argv[8 + i], &slices[i]) < 0) {
-      fprintf(stderr, "flood-worker: bad slice '%s' (SOURCE_IP:FIRST_ID:COUNT:FIRST_PORT, ports up to 65535)\n", argv[8 + i]);
+      fprintf(stderr, "flood-worker: bad slice '%s' (SOURCE_IP:FIRST_ID:COUNT:FIRST_PORT[:SPARE_FIRST-SPARE_LAST], ports 1-65535)\n", argv[8 + i]);
       return 2;
     }
     slices[i].offset = total;

@@ -33,7 +33,7 @@ export interface SourceRow {
   lastId: number;
 }
 
-/** A run of consecutive ids from one source address on consecutive local ports: what a worker is told. */
+/** A run of consecutive ids from one source address on local ports from `firstPort` up (see spareRuns): what a worker is told. */
 export interface Slice {
   source: string;
   firstId: number;
@@ -45,7 +45,7 @@ export interface FloodOptions {
   host: string;
   port: number;
   rows: SourceRow[];
-  /** Local ports to bind, first..last; each source address uses them from the first up. */
+  /** Local ports to bind, first..last; each source address uses them from the first up, skipping ports in use. */
   ports: [number, number];
   /** Connects per second over all workers; 0: as fast as `concurrency` allows. */
   rate: number;
@@ -208,6 +208,32 @@ export function planWorkers(rows: SourceRow[], ports: [number, number], perWorke
   return workers;
 }
 
+/**
+ * Each slice's spare ports, [first, last] (empty when last < first), in the
+ * order of planWorkers' slices. A worker skips a port something else holds (a
+ * listener on this host), which pushes its slice's last ids past its run, onto
+ * the next slice's ports; they go on in the spare ports instead. A source
+ * address's ports past its last planned one are shared among its slices in
+ * proportion to their counts, the last taking what is left.
+ */
+export function spareRuns(plan: Slice[][], ports: [number, number]): Array<Array<[number, number]>> {
+  const bySource = new Map<string, { port: number; count: number }>(); // next spare port, connections not yet given spares
+  for (const s of plan.flat()) {
+    const seen = bySource.get(s.source) ?? { port: 0, count: 0 };
+    bySource.set(s.source, { port: Math.max(seen.port, s.firstPort + s.count), count: seen.count + s.count });
+  }
+  return plan.map((slices) =>
+    slices.map((s) => {
+      const left = bySource.get(s.source)!;
+      const n = Math.floor(((ports[1] - left.port + 1) * s.count) / left.count);
+      const run: [number, number] = [left.port, left.port + n - 1];
+      left.port += n;
+      left.count -= s.count;
+      return run;
+    }),
+  );
+}
+
 /** The value a worker's histogram bucket stands for (its middle), in µs; mirrors bucketOf in flood.c. */
 export function bucketValue(bucket: number): number {
   if (bucket < 128) return bucket;
@@ -236,6 +262,7 @@ export async function runFlood(options: FloodOptions): Promise<FloodSummary> {
   const perWorker = Math.min(options.perWorker ?? limit, limit);
   if (perWorker < 1) throw new Error(`the open-file limit (${openFileLimit()}) leaves no room for sockets`);
   const plan = planWorkers(options.rows, options.ports, perWorker);
+  const spares = spareRuns(plan, options.ports);
   const target = plan.reduce((n, slices) => n + slices.reduce((m, s) => m + s.count, 0), 0);
   const reportMs = options.reportMs ?? 1000;
   const started = performance.now();
@@ -307,7 +334,7 @@ export async function runFlood(options: FloodOptions): Promise<FloodSummary> {
           String(reportMs),
           String(options.maxSeconds + 5), // the worker's own backstop, after the parent's hard stop
           String(options.readEveryMs ?? 0),
-          ...slices.map((s) => `${s.source}:${s.firstId}:${s.count}:${s.firstPort}`),
+          ...slices.map((s, j) => `${s.source}:${s.firstId}:${s.count}:${s.firstPort}:${spares[i][j].join('-')}`),
         ];
         const child = spawn(FLOOD_WORKER, args, { stdio: ['pipe', 'pipe', 'pipe'] });
         // The load generator yields to the server it measures when they share a host (dozens of workers, one router).

@@ -70,8 +70,9 @@ class EdgeLink {
   synced = false;
   /** When a snapshot was last asked for (0: not pending). */
   syncAskedAt = 0;
-  /** Snapshot parts received so far. */
+  /** Snapshot parts received so far, and the part expected next. */
   incoming: number[] = [];
+  nextPart = 0;
   lastSeen = Date.now();
   down = false;
   stats?: EdgeStats;
@@ -116,10 +117,15 @@ class EdgeLink {
 
   /** Adds `user` to the batch; a chunk shared by several users (one send) is carried once. */
   queue(user: number, chunk: Buffer): void {
-    const last = this.chunks.length - 1;
+    let last = this.chunks.length - 1;
     if (last >= 0 && this.chunks[last] === chunk) {
       this.targets[last].push(user);
     } else {
+      // A chunk that would take the batch over the bus's largest message starts the next one.
+      if (last >= 0 && this.batchBytes + BATCH_OVERHEAD + chunk.length + CHUNK_BYTES + ID_BYTES > this.owner.bus.maxPayload) {
+        this.flush();
+        last = -1;
+      }
       if (last < 0) this.owner.dirty.add(this);
       this.chunks.push(chunk);
       this.targets.push([user]);
@@ -180,6 +186,12 @@ export class Directory {
       SUBJECTS.send,
       (message, replyTo) => {
         if (message.t !== 'send') return;
+        // The HTTP API refuses these with 413; a backend on the bus is told the same way.
+        const bytes = typeof message.message === 'string' ? Buffer.byteLength(message.message) : message.message.length;
+        if (bytes > options.maxMessage) {
+          if (replyTo) bus.publish(replyTo, { t: 'sent', delivered: 0, error: `a message of ${bytes} bytes is over --max-message (${options.maxMessage})` });
+          return;
+        }
         const delivered = this.send(message.user, message.message);
         if (replyTo) bus.publish(replyTo, { t: 'sent', delivered });
       },
@@ -225,6 +237,8 @@ export class Directory {
 
   close(): void {
     clearInterval(this.watchdog);
+    clearTimeout(this.flushTimer);
+    clearImmediate(this.flushTimer as unknown as NodeJS.Immediate);
     this.flush();
   }
 
@@ -254,13 +268,22 @@ export class Directory {
         if (!link.synced || message.seq > link.seq) this.askSync(link, link.synced ? 'status ahead of presence' : 'no snapshot yet');
         return;
       case 'state':
-        // concat, not push(...users): a part holds up to 50,000 ids, too many to pass as arguments.
+        // Parts arrive in order or the snapshot is incomplete (a slow consumer's messages may be dropped by NATS).
+        if (message.part !== 0 && message.part !== link.nextPart) {
+          const why = `snapshot part ${link.nextPart} lost`;
+          link.incoming = [];
+          link.nextPart = 0;
+          return this.askSync(link, why);
+        }
+        // concat, not push(...users): a part holds tens of thousands of ids, too many to pass as arguments.
         link.incoming = message.part === 0 ? message.users : link.incoming.concat(message.users);
+        link.nextPart = message.part + 1;
         link.stats = message.stats;
         if (!message.last) return;
         link.clear();
         for (const user of link.incoming) link.add(user);
         link.incoming = [];
+        link.nextPart = 0;
         link.seq = message.seq;
         link.synced = true;
         link.syncAskedAt = 0;

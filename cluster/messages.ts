@@ -59,7 +59,8 @@ export type BusMessage =
   | { t: 'undrain' }
   /** A backend sends over the bus instead of HTTP. */
   | { t: 'send'; user: number; message: Uint8Array | string }
-  | { t: 'sent'; delivered: number };
+  /** The answer to a send: how many streams it reached, or why it was refused. */
+  | { t: 'sent'; delivered: number; error?: string };
 
 export const SUBJECTS = {
   presence: 'c1m.presence',

@@ -1,0 +1,473 @@
+/**
+ * The router's Directory on an in-process bus: the test plays the edges,
+ * publishing the same messages a real edge (cluster/presence.ts) sends, and
+ * reads what the directory publishes back (syncs, deliver batches).
+ */
+import { pino } from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { MemoryBroker, type Bus } from '../cluster/bus.js';
+import { Directory, type DirectoryOptions } from '../cluster/directory.js';
+import { encode, SUBJECTS, type BusMessage, type EdgeState, type EdgeStats } from '../cluster/messages.js';
+
+type Deliver = Extract<BusMessage, { t: 'deliver' }>;
+
+const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Lets every message published so far, and the replies it causes, reach its subscribers (the memory bus delivers one setImmediate turn later). */
+async function settle(turns = 10): Promise<void> {
+  for (let i = 0; i < turns; i++) await turn();
+}
+
+/** Waits until `predicate` holds: bus turns first, then short sleeps for what runs on timers (the batch window, the watchdog); throws after `ms`. */
+async function until(predicate: () => boolean, what: string, ms = 1000): Promise<void> {
+  const deadline = performance.now() + ms;
+  for (let turns = 0; !predicate(); turns++) {
+    if (performance.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await (turns < 100 ? turn() : sleep(5));
+  }
+}
+
+/** The messages of type `t` published to `subject` so far (the broker logs every publish), in order. */
+function published<T extends BusMessage['t']>(broker: MemoryBroker, subject: string, t: T): Extract<BusMessage, { t: T }>[] {
+  return broker.published.filter((p) => p.subject === subject && p.message.t === t).map((p) => p.message as Extract<BusMessage, { t: T }>);
+}
+
+/** The text of each chunk of a deliver batch, without the newline every chunk ends with. */
+const texts = (d: Deliver) => d.chunks.map((c) => Buffer.from(c).toString().replace(/\n$/, ''));
+
+const edgeStats = (state: EdgeState = 'up', streams = 0): EdgeStats => ({ pid: 1, state, streams, capacity: 1000, chunks: 0, bytes: 0, slowConsumerCloses: 0, authFailures: 0, rss: 0 });
+
+/**
+ * A fake edge on a bus: it records the syncs it is sent, and publishes
+ * presence batches, statuses and snapshot parts as a real edge does. `seq` is
+ * the number of its last presence batch; a restart changes `boot`.
+ */
+class FakeEdge {
+  seq = 0;
+  /** Sync requests received: on c1m.sync (all edges) or c1m.edge.<id> (this one), with the router's inbox to answer to. */
+  readonly syncs: { subject: string; replyTo?: string }[] = [];
+
+  constructor(
+    private readonly bus: Bus,
+    readonly id: string,
+    public boot = `${id}-run1`,
+  ) {
+    for (const subject of [SUBJECTS.edge(id), SUBJECTS.sync]) {
+      bus.subscribe(subject, (message, replyTo) => message.t === 'sync' && this.syncs.push({ subject, replyTo }));
+    }
+  }
+
+  /** The inbox of the last sync request. */
+  get replyTo(): string {
+    const replyTo = this.syncs.at(-1)?.replyTo;
+    if (!replyTo) throw new Error(`edge ${this.id} was never asked for its state`);
+    return replyTo;
+  }
+
+  presence(ins: number[], outs: number[] = [], seq = this.seq + 1): void {
+    this.seq = seq;
+    this.bus.publish(SUBJECTS.presence, { t: 'presence', edge: this.id, boot: this.boot, seq, in: ins, out: outs });
+  }
+
+  status(state: EdgeState = 'up', seq = this.seq): void {
+    this.bus.publish(SUBJECTS.presence, { t: 'status', edge: this.id, boot: this.boot, seq, stats: edgeStats(state), latency: { counts: [], sum: 0 } });
+  }
+
+  /** One part of a snapshot as of `seq`, to the inbox of the last sync. */
+  statePart(part: number, last: boolean, users: number[], seq = this.seq): void {
+    this.bus.publish(this.replyTo, { t: 'state', edge: this.id, boot: this.boot, seq, part, last, users, stats: edgeStats('up', users.length) });
+  }
+
+  /** A whole snapshot, one part per array (one entry per stream). */
+  snapshot(parts: number[][], seq = this.seq): void {
+    parts.forEach((users, part) => this.statePart(part, part === parts.length - 1, users, seq));
+  }
+}
+const fakeEdge = (bus: Bus, id: string) => new FakeEdge(bus, id);
+
+let cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+  cleanups = [];
+});
+
+/** A directory on a fresh memory broker, a second bus for the fake edges, and subscriptions in a Map (user → subscribers). */
+function setup(options: Partial<DirectoryOptions> & { maxPayload?: number } = {}) {
+  const { maxPayload, ...directoryOptions } = options;
+  const broker = new MemoryBroker(maxPayload);
+  const warnings: string[] = [];
+  const bus = broker.connect({ warning: (m) => warnings.push(m) });
+  const edgeBus = broker.connect({ warning: (m) => warnings.push(m) });
+  const subscribers = new Map<number, number[]>();
+  const directory = new Directory(bus, { getSubscribers: (user) => subscribers.get(user) ?? [] }, { maxMessage: 1024, logger: pino({ level: 'silent' }), ...directoryOptions });
+  cleanups.push(async () => {
+    directory.close();
+    await bus.close();
+    await edgeBus.close();
+  });
+  const view = (id: string) => directory.edgeViews().find((v) => v.id === id);
+  /** Which of `candidates` the directory holds (on any edge), sorted. */
+  const connected = (candidates: number[]) => candidates.filter((u) => directory.registry.isConnected(u)).sort((a, b) => a - b);
+  /** An edge joining as a real one does: its first status makes the directory ask it for a snapshot, which it answers. */
+  async function join(id: string, users: number[]): Promise<FakeEdge> {
+    const edge = fakeEdge(edgeBus, id);
+    edge.status();
+    await until(() => edge.syncs.length > 0, `the directory asking ${id} for its state`);
+    edge.snapshot([users]);
+    await until(() => view(id)?.synced === true, `${id} synced`);
+    return edge;
+  }
+  const delivers = (id: string) => published(broker, SUBJECTS.edge(id), 'deliver');
+  return { broker, bus, edgeBus, subscribers, directory, warnings, view, connected, join, delivers };
+}
+
+describe('Directory', () => {
+  it('follows presence batches after a snapshot: logins, logouts, a quick logout and login, two streams of one user', async () => {
+    const { directory, edgeBus, broker, view, connected } = setup();
+    const a = fakeEdge(edgeBus, 'A');
+
+    // A router starting asks every edge at once; the edge answers to the inbox named in the request.
+    directory.syncAll();
+    await until(() => a.syncs.length === 1, 'A receiving the sync');
+    expect(a.syncs[0].subject).toBe(SUBJECTS.sync);
+    expect(a.syncs[0].replyTo).toMatch(/^_INBOX\./);
+    expect(published(broker, SUBJECTS.sync, 'sync')).toHaveLength(1);
+    a.snapshot([[10]]);
+    await until(() => view('A')?.synced === true, 'A synced');
+    expect(directory.registry.isConnected(10)).toBe(true);
+    expect(view('A')!.directoryStreams).toBe(1);
+
+    // Seq 1: user 11 opens a stream, user 12 two (two tabs).
+    a.presence([11, 12, 12]);
+    await settle();
+    expect(connected([10, 11, 12, 13])).toEqual([10, 11, 12]);
+    expect(view('A')!.directoryStreams).toBe(4);
+    // One registry connection per user and edge, carrying both of 12's streams.
+    expect(directory.registry.connectionsOf(12)).toBe(1);
+    expect(directory.send(12, 'to 12')).toBe(2);
+
+    // Seq 2: 11 leaves; 10 leaves and comes back within the batch; 13 comes and goes within the batch; 12 closes one tab.
+    a.presence([10, 13], [10, 11, 13, 12]);
+    await settle();
+    expect(connected([10, 11, 12, 13])).toEqual([10, 12]);
+    expect(view('A')!.directoryStreams).toBe(2);
+    expect(view('A')!.synced).toBe(true);
+    expect(directory.send(10, 'to 10')).toBe(1);
+    expect(directory.send(12, 'to 12 again')).toBe(1);
+  });
+
+  it('asks an edge for a snapshot after a gap in its presence seqs, ignores presence until it arrives, then holds exactly the snapshot', async () => {
+    const { broker, view, connected, join } = setup();
+    const a = await join('A', [1]);
+    const inbox = a.replyTo;
+    const allUsers = [1, 2, 3, 4, 5];
+
+    a.presence([2]); // seq 1
+    await settle();
+    expect(connected(allUsers)).toEqual([1, 2]);
+
+    // Seq 2 is lost on the way (in it, 3 came and 1 left); seq 3 arrives: a gap.
+    const syncsBefore = published(broker, SUBJECTS.edge('A'), 'sync').length;
+    a.presence([4], [], 3);
+    await settle();
+    expect(published(broker, SUBJECTS.edge('A'), 'sync')).toHaveLength(syncsBefore + 1);
+    expect(a.syncs.at(-1)).toEqual({ subject: SUBJECTS.edge('A'), replyTo: inbox });
+    expect(view('A')!.synced).toBe(false);
+    expect(connected(allUsers)).toEqual([1, 2]); // seq 3 is not applied on top of a gap
+
+    // The missing seq 2 turns up late: the snapshot will cover it, it is not applied.
+    a.presence([3], [1], 2);
+    await settle();
+    expect(connected(allUsers)).not.toContain(3);
+
+    // The snapshot as of seq 3, in two parts: 1 left, 2, 3 and 4 are there.
+    a.snapshot([[2, 3], [4]], 3);
+    await until(() => view('A')!.synced, 'A synced again');
+    expect(connected(allUsers)).toEqual([2, 3, 4]);
+    expect(view('A')!.directoryStreams).toBe(3);
+
+    // Presence goes on from the snapshot's seq.
+    a.presence([5], [2], 4);
+    await settle();
+    expect(connected(allUsers)).toEqual([3, 4, 5]);
+  });
+
+  it('forgets what a restarted edge (same id, new boot) held, asks it for a snapshot and takes the new one', async () => {
+    const { directory, view, connected, join } = setup();
+    const a = await join('A', [1, 2]);
+    a.presence([3]); // seq 1 of the first run
+    await settle();
+    expect(connected([1, 2, 3, 4, 5])).toEqual([1, 2, 3]);
+    const syncs = a.syncs.length;
+
+    // The process restarts: same id, new boot, its seqs start again.
+    a.boot = 'A-run2';
+    a.seq = 0;
+    a.presence([4]); // seq 1 of the second run
+    await settle();
+    expect(connected([1, 2, 3, 4, 5])).toEqual([]); // the old run's users are gone, and the new run's presence waits for its snapshot
+    expect(a.syncs).toHaveLength(syncs + 1);
+    expect(a.syncs.at(-1)!.subject).toBe(SUBJECTS.edge('A'));
+    expect(view('A')!.synced).toBe(false);
+    expect(directory.send(1, 'to the old run')).toBe(0);
+
+    a.snapshot([[4, 5]], 1);
+    await until(() => view('A')!.synced, 'the new run synced');
+    expect(connected([1, 2, 3, 4, 5])).toEqual([4, 5]);
+    expect(directory.edgeViews()).toHaveLength(1);
+    expect(view('A')!.directoryStreams).toBe(2);
+  });
+
+  it('drops an edge that went silent, and one that says it is stopping at once; sends no longer target them', async () => {
+    const { directory, subscribers, view, connected, join, delivers } = setup({ edgeTimeoutMs: 600 });
+    const a = await join('A', [1]);
+    const b = await join('B', [2]);
+    subscribers.set(9, [1, 2]);
+    // B stays alive with a status every 100 ms, as a real edge does every second; A says nothing more.
+    const alive = setInterval(() => b.status(), 100);
+    cleanups.push(() => clearInterval(alive));
+
+    await until(() => view('A')!.state === 'down', 'A dropped', 3000);
+    expect(view('A')!.lastSeenMs).toBeGreaterThan(600);
+    expect(view('A')!.directoryStreams).toBe(0);
+    expect(view('A')!.synced).toBe(false);
+    expect(view('B')!.state).toBe('up');
+    expect(connected([1, 2])).toEqual([2]);
+    expect(directory.send(9, 'after A went silent')).toBe(1);
+    await until(() => delivers('B').length === 1, 'the deliver to B');
+    expect(delivers('A')).toEqual([]);
+
+    // B stops: its last status says so, and it is dropped on that message, long before the 600 ms timeout.
+    clearInterval(alive);
+    b.status('stopping');
+    await settle();
+    expect(view('B')!.state).toBe('down');
+    expect(connected([1, 2])).toEqual([]);
+    expect(directory.send(9, 'after B stopped')).toBe(0);
+    directory.close(); // flushes anything queued
+    await settle();
+    expect(delivers('A')).toEqual([]);
+    expect(delivers('B')).toHaveLength(1);
+    expect(a.syncs.length).toBe(1); // nobody asked the dropped edge for anything
+  });
+
+  it("groups a window's sends into one deliver batch per edge, each chunk naming only that edge's users, in send order", async () => {
+    const { directory, subscribers, connected, join, delivers, broker } = setup();
+    await join('A', [1, 2, 2]); // 2 has two streams on A
+    await join('B', [3]);
+    // User 4 is on no edge.
+    subscribers.set(100, [1, 3, 4]);
+    subscribers.set(101, [2]);
+    subscribers.set(102, [3]);
+    subscribers.set(1, [2, 3, 4]);
+    expect(connected([1, 2, 3, 4])).toEqual([1, 2, 3]);
+
+    // Several sends in one turn: one window.
+    const before = Date.now();
+    expect(directory.send(100, 'm1')).toBe(2); // 1 on A, 3 on B (4 nowhere)
+    expect(directory.send(101, 'm2')).toBe(2); // both of 2's streams
+    expect(directory.send(102, 'm3')).toBe(1);
+    expect(directory.send(1, 'm4')).toBe(4); // the sender 1, 2 (two streams), 3
+    expect(directory.send(4, 'm5')).toBe(0);
+    await until(() => delivers('A').length > 0 && delivers('B').length > 0, 'both batches');
+    directory.close(); // would flush any batch still held back
+    await settle();
+
+    const [toA, ...moreA] = delivers('A');
+    const [toB, ...moreB] = delivers('B');
+    expect(moreA).toEqual([]);
+    expect(moreB).toEqual([]);
+    expect(texts(toA)).toEqual(['m1', 'm2', 'm4']);
+    expect(toA.targets).toEqual([[1], [2], [1, 2]]);
+    expect(texts(toB)).toEqual(['m1', 'm3', 'm4']);
+    expect(toB.targets).toEqual([[3], [3], [3]]);
+    for (const d of [toA, toB]) {
+      expect(d.chunks.every((c) => Buffer.from(c).toString().endsWith('\n'))).toBe(true);
+      expect(d.sentAt).toHaveLength(d.chunks.length);
+      for (const t of d.sentAt) expect(Math.abs(t - before)).toBeLessThan(1000);
+    }
+    // Nothing for anyone else.
+    expect(broker.published.filter((p) => p.message.t === 'deliver').length).toBe(2);
+  });
+
+  it('holds sends back for the batch window after a batch left, and sends them as one batch', async () => {
+    const { directory, subscribers, join, delivers } = setup({ batchMs: 100 });
+    await join('A', [1]);
+    subscribers.set(2, [1]);
+
+    // After a quiet spell the first send leaves at once (the end of this turn)...
+    directory.send(2, 'first');
+    await until(() => delivers('A').length === 1, 'the first batch');
+    // ...the next ones, over several turns but within the window, wait for it to close and share one batch.
+    directory.send(2, 'second');
+    await turn();
+    directory.send(2, 'third');
+    await settle();
+    expect(delivers('A')).toHaveLength(1);
+    await until(() => delivers('A').length === 2, 'the second batch');
+    expect(delivers('A').map(texts)).toEqual([['first'], ['second', 'third']]);
+  });
+
+  it("a send during a resync's snapshot parts goes to the previous state's users, once each; the snapshot then replaces it", async () => {
+    const { directory, subscribers, view, connected, join, delivers } = setup();
+    const a = await join('A', [1, 2]);
+    subscribers.set(9, [1, 2, 3]);
+    const all = [1, 2, 3];
+
+    // Seq 1 is lost (3 came, 2 left); seq 2 (1 opens a second stream) shows the gap: resync.
+    a.presence([1], [], 2);
+    await settle();
+    expect(view('A')!.synced).toBe(false);
+
+    // The snapshot as of seq 2 arrives in two parts; a send comes between them.
+    a.statePart(0, false, [1, 3], 2);
+    await settle();
+    // Until the last part, the directory keeps the state it had (the last synced state): not the
+    // partial snapshot, and not nothing (user 1, connected all along, would miss the message).
+    expect(connected(all)).toEqual([1, 2]);
+    expect(directory.send(9, 'mid-snapshot')).toBe(2);
+    a.statePart(1, true, [1], 2);
+    await until(() => view('A')!.synced, 'A synced');
+    expect(connected(all)).toEqual([1, 3]);
+    expect(view('A')!.directoryStreams).toBe(3);
+    expect(directory.registry.connectionsOf(1)).toBe(1);
+
+    expect(directory.send(9, 'after')).toBe(3);
+    await until(() => delivers('A').flatMap(texts).includes('after'), 'the second send');
+    directory.close();
+    await settle();
+    const chunks = delivers('A').flatMap((d) => texts(d).map((text, i) => ({ text, targets: d.targets[i] })));
+    // Each send reached each user once: no duplicate from the snapshot replacing the state under a queued batch.
+    expect(chunks).toEqual([
+      // 2 left during the gap: like any send between a logout and its presence batch, this one still names 2,
+      // whom the edge no longer holds (it writes nothing for 2). 3, not known until the snapshot completes, misses it.
+      { text: 'mid-snapshot', targets: [1, 2] },
+      { text: 'after', targets: [1, 3] },
+    ]);
+  });
+
+  it("a send during a new edge's first snapshot reaches none of its users; after the last part it reaches exactly the snapshot's", async () => {
+    const { directory, edgeBus, subscribers, view, connected, delivers } = setup();
+    const a = fakeEdge(edgeBus, 'A');
+    subscribers.set(9, [1, 2, 3]);
+    directory.syncAll();
+    await until(() => a.syncs.length === 1, 'A asked');
+
+    a.statePart(0, false, [1, 2]);
+    await settle();
+    expect(view('A')!.synced).toBe(false);
+    expect(connected([1, 2, 3])).toEqual([]);
+    expect(directory.send(9, 'mid-snapshot')).toBe(0);
+    a.statePart(1, true, [2]);
+    await until(() => view('A')!.synced, 'A synced');
+    expect(connected([1, 2, 3])).toEqual([1, 2]);
+    expect(view('A')!.directoryStreams).toBe(3);
+
+    expect(directory.send(9, 'after')).toBe(3);
+    await until(() => delivers('A').length > 0, 'the batch');
+    directory.close();
+    await settle();
+    expect(delivers('A').map((d) => ({ texts: texts(d), targets: d.targets }))).toEqual([{ texts: ['after'], targets: [[1, 2]] }]);
+  });
+
+  it("sizes deliver batches to the bus's max payload: several batches to one edge, each within it, nothing lost, in order", async () => {
+    const maxPayload = 70 * 1024;
+    const maxMessage = 16 * 1024;
+    const { directory, edgeBus, subscribers, view, delivers, warnings } = setup({ maxPayload, maxMessage });
+    // 20,000 users with ids that take msgpack's widest encoding (5 bytes), in snapshot parts that fit the bus.
+    const users = Array.from({ length: 20_000 }, (_, i) => 100_000 + i);
+    const a = fakeEdge(edgeBus, 'A');
+    directory.syncAll();
+    await until(() => a.syncs.length === 1, 'A asked');
+    a.snapshot([users.slice(0, 10_000), users.slice(10_000)]);
+    await until(() => view('A')?.synced === true, 'A synced');
+    expect(view('A')!.directoryStreams).toBe(20_000);
+
+    // In one window: 24 sends of up to maxMessage bytes, each to 20 users, then one send to all 20,000, then a small one.
+    const few = users.slice(0, 20);
+    subscribers.set(1, few);
+    subscribers.set(2, users);
+    const sizes = [maxMessage, 1, 9000, maxMessage - 1];
+    const sent: { text: string; targets: number[] }[] = [];
+    for (let i = 0; i < 24; i++) {
+      const text = `${i}|`.padEnd(sizes[i % sizes.length], 'x');
+      expect(directory.send(1, text)).toBe(20);
+      sent.push({ text, targets: few });
+    }
+    expect(directory.send(2, 'to everyone')).toBe(20_000);
+    sent.push({ text: 'to everyone', targets: users });
+    expect(directory.send(1, 'last')).toBe(20);
+    sent.push({ text: 'last', targets: few });
+
+    await until(() => delivers('A').some((d) => texts(d).includes('last')), 'the last send');
+    directory.close();
+    await settle();
+    const batches = delivers('A');
+    expect(batches.length).toBeGreaterThan(3); // 24 × ~10 KB alone is over 3 batches of 70 KB
+    for (const d of batches) expect(encode(d).length).toBeLessThanOrEqual(maxPayload);
+    expect(warnings).toEqual([]); // the bus refused nothing
+
+    // A send cut over two batches appears in both: join consecutive pieces of the same chunk.
+    const received: { text: string; targets: number[] }[] = [];
+    for (const d of batches) {
+      texts(d).forEach((text, i) => {
+        const last = received.at(-1);
+        if (last && last.text === text) last.targets.push(...d.targets[i]);
+        else received.push({ text, targets: [...d.targets[i]] });
+      });
+    }
+    expect(received.map((r) => r.text)).toEqual(sent.map((s) => s.text));
+    received.forEach((r, i) => expect(r.targets, `targets of send ${i}`).toEqual(sent[i].targets));
+  });
+
+  it("refuses a maxMessage that does not fit in one message of the bus", async () => {
+    const broker = new MemoryBroker(70 * 1024);
+    const bus = broker.connect();
+    cleanups.push(() => bus.close());
+    const logger = pino({ level: 'silent' });
+    const subscribers = { getSubscribers: () => [] };
+    expect(() => new Directory(bus, subscribers, { maxMessage: 70 * 1024, logger })).toThrow(
+      /max message \(71680 bytes\) does not fit in one bus message: the bus \(memory\) carries at most 71680 bytes/,
+    );
+    expect(() => new Directory(bus, subscribers, { maxMessage: 69 * 1024, logger })).toThrow(/does not fit/);
+    // A directory that could not be built left nothing behind on the bus.
+    expect(broker.subscriptions).toEqual([]);
+    const fits = new Directory(bus, subscribers, { maxMessage: 16 * 1024, logger });
+    fits.close();
+  });
+
+  // The bus is at-most-once (NATS drops messages to a slow consumer): a snapshot whose middle part was lost must not be
+  // applied as complete, or the lost part's users would miss every message until they reconnect.
+  it('does not take a snapshot with a lost part for a complete one', async () => {
+    const { edgeBus, directory, view, connected } = setup();
+    const a = fakeEdge(edgeBus, 'A');
+    directory.syncAll();
+    await until(() => a.syncs.length === 1, 'A asked');
+    a.statePart(0, false, [1, 2]);
+    // part 1, [3, 4], is lost
+    a.statePart(2, true, [5, 6]);
+    await settle();
+    a.status(); // statuses keep coming, with the snapshot's seq
+    await settle();
+    expect(connected([1, 2, 3, 4, 5, 6])).not.toEqual([1, 2, 5, 6]);
+    expect(view('A')!.synced).toBe(false);
+  });
+
+  // A backend's send over the bus is held to maxMessage as the HTTP API's is, and a chunk that would take a batch over the
+  // bus's max payload starts the next batch: one bad send never takes other sends' messages down with it.
+  it("a send over the bus larger than maxMessage does not take other sends' messages down with it", async () => {
+    const { edgeBus, directory, join, delivers, warnings } = setup({ maxPayload: 70 * 1024, maxMessage: 16 * 1024 });
+    await join('A', [5]);
+    const refused = edgeBus.request(SUBJECTS.send, { t: 'send', user: 5, message: 'B'.repeat(60 * 1024) }); // a backend, over the bus
+    const valid = ['a', 'b', 'c'].map((c) => c.repeat(5000));
+    for (const text of valid) expect(directory.send(5, text)).toBe(1);
+    expect(await refused).toMatchObject({ t: 'sent', delivered: 0, error: expect.stringMatching(/over --max-message/) });
+    directory.close();
+    await settle();
+    const got = delivers('A').flatMap(texts);
+    for (const text of valid) expect(got).toContain(text);
+    expect(warnings).toEqual([]);
+  });
+});
+

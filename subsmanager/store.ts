@@ -3,6 +3,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { toPairs, type Pair } from './pairs.js';
 import { DEFAULT_CACHE_MIB } from './defaults.js';
+import { firstHistoryFloor, History, HISTORY_TABLES, type HistoryOptions } from './history.js';
 
 /** The subscription store as the rest of c1m sees it; SQLite is one implementation. */
 export interface SubscriptionStore {
@@ -86,8 +87,8 @@ export const TABLES = {
 ) WITHOUT ROWID`,
 } as const;
 
-/** Layout version, kept in PRAGMA user_version: 1 is the two tables above. */
-export const SCHEMA_VERSION = 1;
+/** Layout version, kept in PRAGMA user_version: 1 is the two tables above, 2 adds the message history (history.ts). */
+export const SCHEMA_VERSION = 2;
 
 export class StoreError extends Error {}
 
@@ -149,18 +150,23 @@ function enableWal(db: Database.Database): void {
  * another process created the tables meanwhile.
  */
 function prepareLayout(db: Database.Database, readonly: boolean): void {
-  const check = (): boolean => {
+  /** The file's layout version: 0 for an empty file; anything this code cannot read or upgrade is refused. */
+  const check = (): number => {
     const version = db.pragma('user_version', { simple: true }) as number;
-    if (version === SCHEMA_VERSION) return true;
     if (version > SCHEMA_VERSION) throw new Error(`the store has layout version ${version}, newer than this c1m's ${SCHEMA_VERSION}; upgrade c1m`);
+    if (version >= 1 && (version === SCHEMA_VERSION || readonly)) return SCHEMA_VERSION;
     const empty = db.prepare('SELECT count(*) FROM sqlite_master').pluck().get() === 0;
-    if (!empty || readonly) throw new Error(`not a c1m subscription store (no layout version ${SCHEMA_VERSION})`);
-    return false;
+    if (version === 0 && (!empty || readonly)) throw new Error(`not a c1m subscription store (no layout version ${SCHEMA_VERSION})`);
+    return version;
   };
-  if (check()) return;
+  if (check() === SCHEMA_VERSION) return;
   db.transaction(() => {
-    if (check()) return;
-    db.exec(`${TABLES.subscriptions}; ${TABLES.subscriptions_by_subscriber};`);
+    const version = check();
+    if (version === SCHEMA_VERSION) return;
+    if (version === 0) db.exec(`${TABLES.subscriptions}; ${TABLES.subscriptions_by_subscriber};`);
+    // 1 → 2: the history, empty, its ids starting from now.
+    db.exec(HISTORY_TABLES);
+    db.prepare('INSERT INTO history_floor (subject, through) VALUES (0, ?)').run(firstHistoryFloor());
     db.pragma(`user_version = ${SCHEMA_VERSION}`);
   }).immediate();
 }
@@ -226,6 +232,11 @@ export class SqliteStore implements SubscriptionStore {
 
   count(): number {
     return this.rows.get() as number;
+  }
+
+  /** The message history in this store's file (see history.ts). */
+  history(options: HistoryOptions): History {
+    return new History(this.db, options);
   }
 
   close(): void {

@@ -1,0 +1,204 @@
+/**
+ * The message history: every send, kept for a while in the store's SQLite
+ * file, so that a stream that comes back can be given what it missed. A
+ * message's id is its row id: allocated here when the router accepts the
+ * send, in order, and written with the others of the same event-loop turn in
+ * one transaction, so the send path does not pay a transaction per message.
+ * Rows are pruned by age and by a count per subject; what pruning took is
+ * remembered (`history_floor`), so a stream resuming from before it is told
+ * its history is lost rather than handed a silent gap.
+ */
+import type Database from 'better-sqlite3';
+
+export const HISTORY_TABLES = `CREATE TABLE history (
+  id INTEGER PRIMARY KEY,
+  subject INTEGER NOT NULL,
+  at INTEGER NOT NULL,
+  body BLOB NOT NULL
+);
+CREATE INDEX history_by_subject ON history (subject, id);
+CREATE TABLE history_floor (
+  subject INTEGER PRIMARY KEY,
+  through INTEGER NOT NULL
+) WITHOUT ROWID;`;
+
+/** history_floor's row for pruning by age, which takes every subject's rows. */
+const EVERY_SUBJECT = 0;
+
+/**
+ * Ids of a new history start at its creation time in µs, and its floor just
+ * below: an id from another or a wiped store is then below the floor or above
+ * the last id, never mistaken for one of this store's.
+ */
+export const firstHistoryFloor = (now = Date.now()): number => now * 1000;
+
+export interface HistoryOptions {
+  /** Messages are kept this long (seconds). */
+  seconds: number;
+  /** And at most this many per subject (the newest). */
+  perSubject: number;
+}
+
+export interface Missed {
+  id: number;
+  subject: number;
+  body: Buffer;
+}
+
+/** What a resuming stream gets: what it missed, in id order, or why that cannot be known. */
+export type Replay = { lost: false; messages: Missed[] } | { lost: true; why: 'expired' | 'unknown' };
+
+/** Rows waiting for their turn's transaction: id, subject, at, body. */
+type Row = [number, number, number, Uint8Array];
+
+export class History {
+  /** Messages appended so far (this process). */
+  appended = 0;
+  /** Resumes answered, messages replayed, and resumes told their history is lost. */
+  resumes = 0;
+  replayed = 0;
+  lost = 0;
+  private nextId: number;
+  private pending: Row[] = [];
+  private flushScheduled = false;
+  private readonly insert;
+  private readonly since;
+  private readonly floor;
+  private readonly raiseFloor;
+  private readonly pruneOld;
+  private readonly pruneSubject;
+  private readonly nthNewest;
+  private readonly firstFresh;
+  private readonly newest;
+  private readonly hears;
+  private readonly write;
+  private readonly pruneTimer: NodeJS.Timeout;
+
+  constructor(
+    private readonly db: Database.Database,
+    private readonly options: HistoryOptions,
+  ) {
+    this.newest = db.prepare('SELECT max(id) FROM history').pluck();
+    const floor = db.prepare('SELECT max(through) FROM history_floor').pluck().get() as number | null;
+    this.nextId = Math.max((this.newest.get() as number | null) ?? 0, floor ?? 0) + 1;
+    this.hears = db.prepare('SELECT subscribee FROM subscriptions_by_subscriber WHERE subscriber = ?').pluck();
+    this.insert = db.prepare('INSERT INTO history (id, subject, at, body) VALUES (?, ?, ?, ?)');
+    // Every message `user` would have received, by the subscriptions it holds now: its own and those of whom it hears.
+    this.since = db.prepare(
+      `SELECT id, subject, body FROM history WHERE id > @after AND subject = @user
+       UNION ALL
+       SELECT h.id, h.subject, h.body FROM subscriptions_by_subscriber s JOIN history h ON h.subject = s.subscribee AND h.id > @after
+       WHERE s.subscriber = @user AND s.subscribee != @user
+       ORDER BY id`,
+    );
+    this.floor = db.prepare(
+      `SELECT max(through) FROM history_floor WHERE subject = ${EVERY_SUBJECT} OR subject = @user
+         OR subject IN (SELECT subscribee FROM subscriptions_by_subscriber WHERE subscriber = @user)`,
+    ).pluck();
+    this.raiseFloor = db.prepare(
+      'INSERT INTO history_floor (subject, through) VALUES (?, ?) ON CONFLICT (subject) DO UPDATE SET through = max(through, excluded.through)',
+    );
+    // Ids grow with time: the scan from the oldest row stops at the first one to keep.
+    this.firstFresh = db.prepare('SELECT id FROM history WHERE at >= ? ORDER BY id LIMIT 1').pluck();
+    this.pruneOld = db.prepare('DELETE FROM history WHERE id <= ?');
+    this.nthNewest = db.prepare('SELECT id FROM history WHERE subject = ? ORDER BY id DESC LIMIT 1 OFFSET ?').pluck();
+    this.pruneSubject = db.prepare('DELETE FROM history WHERE subject = ? AND id <= ?');
+    this.write = db.transaction((rows: Row[]) => {
+      const subjects = new Set<number>();
+      for (const row of rows) {
+        this.insert.run(row);
+        subjects.add(row[1]);
+      }
+      for (const subject of subjects) {
+        const through = this.nthNewest.get(subject, this.options.perSubject) as number | undefined;
+        if (through === undefined) continue;
+        this.pruneSubject.run(subject, through);
+        this.raiseFloor.run(subject, through);
+      }
+    });
+    this.pruneTimer = setInterval(() => this.prune(), 1000).unref();
+  }
+
+  /** Takes a message and gives it its id; it is written at the end of this event-loop turn. */
+  append(subject: number, body: Uint8Array): number {
+    const id = this.nextId++;
+    this.pending.push([id, subject, Date.now(), body]);
+    this.appended++;
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      // Before the turn's stream writes (scheduled after this by the sends that follow), so a message is in the
+      // file before any stream shows its id: a server killed right after still has what it delivered.
+      setImmediate(this.flush);
+    }
+    return id;
+  }
+
+  /** The highest id given so far. */
+  get lastId(): number {
+    return this.nextId - 1;
+  }
+
+  /**
+   * What `user` missed since message `after`, in id order, including messages
+   * of this turn not yet written. Lost when pruning took some of it, or when
+   * `after` is an id this store never gave (another store, a wiped file).
+   */
+  replay(user: number, after: number): Replay {
+    this.resumes++;
+    if (!Number.isSafeInteger(after) || after < 0 || after > this.lastId) return this.isLost('unknown');
+    if (((this.floor.get({ user }) as number | null) ?? 0) > after) return this.isLost('expired');
+    const messages = this.since.all({ after, user }) as Missed[];
+    // Pending rows are not in the file yet; their subjects are checked against the same subscriptions.
+    if (this.pending.length > 0) {
+      const hears = new Set(this.hears.all(user) as number[]);
+      hears.add(user);
+      for (const [id, subject, , body] of this.pending) if (id > after && hears.has(subject)) messages.push({ id, subject, body: Buffer.from(body) });
+    }
+    this.replayed += messages.length;
+    return { lost: false, messages };
+  }
+
+  /** Writes what waits now (shutdown, tests). */
+  readonly flush = (): void => {
+    this.flushScheduled = false;
+    if (this.pending.length === 0) return;
+    const rows = this.pending;
+    this.pending = [];
+    try {
+      this.write(rows);
+    } catch (err) {
+      // SQLITE_BUSY (another process holds the write lock, e.g. a bulk load): keep the rows for the next turn.
+      if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;
+      this.pending = rows.concat(this.pending);
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setTimeout(this.flush, 50);
+      }
+    }
+  };
+
+  /** Drops rows older than the window, remembering how far it went. */
+  prune(now = Date.now()): void {
+    try {
+      const fresh = this.firstFresh.get(now - this.options.seconds * 1000) as number | undefined;
+      const through = fresh === undefined ? (this.newest.get() as number | null) : fresh - 1;
+      if (through === null || through <= ((this.floor.get({ user: EVERY_SUBJECT }) as number | null) ?? 0)) return;
+      this.db.transaction(() => {
+        this.pruneOld.run(through);
+        this.raiseFloor.run(EVERY_SUBJECT, through);
+      })();
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;
+    }
+  }
+
+  close(): void {
+    clearInterval(this.pruneTimer);
+    this.flush();
+  }
+
+  private isLost(why: 'expired' | 'unknown'): Replay {
+    this.lost++;
+    return { lost: true, why };
+  }
+}

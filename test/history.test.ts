@@ -1,0 +1,98 @@
+/**
+ * The message history in a real SQLite store: ids in order, written at the end
+ * of the turn, what a user missed (its own and its subscriptions' messages,
+ * nobody else's), pruning by age and per subject told as lost, unknown ids,
+ * and ids that survive a reopen.
+ */
+import { join } from 'node:path';
+import { afterEach, expect, it } from 'vitest';
+import { openStore, type SqliteStore } from '../index.js';
+import type { History } from '../subsmanager/history.js';
+import { tempDir } from './helpers.js';
+
+const open: { store: SqliteStore; history: History }[] = [];
+afterEach(() => {
+  for (const { store, history } of open.splice(0)) {
+    history.close();
+    store.close();
+  }
+});
+
+function withHistory(path = ':memory:', options = { seconds: 120, perSubject: 1000 }) {
+  const store = openStore(path);
+  const history = store.history(options);
+  open.push({ store, history });
+  return { store, history };
+}
+const turn = () => new Promise((resolve) => setImmediate(resolve));
+const texts = (replay: ReturnType<History['replay']>) => (replay.lost ? replay : replay.messages.map((m) => `${m.id - first}:${m.subject}:${m.body}`));
+let first = 0;
+
+it("replays what a user missed: its own messages and its subscriptions', in id order, nobody else's, before and after the write", async () => {
+  const { store, history } = withHistory();
+  store.addSubscriptions([[1, 2], [1, 3], [4, 2]]); // 1 hears 2 and 3; 4 hears 2
+  first = history.append(2, Buffer.from('a'));
+  history.append(5, Buffer.from('not for 1'));
+  history.append(1, Buffer.from('b'));
+  history.append(3, Buffer.from('c'));
+  // Still pending (this turn): replayed from memory.
+  expect(texts(history.replay(1, first - 1))).toEqual(['0:2:a', '2:1:b', '3:3:c']);
+  await turn();
+  expect(store.db.prepare('SELECT count(*) FROM history').pluck().get()).toBe(4);
+  expect(texts(history.replay(1, first - 1))).toEqual(['0:2:a', '2:1:b', '3:3:c']);
+  expect(texts(history.replay(1, first))).toEqual(['2:1:b', '3:3:c']);
+  expect(texts(history.replay(4, first - 1))).toEqual(['0:2:a']);
+  expect(texts(history.replay(1, history.lastId))).toEqual([]);
+  expect(history).toMatchObject({ resumes: 5, replayed: 9, lost: 0 });
+});
+
+it('tells an id this store never gave (ahead of it, or from before its history began) as lost, never as an empty replay', async () => {
+  const { history } = withHistory();
+  const id = history.append(1, Buffer.from('x'));
+  expect(history.replay(1, id + 1)).toEqual({ lost: true, why: 'unknown' });
+  expect(history.replay(1, 17)).toEqual({ lost: true, why: 'expired' });
+  expect(history.replay(1, -3)).toEqual({ lost: true, why: 'unknown' });
+  expect(history.replay(1, id - 1)).toMatchObject({ lost: false, messages: [{ id }] });
+  expect(history.lost).toBe(3);
+});
+
+it('prunes by age and by count per subject; a resume from before what was pruned is told lost, one after it is not', async () => {
+  const { store, history } = withHistory(':memory:', { seconds: 60, perSubject: 3 });
+  store.addSubscriptions([[1, 2], [1, 3]]);
+  const ids = [1, 2, 3, 4, 5].map((n) => history.append(2, Buffer.from(`m${n}`)));
+  first = ids[0];
+  const quiet = history.append(3, Buffer.from('q'));
+  await turn();
+  // Subject 2 keeps its newest 3.
+  expect(history.replay(1, ids[0])).toEqual({ lost: true, why: 'expired' });
+  expect(history.replay(7, ids[0])).toMatchObject({ lost: false, messages: [] }); // 7 hears neither
+  expect(texts(history.replay(1, ids[1]))).toEqual(['2:2:m3', '3:2:m4', '4:2:m5', '5:3:q']);
+  // Age: everything older than 60 s goes.
+  history.prune(Date.now() + 61_000);
+  expect(store.db.prepare('SELECT count(*) FROM history').pluck().get()).toBe(0);
+  expect(history.replay(1, quiet - 1)).toEqual({ lost: true, why: 'expired' });
+  expect(history.replay(1, quiet)).toEqual({ lost: false, messages: [] });
+});
+
+it('keeps ids and messages across a reopen of the file, and never gives an id twice', async () => {
+  const path = join(tempDir(), 'history.db');
+  const a = withHistory(path);
+  a.store.addSubscriptions([[1, 2]]);
+  first = a.history.append(2, Buffer.from('before'));
+  a.history.close();
+  a.store.close();
+  open.pop();
+  const b = withHistory(path);
+  const next = b.history.append(2, Buffer.from('after'));
+  expect(next).toBe(first + 1);
+  expect(texts(b.history.replay(1, first - 1))).toEqual(['0:2:before', '1:2:after']);
+});
+
+it('a new store starts its ids above any id an older store gave, so they are never mistaken for its own', async () => {
+  const older = withHistory(join(tempDir(), 'a.db'));
+  const old = older.history.append(1, Buffer.from('x'));
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  const newer = withHistory(join(tempDir(), 'b.db'));
+  expect(newer.history.append(1, Buffer.from('y'))).toBeGreaterThan(old);
+  expect(newer.history.replay(1, old)).toEqual({ lost: true, why: 'expired' });
+});

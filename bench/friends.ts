@@ -116,6 +116,14 @@ async function main(): Promise<void> {
     `RSS of a fresh process after opening the store and those lookups (cache ${cacheMiB} MiB${warmCache ? ', warmed at open' : ''}, mmap ${mmapMiB} MiB): ${result.rssMiB.toFixed(0)} MiB` +
       (mmapMiB > 0 ? ` (includes mapped file pages read, up to ${mmapMiB} MiB: clean, reclaimable file cache)` : ''),
   );
+  const resume = resumeProbe();
+  console.log(
+    `history: ${resume.rows.toLocaleString('en-US')} messages of ${resume.bodyBytes} B (${resume.sendsPerSecond.toLocaleString('en-US')} sends/s for ${resume.seconds} s): ` +
+      `${resume.bytesPerMessage} B per message on disk, appended at ${resume.appendMicros.toFixed(2)} µs per message (one transaction per ${resume.batch})`,
+  );
+  for (const [who, r] of Object.entries(resume.replays)) {
+    console.log(`resume after missing ${resume.missedSeconds} s, ${who}: p50 ${r.p50.toFixed(0)} µs, p99 ${r.p99.toFixed(0)} µs, ${r.meanMessages.toFixed(1)} messages replayed on average`);
+  }
   const server = await serverRss();
   console.log(`c1m server on the loaded store, after 1,000 sends to random users, no connections: RSS ${server.rssMiB.toFixed(0)} MiB (${server.flags})`);
 }
@@ -137,6 +145,55 @@ async function serverRss(): Promise<{ rssMiB: number; flags: string }> {
 }
 
 /** Runs in a fresh process so its RSS is the store's, not the generator's arrays. */
+/**
+ * The message history on the loaded graph: a window of sends from random
+ * users, then resumes that missed the last second of it, for random users,
+ * the friends of the largest hubs (who hear a hub) and the hubs themselves
+ * (who hear thousands).
+ */
+function resumeProbe() {
+  const [sendsPerSecond, seconds, missedSeconds, bodyBytes, batch] = [2000, 120, 1, 100, 2000];
+  const store = openStore(dbPath, { cacheMiB, mmapMiB });
+  const history = store.history({ seconds: 3600, perSubject: 1000 });
+  const pagesBefore = (store.db.pragma('page_count', { simple: true }) as number) * (store.db.pragma('page_size', { simple: true }) as number);
+  const random = xoshiro128ss(seed + 4);
+  const body = Buffer.alloc(bodyBytes, 'x');
+  const rows = sendsPerSecond * seconds;
+  const started = process.hrtime.bigint();
+  for (let i = 0; i < rows; i++) {
+    history.append(1 + Math.floor(random() * users), body);
+    if ((i + 1) % batch === 0) history.flush();
+  }
+  history.flush();
+  const appendMicros = Number(process.hrtime.bigint() - started) / 1000 / rows;
+  store.db.pragma('wal_checkpoint(TRUNCATE)');
+  const pagesAfter = (store.db.pragma('page_count', { simple: true }) as number) * (store.db.pragma('page_size', { simple: true }) as number);
+  const after = history.lastId - missedSeconds * sendsPerSecond;
+  const hubIds = store.db.prepare('SELECT subscribee FROM subscriptions GROUP BY subscribee ORDER BY count(*) DESC LIMIT 10').pluck().all() as number[];
+  const friendsOfHubs = hubIds.flatMap((hub) => store.getSubscribers(hub).slice(0, 100));
+  const who: Record<string, number[]> = {
+    'random users': Array.from({ length: 1000 }, () => 1 + Math.floor(random() * users)),
+    'friends of the 10 largest hubs': friendsOfHubs,
+    'the 10 largest hubs': Array.from({ length: 100 }, (_, i) => hubIds[i % hubIds.length]),
+  };
+  const replays: Record<string, { p50: number; p99: number; meanMessages: number }> = {};
+  for (const [name, ids] of Object.entries(who)) {
+    const times: number[] = [];
+    let messages = 0;
+    for (const user of ids) {
+      const t = process.hrtime.bigint();
+      const replay = history.replay(user, after);
+      times.push(Number(process.hrtime.bigint() - t) / 1000);
+      if (!replay.lost) messages += replay.messages.length;
+    }
+    times.sort((x, y) => x - y);
+    replays[name] = { p50: percentile(times, 0.5), p99: percentile(times, 0.99), meanMessages: messages / ids.length };
+  }
+  history.close();
+  store.close();
+  return { rows, bodyBytes, sendsPerSecond, seconds, missedSeconds, batch, appendMicros, bytesPerMessage: Math.round((pagesAfter - pagesBefore) / rows), replays };
+}
+
 function probeLookups(): LookupResult {
   const store = openStore(dbPath, { cacheMiB, mmapMiB, warmCache, readonly: true });
   const hubIds = store.db.prepare('SELECT subscribee FROM subscriptions GROUP BY subscribee ORDER BY count(*) DESC LIMIT 10').pluck().all() as number[];

@@ -1,7 +1,7 @@
 /**
  * The router: who should hear a message. It resolves recipients once per send
  * ({user} ∪ subscribers(user)) and writes to each one's connections, which are
- * local streams in one process and remote edges in a cluster (router/cluster.ts).
+ * local streams in one process and remote edges in a cluster (cluster/directory.ts).
  */
 import type { Registry } from './registry.js';
 
@@ -10,6 +10,14 @@ export interface SubscriberSource {
   getSubscribers(user: number): number[];
 }
 
+/** Where accepted messages are kept so that streams can resume (the store's history); it gives each its id. */
+export interface MessageLog {
+  append(subject: number, body: Uint8Array): number;
+}
+
+/** A message as streams receive it: its bytes and '\n', and its id when a MessageLog gave one. */
+export type Chunk = Buffer & { id?: number };
+
 const NEWLINE = 0x0a;
 
 /**
@@ -17,11 +25,15 @@ const NEWLINE = 0x0a;
  * see chunk boundaries can still split messages. Built once per send, shared by
  * every recipient.
  */
-export function toChunk(message: string | Uint8Array): Buffer {
-  if (typeof message === 'string') return Buffer.from(message + '\n');
-  const chunk = Buffer.allocUnsafe(message.length + 1);
-  chunk.set(message, 0);
-  chunk[message.length] = NEWLINE;
+export function toChunk(message: string | Uint8Array, id?: number): Chunk {
+  let chunk: Chunk;
+  if (typeof message === 'string') chunk = Buffer.from(message + '\n');
+  else {
+    chunk = Buffer.allocUnsafe(message.length + 1);
+    chunk.set(message, 0);
+    chunk[message.length] = NEWLINE;
+  }
+  if (id !== undefined) chunk.id = id;
   return chunk;
 }
 
@@ -33,6 +45,8 @@ export class Router {
     /** Where recipients are connected: local streams in one process, edges in a cluster. */
     readonly registry: Registry,
     private readonly subscribers: SubscriberSource,
+    /** Keeps every send for resumes, and numbers it; without one, messages have no ids. */
+    private readonly log?: MessageLog,
   ) {}
 
   /**
@@ -43,6 +57,8 @@ export class Router {
   send(user: number, message: string | Uint8Array): number {
     this.sends++;
     const chunk = toChunk(message);
+    // The log keeps a view of the chunk: the bytes are not copied, and nothing writes to a chunk once built.
+    if (this.log) chunk.id = this.log.append(user, chunk.subarray(0, chunk.length - 1));
     let delivered = this.registry.deliver(user, chunk);
     for (const subscriber of this.subscribers.getSubscribers(user)) {
       // The store holds each pair once; skipping the sender covers a self-subscription.

@@ -23,6 +23,10 @@ export const DEFAULTS = {
   maxStreamsPerUser: 16,
   /** Seconds between heartbeat lines on every stream (0: none). */
   heartbeatSeconds: 0,
+  /** Seconds every message is kept for streams that resume (0: no history, no message ids). */
+  historySeconds: 120,
+  /** And at most this many messages per sender. */
+  historyPerSubject: 1000,
 } as const;
 
 /**

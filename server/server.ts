@@ -64,6 +64,10 @@ export interface C1mOptions {
   maxStreamsPerUser?: number;
   /** Bearer token required on the backend API, if set. */
   token?: string;
+  /** Seconds every message is kept for streams that resume; 0 turns history and message ids off. */
+  historySeconds?: number;
+  /** And at most this many messages per sender. */
+  historyPerSubject?: number;
   logger?: Logger;
 }
 
@@ -79,6 +83,8 @@ export interface Stats {
   authFailures: number;
   /** Times the process ran out of file descriptors and stopped accepting on the public port for a while. */
   fdExhaustions: number;
+  /** Streams that resumed, the messages replayed to them, and those told their history is lost; null without history. */
+  history: { lastId: number; resumes: number; replayed: number; lost: number } | null;
   uptimeSeconds: number;
   memory: { rss: number; heapUsed: number; external: number };
 }
@@ -116,8 +122,14 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
       warmCache: options.warmCache,
       busyTimeoutMs: SERVER_BUSY_TIMEOUT_MS,
     });
+  const historySeconds = options.historySeconds ?? DEFAULTS.historySeconds;
+  if (historySeconds > 0 && !store.history) {
+    if (!options.store) store.close();
+    throw new Error('message history needs a store that keeps one (the SQLite store): set historySeconds to 0');
+  }
+  const history = historySeconds > 0 ? store.history!({ seconds: historySeconds, perSubject: options.historyPerSubject ?? DEFAULTS.historyPerSubject }) : undefined;
   const registry = new Registry(options.maxStreamsPerUser ?? DEFAULTS.maxStreamsPerUser);
-  const router = new Router(registry, store);
+  const router = new Router(registry, store, history);
   const hub = new StreamHub(registry, maxBacklog, options.heartbeatSeconds ?? DEFAULTS.heartbeatSeconds);
   const latency = new LatencyHistogram();
   hub.onWritten = latency.observe;
@@ -135,6 +147,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
       slowConsumerCloses: hub.slowConsumerCloses,
       authFailures: hub.authFailures,
       fdExhaustions: publicListener.fds.exhaustions,
+      history: history ? { lastId: history.lastId, resumes: history.resumes, replayed: history.replayed, lost: history.lost } : null,
       uptimeSeconds: Math.round((Date.now() - started) / 1000),
       memory: { rss: memory.rss, heapUsed: memory.heapUsed, external: memory.external },
     };
@@ -167,13 +180,14 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
       throw err;
     }
   } catch (err) {
+    history?.close();
     if (!options.store) store.close();
     throw err;
   }
   const { port } = publicListener;
   const apiPort = api.port;
   log.info(
-    { port, apiPort, maxConnections, maxUserId, maxMessage, maxBacklog, heartbeatSeconds: options.heartbeatSeconds ?? DEFAULTS.heartbeatSeconds, token: Boolean(options.token), streamAuth: Boolean(options.streamSecret), cacheMiB: options.cacheMiB ?? DEFAULT_CACHE_MIB, mmapMiB: options.mmapMiB ?? 0 },
+    { port, apiPort, maxConnections, maxUserId, maxMessage, maxBacklog, historySeconds, heartbeatSeconds: options.heartbeatSeconds ?? DEFAULTS.heartbeatSeconds, token: Boolean(options.token), streamAuth: Boolean(options.streamSecret), cacheMiB: options.cacheMiB ?? DEFAULT_CACHE_MIB, mmapMiB: options.mmapMiB ?? 0 },
     'c1m listening',
   );
 
@@ -193,6 +207,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
       uws.us_listen_socket_close(api.socket);
       hub.close();
       registry.closeAll();
+      history?.close();
       if (!options.store) store.close();
       log.info('c1m closed');
     },

@@ -17,6 +17,8 @@ export interface SubscriptionStore {
   getSubscriptions(user: number): number[];
   /** Number of stored pairs. */
   count(): number;
+  /** The message history kept beside the subscriptions, where the store has one (see history.ts). */
+  history?(options: HistoryOptions): History;
   close(): void;
 }
 

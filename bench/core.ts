@@ -21,6 +21,7 @@ import { hold, percentile, post, randomSends } from './probe.js';
 import type { HolderCommand, HolderReply } from './holder.js';
 import { cpuOf, cpuSplitOf, rssOf, spawnServer } from '../loadgen/server-process.js';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { DEFAULTS } from '../server/defaults.js';
 
 const opts = new Command('bench')
   .addOption(new Option('--connections <n>', 'idle connections to hold').default(15000).argParser(Number))
@@ -30,8 +31,9 @@ const opts = new Command('bench')
   .addOption(new Option('--sources <n>', 'loopback source addresses to spread connections over').default(8).argParser(Number))
   .addOption(new Option('--unicast-rate <n>', 'sends/s to random single users in the latency test (0: skip it)').default(2000).argParser(Number))
   .option('--unicast-only', 'run only the unicast latency test')
+  .addOption(new Option('--history-seconds <s>', "the server's --history-seconds (0: no history)").default(DEFAULTS.historySeconds).argParser(Number))
   .parse()
-  .opts<{ connections: number; fanout: number; friends: number; seconds: number; sources: number; unicastRate: number; unicastOnly?: boolean }>();
+  .opts<{ connections: number; fanout: number; friends: number; seconds: number; sources: number; unicastRate: number; unicastOnly?: boolean; historySeconds: number }>();
 
 const HOST = '127.0.0.1';
 const MESSAGE = 'm'.repeat(31); // 32 bytes with its '\n'
@@ -109,7 +111,7 @@ async function sendTest(apiPort: number, server: ChildProcess, holder: Holder, p
  * the socket. The flood's own lag to read a chunk is reported apart.
  */
 async function unicast(dir: string) {
-  const server = await spawnServer(['--db', join(dir, 'unicast.db')]);
+  const server = await spawnServer(['--db', join(dir, 'unicast.db'), '--history-seconds', String(opts.historySeconds)]);
   const holder = hold(server.port, 1, opts.connections, 10_000);
   try {
     const opened = await holder.opened();
@@ -143,7 +145,7 @@ async function throughput(dir: string) {
   const db = join(dir, 'bench.db');
   const n = opts.connections;
   const sources = Array.from({ length: opts.sources }, (_, i) => `127.0.1.${i + 1}`);
-  const server = await spawnServer(['--db', db]);
+  const server = await spawnServer(['--db', db, '--history-seconds', String(opts.historySeconds)]);
   const holder = new Holder();
   try {
     // Warm up with a third of the connections, opened just like the rest: that grows

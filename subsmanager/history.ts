@@ -1,23 +1,37 @@
 /**
- * The message history: every send, kept for a while in the store's SQLite
- * file, so that a stream that comes back can be given what it missed. A
- * message's id is its row id: allocated here when the router accepts the
- * send, in order, and written with the others of the same event-loop turn in
- * one transaction, so the send path does not pay a transaction per message.
+ * The message history: every send, kept for a while so that a stream that
+ * comes back can be given what it missed. A message's id is its row id:
+ * allocated here when the router accepts the send, in order, and written with
+ * the others of the same event-loop turn in one transaction, before the turn's
+ * stream writes, so the send path does not pay a transaction per message.
  * Rows are pruned by age and by a count per subject; what pruning took is
  * remembered (`history_floor`), so a stream resuming from before it is told
  * its history is lost rather than handed a silent gap.
+ *
+ * The rows live in a file beside the store's (`<store>.history.db`), attached
+ * to the store's connection so that a replay joins them with the
+ * subscriptions in one query: the store's 16 KiB pages suit its bulk load, but
+ * a commit writes whole pages to the WAL, and 4 KiB pages halve what a
+ * message's commit costs. Checkpoints run in a worker thread
+ * (./checkpointer.ts): in the connection that commits they would stall every
+ * stream for milliseconds at a time.
  */
 import type Database from 'better-sqlite3';
+import { Worker } from 'node:worker_threads';
+import { enableWal } from './wal.js';
 
-export const HISTORY_TABLES = `CREATE TABLE history (
+const HISTORY_PAGE_SIZE = 4096;
+/** Layout version of the history file, in its PRAGMA user_version. */
+const HISTORY_VERSION = 1;
+
+const HISTORY_TABLES = `CREATE TABLE h.history (
   id INTEGER PRIMARY KEY,
   subject INTEGER NOT NULL,
   at INTEGER NOT NULL,
   body BLOB NOT NULL
 );
-CREATE INDEX history_by_subject ON history (subject, id);
-CREATE TABLE history_floor (
+CREATE INDEX h.history_by_subject ON history (subject, id);
+CREATE TABLE h.history_floor (
   subject INTEGER PRIMARY KEY,
   through INTEGER NOT NULL
 ) WITHOUT ROWID;`;
@@ -30,7 +44,12 @@ const EVERY_SUBJECT = 0;
  * below: an id from another or a wiped store is then below the floor or above
  * the last id, never mistaken for one of this store's.
  */
-export const firstHistoryFloor = (now = Date.now()): number => now * 1000;
+const firstHistoryFloor = (now = Date.now()): number => now * 1000;
+
+/** `data/c1m.db` → `data/c1m.history.db`. */
+export const historyPath = (storePath: string): string => (storePath === ':memory:' || storePath === '' ? ':memory:' : `${storePath.replace(/\.db$/, '')}.history.db`);
+
+const CHECKPOINTER_URL = import.meta.url.endsWith('.ts') ? new URL('../dist/subsmanager/checkpointer.js', import.meta.url) : new URL('./checkpointer.js', import.meta.url);
 
 export interface HistoryOptions {
   /** Messages are kept this long (seconds). */
@@ -73,11 +92,42 @@ export class History {
   private readonly hears;
   private readonly write;
   private readonly pruneTimer: NodeJS.Timeout;
+  private readonly checkpointer?: Worker;
 
-  constructor(
+  /** Opens the history beside the store whose connection this is (creating it if needed), as schema `h` of that connection. */
+  static attach(db: Database.Database, options: HistoryOptions): History {
+    const path = historyPath(db.name);
+    db.prepare('ATTACH DATABASE ? AS h').run(path);
+    try {
+      db.pragma(`h.page_size = ${HISTORY_PAGE_SIZE}`); // a new file only
+      if (path !== ':memory:') enableWal(db, 'h');
+      const version = db.pragma('h.user_version', { simple: true }) as number;
+      if (version > HISTORY_VERSION) throw new Error(`${path} has layout version ${version}, newer than this c1m's ${HISTORY_VERSION}; upgrade c1m`);
+      if (version < HISTORY_VERSION) {
+        db.transaction(() => {
+          if ((db.pragma('h.user_version', { simple: true }) as number) === HISTORY_VERSION) return;
+          if (db.prepare("SELECT count(*) FROM h.sqlite_master").pluck().get() !== 0) throw new Error(`${path} is not a c1m message history`);
+          db.exec(HISTORY_TABLES);
+          db.prepare('INSERT INTO h.history_floor (subject, through) VALUES (0, ?)').run(firstHistoryFloor());
+          db.pragma(`h.user_version = ${HISTORY_VERSION}`);
+        }).immediate();
+      }
+      // The worker checkpoints both files; here, a commit never does.
+      if (path !== ':memory:') db.pragma('wal_autocheckpoint = 0');
+      return new History(db, options, path === ':memory:' ? undefined : new Worker(CHECKPOINTER_URL, { workerData: { store: db.name, history: path } }));
+    } catch (err) {
+      db.prepare('DETACH DATABASE h').run();
+      throw err;
+    }
+  }
+
+  private constructor(
     private readonly db: Database.Database,
     private readonly options: HistoryOptions,
+    checkpointer?: Worker,
   ) {
+    this.checkpointer = checkpointer;
+    checkpointer?.unref();
     this.newest = db.prepare('SELECT max(id) FROM history').pluck();
     const floor = db.prepare('SELECT max(through) FROM history_floor').pluck().get() as number | null;
     this.nextId = Math.max((this.newest.get() as number | null) ?? 0, floor ?? 0) + 1;
@@ -195,6 +245,11 @@ export class History {
   close(): void {
     clearInterval(this.pruneTimer);
     this.flush();
+    void this.checkpointer?.terminate();
+    if (this.db.open) {
+      this.db.pragma('wal_autocheckpoint = 1000');
+      this.db.prepare('DETACH DATABASE h').run();
+    }
   }
 
   private isLost(why: 'expired' | 'unknown'): Replay {

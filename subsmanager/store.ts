@@ -3,7 +3,8 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { toPairs, type Pair } from './pairs.js';
 import { DEFAULT_CACHE_MIB } from './defaults.js';
-import { firstHistoryFloor, History, HISTORY_TABLES, type HistoryOptions } from './history.js';
+import { History, type HistoryOptions } from './history.js';
+import { enableWal } from './wal.js';
 
 /** The subscription store as the rest of c1m sees it; SQLite is one implementation. */
 export interface SubscriptionStore {
@@ -89,8 +90,8 @@ export const TABLES = {
 ) WITHOUT ROWID`,
 } as const;
 
-/** Layout version, kept in PRAGMA user_version: 1 is the two tables above, 2 adds the message history (history.ts). */
-export const SCHEMA_VERSION = 2;
+/** Layout version, kept in PRAGMA user_version: 1 is the two tables above. */
+export const SCHEMA_VERSION = 1;
 
 export class StoreError extends Error {}
 
@@ -126,49 +127,24 @@ export function openStore(path: string, options: StoreOptions = {}): SqliteStore
 }
 
 /**
- * PRAGMA journal_mode=WAL fails at once with SQLITE_BUSY, without waiting,
- * while another connection holds the file's lock: two processes opening the
- * same new file (the routers of one cluster) would see one of them fail. It
- * is retried for up to 5 s, like any other busy lock at open.
- */
-function enableWal(db: Database.Database): void {
-  const deadline = Date.now() + 5000;
-  const pause = new Int32Array(new SharedArrayBuffer(4));
-  for (;;) {
-    try {
-      db.pragma('journal_mode = WAL');
-      return;
-    } catch (err) {
-      if ((err as { code?: string }).code !== 'SQLITE_BUSY' || Date.now() > deadline) throw err;
-      Atomics.wait(pause, 0, 0, 10); // better-sqlite3 is synchronous: so is the wait
-    }
-  }
-}
-
-/**
  * Creates the tables in a new, empty file, in one transaction, or checks that
  * an existing file has this code's layout; anything else is refused rather
  * than guessed at. The version is read again under the write lock, in case
  * another process created the tables meanwhile.
  */
 function prepareLayout(db: Database.Database, readonly: boolean): void {
-  /** The file's layout version: 0 for an empty file; anything this code cannot read or upgrade is refused. */
-  const check = (): number => {
+  const check = (): boolean => {
     const version = db.pragma('user_version', { simple: true }) as number;
+    if (version === SCHEMA_VERSION) return true;
     if (version > SCHEMA_VERSION) throw new Error(`the store has layout version ${version}, newer than this c1m's ${SCHEMA_VERSION}; upgrade c1m`);
-    if (version >= 1 && (version === SCHEMA_VERSION || readonly)) return SCHEMA_VERSION;
     const empty = db.prepare('SELECT count(*) FROM sqlite_master').pluck().get() === 0;
-    if (version === 0 && (!empty || readonly)) throw new Error(`not a c1m subscription store (no layout version ${SCHEMA_VERSION})`);
-    return version;
+    if (!empty || readonly) throw new Error(`not a c1m subscription store (no layout version ${SCHEMA_VERSION})`);
+    return false;
   };
-  if (check() === SCHEMA_VERSION) return;
+  if (check()) return;
   db.transaction(() => {
-    const version = check();
-    if (version === SCHEMA_VERSION) return;
-    if (version === 0) db.exec(`${TABLES.subscriptions}; ${TABLES.subscriptions_by_subscriber};`);
-    // 1 → 2: the history, empty, its ids starting from now.
-    db.exec(HISTORY_TABLES);
-    db.prepare('INSERT INTO history_floor (subject, through) VALUES (0, ?)').run(firstHistoryFloor());
+    if (check()) return;
+    db.exec(`${TABLES.subscriptions}; ${TABLES.subscriptions_by_subscriber};`);
     db.pragma(`user_version = ${SCHEMA_VERSION}`);
   }).immediate();
 }
@@ -236,9 +212,9 @@ export class SqliteStore implements SubscriptionStore {
     return this.rows.get() as number;
   }
 
-  /** The message history in this store's file (see history.ts). */
+  /** The message history, in a file beside this store's (see history.ts). */
   history(options: HistoryOptions): History {
-    return new History(this.db, options);
+    return History.attach(this.db, options);
   }
 
   close(): void {

@@ -4,8 +4,10 @@
  * nobody else's), pruning by age and per subject told as lost, unknown ids,
  * and ids that survive a reopen.
  */
+import Database from 'better-sqlite3';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, expect, it } from 'vitest';
+import { afterEach, expect, it, vi } from 'vitest';
 import { openStore, type SqliteStore } from '../index.js';
 import type { History } from '../subsmanager/history.js';
 import { tempDir } from './helpers.js';
@@ -95,4 +97,28 @@ it('a new store starts its ids above any id an older store gave, so they are nev
   const newer = withHistory(join(tempDir(), 'b.db'));
   expect(newer.history.append(1, Buffer.from('y'))).toBeGreaterThan(old);
   expect(newer.history.replay(1, old)).toEqual({ lost: true, why: 'expired' });
+});
+
+it('lives in a file beside the store, checkpointed by its own thread: rows reach the file while the committing connection never checkpoints', async () => {
+  const dir = tempDir();
+  const { history } = withHistory(join(dir, 'c1m.db'));
+  const file = join(dir, 'c1m.history.db');
+  const before = statSync(file).size;
+  for (let i = 0; i < 3000; i++) {
+    history.append(1 + (i % 50), Buffer.alloc(200, 'x'));
+    if (i % 100 === 99) history.flush();
+  }
+  history.flush();
+  await vi.waitFor(() => expect(statSync(file).size).toBeGreaterThan(before + 500_000), { timeout: 5000, interval: 50 });
+});
+
+it('refuses a history file that is not one, and leaves the store usable', () => {
+  const dir = tempDir();
+  const other = new Database(join(dir, 'c1m.history.db'));
+  other.exec('CREATE TABLE something (a)');
+  other.close();
+  const store = openStore(join(dir, 'c1m.db'));
+  expect(() => store.history({ seconds: 60, perSubject: 10 })).toThrow(/c1m\.history\.db is not a c1m message history/);
+  expect(store.addSubscriptions([[1, 2]])).toBe(1);
+  store.close();
 });

@@ -77,44 +77,26 @@ describe('subscription store', () => {
     expect(store.getSubscriptions(2)).toEqual([3, 9]);
     expect(store.db.prepare('SELECT subscriber, subscribee FROM subscriptions_by_subscriber').raw().all()).toEqual([[2, 3], [2, 9], [5, 3]]);
     expect(planOf(store, store.subscriptions.source)).toBe('SEARCH subscriptions_by_subscriber USING PRIMARY KEY (subscriber=?)');
-    expect(store.db.pragma('user_version', { simple: true })).toBe(2);
+    expect(store.db.pragma('user_version', { simple: true })).toBe(1);
   });
 
   it('refuses a store newer than this code, and a SQLite file that is not a c1m store, changing neither', () => {
     const dir = tempDir();
     const newer = join(dir, 'newer.db');
     const db = new Database(newer);
-    db.pragma('user_version = 3');
+    db.pragma('user_version = 2');
     db.close();
-    expect(() => openStore(newer)).toThrow(/newer\.db: the store has layout version 3, newer than this c1m's 2; upgrade c1m/);
-    expect(() => openStore(newer, { readonly: true })).toThrow(/layout version 3, newer/);
+    expect(() => openStore(newer)).toThrow(/newer\.db: the store has layout version 2, newer than this c1m's 1; upgrade c1m/);
+    expect(() => openStore(newer, { readonly: true })).toThrow(/layout version 2, newer/);
     const other = join(dir, 'other.db');
     const foreign = new Database(other);
     foreign.exec('CREATE TABLE subscriptions (a TEXT)');
     foreign.close();
-    expect(() => openStore(other)).toThrow(/other\.db: not a c1m subscription store \(no layout version 2\)/);
+    expect(() => openStore(other)).toThrow(/other\.db: not a c1m subscription store \(no layout version 1\)/);
     const after = new Database(other);
     expect(after.prepare('SELECT count(*) FROM sqlite_master').pluck().get()).toBe(1);
     expect(after.pragma('user_version', { simple: true })).toBe(0);
     after.close();
-  });
-
-  it('upgrades a layout-1 store in place: its subscriptions kept, an empty history added', () => {
-    const path = join(tempDir(), 'v1.db');
-    const db = new Database(path);
-    db.exec('CREATE TABLE subscriptions (subscribee INTEGER NOT NULL, subscriber INTEGER NOT NULL, PRIMARY KEY (subscribee, subscriber)) WITHOUT ROWID');
-    db.exec('CREATE TABLE subscriptions_by_subscriber (subscriber INTEGER NOT NULL, subscribee INTEGER NOT NULL, PRIMARY KEY (subscriber, subscribee)) WITHOUT ROWID');
-    db.exec('INSERT INTO subscriptions VALUES (1, 2); INSERT INTO subscriptions_by_subscriber VALUES (2, 1)');
-    db.pragma('user_version = 1');
-    db.close();
-    const readonly = openStore(path, { readonly: true });
-    expect(readonly.getSubscribers(1)).toEqual([2]);
-    readonly.close();
-    const store = openStore(path);
-    expect(store.db.pragma('user_version', { simple: true })).toBe(2);
-    expect(store.getSubscribers(1)).toEqual([2]);
-    expect(store.db.prepare('SELECT count(*) FROM history').pluck().get()).toBe(0);
-    store.close();
   });
 
   it('refuses a corrupt file with a clear error and leaves it untouched', async () => {

@@ -7,6 +7,7 @@
  *
  *   npm run bench -- --connections 15000 --seconds 10
  *   npm run bench -- --unicast-only --unicast-rate 2000
+ *   npm run bench -- --transport sse     (or ws; default chunked)
  */
 import autocannon from 'autocannon';
 import { fork, type ChildProcess } from 'node:child_process';
@@ -22,6 +23,7 @@ import type { HolderCommand, HolderReply } from './holder.js';
 import { cpuOf, cpuSplitOf, rssOf, spawnServer } from '../loadgen/server-process.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DEFAULTS } from '../server/defaults.js';
+import { transportOption } from '../cli/options.js';
 
 const opts = new Command('bench')
   .addOption(new Option('--connections <n>', 'idle connections to hold').default(15000).argParser(Number))
@@ -32,12 +34,19 @@ const opts = new Command('bench')
   .addOption(new Option('--unicast-rate <n>', 'sends/s to random single users in the latency test (0: skip it)').default(2000).argParser(Number))
   .option('--unicast-only', 'run only the unicast latency test')
   .addOption(new Option('--history-seconds <s>', "the server's --history-seconds (0: no history)").default(DEFAULTS.historySeconds).argParser(Number))
+  .addOption(transportOption())
   .parse()
-  .opts<{ connections: number; fanout: number; friends: number; seconds: number; sources: number; unicastRate: number; unicastOnly?: boolean; historySeconds: number }>();
+  .opts<{ connections: number; fanout: number; friends: number; seconds: number; sources: number; unicastRate: number; unicastOnly?: boolean; historySeconds: number; transport: 'chunked' | 'sse' | 'ws' }>();
 
 const HOST = '127.0.0.1';
 const MESSAGE = 'm'.repeat(31); // 32 bytes with its '\n'
-const CHUNK_WIRE_BYTES = '20\r\n'.length + MESSAGE.length + 1 + '\r\n'.length;
+/** One message as it reaches a holder's socket: an HTTP chunk of the message and its '\n', of an SSE event, or a WebSocket frame (2-byte header). */
+const EVENT_BYTES = 'data: '.length + MESSAGE.length + '\n\n'.length;
+const CHUNK_WIRE_BYTES = {
+  chunked: '20\r\n'.length + MESSAGE.length + 1 + '\r\n'.length,
+  sse: `${EVENT_BYTES.toString(16)}\r\n`.length + EVENT_BYTES + '\r\n'.length,
+  ws: 2 + 'message\n'.length + MESSAGE.length,
+}[opts.transport];
 /** Long enough for V8's memory reducer to run once a process goes quiet. */
 const SETTLE_MS = 12_000;
 
@@ -112,7 +121,7 @@ async function sendTest(apiPort: number, server: ChildProcess, holder: Holder, p
  */
 async function unicast(dir: string) {
   const server = await spawnServer(['--db', join(dir, 'unicast.db'), '--history-seconds', String(opts.historySeconds)]);
-  const holder = hold(server.port, 1, opts.connections, 10_000);
+  const holder = hold(server.port, 1, opts.connections, 10_000, opts.transport);
   try {
     const opened = await holder.opened();
     await sleep(2000); // the ramp's last collections and reports out of the way before the clock starts
@@ -129,7 +138,7 @@ async function unicast(dir: string) {
 
 async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'c1m-bench-'));
-  console.log(`machine: ${cpus().length} x ${cpus()[0].model}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}`);
+  console.log(`machine: ${cpus().length} x ${cpus()[0].model}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}; transport ${opts.transport}`);
   try {
     const core = opts.unicastOnly ? {} : await throughput(dir);
     const latency = opts.unicastRate > 0 ? { unicast: await unicast(dir) } : {};
@@ -152,11 +161,11 @@ async function throughput(dir: string) {
     // V8's young generation to its ramp-up size (a fixed cost, tens of MB at most) and
     // JITs the accept path, so the delta that follows is the marginal cost per connection.
     const warmUp = Math.round(n / 3);
-    await holder.request({ type: 'open', host: HOST, port: server.port, firstId: 1, count: warmUp, sources, concurrency: 256 });
+    await holder.request({ type: 'open', host: HOST, port: server.port, firstId: 1, count: warmUp, sources, concurrency: 256, transport: opts.transport });
     await sleep(SETTLE_MS);
     const rssBefore = rssOf(server.child.pid!);
     const cpuBefore = { server: cpuOf(server.child.pid!), holder: cpuOf(holder.child.pid!) };
-    const opened = (await holder.request({ type: 'open', host: HOST, port: server.port, firstId: warmUp + 1, count: n - warmUp, sources, concurrency: 256 })) as Extract<HolderReply, { type: 'opened' }>;
+    const opened = (await holder.request({ type: 'open', host: HOST, port: server.port, firstId: warmUp + 1, count: n - warmUp, sources, concurrency: 256, transport: opts.transport })) as Extract<HolderReply, { type: 'opened' }>;
     const accepted = opened.opened - warmUp;
     const serverCpu = cpuOf(server.child.pid!) - cpuBefore.server;
     const holderCpu = cpuOf(holder.child.pid!) - cpuBefore.holder;

@@ -29,7 +29,7 @@ export function newPhase(): void {
 export const phaseLatency = () => latencySummary(phase);
 
 /** Holds streams for ids first..first+count-1 until stopped; its totals update every 100 ms. */
-export function hold(port: number, first: number, count: number, portBase: number) {
+export function hold(port: number, first: number, count: number, portBase: number, transport: 'chunked' | 'sse' | 'ws' = 'chunked') {
   const stop = new AbortController();
   let latest: FloodTotals | undefined;
   const done = runFlood({
@@ -43,6 +43,7 @@ export function hold(port: number, first: number, count: number, portBase: numbe
     maxSeconds: 1800,
     stop: stop.signal,
     reportMs: 100,
+    transport,
     onReport: (t) => (latest = t),
     onDelivery: (micros, n) => phase.recordValueWithCount(micros, n),
   });

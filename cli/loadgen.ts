@@ -2,7 +2,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { MultiBar } from 'cli-progress';
 import { readFileSync } from 'node:fs';
 import { DEFAULTS } from '../server/defaults.js';
-import { integer } from './options.js';
+import { integer, transportOption } from './options.js';
 import { parseConfig, parseIdRange, parseSources, rowsFromRanges, runFlood, type FloodTotals, type SourceRow } from '../loadgen/flood.js';
 import type { MsggenReport } from '../loadgen/msggen.js';
 
@@ -64,7 +64,7 @@ export function loadgenCommand(): Command {
 
   loadgen
     .command('flood')
-    .description('open and hold many GET /test/<id> streams, each from its own source address and local port; print a JSON summary')
+    .description('open and hold many streams (GET /test/<id>, /sse/<id> or /ws/<id>), each from its own source address and local port; print a JSON summary')
     .addOption(new Option('--host <addr>', 'server address (IPv4)').default('127.0.0.1'))
     .addOption(new Option('--port <n>', 'server port').env('C1M_PORT').default(DEFAULTS.port).argParser(integer('port', 1)))
     .addOption(new Option('--src <addrs>', 'source addresses: A, A-B or a comma list (all of 127.0.0.0/8 is local)').default('127.0.1.1'))
@@ -77,6 +77,8 @@ export function loadgenCommand(): Command {
     .addOption(new Option('--max-seconds <s>', 'hard stop (default: 3 x the planned ramp + duration + 60)').argParser(integer('max seconds', 1)))
     .addOption(new Option('--interval <s>', 'seconds between monitor lines').default(10).argParser(integer('interval', 1)))
     .addOption(new Option('--per-worker <n>', 'connections per worker process at most (default and ceiling: the open-file limit)').argParser(integer('per worker', 1)))
+    .addOption(transportOption())
+    .option('--reconnect', 'open a stream again when it ends, after a full-jitter backoff (0.5 s doubling to 20 s, like the browser client)')
     .addOption(new Option('--read-every <ms>', 'once all are open, read every MS instead of waking per chunk (cheaper on a box shared with the server; deliveries are still timed at arrival)').default(0).argParser(integer('read every', 0)))
     .action(async (opts, command: Command) => {
       if (!opts.config && !opts.ids) command.error('error: give --ids N-M (with --src) or --config FILE');
@@ -94,7 +96,7 @@ export function loadgenCommand(): Command {
         const rate = t.elapsedSeconds > last.at ? Math.round((t.welcomed - last.welcomed) / (t.elapsedSeconds - last.at)) : 0;
         if (t.elapsedSeconds > last.at) last = { welcomed: t.welcomed, at: t.elapsedSeconds };
         const line = () =>
-          `flood ${t.elapsedSeconds}s open=${t.open}/${t.target} welcomed=${t.welcomed} closed=${t.closed} failed=${t.failed} chunks=${t.chunks} bytes=${t.bytes} errors: ${errorsText(t.errors)}`;
+          `flood ${t.elapsedSeconds}s open=${t.open}/${t.target} welcomed=${t.welcomed} reconnects=${t.reconnects} closed=${t.closed} failed=${t.failed} chunks=${t.chunks} bytes=${t.bytes} errors: ${errorsText(t.errors)}`;
         view.update(t.elapsedSeconds, t.open, t.target, { rate, closed: t.closed, failed: t.failed, errors: errorsText(t.errors) }, line);
       };
       await printSummary(view, command, () =>
@@ -109,6 +111,8 @@ export function loadgenCommand(): Command {
           maxSeconds: opts.maxSeconds ?? Math.ceil(3 * rampSeconds + opts.duration + 60),
           perWorker: opts.perWorker,
           readEveryMs: opts.readEvery,
+          transport: opts.transport,
+          reconnect: opts.reconnect ?? false,
           onReport,
         }),
       );

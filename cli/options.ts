@@ -21,18 +21,21 @@ export const maxUserIdOption = () => new Option('--max-user-id <n>', 'highest us
 
 export const maxBacklogOption = (help: string) => new Option('--max-backlog <bytes>', help).default(DEFAULTS.maxBacklog).argParser(integer('max backlog', 1));
 
+/** Which streams a load tool opens: chunked /test/<id>, EventSource /sse/<id> or WebSocket /ws/<id>. */
+export const transportOption = () => new Option('--transport <transport>', 'streams to open: chunked (/test/<id>), sse (/sse/<id>) or ws (/ws/<id>)').choices(['chunked', 'sse', 'ws']).default('chunked');
+
 /** The public listener and its streams: `c1m server`, `c1m edge`, and `c1m cluster`, which passes them to its edges. */
 export function streamOptions(command: Command): Command {
   return command
     .addOption(new Option('--host <addr>', 'public listener address').env('C1M_HOST').default(DEFAULTS.host))
-    .addOption(new Option('--port <n>', 'public listener port (streams at /test/<id>)').env('C1M_PORT').default(DEFAULTS.port).argParser(integer('port', 0)))
+    .addOption(new Option('--port <n>', 'public listener port (streams at /test/<id>, /sse/<id>, /ws/<id>)').env('C1M_PORT').default(DEFAULTS.port).argParser(integer('port', 0)))
     .addOption(maxUserIdOption())
     .addOption(maxBacklogOption('unsent bytes per stream before it is closed as a slow consumer'))
     .addOption(new Option('--max-connections <n>', 'streams held at most, per process (default: open-file limit minus a reserve)').argParser(integer('max connections', 1)))
-    .addOption(new Option('--heartbeat <seconds>', 'write an empty line to every stream this often, so that dead peers are found (0: never)').default(DEFAULTS.heartbeatSeconds).argParser(integer('heartbeat', 0)))
+    .addOption(new Option('--heartbeat <seconds>', 'write an empty line to every stream this often (a comment on SSE; uWS pings WebSockets), so that dead peers are found (0: never)').default(DEFAULTS.heartbeatSeconds).argParser(integer('heartbeat', 0)))
     .addOption(new Option('--max-streams-per-user <n>', 'streams one user may hold at once, per process (429 above)').default(DEFAULTS.maxStreamsPerUser).argParser(integer('max streams per user', 1)))
     .addOption(new Option('--content-type <type>', "stream content type: text (text/plain) or html (the original's text/html)").choices(['text', 'html']).default('text'))
-    .addOption(new Option('--stream-secret <secret>', 'require a signed token (c1m token) on /test/<id>').env('C1M_STREAM_SECRET'));
+    .addOption(new Option('--stream-secret <secret>', 'require a signed token (c1m token) on every stream: /test/<id>, /sse/<id>, /ws/<id>').env('C1M_STREAM_SECRET'));
 }
 
 /** The backend API and the store: `c1m server`, `c1m router`, and `c1m cluster`, which passes them to its router. */

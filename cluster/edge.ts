@@ -13,7 +13,7 @@ import { cometRoutes } from '../server/comet.js';
 import { DEFAULTS } from '../server/defaults.js';
 import { streamCapacity } from '../server/limits.js';
 import { PublicListener } from '../server/listener.js';
-import { StreamHub } from '../server/stream.js';
+import { StreamHub, transportStats } from '../server/stream.js';
 import { loadNativeUws } from '../server/uws.js';
 import { agentReply, agentServer } from './agent.js';
 import type { Bus } from './bus.js';
@@ -32,10 +32,10 @@ export interface EdgeOptions {
   maxUserId?: number;
   maxBacklog?: number;
   maxStreamsPerUser?: number;
-  /** Seconds between heartbeat lines on every stream (0: none); see StreamHub. */
+  /** Seconds between heartbeats on every stream (0: none); see StreamHub and wsBehavior. */
   heartbeatSeconds?: number;
   contentType?: 'text' | 'html';
-  /** When set, /test/<id> needs a token signed with it (c1m token). */
+  /** When set, every stream (/test, /sse, /ws) needs a token signed with it (c1m token). */
   streamSecret?: string;
   /** Serve HAProxy's agent check on this TCP port (same host). */
   agentPort?: number;
@@ -86,6 +86,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     bytes: hub.bytes,
     slowConsumerCloses: hub.slowConsumerCloses,
     authFailures: hub.authFailures,
+    transports: transportStats(hub),
     rss: process.memoryUsage.rss(),
   });
   const presence = new PresenceReporter(bus, options.id, `${process.pid}-${Date.now().toString(36)}`, stats, latency, options.presenceMs ?? MIN_WINDOW_MS);

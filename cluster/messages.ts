@@ -12,6 +12,7 @@
  */
 import { Packr } from 'msgpackr';
 import type { LatencyBuckets } from '../router/latency.js';
+import type { TransportStats } from '../server/stream.js';
 
 /** What an edge is doing, as routers and HAProxy's agent check see it. */
 export type EdgeState = 'up' | 'full' | 'draining' | 'stopping';
@@ -28,6 +29,8 @@ export interface EdgeStats {
   slowConsumerCloses: number;
   /** Streams refused for a missing or bad token (--stream-secret). */
   authFailures: number;
+  /** The counters per transport (chunked, sse, ws); absent from edges that predate them. */
+  transports?: TransportStats;
   rss: number;
 }
 

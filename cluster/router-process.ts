@@ -10,6 +10,7 @@ import { apiRoutes, checkApiSettings } from '../server/api.js';
 import { DEFAULTS, SERVER_BUSY_TIMEOUT_MS } from '../server/defaults.js';
 import { listen } from '../server/listener.js';
 import { metricsRegistry } from '../server/metrics.js';
+import { sumTransportStats } from '../server/stream.js';
 import { loadNativeUws } from '../server/uws.js';
 import { openStore, type StoreOptions } from '../subsmanager/store.js';
 import { Directory } from './directory.js';
@@ -80,6 +81,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       chunks: sum((e) => e.chunks),
       bytes: sum((e) => e.bytes),
       slowConsumerCloses: sum((e) => e.slowConsumerCloses),
+      transports: sumTransportStats(edges.map((e) => e.transports)),
       batchWindowMs: directory.batchWindowMs,
       uptimeSeconds: Math.round((Date.now() - started) / 1000),
       memory: { rss: memory.rss, heapUsed: memory.heapUsed, external: memory.external },

@@ -1,13 +1,13 @@
 /*
- * c1m flood worker: holds many long-lived GET /test/<id> streams from one
- * process, for `c1m loadgen flood` (loadgen/flood.ts), which starts one worker
+ * c1m flood worker: holds many long-lived streams (chunked GET /test/<id>,
+ * EventSource GET /sse/<id> or WebSocket /ws/<id>) from one process, for `c1m loadgen flood` (loadgen/flood.ts), which starts one worker
  * per open-file limit's worth of connections and aggregates what they print.
  *
  * Written in C because it shares a 2-core box with the server it measures:
  * Node's net sockets cost ~4-5.6 KB of RSS and ~125 us of CPU per connect
  * (measured at 15,000), this costs 32 bytes of state per connection.
  *
- *   flood-worker HOST PORT RATE INFLIGHT INTERVAL_MS DEADLINE_S READ_EVERY_MS SLICE...
+ *   flood-worker HOST PORT RATE INFLIGHT INTERVAL_MS DEADLINE_S READ_EVERY_MS TRANSPORT RECONNECT SLICE...
  *   SLICE = SOURCE_IP:FIRST_ID:COUNT:FIRST_PORT[:SPARE_FIRST-SPARE_LAST]
  *
  * Ids FIRST_ID.. connect in order from SOURCE_IP, each on the next free port
@@ -21,6 +21,17 @@
  * explicit port, and has SO_LINGER 0, so every close is an RST: no TIME_WAIT.
  * Stops on EOF on stdin (the parent ended or died), SIGTERM/SIGINT, or
  * DEADLINE_S seconds after start, whichever comes first.
+ *
+ * TRANSPORT: chunked, sse or ws. SSE events are HTTP chunks whose lines start
+ * with "data: "; WebSocket frames (after a handshake with a fixed key) carry a
+ * header line, then the message; pings are answered with empty pongs. Either
+ * way the first chunk or frame is the welcome and each later one counts as a
+ * chunk, timed from the t= stamp at the start of a message line.
+ *
+ * RECONNECT 1: a stream that ends (or a connect that fails) is opened again,
+ * on the same source address and port (its close was an RST, so the port is
+ * free), after a wait drawn from 0 to 500 ms x 2^attempt (at most 20 s): the
+ * browser client's full-jitter backoff. A welcome resets the attempts.
  *
  * READ_EVERY_MS > 0: once every stream is open (or failed), read what arrived
  * every READ_EVERY_MS instead of sleeping in epoll_wait. A reader blocked in
@@ -62,18 +73,25 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Connection states; IDLE: no socket (not started yet, or finished). */
-enum { IDLE, CONNECTING, STATUS, HEADERS, SIZE, SIZE_EXT, DATA, DATA_END };
-/* Scanning chunk data for "t=<epoch ms>[.<fraction>]" at the start of each line. */
-enum { TS_START, TS_EQ, TS_INT, TS_FRAC, TS_SKIP };
+/* Connection states; IDLE: no socket (not started yet, or finished); WAITING: none until its reconnect is due. */
+enum { IDLE, WAITING, CONNECTING, STATUS, HEADERS, SIZE, SIZE_EXT, DATA, DATA_END, WS_HEAD, WS_LEN, WS_EXT, WS_DATA };
+/* Scanning chunk data for "t=<epoch ms>[.<fraction>]" at the start of each line (after "data: " on SSE). */
+enum { TS_START, TS_PREFIX, TS_T, TS_EQ, TS_INT, TS_FRAC, TS_SKIP };
+enum { CHUNKED, SSE, WS };
+static const char SSE_PREFIX[] = "data: ";
 
 /* Kept tiny: a worker holds ~20,000 of these. */
 struct conn {
   uint64_t started_us; /* monotonic time of connect(), for welcome latency and the connect timeout */
   uint64_t ts;         /* digits of t= read so far */
   int32_t fd;
-  uint32_t n;          /* status code, chunk size, then bytes left in the chunk */
+  uint32_t n;          /* status code, chunk size, then bytes left in the chunk (or frame payload) */
+  uint32_t due_ms;     /* WAITING: when to connect again, ms after start */
+  uint16_t port;       /* its local port, kept for reconnects */
   uint8_t state, ts_state, ts_frac, line_chars, welcomed;
+  uint8_t skip;        /* "data: " characters matched; WebSocket extended-length bytes left */
+  uint8_t op;          /* WebSocket opcode of the frame being read */
+  uint8_t attempt;     /* reconnect attempts since the last welcome */
 };
 
 struct slice {
@@ -84,6 +102,9 @@ struct slice {
 
 enum { E_SOCKET, E_BIND, E_REFUSED, E_ADDR, E_CONNECT, E_TIMEOUT, E_WRITE, E_HTTP404, E_HTTP503, E_HTTP, E_PARSE, E_ENDED, E_EOF, E_RESET, E_READ, E_KINDS };
 static const char *const kind_names[E_KINDS] = {"socket", "bind", "refused", "addr", "connect", "timeout", "write", "http404", "http503", "http", "parse", "ended", "eof", "reset", "read"};
+
+/* How often waiting reconnects are checked: a pass over every connection, so not every loop. */
+#define RETRY_SWEEP_US 20000u
 
 /* Log-linear buckets: exact below 128 us, then 64 per power of two (under 1.6% error). */
 #define LINEAR 128
@@ -101,7 +122,9 @@ static struct sockaddr_in dest;
 static const char *host;
 static volatile sig_atomic_t stop;
 
-static int read_every_ms;
+static int read_every_ms, transport, reconnect;
+static uint64_t t0_us;
+static uint64_t waiting, reconnects;
 static uint64_t attempted, connected, open_now, welcomed, closed, failed, inflight, chunks, chunk_bytes, bytes, messages;
 static uint64_t errors[E_KINDS];
 static uint64_t ramp_us, ramp_cpu_us, held; /* held: streams open when told to stop */
@@ -157,9 +180,9 @@ static void report(void) {
   emit_hist('d', hist_delivery);
   emit_hist('l', hist_lag);
   printf("S attempted=%lu connected=%lu open=%lu welcomed=%lu closed=%lu failed=%lu inflight=%lu chunks=%lu chunk_bytes=%lu bytes=%lu messages=%lu"
-         " welcome_max_us=%lu delivery_max_us=%lu read_lag_max_us=%lu ramp_us=%lu ramp_cpu_us=%lu cpu_us=%lu rss_kb=%lu held=%lu",
+         " welcome_max_us=%lu delivery_max_us=%lu read_lag_max_us=%lu ramp_us=%lu ramp_cpu_us=%lu cpu_us=%lu rss_kb=%lu held=%lu reconnects=%lu",
          attempted, connected, open_now, welcomed, closed, failed, inflight, chunks, chunk_bytes, bytes, messages, max_welcome, max_delivery, max_lag,
-         ramp_us, ramp_cpu_us, cpu_us(), rss_kb(), held);
+         ramp_us, ramp_cpu_us, cpu_us(), rss_kb(), held, reconnects);
   for (int k = 0; k < E_KINDS; k++)
     if (errors[k]) printf(" err_%s=%lu", kind_names[k], errors[k]);
   putchar('\n');
@@ -176,8 +199,17 @@ static void drop(struct conn *c, int kind) {
     inflight--;
   }
   errors[kind]++;
-  close(c->fd); /* SO_LINGER 0: RST */
+  if (c->fd >= 0) close(c->fd); /* SO_LINGER 0: RST */
+  c->fd = -1;
   c->state = IDLE;
+  if (reconnect && !stop) {
+    uint32_t bound = c->attempt >= 6 ? 20000u : 500u << c->attempt; /* 500 x 2^6 is past the 20 s ceiling */
+    if (bound > 20000u) bound = 20000u;
+    if (c->attempt < 255) c->attempt++;
+    c->due_ms = (uint32_t)((clock_us(CLOCK_MONOTONIC) - t0_us) / 1000u) + (uint32_t)(random() % (bound + 1));
+    c->state = WAITING;
+    waiting++;
+  }
 }
 
 static int connect_kind(int err) {
@@ -193,6 +225,7 @@ static void start(uint32_t index, struct slice *s, int ep) {
   attempted++;
   inflight++;
   c->welcomed = 0;
+  c->state = IDLE;
   c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (c->fd < 0) {
     failed++, inflight--, errors[E_SOCKET]++;
@@ -204,15 +237,20 @@ static void start(uint32_t index, struct slice *s, int ep) {
   int on = 1;
   setsockopt(c->fd, SOL_SOCKET, SO_TIMESTAMP, &on, sizeof on);
   struct sockaddr_in src = s->src;
-  for (;;) {
+  if (c->port) { /* a reconnect: the port it had */
+    src.sin_port = htons(c->port);
+    if (bind(c->fd, (struct sockaddr *)&src, sizeof src) != 0) return drop(c, E_BIND);
+  } else for (;;) {
     if (s->port > s->end) { /* on to the spare ports, once */
       if (s->spare_first > s->spare_last) return drop(c, E_BIND);
       s->port = s->spare_first, s->end = s->spare_last;
       s->spare_first = 1, s->spare_last = 0;
       continue;
     }
-    src.sin_port = htons((uint16_t)s->port++);
+    c->port = (uint16_t)s->port++;
+    src.sin_port = htons(c->port);
     if (bind(c->fd, (struct sockaddr *)&src, sizeof src) == 0) break;
+    c->port = 0;
     if (errno != EADDRINUSE) return drop(c, E_BIND);
   }
   if (connect(c->fd, (struct sockaddr *)&dest, sizeof dest) < 0 && errno != EINPROGRESS) return drop(c, connect_kind(errno));
@@ -227,8 +265,12 @@ static void connected_now(uint32_t index) {
   if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err) return drop(c, connect_kind(err ? err : errno));
   struct slice *s = slices;
   while (index >= s->offset + s->count) s++;
-  char req[160];
-  int n = snprintf(req, sizeof req, "GET /test/%u HTTP/1.1\r\nHost: %s\r\n\r\n", s->first_id + (index - s->offset), host);
+  char req[320];
+  uint32_t id = s->first_id + (index - s->offset);
+  int n = transport == WS ? snprintf(req, sizeof req,
+                                     "GET /ws/%u HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", id, host)
+                             : snprintf(req, sizeof req, "GET /%s/%u HTTP/1.1\r\nHost: %s\r\n\r\n", transport == SSE ? "sse" : "test", id, host);
   c->state = STATUS;
   c->n = 0;
   c->line_chars = 0;
@@ -253,8 +295,24 @@ static void scan_data(struct conn *c, const char *p, size_t len) {
     char ch = p[i];
     switch (c->ts_state) {
       case TS_START:
+        if (transport == SSE && ch == 'd') {
+          c->ts_state = TS_PREFIX;
+          c->skip = 1;
+          i++;
+          break;
+        }
+        /* fall through */
+      case TS_T:
         c->ts_state = ch == 't' ? TS_EQ : TS_SKIP;
         if (ch != '\n') i++;
+        break;
+      case TS_PREFIX:
+        if (ch != SSE_PREFIX[c->skip]) {
+          c->ts_state = TS_SKIP;
+          break;
+        }
+        i++;
+        if (++c->skip == sizeof SSE_PREFIX - 1) c->ts_state = TS_T;
         break;
       case TS_EQ:
         c->ts_state = ch == '=' ? TS_INT : TS_SKIP;
@@ -288,10 +346,11 @@ static void scan_data(struct conn *c, const char *p, size_t len) {
   }
 }
 
-static void chunk_started(struct conn *c) {
-  if (c->n == 0) return drop(c, E_ENDED); /* the server ended the response */
+/* A chunk or frame begins: the first is the welcome. */
+static void message_started(struct conn *c) {
   if (!c->welcomed) {
     c->welcomed = 1;
+    c->attempt = 0;
     welcomed++;
     inflight--;
     record(hist_welcome, &max_welcome, clock_us(CLOCK_MONOTONIC) - c->started_us);
@@ -299,8 +358,25 @@ static void chunk_started(struct conn *c) {
     chunks++;
     chunk_bytes += c->n;
   }
-  c->state = DATA;
   c->ts_state = TS_START;
+}
+
+static void chunk_started(struct conn *c) {
+  if (c->n == 0) return drop(c, E_ENDED); /* the server ended the response */
+  message_started(c);
+  c->state = DATA;
+}
+
+/* A WebSocket frame's header is read: control frames are handled, data frames counted. */
+static void frame_started(struct conn *c) {
+  if (c->op == 0x8) return drop(c, E_ENDED); /* close */
+  if (c->op == 0x9) { /* ping: an empty masked pong; uWS only needs to hear something */
+    static const char pong[] = {(char)0x8a, (char)0x80, 0, 0, 0, 0};
+    if (send(c->fd, pong, sizeof pong, MSG_NOSIGNAL) != (ssize_t)sizeof pong) return drop(c, E_WRITE);
+  } else if (c->op <= 0x2) {
+    message_started(c);
+  }
+  c->state = c->n ? WS_DATA : WS_HEAD;
 }
 
 static int hex(char ch) {
@@ -313,14 +389,14 @@ static int hex(char ch) {
 /* HTTP/1.1 response with chunked body: only enough to check the status, count chunks and scan their data. */
 static void parse(struct conn *c, const char *p, size_t len) {
   const char *end = p + len;
-  while (p < end && c->state != IDLE) {
+  while (p < end && c->state > WAITING) {
     char ch = *p;
     switch (c->state) {
       case STATUS: /* "HTTP/1.1 200 OK": the status is characters 9-11 */
         if (c->line_chars >= 9 && c->line_chars < 12) c->n = c->n * 10 + (uint32_t)(ch - '0');
         if (c->line_chars < 255) c->line_chars++;
         if (ch == '\n') {
-          if (c->n != 200) return drop(c, c->n == 404 ? E_HTTP404 : c->n == 503 ? E_HTTP503 : E_HTTP);
+          if (c->n != (transport == WS ? 101u : 200u)) return drop(c, c->n == 404 ? E_HTTP404 : c->n == 503 ? E_HTTP503 : E_HTTP);
           c->state = HEADERS;
           c->line_chars = 0;
         }
@@ -328,7 +404,7 @@ static void parse(struct conn *c, const char *p, size_t len) {
         break;
       case HEADERS: /* until an empty line */
         if (ch == '\n') {
-          if (c->line_chars == 0) c->state = SIZE, c->n = 0;
+          if (c->line_chars == 0) c->state = transport == WS ? WS_HEAD : SIZE, c->n = 0;
           c->line_chars = 0;
         } else if (ch != '\r') {
           c->line_chars = 1;
@@ -366,6 +442,36 @@ static void parse(struct conn *c, const char *p, size_t len) {
         if (ch == '\n') c->state = SIZE, c->n = 0;
         p++;
         break;
+      case WS_HEAD: /* FIN, opcode */
+        c->op = (uint8_t)(ch & 0x0f);
+        c->state = WS_LEN;
+        p++;
+        break;
+      case WS_LEN: /* server frames are unmasked: the 7-bit length, or 126 / 127 for 2 / 8 more bytes */
+        c->n = (uint8_t)ch & 0x7f;
+        p++;
+        if (c->n >= 126) {
+          c->skip = c->n == 126 ? 2 : 8;
+          c->n = 0;
+          c->state = WS_EXT;
+        } else {
+          frame_started(c);
+        }
+        break;
+      case WS_EXT:
+        if (c->n > 0x00ffffff) return drop(c, E_PARSE);
+        c->n = (c->n << 8) | (uint8_t)ch;
+        p++;
+        if (--c->skip == 0) frame_started(c);
+        break;
+      case WS_DATA: {
+        size_t take = (size_t)(end - p) < c->n ? (size_t)(end - p) : c->n;
+        if (c->op <= 0x2) scan_data(c, p, take);
+        p += take;
+        c->n -= (uint32_t)take;
+        if (c->n == 0) c->state = WS_HEAD;
+        break;
+      }
     }
   }
 }
@@ -393,7 +499,7 @@ static void readable(struct conn *c) {
       }
       parse(c, buf, (size_t)r);
       /* Edge-triggered: a short read emptied the socket; new data raises a new edge. */
-      if (c->state == IDLE || (size_t)r < sizeof buf) return;
+      if (c->state <= WAITING || (size_t)r < sizeof buf) return;
     } else if (r == 0) {
       return drop(c, E_EOF);
     } else {
@@ -422,8 +528,8 @@ static int parse_slice(const char *text, struct slice *s) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 9) {
-    fprintf(stderr, "usage: %s HOST PORT RATE INFLIGHT INTERVAL_MS DEADLINE_S READ_EVERY_MS SOURCE_IP:FIRST_ID:COUNT:FIRST_PORT[:SPARE_FIRST-SPARE_LAST]...\n", argv[0]);
+  if (argc < 11) {
+    fprintf(stderr, "usage: %s HOST PORT RATE INFLIGHT INTERVAL_MS DEADLINE_S READ_EVERY_MS chunked|sse|ws RECONNECT SOURCE_IP:FIRST_ID:COUNT:FIRST_PORT[:SPARE_FIRST-SPARE_LAST]...\n", argv[0]);
     return 2;
   }
   host = argv[1];
@@ -438,11 +544,18 @@ int main(int argc, char **argv) {
   uint64_t interval_us = strtoull(argv[5], NULL, 10) * 1000u;
   uint64_t deadline_us = (uint64_t)(atof(argv[6]) * 1e6);
   read_every_ms = atoi(argv[7]);
-  nslices = (uint32_t)(argc - 8);
+  transport = !strcmp(argv[8], "sse") ? SSE : !strcmp(argv[8], "ws") ? WS : !strcmp(argv[8], "chunked") ? CHUNKED : -1;
+  if (transport < 0) {
+    fprintf(stderr, "flood-worker: transport '%s' is not chunked, sse or ws\n", argv[8]);
+    return 2;
+  }
+  reconnect = atoi(argv[9]);
+  srandom((unsigned)getpid());
+  nslices = (uint32_t)(argc - 10);
   slices = calloc(nslices, sizeof *slices);
   for (uint32_t i = 0; i < nslices; i++) {
-    if (parse_slice(argv[8 + i], &slices[i]) < 0) {
-      fprintf(stderr, "flood-worker: bad slice '%s' (SOURCE_IP:FIRST_ID:COUNT:FIRST_PORT[:SPARE_FIRST-SPARE_LAST], ports 1-65535)\n", argv[8 + i]);
+    if (parse_slice(argv[10 + i], &slices[i]) < 0) {
+      fprintf(stderr, "flood-worker: bad slice '%s' (SOURCE_IP:FIRST_ID:COUNT:FIRST_PORT[:SPARE_FIRST-SPARE_LAST], ports 1-65535)\n", argv[10 + i]);
       return 2;
     }
     slices[i].offset = total;
@@ -474,7 +587,7 @@ int main(int argc, char **argv) {
   struct epoll_event stdin_ev = {.events = EPOLLIN, .data.u32 = UINT32_MAX};
   epoll_ctl(ep, EPOLL_CTL_ADD, 0, &stdin_ev); /* fails harmlessly when stdin is not a pipe */
 
-  uint64_t t0 = clock_us(CLOCK_MONOTONIC), next_report = t0 + interval_us, next_sweep = t0 + 1000000u;
+  uint64_t t0 = t0_us = clock_us(CLOCK_MONOTONIC), next_report = t0 + interval_us, next_sweep = t0 + 1000000u, next_retry = t0;
   uint32_t next = 0;
   struct slice *s = slices;
   struct epoll_event events[1024];
@@ -510,19 +623,31 @@ int main(int argc, char **argv) {
         continue;
       }
       struct conn *c = &conns[index];
-      if (c->state == IDLE) continue;
+      if (c->state <= WAITING) continue; /* closed earlier in this batch */
       if (c->state == CONNECTING) {
         if (!(events[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) continue;
         connected_now(index);
-        if (c->state == IDLE) continue;
+        if (c->state <= WAITING) continue;
       }
       if (events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) readable(c);
     }
     now = clock_us(CLOCK_MONOTONIC);
     if (now >= next_sweep) { /* give up on connects that were never welcomed */
       for (uint32_t i = 0; i < next; i++)
-        if (conns[i].state != IDLE && !conns[i].welcomed && now - conns[i].started_us > 10000000u) drop(&conns[i], E_TIMEOUT);
+        if (conns[i].state > WAITING && !conns[i].welcomed && now - conns[i].started_us > 10000000u) drop(&conns[i], E_TIMEOUT);
       next_sweep = now + 1000000u;
+    }
+    if (waiting && now >= next_retry) { /* reconnects that are due */
+      uint32_t now_ms = (uint32_t)((now - t0) / 1000u);
+      struct slice *rs = slices;
+      for (uint32_t i = 0; i < next; i++) {
+        while (i >= rs->offset + rs->count) rs++;
+        if (conns[i].state != WAITING || conns[i].due_ms > now_ms) continue;
+        waiting--;
+        reconnects++;
+        start(i, rs, ep);
+      }
+      next_retry = now + RETRY_SWEEP_US;
     }
     if (now >= next_report) {
       report();
@@ -536,7 +661,7 @@ int main(int argc, char **argv) {
   }
   held = open_now;
   for (uint32_t i = 0; i < next; i++) {
-    if (conns[i].state == IDLE) continue;
+    if (conns[i].state <= WAITING) continue;
     close(conns[i].fd); /* SO_LINGER 0: RST */
     conns[i].state = IDLE;
   }

@@ -1,6 +1,7 @@
 /**
- * `c1m loadgen flood`: opens many long-lived GET /test/<id> streams, each
- * from its own source address and explicit local port, and holds them.
+ * `c1m loadgen flood`: opens many long-lived streams (chunked GET /test/<id>,
+ * EventSource /sse/<id> or WebSocket /ws/<id>), each from its own source
+ * address and explicit local port, and holds them.
  *
  * The sockets live in C worker processes (loadgen/flood.c, built to
  * dist/loadgen/flood-worker): each holds at most what the open-file limit
@@ -69,6 +70,10 @@ export interface FloodOptions {
    * change; the read lag grows by up to this. Default 0: wake on every arrival.
    */
   readEveryMs?: number;
+  /** Which streams to open: chunked (default), sse or ws. */
+  transport?: 'chunked' | 'sse' | 'ws';
+  /** Open a stream again when it ends, after the browser client's full-jitter backoff (see flood.c). */
+  reconnect?: boolean;
   /** Told of delivery latencies as they arrive (µs, with a count), so a benchmark can histogram each phase apart. */
   onDelivery?: (micros: number, count: number) => void;
 }
@@ -83,7 +88,7 @@ export interface FloodTotals {
   welcomed: number;
   closed: number;
   failed: number;
-  /** Message chunks (the welcome chunk is not one, as in the server's /stats). */
+  /** Message chunks, or WebSocket frames (the welcome is not one, as in the server's /stats). */
   chunks: number;
   /** Data bytes of those chunks (the server's /stats `bytes`). */
   chunkBytes: number;
@@ -91,6 +96,8 @@ export interface FloodTotals {
   bytes: number;
   /** Chunk lines that began with t=<send time>. */
   messages: number;
+  /** Streams opened again after they ended (with reconnect). */
+  reconnects: number;
   errors: Record<string, number>;
   /** All workers have tried every connect and each one was welcomed or failed. */
   ramped: boolean;
@@ -294,6 +301,7 @@ export async function runFlood(options: FloodOptions): Promise<FloodSummary> {
       chunkBytes: sum('chunk_bytes'),
       bytes: sum('bytes'),
       messages: sum('messages'),
+      reconnects: sum('reconnects'),
       errors,
       ramped: latest.every((w) => (w.ramp_us ?? 0) > 0),
     };
@@ -334,6 +342,8 @@ export async function runFlood(options: FloodOptions): Promise<FloodSummary> {
           String(reportMs),
           String(options.maxSeconds + 5), // the worker's own backstop, after the parent's hard stop
           String(options.readEveryMs ?? 0),
+          options.transport ?? 'chunked',
+          options.reconnect ? '1' : '0',
           ...slices.map((s, j) => `${s.source}:${s.firstId}:${s.count}:${s.firstPort}:${spares[i][j].join('-')}`),
         ];
         const child = spawn(FLOOD_WORKER, args, { stdio: ['pipe', 'pipe', 'pipe'] });

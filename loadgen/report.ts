@@ -86,7 +86,7 @@ export function reportMarkdown(r: RunResult): string {
   const lines: string[] = [`# C1M run, ${r.startedAt}`, ''];
   lines.push(`Status: **${r.status}**${r.error ? ` (${r.error})` : ''}; ${r.seconds.toFixed(0)} s in all.`, '');
   lines.push(
-    `Target ${count(o.connections)} streams from ${o.src} (local ports ${o.ports[0]}-${o.ports[1]}) at ${count(o.rate)} connects/s, ` +
+    `Target ${count(o.connections)} ${o.transport ?? 'chunked'} streams from ${o.src} (local ports ${o.ports[0]}-${o.ports[1]}) at ${count(o.rate)} connects/s, ` +
       `held ${o.hold} s; friends graph ${count(o.users)} users x m=${o.m} in ${o.db}` +
       (r.graph ? ` (${count(r.graph.rows)} subscriptions, ${r.graph.loaded ? `generated and loaded in ${r.graph.seconds} s` : 'already there'})` : '') +
       `; messages for ${o.msgSeconds} s ${o.msgRates ? `at each of ${o.msgRates.join(', ')} sends/s` : o.msgRate ? `at ${o.msgRate} sends/s` : `from ${o.generators} generators every ${o.sendInterval[0]}-${o.sendInterval[1]} ms`}` +

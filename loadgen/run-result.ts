@@ -22,6 +22,8 @@ export interface RunOptions {
   concurrency: number;
   /** Once every stream is open, flood workers read every this many ms instead of being woken by each chunk (0: woken); see FloodOptions. */
   readEveryMs: number;
+  /** Streams the flood opens: chunked /test/<id> (default), sse or ws. */
+  transport?: 'chunked' | 'sse' | 'ws';
   /** Seconds to hold every stream before the messages. */
   hold: number;
   /** Seconds of messages (per step with `msgRates`). */

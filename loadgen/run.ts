@@ -338,6 +338,7 @@ export async function runC1m(options: RunOptions): Promise<RunResult & { dir: st
       stop: floodStop.signal,
       reportMs: 500,
       readEveryMs: o.readEveryMs,
+      transport: o.transport,
       onReport: (totals) => {
         sampler.floodTotals = totals;
         if (totals.ramped) ramped();

@@ -8,6 +8,7 @@ const STATUS: Record<number, string> = {
   404: '404 Not Found',
   413: '413 Payload Too Large',
   415: '415 Unsupported Media Type',
+  426: '426 Upgrade Required',
   429: '429 Too Many Requests',
   500: '500 Internal Server Error',
   503: '503 Service Unavailable',

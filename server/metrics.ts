@@ -5,6 +5,7 @@
  */
 import { collectDefaultMetrics, Registry, type MetricValueWithName } from 'prom-client';
 import { LATENCY_BUCKETS_MS, type LatencyBuckets } from '../router/latency.js';
+import { TRANSPORTS, type TransportStats } from './stream.js';
 
 export interface EdgeGauges {
   id: string;
@@ -24,6 +25,8 @@ export interface MetricsSnapshot {
   bytes: number;
   slowConsumerCloses: number;
   latency: LatencyBuckets;
+  /** Per transport, summed over the edges in a cluster. */
+  transports: TransportStats;
   /** Per edge, in a cluster; empty in one process. */
   edges: EdgeGauges[];
 }
@@ -45,6 +48,8 @@ export function metricsRegistry(read: () => MetricsSnapshot): Registry {
   };
   const perEdge = (pick: (e: EdgeGauges) => number) => (): Values =>
     snapshot!.edges.map((e) => ({ value: pick(e), labels: { edge: e.id, state: e.state } }));
+  const perTransport = (pick: (t: TransportStats[keyof TransportStats]) => number) => (): Values =>
+    TRANSPORTS.map((transport) => ({ value: pick(snapshot!.transports[transport]), labels: { transport } }));
   const metrics = [
     computed('c1m_streams', 'Open comet streams.', 'gauge', () => {
       snapshot = read();
@@ -68,6 +73,11 @@ export function metricsRegistry(read: () => MetricsSnapshot): Registry {
       buckets.push({ value: cumulative, labels: {}, metricName: 'c1m_send_to_write_seconds_count' });
       return buckets;
     }),
+    computed('c1m_transport_streams', 'Open streams of each transport (chunked, sse, ws).', 'gauge', perTransport((t) => t.open)),
+    computed('c1m_transport_chunks_total', 'Chunks (messages, heartbeats) written to streams of each transport.', 'counter', perTransport((t) => t.chunks)),
+    computed('c1m_transport_bytes_total', 'Bytes written to streams of each transport, as framed for it.', 'counter', perTransport((t) => t.bytes)),
+    computed('c1m_transport_slow_consumer_closes_total', 'Slow-consumer closes on each transport.', 'counter', perTransport((t) => t.slowConsumerCloses)),
+    computed('c1m_transport_auth_failures_total', 'Streams of each transport refused for a missing, wrong or expired token.', 'counter', perTransport((t) => t.authFailures)),
     computed('c1m_edge_streams', 'Streams held by each edge.', 'gauge', perEdge((e) => e.streams)),
     computed('c1m_edge_capacity', 'Streams each edge may hold.', 'gauge', perEdge((e) => e.capacity)),
     computed('c1m_edge_chunks_total', 'Chunks written by each edge.', 'counter', perEdge((e) => e.chunks)),

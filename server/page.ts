@@ -1,4 +1,4 @@
-/** The page at `/`: pick a user id and watch its stream, read with fetch + ReadableStream. */
+/** The page at `/`: pick a user id and a transport and watch the stream, through the browser client at /c1m.js. */
 export const PAGE = `<!doctype html>
 <html lang="en">
 <head>
@@ -14,19 +14,20 @@ export const PAGE = `<!doctype html>
 <form id="connect">
   <label>User id <input id="user" name="user" type="number" min="1" value="1" required></label>
   <label>Token <input id="token" name="token" placeholder="if the server has --stream-secret"></label>
+  <label>Transport <select id="transport"><option value="sse">EventSource</option><option value="ws">WebSocket</option></select></label>
   <button type="submit">Connect</button>
   <span id="status">disconnected</span>
 </form>
 <p>Messages sent to this user, or to anyone the user is subscribed to, appear below.</p>
 <pre id="log"></pre>
-<script>
+<script type="module">
+import { connect } from '/c1m.js';
 const log = document.getElementById('log');
 const status = document.getElementById('status');
-let abort = null;
-// A backend can link straight to a stream: /?user=42&token=<c1m token 42>.
+let client = null;
+// A backend can link straight to a stream: /?user=42&token=<c1m token 42>&transport=ws.
 const params = new URLSearchParams(location.search);
-if (params.get('user')) document.getElementById('user').value = params.get('user');
-if (params.get('token')) document.getElementById('token').value = params.get('token');
+for (const name of ['user', 'token', 'transport']) if (params.get(name)) document.getElementById(name).value = params.get(name);
 
 function show(line) {
   const div = document.createElement('div');
@@ -35,35 +36,25 @@ function show(line) {
   log.appendChild(div);
 }
 
-document.getElementById('connect').addEventListener('submit', async (event) => {
+document.getElementById('connect').addEventListener('submit', (event) => {
   event.preventDefault();
-  if (abort) abort.abort();
-  abort = new AbortController();
+  if (client) client.close();
   log.textContent = '';
   const user = document.getElementById('user').value;
-  const token = document.getElementById('token').value.trim();
-  try {
-    const query = token ? '?token=' + encodeURIComponent(token) : '';
-    const response = await fetch('/test/' + encodeURIComponent(user) + query, { signal: abort.signal });
-    if (!response.ok) {
-      status.textContent = 'error ' + response.status + ': ' + (await response.text()).trim();
-      return;
-    }
-    status.textContent = 'connected as ' + user;
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffered = '';
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffered += value;
-      const lines = buffered.split('\\n');
-      buffered = lines.pop();
-      lines.filter((line) => line !== '').forEach(show); // empty lines are heartbeats
-    }
-    status.textContent = 'stream ended';
-  } catch (err) {
-    if (err.name !== 'AbortError') status.textContent = 'error: ' + err.message;
-  }
+  client = connect(user, {
+    transport: document.getElementById('transport').value,
+    token: document.getElementById('token').value.trim(),
+    onMessage: (data) => show(typeof data === 'string' ? data : new TextDecoder().decode(data)),
+    onState(state, info) {
+      if (state === 'connected') {
+        status.textContent = 'connected as ' + user;
+        show(info.welcome);
+      } else if (state === 'disconnected') status.textContent = 'reconnecting in ' + Math.round(info.delay) + ' ms';
+      else if (state === 'failed') status.textContent = info.reason;
+      else status.textContent = state;
+    },
+  });
+  window.c1mClient = client; // for tests and the console
 });
 </script>
 </body>

@@ -16,7 +16,7 @@ import { DEFAULTS, SERVER_BUSY_TIMEOUT_MS } from './defaults.js';
 import { streamCapacity } from './limits.js';
 import { listen, PublicListener } from './listener.js';
 import { metricsRegistry } from './metrics.js';
-import { StreamHub } from './stream.js';
+import { StreamHub, transportStats, type TransportStats } from './stream.js';
 import { loadNativeUws } from './uws.js';
 
 export interface C1mOptions {
@@ -36,7 +36,7 @@ export interface C1mOptions {
   mmapMiB?: number;
   /** Load the subscriptions table into the page cache at start (see StoreOptions.warmCache). */
   warmCache?: boolean;
-  /** Highest user id accepted at /test/<id>. Default 1,000,000. */
+  /** Highest user id accepted at /test/<id>, /sse/<id> and /ws/<id>. Default 1,000,000. */
   maxUserId?: number;
   /** Unsent bytes a stream may pile up before it is closed as a slow consumer. Default 256 KiB. */
   maxBacklog?: number;
@@ -46,7 +46,7 @@ export interface C1mOptions {
   maxMessage?: number;
   /** Stream content type: 'text' (text/plain, default) or 'html' (the original's text/html). */
   contentType?: 'text' | 'html';
-  /** When set, /test/<id> needs a token for that id signed with this secret (`c1m token`). */
+  /** When set, every stream (/test, /sse, /ws) needs a token for its id signed with this secret (`c1m token`). */
   streamSecret?: string;
   /** Allow the API on a non-loopback address without a token. Default false: start() refuses. */
   apiInsecure?: boolean;
@@ -58,7 +58,7 @@ export interface C1mOptions {
   exclusivePorts?: boolean;
   /** Streams held at most; default: the open-file limit minus a reserve. */
   maxConnections?: number;
-  /** Seconds between heartbeat chunks (an empty line) on every stream; 0 (default): none. */
+  /** Seconds between heartbeats on every stream (an empty line; a comment on SSE; uWS's pings on WebSockets); 0 (default): none. */
   heartbeatSeconds?: number;
   /** Streams one user may hold at once (tabs); more get 429. Default 16. */
   maxStreamsPerUser?: number;
@@ -81,6 +81,8 @@ export interface Stats {
   slowConsumerCloses: number;
   /** Streams refused for a missing, wrong or expired token. */
   authFailures: number;
+  /** The same counters per transport (chunked /test, EventSource /sse, WebSocket /ws), with the streams open on each. */
+  transports: TransportStats;
   /** Times the process ran out of file descriptors and stopped accepting on the public port for a while. */
   fdExhaustions: number;
   /** Streams that resumed, the messages replayed to them, and those told their history is lost; null without history. */
@@ -146,6 +148,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
       bytes: hub.bytes,
       slowConsumerCloses: hub.slowConsumerCloses,
       authFailures: hub.authFailures,
+      transports: transportStats(hub),
       fdExhaustions: publicListener.fds.exhaustions,
       history: history ? { lastId: history.lastId, resumes: history.resumes, replayed: history.replayed, lost: history.lost } : null,
       uptimeSeconds: Math.round((Date.now() - started) / 1000),

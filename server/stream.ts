@@ -11,42 +11,94 @@ const BLOCKED = 2;
 const CLOSING = 3;
 const CLOSED = 4;
 
-/**
- * Shared by all streams of one server: batches writes so that every chunk a
- * connection received during one event-loop turn goes out in a single corked
- * write (many sends fanning out to the same users cost one syscall per user,
- * not one per message), and keeps the counters.
- */
-export class StreamHub {
+/** The streams c1m serves: chunked HTTP at /test/<id>, EventSource at /sse/<id>, WebSocket at /ws/<id>. */
+export const TRANSPORTS = ['chunked', 'sse', 'ws'] as const;
+export type Transport = (typeof TRANSPORTS)[number];
+
+/** One transport's counters, for /stats and /metrics. */
+export class TransportCounters {
   /** Streams open now. */
   open = 0;
+  /** Messages written (heartbeats included), and their bytes as framed for the transport. */
   chunks = 0;
   bytes = 0;
   slowConsumerCloses = 0;
   /** Streams refused for a missing (401), wrong or expired (403) token. */
   authFailures = 0;
+}
+
+export type TransportStats = Record<Transport, { open: number; chunks: number; bytes: number; slowConsumerCloses: number; authFailures: number }>;
+
+/** A plain copy of the hub's counters per transport (for /stats and the bus), or zeros. */
+export const transportStats = (hub?: StreamHub): TransportStats =>
+  Object.fromEntries(TRANSPORTS.map((t) => [t, { ...(hub?.transports[t] ?? new TransportCounters()) }])) as TransportStats;
+
+/** Several processes' counters added up (a router over its edges); a missing entry (an edge of an older build) counts as none. */
+export function sumTransportStats(list: (TransportStats | undefined)[]): TransportStats {
+  const total = transportStats();
+  for (const stats of list) {
+    if (!stats) continue;
+    for (const t of TRANSPORTS) for (const key of Object.keys(total[t]) as (keyof TransportStats[Transport])[]) total[t][key] += stats[t]?.[key] ?? 0;
+  }
+  return total;
+}
+
+/** What the hub's flush and heartbeat need from a stream of any transport. */
+export interface HubStream {
+  flush(): void;
+  write(chunk: Buffer): number;
+}
+
+/**
+ * Shared by all streams of one server, whatever their transport: batches
+ * writes so that every chunk a connection received during one event-loop turn
+ * goes out in a single corked write (many sends fanning out to the same users
+ * cost one syscall per user, not one per message), and keeps the counters.
+ */
+export class StreamHub {
+  readonly transports: Record<Transport, TransportCounters> = { chunked: new TransportCounters(), sse: new TransportCounters(), ws: new TransportCounters() };
+  /** Totals over the transports. */
+  get open(): number {
+    return this.sum('open');
+  }
+  get chunks(): number {
+    return this.sum('chunks');
+  }
+  get bytes(): number {
+    return this.sum('bytes');
+  }
+  get slowConsumerCloses(): number {
+    return this.sum('slowConsumerCloses');
+  }
+  get authFailures(): number {
+    return this.sum('authFailures');
+  }
+  private sum(key: keyof TransportCounters): number {
+    const t = this.transports;
+    return t.chunked[key] + t.sse[key] + t.ws[key];
+  }
   /** Told, at each flush, how long each message noted with noteSend() took from its send to its write (ms). */
   onWritten?: (ms: number) => void;
-  private dirty: CometStream[] = [];
+  private dirty: HubStream[] = [];
   private flushScheduled = false;
   private sentAt: number[] = [];
-  /** Every open stream, kept only when heartbeats are on. */
-  readonly streams: Set<CometStream> | null;
+  /** Every open stream that the hub heartbeats (chunked, SSE), kept only when heartbeats are on; WebSockets have uWS's pings. */
+  readonly streams: Set<HubStream> | null;
   private readonly heartbeatTimer?: NodeJS.Timeout;
   /** Where the heartbeat round stands: it visits a slice of the streams per tick, never all in one event-loop turn. */
-  private heartbeatRound?: Iterator<CometStream>;
+  private heartbeatRound?: Iterator<HubStream>;
 
   constructor(
     readonly registry: Registry,
     readonly maxBacklog: number,
     /**
      * Seconds between heartbeats (0: none): an empty line written to every
-     * stream. An idle stream otherwise sends nothing, so a peer that vanished
+     * chunked stream (a comment line on SSE; see sse.ts). An idle stream otherwise sends nothing, so a peer that vanished
      * without FIN or RST would hold its slot forever; with data in flight the
      * kernel gives up on it after its retransmission timeout (net.ipv4.tcp_retries2)
      * and the stream is logged out.
      */
-    private readonly heartbeatSeconds = 0,
+    readonly heartbeatSeconds = 0,
   ) {
     this.streams = heartbeatSeconds > 0 ? new Set() : null;
     if (heartbeatSeconds > 0) this.heartbeatTimer = setInterval(this.heartbeat, Math.min(HEARTBEAT_TICK_MS, heartbeatSeconds * 1000)).unref();
@@ -81,7 +133,7 @@ export class StreamHub {
     if (this.flushScheduled && this.onWritten) this.sentAt.push(at);
   }
 
-  schedule(stream: CometStream): void {
+  schedule(stream: HubStream): void {
     this.dirty.push(stream);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
@@ -102,8 +154,26 @@ export class StreamHub {
   };
 }
 
-/** A heartbeat: one empty line, which line-splitting clients skip. */
-const HEARTBEAT = Buffer.from('\n');
+/**
+ * A transport's framing with a memo of one: the router hands every recipient
+ * of a send the same chunk, one recipient after another, so framing the last
+ * chunk seen serves all the recipients of a send (per transport, not per
+ * stream), with one reference held and no map to look up.
+ */
+export function framedOnce(frame: (chunk: Buffer) => Buffer): (chunk: Buffer) => Buffer {
+  let lastChunk: Buffer | null = null;
+  let lastFrame: Buffer | null = null;
+  return (chunk) => {
+    if (chunk !== lastChunk) {
+      lastFrame = frame(chunk);
+      lastChunk = chunk;
+    }
+    return lastFrame!;
+  };
+}
+
+/** A heartbeat: one empty line, which line-splitting clients skip. Other transports recognise it by identity and frame their own. */
+export const HEARTBEAT = Buffer.from('\n');
 const HEARTBEAT_TICK_MS = 100;
 
 /**
@@ -155,7 +225,7 @@ function writeGroup(): void {
 function nothing(): void {}
 
 /**
- * One open `GET /test/<id>` response. Kept to a handful of fields: at a
+ * One open `GET /test/<id>` response (and, through SseStream, `GET /sse/<id>`). Kept to a handful of fields: at a
  * million connections these objects are the server's main cost.
  *
  * What uWS tells us: `res.write` returns false when the socket did not take
@@ -179,11 +249,16 @@ export class CometStream implements Connection {
 
   constructor(
     private readonly res: HttpResponse,
-    private readonly hub: StreamHub,
+    protected readonly hub: StreamHub,
     readonly user: number,
   ) {
-    hub.open++;
+    this.counters.open++;
     hub.streams?.add(this);
+  }
+
+  /** This transport's counters; a prototype getter, so a subclass costs no field per stream. */
+  get counters(): TransportCounters {
+    return this.hub.transports.chunked;
   }
 
   write(chunk: Buffer): number {
@@ -214,7 +289,7 @@ export class CometStream implements Connection {
 
   flush(): void {
     if (this.state === CLOSING) {
-      this.hub.slowConsumerCloses++;
+      this.counters.slowConsumerCloses++;
       this.res.close(); // runs the onAborted handler, which logs the stream out
     } else if (this.state !== BLOCKED && this.pending !== null) {
       if (this.state === FRESH) {
@@ -230,8 +305,9 @@ export class CometStream implements Connection {
     const pending = this.pending;
     if (pending === null) return;
     const queued = this.queued;
-    this.hub.chunks += Array.isArray(pending) ? pending.length : 1;
-    this.hub.bytes += queued;
+    const counters = this.counters;
+    counters.chunks += Array.isArray(pending) ? pending.length : 1;
+    counters.bytes += queued;
     this.pending = null;
     this.queued = 0;
     group.stream = this;
@@ -287,7 +363,7 @@ export class CometStream implements Connection {
    * response whose socket stayed blocked for about 10 s: that, too, is a slow consumer.
    */
   aborted(): void {
-    if (this.state === BLOCKED) this.hub.slowConsumerCloses++;
+    if (this.state === BLOCKED) this.counters.slowConsumerCloses++;
     this.forget();
     this.hub.registry.logout(this);
   }
@@ -305,7 +381,7 @@ export class CometStream implements Connection {
   }
 
   private forget(): void {
-    if (this.state !== CLOSED) this.hub.open--;
+    if (this.state !== CLOSED) this.counters.open--;
     this.hub.streams?.delete(this);
     this.state = CLOSED;
     this.pending = null;

@@ -1,8 +1,10 @@
-import { chromium, type Browser } from 'playwright-core';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import net from 'node:net';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { C1m } from '../index.js';
 import { mintStreamToken } from '../server/auth.js';
-import { startServer, waitFor } from './helpers.js';
+import { BACKOFF_MS } from '../server/browser-client.js';
+import { api, spawnServer, startServer, tempDir, waitFor } from './helpers.js';
 
 let browser: Browser;
 let c1m: C1m;
@@ -34,7 +36,7 @@ it('the page at / shows messages pushed to the watched user in real time', async
   expect(c1m.router.send(2, 'a note for 2')).toBe(1);
   await page.waitForSelector('.message >> text=a note for 2');
   const lines = await page.locator('.message').allTextContents();
-  expect(lines).toEqual(["Welcome, Url: '/test/2' Id: 2", 'friend 1 played a song', 'a note for 2']);
+  expect(lines).toEqual(["Welcome, Url: '/sse/2' Id: 2", 'friend 1 played a song', 'a note for 2']);
 
   await page.close();
   await waitFor(() => !c1m.registry.isConnected(2), 'logout when the tab closes');
@@ -55,9 +57,84 @@ it('the page connects with a stream token from its own URL, and shows a refusal 
     await page.fill('#token', '');
     await page.click('button[type=submit]');
     await page.waitForSelector('text=error 401');
-    expect(guarded.stats().authFailures).toBe(1);
+    expect(guarded.stats().transports.sse.authFailures).toBeGreaterThanOrEqual(1); // the refused stream, and the client's request asking why
     await page.close();
   } finally {
     guarded.close();
   }
+});
+
+/** A free port on 127.0.0.1 in 20000-29999, below the kernel's ephemeral range. */
+async function freePort(): Promise<number> {
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 10_000);
+    const free = await new Promise<boolean>((resolve) => {
+      const probe = net.createServer().once('error', () => resolve(false));
+      probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)));
+    });
+    if (free) return port;
+  }
+}
+
+/** Each state change of the client on the page, with the page's clock. */
+type Seen = { state: string; info: { delay?: number; attempt?: number; welcome?: string }; at: number };
+
+async function connectOnPage(page: Page, transport: 'sse' | 'ws', user: number): Promise<void> {
+  // A string, not a function: vitest would rewrite a function's import() into its own loader.
+  await page.evaluate(`(async () => {
+    const { connect } = await import('/c1m.js');
+    window.seen = [];
+    window.messages = [];
+    connect(${user}, {
+      transport: '${transport}',
+      onMessage: (data) => window.messages.push(data),
+      onState: (state, info) => window.seen.push({ state, info, at: performance.now() }),
+    });
+  })()`);
+}
+
+describe.each(['sse', 'ws'] as const)('the browser client over %s', (transport) => {
+  it('receives messages, and after the server is killed and restarted reconnects with jittered backoff and receives again', async () => {
+    const db = `${tempDir()}/c1m.db`;
+    // Ports below the ephemeral range: the browser's own connects while the server is down may take a port from that range.
+    const ports = ['--port', String(await freePort()), '--api-port', String(await freePort())];
+    let server = await spawnServer(['--db', db, ...ports]);
+    const page = await browser.newPage();
+    try {
+      await page.goto(`http://127.0.0.1:${server.port}/`);
+      await connectOnPage(page, transport, 5);
+      const seen = () => page.evaluate(() => (window as unknown as { seen: Seen[] }).seen);
+      const messages = () => page.evaluate(() => (window as unknown as { messages: string[] }).messages);
+      await page.waitForFunction(() => (window as unknown as { seen: Seen[] }).seen.some((s) => s.state === 'connected'));
+      expect((await seen()).find((s) => s.state === 'connected')!.info.welcome).toBe(`Welcome, Url: '/${transport}/5' Id: 5`);
+      expect((await api(server.apiPort, 'POST', '/send/5', 'before')).json).toEqual({ delivered: 1 });
+      await page.waitForFunction(() => (window as unknown as { messages: string[] }).messages.includes('before'));
+
+      server.child.kill('SIGKILL');
+      await new Promise((r) => server.child.once('exit', r));
+      await page.waitForFunction(() => (window as unknown as { seen: Seen[] }).seen.filter((s) => s.state === 'disconnected').length >= 3); // a few failed attempts while it is down
+      server = await spawnServer(['--db', db, ...ports]);
+      // The waits double from 0.5 s while it is down: the next attempt comes within 20 s.
+      await page.waitForFunction(() => (window as unknown as { seen: Seen[] }).seen.filter((s) => s.state === 'connected').length >= 2, undefined, { timeout: 30_000 });
+
+      // Every wait was drawn from [0, min(max, min * 2^attempt)], and the next attempt came after it.
+      const states = await seen();
+      const waits = states.flatMap((s, i) => (s.state === 'disconnected' ? [{ ...s.info, waited: states[i + 1] ? states[i + 1].at - s.at : undefined }] : []));
+      expect(waits.length).toBeGreaterThanOrEqual(3);
+      for (const w of waits) {
+        expect(w.delay!).toBeGreaterThanOrEqual(0);
+        expect(w.delay!).toBeLessThanOrEqual(Math.min(BACKOFF_MS.max, BACKOFF_MS.min * 2 ** (w.attempt! - 1)));
+        if (w.waited !== undefined) expect(w.waited).toBeGreaterThanOrEqual(w.delay! - 5);
+      }
+      // Jitter: the waits are not the fixed bounds themselves.
+      expect(waits.some((w) => w.delay! < Math.min(BACKOFF_MS.max, BACKOFF_MS.min * 2 ** (w.attempt! - 1)) * 0.999)).toBe(true);
+
+      expect((await api(server.apiPort, 'POST', '/send/5', 'after')).json).toEqual({ delivered: 1 });
+      await page.waitForFunction(() => (window as unknown as { messages: string[] }).messages.includes('after'));
+      expect(await messages()).toEqual(['before', 'after']);
+    } finally {
+      await page.close();
+      server.child.kill('SIGKILL');
+    }
+  });
 });

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -81,6 +82,166 @@ export class StreamClient {
   close(): void {
     this.req.destroy();
   }
+}
+
+/** An EventSource-like client of GET /sse/<id>: parses the event stream as the browser does (fields, data lines, comments). */
+export class SseClient {
+  /** Every event, the welcome first: its type and its data lines joined with '\n'. */
+  readonly events: { event: string; data: string }[] = [];
+  /** Comment lines (heartbeats) seen. */
+  comments = 0;
+  retry?: number;
+  status = 0;
+  headers: http.IncomingHttpHeaders = {};
+  body = '';
+  ended = false;
+  private buffered = '';
+  private event = { event: 'message', data: [] as string[] };
+  private readonly req: http.ClientRequest;
+
+  constructor(port: number, path: string) {
+    this.req = http.get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+      this.status = res.statusCode ?? 0;
+      this.headers = res.headers;
+      res.setEncoding('utf8');
+      res.on('data', (text: string) => {
+        if (this.status !== 200) return void (this.body += text);
+        const lines = (this.buffered + text).split(/\r\n|\r|\n/);
+        this.buffered = lines.pop() ?? '';
+        for (const line of lines) this.line(line);
+      });
+      res.on('end', () => (this.ended = true));
+      res.on('error', () => (this.ended = true));
+    });
+    this.req.on('error', () => (this.ended = true));
+  }
+
+  private line(line: string): void {
+    if (line === '') {
+      if (this.event.data.length > 0) this.events.push({ event: this.event.event, data: this.event.data.join('\n') });
+      this.event = { event: 'message', data: [] };
+      return;
+    }
+    if (line.startsWith(':')) return void this.comments++;
+    const colon = line.indexOf(':');
+    const field = colon < 0 ? line : line.slice(0, colon);
+    const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+    if (field === 'data') this.event.data.push(value);
+    else if (field === 'event') this.event.event = value;
+    else if (field === 'retry') this.retry = Number(value);
+  }
+
+  static async open(port: number, id: number | string, query = ''): Promise<SseClient> {
+    const client = new SseClient(port, `/sse/${id}${query}`);
+    await waitFor(() => client.events.length > 0 || client.ended, `welcome on /sse/${id}`);
+    return client;
+  }
+
+  get messages(): string[] {
+    return this.events.filter((e) => e.event === 'message').map((e) => e.data);
+  }
+
+  close(): void {
+    this.req.destroy();
+  }
+}
+
+/**
+ * A WebSocket client of /ws/<id> on a plain socket: the handshake, server
+ * frames (text, binary, ping, close) and masked pongs. Node 20 has no
+ * WebSocket of its own; the browser's is tested in test/browser.test.ts.
+ */
+export class WsClient {
+  /** Every frame's header line and payload, the welcome first. */
+  readonly frames: { header: string; payload: string; binary: boolean }[] = [];
+  status = 0;
+  headers = '';
+  body = '';
+  closeCode?: number;
+  pings = 0;
+  ended = false;
+  readonly socket: net.Socket;
+  private buffered = Buffer.alloc(0);
+  private upgraded = false;
+
+  constructor(port: number, path: string, protocols?: string) {
+    this.socket = net.connect(port, '127.0.0.1', () => {
+      this.socket.write(
+        `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+          `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n${protocols ? `Sec-WebSocket-Protocol: ${protocols}\r\n` : ''}\r\n`,
+      );
+    });
+    this.socket.on('data', (data) => this.data(data));
+    this.socket.on('close', () => (this.ended = true));
+    this.socket.on('error', () => (this.ended = true));
+  }
+
+  private data(data: Buffer): void {
+    this.buffered = Buffer.concat([this.buffered, data]);
+    if (!this.upgraded) {
+      const end = this.buffered.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      this.headers = this.buffered.subarray(0, end).toString();
+      this.status = Number(this.headers.split(' ')[1]);
+      this.buffered = this.buffered.subarray(end + 4);
+      if (this.status !== 101) return void (this.body = this.buffered.toString());
+      this.upgraded = true;
+    }
+    if (this.status !== 101) return void (this.body += data.toString());
+    for (;;) {
+      const b = this.buffered;
+      if (b.length < 2) return;
+      let length = b[1] & 0x7f;
+      let at = 2;
+      if (length === 126) [length, at] = [b.length >= 4 ? b.readUInt16BE(2) : -1, 4];
+      else if (length === 127) [length, at] = [b.length >= 10 ? Number(b.readBigUInt64BE(2)) : -1, 10];
+      if (length < 0 || b.length < at + length) return;
+      const opcode = b[0] & 0x0f;
+      const payload = b.subarray(at, at + length);
+      this.buffered = b.subarray(at + length);
+      if (opcode === 0x9) {
+        this.pings++;
+        this.send(0xa, payload);
+      } else if (opcode === 0x8) {
+        this.closeCode = payload.length >= 2 ? payload.readUInt16BE(0) : 1005;
+      } else {
+        const nl = payload.indexOf(0x0a);
+        this.frames.push({ header: payload.subarray(0, nl).toString(), payload: payload.subarray(nl + 1).toString(), binary: opcode === 0x2 });
+      }
+    }
+  }
+
+  /** A masked frame from the client, as RFC 6455 requires (payloads under 126 bytes). */
+  send(opcode: number, payload: Buffer = Buffer.alloc(0)): void {
+    const mask = Buffer.from([1, 2, 3, 4]);
+    const masked = payload.map((byte, i) => byte ^ mask[i % 4]);
+    this.socket.write(Buffer.concat([Buffer.from([0x80 | opcode, 0x80 | payload.length]), mask, masked]));
+  }
+
+  static async open(port: number, id: number | string, query = '', protocols?: string): Promise<WsClient> {
+    const client = new WsClient(port, `/ws/${id}${query}`, protocols);
+    await waitFor(() => client.frames.length > 0 || client.ended || (client.status !== 0 && client.status !== 101 && client.body !== ''), `welcome on /ws/${id}`);
+    return client;
+  }
+
+  get messages(): string[] {
+    return this.frames.filter((f) => f.header.split(' ')[0] === 'message').map((f) => f.payload);
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+export type Transport = 'chunked' | 'sse' | 'ws';
+
+/** A client of any transport, opened and welcomed (or refused): `messages` are what it received after the welcome. */
+export async function openStream(transport: Transport, port: number, id: number | string, query = ''): Promise<StreamClient | SseClient | WsClient> {
+  if (transport === 'sse') return SseClient.open(port, id, query);
+  if (transport === 'ws') return WsClient.open(port, id, query);
+  const client = new StreamClient(port, `/test/${id}${query}`);
+  await waitFor(() => client.lines.length > 0 || client.ended, `welcome on /test/${id}`);
+  return client;
 }
 
 export async function api(port: number, method: string, path: string, body?: string | Uint8Array, headers: Record<string, string> = {}) {

@@ -75,7 +75,7 @@ describe('flood worker scheduling', () => {
   /** The worker's policy from /proc/<pid>/stat (field 41: 0 SCHED_OTHER, 3 SCHED_BATCH), read once it has printed its first report. */
   async function policyOf(): Promise<number> {
     // Port 9 on loopback refuses; the worker reports every 100 ms and lives until its 5 s deadline or we kill it.
-    const worker = spawn(FLOOD_WORKER, ['127.0.0.1', '9', '0', '1', '100', '5', '0', '127.0.0.1:1:1:40000'], { stdio: ['pipe', 'pipe', 'ignore'] });
+    const worker = spawn(FLOOD_WORKER, ['127.0.0.1', '9', '0', '1', '100', '5', '0', 'chunked', '0', '127.0.0.1:1:1:40000'], { stdio: ['pipe', 'pipe', 'ignore'] });
     try {
       await new Promise((resolve) => worker.stdout.once('data', resolve));
       return Number(readFileSync(`/proc/${worker.pid}/stat`, 'utf8').split(') ')[1].split(' ')[41 - 3]);
@@ -106,7 +106,7 @@ describe('flood delivery timing', () => {
 
   it("times a delivery at its arrival in the socket, and the worker's own delay to read it apart", async () => {
     const server = await spawnServer(['--db', join(tempDir(), 'c1m.db'), '--stats-interval', '0']);
-    const { worker, last, samples } = watchWorker(['127.0.0.1', String(server.port), '0', '1', '50', '20', '0', '127.0.3.9:1:1:41000']);
+    const { worker, last, samples } = watchWorker(['127.0.0.1', String(server.port), '0', '1', '50', '20', '0', 'chunked', '0', '127.0.3.9:1:1:41000']);
     try {
       await vi.waitFor(() => expect(last('S ')).toMatch(/ welcomed=1 /), { timeout: 5000 });
       // The worker stopped: the message arrives in its socket now, and is read 400 ms later.
@@ -129,7 +129,7 @@ describe('flood delivery timing', () => {
     const server = await spawnServer(['--db', join(tempDir(), 'c1m.db'), '--stats-interval', '0']);
     // Reads every 1,000 ms (reports every 2,000): of three sends 150 ms apart, one waits at least 150 ms for a read.
     // One to each of three streams: chunks queued on one socket would all be timed at the last one's arrival.
-    const { worker, last, samples } = watchWorker(['127.0.0.1', String(server.port), '0', '3', '2000', '20', '1000', '127.0.3.10:1:3:41001']);
+    const { worker, last, samples } = watchWorker(['127.0.0.1', String(server.port), '0', '3', '2000', '20', '1000', 'chunked', '0', '127.0.3.10:1:3:41001']);
     try {
       await vi.waitFor(() => expect(last('S ')).toMatch(/ welcomed=3 /), { timeout: 5000 });
       for (let user = 1; user <= 3; user++) {

@@ -1,0 +1,111 @@
+/**
+ * The backend's client of c1m's HTTP API (`import { C1mClient } from 'c1m'`):
+ * send messages, manage subscriptions, mint stream tokens for users' pages.
+ * It lives beside index.ts, outside server/: it is what a backend runs, a
+ * client of the API that server/api.ts serves, and uses only server/auth.ts.
+ */
+import { mintStreamToken } from './server/auth.js';
+import type { Pair } from './subsmanager/pairs.js';
+
+export interface C1mClientOptions {
+  /** The backend API, e.g. http://127.0.0.1:8001 (a `c1m server` or a router of a cluster). */
+  url: string;
+  /** The API's bearer token (--token), if it has one. */
+  token?: string;
+  /** The servers' --stream-secret, to mint stream tokens here. */
+  streamSecret?: string;
+  /** Sends in flight at most in sendMany. Default 16. */
+  concurrency?: number;
+}
+
+/** An answer other than 2xx: `status`, and the server's own explanation in the message. */
+export class C1mError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(`c1m API ${status}: ${message}`);
+    this.name = new.target.name;
+  }
+}
+/** 401: missing or wrong API token. */
+export class C1mUnauthorized extends C1mError {}
+/** 413: a message over --max-message, or a body over --max-body. */
+export class C1mTooLarge extends C1mError {}
+/** 429: a proxy in front of the API limits the rate (c1m has no rate limit of its own); retry later. */
+export class C1mRateLimited extends C1mError {}
+/** 503: the store was busy (another process held its write lock) and nothing changed; retry. */
+export class C1mUnavailable extends C1mError {}
+
+const ERRORS: Record<number, typeof C1mError> = { 401: C1mUnauthorized, 413: C1mTooLarge, 429: C1mRateLimited, 503: C1mUnavailable };
+
+export class C1mClient {
+  private readonly url: string;
+
+  constructor(private readonly options: C1mClientOptions) {
+    this.url = options.url.replace(/\/+$/, '');
+  }
+
+  /** Sends `message` from `user` to the user and its subscribers; resolves with how many streams took it. */
+  async send(user: number, message: string | Uint8Array): Promise<number> {
+    return ((await this.request('POST', `/send/${user}`, message)) as { delivered: number }).delivered;
+  }
+
+  /** Sends each message in order of its start, `concurrency` at a time; resolves with each one's delivered count. The first failure rejects. */
+  async sendMany(messages: { user: number; message: string | Uint8Array }[]): Promise<number[]> {
+    const delivered: number[] = new Array(messages.length);
+    let next = 0;
+    const worker = async () => {
+      while (next < messages.length) {
+        const i = next++;
+        delivered[i] = await this.send(messages[i].user, messages[i].message);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.options.concurrency ?? 16, messages.length) }, worker));
+    return delivered;
+  }
+
+  /** Adds [subscriber, subscribee] pairs; resolves with how many were new. */
+  async subscribe(pairs: Pair[]): Promise<number> {
+    return ((await this.request('POST', '/subscriptions', JSON.stringify(pairs))) as { added: number }).added;
+  }
+
+  /** Removes pairs; resolves with how many existed. */
+  async unsubscribe(pairs: Pair[]): Promise<number> {
+    return ((await this.request('DELETE', '/subscriptions', JSON.stringify(pairs))) as { removed: number }).removed;
+  }
+
+  /** Who hears `user`'s messages. */
+  async subscribers(user: number): Promise<number[]> {
+    return (await this.request('GET', `/subscribers/${user}`)) as number[];
+  }
+
+  /** Whom `user` hears. */
+  async subscriptions(user: number): Promise<number[]> {
+    return (await this.request('GET', `/subscriptions/${user}`)) as number[];
+  }
+
+  async stats(): Promise<Record<string, unknown>> {
+    return (await this.request('GET', '/stats')) as Record<string, unknown>;
+  }
+
+  /** A token that opens `user`'s stream on any transport for `ttlSeconds`, signed here with the stream secret: no call to c1m. */
+  streamToken(user: number, ttlSeconds = 3600): string {
+    if (!this.options.streamSecret) throw new Error('streamToken needs the servers\' --stream-secret as streamSecret');
+    return mintStreamToken(this.options.streamSecret, user, ttlSeconds);
+  }
+
+  private async request(method: string, path: string, body?: string | Uint8Array): Promise<unknown> {
+    const headers: Record<string, string> = this.options.token ? { authorization: `Bearer ${this.options.token}` } : {};
+    const res = await fetch(this.url + path, { method, body: body as BodyInit | undefined, headers });
+    const text = await res.text();
+    if (res.ok) return JSON.parse(text);
+    let message = text;
+    try {
+      message = (JSON.parse(text) as { error?: string }).error ?? text;
+    } catch {
+      // not JSON: a proxy's page, kept as it came
+    }
+    throw new (ERRORS[res.status] ?? C1mError)(res.status, message.trim());
+  }
+}

@@ -1,0 +1,186 @@
+/**
+ * WebSocket streams at `/ws/<id>`, on uWebSockets.js's own WebSocket support:
+ * the frames' payload (uWS writes the frame headers), backpressure through
+ * uWS's buffered amount with the same slow-consumer rule and counters as the
+ * other streams, batched per event-loop turn by the shared StreamHub.
+ * Server push only: a frame from the client closes the socket.
+ */
+import { isUtf8 } from 'node:buffer';
+import type { Connection } from '../router/registry.js';
+import { framedOnce, type HubStream, type StreamHub } from './stream.js';
+import type { HttpRequest, HttpResponse, us_socket_context_t, WebSocket, WebSocketBehavior } from './uws.js';
+
+/** Close codes (RFC 6455): drain or shutdown; a frame from the client. A slow consumer is cut without one: it would not read it. */
+export const CLOSE_GOING_AWAY = 1001;
+export const CLOSE_PUSH_ONLY = 1003;
+
+/**
+ * A frame is a header line, then the payload verbatim: `welcome\n<text>`,
+ * `message\n<message>`. The header is an event name that may later carry
+ * fields (issue 22: `message id=<id>`), so frames gain ids without changing
+ * shape. A text frame when the payload is UTF-8, else binary: a browser closes
+ * a socket on a text frame that is not.
+ */
+const MESSAGE = Buffer.from('message\n');
+const BINARY = new WeakSet<Buffer>();
+
+export function wsFrame(chunk: Buffer): Buffer {
+  const message = chunk.subarray(0, chunk.length - 1); // the router's '\n' belongs to line-based transports
+  const frame = Buffer.concat([MESSAGE, message], MESSAGE.length + message.length);
+  if (!isUtf8(message)) BINARY.add(frame);
+  return frame;
+}
+const framed = framedOnce(wsFrame);
+
+export const wsWelcome = (id: number): string => `welcome\nWelcome, Url: '/ws/${id}' Id: ${id}`;
+
+/** The token a browser put in Sec-WebSocket-Protocol (`new WebSocket(url, ['c1m', 'token.' + token])`), and the protocol to answer with. */
+export function protocolToken(header: string): { token: string; protocol: string } {
+  const offered = header.split(',').map((p) => p.trim()).filter((p) => p !== '');
+  const entry = offered.find((p) => p.startsWith('token.'));
+  // A browser fails the handshake unless the answer names one of the protocols it offered.
+  return { token: entry?.slice('token.'.length) ?? '', protocol: offered.includes('c1m') ? 'c1m' : (entry ?? '') };
+}
+
+const OPEN = 0;
+/** uWS held unsent bytes after the last flush; the buffered amount counts against the backlog until `drain` says it is gone. */
+const BLOCKED = 1;
+const CLOSING = 2;
+const CLOSED = 3;
+
+/** What one corked group sends, set before ws.cork() so a flush allocates no closure (as in stream.ts). */
+const group: { ws: WebSocket<WsData>; one: Buffer | null; many: Buffer[]; dropped: boolean } = { ws: null!, one: null, many: [], dropped: false };
+const DROPPED = 2; // ws.send: over maxBackpressure, the message was not kept
+function sendGroup(): void {
+  if (group.one !== null) {
+    group.dropped = group.ws.send(group.one, BINARY.has(group.one)) === DROPPED;
+    return;
+  }
+  for (const frame of group.many) group.dropped = group.ws.send(frame, BINARY.has(frame)) === DROPPED || group.dropped;
+}
+
+/** uWS copies the user data's properties onto its WebSocket object: the stream rides on it. */
+interface WsData {
+  stream: WsStream;
+}
+
+/** One open WebSocket: uWS's socket object, with this stream as its one property. */
+export class WsStream implements Connection, HubStream {
+  private ws: WebSocket<WsData> | null = null;
+  private pending: Buffer | Buffer[] | null = null;
+  private queued = 0;
+  private state = OPEN;
+
+  constructor(
+    private readonly hub: StreamHub,
+    readonly user: number,
+  ) {}
+
+  /** uWS open: the handshake is done. */
+  opened(ws: WebSocket<WsData>): void {
+    this.ws = ws;
+    this.hub.transports.ws.open++;
+    ws.cork(() => ws.send(wsWelcome(this.user), false));
+    this.hub.registry.login(this);
+  }
+
+  write(chunk: Buffer): number {
+    if (this.state >= CLOSING) return 0;
+    const frame = framed(chunk);
+    this.queued += frame.length;
+    // Only a blocked socket has bytes in uWS: the native call is skipped on the common path.
+    if (this.queued + (this.state === BLOCKED ? this.ws!.getBufferedAmount() : 0) > this.hub.maxBacklog) {
+      this.state = CLOSING;
+      this.pending = null;
+      this.hub.schedule(this); // closed from the flush: write() runs inside a router send
+      return 0;
+    }
+    if (this.pending === null) {
+      this.pending = frame;
+      this.hub.schedule(this);
+    } else if (Array.isArray(this.pending)) {
+      this.pending.push(frame);
+    } else {
+      this.pending = [this.pending, frame];
+    }
+    return 1;
+  }
+
+  flush(): void {
+    if (this.state === CLOSING) return this.cut();
+    const pending = this.pending;
+    if (this.state === CLOSED || pending === null) return;
+    const ws = this.ws!;
+    const counters = this.hub.transports.ws;
+    counters.chunks += Array.isArray(pending) ? pending.length : 1;
+    counters.bytes += this.queued;
+    this.pending = null;
+    this.queued = 0;
+    group.ws = ws;
+    group.dropped = false;
+    if (Array.isArray(pending)) group.many = pending;
+    else group.one = pending;
+    ws.cork(sendGroup);
+    group.one = null;
+    group.many = [];
+    const buffered = ws.getBufferedAmount();
+    if (group.dropped || buffered > this.hub.maxBacklog) return this.cut();
+    this.state = buffered > 0 ? BLOCKED : OPEN;
+  }
+
+  /** A slow consumer: closed at once, counted once. */
+  private cut(): void {
+    this.state = CLOSING;
+    this.hub.transports.ws.slowConsumerCloses++;
+    this.ws!.close(); // runs the close handler, which logs the stream out
+  }
+
+  /** uWS drain: some of what it held went out. */
+  drained(): void {
+    if (this.state === BLOCKED && this.ws!.getBufferedAmount() === 0) this.state = OPEN;
+  }
+
+  /** uWS close, whoever closed it. A socket uWS dropped (idle timeout: no pong) while it still held our bytes was a slow consumer too. */
+  closed(): void {
+    if (this.state === CLOSED) return;
+    if (this.state === BLOCKED) this.hub.transports.ws.slowConsumerCloses++;
+    this.state = CLOSED;
+    this.hub.transports.ws.open--;
+    this.pending = null;
+    this.ws = null;
+    this.hub.registry.logout(this);
+  }
+
+  /** Drain or shutdown: a close frame, so the client knows to reconnect. */
+  close(): void {
+    if (this.state >= CLOSING) return;
+    this.ws!.end(CLOSE_GOING_AWAY, 'going away');
+  }
+}
+
+/**
+ * uWS's WebSocket settings for the streams. `upgrade` checks the request and
+ * calls upgradeWs, or answers it with an error.
+ */
+export function wsBehavior(hub: StreamHub, upgrade: (res: HttpResponse, req: HttpRequest, context: us_socket_context_t) => void): WebSocketBehavior<WsData> {
+  // uWS pings a socket silent for idleTimeout less 4 s and drops it 4 s later: about the chunked streams' --heartbeat.
+  const idleTimeout = hub.heartbeatSeconds > 0 ? Math.max(8, Math.ceil(hub.heartbeatSeconds) + 4) : 0;
+  return {
+    idleTimeout,
+    sendPingsAutomatically: idleTimeout > 0,
+    compression: 0, // uWS.DISABLED: a compressor per socket would cost more than the stream
+    maxPayloadLength: 512, // clients send nothing but control frames
+    // Above our own backlog rule, so uWS never drops a message before the stream is closed as a slow consumer.
+    maxBackpressure: 2 * hub.maxBacklog + 64 * 1024,
+    upgrade,
+    open: (ws) => ws.getUserData().stream.opened(ws),
+    message: (ws) => ws.end(CLOSE_PUSH_ONLY, 'server push only'),
+    drain: (ws) => ws.getUserData().stream.drained(),
+    close: (ws) => ws.getUserData().stream.closed(),
+  };
+}
+
+/** Completes the handshake for an admitted request. */
+export function upgradeWs(res: HttpResponse, req: HttpRequest, context: us_socket_context_t, stream: WsStream, protocol: string): void {
+  res.upgrade<WsData>({ stream }, req.getHeader('sec-websocket-key'), protocol, req.getHeader('sec-websocket-extensions'), context);
+}

@@ -1,0 +1,55 @@
+/**
+ * The C flood on every transport against a real server: welcomes, chunks and
+ * timed messages counted alike, and --reconnect opening streams again, with
+ * the backoff, after the server closed them.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import type { C1m } from '../index.js';
+import { rowsFromRanges, runFlood, type FloodTotals } from '../loadgen/flood.js';
+import { epochMs } from '../router/latency.js';
+import { startServer, waitFor } from './helpers.js';
+
+let c1m: C1m;
+afterEach(() => c1m?.close());
+
+describe.each(['chunked', 'sse', 'ws'] as const)('flood --transport %s', (transport) => {
+  it('opens, counts and times messages, and with --reconnect opens streams again after they end', async () => {
+    c1m = await startServer();
+    c1m.store.addSubscriptions(Array.from({ length: 49 }, (_, i): [number, number] => [i + 2, 1]));
+    const stop = new AbortController();
+    let latest: FloodTotals | undefined;
+    const base = { chunked: 44000, sse: 44200, ws: 44400 }[transport];
+    const flood = runFlood({
+      host: '127.0.0.1',
+      port: c1m.port,
+      rows: rowsFromRanges(['127.0.4.1'], [1, 50]),
+      ports: [base, base + 199],
+      rate: 0,
+      concurrency: 50,
+      duration: 600,
+      maxSeconds: 60,
+      reportMs: 100,
+      transport,
+      reconnect: true,
+      stop: stop.signal,
+      onReport: (t) => (latest = t),
+    });
+    try {
+      await waitFor(() => latest?.ramped === true && c1m.stats().connections === 50, 'fifty streams', 20_000);
+      expect(c1m.stats().transports[transport].open).toBe(50);
+      c1m.router.send(1, `t=${epochMs()} one\ntwo`);
+      c1m.router.send(2, `t=${epochMs()} solo`);
+      await waitFor(() => latest!.messages >= 51, 'the messages timed', 5000);
+      expect(latest).toMatchObject({ chunks: 51, messages: 51, failed: 0 });
+
+      c1m.registry.closeSome(10); // as a drain does: their clients come back
+      await waitFor(() => latest!.welcomed === 60 && c1m.stats().connections === 50, 'ten streams welcomed again', 10_000);
+      expect(latest!.reconnects).toBe(10);
+    } finally {
+      stop.abort();
+    }
+    const summary = await flood;
+    expect(summary.errors.http ?? 0).toBe(0);
+    expect(summary.deliveryLatencyMs.count).toBe(51);
+  });
+});

@@ -39,6 +39,12 @@ export class C1mUnavailable extends C1mError {}
 
 const ERRORS: Record<number, typeof C1mError> = { 401: C1mUnauthorized, 413: C1mTooLarge, 429: C1mRateLimited, 503: C1mUnavailable };
 
+/** The answer to a send: the streams that took it, and the message's id (for streams that resume) where the server keeps a history. */
+export interface Sent {
+  delivered: number;
+  id?: number;
+}
+
 export class C1mClient {
   private readonly url: string;
 
@@ -46,14 +52,14 @@ export class C1mClient {
     this.url = options.url.replace(/\/+$/, '');
   }
 
-  /** Sends `message` from `user` to the user and its subscribers; resolves with how many streams took it. */
-  async send(user: number, message: string | Uint8Array): Promise<number> {
-    return ((await this.request('POST', `/send/${user}`, message)) as { delivered: number }).delivered;
+  /** Sends `message` from `user` to the user and its subscribers; resolves with how many streams took it, and its id where the server keeps a history. */
+  async send(user: number, message: string | Uint8Array): Promise<Sent> {
+    return (await this.request('POST', `/send/${user}`, message)) as Sent;
   }
 
-  /** Sends each message in order of its start, `concurrency` at a time; resolves with each one's delivered count. The first failure rejects. */
-  async sendMany(messages: { user: number; message: string | Uint8Array }[]): Promise<number[]> {
-    const delivered: number[] = new Array(messages.length);
+  /** Sends each message in order of its start, `concurrency` at a time; resolves with each one's answer. The first failure rejects. */
+  async sendMany(messages: { user: number; message: string | Uint8Array }[]): Promise<Sent[]> {
+    const delivered: Sent[] = new Array(messages.length);
     let next = 0;
     const worker = async () => {
       while (next < messages.length) {

@@ -8,5 +8,5 @@ export { Router, toChunk, type SubscriberSource } from './router/router.js';
 export { Registry, type Connection } from './router/registry.js';
 export { openStore, SqliteStore, StoreError, type SubscriptionStore } from './subsmanager/store.js';
 export { toPairs, isUserId, type Pair } from './subsmanager/pairs.js';
-export { C1mClient, C1mError, C1mUnauthorized, C1mTooLarge, C1mRateLimited, C1mUnavailable, type C1mClientOptions } from './client.js';
+export { C1mClient, C1mError, C1mUnauthorized, C1mTooLarge, C1mRateLimited, C1mUnavailable, type C1mClientOptions, type Sent } from './client.js';
 export { mintStreamToken } from './server/auth.js';

@@ -92,7 +92,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
     const s = stats();
     return { ...s, streams: s.connections, latency: directory.latency() };
   });
-  const api = apiRoutes(uws.App(), (user, message) => directory.send(user, message), store, stats, {
+  const api = apiRoutes(uws.App(), (user, message) => ({ delivered: directory.send(user, message) }), store, stats, {
     maxUserId: options.maxUserId ?? DEFAULTS.maxUserId,
     maxBody: options.maxBody ?? DEFAULTS.maxBody,
     maxMessage,

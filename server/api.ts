@@ -39,7 +39,7 @@ type Handler = (res: HttpResponse, req: HttpRequest) => void;
  */
 export function apiRoutes(
   app: TemplatedApp,
-  send: (user: number, message: Uint8Array) => number,
+  send: (user: number, message: Uint8Array) => { delivered: number; id?: number },
   store: SubscriptionStore,
   stats: () => object,
   options: ApiOptions,
@@ -88,7 +88,7 @@ export function apiRoutes(
           const user = userParam(id);
           if (user > options.maxUserId) throw new HttpError(400, `user id ${user} is above the limit of ${options.maxUserId}`);
           if (body.length === 0) throw new HttpError(400, 'empty message');
-          return { delivered: send(user, body) };
+          return send(user, body);
         }, options.maxMessage ?? DEFAULTS.maxMessage),
       ),
     )

@@ -7,7 +7,7 @@
  */
 export const BACKOFF_MS = { min: 500, max: 20_000 } as const;
 
-export const BROWSER_CLIENT = String.raw`// c1m browser client. connect(id, { transport: 'sse' | 'ws', token, onMessage, onState })
+export const BROWSER_CLIENT = String.raw`// c1m browser client. connect(id, { transport: 'sse' | 'ws', token, onMessage, onState, onLost, lastEventId })
 export const BACKOFF_MS = { min: ${BACKOFF_MS.min}, max: ${BACKOFF_MS.max} };
 
 /** The longest wait before reconnect attempt number attempt (0, 1, ...): min * 2^attempt, at most max. */
@@ -18,18 +18,23 @@ export function backoffBound(attempt) {
 const origin = new URL('/', import.meta.url);
 
 /**
- * Opens user id's stream and keeps it open. onMessage(data, { event }) gets each
- * message (a string; a Uint8Array for a binary WebSocket message). onState(state, info)
- * hears every change: 'connecting', 'connected', 'disconnected' (info.delay: ms until
- * the next attempt), 'failed' (info.reason: refused for good, e.g. a bad token), 'closed'.
- * Returns { state, attempt, close() }.
+ * Opens user id's stream and keeps it open. onMessage(data, { event, id }) gets each
+ * message (a string; a Uint8Array for a binary WebSocket message) with its id where the
+ * server keeps a history. onState(state, info) hears every change: 'connecting',
+ * 'connected', 'disconnected' (info.delay: ms until the next attempt), 'failed'
+ * (info.reason: refused for good, e.g. a bad token), 'closed'. Each reconnect resumes
+ * from the last id seen (or options.lastEventId, e.g. kept across page loads): the
+ * server replays what was missed, or calls onLost(why) when it cannot ('expired':
+ * away longer than its history; 'unknown': an id it never gave), and the page
+ * should then refetch its state. Returns { state, attempt, lastEventId, close() }.
  */
 export function connect(id, options = {}) {
   const transport = options.transport || 'sse';
   if (transport !== 'sse' && transport !== 'ws') throw new Error('transport must be sse or ws');
   const onMessage = options.onMessage || (() => {});
   const onState = options.onState || (() => {});
-  const client = { state: 'closed', attempt: 0, close };
+  const onLost = options.onLost || (() => {});
+  const client = { state: 'closed', attempt: 0, lastEventId: options.lastEventId ?? null, close };
   let socket = null;
   let timer = null;
   let welcomed = false;
@@ -42,6 +47,7 @@ export function connect(id, options = {}) {
   function url(path) {
     const u = new URL(path + encodeURIComponent(id), origin);
     if (options.token && transport === 'sse') u.searchParams.set('token', options.token);
+    if (client.lastEventId !== null) u.searchParams.set('lastEventId', client.lastEventId);
     if (transport === 'ws') u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
     return u.href;
   }
@@ -54,7 +60,8 @@ export function connect(id, options = {}) {
       const source = new EventSource(url('/sse/'));
       socket = source;
       source.addEventListener('welcome', (e) => welcome(e.data));
-      source.onmessage = (e) => onMessage(e.data, { event: 'message' });
+      source.onmessage = (e) => message(e.data, e.lastEventId);
+      source.addEventListener('lost', (e) => lost(e.data));
       // EventSource would retry on its own at a fixed delay: closed here, retried with jitter.
       source.onerror = () => ended(source);
     } else {
@@ -80,9 +87,21 @@ export function connect(id, options = {}) {
       header = new TextDecoder().decode(bytes.subarray(0, nl));
       payload = bytes.subarray(nl + 1);
     }
-    const event = header.split(' ')[0];
+    const [event, field] = header.split(' ');
     if (event === 'welcome') welcome(payload);
-    else if (event === 'message') onMessage(payload, { event });
+    else if (event === 'message') message(payload, field && field.startsWith('id=') ? field.slice(3) : '');
+    else if (event === 'lost') lost(typeof payload === 'string' ? payload : new TextDecoder().decode(payload));
+  }
+
+  function message(data, id) {
+    if (id) client.lastEventId = id;
+    onMessage(data, { event: 'message', id: id ? Number(id) : undefined });
+  }
+
+  /** The server cannot replay what was missed: from here on the stream is live only. */
+  function lost(why) {
+    client.lastEventId = null;
+    onLost(why);
   }
 
   function welcome(text) {

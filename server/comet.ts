@@ -3,7 +3,8 @@ import { parseId, reply } from './http.js';
 import { PAGE } from './page.js';
 import { BROWSER_CLIENT } from './browser-client.js';
 import { SSE_HEADERS, SseStream, sseWelcome } from './sse.js';
-import { CometStream, type StreamHub, type Transport } from './stream.js';
+import { endAfterFlush, lastEventId, replayTo } from './resume.js';
+import { CometStream, NumberedStream, type StreamHub, type Transport } from './stream.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 import { protocolToken, upgradeWs, wsBehavior, WsStream } from './ws.js';
 
@@ -62,33 +63,43 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
     return id;
   };
 
+  /** What a resuming stream missed goes before any live message: replayed, then logged in, in one synchronous call. */
+  const resumeAndLogin = (stream: CometStream, id: number, after: number | undefined): void => {
+    if (after !== undefined && !replayTo(stream, id, after, hub.replay, hub.maxBacklog / 2)) return endAfterFlush(hub, stream);
+    hub.registry.login(stream);
+  };
+
   return app
     .get('/test/:id', (res, req) => {
       const id = admit(res, req, 'chunked', req.getQuery('token') ?? '');
       if (id === null) return;
-      const stream = new CometStream(res, hub, id);
+      const after = lastEventId(req.getQuery('lastEventId'));
+      // Ids are opt-in here: without them the stream is byte for byte the original's.
+      const stream = after !== undefined || req.getQuery('ids') === '1' ? new NumberedStream(res, hub, id) : new CometStream(res, hub, id);
       res.onAborted(stream.aborted.bind(stream)); // a bound method weighs less than a closure, per connection
       res.writeStatus('200 OK');
       for (const [name, value] of headers) res.writeHeader(name, value);
       res.write(`Welcome, Url: '/test/${id}' Id: ${id}\n`);
-      hub.registry.login(stream);
+      resumeAndLogin(stream, id, after);
     })
     .get('/sse/:id', (res, req) => {
       const id = admit(res, req, 'sse', req.getQuery('token') ?? '');
       if (id === null) return;
+      // EventSource sends Last-Event-ID by itself when it reconnects; other clients may use the query.
+      const after = lastEventId(req.getQuery('lastEventId'), req.getHeader('last-event-id'));
       const stream = new SseStream(res, hub, id);
       res.onAborted(stream.aborted.bind(stream));
       res.writeStatus('200 OK');
       for (const [name, value] of SSE_HEADERS) res.writeHeader(name, value);
       res.write(sseWelcome(id));
-      hub.registry.login(stream);
+      resumeAndLogin(stream, id, after);
     })
     .ws(
       '/ws/:id',
       wsBehavior(hub, (res, req, context) => {
         const { token, protocol } = protocolToken(req.getHeader('sec-websocket-protocol'));
         const id = admit(res, req, 'ws', req.getQuery('token') || token);
-        if (id !== null) upgradeWs(res, req, context, new WsStream(hub, id), protocol);
+        if (id !== null) upgradeWs(res, req, context, new WsStream(hub, id, lastEventId(req.getQuery('lastEventId'))), protocol);
       }),
     )
     // A plain GET of a WebSocket path: uWS passes requests without an upgrade on to here.

@@ -29,6 +29,8 @@ export interface MetricsSnapshot {
   transports: TransportStats;
   /** Per edge, in a cluster; empty in one process. */
   edges: EdgeGauges[];
+  /** Resumed streams, where the process keeps a history. */
+  history?: { resumes: number; replayed: number; lost: number } | null;
 }
 
 type Values = MetricValueWithName<string>[];
@@ -78,6 +80,9 @@ export function metricsRegistry(read: () => MetricsSnapshot): Registry {
     computed('c1m_transport_bytes_total', 'Bytes written to streams of each transport, as framed for it.', 'counter', perTransport((t) => t.bytes)),
     computed('c1m_transport_slow_consumer_closes_total', 'Slow-consumer closes on each transport.', 'counter', perTransport((t) => t.slowConsumerCloses)),
     computed('c1m_transport_auth_failures_total', 'Streams of each transport refused for a missing, wrong or expired token.', 'counter', perTransport((t) => t.authFailures)),
+    computed('c1m_resumes_total', 'Streams that asked to resume from a message id.', 'counter', one((s) => s.history?.resumes ?? 0)),
+    computed('c1m_replayed_total', 'Messages replayed to resumed streams.', 'counter', one((s) => s.history?.replayed ?? 0)),
+    computed('c1m_history_lost_total', 'Resumed streams told their history is lost (too old, or an id this store never gave).', 'counter', one((s) => s.history?.lost ?? 0)),
     computed('c1m_edge_streams', 'Streams held by each edge.', 'gauge', perEdge((e) => e.streams)),
     computed('c1m_edge_capacity', 'Streams each edge may hold.', 'gauge', perEdge((e) => e.capacity)),
     computed('c1m_edge_chunks_total', 'Chunks written by each edge.', 'counter', perEdge((e) => e.chunks)),

@@ -157,12 +157,13 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
   };
 
   const publicApp = cometRoutes(uws.App(), hub, { maxUserId, maxConnections, contentType: options.contentType, streamSecret: options.streamSecret });
-  const send = (user: number, message: Uint8Array): number => {
+  const send = (user: number, message: Uint8Array) => {
     const at = epochMs();
     const delivered = router.send(user, message);
     hub.noteSend(at);
-    return delivered;
+    return history ? { delivered, id: history.lastId } : { delivered };
   };
+  hub.replay = history ? (user, after) => history.replay(user, after) : undefined;
   const metrics = metricsRegistry(() => ({ ...stats(), streams: registry.connections, latency, edges: [] }));
   const apiApp = apiRoutes(uws.App(), send, store, stats, {
     maxUserId,

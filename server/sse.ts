@@ -4,6 +4,7 @@
  * it is a CometStream (batching, corked writes, backlog, slow consumers) whose
  * chunks are framed as events on their way in.
  */
+import type { Chunk } from '../router/router.js';
 import { CometStream, framedOnce, HEARTBEAT, type TransportCounters } from './stream.js';
 
 export const SSE_HEADERS: [string, string][] = [
@@ -33,15 +34,17 @@ const LF = 0x0a;
  * A router chunk (a message and its '\n') as one event: `data: <line>\n` per
  * line, then an empty line. CR, LF and CRLF all end a line in this format, so
  * each becomes a new `data:` line and no payload can end the event early or
- * start a field of its own. Issue 22's ids will go in an `id:` line before the
+ * start a field of its own. A message id goes in an `id:` line before the
  * data lines.
  */
-export function sseEvent(chunk: Buffer): Buffer {
+export function sseEvent(chunk: Chunk): Buffer {
   if (chunk === HEARTBEAT) return COMMENT;
   const message = chunk.subarray(0, chunk.length - 1);
-  if (message.indexOf(LF) === -1 && message.indexOf(CR) === -1) return Buffer.concat([PREFIX, message, SUFFIX], message.length + 8);
+  // The id first: EventSource keeps it, and sends it back as Last-Event-ID when it reconnects.
+  const id = chunk.id === undefined ? '' : `id: ${chunk.id}\n`;
+  if (message.indexOf(LF) === -1 && message.indexOf(CR) === -1) return Buffer.concat([Buffer.from(id), PREFIX, message, SUFFIX]);
   const lines = message.toString('utf8').split(/\r\n|\r|\n/);
-  return Buffer.from(`data: ${lines.join('\ndata: ')}\n\n`);
+  return Buffer.from(`${id}data: ${lines.join('\ndata: ')}\n\n`);
 }
 
 const framed = framedOnce(sseEvent);
@@ -51,7 +54,11 @@ export class SseStream extends CometStream {
     return this.hub.transports.sse;
   }
 
-  override write(chunk: Buffer): number {
+  override write(chunk: Chunk): number {
     return super.write(framed(chunk));
+  }
+
+  override lost(why: string): void {
+    super.write(Buffer.from(`event: lost\ndata: ${why}\n\n`));
   }
 }

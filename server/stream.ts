@@ -1,5 +1,7 @@
 import type { Connection, Registry } from '../router/registry.js';
 import { epochMs } from '../router/latency.js';
+import type { Chunk } from '../router/router.js';
+import type { Replayer } from './resume.js';
 import type { HttpResponse } from './uws.js';
 
 /** Nothing written since the welcome; no onWritable handler yet (idle streams do not pay for one). */
@@ -79,6 +81,8 @@ export class StreamHub {
   }
   /** Told, at each flush, how long each message noted with noteSend() took from its send to its write (ms). */
   onWritten?: (ms: number) => void;
+  /** What resuming streams missed, where this process keeps a history. */
+  replay?: Replayer;
   private dirty: HubStream[] = [];
   private flushScheduled = false;
   private sentAt: number[] = [];
@@ -261,6 +265,11 @@ export class CometStream implements Connection {
     return this.hub.transports.chunked;
   }
 
+  /** A resumed stream whose history is lost: a line saying so, first (see NumberedStream). */
+  lost(why: string): void {
+    this.write(Buffer.from(`lost ${why}\n`));
+  }
+
   write(chunk: Buffer): number {
     if (this.state >= CLOSING) return 0;
     this.queued += chunk.length;
@@ -387,3 +396,16 @@ export class CometStream implements Connection {
     this.pending = null;
   }
 }
+
+/**
+ * `/test/<id>?ids=1` (or `?lastEventId=`): the chunked stream with each
+ * message's id before it, `<id> <message>\n`, for clients that resume over
+ * chunked streams. Without it the stream is byte for byte the original's.
+ */
+export class NumberedStream extends CometStream {
+  override write(chunk: Chunk): number {
+    return super.write(chunk === HEARTBEAT || chunk.id === undefined ? chunk : numbered(chunk));
+  }
+}
+
+const numbered = framedOnce((chunk: Chunk) => Buffer.concat([Buffer.from(`${chunk.id} `), chunk]));

@@ -7,6 +7,8 @@
  */
 import { isUtf8 } from 'node:buffer';
 import type { Connection } from '../router/registry.js';
+import type { Chunk } from '../router/router.js';
+import { endAfterFlush, replayTo } from './resume.js';
 import { framedOnce, type HubStream, type StreamHub } from './stream.js';
 import type { HttpRequest, HttpResponse, us_socket_context_t, WebSocket, WebSocketBehavior } from './uws.js';
 
@@ -16,17 +18,18 @@ export const CLOSE_PUSH_ONLY = 1003;
 
 /**
  * A frame is a header line, then the payload verbatim: `welcome\n<text>`,
- * `message\n<message>`. The header is an event name that may later carry
- * fields (issue 22: `message id=<id>`), so frames gain ids without changing
- * shape. A text frame when the payload is UTF-8, else binary: a browser closes
- * a socket on a text frame that is not.
+ * `message\n<message>`, or with the message's id `message id=<id>\n<message>`,
+ * and `lost\n<why>` first on a resumed stream whose history is lost. A text
+ * frame when the payload is UTF-8, else binary: a browser closes a socket on a
+ * text frame that is not.
  */
 const MESSAGE = Buffer.from('message\n');
 const BINARY = new WeakSet<Buffer>();
 
-export function wsFrame(chunk: Buffer): Buffer {
+export function wsFrame(chunk: Chunk): Buffer {
   const message = chunk.subarray(0, chunk.length - 1); // the router's '\n' belongs to line-based transports
-  const frame = Buffer.concat([MESSAGE, message], MESSAGE.length + message.length);
+  const header = chunk.id === undefined ? MESSAGE : Buffer.from(`message id=${chunk.id}\n`);
+  const frame = Buffer.concat([header, message], header.length + message.length);
   if (!isUtf8(message)) BINARY.add(frame);
   return frame;
 }
@@ -74,19 +77,31 @@ export class WsStream implements Connection, HubStream {
   constructor(
     private readonly hub: StreamHub,
     readonly user: number,
+    /** The last message id the client saw, when it resumes. */
+    private readonly after?: number,
   ) {}
 
-  /** uWS open: the handshake is done. */
+  /** uWS open: the handshake is done. What the client missed, if it resumes, goes before any live message. */
   opened(ws: WebSocket<WsData>): void {
     this.ws = ws;
     this.hub.transports.ws.open++;
     ws.cork(() => ws.send(wsWelcome(this.user), false));
+    if (this.after !== undefined && !replayTo(this, this.user, this.after, this.hub.replay, this.hub.maxBacklog / 2)) {
+      return endAfterFlush(this.hub, this);
+    }
     this.hub.registry.login(this);
   }
 
-  write(chunk: Buffer): number {
+  lost(why: string): void {
+    this.queue(Buffer.from(`lost\n${why}`));
+  }
+
+  write(chunk: Chunk): number {
+    return this.queue(framed(chunk));
+  }
+
+  private queue(frame: Buffer): number {
     if (this.state >= CLOSING) return 0;
-    const frame = framed(chunk);
     this.queued += frame.length;
     // Only a blocked socket has bytes in uWS: the native call is skipped on the common path.
     if (this.queued + (this.state === BLOCKED ? this.ws!.getBufferedAmount() : 0) > this.hub.maxBacklog) {

@@ -17,7 +17,7 @@ describe('backend API', () => {
     c1m.store.addSubscriptions([[2, 1]]);
     const clients = [await StreamClient.open(c1m.port, 1), await StreamClient.open(c1m.port, 2)];
     try {
-      expect((await api(c1m.apiPort, 'POST', '/send/1', 'hello')).json).toEqual({ delivered: 2 });
+      expect((await api(c1m.apiPort, 'POST', '/send/1', 'hello')).json).toMatchObject({ delivered: 2 });
       await waitFor(() => clients.every((c) => c.messages.includes('hello')), 'hello at both');
       const { status, text } = await api(c1m.apiPort, 'GET', '/metrics');
       expect(status).toBe(200);

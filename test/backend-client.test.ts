@@ -26,9 +26,11 @@ it('manages subscriptions and sends one message or many', async () => {
   expect(await backend.unsubscribe([[3, 1], [4, 1]])).toBe(1);
   const [u1, u2] = await Promise.all([1, 2].map((id) => openStream('sse', c1m.port, id)));
   clients.push(u1, u2);
-  expect(await backend.send(1, 'hello')).toBe(2);
+  expect(await backend.send(1, 'hello')).toEqual({ delivered: 2, id: expect.any(Number) });
   const many = Array.from({ length: 40 }, (_, i) => ({ user: 2, message: `m${i}` }));
-  expect(await backend.sendMany(many)).toEqual(Array(40).fill(1));
+  const sent = await backend.sendMany(many);
+  expect(sent.map((s) => s.delivered)).toEqual(Array(40).fill(1));
+  expect(new Set(sent.map((s) => s.id)).size).toBe(40);
   await waitFor(() => u2.messages.length === 41, 'every message');
   expect(new Set(u2.messages)).toEqual(new Set(['hello', ...many.map((m) => m.message)]));
   expect(await backend.stats()).toMatchObject({ sends: 41 });

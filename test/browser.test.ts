@@ -107,7 +107,7 @@ describe.each(['sse', 'ws'] as const)('the browser client over %s', (transport) 
       const messages = () => page.evaluate(() => (window as unknown as { messages: string[] }).messages);
       await page.waitForFunction(() => (window as unknown as { seen: Seen[] }).seen.some((s) => s.state === 'connected'));
       expect((await seen()).find((s) => s.state === 'connected')!.info.welcome).toBe(`Welcome, Url: '/${transport}/5' Id: 5`);
-      expect((await api(server.apiPort, 'POST', '/send/5', 'before')).json).toEqual({ delivered: 1 });
+      expect((await api(server.apiPort, 'POST', '/send/5', 'before')).json).toMatchObject({ delivered: 1 });
       await page.waitForFunction(() => (window as unknown as { messages: string[] }).messages.includes('before'));
 
       server.child.kill('SIGKILL');
@@ -129,12 +129,50 @@ describe.each(['sse', 'ws'] as const)('the browser client over %s', (transport) 
       // Jitter: the waits are not the fixed bounds themselves.
       expect(waits.some((w) => w.delay! < Math.min(BACKOFF_MS.max, BACKOFF_MS.min * 2 ** (w.attempt! - 1)) * 0.999)).toBe(true);
 
-      expect((await api(server.apiPort, 'POST', '/send/5', 'after')).json).toEqual({ delivered: 1 });
+      expect((await api(server.apiPort, 'POST', '/send/5', 'after')).json).toMatchObject({ delivered: 1 });
       await page.waitForFunction(() => (window as unknown as { messages: string[] }).messages.includes('after'));
       expect(await messages()).toEqual(['before', 'after']);
     } finally {
       await page.close();
       server.child.kill('SIGKILL');
+    }
+  });
+});
+
+describe.each(['sse', 'ws'] as const)('the browser client resuming over %s', (transport) => {
+  it('gets what was sent while its stream was down, once each and in order, and is told when its history is lost', async () => {
+    const server = await startServer();
+    const page = await browser.newPage();
+    try {
+      await page.goto(`http://127.0.0.1:${server.port}/`);
+      await page.evaluate(`(async () => {
+        const { connect } = await import('/c1m.js');
+        window.got = [];
+        window.lost = [];
+        window.client = connect(5, { transport: '${transport}', onMessage: (data, { id }) => window.got.push([data, id]) });
+        window.stale = connect(6, { transport: '${transport}', lastEventId: '12', onLost: (why) => window.lost.push(why) });
+      })()`);
+      await waitFor(() => server.registry.isConnected(5) && server.registry.isConnected(6), 'both streams');
+      server.router.send(5, 'before');
+      await page.waitForFunction(() => (window as unknown as { got: unknown[] }).got.length === 1);
+      // Every stream ends; the next sends find 5 away, so only a resume can bring them.
+      server.registry.closeAll();
+      server.router.send(5, 'while away 1');
+      server.router.send(5, 'while away 2');
+      expect(server.registry.isConnected(5)).toBe(false);
+      await page.waitForFunction(() => (window as unknown as { got: unknown[] }).got.length === 3, undefined, { timeout: 10_000 });
+      server.router.send(5, 'live');
+      await page.waitForFunction(() => (window as unknown as { got: unknown[] }).got.length === 4);
+      const got = (await page.evaluate('window.got')) as [string, number][];
+      expect(got.map(([data]) => data)).toEqual(['before', 'while away 1', 'while away 2', 'live']);
+      const ids = got.map(([, id]) => id);
+      expect(ids).toEqual([...ids].sort((a, b) => a - b));
+      expect(new Set(ids).size).toBe(4);
+      expect(server.stats().history).toMatchObject({ replayed: 2 });
+      expect(await page.evaluate('window.lost')).toEqual(['expired']);
+    } finally {
+      await page.close();
+      server.close();
     }
   });
 });

@@ -12,7 +12,7 @@ it('--demo seeds an empty store once, prints what to try, and the printed steps 
 
   // The printed walk-through: watch 1, have 2 say hi.
   const watcher = await StreamClient.open(server.port, 1);
-  expect((await api(server.apiPort, 'POST', '/send/2', 'hi')).json).toEqual({ delivered: 1 });
+  expect((await api(server.apiPort, 'POST', '/send/2', 'hi')).json).toMatchObject({ delivered: 1 });
   await waitFor(() => watcher.messages[0] === 'hi', 'user 1 to receive hi');
   // The periodic stats line, structured like every log line.
   await waitFor(() => /"connections":1,.*"sends":1,.*"msg":"stats"/.test(server.output()), 'a stats log line', 3000);
@@ -34,7 +34,7 @@ it('keeps serving, logging and stopping on SIGTERM after whatever reads its logs
     server.child.stdout!.destroy(); // the log reader dies: every later log line meets EPIPE
     await new Promise((r) => setTimeout(r, 1500)); // with stats on, a line written into the void
     const client = await StreamClient.open(server.port, 1);
-    expect((await api(server.apiPort, 'POST', '/send/1', 'still up')).json).toEqual({ delivered: 1 });
+    expect((await api(server.apiPort, 'POST', '/send/1', 'still up')).json).toMatchObject({ delivered: 1 });
     await waitFor(() => client.messages[0] === 'still up', 'delivery');
     client.close();
     // The shutdown log line meets EPIPE too; the process must exit all the same.

@@ -86,8 +86,8 @@ export class StreamClient {
 
 /** An EventSource-like client of GET /sse/<id>: parses the event stream as the browser does (fields, data lines, comments). */
 export class SseClient {
-  /** Every event, the welcome first: its type and its data lines joined with '\n'. */
-  readonly events: { event: string; data: string }[] = [];
+  /** Every event, the welcome first: its type, its data lines joined with '\n', and its id field if it had one. */
+  readonly events: { event: string; data: string; id?: string }[] = [];
   /** Comment lines (heartbeats) seen. */
   comments = 0;
   retry?: number;
@@ -96,7 +96,7 @@ export class SseClient {
   body = '';
   ended = false;
   private buffered = '';
-  private event = { event: 'message', data: [] as string[] };
+  private event: { event: string; data: string[]; id?: string } = { event: 'message', data: [] };
   private readonly req: http.ClientRequest;
 
   constructor(port: number, path: string) {
@@ -118,7 +118,7 @@ export class SseClient {
 
   private line(line: string): void {
     if (line === '') {
-      if (this.event.data.length > 0) this.events.push({ event: this.event.event, data: this.event.data.join('\n') });
+      if (this.event.data.length > 0) this.events.push({ event: this.event.event, data: this.event.data.join('\n'), ...(this.event.id !== undefined && { id: this.event.id }) });
       this.event = { event: 'message', data: [] };
       return;
     }
@@ -129,6 +129,7 @@ export class SseClient {
     if (field === 'data') this.event.data.push(value);
     else if (field === 'event') this.event.event = value;
     else if (field === 'retry') this.retry = Number(value);
+    else if (field === 'id') this.event.id = value;
   }
 
   static async open(port: number, id: number | string, query = ''): Promise<SseClient> {

@@ -76,7 +76,7 @@ describe('backend API exposure', () => {
     await closed;
     expect(answer).toMatch(/^HTTP\/1\.1 413 /);
     expect(answer).toContain('larger than 1000 bytes');
-    expect((await api(c1m.apiPort, 'POST', '/send/1', 'x'.repeat(1000))).json).toEqual({ delivered: 0 });
+    expect((await api(c1m.apiPort, 'POST', '/send/1', 'x'.repeat(1000))).json).toMatchObject({ delivered: 0 });
     expect(c1m.stats().sends).toBe(1);
     await expect(startServer({ maxMessage: 2000, maxBacklog: 1000 })).rejects.toThrow(/max message \(2000 bytes\) must not exceed max backlog/);
   });

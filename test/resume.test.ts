@@ -1,0 +1,153 @@
+/**
+ * Message ids and resume in one process, on every transport: a client that
+ * comes back with the last id it saw gets what it missed, once each and in
+ * order, then the live messages; one that comes back too late, or with an id
+ * this store never gave, is told so first; and a server killed with kill -9
+ * and restarted on the same store still has what it had accepted.
+ */
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { C1m, SqliteStore } from '../index.js';
+import { api, openStream, spawnServer, startServer, stopChild, tempDir, waitFor, type SseClient, type StreamClient, type Transport, type WsClient } from './helpers.js';
+
+let c1m: C1m | undefined;
+const clients: (StreamClient | SseClient | WsClient)[] = [];
+afterEach(() => {
+  clients.splice(0).forEach((c) => c.close());
+  c1m?.close();
+  c1m = undefined;
+});
+
+/** What a client received after its welcome, as `<id> <message>` or `lost <why>`, whatever its transport's framing. */
+function received(client: StreamClient | SseClient | WsClient): string[] {
+  if ('events' in client) return client.events.slice(1).map((e) => (e.event === 'lost' ? `lost ${e.data}` : `${e.id} ${e.data}`));
+  if ('frames' in client) return client.frames.slice(1).map((f) => (f.header === 'lost' ? `lost ${f.payload}` : `${f.header.replace('message id=', '')} ${f.payload}`));
+  return client.lines.slice(1);
+}
+
+async function open(transport: Transport, port: number, id: number, query = '') {
+  const client = await openStream(transport, port, id, query);
+  clients.push(client);
+  return client;
+}
+
+/** The id an API send got, and its text, as a resumed client shows it. */
+async function send(apiPort: number, user: number, text: string): Promise<string> {
+  const { json } = await api(apiPort, 'POST', `/send/${user}`, text);
+  expect(json.id).toEqual(expect.any(Number));
+  return `${json.id} ${text}`;
+}
+
+for (const transport of ['chunked', 'sse', 'ws'] as const) {
+  // Chunked streams show ids only when asked (?ids=1 or ?lastEventId=): without, they are the original's bytes.
+  const ids = transport === 'chunked' ? '?ids=1' : '';
+  describe(`resume over ${transport}`, () => {
+    it('after a close, replays what was missed once each, in order, then the live messages', async () => {
+      c1m = await startServer();
+      c1m.store.addSubscriptions([[1, 2]]); // 1 hears 2
+      const first = await open(transport, c1m.port, 1, ids);
+      const seen = await send(c1m.apiPort, 2, 'seen');
+      await waitFor(() => received(first).length === 1, 'the first message');
+      expect(received(first)).toEqual([seen]);
+      first.close();
+      await waitFor(() => !c1m!.registry.isConnected(1), 'the close');
+      const missed = [await send(c1m.apiPort, 1, 'missed one'), await send(c1m.apiPort, 3, 'not for 1'), await send(c1m.apiPort, 2, transport === 'chunked' ? 'missed two' : 'missed\ntwo')];
+      const resumed = await open(transport, c1m.port, 1, `?lastEventId=${seen.split(' ')[0]}`);
+      const live = await send(c1m.apiPort, 2, 'live');
+      await waitFor(() => received(resumed).length === 3, 'the replay and the live message');
+      expect(received(resumed)).toEqual([missed[0], missed[2], live]);
+      expect(c1m.stats().history).toMatchObject({ resumes: 1, replayed: 2, lost: 0 });
+    });
+
+    it('tells a client with an id this store never gave, or one from before its history, that its history is lost; then live', async () => {
+      c1m = await startServer();
+      const unknown = await open(transport, c1m.port, 4, '?lastEventId=99999999999999999');
+      const notAnId = await open(transport, c1m.port, 4, '?lastEventId=abc');
+      const tooOld = await open(transport, c1m.port, 4, '?lastEventId=12');
+      const live = await send(c1m.apiPort, 4, 'live');
+      for (const [client, why] of [[unknown, 'unknown'], [notAnId, 'unknown'], [tooOld, 'expired']] as const) {
+        await waitFor(() => received(client).length === 2, 'lost, then live');
+        expect(received(client)).toEqual([`lost ${why}`, live]);
+      }
+      expect(c1m.stats().history).toMatchObject({ resumes: 3, lost: 3 });
+    });
+  });
+}
+
+it('tells a client away longer than the history that it is lost', async () => {
+  c1m = await startServer({ historySeconds: 1 });
+  const seen = (await send(c1m.apiPort, 1, 'seen')).split(' ')[0];
+  await send(c1m.apiPort, 1, 'missed, and older than the window by the time the client is back');
+  const rows = () => (c1m!.store as SqliteStore).db.prepare('SELECT count(*) FROM history').pluck().get();
+  await waitFor(() => rows() === 0, 'pruning (every second) to take both', 5000);
+  const client = await open('sse', c1m.port, 1, `?lastEventId=${seen}`);
+  await waitFor(() => received(client).length === 1, 'lost');
+  expect(received(client)).toEqual(['lost expired']);
+});
+
+it('hands over from replay to live with nothing lost or doubled while sends keep coming', async () => {
+  c1m = await startServer();
+  const server = c1m;
+  let n = 0;
+  const first = Number((await send(server.apiPort, 1, 'start')).split(' ')[0]);
+  // Sends on every event-loop turn while the stream opens, so some land in the replay and some live.
+  let sending = true;
+  const pump = () => {
+    if (!sending) return;
+    server.router.send(1, `m${++n}`);
+    setImmediate(pump);
+  };
+  pump();
+  const client = await open('sse', server.port, 1, `?lastEventId=${first}`);
+  await waitFor(() => n > 200, 'sends after the stream opened');
+  sending = false;
+  await waitFor(() => received(client).length === n, `all ${n} messages`);
+  const got = received(client).map((line) => line.split(' ')[1]);
+  expect(got).toEqual(Array.from({ length: n }, (_, i) => `m${i + 1}`));
+  const gotIds = received(client).map((line) => Number(line.split(' ')[0]));
+  expect(gotIds).toEqual([...gotIds].sort((a, b) => a - b));
+  expect(new Set(gotIds).size).toBe(n);
+});
+
+it('a replay larger than the stream may hold comes in parts: the stream ends after each, and resuming from its last id gives the rest', async () => {
+  c1m = await startServer({ maxBacklog: 64 * 1024, maxMessage: 8 * 1024 });
+  const from = Number((await send(c1m.apiPort, 1, 'start')).split(' ')[0]);
+  for (let i = 0; i < 20; i++) c1m.router.send(1, `${i} `.padEnd(8 * 1024, '.'));
+  const got: string[] = [];
+  let [after, parts] = [from, 0];
+  while (got.length < 20 && parts < 20) {
+    const client = (await open('chunked', c1m.port, 1, `?lastEventId=${after}`)) as StreamClient;
+    // A part that did not hold everything ends its stream; the last part stays open, live.
+    await waitFor(() => client.ended || got.length + received(client).length === 20, 'a part');
+    const part = received(client);
+    got.push(...part.map((line) => line.split(' ')[1]));
+    after = Number(part.at(-1)!.split(' ')[0]);
+    parts++;
+  }
+  expect(got).toEqual(Array.from({ length: 20 }, (_, i) => `${i}`));
+  expect(parts).toBeGreaterThan(2);
+  expect(c1m.stats().slowConsumerCloses).toBe(0);
+});
+
+it('a server killed with kill -9 and restarted on the same store replays what it accepted before it died', async () => {
+  const db = join(tempDir(), 'c1m.db');
+  const first = await spawnServer(['--db', db]);
+  const seen = await send(first.apiPort, 1, 'seen');
+  const missed = [await send(first.apiPort, 1, 'accepted, then the server died'), await send(first.apiPort, 1, 'this one too')];
+  first.child.kill('SIGKILL');
+  await new Promise((resolve) => first.child.once('exit', resolve));
+  const second = await spawnServer(['--db', db]);
+  try {
+    for (const transport of ['chunked', 'sse', 'ws'] as const) {
+      const client = await open(transport, second.port, 1, `?lastEventId=${seen.split(' ')[0]}`);
+      const live = await send(second.apiPort, 2, `live over ${transport}`); // 2 is nobody's: a sentinel that 1 must not get
+      const own = await send(second.apiPort, 1, `live for 1 over ${transport}`);
+      await waitFor(() => received(client).includes(own), 'the live message');
+      expect(received(client).slice(0, 2)).toEqual(missed);
+      expect(received(client)).not.toContain(live);
+      expect(Number(own.split(' ')[0])).toBeGreaterThan(Number(missed[1].split(' ')[0]));
+    }
+  } finally {
+    await stopChild(second.child);
+  }
+});

@@ -79,8 +79,8 @@ export const cpuOfAll = (pids: number[]) => pids.reduce((n, pid) => n + cpuOf(pi
 /**
  * Niceness of msggen: like the flood's workers, the sender yields to the
  * server it measures when they share a host. At nice 0, a request that wakes
- * the server while msggen holds the other core waits for msggen's time slice:
- * measured at 2,000 unicast sends/s, delivery p50 0.40-0.46 ms, at nice 5 0.26-0.33.
+ * the server while msggen holds the other core waits for msggen's time slice,
+ * which shows in the delivery latency (the README's unicast section).
  */
 const MSGGEN_NICE = 5;
 

@@ -47,12 +47,10 @@ export interface ClusterOptions {
 /**
  * Scheduling priorities. There are dozens of edges and one router, which every
  * send passes through, then nats-server: on a saturated host the kernel's fair
- * share would give the router 1/N of the CPU (measured with 51 edges and 51
- * load-generator processes on 2 cores: API p99 2.4-4.9 s with the router using
- * 0.1 core). At nice -5 it still waited: at a million streams its scavenges
- * took 57 ms on average (prom-client's GC histogram, wall time) and its event
- * loop lag p99 was 90-150 ms; at -20, 7 ms and 27-32 ms, with the same CPU.
- * Raising the router and NATS needs root; lowering the edges does not.
+ * share would give the router 1/N of the CPU, and at a milder nice value its
+ * garbage collections and event loop still waited for a core (the README's
+ * cluster section has the measurements). Raising the router and NATS needs
+ * root; lowering the edges does not.
  */
 const ROUTER_NICE = -20;
 const NATS_NICE = -10;

@@ -2,9 +2,9 @@
  * msggen's keep-alive HTTP/1.1 connections to the backend API, one request in
  * flight on each. A request waits in one queue for the next free connection,
  * and its body is made only when it is written, so the `t=` stamp in it is the
- * time it went to the kernel. undici stamped at dispatch and wrote later: at
- * 2,000 sends/s on a busy box, strace showed the write 130-460 µs after the
- * stamp for the sends that catch up a late timer, counted as delivery latency.
+ * time it went to the kernel. undici stamped at dispatch and wrote later, so
+ * on a busy box the sends that catch up a late timer counted their wait in the
+ * sender as delivery latency (strace; the README's unicast section).
  */
 import { connect, type Socket } from 'node:net';
 

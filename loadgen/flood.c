@@ -4,8 +4,8 @@
  * per open-file limit's worth of connections and aggregates what they print.
  *
  * Written in C because it shares a 2-core box with the server it measures:
- * Node's net sockets cost ~4-5.6 KB of RSS and ~125 us of CPU per connect
- * (measured at 15,000), this costs 32 bytes of state per connection.
+ * Node's net sockets cost kilobytes of RSS and far more CPU per connect; this
+ * keeps a few dozen bytes of state per connection.
  *
  *   flood-worker HOST PORT RATE INFLIGHT INTERVAL_MS DEADLINE_S READ_EVERY_MS TRANSPORT RECONNECT SLICE...
  *   SLICE = SOURCE_IP:FIRST_ID:COUNT:FIRST_PORT[:SPARE_FIRST-SPARE_LAST]

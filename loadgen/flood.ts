@@ -5,9 +5,9 @@
  *
  * The sockets live in C worker processes (loadgen/flood.c, built to
  * dist/loadgen/flood-worker): each holds at most what the open-file limit
- * allows, for 32 bytes of state and ~55 µs of (mostly kernel) CPU per
- * connect, where Node's net costs 4-5.6 KB and ~125 µs. This module plans
- * the work, starts the workers, merges what they print and summarizes.
+ * allows, for a few dozen bytes of state per connection and a fraction of
+ * the CPU per connect that Node's net sockets take. This module plans the
+ * work, starts the workers, merges what they print and summarizes.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync } from 'node:fs';

@@ -91,7 +91,7 @@ export async function runMsggen(options: MsggenOptions): Promise<MsggenSummary> 
     api.request('POST', `/send/${id}`, () => `t=${epochMs().toFixed(3)} msggen ${n}`.padEnd(options.size, '.'), answered, failed);
   };
 
-  // Open every connection (and compile the answer parser) before the clock starts: that first ~200 ms would otherwise queue the first sends and own the p99.
+  // Open every connection (and compile the answer parser) before the clock starts: that slow start would otherwise queue the first sends and own the p99.
   await api.ready();
   await Promise.all(Array.from({ length: options.connections }, () => new Promise<unknown>((resolve) => api.request('GET', '/stats', () => '', resolve, resolve))));
   const started = performance.now();

@@ -295,7 +295,7 @@ export async function runC1m(options: RunOptions): Promise<RunResult & { dir: st
   };
 
   const availableBytes = Number(/^MemAvailable:\s+(\d+)/m.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? 0) * 1024;
-  // About 8.4 KB of kernel memory and 1-2 KB of server and client memory per connection (design notes).
+  // Kernel memory for both ends of a loopback connection plus the server's and the client's own (design notes).
   if (availableBytes < o.connections * 12_000) log(`warning: ${Math.round(availableBytes / 2 ** 20)} MiB available; ${o.connections} connections need about ${Math.round((o.connections * 12_000) / 2 ** 20)} MiB`);
 
   let cluster: ClusterProcess | undefined;

@@ -109,9 +109,8 @@ export class StreamHub {
   }
 
   /**
-   * One tick's slice of the round. Measured at 19,000 streams, one heartbeat
-   * costs ~11 µs of CPU: a whole round in one turn would stall every send for
-   * ~200 ms.
+   * One tick's slice of the round: a whole round in one turn would stall every
+   * send for as long as it takes to write to every stream.
    */
   private readonly heartbeat = (): void => {
     const streams = this.streams!;

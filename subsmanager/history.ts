@@ -11,7 +11,7 @@
  * The rows live in a file beside the store's (`<store>.history.db`), attached
  * to the store's connection so that a replay joins them with the
  * subscriptions in one query: the store's 16 KiB pages suit its bulk load, but
- * a commit writes whole pages to the WAL, and 4 KiB pages halve what a
+ * a commit writes whole pages to the WAL, and 4 KiB pages write a quarter of the bytes for a
  * message's commit costs. Checkpoints run in a worker thread
  * (./checkpointer.ts): in the connection that commits they would stall every
  * stream for milliseconds at a time.

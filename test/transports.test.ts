@@ -55,9 +55,11 @@ describe('GET /sse/<id>', () => {
     c1m.router.send(1, forged);
     c1m.router.send(1, 'plain');
     await waitFor(() => client.messages.length === 2, 'two events');
+    // The id field is the server's own (the message's id in the history), never one a payload forged.
+    const id = c1m.stats().history!.lastId;
     expect(client.events.slice(1)).toEqual([
-      { event: 'message', data: 'first\n\nevent: welcome\nid: 99\nretry: 1\n\ndata: x' },
-      { event: 'message', data: 'plain' },
+      { event: 'message', data: 'first\n\nevent: welcome\nid: 99\nretry: 1\n\ndata: x', id: String(id - 1) },
+      { event: 'message', data: 'plain', id: String(id) },
     ]);
     expect(client.retry).toBeGreaterThanOrEqual(1000);
   });

@@ -20,7 +20,7 @@ import { SUBJECTS } from '../cluster/messages.js';
 import { credsFile, makeTlsFiles, writeNatsConfig } from '../cluster/nats-auth.js';
 import { NatsBus, type NatsBusOptions } from '../cluster/nats-bus.js';
 import { freePort, stopChild } from '../cluster/supervisor.js';
-import { spawnNatsServer } from '../loadgen/server-process.js';
+import { cpuOf, spawnNatsServer } from '../loadgen/server-process.js';
 import { epochMs } from '../router/latency.js';
 
 const EDGE = 'bench';
@@ -134,13 +134,16 @@ async function run(mode: Mode, o: { rate: number; seconds: number; burst: number
   const bus = (role: 'edge' | 'router') => (mode === 'plain' ? [] : ['--creds', credsFile(dir, role, EDGE), ...(tls ? ['--ca', tls.ca] : [])]);
   try {
     const url = `${tls ? 'tls' : 'nats'}://127.0.0.1:${port}`;
+    const natsCpu = cpuOf(server.pid!);
     const sub = child(['sub', url, ...bus('edge')]);
     const { rss } = await sub.line();
     const pub = child(['pub', url, ...bus('router'), '--rate', String(o.rate), '--seconds', String(o.seconds), '--burst', String(o.burst)]);
     const [fixed, fast] = [(await sub.line()) as unknown as Phase, (await sub.line()) as unknown as Phase];
     const publisherCpuUsPerMessage = (await pub.line()).publisherCpuUsPerMessage as number;
+    // nats-server's share, over both phases: with TLS it decrypts and encrypts every message too.
+    const natsCpuUsPerMessage = +(((cpuOf(server.pid!) - natsCpu) * 1e6) / (o.rate * o.seconds + o.burst)).toFixed(2);
     await stopChild(sub.process);
-    return { mode, idleSubscriberRssMiB: +((rss as number) / 2 ** 20).toFixed(1), fixed: { rate: o.rate, seconds: o.seconds, publisherCpuUsPerMessage, ...fixed }, fast: { sent: o.burst, ...fast } };
+    return { mode, natsCpuUsPerMessage, idleSubscriberRssMiB: +((rss as number) / 2 ** 20).toFixed(1), fixed: { rate: o.rate, seconds: o.seconds, publisherCpuUsPerMessage, ...fixed }, fast: { sent: o.burst, ...fast } };
   } finally {
     await stopChild(server);
     rmSync(dir, { recursive: true, force: true });
@@ -184,6 +187,7 @@ async function main(): Promise<void> {
       'pub us/msg at rate': pick((r) => r.fixed.publisherCpuUsPerMessage),
       'p99 ms at rate': pick((r) => r.fixed.latencyMs.p99),
       'sub us/msg flat out': pick((r) => r.fast.cpuUsPerMessage),
+      'nats-server us/msg': pick((r) => r.natsCpuUsPerMessage),
       'msgs/s flat out': pick((r) => r.fast.perSecond),
       'idle RSS MiB': pick((r) => r.idleSubscriberRssMiB),
     };

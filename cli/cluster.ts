@@ -13,11 +13,15 @@ import { apiOptions, integer, logLevelOption, maxBacklogOption, maxUserIdOption,
 const natsOption = () => new Option('--nats <url>', 'NATS server URL(s), comma-separated; tls://host:port for TLS').env('C1M_NATS').default(CLUSTER_DEFAULTS.nats);
 
 /** How a process proves itself to the bus and checks the bus: every command that connects to NATS. */
-function busOptions(command: Command, credsHelp = "this process's bus credentials (a file of mode 0600 holding an NKey seed; c1m nats-config writes them)"): Command {
+function busOptions(
+  command: Command,
+  credsHelp = "this process's bus credentials (a file of mode 0600 holding an NKey seed; c1m nats-config writes them)",
+  insecureHelp = 'allow a NATS server on a non-loopback address without --nats-creds',
+): Command {
   return command
     .addOption(new Option('--nats-creds <file>', credsHelp).env('C1M_NATS_CREDS'))
     .addOption(new Option('--nats-ca <file>', "PEM certificate authorities the NATS server's TLS certificate must chain to (default: the system's)").env('C1M_NATS_CA'))
-    .option('--bus-insecure', 'allow a NATS server on a non-loopback address without --nats-creds');
+    .option('--bus-insecure', insecureHelp);
 }
 
 /** What NatsBus.connect wants from those options, once the unsafe default is refused. */
@@ -105,6 +109,7 @@ export function clusterCommands(): Command[] {
   const cluster = busOptions(
     routerOptions(edgeOptions(new Command('cluster').description('run nats-server, a router and N edges on this host, supervised'))),
     'with --nats: the credentials file its children use, or a directory written by c1m nats-config (edge <id> reads edge-<id>.creds, routers router.creds)',
+    'with --nats: allow a non-loopback NATS server without --nats-creds; without: start nats-server with no users (anyone who reaches it may do anything)',
   )
     .addOption(new Option('--edges <n>', 'edge processes (default: enough for --connections, else one per core)').argParser(integer('edges', 1)))
     .addOption(new Option('--connections <n>', 'streams the cluster should hold; sizes --edges from the open-file limit').argParser(integer('connections', 1)))

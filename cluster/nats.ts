@@ -3,7 +3,10 @@
  * reconnect), speaking the text protocol of docs.nats.io "Client Protocol"
  * straight over a socket. The official client's stream and promise machinery
  * cost the edges more CPU than the work they do per message, and memory in
- * every one of dozens of processes.
+ * every one of dozens of processes. What a production client must do, it
+ * does: NKey authentication, TLS (verified, failing closed), max_payload,
+ * the servers a cluster announces (connect_urls), reconnection with jitter,
+ * lame duck mode, and errors that retrying cannot cure reported as such.
  */
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';

@@ -137,14 +137,16 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
       const natsPort = o.natsPort || (await freePort(o.natsHost));
       const dir = stateDir!;
       const tls = o.natsTls ? makeTlsFiles(dir, [o.natsHost, '127.0.0.1', 'localhost'].filter((h) => h !== '0.0.0.0')) : undefined;
-      const config = writeNatsConfig(dir, { listen: `${o.natsHost}:${natsPort}`, edges: ids, tls });
-      busArgs = (role, edge) => ['--nats-creds', credsFile(dir, role, edge), ...(tls ? ['--nats-ca', tls.ca] : [])];
+      // --bus-insecure: a nats-server without users, as before the bus had any (to measure what they cost).
+      const insecure = o.busInsecure && !tls;
+      const config = insecure ? undefined : writeNatsConfig(dir, { listen: `${o.natsHost}:${natsPort}`, edges: ids, tls });
+      busArgs = (role, edge) => (insecure ? ['--bus-insecure'] : ['--nats-creds', credsFile(dir, role, edge), ...(tls ? ['--nats-ca', tls.ca] : [])]);
       await supervisor.start({
         name: 'nats',
         role: 'nats',
         nice: NATS_NICE,
         command: 'nats-server',
-        args: ['-c', config],
+        args: config ? ['-c', config] : ['-a', o.natsHost, '-p', String(natsPort)],
         readyWhen: (line) => line.includes('Server is ready'),
       }).catch((err: Error) => {
         throw new Error(`${err.message}: install nats-server (Debian: apt-get install nats-server), or give --nats URL`);

@@ -191,6 +191,13 @@ describe('credentials', () => {
       expect(run.code, args[0]).not.toBe(0);
       expect(run.stderr, args[0]).toMatch(/not on loopback and no --nats-creds is given.*--bus-insecure/s);
     }
+    // c1m cluster told so starts its nats-server without users (what bench:cluster --bus plain measures).
+    const open = await spawnCluster(['--edges', '1', '--db', ':memory:', '--bus-insecure']);
+    try {
+      await (await NatsClient.connect([open.nats], { name: 'test', persistent: false })).close();
+    } finally {
+      await stopChild(open.child);
+    }
     // Told so, it goes on and tries (and here finds nobody).
     const insecure = await runCli(['admin', 'drain', 'e0', '--nats', exposed, '--bus-insecure']);
     expect(insecure.stderr).toMatch(/cannot connect to NATS at 192\.0\.2\.1:4222/);

@@ -241,7 +241,7 @@ async function main() {
     // Per bus mode, the range of the figures the bus's security could move.
     const range = (values: number[]) => `${Math.min(...values)}-${Math.max(...values)}`;
     console.table(
-      opts.bus.map((bus) => {
+      [...new Set(opts.bus)].map((bus) => {
         const mine = runs.filter((r) => r.bus === bus).map((r) => r.many);
         return {
           bus,

@@ -170,11 +170,11 @@ export function clusterCommands(): Command[] {
     .description("write nats-server's configuration for the c1m bus (a user per role and edge, with subject permissions) and every role's credentials file into a directory")
     .requiredOption('--dir <dir>', 'where nats.conf and the credentials files go (mode 0600); written again, it keeps every user it has')
     .addOption(new Option('--edges <ids>', 'edge ids to add, comma-separated').default([]).argParser((text: string) => text.split(',').map(edgeId)))
-    .addOption(new Option('--listen <host:port>', 'where nats-server listens').default('127.0.0.1:4222'))
+    .option('--listen <host:port>', 'where nats-server listens (default: as in the directory, else 127.0.0.1:4222)')
     .option('--tls-cert <file>', "nats-server's TLS certificate (PEM; with --tls-key)")
     .option('--tls-key <file>', 'its private key (PEM)')
-    .option('--tls-self-signed <hosts>', 'make a certificate authority (DIR/ca.pem, for --nats-ca) and a server certificate for these comma-separated addresses')
-    .action(async (opts: { dir: string; edges: string[]; listen: string; tlsCert?: string; tlsKey?: string; tlsSelfSigned?: string }, command: Command) => {
+    .option('--tls-self-signed <hosts>', 'make a new certificate authority (DIR/ca.pem, for --nats-ca) and a server certificate for these comma-separated addresses (default: keep the TLS settings in the directory)')
+    .action(async (opts: { dir: string; edges: string[]; listen?: string; tlsCert?: string; tlsKey?: string; tlsSelfSigned?: string }, command: Command) => {
       const { makeTlsFiles, writeNatsConfig } = await import('../cluster/nats-auth.js');
       if (!opts.tlsCert !== !opts.tlsKey) command.error('error: --tls-cert and --tls-key go together');
       const tls = opts.tlsSelfSigned ? makeTlsFiles(opts.dir, opts.tlsSelfSigned.split(',')) : opts.tlsCert ? { cert: opts.tlsCert, key: opts.tlsKey! } : undefined;

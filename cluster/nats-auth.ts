@@ -52,12 +52,23 @@ export function permissions(role: BusRole, edge?: string): Permissions {
 export const credsFile = (dir: string, role: BusRole, edge?: string): string => join(dir, role === 'edge' ? `edge-${edge}.creds` : `${role}.creds`);
 
 export interface NatsConfigOptions {
-  /** host:port nats-server listens on. */
-  listen: string;
+  /** host:port nats-server listens on (default: as the directory's config had it, else 127.0.0.1:4222). */
+  listen?: string;
   /** Edge ids to make users for; edges already in the directory keep theirs. */
   edges: string[];
-  /** TLS: the server's certificate and key (PEM files). */
+  /** TLS: the server's certificate and key (PEM files); default: as the directory's config had it. */
   tls?: { cert: string; key: string };
+}
+
+interface WrittenConfig {
+  listen?: string;
+  tls?: { cert_file: string; key_file: string };
+}
+
+/** The config writeNatsConfig wrote before in `file`: JSON after one comment line. */
+function previousConfig(file: string): WrittenConfig {
+  if (!existsSync(file)) return {};
+  return JSON.parse(readFileSync(file, 'utf8').replace(/^#.*\n/, '')) as WrittenConfig;
 }
 
 /** Writes (0600) a file only its owner may read, whatever mode it had. */
@@ -77,11 +88,15 @@ function userIn(dir: string, role: BusRole, edge?: string): NKeyUser {
 
 /**
  * Writes `dir/nats.conf` (for `nats-server -c`) and a credentials file per role and edge. Returns
- * the config's path. Written again with more edges, it keeps every user it had: add an edge, then
- * have nats-server reload (`nats-server --signal reload=<pid>` or SIGHUP).
+ * the config's path. Written again with more edges, it keeps every user it had, its address and
+ * its TLS: add an edge, then have nats-server reload (`nats-server --signal reload=<pid>` or SIGHUP).
  */
 export function writeNatsConfig(dir: string, o: NatsConfigOptions): string {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const file = join(dir, 'nats.conf');
+  // Adding an edge must not silently turn TLS off or move the server.
+  const before = previousConfig(file);
+  const tls = o.tls ?? (before.tls && { cert: before.tls.cert_file, key: before.tls.key_file });
   const known = readdirSync(dir).flatMap((f) => /^edge-(.+)\.creds$/.exec(f)?.[1] ?? []);
   const edges = [...new Set([...known, ...o.edges])].sort();
   const users = [
@@ -89,11 +104,10 @@ export function writeNatsConfig(dir: string, o: NatsConfigOptions): string {
     ...edges.map((edge) => ({ nkey: userIn(dir, 'edge', edge).publicKey, permissions: permissions('edge', edge) })),
   ];
   const config = {
-    listen: o.listen,
+    listen: o.listen ?? before.listen ?? '127.0.0.1:4222',
     authorization: { users },
-    ...(o.tls && { tls: { cert_file: o.tls.cert, key_file: o.tls.key, timeout: 2 } }),
+    ...(tls && { tls: { cert_file: tls.cert, key_file: tls.key, timeout: 2 } }),
   };
-  const file = join(dir, 'nats.conf');
   // nats-server reads JSON as its configuration format. Public keys only: the config holds no secret, but its permissions matter.
   writePrivate(file, `# written by c1m (cluster/nats-auth.ts): users of the c1m bus by public NKey, with their subject permissions\n${JSON.stringify(config, null, 2)}\n`);
   return file;

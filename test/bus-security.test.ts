@@ -8,7 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { encode, SUBJECTS, type BusMessage } from '../cluster/messages.js';
@@ -140,6 +140,23 @@ describe('credentials', () => {
     expect(() => readCreds(file)).toThrow(/may be read by others \(mode 644\): chmod 600/);
     chmodSync(file, 0o600);
     expect(readCreds(file).publicKey).toBe(user.publicKey);
+  });
+
+  test('c1m nats-config: public keys only in nats.conf; written again to add an edge, it keeps every user, the address and TLS', async () => {
+    const dir = tempDir();
+    const first = await runCli(['nats-config', '--dir', dir, '--edges', 'a,b', '--listen', '10.9.0.1:4222', '--tls-self-signed', '10.9.0.1']);
+    expect(first.code, first.stderr).toBe(0);
+    const router = readFileSync(credsFile(dir, 'router'), 'utf8');
+    const again = await runCli(['nats-config', '--dir', dir, '--edges', 'c']);
+    expect(again.code, again.stderr).toBe(0);
+    expect(readFileSync(credsFile(dir, 'router'), 'utf8')).toBe(router);
+    const config = JSON.parse(readFileSync(join(dir, 'nats.conf'), 'utf8').replace(/^#.*\n/, ''));
+    expect(config.listen).toBe('10.9.0.1:4222');
+    expect(config.tls.cert_file).toBe(join(dir, 'server-cert.pem'));
+    expect(config.authorization.users).toHaveLength(3 + 3);
+    expect(JSON.stringify(config)).not.toMatch(/SU[A-Z2-7]{56}/);
+    for (const id of ['a', 'b', 'c']) expect(statSync(credsFile(dir, 'edge', id)).mode & 0o777).toBe(0o600);
+    expect(statSync(join(dir, 'server-key.pem')).mode & 0o777).toBe(0o600);
   });
 
   test('credentials refused: a one-off client fails at once, a persistent one stops retrying, c1m edge exits 1 saying why', async () => {

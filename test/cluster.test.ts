@@ -83,8 +83,7 @@ async function expectOnly(c: ClusterProcess, clients: ReconnectingClient[], from
  * nats-config (the others keep theirs) and nats-server reloads its configuration, as an operator would.
  */
 async function edgeUser(c: ClusterProcess, id: string): Promise<string[]> {
-  const listen = new URL(c.nats).host;
-  const written = await runCli(['nats-config', '--dir', c.natsDir, '--edges', id, '--listen', listen]);
+  const written = await runCli(['nats-config', '--dir', c.natsDir, '--edges', id]);
   expect(written.code, written.stderr).toBe(0);
   // The nats-server running now: the supervisor may have restarted it since the cluster was ready.
   const nats = childrenOf(c.child.pid!).find((pid) => commOf(pid) === 'nats-server')!;

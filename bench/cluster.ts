@@ -8,6 +8,7 @@
  * - CPU per delivery; the directory rebuild after a router restart.
  *
  *   npm run bench:cluster -- --connections 60000 --single 15000
+ *   npm run bench:cluster -- --bus plain,auth,tls --rounds 2 --cluster-only    (the bus's security, modes in turn)
  */
 import { Command, Option } from 'commander';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -27,8 +28,17 @@ const opts = new Command('bench-cluster')
   .addOption(new Option('--rates <list>', 'random-user send rates, per second').default('2000,5000'))
   .addOption(new Option('--seconds <n>', 'duration of each random-send phase').default(10).argParser(Number))
   .addOption(new Option('--batch-ms <ms>', "the cluster router's batch window (default: c1m cluster's)").argParser(Number))
+  .addOption(
+    new Option('--bus <modes>', "the cluster's bus: auth (c1m cluster's default: NKey users with permissions), plain (--bus-insecure: no users), tls (auth over TLS); several, comma-separated, run in turn")
+      .default(['auth'])
+      .argParser((t: string) => t.split(',')),
+  )
+  .addOption(new Option('--rounds <n>', 'runs of each bus mode, in turn').default(1).argParser(Number))
+  .option('--cluster-only', 'skip the single process')
   .parse()
-  .opts<{ connections: number; single: number; edges?: number; broadcasts: number; rates: string; seconds: number; batchMs?: number }>();
+  .opts<{ connections: number; single: number; edges?: number; broadcasts: number; rates: string; seconds: number; batchMs?: number; bus: string[]; rounds: number; clusterOnly?: boolean }>();
+
+const BUS_ARGS: Record<string, string[]> = { auth: [], plain: ['--bus-insecure'], tls: ['--nats-tls'] };
 
 const HOST = '127.0.0.1';
 /** Long enough for V8's memory reducer to run once a process goes quiet. */
@@ -117,12 +127,12 @@ async function single(dir: string, n: number, rates: number[]) {
   }
 }
 
-async function cluster(dir: string, n: number, atSingle: number, rates: number[]) {
+async function cluster(dir: string, n: number, atSingle: number, rates: number[], bus: string) {
   const db = join(dir, 'cluster.db');
   const [hubAll, hubFirst] = [n + 1, n + 2];
   subscribeAll(db, hubAll, n);
   subscribeAll(db, hubFirst, atSingle);
-  const args = ['--db', db, ...(opts.batchMs === undefined ? [] : ['--batch-ms', String(opts.batchMs)]), ...(opts.edges ? ['--edges', String(opts.edges)] : ['--connections', String(n)]), '--log-level', 'warn'];
+  const args = ['--db', db, ...BUS_ARGS[bus], ...(opts.batchMs === undefined ? [] : ['--batch-ms', String(opts.batchMs)]), ...(opts.edges ? ['--edges', String(opts.edges)] : ['--connections', String(n)]), '--log-level', 'warn'];
   const c = await spawnCluster(args);
   const edgePids = c.edges.map((e) => e.pid);
   let routerPid = c.pids['router-0'];
@@ -208,15 +218,37 @@ async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'c1m-bench-cluster-'));
   const rates = opts.rates.split(',').map(Number);
   console.log(`machine: ${cpus().length} x ${cpus()[0].model}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}`);
+  const unknown = opts.bus.filter((b) => !BUS_ARGS[b]);
+  if (unknown.length) throw new Error(`unknown bus mode ${unknown.join(', ')} (${Object.keys(BUS_ARGS).join(', ')})`);
   try {
-    const one = await single(dir, opts.single, rates);
-    console.log('single process:', JSON.stringify(one, null, 1));
-    const many = await cluster(dir, opts.connections, opts.single, rates);
-    console.log('cluster:', JSON.stringify(many, null, 1));
-    console.log(
-      JSON.stringify({
-        broadcastSpeedup: +(many.broadcast.burst.deliveredChunksPerSecond / one.broadcast.burst.deliveredChunksPerSecond).toFixed(2),
-        oneSendP99AtSameN: { single: one.broadcast.oneSendLatencyMs.p99, cluster: many.sameN.broadcast.oneSendLatencyMs.p99 },
+    const one = opts.clusterOnly ? undefined : await single(dir, opts.single, rates);
+    if (one) console.log('single process:', JSON.stringify(one, null, 1));
+    const runs: { bus: string; many: Awaited<ReturnType<typeof cluster>> }[] = [];
+    for (let round = 0; round < opts.rounds; round++)
+      for (const bus of opts.bus) {
+        rmSync(join(dir, 'cluster.db'), { force: true });
+        const many = await cluster(dir, opts.connections, opts.single, rates, bus);
+        runs.push({ bus, many });
+        console.log(`cluster (bus ${bus}, round ${round}):`, JSON.stringify(many, null, 1));
+        if (one)
+          console.log(
+            JSON.stringify({
+              broadcastSpeedup: +(many.broadcast.burst.deliveredChunksPerSecond / one.broadcast.burst.deliveredChunksPerSecond).toFixed(2),
+              oneSendP99AtSameN: { single: one.broadcast.oneSendLatencyMs.p99, cluster: many.sameN.broadcast.oneSendLatencyMs.p99 },
+            }),
+          );
+      }
+    // Per bus mode, the range of the figures the bus's security could move.
+    const range = (values: number[]) => `${Math.min(...values)}-${Math.max(...values)}`;
+    console.table(
+      [...new Set(opts.bus)].map((bus) => {
+        const mine = runs.filter((r) => r.bus === bus).map((r) => r.many);
+        return {
+          bus,
+          'broadcast chunks/s': range(mine.map((m) => m.broadcast.burst.deliveredChunksPerSecond)),
+          'CPU us per delivered chunk': range(mine.map((m) => m.broadcast.burst.cpuMicrosPerDelivery)),
+          ...Object.fromEntries(rates.map((rate, i) => [`unicast p99 ms at ${rate}/s`, range(mine.map((m) => m.random[i].deliveryLatencyMs.p99))])),
+        };
       }),
     );
   } finally {

@@ -9,7 +9,8 @@
  * For each: time to recover (every browser receives a send addressed to it
  * again), streams that ended, and whether any message reached a user it was
  * not addressed to. Plus delivery latency and send rate through HAProxy and
- * straight to the edges, in the same run. Needs root and `ip netns`.
+ * straight to the edges, in the same run. The bus runs as the README says to
+ * run it across hosts: a user per role and edge, TLS. Needs root and `ip netns`.
  *
  *   node dist/bench/faults.js [--users 400] [--faults kill,unplug,drain,router,nats,fill] [--sends 4000]
  *                               [--capacity 300] [--small-capacity 150] [--drain-rate 100]
@@ -23,6 +24,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { haproxyConfig, type EdgeServer } from '../cluster/haproxy.js';
+import { credsFile, makeTlsFiles, writeNatsConfig } from '../cluster/nats-auth.js';
 import { c1mArgv } from '../cluster/supervisor.js';
 import { isAlive } from '../loadgen/server-process.js';
 import { percentile } from './probe.js';
@@ -188,7 +190,14 @@ const AGENT_PORT = 9100;
 export class Rig {
   readonly dir = mkdtempSync(join(tmpdir(), 'c1m-faults-'));
   readonly addr = Object.fromEntries(['brain', 'edge1', 'edge2'].map((h) => [h, hosts('addr', h)])) as Record<'brain' | 'edge1' | 'edge2', string>;
-  readonly natsUrl = `nats://${this.addr.brain}:4222`;
+  /**
+   * The bus as the README's layout runs it: nats-server with a user per role and edge (c1m nats-config's
+   * layout in natsDir), TLS with a CA made for the brain host's address; every process gets its own
+   * credentials file and the CA.
+   */
+  readonly natsDir = join(this.dir, 'nats');
+  readonly natsTls = makeTlsFiles(this.natsDir, [this.addr.brain]);
+  readonly natsUrl = `tls://${this.addr.brain}:4222`;
   readonly api = `http://${this.addr.brain}:8001`;
   /** The backend API crosses hosts here, so it wants a token. */
   private readonly token = randomBytes(16).toString('hex');
@@ -207,7 +216,13 @@ export class Rig {
     return host === 'edge2' ? this.o.smallCapacity : this.o.capacity;
   }
 
+  /** A process's bus options: its credentials (for an edge host, the directory: one file per edge) and the CA. */
+  private bus(creds: string): string[] {
+    return ['--nats', this.natsUrl, '--nats-creds', creds, '--nats-ca', this.natsTls.ca];
+  }
+
   async start(): Promise<void> {
+    writeNatsConfig(this.natsDir, { listen: `${this.addr.brain}:4222`, edges: this.edges.map((e) => e.name), tls: this.natsTls });
     await this.startNats();
     await this.startRouter();
     await Promise.all(EDGE_HOSTS.map((host) => this.startEdgeHost(host)));
@@ -221,19 +236,19 @@ export class Rig {
   }
 
   async startNats(): Promise<void> {
-    const argv = ['nats-server', '-a', this.addr.brain, '-p', '4222'];
+    const argv = ['nats-server', '-c', join(this.natsDir, 'nats.conf')];
     this.procs.set('nats', await Proc.start(this.dir, 'nats', 'c1m-brain', argv, /Server is ready/));
   }
 
   async startRouter(): Promise<void> {
-    const argv = c1mArgv(['router', '--nats', this.natsUrl, '--db', join(this.dir, 'router.db'), '--api-host', this.addr.brain, '--api-port', '8001']);
+    const argv = c1mArgv(['router', ...this.bus(credsFile(this.natsDir, 'router')), '--db', join(this.dir, 'router.db'), '--api-host', this.addr.brain, '--api-port', '8001']);
     argv.push('--token', this.token, '--stats-interval', '0');
     this.procs.set('router', await Proc.start(this.dir, 'router', 'c1m-brain', argv, /c1m router listening/));
   }
 
   /** An edge host: `c1m cluster` of edges only, a port each, supervised; checks it runs the edges HAProxy expects. */
   async startEdgeHost(host: EdgeHost): Promise<void> {
-    const argv = c1mArgv(['cluster', '--no-router', '--nats', this.natsUrl, '--edges', String(this.o.edgesPerHost), '--port-per-edge']);
+    const argv = c1mArgv(['cluster', '--no-router', ...this.bus(this.natsDir), '--edges', String(this.o.edgesPerHost), '--port-per-edge']);
     argv.push('--host', this.addr[host], '--port', String(EDGE_PORT), '--agent-port', String(AGENT_PORT), '--edge-id-prefix', `${host}-`);
     argv.push('--max-connections', String(this.capacityOf(host)), '--drain-rate', String(this.o.drainRate));
     const proc = await Proc.start(this.dir, host, `c1m-${host}`, argv, /c1m cluster ready/, 30_000);
@@ -302,7 +317,7 @@ export class Rig {
 
   /** `c1m admin drain|undrain` from the brain host, as an operator would. */
   async admin(verb: 'drain' | 'undrain', edge: string): Promise<void> {
-    const argv = c1mArgv(['admin', verb, edge, '--nats', this.natsUrl]);
+    const argv = c1mArgv(['admin', verb, edge, ...this.bus(credsFile(this.natsDir, 'admin'))]);
     const code = await (await Proc.start(this.dir, `admin-${verb}-${edge}`, 'c1m-brain', argv, undefined)).exited();
     if (code !== 0) throw new Error(`c1m admin ${verb} ${edge} exited with ${code} (see ${this.dir})`);
   }

@@ -10,7 +10,26 @@ import { CLUSTER_DEFAULTS } from '../cluster/defaults.js';
 import { BUS_WAKEUPS_PER_SECOND, EDGE_ID, MIN_WINDOW_MS } from '../cluster/messages.js';
 import { apiOptions, integer, logLevelOption, maxBacklogOption, maxUserIdOption, streamOptions } from './options.js';
 
-const natsOption = () => new Option('--nats <url>', 'NATS server URL(s), comma-separated').env('C1M_NATS').default(CLUSTER_DEFAULTS.nats);
+const natsOption = () => new Option('--nats <url>', 'NATS server URL(s), comma-separated; tls://host:port for TLS').env('C1M_NATS').default(CLUSTER_DEFAULTS.nats);
+
+/** How a process proves itself to the bus and checks the bus: every command that connects to NATS. */
+function busOptions(
+  command: Command,
+  credsHelp = "this process's bus credentials (a file of mode 0600 holding an NKey seed; c1m nats-config writes them)",
+  insecureHelp = 'allow a NATS server on a non-loopback address without --nats-creds',
+): Command {
+  return command
+    .addOption(new Option('--nats-creds <file>', credsHelp).env('C1M_NATS_CREDS'))
+    .addOption(new Option('--nats-ca <file>', "PEM certificate authorities the NATS server's TLS certificate must chain to (default: the system's)").env('C1M_NATS_CA'))
+    .option('--bus-insecure', insecureHelp);
+}
+
+/** What NatsBus.connect wants from those options, once the unsafe default is refused. */
+async function busSettings(opts: { nats: string; natsCreds?: string; natsCa?: string; busInsecure?: boolean }) {
+  const { checkBusSecurity } = await import('../cluster/nats-auth.js');
+  checkBusSecurity(opts.nats, opts.natsCreds, opts.busInsecure);
+  return { creds: opts.natsCreds, ca: opts.natsCa };
+}
 
 /** Edge ids are NATS subject tokens. */
 const edgeId = (text: string): string => {
@@ -47,7 +66,7 @@ function routerOptions(command: Command): Command {
 }
 
 export function clusterCommands(): Command[] {
-  const edge = edgeOptions(new Command('edge').description('run one edge: public comet streams, fed by the routers over NATS (no store, no API)'))
+  const edge = busOptions(edgeOptions(new Command('edge').description('run one edge: public comet streams, fed by the routers over NATS (no store, no API)')))
     .addOption(natsOption())
     .addOption(new Option('--id <id>', 'edge id, unique in the cluster and stable across restarts (default: <hostname>-<pid>)').argParser(edgeId))
     .addOption(new Option('--agent-port <n>', "serve HAProxy's agent check (free capacity as a weight) on this port").argParser(integer('agent port', 0)))
@@ -55,7 +74,7 @@ export function clusterCommands(): Command[] {
       const id: string = opts.id ?? `${defaultPrefix()}${process.pid}`;
       const log = logger(opts.logLevel, { role: 'edge', edge: id });
       const [{ startEdge }, { NatsBus }] = await Promise.all([import('../cluster/edge.js'), import('../cluster/nats-bus.js')]);
-      const bus = await NatsBus.connect(opts.nats, `c1m-edge-${id}`, {
+      const bus = await NatsBus.connect(opts.nats, { name: `c1m-edge-${id}`, ...(await busSettings(opts)) }, {
         // Routers may have dropped this edge during the outage; they ask for a snapshot when they hear it again.
         reconnected: () => log.warn('reconnected to NATS'),
         malformed: (subject, err) => log.warn({ subject, err: err.message }, 'malformed bus message'),
@@ -69,7 +88,7 @@ export function clusterCommands(): Command[] {
       exitWithSupervisor(stop(true));
     });
 
-  const router = routerOptions(new Command('router').description('run one router: backend API and subscription store, routing to the edges over NATS'))
+  const router = busOptions(routerOptions(new Command('router').description('run one router: backend API and subscription store, routing to the edges over NATS')))
     .addOption(natsOption())
     .addOption(maxUserIdOption())
     .addOption(maxBacklogOption("the edges' --max-backlog: --max-message may not exceed it"))
@@ -78,7 +97,7 @@ export function clusterCommands(): Command[] {
     .action(async (opts) => {
       const log = logger(opts.logLevel, { role: 'router' });
       const { startRouterProcess } = await import('../cluster/router-process.js');
-      const node = await startRouterProcess({ ...opts, cacheMiB: opts.cacheMib, edgeTimeoutMs: opts.edgeTimeout, logger: log });
+      const node = await startRouterProcess({ ...opts, ...(await busSettings(opts)), cacheMiB: opts.cacheMib, edgeTimeoutMs: opts.edgeTimeout, logger: log });
       if (opts.statsInterval > 0) setInterval(() => log.info(node.stats(), 'stats'), opts.statsInterval * 1000).unref();
       let closing: Promise<void> | undefined;
       const stop = () => (closing ??= node.close().then(() => process.exit(0)));
@@ -87,7 +106,11 @@ export function clusterCommands(): Command[] {
       exitWithSupervisor(stop);
     });
 
-  const cluster = routerOptions(edgeOptions(new Command('cluster').description('run nats-server, a router and N edges on this host, supervised')))
+  const cluster = busOptions(
+    routerOptions(edgeOptions(new Command('cluster').description('run nats-server, a router and N edges on this host, supervised'))),
+    'with --nats: the credentials file its children use, or a directory written by c1m nats-config (edge <id> reads edge-<id>.creds, routers router.creds)',
+    'with --nats: allow a non-loopback NATS server without --nats-creds; without: start nats-server with no users (anyone who reaches it may do anything)',
+  )
     .addOption(new Option('--edges <n>', 'edge processes (default: enough for --connections, else one per core)').argParser(integer('edges', 1)))
     .addOption(new Option('--connections <n>', 'streams the cluster should hold; sizes --edges from the open-file limit').argParser(integer('connections', 1)))
     .addOption(new Option('--routers <n>', 'router processes (they share the API port and split the sends)').default(1).argParser(integer('routers', 0)))
@@ -95,6 +118,10 @@ export function clusterCommands(): Command[] {
     .addOption(new Option('--nats <url>', 'use this NATS server instead of starting one').env('C1M_NATS'))
     .addOption(new Option('--nats-host <addr>', 'address of the nats-server this command starts').default('127.0.0.1'))
     .addOption(new Option('--nats-port <n>', 'port of the nats-server this command starts').default(4222).argParser(integer('nats port', 0)))
+    .option('--nats-tls', 'the nats-server this command starts speaks TLS only, with a certificate authority it makes (openssl) in --state-dir')
+    .addOption(
+      new Option('--state-dir <dir>', "where the started nats-server's configuration and every role's credentials are written, mode 0600 (default: a new temporary directory, removed at exit)"),
+    )
     .addOption(new Option('--agent-port <base>', "edge i serves HAProxy's agent check on base+i").argParser(integer('agent port', 1)))
     .addOption(new Option('--edge-id-prefix <prefix>', 'edge i is <prefix><i> (default: <hostname>-)').argParser(edgeId))
     .option(
@@ -118,17 +145,18 @@ export function clusterCommands(): Command[] {
     ['drain', 'stop an edge taking streams and close its streams at --rate per second, so clients reconnect elsewhere'],
     ['undrain', 'let a drained edge take streams again'],
   ] as const) {
-    admin
-      .command(verb)
+    busOptions(admin.command(verb))
       .description(help)
       .argument('<edge>', 'edge id (see the router /stats)', edgeId)
       .addOption(natsOption())
       .addOption(new Option('--rate <n>', 'streams closed per second (drain)').argParser(integer('rate', 1)))
-      .action(async (id: string, opts: { nats: string; rate?: number }, command: Command) => {
+      .action(async (id: string, opts: { nats: string; rate?: number; natsCreds?: string; natsCa?: string; busInsecure?: boolean }, command: Command) => {
         const [{ NatsBus }, { SUBJECTS }] = await Promise.all([import('../cluster/nats-bus.js'), import('../cluster/messages.js')]);
-        const bus = await NatsBus.connect(opts.nats, 'c1m-admin', {}, false);
+        const bus = await busSettings(opts)
+          .then((settings) => NatsBus.connect(opts.nats, { name: 'c1m-admin', persistent: false, ...settings }))
+          .catch((err: Error) => command.error(`error: ${err.message}`));
         try {
-          const reply = await bus.request(SUBJECTS.edge(id), verb === 'drain' ? { t: 'drain', rate: opts.rate } : { t: 'undrain' });
+          const reply = await bus.request(SUBJECTS.admin(id), verb === 'drain' ? { t: 'drain', rate: opts.rate } : { t: 'undrain' });
           console.log(JSON.stringify(reply.t === 'status' ? { edge: reply.edge, ...reply.stats } : reply));
         } catch (err) {
           command.error(`error: edge ${id} did not answer (${(err as Error).message})`);
@@ -137,5 +165,21 @@ export function clusterCommands(): Command[] {
         }
       });
   }
-  return [edge, router, cluster, admin];
+
+  const natsConfig = new Command('nats-config')
+    .description("write nats-server's configuration for the c1m bus (a user per role and edge, with subject permissions) and every role's credentials file into a directory")
+    .requiredOption('--dir <dir>', 'where nats.conf and the credentials files go (mode 0600); written again, it keeps every user it has')
+    .addOption(new Option('--edges <ids>', 'edge ids to add, comma-separated').default([]).argParser((text: string) => text.split(',').map(edgeId)))
+    .option('--listen <host:port>', 'where nats-server listens (default: as in the directory, else 127.0.0.1:4222)')
+    .option('--tls-cert <file>', "nats-server's TLS certificate (PEM; with --tls-key)")
+    .option('--tls-key <file>', 'its private key (PEM)')
+    .option('--tls-self-signed <hosts>', 'make a new certificate authority (DIR/ca.pem, for --nats-ca) and a server certificate for these comma-separated addresses (default: keep the TLS settings in the directory)')
+    .action(async (opts: { dir: string; edges: string[]; listen?: string; tlsCert?: string; tlsKey?: string; tlsSelfSigned?: string }, command: Command) => {
+      const { makeTlsFiles, writeNatsConfig } = await import('../cluster/nats-auth.js');
+      if (!opts.tlsCert !== !opts.tlsKey) command.error('error: --tls-cert and --tls-key go together');
+      const tls = opts.tlsSelfSigned ? makeTlsFiles(opts.dir, opts.tlsSelfSigned.split(',')) : opts.tlsCert ? { cert: opts.tlsCert, key: opts.tlsKey! } : undefined;
+      const config = writeNatsConfig(opts.dir, { listen: opts.listen, edges: opts.edges, tls });
+      console.log(JSON.stringify({ config, run: `nats-server -c ${config}`, ca: tls && 'ca' in tls ? tls.ca : undefined }));
+    });
+  return [edge, router, cluster, admin, natsConfig];
 }

@@ -137,6 +137,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     setState('up');
   };
 
+  // Each subject takes only its own messages: nats-server lets routers publish to c1m.edge.* and admins to c1m.admin.*.
   const onEdgeMessage = (message: BusMessage, replyTo: string | undefined): void => {
     switch (message.t) {
       case 'deliver':
@@ -144,18 +145,19 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
       case 'sync':
         if (replyTo) presence.snapshot(registry.everyConnectionUser(), replyTo);
         return;
-      case 'drain':
-      case 'undrain':
-        if (message.t === 'drain') drain(message.rate);
-        else undrain();
-        if (replyTo) presence.status(replyTo); // the admin command prints the edge's new state
-        return;
       default:
         log.warn({ t: message.t }, 'unexpected bus message');
     }
   };
+  const onAdminMessage = (message: BusMessage, replyTo: string | undefined): void => {
+    if (message.t === 'drain') drain(message.rate);
+    else if (message.t === 'undrain') undrain();
+    else return void log.warn({ t: message.t }, 'unexpected admin message');
+    if (replyTo) presence.status(replyTo); // the admin command prints the edge's new state
+  };
   bus.subscribe(SUBJECTS.edge(options.id), onEdgeMessage);
   bus.subscribe(SUBJECTS.sync, onEdgeMessage);
+  bus.subscribe(SUBJECTS.admin(options.id), onAdminMessage);
 
   listener = new PublicListener(uws, app, host, options.port, `edge ${options.id}'s streams`, log, () => registry.connections);
   const agent = options.agentPort === undefined ? undefined : await agentServer(host, options.agentPort, () => agentReply(state, registry.connections, capacity, pauseAt));

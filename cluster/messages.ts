@@ -7,7 +7,8 @@
  *   router ──sync──▶ c1m.sync (every edge) or c1m.edge.<id> (one), reply-to its inbox
  *   edge   ──state──▶ that router's inbox                (full snapshot, in parts)
  *   router ──deliver──▶ c1m.edge.<id>                    (batched per edge)
- *   admin  ──drain, undrain──▶ c1m.edge.<id>
+ *   admin  ──drain, undrain──▶ c1m.admin.<id>            (apart from c1m.edge.<id>, so that nats-server's
+ *                                                        permissions tell an admin from a router)
  *   backend──send──▶ c1m.send (queue group: one router) ──sent──▶ reply
  */
 import { Packr } from 'msgpackr';
@@ -70,6 +71,7 @@ export const SUBJECTS = {
   sync: 'c1m.sync',
   send: 'c1m.send',
   edge: (id: string) => `c1m.edge.${id}`,
+  admin: (id: string) => `c1m.admin.${id}`,
 } as const;
 
 /** The shortest batch window of the bus's frequent messages (deliver batches, presence), ms. */

@@ -4,8 +4,26 @@
  * msgpack.
  */
 import { dispatch, type Bus, type BusEvents, type BusHandler } from './bus.js';
+import { readFileSync } from 'node:fs';
 import { decode, encode, type BusMessage } from './messages.js';
-import { NatsClient } from './nats.js';
+import { readCreds } from './nats-auth.js';
+import { NatsClient, type NatsFatalError } from './nats.js';
+
+export interface NatsBusOptions {
+  /** The connection's name, as nats-server logs it. */
+  name: string;
+  /** Wait and reconnect rather than fail (default: true, cluster processes); false for one-off commands. */
+  persistent?: boolean;
+  /** A credentials file (an NKey user seed, ./nats-auth.ts). */
+  creds?: string;
+  /** PEM file of the certificate authorities a TLS server must chain to (default: the system's). */
+  ca?: string;
+  /**
+   * An error that retrying cannot cure, once connected (credentials refused after a restart with a
+   * new configuration): by default, say so and exit 1 rather than retry for ever.
+   */
+  fatal?: (err: NatsFatalError) => void;
+}
 
 export class NatsBus implements Bus {
   private constructor(
@@ -17,13 +35,22 @@ export class NatsBus implements Bus {
    * Connects. A process of the cluster (`persistent`) waits and reconnects for
    * ever rather than dying with NATS; a one-off command fails at once.
    */
-  static async connect(servers: string, name: string, events: BusEvents = {}, persistent = true): Promise<NatsBus> {
+  static async connect(servers: string, options: NatsBusOptions, events: BusEvents = {}): Promise<NatsBus> {
+    const { name } = options;
     const warning = events.warning ?? ((message: string) => console.warn(`${name}: ${message}`));
     const nc = await NatsClient.connect(servers.split(','), {
       name,
-      persistent,
+      persistent: options.persistent ?? true,
+      user: options.creds ? readCreds(options.creds) : undefined,
+      ca: options.ca ? readFileSync(options.ca) : undefined,
       reconnected: () => events.reconnected?.(),
       warning,
+      fatal:
+        options.fatal ??
+        ((err) => {
+          console.error(`${name}: ${err.message}`);
+          process.exit(1);
+        }),
     });
     return new NatsBus(nc, { ...events, warning });
   }

@@ -3,18 +3,32 @@
  * reconnect), speaking the text protocol of docs.nats.io "Client Protocol"
  * straight over a socket. The official client's stream and promise machinery
  * cost the edges more CPU than the work they do per message, and memory in
- * every one of dozens of processes.
+ * every one of dozens of processes. What a production client must do, it
+ * does: NKey authentication, TLS (verified, failing closed), max_payload,
+ * the servers a cluster announces (connect_urls), reconnection with jitter,
+ * lame duck mode, and errors that retrying cannot cure reported as such.
  */
-import net from 'node:net';
 import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import tls from 'node:tls';
+import type { NKeyUser } from './nkeys.js';
 
 /** `subject` and `status` (of a header "NATS/1.0 503") matter only to the requests' inbox. */
 export type MessageCallback = (data: Uint8Array, reply: string | undefined, subject: string, status: string | undefined) => void;
 
 export interface NatsOptions {
   name: string;
-  /** Retry the first connection and every lost one for ever (cluster processes); otherwise fail, or close, at once. */
+  /** Retry the first connection and every lost one (cluster processes); otherwise fail, or close, at once. */
   persistent: boolean;
+  /** Who we are: signs the server's nonce. */
+  user?: NKeyUser;
+  /** PEM of the certificate authorities a TLS server's certificate must chain to (default: the system's). */
+  ca?: string | Buffer;
+  /**
+   * A persistent client met an error that retrying cannot cure (credentials refused, a certificate
+   * that does not verify, a server without TLS for a tls:// URL): it has closed itself.
+   */
+  fatal?: (err: NatsFatalError) => void;
   /** Each reconnection, once its handshake is done: messages may have been missed meanwhile. */
   reconnected?: () => void;
   /** Trouble worth a log line: -ERR from the server, a dead connection, publishes dropped during an outage. */
@@ -22,15 +36,37 @@ export interface NatsOptions {
   pingIntervalMs?: number;
 }
 
+/** The fields of the server's INFO that the client uses. */
+export interface ServerInfo {
+  max_payload?: number;
+  /** Present when the server wants a signed nonce (NKeys). */
+  nonce?: string;
+  auth_required?: boolean;
+  tls_required?: boolean;
+  tls_available?: boolean;
+  /** The other servers of its cluster, host:port. */
+  connect_urls?: string[];
+  /** Lame duck mode: the server is about to shut down and asks its clients to move. */
+  ldm?: boolean;
+}
+
 export interface ParserHandler {
   message(sid: number, subject: string, reply: string | undefined, data: Uint8Array, status: string | undefined): void;
-  info(info: { max_payload?: number }): void;
+  info(info: ServerInfo): void;
   ping(): void;
   pong(): void;
   error(message: string): void;
 }
 
-const RECONNECT_WAIT_MS = 250;
+/**
+ * Reconnection waits are drawn at random ("full jitter") between 0 and a bound that doubles with
+ * each failed attempt from RECONNECT_BASE_MS up to RECONNECT_MAX_MS, so that the processes of a
+ * cluster do not all reconnect to a restarted server in the same millisecond.
+ */
+const RECONNECT_BASE_MS = 100;
+const RECONNECT_MAX_MS = 2000;
+/** A server in lame duck mode is left after a random wait below this, so its clients leave it spread out. */
+const LAME_DUCK_JITTER_MS = 1000;
 /** Every connection of this process reads into this one buffer (reads are synchronous callbacks; see handshake). */
 const readBuffer = Buffer.allocUnsafe(64 * 1024);
 const HANDSHAKE_TIMEOUT_MS = 5000;
@@ -40,6 +76,27 @@ const MAX_PINGS_OUT = 2;
 /** Publishes kept for after an outage; beyond this they are dropped (core NATS is at-most-once anyway). */
 const OUTAGE_BUFFER_BYTES = 8 * 2 ** 20;
 const CRLF = Buffer.from('\r\n');
+
+/** An error that retrying cannot cure: bad credentials, a certificate that does not verify, TLS wanted but not offered. */
+export class NatsFatalError extends Error {}
+
+/** Errors of a TLS handshake that mean "this certificate is not the one we trust", as opposed to a broken connection. */
+const CERTIFICATE_ERROR = /CERT|SELF_SIGNED|UNABLE_TO|ALTNAME|SIGNATURE|ISSUER/;
+
+interface Server {
+  host: string;
+  port: number;
+  /** tls:// in the URL: the client insists on TLS. */
+  tls: boolean;
+}
+
+const serverName = (s: Server) => `${s.host.includes(':') ? `[${s.host}]` : s.host}:${s.port}`;
+
+function parseServer(text: string): Server {
+  const url = new URL(text.includes('://') ? text : `nats://${text}`);
+  if (!['nats:', 'tls:'].includes(url.protocol)) throw new Error(`NATS URL ${text}: use nats:// or tls://`);
+  return { host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(url.port) || 4222, tls: url.protocol === 'tls:' };
+}
 const LF = 10;
 
 /**
@@ -135,6 +192,7 @@ export class NatsClient {
   private nextServer = 0;
   private payloadLimit = 1024 * 1024;
   private pingTimer?: NodeJS.Timeout;
+  private lameDuckTimer?: NodeJS.Timeout;
   private pingsOut = 0;
   /** What is written in this event-loop turn, sent as one write; during an outage, what waits for the next connection. */
   private out: Uint8Array[] = [];
@@ -148,15 +206,15 @@ export class NatsClient {
   private nextRequest = 1;
 
   private constructor(
-    private readonly servers: { host: string; port: number }[],
+    /** The servers given, then those the servers told of (connect_urls). */
+    private readonly servers: Server[],
     private readonly options: NatsOptions,
   ) {}
 
-  /** `servers`: nats://host:port (or host:port), tried in turn. */
+  /** `servers`: nats://host:port or tls://host:port (or host:port), tried in turn. */
   static async connect(servers: string[], options: NatsOptions): Promise<NatsClient> {
-    const urls = servers.map((s) => new URL(s.includes('://') ? s : `nats://${s}`));
-    const client = new NatsClient(urls.map((url) => ({ host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(url.port) || 4222 })), options);
-    await client.establish();
+    const client = new NatsClient(servers.map(parseServer), options);
+    await client.establish(false);
     return client;
   }
 
@@ -222,6 +280,7 @@ export class NatsClient {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.pingTimer);
+    clearTimeout(this.lameDuckTimer);
     for (const token of [...this.requests.keys()]) this.settle(token)!.reject(new Error('the NATS connection is closed'));
     const socket = this.socket;
     if (!socket) return;
@@ -273,58 +332,100 @@ export class NatsClient {
     this.outBytes = 0;
   }
 
-  /** Connects to the servers in turn until one completes the handshake; a one-off client gives up after one round. */
-  private async establish(): Promise<void> {
-    for (let round = 0; !this.closed; round++) {
+  /**
+   * Connects to the servers in turn until one completes the handshake, waiting a random, growing
+   * time between attempts (and before the first one after a lost connection). A one-off client
+   * gives up after one round; a fatal error ends every client's attempts.
+   */
+  private async establish(reconnecting: boolean): Promise<void> {
+    for (let attempt = 0; !this.closed; attempt++) {
+      if (reconnecting || attempt >= this.servers.length) await sleep(Math.random() * Math.min(RECONNECT_MAX_MS, RECONNECT_BASE_MS * 2 ** Math.min(attempt, 10)));
+      if (this.closed) return;
       const server = this.servers[this.nextServer++ % this.servers.length];
       try {
         const socket = await this.handshake(server);
         if (this.closed) socket.destroy();
-        else this.attach(socket, `${server.host}:${server.port}`);
+        else this.attach(socket, serverName(server));
         return;
       } catch (err) {
-        if (!this.options.persistent) {
-          if (round + 1 >= this.servers.length) throw err;
-        } else await new Promise((resolve) => setTimeout(resolve, RECONNECT_WAIT_MS));
+        if (err instanceof NatsFatalError) {
+          if (!reconnecting) throw err;
+          this.options.warning?.(err.message);
+          void this.close();
+          this.options.fatal?.(err);
+          return;
+        }
+        if (!this.options.persistent && attempt + 1 >= this.servers.length) throw err;
       }
     }
   }
 
-  /** Opens a connection: INFO, then CONNECT and a PING whose PONG says the server accepted us (or -ERR says why not). */
-  private handshake({ host, port }: { host: string; port: number }): Promise<net.Socket> {
+  /**
+   * Opens a connection: the server's INFO, a TLS upgrade when either side wants it, then CONNECT
+   * (signing the INFO's nonce) and a PING whose PONG says the server accepted us, or -ERR says why not.
+   */
+  private handshake(server: Server): Promise<net.Socket> {
+    const { host, port } = server;
+    const where = `NATS at ${serverName(server)}`;
     return new Promise((resolve, reject) => {
       // onread: each read straight to the parser, without Node's Readable stream and its 'data' events (about 10% of an
       // edge's CPU at a million streams, perf). The buffer is reused, so every read is copied out: payloads outlive it.
-      const socket = net.connect({
-        host,
-        port,
-        onread: {
-          buffer: readBuffer,
-          callback: (n, buf) => {
-            parser.push(Buffer.from(buf.subarray(0, n)));
-            return true;
-          },
-        },
-      });
-      socket.setNoDelay(true);
+      // A TLS connection reads through 'data' events instead: tls.connect() ignores onread when it wraps a socket.
+      const plain = net.connect({ host, port, onread: { buffer: readBuffer, callback: (n, buf) => this.read(parser, socket, Buffer.from(buf.subarray(0, n))) } });
+      plain.setNoDelay(true);
+      let socket: net.Socket = plain;
       let greeted = false;
       let done = false;
-      const fail = (why: string) => {
+      const fail = (why: string, fatal = false) => {
         if (done) return;
         done = true;
         clearTimeout(timer);
         socket.destroy();
-        reject(new Error(`cannot connect to NATS at ${host}:${port}: ${why}`));
+        plain.destroy();
+        const message = `cannot connect to ${where}: ${why}`;
+        reject(fatal ? new NatsFatalError(message) : new Error(message));
       };
       const timer = setTimeout(() => fail(`no handshake within ${HANDSHAKE_TIMEOUT_MS} ms`), HANDSHAKE_TIMEOUT_MS);
+      const sendConnect = (info: ServerInfo) => {
+        const { user } = this.options;
+        if (info.auth_required && !user) return fail('the server requires credentials (--nats-creds)', true);
+        const auth = user && info.nonce ? { nkey: user.publicKey, sig: user.sign(info.nonce) } : {};
+        const connect = { verbose: false, pedantic: false, tls_required: socket !== plain, name: this.options.name, lang: 'c1m', version: '1', protocol: 1, headers: true, no_responders: true, ...auth };
+        socket.write(`CONNECT ${JSON.stringify(connect)}\r\nPING\r\n`);
+      };
+      const upgrade = (info: ServerInfo) => {
+        // Off the read callback: the TLS socket takes over the plain one's handle.
+        setImmediate(() => {
+          if (done) return;
+          // A server name must not be an IP address (RFC 6066); the certificate is checked against `host` either way.
+          const secure = tls.connect({ socket: plain, host, servername: net.isIP(host) ? undefined : host, ca: this.options.ca });
+          socket = secure;
+          secure.on('data', (data: Buffer) => this.read(parser, secure, data));
+          secure.once('secureConnect', () => sendConnect(info));
+          secure.on('error', (err: NodeJS.ErrnoException) => fail(`TLS: ${err.message}`, !done && CERTIFICATE_ERROR.test(err.code ?? '')));
+          secure.on('close', () => (done ? this.lost(secure) : fail('connection closed')));
+        });
+      };
       const parser = new Parser({
-        message: (sid, subject, reply, data, status) => this.subscriptions.get(sid)?.callback(data, reply, subject, status),
+        message: (sid, subject, reply, data, status) => {
+          const subscription = this.subscriptions.get(sid);
+          if (!subscription) return;
+          // A handler that throws must not throw out of the socket's read callback: that would end the process.
+          try {
+            subscription.callback(data, reply, subject, status);
+          } catch (err) {
+            this.options.warning?.(`a handler of ${subject} threw: ${(err as Error).stack ?? err}`);
+          }
+        },
         info: (info) => {
           if (info.max_payload) this.payloadLimit = info.max_payload;
-          if (greeted) return;
+          if (greeted) return this.update(info, socket);
           greeted = true;
-          const connect = { verbose: false, pedantic: false, name: this.options.name, lang: 'c1m', version: '1', protocol: 1, headers: true, no_responders: true };
-          socket.write(`CONNECT ${JSON.stringify(connect)}\r\nPING\r\n`);
+          this.learn(info, server);
+          const serverTls = info.tls_required || info.tls_available;
+          if (server.tls && !serverTls) return fail('it does not offer TLS, and the URL asks for it (tls://)', true);
+          if (server.tls || info.tls_required) upgrade(info);
+          else sendConnect(info);
         },
         ping: () => socket.write('PONG\r\n'),
         pong: () => {
@@ -334,11 +435,46 @@ export class NatsClient {
           clearTimeout(timer);
           resolve(socket);
         },
-        error: (message) => (done ? this.options.warning?.(`NATS server: ${message}`) : fail(message)),
+        error: (message) => {
+          if (done) return this.options.warning?.(`NATS server: ${message}`);
+          if (/authorization violation|authentication/i.test(message)) return fail(`it refused our credentials (${message}): check --nats-creds`, true);
+          fail(message);
+        },
       });
-      socket.on('error', (err) => fail(err.message));
-      socket.on('close', () => (done ? this.lost(socket) : fail('connection closed')));
+      plain.on('error', (err) => fail(err.message));
+      plain.on('close', () => (done ? this.lost(plain) : fail('connection closed')));
     });
+  }
+
+  /** Feeds the parser; nothing may throw out of a socket's read callback, so a protocol error ends the connection instead. */
+  private read(parser: Parser, socket: net.Socket, data: Buffer): boolean {
+    try {
+      parser.push(data);
+    } catch (err) {
+      this.options.warning?.(`NATS protocol error, reconnecting: ${(err as Error).message}`);
+      socket.destroy();
+    }
+    return true;
+  }
+
+  /** Servers this one's cluster has, from its INFO: reconnections may go to them too. */
+  private learn(info: ServerInfo, via: Server): void {
+    for (const url of info.connect_urls ?? []) {
+      const server = { ...parseServer(url), tls: via.tls };
+      if (!this.servers.some((s) => serverName(s) === serverName(server))) this.servers.push(server);
+    }
+  }
+
+  /** An INFO on an open connection: new cluster members, or lame duck mode. */
+  private update(info: ServerInfo, socket: net.Socket): void {
+    const via = this.servers.find((s) => serverName(s) === this.current);
+    if (via) this.learn(info, via);
+    if (!info.ldm || this.lameDuckTimer) return;
+    this.options.warning?.(`NATS at ${this.current} is in lame duck mode (shutting down): moving to another server`);
+    this.lameDuckTimer = setTimeout(() => {
+      this.lameDuckTimer = undefined;
+      if (socket === this.socket) socket.destroy();
+    }, Math.random() * LAME_DUCK_JITTER_MS);
   }
 
   /** The handshake is done: subscriptions first, then what waited, then liveness checks. */
@@ -369,11 +505,15 @@ export class NatsClient {
     if (socket !== this.socket) return;
     this.socket = undefined;
     clearInterval(this.pingTimer);
+    clearTimeout(this.lameDuckTimer);
+    this.lameDuckTimer = undefined;
     if (this.closed) return;
     this.options.warning?.(`lost the connection to NATS at ${this.current}`);
-    if (this.options.persistent) void this.establish();
+    if (this.options.persistent) void this.establish(true);
     else void this.close();
   }
 }
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const subLine = (sid: number, subject: string, queue?: string) => Buffer.from(queue ? `SUB ${subject} ${queue} ${sid}\r\n` : `SUB ${subject} ${sid}\r\n`);

@@ -18,6 +18,9 @@ import { NatsBus } from './nats-bus.js';
 
 export interface RouterProcessOptions extends Pick<StoreOptions, 'cacheMiB' | 'mmapMiB' | 'warmCache'> {
   nats: string;
+  /** The router's bus credentials file and the CA file for a TLS bus (see NatsBusOptions). */
+  creds?: string;
+  ca?: string;
   db: string;
   apiHost?: string;
   apiPort?: number;
@@ -47,7 +50,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
   });
   const started = Date.now();
   let directory: Directory | undefined;
-  const bus = await NatsBus.connect(options.nats, `c1m-router-${process.pid}`, {
+  const bus = await NatsBus.connect(options.nats, { name: `c1m-router-${process.pid}`, creds: options.creds, ca: options.ca }, {
     // Presence may have been lost while NATS was away: rebuild the directory.
     reconnected: () => {
       log.warn('reconnected to NATS; resyncing the directory');

@@ -1,8 +1,11 @@
 /** `c1m cluster`: what to start, in which order, with which arguments. */
-import { availableParallelism } from 'node:os';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { streamCapacity } from '../server/limits.js';
 import { busWindowMs } from './messages.js';
+import { checkBusSecurity, credsFile, makeTlsFiles, writeNatsConfig, type BusRole } from './nats-auth.js';
 import { cliCommand, ensureMigrateReq, freePort, freePorts, Supervisor } from './supervisor.js';
 
 export interface ClusterOptions {
@@ -14,6 +17,14 @@ export interface ClusterOptions {
   nats?: string;
   natsHost: string;
   natsPort: number;
+  /** The nats-server started here speaks TLS, with a certificate authority made in the state directory. */
+  natsTls?: boolean;
+  /** Where the started nats-server's configuration and the credentials go (default: a temporary directory). */
+  stateDir?: string;
+  /** With `nats`: the children's credentials, a file or a directory written by `c1m nats-config`. */
+  natsCreds?: string;
+  natsCa?: string;
+  busInsecure?: boolean;
   host: string;
   port: number;
   /** Edge i listens on port + i (HAProxy addresses each edge) instead of all sharing port (SO_REUSEPORT). */
@@ -81,6 +92,17 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
   const perEdge = o.maxConnections ?? streamCapacity();
   const edges = o.edges ?? (o.connections ? edgesFor(o.connections, perEdge) : availableParallelism());
   if (o.portPerEdge) checkPortsPerEdge(o.port, o.agentPort, edges);
+  if (o.nats) {
+    try {
+      checkBusSecurity(o.nats, o.natsCreds, o.busInsecure);
+    } catch (err) {
+      throw new ClusterOptionError((err as Error).message);
+    }
+  }
+  const ids = Array.from({ length: edges }, (_, i) => `${o.edgeIdPrefix}${i}`);
+  // The bus's secrets: written only when this command starts nats-server; a temporary directory goes at exit.
+  const stateDir = o.nats ? undefined : (o.stateDir ?? mkdtempSync(join(tmpdir(), 'c1m-cluster-')));
+  const removeState = () => !o.stateDir && stateDir && rmSync(stateDir, { recursive: true, force: true });
   const supervisor = new Supervisor();
   let stopping = false;
   const stop = async (signal: string) => {
@@ -88,6 +110,7 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
     stopping = true;
     log.info({ signal }, 'stopping the cluster');
     await supervisor.stop();
+    removeState();
     log.info('cluster stopped');
     process.exit(0);
   };
@@ -103,19 +126,30 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
     let edgePorts = Array<number>(edges).fill(port);
     if (o.portPerEdge) edgePorts = port ? edgePorts.map((p, i) => p + i) : await freePorts(probeHost, edges);
     let nats = o.nats;
+    // Each child's bus options: its credentials file, and the CA for a TLS bus.
+    let busArgs = (role: BusRole, edge?: string): string[] => {
+      const creds = o.natsCreds && statSync(o.natsCreds).isDirectory() ? credsFile(o.natsCreds, role, edge) : o.natsCreds;
+      return [...(creds ? ['--nats-creds', creds] : []), ...(o.natsCa ? ['--nats-ca', o.natsCa] : []), ...(o.busInsecure ? ['--bus-insecure'] : [])];
+    };
     if (!nats) {
       const natsPort = o.natsPort || (await freePort(o.natsHost));
+      const dir = stateDir!;
+      const tls = o.natsTls ? makeTlsFiles(dir, [o.natsHost, '127.0.0.1', 'localhost'].filter((h) => h !== '0.0.0.0')) : undefined;
+      // --bus-insecure: a nats-server without users, as before the bus had any (to measure what they cost).
+      const insecure = o.busInsecure && !tls;
+      const config = insecure ? undefined : writeNatsConfig(dir, { listen: `${o.natsHost}:${natsPort}`, edges: ids, tls });
+      busArgs = (role, edge) => (insecure ? ['--bus-insecure'] : ['--nats-creds', credsFile(dir, role, edge), ...(tls ? ['--nats-ca', tls.ca] : [])]);
       await supervisor.start({
         name: 'nats',
         role: 'nats',
         nice: NATS_NICE,
         command: 'nats-server',
-        args: ['-a', o.natsHost, '-p', String(natsPort)],
+        args: config ? ['-c', config] : ['-a', o.natsHost, '-p', String(natsPort)],
         readyWhen: (line) => line.includes('Server is ready'),
       }).catch((err: Error) => {
         throw new Error(`${err.message}: install nats-server (Debian: apt-get install nats-server), or give --nats URL`);
       });
-      nats = `nats://${o.natsHost}:${natsPort}`;
+      nats = `${tls ? 'tls' : 'nats'}://${o.natsHost}:${natsPort}`;
     }
     const common = ['--nats', nats, '--log-level', o.logLevel];
     // Secrets reach the children through the environment they inherit, not a command line that `ps` shows.
@@ -124,7 +158,7 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
     let apiPort: number | undefined;
     if (o.router) {
       apiPort = o.apiPort || (await freePort(o.apiHost));
-      const routerArgs = ['router', ...common, '--db', o.db, '--api-host', o.apiHost, '--api-port', String(apiPort), '--max-user-id', String(o.maxUserId)];
+      const routerArgs = ['router', ...common, ...busArgs('router'), '--db', o.db, '--api-host', o.apiHost, '--api-port', String(apiPort), '--max-user-id', String(o.maxUserId)];
       if (o.batchMs !== undefined) routerArgs.push('--batch-ms', String(o.batchMs));
       routerArgs.push('--edge-timeout', String(o.edgeTimeout), '--max-backlog', String(o.maxBacklog));
       routerArgs.push('--max-body', String(o.maxBody), '--max-message', String(o.maxMessage));
@@ -137,9 +171,8 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
       );
     }
     const started = await Promise.all(
-      Array.from({ length: edges }, (_, i) => {
-        const id = `${o.edgeIdPrefix}${i}`;
-        const args = ['edge', ...common, '--id', id, '--host', o.host, '--port', String(edgePorts[i]), '--max-user-id', String(o.maxUserId)];
+      ids.map((id, i) => {
+        const args = ['edge', ...common, ...busArgs('edge', id), '--id', id, '--host', o.host, '--port', String(edgePorts[i]), '--max-user-id', String(o.maxUserId)];
         args.push('--max-backlog', String(o.maxBacklog), '--max-streams-per-user', String(o.maxStreamsPerUser), '--drain-rate', String(o.drainRate));
         args.push('--heartbeat', String(o.heartbeat), '--content-type', o.contentType, '--presence-ms', String(o.presenceMs ?? busWindowMs(edges)));
         if (o.maxConnections) args.push('--max-connections', String(o.maxConnections));
@@ -152,6 +185,7 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
         port: edgePorts[0],
         apiPort,
         nats,
+        natsDir: stateDir,
         edges: started.map((e) => ({ id: e.id, pid: e.pid, ...(o.portPerEdge && { port: e.port }), agentPort: e.agentPort, capacity: e.capacity })),
         pids: supervisor.pids(),
       },
@@ -160,6 +194,7 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
   } catch (err) {
     log.error({ err: (err as Error).message }, 'cluster failed to start');
     await supervisor.stop();
+    removeState();
     process.exit(1);
   }
 }

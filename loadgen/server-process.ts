@@ -148,6 +148,8 @@ export interface ClusterProcess {
   port: number;
   apiPort: number;
   nats: string;
+  /** The started nats-server's configuration and every role's credentials (c1m nats-config's layout). */
+  natsDir: string;
   edges: { id: string; pid: number; agentPort?: number; capacity: number }[];
   pids: Record<string, number>;
   output(): string;

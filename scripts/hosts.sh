@@ -18,6 +18,11 @@
 #   scripts/hosts.sh addr HOST      print HOST's address (balancer, brain, edge1, edge2)
 #
 # Every command that changes something is printed first, prefixed with '+'.
+#
+# The bus between these hosts crosses the bridge, so it runs authenticated and over TLS (README,
+# "NATS across hosts"): `c1m nats-config --dir DIR --listen 10.201.0.10:4222 --edges ... --tls-self-signed 10.201.0.10`
+# on the brain host, `nats-server -c DIR/nats.conf`, and each process given its own DIR/*.creds and DIR/ca.pem.
+# An edge or router pointed at 10.201.0.10 without credentials refuses to start.
 set -euo pipefail
 
 SUBNET=10.201.0

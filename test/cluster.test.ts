@@ -7,8 +7,9 @@ import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { NatsBus } from '../cluster/nats-bus.js';
 import { busWindowMs, SUBJECTS } from '../cluster/messages.js';
+import { credsFile } from '../cluster/nats-auth.js';
 import { spawnC1m } from '../cluster/supervisor.js';
-import { isAlive, spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
+import { childrenOf, commOf, isAlive, spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
 import { api, runCli, StreamClient, stopChild, tempDir } from './helpers.js';
 
 /** A browser-like client that opens its stream again whenever it ends, and keeps every line it ever received. */
@@ -75,6 +76,22 @@ async function expectOnly(c: ClusterProcess, clients: ReconnectingClient[], from
   await eventually(() => expect(others.filter((cl) => !cl.received.includes(sentinel)).map((cl) => cl.user)).toEqual([]));
   await eventually(() => expect(clients.filter((cl) => expected.includes(cl.user) && !cl.received.includes(text)).map((cl) => cl.user)).toEqual([]));
   for (const cl of others) expect(cl.received, `user ${cl.user} must not receive ${text}`).not.toContain(text);
+}
+
+/**
+ * The bus options of an edge started by hand on a running cluster: its user is added with c1m
+ * nats-config (the others keep theirs) and nats-server reloads its configuration, as an operator would.
+ */
+async function edgeUser(c: ClusterProcess, id: string): Promise<string[]> {
+  const written = await runCli(['nats-config', '--dir', c.natsDir, '--edges', id]);
+  expect(written.code, written.stderr).toBe(0);
+  // The nats-server running now: the supervisor may have restarted it since the cluster was ready.
+  const nats = childrenOf(c.child.pid!).find((pid) => commOf(pid) === 'nats-server')!;
+  const reloads = () => c.output().split('Reloaded server configuration').length;
+  const before = reloads();
+  process.kill(nats, 'SIGHUP');
+  await eventually(() => expect(reloads()).toBeGreaterThan(before));
+  return ['--nats', c.nats, '--nats-creds', credsFile(c.natsDir, 'edge', id)];
 }
 
 describe('c1m cluster: 3 edges, a router, nats-server', () => {
@@ -180,7 +197,8 @@ describe('c1m cluster: 3 edges, a router, nats-server', () => {
   test('drain an edge: its clients reconnect to the others; undrain puts it back', async () => {
     const before = await stats(cluster);
     const target = before.edges.find((e) => e.streams > 0)!;
-    const drained = await runCli(['admin', 'drain', target.id, '--nats', cluster.nats]);
+    const admin = ['--nats', cluster.nats, '--nats-creds', credsFile(cluster.natsDir, 'admin')];
+    const drained = await runCli(['admin', 'drain', target.id, ...admin]);
     expect(drained.code, drained.stderr).toBe(0);
     expect(JSON.parse(drained.stdout)).toMatchObject({ edge: target.id, state: 'draining' });
     await eventually(async () => {
@@ -190,15 +208,15 @@ describe('c1m cluster: 3 edges, a router, nats-server', () => {
     }, 15_000);
     expect(clients.every((cl) => cl.welcomed)).toBe(true);
     await expectOnly(cluster, clients, 2, 'after drain', [1, 2, 3]);
-    const undrained = await runCli(['admin', 'undrain', target.id, '--nats', cluster.nats]);
+    const undrained = await runCli(['admin', 'undrain', target.id, ...admin]);
     expect(JSON.parse(undrained.stdout)).toMatchObject({ edge: target.id, state: 'up' });
-    const unknown = await runCli(['admin', 'drain', 'no-such-edge', '--nats', cluster.nats]);
+    const unknown = await runCli(['admin', 'drain', 'no-such-edge', ...admin]);
     expect(unknown.code).not.toBe(0);
     expect(unknown.stderr).toContain('did not answer');
   });
 
   test('an edge that dies for good (no supervisor) is dropped with its users within 5 s', async () => {
-    const lone = spawnC1m(['edge', '--nats', cluster.nats, '--id', 'lone', '--host', '127.0.0.1', '--port', '0']);
+    const lone = spawnC1m(['edge', ...(await edgeUser(cluster, 'lone')), '--id', 'lone', '--host', '127.0.0.1', '--port', '0']);
     const port = await new Promise<number>((resolve) => {
       createInterface({ input: lone.stdout }).on('line', (line) => line.includes('c1m edge listening') && resolve(JSON.parse(line).port));
     });
@@ -218,7 +236,7 @@ describe('c1m cluster: 3 edges, a router, nats-server', () => {
   });
 
   test('SIGTERM to one edge drains it: its streams end cleanly, the routers forget it, it exits', async () => {
-    const lone = spawnC1m(['edge', '--nats', cluster.nats, '--id', 'leaving', '--host', '127.0.0.1', '--port', '0', '--drain-rate', '100']);
+    const lone = spawnC1m(['edge', ...(await edgeUser(cluster, 'leaving')), '--id', 'leaving', '--host', '127.0.0.1', '--port', '0', '--drain-rate', '100']);
     const port = await new Promise<number>((resolve) => {
       createInterface({ input: lone.stdout }).on('line', (line) => line.includes('c1m edge listening') && resolve(JSON.parse(line).port));
     });
@@ -248,7 +266,8 @@ describe('c1m cluster: 3 edges, a router, nats-server', () => {
 describe('c1m cluster: batch windows', () => {
   test("the router's batch window grows with the number of live edges and shrinks when they go", async () => {
     const cluster = await spawnCluster(['--edges', '1', '--db', `${tempDir()}/c1m.db`]);
-    const bus = await NatsBus.connect(cluster.nats, 'test-fake-edges', {}, false);
+    // Fake edges speak with a real edge's credentials: edges may publish presence and statuses.
+    const bus = await NatsBus.connect(cluster.nats, { name: 'test-fake-edges', persistent: false, creds: credsFile(cluster.natsDir, 'edge', cluster.edges[0].id) });
     const fakes = Array.from({ length: 20 }, (_, i) => `fake${i}`);
     const stats0 = { pid: 0, state: 'up' as const, streams: 0, capacity: 100, chunks: 0, bytes: 0, slowConsumerCloses: 0, authFailures: 0, rss: 0 };
     const heartbeat = () => fakes.forEach((edge) => bus.publish(SUBJECTS.presence, { t: 'status', edge, boot: 'b', seq: 0, stats: stats0, latency: { counts: [], sum: 0 } }));
@@ -296,7 +315,7 @@ describe('c1m cluster: two routers', () => {
     const dir = tempDir();
     const cluster = await spawnCluster(['--edges', '2', '--routers', '2', '--db', `${dir}/c1m.db`]);
     const clients: ReconnectingClient[] = [];
-    const bus = await NatsBus.connect(cluster.nats, 'test-backend', {}, false);
+    const bus = await NatsBus.connect(cluster.nats, { name: 'test-backend', persistent: false, creds: credsFile(cluster.natsDir, 'backend') });
     try {
       expect((await api(cluster.apiPort, 'POST', '/subscriptions', JSON.stringify([[2, 1], [3, 1]]))).status).toBe(200);
       for (let user = 1; user <= 6; user++) clients.push(new ReconnectingClient(cluster.port, user));

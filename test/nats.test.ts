@@ -272,3 +272,26 @@ describe('NatsClient liveness', () => {
     }
   });
 });
+
+describe('NatsClient reconnection', () => {
+  test('after a restart of the server, clients come back spread over time (jitter), not in the same millisecond', async () => {
+    const port = await freePort(HOST);
+    let server = await startServer(port);
+    const times: number[] = [];
+    const clients = await Promise.all(
+      Array.from({ length: 10 }, () => NatsClient.connect([`nats://${HOST}:${port}`], { name: 'test', persistent: true, warning: () => undefined, reconnected: () => times.push(performance.now()) })),
+    );
+    try {
+      await stopServer(server);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      server = await startServer(port);
+      await eventually(() => expect(times).toHaveLength(10), 10_000);
+      times.sort((a, b) => a - b);
+      // Full jitter: waits drawn from 0 up to a bound that has grown past 100 ms by now.
+      expect(times[9] - times[0]).toBeGreaterThan(20);
+    } finally {
+      for (const client of clients) await client.close();
+      await stopServer(server);
+    }
+  });
+});

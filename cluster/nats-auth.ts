@@ -1,0 +1,170 @@
+/**
+ * Who may do what on the bus, enforced by nats-server rather than trusted to
+ * the code: one NKey user per role (./nkeys.ts), each with subject
+ * permissions (publish/subscribe allow lists). `writeNatsConfig` writes the
+ * server's configuration and every role's credentials file into one
+ * directory; processes read theirs with `--nats-creds FILE`.
+ *
+ *   edge <id>  publishes c1m.presence and replies (snapshots, drain answers); hears c1m.edge.<id>, c1m.admin.<id>, c1m.sync
+ *   router     publishes c1m.edge.* (deliver, sync), c1m.sync and replies (sent); hears c1m.presence, c1m.send, its inbox
+ *   backend    publishes c1m.send; hears its inbox
+ *   admin      publishes c1m.admin.* (drain, undrain); hears its inbox
+ *
+ * Replies go through nats-server's allow_responses: a process may answer the
+ * requests it received, and only those.
+ */
+import { spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { join } from 'node:path';
+import { newNKeyUser, nkeyUser, type NKeyUser } from './nkeys.js';
+
+export type BusRole = 'router' | 'backend' | 'admin' | 'edge';
+
+interface Permissions {
+  publish: { allow: string[] };
+  subscribe: { allow: string[] };
+  allow_responses?: { max: number };
+}
+
+/** Replies one request may get from a process: an edge's snapshot comes in parts. */
+const MAX_RESPONSES = 1000;
+const INBOXES = '_INBOX.>';
+
+export function permissions(role: BusRole, edge?: string): Permissions {
+  switch (role) {
+    case 'edge':
+      return {
+        publish: { allow: ['c1m.presence'] },
+        subscribe: { allow: [`c1m.edge.${edge}`, `c1m.admin.${edge}`, 'c1m.sync'] },
+        allow_responses: { max: MAX_RESPONSES },
+      };
+    case 'router':
+      return { publish: { allow: ['c1m.edge.*', 'c1m.sync'] }, subscribe: { allow: ['c1m.presence', 'c1m.send', INBOXES] }, allow_responses: { max: 1 } };
+    case 'backend':
+      return { publish: { allow: ['c1m.send'] }, subscribe: { allow: [INBOXES] } };
+    case 'admin':
+      return { publish: { allow: ['c1m.admin.*'] }, subscribe: { allow: [INBOXES] } };
+  }
+}
+
+/** The credentials file of a role in a directory written by writeNatsConfig. */
+export const credsFile = (dir: string, role: BusRole, edge?: string): string => join(dir, role === 'edge' ? `edge-${edge}.creds` : `${role}.creds`);
+
+export interface NatsConfigOptions {
+  /** host:port nats-server listens on (default: as the directory's config had it, else 127.0.0.1:4222). */
+  listen?: string;
+  /** Edge ids to make users for; edges already in the directory keep theirs. */
+  edges: string[];
+  /** TLS: the server's certificate and key (PEM files); default: as the directory's config had it. */
+  tls?: { cert: string; key: string };
+}
+
+interface WrittenConfig {
+  listen?: string;
+  tls?: { cert_file: string; key_file: string };
+}
+
+/** The config writeNatsConfig wrote before in `file`: JSON after one comment line. */
+function previousConfig(file: string): WrittenConfig {
+  if (!existsSync(file)) return {};
+  return JSON.parse(readFileSync(file, 'utf8').replace(/^#.*\n/, '')) as WrittenConfig;
+}
+
+/** Writes (0600) a file only its owner may read, whatever mode it had. */
+function writePrivate(file: string, text: string): void {
+  writeFileSync(file, text, { mode: 0o600 });
+  chmodSync(file, 0o600);
+}
+
+/** A role's user from its file in `dir`, made (and written) if it has none yet: rewriting the config keeps every secret. */
+function userIn(dir: string, role: BusRole, edge?: string): NKeyUser {
+  const file = credsFile(dir, role, edge);
+  if (existsSync(file)) return readCreds(file);
+  const user = newNKeyUser();
+  writePrivate(file, `# c1m bus credentials: ${role}${edge ? ` ${edge}` : ''} (a NATS NKey user seed; keep it private)\n${user.seed}\n`);
+  return user;
+}
+
+/**
+ * Writes `dir/nats.conf` (for `nats-server -c`) and a credentials file per role and edge. Returns
+ * the config's path. Written again with more edges, it keeps every user it had, its address and
+ * its TLS: add an edge, then have nats-server reload (`nats-server --signal reload=<pid>` or SIGHUP).
+ */
+export function writeNatsConfig(dir: string, o: NatsConfigOptions): string {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const file = join(dir, 'nats.conf');
+  // Adding an edge must not silently turn TLS off or move the server.
+  const before = previousConfig(file);
+  const tls = o.tls ?? (before.tls && { cert: before.tls.cert_file, key: before.tls.key_file });
+  const known = readdirSync(dir).flatMap((f) => /^edge-(.+)\.creds$/.exec(f)?.[1] ?? []);
+  const edges = [...new Set([...known, ...o.edges])].sort();
+  const users = [
+    ...(['router', 'backend', 'admin'] as const).map((role) => ({ nkey: userIn(dir, role).publicKey, permissions: permissions(role) })),
+    ...edges.map((edge) => ({ nkey: userIn(dir, 'edge', edge).publicKey, permissions: permissions('edge', edge) })),
+  ];
+  const config = {
+    listen: o.listen ?? before.listen ?? '127.0.0.1:4222',
+    authorization: { users },
+    ...(tls && { tls: { cert_file: tls.cert, key_file: tls.key, timeout: 2 } }),
+  };
+  // nats-server reads JSON as its configuration format. Public keys only: the config holds no secret, but its permissions matter.
+  writePrivate(file, `# written by c1m (cluster/nats-auth.ts): users of the c1m bus by public NKey, with their subject permissions\n${JSON.stringify(config, null, 2)}\n`);
+  return file;
+}
+
+/** The user in a credentials file (an NKey seed); refused when others may read the file, as ssh refuses a private key. */
+export function readCreds(file: string): NKeyUser {
+  const mode = statSync(file).mode & 0o777;
+  if (mode & 0o077) throw new Error(`credentials file ${file} may be read by others (mode ${mode.toString(8)}): chmod 600 ${file}`);
+  const seed = /\bSU[A-Z2-7]{56}\b/.exec(readFileSync(file, 'utf8'))?.[0];
+  if (!seed) throw new Error(`credentials file ${file} holds no NKey user seed (SU…)`);
+  return nkeyUser(seed);
+}
+
+/**
+ * A self-made certificate authority and a server certificate for `hosts` (IP addresses or names),
+ * with Debian's openssl, in `dir`: ca.pem for clients (--nats-ca), server-cert.pem and server-key.pem
+ * for nats-server. The CA's key is deleted once it has signed: nothing else can be signed with it.
+ */
+export function makeTlsFiles(dir: string, hosts: string[]): { ca: string; cert: string; key: string } {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const files = { ca: join(dir, 'ca.pem'), cert: join(dir, 'server-cert.pem'), key: join(dir, 'server-key.pem') };
+  const caKey = join(dir, 'ca-key.pem');
+  const csr = join(dir, 'server.csr');
+  const ext = join(dir, 'server.ext');
+  const names = [...new Set(hosts)].map((h) => (net.isIP(h) ? `IP:${h}` : `DNS:${h}`)).join(',');
+  writeFileSync(ext, `subjectAltName=${names}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n`);
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  const steps = [
+    ['req', '-x509', ...ec, '-keyout', caKey, '-out', files.ca, '-days', '3650', '-subj', '/CN=c1m bus CA'],
+    ['req', ...ec, '-keyout', files.key, '-out', csr, '-subj', '/CN=c1m nats-server'],
+    ['x509', '-req', '-in', csr, '-CA', files.ca, '-CAkey', caKey, '-CAcreateserial', '-out', files.cert, '-days', '825', '-extfile', ext],
+  ];
+  try {
+    for (const args of steps) {
+      const run = spawnSync('openssl', args, { encoding: 'utf8' });
+      if (run.status !== 0) throw new Error(`openssl ${args[0]}: ${run.error?.message ?? run.stderr.trim()}`);
+    }
+    chmodSync(files.key, 0o600);
+  } finally {
+    for (const f of [caKey, csr, ext, join(dir, 'ca.srl')]) rmSync(f, { force: true });
+  }
+  return files;
+}
+
+const isLoopback = (host: string) => host === 'localhost' || host === '::1' || host === '[::1]' || /^127\./.test(host);
+
+/**
+ * Refuses the unsafe default: a bus on a non-loopback address without credentials lets anyone
+ * who reaches it deliver to every stream, drain every edge and send.
+ */
+export function checkBusSecurity(servers: string, creds: string | undefined, insecure: boolean | undefined): void {
+  if (creds || insecure) return;
+  const exposed = servers.split(',').filter((s) => !isLoopback(new URL(s.includes('://') ? s : `nats://${s}`).hostname));
+  if (exposed.length)
+    throw new Error(
+      `NATS at ${exposed.join(', ')} is not on loopback and no --nats-creds is given: anyone who reaches it could deliver to every stream, ` +
+        'drain every edge and send. Give --nats-creds FILE (c1m nats-config writes them), or --bus-insecure to run without.',
+    );
+}

@@ -43,29 +43,47 @@ export async function waitFor(check: () => boolean, what: string, ms = 5000): Pr
   );
 }
 
-/** A browser-like client holding GET /test/<id> open and collecting the lines it receives. */
-export class StreamClient {
-  readonly lines: string[] = [];
+/** An HTTP GET held open, its body read line by line as it arrives. */
+abstract class LineReader {
   status = 0;
   headers: http.IncomingHttpHeaders = {};
   ended = false;
   private buffered = '';
   private readonly req: http.ClientRequest;
 
-  constructor(port: number, path: string) {
+  constructor(port: number, path: string, separator: string | RegExp) {
     this.req = http.get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
       this.status = res.statusCode ?? 0;
       this.headers = res.headers;
       res.setEncoding('utf8');
       res.on('data', (text: string) => {
-        const parts = (this.buffered + text).split('\n');
+        const parts = (this.buffered + text).split(separator);
         this.buffered = parts.pop() ?? '';
-        this.lines.push(...parts);
+        for (const part of parts) this.line(part);
       });
       res.on('end', () => (this.ended = true));
       res.on('error', () => (this.ended = true));
     });
     this.req.on('error', () => (this.ended = true));
+  }
+
+  protected abstract line(line: string): void;
+
+  close(): void {
+    this.req.destroy();
+  }
+}
+
+/** A browser-like client holding GET /test/<id> open and collecting the lines it receives. */
+export class StreamClient extends LineReader {
+  readonly lines: string[] = [];
+
+  constructor(port: number, path: string) {
+    super(port, path, '\n');
+  }
+
+  protected line(line: string): void {
+    this.lines.push(line);
   }
 
   static async open(port: number, id: number | string): Promise<StreamClient> {
@@ -78,45 +96,25 @@ export class StreamClient {
   get messages(): string[] {
     return this.lines.slice(1);
   }
-
-  close(): void {
-    this.req.destroy();
-  }
 }
 
 /** An EventSource-like client of GET /sse/<id>: parses the event stream as the browser does (fields, data lines, comments). */
-export class SseClient {
+export class SseClient extends LineReader {
   /** Every event, the welcome first: its type, its data lines joined with '\n', and its id field if it had one. */
   readonly events: { event: string; data: string; id?: string }[] = [];
   /** Comment lines (heartbeats) seen. */
   comments = 0;
   retry?: number;
-  status = 0;
-  headers: http.IncomingHttpHeaders = {};
+  /** The body of a refusal (not 200). */
   body = '';
-  ended = false;
-  private buffered = '';
   private event: { event: string; data: string[]; id?: string } = { event: 'message', data: [] };
-  private readonly req: http.ClientRequest;
 
   constructor(port: number, path: string) {
-    this.req = http.get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
-      this.status = res.statusCode ?? 0;
-      this.headers = res.headers;
-      res.setEncoding('utf8');
-      res.on('data', (text: string) => {
-        if (this.status !== 200) return void (this.body += text);
-        const lines = (this.buffered + text).split(/\r\n|\r|\n/);
-        this.buffered = lines.pop() ?? '';
-        for (const line of lines) this.line(line);
-      });
-      res.on('end', () => (this.ended = true));
-      res.on('error', () => (this.ended = true));
-    });
-    this.req.on('error', () => (this.ended = true));
+    super(port, path, /\r\n|\r|\n/);
   }
 
-  private line(line: string): void {
+  protected line(line: string): void {
+    if (this.status !== 200) return void (this.body += `${line}\n`);
     if (line === '') {
       if (this.event.data.length > 0) this.events.push({ event: this.event.event, data: this.event.data.join('\n'), ...(this.event.id !== undefined && { id: this.event.id }) });
       this.event = { event: 'message', data: [] };
@@ -140,10 +138,6 @@ export class SseClient {
 
   get messages(): string[] {
     return this.events.filter((e) => e.event === 'message').map((e) => e.data);
-  }
-
-  close(): void {
-    this.req.destroy();
   }
 }
 

@@ -11,7 +11,7 @@ import { LatencyHistogram } from '../router/latency.js';
 import { Registry } from '../router/registry.js';
 import { cometRoutes } from '../server/comet.js';
 import { DEFAULTS } from '../server/defaults.js';
-import { streamCapacity } from '../server/limits.js';
+import { pausesAt, streamCapacity } from '../server/limits.js';
 import { PublicListener } from '../server/listener.js';
 import { StreamHub, transportStats } from '../server/stream.js';
 import { loadNativeUws } from '../server/uws.js';
@@ -65,10 +65,8 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
   const { bus, logger: log } = options;
   const host = options.host ?? DEFAULTS.host;
   const capacity = options.maxConnections ?? streamCapacity();
-  // Stop listening a little before capacity: sockets accepted just before the pause still fit.
-  const margin = Math.max(1, Math.ceil(capacity * 0.01));
-  const pauseAt = capacity - margin;
-  const resumeAt = Math.max(0, capacity - 3 * margin);
+  const pauseAt = pausesAt(capacity);
+  const resumeAt = Math.max(0, capacity - 3 * (capacity - pauseAt));
   let state: EdgeState = 'up';
   let listener: PublicListener | undefined;
   const setState = (next: EdgeState): void => {

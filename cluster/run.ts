@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { streamCapacity } from '../server/limits.js';
+import { pausesAt, streamCapacity } from '../server/limits.js';
 import { busWindowMs } from './messages.js';
 import { checkBusSecurity, credsFile, makeTlsFiles, writeNatsConfig, type BusRole } from './nats-auth.js';
 import { cliCommand, ensureMigrateReq, freePort, freePorts, Supervisor } from './supervisor.js';
@@ -67,9 +67,9 @@ const ROUTER_NICE = -20;
 const NATS_NICE = -10;
 const EDGE_NICE = 5;
 
-/** Edges needed to hold `connections` streams when each may hold `perEdge`. */
+/** Edges needed to take `connections` streams when each may hold `perEdge`: each stops listening a little before, at pausesAt(perEdge). */
 export function edgesFor(connections: number, perEdge: number): number {
-  return Math.max(1, Math.ceil(connections / perEdge));
+  return Math.max(1, Math.ceil(connections / pausesAt(perEdge)));
 }
 
 /** A usage error: `c1m cluster` prints it as such, before starting anything. */

@@ -25,6 +25,13 @@ export const RESERVED_FDS = 200;
 /** Streams one process may hold: its open-file limit minus the reserve. */
 export const streamCapacity = (): number => Math.max(1, openFileLimit() - RESERVED_FDS);
 
+/**
+ * The streams at which an edge of `capacity` stops listening: a little before
+ * capacity, so that sockets accepted just before the pause still fit. The
+ * edges of one port together take new streams up to the sum of these.
+ */
+export const pausesAt = (capacity: number): number => Math.max(1, capacity - Math.max(1, Math.ceil(capacity * 0.01)));
+
 /** Descriptors FdGuard keeps open on /dev/null, to hand back to the API and the store when the process runs out. */
 export const SPARE_FDS = 64;
 

@@ -6,6 +6,9 @@
  */
 import { mintStreamToken } from './server/auth.js';
 import type { Pair } from './subsmanager/pairs.js';
+import type { Sent } from './server/api.js';
+
+export type { Sent };
 
 export interface C1mClientOptions {
   /** The backend API, e.g. http://127.0.0.1:8001 (a `c1m server` or a router of a cluster). */
@@ -38,12 +41,6 @@ export class C1mRateLimited extends C1mError {}
 export class C1mUnavailable extends C1mError {}
 
 const ERRORS: Record<number, typeof C1mError> = { 401: C1mUnauthorized, 413: C1mTooLarge, 429: C1mRateLimited, 503: C1mUnavailable };
-
-/** The answer to a send: the streams that took it, and the message's id (for streams that resume) where the server keeps a history. */
-export interface Sent {
-  delivered: number;
-  id?: number;
-}
 
 export class C1mClient {
   private readonly url: string;

@@ -2,14 +2,13 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { createRequire } from 'node:module';
 import { pino } from 'pino';
-import { DEFAULTS } from '../server/defaults.js';
 import type { Pair } from '../subsmanager/pairs.js';
 import type { SubscriptionStore } from '../subsmanager/store.js';
 import { clusterCommands } from './cluster.js';
 import { friendsCommand } from './friends.js';
 import { haproxyConfigCommand } from './haproxy.js';
 import { loadgenCommand } from './loadgen.js';
-import { apiOptions, dbOption, integer, logLevelOption, streamOptions } from './options.js';
+import { apiOptions, dbOption, historyOptions, integer, logLevelOption, streamOptions } from './options.js';
 import { runCommand } from './run.js';
 
 /** "subscriber:subscribee" → pair. */
@@ -22,11 +21,9 @@ const pair = (text: string, previous: Pair[] = []): Pair[] => {
 const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
 const program = new Command('c1m').description('A comet push server for a social graph').version(version).showHelpAfterError();
 
-apiOptions(streamOptions(program.command('server')))
+historyOptions(apiOptions(streamOptions(program.command('server'))))
   .description('run the comet server (public streams + backend API) on the embedded SQLite store')
   .addOption(new Option('--mmap-mib <n>', 'SQLite memory-mapped window over the store, MiB (0: off)').default(0).argParser(integer('mmap', 0)))
-  .addOption(new Option('--history-seconds <s>', 'keep every message this long for streams that resume (0: no history, no message ids)').default(DEFAULTS.historySeconds).argParser(integer('history seconds', 0)))
-  .addOption(new Option('--history-per-subject <n>', 'and at most this many per sender').default(DEFAULTS.historyPerSubject).argParser(integer('history per subject', 1)))
   .addOption(logLevelOption())
   .addOption(new Option('--stats-interval <seconds>', 'log the stats every so often (0: never)').default(60).argParser(integer('stats interval', 0)))
   .option('--warm-cache', 'read the subscriptions table into the page cache at start (size --cache-mib to hold it)')

@@ -8,7 +8,7 @@ import { hostname } from 'node:os';
 import { pino, type Logger } from 'pino';
 import { CLUSTER_DEFAULTS } from '../cluster/defaults.js';
 import { BUS_WAKEUPS_PER_SECOND, EDGE_ID, MIN_WINDOW_MS } from '../cluster/messages.js';
-import { apiOptions, integer, logLevelOption, maxBacklogOption, maxUserIdOption, streamOptions } from './options.js';
+import { apiOptions, historyOptions, integer, logLevelOption, maxBacklogOption, maxUserIdOption, streamOptions } from './options.js';
 
 const natsOption = () => new Option('--nats <url>', 'NATS server URL(s), comma-separated; tls://host:port for TLS').env('C1M_NATS').default(CLUSTER_DEFAULTS.nats);
 
@@ -60,7 +60,7 @@ function edgeOptions(command: Command): Command {
 
 /** What a router takes beyond the API options, shared by `c1m router` and `c1m cluster`. */
 function routerOptions(command: Command): Command {
-  return apiOptions(command)
+  return historyOptions(apiOptions(command))
     .addOption(new Option('--batch-ms <ms>', `deliver batches leave at most once per window, at once after a quiet spell (0: every event-loop turn; default: ${MIN_WINDOW_MS} ms, or edges × ${1000 / BUS_WAKEUPS_PER_SECOND} ms when longer)`).argParser(integer('batch ms', 0)))
     .addOption(new Option('--edge-timeout <ms>', 'drop an edge not heard from for this long').default(CLUSTER_DEFAULTS.edgeTimeoutMs).argParser(integer('edge timeout', 500)));
 }
@@ -73,8 +73,8 @@ export function clusterCommands(): Command[] {
     .action(async (opts) => {
       const id: string = opts.id ?? `${defaultPrefix()}${process.pid}`;
       const log = logger(opts.logLevel, { role: 'edge', edge: id });
-      const [{ startEdge }, { NatsBus }] = await Promise.all([import('../cluster/edge.js'), import('../cluster/nats-bus.js')]);
-      const bus = await NatsBus.connect(opts.nats, { name: `c1m-edge-${id}`, ...(await busSettings(opts)) }, {
+      const [{ startEdge }, { NatsBus }, { edgeInbox }] = await Promise.all([import('../cluster/edge.js'), import('../cluster/nats-bus.js'), import('../cluster/nats-auth.js')]);
+      const bus = await NatsBus.connect(opts.nats, { name: `c1m-edge-${id}`, inboxPrefix: edgeInbox(id), ...(await busSettings(opts)) }, {
         // Routers may have dropped this edge during the outage; they ask for a snapshot when they hear it again.
         reconnected: () => log.warn('reconnected to NATS'),
         malformed: (subject, err) => log.warn({ subject, err: err.message }, 'malformed bus message'),

@@ -38,6 +38,13 @@ export function streamOptions(command: Command): Command {
     .addOption(new Option('--stream-secret <secret>', 'require a signed token (c1m token) on every stream: /test/<id>, /sse/<id>, /ws/<id>').env('C1M_STREAM_SECRET'));
 }
 
+/** The message history, where a process keeps one: `c1m server`, `c1m router`, and `c1m cluster`, which passes them to its router. */
+export function historyOptions(command: Command): Command {
+  return command
+    .addOption(new Option('--history-seconds <s>', 'keep every message this long for streams that resume (0: no history, no message ids; a cluster keeps one with one router only)').default(DEFAULTS.historySeconds).argParser(integer('history seconds', 0)))
+    .addOption(new Option('--history-per-subject <n>', 'and at most this many per sender').default(DEFAULTS.historyPerSubject).argParser(integer('history per subject', 1)));
+}
+
 /** The backend API and the store: `c1m server`, `c1m router`, and `c1m cluster`, which passes them to its router. */
 export function apiOptions(command: Command): Command {
   return command

@@ -8,7 +8,8 @@
 import type { Logger } from 'pino';
 import { epochMs, LatencyHistogram, type LatencyBuckets } from '../router/latency.js';
 import { Registry, type Connection } from '../router/registry.js';
-import { Router, type SubscriberSource } from '../router/router.js';
+import { Router, type Chunk, type SubscriberSource } from '../router/router.js';
+import type { History } from '../subsmanager/history.js';
 import type { Bus } from './bus.js';
 import { CLUSTER_DEFAULTS } from './defaults.js';
 import { busWindowMs, MIN_WINDOW_MS, SUBJECTS, type BusMessage, type EdgeStats } from './messages.js';
@@ -23,6 +24,8 @@ export interface DirectoryOptions {
   edgeTimeoutMs?: number;
   /** The largest message a send carries (the API's --max-message): batches are sized to take one more. */
   maxMessage: number;
+  /** Numbers every send and keeps it, for streams that resume (one router per store: see the README). */
+  history?: History;
   logger: Logger;
 }
 
@@ -80,6 +83,8 @@ class EdgeLink {
   private chunks: Uint8Array[] = [];
   private targets: number[][] = [];
   private sentAt: number[] = [];
+  /** Each chunk's message id, where the router keeps a history. */
+  private ids: number[] = [];
   private batchBytes = 0;
 
   constructor(
@@ -116,7 +121,7 @@ class EdgeLink {
   }
 
   /** Adds `user` to the batch; a chunk shared by several users (one send) is carried once. */
-  queue(user: number, chunk: Buffer): void {
+  queue(user: number, chunk: Chunk): void {
     let last = this.chunks.length - 1;
     if (last >= 0 && this.chunks[last] === chunk) {
       this.targets[last].push(user);
@@ -130,6 +135,7 @@ class EdgeLink {
       this.chunks.push(chunk);
       this.targets.push([user]);
       this.sentAt.push(this.owner.sendingAt);
+      if (chunk.id !== undefined) this.ids.push(chunk.id);
       this.batchBytes += chunk.length + CHUNK_BYTES;
     }
     this.batchBytes += ID_BYTES;
@@ -139,10 +145,11 @@ class EdgeLink {
 
   flush(): void {
     if (this.chunks.length === 0) return;
-    this.owner.bus.publish(SUBJECTS.edge(this.id), { t: 'deliver', chunks: this.chunks, targets: this.targets, sentAt: this.sentAt });
+    this.owner.bus.publish(SUBJECTS.edge(this.id), { t: 'deliver', chunks: this.chunks, targets: this.targets, sentAt: this.sentAt, ...(this.ids.length > 0 && { ids: this.ids }) });
     this.chunks = [];
     this.targets = [];
     this.sentAt = [];
+    this.ids = [];
     this.batchBytes = 0;
     this.owner.dirty.delete(this);
   }
@@ -172,7 +179,7 @@ export class Directory {
     subscribers: SubscriberSource,
     private readonly options: DirectoryOptions,
   ) {
-    this.router = new Router(this.registry, subscribers);
+    this.router = new Router(this.registry, subscribers, options.history);
     this.maxChunkBytes = options.maxMessage + 1 + CHUNK_BYTES + ID_BYTES;
     if (this.maxChunkBytes + BATCH_OVERHEAD > bus.maxPayload) {
       throw new Error(`max message (${options.maxMessage} bytes) does not fit in one bus message: the bus (${bus.server}) carries at most ${bus.maxPayload} bytes (nats-server's max_payload)`);
@@ -193,12 +200,41 @@ export class Directory {
           return;
         }
         const delivered = this.send(message.user, message.message);
-        if (replyTo) bus.publish(replyTo, { t: 'sent', delivered });
+        if (!replyTo) return;
+        const history = options.history;
+        if (!history) return bus.publish(replyTo, { t: 'sent', delivered });
+        history.flush(); // kept before the backend hears it was taken, as over HTTP
+        bus.publish(replyTo, { t: 'sent', delivered, id: history.lastId });
       },
       'routers',
     );
+    if (options.history) bus.subscribe(SUBJECTS.replay, this.replay, 'routers');
     this.watchdog = setInterval(this.dropSilentEdges, 500);
   }
+
+  /**
+   * What a resuming stream's user missed. The edge logged the stream in (a
+   * holder that buffers) and flushed its presence before asking, so that login
+   * is in the directory now; the batches waiting go out before the answer, so
+   * every live message the replay also holds reaches the edge before it, and
+   * the edge keeps only those after the replay's last id.
+   */
+  private readonly replay = (message: BusMessage, replyTo: string | undefined): void => {
+    if (message.t !== 'replay' || !replyTo) return;
+    const answer = this.options.history!.replay(message.user, message.after);
+    this.flush();
+    if (answer.lost) return this.bus.publish(replyTo, { t: 'replayed', ids: [], bodies: [], more: false, lost: answer.why });
+    const budget = Math.min(message.budget, this.bus.maxPayload - BATCH_OVERHEAD);
+    const [ids, bodies]: [number[], Uint8Array[]] = [[], []];
+    let bytes = 0;
+    for (const missed of answer.messages) {
+      bytes += missed.body.length + CHUNK_BYTES;
+      if (bytes > budget) break;
+      ids.push(missed.id);
+      bodies.push(missed.body);
+    }
+    this.bus.publish(replyTo, { t: 'replayed', ids, bodies, more: ids.length < answer.messages.length });
+  };
 
   /** Asks every edge for its full state (start, NATS reconnect). */
   syncAll(): void {

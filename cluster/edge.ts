@@ -9,6 +9,7 @@
 import type { Logger } from 'pino';
 import { LatencyHistogram } from '../router/latency.js';
 import { Registry } from '../router/registry.js';
+import type { Chunk } from '../router/router.js';
 import { cometRoutes } from '../server/comet.js';
 import { DEFAULTS } from '../server/defaults.js';
 import { pausesAt, streamCapacity } from '../server/limits.js';
@@ -60,6 +61,9 @@ export interface Edge {
   stop(now?: boolean): Promise<void>;
 }
 
+/** A replay not answered in this long ends its stream; the client comes back and asks again. */
+const REPLAY_TIMEOUT_MS = 2000;
+
 export async function startEdge(options: EdgeOptions): Promise<Edge> {
   const uws = loadNativeUws();
   const { bus, logger: log } = options;
@@ -100,6 +104,15 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
   });
   const hub = new StreamHub(registry, options.maxBacklog ?? DEFAULTS.maxBacklog, options.heartbeatSeconds ?? DEFAULTS.heartbeatSeconds);
   hub.onWritten = latency.observe;
+  // The history is a router's: a resuming stream's replay comes over the bus (see server/resume.ts), asked for once
+  // this edge's pending logins are out, so that the router has the stream's before it reads the replay.
+  hub.replay = async (user, after, budget) => {
+    presence.flush();
+    const reply = await bus.request(SUBJECTS.replay, { t: 'replay', user, after, budget }, REPLAY_TIMEOUT_MS);
+    if (reply.t !== 'replayed') throw new Error(`unexpected answer to a replay: ${reply.t}`);
+    if (reply.lost) return { lost: true, why: reply.lost };
+    return { lost: false, messages: reply.ids.map((id, i) => ({ id, body: reply.bodies[i] })), more: reply.more };
+  };
   const app = cometRoutes(uws.App(), hub, {
     maxUserId: options.maxUserId ?? DEFAULTS.maxUserId,
     maxConnections: capacity,
@@ -108,9 +121,10 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
   });
 
   const deliver = (message: Extract<BusMessage, { t: 'deliver' }>): void => {
-    const { chunks, targets, sentAt } = message;
+    const { chunks, targets, sentAt, ids } = message;
     for (let i = 0; i < chunks.length; i++) {
-      const chunk = chunks[i] as Buffer; // msgpackr decodes binary as Buffer on Node
+      const chunk = chunks[i] as Chunk; // msgpackr decodes binary as Buffer on Node
+      if (ids) chunk.id = ids[i];
       for (const user of targets[i]) registry.deliver(user, chunk);
       hub.noteSend(sentAt[i]);
     }

@@ -57,17 +57,22 @@ export type BusMessage =
   /** One part of an edge's snapshot: every stream's user, as of `seq`. */
   | (FromEdge & { t: 'state'; part: number; last: boolean; users: number[]; stats: EdgeStats })
   /** Messages for this edge: `chunks[i]` goes to every stream of each user in `targets[i]`; `sentAt[i]` is when its send began (epoch ms). */
-  | { t: 'deliver'; chunks: Uint8Array[]; targets: number[][]; sentAt: number[] }
+  | { t: 'deliver'; chunks: Uint8Array[]; targets: number[][]; sentAt: number[]; ids?: number[] }
   /** Stop taking new streams and close the open ones at `rate` per second, so their clients reconnect elsewhere. */
   | { t: 'drain'; rate?: number }
   | { t: 'undrain' }
   /** A backend sends over the bus instead of HTTP. */
   | { t: 'send'; user: number; message: Uint8Array | string }
   /** The answer to a send: how many streams it reached, or why it was refused. */
-  | { t: 'sent'; delivered: number; error?: string };
+  | { t: 'sent'; delivered: number; error?: string; id?: number }
+  /** An edge asks for what a resuming stream's user missed since message `after`, at most `budget` bytes of it. */
+  | { t: 'replay'; user: number; after: number; budget: number }
+  /** The answer: the messages in id order (`more`: the budget cut them short), or why the history cannot tell. */
+  | { t: 'replayed'; ids: number[]; bodies: Uint8Array[]; more: boolean; lost?: 'expired' | 'unknown' };
 
 export const SUBJECTS = {
   presence: 'c1m.presence',
+  replay: 'c1m.replay',
   sync: 'c1m.sync',
   send: 'c1m.send',
   edge: (id: string) => `c1m.edge.${id}`,

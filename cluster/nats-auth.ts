@@ -5,8 +5,8 @@
  * server's configuration and every role's credentials file into one
  * directory; processes read theirs with `--nats-creds FILE`.
  *
- *   edge <id>  publishes c1m.presence and replies (snapshots, drain answers); hears c1m.edge.<id>, c1m.admin.<id>, c1m.sync
- *   router     publishes c1m.edge.* (deliver, sync), c1m.sync and replies (sent); hears c1m.presence, c1m.send, its inbox
+ *   edge <id>  publishes c1m.presence, c1m.replay and replies (snapshots, drain answers); hears c1m.edge.<id>, c1m.admin.<id>, c1m.sync, its own inboxes
+ *   router     publishes c1m.edge.* (deliver, sync), c1m.sync and replies (sent, replayed); hears c1m.presence, c1m.send, c1m.replay, its inbox
  *   backend    publishes c1m.send; hears its inbox
  *   admin      publishes c1m.admin.* (drain, undrain); hears its inbox
  *
@@ -31,16 +31,19 @@ interface Permissions {
 const MAX_RESPONSES = 1000;
 const INBOXES = '_INBOX.>';
 
+/** An edge's inboxes, its own only: the replies to its replay requests. */
+export const edgeInbox = (edge: string): string => `_INBOX_EDGE.${edge}`;
+
 export function permissions(role: BusRole, edge?: string): Permissions {
   switch (role) {
     case 'edge':
       return {
-        publish: { allow: ['c1m.presence'] },
-        subscribe: { allow: [`c1m.edge.${edge}`, `c1m.admin.${edge}`, 'c1m.sync'] },
+        publish: { allow: ['c1m.presence', 'c1m.replay'] },
+        subscribe: { allow: [`c1m.edge.${edge}`, `c1m.admin.${edge}`, 'c1m.sync', `${edgeInbox(edge!)}.>`] },
         allow_responses: { max: MAX_RESPONSES },
       };
     case 'router':
-      return { publish: { allow: ['c1m.edge.*', 'c1m.sync'] }, subscribe: { allow: ['c1m.presence', 'c1m.send', INBOXES] }, allow_responses: { max: 1 } };
+      return { publish: { allow: ['c1m.edge.*', 'c1m.sync'] }, subscribe: { allow: ['c1m.presence', 'c1m.send', 'c1m.replay', INBOXES] }, allow_responses: { max: 1 } };
     case 'backend':
       return { publish: { allow: ['c1m.send'] }, subscribe: { allow: [INBOXES] } };
     case 'admin':

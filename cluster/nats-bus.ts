@@ -16,6 +16,8 @@ export interface NatsBusOptions {
   persistent?: boolean;
   /** A credentials file (an NKey user seed, ./nats-auth.ts). */
   creds?: string;
+  /** The subject prefix of this process's inboxes (see NatsOptions.inboxPrefix). */
+  inboxPrefix?: string;
   /** PEM file of the certificate authorities a TLS server must chain to (default: the system's). */
   ca?: string;
   /**
@@ -41,6 +43,7 @@ export class NatsBus implements Bus {
     const nc = await NatsClient.connect(servers.split(','), {
       name,
       persistent: options.persistent ?? true,
+      inboxPrefix: options.inboxPrefix,
       user: options.creds ? readCreds(options.creds) : undefined,
       ca: options.ca ? readFileSync(options.ca) : undefined,
       reconnected: () => events.reconnected?.(),

@@ -34,6 +34,8 @@ export interface NatsOptions {
   /** Trouble worth a log line: -ERR from the server, a dead connection, publishes dropped during an outage. */
   warning?: (message: string) => void;
   pingIntervalMs?: number;
+  /** The subject prefix of this client's inboxes (default `_INBOX`): an edge's is its own, so that permissions can keep other processes' replies from it. */
+  inboxPrefix?: string;
 }
 
 /** The fields of the server's INFO that the client uses. */
@@ -267,7 +269,7 @@ export class NatsClient {
 
   /** A subject nobody else will pick, for replies to this client. */
   inbox(): string {
-    return `_INBOX.${randomBytes(12).toString('hex')}`;
+    return `${this.options.inboxPrefix ?? '_INBOX'}.${randomBytes(12).toString('hex')}`;
   }
 
   /** The largest payload the server accepts, from its INFO. */

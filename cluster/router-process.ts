@@ -32,6 +32,9 @@ export interface RouterProcessOptions extends Pick<StoreOptions, 'cacheMiB' | 'm
   token?: string;
   apiInsecure?: boolean;
   batchMs?: number;
+  /** Seconds every message is kept for streams that resume (0: none); one router per store when on. */
+  historySeconds?: number;
+  historyPerSubject?: number;
   edgeTimeoutMs?: number;
   logger: Logger;
 }
@@ -48,6 +51,12 @@ export async function startRouterProcess(options: RouterProcessOptions) {
     warmCache: options.warmCache,
     busyTimeoutMs: SERVER_BUSY_TIMEOUT_MS,
   });
+  const historySeconds = options.historySeconds ?? DEFAULTS.historySeconds;
+  const history = historySeconds > 0 ? store.history({ seconds: historySeconds, perSubject: options.historyPerSubject ?? DEFAULTS.historyPerSubject }) : undefined;
+  const closeStore = () => {
+    history?.close();
+    store.close();
+  };
   const started = Date.now();
   let directory: Directory | undefined;
   const bus = await NatsBus.connect(options.nats, { name: `c1m-router-${process.pid}`, creds: options.creds, ca: options.ca }, {
@@ -60,10 +69,10 @@ export async function startRouterProcess(options: RouterProcessOptions) {
     warning: (message) => log.warn(message),
   });
   try {
-    directory = new Directory(bus, store, { batchMs: options.batchMs, edgeTimeoutMs: options.edgeTimeoutMs, maxMessage, logger: log });
+    directory = new Directory(bus, store, { batchMs: options.batchMs, edgeTimeoutMs: options.edgeTimeoutMs, maxMessage, history, logger: log });
   } catch (err) {
     await bus.close();
-    store.close();
+    closeStore();
     throw err;
   }
   const { router, registry } = directory;
@@ -86,6 +95,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       slowConsumerCloses: sum((e) => e.slowConsumerCloses),
       transports: sumTransportStats(edges.map((e) => e.transports)),
       batchWindowMs: directory.batchWindowMs,
+      history: history ? { lastId: history.lastId, resumes: history.resumes, replayed: history.replayed, lost: history.lost } : null,
       uptimeSeconds: Math.round((Date.now() - started) / 1000),
       memory: { rss: memory.rss, heapUsed: memory.heapUsed, external: memory.external },
       edges,
@@ -95,7 +105,14 @@ export async function startRouterProcess(options: RouterProcessOptions) {
     const s = stats();
     return { ...s, streams: s.connections, latency: directory.latency() };
   });
-  const api = apiRoutes(uws.App(), (user, message) => ({ delivered: directory.send(user, message) }), store, stats, {
+  const send = (user: number, message: Uint8Array) => {
+    const delivered = directory.send(user, message);
+    if (!history) return { delivered };
+    // In the file before the backend hears it was taken: an acknowledged send survives a kill -9.
+    history.flush();
+    return { delivered, id: history.lastId };
+  };
+  const api = apiRoutes(uws.App(), send, store, stats, {
     maxUserId: options.maxUserId ?? DEFAULTS.maxUserId,
     maxBody: options.maxBody ?? DEFAULTS.maxBody,
     maxMessage,
@@ -106,8 +123,9 @@ export async function startRouterProcess(options: RouterProcessOptions) {
   try {
     listener = listen(uws, api, apiHost, options.apiPort ?? DEFAULTS.apiPort, 'the backend API');
   } catch (err) {
+    directory.close();
     await bus.close();
-    store.close();
+    closeStore();
     throw err;
   }
   directory.syncAll();
@@ -123,7 +141,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       uws.us_listen_socket_close(listener.socket);
       directory.close();
       await bus.close();
-      store.close();
+      closeStore();
       log.info('c1m router stopped');
     },
   };

@@ -47,6 +47,8 @@ export interface ClusterOptions {
   cacheMib?: number;
   maxBody: number;
   maxMessage: number;
+  historySeconds: number;
+  historyPerSubject: number;
   token?: string;
   apiInsecure?: boolean;
   batchMs?: number;
@@ -92,6 +94,8 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
   const perEdge = o.maxConnections ?? streamCapacity();
   const edges = o.edges ?? (o.connections ? edgesFor(o.connections, perEdge) : availableParallelism());
   if (o.portPerEdge) checkPortsPerEdge(o.port, o.agentPort, edges);
+  // Two routers numbering sends could deliver id 11 before 10 (see the README's history section).
+  if (o.router && o.routers > 1 && o.historySeconds > 0) throw new ClusterOptionError(`a history is kept with one router only: give --history-seconds 0 with --routers ${o.routers}`);
   if (o.nats) {
     try {
       checkBusSecurity(o.nats, o.natsCreds, o.busInsecure);
@@ -162,6 +166,7 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
       if (o.batchMs !== undefined) routerArgs.push('--batch-ms', String(o.batchMs));
       routerArgs.push('--edge-timeout', String(o.edgeTimeout), '--max-backlog', String(o.maxBacklog));
       routerArgs.push('--max-body', String(o.maxBody), '--max-message', String(o.maxMessage));
+      routerArgs.push('--history-seconds', String(o.historySeconds), '--history-per-subject', String(o.historyPerSubject));
       if (o.cacheMib) routerArgs.push('--cache-mib', String(o.cacheMib));
       if (o.apiInsecure) routerArgs.push('--api-insecure');
       await Promise.all(

@@ -37,9 +37,16 @@ type Handler = (res: HttpResponse, req: HttpRequest) => void;
  * the message in uWS's receive memory, valid only until it returns: it copies
  * what it keeps (the router builds its chunk), see readBody.
  */
+/** The answer to a send: the streams it reached, and the message's id (for streams that resume) where the process keeps a history. */
+export interface Sent {
+  delivered: number;
+  id?: number;
+}
+
 export function apiRoutes(
   app: TemplatedApp,
-  send: (user: number, message: Uint8Array) => { delivered: number; id?: number },
+  /** Returns once the message is kept, where the process keeps a history. */
+  send: (user: number, message: Uint8Array) => Sent,
   store: SubscriptionStore,
   stats: () => object,
   options: ApiOptions,

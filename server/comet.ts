@@ -3,7 +3,7 @@ import { parseId, reply } from './http.js';
 import { PAGE } from './page.js';
 import { BROWSER_CLIENT } from './browser-client.js';
 import { SSE_HEADERS, SseStream, sseWelcome } from './sse.js';
-import { endAfterFlush, lastEventId, replayTo } from './resume.js';
+import { lastEventId, resume } from './resume.js';
 import { CometStream, NumberedStream, type StreamHub, type Transport } from './stream.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 import { protocolToken, upgradeWs, wsBehavior, WsStream } from './ws.js';
@@ -63,12 +63,6 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
     return id;
   };
 
-  /** What a resuming stream missed goes before any live message: replayed, then logged in, in one synchronous call. */
-  const resumeAndLogin = (stream: CometStream, id: number, after: number | undefined): void => {
-    if (after !== undefined && !replayTo(stream, id, after, hub.replay, hub.maxBacklog / 2)) return endAfterFlush(hub, stream);
-    hub.registry.login(stream);
-  };
-
   return app
     .get('/test/:id', (res, req) => {
       const id = admit(res, req, 'chunked', req.getQuery('token') ?? '');
@@ -80,7 +74,7 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
       res.writeStatus('200 OK');
       for (const [name, value] of headers) res.writeHeader(name, value);
       res.write(`Welcome, Url: '/test/${id}' Id: ${id}\n`);
-      resumeAndLogin(stream, id, after);
+      resume(hub, stream, after);
     })
     .get('/sse/:id', (res, req) => {
       const id = admit(res, req, 'sse', req.getQuery('token') ?? '');
@@ -92,7 +86,7 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
       res.writeStatus('200 OK');
       for (const [name, value] of SSE_HEADERS) res.writeHeader(name, value);
       res.write(sseWelcome(id));
-      resumeAndLogin(stream, id, after);
+      resume(hub, stream, after);
     })
     .ws(
       '/ws/:id',

@@ -1,21 +1,38 @@
 /**
  * Resuming a stream: a client that saw message `after` and comes back gets
  * every message it missed since, in id order, before any live one, or, when
- * that cannot be known, an explicit "lost" at the start of its stream. The
- * stream opens, replays and logs in within one synchronous call, so no send
- * can come between what the replay read and what the stream then receives
- * live: nothing is lost or doubled at the hand-over.
+ * that cannot be known, an explicit "lost" at the start of its stream.
+ *
+ * In one process the history answers at once: the stream replays and logs in
+ * within one synchronous call, so no send can come between what the replay
+ * read and what the stream then receives live. On an edge the history is a
+ * router's, and the answer comes over the bus: a holder stands in for the
+ * stream in the registry meanwhile, keeping the live messages, and the stream
+ * takes its place once the replay is written, with only the held messages
+ * the replay did not already hold. Either way nothing is lost or doubled.
  */
+import type { Connection, Registry } from '../router/registry.js';
 import { toChunk, type Chunk } from '../router/router.js';
 import type { Replay } from '../subsmanager/history.js';
 
-/** The history's answer to "what did `user` miss since `after`"; absent where the process keeps none (an edge). */
-export type Replayer = (user: number, after: number) => Replay;
+/** A history's answer, with `more` when a byte budget cut the messages short. */
+export type ReplayAnswer = Replay | { lost: false; messages: { id: number; body: Uint8Array }[]; more?: boolean };
+
+/** What `user` missed since `after`, at most about `budget` bytes of it: at once (this process's history), or later (a router's, over the bus). */
+export type Replayer = (user: number, after: number, budget: number) => ReplayAnswer | Promise<ReplayAnswer>;
 
 /** A stream that can be resumed: it takes replayed messages, or is told at its start that its history is lost and why (for its client to refetch its state). */
-export interface Resumable {
-  write(chunk: Chunk): number;
+export interface Resumable extends Connection {
   lost(why: string): void;
+  /** True once the stream has ended (its client went away, or it was closed). */
+  readonly ended: boolean;
+}
+
+export interface ResumeHub {
+  readonly registry: Registry;
+  readonly maxBacklog: number;
+  replay?: Replayer;
+  schedule(stream: { flush(): void; write(chunk: Chunk): number }): void;
 }
 
 /** The last id a client saw, from its request; undefined for a fresh stream. Anything but digits is an id no store gave. */
@@ -25,28 +42,69 @@ export function lastEventId(query: string | undefined, header = ''): number | un
   return /^\d{1,16}$/.test(text) ? Number(text) : -1;
 }
 
+const UNKNOWN: ReplayAnswer = { lost: true, why: 'unknown' };
+
+/** Logs a new stream in; a resuming one (`after` given) first gets what it missed. */
+export function resume(hub: ResumeHub, stream: Resumable, after: number | undefined): void {
+  if (after === undefined) return void hub.registry.login(stream);
+  const budget = hub.maxBacklog / 2;
+  const answer = hub.replay ? hub.replay(stream.user, after, budget) : UNKNOWN;
+  if (!(answer instanceof Promise)) {
+    if (write(stream, answer, budget) === undefined) return endAfterFlush(hub, stream);
+    return void hub.registry.login(stream);
+  }
+  const holder = new Holder(stream.user);
+  hub.registry.login(holder);
+  answer.then(
+    (reply) => handOver(hub, holder, stream, reply, budget),
+    // No router keeps a history (no responders): lost. Any other failure ends the stream, and its client tries again.
+    (err: Error) => handOver(hub, holder, stream, /no responders/.test(err.message) ? UNKNOWN : null, budget),
+  );
+}
+
+/** The replay is here: the stream takes the holder's place, with the held messages the replay did not hold. */
+function handOver(hub: ResumeHub, holder: Holder, stream: Resumable, reply: ReplayAnswer | null, budget: number): void {
+  hub.registry.logout(holder);
+  if (stream.ended) return;
+  const last = reply === null ? undefined : write(stream, reply, budget);
+  if (last === undefined) return endAfterFlush(hub, stream);
+  for (const chunk of holder.held) if (chunk.id === undefined || chunk.id > last) stream.write(chunk);
+  hub.registry.login(stream);
+}
+
 /**
- * Writes what `user` missed to a stream that is not logged in yet. Returns
- * false when the replay did not fit in the stream's backlog: the stream got
- * the oldest part and must end (not log in), so that its client comes back
- * for the rest from the last id it got.
+ * Writes an answer to a stream that is not logged in yet. Returns the last
+ * id it held (0 for none, or a lost history), or undefined when the replay did
+ * not fit the budget: the stream got the oldest part and must end, so that
+ * its client comes back for the rest from the last id it got.
  */
-export function replayTo(stream: Resumable, user: number, after: number, replay: Replayer | undefined, budget: number): boolean {
-  const answer = replay ? replay(user, after) : ({ lost: true, why: 'unknown' } as const);
+function write(stream: Resumable, answer: ReplayAnswer, budget: number): number | undefined {
   if (answer.lost) {
     stream.lost(answer.why);
-    return true;
+    return 0;
   }
-  let bytes = 0;
+  let [bytes, last] = [0, 0];
   for (const message of answer.messages) {
     bytes += message.body.length + 32;
-    if (bytes > budget) return false;
+    if (bytes > budget) return undefined;
     stream.write(toChunk(message.body, message.id));
+    last = message.id;
   }
-  return true;
+  return 'more' in answer && answer.more ? undefined : last;
 }
 
 /** Ends a stream once the hub has flushed what it was given this turn (a replay that did not fit: its client comes back for the rest). */
-export function endAfterFlush(hub: { schedule(stream: { flush(): void; write(chunk: Chunk): number }): void }, stream: { close(): void }): void {
+function endAfterFlush(hub: ResumeHub, stream: { close(): void }): void {
   hub.schedule({ flush: () => stream.close(), write: () => 0 });
+}
+
+/** Stands in for a stream in the registry while its replay is on its way: keeps what the router delivers live. */
+class Holder implements Connection {
+  readonly held: Chunk[] = [];
+  constructor(readonly user: number) {}
+  write(chunk: Chunk): number {
+    this.held.push(chunk);
+    return 1;
+  }
+  close(): void {}
 }

@@ -161,7 +161,10 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
     const at = epochMs();
     const delivered = router.send(user, message);
     hub.noteSend(at);
-    return history ? { delivered, id: history.lastId } : { delivered };
+    if (!history) return { delivered };
+    // In the file before the backend hears it was taken: an acknowledged send survives a kill -9.
+    history.flush();
+    return { delivered, id: history.lastId };
   };
   hub.replay = history ? (user, after) => history.replay(user, after) : undefined;
   const metrics = metricsRegistry(() => ({ ...stats(), streams: registry.connections, latency, edges: [] }));

@@ -264,6 +264,10 @@ export class CometStream implements Connection {
     return this.hub.transports.chunked;
   }
 
+  get ended(): boolean {
+    return this.state === CLOSED;
+  }
+
   /** A resumed stream whose history is lost: a line saying so, first (see NumberedStream). */
   lost(why: string): void {
     this.write(Buffer.from(`lost ${why}\n`));

@@ -8,7 +8,7 @@
 import { isUtf8 } from 'node:buffer';
 import type { Connection } from '../router/registry.js';
 import type { Chunk } from '../router/router.js';
-import { endAfterFlush, replayTo } from './resume.js';
+import { resume } from './resume.js';
 import { framedOnce, type HubStream, type StreamHub } from './stream.js';
 import type { HttpRequest, HttpResponse, us_socket_context_t, WebSocket, WebSocketBehavior } from './uws.js';
 
@@ -86,10 +86,11 @@ export class WsStream implements Connection, HubStream {
     this.ws = ws;
     this.hub.transports.ws.open++;
     ws.cork(() => ws.send(wsWelcome(this.user), false));
-    if (this.after !== undefined && !replayTo(this, this.user, this.after, this.hub.replay, this.hub.maxBacklog / 2)) {
-      return endAfterFlush(this.hub, this);
-    }
-    this.hub.registry.login(this);
+    resume(this.hub, this, this.after);
+  }
+
+  get ended(): boolean {
+    return this.state === CLOSED;
   }
 
   lost(why: string): void {

@@ -208,7 +208,7 @@ export class History {
     return { lost: false, messages };
   }
 
-  /** Writes what waits now (shutdown, tests). */
+  /** Writes what waits now: before a backend is told its send was taken, at shutdown. */
   readonly flush = (): void => {
     this.flushScheduled = false;
     if (this.pending.length === 0) return;

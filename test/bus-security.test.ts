@@ -116,7 +116,7 @@ describe('c1m cluster: the bus refuses what a role may not do', () => {
   });
 
   test('nothing spoofed reached the stream: only the backend send and a sentinel after it; nats-server logged each refusal', async () => {
-    expect((await api(cluster.apiPort, 'POST', '/send/5', 'sentinel')).json).toEqual({ delivered: 1 });
+    expect((await api(cluster.apiPort, 'POST', '/send/5', 'sentinel')).json).toMatchObject({ delivered: 1 });
     await eventually(() => expect(stream.messages).toContain('sentinel'));
     expect(stream.messages).toEqual(['from the backend', 'sentinel']);
     expect(stream.ended).toBe(false);
@@ -230,7 +230,7 @@ describe('TLS', () => {
     const stream = await StreamClient.open(cluster.port, 7);
     try {
       expect(cluster.nats).toMatch(/^tls:\/\/127\.0\.0\.1:\d+$/);
-      await eventually(async () => expect((await api(cluster.apiPort, 'POST', '/send/7', 'over tls')).json).toEqual({ delivered: 1 }));
+      await eventually(async () => expect((await api(cluster.apiPort, 'POST', '/send/7', 'over tls')).json).toMatchObject({ delivered: 1 }));
       await eventually(() => expect(stream.messages).toContain('over tls'));
       const user = readCreds(credsFile(cluster.natsDir, 'backend'));
       const right = await NatsClient.connect([cluster.nats], { name: 'test', persistent: false, user, ca: readFileSync(join(cluster.natsDir, 'ca.pem')) });

@@ -313,7 +313,7 @@ describe('c1m cluster: edges that fill up', () => {
 describe('c1m cluster: two routers', () => {
   test('share the API port and the bus sends; each keeps the full directory; every message arrives once', async () => {
     const dir = tempDir();
-    const cluster = await spawnCluster(['--edges', '2', '--routers', '2', '--db', `${dir}/c1m.db`]);
+    const cluster = await spawnCluster(['--edges', '2', '--routers', '2', '--history-seconds', '0', '--db', `${dir}/c1m.db`]);
     const clients: ReconnectingClient[] = [];
     const bus = await NatsBus.connect(cluster.nats, { name: 'test-backend', persistent: false, creds: credsFile(cluster.natsDir, 'backend') });
     try {
@@ -368,7 +368,7 @@ describe('c1m cluster: secrets', () => {
       const minted = await runCli(['token', '5', '--ttl', '60', '--stream-secret', 'stream-secret']);
       clients.push(await StreamClient.open(cluster.port, `5?token=${minted.stdout.trim()}`));
       expect(clients[1].status).toBe(200);
-      await vi.waitFor(async () => expect((await api(cluster.apiPort, 'POST', '/send/5', 'hello', auth)).json).toEqual({ delivered: 1 }));
+      await vi.waitFor(async () => expect((await api(cluster.apiPort, 'POST', '/send/5', 'hello', auth)).json).toMatchObject({ delivered: 1 }));
       await vi.waitFor(() => expect(clients[1].messages).toContain('hello'));
     } finally {
       for (const cl of clients) cl.close();

@@ -1,0 +1,121 @@
+/**
+ * Resume on the edges of a real `c1m cluster` (nats-server with its users, a
+ * router keeping the history, 3 edges on one port): a stream that comes back
+ * with its last id, on whichever edge the kernel picks, gets what it missed
+ * from the router's history, once each and in order, then the live messages;
+ * also after its edge was killed with kill -9, and after the router was.
+ */
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
+import { api, openStream, runCli, stopChild, tempDir, waitFor, type SseClient, type StreamClient, type Transport, type WsClient } from './helpers.js';
+
+let cluster: ClusterProcess;
+const clients: { close(): void }[] = [];
+
+beforeAll(async () => {
+  cluster = await spawnCluster(['--edges', '3', '--db', `${tempDir()}/c1m.db`]);
+});
+
+afterAll(async () => {
+  clients.splice(0).forEach((c) => c.close());
+  if (cluster) await stopChild(cluster.child);
+});
+
+type Client = StreamClient | SseClient | WsClient;
+/** What a client received after its welcome, as `<id> <message>` or `lost <why>`. */
+function received(client: Client): string[] {
+  if ('events' in client) return client.events.slice(1).map((e) => (e.event === 'lost' ? `lost ${e.data}` : `${e.id} ${e.data}`));
+  if ('frames' in client) return client.frames.slice(1).map((f) => (f.header === 'lost' ? `lost ${f.payload}` : `${f.header.replace('message id=', '')} ${f.payload}`));
+  return client.lines.slice(1);
+}
+const open = async (transport: Transport, id: number, query: string) => {
+  const client = await openStream(transport, cluster.port, id, query);
+  clients.push(client);
+  return client;
+};
+/** A send through the router's API, as a resumed client shows it; retried while the directory learns of a new stream. */
+async function send(user: number, text: string, expectDelivered?: number): Promise<string> {
+  let json: { delivered: number; id: number } | undefined;
+  await vi.waitFor(
+    async () => {
+      json = (await api(cluster.apiPort, 'POST', `/send/${user}`, text)).json;
+      expect(json!.id).toEqual(expect.any(Number));
+      if (expectDelivered !== undefined) expect(json!.delivered, `${text} to user ${user}`).toBe(expectDelivered);
+    },
+    { timeout: 10_000, interval: 50 },
+  );
+  return `${json!.id} ${text}`;
+}
+const stats = async () => (await api(cluster.apiPort, 'GET', '/stats')).json as { edges: { id: string; pid: number; state: string; streams: number }[] };
+
+describe.each(['chunked', 'sse', 'ws'] as const)('resume over %s on a 3-edge cluster', (transport) => {
+  const user = { chunked: 11, sse: 21, ws: 31 }[transport];
+  const ids = transport === 'chunked' ? '?ids=1' : '';
+
+  it('replays what was missed from the router, once each and in order, then live; also after its edge was killed', async () => {
+    const first = await open(transport, user, ids);
+    const seen = await send(user, 'seen', 1); // retried until the directory holds the stream
+    await waitFor(() => received(first).includes(seen), 'the first message');
+    first.close();
+    // Sent after the close: the client never reads them, whether the directory still pointed at its old stream or not.
+    const missed = [await send(user, 'missed one'), await send(user, 'missed two')];
+    const resumed = await open(transport, user, `?lastEventId=${seen.split(' ')[0]}`);
+    const live = await send(user, 'live', 1);
+    await waitFor(() => received(resumed).includes(live), 'the live message');
+    expect(received(resumed)).toEqual([...missed, live]);
+
+    // Kill -9 the edge holding it (the only stream open now; edges report their counts once a second): its client comes back from the last id it saw.
+    let killed: { id: string; pid: number }[] = [];
+    await vi.waitFor(
+      async () => {
+        killed = (await stats()).edges.filter((e) => e.streams > 0);
+        expect(killed.map((e) => e.streams)).toEqual([1]);
+      },
+      { timeout: 10_000, interval: 100 },
+    );
+    process.kill(killed[0].pid, 'SIGKILL');
+    const whileAway = await send(user, 'while its edge was down');
+    await vi.waitFor(
+      async () => {
+        const edges = (await stats()).edges;
+        for (const k of killed) expect(edges.find((e) => e.id === k.id)).toMatchObject({ state: 'up' });
+        for (const k of killed) expect(edges.find((e) => e.id === k.id)!.pid).not.toBe(k.pid);
+      },
+      { timeout: 15_000, interval: 100 },
+    );
+    const back = await open(transport, user, `?lastEventId=${live.split(' ')[0]}`);
+    const after = await send(user, 'after', 1);
+    await waitFor(() => received(back).includes(after), 'the message after');
+    expect(received(back)).toEqual([whileAway, after]);
+    back.close();
+  });
+});
+
+it('a router killed with kill -9 comes back with its history: a client resumes across the restart', async () => {
+  const before = (await api(cluster.apiPort, 'GET', '/stats')).json as { pid: number };
+  const client = await open('sse', 51, '');
+  const seen = await send(51, 'before the restart', 1);
+  await waitFor(() => received(client).includes(seen), 'the first message');
+  const kept = await send(51, 'accepted, then the router died');
+  client.close();
+  process.kill(before.pid, 'SIGKILL');
+  await vi.waitFor(async () => expect(((await api(cluster.apiPort, 'GET', '/stats')).json as { pid: number }).pid).not.toBe(before.pid), { timeout: 15_000, interval: 100 });
+  const afterRestart = await send(51, 'after the restart');
+  const back = await open('sse', 51, `?lastEventId=${seen.split(' ')[0]}`);
+  const live = await send(51, 'live', 1);
+  await waitFor(() => received(back).includes(live), 'the live message');
+  expect(received(back)).toEqual([kept, afterRestart, live]);
+  back.close();
+});
+
+it('tells a client whose id the history never gave that it is lost, through an edge', async () => {
+  const client = await open('sse', 41, '?lastEventId=12');
+  await waitFor(() => received(client).length === 1, 'lost');
+  expect(received(client)).toEqual(['lost expired']);
+});
+
+it('refuses to keep a history with more than one router', async () => {
+  const run = await runCli(['cluster', '--routers', '2', '--db', `${tempDir()}/c1m.db`]);
+  expect(run.code).not.toBe(0);
+  expect(run.stderr).toContain('a history is kept with one router only: give --history-seconds 0 with --routers 2');
+});

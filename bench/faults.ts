@@ -341,18 +341,30 @@ export interface Tally {
   misdelivered: number;
   /** Attempts that ended before their welcome (the connection was closed or reset). */
   failed: number;
+  /** Resumed streams told their history is lost (must stay 0 within the history's window). */
+  lost: number;
 }
 
-/** A browser holding GET /test/<id>; it reconnects 100-200 ms after its stream ends, like a comet page. */
+/**
+ * A browser holding GET /test/<id> with message ids; it reconnects 100-200 ms
+ * after its stream ends, like a comet page, resuming from the last id it saw.
+ * Its ledger counts every probe addressed to it that the router acknowledged
+ * and every one it received, so a fault's missed and doubled messages show.
+ */
 export class Browser {
   open = false;
   /** Seq of the last probe addressed to this user that it received. */
   lastOwn = -1;
+  /** The last message id it saw, to resume from. */
+  private lastId?: string;
+  /** Probes to this user the router acknowledged, and how many times each arrived. */
+  readonly acked = new Set<number>();
+  readonly received = new Map<number, number>();
   /** Longest time without a stream, ms, since `resetGap()`. */
   maxGap = 0;
   /** When the last welcome arrived. */
   welcomedAt = 0;
-  readonly tally: Tally = { ends: 0, refused: 0, misdelivered: 0, failed: 0 };
+  readonly tally: Tally = { ends: 0, refused: 0, misdelivered: 0, failed: 0, lost: 0 };
   private downSince = 0;
   private req?: http.ClientRequest;
   private stopped = false;
@@ -381,7 +393,8 @@ export class Browser {
       if (!this.stopped) setTimeout(() => this.connect(), 100 + Math.random() * 100);
     };
     let buffered = '';
-    this.req = http.get({ host: this.host, port: this.port, path: `/test/${this.id}`, agent: false }, (res) => {
+    const path = `/test/${this.id}${this.lastId === undefined ? '?ids=1' : `?lastEventId=${this.lastId}`}`;
+    this.req = http.get({ host: this.host, port: this.port, path, agent: false }, (res) => {
       answered = true;
       if (res.statusCode !== 200) this.tally.refused++;
       res.setEncoding('utf8');
@@ -403,14 +416,30 @@ export class Browser {
       this.open = true;
       return;
     }
-    const [tag, from, seq, sentAt] = line.split(' ');
+    const [id, tag, from, seq, sentAt] = line.split(' ');
+    if (id === 'lost') return void this.tally.lost++;
+    this.lastId = id;
     if (tag !== 'm') return;
     const sender = Number(from);
     if (sender !== this.id && !subscribersOf.get(sender)?.has(this.id)) this.tally.misdelivered++;
     if (sender === this.id) {
       this.lastOwn = Math.max(this.lastOwn, Number(seq));
+      this.received.set(Number(seq), (this.received.get(Number(seq)) ?? 0) + 1);
       this.onLatency?.(Date.now() - Number(sentAt));
     }
+  }
+
+  /** Acknowledged probes that never arrived, and those that arrived more than once; the ledger starts again. */
+  settle(): { missed: number; duplicated: number } {
+    let [missed, duplicated] = [0, 0];
+    for (const s of this.acked) {
+      const n = this.received.get(s) ?? 0;
+      if (n === 0) missed++;
+      if (n > 1) duplicated++;
+    }
+    this.acked.clear();
+    this.received.clear();
+    return { missed, duplicated };
   }
 
   resetGap(): void {
@@ -447,7 +476,7 @@ async function send(rig: Rig, from: number, s: number): Promise<boolean> {
 /** One send to every browser's user; resolves with the users that did not receive theirs within `waitMs`. */
 async function probe(rig: Rig, browsers: Browser[], waitMs = 250): Promise<Browser[]> {
   const s = ++seq;
-  await pool(browsers, 16, (b) => send(rig, b.id, s).then(() => undefined));
+  await pool(browsers, 16, (b) => send(rig, b.id, s).then((ok) => void (ok && b.acked.add(s))));
   const deadline = Date.now() + waitMs;
   while (Date.now() < deadline && browsers.some((b) => b.lastOwn < s)) await sleep(10);
   return browsers.filter((b) => b.lastOwn < s);
@@ -477,13 +506,13 @@ function lastWelcome(browsers: Browser[]): number {
 }
 
 function sum(browsers: Browser[]): Tally {
-  const t: Tally = { ends: 0, refused: 0, misdelivered: 0, failed: 0 };
+  const t: Tally = { ends: 0, refused: 0, misdelivered: 0, failed: 0, lost: 0 };
   for (const b of browsers) for (const k of Object.keys(t) as (keyof Tally)[]) t[k] += b.tally[k];
   return t;
 }
 
 function delta(after: Tally, before: Tally): Tally {
-  return { ends: after.ends - before.ends, refused: after.refused - before.refused, misdelivered: after.misdelivered - before.misdelivered, failed: after.failed - before.failed };
+  return { ends: after.ends - before.ends, refused: after.refused - before.refused, misdelivered: after.misdelivered - before.misdelivered, failed: after.failed - before.failed, lost: after.lost - before.lost };
 }
 
 export interface FaultResult extends Tally {
@@ -492,6 +521,9 @@ export interface FaultResult extends Tally {
   recoveryMs: number;
   /** Longest time one user was without a stream, ms. */
   maxGapMs: number;
+  /** Probes the router acknowledged during the fault and its recovery that never reached their user, and those that reached it twice. */
+  missed: number;
+  duplicated: number;
   [detail: string]: unknown;
 }
 
@@ -584,10 +616,14 @@ async function runOnHosts(o: RunOptions) {
 
     const results: FaultResult[] = [];
     for (const fault of o.faults) {
-      for (const b of browsers) b.resetGap();
+      for (const b of browsers) {
+        b.resetGap();
+        b.settle(); // the ledger covers this fault and its recovery only
+      }
       const before = sum(browsers);
       const result = await FAULT_RUNS[fault](rig, browsers, extra);
-      const full: FaultResult = { fault, ...delta(sum(browsers), before), maxGapMs: Math.max(...browsers.map((b) => b.maxGap)), ...result };
+      const ledger = browsers.map((b) => b.settle()).reduce((t, l) => ({ missed: t.missed + l.missed, duplicated: t.duplicated + l.duplicated }), { missed: 0, duplicated: 0 });
+      const full: FaultResult = { fault, ...delta(sum(browsers), before), maxGapMs: Math.max(...browsers.map((b) => b.maxGap)), ...ledger, ...result };
       results.push(full);
       log(JSON.stringify(full));
       // Every fault starts from a whole cluster: every edge up, or taking no new streams because it is full.

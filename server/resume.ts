@@ -69,6 +69,8 @@ function handOver(hub: ResumeHub, holder: Holder, stream: Resumable, reply: Repl
   const last = reply === null ? undefined : write(stream, reply, budget);
   if (last === undefined) return endAfterFlush(hub, stream);
   for (const chunk of holder.held) if (chunk.id === undefined || chunk.id > last) stream.write(chunk);
+  // A holder closed meanwhile (a drain) stopped keeping what came live: the stream ends, and its client resumes from what it got.
+  if (holder.closed) return endAfterFlush(hub, stream);
   hub.registry.login(stream);
 }
 
@@ -101,10 +103,13 @@ function endAfterFlush(hub: ResumeHub, stream: { close(): void }): void {
 /** Stands in for a stream in the registry while its replay is on its way: keeps what the router delivers live. */
 class Holder implements Connection {
   readonly held: Chunk[] = [];
+  closed = false;
   constructor(readonly user: number) {}
   write(chunk: Chunk): number {
     this.held.push(chunk);
     return 1;
   }
-  close(): void {}
+  close(): void {
+    this.closed = true;
+  }
 }

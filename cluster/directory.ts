@@ -85,13 +85,19 @@ class EdgeLink {
   private sentAt: number[] = [];
   /** Each chunk's message id, where the router keeps a history. */
   private ids: number[] = [];
+  /** Batches sent to this edge by this router run (numbered where there are ids, see BusMessage 'deliver'). */
+  batches = 0;
+  /** This link's count of batches: the router's run, and this link's place in it (a link made again after the edge was dropped counts anew). */
+  readonly run: string;
   private batchBytes = 0;
 
   constructor(
     readonly id: string,
     readonly boot: string,
     private readonly owner: Directory,
-  ) {}
+  ) {
+    this.run = `${owner.boot}.${++owner.links}`;
+  }
 
   add(user: number): void {
     let held = this.streams.get(user);
@@ -145,7 +151,8 @@ class EdgeLink {
 
   flush(): void {
     if (this.chunks.length === 0) return;
-    this.owner.bus.publish(SUBJECTS.edge(this.id), { t: 'deliver', chunks: this.chunks, targets: this.targets, sentAt: this.sentAt, ...(this.ids.length > 0 && { ids: this.ids }) });
+    const numbered = this.ids.length > 0 && { ids: this.ids, router: this.run, batch: ++this.batches };
+    this.owner.bus.publish(SUBJECTS.edge(this.id), { t: 'deliver', chunks: this.chunks, targets: this.targets, sentAt: this.sentAt, ...numbered });
     this.chunks = [];
     this.targets = [];
     this.sentAt = [];
@@ -156,6 +163,10 @@ class EdgeLink {
 }
 
 export class Directory {
+  /** This router run, as its numbered batches name it. */
+  readonly boot = `${process.pid}-${Date.now().toString(36)}`;
+  /** Edge links made so far (see EdgeLink.run). */
+  links = 0;
   /** One connection per user and edge holding that user's streams. */
   readonly registry = new Registry();
   readonly router: Router;
@@ -193,6 +204,7 @@ export class Directory {
       SUBJECTS.send,
       (message, replyTo) => {
         if (message.t !== 'send') return;
+        if (!this.ready) return void (replyTo && bus.publish(replyTo, { t: 'sent', delivered: 0, error: 'the router is still learning who is connected: try again' }));
         // The HTTP API refuses these with 413; a backend on the bus is told the same way.
         const bytes = typeof message.message === 'string' ? Buffer.byteLength(message.message) : message.message.length;
         if (bytes > options.maxMessage) {
@@ -236,6 +248,24 @@ export class Directory {
     this.bus.publish(replyTo, { t: 'replayed', ids, bodies, more: ids.length < answer.messages.length });
   };
 
+  /** False until learned() resolves: sends over the bus are refused meanwhile. */
+  ready = false;
+
+  /**
+   * Resolves once the directory knows who is connected: at least `minMs` after
+   * the start (every live edge has sent a status by then) and every edge heard
+   * of has answered with its snapshot, or after `maxMs` whatever the edges did.
+   */
+  async learned(minMs: number, maxMs: number): Promise<void> {
+    const start = performance.now();
+    while (performance.now() - start < maxMs) {
+      const synced = [...this.edges.values()].every((link) => link.synced || link.down);
+      if (performance.now() - start >= minMs && synced) break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    this.ready = true;
+  }
+
   /** Asks every edge for its full state (start, NATS reconnect). */
   syncAll(): void {
     this.bus.publish(SUBJECTS.sync, { t: 'sync' }, this.inbox);
@@ -276,6 +306,8 @@ export class Directory {
     clearTimeout(this.flushTimer);
     clearImmediate(this.flushTimer as unknown as NodeJS.Immediate);
     this.flush();
+    // Each edge learns it missed nothing from this run (or that it did, and its streams must resume).
+    for (const link of this.edges.values()) if (link.batches > 0 && !link.down) this.bus.publish(SUBJECTS.edge(link.id), { t: 'stopped', router: link.run, batch: link.batches });
   }
 
   private readonly flush = (): void => {

@@ -120,8 +120,30 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     streamSecret: options.streamSecret,
   });
 
+  /**
+   * The numbered batches of the router's run, to find one this edge missed
+   * (NATS restarted, or the router stopped with batches this edge never got).
+   * Then every stream here ends before it is written anything newer, and its
+   * client resumes from the last id it got: what was missed comes from the
+   * history. A new run (a restarted router, or one that had dropped this edge
+   * as silent) starts its own count; what a crashed run never sent is not
+   * seen here (see the README).
+   */
+  const runs = new Map<string, { batch: number; stopped?: number }>();
+  const missedBatch = (router: string, batch: number): boolean => {
+    const run = runs.get(router);
+    if (!run) runs.clear();
+    runs.set(router, { batch });
+    return run !== undefined && batch !== run.batch + 1;
+  };
+  const resumeAll = (why: string): void => {
+    log.warn({ why, streams: registry.connections }, 'missed deliveries: every stream ends and resumes from the history');
+    registry.closeAll();
+  };
+
   const deliver = (message: Extract<BusMessage, { t: 'deliver' }>): void => {
     const { chunks, targets, sentAt, ids } = message;
+    if (message.router !== undefined && message.batch !== undefined && missedBatch(message.router, message.batch)) resumeAll(`batch ${message.batch} of router ${message.router}`);
     for (let i = 0; i < chunks.length; i++) {
       const chunk = chunks[i] as Chunk; // msgpackr decodes binary as Buffer on Node
       if (ids) chunk.id = ids[i];
@@ -154,6 +176,12 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     switch (message.t) {
       case 'deliver':
         return deliver(message);
+      case 'stopped': {
+        const run = runs.get(message.router);
+        if (run && run.batch !== message.batch) resumeAll(`router ${message.router} stopped after batch ${message.batch}`);
+        if (run) run.stopped = run.batch = message.batch;
+        return;
+      }
       case 'sync':
         if (replyTo) presence.snapshot(registry.everyConnectionUser(), replyTo);
         return;

@@ -57,7 +57,13 @@ export type BusMessage =
   /** One part of an edge's snapshot: every stream's user, as of `seq`. */
   | (FromEdge & { t: 'state'; part: number; last: boolean; users: number[]; stats: EdgeStats })
   /** Messages for this edge: `chunks[i]` goes to every stream of each user in `targets[i]`; `sentAt[i]` is when its send began (epoch ms). */
-  | { t: 'deliver'; chunks: Uint8Array[]; targets: number[][]; sentAt: number[]; ids?: number[] }
+  /**
+   * With a history, `ids[i]` is chunk i's message id, and `router`/`batch` number the batches one router run
+   * sent this edge, so that an edge that missed one (NATS restarted, the router crashed) knows it.
+   */
+  | { t: 'deliver'; chunks: Uint8Array[]; targets: number[][]; sentAt: number[]; ids?: number[]; router?: string; batch?: number }
+  /** A router stopping cleanly: the last batch it sent this edge. */
+  | { t: 'stopped'; router: string; batch: number }
   /** Stop taking new streams and close the open ones at `rate` per second, so their clients reconnect elsewhere. */
   | { t: 'drain'; rate?: number }
   | { t: 'undrain' }

@@ -7,12 +7,14 @@
  */
 import type { Logger } from 'pino';
 import { apiRoutes, checkApiSettings } from '../server/api.js';
+import { HttpError } from '../server/http.js';
 import { DEFAULTS, SERVER_BUSY_TIMEOUT_MS } from '../server/defaults.js';
 import { listen } from '../server/listener.js';
 import { metricsRegistry } from '../server/metrics.js';
 import { sumTransportStats } from '../server/stream.js';
 import { loadNativeUws } from '../server/uws.js';
 import { openStore, type StoreOptions } from '../subsmanager/store.js';
+import { CLUSTER_DEFAULTS } from './defaults.js';
 import { Directory } from './directory.js';
 import { NatsBus } from './nats-bus.js';
 
@@ -105,7 +107,10 @@ export async function startRouterProcess(options: RouterProcessOptions) {
     const s = stats();
     return { ...s, streams: s.connections, latency: directory.latency() };
   });
+  let closing = false;
   const send = (user: number, message: Uint8Array) => {
+    // Not taken once stopping: its delivery could not leave any more.
+    if (closing) throw new HttpError(503, 'the router is stopping');
     const delivered = directory.send(user, message);
     if (!history) return { delivered };
     // In the file before the backend hears it was taken: an acknowledged send survives a kill -9.
@@ -119,6 +124,9 @@ export async function startRouterProcess(options: RouterProcessOptions) {
     token: options.token,
     metrics,
   });
+  // Sends are taken once the directory knows who is connected: before, they would reach nobody, acknowledged.
+  directory.syncAll();
+  await directory.learned(CLUSTER_DEFAULTS.statusMs + 500, 5000);
   let listener;
   try {
     listener = listen(uws, api, apiHost, options.apiPort ?? DEFAULTS.apiPort, 'the backend API');
@@ -128,7 +136,6 @@ export async function startRouterProcess(options: RouterProcessOptions) {
     closeStore();
     throw err;
   }
-  directory.syncAll();
   // At info whatever the log level: the supervisor waits for this line.
   log.child({}, { level: 'info' }).info({ apiPort: listener.port, nats: bus.server, db: options.db, pid: process.pid }, 'c1m router listening');
 
@@ -138,6 +145,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
     apiPort: listener.port,
     stats,
     async close() {
+      closing = true;
       uws.us_listen_socket_close(listener.socket);
       directory.close();
       await bus.close();

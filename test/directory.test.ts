@@ -422,6 +422,22 @@ describe('Directory', () => {
     received.forEach((r, i) => expect(r.targets, `targets of send ${i}`).toEqual(sent[i].targets));
   });
 
+  it('refuses sends over the bus until it has heard every edge it knows of (learned), then takes them', async () => {
+    const { edgeBus, directory } = setup();
+    directory.ready = false;
+    const a = fakeEdge(edgeBus, 'A');
+    a.status(); // an edge it has heard of, not yet synced
+    await until(() => directory.edgeViews().length === 1, 'the edge heard of');
+    expect(await edgeBus.request(SUBJECTS.send, { t: 'send', user: 1, message: 'early' })).toMatchObject({ t: 'sent', delivered: 0, error: expect.stringMatching(/still learning/) });
+    const learned = directory.learned(0, 5000);
+    await until(() => a.syncs.length > 0, 'a sync asked');
+    expect(directory.ready).toBe(false); // A has not answered yet
+    a.statePart(0, true, [1]);
+    await learned;
+    expect(directory.ready).toBe(true);
+    expect(await edgeBus.request(SUBJECTS.send, { t: 'send', user: 1, message: 'now' })).toEqual({ t: 'sent', delivered: 1 });
+  });
+
   it("refuses a maxMessage that does not fit in one message of the bus", async () => {
     const broker = new MemoryBroker(70 * 1024);
     const bus = broker.connect();

@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
-import { api, openStream, runCli, stopChild, tempDir, waitFor, type SseClient, type StreamClient, type Transport, type WsClient } from './helpers.js';
+import { api, openStream, received, runCli, stopChild, tempDir, waitFor, type Transport } from './helpers.js';
 
 let cluster: ClusterProcess;
 const clients: { close(): void }[] = [];
@@ -21,13 +21,6 @@ afterAll(async () => {
   if (cluster) await stopChild(cluster.child);
 });
 
-type Client = StreamClient | SseClient | WsClient;
-/** What a client received after its welcome, as `<id> <message>` or `lost <why>`. */
-function received(client: Client): string[] {
-  if ('events' in client) return client.events.slice(1).map((e) => (e.event === 'lost' ? `lost ${e.data}` : `${e.id} ${e.data}`));
-  if ('frames' in client) return client.frames.slice(1).map((f) => (f.header === 'lost' ? `lost ${f.payload}` : `${f.header.replace('message id=', '')} ${f.payload}`));
-  return client.lines.slice(1);
-}
 const open = async (transport: Transport, id: number, query: string) => {
   const client = await openStream(transport, cluster.port, id, query);
   clients.push(client);
@@ -65,7 +58,7 @@ describe.each(['chunked', 'sse', 'ws'] as const)('resume over %s on a 3-edge clu
     expect(received(resumed)).toEqual([...missed, live]);
 
     // Kill -9 the edge holding it (the only stream open now; edges report their counts once a second): its client comes back from the last id it saw.
-    let killed: { id: string; pid: number }[] = [];
+    let killed: { id: string; pid: number; streams: number }[] = [];
     await vi.waitFor(
       async () => {
         killed = (await stats()).edges.filter((e) => e.streams > 0);

@@ -230,6 +230,13 @@ export class WsClient {
 
 export type Transport = 'chunked' | 'sse' | 'ws';
 
+/** What a client received after its welcome, as `<id> <message>` or `lost <why>`, whatever its transport's framing (ids on). */
+export function received(client: StreamClient | SseClient | WsClient): string[] {
+  if ('events' in client) return client.events.slice(1).map((e) => (e.event === 'lost' ? `lost ${e.data}` : `${e.id} ${e.data}`));
+  if ('frames' in client) return client.frames.slice(1).map((f) => (f.header === 'lost' ? `lost ${f.payload}` : `${f.header.replace('message id=', '')} ${f.payload}`));
+  return client.lines.slice(1);
+}
+
 /** A client of any transport, opened and welcomed (or refused): `messages` are what it received after the welcome. */
 export async function openStream(transport: Transport, port: number, id: number | string, query = ''): Promise<StreamClient | SseClient | WsClient> {
   if (transport === 'sse') return SseClient.open(port, id, query);

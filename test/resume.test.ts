@@ -8,7 +8,7 @@
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { C1m, SqliteStore } from '../index.js';
-import { api, openStream, spawnServer, startServer, stopChild, tempDir, waitFor, type SseClient, type StreamClient, type Transport, type WsClient } from './helpers.js';
+import { api, openStream, received, spawnServer, startServer, stopChild, tempDir, waitFor, type SseClient, type StreamClient, type Transport, type WsClient } from './helpers.js';
 
 let c1m: C1m | undefined;
 const clients: (StreamClient | SseClient | WsClient)[] = [];
@@ -18,12 +18,6 @@ afterEach(() => {
   c1m = undefined;
 });
 
-/** What a client received after its welcome, as `<id> <message>` or `lost <why>`, whatever its transport's framing. */
-function received(client: StreamClient | SseClient | WsClient): string[] {
-  if ('events' in client) return client.events.slice(1).map((e) => (e.event === 'lost' ? `lost ${e.data}` : `${e.id} ${e.data}`));
-  if ('frames' in client) return client.frames.slice(1).map((f) => (f.header === 'lost' ? `lost ${f.payload}` : `${f.header.replace('message id=', '')} ${f.payload}`));
-  return client.lines.slice(1);
-}
 
 async function open(transport: Transport, port: number, id: number, query = '') {
   const client = await openStream(transport, port, id, query);

@@ -62,7 +62,7 @@ export interface Edge {
 }
 
 /** A replay not answered in this long ends its stream; the client comes back and asks again. */
-const REPLAY_TIMEOUT_MS = 2000;
+const REPLAY_TIMEOUT_MS = 5000;
 
 export async function startEdge(options: EdgeOptions): Promise<Edge> {
   const uws = loadNativeUws();

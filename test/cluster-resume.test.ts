@@ -54,7 +54,7 @@ describe.each(['chunked', 'sse', 'ws'] as const)('resume over %s on a 3-edge clu
     const missed = [await send(user, 'missed one'), await send(user, 'missed two')];
     const resumed = await open(transport, user, `?lastEventId=${seen.split(' ')[0]}`);
     const live = await send(user, 'live', 1);
-    await waitFor(() => received(resumed).includes(live), 'the live message');
+    await waitFor(() => received(resumed).includes(live), 'the live message', 10_000);
     expect(received(resumed)).toEqual([...missed, live]);
 
     // Kill -9 the edge holding it (the only stream open now; edges report their counts once a second): its client comes back from the last id it saw.
@@ -78,7 +78,7 @@ describe.each(['chunked', 'sse', 'ws'] as const)('resume over %s on a 3-edge clu
     );
     const back = await open(transport, user, `?lastEventId=${live.split(' ')[0]}`);
     const after = await send(user, 'after', 1);
-    await waitFor(() => received(back).includes(after), 'the message after');
+    await waitFor(() => received(back).includes(after), 'the message after', 10_000);
     expect(received(back)).toEqual([whileAway, after]);
     back.close();
   });
@@ -96,7 +96,7 @@ it('a router killed with kill -9 comes back with its history: a client resumes a
   const afterRestart = await send(51, 'after the restart');
   const back = await open('sse', 51, `?lastEventId=${seen.split(' ')[0]}`);
   const live = await send(51, 'live', 1);
-  await waitFor(() => received(back).includes(live), 'the live message');
+  await waitFor(() => received(back).includes(live), 'the live message', 10_000);
   expect(received(back)).toEqual([kept, afterRestart, live]);
   back.close();
 });

@@ -12,7 +12,7 @@ import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { encode, SUBJECTS, type BusMessage } from '../cluster/messages.js';
-import { credsFile, makeTlsFiles, readCreds, writeNatsConfig } from '../cluster/nats-auth.js';
+import { credsFile, edgeInbox, makeTlsFiles, readCreds, writeNatsConfig } from '../cluster/nats-auth.js';
 import { NatsClient, NatsFatalError } from '../cluster/nats.js';
 import { newNKeyUser, nkeyUser } from '../cluster/nkeys.js';
 import { freePort, freePorts } from '../cluster/supervisor.js';
@@ -81,12 +81,17 @@ describe('c1m cluster: the bus refuses what a role may not do', () => {
       edge.publish(SUBJECTS.send, encode({ t: 'send', user: 5, message: 'spoofed send' }));
       edge.publish(SUBJECTS.admin(edges[1]), encode({ t: 'drain' }));
       edge.subscribe(SUBJECTS.edge(edges[1]), () => undefined);
+      // Replies to other processes (a backend's sent, another edge's replay) are not an edge's to read.
+      edge.subscribe('_INBOX.>', () => undefined);
+      edge.subscribe(`${edgeInbox(edges[1])}.>`, () => undefined);
       await settle(edge);
       await eventually(() => {
         for (const id of edges) expect(errors).toContain(`NATS server: Permissions Violation for Publish to "${SUBJECTS.edge(id)}"`);
         expect(errors).toContain(`NATS server: Permissions Violation for Publish to "${SUBJECTS.send}"`);
         expect(errors).toContain(`NATS server: Permissions Violation for Publish to "${SUBJECTS.admin(edges[1])}"`);
         expect(errors).toContain(`NATS server: Permissions Violation for Subscription to "${SUBJECTS.edge(edges[1])}"`);
+        expect(errors).toContain('NATS server: Permissions Violation for Subscription to "_INBOX.>"');
+        expect(errors).toContain(`NATS server: Permissions Violation for Subscription to "${edgeInbox(edges[1])}.>"`);
       });
     } finally {
       await edge.close();
@@ -102,11 +107,14 @@ describe('c1m cluster: the bus refuses what a role may not do', () => {
         backend.publish(SUBJECTS.admin(id), encode({ t: 'drain' }));
         backend.publish(SUBJECTS.edge(id), encode({ t: 'drain' }));
       }
+      // Nor may it read a user's kept messages through a replay: that is an edge's request only.
+      backend.publish(SUBJECTS.replay, encode({ t: 'replay', user: 5, after: 0, budget: 1 << 20 }));
       const reply = await backend.request(SUBJECTS.send, encode({ t: 'send', user: 5, message: 'from the backend' }), 2000);
       expect(reply.length).toBeGreaterThan(0);
       await eventually(() => {
         for (const id of edges) expect(errors).toContain(`NATS server: Permissions Violation for Publish to "${SUBJECTS.admin(id)}"`);
         expect(errors.filter((e) => /Violation for Publish to "c1m\.edge\./.test(e))).toHaveLength(2 * edges.length);
+        expect(errors).toContain(`NATS server: Permissions Violation for Publish to "${SUBJECTS.replay}"`);
       });
       const stats = (await api(cluster.apiPort, 'GET', '/stats')).json as { edges: { state: string }[] };
       expect(stats.edges.map((e) => e.state)).toEqual(['up', 'up']);

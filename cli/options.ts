@@ -41,7 +41,7 @@ export function streamOptions(command: Command): Command {
 /** The message history, where a process keeps one: `c1m server`, `c1m router`, and `c1m cluster`, which passes them to its router. */
 export function historyOptions(command: Command): Command {
   return command
-    .addOption(new Option('--history-seconds <s>', 'keep every message this long for streams that resume (0: no history, no message ids; a cluster keeps one with one router only)').default(DEFAULTS.historySeconds).argParser(integer('history seconds', 0)))
+    .addOption(new Option('--history-seconds <s>', 'keep every message this long for streams that resume (0: no history, no message ids)').default(DEFAULTS.historySeconds).argParser(integer('history seconds', 0)))
     .addOption(new Option('--history-per-subject <n>', 'and at most this many per sender').default(DEFAULTS.historyPerSubject).argParser(integer('history per subject', 1)));
 }
 

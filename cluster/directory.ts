@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { epochMs, LatencyHistogram, type LatencyBuckets } from '../router/latency.js';
 import { Registry, type Connection } from '../router/registry.js';
 import { Router, type Chunk, type SubscriberSource } from '../router/router.js';
-import type { History } from '../subsmanager/history.js';
+import type { History, Missed } from '../subsmanager/history.js';
 import type { Bus } from './bus.js';
 import { CLUSTER_DEFAULTS } from './defaults.js';
 import { busWindowMs, MIN_WINDOW_MS, SUBJECTS, type BusMessage, type EdgeStats } from './messages.js';
@@ -151,7 +151,7 @@ class EdgeLink {
 
   flush(): void {
     if (this.chunks.length === 0) return;
-    const numbered = this.ids.length > 0 && { ids: this.ids, router: this.run, batch: ++this.batches };
+    const numbered = this.ids.length > 0 && { ids: this.ids, router: this.run, batch: ++this.batches, term: this.owner.term };
     this.owner.bus.publish(SUBJECTS.edge(this.id), { t: 'deliver', chunks: this.chunks, targets: this.targets, sentAt: this.sentAt, ...numbered });
     this.chunks = [];
     this.targets = [];
@@ -188,7 +188,7 @@ export class Directory {
   constructor(
     readonly bus: Bus,
     subscribers: SubscriberSource,
-    private readonly options: DirectoryOptions,
+    readonly options: DirectoryOptions,
   ) {
     this.router = new Router(this.registry, subscribers, options.history);
     this.maxChunkBytes = options.maxMessage + 1 + CHUNK_BYTES + ID_BYTES;
@@ -200,6 +200,25 @@ export class Directory {
     this.inbox = bus.inbox();
     bus.subscribe(SUBJECTS.presence, this.onEdgeMessage);
     bus.subscribe(this.inbox, this.onEdgeMessage);
+    this.watchdog = setInterval(this.dropSilentEdges, 500);
+  }
+
+  /** The sequencer lease's term this router delivers in (see subsmanager/sequencer.ts); 0 without a history. */
+  term = 0;
+
+  /**
+   * Starts taking sends (the `routers` queue group) and replays. With a
+   * history, only while this router holds the lease of term `term`; it first
+   * delivers again, in id order, what the previous holder may have kept
+   * without sending (`redeliver`, from the history): edges drop what a stream
+   * already has by its id, and batches of older terms.
+   */
+  lead(term = 0, redeliver: Missed[] = []): void {
+    this.term = term;
+    for (const missed of redeliver) this.router.redeliver(missed.subject, missed.body, missed.id);
+    this.flush();
+    if (redeliver.length > 0) this.log.info({ term, messages: redeliver.length, from: redeliver[0].id }, 'delivered the previous term\'s last messages again');
+    const { bus, options } = this;
     bus.subscribe(
       SUBJECTS.send,
       (message, replyTo) => {
@@ -211,9 +230,10 @@ export class Directory {
           if (replyTo) bus.publish(replyTo, { t: 'sent', delivered: 0, error: `a message of ${bytes} bytes is over --max-message (${options.maxMessage})` });
           return;
         }
+        const history = options.history;
+        if (history && !history.lease.holds()) return void (replyTo && bus.publish(replyTo, { t: 'sent', delivered: 0, error: 'the router is handing the history over: try again' }));
         const delivered = this.send(message.user, message.message);
         if (!replyTo) return;
-        const history = options.history;
         if (!history) return bus.publish(replyTo, { t: 'sent', delivered });
         history.flush(); // kept before the backend hears it was taken, as over HTTP
         bus.publish(replyTo, { t: 'sent', delivered, id: history.lastId });
@@ -221,7 +241,6 @@ export class Directory {
       'routers',
     );
     if (options.history) bus.subscribe(SUBJECTS.replay, this.replay, 'routers');
-    this.watchdog = setInterval(this.dropSilentEdges, 500);
   }
 
   /**

@@ -126,8 +126,8 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
    * Then every stream here ends before it is written anything newer, and its
    * client resumes from the last id it got: what was missed comes from the
    * history. A new run (a restarted router, or one that had dropped this edge
-   * as silent) starts its own count; what a crashed run never sent is not
-   * seen here (see the README).
+   * as silent) starts its own count; what a crashed run never sent, its
+   * successor delivers again (subsmanager/sequencer.ts).
    */
   const runs = new Map<string, { batch: number; stopped?: number }>();
   const missedBatch = (router: string, batch: number): boolean => {
@@ -141,8 +141,18 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     registry.closeAll();
   };
 
+  /**
+   * The newest sequencer term heard of (subsmanager/sequencer.ts): a batch of
+   * an older one comes from a router that lost the history's lease, late; what
+   * it carries the new holder delivered again, and streams skip ids they have.
+   */
+  let term = 0;
   const deliver = (message: Extract<BusMessage, { t: 'deliver' }>): void => {
     const { chunks, targets, sentAt, ids } = message;
+    if (message.term !== undefined) {
+      if (message.term < term) return void log.warn({ term: message.term, newest: term, router: message.router }, "dropped a batch of an older term of the history's lease");
+      term = message.term;
+    }
     if (message.router !== undefined && message.batch !== undefined && missedBatch(message.router, message.batch)) resumeAll(`batch ${message.batch} of router ${message.router}`);
     for (let i = 0; i < chunks.length; i++) {
       const chunk = chunks[i] as Chunk; // msgpackr decodes binary as Buffer on Node

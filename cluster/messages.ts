@@ -61,7 +61,7 @@ export type BusMessage =
    * With a history, `ids[i]` is chunk i's message id, and `router`/`batch` number the batches one router run
    * sent this edge, so that an edge that missed one (NATS restarted, the router crashed) knows it.
    */
-  | { t: 'deliver'; chunks: Uint8Array[]; targets: number[][]; sentAt: number[]; ids?: number[]; router?: string; batch?: number }
+  | { t: 'deliver'; chunks: Uint8Array[]; targets: number[][]; sentAt: number[]; ids?: number[]; router?: string; batch?: number; term?: number }
   /** A router stopping cleanly: the last batch it sent this edge. */
   | { t: 'stopped'; router: string; batch: number }
   /** Stop taking new streams and close the open ones at `rate` per second, so their clients reconnect elsewhere. */

@@ -1,9 +1,11 @@
 /**
  * A router process of the cluster: the backend API and the subscription
  * store, routing over the bus to the edges. Several may run against one
- * SQLite file: each keeps the full directory; sends over the bus go to one of
- * them (a queue group), and HTTP sends to whichever the kernel picks (they
- * share the API port).
+ * SQLite file, each keeping the full directory. Without a history, sends over
+ * the bus go to one of them (a queue group), and HTTP sends to whichever the
+ * kernel picks (they share the API port). With one, the router holding the
+ * history's lease takes every send and replay, and the others stand by with
+ * their API closed until one takes the lease over.
  */
 import type { Logger } from 'pino';
 import { apiRoutes, checkApiSettings } from '../server/api.js';
@@ -13,6 +15,7 @@ import { listen } from '../server/listener.js';
 import { metricsRegistry } from '../server/metrics.js';
 import { sumTransportStats } from '../server/stream.js';
 import { loadNativeUws } from '../server/uws.js';
+import { LEASE } from '../subsmanager/sequencer.js';
 import { openStore, type StoreOptions } from '../subsmanager/store.js';
 import { CLUSTER_DEFAULTS } from './defaults.js';
 import { Directory } from './directory.js';
@@ -34,7 +37,7 @@ export interface RouterProcessOptions extends Pick<StoreOptions, 'cacheMiB' | 'm
   token?: string;
   apiInsecure?: boolean;
   batchMs?: number;
-  /** Seconds every message is kept for streams that resume (0: none); one router per store when on. */
+  /** Seconds every message is kept for streams that resume (0: none); routers on one store take turns numbering (the history's lease). */
   historySeconds?: number;
   historyPerSubject?: number;
   edgeTimeoutMs?: number;
@@ -111,6 +114,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
   const send = (user: number, message: Uint8Array) => {
     // Not taken once stopping: its delivery could not leave any more.
     if (closing) throw new HttpError(503, 'the router is stopping');
+    if (history && !history.lease.holds()) throw new HttpError(503, 'the router is handing the history over: try again');
     const delivered = directory.send(user, message);
     if (!history) return { delivered };
     // In the file before the backend hears it was taken: an acknowledged send survives a kill -9.
@@ -127,26 +131,55 @@ export async function startRouterProcess(options: RouterProcessOptions) {
   // Sends are taken once the directory knows who is connected: before, they would reach nobody, acknowledged.
   directory.syncAll();
   await directory.learned(CLUSTER_DEFAULTS.statusMs + 500, 5000);
-  let listener;
-  try {
+  let listener: ReturnType<typeof listen> | undefined;
+  // At info whatever the log level: the supervisor waits for one of these lines.
+  const ready = log.child({}, { level: 'info' });
+  const open = (term?: number): void => {
     listener = listen(uws, api, apiHost, options.apiPort ?? DEFAULTS.apiPort, 'the backend API');
+    ready.info({ apiPort: listener.port, nats: bus.server, db: options.db, pid: process.pid, term }, 'c1m router listening');
+  };
+  let standby: NodeJS.Timeout | undefined;
+  try {
+    if (!history) {
+      directory.lead();
+      open();
+    } else {
+      history.onLeaseLost = () => {
+        // Crash-only: what this router holds in memory could now reach edges after the new holder's messages.
+        log.fatal({ holder: history.lease.current() }, "another router took the history's lease: exiting");
+        process.exit(1);
+      };
+      // One router at a time numbers and delivers (subsmanager/sequencer.ts); the others keep their directories and wait.
+      const lead = (): boolean => {
+        const term = history.lead();
+        if (!term) return false;
+        directory.lead(term.term, history.newerThan(term.settled));
+        open(term.term);
+        return true;
+      };
+      if (!lead()) {
+        ready.info({ pid: process.pid, holder: history.lease.current() }, 'c1m router standing by: another holds the history');
+        standby = setInterval(() => lead() && clearInterval(standby), LEASE.pollMs);
+      }
+    }
   } catch (err) {
     directory.close();
     await bus.close();
     closeStore();
     throw err;
   }
-  // At info whatever the log level: the supervisor waits for this line.
-  log.child({}, { level: 'info' }).info({ apiPort: listener.port, nats: bus.server, db: options.db, pid: process.pid }, 'c1m router listening');
 
   return {
     directory,
     store,
-    apiPort: listener.port,
+    get apiPort() {
+      return listener?.port;
+    },
     stats,
     async close() {
       closing = true;
-      uws.us_listen_socket_close(listener.socket);
+      clearInterval(standby);
+      if (listener) uws.us_listen_socket_close(listener.socket);
       directory.close();
       await bus.close();
       closeStore();

@@ -94,8 +94,6 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
   const perEdge = o.maxConnections ?? streamCapacity();
   const edges = o.edges ?? (o.connections ? edgesFor(o.connections, perEdge) : availableParallelism());
   if (o.portPerEdge) checkPortsPerEdge(o.port, o.agentPort, edges);
-  // Two routers numbering sends could deliver id 11 before 10 (see the README's history section).
-  if (o.router && o.routers > 1 && o.historySeconds > 0) throw new ClusterOptionError(`a history is kept with one router only: give --history-seconds 0 with --routers ${o.routers}`);
   if (o.nats) {
     try {
       checkBusSecurity(o.nats, o.natsCreds, o.busInsecure);
@@ -171,7 +169,7 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
       if (o.apiInsecure) routerArgs.push('--api-insecure');
       await Promise.all(
         Array.from({ length: o.routers }, (_, i) =>
-          supervisor.start({ name: `router-${i}`, role: 'router', nice: ROUTER_NICE, ...cliCommand(routerArgs), readyWhen: (line) => line.includes('c1m router listening') }),
+          supervisor.start({ name: `router-${i}`, role: 'router', nice: ROUTER_NICE, ...cliCommand(routerArgs), readyWhen: (line) => line.includes('c1m router listening') || line.includes('c1m router standing by') }),
         ),
       );
     }

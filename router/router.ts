@@ -59,6 +59,15 @@ export class Router {
     const chunk = toChunk(message);
     // The log keeps a view of the chunk: the bytes are not copied, and nothing writes to a chunk once built.
     if (this.log) chunk.id = this.log.append(user, chunk.subarray(0, chunk.length - 1));
+    return this.fanOut(user, chunk);
+  }
+
+  /** Delivers a message the log already holds (a new sequencer's first duty, see cluster/directory.ts), with its id. */
+  redeliver(user: number, body: Uint8Array, id: number): number {
+    return this.fanOut(user, toChunk(body, id));
+  }
+
+  private fanOut(user: number, chunk: Chunk): number {
     let delivered = this.registry.deliver(user, chunk);
     for (const subscriber of this.subscribers.getSubscribers(user)) {
       // The store holds each pair once; skipping the sender covers a self-subscription.

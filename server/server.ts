@@ -9,6 +9,8 @@ import { LatencyHistogram, epochMs } from '../router/latency.js';
 import { Registry } from '../router/registry.js';
 import { Router } from '../router/router.js';
 import { DEFAULT_CACHE_MIB } from '../subsmanager/defaults.js';
+import { NotSequencerError, type History } from '../subsmanager/history.js';
+import { LEASE } from '../subsmanager/sequencer.js';
 import { openStore, type SubscriptionStore } from '../subsmanager/store.js';
 import { apiRoutes, checkApiSettings } from './api.js';
 import { cometRoutes } from './comet.js';
@@ -104,6 +106,19 @@ export interface C1m {
   close(): void;
 }
 
+/**
+ * One process numbers a store's messages at a time (subsmanager/sequencer.ts).
+ * A server started again right after a kill -9 finds its predecessor's lease
+ * still running for a moment, and waits it out; another live holder is an error.
+ */
+async function leadHistory(history: History): Promise<void> {
+  const deadline = Date.now() + LEASE.ms + 1000;
+  while (!history.lead()) {
+    if (Date.now() > deadline) throw new NotSequencerError(history.lease.current());
+    await new Promise((resolve) => setTimeout(resolve, LEASE.pollMs));
+  }
+}
+
 export async function start(options: C1mOptions = {}): Promise<C1m> {
   const host = options.host ?? DEFAULTS.host;
   const apiHost = options.apiHost ?? DEFAULTS.apiHost;
@@ -130,6 +145,19 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
     throw new Error('message history needs a store that keeps one (the SQLite store): set historySeconds to 0');
   }
   const history = historySeconds > 0 ? store.history!({ seconds: historySeconds, perSubject: options.historyPerSubject ?? DEFAULTS.historyPerSubject }) : undefined;
+  if (history) {
+    try {
+      await leadHistory(history);
+    } catch (err) {
+      history.close();
+      if (!options.store) store.close();
+      throw err;
+    }
+    history.onLeaseLost = () => {
+      log.fatal({ holder: history.lease.current() }, "another process took this store's history: exiting");
+      process.exit(1);
+    };
+  }
   const registry = new Registry(options.maxStreamsPerUser ?? DEFAULTS.maxStreamsPerUser);
   const router = new Router(registry, store, history);
   const hub = new StreamHub(registry, maxBacklog, options.heartbeatSeconds ?? DEFAULTS.heartbeatSeconds);

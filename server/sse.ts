@@ -54,11 +54,11 @@ export class SseStream extends CometStream {
     return this.hub.transports.sse;
   }
 
-  override write(chunk: Chunk): number {
-    return super.write(framed(chunk));
+  protected override frame(chunk: Chunk): Buffer {
+    return framed(chunk);
   }
 
   override lost(why: string): void {
-    super.write(Buffer.from(`event: lost\ndata: ${why}\n\n`));
+    this.queue(Buffer.from(`event: lost\ndata: ${why}\n\n`));
   }
 }

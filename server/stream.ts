@@ -249,6 +249,8 @@ export class CometStream implements Connection {
   private queued = 0;
   private held = 0;
   private state = FRESH;
+  /** The id of the last message written. */
+  private lastId = 0;
 
   constructor(
     private readonly res: HttpResponse,
@@ -270,10 +272,24 @@ export class CometStream implements Connection {
 
   /** A resumed stream whose history is lost: a line saying so, first (see NumberedStream). */
   lost(why: string): void {
-    this.write(Buffer.from(`lost ${why}\n`));
+    this.queue(Buffer.from(`lost ${why}\n`));
   }
 
-  write(chunk: Buffer): number {
+  /** A message once, in id order: one this stream has had (a new sequencer delivering its predecessor's last ones again) is skipped. */
+  write(chunk: Chunk): number {
+    if (chunk.id !== undefined) {
+      if (chunk.id <= this.lastId) return 0;
+      this.lastId = chunk.id;
+    }
+    return this.queue(this.frame(chunk));
+  }
+
+  /** The bytes of a chunk on this transport: as they are on /test/<id>. */
+  protected frame(chunk: Chunk): Buffer {
+    return chunk;
+  }
+
+  protected queue(chunk: Buffer): number {
     if (this.state >= CLOSING) return 0;
     this.queued += chunk.length;
     // An open stream's `held` is stale until its next flush proves it (see flush()): count only what waits.
@@ -406,8 +422,8 @@ export class CometStream implements Connection {
  * chunked streams. Without it the stream is byte for byte the original's.
  */
 export class NumberedStream extends CometStream {
-  override write(chunk: Chunk): number {
-    return super.write(chunk === HEARTBEAT || chunk.id === undefined ? chunk : numbered(chunk));
+  protected override frame(chunk: Chunk): Buffer {
+    return chunk === HEARTBEAT || chunk.id === undefined ? chunk : numbered(chunk);
   }
 }
 

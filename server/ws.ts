@@ -73,6 +73,8 @@ export class WsStream implements Connection, HubStream {
   private pending: Buffer | Buffer[] | null = null;
   private queued = 0;
   private state = OPEN;
+  /** The id of the last message written. */
+  private lastId = 0;
 
   constructor(
     private readonly hub: StreamHub,
@@ -97,7 +99,12 @@ export class WsStream implements Connection, HubStream {
     this.queue(Buffer.from(`lost\n${why}`));
   }
 
+  /** A message once, in id order, as CometStream.write. */
   write(chunk: Chunk): number {
+    if (chunk.id !== undefined) {
+      if (chunk.id <= this.lastId) return 0;
+      this.lastId = chunk.id;
+    }
     return this.queue(framed(chunk));
   }
 

@@ -16,8 +16,10 @@
  * (./checkpointer.ts): in the connection that commits they would stall every
  * stream for milliseconds at a time.
  */
-import type Database from 'better-sqlite3';
+import Database from 'better-sqlite3';
+import { existsSync, statSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
+import { LEASE, SequencerLease, type Holder, type Term } from './sequencer.js';
 import { enableWal } from './wal.js';
 
 const HISTORY_PAGE_SIZE = 4096;
@@ -49,6 +51,19 @@ const firstHistoryFloor = (now = Date.now()): number => now * 1000;
 /** `data/c1m.db` → `data/c1m.history.db`. */
 export const historyPath = (storePath: string): string => (storePath === ':memory:' || storePath === '' ? ':memory:' : `${storePath.replace(/\.db$/, '')}.history.db`);
 
+/** The size of a store's history on disk (the file and its write-ahead log) and the messages it keeps; undefined when it has none. */
+export function historyOnDisk(storePath: string): { bytes: number; messages: number } | undefined {
+  const path = historyPath(storePath);
+  if (path === ':memory:' || !existsSync(path)) return undefined;
+  const bytes = ['', '-wal'].reduce((n, suffix) => n + (existsSync(path + suffix) ? statSync(path + suffix).size : 0), 0);
+  const file = new Database(path, { readonly: true, fileMustExist: true });
+  try {
+    return { bytes, messages: file.prepare('SELECT count(*) FROM history').pluck().get() as number };
+  } finally {
+    file.close();
+  }
+}
+
 const CHECKPOINTER_URL = import.meta.url.endsWith('.ts') ? new URL('../dist/subsmanager/checkpointer.js', import.meta.url) : new URL('./checkpointer.js', import.meta.url);
 
 export interface HistoryOptions {
@@ -69,6 +84,13 @@ export type Replay = { lost: false; messages: Missed[] } | { lost: true; why: 'e
 
 /** Rows waiting for their turn's transaction: id, subject, at, body. */
 type Row = [number, number, number, Uint8Array];
+
+/** Thrown where this process would number a message without holding the sequencer lease (see sequencer.ts). */
+export class NotSequencerError extends Error {
+  constructor(readonly holder?: Holder) {
+    super(holder ? `another process (${holder.holder}, term ${holder.term}) numbers this store's messages` : "this process does not hold the lease on this store's history");
+  }
+}
 
 export class History {
   /** Messages appended so far (this process). */
@@ -91,8 +113,20 @@ export class History {
   private readonly newest;
   private readonly hears;
   private readonly write;
-  private readonly pruneTimer: NodeJS.Timeout;
+  private readonly newer;
+  private pruneTimer?: NodeJS.Timeout;
+  private renewTimer?: NodeJS.Timeout;
   private readonly checkpointer?: Worker;
+  /** Who may number messages (see sequencer.ts): appends need it held, commits confirm it. */
+  readonly lease: SequencerLease;
+  /**
+   * Called when this process finds the lease taken by another: whatever it
+   * holds in memory may now be delivered out of order, so the processes that
+   * run a history exit here. The default throws.
+   */
+  onLeaseLost: () => void = () => {
+    throw new NotSequencerError(this.lease.current());
+  };
 
   /** Opens the history beside the store whose connection this is (creating it if needed), as schema `h` of that connection. */
   static attach(db: Database.Database, options: HistoryOptions): History {
@@ -128,9 +162,10 @@ export class History {
   ) {
     this.checkpointer = checkpointer;
     checkpointer?.unref();
+    this.lease = new SequencerLease(db);
     this.newest = db.prepare('SELECT max(id) FROM history').pluck();
-    const floor = db.prepare('SELECT max(through) FROM history_floor').pluck().get() as number | null;
-    this.nextId = Math.max((this.newest.get() as number | null) ?? 0, floor ?? 0) + 1;
+    this.lastFloor = db.prepare('SELECT max(through) FROM history_floor').pluck();
+    this.nextId = this.firstFreeId();
     this.hears = db.prepare('SELECT subscribee FROM subscriptions_by_subscriber WHERE subscriber = ?').pluck();
     this.insert = db.prepare('INSERT INTO history (id, subject, at, body) VALUES (?, ?, ?, ?)');
     // Every message `user` would have received, by the subscriptions it holds now: its own and those of whom it hears.
@@ -153,7 +188,9 @@ export class History {
     this.pruneOld = db.prepare('DELETE FROM history WHERE id <= ?');
     this.nthNewest = db.prepare('SELECT id FROM history WHERE subject = ? ORDER BY id DESC LIMIT 1 OFFSET ?').pluck();
     this.pruneSubject = db.prepare('DELETE FROM history WHERE subject = ? AND id <= ?');
+    this.newer = db.prepare('SELECT id, subject, body FROM history WHERE id > ? ORDER BY id');
     this.write = db.transaction((rows: Row[]) => {
+      if (!this.lease.confirmed()) throw new NotSequencerError(this.lease.current());
       const subjects = new Set<number>();
       for (const row of rows) {
         this.insert.run(row);
@@ -166,11 +203,48 @@ export class History {
         this.raiseFloor.run(subject, through);
       }
     });
-    this.pruneTimer = setInterval(() => this.prune(), 1000).unref();
   }
 
-  /** Takes a message and gives it its id; it is written at the end of this event-loop turn. */
+  private readonly lastFloor;
+  private closed = false;
+
+  private firstFreeId(): number {
+    return Math.max((this.newest.get() as number | null) ?? 0, (this.lastFloor.get() as number | null) ?? 0) + 1;
+  }
+
+  /**
+   * Takes the lease if nobody holds it, and from then on numbers messages
+   * after the newest the file holds, renews the lease and prunes. Returns the
+   * term, and where the previous holder's deliveries may have stopped; undefined
+   * while another process holds it.
+   */
+  lead(now = Date.now()): Term | undefined {
+    let term: Term | undefined;
+    try {
+      // A look first, without the write lock: a process waiting for the lease looks often.
+      if (this.lease.current(now)) return undefined;
+      term = this.lease.claim(now);
+    } catch (err) {
+      if ((err as { code?: string }).code === 'SQLITE_BUSY') return undefined;
+      throw err;
+    }
+    if (!term) return undefined;
+    this.nextId = this.firstFreeId();
+    this.pruneTimer ??= setInterval(() => this.prune(), 1000).unref();
+    this.renewTimer ??= setInterval(() => {
+      if (this.lease.renew() === 'lost') this.leaseLost();
+    }, LEASE.renewMs).unref();
+    return term;
+  }
+
+  /** Kept messages with ids above `id`, in id order: what a new holder delivers again. */
+  newerThan(id: number): Missed[] {
+    return this.newer.all(id) as Missed[];
+  }
+
+  /** Takes a message and gives it its id; it is written at the end of this event-loop turn. Only while the lease is held. */
   append(subject: number, body: Uint8Array): number {
+    if (!this.lease.holds()) throw new NotSequencerError(this.lease.current());
     const id = this.nextId++;
     this.pending.push([id, subject, Date.now(), body]);
     this.appended++;
@@ -217,6 +291,7 @@ export class History {
     try {
       this.write(rows);
     } catch (err) {
+      if (err instanceof NotSequencerError) return this.leaseLost();
       // SQLITE_BUSY (another process holds the write lock, e.g. a bulk load): keep the rows for the next turn.
       if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;
       this.pending = rows.concat(this.pending);
@@ -242,9 +317,23 @@ export class History {
     }
   }
 
+  private leaseLost(): void {
+    clearInterval(this.renewTimer);
+    this.pending = [];
+    this.lease.term = undefined;
+    this.onLeaseLost();
+  }
+
+  /** Writes what waits and gives the lease back: the caller has delivered everything it appended. Once; again does nothing. */
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     clearInterval(this.pruneTimer);
-    this.flush();
+    clearInterval(this.renewTimer);
+    if (this.lease.term !== undefined) {
+      this.flush();
+      this.lease.release();
+    }
     void this.checkpointer?.terminate();
     if (this.db.open) {
       this.db.pragma('wal_autocheckpoint = 1000');

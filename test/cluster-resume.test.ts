@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
-import { api, openStream, received, runCli, stopChild, tempDir, waitFor, type Transport } from './helpers.js';
+import { api, openStream, received, stopChild, tempDir, waitFor, type Transport } from './helpers.js';
 
 let cluster: ClusterProcess;
 const clients: { close(): void }[] = [];
@@ -105,10 +105,4 @@ it('tells a client whose id the history never gave that it is lost, through an e
   const client = await open('sse', 41, '?lastEventId=12');
   await waitFor(() => received(client).length === 1, 'lost');
   expect(received(client)).toEqual(['lost expired']);
-});
-
-it('refuses to keep a history with more than one router', async () => {
-  const run = await runCli(['cluster', '--routers', '2', '--db', `${tempDir()}/c1m.db`]);
-  expect(run.code).not.toBe(0);
-  expect(run.stderr).toContain('a history is kept with one router only: give --history-seconds 0 with --routers 2');
 });

@@ -102,6 +102,7 @@ function setup(options: Partial<DirectoryOptions> & { maxPayload?: number } = {}
   const subscribers = new Map<number, number[]>();
   const directory = new Directory(bus, { getSubscribers: (user) => subscribers.get(user) ?? [] }, { maxMessage: 1024, logger: pino({ level: 'silent' }), ...directoryOptions });
   directory.ready = true; // a router process waits for learned(); these tests drive the edges themselves
+  directory.lead();
   cleanups.push(async () => {
     directory.close();
     await bus.close();

@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { integer, transportOption } from './options.js';
+import { historyOptions, integer, transportOption } from './options.js';
 import { parseIdRange } from '../loadgen/flood.js';
 
 /** "1000,2000,4000" → sends/s per step. */
@@ -9,7 +9,7 @@ const rateList = (text: string): number[] => text.split(',').map((part) => integ
 const timestamp = () => new Date(Date.now() - new Date().getTimezoneOffset() * 60_000).toISOString().slice(0, 19).replace(/:/g, '-');
 
 export function runCommand(): Command {
-  return new Command('run')
+  return historyOptions(new Command('run'))
     .description('the C1M test on this box: load the friends graph, start the cluster, ramp the flood, hold, send messages, stop, write a report folder')
     .addOption(new Option('--connections <n>', 'streams to open and hold').default(1_000_000).argParser(integer('connections', 1)))
     .addOption(new Option('--users <n>', 'friends graph: users').default(1_000_000).argParser(integer('users', 2)))

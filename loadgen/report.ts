@@ -95,6 +95,13 @@ export function reportMarkdown(r: RunResult): string {
     '',
   );
   if (r.cluster) lines.push(`Cluster: ${r.cluster.edges} edges (capacity ${count(r.cluster.capacity)} streams), 1 router, nats-server; ready in ${r.cluster.startSeconds.toFixed(1)} s; ${r.cluster.restarts} child restarts.`, '');
+  lines.push(
+    o.historySeconds > 0
+      ? `History: every message kept ${o.historySeconds} s (at most ${count(o.historyPerSubject)} per sender)` +
+          (r.history ? `; after the run ${count(r.history.messages)} messages in ${(r.history.bytes / 2 ** 20).toFixed(1)} MiB (${count(r.history.messages ? Math.round(r.history.bytes / r.history.messages) : 0)} B per message, file and write-ahead log).` : '.')
+      : 'History: none (--history-seconds 0: no message ids).',
+    '',
+  );
 
   if (f) {
     const serverAtPeak = peak?.serverStreams;

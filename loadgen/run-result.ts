@@ -14,6 +14,9 @@ export interface RunOptions {
   edges?: number;
   /** The router's batch window, ms: with many edges, each send touches many of them, and a wider window carries more sends per message to each. */
   batchMs?: number;
+  /** The router's message history (c1m cluster --history-seconds, --history-per-subject; 0 seconds: none). */
+  historySeconds: number;
+  historyPerSubject: number;
   /** Source addresses of the flood, as `c1m loadgen flood --src`. */
   src: string;
   ports: [number, number];
@@ -128,6 +131,8 @@ export interface RunResult {
   snapshots: { before?: FullSample; peak?: FullSample; messages?: Sample };
   phases: { phase: Phase; start: number; end: number }[];
   steps: Step[];
+  /** The history's files once the cluster stopped, and the messages they keep. */
+  history?: { bytes: number; messages: number };
   /** Server-side counters at the end: streams closed as slow consumers. */
   slowConsumerCloses?: number;
   samples: Sample[];

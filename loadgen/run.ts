@@ -11,6 +11,7 @@ import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { barabasiAlbertEdgeCount } from '../subsmanager/graph.js';
+import { historyOnDisk } from '../subsmanager/history.js';
 import { latencySummary, newHistogram, parseSources, rowsFromRanges, runFlood, type FloodSummary, type FloodTotals, type LatencySummary } from './flood.js';
 import { runMsggen, type MsggenSummary } from './msggen.js';
 import { spawnC1m } from '../cluster/supervisor.js';
@@ -314,7 +315,7 @@ export async function runC1m(options: RunOptions): Promise<RunResult & { dir: st
     hardStop = setTimeout(() => abort.abort(new Error(`hard stop after ${maxSeconds} s`)), maxSeconds * 1000);
     enter('start');
     const sizing = o.edges ? ['--edges', String(o.edges)] : ['--connections', String(o.connections)];
-    cluster = await spawnCluster(['--db', o.db, '--max-user-id', String(Math.max(o.users, o.connections)), ...(o.batchMs === undefined ? [] : ['--batch-ms', String(o.batchMs)]), ...sizing], {}, 180_000);
+    cluster = await spawnCluster(['--db', o.db, '--max-user-id', String(Math.max(o.users, o.connections)), ...(o.batchMs === undefined ? [] : ['--batch-ms', String(o.batchMs)]), '--history-seconds', String(o.historySeconds), '--history-per-subject', String(o.historyPerSubject), ...sizing], {}, 180_000);
     sampler.cluster = cluster;
     const capacity = cluster.edges.reduce((n, e) => n + e.capacity, 0);
     result.cluster = { edges: cluster.edges.length, capacity, port: cluster.port, apiPort: cluster.apiPort, nats: cluster.nats, startSeconds: now() - result.phases[0].start, restarts: 0 };
@@ -428,6 +429,7 @@ export async function runC1m(options: RunOptions): Promise<RunResult & { dir: st
     sampler.stop();
     await stopEverything(cluster, sampler);
     if (cluster && result.cluster) result.cluster.restarts = (cluster.output().match(/child exited; restarting/g) ?? []).length;
+    if (cluster && o.historySeconds > 0) result.history = historyOnDisk(o.db);
     outer?.removeEventListener('abort', onOuterAbort);
     const last = result.phases.at(-1);
     if (last) last.end = now();

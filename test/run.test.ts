@@ -28,6 +28,8 @@ const small = (dir: string, more: Partial<RunOptions> = {}): RunOptions => ({
   seed: 1,
   db: join(dir, 'friends.db'),
   edges: 2,
+  historySeconds: 120,
+  historyPerSubject: 1000,
   src: '127.0.40.1-127.0.40.4',
   ports: [20000, 29999],
   rate: 2000,
@@ -67,6 +69,10 @@ describe('c1m run', () => {
     expect(peak.kernel.tcpInUse).toBeGreaterThanOrEqual(4000);
 
     expect(result.steps.map((s) => s.rate)).toEqual([200, 500]);
+    // Every send of the run is kept (2 s warm-up and 2 x 3 s of sends, well inside 120 s): its size is reported.
+    const sent = result.steps.reduce((n, s) => n + s.msggen.sent, 0);
+    expect(result.history!.messages).toBeGreaterThan(sent);
+    expect(result.history!.bytes).toBeGreaterThan(result.history!.messages * 20);
     for (const step of result.steps) {
       expect(step.msggen.achievedRate).toBeGreaterThan(0.8 * step.rate);
       expect(step.deliveredChunksPerSecond).toBeGreaterThan(step.msggen.achievedRate);
@@ -81,6 +87,7 @@ describe('c1m run', () => {
     const report = readFileSync(join(result.dir, 'report.md'), 'utf8');
     for (const text of [
       'Status: **complete**',
+      `History: every message kept 120 s (at most 1,000 per sender); after the run ${result.history!.messages.toLocaleString('en-US')} messages in `,
       '| streams reached (most open at once, client side) | 2,000 |',
       "| streams in the router's directory at the end of the hold | 2,000 |",
       '| closed by the server (unexpected) | 0 |',

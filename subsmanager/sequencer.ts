@@ -49,7 +49,7 @@ export const SEQUENCER_TABLE = `CREATE TABLE IF NOT EXISTS h.sequencer (
 )`;
 
 export class SequencerLease {
-  /** This process's name in the lease row. */
+  /** This process's name in the lease row: host, pid, and a nonce for a pid used again. */
   readonly holder = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   /** The term held, or undefined. */
   term: number | undefined;
@@ -78,7 +78,7 @@ export class SequencerLease {
   claim(now = Date.now()): Term | undefined {
     return this.db.transaction((): Term | undefined => {
       const row = this.read.get() as (Holder & { settled: number }) | undefined;
-      if (row && row.holder !== this.holder && row.until > now) return undefined;
+      if (row && row.holder !== this.holder && row.until > now && !gone(row.holder)) return undefined;
       const term = (row?.term ?? 0) + 1;
       this.take.run({ holder: this.holder, term, until: now + LEASE.ms });
       this.term = term;
@@ -126,6 +126,21 @@ export class SequencerLease {
   /** Who holds the lease now, if anybody. */
   current(now = Date.now()): Holder | undefined {
     const row = this.read.get() as Holder | undefined;
-    return row && row.until > now ? { holder: row.holder, term: row.term, until: row.until } : undefined;
+    return row && row.until > now && !gone(row.holder) ? { holder: row.holder, term: row.term, until: row.until } : undefined;
+  }
+}
+
+/**
+ * A holder on this host whose process is gone (kill -9) sends nothing more:
+ * its lease need not be waited out. One frozen, or on another host, must be.
+ */
+function gone(holder: string): boolean {
+  const [host, pid] = holder.split(':');
+  if (host !== hostname() || pid === String(process.pid)) return false;
+  try {
+    process.kill(Number(pid), 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
   }
 }

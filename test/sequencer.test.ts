@@ -7,10 +7,13 @@
  * holder's. A client reading throughout must see every acknowledged message
  * once, in id order.
  */
+import Database from 'better-sqlite3';
+import { spawnSync } from 'node:child_process';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
-import { NotSequencerError, type History } from '../subsmanager/history.js';
+import { historyPath, NotSequencerError, type History } from '../subsmanager/history.js';
 import { LEASE } from '../subsmanager/sequencer.js';
 import { openStore } from '../subsmanager/store.js';
 import { api, openStream, received, stopChild, tempDir, waitFor } from './helpers.js';
@@ -81,6 +84,21 @@ describe('the lease on one file', () => {
     a.history.flush();
     const term = b.history.lead(lapsed())!;
     expect(bodies(b.history, term.settled)).toEqual(['three', 'four']);
+  });
+
+  it('a holder on this host whose process is gone is not waited out; a live one is', () => {
+    const path = join(tempDir(), 'c1m.db');
+    const a = opener(path);
+    a.history.lead();
+    const file = new Database(historyPath(path));
+    closing.push(() => file.close());
+    const dead = spawnSync('true').pid!;
+    const claimedBy = (holder: string) => file.prepare('UPDATE sequencer SET holder = ?, until = ?').run(holder, Date.now() + 60_000);
+    claimedBy(`${hostname()}:${process.ppid}:x`); // alive
+    const b = opener(path);
+    expect(b.history.lead()).toBeUndefined();
+    claimedBy(`${hostname()}:${dead}:x`);
+    expect(b.history.lead()).toMatchObject({ term: 2 });
   });
 
   it('a lease given back at close passes at once, with nothing to deliver again', () => {

@@ -25,6 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, Option } from 'commander';
 import { stopChild } from '../cluster/supervisor.js';
+import { ApiClient, type Answer } from '../loadgen/api-client.js';
 import { cpuOf, machineCores, machineTicks, spawnCluster, type ClusterProcess, type MachineTicks } from '../loadgen/server-process.js';
 import { epochMs } from '../router/latency.js';
 import { openFileLimit, pausesAt, streamCapacity } from '../server/limits.js';
@@ -46,6 +47,8 @@ const CLIENT_SPARE_FDS = 1000;
 const SPREAD_ROOM = 0.95;
 /** Sends waiting for their answer at most; the rest of a tick's sends are skipped and counted. */
 const MAX_IN_FLIGHT = 64;
+/** Keep-alive connections of the sender to the router's API (msggen's default). */
+const SENDER_CONNECTIONS = 8;
 /** The target: every storm client resumed within this long of the kill. */
 const TARGET_MS = 3000;
 
@@ -169,6 +172,7 @@ class ClientProcess {
 
 interface Send {
   sender: number;
+  /** Epoch ms when its request was written (NaN until then). */
   sentAt: number;
   /** Set once the router acknowledged it: the message id it gave, and when the answer came. */
   id?: number;
@@ -181,18 +185,23 @@ class Sender {
   errors = 0;
   /** Sends not made because MAX_IN_FLIGHT were waiting for their answers. */
   skipped = 0;
+  /** msggen's keep-alive client: a request's body is made, and its send time taken, as it is written. */
+  private readonly api: ApiClient;
   private inFlight = 0;
   private stopped = false;
   private running: Promise<void> = Promise.resolve();
 
   constructor(
-    private readonly apiPort: number,
+    apiPort: number,
     private readonly users: number,
     private readonly recipients: (sender: number) => number[],
     private readonly ledgers: Ledger[],
-  ) {}
+  ) {
+    this.api = new ApiClient(HOST, apiPort, SENDER_CONNECTIONS, {});
+  }
 
-  start(rate: number, maxSeconds: number): void {
+  async start(rate: number, maxSeconds: number): Promise<void> {
+    await this.api.ready();
     this.running = this.loop(rate, maxSeconds);
   }
 
@@ -200,6 +209,7 @@ class Sender {
   async stop(): Promise<void> {
     this.stopped = true;
     await this.running;
+    this.api.close();
   }
 
   acked(from = -Infinity, to = Infinity): number {
@@ -213,29 +223,40 @@ class Sender {
       const target = Math.floor(((performance.now() - t0) * rate) / 1000);
       for (; due < target; due++) {
         if (this.inFlight >= MAX_IN_FLIGHT) this.skipped++;
-        else void this.sendOne();
+        else this.sendOne();
       }
       await sleep(5);
     }
     await until('the last sends to be answered', () => (this.inFlight === 0 ? true : undefined), 10_000, 10).catch(() => undefined);
   }
 
-  private async sendOne(): Promise<void> {
+  private sendOne(): void {
     const seq = this.sends.length;
     const sender = 1 + Math.floor(Math.random() * this.users);
-    const send: Send = { sender, sentAt: epochMs() };
+    const send: Send = { sender, sentAt: NaN };
     this.sends.push(send);
     this.inFlight++;
-    try {
-      const answer = await post<{ delivered: number; id: number }>(this.apiPort, `/send/${sender}`, `m ${sender} ${seq} ${send.sentAt.toFixed(1)}`);
-      send.id = answer.id;
+    const body = () => {
+      send.sentAt = epochMs();
+      return `m ${sender} ${seq} ${send.sentAt.toFixed(1)}`;
+    };
+    const answered = ({ status, body }: Answer) => {
+      this.inFlight--;
+      let id: number | undefined;
+      try {
+        id = status === 200 ? (JSON.parse(body) as { id?: number }).id : undefined;
+      } catch {
+        // not the API's JSON: an error like any other
+      }
+      if (id === undefined) return void this.errors++;
+      send.id = id;
       send.ackedAt = epochMs();
       for (const user of this.recipients(sender)) this.ledgers[user].ack(seq);
-    } catch {
-      this.errors++;
-    } finally {
+    };
+    this.api.request('POST', `/send/${sender}`, body, answered, () => {
       this.inFlight--;
-    }
+      this.errors++;
+    });
   }
 }
 
@@ -376,7 +397,7 @@ export async function runStorm(o: StormOptions) {
     const pids = new Map<string, number>([['router', routerPid], ['nats', cluster.pids.nats]]);
     for (const e of edges) pids.set(e.id, e.pid);
     clients.forEach((c, i) => pids.set(`clients-${i}`, c.child.pid!));
-    sender.start(o.rate, o.warmupSeconds + o.baselineSeconds + o.timeoutSeconds + o.afterSeconds + 10);
+    await sender.start(o.rate, o.warmupSeconds + o.baselineSeconds + o.timeoutSeconds + o.afterSeconds + 10);
     await sleep(o.warmupSeconds * 1000);
     const baselineStart = sampleCpu(pids);
     await sleep(o.baselineSeconds * 1000);

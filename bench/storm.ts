@@ -283,6 +283,7 @@ interface CpuSample {
   /** CPU seconds so far, by process name; a process that is gone is missing. */
   seconds: Map<string, number>;
   machine: MachineTicks;
+  tcp: TcpCounters;
 }
 
 function sampleCpu(pids: Map<string, number>): CpuSample {
@@ -294,8 +295,22 @@ function sampleCpu(pids: Map<string, number>): CpuSample {
       // killed: it has no figure for this window
     }
   }
-  return { at: epochMs(), seconds, machine: machineTicks() };
+  return { at: epochMs(), seconds, machine: machineTicks(), tcp: tcpCounters() };
 }
+
+/**
+ * The kernel's TCP counters that show connections waiting (this network namespace, all processes): SYNs dropped
+ * because a listener's accept queue was full, and SYNs sent again, which a client does 1 s, then 3 s, after its first.
+ */
+function tcpCounters() {
+  const [names, values] = readFileSync('/proc/net/netstat', 'utf8')
+    .split('\n')
+    .filter((line) => line.startsWith('TcpExt:'))
+    .map((line) => line.split(/\s+/).slice(1));
+  const get = (name: string) => Number(values[names.indexOf(name)] ?? NaN);
+  return { listenOverflows: get('ListenOverflows'), listenDrops: get('ListenDrops'), synRetransmits: get('TCPSynRetrans') };
+}
+type TcpCounters = ReturnType<typeof tcpCounters>;
 
 const ms = (sorted: number[], q: number) => +percentile(sorted, q).toFixed(1);
 const latency = (values: number[]) => {
@@ -487,6 +502,7 @@ export async function runStorm(o: StormOptions) {
         edges: Object.fromEntries(edges.map((e) => [e.id, cores(e.id)])),
         clientsCores: +clients.reduce((n, _, i) => n + (cores(`clients-${i}`) ?? 0), 0).toFixed(3),
         machine: machineCores(a.machine, b.machine),
+        tcp: Object.fromEntries(Object.entries(b.tcp).map(([k, v]) => [k, v - a.tcp[k as keyof TcpCounters]])) as TcpCounters,
         calmLatencyMs: latency(calmDeliveries.filter(([at]) => at >= a.at && at <= b.at).map(([, l]) => l)),
       };
     };
@@ -500,6 +516,8 @@ export async function runStorm(o: StormOptions) {
         resumedWithinTarget: resumeMs.filter((t) => t <= TARGET_MS).length,
         targetMs: TARGET_MS,
         resumeMs: { p50: ms(resumeMs, 0.5), p99: ms(resumeMs, 0.99), max: ms(resumeMs, 1) },
+        // How many had resumed by each time after the kill (ms): the backoff spreads the first attempts over 500 ms, a dropped SYN is sent again 1 s later.
+        resumedBy: Object.fromEntries([500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 10_000].map((t) => [t, resumeMs.filter((r) => r <= t).length])),
         lastResumedMs: resumeMs.length === o.storm ? ms(resumeMs, 1) : null,
         reconnectedMoreThanOnce: storm.filter((l) => l.welcomes.filter((at) => at >= killedAt).length > 1).length,
         refused: totals.storm.refused,
@@ -544,10 +562,12 @@ function summary(r: StormReport): string {
   const w = (name: string, x: StormReport['baseline']) =>
     `${name}: ${x.seconds} s, ${x.acknowledgedSends} sends; router ${x.router.cores} cores, ${x.router.microsPerSend} µs/send; nats ${x.nats.cores}; ` +
     `edges ${Object.entries(x.edges).map(([id, c]) => `${id} ${c ?? 'killed'}`).join(', ')}; clients ${x.clientsCores}; machine busy ${x.machine.busy} of ${r.scale.cores} cores; ` +
+    `listen queue overflows ${x.tcp.listenOverflows}, SYNs sent again ${x.tcp.synRetransmits}; ` +
     `calm delivery p50 ${x.calmLatencyMs.p50} ms p99 ${x.calmLatencyMs.p99} ms (${x.calmLatencyMs.deliveries})`;
   return [
     `storm: ${s.clients} streams on ${s.killedEdge} killed, ${s.streamsEnded} ended; ${s.resumed} resumed, ${s.resumedWithinTarget} within ${s.targetMs} ms; ` +
       `resume p50 ${s.resumeMs.p50} ms, p99 ${s.resumeMs.p99} ms, last ${s.lastResumedMs ?? 'never (timed out)'} ms; ` +
+      `resumed by (ms) ${Object.entries(s.resumedBy).map(([t, n]) => `${t}: ${n}`).join(', ')}; ` +
       `${s.history.resumes} resumes replayed ${s.history.replayed} messages; ${s.refused} refused, ${s.failedAttempts} failed attempts`,
     `ledger (${r.ledger.addressed} acknowledged deliveries): missed ${r.ledger.missed}, duplicated ${r.ledger.duplicated}, out of order ${r.ledger.outOfOrder}, lost ${r.ledger.lost}, misdelivered ${r.ledger.misdelivered}, wrong ids ${r.ledger.wrongIds}`,
     w('baseline', r.baseline),

@@ -516,7 +516,7 @@ export async function runStorm(o: StormOptions) {
         resumedWithinTarget: resumeMs.filter((t) => t <= TARGET_MS).length,
         targetMs: TARGET_MS,
         resumeMs: { p50: ms(resumeMs, 0.5), p99: ms(resumeMs, 0.99), max: ms(resumeMs, 1) },
-        // How many had resumed by each time after the kill (ms): the backoff spreads the first attempts over 500 ms, a dropped SYN is sent again 1 s later.
+        // How many had resumed by each time after the kill (ms): the backoff spreads first attempts over BACKOFF_MS.min, a dropped SYN goes again 1 s later.
         resumedBy: Object.fromEntries([500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 10_000].map((t) => [t, resumeMs.filter((r) => r <= t).length])),
         lastResumedMs: resumeMs.length === o.storm ? ms(resumeMs, 1) : null,
         reconnectedMoreThanOnce: storm.filter((l) => l.welcomes.filter((at) => at >= killedAt).length > 1).length,

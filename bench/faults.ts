@@ -28,6 +28,7 @@ import { credsFile, makeTlsFiles, writeNatsConfig } from '../cluster/nats-auth.j
 import { c1mArgv } from '../cluster/supervisor.js';
 import { isAlive } from '../loadgen/server-process.js';
 import { percentile } from './probe.js';
+import { until } from './until.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 const HOSTS_SH = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../scripts/hosts.sh' : '../../scripts/hosts.sh', import.meta.url));
@@ -43,23 +44,6 @@ export function cannotRun(): string | undefined {
   spawnSync('ip', ['netns', 'delete', 'c1m-probe']);
   for (const tool of ['haproxy', 'nats-server']) if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) return `${tool} is not installed`;
   return undefined;
-}
-
-
-/** Polls `check` until it gives a value; a check that throws (a process restarting) counts as "not yet". */
-async function until<T>(what: string, check: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000, everyMs = 25): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last = '';
-  for (;;) {
-    try {
-      const value = await check();
-      if (value !== undefined) return value;
-    } catch (err) {
-      last = ` (last error: ${(err as Error).message})`;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last}`);
-    await sleep(everyMs);
-  }
 }
 
 function hosts(...args: string[]): string {

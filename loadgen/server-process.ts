@@ -150,7 +150,8 @@ export interface ClusterProcess {
   nats: string;
   /** The started nats-server's configuration and every role's credentials (c1m nats-config's layout). */
   natsDir: string;
-  edges: { id: string; pid: number; agentPort?: number; capacity: number }[];
+  /** `port` only with --port-per-edge: each edge's own. */
+  edges: { id: string; pid: number; port?: number; agentPort?: number; capacity: number }[];
   pids: Record<string, number>;
   output(): string;
 }

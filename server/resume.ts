@@ -48,13 +48,12 @@ const UNKNOWN: ReplayAnswer = { lost: true, why: 'unknown' };
 export function resume(hub: ResumeHub, stream: Resumable, after: number | undefined): void {
   if (after === undefined) return void hub.registry.login(stream);
   const budget = hub.maxBacklog / 2;
-  const answer = hub.replay ? hub.replay(stream.user, after, budget) : UNKNOWN;
-  if (!(answer instanceof Promise)) {
-    if (write(stream, answer, budget) === undefined) return endAfterFlush(hub, stream);
-    return void hub.registry.login(stream);
-  }
+  // The holder is logged in before the replay is asked for: an edge sends its pending logins with the request,
+  // so the router hears this one before it reads the replay, and what it numbers after that read reaches the holder.
   const holder = new Holder(stream.user);
   hub.registry.login(holder);
+  const answer = hub.replay ? hub.replay(stream.user, after, budget) : UNKNOWN;
+  if (!(answer instanceof Promise)) return handOver(hub, holder, stream, answer, budget);
   answer.then(
     (reply) => handOver(hub, holder, stream, reply, budget),
     // No router keeps a history (no responders): lost. Any other failure ends the stream, and its client tries again.

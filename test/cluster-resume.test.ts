@@ -84,6 +84,28 @@ describe.each(['chunked', 'sse', 'ws'] as const)('resume over %s on a 3-edge clu
   });
 });
 
+it('loses nothing sent while a stream resumes on an edge: sends back to back across the hand-over', async () => {
+  const first = await open('chunked', 61, '?ids=1');
+  const seen = await send(61, 'seen', 1);
+  await waitFor(() => received(first).includes(seen), 'the first message');
+  first.close();
+  // The router must hear the resuming stream's login before it reads the replay: a send numbered between the two would reach neither.
+  const sent: string[] = [];
+  let flowing = true;
+  const flow = (async () => {
+    for (let i = 0; flowing && i < 2000; i++) sent.push(await send(61, `flow ${i}`));
+  })();
+  await waitFor(() => sent.length >= 5, 'the first sends');
+  const back = await open('chunked', 61, `?lastEventId=${seen.split(' ')[0]}`);
+  const atWelcome = sent.length;
+  await waitFor(() => sent.length >= atWelcome + 30, 'sends after the welcome');
+  flowing = false;
+  await flow;
+  await waitFor(() => received(back).length >= sent.length, 'every message sent', 10_000);
+  expect(received(back)).toEqual(sent);
+  back.close();
+});
+
 it('a router killed with kill -9 comes back with its history: a client resumes across the restart', async () => {
   const before = (await api(cluster.apiPort, 'GET', '/stats')).json as { pid: number };
   const client = await open('sse', 51, '');

@@ -19,13 +19,14 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, setPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, Option } from 'commander';
 import { stopChild } from '../cluster/supervisor.js';
 import { ApiClient, type Answer } from '../loadgen/api-client.js';
+import { WORKER_NICE } from '../loadgen/flood.js';
 import { cpuOf, machineCores, machineTicks, spawnCluster, type ClusterProcess, type MachineTicks } from '../loadgen/server-process.js';
 import { epochMs } from '../router/latency.js';
 import { openFileLimit, pausesAt, streamCapacity } from '../server/limits.js';
@@ -132,6 +133,8 @@ class ClientProcess {
     onEvents: (group: 'storm' | 'calm', events: ClientEvents) => void,
   ) {
     this.child = fork(CLIENTS_JS, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    // At the edges' priority, as the flood's workers: at nice 0 the clients would take the cores from the edges they measure.
+    if (this.child.pid) setPriority(this.child.pid, WORKER_NICE);
     this.child.on('message', (m: ClientsReply) => m.type === 'events' && onEvents(group, m));
   }
 

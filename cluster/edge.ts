@@ -106,8 +106,18 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
   hub.onWritten = latency.observe;
   // The history is a router's: a resuming stream's replay comes over the bus (see server/resume.ts), asked for once
   // this edge's pending logins are out, so that the router has the stream's before it reads the replay.
+  let loginsOut: Promise<void> | undefined;
+  /** Sends the pending logins at the end of this turn, once for all the streams that resume in it (a reconnect storm brings thousands). */
+  const sendLogins = (): Promise<void> =>
+    (loginsOut ??= new Promise((resolve) =>
+      setImmediate(() => {
+        loginsOut = undefined;
+        presence.flush();
+        resolve();
+      }),
+    ));
   hub.replay = async (user, after, budget) => {
-    presence.flush();
+    await sendLogins();
     const reply = await bus.request(SUBJECTS.replay, { t: 'replay', user, after, budget }, REPLAY_TIMEOUT_MS);
     if (reply.t !== 'replayed') throw new Error(`unexpected answer to a replay: ${reply.t}`);
     if (reply.lost) return { lost: true, why: reply.lost };

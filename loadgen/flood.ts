@@ -22,7 +22,7 @@ import { openFileLimit } from '../server/limits.js';
 /** The compiled worker: next to this module in dist/, or in dist/ when this runs from source (under vitest). */
 export const FLOOD_WORKER = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../dist/loadgen/flood-worker' : './flood-worker', import.meta.url));
 
-const WORKER_NICE = 5;
+export const WORKER_NICE = 5;
 
 /** Descriptors a worker keeps besides its sockets: stdio, epoll, /proc reads. */
 const WORKER_RESERVED_FDS = 32;

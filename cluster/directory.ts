@@ -231,7 +231,7 @@ export class Directory {
           return;
         }
         const history = options.history;
-        if (history && !history.lease.holds()) return void (replyTo && bus.publish(replyTo, { t: 'sent', delivered: 0, error: 'the router is handing the history over: try again' }));
+        if (history && !history.holdsLease()) return void (replyTo && bus.publish(replyTo, { t: 'sent', delivered: 0, error: 'the router is handing the history over: try again' }));
         const delivered = this.send(message.user, message.message);
         if (!replyTo) return;
         if (!history) return bus.publish(replyTo, { t: 'sent', delivered });

@@ -86,6 +86,19 @@ describe('the lease on one file', () => {
     expect(bodies(b.history, term.settled)).toEqual(['three', 'four']);
   });
 
+  it('a holder whose event loop was held up past its renewal renews at its next append, unless another took the lease', () => {
+    const path = join(tempDir(), 'c1m.db');
+    const [a, b] = [opener(path), opener(path)];
+    a.history.lead(Date.now() - LEASE.ms + 100); // as if its last renewal was 1.9 s ago: inside the margin
+    expect(a.history.lease.holds()).toBe(false);
+    a.history.append(1, Buffer.from('renewed at once'));
+    expect(a.history.lease.holds()).toBe(true);
+    a.history.flush();
+    expect(b.history.lead(lapsed())).toMatchObject({ term: 2 });
+    a.history.lease.until = Date.now(); // held up again, and this time b took over
+    expect(() => a.history.append(1, Buffer.from('refused'))).toThrow(new RegExp(`another process \\(${b.history.lease.holder}, term 2\\)`));
+  });
+
   it('a holder on this host whose process is gone is not waited out; a live one is', () => {
     const path = join(tempDir(), 'c1m.db');
     const a = opener(path);

@@ -346,6 +346,11 @@ export class Browser {
   readonly received = new Map<number, number>();
   /** Longest time without a stream, ms, since `resetGap()`. */
   maxGap = 0;
+  /** Longest replay since `resetGap()`: from a welcome after a gap until every probe acknowledged before it and not yet received had arrived, ms. */
+  maxReplay = 0;
+  /** Probes the stream that came back still owes, and when it was welcomed. */
+  private owed = new Set<number>();
+  private backAt = 0;
   /** When the last welcome arrived. */
   welcomedAt = 0;
   readonly tally: Tally = { ends: 0, refused: 0, misdelivered: 0, failed: 0, lost: 0 };
@@ -394,7 +399,11 @@ export class Browser {
 
   private line(line: string): void {
     if (line.startsWith('Welcome')) {
-      if (this.downSince) this.maxGap = Math.max(this.maxGap, Date.now() - this.downSince);
+      if (this.downSince) {
+        this.maxGap = Math.max(this.maxGap, Date.now() - this.downSince);
+        this.owed = new Set([...this.acked].filter((seq) => !this.received.has(seq)));
+        this.backAt = Date.now();
+      }
       this.downSince = 0;
       this.welcomedAt = Date.now();
       this.open = true;
@@ -409,6 +418,7 @@ export class Browser {
     if (sender === this.id) {
       this.lastOwn = Math.max(this.lastOwn, Number(seq));
       this.received.set(Number(seq), (this.received.get(Number(seq)) ?? 0) + 1);
+      if (this.owed.delete(Number(seq)) && this.owed.size === 0) this.maxReplay = Math.max(this.maxReplay, Date.now() - this.backAt);
       this.onLatency?.(Date.now() - Number(sentAt));
     }
   }
@@ -428,6 +438,7 @@ export class Browser {
 
   resetGap(): void {
     this.maxGap = 0;
+    this.maxReplay = 0;
   }
 
   close(): void {
@@ -505,6 +516,8 @@ export interface FaultResult extends Tally {
   recoveryMs: number;
   /** Longest time one user was without a stream, ms. */
   maxGapMs: number;
+  /** Longest replay: from a user's welcome after its gap until every probe it was owed had arrived, ms. */
+  maxReplayMs: number;
   /** Probes the router acknowledged during the fault and its recovery that never reached their user, and those that reached it twice. */
   missed: number;
   duplicated: number;
@@ -607,7 +620,7 @@ async function runOnHosts(o: RunOptions) {
       const before = sum(browsers);
       const result = await FAULT_RUNS[fault](rig, browsers, extra);
       const ledger = browsers.map((b) => b.settle()).reduce((t, l) => ({ missed: t.missed + l.missed, duplicated: t.duplicated + l.duplicated }), { missed: 0, duplicated: 0 });
-      const full: FaultResult = { fault, ...delta(sum(browsers), before), maxGapMs: Math.max(...browsers.map((b) => b.maxGap)), ...ledger, ...result };
+      const full: FaultResult = { fault, ...delta(sum(browsers), before), maxGapMs: Math.max(...browsers.map((b) => b.maxGap)), maxReplayMs: Math.max(...browsers.map((b) => b.maxReplay)), ...ledger, ...result };
       results.push(full);
       log(JSON.stringify(full));
       // Every fault starts from a whole cluster: every edge up, or taking no new streams because it is full.
@@ -797,7 +810,7 @@ async function main(): Promise<void> {
   const rig = { capacity: Number(values.capacity), smallCapacity: Number(values['small-capacity']), drainRate: Number(values['drain-rate']) };
   const { results, comparison, dir } = await runFaults({ users: Number(values.users), faults, sends: Number(values.sends), rig });
   console.table(comparison);
-  console.table(results.map(({ fault, recoveryMs, ends, misdelivered, refused, maxGapMs }) => ({ fault, recoveryMs, ends, misdelivered, refused, maxGapMs })));
+  console.table(results.map(({ fault, recoveryMs, ends, misdelivered, refused, maxGapMs, maxReplayMs, missed, duplicated, lost }) => ({ fault, recoveryMs, ends, misdelivered, refused, maxGapMs, maxReplayMs, missed, duplicated, lost })));
   console.log(`logs in ${dir}`);
 }
 

@@ -268,6 +268,12 @@ class Sender {
  * acknowledged before it opened (its replay complete, and what was in flight);
  * undefined while it has no such stream or one is missing.
  */
+/** p50, p99 and max of the times given, from `since` (ms); times not there are left out. */
+function spread(times: (number | undefined)[], since: number): { p50: number; p99: number; max: number } {
+  const sorted = times.filter((t): t is number => t !== undefined).map((t) => t - since).sort((a, b) => a - b);
+  return { p50: ms(sorted, 0.5), p99: ms(sorted, 0.99), max: ms(sorted, 1) };
+}
+
 function resumedAt(ledger: Ledger, sends: Send[], since: number): number | undefined {
   const welcome = ledger.welcomes.at(-1);
   if (welcome === undefined || welcome < since || (ledger.ends.at(-1) ?? 0) > welcome) return undefined;
@@ -519,6 +525,9 @@ export async function runStorm(o: StormOptions) {
         resumedWithinTarget: resumeMs.filter((t) => t <= TARGET_MS).length,
         targetMs: TARGET_MS,
         resumeMs: { p50: ms(resumeMs, 0.5), p99: ms(resumeMs, 0.99), max: ms(resumeMs, 1) },
+        // Where the time goes: the client seeing its stream end, then its welcome on another edge, then its replay.
+        endedMs: spread(storm.map((l) => l.ends.find((at) => at >= killedAt)), killedAt),
+        welcomedMs: spread(storm.map((l) => l.welcomes.find((at) => at >= killedAt)), killedAt),
         // How many had resumed by each time after the kill (ms): the backoff spreads first attempts over BACKOFF_MS.min, a dropped SYN goes again 1 s later.
         resumedBy: Object.fromEntries([500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 10_000].map((t) => [t, resumeMs.filter((r) => r <= t).length])),
         lastResumedMs: resumeMs.length === o.storm ? ms(resumeMs, 1) : null,
@@ -570,6 +579,7 @@ function summary(r: StormReport): string {
   return [
     `storm: ${s.clients} streams on ${s.killedEdge} killed, ${s.streamsEnded} ended; ${s.resumed} resumed, ${s.resumedWithinTarget} within ${s.targetMs} ms; ` +
       `resume p50 ${s.resumeMs.p50} ms, p99 ${s.resumeMs.p99} ms, last ${s.lastResumedMs ?? 'never (timed out)'} ms; ` +
+      `end seen p50/p99/max ${s.endedMs.p50}/${s.endedMs.p99}/${s.endedMs.max} ms, welcome ${s.welcomedMs.p50}/${s.welcomedMs.p99}/${s.welcomedMs.max} ms; ` +
       `resumed by (ms) ${Object.entries(s.resumedBy).map(([t, n]) => `${t}: ${n}`).join(', ')}; ` +
       `${s.history.resumes} resumes replayed ${s.history.replayed} messages; ${s.refused} refused, ${s.failedAttempts} failed attempts`,
     `ledger (${r.ledger.addressed} acknowledged deliveries): missed ${r.ledger.missed}, duplicated ${r.ledger.duplicated}, out of order ${r.ledger.outOfOrder}, lost ${r.ledger.lost}, misdelivered ${r.ledger.misdelivered}, wrong ids ${r.ledger.wrongIds}`,

@@ -8,7 +8,7 @@
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { C1m, SqliteStore } from '../index.js';
-import { api, openStream, received, spawnServer, startServer, stopChild, tempDir, waitFor, type SseClient, type StreamClient, type Transport, type WsClient } from './helpers.js';
+import { api, openStream, received, runCli, spawnServer, startServer, stopChild, tempDir, waitFor, type SseClient, type StreamClient, type Transport, type WsClient } from './helpers.js';
 
 let c1m: C1m | undefined;
 const clients: (StreamClient | SseClient | WsClient)[] = [];
@@ -143,5 +143,18 @@ it('a server killed with kill -9 and restarted on the same store replays what it
     }
   } finally {
     await stopChild(second.child);
+  }
+});
+
+it('a second server on a store whose history another live server keeps refuses to start, naming it', async () => {
+  const db = join(tempDir(), 'c1m.db');
+  const first = await spawnServer(['--db', db]);
+  try {
+    const second = await runCli(['server', '--db', db, '--port', '0', '--api-port', '0']);
+    expect(second.code).not.toBe(0);
+    expect(second.stderr + second.stdout).toMatch(new RegExp(`another process \\([^:]+:${first.child.pid}:[0-9a-f]+, term \\d+\\) numbers this store's messages`));
+    expect((await send(first.apiPort, 1, 'still served')).endsWith('still served')).toBe(true);
+  } finally {
+    await stopChild(first.child);
   }
 });

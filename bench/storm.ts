@@ -421,6 +421,7 @@ export async function runStorm(o: StormOptions) {
     const pids = new Map<string, number>([['router', routerPid], ['nats', cluster.pids.nats]]);
     for (const e of edges) pids.set(e.id, e.pid);
     clients.forEach((c, i) => pids.set(`clients-${i}`, c.child.pid!));
+    pids.set('runner', process.pid); // this process: the sender and every client's ledger
     await sender.start(o.rate, o.warmupSeconds + o.baselineSeconds + o.timeoutSeconds + o.afterSeconds + 10);
     await sleep(o.warmupSeconds * 1000);
     const baselineStart = sampleCpu(pids);
@@ -436,6 +437,15 @@ export async function runStorm(o: StormOptions) {
     process.kill(stormEdge.pid, 'SIGKILL');
     log(JSON.stringify({ msg: 'killed', edge: stormEdge.id, pid: stormEdge.pid, streams: o.storm }));
 
+    // The server's side of it, without the clients' read lag: when the router had answered every storm client's replay.
+    let repliedAt: number | undefined;
+    const watchReplies = (async () => {
+      while (repliedAt === undefined && epochMs() - killedAt < o.timeoutSeconds * 1000) {
+        const resumes = (await stats()).history.resumes - historyBefore.resumes;
+        if (resumes >= o.storm) repliedAt = epochMs();
+        else await sleep(50);
+      }
+    })();
     const pending = new Set(Array.from({ length: o.storm }, (_, i) => i + 1));
     const allResumed = await until(
       'every storm client to resume',
@@ -447,6 +457,7 @@ export async function runStorm(o: StormOptions) {
       20,
     ).catch(() => false);
     const stormEnd = sampleCpu(pids);
+    await watchReplies;
     const historyAfter = (await stats()).history;
     log(JSON.stringify({ msg: allResumed ? 'every storm client resumed' : 'timed out', pending: pending.size, seconds: +((stormEnd.at - killedAt) / 1000).toFixed(2) }));
 
@@ -510,6 +521,7 @@ export async function runStorm(o: StormOptions) {
         nats: { cores: cores('nats') },
         edges: Object.fromEntries(edges.map((e) => [e.id, cores(e.id)])),
         clientsCores: +clients.reduce((n, _, i) => n + (cores(`clients-${i}`) ?? 0), 0).toFixed(3),
+        runnerCores: cores('runner'),
         machine: machineCores(a.machine, b.machine),
         tcp: Object.fromEntries(Object.entries(b.tcp).map(([k, v]) => [k, v - a.tcp[k as keyof TcpCounters]])) as TcpCounters,
         calmLatencyMs: latency(calmDeliveries.filter(([at]) => at >= a.at && at <= b.at).map(([, l]) => l)),
@@ -526,6 +538,7 @@ export async function runStorm(o: StormOptions) {
         targetMs: TARGET_MS,
         resumeMs: { p50: ms(resumeMs, 0.5), p99: ms(resumeMs, 0.99), max: ms(resumeMs, 1) },
         // Where the time goes: the client seeing its stream end, then its welcome on another edge, then its replay.
+        routerRepliedAllMs: repliedAt === undefined ? null : Math.round(repliedAt - killedAt),
         endedMs: spread(storm.map((l) => l.ends.find((at) => at >= killedAt)), killedAt),
         welcomedMs: spread(storm.map((l) => l.welcomes.find((at) => at >= killedAt)), killedAt),
         // How many had resumed by each time after the kill (ms): the backoff spreads first attempts over BACKOFF_MS.min, a dropped SYN goes again 1 s later.
@@ -573,13 +586,14 @@ function summary(r: StormReport): string {
   const s = r.storm;
   const w = (name: string, x: StormReport['baseline']) =>
     `${name}: ${x.seconds} s, ${x.acknowledgedSends} sends; router ${x.router.cores} cores, ${x.router.microsPerSend} µs/send; nats ${x.nats.cores}; ` +
-    `edges ${Object.entries(x.edges).map(([id, c]) => `${id} ${c ?? 'killed'}`).join(', ')}; clients ${x.clientsCores}; machine busy ${x.machine.busy} of ${r.scale.cores} cores; ` +
+    `edges ${Object.entries(x.edges).map(([id, c]) => `${id} ${c ?? 'killed'}`).join(', ')}; clients ${x.clientsCores}; runner (sender, ledgers) ${x.runnerCores}; machine busy ${x.machine.busy} of ${r.scale.cores} cores; ` +
     `listen queue overflows ${x.tcp.listenOverflows}, SYNs sent again ${x.tcp.synRetransmits}; ` +
     `calm delivery p50 ${x.calmLatencyMs.p50} ms p99 ${x.calmLatencyMs.p99} ms (${x.calmLatencyMs.deliveries})`;
   return [
     `storm: ${s.clients} streams on ${s.killedEdge} killed, ${s.streamsEnded} ended; ${s.resumed} resumed, ${s.resumedWithinTarget} within ${s.targetMs} ms; ` +
       `resume p50 ${s.resumeMs.p50} ms, p99 ${s.resumeMs.p99} ms, last ${s.lastResumedMs ?? 'never (timed out)'} ms; ` +
       `end seen p50/p99/max ${s.endedMs.p50}/${s.endedMs.p99}/${s.endedMs.max} ms, welcome ${s.welcomedMs.p50}/${s.welcomedMs.p99}/${s.welcomedMs.max} ms; ` +
+      `the router had answered every replay ${s.routerRepliedAllMs ?? 'never'} ms after the kill; ` +
       `resumed by (ms) ${Object.entries(s.resumedBy).map(([t, n]) => `${t}: ${n}`).join(', ')}; ` +
       `${s.history.resumes} resumes replayed ${s.history.replayed} messages; ${s.refused} refused, ${s.failedAttempts} failed attempts`,
     `ledger (${r.ledger.addressed} acknowledged deliveries): missed ${r.ledger.missed}, duplicated ${r.ledger.duplicated}, out of order ${r.ledger.outOfOrder}, lost ${r.ledger.lost}, misdelivered ${r.ledger.misdelivered}, wrong ids ${r.ledger.wrongIds}`,

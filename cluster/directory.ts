@@ -188,7 +188,7 @@ export class Directory {
   constructor(
     readonly bus: Bus,
     subscribers: SubscriberSource,
-    readonly options: DirectoryOptions,
+    private readonly options: DirectoryOptions,
   ) {
     this.router = new Router(this.registry, subscribers, options.history);
     this.maxChunkBytes = options.maxMessage + 1 + CHUNK_BYTES + ID_BYTES;

@@ -114,6 +114,8 @@ export class History {
   private readonly hears;
   private readonly write;
   private readonly newer;
+  private readonly lastFloor;
+  private closed = false;
   private pruneTimer?: NodeJS.Timeout;
   private renewTimer?: NodeJS.Timeout;
   private readonly checkpointer?: Worker;
@@ -205,9 +207,6 @@ export class History {
     });
   }
 
-  private readonly lastFloor;
-  private closed = false;
-
   private firstFreeId(): number {
     return Math.max((this.newest.get() as number | null) ?? 0, (this.lastFloor.get() as number | null) ?? 0) + 1;
   }
@@ -222,7 +221,7 @@ export class History {
     let term: Term | undefined;
     try {
       // A look first, without the write lock: a process waiting for the lease looks often.
-      if (this.lease.current(now)) return undefined;
+      if ((this.lease.current(now)?.holder ?? this.lease.holder) !== this.lease.holder) return undefined;
       term = this.lease.claim(now);
     } catch (err) {
       if ((err as { code?: string }).code === 'SQLITE_BUSY') return undefined;

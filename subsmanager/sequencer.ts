@@ -4,8 +4,9 @@
  * client that saw 11 would resume past 10 for ever. So the process that
  * appends holds a lease, a row in the history file: taken when free or
  * lapsed, renewed every `renewMs`, and confirmed inside every commit, so a
- * holder that lost it commits nothing more. Each holder has a new term, which
- * its deliveries carry: an edge drops a late batch of an older term. Each
+ * holder that lost it commits nothing more. Each holder has a new term (the
+ * time it took the lease, or one more than the last), which its deliveries
+ * carry: an edge drops a late batch of an older term. Each
  * renewal also notes the newest id then (`through`) and the one the renewal
  * before noted (`settled`): a holder that stops delivering without releasing
  * (kill -9, a frozen process) may have committed messages after `settled`
@@ -79,7 +80,8 @@ export class SequencerLease {
     return this.db.transaction((): Term | undefined => {
       const row = this.read.get() as (Holder & { settled: number }) | undefined;
       if (row && row.holder !== this.holder && row.until > now && !gone(row.holder)) return undefined;
-      const term = (row?.term ?? 0) + 1;
+      // Above the last term, and a time: a store whose history was wiped still starts above any term an edge has seen.
+      const term = Math.max((row?.term ?? 0) + 1, now);
       this.take.run({ holder: this.holder, term, until: now + LEASE.ms });
       this.term = term;
       this.until = now + LEASE.ms;

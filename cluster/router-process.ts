@@ -100,7 +100,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       slowConsumerCloses: sum((e) => e.slowConsumerCloses),
       transports: sumTransportStats(edges.map((e) => e.transports)),
       batchWindowMs: directory.batchWindowMs,
-      history: history ? { lastId: history.lastId, resumes: history.resumes, replayed: history.replayed, lost: history.lost } : null,
+      history: history ? history.stats() : null,
       uptimeSeconds: Math.round((Date.now() - started) / 1000),
       memory: { rss: memory.rss, heapUsed: memory.heapUsed, external: memory.external },
       edges,

@@ -9,7 +9,7 @@ import { LatencyHistogram, epochMs } from '../router/latency.js';
 import { Registry } from '../router/registry.js';
 import { Router } from '../router/router.js';
 import { DEFAULT_CACHE_MIB } from '../subsmanager/defaults.js';
-import { NotSequencerError, type History } from '../subsmanager/history.js';
+import { NotSequencerError, type History, type HistoryStats } from '../subsmanager/history.js';
 import { LEASE } from '../subsmanager/sequencer.js';
 import { openStore, type SubscriptionStore } from '../subsmanager/store.js';
 import { apiRoutes, checkApiSettings } from './api.js';
@@ -88,7 +88,7 @@ export interface Stats {
   /** Times the process ran out of file descriptors and stopped accepting on the public port for a while. */
   fdExhaustions: number;
   /** Streams that resumed, the messages replayed to them, and those told their history is lost; null without history. */
-  history: { lastId: number; resumes: number; replayed: number; lost: number } | null;
+  history: HistoryStats | null;
   uptimeSeconds: number;
   memory: { rss: number; heapUsed: number; external: number };
 }
@@ -178,7 +178,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
       authFailures: hub.authFailures,
       transports: transportStats(hub),
       fdExhaustions: publicListener.fds.exhaustions,
-      history: history ? { lastId: history.lastId, resumes: history.resumes, replayed: history.replayed, lost: history.lost } : null,
+      history: history ? history.stats() : null,
       uptimeSeconds: Math.round((Date.now() - started) / 1000),
       memory: { rss: memory.rss, heapUsed: memory.heapUsed, external: memory.external },
     };

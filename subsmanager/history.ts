@@ -82,6 +82,14 @@ export interface Missed {
 /** What a resuming stream gets: what it missed, in id order, or why that cannot be known. */
 export type Replay = { lost: false; messages: Missed[] } | { lost: true; why: 'expired' | 'unknown' };
 
+export interface HistoryStats {
+  term: number | null;
+  lastId: number;
+  resumes: number;
+  replayed: number;
+  lost: number;
+}
+
 /** Rows waiting for their turn's transaction: id, subject, at, body. */
 type Row = [number, number, number, Uint8Array];
 
@@ -264,6 +272,11 @@ export class History {
       setImmediate(this.flush);
     }
     return id;
+  }
+
+  /** For /stats: the lease's term held (null: none), the last id, and the resumes, messages replayed and lost histories so far. */
+  stats(): HistoryStats {
+    return { term: this.lease.term ?? null, lastId: this.lastId, resumes: this.resumes, replayed: this.replayed, lost: this.lost };
   }
 
   /** The highest id given so far. */

@@ -142,7 +142,7 @@ describe('two routers on one store', () => {
     if (cluster) await stopChild(cluster.child);
   });
 
-  type Stats = { pid: number; history: { lastId: number } | null };
+  type Stats = { pid: number; history: { lastId: number; term: number } | null };
   /** The router answering the API now (the lease holder). */
   const holder = async () => ((await api(cluster.apiPort, 'GET', '/stats')).json as Stats).pid;
 
@@ -191,6 +191,8 @@ describe('two routers on one store', () => {
 
     // Freeze the holder right after a send it acknowledged: its batch waits in its window.
     const second = await holder();
+    const terms = async () => ((await api(cluster.apiPort, 'GET', '/stats')).json as Stats).history!.term;
+    const secondTerm = await terms();
     stop = true;
     await sending;
     const frozenAck = await sendOnce('taken, then frozen');
@@ -204,6 +206,7 @@ describe('two routers on one store', () => {
     }
     // Thawed, it finds the lease taken and exits; its late batch is dropped by the edges.
     await vi.waitFor(() => expect(() => process.kill(second, 0)).toThrow(), { timeout: 10_000, interval: 100 });
+    expect(await terms()).toBeGreaterThan(secondTerm); // /stats names the term of the holder answering
     const last = await sendOnce('last');
     expect(last).toBeDefined();
     await waitFor(() => ids().includes(last!), 'the last message', 10_000);

@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { epochMs, LatencyHistogram, type LatencyBuckets } from '../router/latency.js';
 import { Registry, type Connection } from '../router/registry.js';
 import { Router, type Chunk, type SubscriberSource } from '../router/router.js';
-import type { History, Missed } from '../subsmanager/history.js';
+import { NotSequencerError, type History, type Missed } from '../subsmanager/history.js';
 import type { Bus } from './bus.js';
 import { CLUSTER_DEFAULTS } from './defaults.js';
 import { busWindowMs, MIN_WINDOW_MS, SUBJECTS, type BusMessage, type EdgeStats } from './messages.js';
@@ -230,10 +230,16 @@ export class Directory {
           if (replyTo) bus.publish(replyTo, { t: 'sent', delivered: 0, error: `a message of ${bytes} bytes is over --max-message (${options.maxMessage})` });
           return;
         }
-        const history = options.history;
-        if (history && !history.holdsLease()) return void (replyTo && bus.publish(replyTo, { t: 'sent', delivered: 0, error: 'the router is handing the history over: try again' }));
-        const delivered = this.send(message.user, message.message);
+        let delivered: number;
+        try {
+          delivered = this.send(message.user, message.message);
+        } catch (err) {
+          // The history's lease is no longer this router's (a hand-over): nothing was numbered or delivered.
+          if (!(err instanceof NotSequencerError)) throw err;
+          return void (replyTo && bus.publish(replyTo, { t: 'sent', delivered: 0, error: `${err.message}: try again` }));
+        }
         if (!replyTo) return;
+        const history = options.history;
         if (!history) return bus.publish(replyTo, { t: 'sent', delivered });
         history.flush(); // kept before the backend hears it was taken, as over HTTP
         bus.publish(replyTo, { t: 'sent', delivered, id: history.lastId });

@@ -55,10 +55,11 @@ export class Router {
    * connected miss it, as in the original design.
    */
   send(user: number, message: string | Uint8Array): number {
-    this.sends++;
     const chunk = toChunk(message);
     // The log keeps a view of the chunk: the bytes are not copied, and nothing writes to a chunk once built.
+    // A log that refuses the message (it may not number it) throws before anyone gets it.
     if (this.log) chunk.id = this.log.append(user, chunk.subarray(0, chunk.length - 1));
+    this.sends++;
     return this.fanOut(user, chunk);
   }
 

@@ -1,5 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import { unpack } from 'msgpackr';
+import { NotSequencerError } from '../subsmanager/history.js';
 import { toPairs, type Pair } from '../subsmanager/pairs.js';
 import type { SubscriptionStore } from '../subsmanager/store.js';
 import type { Registry as MetricsRegistry } from 'prom-client';
@@ -124,6 +125,8 @@ function respondOrFail(res: HttpResponse, respond: () => void): void {
     if (err instanceof HttpError) replyJson(res, err.status, { error: err.message });
     // Another process (a bulk load) held the store's write lock past the busy timeout: nothing was written.
     else if ((err as { code?: string }).code === 'SQLITE_BUSY') replyJson(res, 503, { error: `store busy, nothing changed; retry: ${(err as Error).message}` });
+    // The history's lease is another process's (routers handing over): nothing was numbered or delivered.
+    else if (err instanceof NotSequencerError) replyJson(res, 503, { error: `${err.message}: try again` });
     else replyJson(res, 500, { error: (err as Error).message });
   }
 }

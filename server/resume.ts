@@ -22,6 +22,7 @@ export type ReplayAnswer = Replay | { lost: false; messages: { id: number; body:
 export type Replayer = (user: number, after: number, budget: number) => ReplayAnswer | Promise<ReplayAnswer>;
 
 /** A stream that can be resumed: it takes replayed messages, or is told at its start that its history is lost and why (for its client to refetch its state). */
+/** A stream that can resume: its write skips a message whose id is not above the last one it wrote (see CometStream.write). */
 export interface Resumable extends Connection {
   lost(why: string): void;
   /** True once the stream has ended (its client went away, or it was closed). */
@@ -61,37 +62,37 @@ export function resume(hub: ResumeHub, stream: Resumable, after: number | undefi
   );
 }
 
-/** The replay is here: the stream takes the holder's place, with the held messages the replay did not hold. */
+/**
+ * The replay is here: the stream takes the holder's place, with the held
+ * messages; those the replay also held the stream skips by their ids.
+ */
 function handOver(hub: ResumeHub, holder: Holder, stream: Resumable, reply: ReplayAnswer | null, budget: number): void {
   hub.registry.logout(holder);
   if (stream.ended) return;
-  const last = reply === null ? undefined : write(stream, reply, budget);
-  if (last === undefined) return endAfterFlush(hub, stream);
-  for (const chunk of holder.held) if (chunk.id === undefined || chunk.id > last) stream.write(chunk);
+  if (reply === null || !write(stream, reply, budget)) return endAfterFlush(hub, stream);
+  for (const chunk of holder.held) stream.write(chunk);
   // A holder closed meanwhile (a drain) stopped keeping what came live: the stream ends, and its client resumes from what it got.
   if (holder.closed) return endAfterFlush(hub, stream);
   hub.registry.login(stream);
 }
 
 /**
- * Writes an answer to a stream that is not logged in yet. Returns the last
- * id it held (0 for none, or a lost history), or undefined when the replay did
- * not fit the budget: the stream got the oldest part and must end, so that
- * its client comes back for the rest from the last id it got.
+ * Writes an answer to a stream that is not logged in yet. False when the
+ * replay did not fit the budget: the stream got the oldest part and must end,
+ * so that its client comes back for the rest from the last id it got.
  */
-function write(stream: Resumable, answer: ReplayAnswer, budget: number): number | undefined {
+function write(stream: Resumable, answer: ReplayAnswer, budget: number): boolean {
   if (answer.lost) {
     stream.lost(answer.why);
-    return 0;
+    return true;
   }
-  let [bytes, last] = [0, 0];
+  let bytes = 0;
   for (const message of answer.messages) {
     bytes += message.body.length + 32;
-    if (bytes > budget) return undefined;
+    if (bytes > budget) return false;
     stream.write(toChunk(message.body, message.id));
-    last = message.id;
   }
-  return 'more' in answer && answer.more ? undefined : last;
+  return !('more' in answer && answer.more);
 }
 
 /** Ends a stream once the hub has flushed what it was given this turn (a replay that did not fit: its client comes back for the rest). */

@@ -3,11 +3,14 @@
  * publishing the same messages a real edge (cluster/presence.ts) sends, and
  * reads what the directory publishes back (syncs, deliver batches).
  */
+import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MemoryBroker, type Bus } from '../cluster/bus.js';
 import { Directory, type DirectoryOptions } from '../cluster/directory.js';
 import { encode, SUBJECTS, type BusMessage, type EdgeState, type EdgeStats } from '../cluster/messages.js';
+import { openStore } from '../subsmanager/store.js';
+import { tempDir } from './helpers.js';
 
 type Deliver = Extract<BusMessage, { t: 'deliver' }>;
 
@@ -437,6 +440,30 @@ describe('Directory', () => {
     await learned;
     expect(directory.ready).toBe(true);
     expect(await edgeBus.request(SUBJECTS.send, { t: 'send', user: 1, message: 'now' })).toEqual({ t: 'sent', delivered: 1 });
+  });
+
+  it("refuses a send over the bus, numbering and delivering nothing, once another process holds the history's lease", async () => {
+    const path = join(tempDir(), 'c1m.db');
+    const [mine, theirs] = [openStore(path), openStore(path)];
+    const history = mine.history({ seconds: 60, perSubject: 100 });
+    const lost: number[] = [];
+    history.onLeaseLost = () => lost.push(Date.now()); // a router process exits here
+    const other = theirs.history({ seconds: 60, perSubject: 100 });
+    cleanups.push(() => {
+      for (const h of [history, other]) h.close();
+      for (const s of [mine, theirs]) s.close();
+    });
+    const { edgeBus, join: joinEdge, delivers } = setup({ history });
+    history.lead();
+    await joinEdge('A', [1]);
+    expect(await edgeBus.request(SUBJECTS.send, { t: 'send', user: 1, message: 'numbered' })).toMatchObject({ t: 'sent', delivered: 1, id: expect.any(Number) });
+    const lastId = history.lastId;
+    other.lead(Date.now() + 60_000); // as a standby would once this one's lease lapsed
+    history.lease.until = 0; // this router learns it at its next send
+    expect(await edgeBus.request(SUBJECTS.send, { t: 'send', user: 1, message: 'refused' })).toMatchObject({ t: 'sent', delivered: 0, error: expect.stringMatching(/another process \(.+\) numbers this store's messages: try again/) });
+    expect(history.lastId).toBe(lastId);
+    await new Promise((resolve) => setTimeout(resolve, 50)); // any batch would have left by now
+    expect(delivers('A').flatMap(texts)).toEqual(['numbered']);
   });
 
   it("refuses a maxMessage that does not fit in one message of the bus", async () => {

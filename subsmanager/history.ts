@@ -20,6 +20,7 @@ import Database from 'better-sqlite3';
 import { existsSync, statSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { LEASE, SequencerLease, type Holder, type Term } from './sequencer.js';
+import { createPrivately } from './files.js';
 import { enableWal } from './wal.js';
 
 const HISTORY_PAGE_SIZE = 4096;
@@ -141,6 +142,7 @@ export class History {
   /** Opens the history beside the store whose connection this is (creating it if needed), as schema `h` of that connection. */
   static attach(db: Database.Database, options: HistoryOptions): History {
     const path = historyPath(db.name);
+    if (!db.readonly) createPrivately(path);
     db.prepare('ATTACH DATABASE ? AS h').run(path);
     try {
       db.pragma(`h.page_size = ${HISTORY_PAGE_SIZE}`); // a new file only

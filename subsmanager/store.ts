@@ -1,8 +1,7 @@
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
 import { toPairs, type Pair } from './pairs.js';
 import { DEFAULT_CACHE_MIB } from './defaults.js';
+import { createPrivately } from './files.js';
 import { History, type HistoryOptions } from './history.js';
 import { enableWal } from './wal.js';
 
@@ -97,7 +96,7 @@ export class StoreError extends Error {}
 
 /** Opens (creating if needed) a store file; ':memory:' for a throwaway one. */
 export function openStore(path: string, options: StoreOptions = {}): SqliteStore {
-  if (path !== ':memory:' && !options.readonly) mkdirSync(dirname(path), { recursive: true });
+  if (!options.readonly) createPrivately(path);
   let db: Database.Database | undefined;
   try {
     db = new Database(path, { readonly: options.readonly ?? false, fileMustExist: options.readonly ?? false });

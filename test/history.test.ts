@@ -123,3 +123,13 @@ it('refuses a history file that is not one, and leaves the store usable', () => 
   expect(store.addSubscriptions([[1, 2]])).toBe(1);
   store.close();
 });
+
+it('makes the store, its history and their logs readable by their owner only, in a directory of its own', () => {
+  const dir = join(tempDir(), 'data');
+  const { history } = withHistory(join(dir, 'c1m.db'));
+  history.append(1, Buffer.from('a user message'));
+  history.flush();
+  const mode = (name: string) => (statSync(join(dir, name)).mode & 0o777).toString(8);
+  expect(mode('.')).toBe('700');
+  for (const file of ['c1m.db', 'c1m.db-wal', 'c1m.history.db', 'c1m.history.db-wal', 'c1m.history.db-shm']) expect(mode(file), file).toBe('600');
+});

@@ -268,12 +268,6 @@ class Sender {
  * acknowledged before it opened (its replay complete, and what was in flight);
  * undefined while it has no such stream or one is missing.
  */
-/** p50, p99 and max of the times given, from `since` (ms); times not there are left out. */
-function spread(times: (number | undefined)[], since: number): { p50: number; p99: number; max: number } {
-  const sorted = times.filter((t): t is number => t !== undefined).map((t) => t - since).sort((a, b) => a - b);
-  return { p50: ms(sorted, 0.5), p99: ms(sorted, 0.99), max: ms(sorted, 1) };
-}
-
 function resumedAt(ledger: Ledger, sends: Send[], since: number): number | undefined {
   const welcome = ledger.welcomes.at(-1);
   if (welcome === undefined || welcome < since || (ledger.ends.at(-1) ?? 0) > welcome) return undefined;
@@ -322,10 +316,13 @@ function tcpCounters() {
 type TcpCounters = ReturnType<typeof tcpCounters>;
 
 const ms = (sorted: number[], q: number) => +percentile(sorted, q).toFixed(1);
-const latency = (values: number[]) => {
+/** How many values, and their p50, p99 and max (ms). */
+const percentiles = (values: number[]) => {
   const sorted = [...values].sort((a, b) => a - b);
-  return { deliveries: sorted.length, p50: ms(sorted, 0.5), p99: ms(sorted, 0.99), max: ms(sorted, 1) };
+  return { count: sorted.length, p50: ms(sorted, 0.5), p99: ms(sorted, 0.99), max: ms(sorted, 1) };
 };
+/** The same of the times (epoch ms) that happened, counted from `since`. */
+const sinceThen = (times: (number | undefined)[], since: number) => percentiles(times.filter((t): t is number => t !== undefined).map((t) => t - since));
 
 export type StormReport = Awaited<ReturnType<typeof runStorm>>;
 
@@ -524,7 +521,7 @@ export async function runStorm(o: StormOptions) {
         runnerCores: cores('runner'),
         machine: machineCores(a.machine, b.machine),
         tcp: Object.fromEntries(Object.entries(b.tcp).map(([k, v]) => [k, v - a.tcp[k as keyof TcpCounters]])) as TcpCounters,
-        calmLatencyMs: latency(calmDeliveries.filter(([at]) => at >= a.at && at <= b.at).map(([, l]) => l)),
+        calmLatencyMs: percentiles(calmDeliveries.filter(([at]) => at >= a.at && at <= b.at).map(([, l]) => l)),
       };
     };
     return {
@@ -539,8 +536,8 @@ export async function runStorm(o: StormOptions) {
         resumeMs: { p50: ms(resumeMs, 0.5), p99: ms(resumeMs, 0.99), max: ms(resumeMs, 1) },
         // Where the time goes: the client seeing its stream end, then its welcome on another edge, then its replay.
         routerRepliedAllMs: repliedAt === undefined ? null : Math.round(repliedAt - killedAt),
-        endedMs: spread(storm.map((l) => l.ends.find((at) => at >= killedAt)), killedAt),
-        welcomedMs: spread(storm.map((l) => l.welcomes.find((at) => at >= killedAt)), killedAt),
+        endedMs: sinceThen(storm.map((l) => l.ends.find((at) => at >= killedAt)), killedAt),
+        welcomedMs: sinceThen(storm.map((l) => l.welcomes.find((at) => at >= killedAt)), killedAt),
         // How many had resumed by each time after the kill (ms): the backoff spreads first attempts over BACKOFF_MS.min, a dropped SYN goes again 1 s later.
         resumedBy: Object.fromEntries([500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 10_000].map((t) => [t, resumeMs.filter((r) => r <= t).length])),
         lastResumedMs: resumeMs.length === o.storm ? ms(resumeMs, 1) : null,
@@ -588,7 +585,7 @@ function summary(r: StormReport): string {
     `${name}: ${x.seconds} s, ${x.acknowledgedSends} sends; router ${x.router.cores} cores, ${x.router.microsPerSend} µs/send; nats ${x.nats.cores}; ` +
     `edges ${Object.entries(x.edges).map(([id, c]) => `${id} ${c ?? 'killed'}`).join(', ')}; clients ${x.clientsCores}; runner (sender, ledgers) ${x.runnerCores}; machine busy ${x.machine.busy} of ${r.scale.cores} cores; ` +
     `listen queue overflows ${x.tcp.listenOverflows}, SYNs sent again ${x.tcp.synRetransmits}; ` +
-    `calm delivery p50 ${x.calmLatencyMs.p50} ms p99 ${x.calmLatencyMs.p99} ms (${x.calmLatencyMs.deliveries})`;
+    `calm delivery p50 ${x.calmLatencyMs.p50} ms p99 ${x.calmLatencyMs.p99} ms (${x.calmLatencyMs.count})`;
   return [
     `storm: ${s.clients} streams on ${s.killedEdge} killed, ${s.streamsEnded} ended; ${s.resumed} resumed, ${s.resumedWithinTarget} within ${s.targetMs} ms; ` +
       `resume p50 ${s.resumeMs.p50} ms, p99 ${s.resumeMs.p99} ms, last ${s.lastResumedMs ?? 'never (timed out)'} ms; ` +

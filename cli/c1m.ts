@@ -66,7 +66,8 @@ program
   .addOption(new Option('--stream-secret <secret>', 'the secret the server was given').env('C1M_STREAM_SECRET').makeOptionMandatory())
   .addOption(new Option('--ttl <seconds>', 'lifetime of the token').default(3600).argParser(integer('ttl', 1)))
   .action(async (id: number, opts) => {
-    const { mintStreamToken } = await import('../server/auth.js');
+    const { checkStreamSecret, mintStreamToken } = await import('../server/auth.js');
+    checkStreamSecret(opts.streamSecret);
     console.log(mintStreamToken(opts.streamSecret, id, opts.ttl));
   });
 

@@ -70,17 +70,25 @@ export function clusterCommands(): Command[] {
     .addOption(natsOption())
     .addOption(new Option('--id <id>', 'edge id, unique in the cluster and stable across restarts (default: <hostname>-<pid>)').argParser(edgeId))
     .addOption(new Option('--agent-port <n>', "serve HAProxy's agent check (free capacity as a weight) on this port").argParser(integer('agent port', 0)))
+    .option('--share-port', 'join sibling edges already listening on --port (SO_REUSEPORT; c1m cluster passes it) instead of refusing a port in use')
     .action(async (opts) => {
       const id: string = opts.id ?? `${defaultPrefix()}${process.pid}`;
       const log = logger(opts.logLevel, { role: 'edge', edge: id });
-      const [{ startEdge }, { NatsBus }, { edgeInbox }] = await Promise.all([import('../cluster/edge.js'), import('../cluster/nats-bus.js'), import('../cluster/nats-auth.js')]);
+      const [{ startEdge }, { NatsBus }, { edgeInbox }, { checkStreamSecret }] = await Promise.all([
+        import('../cluster/edge.js'),
+        import('../cluster/nats-bus.js'),
+        import('../cluster/nats-auth.js'),
+        import('../server/auth.js'),
+      ]);
+      // Before connecting: a bus that is down would keep the process retrying, silent about its settings.
+      checkStreamSecret(opts.streamSecret);
       const bus = await NatsBus.connect(opts.nats, { name: `c1m-edge-${id}`, inboxPrefix: edgeInbox(id), ...(await busSettings(opts)) }, {
         // Routers may have dropped this edge during the outage; they ask for a snapshot when they hear it again.
         reconnected: () => log.warn('reconnected to NATS'),
         malformed: (subject, err) => log.warn({ subject, err: err.message }, 'malformed bus message'),
         warning: (message) => log.warn(message),
       });
-      const node = await startEdge({ ...opts, bus, id, heartbeatSeconds: opts.heartbeat, logger: log });
+      const node = await startEdge({ ...opts, bus, id, exclusivePort: !opts.sharePort, heartbeatSeconds: opts.heartbeat, logger: log });
       // SIGTERM drains (clients reconnect to the other edges), SIGINT closes every stream at once.
       const stop = (now: boolean) => () => node.stop(now).then(() => process.exit(0));
       process.once('SIGTERM', stop(false));

@@ -10,10 +10,11 @@ import type { Logger } from 'pino';
 import { LatencyHistogram } from '../router/latency.js';
 import { Registry } from '../router/registry.js';
 import type { Chunk } from '../router/router.js';
+import { checkStreamSecret } from '../server/auth.js';
 import { cometRoutes } from '../server/comet.js';
 import { DEFAULTS } from '../server/defaults.js';
 import { pausesAt, streamCapacity } from '../server/limits.js';
-import { PublicListener } from '../server/listener.js';
+import { assertPortFree, PublicListener } from '../server/listener.js';
 import { StreamHub, transportStats } from '../server/stream.js';
 import { loadNativeUws } from '../server/uws.js';
 import { agentReply, agentServer } from './agent.js';
@@ -29,6 +30,11 @@ export interface EdgeOptions {
   id: string;
   host?: string;
   port: number;
+  /**
+   * Refuse a port another process listens on (default true): uWS listens with SO_REUSEPORT, so
+   * the edge would otherwise share it silently. False only to join sibling edges already on it.
+   */
+  exclusivePort?: boolean;
   maxConnections?: number;
   maxUserId?: number;
   maxBacklog?: number;
@@ -65,9 +71,11 @@ export interface Edge {
 const REPLAY_TIMEOUT_MS = 5000;
 
 export async function startEdge(options: EdgeOptions): Promise<Edge> {
+  checkStreamSecret(options.streamSecret);
   const uws = loadNativeUws();
   const { bus, logger: log } = options;
   const host = options.host ?? DEFAULTS.host;
+  if (options.exclusivePort ?? true) await assertPortFree(host, options.port, `edge ${options.id}'s streams`);
   const capacity = options.maxConnections ?? streamCapacity();
   const pauseAt = pausesAt(capacity);
   const resumeAt = Math.max(0, capacity - 3 * (capacity - pauseAt));
@@ -224,7 +232,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
   const statusTimer = setInterval(() => presence.status(), options.statusMs ?? CLUSTER_DEFAULTS.statusMs);
   presence.status();
   // At info whatever the log level: the supervisor waits for this line.
-  log.child({}, { level: 'info' }).info({ id: options.id, port: listener.port, capacity, nats: bus.server, agentPort: agent?.port, pid: process.pid }, 'c1m edge listening');
+  log.child({}, { level: 'info' }).info({ id: options.id, port: listener.port, capacity, streamAuth: options.streamSecret !== undefined, nats: bus.server, agentPort: agent?.port, pid: process.pid }, 'c1m edge listening');
 
   let stopping: Promise<void> | undefined;
   const finish = async (now: boolean): Promise<void> => {

@@ -3,7 +3,9 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import { checkStreamSecret } from '../server/auth.js';
 import { pausesAt, streamCapacity } from '../server/limits.js';
+import { assertPortFree } from '../server/listener.js';
 import { busWindowMs } from './messages.js';
 import { checkBusSecurity, credsFile, makeTlsFiles, writeNatsConfig, type BusRole } from './nats-auth.js';
 import { cliCommand, ensureMigrateReq, freePort, freePorts, Supervisor } from './supervisor.js';
@@ -94,12 +96,11 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
   const perEdge = o.maxConnections ?? streamCapacity();
   const edges = o.edges ?? (o.connections ? edgesFor(o.connections, perEdge) : availableParallelism());
   if (o.portPerEdge) checkPortsPerEdge(o.port, o.agentPort, edges);
-  if (o.nats) {
-    try {
-      checkBusSecurity(o.nats, o.natsCreds, o.busInsecure);
-    } catch (err) {
-      throw new ClusterOptionError((err as Error).message);
-    }
+  try {
+    checkStreamSecret(o.streamSecret);
+    if (o.nats) checkBusSecurity(o.nats, o.natsCreds, o.busInsecure);
+  } catch (err) {
+    throw new ClusterOptionError((err as Error).message);
   }
   const ids = Array.from({ length: edges }, (_, i) => `${o.edgeIdPrefix}${i}`);
   // The bus's secrets: written only when this command starts nats-server; a temporary directory goes at exit.
@@ -127,6 +128,10 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
     const port = o.port || (o.portPerEdge ? 0 : await freePort(probeHost));
     let edgePorts = Array<number>(edges).fill(port);
     if (o.portPerEdge) edgePorts = port ? edgePorts.map((p, i) => p + i) : await freePorts(probeHost, edges);
+    // uWS listens with SO_REUSEPORT: an edge would share a port another server holds, each answering part of the requests.
+    for (const p of new Set(edgePorts)) await assertPortFree(o.host, p, "the edges' streams");
+    // A restarted edge of a shared port joins its siblings there; it may not find it free.
+    const sharePort = edges > 1 && !o.portPerEdge;
     let nats = o.nats;
     // Each child's bus options: its credentials file, and the CA for a TLS bus.
     let busArgs = (role: BusRole, edge?: string): string[] => {
@@ -180,6 +185,7 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
         args.push('--heartbeat', String(o.heartbeat), '--content-type', o.contentType, '--presence-ms', String(o.presenceMs ?? busWindowMs(edges)));
         if (o.maxConnections) args.push('--max-connections', String(o.maxConnections));
         if (o.agentPort) args.push('--agent-port', String(o.agentPort + i));
+        if (sharePort) args.push('--share-port');
         return supervisor.start({ name: `edge-${i}`, role: 'edge', edge: id, nice: EDGE_NICE, ...cliCommand(args), readyWhen: (line) => line.includes('c1m edge listening') });
       }),
     );

@@ -1,5 +1,19 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
+/** HMAC-SHA256's own key size: a shorter secret can be guessed offline from one token. */
+export const MIN_STREAM_SECRET_BYTES = 32;
+
+/** Throws when a stream secret is given but too short to sign with (an empty one would let anyone mint tokens). */
+export function checkStreamSecret(secret: string | undefined): void {
+  if (secret === undefined) return;
+  const bytes = Buffer.byteLength(secret);
+  if (bytes < MIN_STREAM_SECRET_BYTES)
+    throw new Error(
+      `the stream secret (--stream-secret or C1M_STREAM_SECRET) is ${bytes} bytes: it needs at least ${MIN_STREAM_SECRET_BYTES} random bytes, ` +
+        'e.g. --stream-secret "$(openssl rand -base64 32)"; leave it unset for streams open to anyone',
+    );
+}
+
 /**
  * Stream tokens: `<id>.<expiry, epoch seconds>.<HMAC-SHA256 of "<id>.<expiry>", base64url>`.
  * A backend that knows the secret mints one per user and hands it to that

@@ -1,6 +1,19 @@
+import { createServer } from 'node:net';
 import type { Logger } from 'pino';
 import { FdGuard } from './limits.js';
 import type { TemplatedApp, Uws, us_listen_socket } from './uws.js';
+
+/** Fails when another process listens on host:port (a plain bind, without SO_REUSEPORT, is refused then). Port 0 is always free. */
+export async function assertPortFree(host: string, port: number, what: string): Promise<void> {
+  if (port === 0) return;
+  const probe = createServer();
+  await new Promise<void>((resolve, reject) => {
+    probe.once('error', (err: NodeJS.ErrnoException) =>
+      reject(new Error(`cannot listen for ${what} on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'the port is already in use' : err.message}`)),
+    );
+    probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve()));
+  });
+}
 
 /** Listens now (uWS calls back before app.listen returns); null if the address cannot be bound. */
 export function listenNow(app: TemplatedApp, host: string, port: number): us_listen_socket | null {

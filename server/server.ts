@@ -3,7 +3,6 @@
  * router and the SQLite subscription store together, no other service needed.
  * `const c1m = await start({...}); c1m.router.send(42, 'hello')`.
  */
-import { createServer } from 'node:net';
 import { pino, type Logger } from 'pino';
 import { LatencyHistogram, epochMs } from '../router/latency.js';
 import { Registry } from '../router/registry.js';
@@ -13,10 +12,11 @@ import { NotSequencerError, type History, type HistoryStats } from '../subsmanag
 import { LEASE } from '../subsmanager/sequencer.js';
 import { openStore, type SubscriptionStore } from '../subsmanager/store.js';
 import { apiRoutes, checkApiSettings } from './api.js';
+import { checkStreamSecret } from './auth.js';
 import { cometRoutes } from './comet.js';
 import { DEFAULTS, SERVER_BUSY_TIMEOUT_MS } from './defaults.js';
 import { streamCapacity } from './limits.js';
-import { listen, PublicListener } from './listener.js';
+import { assertPortFree, listen, PublicListener } from './listener.js';
 import { metricsRegistry } from './metrics.js';
 import { StreamHub, transportStats, type TransportStats } from './stream.js';
 import { loadNativeUws } from './uws.js';
@@ -125,6 +125,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
   const maxMessage = options.maxMessage ?? DEFAULTS.maxMessage;
   const maxBacklog = options.maxBacklog ?? DEFAULTS.maxBacklog;
   checkApiSettings({ apiHost, token: options.token, apiInsecure: options.apiInsecure, maxMessage, maxBacklog });
+  checkStreamSecret(options.streamSecret);
   if (options.exclusivePorts ?? true) {
     await assertPortFree(host, options.port ?? DEFAULTS.port, 'comet streams');
     await assertPortFree(apiHost, options.apiPort ?? DEFAULTS.apiPort, 'the backend API');
@@ -222,7 +223,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
   const { port } = publicListener;
   const apiPort = api.port;
   log.info(
-    { port, apiPort, maxConnections, maxUserId, maxMessage, maxBacklog, historySeconds, heartbeatSeconds: options.heartbeatSeconds ?? DEFAULTS.heartbeatSeconds, token: Boolean(options.token), streamAuth: Boolean(options.streamSecret), cacheMiB: options.cacheMiB ?? DEFAULT_CACHE_MIB, mmapMiB: options.mmapMiB ?? 0 },
+    { port, apiPort, maxConnections, maxUserId, maxMessage, maxBacklog, historySeconds, heartbeatSeconds: options.heartbeatSeconds ?? DEFAULTS.heartbeatSeconds, token: Boolean(options.token), streamAuth: options.streamSecret !== undefined, cacheMiB: options.cacheMiB ?? DEFAULT_CACHE_MIB, mmapMiB: options.mmapMiB ?? 0 },
     'c1m listening',
   );
 
@@ -247,16 +248,4 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
       log.info('c1m closed');
     },
   };
-}
-
-/** Fails when another process listens on host:port (a plain bind, without SO_REUSEPORT, is refused then). Port 0 is always free. */
-async function assertPortFree(host: string, port: number, what: string): Promise<void> {
-  if (port === 0) return;
-  const probe = createServer();
-  await new Promise<void>((resolve, reject) => {
-    probe.once('error', (err: NodeJS.ErrnoException) =>
-      reject(new Error(`cannot listen for ${what} on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'the port is already in use' : err.message}`)),
-    );
-    probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve()));
-  });
 }

@@ -37,8 +37,8 @@ it('manages subscriptions and sends one message or many', async () => {
 });
 
 it('mints stream tokens that the server accepts on every transport', async () => {
-  c1m = await startServer({ streamSecret: 'stream secret' });
-  const backend = client({ streamSecret: 'stream secret' });
+  c1m = await startServer({ streamSecret: 'stream secret of at least 32 bytes' });
+  const backend = client({ streamSecret: 'stream secret of at least 32 bytes' });
   const sse = (await SseClient.open(c1m.port, 7, `?token=${backend.streamToken(7, 60)}`)) as SseClient;
   const ws = await WsClient.open(c1m.port, 7, '', `c1m, token.${backend.streamToken(7)}`);
   clients.push(sse, ws);

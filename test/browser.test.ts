@@ -43,7 +43,7 @@ it('the page at / shows messages pushed to the watched user in real time', async
 });
 
 it('the page connects with a stream token from its own URL, and shows a refusal without one', async () => {
-  const secret = 'page test secret';
+  const secret = 'page test secret, 32 bytes or more';
   const guarded = await startServer({ streamSecret: secret });
   try {
     const page = await browser.newPage();

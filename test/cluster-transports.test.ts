@@ -10,7 +10,7 @@ import { mintStreamToken } from '../server/auth.js';
 import type { TransportStats } from '../server/stream.js';
 import { api, openStream, stopChild, tempDir, waitFor, type Transport } from './helpers.js';
 
-const SECRET = 'cluster transports secret';
+const SECRET = 'cluster transports secret, 32 bytes+';
 const MAX_MESSAGE = 16 * 1024;
 let cluster: ClusterProcess;
 const clients: { close(): void }[] = [];

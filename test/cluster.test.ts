@@ -357,7 +357,7 @@ describe('c1m cluster: without nats-server', () => {
 
 describe('c1m cluster: secrets', () => {
   test('--token guards the router API and --stream-secret the edges, as in c1m server', async () => {
-    const cluster = await spawnCluster(['--edges', '1', '--db', ':memory:', '--token', 'api-secret', '--stream-secret', 'stream-secret']);
+    const cluster = await spawnCluster(['--edges', '1', '--db', ':memory:', '--token', 'api-secret', '--stream-secret', 'stream-secret-of-at-least-32-bytes']);
     const clients: StreamClient[] = [];
     try {
       expect((await api(cluster.apiPort, 'GET', '/stats')).status).toBe(401);
@@ -365,7 +365,7 @@ describe('c1m cluster: secrets', () => {
       expect((await api(cluster.apiPort, 'GET', '/stats', undefined, auth)).status).toBe(200);
       clients.push(await StreamClient.open(cluster.port, 5));
       expect(clients[0].status).toBe(401);
-      const minted = await runCli(['token', '5', '--ttl', '60', '--stream-secret', 'stream-secret']);
+      const minted = await runCli(['token', '5', '--ttl', '60', '--stream-secret', 'stream-secret-of-at-least-32-bytes']);
       clients.push(await StreamClient.open(cluster.port, `5?token=${minted.stdout.trim()}`));
       expect(clients[1].status).toBe(200);
       await vi.waitFor(async () => expect((await api(cluster.apiPort, 'POST', '/send/5', 'hello', auth)).json).toMatchObject({ delivered: 1 }));

@@ -23,7 +23,7 @@ describe('public port', () => {
   });
 
   it('with a stream secret, opens /test/<id> only with a valid token for that id, and counts refusals', async () => {
-    const secret = 'test secret';
+    const secret = 'test secret, at least 32 bytes long';
     c1m = await startServer({ streamSecret: secret });
     const missing = await get('/test/7');
     expect(missing.status).toBe(401);
@@ -47,12 +47,12 @@ describe('public port', () => {
   });
 
   it('mints tokens from the CLI that the server accepts, and tells why a token is refused', async () => {
-    const run = await runCli(['token', '42', '--ttl', '60'], { env: { C1M_STREAM_SECRET: 'cli secret' } });
+    const run = await runCli(['token', '42', '--ttl', '60'], { env: { C1M_STREAM_SECRET: 'cli secret, at least 32 bytes long' } });
     expect(run.code).toBe(0);
     const token = run.stdout.trim();
-    expect(checkStreamToken('cli secret', 42, token)).toBeNull();
-    expect(checkStreamToken('cli secret', 43, token)).toBe('token is for user 42');
-    expect(checkStreamToken('cli secret', 42, token, Date.now() + 61_000)).toBe('token expired');
+    expect(checkStreamToken('cli secret, at least 32 bytes long', 42, token)).toBeNull();
+    expect(checkStreamToken('cli secret, at least 32 bytes long', 43, token)).toBe('token is for user 42');
+    expect(checkStreamToken('cli secret, at least 32 bytes long', 42, token, Date.now() + 61_000)).toBe('token expired');
     expect(checkStreamToken('other', 42, token)).toBe('bad signature');
   });
 });

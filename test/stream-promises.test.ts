@@ -115,13 +115,13 @@ describe('API and CLI', () => {
 
   it('takes its settings from C1M_* environment variables', async () => {
     const db = join(tempDir(), 'env.db');
-    const server = await spawnServer([], { C1M_DB: db, C1M_TOKEN: 'env token', C1M_API_HOST: '127.0.0.2', C1M_STREAM_SECRET: 'env secret' });
+    const server = await spawnServer([], { C1M_DB: db, C1M_TOKEN: 'env token', C1M_API_HOST: '127.0.0.2', C1M_STREAM_SECRET: 'env secret, at least 32 bytes long' });
     try {
       const stats = (headers: Record<string, string>) => fetch(`http://127.0.0.2:${server.apiPort}/stats`, { headers }).then((r) => r.status);
       expect(await stats({})).toBe(401);
       expect(await stats({ authorization: 'Bearer env token' })).toBe(200);
       expect((await fetch(`http://127.0.0.1:${server.port}/test/5`)).status).toBe(401);
-      const client = await StreamClient.open(server.port, `5?token=${mintStreamToken('env secret', 5, 60)}`);
+      const client = await StreamClient.open(server.port, `5?token=${mintStreamToken('env secret, at least 32 bytes long', 5, 60)}`);
       expect(client.status).toBe(200);
       client.close();
       expect(server.output()).toContain(`"apiPort":${server.apiPort}`);

@@ -101,7 +101,7 @@ describe('/ws/<id>', () => {
   });
 
   it('takes its token from Sec-WebSocket-Protocol and answers with the c1m protocol', async () => {
-    const secret = 'ws secret';
+    const secret = 'ws secret, at least 32 bytes long';
     c1m = await startServer({ streamSecret: secret });
     const client = new WsClient(c1m.port, '/ws/8', `c1m, token.${mintStreamToken(secret, 8, 60)}`);
     clients.push(client);
@@ -173,7 +173,7 @@ describe.each(['sse', 'ws'] as const)('%s streams share the router, limits and c
   });
 
   it('needs a token for its own id, unexpired, with --stream-secret', async () => {
-    const secret = 'transport secret';
+    const secret = 'transport secret, at least 32 bytes';
     c1m = await startServer({ streamSecret: secret });
     const missing = await open(transport, 4);
     const wrongUser = await open(transport, 4, `?token=${mintStreamToken(secret, 5, 60)}`);

@@ -14,9 +14,10 @@
  * requests it received, and only those.
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { checkPrivateDirectory, readPrivate, writePrivate } from '../subsmanager/files.js';
 import { newNKeyUser, nkeyUser, type NKeyUser } from './nkeys.js';
 
 export type BusRole = 'router' | 'backend' | 'admin' | 'edge';
@@ -70,20 +71,15 @@ interface WrittenConfig {
 
 /** The config writeNatsConfig wrote before in `file`: JSON after one comment line. */
 function previousConfig(file: string): WrittenConfig {
-  if (!existsSync(file)) return {};
-  return JSON.parse(readFileSync(file, 'utf8').replace(/^#.*\n/, '')) as WrittenConfig;
-}
-
-/** Writes (0600) a file only its owner may read, whatever mode it had. */
-function writePrivate(file: string, text: string): void {
-  writeFileSync(file, text, { mode: 0o600 });
-  chmodSync(file, 0o600);
+  const previous = readPrivate(file);
+  return previous ? (JSON.parse(previous.text.replace(/^#.*\n/, '')) as WrittenConfig) : {};
 }
 
 /** A role's user from its file in `dir`, made (and written) if it has none yet: rewriting the config keeps every secret. */
 function userIn(dir: string, role: BusRole, edge?: string): NKeyUser {
   const file = credsFile(dir, role, edge);
-  if (existsSync(file)) return readCreds(file);
+  const existing = readPrivate(file);
+  if (existing) return credsIn(file, existing);
   const user = newNKeyUser();
   writePrivate(file, `# c1m bus credentials: ${role}${edge ? ` ${edge}` : ''} (a NATS NKey user seed; keep it private)\n${user.seed}\n`);
   return user;
@@ -96,6 +92,7 @@ function userIn(dir: string, role: BusRole, edge?: string): NKeyUser {
  */
 export function writeNatsConfig(dir: string, o: NatsConfigOptions): string {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
+  checkPrivateDirectory(dir);
   const file = join(dir, 'nats.conf');
   // Adding an edge must not silently turn TLS off or move the server.
   const before = previousConfig(file);
@@ -116,11 +113,20 @@ export function writeNatsConfig(dir: string, o: NatsConfigOptions): string {
   return file;
 }
 
-/** The user in a credentials file (an NKey seed); refused when others may read the file, as ssh refuses a private key. */
+/**
+ * The user in a credentials file (an NKey seed); refused, as ssh refuses a private key, when others
+ * may read it, or could have put it there (checkPrivateDirectory, readPrivate).
+ */
 export function readCreds(file: string): NKeyUser {
-  const mode = statSync(file).mode & 0o777;
+  checkPrivateDirectory(dirname(file));
+  const read = readPrivate(file);
+  if (!read) throw new Error(`credentials file ${file} does not exist`);
+  return credsIn(file, read);
+}
+
+function credsIn(file: string, { text, mode }: { text: string; mode: number }): NKeyUser {
   if (mode & 0o077) throw new Error(`credentials file ${file} may be read by others (mode ${mode.toString(8)}): chmod 600 ${file}`);
-  const seed = /\bSU[A-Z2-7]{56}\b/.exec(readFileSync(file, 'utf8'))?.[0];
+  const seed = /\bSU[A-Z2-7]{56}\b/.exec(text)?.[0];
   if (!seed) throw new Error(`credentials file ${file} holds no NKey user seed (SU…)`);
   return nkeyUser(seed);
 }
@@ -132,6 +138,8 @@ export function readCreds(file: string): NKeyUser {
  */
 export function makeTlsFiles(dir: string, hosts: string[]): { ca: string; cert: string; key: string } {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
+  // openssl writes its files wherever links point: only a directory nobody else writes in is safe.
+  checkPrivateDirectory(dir);
   const files = { ca: join(dir, 'ca.pem'), cert: join(dir, 'server-cert.pem'), key: join(dir, 'server-key.pem') };
   const caKey = join(dir, 'ca-key.pem');
   const csr = join(dir, 'server.csr');

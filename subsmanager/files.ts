@@ -1,4 +1,4 @@
-import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, constants, existsSync, fchmodSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, statSync, writeSync, type Stats } from 'node:fs';
 import { dirname } from 'node:path';
 
 /**
@@ -15,5 +15,74 @@ export function createPrivately(path: string): void {
   } catch (err) {
     // Another process (a second router starting on the same new store) made it first.
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+}
+
+const user = (): number => process.geteuid?.() ?? 0;
+
+/**
+ * Refuses a directory of secrets that someone else could have written into, as ssh refuses ~/.ssh:
+ * it must belong to this process's user (or root) and be writable by no one else. Otherwise its
+ * files may have been planted or replaced: a known key adopted, a config written through a link.
+ */
+export function checkPrivateDirectory(dir: string): void {
+  const stats = statSync(dir);
+  if (!stats.isDirectory()) throw new Error(`${dir} is not a directory`);
+  if (stats.uid !== user() && stats.uid !== 0)
+    throw new Error(`directory ${dir} belongs to user ${stats.uid}, not to this process's user ${user()}: files in it may have been planted; use a directory of your own`);
+  if (stats.mode & 0o022)
+    throw new Error(`directory ${dir} may be written by others (mode ${(stats.mode & 0o7777).toString(8)}): files in it may have been planted; chmod go-w ${dir}, or use a directory of your own`);
+}
+
+/** Opens with O_NOFOLLOW and checks what was opened: a regular file of this process's user, writable by no one else. */
+function openOwn(file: string, flags: number): { fd: number; stats: Stats } {
+  let fd: number;
+  try {
+    fd = openSync(file, flags | constants.O_NOFOLLOW, 0o600);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw new Error(`${file} is a symbolic link: c1m follows none for the files it keeps secrets in; remove it`);
+    throw err;
+  }
+  const stats = fstatSync(fd);
+  const refused = !stats.isFile()
+    ? 'is not a regular file'
+    : stats.uid !== user()
+      ? `belongs to user ${stats.uid}, not to this process's user ${user()}: it may have been planted; remove it if it is not yours`
+      : stats.mode & 0o022
+        ? `may be written by others (mode ${(stats.mode & 0o777).toString(8)}): chmod go-w ${file}`
+        : undefined;
+  if (refused) {
+    closeSync(fd);
+    throw new Error(`${file} ${refused}`);
+  }
+  return { fd, stats };
+}
+
+/** A file this process's user keeps secrets (or their permissions) in, and its mode; undefined when there is none. */
+export function readPrivate(file: string): { text: string; mode: number } | undefined {
+  let opened;
+  try {
+    opened = openOwn(file, constants.O_RDONLY);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  try {
+    return { text: readFileSync(opened.fd, 'utf8'), mode: opened.stats.mode & 0o777 };
+  } finally {
+    closeSync(opened.fd);
+  }
+}
+
+/** Writes (0600) a file only its owner may read, whatever mode it had; never through a link, nor over a file someone else owns. */
+export function writePrivate(file: string, text: string): void {
+  // Truncated only once checked: a file someone else owns is refused intact.
+  const { fd } = openOwn(file, constants.O_WRONLY | constants.O_CREAT);
+  try {
+    fchmodSync(fd, 0o600);
+    ftruncateSync(fd);
+    writeSync(fd, text);
+  } finally {
+    closeSync(fd);
   }
 }

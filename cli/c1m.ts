@@ -40,12 +40,18 @@ historyOptions(apiOptions(streamOptions(program.command('server'))))
     const c1m = await start({ ...opts, cacheMiB: opts.cacheMib, mmapMiB: opts.mmapMib, heartbeatSeconds: opts.heartbeat, logger });
     if (opts.demo && seedDemoGraph(c1m.store)) {
       const host = opts.host === '0.0.0.0' ? 'localhost' : opts.host;
+      // Commands that work on this server: a secured stream needs a token (minted here, for an hour), the API its header.
+      const { mintStreamToken } = await import('../server/auth.js');
+      const token = opts.streamSecret === undefined ? undefined : mintStreamToken(opts.streamSecret, 1, 3600);
+      const stream = token ? `'${host}:${c1m.port}/test/1?token=${token}'` : `${host}:${c1m.port}/test/1`;
+      const page = `http://${host}:${c1m.port}/${token ? `?user=1&token=${token}` : ''}`;
+      const auth = opts.token === undefined ? '' : ` -H "Authorization: Bearer $C1M_TOKEN"`;
       console.log(`
 Demo friends graph added: 1-2, 1-3, 2-3, 2-4, 4-5, 5-6 (mutual).
 Watch user 1's stream (1 is friends with 2):
-  curl -N ${host}:${c1m.port}/test/1        or open http://${host}:${c1m.port}/
+  curl -N ${stream}        or open ${page}
 Then, in another terminal, have user 2 say something:
-  curl -X POST ${opts.apiHost}:${c1m.apiPort}/send/2 -d hi
+  curl -X POST${auth} ${opts.apiHost}:${c1m.apiPort}/send/2 -d hi${auth && '        (C1M_TOKEN: the --token this server was given)'}
 User 1 receives "hi" because 1 subscribes to 2.
 `);
     }

@@ -153,8 +153,10 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
         command: 'nats-server',
         args: config ? ['-c', config] : ['-a', o.natsHost, '-p', String(natsPort)],
         readyWhen: (line) => line.includes('Server is ready'),
-      }).catch((err: Error) => {
-        throw new Error(`${err.message}: install nats-server (Debian: apt-get install nats-server), or give --nats URL`);
+      }).catch((err: NodeJS.ErrnoException) => {
+        // Anything else (its port taken, a bad config) nats-server said itself: the error carries its last line.
+        if (err.code === 'ENOENT') throw new Error(`${err.message}: install nats-server (Debian: apt-get install nats-server), or give --nats URL`);
+        throw err;
       });
       nats = `${tls ? 'tls' : 'nats'}://${o.natsHost}:${natsPort}`;
     }

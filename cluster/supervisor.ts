@@ -50,6 +50,16 @@ function emit(spec: ChildSpec, line: string): void {
   process.stdout.write(JSON.stringify(record) + '\n');
 }
 
+/** The reason in a child's last line: a JSON log record's error or message, or the plain line. */
+function reasonIn(line: string): string {
+  try {
+    const record = JSON.parse(line);
+    return String(record.err?.message ?? record.err ?? record.msg ?? line);
+  } catch {
+    return line;
+  }
+}
+
 export class Supervisor {
   private readonly children = new Map<string, Supervised>();
   private stopping = false;
@@ -95,11 +105,14 @@ export class Supervisor {
     }
     return new Promise((resolve, reject) => {
       let ready = false;
+      // Why a child that exits did so: a process says it last (c1m's "c1m: <error>", nats-server's "[FTL] …").
+      let lastLine = '';
       const timer = setTimeout(() => {
         if (!ready) reject(new Error(`${spec.name} did not get ready within ${timeoutMs} ms`));
       }, timeoutMs);
       const onLine = (line: string) => {
         if (!line) return;
+        lastLine = line;
         emit(spec, line);
         if (!ready && spec.readyWhen(line)) {
           ready = true;
@@ -116,17 +129,18 @@ export class Supervisor {
       createInterface({ input: child.stdout! }).on('line', onLine);
       createInterface({ input: child.stderr! }).on('line', onLine);
       // Not installed or not executable: say so now, not at the ready timeout.
-      child.once('error', (err) => {
+      child.once('error', (err: NodeJS.ErrnoException) => {
         clearTimeout(timer);
-        reject(new Error(`cannot start ${spec.name} (${spec.command}): ${err.message}`));
+        reject(Object.assign(new Error(`cannot start ${spec.name} (${spec.command}): ${err.message}`), { code: err.code }));
       });
       child.once('exit', (code, signal) => {
         clearTimeout(timer);
         if (this.stopping) return;
-        if (!ready) reject(new Error(`${spec.name} exited (${signal ?? code}) before it was ready`));
+        const reason = reasonIn(lastLine);
+        if (!ready) reject(new Error(`${spec.name} exited (${signal ?? code}) before it was ready${reason ? `: ${reason}` : ''}`));
         // Backoff: 100 ms after one crash, doubling with each start in the last minute, at most 5 s.
         const delay = Math.min(5000, 100 * 2 ** (entry.starts.length - 1));
-        emit(spec, JSON.stringify({ level: 50, time: Date.now(), msg: 'child exited; restarting', code, signal, restartInMs: delay }));
+        emit(spec, JSON.stringify({ level: 50, time: Date.now(), msg: 'child exited; restarting', code, signal, reason, restartInMs: delay }));
         entry.restartTimer = setTimeout(() => this.run(entry, timeoutMs).catch((err: Error) => emit(spec, JSON.stringify({ level: 50, msg: err.message }))), delay);
       });
     });

@@ -1,4 +1,4 @@
-import { closeSync, constants, existsSync, fchmodSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, statSync, writeSync, type Stats } from 'node:fs';
+import { accessSync, closeSync, constants, existsSync, fchmodSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, statSync, writeSync, type Stats } from 'node:fs';
 import { dirname } from 'node:path';
 
 /**
@@ -16,6 +16,28 @@ export function createPrivately(path: string): void {
     // Another process (a second router starting on the same new store) made it first.
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
   }
+}
+
+/**
+ * An SQLite file that failed to open, named, with what to do: SQLite's own message
+ * ("file is not a database", "attempt to write a readonly database") says neither.
+ */
+export function openFailure(what: string, path: string, err: unknown): Error {
+  const code = (err as { code?: string }).code ?? '';
+  const advice = /^SQLITE_(NOTADB|CORRUPT)/.test(code)
+    ? `: it is not an SQLite database, or is damaged; move it (with its -wal and -shm files) away and c1m starts an empty one, or give --db another path`
+    : /^SQLITE_(READONLY|CANTOPEN|PERM|AUTH)|^EACCES|^EPERM/.test(code)
+      ? `: this process (user ${user()}) cannot write it, or its directory (where its -wal and -shm files go); run c1m as their owner, or fix their permissions`
+      : '';
+  return new Error(`cannot open ${what} ${path}: ${(err as Error).message}${code && !(err as Error).message.includes(code) ? ` (${code})` : ''}${advice}`);
+}
+
+/**
+ * Throws (EACCES) when this process may not write an SQLite file: SQLite would open it
+ * read-only without a word, and fail at the first write, long after the start.
+ */
+export function checkWritable(path: string): void {
+  if (path !== ':memory:' && path !== '') accessSync(path, constants.W_OK);
 }
 
 const user = (): number => process.geteuid?.() ?? 0;

@@ -20,7 +20,7 @@ import Database from 'better-sqlite3';
 import { existsSync, statSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { LEASE, SequencerLease, type Holder, type Term } from './sequencer.js';
-import { createPrivately } from './files.js';
+import { checkWritable, createPrivately, openFailure } from './files.js';
 import { enableWal } from './wal.js';
 
 const HISTORY_PAGE_SIZE = 4096;
@@ -143,16 +143,19 @@ export class History {
   static attach(db: Database.Database, options: HistoryOptions): History {
     const path = historyPath(db.name);
     if (!db.readonly) createPrivately(path);
-    db.prepare('ATTACH DATABASE ? AS h').run(path);
+    let attached = false;
     try {
+      if (!db.readonly) checkWritable(path);
+      db.prepare('ATTACH DATABASE ? AS h').run(path);
+      attached = true;
       db.pragma(`h.page_size = ${HISTORY_PAGE_SIZE}`); // a new file only
       if (path !== ':memory:') enableWal(db, 'h');
       const version = db.pragma('h.user_version', { simple: true }) as number;
-      if (version > HISTORY_VERSION) throw new Error(`${path} has layout version ${version}, newer than this c1m's ${HISTORY_VERSION}; upgrade c1m`);
+      if (version > HISTORY_VERSION) throw new Error(`it has layout version ${version}, newer than this c1m's ${HISTORY_VERSION}; upgrade c1m`);
       if (version < HISTORY_VERSION) {
         db.transaction(() => {
           if ((db.pragma('h.user_version', { simple: true }) as number) === HISTORY_VERSION) return;
-          if (db.prepare("SELECT count(*) FROM h.sqlite_master").pluck().get() !== 0) throw new Error(`${path} is not a c1m message history`);
+          if (db.prepare("SELECT count(*) FROM h.sqlite_master").pluck().get() !== 0) throw new Error('not a c1m message history');
           db.exec(HISTORY_TABLES);
           db.prepare('INSERT INTO h.history_floor (subject, through) VALUES (0, ?)').run(firstHistoryFloor());
           db.pragma(`h.user_version = ${HISTORY_VERSION}`);
@@ -162,8 +165,8 @@ export class History {
       if (path !== ':memory:') db.pragma('wal_autocheckpoint = 0');
       return new History(db, options, path === ':memory:' ? undefined : new Worker(CHECKPOINTER_URL, { workerData: { store: db.name, history: path } }));
     } catch (err) {
-      db.prepare('DETACH DATABASE h').run();
-      throw err;
+      if (attached) db.prepare('DETACH DATABASE h').run();
+      throw openFailure('message history', path, err);
     }
   }
 

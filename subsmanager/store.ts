@@ -1,7 +1,7 @@
 import Database from 'better-sqlite3';
 import { toPairs, type Pair } from './pairs.js';
 import { DEFAULT_CACHE_MIB } from './defaults.js';
-import { createPrivately } from './files.js';
+import { checkWritable, createPrivately, openFailure } from './files.js';
 import { History, type HistoryOptions } from './history.js';
 import { enableWal } from './wal.js';
 
@@ -99,6 +99,7 @@ export function openStore(path: string, options: StoreOptions = {}): SqliteStore
   if (!options.readonly) createPrivately(path);
   let db: Database.Database | undefined;
   try {
+    if (!options.readonly) checkWritable(path);
     db = new Database(path, { readonly: options.readonly ?? false, fileMustExist: options.readonly ?? false });
     // page_size only takes effect on a file with no pages yet, so it must come before
     // journal_mode=WAL and the schema; on an existing file it is a no-op. Layout only:
@@ -120,8 +121,7 @@ export function openStore(path: string, options: StoreOptions = {}): SqliteStore
     return new SqliteStore(db);
   } catch (err) {
     db?.close();
-    const code = (err as { code?: string }).code ?? '';
-    throw new StoreError(`cannot open subscription store ${path}: ${(err as Error).message}${code ? ` (${code})` : ''}`);
+    throw new StoreError(openFailure('subscription store', path, err).message);
   }
 }
 

@@ -119,7 +119,7 @@ it('refuses a history file that is not one, and leaves the store usable', () => 
   other.exec('CREATE TABLE something (a)');
   other.close();
   const store = openStore(join(dir, 'c1m.db'));
-  expect(() => store.history({ seconds: 60, perSubject: 10 })).toThrow(/c1m\.history\.db is not a c1m message history/);
+  expect(() => store.history({ seconds: 60, perSubject: 10 })).toThrow(/c1m\.history\.db: not a c1m message history/);
   expect(store.addSubscriptions([[1, 2]])).toBe(1);
   store.close();
 });

@@ -130,6 +130,8 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
     if (o.portPerEdge) edgePorts = port ? edgePorts.map((p, i) => p + i) : await freePorts(probeHost, edges);
     // uWS listens with SO_REUSEPORT: an edge would share a port another server holds, each answering part of the requests.
     for (const p of new Set(edgePorts)) await assertPortFree(o.host, p, "the edges' streams");
+    // The routers share the API port the same way.
+    if (o.router) await assertPortFree(o.apiHost, o.apiPort, 'the backend API');
     // A restarted edge of a shared port joins its siblings there; it may not find it free.
     const sharePort = edges > 1 && !o.portPerEdge;
     let nats = o.nats;

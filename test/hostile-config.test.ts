@@ -185,11 +185,15 @@ describe.skipIf(!root)('a state directory or credentials someone else could have
 describe('an edge refuses a port held by anything but its sibling edges (item 7)', () => {
   it('c1m cluster and c1m edge on the port of a secured c1m server: refused, naming the port', async () => {
     // A port chosen here: the kernel lets no one share a port it picked itself (--port 0), with or without SO_REUSEPORT.
-    const server = await spawnServer(['--port', String(await freePort(HOST)), '--db', ':memory:', '--history-seconds', '0'], { C1M_STREAM_SECRET: SECRET });
+    const server = await spawnServer(['--port', String(await freePort(HOST)), '--api-port', String(await freePort(HOST)), '--db', ':memory:', '--history-seconds', '0'], { C1M_STREAM_SECRET: SECRET });
     started.push(server.child);
     const cluster = await outcome(['cluster', '--host', HOST, '--port', String(server.port), '--api-port', '0', '--nats-port', '0', '--db', ':memory:', '--edges', '1'], 'c1m cluster ready');
     expect(cluster.code).toBe(1);
     expect(cluster.output).toContain(`cannot listen for the edges' streams on ${HOST}:${server.port}: the port is already in use`);
+    // Its routers would share the server's API port the same way.
+    const routers = await outcome(['cluster', '--host', HOST, '--port', '0', '--api-port', String(server.apiPort), '--nats-port', '0', '--db', ':memory:', '--edges', '1'], 'c1m cluster ready');
+    expect(routers.code).toBe(1);
+    expect(routers.output).toContain(`cannot listen for the backend API on 127.0.0.1:${server.apiPort}: the port is already in use`);
 
     const natsPort = await freePort(HOST);
     const nats = await spawnNatsServer(HOST, natsPort);

@@ -1,4 +1,4 @@
-import { accessSync, closeSync, constants, existsSync, fchmodSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, statSync, writeSync, type Stats } from 'node:fs';
+import { accessSync, closeSync, constants, existsSync, fchmodSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync, type Stats } from 'node:fs';
 import { dirname } from 'node:path';
 
 /**
@@ -96,14 +96,14 @@ export function readPrivate(file: string): { text: string; mode: number } | unde
   }
 }
 
-/** Writes (0600) a file only its owner may read, whatever mode it had; never through a link, nor over a file someone else owns. */
+/** Writes (0600) a file only its owner may read; never through a link, nor over a file someone else owns or may write. */
 export function writePrivate(file: string, text: string): void {
   // Truncated only once checked: a file someone else owns is refused intact.
   const { fd } = openOwn(file, constants.O_WRONLY | constants.O_CREAT);
   try {
     fchmodSync(fd, 0o600);
     ftruncateSync(fd);
-    writeSync(fd, text);
+    writeFileSync(fd, text);
   } finally {
     closeSync(fd);
   }

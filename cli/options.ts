@@ -1,4 +1,5 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
+import { checkAllowOrigin } from '../server/cors.js';
 import { DEFAULTS } from '../server/defaults.js';
 import { DEFAULT_CACHE_MIB } from '../subsmanager/defaults.js';
 
@@ -35,7 +36,23 @@ export function streamOptions(command: Command): Command {
     .addOption(new Option('--heartbeat <seconds>', 'write an empty line to every stream this often (a comment on SSE; uWS pings WebSockets), so that dead peers are found (0: never)').default(DEFAULTS.heartbeatSeconds).argParser(integer('heartbeat', 0)))
     .addOption(new Option('--max-streams-per-user <n>', 'streams one user may hold at once, per process (429 above)').default(DEFAULTS.maxStreamsPerUser).argParser(integer('max streams per user', 1)))
     .addOption(new Option('--content-type <type>', "stream content type: text (text/plain) or html (the original's text/html)").choices(['text', 'html']).default('text'))
-    .addOption(new Option('--stream-secret <secret>', 'require a signed token (c1m token) on every stream: /test/<id>, /sse/<id>, /ws/<id>').env('C1M_STREAM_SECRET'));
+    .addOption(new Option('--stream-secret <secret>', 'require a signed token (c1m token) on every stream: /test/<id>, /sse/<id>, /ws/<id>').env('C1M_STREAM_SECRET'))
+    .addOption(
+      new Option('--allow-origin <origins>', "other sites whose pages may use the streams and /c1m.js, comma-separated (https://app.example.com,…), or '*' (default: none, same-origin only)")
+        .env('C1M_ALLOW_ORIGIN')
+        .argParser(allowOrigin),
+    );
+}
+
+/** A comma-separated --allow-origin list, checked as start() checks it. */
+function allowOrigin(text: string): string[] {
+  const list = text.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '');
+  try {
+    checkAllowOrigin(list);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+  return list;
 }
 
 /** The message history, where a process keeps one: `c1m server`, `c1m router`, and `c1m cluster`, which passes them to its router. */

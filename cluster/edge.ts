@@ -44,6 +44,8 @@ export interface EdgeOptions {
   contentType?: 'text' | 'html';
   /** When set, every stream (/test, /sse, /ws) needs a token signed with it (c1m token). */
   streamSecret?: string;
+  /** Other sites whose pages may use the streams (see C1mOptions.allowOrigin). */
+  allowOrigin?: string[];
   /** Serve HAProxy's agent check on this TCP port (same host). */
   agentPort?: number;
   /** Streams closed per second while draining. */
@@ -136,6 +138,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     maxConnections: capacity,
     contentType: options.contentType,
     streamSecret: options.streamSecret,
+    allowOrigin: options.allowOrigin,
   });
 
   /**

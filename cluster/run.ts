@@ -46,6 +46,7 @@ export interface ClusterOptions {
   presenceMs?: number;
   contentType: string;
   streamSecret?: string;
+  allowOrigin?: string[];
   cacheMib?: number;
   maxBody: number;
   maxMessage: number;
@@ -188,6 +189,7 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
         args.push('--max-backlog', String(o.maxBacklog), '--max-streams-per-user', String(o.maxStreamsPerUser), '--drain-rate', String(o.drainRate));
         args.push('--heartbeat', String(o.heartbeat), '--content-type', o.contentType, '--presence-ms', String(o.presenceMs ?? busWindowMs(edges)));
         if (o.maxConnections) args.push('--max-connections', String(o.maxConnections));
+        if (o.allowOrigin?.length) args.push('--allow-origin', o.allowOrigin.join(','));
         if (o.agentPort) args.push('--agent-port', String(o.agentPort + i));
         if (sharePort) args.push('--share-port');
         return supervisor.start({ name: `edge-${i}`, role: 'edge', edge: id, nice: EDGE_NICE, ...cliCommand(args), readyWhen: (line) => line.includes('c1m edge listening') });

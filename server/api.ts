@@ -5,16 +5,16 @@ import { toPairs, type Pair } from '../subsmanager/pairs.js';
 import type { SubscriptionStore } from '../subsmanager/store.js';
 import type { Registry as MetricsRegistry } from 'prom-client';
 import { DEFAULTS } from './defaults.js';
-import { HttpError, parseId, readBody, reply, replyJson } from './http.js';
+import { bearer, closeUnread, HttpError, parseId, readBody, reply, replyJson } from './http.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
 export interface ApiOptions {
   maxUserId: number;
   /** Largest accepted request body, in bytes. */
   maxBody: number;
-  /** Largest message POST /send accepts, in bytes (default DEFAULTS.maxMessage); larger ones get 413 and the connection is closed unread. */
+  /** Largest message POST /send accepts, in bytes (default DEFAULTS.maxMessage); larger ones get 413. */
   maxMessage?: number;
-  /** When set, every request must carry `Authorization: Bearer <token>`. */
+  /** When set, every request must carry `Authorization: Bearer <token>` (the scheme in any case). */
   token?: string;
   /** Served at GET /metrics (Prometheus text format). */
   metrics: MetricsRegistry;
@@ -52,16 +52,17 @@ export function apiRoutes(
   stats: () => object,
   options: ApiOptions,
 ): TemplatedApp {
-  const expected = options.token ? Buffer.from(`Bearer ${options.token}`) : null;
+  const expected = options.token ? Buffer.from(options.token) : null;
 
   /** Wraps a handler with the token check and turns thrown errors into JSON error responses. */
   const guarded =
     (handler: Handler): Handler =>
     (res, req) => {
       if (expected) {
-        const given = Buffer.from(req.getHeader('authorization'));
+        const given = Buffer.from(bearer(req.getHeader('authorization')) ?? '');
         if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
-          return replyJson(res, 401, { error: 'missing or wrong bearer token' }, true);
+          const challenge = given.length === 0 ? 'Bearer realm="c1m"' : 'Bearer realm="c1m", error="invalid_token"'; // RFC 6750 §3
+          return replyJson(res, 401, { error: 'missing or wrong bearer token' }, closeUnread(req), [['WWW-Authenticate', challenge]]);
         }
       }
       respondOrFail(res, () => handler(res, req));
@@ -72,9 +73,8 @@ export function apiRoutes(
     (handle: (body: Buffer, contentType: string, params: string[]) => unknown, limit = options.maxBody): Handler =>
     (res, req) => {
       const declared = Number(req.getHeader('content-length') || 0);
-      if (declared > limit) {
-        return replyJson(res, 413, { error: `body larger than ${limit} bytes` }, true);
-      }
+      // Answered before the body is read, so a client that waits for `100 Continue` need not send it; the rest is dropped (closeUnread).
+      if (declared > limit) return replyJson(res, 413, { error: `body larger than ${limit} bytes` }, closeUnread(req));
       const contentType = req.getHeader('content-type');
       const params = [req.getParameter(0) ?? ''];
       readBody(res, limit, (body) => {

@@ -1,5 +1,6 @@
 import { checkStreamToken } from './auth.js';
-import { parseId, reply } from './http.js';
+import { originCheck, PREFLIGHT } from './cors.js';
+import { bearer, NO_HEADERS, parseId, reply, type Headers } from './http.js';
 import { PAGE } from './page.js';
 import { BROWSER_CLIENT } from './browser-client.js';
 import { SSE_HEADERS, SseStream, sseWelcome } from './sse.js';
@@ -18,8 +19,10 @@ export interface CometOptions {
    * original's text/html, for clients that need it).
    */
   contentType?: 'text' | 'html';
-  /** When set, every stream needs a token for its id signed with this secret (see auth.ts): ?token=, or for WebSockets also Sec-WebSocket-Protocol. */
+  /** When set, every stream needs a token for its id signed with this secret (see auth.ts): ?token=, `Authorization: Bearer`, or for WebSockets also Sec-WebSocket-Protocol. */
   streamSecret?: string;
+  /** Other sites whose pages may use the streams and /c1m.js (CORS, WebSocket Origin): origins, or '*'. See originCheck. */
+  allowOrigin?: readonly string[];
 }
 
 const streamHeaders = (contentType: 'text' | 'html'): [string, string][] => [
@@ -39,11 +42,29 @@ const streamHeaders = (contentType: 'text' | 'html'): [string, string][] => [
 export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOptions): TemplatedApp {
   const headers = streamHeaders(options.contentType ?? 'text');
   const secret = options.streamSecret;
+  const checkOrigin = originCheck(options.allowOrigin);
+
+  /** The CORS headers for this request, or null once it has been refused for its origin. */
+  const cors = (res: HttpResponse, req: HttpRequest): Headers | null => {
+    const origin = req.getHeader('origin');
+    const allowed = checkOrigin(origin, req.getHeader('host'));
+    if (allowed === null) reply(res, 403, `pages from ${origin} may not use this server: it is not in --allow-origin\n`);
+    return allowed;
+  };
+
+  const preflight = (res: HttpResponse, req: HttpRequest): void => {
+    const allowed = cors(res, req);
+    if (allowed !== null) res.cork(() => {
+      res.writeStatus('204 No Content');
+      for (const [name, value] of [...allowed, ...PREFLIGHT]) res.writeHeader(name, value);
+      res.endWithoutBody();
+    });
+  };
 
   /** The user id of a stream request that may open, or null once it has been answered with why not. */
-  const admit = (res: HttpResponse, req: HttpRequest, transport: Transport, token: string): number | null => {
+  const admit = (res: HttpResponse, req: HttpRequest, transport: Transport, token: string, cors: Headers): number | null => {
     const refuse = (status: number, why: string, close = false): null => {
-      reply(res, status, `${why}\n`, undefined, close);
+      reply(res, status, `${why}\n`, undefined, close, status === 401 ? [...cors, CHALLENGE] : cors);
       return null;
     };
     const text = req.getParameter(0);
@@ -52,7 +73,7 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
     if (id === null) return refuse(404, `not a user id: '${text}', try ${ROUTES[transport]}123`);
     if (id > options.maxUserId) return refuse(404, `no stream for user id ${id}: this server's ids go up to ${options.maxUserId}`);
     if (secret !== undefined) {
-      const refused = token === '' ? 'this stream needs ?token=<token for this id>' : checkStreamToken(secret, id, token);
+      const refused = token === '' ? 'this stream needs ?token=<token for this id> (or Authorization: Bearer <token>)' : checkStreamToken(secret, id, token);
       if (refused !== null) {
         hub.transports[transport].authFailures++;
         return refuse(token === '' ? 401 : 403, refused);
@@ -65,7 +86,9 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
 
   return app
     .get('/test/:id', (res, req) => {
-      const id = admit(res, req, 'chunked', req.getQuery('token') ?? '');
+      const allowed = cors(res, req);
+      if (allowed === null) return;
+      const id = admit(res, req, 'chunked', token(req), allowed);
       if (id === null) return;
       const after = lastEventId(req.getQuery('lastEventId'));
       // Ids are opt-in here: without them the stream is byte for byte the original's.
@@ -73,11 +96,14 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
       res.onAborted(stream.aborted.bind(stream)); // a bound method weighs less than a closure, per connection
       res.writeStatus('200 OK');
       for (const [name, value] of headers) res.writeHeader(name, value);
+      for (const [name, value] of allowed) res.writeHeader(name, value);
       res.write(`Welcome, Url: '/test/${id}' Id: ${id}\n`);
       resume(hub, stream, after);
     })
     .get('/sse/:id', (res, req) => {
-      const id = admit(res, req, 'sse', req.getQuery('token') ?? '');
+      const allowed = cors(res, req);
+      if (allowed === null) return;
+      const id = admit(res, req, 'sse', token(req), allowed);
       if (id === null) return;
       // EventSource sends Last-Event-ID by itself when it reconnects; other clients may use the query.
       const after = lastEventId(req.getQuery('lastEventId'), req.getHeader('last-event-id'));
@@ -85,23 +111,47 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
       res.onAborted(stream.aborted.bind(stream));
       res.writeStatus('200 OK');
       for (const [name, value] of SSE_HEADERS) res.writeHeader(name, value);
+      for (const [name, value] of allowed) res.writeHeader(name, value);
       res.write(sseWelcome(id));
       resume(hub, stream, after);
     })
     .ws(
       '/ws/:id',
       wsBehavior(hub, (res, req, context) => {
-        const { token, protocol } = protocolToken(req.getHeader('sec-websocket-protocol'));
-        const id = admit(res, req, 'ws', req.getQuery('token') || token);
-        if (id !== null) upgradeWs(res, req, context, new WsStream(hub, id, lastEventId(req.getQuery('lastEventId'))), protocol);
+        // uWS upgrades whatever has a 24-character Sec-WebSocket-Key; RFC 6455 §4.4 wants 426 for another version.
+        if (req.getHeader('sec-websocket-version') !== '13') return reply(res, 426, 'this server speaks WebSocket version 13\n', undefined, false, UPGRADE);
+        if (cors(res, req) === null) return;
+        const offer = protocolToken(req.getHeader('sec-websocket-protocol'));
+        if (typeof offer === 'string') return reply(res, 400, `${offer}\n`);
+        const id = admit(res, req, 'ws', token(req) || offer.token, NO_HEADERS);
+        if (id !== null) upgradeWs(res, req, context, new WsStream(hub, id, lastEventId(req.getQuery('lastEventId'))), offer.protocol);
       }),
     )
     // A plain GET of a WebSocket path: uWS passes requests without an upgrade on to here.
-    .get('/ws/:id', (res) => reply(res, 426, 'this is a WebSocket stream: connect with new WebSocket(url)\n'))
-    .get('/c1m.js', (res) => reply(res, 200, BROWSER_CLIENT, 'text/javascript; charset=utf-8'))
+    .get('/ws/:id', (res) => reply(res, 426, 'this is a WebSocket stream: connect with new WebSocket(url)\n', undefined, false, UPGRADE))
+    .get('/c1m.js', (res, req) => {
+      const allowed = cors(res, req);
+      if (allowed !== null) reply(res, 200, BROWSER_CLIENT, 'text/javascript; charset=utf-8', false, allowed);
+    })
+    // CORS preflights: a cross-origin GET with a header of its own (Last-Event-ID, Authorization) asks first.
+    .options('/test/:id', preflight)
+    .options('/sse/:id', preflight)
+    .options('/c1m.js', preflight)
     .get('/', (res) => reply(res, 200, PAGE, 'text/html; charset=utf-8'))
     .any('/*', (res, req) => reply(res, 404, `no such page: ${req.getUrl()}, try /test/123\n`));
 }
+
+/** The token of a stream request: ?token=, or `Authorization: Bearer` for clients that can set headers (kept out of URLs that proxies log). */
+const token = (req: HttpRequest): string => req.getQuery('token') || (bearer(req.getHeader('authorization')) ?? '');
+
+/** A 401's challenge (RFC 9110 §11.6.1): the scheme a token may also come in. */
+const CHALLENGE = ['WWW-Authenticate', 'Bearer realm="c1m"'] as const;
+
+/** A 426's headers (RFC 9110 §15.5.22, RFC 6455 §4.4). */
+const UPGRADE: Headers = [
+  ['Upgrade', 'websocket'],
+  ['Sec-WebSocket-Version', '13'],
+];
 
 /** Where each transport's streams are, for the hints in refusals. */
 const ROUTES: Record<Transport, string> = { chunked: '/test/', sse: '/sse/', ws: '/ws/' };

@@ -1,7 +1,8 @@
-import type { HttpResponse } from './uws.js';
+import type { HttpRequest, HttpResponse } from './uws.js';
 
 const STATUS: Record<number, string> = {
   200: '200 OK',
+  204: '204 No Content',
   400: '400 Bad Request',
   401: '401 Unauthorized',
   403: '403 Forbidden',
@@ -21,15 +22,42 @@ export function parseId(text: string): number | null {
   return Number.isSafeInteger(id) ? id : null;
 }
 
+/** Response headers beyond the status line and Content-Type. */
+export type Headers = readonly (readonly [string, string])[];
+export const NO_HEADERS: Headers = [];
+
 /** Sends a complete response; corked because it may run after the request handler returned. */
-export function reply(res: HttpResponse, status: number, body: string, contentType = 'text/plain; charset=utf-8', close = false): void {
+export function reply(res: HttpResponse, status: number, body: string, contentType = 'text/plain; charset=utf-8', close = false, headers = NO_HEADERS): void {
   res.cork(() => {
-    res.writeStatus(STATUS[status] ?? String(status)).writeHeader('Content-Type', contentType).end(body, close);
+    res.writeStatus(STATUS[status] ?? String(status)).writeHeader('Content-Type', contentType);
+    for (const [name, value] of headers) res.writeHeader(name, value);
+    res.end(body, close);
   });
 }
 
-export function replyJson(res: HttpResponse, status: number, value: unknown, close = false): void {
-  reply(res, status, JSON.stringify(value), 'application/json', close);
+export function replyJson(res: HttpResponse, status: number, value: unknown, close = false, headers = NO_HEADERS): void {
+  reply(res, status, JSON.stringify(value), 'application/json', close, headers);
+}
+
+/** The credentials of `Authorization: Bearer <credentials>`, the scheme in any case (RFC 9110 §11.1), or null. */
+export function bearer(authorization: string): string | null {
+  const match = /^bearer +(.+)$/is.exec(authorization);
+  return match ? match[1] : null;
+}
+
+/**
+ * Body bytes a refused request may still send: uWS reads and drops the body
+ * of a request answered before it arrived, and the connection stays open.
+ * Closing instead, with the body unread, makes the kernel answer the rest with
+ * a reset, and a client still sending (httpx, requests) gets a broken pipe
+ * instead of the answer (RFC 9112 §9.6). Past this bound, or when the length is
+ * unknown (chunked), the answer goes out and the connection is closed.
+ */
+export const DISCARD_BYTES = 4 * 1024 * 1024;
+
+/** Whether a request answered without its body must close the connection (see DISCARD_BYTES). Read in the handler: `req` dies with it. */
+export function closeUnread(req: HttpRequest): boolean {
+  return req.getHeader('transfer-encoding') !== '' || Number(req.getHeader('content-length') || 0) > DISCARD_BYTES;
 }
 
 /** Thrown by API handlers for a client error with a status and a message for the caller. */
@@ -48,8 +76,9 @@ export class HttpError extends Error {
  * returns (uWS reuses that memory), so `done` copies whatever it keeps: a send
  * copies the message once, into its chunk. A body that arrives in one piece,
  * as a message usually does, is therefore never copied here, which keeps a
- * malloc'd ArrayBuffer per request off the API path. A body over the limit is
- * answered with 413 and the connection is closed, so the rest of it is never read.
+ * malloc'd ArrayBuffer per request off the API path. A body found over the
+ * limit here has no declared length (a longer declared one is refused before
+ * reading, see closeUnread): it is answered with 413 and the connection closed.
  */
 export function readBody(res: HttpResponse, limit: number, done: (body: Buffer) => void): void {
   let parts: Buffer[] | null = null;

@@ -14,6 +14,7 @@ import { openStore, type SubscriptionStore } from '../subsmanager/store.js';
 import { apiRoutes, checkApiSettings } from './api.js';
 import { checkStreamSecret } from './auth.js';
 import { cometRoutes } from './comet.js';
+import { checkAllowOrigin } from './cors.js';
 import { DEFAULTS, SERVER_BUSY_TIMEOUT_MS } from './defaults.js';
 import { streamCapacity } from './limits.js';
 import { assertPortFree, listen, PublicListener } from './listener.js';
@@ -50,6 +51,8 @@ export interface C1mOptions {
   contentType?: 'text' | 'html';
   /** When set, every stream (/test, /sse, /ws) needs a token for its id signed with this secret (`c1m token`). */
   streamSecret?: string;
+  /** Other sites whose pages may use the streams and /c1m.js: origins (`https://app.example.com`) or '*'. Default none: same-origin only (see cors.ts). */
+  allowOrigin?: string[];
   /** Allow the API on a non-loopback address without a token. Default false: start() refuses. */
   apiInsecure?: boolean;
   /**
@@ -126,6 +129,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
   const maxBacklog = options.maxBacklog ?? DEFAULTS.maxBacklog;
   checkApiSettings({ apiHost, token: options.token, apiInsecure: options.apiInsecure, maxMessage, maxBacklog });
   checkStreamSecret(options.streamSecret);
+  checkAllowOrigin(options.allowOrigin ?? []);
   if (options.exclusivePorts ?? true) {
     await assertPortFree(host, options.port ?? DEFAULTS.port, 'comet streams');
     await assertPortFree(apiHost, options.apiPort ?? DEFAULTS.apiPort, 'the backend API');
@@ -185,7 +189,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
     };
   };
 
-  const publicApp = cometRoutes(uws.App(), hub, { maxUserId, maxConnections, contentType: options.contentType, streamSecret: options.streamSecret });
+  const publicApp = cometRoutes(uws.App(), hub, { maxUserId, maxConnections, contentType: options.contentType, streamSecret: options.streamSecret, allowOrigin: options.allowOrigin });
   const send = (user: number, message: Uint8Array) => {
     const at = epochMs();
     const delivered = router.send(user, message);

@@ -12,6 +12,9 @@ import { resume } from './resume.js';
 import { framedOnce, type HubStream, type StreamHub } from './stream.js';
 import type { HttpRequest, HttpResponse, us_socket_context_t, WebSocket, WebSocketBehavior } from './uws.js';
 
+/** The largest client frame answered with a close frame (see wsBehavior). */
+export const MAX_CLIENT_FRAME = 16 * 1024;
+
 /** Close codes (RFC 6455): drain or shutdown; a frame from the client. A slow consumer is cut without one: it would not read it. */
 export const CLOSE_GOING_AWAY = 1001;
 export const CLOSE_PUSH_ONLY = 1003;
@@ -37,12 +40,18 @@ const framed = framedOnce(wsFrame);
 
 export const wsWelcome = (id: number): string => `welcome\nWelcome, Url: '/ws/${id}' Id: ${id}`;
 
-/** The token a browser put in Sec-WebSocket-Protocol (`new WebSocket(url, ['c1m', 'token.' + token])`), and the protocol to answer with. */
-export function protocolToken(header: string): { token: string; protocol: string } {
+/**
+ * The token a browser put in Sec-WebSocket-Protocol (`new WebSocket(url, ['c1m', 'token.' + token])`)
+ * and the protocol to answer with, or why the offer is refused. A browser fails the handshake unless
+ * the answer names a protocol it offered, and the one to name is `c1m`, never the token (it would be
+ * echoed in the response): an offer without `c1m` is refused.
+ */
+export function protocolToken(header: string): { token: string; protocol: string } | string {
   const offered = header.split(',').map((p) => p.trim()).filter((p) => p !== '');
+  if (offered.length === 0) return { token: '', protocol: '' };
+  if (!offered.includes('c1m')) return "offer the subprotocol 'c1m', with the token beside it: new WebSocket(url, ['c1m', 'token.' + token])";
   const entry = offered.find((p) => p.startsWith('token.'));
-  // A browser fails the handshake unless the answer names one of the protocols it offered.
-  return { token: entry?.slice('token.'.length) ?? '', protocol: offered.includes('c1m') ? 'c1m' : (entry ?? '') };
+  return { token: entry?.slice('token.'.length) ?? '', protocol: 'c1m' };
 }
 
 const OPEN = 0;
@@ -192,7 +201,9 @@ export function wsBehavior(hub: StreamHub, upgrade: (res: HttpResponse, req: Htt
     idleTimeout,
     sendPingsAutomatically: idleTimeout > 0,
     compression: 0, // uWS.DISABLED: a compressor per socket would cost more than the stream
-    maxPayloadLength: 512, // clients send nothing but control frames
+    // Clients send nothing but control frames; a data frame gets 1003. uWS buffers a frame up to this whole before
+    // it calls `message`, and cuts a longer one unread without a close frame (1006 at the client).
+    maxPayloadLength: MAX_CLIENT_FRAME,
     // Above our own backlog rule, so uWS never drops a message before the stream is closed as a slow consumer.
     maxBackpressure: 2 * hub.maxBacklog + 64 * 1024,
     upgrade,

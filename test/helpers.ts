@@ -272,3 +272,35 @@ export function runCli(args: string[], options: { input?: string; env?: NodeJS.P
 }
 
 export { stopChild };
+
+/** A raw TCP client of the public or API port, for the bytes a client library would hide: what came back, and how the connection ended. */
+export class RawClient {
+  text = '';
+  /** The socket error, e.g. ECONNRESET or EPIPE, if any. */
+  error?: string;
+  ended = false;
+  readonly socket: net.Socket;
+
+  constructor(port: number, request?: string | Buffer) {
+    this.socket = net.connect(port, '127.0.0.1', () => request !== undefined && this.socket.write(request));
+    this.socket.on('data', (data) => (this.text += data.toString('latin1')));
+    this.socket.on('error', (err: NodeJS.ErrnoException) => (this.error = err.code ?? err.message));
+    this.socket.on('close', () => (this.ended = true));
+  }
+
+  write(data: string | Buffer): void {
+    this.socket.write(data);
+  }
+
+  /** Waits until what came back matches, or fails naming it (and what came instead). */
+  async until(pattern: RegExp, what: string): Promise<RegExpExecArray> {
+    await waitFor(() => pattern.test(this.text) || this.ended, what);
+    const match = pattern.exec(this.text);
+    if (!match) throw new Error(`${what}: got ${JSON.stringify(this.text.slice(0, 500))}, ${this.error ?? 'closed'}`);
+    return match;
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}

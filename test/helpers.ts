@@ -51,8 +51,8 @@ abstract class LineReader {
   private buffered = '';
   private readonly req: http.ClientRequest;
 
-  constructor(port: number, path: string, separator: string | RegExp) {
-    this.req = http.get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+  constructor(port: number, path: string, separator: string | RegExp, headers: http.OutgoingHttpHeaders = {}) {
+    this.req = http.get({ host: '127.0.0.1', port, path, headers, agent: false }, (res) => {
       this.status = res.statusCode ?? 0;
       this.headers = res.headers;
       res.setEncoding('utf8');
@@ -109,8 +109,8 @@ export class SseClient extends LineReader {
   body = '';
   private event: { event: string; data: string[]; id?: string } = { event: 'message', data: [] };
 
-  constructor(port: number, path: string) {
-    super(port, path, /\r\n|\r|\n/);
+  constructor(port: number, path: string, headers: http.OutgoingHttpHeaders = {}) {
+    super(port, path, /\r\n|\r|\n/, headers);
   }
 
   protected line(line: string): void {
@@ -130,8 +130,8 @@ export class SseClient extends LineReader {
     else if (field === 'id') this.event.id = value;
   }
 
-  static async open(port: number, id: number | string, query = ''): Promise<SseClient> {
-    const client = new SseClient(port, `/sse/${id}${query}`);
+  static async open(port: number, id: number | string, query = '', headers: http.OutgoingHttpHeaders = {}): Promise<SseClient> {
+    const client = new SseClient(port, `/sse/${id}${query}`, headers);
     await waitFor(() => client.events.length > 0 || client.ended, `welcome on /sse/${id}`);
     return client;
   }

@@ -150,7 +150,7 @@ export interface RigOptions {
   statsPort: number;
 }
 
-interface ServerRow {
+export interface ServerRow {
   status: string;
   /** The server's maxconn; streams waiting in the queue. */
   slim: number;
@@ -162,6 +162,22 @@ interface ServerRow {
   econ: number;
   wretr: number;
   wredis: number;
+}
+
+/** HAProxy's view of each edge (and with `backend`, of the whole backend as BACKEND), from its statistics page (CSV) on loopback. */
+export async function haproxyServers(statsPort: number, backend = false): Promise<Map<string, ServerRow>> {
+  const text = await (await fetch(`http://127.0.0.1:${statsPort}/haproxy;csv`)).text();
+  const [head, ...rows] = text.split('\n');
+  const cols = head.replace(/^# /, '').split(',');
+  const at = (row: string[], name: string) => row[cols.indexOf(name)];
+  const out = new Map<string, ServerRow>();
+  for (const line of rows) {
+    const row = line.split(',');
+    if (row[0] !== 'edges' || (row[1] === 'BACKEND' && !backend)) continue;
+    const n = (name: string) => Number(at(row, name) || 0);
+    out.set(row[1], { status: at(row, 'status'), slim: n('slim'), qcur: n('qcur'), scur: n('scur'), smax: n('smax'), stot: n('stot'), econ: n('econ'), wretr: n('wretr'), wredis: n('wredis') });
+  }
+  return out;
 }
 
 const EDGE_HOSTS = ['edge1', 'edge2'] as const;
@@ -251,20 +267,9 @@ export class Rig {
     return pid;
   }
 
-  /** HAProxy's view of each edge (and with `backend`, of the whole backend as BACKEND), from its statistics page (CSV). */
-  async haproxy(backend = false): Promise<Map<string, ServerRow>> {
-    const text = await (await fetch(`http://127.0.0.1:${this.o.statsPort}/haproxy;csv`)).text();
-    const [head, ...rows] = text.split('\n');
-    const cols = head.replace(/^# /, '').split(',');
-    const at = (row: string[], name: string) => row[cols.indexOf(name)];
-    const out = new Map<string, ServerRow>();
-    for (const line of rows) {
-      const row = line.split(',');
-      if (row[0] !== 'edges' || (row[1] === 'BACKEND' && !backend)) continue;
-      const n = (name: string) => Number(at(row, name) || 0);
-      out.set(row[1], { status: at(row, 'status'), slim: n('slim'), qcur: n('qcur'), scur: n('scur'), smax: n('smax'), stot: n('stot'), econ: n('econ'), wretr: n('wretr'), wredis: n('wredis') });
-    }
-    return out;
+  /** HAProxy's view of each edge (and with `backend`, of the whole backend as BACKEND). */
+  haproxy(backend = false): Promise<Map<string, ServerRow>> {
+    return haproxyServers(this.o.statsPort, backend);
   }
 
   /** Resolves with the time when HAProxy shows every one of `names` in one of `statuses` (UP, DOWN, DRAIN, MAINT). */

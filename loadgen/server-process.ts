@@ -51,6 +51,12 @@ export async function spawnServer(args: string[], env: NodeJS.ProcessEnv = {}, t
   return { child, port: info.port as number, apiPort: info.apiPort as number, output };
 }
 
+/** Starts a lone `c1m edge` on loopback with a free port (its NATS server and id in `args`); resolves once it is listening. */
+export async function spawnEdge(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 30_000): Promise<Omit<ServerProcess, 'apiPort'>> {
+  const { child, info, output } = await spawnReady(['edge', '--host', '127.0.0.1', '--port', '0', ...args], 'c1m edge listening', env, timeoutMs);
+  return { child, port: info.port as number, output };
+}
+
 /**
  * Starts Debian's `nats-server` on host:port (extra flags in `args`) and
  * resolves once it accepts connections. One that exits first, or is not

@@ -1,8 +1,10 @@
 import { pack } from 'msgpackr';
+import { execSync } from 'node:child_process';
 import { once } from 'node:events';
 import { connect } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { C1m } from '../index.js';
+import { RESERVED_FDS } from '../server/limits.js';
 import { api, startServer, StreamClient, waitFor } from './helpers.js';
 
 let c1m: C1m;
@@ -133,16 +135,20 @@ describe('backend API', () => {
     client.close();
   });
 
-  it('reports stats', async () => {
+  it('reports stats: the streams it may hold are the open-file limit less the reserve, and its uptime grows', async () => {
+    const startedAt = Date.now();
     c1m = await startServer();
     const client = await StreamClient.open(c1m.port, 5);
     await api(c1m.apiPort, 'POST', '/send/5', 'abc');
     await waitFor(() => client.messages.length === 1, 'delivery');
     const { json } = await api(c1m.apiPort, 'GET', '/stats');
     expect(json).toMatchObject({ connections: 1, users: 1, sends: 1, chunks: 1, bytes: 4, slowConsumerCloses: 0 });
-    expect(json.uptimeSeconds).toBeGreaterThanOrEqual(0);
     expect(json.memory.rss).toBeGreaterThan(1e6);
-    expect(json.maxConnections).toBeGreaterThan(0);
+    // The soft limit as a child of this process inherits it, read apart from the server's own code.
+    const openFiles = Number(execSync('ulimit -n', { shell: '/bin/sh', encoding: 'utf8' }));
+    expect(json.maxConnections).toBe(openFiles - RESERVED_FDS);
+    expect(json.uptimeSeconds).toBeLessThanOrEqual(Math.ceil((Date.now() - startedAt) / 1000));
+    await vi.waitFor(async () => expect((await api(c1m.apiPort, 'GET', '/stats')).json.uptimeSeconds).toBeGreaterThan(json.uptimeSeconds), { timeout: 10_000, interval: 100 });
     client.close();
   });
 

@@ -26,20 +26,19 @@ const open = async (transport: Transport, id: number, query: string) => {
   clients.push(client);
   return client;
 };
-/** A send through the router's API, as a resumed client shows it; retried while the directory learns of a new stream. */
+/** One send through the router's API, as a resumed client shows it; `expectDelivered`: the streams the router's directory must have reached. */
 async function send(user: number, text: string, expectDelivered?: number): Promise<string> {
-  let json: { delivered: number; id: number } | undefined;
-  await vi.waitFor(
-    async () => {
-      json = (await api(cluster.apiPort, 'POST', `/send/${user}`, text)).json;
-      expect(json!.id).toEqual(expect.any(Number));
-      if (expectDelivered !== undefined) expect(json!.delivered, `${text} to user ${user}`).toBe(expectDelivered);
-    },
-    { timeout: 10_000, interval: 50 },
-  );
-  return `${json!.id} ${text}`;
+  const { status, json } = await api(cluster.apiPort, 'POST', `/send/${user}`, text);
+  expect(status, `${text} to user ${user}: ${JSON.stringify(json)}`).toBe(200);
+  if (expectDelivered !== undefined) expect(json.delivered, `${text} to user ${user}`).toBe(expectDelivered);
+  return `${json.id} ${text}`;
 }
-const stats = async () => (await api(cluster.apiPort, 'GET', '/stats')).json as { edges: { id: string; pid: number; state: string; streams: number }[] };
+const stats = async () => (await api(cluster.apiPort, 'GET', '/stats')).json as { pid: number; connections: number; edges: { id: string; pid: number; state: string; streams: number }[] };
+/**
+ * Until the router's directory holds exactly `n` streams (one test's streams are the only ones open): a message
+ * sent then must reach each, so it is sent once and a loss shows, instead of being covered by a retry.
+ */
+const streamsKnown = (n: number) => vi.waitFor(async () => expect((await stats()).connections).toBe(n), { timeout: 15_000, interval: 50 });
 
 describe.each(['chunked', 'sse', 'ws'] as const)('resume over %s on a 3-edge cluster', (transport) => {
   const user = { chunked: 11, sse: 21, ws: 31 }[transport];
@@ -47,12 +46,14 @@ describe.each(['chunked', 'sse', 'ws'] as const)('resume over %s on a 3-edge clu
 
   it('replays what was missed from the router, once each and in order, then live; also after its edge was killed', async () => {
     const first = await open(transport, user, ids);
-    const seen = await send(user, 'seen', 1); // retried until the directory holds the stream
+    await streamsKnown(1);
+    const seen = await send(user, 'seen', 1);
     await waitFor(() => received(first).includes(seen), 'the first message');
     first.close();
-    // Sent after the close: the client never reads them, whether the directory still pointed at its old stream or not.
-    const missed = [await send(user, 'missed one'), await send(user, 'missed two')];
+    await streamsKnown(0);
+    const missed = [await send(user, 'missed one', 0), await send(user, 'missed two', 0)];
     const resumed = await open(transport, user, `?lastEventId=${seen.split(' ')[0]}`);
+    await streamsKnown(1);
     const live = await send(user, 'live', 1);
     await waitFor(() => received(resumed).includes(live), 'the live message', 10_000);
     expect(received(resumed)).toEqual([...missed, live]);
@@ -76,19 +77,25 @@ describe.each(['chunked', 'sse', 'ws'] as const)('resume over %s on a 3-edge clu
       },
       { timeout: 15_000, interval: 100 },
     );
+    // The killed edge's new run replaced its streams: the directory now counts only the one that comes back.
+    await streamsKnown(0);
     const back = await open(transport, user, `?lastEventId=${live.split(' ')[0]}`);
+    await streamsKnown(1);
     const after = await send(user, 'after', 1);
     await waitFor(() => received(back).includes(after), 'the message after', 10_000);
     expect(received(back)).toEqual([whileAway, after]);
     back.close();
+    await streamsKnown(0);
   });
 });
 
 it('loses nothing sent while a stream resumes on an edge: sends back to back across the hand-over', async () => {
   const first = await open('chunked', 61, '?ids=1');
+  await streamsKnown(1);
   const seen = await send(61, 'seen', 1);
   await waitFor(() => received(first).includes(seen), 'the first message');
   first.close();
+  await streamsKnown(0);
   // The router must hear the resuming stream's login before it reads the replay: a send numbered between the two would reach neither.
   const sent: string[] = [];
   let flowing = true;
@@ -104,19 +111,22 @@ it('loses nothing sent while a stream resumes on an edge: sends back to back acr
   await waitFor(() => received(back).length >= sent.length, 'every message sent', 10_000);
   expect(received(back)).toEqual(sent);
   back.close();
+  await streamsKnown(0);
 });
 
 it('a router killed with kill -9 comes back with its history: a client resumes across the restart', async () => {
-  const before = (await api(cluster.apiPort, 'GET', '/stats')).json as { pid: number };
+  const before = await stats();
   const client = await open('sse', 51, '');
+  await streamsKnown(1);
   const seen = await send(51, 'before the restart', 1);
   await waitFor(() => received(client).includes(seen), 'the first message');
   const kept = await send(51, 'accepted, then the router died');
   client.close();
   process.kill(before.pid, 'SIGKILL');
-  await vi.waitFor(async () => expect(((await api(cluster.apiPort, 'GET', '/stats')).json as { pid: number }).pid).not.toBe(before.pid), { timeout: 15_000, interval: 100 });
+  await vi.waitFor(async () => expect((await stats()).pid).not.toBe(before.pid), { timeout: 15_000, interval: 100 });
   const afterRestart = await send(51, 'after the restart');
   const back = await open('sse', 51, `?lastEventId=${seen.split(' ')[0]}`);
+  await streamsKnown(1);
   const live = await send(51, 'live', 1);
   await waitFor(() => received(back).includes(live), 'the live message', 10_000);
   expect(received(back)).toEqual([kept, afterRestart, live]);

@@ -14,26 +14,35 @@ const limits = fileURLToPath(new URL('../dist/server/limits.js', import.meta.url
 const script = `
 import { openSync, closeSync } from 'node:fs';
 const { FdGuard } = await import(${JSON.stringify(limits)});
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const INTERVAL_MS = 20;
+/** Polls until cond() holds; the deadline only turns a guard that never acts into an error instead of a hang. */
+const until = async (what, cond) => {
+  const deadline = Date.now() + 15000;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error('timed out waiting for ' + what);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+};
+/** n ticks of a timer of the guard's interval started after the guard's: a running guard timer fires before each. */
+const ticks = (n) => new Promise((resolve) => { let left = n; const t = setInterval(() => --left === 0 && (clearInterval(t), resolve()), INTERVAL_MS); });
 const events = [];
-const guard = new FdGuard(() => events.push('pause'), () => (events.push(guard.paused ? 'resume while paused' : 'resume'), true), 20);
+const guard = new FdGuard(() => events.push('pause'), () => (events.push(guard.paused ? 'resume while paused' : 'resume'), true), INTERVAL_MS);
 const exhaust = () => { const held = []; try { for (;;) held.push(openSync('/dev/null', 'r')); } catch {} return held; };
 let held = exhaust();
-await sleep(200);
-const pausedWhenOut = guard.paused;
+await until('the pause', () => guard.paused);
 held.forEach((fd) => closeSync(fd));
-await sleep(200);
+await until('the resume', () => events.length === 2);
 const pausedAfter = guard.paused;
 guard.watch(false);
 held = exhaust();
-await sleep(200);
+await ticks(3);
 const pausedUnwatched = guard.paused;
 held.forEach((fd) => closeSync(fd));
 guard.close();
-console.log(JSON.stringify({ events, pausedWhenOut, pausedAfter, pausedUnwatched }));
+console.log(JSON.stringify({ events, pausedAfter, pausedUnwatched }));
 `;
 
 it('pauses when out of descriptors, resumes once they are free (not paused during resume), and does not check while unwatched', async () => {
-  const { stdout } = await promisify(execFile)('prlimit', ['--nofile=300:300', process.execPath, '--input-type=module', '-e', script], { timeout: 20_000 });
-  expect(JSON.parse(stdout)).toEqual({ events: ['pause', 'resume'], pausedWhenOut: true, pausedAfter: false, pausedUnwatched: false });
+  const { stdout } = await promisify(execFile)('prlimit', ['--nofile=300:300', process.execPath, '--input-type=module', '-e', script], { timeout: 30_000 });
+  expect(JSON.parse(stdout)).toEqual({ events: ['pause', 'resume'], pausedAfter: false, pausedUnwatched: false });
 });

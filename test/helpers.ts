@@ -5,7 +5,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { afterAll, vi } from 'vitest';
+import { afterAll, vi, type TestContext } from 'vitest';
 import { start, type C1mOptions } from '../index.js';
 import { spawnC1m, stopChild } from '../cluster/supervisor.js';
 import { spawnServer as spawnServerProcess } from '../loadgen/server-process.js';
@@ -23,6 +23,17 @@ export async function spawnServer(args: string[], env: NodeJS.ProcessEnv = {}) {
   return server;
 }
 
+
+/**
+ * A test that cannot run on this machine (`why`) is skipped, saying why. CI sets C1M_REQUIRE_FAULTS=1, and
+ * there it fails instead: a test CI is meant to run never passes by not running. Called inside the test,
+ * so that nothing is probed when the file is only imported.
+ */
+export function skipOrRequire(context: TestContext, why: string | undefined): void {
+  if (why === undefined) return;
+  if (process.env.C1M_REQUIRE_FAULTS === '1') throw new Error(`C1M_REQUIRE_FAULTS=1, and this test cannot run here: ${why}`);
+  context.skip(why);
+}
 
 export function tempDir(): string {
   return mkdtempSync(join(tmpdir(), 'c1m-test-'));
@@ -51,8 +62,8 @@ abstract class LineReader {
   private buffered = '';
   private readonly req: http.ClientRequest;
 
-  constructor(port: number, path: string, separator: string | RegExp) {
-    this.req = http.get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+  constructor(port: number, path: string, separator: string | RegExp, headers: http.OutgoingHttpHeaders = {}) {
+    this.req = http.get({ host: '127.0.0.1', port, path, headers, agent: false }, (res) => {
       this.status = res.statusCode ?? 0;
       this.headers = res.headers;
       res.setEncoding('utf8');
@@ -109,8 +120,8 @@ export class SseClient extends LineReader {
   body = '';
   private event: { event: string; data: string[]; id?: string } = { event: 'message', data: [] };
 
-  constructor(port: number, path: string) {
-    super(port, path, /\r\n|\r|\n/);
+  constructor(port: number, path: string, headers: http.OutgoingHttpHeaders = {}) {
+    super(port, path, /\r\n|\r|\n/, headers);
   }
 
   protected line(line: string): void {
@@ -130,8 +141,8 @@ export class SseClient extends LineReader {
     else if (field === 'id') this.event.id = value;
   }
 
-  static async open(port: number, id: number | string, query = ''): Promise<SseClient> {
-    const client = new SseClient(port, `/sse/${id}${query}`);
+  static async open(port: number, id: number | string, query = '', headers: http.OutgoingHttpHeaders = {}): Promise<SseClient> {
+    const client = new SseClient(port, `/sse/${id}${query}`, headers);
     await waitFor(() => client.events.length > 0 || client.ended, `welcome on /sse/${id}`);
     return client;
   }

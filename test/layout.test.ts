@@ -25,15 +25,22 @@ const sources = Object.keys(MAY_IMPORT).flatMap((folder) =>
     .map((f) => normalize(join(folder, f))),
 );
 
+/** The relative paths a source imports: `from`, `import '…'` and `import(…)`, in any of the three quotes. */
+const importedPaths = (text: string) => [...text.matchAll(/(?:\bfrom|\bimport)\s*\(?\s*(['"`])(\.[^'"`]+)\1/g)].map((m) => m[2]);
+
 /** file → the project files it imports (static and dynamic), as paths from the root. */
 const imports = new Map(
   sources.map((file) => {
-    const text = readFileSync(join(root, file), 'utf8');
-    const specs = [...text.matchAll(/(?:from|import\()\s*'(\.[^']+)'/g)].map((m) => m[1]);
+    const specs = importedPaths(readFileSync(join(root, file), 'utf8'));
     return [file, specs.map((s) => normalize(join(dirname(file), s.replace(/\.js$/, '.ts'))))];
   }),
 );
 const folderOf = (file: string) => (dirname(file) === '.' ? '.' : dirname(file).split('/')[0]);
+
+it('finds every form of import, whatever its quotes', () => {
+  const text = [`import { a } from '../cli/a.js';`, `export { b } from "../cli/b.js";`, 'import "../cli/c.js";', 'const d = await import(`../cli/d.js`);', `const e = await import( './e.js' );`].join('\n');
+  expect(importedPaths(text)).toEqual(['../cli/a.js', '../cli/b.js', '../cli/c.js', '../cli/d.js', './e.js']);
+});
 
 it('imports only point down: bench → cli → loadgen → cluster → server → router, subsmanager', () => {
   const upward: string[] = [];

@@ -283,12 +283,18 @@ describe('NatsClient reconnection', () => {
     );
     try {
       await stopServer(server);
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      // Down for six failed attempts a client on average (counted where they land), so that the bound of the
+      // waits has grown to a second or more: even an event loop held up for a while cannot bunch them all.
+      let attempts = 0;
+      const refuser = net.createServer((socket) => (attempts++, socket.destroy()));
+      await new Promise<void>((resolve) => refuser.listen(port, HOST, resolve));
+      await eventually(() => expect(attempts).toBeGreaterThanOrEqual(60), 30_000);
+      await new Promise((resolve) => refuser.close(resolve));
       server = await startServer(port);
       await eventually(() => expect(times).toHaveLength(10), 10_000);
       times.sort((a, b) => a - b);
-      // Full jitter: waits drawn from 0 up to a bound that has grown past 100 ms by now.
-      expect(times[9] - times[0]).toBeGreaterThan(20);
+      // Full jitter: ten waits drawn from 0 up to that bound; the same wait for all would bring them back together.
+      expect(times[9] - times[0]).toBeGreaterThan(100);
     } finally {
       for (const client of clients) await client.close();
       await stopServer(server);

@@ -53,6 +53,16 @@ describe('the lease on one file', () => {
     expect(bodies(b.history, id - 1)).toEqual(['from a']);
   });
 
+  it('two that both saw it free: the second claim, inside its write transaction, finds the first holder and takes nothing', () => {
+    const path = join(tempDir(), 'c1m.db');
+    const [a, b] = [opener(path), opener(path)];
+    const first = a.history.lead()!.term;
+    // history.lead() looks before it claims; the claim must check again, as both may have looked before either took it.
+    expect(b.history.lease.claim()).toBeUndefined();
+    expect(b.history.lease.current()).toMatchObject({ holder: a.history.lease.holder, term: first });
+    expect(a.history.lease.confirmed()).toBe(true);
+  });
+
   it('a lapsed lease goes to the next with a new term; the old holder commits nothing more, and the new one numbers after its last', () => {
     const path = join(tempDir(), 'c1m.db');
     const [a, b] = [opener(path), opener(path)];

@@ -179,6 +179,7 @@ export class Directory {
   sendingAt = 0;
   /** Bus messages dropped as not ours or not for the subject they came on (/stats busMalformed, c1m_bus_malformed_total). */
   malformed = 0;
+  private malformedLoggedAt = 0;
   private flushTimer: NodeJS.Timeout | undefined;
   private lastFlush = 0;
   /** The batch window now (ms): fixed by batchMs, or following the number of live edges. */
@@ -342,7 +343,11 @@ export class Directory {
    */
   readonly refuse = (subject: string, why: string, replyTo: string | undefined): void => {
     this.malformed++;
-    this.log.warn({ subject, why }, 'malformed bus message dropped');
+    // One line a second at most: a hostile edge could otherwise fill the router's log.
+    if (Date.now() - this.malformedLoggedAt >= 1000) {
+      this.malformedLoggedAt = Date.now();
+      this.log.warn({ subject, why, malformed: this.malformed }, 'malformed bus message dropped');
+    }
     if (subject === SUBJECTS.send && replyTo) this.bus.publish(replyTo, { t: 'sent', delivered: 0, error: why });
   };
 

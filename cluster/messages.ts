@@ -129,14 +129,26 @@ const flag: Check = (v) => typeof v === 'boolean';
 const bytes: Check = (v) => v instanceof Uint8Array;
 const optional = (check: Check): Check => (v) => v === undefined || check(v);
 const oneOf = (...values: unknown[]): Check => (v) => values.includes(v);
-const listOf = (check: Check, length?: number): Check => (v) => Array.isArray(v) && (length === undefined || v.length === length) && v.every(check);
+// Plain loops: every message a process receives goes through these, deliver batches and presence above all.
+const listOf =
+  (check: Check, length?: number): Check =>
+  (v) => {
+    if (!Array.isArray(v) || (length !== undefined && v.length !== length)) return false;
+    for (let i = 0; i < v.length; i++) if (!check(v[i])) return false;
+    return true;
+  };
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
+type Fields = [name: string, check: Check][];
 /** The name of the first field of `value` that fails its check (or '' when `value` is no object), else undefined. */
-function badField(value: unknown, fields: Record<string, Check>): string | undefined {
+function badField(value: unknown, fields: Fields): string | undefined {
   if (!isObject(value)) return '';
-  return Object.keys(fields).find((name) => !fields[name](value[name]));
+  for (const [name, check] of fields) if (!check(value[name])) return name;
+  return undefined;
 }
-const shape = (fields: Record<string, Check>): Check => (v) => badField(v, fields) === undefined;
+const shape = (fields: Record<string, Check>): Check => {
+  const entries = Object.entries(fields);
+  return (v) => badField(v, entries) === undefined;
+};
 
 const latency = shape({ counts: listOf(count, LATENCY_BUCKETS_MS.length + 1), sum: finite });
 const transportCounters = shape({ open: count, chunks: count, bytes: count, slowConsumerCloses: count, authFailures: count });
@@ -155,7 +167,7 @@ const edgeStats = shape({
 const fromEdge = { boot: text, seq: count };
 
 /** Every message's fields and their checks, by type. */
-const FIELDS: Record<BusMessage['t'], Record<string, Check>> = {
+const FIELDS_BY_TYPE: Record<BusMessage['t'], Record<string, Check>> = {
   presence: { ...fromEdge, in: listOf(userId), out: listOf(userId) },
   status: { ...fromEdge, stats: edgeStats, latency },
   sync: {},
@@ -170,13 +182,15 @@ const FIELDS: Record<BusMessage['t'], Record<string, Check>> = {
   replay: { user: userId, after: count, budget: count },
   replayed: { ids: listOf(count), bodies: listOf(bytes), more: flag, lost: optional(oneOf('expired', 'unknown')) },
 };
+const FIELDS = new Map(Object.entries(FIELDS_BY_TYPE).map(([t, fields]) => [t, Object.entries(fields)]));
 
 /** Why `value` is not a BusMessage (every field of its type checked, and the lists that go together of one length), or undefined when it is one. */
 export function whyNotBusMessage(value: unknown): string | undefined {
   if (!isObject(value)) return 'not a map';
   const t = value.t;
-  if (typeof t !== 'string' || !Object.hasOwn(FIELDS, t)) return `unknown type ${JSON.stringify(t)}`;
-  const field = badField(value, FIELDS[t as BusMessage['t']]);
+  const fields = typeof t === 'string' ? FIELDS.get(t) : undefined;
+  if (!fields) return `unknown type ${JSON.stringify(t)}`;
+  const field = badField(value, fields);
   if (field !== undefined) return `a ${t} with a missing or bad ${field}`;
   const m = value as BusMessage;
   if (m.t === 'deliver' && (m.targets.length !== m.chunks.length || m.sentAt.length !== m.chunks.length || (m.ids && m.ids.length !== m.chunks.length))) return 'a deliver whose lists differ in length';

@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { decode, encode, SUBJECTS, type BusMessage } from '../cluster/messages.js';
+import { decode, encode, SUBJECTS, whyNotBusMessage, type BusMessage } from '../cluster/messages.js';
 import { credsFile, permissions, readCreds, writeNatsConfig, type BusRole } from '../cluster/nats-auth.js';
 import { NatsClient } from '../cluster/nats.js';
 import { freePort } from '../cluster/supervisor.js';
@@ -125,6 +125,53 @@ describe('c1m cluster: a hostile edge, router or backend on the bus', () => {
     } finally {
       await router.close();
     }
+  });
+});
+
+describe('the bus messages validator', () => {
+  const stats = { ...stats0, transports: { chunked: { open: 0, chunks: 0, bytes: 0, slowConsumerCloses: 0, authFailures: 0 } } };
+  const latency = { counts: new Array(15).fill(0), sum: 0 };
+  const bytes = Buffer.from('x');
+  const good: object[] = [
+    { t: 'presence', boot: 'b', seq: 1, in: [1], out: [] },
+    { t: 'status', boot: 'b', seq: 1, stats: stats0, latency },
+    { t: 'sync' },
+    { t: 'state', boot: 'b', seq: 1, part: 0, last: true, users: [1, 1], stats: stats0 },
+    { t: 'deliver', chunks: [bytes], targets: [[1]], sentAt: [1.5], ids: [7], router: 'r', batch: 1, term: 2 },
+    { t: 'stopped', router: 'r', batch: 1 },
+    { t: 'drain' },
+    { t: 'drain', rate: 10 },
+    { t: 'undrain' },
+    { t: 'send', user: 1, message: 'x' },
+    { t: 'sent', delivered: 0, error: 'why' },
+    { t: 'replay', user: 1, after: 0, budget: 100 },
+    { t: 'replayed', ids: [1], bodies: [bytes], more: false, lost: 'unknown' },
+  ];
+  const bad: [object, RegExp][] = [
+    [{ t: 'nope' }, /unknown type "nope"/],
+    [{ edge: 'e' }, /unknown type undefined/],
+    [{ t: 'presence', boot: 'b', seq: 1, in: [0], out: [] }, /presence with a missing or bad in/],
+    [{ t: 'presence', boot: 'b', seq: -1, in: [], out: [] }, /bad seq/],
+    [{ t: 'status', boot: 'b', seq: 1, stats: { ...stats, transports: { chunked: {} } }, latency }, /status with a missing or bad stats/],
+    [{ t: 'status', boot: 'b', seq: 1, stats: { ...stats0, state: 'gone' }, latency }, /bad stats/],
+    [{ t: 'status', boot: 'b', seq: 1, stats: stats0, latency: { counts: [1], sum: 0 } }, /bad latency/],
+    [{ t: 'state', boot: 'b', seq: 1, part: 0, last: 'yes', users: [], stats: stats0 }, /bad last/],
+    [{ t: 'deliver', chunks: [bytes], targets: [[1]], sentAt: [] }, /deliver whose lists differ in length/],
+    [{ t: 'deliver', chunks: ['x'], targets: [[1]], sentAt: [1] }, /bad chunks/],
+    [{ t: 'deliver', chunks: [bytes], targets: [[1]], sentAt: [1], ids: [1, 2] }, /differ in length/],
+    [{ t: 'stopped', router: 'r' }, /bad batch/],
+    [{ t: 'drain', rate: -1 }, /bad rate/],
+    [{ t: 'send', user: 1 }, /bad message/],
+    [{ t: 'sent', delivered: '1' }, /bad delivered/],
+    [{ t: 'replay', user: 1, after: 0, budget: 1.5 }, /bad budget/],
+    [{ t: 'replayed', ids: [1], bodies: [], more: false }, /ids and bodies differ in length/],
+    [{ t: 'replayed', ids: [], bodies: [], more: false, lost: 'gone' }, /bad lost/],
+  ];
+
+  test('takes every type of the union, and refuses each with a bad field, saying which', () => {
+    for (const message of good) expect(whyNotBusMessage(message), JSON.stringify(message)).toBeUndefined();
+    for (const [message, why] of bad) expect(whyNotBusMessage(message), JSON.stringify(message)).toMatch(why);
+    expect(() => decode(encode({ t: 'status', edge: 'zz', boot: 'b', seq: 1 } as never))).toThrow(/not a c1m bus message: a status with a missing or bad stats/);
   });
 });
 

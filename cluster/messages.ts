@@ -179,7 +179,8 @@ const FIELDS_BY_TYPE: Record<BusMessage['t'], Record<string, Check>> = {
   // Types only: which users and messages a send may carry is the router's one check (checkSend in router/router.ts), answered with an error.
   send: { user: finite, message: (v) => text(v) || bytes(v) },
   sent: { delivered: count, error: optional(text), id: optional(count) },
-  replay: { user: userId, after: count, budget: count },
+  // `after` as the client gave it (-1 for one that is not an id): the history tells it is lost. The budget is half a backlog.
+  replay: { user: userId, after: (v) => Number.isSafeInteger(v), budget: (v) => finite(v) && (v as number) >= 0 },
   replayed: { ids: listOf(count), bodies: listOf(bytes), more: flag, lost: optional(oneOf('expired', 'unknown')) },
 };
 const FIELDS = new Map(Object.entries(FIELDS_BY_TYPE).map(([t, fields]) => [t, Object.entries(fields)]));

@@ -107,6 +107,17 @@ describe('c1m cluster: a hostile edge, router or backend on the bus', () => {
     }
   });
 
+  test('a resume from an id that is no id, through an edge, is told lost unknown (its replay request is one of ours)', async () => {
+    const malformed = (await routerStats()).busMalformed;
+    const client = await openStream('sse', cluster.edges[1].port!, 6, '?lastEventId=abc');
+    try {
+      await eventually(() => expect(received(client)).toEqual(['lost unknown']));
+      expect((await routerStats()).busMalformed).toBe(malformed);
+    } finally {
+      client.close();
+    }
+  });
+
   test("a drain on an edge's delivery subject (a router's credentials) does not drain it", async () => {
     const router = await clientAs(cluster.nats, credsFile(cluster.natsDir, 'router'));
     try {
@@ -146,6 +157,7 @@ describe('the bus messages validator', () => {
     { t: 'send', user: 1, message: 'x' },
     { t: 'sent', delivered: 0, error: 'why' },
     { t: 'replay', user: 1, after: 0, budget: 100 },
+    { t: 'replay', user: 1, after: -1, budget: 32768.5 },
     { t: 'replayed', ids: [1], bodies: [bytes], more: false, lost: 'unknown' },
   ];
   const bad: [object, RegExp][] = [
@@ -164,7 +176,8 @@ describe('the bus messages validator', () => {
     [{ t: 'drain', rate: -1 }, /bad rate/],
     [{ t: 'send', user: 1 }, /bad message/],
     [{ t: 'sent', delivered: '1' }, /bad delivered/],
-    [{ t: 'replay', user: 1, after: 0, budget: 1.5 }, /bad budget/],
+    [{ t: 'replay', user: 1, after: 0, budget: -1 }, /bad budget/],
+    [{ t: 'replay', user: 1, after: 1.5, budget: 1 }, /bad after/],
     [{ t: 'replayed', ids: [1], bodies: [], more: false }, /ids and bodies differ in length/],
     [{ t: 'replayed', ids: [], bodies: [], more: false, lost: 'gone' }, /bad lost/],
   ];

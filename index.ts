@@ -4,7 +4,7 @@
  */
 export { start, type C1m, type C1mOptions, type Stats } from './server/server.js';
 export { DEFAULTS } from './server/defaults.js';
-export { Router, toChunk, type SubscriberSource } from './router/router.js';
+export { checkSend, Router, SendError, toChunk, type SendLimits, type SubscriberSource } from './router/router.js';
 export { Registry, type Connection } from './router/registry.js';
 export { openStore, SqliteStore, StoreError, type SubscriptionStore } from './subsmanager/store.js';
 export { toPairs, isUserId, type Pair } from './subsmanager/pairs.js';

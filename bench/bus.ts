@@ -59,15 +59,17 @@ async function subscriber(nats: string, settings: ChildBus): Promise<void> {
     last = performance.now();
     latencies.push(epochMs() - message.sentAt[0]);
   });
-  // At the end of each phase: the phase's figures on stdout for the parent, then an answer, so the publisher goes on.
-  bus.subscribe(DONE, (message, replyTo) => {
+  // At the end of each phase: the phase's figures on stdout for the parent, then an answer on the edge's own subject
+  // (as an edge answers a sync; a router's credentials hear no replies), so the publisher goes on.
+  let phases = 0;
+  bus.subscribe(DONE, (message) => {
     if (message.t !== 'sync') return;
     const used = process.cpuUsage(cpu);
     const seconds = (last - started) / 1000;
     latencies.sort((a, b) => a - b);
     const at = (q: number) => +(latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0).toFixed(3);
     console.log(JSON.stringify({ rssMiB: +(process.memoryUsage().rss / 2 ** 20).toFixed(1), received: count, cpuUsPerMessage: +((used.user + used.system) / count).toFixed(2), perSecond: Math.round(count / seconds), latencyMs: { p50: at(0.5), p99: at(0.99), max: at(1) } }));
-    if (replyTo) bus.publish(replyTo, { t: 'sent', delivered: count });
+    bus.publish(SUBJECTS.presence(EDGE), { t: 'presence', boot: 'bench', seq: ++phases, in: [], out: [] });
     count = 0;
   });
   // Tells the parent the subscriptions are in place, and this process's idle RSS.
@@ -76,9 +78,15 @@ async function subscriber(nats: string, settings: ChildBus): Promise<void> {
 
 async function publisher(nats: string, settings: ChildBus, rate: number, seconds: number, burst: number): Promise<void> {
   const bus = await NatsBus.connect(nats, { name: 'bench-pub', ...settings });
+  let phaseEnded: (() => void) | undefined;
+  bus.subscribe(SUBJECTS.presence(EDGE), () => phaseEnded?.());
   const endPhase = async () => {
     await sleep(500); // the last messages reach the subscriber before the question does
-    await bus.request(DONE, { t: 'sync' }, 10_000);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('the subscriber did not answer within 10 s')), 10_000);
+      phaseEnded = () => (clearTimeout(timer), resolve());
+      bus.publish(DONE, { t: 'sync' });
+    });
   };
   // Fixed rate: every millisecond, what is due by now.
   const total = rate * seconds;

@@ -2,13 +2,13 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { createRequire } from 'node:module';
 import { pino } from 'pino';
-import type { Pair } from '../subsmanager/pairs.js';
+import { toPairs, type Pair } from '../subsmanager/pairs.js';
 import type { SubscriptionStore } from '../subsmanager/store.js';
 import { clusterCommands } from './cluster.js';
 import { friendsCommand } from './friends.js';
 import { haproxyConfigCommand } from './haproxy.js';
 import { loadgenCommand } from './loadgen.js';
-import { apiOptions, dbOption, historyOptions, integer, logLevelOption, streamOptions } from './options.js';
+import { apiOptions, dbOption, historyOptions, integer, logLevelOption, maxUserIdOption, streamOptions } from './options.js';
 import { runCommand } from './run.js';
 
 /** "subscriber:subscribee" → pair. */
@@ -84,8 +84,15 @@ subs
   .argument('<pairs...>', 'subscriber:subscribee', (text: string, previous: Pair[]) => pair(text, previous))
   .option('--mutual', 'also add the reverse of each pair (friends)')
   .addOption(dbOption())
-  .action((pairs: Pair[], opts) => {
+  .addOption(maxUserIdOption())
+  .action((pairs: Pair[], opts, command: Command) => {
     const all = opts.mutual ? pairs.flatMap(([a, b]): Pair[] => [[a, b], [b, a]]) : pairs;
+    // Held to the servers' --max-user-id, as POST /subscriptions is: a pair above it could never be sent to.
+    try {
+      toPairs(all, opts.maxUserId);
+    } catch (err) {
+      command.error(`error: ${(err as Error).message}`);
+    }
     return withStore(opts.db, (store) => console.log(JSON.stringify({ added: store.addSubscriptions(all) })));
   });
 subs

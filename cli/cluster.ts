@@ -165,7 +165,7 @@ export function clusterCommands(): Command[] {
           .catch((err: Error) => command.error(`error: ${err.message}`));
         try {
           const reply = await bus.request(SUBJECTS.admin(id), verb === 'drain' ? { t: 'drain', rate: opts.rate } : { t: 'undrain' });
-          console.log(JSON.stringify(reply.t === 'status' ? { edge: reply.edge, ...reply.stats } : reply));
+          console.log(JSON.stringify(reply.t === 'status' ? { edge: id, ...reply.stats } : reply));
         } catch (err) {
           command.error(`error: edge ${id} did not answer (${(err as Error).message})`);
         } finally {

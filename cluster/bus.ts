@@ -7,12 +7,13 @@
  */
 import { decode, encode, type BusMessage } from './messages.js';
 
-export type BusHandler = (message: BusMessage, replyTo: string | undefined) => void;
+/** `subject` is the one the message came on (a wildcard subscription's match): who may publish there is nats-server's to check. */
+export type BusHandler = (message: BusMessage, replyTo: string | undefined, subject: string) => void;
 
 export interface Bus {
   /** Publishes; a message that cannot be sent (too large, bus closed) is reported to the bus's warning, never thrown into the caller's loop. */
   publish(subject: string, message: BusMessage, replyTo?: string): void;
-  /** Subscribes; with `queue`, each message goes to one member of the group (routers sharing sends). */
+  /** Subscribes (`*` matches one subject token); with `queue`, each message goes to one member of the group (routers sharing sends). */
   subscribe(subject: string, handler: BusHandler, queue?: string): void;
   /** One request, one reply (admin commands, backends sending over the bus). */
   request(subject: string, message: BusMessage, timeoutMs?: number): Promise<BusMessage>;
@@ -29,8 +30,8 @@ export interface Bus {
 export interface BusEvents {
   /** The connection came back after an outage: state may have been missed. */
   reconnected?: () => void;
-  /** A payload that is not a c1m message arrived (logged, never fatal). */
-  malformed?: (subject: string, err: Error) => void;
+  /** A payload that is not a c1m message arrived, on `subject`, with the reply subject it asked to be answered on (dropped, never fatal). */
+  malformed?: (subject: string, err: Error, replyTo: string | undefined) => void;
   /** The connection's own trouble (an -ERR, a lost connection, a publish refused, a handler that threw); stderr by default. */
   warning?: (message: string) => void;
 }
@@ -41,11 +42,11 @@ export function dispatch(subject: string, data: Uint8Array, reply: string | unde
   try {
     message = decode(data);
   } catch (e) {
-    events.malformed?.(subject, e as Error);
+    events.malformed?.(subject, e as Error, reply);
     return;
   }
   try {
-    handler(message, reply);
+    handler(message, reply, subject);
   } catch (e) {
     events.warning?.(`a handler of ${subject} (${message.t}) threw: ${(e as Error).stack ?? e}`);
   }
@@ -56,6 +57,13 @@ interface MemorySubscription {
   subject: string;
   handler: BusHandler;
   queue?: string;
+}
+
+/** NATS's matching of a subscription's subject: `*` stands for one token. */
+function subjectMatches(pattern: string, subject: string): boolean {
+  const want = pattern.split('.');
+  const got = subject.split('.');
+  return want.length === got.length && want.every((token, i) => token === '*' || token === got[i]);
 }
 
 /** The broker of MemoryBus: the subscriptions of every bus attached to it. */
@@ -74,7 +82,7 @@ export class MemoryBroker {
   /** Delivers one payload as NATS would: to every plain subscriber of the subject and to one member of each queue group, on a later turn. */
   route(subject: string, data: Uint8Array, reply: string | undefined): void {
     this.published.push({ subject, message: decode(data) });
-    const matching = this.subscriptions.filter((s) => s.subject === subject && !s.bus.closed);
+    const matching = this.subscriptions.filter((s) => subjectMatches(s.subject, subject) && !s.bus.closed);
     const groups = new Map<string, MemorySubscription[]>();
     const picked: MemorySubscription[] = [];
     for (const s of matching) {

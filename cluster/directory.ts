@@ -8,11 +8,11 @@
 import type { Logger } from 'pino';
 import { epochMs, LatencyHistogram, type LatencyBuckets } from '../router/latency.js';
 import { Registry, type Connection } from '../router/registry.js';
-import { Router, type Chunk, type SubscriberSource } from '../router/router.js';
+import { Router, SendError, type Chunk, type SubscriberSource } from '../router/router.js';
 import { NotSequencerError, type History, type Missed } from '../subsmanager/history.js';
 import type { Bus } from './bus.js';
 import { CLUSTER_DEFAULTS } from './defaults.js';
-import { busWindowMs, MIN_WINDOW_MS, SUBJECTS, type BusMessage, type EdgeStats } from './messages.js';
+import { busWindowMs, edgeOfPresence, MIN_WINDOW_MS, SUBJECTS, type BusMessage, type EdgeStats } from './messages.js';
 
 export interface DirectoryOptions {
   /**
@@ -24,6 +24,8 @@ export interface DirectoryOptions {
   edgeTimeoutMs?: number;
   /** The largest message a send carries (the API's --max-message): batches are sized to take one more. */
   maxMessage: number;
+  /** The highest user id a send may go to (--max-user-id). */
+  maxUserId: number;
   /** Numbers every send and keeps it, for streams that resume (one router per store: see the README). */
   history?: History;
   logger: Logger;
@@ -46,8 +48,6 @@ export interface EdgeView extends Omit<EdgeStats, 'state'> {
   synced: boolean;
   lastSeenMs: number;
 }
-
-type FromEdge = Extract<BusMessage, { edge: string }>;
 
 /** All streams of one user on one edge, as one connection of the router's registry. */
 class EdgeStreams implements Connection {
@@ -177,7 +177,9 @@ export class Directory {
   readonly dirty = new Set<EdgeLink>();
   /** Start of the send being resolved now (epoch ms), stamped on its chunks for the edges' latency histogram. */
   sendingAt = 0;
-  private readonly inbox: string;
+  /** Bus messages dropped as not ours or not for the subject they came on (/stats busMalformed, c1m_bus_malformed_total). */
+  malformed = 0;
+  private malformedLoggedAt = 0;
   private flushTimer: NodeJS.Timeout | undefined;
   private lastFlush = 0;
   /** The batch window now (ms): fixed by batchMs, or following the number of live edges. */
@@ -190,16 +192,14 @@ export class Directory {
     subscribers: SubscriberSource,
     private readonly options: DirectoryOptions,
   ) {
-    this.router = new Router(this.registry, subscribers, options.history);
+    this.router = new Router(this.registry, subscribers, { maxUserId: options.maxUserId, maxMessage: options.maxMessage }, options.history);
     this.maxChunkBytes = options.maxMessage + 1 + CHUNK_BYTES + ID_BYTES;
     if (this.maxChunkBytes + BATCH_OVERHEAD > bus.maxPayload) {
       throw new Error(`max message (${options.maxMessage} bytes) does not fit in one bus message: the bus (${bus.server}) carries at most ${bus.maxPayload} bytes (nats-server's max_payload)`);
     }
     this.log = options.logger;
     this.batchWindowMs = options.batchMs ?? MIN_WINDOW_MS;
-    this.inbox = bus.inbox();
-    bus.subscribe(SUBJECTS.presence, this.onEdgeMessage);
-    bus.subscribe(this.inbox, this.onEdgeMessage);
+    bus.subscribe(SUBJECTS.anyPresence, this.onEdgeMessage);
     this.watchdog = setInterval(this.dropSilentEdges, 500);
   }
 
@@ -224,19 +224,15 @@ export class Directory {
       (message, replyTo) => {
         if (message.t !== 'send') return;
         if (!this.ready) return void (replyTo && bus.publish(replyTo, { t: 'sent', delivered: 0, error: 'the router is still learning who is connected: try again' }));
-        // The HTTP API refuses these with 413; a backend on the bus is told the same way.
-        const bytes = typeof message.message === 'string' ? Buffer.byteLength(message.message) : message.message.length;
-        if (bytes > options.maxMessage) {
-          if (replyTo) bus.publish(replyTo, { t: 'sent', delivered: 0, error: `a message of ${bytes} bytes is over --max-message (${options.maxMessage})` });
-          return;
-        }
         let delivered: number;
         try {
           delivered = this.send(message.user, message.message);
         } catch (err) {
-          // The history's lease is no longer this router's (a hand-over): nothing was numbered or delivered.
-          if (!(err instanceof NotSequencerError)) throw err;
-          return void (replyTo && bus.publish(replyTo, { t: 'sent', delivered: 0, error: `${err.message}: try again` }));
+          // Refused as the HTTP API refuses it (SendError), or the history's lease is no longer this router's (a hand-over):
+          // nothing was numbered or delivered. Anything else is answered too, so that no backend waits for nothing.
+          const retry = err instanceof NotSequencerError ? ': try again' : '';
+          if (!(err instanceof SendError || err instanceof NotSequencerError)) this.log.error({ err }, 'a send over the bus failed');
+          return void (replyTo && bus.publish(replyTo, { t: 'sent', delivered: 0, error: `${(err as Error).message}${retry}` }));
         }
         if (!replyTo) return;
         const history = options.history;
@@ -293,7 +289,7 @@ export class Directory {
 
   /** Asks every edge for its full state (start, NATS reconnect). */
   syncAll(): void {
-    this.bus.publish(SUBJECTS.sync, { t: 'sync' }, this.inbox);
+    this.bus.publish(SUBJECTS.sync, { t: 'sync' });
   }
 
   /** Delivers to `user` and its subscribers wherever they are connected; returns the streams the directory holds for them. */
@@ -341,9 +337,25 @@ export class Directory {
     for (const link of this.dirty) link.flush();
   };
 
-  private readonly onEdgeMessage = (message: BusMessage): void => {
-    if (!('edge' in message)) return;
-    const link = this.linkFor(message);
+  /**
+   * Counts and drops a bus message that is not ours or not for its subject; a malformed send is answered, so that its backend
+   * does not wait for nothing (the checks of the send's values, past their types, are the router's: see lead()).
+   */
+  readonly refuse = (subject: string, why: string, replyTo: string | undefined): void => {
+    this.malformed++;
+    // One line a second at most: a hostile edge could otherwise fill the router's log.
+    if (Date.now() - this.malformedLoggedAt >= 1000) {
+      this.malformedLoggedAt = Date.now();
+      this.log.warn({ subject, why, malformed: this.malformed }, 'malformed bus message dropped');
+    }
+    if (subject === SUBJECTS.send && replyTo) this.bus.publish(replyTo, { t: 'sent', delivered: 0, error: why });
+  };
+
+  /** What an edge says on its own subject: the edge is the subject's, whatever a body might claim. */
+  private readonly onEdgeMessage = (message: BusMessage, _replyTo: string | undefined, subject: string): void => {
+    const edge = edgeOfPresence(subject);
+    if (edge === undefined || (message.t !== 'presence' && message.t !== 'status' && message.t !== 'state')) return this.refuse(subject, `a ${message.t} on ${subject}`, undefined);
+    const link = this.linkFor(edge, message);
     link.lastSeen = Date.now();
     switch (message.t) {
       case 'presence':
@@ -386,12 +398,12 @@ export class Directory {
   };
 
   /** The link for this edge run; a new run (restart) replaces the old one and its streams. */
-  private linkFor(message: FromEdge): EdgeLink {
-    let link = this.edges.get(message.edge);
+  private linkFor(edge: string, message: Extract<BusMessage, { boot: string }>): EdgeLink {
+    let link = this.edges.get(edge);
     if (link && link.boot === message.boot && !link.down) return link;
     if (link) link.clear();
-    link = new EdgeLink(message.edge, message.boot, this);
-    this.edges.set(message.edge, link);
+    link = new EdgeLink(edge, message.boot, this);
+    this.edges.set(edge, link);
     this.log.info({ edge: link.id, boot: link.boot }, 'edge joined');
     if (message.t !== 'state') this.askSync(link, 'new edge');
     return link;
@@ -403,7 +415,7 @@ export class Directory {
     if (Date.now() - link.syncAskedAt < 1000) return;
     link.syncAskedAt = Date.now();
     this.log.info({ edge: link.id, why }, 'asking edge for its state');
-    this.bus.publish(SUBJECTS.edge(link.id), { t: 'sync' }, this.inbox);
+    this.bus.publish(SUBJECTS.edge(link.id), { t: 'sync' });
   }
 
   private forget(link: EdgeLink, why: string): void {

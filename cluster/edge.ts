@@ -203,7 +203,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
   };
 
   // Each subject takes only its own messages: nats-server lets routers publish to c1m.edge.* and admins to c1m.admin.*.
-  const onEdgeMessage = (message: BusMessage, replyTo: string | undefined): void => {
+  const onEdgeMessage = (message: BusMessage): void => {
     switch (message.t) {
       case 'deliver':
         return deliver(message);
@@ -214,8 +214,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
         return;
       }
       case 'sync':
-        if (replyTo) presence.snapshot(registry.everyConnectionUser(), replyTo);
-        return;
+        return presence.snapshot(registry.everyConnectionUser());
       default:
         log.warn({ t: message.t }, 'unexpected bus message');
     }

@@ -3,17 +3,20 @@
  * discriminated union, and its msgpack encoding. Edges hold streams; routers
  * hold the directory (which edge holds whose streams) and the store.
  *
- *   edge   ──presence, status──▶ c1m.presence           (every router)
- *   router ──sync──▶ c1m.sync (every edge) or c1m.edge.<id> (one), reply-to its inbox
- *   edge   ──state──▶ that router's inbox                (full snapshot, in parts)
+ *   edge   ──presence, status, state──▶ c1m.presence.<id> (every router; state: a full snapshot, in parts)
+ *   router ──sync──▶ c1m.sync (every edge) or c1m.edge.<id> (one)
  *   router ──deliver──▶ c1m.edge.<id>                    (batched per edge)
  *   admin  ──drain, undrain──▶ c1m.admin.<id>            (apart from c1m.edge.<id>, so that nats-server's
  *                                                        permissions tell an admin from a router)
  *   backend──send──▶ c1m.send (queue group: one router) ──sent──▶ reply
+ *
+ * An edge may publish only on its own c1m.presence.<id> (nats-server's permissions), and routers take
+ * its identity from that subject, never from a body. Every payload is checked against this union before
+ * any handler reads it (decode): one that is not a c1m message is dropped and counted, never thrown.
  */
 import { Packr } from 'msgpackr';
-import type { LatencyBuckets } from '../router/latency.js';
-import type { TransportStats } from '../server/stream.js';
+import { LATENCY_BUCKETS_MS, type LatencyBuckets } from '../router/latency.js';
+import { TRANSPORTS, type TransportStats } from '../server/stream.js';
 
 /** What an edge is doing, as routers and HAProxy's agent check see it. */
 export type EdgeState = 'up' | 'full' | 'draining' | 'stopping';
@@ -39,10 +42,9 @@ export interface EdgeStats {
  * `boot` identifies one run of an edge process: a restarted edge keeps its id
  * but not its boot, and routers forget what its previous run held. `seq`
  * numbers the edge's presence batches, so a router that missed one knows it
- * and asks for a snapshot.
+ * and asks for a snapshot. The edge's id is the subject's last token.
  */
 interface FromEdge {
-  edge: string;
   boot: string;
   seq: number;
 }
@@ -77,7 +79,10 @@ export type BusMessage =
   | { t: 'replayed'; ids: number[]; bodies: Uint8Array[]; more: boolean; lost?: 'expired' | 'unknown' };
 
 export const SUBJECTS = {
-  presence: 'c1m.presence',
+  /** What edge `id` tells the routers (presence, status, snapshot parts); only that edge may publish here. */
+  presence: (id: string) => `c1m.presence.${id}`,
+  /** Every edge's presence subject, for routers. */
+  anyPresence: 'c1m.presence.*',
   replay: 'c1m.replay',
   sync: 'c1m.sync',
   send: 'c1m.send',
@@ -104,14 +109,100 @@ export function busWindowMs(processes: number): number {
 /** Edge ids become NATS subject tokens: keep them to safe characters. */
 export const EDGE_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
+/** The edge a presence subject belongs to, or undefined for a subject that is not one. */
+export function edgeOfPresence(subject: string): string | undefined {
+  const id = subject.slice(SUBJECTS.presence('').length);
+  return subject.startsWith(SUBJECTS.presence('')) && EDGE_ID.test(id) ? id : undefined;
+}
+
 // Plain maps, no shared record structures: every message decodes on its own.
 const packr = new Packr({ useRecords: false });
 
 export const encode = (message: BusMessage): Uint8Array => packr.pack(message);
 
-/** Decodes a bus payload; throws on bytes that are not one of ours. */
+type Check = (value: unknown) => boolean;
+const count: Check = (v) => Number.isSafeInteger(v) && (v as number) >= 0;
+const userId: Check = (v) => Number.isSafeInteger(v) && (v as number) > 0;
+const finite: Check = (v) => typeof v === 'number' && Number.isFinite(v);
+const text: Check = (v) => typeof v === 'string';
+const flag: Check = (v) => typeof v === 'boolean';
+const bytes: Check = (v) => v instanceof Uint8Array;
+const optional = (check: Check): Check => (v) => v === undefined || check(v);
+const oneOf = (...values: unknown[]): Check => (v) => values.includes(v);
+// Plain loops: every message a process receives goes through these, deliver batches and presence above all.
+const listOf =
+  (check: Check, length?: number): Check =>
+  (v) => {
+    if (!Array.isArray(v) || (length !== undefined && v.length !== length)) return false;
+    for (let i = 0; i < v.length; i++) if (!check(v[i])) return false;
+    return true;
+  };
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
+type Fields = [name: string, check: Check][];
+/** The name of the first field of `value` that fails its check (or '' when `value` is no object), else undefined. */
+function badField(value: unknown, fields: Fields): string | undefined {
+  if (!isObject(value)) return '';
+  for (const [name, check] of fields) if (!check(value[name])) return name;
+  return undefined;
+}
+const shape = (fields: Record<string, Check>): Check => {
+  const entries = Object.entries(fields);
+  return (v) => badField(v, entries) === undefined;
+};
+
+const latency = shape({ counts: listOf(count, LATENCY_BUCKETS_MS.length + 1), sum: finite });
+const transportCounters = shape({ open: count, chunks: count, bytes: count, slowConsumerCloses: count, authFailures: count });
+const edgeStats = shape({
+  pid: count,
+  state: oneOf('up', 'full', 'draining', 'stopping'),
+  streams: count,
+  capacity: count,
+  chunks: count,
+  bytes: count,
+  slowConsumerCloses: count,
+  authFailures: count,
+  transports: optional(shape(Object.fromEntries(TRANSPORTS.map((t) => [t, transportCounters])))),
+  rss: count,
+});
+const fromEdge = { boot: text, seq: count };
+
+/** Every message's fields and their checks, by type. */
+const FIELDS_BY_TYPE: Record<BusMessage['t'], Record<string, Check>> = {
+  presence: { ...fromEdge, in: listOf(userId), out: listOf(userId) },
+  status: { ...fromEdge, stats: edgeStats, latency },
+  sync: {},
+  state: { ...fromEdge, part: count, last: flag, users: listOf(userId), stats: edgeStats },
+  deliver: { chunks: listOf(bytes), targets: listOf(listOf(userId)), sentAt: listOf(finite), ids: optional(listOf(count)), router: optional(text), batch: optional(count), term: optional(count) },
+  stopped: { router: text, batch: count },
+  drain: { rate: optional((v) => finite(v) && (v as number) > 0) },
+  undrain: {},
+  // Types only: which users and messages a send may carry is the router's one check (checkSend in router/router.ts), answered with an error.
+  send: { user: finite, message: (v) => text(v) || bytes(v) },
+  sent: { delivered: count, error: optional(text), id: optional(count) },
+  // `after` as the client gave it (-1 for one that is not an id): the history tells it is lost. The budget is half a backlog.
+  replay: { user: userId, after: (v) => Number.isSafeInteger(v), budget: (v) => finite(v) && (v as number) >= 0 },
+  replayed: { ids: listOf(count), bodies: listOf(bytes), more: flag, lost: optional(oneOf('expired', 'unknown')) },
+};
+const FIELDS = new Map(Object.entries(FIELDS_BY_TYPE).map(([t, fields]) => [t, Object.entries(fields)]));
+
+/** Why `value` is not a BusMessage (every field of its type checked, and the lists that go together of one length), or undefined when it is one. */
+export function whyNotBusMessage(value: unknown): string | undefined {
+  if (!isObject(value)) return 'not a map';
+  const t = value.t;
+  const fields = typeof t === 'string' ? FIELDS.get(t) : undefined;
+  if (!fields) return `unknown type ${JSON.stringify(t)}`;
+  const field = badField(value, fields);
+  if (field !== undefined) return `a ${t} with a missing or bad ${field}`;
+  const m = value as BusMessage;
+  if (m.t === 'deliver' && (m.targets.length !== m.chunks.length || m.sentAt.length !== m.chunks.length || (m.ids && m.ids.length !== m.chunks.length))) return 'a deliver whose lists differ in length';
+  if (m.t === 'replayed' && m.bodies.length !== m.ids.length) return 'a replayed whose ids and bodies differ in length';
+  return undefined;
+}
+
+/** Decodes a bus payload; throws, saying why, on bytes that are not one of our messages. */
 export function decode(data: Uint8Array): BusMessage {
-  const message = packr.unpack(data) as BusMessage;
-  if (typeof message !== 'object' || message === null || typeof message.t !== 'string') throw new Error('not a c1m bus message');
-  return message;
+  const message: unknown = packr.unpack(data);
+  const why = whyNotBusMessage(message);
+  if (why !== undefined) throw new Error(`not a c1m bus message: ${why}`);
+  return message as BusMessage;
 }

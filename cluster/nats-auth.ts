@@ -5,8 +5,9 @@
  * server's configuration and every role's credentials file into one
  * directory; processes read theirs with `--nats-creds FILE`.
  *
- *   edge <id>  publishes c1m.presence, c1m.replay and replies (snapshots, drain answers); hears c1m.edge.<id>, c1m.admin.<id>, c1m.sync, its own inboxes
- *   router     publishes c1m.edge.* (deliver, sync), c1m.sync and replies (sent, replayed); hears c1m.presence, c1m.send, c1m.replay, its inbox
+ *   edge <id>  publishes c1m.presence.<id> (presence, status, snapshots), c1m.replay and one reply per request (drain answers);
+ *              hears c1m.edge.<id>, c1m.admin.<id>, c1m.sync, its own inboxes
+ *   router     publishes c1m.edge.* (deliver, sync), c1m.sync and replies (sent, replayed); hears c1m.presence.*, c1m.send, c1m.replay
  *   backend    publishes c1m.send; hears its inbox
  *   admin      publishes c1m.admin.* (drain, undrain); hears its inbox
  *
@@ -28,8 +29,8 @@ interface Permissions {
   allow_responses?: { max: number };
 }
 
-/** Replies one request may get from a process: an edge's snapshot comes in parts. */
-const MAX_RESPONSES = 1000;
+/** Replies one request may get from a process: one (an edge's snapshots go on its own subject, where routers can tell who sent them). */
+const ONE_RESPONSE = { max: 1 };
 const INBOXES = '_INBOX.>';
 
 /** An edge's inboxes, its own only: the replies to its replay requests. */
@@ -39,12 +40,12 @@ export function permissions(role: BusRole, edge?: string): Permissions {
   switch (role) {
     case 'edge':
       return {
-        publish: { allow: ['c1m.presence', 'c1m.replay'] },
+        publish: { allow: [`c1m.presence.${edge}`, 'c1m.replay'] },
         subscribe: { allow: [`c1m.edge.${edge}`, `c1m.admin.${edge}`, 'c1m.sync', `${edgeInbox(edge!)}.>`] },
-        allow_responses: { max: MAX_RESPONSES },
+        allow_responses: ONE_RESPONSE,
       };
     case 'router':
-      return { publish: { allow: ['c1m.edge.*', 'c1m.sync'] }, subscribe: { allow: ['c1m.presence', 'c1m.send', 'c1m.replay', INBOXES] }, allow_responses: { max: 1 } };
+      return { publish: { allow: ['c1m.edge.*', 'c1m.sync'] }, subscribe: { allow: ['c1m.presence.*', 'c1m.send', 'c1m.replay'] }, allow_responses: ONE_RESPONSE };
     case 'backend':
       return { publish: { allow: ['c1m.send'] }, subscribe: { allow: [INBOXES] } };
     case 'admin':

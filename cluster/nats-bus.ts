@@ -71,9 +71,9 @@ export class NatsBus implements Bus {
   subscribe(subject: string, handler: BusHandler, queue?: string): void {
     this.nc.subscribe(
       subject,
-      (data, reply) => {
+      (data, reply, matched) => {
         // An empty payload is NATS's own "no responders" status on a reply subject, not a c1m message.
-        if (data.length > 0) dispatch(subject, data, reply, handler, this.events);
+        if (data.length > 0) dispatch(matched, data, reply, handler, this.events);
       },
       queue,
     );

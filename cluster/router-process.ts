@@ -47,6 +47,7 @@ export interface RouterProcessOptions extends Pick<StoreOptions, 'cacheMiB' | 'm
 export async function startRouterProcess(options: RouterProcessOptions) {
   const apiHost = options.apiHost ?? DEFAULTS.apiHost;
   const maxMessage = options.maxMessage ?? DEFAULTS.maxMessage;
+  const maxUserId = options.maxUserId ?? DEFAULTS.maxUserId;
   checkApiSettings({ apiHost, token: options.token, apiInsecure: options.apiInsecure, maxMessage, maxBacklog: options.maxBacklog ?? DEFAULTS.maxBacklog });
   const uws = loadNativeUws();
   const log = options.logger;
@@ -70,11 +71,11 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       log.warn('reconnected to NATS; resyncing the directory');
       directory?.syncAll();
     },
-    malformed: (subject, err) => log.warn({ subject, err: err.message }, 'malformed bus message'),
+    malformed: (subject, err, replyTo) => directory?.refuse(subject, err.message, replyTo),
     warning: (message) => log.warn(message),
   });
   try {
-    directory = new Directory(bus, store, { batchMs: options.batchMs, edgeTimeoutMs: options.edgeTimeoutMs, maxMessage, history, logger: log });
+    directory = new Directory(bus, store, { batchMs: options.batchMs, edgeTimeoutMs: options.edgeTimeoutMs, maxMessage, maxUserId, history, logger: log });
   } catch (err) {
     await bus.close();
     closeStore();
@@ -100,6 +101,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       slowConsumerCloses: sum((e) => e.slowConsumerCloses),
       transports: sumTransportStats(edges.map((e) => e.transports)),
       batchWindowMs: directory.batchWindowMs,
+      busMalformed: directory.malformed,
       history: history ? history.stats() : null,
       uptimeSeconds: Math.round((Date.now() - started) / 1000),
       memory: { rss: memory.rss, heapUsed: memory.heapUsed, external: memory.external },
@@ -121,7 +123,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
     return { delivered, id: history.lastId };
   };
   const api = apiRoutes(uws.App(), send, store, stats, {
-    maxUserId: options.maxUserId ?? DEFAULTS.maxUserId,
+    maxUserId,
     maxBody: options.maxBody ?? DEFAULTS.maxBody,
     maxMessage,
     token: options.token,

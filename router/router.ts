@@ -37,6 +37,33 @@ export function toChunk(message: string | Uint8Array, id?: number): Chunk {
   return chunk;
 }
 
+/** What a send may carry: the server's --max-user-id and --max-message. */
+export interface SendLimits {
+  maxUserId: number;
+  /** Bytes. */
+  maxMessage: number;
+}
+
+/** A send refused before anything was numbered or delivered; `status` is the HTTP API's answer (400, or 413 for a message too large). */
+export class SendError extends Error {
+  constructor(
+    readonly status: 400 | 413,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Throws a SendError unless `user` is a user id up to the limit and `message` non-empty bytes or text within it: the one check of every way a send comes in (HTTP, bus, embedding). */
+export function checkSend(user: unknown, message: unknown, limits: SendLimits): asserts message is string | Uint8Array {
+  if (!Number.isSafeInteger(user) || (user as number) < 1) throw new SendError(400, `not a user id: ${JSON.stringify(user)} (expected an integer from 1 to ${limits.maxUserId})`);
+  if ((user as number) > limits.maxUserId) throw new SendError(400, `user id ${user} is above the limit of ${limits.maxUserId}`);
+  if (typeof message !== 'string' && !(message instanceof Uint8Array)) throw new SendError(400, `a message is bytes or a string, not ${message === undefined ? 'missing' : typeof message}`);
+  const bytes = typeof message === 'string' ? Buffer.byteLength(message) : message.length;
+  if (bytes === 0) throw new SendError(400, 'empty message');
+  if (bytes > limits.maxMessage) throw new SendError(413, `a message of ${bytes} bytes is over --max-message (${limits.maxMessage})`);
+}
+
 export class Router {
   /** Messages passed to send(). */
   sends = 0;
@@ -45,6 +72,7 @@ export class Router {
     /** Where recipients are connected: local streams in one process, edges in a cluster. */
     readonly registry: Registry,
     private readonly subscribers: SubscriberSource,
+    private readonly limits: SendLimits,
     /** Keeps every send for resumes, and numbers it; without one, messages have no ids. */
     private readonly log?: MessageLog,
   ) {}
@@ -52,9 +80,11 @@ export class Router {
   /**
    * Delivers `message` to every connection of `user` and of each of its
    * subscribers. Returns how many streams took it. Users who are not
-   * connected miss it, as in the original design.
+   * connected miss it, as in the original design. A send outside the
+   * limits throws a SendError, and nothing is numbered or delivered.
    */
   send(user: number, message: string | Uint8Array): number {
+    checkSend(user, message, this.limits);
     const chunk = toChunk(message);
     // The log keeps a view of the chunk: the bytes are not copied, and nothing writes to a chunk once built.
     // A log that refuses the message (it may not number it) throws before anyone gets it.

@@ -1,5 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import { unpack } from 'msgpackr';
+import { SendError } from '../router/router.js';
 import { NotSequencerError } from '../subsmanager/history.js';
 import { toPairs, type Pair } from '../subsmanager/pairs.js';
 import type { SubscriptionStore } from '../subsmanager/store.js';
@@ -87,23 +88,27 @@ export function apiRoutes(
     if (id === null) throw new HttpError(400, `not a user id: '${text}' (expected a positive integer)`);
     return id;
   };
+  /** A user the store may hold pairs of: up to --max-user-id, as POST /subscriptions takes them. */
+  const storedUserParam = (text: string): number => {
+    const id = userParam(text);
+    if (id > options.maxUserId) throw new HttpError(400, `user id ${id} is above the limit of ${options.maxUserId}`);
+    return id;
+  };
 
   return app
     .post(
       '/send/:id',
       guarded(
         withBody((body, _type, [id]) => {
-          const user = userParam(id);
-          if (user > options.maxUserId) throw new HttpError(400, `user id ${user} is above the limit of ${options.maxUserId}`);
-          if (body.length === 0) throw new HttpError(400, 'empty message');
-          return send(user, body);
+          // The user's range and the message's size are the router's one check (checkSend), as for every way in.
+          return send(userParam(id), body);
         }, options.maxMessage ?? DEFAULTS.maxMessage),
       ),
     )
-    .post('/subscriptions', guarded(withBody((body, type) => ({ added: store.addSubscriptions(parsePairs(body, type)) }))))
-    .del('/subscriptions', guarded(withBody((body, type) => ({ removed: store.removeSubscriptions(parsePairs(body, type)) }))))
-    .get('/subscribers/:id', guarded((res, req) => replyJson(res, 200, store.getSubscribers(userParam(req.getParameter(0))))))
-    .get('/subscriptions/:id', guarded((res, req) => replyJson(res, 200, store.getSubscriptions(userParam(req.getParameter(0))))))
+    .post('/subscriptions', guarded(withBody((body, type) => ({ added: store.addSubscriptions(parsePairs(body, type, options.maxUserId)) }))))
+    .del('/subscriptions', guarded(withBody((body, type) => ({ removed: store.removeSubscriptions(parsePairs(body, type, options.maxUserId)) }))))
+    .get('/subscribers/:id', guarded((res, req) => replyJson(res, 200, store.getSubscribers(storedUserParam(req.getParameter(0))))))
+    .get('/subscriptions/:id', guarded((res, req) => replyJson(res, 200, store.getSubscriptions(storedUserParam(req.getParameter(0))))))
     .get('/stats', guarded((res) => replyJson(res, 200, stats())))
     .get(
       '/metrics',
@@ -122,7 +127,7 @@ function respondOrFail(res: HttpResponse, respond: () => void): void {
   try {
     respond();
   } catch (err) {
-    if (err instanceof HttpError) replyJson(res, err.status, { error: err.message });
+    if (err instanceof HttpError || err instanceof SendError) replyJson(res, err.status, { error: err.message });
     // Another process (a bulk load) held the store's write lock past the busy timeout: nothing was written.
     else if ((err as { code?: string }).code === 'SQLITE_BUSY') replyJson(res, 503, { error: `store busy, nothing changed; retry: ${(err as Error).message}` });
     // The history's lease is another process's (routers handing over): nothing was numbered or delivered.
@@ -135,7 +140,7 @@ function respondOrFail(res: HttpResponse, respond: () => void): void {
 const JSON_TYPES = new Set(['', 'application/json', 'text/plain', 'application/x-www-form-urlencoded']);
 
 /** A pair list as JSON or msgpack; anything else is refused before the store sees it. */
-function parsePairs(body: Buffer, contentType: string): Pair[] {
+function parsePairs(body: Buffer, contentType: string, maxUserId: number): Pair[] {
   const type = contentType.split(';')[0].trim().toLowerCase();
   let value: unknown;
   if (JSON_TYPES.has(type)) {
@@ -154,7 +159,7 @@ function parsePairs(body: Buffer, contentType: string): Pair[] {
     throw new HttpError(415, `unsupported content type '${type}': use application/json or application/msgpack`);
   }
   try {
-    return toPairs(value);
+    return toPairs(value, maxUserId);
   } catch (err) {
     throw new HttpError(400, (err as Error).message);
   }

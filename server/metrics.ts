@@ -31,6 +31,8 @@ export interface MetricsSnapshot {
   edges: EdgeGauges[];
   /** Resumed streams, where the process keeps a history. */
   history?: { resumes: number; replayed: number; lost: number } | null;
+  /** Bus messages a router dropped as malformed, in a cluster. */
+  busMalformed?: number;
 }
 
 type Values = MetricValueWithName<string>[];
@@ -83,6 +85,7 @@ export function metricsRegistry(read: () => MetricsSnapshot): Registry {
     computed('c1m_resumes_total', 'Streams that asked to resume from a message id.', 'counter', one((s) => s.history?.resumes ?? 0)),
     computed('c1m_replayed_total', 'Messages replayed to resumed streams.', 'counter', one((s) => s.history?.replayed ?? 0)),
     computed('c1m_history_lost_total', 'Resumed streams told their history is lost (too old, or an id this store never gave).', 'counter', one((s) => s.history?.lost ?? 0)),
+    computed('c1m_bus_malformed_total', 'Bus messages a router dropped as not c1m messages or not for the subject they came on (cluster only).', 'counter', one((s) => s.busMalformed ?? 0)),
     computed('c1m_edge_streams', 'Streams held by each edge.', 'gauge', perEdge((e) => e.streams)),
     computed('c1m_edge_capacity', 'Streams each edge may hold.', 'gauge', perEdge((e) => e.capacity)),
     computed('c1m_edge_chunks_total', 'Chunks written by each edge.', 'counter', perEdge((e) => e.chunks)),

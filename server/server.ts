@@ -164,7 +164,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
     };
   }
   const registry = new Registry(options.maxStreamsPerUser ?? DEFAULTS.maxStreamsPerUser);
-  const router = new Router(registry, store, history);
+  const router = new Router(registry, store, { maxUserId, maxMessage }, history);
   const hub = new StreamHub(registry, maxBacklog, options.heartbeatSeconds ?? DEFAULTS.heartbeatSeconds);
   const latency = new LatencyHistogram();
   hub.onWritten = latency.observe;

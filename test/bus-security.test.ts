@@ -11,7 +11,7 @@ import { spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
-import { encode, SUBJECTS, type BusMessage } from '../cluster/messages.js';
+import { decode, encode, SUBJECTS, type BusMessage } from '../cluster/messages.js';
 import { credsFile, edgeInbox, makeTlsFiles, readCreds, writeNatsConfig } from '../cluster/nats-auth.js';
 import { NatsClient, NatsFatalError } from '../cluster/nats.js';
 import { newNKeyUser, nkeyUser } from '../cluster/nkeys.js';
@@ -80,6 +80,7 @@ describe('c1m cluster: the bus refuses what a role may not do', () => {
       for (const id of edges) edge.publish(SUBJECTS.edge(id), encode(SPOOF));
       edge.publish(SUBJECTS.send, encode({ t: 'send', user: 5, message: 'spoofed send' }));
       edge.publish(SUBJECTS.admin(edges[1]), encode({ t: 'drain' }));
+      edge.publish(SUBJECTS.presence(edges[1]), encode({ t: 'presence', boot: 'b', seq: 1, in: [], out: [5] }));
       edge.subscribe(SUBJECTS.edge(edges[1]), () => undefined);
       // Replies to other processes (a backend's sent, another edge's replay) are not an edge's to read.
       edge.subscribe('_INBOX.>', () => undefined);
@@ -89,6 +90,7 @@ describe('c1m cluster: the bus refuses what a role may not do', () => {
         for (const id of edges) expect(errors).toContain(`NATS server: Permissions Violation for Publish to "${SUBJECTS.edge(id)}"`);
         expect(errors).toContain(`NATS server: Permissions Violation for Publish to "${SUBJECTS.send}"`);
         expect(errors).toContain(`NATS server: Permissions Violation for Publish to "${SUBJECTS.admin(edges[1])}"`);
+        expect(errors).toContain(`NATS server: Permissions Violation for Publish to "${SUBJECTS.presence(edges[1])}"`);
         expect(errors).toContain(`NATS server: Permissions Violation for Subscription to "${SUBJECTS.edge(edges[1])}"`);
         expect(errors).toContain('NATS server: Permissions Violation for Subscription to "_INBOX.>"');
         expect(errors).toContain(`NATS server: Permissions Violation for Subscription to "${edgeInbox(edges[1])}.>"`);
@@ -109,8 +111,8 @@ describe('c1m cluster: the bus refuses what a role may not do', () => {
       }
       // Nor may it read a user's kept messages through a replay: that is an edge's request only.
       backend.publish(SUBJECTS.replay, encode({ t: 'replay', user: 5, after: 0, budget: 1 << 20 }));
-      const reply = await backend.request(SUBJECTS.send, encode({ t: 'send', user: 5, message: 'from the backend' }), 2000);
-      expect(reply.length).toBeGreaterThan(0);
+      const reply = decode(await backend.request(SUBJECTS.send, encode({ t: 'send', user: 5, message: 'from the backend' }), 2000));
+      expect(reply).toEqual({ t: 'sent', delivered: 1, id: expect.any(Number) });
       await eventually(() => {
         for (const id of edges) expect(errors).toContain(`NATS server: Permissions Violation for Publish to "${SUBJECTS.admin(id)}"`);
         expect(errors.filter((e) => /Violation for Publish to "c1m\.edge\./.test(e))).toHaveLength(2 * edges.length);
@@ -167,19 +169,18 @@ describe('credentials', () => {
     expect(statSync(join(dir, 'server-key.pem')).mode & 0o777).toBe(0o600);
   });
 
-  test('credentials refused: a one-off client fails at once, a persistent one stops retrying, c1m edge exits 1 saying why', async () => {
+  test('credentials refused: a one-off client fails, a persistent one stops retrying, c1m edge exits 1 saying why', async () => {
     const dir = tempDir();
     const port = await freePort(HOST);
     const server = await spawnNatsServer(HOST, port, ['-c', writeNatsConfig(dir, { listen: `${HOST}:${port}`, edges: ['a'] })]);
     const url = `nats://${HOST}:${port}`;
     try {
       const stranger = newNKeyUser();
+      // Refused, not retried: a persistent client that retried would never settle.
       for (const persistent of [false, true]) {
-        const started = performance.now();
         const attempt = NatsClient.connect([url], { name: 'test', persistent, user: stranger });
         await expect(attempt).rejects.toThrow(NatsFatalError);
         await expect(attempt).rejects.toThrow(/refused our credentials \(Authorization Violation\): check --nats-creds/);
-        expect(performance.now() - started).toBeLessThan(1000);
       }
       const wrong = join(dir, 'wrong.creds');
       writeFileSync(wrong, stranger.seed, { mode: 0o600 });

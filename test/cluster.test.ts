@@ -8,6 +8,7 @@ import { createInterface } from 'node:readline';
 import { NatsBus } from '../cluster/nats-bus.js';
 import { busWindowMs, SUBJECTS } from '../cluster/messages.js';
 import { credsFile } from '../cluster/nats-auth.js';
+import { LatencyHistogram } from '../router/latency.js';
 import { spawnC1m } from '../cluster/supervisor.js';
 import { childrenOf, commOf, isAlive, spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
 import { api, runCli, StreamClient, stopChild, tempDir } from './helpers.js';
@@ -265,12 +266,12 @@ describe('c1m cluster: 3 edges, a router, nats-server', () => {
 
 describe('c1m cluster: batch windows', () => {
   test("the router's batch window grows with the number of live edges and shrinks when they go", async () => {
-    const cluster = await spawnCluster(['--edges', '1', '--db', `${tempDir()}/c1m.db`]);
-    // Fake edges speak with a real edge's credentials: edges may publish presence and statuses.
-    const bus = await NatsBus.connect(cluster.nats, { name: 'test-fake-edges', persistent: false, creds: credsFile(cluster.natsDir, 'edge', cluster.edges[0].id) });
+    // Fake edges need a bus without users: an edge's credentials let it speak only on its own subject.
+    const cluster = await spawnCluster(['--edges', '1', '--db', `${tempDir()}/c1m.db`, '--bus-insecure']);
+    const bus = await NatsBus.connect(cluster.nats, { name: 'test-fake-edges', persistent: false });
     const fakes = Array.from({ length: 20 }, (_, i) => `fake${i}`);
     const stats0 = { pid: 0, state: 'up' as const, streams: 0, capacity: 100, chunks: 0, bytes: 0, slowConsumerCloses: 0, authFailures: 0, rss: 0 };
-    const heartbeat = () => fakes.forEach((edge) => bus.publish(SUBJECTS.presence, { t: 'status', edge, boot: 'b', seq: 0, stats: stats0, latency: { counts: [], sum: 0 } }));
+    const heartbeat = () => fakes.forEach((edge) => bus.publish(SUBJECTS.presence(edge), { t: 'status', boot: 'b', seq: 0, stats: stats0, latency: LatencyHistogram.merge([]) }));
     const timer = setInterval(heartbeat, 500);
     try {
       expect((await stats(cluster)).batchWindowMs).toBe(busWindowMs(1));

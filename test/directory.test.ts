@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { MemoryBroker, type Bus } from '../cluster/bus.js';
 import { Directory, type DirectoryOptions } from '../cluster/directory.js';
 import { encode, SUBJECTS, type BusMessage, type EdgeState, type EdgeStats } from '../cluster/messages.js';
+import { LatencyHistogram } from '../router/latency.js';
 import { openStore } from '../subsmanager/store.js';
 import { tempDir } from './helpers.js';
 
@@ -48,8 +49,8 @@ const edgeStats = (state: EdgeState = 'up', streams = 0): EdgeStats => ({ pid: 1
  */
 class FakeEdge {
   seq = 0;
-  /** Sync requests received: on c1m.sync (all edges) or c1m.edge.<id> (this one), with the router's inbox to answer to. */
-  readonly syncs: { subject: string; replyTo?: string }[] = [];
+  /** Sync requests received: on c1m.sync (all edges) or c1m.edge.<id> (this one). */
+  readonly syncs: { subject: string }[] = [];
 
   constructor(
     private readonly bus: Bus,
@@ -57,29 +58,22 @@ class FakeEdge {
     public boot = `${id}-run1`,
   ) {
     for (const subject of [SUBJECTS.edge(id), SUBJECTS.sync]) {
-      bus.subscribe(subject, (message, replyTo) => message.t === 'sync' && this.syncs.push({ subject, replyTo }));
+      bus.subscribe(subject, (message) => message.t === 'sync' && this.syncs.push({ subject }));
     }
-  }
-
-  /** The inbox of the last sync request. */
-  get replyTo(): string {
-    const replyTo = this.syncs.at(-1)?.replyTo;
-    if (!replyTo) throw new Error(`edge ${this.id} was never asked for its state`);
-    return replyTo;
   }
 
   presence(ins: number[], outs: number[] = [], seq = this.seq + 1): void {
     this.seq = seq;
-    this.bus.publish(SUBJECTS.presence, { t: 'presence', edge: this.id, boot: this.boot, seq, in: ins, out: outs });
+    this.bus.publish(SUBJECTS.presence(this.id), { t: 'presence', boot: this.boot, seq, in: ins, out: outs });
   }
 
   status(state: EdgeState = 'up', seq = this.seq): void {
-    this.bus.publish(SUBJECTS.presence, { t: 'status', edge: this.id, boot: this.boot, seq, stats: edgeStats(state), latency: { counts: [], sum: 0 } });
+    this.bus.publish(SUBJECTS.presence(this.id), { t: 'status', boot: this.boot, seq, stats: edgeStats(state), latency: LatencyHistogram.merge([]) });
   }
 
-  /** One part of a snapshot as of `seq`, to the inbox of the last sync. */
+  /** One part of a snapshot as of `seq`, on the edge's own subject. */
   statePart(part: number, last: boolean, users: number[], seq = this.seq): void {
-    this.bus.publish(this.replyTo, { t: 'state', edge: this.id, boot: this.boot, seq, part, last, users, stats: edgeStats('up', users.length) });
+    this.bus.publish(SUBJECTS.presence(this.id), { t: 'state', boot: this.boot, seq, part, last, users, stats: edgeStats('up', users.length) });
   }
 
   /** A whole snapshot, one part per array (one entry per stream). */
@@ -103,7 +97,7 @@ function setup(options: Partial<DirectoryOptions> & { maxPayload?: number } = {}
   const bus = broker.connect({ warning: (m) => warnings.push(m) });
   const edgeBus = broker.connect({ warning: (m) => warnings.push(m) });
   const subscribers = new Map<number, number[]>();
-  const directory = new Directory(bus, { getSubscribers: (user) => subscribers.get(user) ?? [] }, { maxMessage: 1024, logger: pino({ level: 'silent' }), ...directoryOptions });
+  const directory = new Directory(bus, { getSubscribers: (user) => subscribers.get(user) ?? [] }, { maxMessage: 1024, maxUserId: 1_000_000, logger: pino({ level: 'silent' }), ...directoryOptions });
   directory.ready = true; // a router process waits for learned(); these tests drive the edges themselves
   directory.lead();
   cleanups.push(async () => {
@@ -132,11 +126,10 @@ describe('Directory', () => {
     const { directory, edgeBus, broker, view, connected } = setup();
     const a = fakeEdge(edgeBus, 'A');
 
-    // A router starting asks every edge at once; the edge answers to the inbox named in the request.
+    // A router starting asks every edge at once; the edge answers on its own subject.
     directory.syncAll();
     await until(() => a.syncs.length === 1, 'A receiving the sync');
     expect(a.syncs[0].subject).toBe(SUBJECTS.sync);
-    expect(a.syncs[0].replyTo).toMatch(/^_INBOX\./);
     expect(published(broker, SUBJECTS.sync, 'sync')).toHaveLength(1);
     a.snapshot([[10]]);
     await until(() => view('A')?.synced === true, 'A synced');
@@ -165,7 +158,6 @@ describe('Directory', () => {
   it('asks an edge for a snapshot after a gap in its presence seqs, ignores presence until it arrives, then holds exactly the snapshot', async () => {
     const { broker, view, connected, join } = setup();
     const a = await join('A', [1]);
-    const inbox = a.replyTo;
     const allUsers = [1, 2, 3, 4, 5];
 
     a.presence([2]); // seq 1
@@ -177,7 +169,7 @@ describe('Directory', () => {
     a.presence([4], [], 3);
     await settle();
     expect(published(broker, SUBJECTS.edge('A'), 'sync')).toHaveLength(syncsBefore + 1);
-    expect(a.syncs.at(-1)).toEqual({ subject: SUBJECTS.edge('A'), replyTo: inbox });
+    expect(a.syncs.at(-1)).toEqual({ subject: SUBJECTS.edge('A') });
     expect(view('A')!.synced).toBe(false);
     expect(connected(allUsers)).toEqual([1, 2]); // seq 3 is not applied on top of a gap
 
@@ -453,7 +445,7 @@ describe('Directory', () => {
       for (const h of [history, other]) h.close();
       for (const s of [mine, theirs]) s.close();
     });
-    const { edgeBus, join: joinEdge, delivers } = setup({ history });
+    const { edgeBus, directory, join: joinEdge, delivers } = setup({ history });
     history.lead();
     await joinEdge('A', [1]);
     expect(await edgeBus.request(SUBJECTS.send, { t: 'send', user: 1, message: 'numbered' })).toMatchObject({ t: 'sent', delivered: 1, id: expect.any(Number) });
@@ -462,8 +454,11 @@ describe('Directory', () => {
     history.lease.until = 0; // this router learns it at its next send
     expect(await edgeBus.request(SUBJECTS.send, { t: 'send', user: 1, message: 'refused' })).toMatchObject({ t: 'sent', delivered: 0, error: expect.stringMatching(/another process \(.+\) numbers this store's messages: try again/) });
     expect(history.lastId).toBe(lastId);
-    await new Promise((resolve) => setTimeout(resolve, 50)); // any batch would have left by now
-    expect(delivers('A').flatMap(texts)).toEqual(['numbered']);
+    // A sentinel queued behind anything the refused send could have queued, and every batch sent: it arrives last.
+    directory.router.redeliver(1, Buffer.from('sentinel'), lastId + 1);
+    directory.close();
+    await until(() => delivers('A').flatMap(texts).includes('sentinel'), 'the sentinel delivered');
+    expect(delivers('A').flatMap(texts)).toEqual(['numbered', 'sentinel']);
   });
 
   it("refuses a maxMessage that does not fit in one message of the bus", async () => {
@@ -472,13 +467,13 @@ describe('Directory', () => {
     cleanups.push(() => bus.close());
     const logger = pino({ level: 'silent' });
     const subscribers = { getSubscribers: () => [] };
-    expect(() => new Directory(bus, subscribers, { maxMessage: 70 * 1024, logger })).toThrow(
+    expect(() => new Directory(bus, subscribers, { maxMessage: 70 * 1024, maxUserId: 1_000_000, logger })).toThrow(
       /max message \(71680 bytes\) does not fit in one bus message: the bus \(memory\) carries at most 71680 bytes/,
     );
-    expect(() => new Directory(bus, subscribers, { maxMessage: 69 * 1024, logger })).toThrow(/does not fit/);
+    expect(() => new Directory(bus, subscribers, { maxMessage: 69 * 1024, maxUserId: 1_000_000, logger })).toThrow(/does not fit/);
     // A directory that could not be built left nothing behind on the bus.
     expect(broker.subscriptions).toEqual([]);
-    const fits = new Directory(bus, subscribers, { maxMessage: 16 * 1024, logger });
+    const fits = new Directory(bus, subscribers, { maxMessage: 16 * 1024, maxUserId: 1_000_000, logger });
     fits.close();
   });
 

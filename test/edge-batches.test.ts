@@ -67,8 +67,9 @@ describe('a resume through an edge, its replay answered by a stand-in router', (
     const url = `nats://127.0.0.1:${port}`;
     const nats = await spawnNatsServer('127.0.0.1', port, ['-c', writeNatsConfig(dir, { listen: `127.0.0.1:${port}`, edges: ['h'] })]);
     const router = await NatsClient.connect([url], { name: 'test-router', persistent: false, user: readCreds(credsFile(dir, 'router')) });
+    let edge: Awaited<ReturnType<typeof spawnEdge>> | undefined;
     try {
-      const edge = await spawnEdge(['--nats', url, '--nats-creds', credsFile(dir, 'edge', 'h'), '--id', 'h']);
+      edge = await spawnEdge(['--nats', url, '--nats-creds', credsFile(dir, 'edge', 'h'), '--id', 'h']);
       // The stand-in router delivers a live message to the resuming stream's holder first, then answers the
       // replay with what came before it: the edge holds the live one until the replay is written.
       router.subscribe(SUBJECTS.replay, (data, reply) => {
@@ -85,8 +86,8 @@ describe('a resume through an edge, its replay answered by a stand-in router', (
       clients.push(client);
       await waitFor(() => received(client).length >= 2, 'the replay and the live message', 10_000);
       expect(received(client)).toEqual(['1001 missed', '1002 live']);
-      await stopChild(edge.child);
     } finally {
+      await stopChild(edge?.child);
       await router.close();
       await stopChild(nats);
     }

@@ -10,6 +10,7 @@ import { epochMs, LatencyHistogram, type LatencyBuckets } from '../router/latenc
 import { Registry, type Connection } from '../router/registry.js';
 import { Router, SendError, type Chunk, type SubscriberSource } from '../router/router.js';
 import { NotSequencerError, type History, type Missed } from '../subsmanager/history.js';
+import type { Subject } from '../subsmanager/subjects.js';
 import type { Bus } from './bus.js';
 import { CLUSTER_DEFAULTS } from './defaults.js';
 import { busWindowMs, edgeOfPresence, MIN_WINDOW_MS, SUBJECTS, type BusMessage, type EdgeStats } from './messages.js';
@@ -292,10 +293,10 @@ export class Directory {
     this.bus.publish(SUBJECTS.sync, { t: 'sync' });
   }
 
-  /** Delivers to `user` and its subscribers wherever they are connected; returns the streams the directory holds for them. */
-  send(user: number, message: string | Uint8Array): number {
+  /** Delivers to `subject` (a user) and its subscribers wherever they are connected; returns the streams the directory holds for them. */
+  send(subject: Subject, message: string | Uint8Array): number {
     this.sendingAt = epochMs();
-    const delivered = this.router.send(user, message);
+    const delivered = this.router.send(subject, message);
     if (this.dirty.size > 0 && !this.flushTimer) {
       // Like Nagle: a send after a quiet spell goes out at the end of this turn; while sends keep coming,
       // batches leave at most once per window, so each edge wakes at most 1000/batchWindowMs times a second.

@@ -17,6 +17,7 @@
 import { Packr } from 'msgpackr';
 import { LATENCY_BUCKETS_MS, type LatencyBuckets } from '../router/latency.js';
 import { TRANSPORTS, type TransportStats } from '../server/stream.js';
+import type { Subject } from '../subsmanager/subjects.js';
 
 /** What an edge is doing, as routers and HAProxy's agent check see it. */
 export type EdgeState = 'up' | 'full' | 'draining' | 'stopping';
@@ -70,7 +71,8 @@ export type BusMessage =
   | { t: 'drain'; rate?: number }
   | { t: 'undrain' }
   /** A backend sends over the bus instead of HTTP. */
-  | { t: 'send'; user: number; message: Uint8Array | string }
+  /** `user` is the subject: a user's integer, as always, or a topic's `kind:id` (subsmanager/subjects.ts). */
+  | { t: 'send'; user: Subject; message: Uint8Array | string }
   /** The answer to a send: how many streams it reached, or why it was refused. */
   | { t: 'sent'; delivered: number; error?: string; id?: number }
   /** An edge asks for what a resuming stream's user missed since message `after`, at most `budget` bytes of it. */
@@ -176,8 +178,8 @@ const FIELDS_BY_TYPE: Record<BusMessage['t'], Record<string, Check>> = {
   stopped: { router: text, batch: count },
   drain: { rate: optional((v) => finite(v) && (v as number) > 0) },
   undrain: {},
-  // Types only: which users and messages a send may carry is the router's one check (checkSend in router/router.ts), answered with an error.
-  send: { user: finite, message: (v) => text(v) || bytes(v) },
+  // Types only: which subjects and messages a send may carry is the router's one check (checkSend in router/router.ts), answered with an error.
+  send: { user: (v) => finite(v) || text(v), message: (v) => text(v) || bytes(v) },
   sent: { delivered: count, error: optional(text), id: optional(count) },
   // `after` as the client gave it (-1 for one that is not an id): the history tells it is lost. The budget is half a backlog.
   replay: { user: userId, after: (v) => Number.isSafeInteger(v), budget: (v) => finite(v) && (v as number) >= 0 },

@@ -21,6 +21,7 @@ import { existsSync, statSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { LEASE, SequencerLease, type Holder, type Term } from './sequencer.js';
 import { checkWritable, createPrivately, openFailure } from './files.js';
+import type { Subject } from './subjects.js';
 import { enableWal } from './wal.js';
 
 const HISTORY_PAGE_SIZE = 4096;
@@ -76,7 +77,7 @@ export interface HistoryOptions {
 
 export interface Missed {
   id: number;
-  subject: number;
+  subject: Subject;
   body: Buffer;
 }
 
@@ -92,7 +93,7 @@ export interface HistoryStats {
 }
 
 /** Rows waiting for their turn's transaction: id, subject, at, body. */
-type Row = [number, number, number, Uint8Array];
+type Row = [number, Subject, number, Uint8Array];
 
 /** Thrown where this process would number a message without holding the sequencer lease (see sequencer.ts). */
 export class NotSequencerError extends Error {
@@ -206,7 +207,7 @@ export class History {
     this.newer = db.prepare('SELECT id, subject, body FROM history WHERE id > ? ORDER BY id');
     this.write = db.transaction((rows: Row[]) => {
       if (!this.lease.confirmed()) throw new NotSequencerError(this.lease.current());
-      const subjects = new Set<number>();
+      const subjects = new Set<Subject>();
       for (const row of rows) {
         this.insert.run(row);
         subjects.add(row[1]);
@@ -265,7 +266,7 @@ export class History {
   }
 
   /** Takes a message and gives it its id; it is written at the end of this event-loop turn. Only while the lease is held. */
-  append(subject: number, body: Uint8Array): number {
+  append(subject: Subject, body: Uint8Array): number {
     if (!this.holdsLease()) throw new NotSequencerError(this.lease.current());
     const id = this.nextId++;
     this.pending.push([id, subject, Date.now(), body]);
@@ -301,7 +302,7 @@ export class History {
     const messages = this.since.all({ after, user }) as Missed[];
     // Pending rows are not in the file yet; their subjects are checked against the same subscriptions.
     if (this.pending.length > 0) {
-      const hears = new Set(this.hears.all(user) as number[]);
+      const hears = new Set(this.hears.all(user) as Subject[]);
       hears.add(user);
       for (const [id, subject, , body] of this.pending) if (id > after && hears.has(subject)) messages.push({ id, subject, body: Buffer.from(body) });
     }

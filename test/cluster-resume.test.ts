@@ -3,7 +3,8 @@
  * router keeping the history, 3 edges on one port): a stream that comes back
  * with its last id, on whichever edge the kernel picks, gets what it missed
  * from the router's history, once each and in order, then the live messages;
- * also after its edge was killed with kill -9, and after the router was.
+ * also after its edge was killed with kill -9, and after the router was; a
+ * topic it subscribes to is replayed as a user is.
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
@@ -26,11 +27,11 @@ const open = async (transport: Transport, id: number, query: string) => {
   clients.push(client);
   return client;
 };
-/** One send through the router's API, as a resumed client shows it; `expectDelivered`: the streams the router's directory must have reached. */
-async function send(user: number, text: string, expectDelivered?: number): Promise<string> {
-  const { status, json } = await api(cluster.apiPort, 'POST', `/send/${user}`, text);
-  expect(status, `${text} to user ${user}: ${JSON.stringify(json)}`).toBe(200);
-  if (expectDelivered !== undefined) expect(json.delivered, `${text} to user ${user}`).toBe(expectDelivered);
+/** One send through the router's API (to a user, or a topic), as a resumed client shows it; `expectDelivered`: the streams the router's directory must have reached. */
+async function send(subject: number | string, text: string, expectDelivered?: number): Promise<string> {
+  const { status, json } = await api(cluster.apiPort, 'POST', `/send/${subject}`, text);
+  expect(status, `${text} to ${subject}: ${JSON.stringify(json)}`).toBe(200);
+  if (expectDelivered !== undefined) expect(json.delivered, `${text} to ${subject}`).toBe(expectDelivered);
   return `${json.id} ${text}`;
 }
 const stats = async () => (await api(cluster.apiPort, 'GET', '/stats')).json as { pid: number; connections: number; edges: { id: string; pid: number; state: string; streams: number }[] };
@@ -44,17 +45,21 @@ describe.each(['chunked', 'sse', 'ws'] as const)('resume over %s on a 3-edge clu
   const user = { chunked: 11, sse: 21, ws: 31 }[transport];
   const ids = transport === 'chunked' ? '?ids=1' : '';
 
-  it('replays what was missed from the router, once each and in order, then live; also after its edge was killed', async () => {
+  it('replays what was missed from the router, once each and in order, then live; also after its edge was killed; topics as users', async () => {
+    // Half the messages go to a topic the user subscribes to: the router's history replays them alike.
+    const topic = `photo:${user}`;
+    expect((await api(cluster.apiPort, 'POST', '/subscriptions', JSON.stringify([[user, topic]]))).json).toEqual({ added: 1 });
     const first = await open(transport, user, ids);
     await streamsKnown(1);
     const seen = await send(user, 'seen', 1);
     await waitFor(() => received(first).includes(seen), 'the first message');
     first.close();
     await streamsKnown(0);
-    const missed = [await send(user, 'missed one', 0), await send(user, 'missed two', 0)];
+    const missed = [await send(user, 'missed one', 0), await send(topic, 'missed two', 0)];
+    await send('photo:0', 'not for it', 0);
     const resumed = await open(transport, user, `?lastEventId=${seen.split(' ')[0]}`);
     await streamsKnown(1);
-    const live = await send(user, 'live', 1);
+    const live = await send(topic, 'live', 1);
     await waitFor(() => received(resumed).includes(live), 'the live message', 10_000);
     expect(received(resumed)).toEqual([...missed, live]);
 
@@ -68,7 +73,7 @@ describe.each(['chunked', 'sse', 'ws'] as const)('resume over %s on a 3-edge clu
       { timeout: 10_000, interval: 100 },
     );
     process.kill(killed[0].pid, 'SIGKILL');
-    const whileAway = await send(user, 'while its edge was down');
+    const whileAway = [await send(topic, 'while its edge was down'), await send(user, 'and to the user')];
     await vi.waitFor(
       async () => {
         const edges = (await stats()).edges;
@@ -83,7 +88,7 @@ describe.each(['chunked', 'sse', 'ws'] as const)('resume over %s on a 3-edge clu
     await streamsKnown(1);
     const after = await send(user, 'after', 1);
     await waitFor(() => received(back).includes(after), 'the message after', 10_000);
-    expect(received(back)).toEqual([whileAway, after]);
+    expect(received(back)).toEqual([...whileAway, after]);
     back.close();
     await streamsKnown(0);
   });

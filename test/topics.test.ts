@@ -1,0 +1,225 @@
+/**
+ * Subjects `kind:id` beside users (issue 27): the rules of kinds and ids, and
+ * lasting subscriptions to topics made by the backend, on a real server: the
+ * HTTP API, the backend client, embedding, the CLI, every transport, resume.
+ * A user stays a plain integer: `5` ≡ `user:5`, on the wire byte for byte.
+ */
+import { pack } from 'msgpackr';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { C1mClient, openStore, parseSubject, toSubject, type C1m } from '../index.js';
+import { api, openStream, RawClient, received, runCli, spawnServer, startServer, stopChild, tempDir, waitFor, type SseClient, type StreamClient, type WsClient } from './helpers.js';
+
+let c1m: C1m | undefined;
+const clients: (StreamClient | SseClient | WsClient | RawClient)[] = [];
+afterEach(() => {
+  clients.splice(0).forEach((c) => c.close());
+  c1m?.close();
+  c1m = undefined;
+});
+
+describe('subjects', () => {
+  it('are a user id or kind:id; user:5 is user 5; anything else is refused saying what a subject is', () => {
+    expect(parseSubject('5')).toBe(5);
+    expect(parseSubject('user:5')).toBe(5);
+    expect(toSubject(5)).toBe(5);
+    expect(toSubject('user:5')).toBe(5);
+    for (const topic of ['photo:789', 'group:42', 'live-match_2:a.B~c-9', `k${'a'.repeat(31)}:${'x'.repeat(64)}`]) {
+      expect(toSubject(topic)).toBe(topic);
+      expect(parseSubject(topic)).toBe(topic);
+    }
+    const refused: [unknown, RegExp][] = [
+      ['Photo:1', /not a subject: "Photo:1" \(expected a user id, user:<id>, or kind:id/],
+      ['9photo:1', /not a subject/],
+      ['photo:', /not a subject/],
+      [':789', /not a subject/],
+      ['photo:7/8', /not a subject/],
+      ['photo:7,8', /not a subject/],
+      ['photo:é', /not a subject/],
+      [`k${'a'.repeat(32)}:1`, /not a subject/],
+      [`photo:${'x'.repeat(65)}`, /not a subject/],
+      ['user:abc', /not a user id: "abc"/],
+      ['user:0', /not a user id: "0"/],
+      ['user:2000', /user id 2000 is above the limit of 1000/],
+      [0, /not a user id: 0/],
+      [1.5, /not a user id: 1.5/],
+      [null, /not a subject: null/],
+      [['photo:1'], /not a subject/],
+      // In a value (JSON, msgpack, the bus) a user is a number; a string of digits is a mistake, not a guess.
+      ['2', /not a user id: "2" \(a user id is a number; as text, user:2\)/],
+    ];
+    for (const [value, why] of refused) expect(() => toSubject(value, 1000), String(value)).toThrow(why);
+    expect(() => parseSubject('007')).toThrow(/not a user id: "007"/);
+    expect(() => parseSubject('2000', 1000)).toThrow(/above the limit of 1000/);
+  });
+});
+
+describe('the store', () => {
+  it('keeps topics as text beside users as integers in the same tables, apart, through their primary keys, across a reopen', () => {
+    const path = join(tempDir(), 'c1m.db');
+    let store = openStore(path);
+    store.addSubscriptions([[1, 789], [2, 'photo:789'], [3, 'photo:789'], [3, 'photo:78'], [1, 'user:2']]);
+    store.close();
+    store = openStore(path);
+    try {
+      expect(store.getSubscribers(789)).toEqual([1]);
+      expect(store.getSubscribers('photo:789')).toEqual([2, 3]);
+      expect(store.getSubscribers(2)).toEqual([1]);
+      expect(store.getSubscriptions(3)).toEqual(['photo:78', 'photo:789']);
+      expect(store.getSubscriptions(1)).toEqual([2, 789]);
+      expect(store.db.prepare('SELECT typeof(subscribee) AS type, count(*) AS n FROM subscriptions GROUP BY 1 ORDER BY 1').all()).toEqual([
+        { type: 'integer', n: 2 },
+        { type: 'text', n: 3 },
+      ]);
+      for (const statement of [store.subscribers, store.subscriptions]) {
+        const plan = store.db.prepare(`EXPLAIN QUERY PLAN ${statement.source}`).all('photo:789') as { detail: string }[];
+        expect(plan.map((row) => row.detail).join('\n')).toMatch(/^SEARCH \w+ USING PRIMARY KEY \(\w+=\?\)$/);
+      }
+    } finally {
+      store.close();
+    }
+  });
+});
+
+describe('lasting subscriptions to topics', () => {
+  it('the API stores [user, topic] pairs (JSON and msgpack), lists them both ways, and sends reach the subscribers only', async () => {
+    c1m = await startServer();
+    const port = c1m.apiPort;
+    expect((await api(port, 'POST', '/subscriptions', JSON.stringify([[1, 'photo:789'], [2, 'photo:789'], [2, 'user:1'], [3, 'group:42']]))).json).toEqual({ added: 4 });
+    expect((await api(port, 'POST', '/subscriptions', pack([[3, 'photo:789'], [1, 'photo:789']]), { 'content-type': 'application/msgpack' })).json).toEqual({ added: 1 });
+    expect((await api(port, 'GET', '/subscribers/photo:789')).json).toEqual([1, 2, 3]);
+    expect((await api(port, 'GET', '/subscribers/photo%3A789')).json).toEqual([1, 2, 3]);
+    expect((await api(port, 'GET', '/subscribers/user:1')).json).toEqual([2]);
+    expect((await api(port, 'GET', '/subscriptions/2')).json).toEqual([1, 'photo:789']);
+    expect((await api(port, 'GET', '/subscriptions/user:3')).json).toEqual(['group:42', 'photo:789']);
+
+    const streams = await Promise.all([1, 2, 3, 4].map((user) => openStream('chunked', c1m!.port, user)));
+    clients.push(...streams);
+    const comment = await api(port, 'POST', '/send/photo:789', 'a comment');
+    expect(comment.json).toEqual({ delivered: 3, id: expect.any(Number) });
+    expect((await api(port, 'POST', '/send/group:42', 'to the group')).json).toMatchObject({ delivered: 1 });
+    expect((await api(port, 'POST', '/send/match:7', 'nobody')).json).toMatchObject({ delivered: 0 });
+    // A message to user:1 reaches 1 itself and its subscribers, as /send/1 does.
+    expect((await api(port, 'POST', '/send/user:1', 'to one')).json).toMatchObject({ delivered: 2 });
+    await waitFor(() => received(streams[2]).length === 2 && received(streams[1]).length === 2, 'the messages');
+    expect(streams.map((s) => received(s))).toEqual([['a comment', 'to one'], ['a comment', 'to one'], ['a comment', 'to the group'], []]);
+
+    expect(c1m.stats().kinds).toEqual({ user: { sends: 1, deliveries: 2 }, photo: { sends: 1, deliveries: 3 }, group: { sends: 1, deliveries: 1 }, match: { sends: 1, deliveries: 0 } });
+    const metrics = (await api(port, 'GET', '/metrics')).text;
+    expect(metrics).toMatch(/^c1m_kind_sends_total\{kind="photo"\} 1$/m);
+    expect(metrics).toMatch(/^c1m_kind_deliveries_total\{kind="photo"\} 3$/m);
+    expect(metrics).toMatch(/^c1m_kind_deliveries_total\{kind="user"\} 2$/m);
+
+    expect((await api(port, 'DELETE', '/subscriptions', JSON.stringify([[2, 'photo:789'], [4, 'photo:789']]))).json).toEqual({ removed: 1 });
+    expect((await api(port, 'GET', '/subscribers/photo:789')).json).toEqual([1, 3]);
+  });
+
+  it('counts sends per kind by name up to 32 topic kinds, the rest as other', async () => {
+    c1m = await startServer();
+    for (let k = 0; k < 40; k++) c1m.router.send(`kind${k}:1`, 'x');
+    c1m.router.send(1, 'x');
+    const kinds = c1m.stats().kinds;
+    expect(Object.keys(kinds)).toHaveLength(1 + 32 + 1);
+    expect(kinds).toMatchObject({ user: { sends: 1 }, kind0: { sends: 1 }, kind31: { sends: 1 }, other: { sends: 8, deliveries: 0 } });
+  });
+
+  it('refuses a bad subject with a 400 that says what a subject is, and changes nothing', async () => {
+    c1m = await startServer({ maxUserId: 1000 });
+    const port = c1m.apiPort;
+    const bad: [string, string, string | undefined, RegExp][] = [
+      ['POST', '/subscriptions', JSON.stringify([[1, 'photo:789'], [2, 'Photo:1']]), /pair 1 .*not a subject: "Photo:1" \(expected a user id, user:<id>, or kind:id/],
+      ['POST', '/subscriptions', JSON.stringify([[1, 'photo:789'], ['photo:1', 2]]), /pair 1 .*a subscriber is a user, not photo:1/],
+      ['POST', '/subscriptions', JSON.stringify([[1, 'photo:789'], [1, '2']]), /pair 1 .*not a user id: "2"/],
+      ['POST', '/subscriptions', JSON.stringify([[1, 'user:1001']]), /pair 0 .*user id 1001 is above the limit of 1000/],
+      ['POST', '/send/photo:', 'x', /not a subject: "photo:"/],
+      ['POST', '/send/user:x', 'x', /not a user id: "x"/],
+      ['POST', '/send/photo%3', 'x', /bad percent-encoding/],
+      ['POST', `/send/photo:${'x'.repeat(65)}`, 'x', /not a subject/],
+      ['GET', '/subscribers/a:b:c', undefined, /not a subject/],
+      ['GET', '/subscriptions/photo:789', undefined, /not a user: 'photo:789' \(subscriptions are held by users\)/],
+    ];
+    for (const [method, path, body, why] of bad) {
+      const answer = await api(port, method, path, body);
+      expect(answer, `${method} ${path}`).toMatchObject({ status: 400, json: { error: expect.stringMatching(why) } });
+    }
+    expect(c1m.store.count()).toBe(0);
+    expect(c1m.router.sends).toBe(0);
+  });
+
+  for (const transport of ['chunked', 'sse', 'ws'] as const) {
+    it(`a topic's messages reach its subscribers' ${transport} streams, and a resume replays them with the user's own, once each, in id order`, async () => {
+      c1m = await startServer();
+      c1m.store.addSubscriptions([[1, 'photo:789'], [1, 2]]);
+      const ids = transport === 'chunked' ? '?ids=1' : '';
+      const first = await openStream(transport, c1m.port, 1, ids);
+      clients.push(first);
+      const sent = async (subject: string | number, text: string) => `${(await api(c1m!.apiPort, 'POST', `/send/${subject}`, text)).json.id} ${text}`;
+      const seen = await sent('photo:789', 'seen');
+      await waitFor(() => received(first).length === 1, 'the first comment');
+      expect(received(first)).toEqual([seen]);
+      first.close();
+      await waitFor(() => !c1m!.registry.isConnected(1), 'the close');
+      const missed = [await sent('photo:789', 'missed one'), await sent('photo:1', 'not for 1'), await sent(2, 'from a friend'), await sent('user:1', 'to 1'), await sent('photo:789', 'missed two')];
+      const resumed = await openStream(transport, c1m.port, 1, `?lastEventId=${seen.split(' ')[0]}`);
+      clients.push(resumed);
+      const live = await sent('photo:789', 'live');
+      await waitFor(() => received(resumed).length === 5, 'the replay and the live comment');
+      expect(received(resumed)).toEqual([missed[0], missed[2], missed[3], missed[4], live]);
+    });
+  }
+
+  it('user:N and N are the same subject on the wire: /test/<id> gets the same bytes either way', async () => {
+    c1m = await startServer();
+    const raw = new RawClient(c1m.port, 'GET /test/1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+    clients.push(raw);
+    await raw.until(/\r\n\r\n[0-9a-f]+\r\nWelcome[^\n]*\n/, 'the welcome');
+    const welcomed = raw.text.length;
+    await api(c1m.apiPort, 'POST', '/send/1', 'hello');
+    await raw.until(/hello\n$/, 'hello');
+    const plain = raw.text.slice(welcomed);
+    await api(c1m.apiPort, 'POST', '/send/user:1', 'hello');
+    await raw.until(/hello\n\r\n6\r\nhello\n$/, 'hello again');
+    // uWS ends each chunk as it writes the next one's size.
+    expect(plain).toBe('\r\n6\r\nhello\n');
+    expect(raw.text.slice(welcomed)).toBe(plain + plain);
+  });
+
+  it('the backend client, embedding and the CLI take topics too', async () => {
+    const db = join(tempDir(), 'c1m.db');
+    expect(await runCli(['subs', 'add', '2:photo:789', '3:user:1', '--db', db])).toMatchObject({ code: 0, stdout: '{"added":2}\n' });
+    const bad = await runCli(['subs', 'add', '2:Photo:1', '--db', db]);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/'2:Photo:1' is not subscriber:subject .*not a subject: "Photo:1"/);
+    const mutual = await runCli(['subs', 'add', '2:photo:1', '--mutual', '--db', db]);
+    expect(mutual.code).not.toBe(0);
+    expect(mutual.stderr).toMatch(/--mutual is for users \(friends\), and photo:1 is a topic/);
+    expect(JSON.parse((await runCli(['subs', 'get', '2', '--db', db])).stdout)).toEqual({ user: 2, subscribers: [], subscriptions: ['photo:789'] });
+
+    const server = await spawnServer(['--db', db]);
+    try {
+      const backend = new C1mClient({ url: `http://127.0.0.1:${server.apiPort}` });
+      expect(await backend.subscribe([[4, 'photo:789'], [4, 'user:1']])).toBe(2);
+      expect(await backend.subscribers('photo:789')).toEqual([2, 4]);
+      expect(await backend.subscriptions(4)).toEqual([1, 'photo:789']);
+      const stream = await openStream('chunked', server.port, 4);
+      clients.push(stream);
+      expect(await backend.send('photo:789', 'comment')).toMatchObject({ delivered: 1, id: expect.any(Number) });
+      expect(await backend.send('user:1', 'to one')).toMatchObject({ delivered: 1 });
+      await waitFor(() => received(stream).length === 2, 'both');
+      expect(received(stream)).toEqual(['comment', 'to one']);
+      expect(await backend.unsubscribe([[4, 'photo:789']])).toBe(1);
+      await expect(backend.send('photo:a/b', 'x')).rejects.toThrow(/not a subject: "photo:a\/b"/);
+    } finally {
+      await stopChild(server.child);
+    }
+
+    c1m = await startServer();
+    c1m.store.addSubscriptions([[1, 'group:42']]);
+    const stream = await openStream('chunked', c1m.port, 1);
+    clients.push(stream);
+    expect(c1m.router.send('group:42', 'embedded')).toBe(1);
+    expect(() => c1m!.router.send('group', 'x')).toThrow(/not a subject: "group"/);
+    await waitFor(() => received(stream).length === 1, 'the embedded send');
+    expect(received(stream)).toEqual(['embedded']);
+  });
+});

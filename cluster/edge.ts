@@ -139,6 +139,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     contentType: options.contentType,
     streamSecret: options.streamSecret,
     allowOrigin: options.allowOrigin,
+    noTopics: "a cluster's edges do not serve ?topics= yet (their presence carries users only): subscribe the user to the topic instead (POST /subscriptions)",
   });
 
   /**

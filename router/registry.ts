@@ -8,6 +8,8 @@
 export interface Connection {
   /** The user this connection belongs to; fixed for its lifetime. */
   readonly user: number;
+  /** Topics (`kind:id`) this stream listens to while it is open, fixed for its lifetime; not stored anywhere else. */
+  readonly topics?: readonly string[];
   /**
    * Queues one chunk for delivery. Returns how many streams took it: 1 or 0
    * for a local stream, all of one user's streams on an edge for a remote one.
@@ -16,6 +18,9 @@ export interface Connection {
   /** Ends the connection cleanly (shutdown, drain). */
   close(): void;
 }
+
+/** A stream's topics when it listens to none: one shared array, so that every stream has the same shape. */
+export const NO_TOPICS: readonly string[] = Object.freeze([]);
 
 /** Told of every login and logout, in order (an edge reports them to the routers). */
 export interface PresenceObserver {
@@ -26,6 +31,8 @@ export interface PresenceObserver {
 export class Registry {
   /** user → its connection, or a set when the same user is connected more than once (rare, so not the default shape). */
   private readonly byUser = new Map<number, Connection | Set<Connection>>();
+  /** topic → the connections listening to it, as byUser; apart, so that users' lookups never meet a string key. */
+  private readonly byTopic = new Map<string, Connection | Set<Connection>>();
   private count = 0;
 
   constructor(
@@ -70,6 +77,7 @@ export class Registry {
       this.byUser.set(conn.user, new Set([held, conn]));
     }
     this.count++;
+    if (conn.topics) for (const topic of conn.topics) this.listen(topic, conn);
     this.observer?.login(conn.user);
     return true;
   }
@@ -85,6 +93,7 @@ export class Registry {
     } else {
       return;
     }
+    if (conn.topics) for (const topic of conn.topics) this.unlisten(topic, conn);
     this.count--;
     this.observer?.logout(conn.user);
   }
@@ -97,6 +106,39 @@ export class Registry {
     let n = 0;
     for (const conn of held) n += conn.write(chunk);
     return n;
+  }
+
+  /** Writes a message to `topic` to every connection listening to it and to every connection of each of `subscribers` that does not, so each stream gets it once; returns how many streams took it. */
+  deliverTopic(topic: string, subscribers: readonly number[], chunk: Buffer): number {
+    let n = 0;
+    const listening = this.byTopic.get(topic);
+    if (listening instanceof Set) for (const conn of listening) n += conn.write(chunk);
+    else if (listening !== undefined) n += listening.write(chunk);
+    for (const subscriber of subscribers) {
+      const held = this.byUser.get(subscriber);
+      if (held === undefined) continue;
+      for (const conn of held instanceof Set ? held : [held]) if (!conn.topics?.includes(topic)) n += conn.write(chunk);
+    }
+    return n;
+  }
+
+  /** Connections listening to `topic` now. */
+  listenersOf(topic: string): number {
+    const held = this.byTopic.get(topic);
+    return held === undefined ? 0 : held instanceof Set ? held.size : 1;
+  }
+
+  private listen(topic: string, conn: Connection): void {
+    const held = this.byTopic.get(topic);
+    if (held === undefined) this.byTopic.set(topic, conn);
+    else if (held instanceof Set) held.add(conn);
+    else if (held !== conn) this.byTopic.set(topic, new Set([held, conn]));
+  }
+
+  private unlisten(topic: string, conn: Connection): void {
+    const held = this.byTopic.get(topic);
+    if (held === conn) this.byTopic.delete(topic);
+    else if (held instanceof Set && held.delete(conn) && held.size === 0) this.byTopic.delete(topic);
   }
 
   /** The user of every connection, one entry per connection (an edge's full state for a router). */

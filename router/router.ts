@@ -105,8 +105,8 @@ export class Router {
   ) {}
 
   /**
-   * Delivers `message` to every connection of `subject` (a user; topics have
-   * none) and of each of its subscribers. Returns how many streams took it.
+   * Delivers `message` to every connection of `subject` (a user's, or those
+   * listening to a topic) and of each of its subscribers, once per stream. Returns how many streams took it.
    * Users who are not connected miss it, as in the original design. A send
    * outside the limits throws a SendError, and nothing is numbered or delivered.
    */
@@ -145,7 +145,8 @@ export class Router {
   }
 
   private fanOut(subject: Subject, chunk: Chunk): number {
-    let delivered = typeof subject === 'number' ? this.registry.deliver(subject, chunk) : 0;
+    if (typeof subject === 'string') return this.registry.deliverTopic(subject, this.subscribers.getSubscribers(subject), chunk);
+    let delivered = this.registry.deliver(subject, chunk);
     for (const subscriber of this.subscribers.getSubscribers(subject)) {
       // The store holds each pair once; skipping the sender covers a self-subscription.
       if (subscriber !== subject) delivered += this.registry.deliver(subscriber, chunk);

@@ -1,3 +1,4 @@
+import { toSubject } from '../subsmanager/subjects.js';
 import { checkStreamToken } from './auth.js';
 import { originCheck, PREFLIGHT } from './cors.js';
 import { bearer, NO_HEADERS, parseId, reply, type Headers } from './http.js';
@@ -23,6 +24,29 @@ export interface CometOptions {
   streamSecret?: string;
   /** Other sites whose pages may use the streams and /c1m.js (CORS, WebSocket Origin): origins, or '*'. See originCheck. */
   allowOrigin?: readonly string[];
+  /** Why streams here may not listen to topics (?topics=), or undefined where they may: a cluster's edges do not report them to the routers yet. */
+  noTopics?: string;
+}
+
+/** Topics one stream may listen to: its registry entries and the history's replay grow with them. */
+export const MAX_TOPICS_PER_STREAM = 16;
+
+/** The topics of `?topics=photo:789,match:7`, each once, or why they are refused. */
+export function parseTopics(text: string): string[] | { refused: string } {
+  if (text === '') return [];
+  const topics = new Set<string>();
+  for (const entry of text.split(',')) {
+    let subject;
+    try {
+      subject = toSubject(entry);
+    } catch (err) {
+      return { refused: `bad topic in ?topics=: ${(err as Error).message}` };
+    }
+    if (typeof subject !== 'string') return { refused: `?topics= lists topics, not users: ${entry} (a stream hears its user's friends through subscriptions)` };
+    topics.add(subject);
+  }
+  if (topics.size > MAX_TOPICS_PER_STREAM) return { refused: `a stream listens to at most ${MAX_TOPICS_PER_STREAM} topics, not ${topics.size}` };
+  return [...topics];
 }
 
 const streamHeaders = (contentType: 'text' | 'html'): [string, string][] => [
@@ -61,8 +85,8 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
     });
   };
 
-  /** The user id of a stream request that may open, or null once it has been answered with why not. */
-  const admit = (res: HttpResponse, req: HttpRequest, transport: Transport, token: string, cors: Headers): number | null => {
+  /** The user id and topics of a stream request that may open, or null once it has been answered with why not. */
+  const admit = (res: HttpResponse, req: HttpRequest, transport: Transport, token: string, cors: Headers): Admitted | null => {
     const refuse = (status: number, why: string, close = false): null => {
       reply(res, status, `${why}\n`, undefined, close, status === 401 ? [...cors, CHALLENGE] : cors);
       return null;
@@ -72,8 +96,11 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
     // No such stream, and retrying will not make one: 404 for both. 503 only means "full, retry later".
     if (id === null) return refuse(404, `not a user id: '${text}', try ${ROUTES[transport]}123`);
     if (id > options.maxUserId) return refuse(404, `no stream for user id ${id}: this server's ids go up to ${options.maxUserId}`);
+    const topics = parseTopics(req.getQuery('topics') ?? '');
+    if (!Array.isArray(topics)) return refuse(400, topics.refused);
+    if (topics.length > 0 && options.noTopics !== undefined) return refuse(400, options.noTopics);
     if (secret !== undefined) {
-      const refused = token === '' ? 'this stream needs ?token=<token for this id> (or Authorization: Bearer <token>)' : checkStreamToken(secret, id, token);
+      const refused = token === '' ? 'this stream needs ?token=<token for this id> (or Authorization: Bearer <token>)' : checkStreamToken(secret, id, token, Date.now(), topics);
       if (refused !== null) {
         hub.transports[transport].authFailures++;
         return refuse(token === '' ? 401 : 403, refused);
@@ -81,18 +108,19 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
     }
     if (hub.open >= options.maxConnections) return refuse(503, `server full: ${hub.open} connections`, true);
     if (hub.registry.connectionsOf(id) >= hub.registry.maxPerUser) return refuse(429, `user ${id} already holds ${hub.registry.maxPerUser} streams`, true);
-    return id;
+    return { id, topics };
   };
 
   return app
     .get('/test/:id', (res, req) => {
       const allowed = cors(res, req);
       if (allowed === null) return;
-      const id = admit(res, req, 'chunked', token(req), allowed);
-      if (id === null) return;
+      const admitted = admit(res, req, 'chunked', token(req), allowed);
+      if (admitted === null) return;
+      const { id, topics } = admitted;
       const after = lastEventId(req.getQuery('lastEventId'));
       // Ids are opt-in here: without them the stream is byte for byte the original's.
-      const stream = after !== undefined || req.getQuery('ids') === '1' ? new NumberedStream(res, hub, id) : new CometStream(res, hub, id);
+      const stream = after !== undefined || req.getQuery('ids') === '1' ? new NumberedStream(res, hub, id, topics) : new CometStream(res, hub, id, topics);
       res.onAborted(stream.aborted.bind(stream)); // a bound method weighs less than a closure, per connection
       res.writeStatus('200 OK');
       for (const [name, value] of headers) res.writeHeader(name, value);
@@ -103,11 +131,12 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
     .get('/sse/:id', (res, req) => {
       const allowed = cors(res, req);
       if (allowed === null) return;
-      const id = admit(res, req, 'sse', token(req), allowed);
-      if (id === null) return;
+      const admitted = admit(res, req, 'sse', token(req), allowed);
+      if (admitted === null) return;
+      const { id, topics } = admitted;
       // EventSource sends Last-Event-ID by itself when it reconnects; other clients may use the query.
       const after = lastEventId(req.getQuery('lastEventId'), req.getHeader('last-event-id'));
-      const stream = new SseStream(res, hub, id);
+      const stream = new SseStream(res, hub, id, topics);
       res.onAborted(stream.aborted.bind(stream));
       res.writeStatus('200 OK');
       for (const [name, value] of SSE_HEADERS) res.writeHeader(name, value);
@@ -123,8 +152,8 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
         if (cors(res, req) === null) return;
         const offer = protocolToken(req.getHeader('sec-websocket-protocol'));
         if (typeof offer === 'string') return reply(res, 400, `${offer}\n`);
-        const id = admit(res, req, 'ws', token(req) || offer.token, NO_HEADERS);
-        if (id !== null) upgradeWs(res, req, context, new WsStream(hub, id, lastEventId(req.getQuery('lastEventId'))), offer.protocol);
+        const admitted = admit(res, req, 'ws', token(req) || offer.token, NO_HEADERS);
+        if (admitted !== null) upgradeWs(res, req, context, new WsStream(hub, admitted.id, lastEventId(req.getQuery('lastEventId')), admitted.topics), offer.protocol);
       }),
     )
     // A plain GET of a WebSocket path: uWS passes requests without an upgrade on to here.
@@ -139,6 +168,12 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
     .options('/c1m.js', preflight)
     .get('/', (res) => reply(res, 200, PAGE, 'text/html; charset=utf-8'))
     .any('/*', (res, req) => reply(res, 404, `no such page: ${req.getUrl()}, try /test/123\n`));
+}
+
+/** A stream request that may open: its user, and the topics it listens to while open. */
+interface Admitted {
+  id: number;
+  topics: string[];
 }
 
 /** The token of a stream request: ?token=, or `Authorization: Bearer` for clients that can set headers (kept out of URLs that proxies log). */

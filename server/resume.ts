@@ -11,7 +11,7 @@
  * takes its place once the replay is written, with only the held messages
  * the replay did not already hold. Either way nothing is lost or doubled.
  */
-import type { Connection, Registry } from '../router/registry.js';
+import { NO_TOPICS, type Connection, type Registry } from '../router/registry.js';
 import { toChunk, type Chunk } from '../router/router.js';
 import type { Replay } from '../subsmanager/history.js';
 
@@ -19,7 +19,7 @@ import type { Replay } from '../subsmanager/history.js';
 export type ReplayAnswer = Replay | { lost: false; messages: { id: number; body: Uint8Array }[]; more?: boolean };
 
 /** What `user` missed since `after`, at most about `budget` bytes of it: at once (this process's history), or later (a router's, over the bus). */
-export type Replayer = (user: number, after: number, budget: number) => ReplayAnswer | Promise<ReplayAnswer>;
+export type Replayer = (user: number, after: number, budget: number, topics: readonly string[]) => ReplayAnswer | Promise<ReplayAnswer>;
 
 /** A stream that can be resumed: it takes replayed messages, or is told at its start that its history is lost and why (for its client to refetch its state). */
 /** A stream that can resume: its write skips a message whose id is not above the last one it wrote (see CometStream.write). */
@@ -53,7 +53,7 @@ export function resume(hub: ResumeHub, stream: Resumable, after: number | undefi
   // so the router hears this one before it reads the replay, and what it numbers after that read reaches the holder.
   const holder = new Holder(stream.user);
   hub.registry.login(holder);
-  const answer = hub.replay ? hub.replay(stream.user, after, budget) : UNKNOWN;
+  const answer = hub.replay ? hub.replay(stream.user, after, budget, stream.topics ?? NO_TOPICS) : UNKNOWN;
   if (!(answer instanceof Promise)) return handOver(hub, holder, stream, answer, budget);
   answer.then(
     (reply) => handOver(hub, holder, stream, reply, budget),

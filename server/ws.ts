@@ -6,7 +6,7 @@
  * Server push only: a frame from the client closes the socket.
  */
 import { isUtf8 } from 'node:buffer';
-import type { Connection } from '../router/registry.js';
+import { NO_TOPICS, type Connection } from '../router/registry.js';
 import type { Chunk } from '../router/router.js';
 import { resume } from './resume.js';
 import { framedOnce, type HubStream, type StreamHub } from './stream.js';
@@ -90,6 +90,7 @@ export class WsStream implements Connection, HubStream {
     readonly user: number,
     /** The last message id the client saw, when it resumes. */
     private readonly after?: number,
+    readonly topics: readonly string[] = NO_TOPICS,
   ) {}
 
   /** uWS open: the handshake is done. What the client missed, if it resumes, goes before any live message. */

@@ -184,17 +184,22 @@ export class History {
     this.nextId = this.firstFreeId();
     this.hears = db.prepare('SELECT subscribee FROM subscriptions_by_subscriber WHERE subscriber = ?').pluck();
     this.insert = db.prepare('INSERT INTO history (id, subject, at, body) VALUES (?, ?, ?, ?)');
-    // Every message `user` would have received, by the subscriptions it holds now: its own and those of whom it hears.
+    // Every message `user` would have received, by the subscriptions it holds now: its own and those of whom it hears,
+    // and those of the topics its stream listens to (@topics, a JSON list) that it does not also subscribe to.
     this.since = db.prepare(
       `SELECT id, subject, body FROM history WHERE id > @after AND subject = @user
        UNION ALL
        SELECT h.id, h.subject, h.body FROM subscriptions_by_subscriber s JOIN history h ON h.subject = s.subscribee AND h.id > @after
        WHERE s.subscriber = @user AND s.subscribee != @user
+       UNION ALL
+       SELECT id, subject, body FROM history WHERE id > @after AND subject IN (SELECT value FROM json_each(@topics))
+         AND subject NOT IN (SELECT subscribee FROM subscriptions_by_subscriber WHERE subscriber = @user)
        ORDER BY id`,
     );
     this.floor = db.prepare(
       `SELECT max(through) FROM history_floor WHERE subject = ${EVERY_SUBJECT} OR subject = @user
-         OR subject IN (SELECT subscribee FROM subscriptions_by_subscriber WHERE subscriber = @user)`,
+         OR subject IN (SELECT subscribee FROM subscriptions_by_subscriber WHERE subscriber = @user)
+         OR subject IN (SELECT value FROM json_each(@topics))`,
     ).pluck();
     this.raiseFloor = db.prepare(
       'INSERT INTO history_floor (subject, through) VALUES (?, ?) ON CONFLICT (subject) DO UPDATE SET through = max(through, excluded.through)',
@@ -292,17 +297,19 @@ export class History {
 
   /**
    * What `user` missed since message `after`, in id order, including messages
-   * of this turn not yet written. Lost when pruning took some of it, or when
-   * `after` is an id this store never gave (another store, a wiped file).
+   * of this turn not yet written, and those of the `topics` its stream listens
+   * to. Lost when pruning took some of it, or when `after` is an id this store
+   * never gave (another store, a wiped file).
    */
-  replay(user: number, after: number): Replay {
+  replay(user: number, after: number, topics: readonly string[] = []): Replay {
     this.resumes++;
     if (!Number.isSafeInteger(after) || after < 0 || after > this.lastId) return this.isLost('unknown');
-    if (((this.floor.get({ user }) as number | null) ?? 0) > after) return this.isLost('expired');
-    const messages = this.since.all({ after, user }) as Missed[];
-    // Pending rows are not in the file yet; their subjects are checked against the same subscriptions.
+    const listening = JSON.stringify(topics);
+    if (((this.floor.get({ user, topics: listening }) as number | null) ?? 0) > after) return this.isLost('expired');
+    const messages = this.since.all({ after, user, topics: listening }) as Missed[];
+    // Pending rows are not in the file yet; their subjects are checked against the same subscriptions and topics.
     if (this.pending.length > 0) {
-      const hears = new Set(this.hears.all(user) as Subject[]);
+      const hears = new Set([...(this.hears.all(user) as Subject[]), ...topics]);
       hears.add(user);
       for (const [id, subject, , body] of this.pending) if (id > after && hears.has(subject)) messages.push({ id, subject, body: Buffer.from(body) });
     }
@@ -335,7 +342,7 @@ export class History {
     try {
       const fresh = this.firstFresh.get(now - this.options.seconds * 1000) as number | undefined;
       const through = fresh === undefined ? (this.newest.get() as number | null) : fresh - 1;
-      if (through === null || through <= ((this.floor.get({ user: EVERY_SUBJECT }) as number | null) ?? 0)) return;
+      if (through === null || through <= ((this.floor.get({ user: EVERY_SUBJECT, topics: '[]' }) as number | null) ?? 0)) return;
       this.db.transaction(() => {
         this.pruneOld.run(through);
         this.raiseFloor.run(EVERY_SUBJECT, through);

@@ -8,7 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
-import { api, openStream, received, stopChild, tempDir, waitFor, type Transport } from './helpers.js';
+import { api, openStream, received, stopChild, tempDir, waitFor, type StreamClient, type Transport } from './helpers.js';
 
 let cluster: ClusterProcess;
 const clients: { close(): void }[] = [];
@@ -142,4 +142,11 @@ it('tells a client whose id the history never gave that it is lost, through an e
   const client = await open('sse', 41, '?lastEventId=12');
   await waitFor(() => received(client).length === 1, 'lost');
   expect(received(client)).toEqual(['lost expired']);
+});
+
+it("refuses ?topics= on an edge, saying why, until edges report topics to the routers", async () => {
+  const client = await open('chunked', 71, '?topics=photo:789');
+  await waitFor(() => client.ended, 'the refusal');
+  expect((client as StreamClient).status).toBe(400);
+  expect((client as StreamClient).lines.join('\n')).toMatch(/a cluster's edges do not serve \?topics= yet/);
 });

@@ -7,7 +7,7 @@
 import { pack } from 'msgpackr';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { C1mClient, openStore, parseSubject, toSubject, type C1m } from '../index.js';
+import { C1mClient, mintStreamToken, openStore, parseSubject, toSubject, type C1m } from '../index.js';
 import { api, openStream, RawClient, received, runCli, spawnServer, startServer, stopChild, tempDir, waitFor, type SseClient, type StreamClient, type WsClient } from './helpers.js';
 
 let c1m: C1m | undefined;
@@ -221,5 +221,112 @@ describe('lasting subscriptions to topics', () => {
     expect(() => c1m!.router.send('group', 'x')).toThrow(/not a subject: "group"/);
     await waitFor(() => received(stream).length === 1, 'the embedded send');
     expect(received(stream)).toEqual(['embedded']);
+  });
+});
+
+describe('topics a stream listens to while open', () => {
+  for (const transport of ['chunked', 'sse', 'ws'] as const) {
+    it(`?topics= on ${transport}: heard while open, once per stream beside a lasting subscription, gone with the stream, replayed on resume`, async () => {
+      c1m = await startServer();
+      c1m.store.addSubscriptions([[3, 'photo:789']]);
+      const ids = transport === 'chunked' ? '?ids=1&' : '?';
+      const [viewer, other, subscriber] = await Promise.all([
+        openStream(transport, c1m.port, 1, `${ids}topics=photo:789,match:7`),
+        openStream(transport, c1m.port, 2, ids.slice(0, -1)),
+        openStream(transport, c1m.port, 3, `${ids}topics=photo:789`),
+      ]);
+      clients.push(viewer, other, subscriber);
+      const sent = async (subject: string | number, text: string, delivered: number) => {
+        const { json } = await api(c1m!.apiPort, 'POST', `/send/${subject}`, text);
+        expect(json.delivered, text).toBe(delivered);
+        return `${json.id} ${text}`;
+      };
+      const comment = await sent('photo:789', 'a comment', 2);
+      const goal = await sent('match:7', 'goal', 1);
+      await waitFor(() => received(viewer).length === 2 && received(subscriber).length === 1, 'the topic messages');
+      expect([received(viewer), received(other), received(subscriber)]).toEqual([[comment, goal], [], [comment]]);
+      expect(c1m.registry.listenersOf('photo:789')).toBe(2);
+
+      viewer.close();
+      await waitFor(() => c1m!.registry.listenersOf('match:7') === 0, 'the viewer gone');
+      expect(c1m.registry.listenersOf('photo:789')).toBe(1);
+      const missed = [await sent('photo:789', 'while away', 1), await sent(1, 'to the user', 0)];
+      await sent('match:8', 'another match', 0);
+      const back = await openStream(transport, c1m.port, 1, `?lastEventId=${goal.split(' ')[0]}&topics=photo:789,match:7`);
+      clients.push(back);
+      const live = await sent('match:7', 'live', 1);
+      await waitFor(() => received(back).length === 3, 'the replay and the live message');
+      expect(received(back)).toEqual([...missed, live]);
+    });
+  }
+
+  it('a stream that listens to a topic its user also subscribes to gets each message once, without ids too', async () => {
+    c1m = await startServer({ historySeconds: 0 });
+    c1m.store.addSubscriptions([[3, 'photo:789']]);
+    const stream = await openStream('chunked', c1m.port, 3, '?topics=photo:789');
+    clients.push(stream);
+    expect(c1m.router.send('photo:789', 'once')).toBe(1);
+    expect(c1m.router.send(3, 'sentinel')).toBe(1);
+    await waitFor(() => received(stream).includes('sentinel'), 'the sentinel');
+    expect(received(stream)).toEqual(['once', 'sentinel']);
+  });
+
+  it('a resume from before what the history pruned of a listened topic is told its history is lost', async () => {
+    c1m = await startServer({ historyPerSubject: 2 });
+    const first = c1m.router.send('photo:1', 'kept a while');
+    expect(first).toBe(0);
+    const seen = c1m.stats().history!.lastId;
+    for (const text of ['two', 'three', 'four']) c1m.router.send('photo:1', text);
+    const [listening, not] = await Promise.all([
+      openStream('sse', c1m.port, 1, `?lastEventId=${seen}&topics=photo:1`),
+      openStream('sse', c1m.port, 2, `?lastEventId=${seen}&topics=photo:2`),
+    ]);
+    clients.push(listening, not);
+    c1m.router.send(2, 'sentinel');
+    await waitFor(() => received(listening).length === 1 && received(not).length === 1, 'lost, and the sentinel');
+    expect(received(listening)).toEqual(['lost expired']);
+    expect(received(not)).toEqual([expect.stringMatching(/ sentinel$/)]);
+  });
+
+  it('a topic the token does not cover is refused with 403 before anything is read; old tokens still open their user only', async () => {
+    const secret = 'topics test secret, at least 32 bytes';
+    c1m = await startServer({ streamSecret: secret });
+    const open = async (query: string) => {
+      const client = await openStream('sse', c1m!.port, 5, query);
+      clients.push(client);
+      return client as SseClient;
+    };
+    const old = mintStreamToken(secret, 5, 600);
+    const photos = mintStreamToken(secret, 5, 600, Date.now(), ['photo:*', 'match:7']);
+    expect((await open(`?token=${old}`)).status).toBe(200);
+    const refused = await open(`?token=${old}&topics=photo:789`);
+    expect([refused.status, refused.body]).toEqual([403, 'token does not cover topic photo:789\n']);
+    expect((await open(`?token=${photos}&topics=photo:789,match:7`)).status).toBe(200);
+    expect((await open(`?token=${photos}&topics=photo:1,match:8`)).body).toBe('token does not cover topic match:8\n');
+    const forged = photos.replace(/\.[^.]+(\.[^.]+)$/, `.${Buffer.from('match:*').toString('base64url')}$1`);
+    expect((await open(`?token=${forged}&topics=match:8`)).body).toBe('bad signature\n');
+    expect(() => mintStreamToken(secret, 5, 600, Date.now(), ['user:6'])).toThrow(/a token's topics are kind:id or kind:\*, not "user:6"/);
+    expect(() => mintStreamToken(secret, 5, 600, Date.now(), ['photo'])).toThrow(/not "photo"/);
+    const backend = new C1mClient({ url: `http://127.0.0.1:${c1m.apiPort}`, streamSecret: secret });
+    expect((await open(`?token=${backend.streamToken(5, 600, ['group:42'])}&topics=group:42`)).status).toBe(200);
+    await waitFor(() => c1m!.registry.listenersOf('group:42') === 1, 'the listener');
+    expect(c1m.stats().authFailures).toBe(3);
+  });
+
+  it('refuses bad topic lists with 400, and opens nothing', async () => {
+    c1m = await startServer();
+    for (const [query, why] of [
+      ['?topics=Photo:1', /bad topic in \?topics=: not a subject: "Photo:1"/],
+      ['?topics=photo:1,', /bad topic in \?topics=: not a subject: ""/],
+      ['?topics=user:5', /\?topics= lists topics, not users: user:5/],
+      [`?topics=${Array.from({ length: 17 }, (_, i) => `photo:${i}`).join(',')}`, /at most 16 topics, not 17/],
+    ] as const) {
+      const client = await openStream('chunked', c1m.port, 1, query);
+      clients.push(client);
+      await waitFor(() => client.ended, 'the refusal');
+      expect((client as StreamClient).status, query).toBe(400);
+      expect((client as StreamClient).lines.join('\n'), query).toMatch(why);
+    }
+    expect(c1m.registry.connections).toBe(0);
   });
 });

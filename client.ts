@@ -96,10 +96,13 @@ export class C1mClient {
     return (await this.request('GET', '/stats')) as Record<string, unknown>;
   }
 
-  /** A token that opens `user`'s stream on any transport for `ttlSeconds`, signed here with the stream secret: no call to c1m. */
-  streamToken(user: number, ttlSeconds = 3600): string {
+  /**
+   * A token that opens `user`'s stream on any transport for `ttlSeconds`, listening to `topics` if it asks (each
+   * `kind:id`, or `kind:*` for any of a kind), signed here with the stream secret: no call to c1m.
+   */
+  streamToken(user: number, ttlSeconds = 3600, topics: readonly string[] = []): string {
     if (!this.options.streamSecret) throw new Error('streamToken needs the servers\' --stream-secret as streamSecret');
-    return mintStreamToken(this.options.streamSecret, user, ttlSeconds);
+    return mintStreamToken(this.options.streamSecret, user, ttlSeconds, Date.now(), topics);
   }
 
   private async request(method: string, path: string, body?: string | Uint8Array): Promise<unknown> {

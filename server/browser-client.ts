@@ -7,7 +7,7 @@
  */
 export const BACKOFF_MS = { min: 500, max: 20_000 } as const;
 
-export const BROWSER_CLIENT = String.raw`// c1m browser client. connect(id, { transport: 'sse' | 'ws', token, onMessage, onState, onLost, lastEventId })
+export const BROWSER_CLIENT = String.raw`// c1m browser client. connect(id, { transport: 'sse' | 'ws', token, topics, onMessage, onState, onLost, lastEventId })
 export const BACKOFF_MS = { min: ${BACKOFF_MS.min}, max: ${BACKOFF_MS.max} };
 
 /** The longest wait before reconnect attempt number attempt (0, 1, ...): min * 2^attempt, at most max. */
@@ -26,7 +26,10 @@ const origin = new URL('/', import.meta.url);
  * from the last id seen (or options.lastEventId, e.g. kept across page loads): the
  * server replays what was missed, or calls onLost(why) when it cannot ('expired':
  * away longer than its history; 'unknown': an id it never gave), and the page
- * should then refetch its state. Returns { state, attempt, lastEventId, close() }.
+ * should then refetch its state. options.topics (['photo:789', ...]) are topics the stream
+ * also listens to while it is open (the token must cover them where the server asks for
+ * one); to change them, close and connect again with the last id: the replay fills the gap.
+ * Returns { state, attempt, lastEventId, close() }.
  */
 export function connect(id, options = {}) {
   const transport = options.transport || 'sse';
@@ -47,6 +50,7 @@ export function connect(id, options = {}) {
   function url(path) {
     const u = new URL(path + encodeURIComponent(id), origin);
     if (options.token && transport === 'sse') u.searchParams.set('token', options.token);
+    if (options.topics && options.topics.length > 0) u.searchParams.set('topics', options.topics.join(','));
     if (client.lastEventId !== null) u.searchParams.set('lastEventId', client.lastEventId);
     if (transport === 'ws') u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
     return u.href;

@@ -420,6 +420,12 @@ export class CometStream implements Connection {
  * `/test/<id>?ids=1` (or `?lastEventId=`): the chunked stream with each
  * message's id before it, `<id> <message>\n`, for clients that resume over
  * chunked streams. Without it the stream is byte for byte the original's.
+ *
+ * A message may hold line breaks, and a line of its own must never read as
+ * another message's id: each CR or LF in a message is followed by a space, so
+ * every line after a message's first starts with one, which no id line
+ * (digits), `lost` line or heartbeat (empty) does, however a reader splits
+ * lines (LF, CR or CRLF). numberedMessages() undoes it.
  */
 export class NumberedStream extends CometStream {
   protected override frame(chunk: Chunk): Buffer {
@@ -427,4 +433,29 @@ export class NumberedStream extends CometStream {
   }
 }
 
-const numbered = framedOnce((chunk: Chunk) => Buffer.concat([Buffer.from(`${chunk.id} `), chunk]));
+const numbered = framedOnce((chunk: Chunk) => {
+  const message = chunk.subarray(0, chunk.length - 1);
+  const id = Buffer.from(`${chunk.id} `);
+  if (message.indexOf(LF) === -1 && message.indexOf(CR) === -1) return Buffer.concat([id, chunk]);
+  const framed = Buffer.allocUnsafe(id.length + 2 * message.length + 1);
+  let at = id.copy(framed);
+  for (const byte of message) {
+    framed[at++] = byte;
+    if (byte === LF || byte === CR) framed[at++] = CONTINUED;
+  }
+  framed[at++] = LF;
+  return framed.subarray(0, at);
+});
+const CR = 0x0d;
+const LF = 0x0a;
+const CONTINUED = 0x20;
+
+/** A numbered stream's lines (split at LF) back into messages: `<id> <message>`, `lost <why>` or '' (a heartbeat). */
+export function numberedMessages(lines: string[]): string[] {
+  const messages: string[] = [];
+  for (const line of lines) {
+    if (line.startsWith(' ') && messages.length > 0) messages[messages.length - 1] += `\n${line}`;
+    else messages.push(line);
+  }
+  return messages.map((message) => message.replace(/([\r\n]) /g, '$1'));
+}

@@ -9,6 +9,7 @@ import { afterAll, vi } from 'vitest';
 import { start, type C1mOptions } from '../index.js';
 import { spawnC1m, stopChild } from '../cluster/supervisor.js';
 import { spawnServer as spawnServerProcess } from '../loadgen/server-process.js';
+import { numberedMessages } from '../server/stream.js';
 
 /** Servers started by this test file; whatever an assertion left running is killed when the file ends. */
 const servers = new Set<ChildProcess>();
@@ -234,7 +235,7 @@ export type Transport = 'chunked' | 'sse' | 'ws';
 export function received(client: StreamClient | SseClient | WsClient): string[] {
   if ('events' in client) return client.events.slice(1).map((e) => (e.event === 'lost' ? `lost ${e.data}` : `${e.id} ${e.data}`));
   if ('frames' in client) return client.frames.slice(1).map((f) => (f.header === 'lost' ? `lost ${f.payload}` : `${f.header.replace('message id=', '')} ${f.payload}`));
-  return client.lines.slice(1);
+  return numberedMessages(client.lines.slice(1));
 }
 
 /** A client of any transport, opened and welcomed (or refused): `messages` are what it received after the welcome. */

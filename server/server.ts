@@ -194,7 +194,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
     history.flush();
     return { delivered, id: history.lastId };
   };
-  hub.replay = history ? (user, after) => history.replay(user, after) : undefined;
+  hub.replay = history ? (user, after, budget) => history.replay(user, after, budget) : undefined;
   const metrics = metricsRegistry(() => ({ ...stats(), streams: registry.connections, latency, edges: [] }));
   const apiApp = apiRoutes(uws.App(), send, store, stats, {
     maxUserId,

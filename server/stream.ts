@@ -175,6 +175,15 @@ export function framedOnce(frame: (chunk: Buffer) => Buffer): (chunk: Buffer) =>
   };
 }
 
+/**
+ * The backlog rule of every transport: a stream whose unsent bytes would pass
+ * the backlog is a slow consumer, but a stream with nothing unsent takes one
+ * message whatever its size. A message's framing can exceed the backlog (SSE
+ * adds `data: ` to each line), and every message the API accepts must reach a
+ * reader that keeps up, or each resume would replay it and be cut again.
+ */
+export const overflows = (unsent: number, size: number, maxBacklog: number): boolean => unsent > 0 && unsent + size > maxBacklog;
+
 /** A heartbeat: one empty line, which line-splitting clients skip. Other transports recognise it by identity and frame their own. */
 export const HEARTBEAT = Buffer.from('\n');
 const HEARTBEAT_TICK_MS = 100;
@@ -289,14 +298,19 @@ export class CometStream implements Connection {
     return chunk;
   }
 
+  /** What a chunk weighs on this stream, as framed: what a replay's budget counts. */
+  framedSize(chunk: Chunk): number {
+    return this.frame(chunk).length;
+  }
+
   protected queue(chunk: Buffer): number {
     if (this.state >= CLOSING) return 0;
-    this.queued += chunk.length;
     // An open stream's `held` is stale until its next flush proves it (see flush()): count only what waits.
-    if (this.queued + (this.state === BLOCKED ? this.held : 0) > this.hub.maxBacklog) {
+    if (overflows(this.queued + (this.state === BLOCKED ? this.held : 0), chunk.length, this.hub.maxBacklog)) {
       this.closeSlow();
       return 0;
     }
+    this.queued += chunk.length;
     if (this.pending === null) {
       this.pending = chunk;
       if (this.state !== BLOCKED) this.hub.schedule(this);
@@ -332,6 +346,8 @@ export class CometStream implements Connection {
   private writePending(): void {
     const pending = this.pending;
     if (pending === null) return;
+    // One message on a stream that held nothing proven: what queue() admitted whole, whatever its size.
+    const alone = !Array.isArray(pending) && this.state === OPEN;
     const queued = this.queued;
     const counters = this.counters;
     counters.chunks += Array.isArray(pending) ? pending.length : 1;
@@ -368,7 +384,7 @@ export class CometStream implements Connection {
       // uWS may still hold everything it held before plus all of this flush.
       this.held += queued;
       this.state = BLOCKED;
-      if (this.held > this.hub.maxBacklog) this.closeSlow();
+      if (this.held > this.hub.maxBacklog && !alone) this.closeSlow();
     }
   }
 

@@ -9,7 +9,7 @@ import { isUtf8 } from 'node:buffer';
 import type { Connection } from '../router/registry.js';
 import type { Chunk } from '../router/router.js';
 import { resume } from './resume.js';
-import { framedOnce, type HubStream, type StreamHub } from './stream.js';
+import { framedOnce, overflows, type HubStream, type StreamHub } from './stream.js';
 import type { HttpRequest, HttpResponse, us_socket_context_t, WebSocket, WebSocketBehavior } from './uws.js';
 
 /** Close codes (RFC 6455): drain or shutdown; a frame from the client. A slow consumer is cut without one: it would not read it. */
@@ -108,16 +108,21 @@ export class WsStream implements Connection, HubStream {
     return this.queue(framed(chunk));
   }
 
+  /** What a chunk weighs on this stream, as framed (see CometStream.framedSize). */
+  framedSize(chunk: Chunk): number {
+    return framed(chunk).length;
+  }
+
   private queue(frame: Buffer): number {
     if (this.state >= CLOSING) return 0;
-    this.queued += frame.length;
     // Only a blocked socket has bytes in uWS: the native call is skipped on the common path.
-    if (this.queued + (this.state === BLOCKED ? this.ws!.getBufferedAmount() : 0) > this.hub.maxBacklog) {
+    if (overflows(this.queued + (this.state === BLOCKED ? this.ws!.getBufferedAmount() : 0), frame.length, this.hub.maxBacklog)) {
       this.state = CLOSING;
       this.pending = null;
       this.hub.schedule(this); // closed from the flush: write() runs inside a router send
       return 0;
     }
+    this.queued += frame.length;
     if (this.pending === null) {
       this.pending = frame;
       this.hub.schedule(this);
@@ -134,6 +139,8 @@ export class WsStream implements Connection, HubStream {
     const pending = this.pending;
     if (this.state === CLOSED || pending === null) return;
     const ws = this.ws!;
+    // One message on a socket that held nothing: queue() admitted it whole, whatever its size.
+    const alone = !Array.isArray(pending) && this.state === OPEN;
     const counters = this.hub.transports.ws;
     counters.chunks += Array.isArray(pending) ? pending.length : 1;
     counters.bytes += this.queued;
@@ -147,7 +154,7 @@ export class WsStream implements Connection, HubStream {
     group.one = null;
     group.many = [];
     const buffered = ws.getBufferedAmount();
-    if (group.dropped || buffered > this.hub.maxBacklog) return this.cut();
+    if (group.dropped || (buffered > this.hub.maxBacklog && !alone)) return this.cut();
     this.state = buffered > 0 ? BLOCKED : OPEN;
   }
 

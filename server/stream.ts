@@ -91,6 +91,8 @@ export class StreamHub {
   private readonly heartbeatTimer?: NodeJS.Timeout;
   /** Where the heartbeat round stands: it visits a slice of the streams per tick, never all in one event-loop turn. */
   private heartbeatRound?: Iterator<HubStream>;
+  /** When the next round may start (performance.now() ms): one heartbeat per stream per interval. */
+  private nextRoundAt: number;
 
   constructor(
     readonly registry: Registry,
@@ -98,28 +100,36 @@ export class StreamHub {
     /**
      * Seconds between heartbeats (0: none): an empty line written to every
      * chunked stream (a comment line on SSE; see sse.ts). An idle stream otherwise sends nothing, so a peer that vanished
-     * without FIN or RST would hold its slot forever; with data in flight the
-     * kernel gives up on it after its retransmission timeout (net.ipv4.tcp_retries2)
+     * without FIN or RST would hold its slot forever, and a proxy's read timeout cuts it; with data in flight the
+     * kernel gives up on a dead peer after its retransmission timeout (net.ipv4.tcp_retries2)
      * and the stream is logged out.
      */
     readonly heartbeatSeconds = 0,
   ) {
     this.streams = heartbeatSeconds > 0 ? new Set() : null;
+    this.nextRoundAt = performance.now() + heartbeatSeconds * 1000;
     if (heartbeatSeconds > 0) this.heartbeatTimer = setInterval(this.heartbeat, Math.min(HEARTBEAT_TICK_MS, heartbeatSeconds * 1000)).unref();
   }
 
   /**
    * One tick's slice of the round: a whole round in one turn would stall every
-   * send for as long as it takes to write to every stream.
+   * send for as long as it takes to write to every stream. A round takes at
+   * most the interval, and the next starts an interval after it began.
    */
   private readonly heartbeat = (): void => {
     const streams = this.streams!;
-    let n = Math.ceil((streams.size * HEARTBEAT_TICK_MS) / (this.heartbeatSeconds * 1000));
-    this.heartbeatRound ??= streams.values();
+    const interval = this.heartbeatSeconds * 1000;
+    if (this.heartbeatRound === undefined) {
+      const now = performance.now();
+      if (now < this.nextRoundAt) return;
+      this.nextRoundAt = now + interval;
+      this.heartbeatRound = streams.values();
+    }
+    let n = Math.ceil((streams.size * HEARTBEAT_TICK_MS) / interval);
     while (n-- > 0) {
       const next = this.heartbeatRound.next();
       if (next.done) {
-        this.heartbeatRound = undefined; // the next round starts at the next tick
+        this.heartbeatRound = undefined;
         return;
       }
       next.value.write(HEARTBEAT);

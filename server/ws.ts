@@ -193,8 +193,7 @@ export class WsStream implements Connection, HubStream {
  * calls upgradeWs, or answers it with an error.
  */
 export function wsBehavior(hub: StreamHub, upgrade: (res: HttpResponse, req: HttpRequest, context: us_socket_context_t) => void): WebSocketBehavior<WsData> {
-  // uWS pings a socket silent for idleTimeout less 4 s and drops it 4 s later: about the chunked streams' --heartbeat.
-  const idleTimeout = hub.heartbeatSeconds > 0 ? Math.max(8, Math.ceil(hub.heartbeatSeconds) + 4) : 0;
+  const idleTimeout = hub.heartbeatSeconds > 0 ? wsIdleTimeout(hub.heartbeatSeconds) : 0;
   return {
     idleTimeout,
     sendPingsAutomatically: idleTimeout > 0,
@@ -208,6 +207,20 @@ export function wsBehavior(hub: StreamHub, upgrade: (res: HttpResponse, req: Htt
     drain: (ws) => ws.getUserData().stream.drained(),
     close: (ws) => ws.getUserData().stream.closed(),
   };
+}
+
+/**
+ * uWS's idleTimeout for pings at least every `heartbeatSeconds`. uWS pings a
+ * socket silent for idleTimeout less a margin (4, 8 or 16 s, larger for
+ * longer timeouts: WebSocketContextData's calculateIdleTimeoutCompnents) and
+ * drops it a margin after an unanswered ping; its timers tick every 4 s, so a
+ * wait of 4k s fires 4(k-1) to 4k s after it was set. Hence a ping wait of the
+ * heartbeat rounded down to a multiple of 4 (at least 4), plus the margin uWS
+ * will compute for the sum.
+ */
+export function wsIdleTimeout(heartbeatSeconds: number): number {
+  const ping = 4 * Math.max(1, Math.floor(heartbeatSeconds / 4));
+  return ping + (ping < 12 ? 4 : ping < 24 ? 8 : 16);
 }
 
 /** Completes the handshake for an admitted request. */

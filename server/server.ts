@@ -97,6 +97,8 @@ export interface C1m {
   readonly router: Router;
   /** Who is connected here: the router's registry of local streams. */
   readonly registry: Registry;
+  /** The streams every transport shares (its replay may be wrapped: tests of the resume hand-over). */
+  readonly hub: StreamHub;
   readonly store: SubscriptionStore;
   /** Ports actually bound (useful with port 0). */
   readonly port: number;
@@ -230,6 +232,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
   return {
     router,
     registry,
+    hub,
     store,
     port,
     apiPort,

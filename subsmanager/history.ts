@@ -125,6 +125,7 @@ export class History {
   private flushScheduled = false;
   private readonly insert;
   private readonly since;
+  private readonly size;
   private readonly body;
   private readonly floor;
   private readonly raiseFloor;
@@ -194,15 +195,16 @@ export class History {
     this.hears = db.prepare('SELECT subscribee FROM subscriptions_by_subscriber WHERE subscriber = ?').pluck();
     this.insert = db.prepare('INSERT INTO history (id, subject, at, body) VALUES (?, ?, ?, ?)');
     // Every message `user` would have received, by the subscriptions it holds now: its own and those of whom it hears.
-    // Ids and sizes only (length() reads a blob's header, not its pages), at most @limit: bodies are read for those a
-    // replay's budget takes, so a resume from an old id costs what it sends, not every message kept since.
+    // Ids only, from the (subject, id) index alone, at most @limit: each row's size and body are read as a replay's
+    // budget takes them, so a resume from an old id costs about what it sends, not every message kept since.
     this.since = db.prepare(
-      `SELECT id, subject, length(body) AS size FROM history WHERE id > @after AND subject = @user
+      `SELECT id, subject FROM history WHERE id > @after AND subject = @user
        UNION ALL
-       SELECT h.id, h.subject, length(h.body) FROM subscriptions_by_subscriber s JOIN history h ON h.subject = s.subscribee AND h.id > @after
+       SELECT h.id, h.subject FROM subscriptions_by_subscriber s JOIN history h ON h.subject = s.subscribee AND h.id > @after
        WHERE s.subscriber = @user AND s.subscribee != @user
        ORDER BY id LIMIT @limit`,
     );
+    this.size = db.prepare('SELECT length(body) FROM history WHERE id = ?').pluck(); // the row's header, not the blob's pages
     this.body = db.prepare('SELECT body FROM history WHERE id = ?').pluck();
     this.floor = db.prepare(
       `SELECT max(through) FROM history_floor WHERE subject = ${EVERY_SUBJECT} OR subject = @user
@@ -315,26 +317,40 @@ export class History {
     this.resumes++;
     if (!Number.isSafeInteger(after) || after < 0 || after > this.lastId) return this.isLost('unknown');
     if (((this.floor.get({ user }) as number | null) ?? 0) > after) return this.isLost('expired');
-    // One row past what the budget can take, to know whether there is more.
-    const limit = Math.floor(budget / (REPLAY_MESSAGE_OVERHEAD + 1)) + 2;
-    const found = this.since.all({ after, user, limit }) as { id: number; subject: number; size: number; body?: Buffer }[];
-    const cut = found.length === limit;
-    // Pending rows are not in the file yet (and come after every row there); their subjects are checked against the same subscriptions.
-    if (!cut && this.pending.length > 0) {
-      const hears = new Set(this.hears.all(user) as number[]);
-      hears.add(user);
-      for (const [id, subject, , body] of this.pending) if (id > after && hears.has(subject)) found.push({ id, subject, size: body.length, body: Buffer.from(body) });
-    }
     const messages: Missed[] = [];
     let bytes = 0;
-    for (const row of found) {
-      const size = row.size + REPLAY_MESSAGE_OVERHEAD;
-      if (!replayTakes(bytes, size, budget)) break;
-      bytes += size;
-      messages.push({ id: row.id, subject: row.subject, body: row.body ?? (this.body.get(row.id) as Buffer) });
+    /** Takes a message if the budget does; false once it does not. */
+    const take = (id: number, subject: number, size: number, body: () => Buffer): boolean => {
+      if (!replayTakes(bytes, size + REPLAY_MESSAGE_OVERHEAD, budget)) return false;
+      bytes += size + REPLAY_MESSAGE_OVERHEAD;
+      messages.push({ id, subject, body: body() });
+      return true;
+    };
+    // As many rows as the budget could take, and one more to know whether there is more.
+    const limit = Math.floor(budget / (REPLAY_MESSAGE_OVERHEAD + 1)) + 2;
+    let rows = 0;
+    let more = false;
+    for (const { id, subject } of this.since.iterate({ after, user, limit }) as Iterable<{ id: number; subject: number }>) {
+      rows++;
+      if (!take(id, subject, this.size.get(id) as number, () => this.body.get(id) as Buffer)) {
+        more = true;
+        break;
+      }
+    }
+    // Pending rows are not in the file yet, and come after every row there; their subjects are checked against the same subscriptions.
+    if (!more && rows < limit && this.pending.length > 0) {
+      const hears = new Set(this.hears.all(user) as number[]);
+      hears.add(user);
+      for (const [id, subject, , body] of this.pending) {
+        if (id <= after || !hears.has(subject)) continue;
+        if (!take(id, subject, body.length, () => Buffer.from(body))) {
+          more = true;
+          break;
+        }
+      }
     }
     this.replayed += messages.length;
-    return { lost: false, messages, more: cut || messages.length < found.length };
+    return { lost: false, messages, more: more || rows === limit };
   }
 
   /** Writes what waits now: before a backend is told its send was taken, at shutdown. */

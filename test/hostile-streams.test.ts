@@ -119,6 +119,16 @@ describe('a message that is accepted reaches every transport, live and replayed'
       expect(c1m.stats().slowConsumerCloses).toBe(0);
     });
 
+    it(`${transport}: a message of --max-message equal to --max-backlog, larger than that as framed, is delivered`, async () => {
+      c1m = await startServer({ maxBacklog: 65_536, maxMessage: 65_536 });
+      const client = await open(transport, 1, ids);
+      const message = 'm'.repeat(65_536);
+      const id = await send(1, message);
+      await waitFor(() => received(client).length === 1, 'the message');
+      expect(received(client)).toEqual([`${id} ${message}`]);
+      expect(c1m.stats().slowConsumerCloses).toBe(0);
+    });
+
     it(`${transport}: a message larger than the replay budget is replayed alone, and the resume after it goes on live`, async () => {
       c1m = await startServer({ maxBacklog: 65_536, maxMessage: 65_536 });
       const from = await send(1, 'start');

@@ -8,7 +8,7 @@
  *   npm run bench -- --connections 15000 --seconds 10
  *   npm run bench -- --unicast-only --unicast-rate 2000
  *   npm run bench -- --transport sse     (or ws; default chunked)
- *   npm run bench -- --idle-seconds 60   (also the idle streams' cost at --heartbeat: bytes/s and server CPU)
+ *   npm run bench -- --heartbeat 25 --idle-seconds 60   (what idle streams cost at that heartbeat: bytes/s and server CPU)
  */
 import autocannon from 'autocannon';
 import { fork, type ChildProcess } from 'node:child_process';
@@ -35,7 +35,8 @@ const opts = new Command('bench')
   .addOption(new Option('--unicast-rate <n>', 'sends/s to random single users in the latency test (0: skip it)').default(2000).argParser(Number))
   .option('--unicast-only', 'run only the unicast latency test')
   .addOption(new Option('--history-seconds <s>', "the server's --history-seconds (0: no history)").default(DEFAULTS.historySeconds).argParser(Number))
-  .addOption(new Option('--heartbeat <s>', "the server's --heartbeat").default(DEFAULTS.heartbeatSeconds).argParser(Number))
+  // Off by default: the send tests count every byte the streams receive, and wait until they stop.
+  .addOption(new Option('--heartbeat <s>', "the server's --heartbeat (with one, only the idle streams are measured)").default(0).argParser(Number))
   .addOption(new Option('--idle-seconds <n>', 'hold the idle streams this long and report what they cost: bytes/s and server CPU (0: skip)').default(0).argParser(Number))
   .addOption(transportOption())
   .parse()
@@ -123,7 +124,7 @@ async function sendTest(apiPort: number, server: ChildProcess, holder: Holder, p
  * the socket. The flood's own lag to read a chunk is reported apart.
  */
 async function unicast(dir: string) {
-  const server = await spawnServer(['--db', join(dir, 'unicast.db'), '--history-seconds', String(opts.historySeconds)]);
+  const server = await spawnServer(['--db', join(dir, 'unicast.db'), '--history-seconds', String(opts.historySeconds), '--heartbeat', '0']);
   const holder = hold(server.port, 1, opts.connections, 10_000, opts.transport);
   try {
     const opened = await holder.opened();
@@ -202,6 +203,10 @@ async function throughput(dir: string) {
     };
     console.log('idle connections:', idle);
     if (opts.idleSeconds > 0) console.log(`idle streams at --heartbeat ${opts.heartbeat}:`, await idleCost(server.apiPort, server.child.pid!));
+    if (opts.heartbeat > 0) {
+      await holder.request({ type: 'close' });
+      return { idle };
+    }
 
     const fanoutPairs: Pair[] = Array.from({ length: Math.min(opts.fanout, n - 1) }, (_, i) => [i + 2, 1]);
     await subscribe(server.apiPort, fanoutPairs);

@@ -18,7 +18,7 @@ import { replayTakes, type Replay } from '../subsmanager/history.js';
 /** A history's answer, with `more` when a byte budget cut the messages short. */
 export type ReplayAnswer = Replay | { lost: false; messages: { id: number; body: Uint8Array }[]; more?: boolean };
 
-/** What `user` missed since `after`, within `budget` bytes of bodies (the first message always, see replayFits): at once (this process's history), or later (a router's, over the bus). */
+/** What `user` missed since `after`, within about `budget` bytes (the first message always, see replayTakes): at once (this process's history), or later (a router's, over the bus). */
 export type Replayer = (user: number, after: number, budget: number) => ReplayAnswer | Promise<ReplayAnswer>;
 
 /**

@@ -231,11 +231,11 @@ export class WsClient {
 
 export type Transport = 'chunked' | 'sse' | 'ws';
 
-/** What a client received after its welcome, as `<id> <message>` or `lost <why>`, whatever its transport's framing (ids on). */
+/** What a client received after its welcome, as `<id> <message>` or `lost <why>`, whatever its transport's framing (ids on); heartbeats skipped. */
 export function received(client: StreamClient | SseClient | WsClient): string[] {
   if ('events' in client) return client.events.slice(1).map((e) => (e.event === 'lost' ? `lost ${e.data}` : `${e.id} ${e.data}`));
   if ('frames' in client) return client.frames.slice(1).map((f) => (f.header === 'lost' ? `lost ${f.payload}` : `${f.header.replace('message id=', '')} ${f.payload}`));
-  return numberedMessages(client.lines.slice(1));
+  return numberedMessages(client.lines.slice(1)).filter((message) => message !== '');
 }
 
 /** A client of any transport, opened and welcomed (or refused): `messages` are what it received after the welcome. */

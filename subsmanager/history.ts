@@ -309,9 +309,8 @@ export class History {
    * of this turn not yet written, as much as `budget` bytes take (see
    * replayTakes; each message weighs its body and REPLAY_MESSAGE_OVERHEAD),
    * with `more` when some were left for the next resume (no budget: all of
-   * it). Lost when pruning
-   * took some of it, or when `after` is an id this store never gave (another
-   * store, a wiped file).
+   * it). Lost when pruning took some of it, or when `after` is an id this
+   * store never gave (another store, a wiped file).
    */
   replay(user: number, after: number, budget = Number.MAX_SAFE_INTEGER): Replay {
     this.resumes++;

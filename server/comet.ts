@@ -90,7 +90,7 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
       if (allowed === null) return;
       const id = admit(res, req, 'chunked', token(req), allowed);
       if (id === null) return;
-      const after = lastEventId(req.getQuery('lastEventId'));
+      const after = lastEventId(req.getQuery('lastEventId'), req.getHeader('last-event-id'));
       // Ids are opt-in here: without them the stream is byte for byte the original's.
       const stream = after !== undefined || req.getQuery('ids') === '1' ? new NumberedStream(res, hub, id) : new CometStream(res, hub, id);
       res.onAborted(stream.aborted.bind(stream)); // a bound method weighs less than a closure, per connection

@@ -100,6 +100,8 @@ export interface C1m {
   readonly router: Router;
   /** Who is connected here: the router's registry of local streams. */
   readonly registry: Registry;
+  /** The streams every transport shares (its replay may be wrapped: tests of the resume hand-over). */
+  readonly hub: StreamHub;
   readonly store: SubscriptionStore;
   /** Ports actually bound (useful with port 0). */
   readonly port: number;
@@ -199,7 +201,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
     history.flush();
     return { delivered, id: history.lastId };
   };
-  hub.replay = history ? (user, after) => history.replay(user, after) : undefined;
+  hub.replay = history ? (user, after, budget) => history.replay(user, after, budget) : undefined;
   const metrics = metricsRegistry(() => ({ ...stats(), streams: registry.connections, latency, edges: [] }));
   const apiApp = apiRoutes(uws.App(), send, store, stats, {
     maxUserId,
@@ -235,6 +237,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
   return {
     router,
     registry,
+    hub,
     store,
     port,
     apiPort,

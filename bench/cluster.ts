@@ -110,7 +110,7 @@ async function single(dir: string, n: number, rates: number[]) {
   const db = join(dir, 'single.db');
   const hub = n + 1;
   subscribeAll(db, hub, n);
-  const server = await spawnServer(['--db', db]);
+  const server = await spawnServer(['--db', db, '--heartbeat', '0']); // the flood counts heartbeats as chunks
   const pid = server.child.pid!;
   const holder = hold(server.port, 1, n, 10_000);
   try {
@@ -132,7 +132,7 @@ async function cluster(dir: string, n: number, atSingle: number, rates: number[]
   const [hubAll, hubFirst] = [n + 1, n + 2];
   subscribeAll(db, hubAll, n);
   subscribeAll(db, hubFirst, atSingle);
-  const args = ['--db', db, ...BUS_ARGS[bus], ...(opts.batchMs === undefined ? [] : ['--batch-ms', String(opts.batchMs)]), ...(opts.edges ? ['--edges', String(opts.edges)] : ['--connections', String(n)]), '--log-level', 'warn'];
+  const args = ['--db', db, ...BUS_ARGS[bus], ...(opts.batchMs === undefined ? [] : ['--batch-ms', String(opts.batchMs)]), ...(opts.edges ? ['--edges', String(opts.edges)] : ['--connections', String(n)]), '--log-level', 'warn', '--heartbeat', '0'];
   const c = await spawnCluster(args);
   const edgePids = c.edges.map((e) => e.pid);
   let routerPid = c.pids['router-0'];

@@ -8,6 +8,7 @@
  *   npm run bench -- --connections 15000 --seconds 10
  *   npm run bench -- --unicast-only --unicast-rate 2000
  *   npm run bench -- --transport sse     (or ws; default chunked)
+ *   npm run bench -- --heartbeat 25 --idle-seconds 60   (what idle streams cost at that heartbeat: bytes/s and server CPU)
  */
 import autocannon from 'autocannon';
 import { fork, type ChildProcess } from 'node:child_process';
@@ -34,9 +35,12 @@ const opts = new Command('bench')
   .addOption(new Option('--unicast-rate <n>', 'sends/s to random single users in the latency test (0: skip it)').default(2000).argParser(Number))
   .option('--unicast-only', 'run only the unicast latency test')
   .addOption(new Option('--history-seconds <s>', "the server's --history-seconds (0: no history)").default(DEFAULTS.historySeconds).argParser(Number))
+  // Off by default: the send tests count every byte the streams receive, and wait until they stop.
+  .addOption(new Option('--heartbeat <s>', "the server's --heartbeat (with one, only the idle streams are measured)").default(0).argParser(Number))
+  .addOption(new Option('--idle-seconds <n>', 'hold the idle streams this long and report what they cost: bytes/s and server CPU (0: skip)').default(0).argParser(Number))
   .addOption(transportOption())
   .parse()
-  .opts<{ connections: number; fanout: number; friends: number; seconds: number; sources: number; unicastRate: number; unicastOnly?: boolean; historySeconds: number; transport: 'chunked' | 'sse' | 'ws' }>();
+  .opts<{ connections: number; fanout: number; friends: number; seconds: number; sources: number; unicastRate: number; unicastOnly?: boolean; historySeconds: number; heartbeat: number; idleSeconds: number; transport: 'chunked' | 'sse' | 'ws' }>();
 
 const HOST = '127.0.0.1';
 const MESSAGE = 'm'.repeat(31); // 32 bytes with its '\n'
@@ -120,7 +124,7 @@ async function sendTest(apiPort: number, server: ChildProcess, holder: Holder, p
  * the socket. The flood's own lag to read a chunk is reported apart.
  */
 async function unicast(dir: string) {
-  const server = await spawnServer(['--db', join(dir, 'unicast.db'), '--history-seconds', String(opts.historySeconds)]);
+  const server = await spawnServer(['--db', join(dir, 'unicast.db'), '--history-seconds', String(opts.historySeconds), '--heartbeat', '0']);
   const holder = hold(server.port, 1, opts.connections, 10_000, opts.transport);
   try {
     const opened = await holder.opened();
@@ -149,12 +153,26 @@ async function main() {
   }
 }
 
+/** What idle streams cost over --idle-seconds: the heartbeats written (their bytes as framed, before HTTP's chunk framing) and the server's CPU. */
+async function idleCost(apiPort: number, pid: number) {
+  const written = async () => Object.values(((await stats(apiPort)) as unknown as { transports: Record<string, { chunks: number; bytes: number }> }).transports).reduce((n, t) => ({ chunks: n.chunks + t.chunks, bytes: n.bytes + t.bytes }), { chunks: 0, bytes: 0 });
+  const [before, cpuBefore, start] = [await written(), cpuOf(pid), performance.now()];
+  await sleep(opts.idleSeconds * 1000);
+  const [after, cpuAfter, seconds] = [await written(), cpuOf(pid), (performance.now() - start) / 1000];
+  return {
+    seconds: +seconds.toFixed(1),
+    heartbeatsPerSecond: Math.round((after.chunks - before.chunks) / seconds),
+    bytesPerSecond: Math.round((after.bytes - before.bytes) / seconds),
+    serverCpuPercentOfCore: +((100 * (cpuAfter - cpuBefore)) / seconds).toFixed(2),
+  };
+}
+
 /** Memory and accept rate of idle streams, chunks/s of fan-out and random sends, and getSubscribers, on one server with Node-held streams. */
 async function throughput(dir: string) {
   const db = join(dir, 'bench.db');
   const n = opts.connections;
   const sources = Array.from({ length: opts.sources }, (_, i) => `127.0.1.${i + 1}`);
-  const server = await spawnServer(['--db', db, '--history-seconds', String(opts.historySeconds)]);
+  const server = await spawnServer(['--db', db, '--history-seconds', String(opts.historySeconds), '--heartbeat', String(opts.heartbeat)]);
   const holder = new Holder();
   try {
     // Warm up with a third of the connections, opened just like the rest: that grows
@@ -184,6 +202,11 @@ async function throughput(dir: string) {
       rssBytesPerConnectionRightAfterRampUp: Math.round((rssRampedUp - rssBefore) / accepted),
     };
     console.log('idle connections:', idle);
+    if (opts.idleSeconds > 0) console.log(`idle streams at --heartbeat ${opts.heartbeat}:`, await idleCost(server.apiPort, server.child.pid!));
+    if (opts.heartbeat > 0) {
+      await holder.request({ type: 'close' });
+      return { idle };
+    }
 
     const fanoutPairs: Pair[] = Array.from({ length: Math.min(opts.fanout, n - 1) }, (_, i) => [i + 2, 1]);
     await subscribe(server.apiPort, fanoutPairs);

@@ -414,6 +414,7 @@ export class Browser {
       this.open = true;
       return;
     }
+    if (line === '' || line.startsWith(' ')) return; // a heartbeat, or a line of a multi-line message (see NumberedStream)
     const [id, tag, from, seq, sentAt] = line.split(' ');
     if (id === 'lost') return void this.tally.lost++;
     this.lastId = id;

@@ -169,6 +169,7 @@ class Client {
       this.onFirstWelcome = undefined;
       return;
     }
+    if (line === '' || line.startsWith(' ')) return; // a heartbeat, or a line of a multi-line message (see NumberedStream)
     // `<id> m <sender> <seq> <sent at>`, or `lost <why>` at the start of a resumed stream.
     const [id, tag, , seq] = line.split(' ');
     if (id === 'lost') {

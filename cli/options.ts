@@ -33,7 +33,7 @@ export function streamOptions(command: Command): Command {
     .addOption(maxUserIdOption())
     .addOption(maxBacklogOption('unsent bytes per stream before it is closed as a slow consumer'))
     .addOption(new Option('--max-connections <n>', 'streams held at most, per process (default: open-file limit minus a reserve)').argParser(integer('max connections', 1)))
-    .addOption(new Option('--heartbeat <seconds>', 'write an empty line to every stream this often (a comment on SSE; uWS pings WebSockets), so that dead peers are found (0: never)').default(DEFAULTS.heartbeatSeconds).argParser(integer('heartbeat', 0)))
+    .addOption(new Option('--heartbeat <seconds>', 'write an empty line to every stream this often (a comment on SSE; uWS pings WebSockets), so that proxies keep idle streams and dead peers are found (0: never)').default(DEFAULTS.heartbeatSeconds).argParser(integer('heartbeat', 0)))
     .addOption(new Option('--max-streams-per-user <n>', 'streams one user may hold at once, per process (429 above)').default(DEFAULTS.maxStreamsPerUser).argParser(integer('max streams per user', 1)))
     .addOption(new Option('--content-type <type>', "stream content type: text (text/plain) or html (the original's text/html)").choices(['text', 'html']).default('text'))
     .addOption(new Option('--stream-secret <secret>', 'require a signed token (c1m token) on every stream: /test/<id>, /sse/<id>, /ws/<id>').env('C1M_STREAM_SECRET'))

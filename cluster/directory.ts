@@ -255,19 +255,11 @@ export class Directory {
    */
   private readonly replay = (message: BusMessage, replyTo: string | undefined): void => {
     if (message.t !== 'replay' || !replyTo) return;
-    const answer = this.options.history!.replay(message.user, message.after);
+    // The history reads only what the budget takes (the first message always: one fits a bus message, see maxChunkBytes).
+    const answer = this.options.history!.replay(message.user, message.after, Math.min(message.budget, this.bus.maxPayload - BATCH_OVERHEAD));
     this.flush();
     if (answer.lost) return this.bus.publish(replyTo, { t: 'replayed', ids: [], bodies: [], more: false, lost: answer.why });
-    const budget = Math.min(message.budget, this.bus.maxPayload - BATCH_OVERHEAD);
-    const [ids, bodies]: [number[], Uint8Array[]] = [[], []];
-    let bytes = 0;
-    for (const missed of answer.messages) {
-      bytes += missed.body.length + CHUNK_BYTES;
-      if (bytes > budget) break;
-      ids.push(missed.id);
-      bodies.push(missed.body);
-    }
-    this.bus.publish(replyTo, { t: 'replayed', ids, bodies, more: ids.length < answer.messages.length });
+    this.bus.publish(replyTo, { t: 'replayed', ids: answer.messages.map((m) => m.id), bodies: answer.messages.map((m) => m.body), more: answer.more });
   };
 
   /** False until learned() resolves: sends over the bus are refused meanwhile. */

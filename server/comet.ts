@@ -118,7 +118,7 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
       const admitted = admit(res, req, 'chunked', token(req), allowed);
       if (admitted === null) return;
       const { id, topics } = admitted;
-      const after = lastEventId(req.getQuery('lastEventId'));
+      const after = lastEventId(req.getQuery('lastEventId'), req.getHeader('last-event-id'));
       // Ids are opt-in here: without them the stream is byte for byte the original's.
       const stream = after !== undefined || req.getQuery('ids') === '1' ? new NumberedStream(res, hub, id, topics) : new CometStream(res, hub, id, topics);
       res.onAborted(stream.aborted.bind(stream)); // a bound method weighs less than a closure, per connection

@@ -21,8 +21,12 @@ export const DEFAULTS = {
   maxMessage: 64 * 1024,
   /** Streams one user may hold at once (tabs), per process. */
   maxStreamsPerUser: 16,
-  /** Seconds between heartbeat lines on every stream (0: none). */
-  heartbeatSeconds: 0,
+  /**
+   * Seconds between heartbeats on every stream (0: none): under the 30 s read
+   * timeout of many proxies and clients (60 s for nginx and AWS ALB), as
+   * Socket.IO's and Centrifugo's 25 s.
+   */
+  heartbeatSeconds: 25,
   /** Seconds every message is kept for streams that resume (0: no history, no message ids). */
   historySeconds: 120,
   /** And at most this many messages per sender. */

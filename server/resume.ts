@@ -13,18 +13,26 @@
  */
 import { NO_TOPICS, type Connection, type Registry } from '../router/registry.js';
 import { toChunk, type Chunk } from '../router/router.js';
-import type { Replay } from '../subsmanager/history.js';
+import { replayTakes, type Replay } from '../subsmanager/history.js';
 
 /** A history's answer, with `more` when a byte budget cut the messages short. */
 export type ReplayAnswer = Replay | { lost: false; messages: { id: number; body: Uint8Array }[]; more?: boolean };
 
-/** What `user` missed since `after`, at most about `budget` bytes of it: at once (this process's history), or later (a router's, over the bus). */
+/**
+ * What `user` missed since `after`, and of the `topics` its stream listens to, within about `budget` bytes (the first
+ * message always, see replayTakes): at once (this process's history), or later (a router's, over the bus).
+ */
 export type Replayer = (user: number, after: number, budget: number, topics: readonly string[]) => ReplayAnswer | Promise<ReplayAnswer>;
 
-/** A stream that can be resumed: it takes replayed messages, or is told at its start that its history is lost and why (for its client to refetch its state). */
-/** A stream that can resume: its write skips a message whose id is not above the last one it wrote (see CometStream.write). */
+/**
+ * A stream that can be resumed: it takes replayed messages (its write skips a message whose id is not above the last
+ * one it wrote, see CometStream.write), or is told at its start that its history is lost and why (for its client to
+ * refetch its state).
+ */
 export interface Resumable extends Connection {
   lost(why: string): void;
+  /** A chunk's bytes as this stream frames it: a replay's budget counts these. */
+  framedSize(chunk: Chunk): number;
   /** True once the stream has ended (its client went away, or it was closed). */
   readonly ended: boolean;
 }
@@ -36,9 +44,12 @@ export interface ResumeHub {
   schedule(stream: { flush(): void; write(chunk: Chunk): number }): void;
 }
 
-/** The last id a client saw, from its request; undefined for a fresh stream. Anything but digits is an id no store gave. */
+/**
+ * The last id a client saw, from its request; undefined for a fresh stream. Anything but digits is an id no store gave.
+ * The header first: an EventSource opened with ?lastEventId= keeps that URL and sends the newer id it saw as the header.
+ */
 export function lastEventId(query: string | undefined, header = ''): number | undefined {
-  const text = query || header;
+  const text = header || query || '';
   if (text === '') return undefined;
   return /^\d{1,16}$/.test(text) ? Number(text) : -1;
 }
@@ -78,8 +89,10 @@ function handOver(hub: ResumeHub, holder: Holder, stream: Resumable, reply: Repl
 
 /**
  * Writes an answer to a stream that is not logged in yet. False when the
- * replay did not fit the budget: the stream got the oldest part and must end,
- * so that its client comes back for the rest from the last id it got.
+ * replay did not fit the budget (as framed for this stream): the stream got
+ * the oldest part and must end, so that its client comes back for the rest
+ * from the last id it got. The first message is always written, alone if it
+ * is larger than the budget: every resume makes progress.
  */
 function write(stream: Resumable, answer: ReplayAnswer, budget: number): boolean {
   if (answer.lost) {
@@ -88,11 +101,14 @@ function write(stream: Resumable, answer: ReplayAnswer, budget: number): boolean
   }
   let bytes = 0;
   for (const message of answer.messages) {
-    bytes += message.body.length + 32;
-    if (bytes > budget) return false;
-    stream.write(toChunk(message.body, message.id));
+    const chunk = toChunk(message.body, message.id);
+    const size = stream.framedSize(chunk);
+    if (!replayTakes(bytes, size, budget)) return false;
+    stream.write(chunk);
+    bytes += size;
   }
-  return !('more' in answer && answer.more);
+  // A first message larger than the budget went alone: the stream ends after it rather than take live ones on top.
+  return !('more' in answer && answer.more) && bytes <= budget;
 }
 
 /** Ends a stream once the hub has flushed what it was given this turn (a replay that did not fit: its client comes back for the rest). */

@@ -103,6 +103,8 @@ export interface C1m {
   readonly router: Router;
   /** Who is connected here: the router's registry of local streams. */
   readonly registry: Registry;
+  /** The streams every transport shares (its replay may be wrapped: tests of the resume hand-over). */
+  readonly hub: StreamHub;
   readonly store: SubscriptionStore;
   /** Ports actually bound (useful with port 0). */
   readonly port: number;
@@ -203,7 +205,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
     history.flush();
     return { delivered, id: history.lastId };
   };
-  hub.replay = history ? (user, after, _budget, topics) => history.replay(user, after, topics) : undefined;
+  hub.replay = history ? (user, after, budget, topics) => history.replay(user, after, budget, topics) : undefined;
   const metrics = metricsRegistry(() => ({ ...stats(), streams: registry.connections, latency, edges: [] }));
   const apiApp = apiRoutes(uws.App(), send, store, stats, {
     maxUserId,
@@ -239,6 +241,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
   return {
     router,
     registry,
+    hub,
     store,
     port,
     apiPort,

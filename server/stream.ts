@@ -91,6 +91,8 @@ export class StreamHub {
   private readonly heartbeatTimer?: NodeJS.Timeout;
   /** Where the heartbeat round stands: it visits a slice of the streams per tick, never all in one event-loop turn. */
   private heartbeatRound?: Iterator<HubStream>;
+  /** When the next round may start (performance.now() ms): one heartbeat per stream per interval. */
+  private nextRoundAt: number;
 
   constructor(
     readonly registry: Registry,
@@ -98,28 +100,36 @@ export class StreamHub {
     /**
      * Seconds between heartbeats (0: none): an empty line written to every
      * chunked stream (a comment line on SSE; see sse.ts). An idle stream otherwise sends nothing, so a peer that vanished
-     * without FIN or RST would hold its slot forever; with data in flight the
-     * kernel gives up on it after its retransmission timeout (net.ipv4.tcp_retries2)
+     * without FIN or RST would hold its slot forever, and a proxy's read timeout cuts it; with data in flight the
+     * kernel gives up on a dead peer after its retransmission timeout (net.ipv4.tcp_retries2)
      * and the stream is logged out.
      */
     readonly heartbeatSeconds = 0,
   ) {
     this.streams = heartbeatSeconds > 0 ? new Set() : null;
+    this.nextRoundAt = performance.now() + heartbeatSeconds * 1000;
     if (heartbeatSeconds > 0) this.heartbeatTimer = setInterval(this.heartbeat, Math.min(HEARTBEAT_TICK_MS, heartbeatSeconds * 1000)).unref();
   }
 
   /**
    * One tick's slice of the round: a whole round in one turn would stall every
-   * send for as long as it takes to write to every stream.
+   * send for as long as it takes to write to every stream. A round takes at
+   * most the interval, and the next starts an interval after it began.
    */
   private readonly heartbeat = (): void => {
     const streams = this.streams!;
-    let n = Math.ceil((streams.size * HEARTBEAT_TICK_MS) / (this.heartbeatSeconds * 1000));
-    this.heartbeatRound ??= streams.values();
+    const interval = this.heartbeatSeconds * 1000;
+    if (this.heartbeatRound === undefined) {
+      const now = performance.now();
+      if (now < this.nextRoundAt) return;
+      this.nextRoundAt = now + interval;
+      this.heartbeatRound = streams.values();
+    }
+    let n = Math.ceil((streams.size * HEARTBEAT_TICK_MS) / interval);
     while (n-- > 0) {
       const next = this.heartbeatRound.next();
       if (next.done) {
-        this.heartbeatRound = undefined; // the next round starts at the next tick
+        this.heartbeatRound = undefined;
         return;
       }
       next.value.write(HEARTBEAT);
@@ -174,6 +184,15 @@ export function framedOnce(frame: (chunk: Buffer) => Buffer): (chunk: Buffer) =>
     return lastFrame!;
   };
 }
+
+/**
+ * The backlog rule of every transport: a stream whose unsent bytes would pass
+ * the backlog is a slow consumer, but a stream with nothing unsent takes one
+ * message whatever its size. A message's framing can exceed the backlog (SSE
+ * adds `data: ` to each line), and every message the API accepts must reach a
+ * reader that keeps up, or each resume would replay it and be cut again.
+ */
+export const overflows = (unsent: number, size: number, maxBacklog: number): boolean => unsent > 0 && unsent + size > maxBacklog;
 
 /** A heartbeat: one empty line, which line-splitting clients skip. Other transports recognise it by identity and frame their own. */
 export const HEARTBEAT = Buffer.from('\n');
@@ -290,14 +309,19 @@ export class CometStream implements Connection {
     return chunk;
   }
 
+  /** What a chunk weighs on this stream, as framed: what a replay's budget counts. */
+  framedSize(chunk: Chunk): number {
+    return this.frame(chunk).length;
+  }
+
   protected queue(chunk: Buffer): number {
     if (this.state >= CLOSING) return 0;
-    this.queued += chunk.length;
     // An open stream's `held` is stale until its next flush proves it (see flush()): count only what waits.
-    if (this.queued + (this.state === BLOCKED ? this.held : 0) > this.hub.maxBacklog) {
+    if (overflows(this.queued + (this.state === BLOCKED ? this.held : 0), chunk.length, this.hub.maxBacklog)) {
       this.closeSlow();
       return 0;
     }
+    this.queued += chunk.length;
     if (this.pending === null) {
       this.pending = chunk;
       if (this.state !== BLOCKED) this.hub.schedule(this);
@@ -333,6 +357,8 @@ export class CometStream implements Connection {
   private writePending(): void {
     const pending = this.pending;
     if (pending === null) return;
+    // One message on a stream that held nothing proven: what queue() admitted whole, whatever its size.
+    const alone = !Array.isArray(pending) && this.state === OPEN;
     const queued = this.queued;
     const counters = this.counters;
     counters.chunks += Array.isArray(pending) ? pending.length : 1;
@@ -369,7 +395,7 @@ export class CometStream implements Connection {
       // uWS may still hold everything it held before plus all of this flush.
       this.held += queued;
       this.state = BLOCKED;
-      if (this.held > this.hub.maxBacklog) this.closeSlow();
+      if (this.held > this.hub.maxBacklog && !alone) this.closeSlow();
     }
   }
 
@@ -421,6 +447,12 @@ export class CometStream implements Connection {
  * `/test/<id>?ids=1` (or `?lastEventId=`): the chunked stream with each
  * message's id before it, `<id> <message>\n`, for clients that resume over
  * chunked streams. Without it the stream is byte for byte the original's.
+ *
+ * A message may hold line breaks, and a line of its own must never read as
+ * another message's id: each CR or LF in a message is followed by a space, so
+ * every line after a message's first starts with one, which no id line
+ * (digits), `lost` line or heartbeat (empty) does, however a reader splits
+ * lines (LF, CR or CRLF). numberedMessages() undoes it.
  */
 export class NumberedStream extends CometStream {
   protected override frame(chunk: Chunk): Buffer {
@@ -428,4 +460,29 @@ export class NumberedStream extends CometStream {
   }
 }
 
-const numbered = framedOnce((chunk: Chunk) => Buffer.concat([Buffer.from(`${chunk.id} `), chunk]));
+const numbered = framedOnce((chunk: Chunk) => {
+  const message = chunk.subarray(0, chunk.length - 1);
+  const id = Buffer.from(`${chunk.id} `);
+  if (message.indexOf(LF) === -1 && message.indexOf(CR) === -1) return Buffer.concat([id, chunk]);
+  const framed = Buffer.allocUnsafe(id.length + 2 * message.length + 1);
+  let at = id.copy(framed);
+  for (const byte of message) {
+    framed[at++] = byte;
+    if (byte === LF || byte === CR) framed[at++] = CONTINUED;
+  }
+  framed[at++] = LF;
+  return framed.subarray(0, at);
+});
+const CR = 0x0d;
+const LF = 0x0a;
+const CONTINUED = 0x20;
+
+/** A numbered stream's lines (split at LF) back into messages: `<id> <message>`, `lost <why>` or '' (a heartbeat). */
+export function numberedMessages(lines: string[]): string[] {
+  const messages: string[] = [];
+  for (const line of lines) {
+    if (line.startsWith(' ') && messages.length > 0) messages[messages.length - 1] += `\n${line}`;
+    else messages.push(line);
+  }
+  return messages.map((message) => message.replace(/([\r\n]) /g, '$1'));
+}

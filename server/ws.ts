@@ -9,7 +9,7 @@ import { isUtf8 } from 'node:buffer';
 import { NO_TOPICS, type Connection } from '../router/registry.js';
 import type { Chunk } from '../router/router.js';
 import { resume } from './resume.js';
-import { framedOnce, type HubStream, type StreamHub } from './stream.js';
+import { framedOnce, overflows, type HubStream, type StreamHub } from './stream.js';
 import type { HttpRequest, HttpResponse, us_socket_context_t, WebSocket, WebSocketBehavior } from './uws.js';
 
 /** The largest client frame answered with a close frame (see wsBehavior). */
@@ -118,16 +118,21 @@ export class WsStream implements Connection, HubStream {
     return this.queue(framed(chunk));
   }
 
+  /** What a chunk weighs on this stream, as framed (see CometStream.framedSize). */
+  framedSize(chunk: Chunk): number {
+    return framed(chunk).length;
+  }
+
   private queue(frame: Buffer): number {
     if (this.state >= CLOSING) return 0;
-    this.queued += frame.length;
     // Only a blocked socket has bytes in uWS: the native call is skipped on the common path.
-    if (this.queued + (this.state === BLOCKED ? this.ws!.getBufferedAmount() : 0) > this.hub.maxBacklog) {
+    if (overflows(this.queued + (this.state === BLOCKED ? this.ws!.getBufferedAmount() : 0), frame.length, this.hub.maxBacklog)) {
       this.state = CLOSING;
       this.pending = null;
       this.hub.schedule(this); // closed from the flush: write() runs inside a router send
       return 0;
     }
+    this.queued += frame.length;
     if (this.pending === null) {
       this.pending = frame;
       this.hub.schedule(this);
@@ -144,6 +149,8 @@ export class WsStream implements Connection, HubStream {
     const pending = this.pending;
     if (this.state === CLOSED || pending === null) return;
     const ws = this.ws!;
+    // One message on a socket that held nothing: queue() admitted it whole, whatever its size.
+    const alone = !Array.isArray(pending) && this.state === OPEN;
     const counters = this.hub.transports.ws;
     counters.chunks += Array.isArray(pending) ? pending.length : 1;
     counters.bytes += this.queued;
@@ -157,7 +164,7 @@ export class WsStream implements Connection, HubStream {
     group.one = null;
     group.many = [];
     const buffered = ws.getBufferedAmount();
-    if (group.dropped || buffered > this.hub.maxBacklog) return this.cut();
+    if (group.dropped || (buffered > this.hub.maxBacklog && !alone)) return this.cut();
     this.state = buffered > 0 ? BLOCKED : OPEN;
   }
 
@@ -196,8 +203,7 @@ export class WsStream implements Connection, HubStream {
  * calls upgradeWs, or answers it with an error.
  */
 export function wsBehavior(hub: StreamHub, upgrade: (res: HttpResponse, req: HttpRequest, context: us_socket_context_t) => void): WebSocketBehavior<WsData> {
-  // uWS pings a socket silent for idleTimeout less 4 s and drops it 4 s later: about the chunked streams' --heartbeat.
-  const idleTimeout = hub.heartbeatSeconds > 0 ? Math.max(8, Math.ceil(hub.heartbeatSeconds) + 4) : 0;
+  const idleTimeout = hub.heartbeatSeconds > 0 ? wsIdleTimeout(hub.heartbeatSeconds) : 0;
   return {
     idleTimeout,
     sendPingsAutomatically: idleTimeout > 0,
@@ -213,6 +219,20 @@ export function wsBehavior(hub: StreamHub, upgrade: (res: HttpResponse, req: Htt
     drain: (ws) => ws.getUserData().stream.drained(),
     close: (ws) => ws.getUserData().stream.closed(),
   };
+}
+
+/**
+ * uWS's idleTimeout for pings at least every `heartbeatSeconds`. uWS pings a
+ * socket silent for idleTimeout less a margin (4, 8 or 16 s, larger for
+ * longer timeouts: WebSocketContextData's calculateIdleTimeoutCompnents) and
+ * drops it a margin after an unanswered ping; its timers tick every 4 s, so a
+ * wait of 4k s fires 4(k-1) to 4k s after it was set. Hence a ping wait of the
+ * heartbeat rounded down to a multiple of 4 (at least 4), plus the margin uWS
+ * will compute for the sum.
+ */
+export function wsIdleTimeout(heartbeatSeconds: number): number {
+  const ping = 4 * Math.max(1, Math.floor(heartbeatSeconds / 4));
+  return ping + (ping < 12 ? 4 : ping < 24 ? 8 : 16);
 }
 
 /** Completes the handshake for an admitted request. */

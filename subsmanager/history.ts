@@ -81,8 +81,20 @@ export interface Missed {
   body: Buffer;
 }
 
-/** What a resuming stream gets: what it missed, in id order, or why that cannot be known. */
-export type Replay = { lost: false; messages: Missed[] } | { lost: true; why: 'expired' | 'unknown' };
+/** What a resuming stream gets: what it missed, in id order (`more`: the budget cut it short), or why that cannot be known. */
+export type Replay = { lost: false; messages: Missed[]; more: boolean } | { lost: true; why: 'expired' | 'unknown' };
+
+/**
+ * The replay budget's one rule, for the history's read, the router's answer
+ * and a stream's replay: a message is taken while the bytes so far and its
+ * own stay within the budget, and the first always, whatever its size, so
+ * that every resume makes progress (a budget that refused it would end each
+ * resume with nothing, and its client would come back for the same again).
+ */
+export const replayTakes = (before: number, size: number, budget: number): boolean => before === 0 || before + size <= budget;
+
+/** What a replayed message weighs in the history's budget: its body, and about what its id and framing add. */
+export const REPLAY_MESSAGE_OVERHEAD = 32;
 
 export interface HistoryStats {
   term: number | null;
@@ -114,6 +126,8 @@ export class History {
   private flushScheduled = false;
   private readonly insert;
   private readonly since;
+  private readonly size;
+  private readonly body;
   private readonly floor;
   private readonly raiseFloor;
   private readonly pruneOld;
@@ -186,16 +200,20 @@ export class History {
     this.insert = db.prepare('INSERT INTO history (id, subject, at, body) VALUES (?, ?, ?, ?)');
     // Every message `user` would have received, by the subscriptions it holds now: its own and those of whom it hears,
     // and those of the topics its stream listens to (@topics, a JSON list) that it does not also subscribe to.
+    // Ids only, from the (subject, id) index alone, at most @limit: each row's size and body are read as a replay's
+    // budget takes them, so a resume from an old id costs about what it sends, not every message kept since.
     this.since = db.prepare(
-      `SELECT id, subject, body FROM history WHERE id > @after AND subject = @user
+      `SELECT id, subject FROM history WHERE id > @after AND subject = @user
        UNION ALL
-       SELECT h.id, h.subject, h.body FROM subscriptions_by_subscriber s JOIN history h ON h.subject = s.subscribee AND h.id > @after
+       SELECT h.id, h.subject FROM subscriptions_by_subscriber s JOIN history h ON h.subject = s.subscribee AND h.id > @after
        WHERE s.subscriber = @user AND s.subscribee != @user
        UNION ALL
-       SELECT id, subject, body FROM history WHERE id > @after AND subject IN (SELECT value FROM json_each(@topics))
+       SELECT id, subject FROM history WHERE id > @after AND subject IN (SELECT value FROM json_each(@topics))
          AND subject NOT IN (SELECT subscribee FROM subscriptions_by_subscriber WHERE subscriber = @user)
-       ORDER BY id`,
+       ORDER BY id LIMIT @limit`,
     );
+    this.size = db.prepare('SELECT length(body) FROM history WHERE id = ?').pluck(); // the row's header, not the blob's pages
+    this.body = db.prepare('SELECT body FROM history WHERE id = ?').pluck();
     this.floor = db.prepare(
       `SELECT max(through) FROM history_floor WHERE subject = ${EVERY_SUBJECT} OR subject = @user
          OR subject IN (SELECT subscribee FROM subscriptions_by_subscriber WHERE subscriber = @user)
@@ -297,24 +315,52 @@ export class History {
 
   /**
    * What `user` missed since message `after`, in id order, including messages
-   * of this turn not yet written, and those of the `topics` its stream listens
-   * to. Lost when pruning took some of it, or when `after` is an id this store
-   * never gave (another store, a wiped file).
+   * of this turn not yet written, and those of the `topics` its stream
+   * listens to, as much as `budget` bytes take (see replayTakes; each message
+   * weighs its body and REPLAY_MESSAGE_OVERHEAD), with `more` when some were
+   * left for the next resume (no budget: all of it). Lost when pruning took
+   * some of it, or when `after` is an id this store never gave (another
+   * store, a wiped file).
    */
-  replay(user: number, after: number, topics: readonly string[] = []): Replay {
+  replay(user: number, after: number, budget = Number.MAX_SAFE_INTEGER, topics: readonly string[] = []): Replay {
     this.resumes++;
     if (!Number.isSafeInteger(after) || after < 0 || after > this.lastId) return this.isLost('unknown');
     const listening = JSON.stringify(topics);
     if (((this.floor.get({ user, topics: listening }) as number | null) ?? 0) > after) return this.isLost('expired');
-    const messages = this.since.all({ after, user, topics: listening }) as Missed[];
-    // Pending rows are not in the file yet; their subjects are checked against the same subscriptions and topics.
-    if (this.pending.length > 0) {
+    const messages: Missed[] = [];
+    let bytes = 0;
+    /** Takes a message if the budget does; false once it does not. */
+    const take = (id: number, subject: Subject, size: number, body: () => Buffer): boolean => {
+      if (!replayTakes(bytes, size + REPLAY_MESSAGE_OVERHEAD, budget)) return false;
+      bytes += size + REPLAY_MESSAGE_OVERHEAD;
+      messages.push({ id, subject, body: body() });
+      return true;
+    };
+    // As many rows as the budget could take, and one more to know whether there is more.
+    const limit = Math.floor(budget / (REPLAY_MESSAGE_OVERHEAD + 1)) + 2;
+    let rows = 0;
+    let more = false;
+    for (const { id, subject } of this.since.iterate({ after, user, limit, topics: listening }) as Iterable<{ id: number; subject: Subject }>) {
+      rows++;
+      if (!take(id, subject, this.size.get(id) as number, () => this.body.get(id) as Buffer)) {
+        more = true;
+        break;
+      }
+    }
+    // Pending rows are not in the file yet, and come after every row there; their subjects are checked against the same subscriptions and topics.
+    if (!more && rows < limit && this.pending.length > 0) {
       const hears = new Set([...(this.hears.all(user) as Subject[]), ...topics]);
       hears.add(user);
-      for (const [id, subject, , body] of this.pending) if (id > after && hears.has(subject)) messages.push({ id, subject, body: Buffer.from(body) });
+      for (const [id, subject, , body] of this.pending) {
+        if (id <= after || !hears.has(subject)) continue;
+        if (!take(id, subject, body.length, () => Buffer.from(body))) {
+          more = true;
+          break;
+        }
+      }
     }
     this.replayed += messages.length;
-    return { lost: false, messages };
+    return { lost: false, messages, more: more || rows === limit };
   }
 
   /** Writes what waits now: before a backend is told its send was taken, at shutdown. */

@@ -9,6 +9,7 @@ import { afterAll, vi, type TestContext } from 'vitest';
 import { start, type C1mOptions } from '../index.js';
 import { spawnC1m, stopChild } from '../cluster/supervisor.js';
 import { spawnServer as spawnServerProcess } from '../loadgen/server-process.js';
+import { numberedMessages } from '../server/stream.js';
 
 /** Servers started by this test file; whatever an assertion left running is killed when the file ends. */
 const servers = new Set<ChildProcess>();
@@ -241,11 +242,11 @@ export class WsClient {
 
 export type Transport = 'chunked' | 'sse' | 'ws';
 
-/** What a client received after its welcome, as `<id> <message>` or `lost <why>`, whatever its transport's framing (ids on). */
+/** What a client received after its welcome, as `<id> <message>` or `lost <why>`, whatever its transport's framing (ids on); heartbeats skipped. */
 export function received(client: StreamClient | SseClient | WsClient): string[] {
   if ('events' in client) return client.events.slice(1).map((e) => (e.event === 'lost' ? `lost ${e.data}` : `${e.id} ${e.data}`));
   if ('frames' in client) return client.frames.slice(1).map((f) => (f.header === 'lost' ? `lost ${f.payload}` : `${f.header.replace('message id=', '')} ${f.payload}`));
-  return client.lines.slice(1);
+  return numberedMessages(client.lines.slice(1)).filter((message) => message !== '');
 }
 
 /** A client of any transport, opened and welcomed (or refused): `messages` are what it received after the welcome. */

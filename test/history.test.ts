@@ -74,7 +74,7 @@ it('prunes by age and by count per subject; a resume from before what was pruned
   history.prune(Date.now() + 61_000);
   expect(store.db.prepare('SELECT count(*) FROM history').pluck().get()).toBe(0);
   expect(history.replay(1, quiet - 1)).toEqual({ lost: true, why: 'expired' });
-  expect(history.replay(1, quiet)).toEqual({ lost: false, messages: [] });
+  expect(history.replay(1, quiet)).toEqual({ lost: false, messages: [], more: false });
 });
 
 it('keeps ids and messages across a reopen of the file, and never gives an id twice', async () => {

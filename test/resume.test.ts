@@ -5,9 +5,11 @@
  * this store never gave, is told so first; and a server killed with kill -9
  * and restarted on the same store still has what it had accepted.
  */
+import http from 'node:http';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { C1m, SqliteStore } from '../index.js';
+import { numberedMessages } from '../server/stream.js';
 import { api, openStream, received, runCli, spawnServer, startServer, stopChild, tempDir, waitFor, type SseClient, type StreamClient, type Transport, type WsClient } from './helpers.js';
 
 let c1m: C1m | undefined;
@@ -23,6 +25,13 @@ async function open(transport: Transport, port: number, id: number, query = '') 
   const client = await openStream(transport, port, id, query);
   clients.push(client);
   return client;
+}
+
+/** A promise and what resolves it (Node 20 has no Promise.withResolvers). */
+function gate() {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
 }
 
 /** The id an API send got, and its text, as a resumed client shows it. */
@@ -45,12 +54,41 @@ for (const transport of ['chunked', 'sse', 'ws'] as const) {
       expect(received(first)).toEqual([seen]);
       first.close();
       await waitFor(() => !c1m!.registry.isConnected(1), 'the close');
-      const missed = [await send(c1m.apiPort, 1, 'missed one'), await send(c1m.apiPort, 3, 'not for 1'), await send(c1m.apiPort, 2, transport === 'chunked' ? 'missed two' : 'missed\ntwo')];
+      const missed = [await send(c1m.apiPort, 1, 'missed one'), await send(c1m.apiPort, 3, 'not for 1'), await send(c1m.apiPort, 2, 'missed\ntwo')];
       const resumed = await open(transport, c1m.port, 1, `?lastEventId=${seen.split(' ')[0]}`);
       const live = await send(c1m.apiPort, 2, 'live');
       await waitFor(() => received(resumed).length === 3, 'the replay and the live message');
       expect(received(resumed)).toEqual([missed[0], missed[2], live]);
       expect(c1m.stats().history).toMatchObject({ resumes: 1, replayed: 2, lost: 0 });
+    });
+
+    it('hands over with the held live messages overlapping the replay: each once, in order', async () => {
+      c1m = await startServer();
+      const server = c1m;
+      const from = Number((await send(server.apiPort, 1, 'start')).split(' ')[0]);
+      // The replay is read after 'one' reached the holder live, and answered after 'two' did: 'one' is in both.
+      const replay = server.hub.replay!;
+      const gates = [gate(), gate()];
+      let asked = false;
+      let read = false;
+      server.hub.replay = async (user, after, budget, topics) => {
+        asked = true;
+        await gates[0].promise;
+        const answer = replay(user, after, budget, topics);
+        read = true;
+        await gates[1].promise;
+        return answer;
+      };
+      const client = await open(transport, server.port, 1, `?lastEventId=${from}`);
+      await waitFor(() => asked, 'the replay asked for');
+      const one = await send(server.apiPort, 1, 'one');
+      gates[0].resolve();
+      await waitFor(() => read, 'the replay read');
+      const two = await send(server.apiPort, 1, 'two');
+      gates[1].resolve();
+      const three = await send(server.apiPort, 1, 'three');
+      await waitFor(() => received(client).includes(three), 'the live message after the hand-over');
+      expect(received(client)).toEqual([one, two, three]);
     });
 
     it('tells a client with an id this store never gave, or one from before its history, that its history is lost; then live', async () => {
@@ -67,6 +105,24 @@ for (const transport of ['chunked', 'sse', 'ws'] as const) {
     });
   });
 }
+
+it('resumes /test/<id> and /sse/<id> from the Last-Event-ID header, as an EventSource sends it', async () => {
+  c1m = await startServer();
+  const seen = await send(c1m.apiPort, 1, 'seen');
+  const missed = await send(c1m.apiPort, 1, 'missed\nby both');
+  for (const path of ['/test/1', '/sse/1']) {
+    let body = '';
+    const req = http.get({ host: '127.0.0.1', port: c1m.port, path, headers: { 'Last-Event-ID': seen.split(' ')[0] }, agent: false }, (res) => {
+      res.setEncoding('utf8');
+      res.on('data', (text: string) => (body += text));
+    });
+    clients.push({ close: () => req.destroy() } as StreamClient);
+    const id = missed.split(' ')[0];
+    const expected = path === '/sse/1' ? `id: ${id}\ndata: missed\ndata: by both\n\n` : `${id} missed\n by both\n`;
+    await waitFor(() => body.endsWith(expected), `the replay on ${path}`);
+    expect(path === '/sse/1' ? body : numberedMessages(body.split('\n').slice(1, -1))).toEqual(path === '/sse/1' ? expect.stringContaining(expected) : [missed]);
+  }
+});
 
 it('tells a client away longer than the history that it is lost', async () => {
   c1m = await startServer({ historySeconds: 1 });

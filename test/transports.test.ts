@@ -7,7 +7,7 @@ import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { C1m } from '../index.js';
 import { mintStreamToken } from '../server/auth.js';
-import { api, openStream, SseClient, startServer, waitFor, WsClient, type Transport } from './helpers.js';
+import { api, openStream, SseClient, startServer, waitFor, WsClient, type StreamClient, type Transport } from './helpers.js';
 
 let c1m: C1m;
 const clients: { close(): void }[] = [];
@@ -117,6 +117,41 @@ describe('/ws/<id>', () => {
     c1m = await startServer({ heartbeatSeconds: 1 }); // uWS: idle timeout 8 s, a ping after 4 s of silence
     const client = (await open('ws', 3)) as WsClient;
     await waitFor(() => client.pings >= 1, 'a ping', 10_000);
+    expect(client.ended).toBe(false);
+  });
+});
+
+describe('heartbeats', () => {
+  it('--heartbeat 1 writes one heartbeat per second to each chunked and SSE stream, however few streams there are', async () => {
+    c1m = await startServer({ heartbeatSeconds: 1 });
+    const chunked = (await open('chunked', 1)) as StreamClient;
+    const sse = (await open('sse', 2)) as SseClient;
+    // A condition to wait for, not a sleep: a sentinel sent after 3.5 s on each stream.
+    const start = performance.now();
+    await waitFor(() => performance.now() - start > 3500, '3.5 s', 10_000);
+    await api(c1m.apiPort, 'POST', '/send/1', 'end');
+    await api(c1m.apiPort, 'POST', '/send/2', 'end');
+    await waitFor(() => chunked.messages.includes('end') && sse.messages.includes('end'), 'the sentinels');
+    const beats = [chunked.messages.filter((m) => m === '').length, sse.comments];
+    // One a second: 3 or so in 3.5 s (a round every 100 ms, as before the fix, made 17 or more).
+    for (const n of beats) expect(n).toBeGreaterThanOrEqual(2), expect(n).toBeLessThanOrEqual(5);
+  });
+
+  it('--heartbeat 5 pings a WebSocket at least every 5 s', async () => {
+    c1m = await startServer({ heartbeatSeconds: 5 });
+    const client = (await open('ws', 3)) as WsClient;
+    const times = [performance.now()];
+    let pings = 0;
+    await waitFor(
+      () => {
+        if (client.pings > pings) (pings = client.pings), times.push(performance.now());
+        return pings >= 3;
+      },
+      'three pings',
+      20_000,
+    );
+    const gaps = times.slice(1).map((t, i) => t - times[i]);
+    expect(Math.max(...gaps)).toBeLessThanOrEqual(5000);
     expect(client.ended).toBe(false);
   });
 });

@@ -76,10 +76,15 @@ program
   .argument('<id>', 'user id', integer('user', 1))
   .addOption(new Option('--stream-secret <secret>', 'the secret the server was given').env('C1M_STREAM_SECRET').makeOptionMandatory())
   .addOption(new Option('--ttl <seconds>', 'lifetime of the token').default(3600).argParser(integer('ttl', 1)))
-  .action(async (id: number, opts) => {
+  .option('--topics <list>', 'topics the stream may also listen to, comma-separated: kind:id, or kind:* for any of a kind')
+  .action(async (id: number, opts, command: Command) => {
     const { checkStreamSecret, mintStreamToken } = await import('../server/auth.js');
     checkStreamSecret(opts.streamSecret);
-    console.log(mintStreamToken(opts.streamSecret, id, opts.ttl));
+    try {
+      console.log(mintStreamToken(opts.streamSecret, id, opts.ttl, Date.now(), opts.topics ? opts.topics.split(',') : []));
+    } catch (err) {
+      command.error(`error: ${(err as Error).message}`);
+    }
   });
 
 const subs = program.command('subs').description('read and change subscriptions in the store directly (safe while a server runs)');

@@ -43,10 +43,8 @@ export function checkStreamToken(secret: string, id: number, token: string, now 
   return null;
 }
 
-const isScopeEntry = (entry: string): boolean => {
-  if (entry.endsWith(':*')) return isTopic(`${entry.slice(0, -1)}x`);
-  return isTopic(entry);
-};
+/** A topic, or `kind:*`: every topic of a kind, a valid one when `kind:x` is a topic. */
+const isScopeEntry = (entry: string): boolean => isTopic(entry.endsWith(':*') ? `${entry.slice(0, -1)}x` : entry);
 
 const isTopic = (text: string): boolean => {
   try {

@@ -309,7 +309,10 @@ describe('topics a stream listens to while open', () => {
     expect(() => mintStreamToken(secret, 5, 600, Date.now(), ['photo'])).toThrow(/not "photo"/);
     const backend = new C1mClient({ url: `http://127.0.0.1:${c1m.apiPort}`, streamSecret: secret });
     expect((await open(`?token=${backend.streamToken(5, 600, ['group:42'])}&topics=group:42`)).status).toBe(200);
-    await waitFor(() => c1m!.registry.listenersOf('group:42') === 1, 'the listener');
+    const minted = await runCli(['token', '5', '--topics', 'group:*,match:7'], { env: { C1M_STREAM_SECRET: secret } });
+    expect((await open(`?token=${minted.stdout.trim()}&topics=group:1,match:7`)).status).toBe(200);
+    expect((await runCli(['token', '5', '--topics', 'group'], { env: { C1M_STREAM_SECRET: secret } })).stderr).toMatch(/a token's topics are kind:id or kind:\*, not "group"/);
+    await waitFor(() => c1m!.registry.listenersOf('group:42') === 1 && c1m!.registry.listenersOf('group:1') === 1, 'the listeners');
     expect(c1m.stats().authFailures).toBe(3);
   });
 

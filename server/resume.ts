@@ -62,7 +62,7 @@ export function resume(hub: ResumeHub, stream: Resumable, after: number | undefi
   const budget = hub.maxBacklog / 2;
   // The holder is logged in before the replay is asked for: an edge sends its pending logins with the request,
   // so the router hears this one before it reads the replay, and what it numbers after that read reaches the holder.
-  const holder = new Holder(stream.user);
+  const holder = new Holder(stream.user, stream.topics);
   hub.registry.login(holder);
   const answer = hub.replay ? hub.replay(stream.user, after, budget, stream.topics ?? NO_TOPICS) : UNKNOWN;
   if (!(answer instanceof Promise)) return handOver(hub, holder, stream, answer, budget);
@@ -120,7 +120,11 @@ function endAfterFlush(hub: ResumeHub, stream: { close(): void }): void {
 class Holder implements Connection {
   readonly held: Chunk[] = [];
   closed = false;
-  constructor(readonly user: number) {}
+  constructor(
+    readonly user: number,
+    /** The stream's topics: what is sent to them meanwhile is held too (an edge reports them with the login). */
+    readonly topics?: readonly string[],
+  ) {}
   write(chunk: Chunk): number {
     this.held.push(chunk);
     return 1;

@@ -260,6 +260,31 @@ describe('topics a stream listens to while open', () => {
     });
   }
 
+  it("a topic's message sent while a resuming stream's replay is on its way reaches it once, after the replay: the holder listens to its topics", async () => {
+    c1m = await startServer();
+    const server = c1m;
+    const sent = async (text: string) => `${(await api(server.apiPort, 'POST', '/send/photo:1', text)).json.id} ${text}`;
+    const from = (await sent('start')).split(' ')[0];
+    const replay = server.hub.replay!;
+    let read = false;
+    let answer!: () => void;
+    const answered = new Promise<void>((resolve) => (answer = resolve));
+    server.hub.replay = async (user, after, budget, topics) => {
+      const missed = replay(user, after, budget, topics);
+      read = true;
+      await answered;
+      return missed;
+    };
+    const client = await openStream('sse', server.port, 1, `?lastEventId=${from}&topics=photo:1`);
+    clients.push(client);
+    await waitFor(() => read, 'the replay read');
+    const during = await sent('during');
+    answer();
+    const after = await sent('after');
+    await waitFor(() => received(client).includes(after), 'the message after the hand-over');
+    expect(received(client)).toEqual([during, after]);
+  });
+
   it('a stream that listens to a topic its user also subscribes to gets each message once, without ids too', async () => {
     c1m = await startServer({ historySeconds: 0 });
     c1m.store.addSubscriptions([[3, 'photo:789']]);

@@ -4,6 +4,8 @@
  * touches sockets: a connection is anything that accepts a chunk.
  */
 
+import type { Subject } from '../subsmanager/subjects.js';
+
 /** What the registry needs from a connection. The server owns the socket behind it. */
 export interface Connection {
   /** The user this connection belongs to; fixed for its lifetime. */
@@ -22,10 +24,10 @@ export interface Connection {
 /** A stream's topics when it listens to none: one shared array, so that every stream has the same shape. */
 export const NO_TOPICS: readonly string[] = Object.freeze([]);
 
-/** Told of every login and logout, in order (an edge reports them to the routers). */
+/** Told of every login and logout, in order (an edge reports them to the routers): a stream's user, then each topic it listens to. */
 export interface PresenceObserver {
-  login(user: number): void;
-  logout(user: number): void;
+  login(subject: Subject): void;
+  logout(subject: Subject): void;
 }
 
 export class Registry {
@@ -128,17 +130,33 @@ export class Registry {
     return held === undefined ? 0 : held instanceof Set ? held.size : 1;
   }
 
-  private listen(topic: string, conn: Connection): void {
+  /** Adds `conn` to `topic`'s listeners: a stream's topics at its login, or a router's stand-in for an edge's listeners of it. */
+  listen(topic: string, conn: Connection): void {
     const held = this.byTopic.get(topic);
+    if (held === conn || (held instanceof Set && held.has(conn))) return;
     if (held === undefined) this.byTopic.set(topic, conn);
     else if (held instanceof Set) held.add(conn);
-    else if (held !== conn) this.byTopic.set(topic, new Set([held, conn]));
+    else this.byTopic.set(topic, new Set([held, conn]));
+    this.observer?.login(topic);
   }
 
-  private unlisten(topic: string, conn: Connection): void {
+  unlisten(topic: string, conn: Connection): void {
     const held = this.byTopic.get(topic);
     if (held === conn) this.byTopic.delete(topic);
-    else if (held instanceof Set && held.delete(conn) && held.size === 0) this.byTopic.delete(topic);
+    else if (held instanceof Set && held.delete(conn)) {
+      if (held.size === 0) this.byTopic.delete(topic);
+    } else return;
+    this.observer?.logout(topic);
+  }
+
+  /** The topic of every listening connection, one entry per connection and topic (beside everyConnectionUser in an edge's state). */
+  everyListeningTopic(): string[] {
+    const topics: string[] = [];
+    for (const [topic, held] of this.byTopic) {
+      if (held instanceof Set) for (let i = 0; i < held.size; i++) topics.push(topic);
+      else topics.push(topic);
+    }
+    return topics;
   }
 
   /** The user of every connection, one entry per connection (an edge's full state for a router). */

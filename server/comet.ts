@@ -24,8 +24,6 @@ export interface CometOptions {
   streamSecret?: string;
   /** Other sites whose pages may use the streams and /c1m.js (CORS, WebSocket Origin): origins, or '*'. See originCheck. */
   allowOrigin?: readonly string[];
-  /** Why streams here may not listen to topics (?topics=), or undefined where they may: a cluster's edges do not report them to the routers yet. */
-  noTopics?: string;
 }
 
 /** Topics one stream may listen to: its registry entries and the history's replay grow with them. */
@@ -98,7 +96,6 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
     if (id > options.maxUserId) return refuse(404, `no stream for user id ${id}: this server's ids go up to ${options.maxUserId}`);
     const topics = parseTopics(req.getQuery('topics') ?? '');
     if (!Array.isArray(topics)) return refuse(400, topics.refused);
-    if (topics.length > 0 && options.noTopics !== undefined) return refuse(400, options.noTopics);
     if (secret !== undefined) {
       const refused = token === '' ? 'this stream needs ?token=<token for this id> (or Authorization: Bearer <token>)' : checkStreamToken(secret, id, token, Date.now(), topics);
       if (refused !== null) {

@@ -8,7 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
-import { api, openStream, received, stopChild, tempDir, waitFor, type StreamClient, type Transport } from './helpers.js';
+import { api, openStream, received, stopChild, tempDir, waitFor, type Transport } from './helpers.js';
 
 let cluster: ClusterProcess;
 const clients: { close(): void }[] = [];
@@ -138,15 +138,62 @@ it('a router killed with kill -9 comes back with its history: a client resumes a
   back.close();
 });
 
+describe.each(['chunked', 'sse', 'ws'] as const)('topics a stream listens to over %s on a 3-edge cluster', (transport) => {
+  const user = { chunked: 81, sse: 82, ws: 83 }[transport];
+  const topic = `match:${user}`;
+  const ids = transport === 'chunked' ? '?ids=1&' : '?';
+
+  it('reach the stream on whichever edge holds it, once beside a lasting subscription, gone with it, and resume across a kill -9 of its edge', async () => {
+    // The user also subscribes to a second topic it listens to: each message once all the same.
+    const both = `photo:${user}`;
+    expect((await api(cluster.apiPort, 'POST', '/subscriptions', JSON.stringify([[user, both]]))).json).toEqual({ added: 1 });
+    const first = await open(transport, user, `${ids}topics=${topic},${both}`);
+    await streamsKnown(1);
+    // Listeners reach the router with the edge's presence, a little after the login it may already have counted.
+    await vi.waitFor(async () => expect((await api(cluster.apiPort, 'POST', `/send/${topic}`, 'probe')).json.delivered).toBe(1), { timeout: 10_000, interval: 100 });
+    // The router counts the stream twice here (the listener and the subscriber, it cannot tell they are one); the edge writes it once.
+    const seen = await send(both, 'a comment', 2);
+    await waitFor(() => received(first).includes(seen), 'the comment');
+    expect(received(first).filter((m) => m.endsWith(' a comment'))).toEqual([seen]);
+    expect(await send(`match:0`, 'not for it', 0)).toMatch(/ not for it$/);
+
+    let killed: { id: string; pid: number; streams: number }[] = [];
+    await vi.waitFor(
+      async () => {
+        killed = (await stats()).edges.filter((e) => e.streams > 0);
+        expect(killed.map((e) => e.streams)).toEqual([1]);
+      },
+      { timeout: 10_000, interval: 100 },
+    );
+    process.kill(killed[0].pid, 'SIGKILL');
+    const whileAway = [await send(topic, 'while its edge was down'), await send(both, 'and to the photo'), await send(user, 'and to the user')];
+    await vi.waitFor(
+      async () => {
+        const edge = (await stats()).edges.find((e) => e.id === killed[0].id);
+        expect(edge).toMatchObject({ state: 'up' });
+        expect(edge!.pid).not.toBe(killed[0].pid);
+      },
+      { timeout: 15_000, interval: 100 },
+    );
+    await streamsKnown(0);
+    expect(await send(topic, 'to nobody', 0)).toMatch(/ to nobody$/);
+    const back = await open(transport, user, `?lastEventId=${seen.split(' ')[0]}&topics=${topic},${both}`);
+    await streamsKnown(1);
+    await vi.waitFor(async () => expect((await api(cluster.apiPort, 'POST', `/send/${topic}`, 'after')).json.delivered).toBe(1), { timeout: 10_000, interval: 100 });
+    await waitFor(() => received(back).some((m) => m.endsWith(' after')), 'the message after', 10_000);
+    const got = received(back);
+    const nobody = got.find((m) => m.endsWith(' to nobody'))!;
+    // Every message sent since, once each, in id order: the three while away, the one to nobody (kept: it listens now), then the live ones.
+    expect(got.slice(0, 4)).toEqual([...whileAway, nobody]);
+    expect(got.slice(4).every((m) => m.endsWith(' after'))).toBe(true);
+    expect(new Set(got).size).toBe(got.length);
+    back.close();
+    await streamsKnown(0);
+  });
+});
+
 it('tells a client whose id the history never gave that it is lost, through an edge', async () => {
   const client = await open('sse', 41, '?lastEventId=12');
   await waitFor(() => received(client).length === 1, 'lost');
   expect(received(client)).toEqual(['lost expired']);
-});
-
-it("refuses ?topics= on an edge, saying why, until edges report topics to the routers", async () => {
-  const client = await open('chunked', 71, '?topics=photo:789');
-  await waitFor(() => client.ended, 'the refusal');
-  expect((client as StreamClient).status).toBe(400);
-  expect((client as StreamClient).lines.join('\n')).toMatch(/a cluster's edges do not serve \?topics= yet/);
 });

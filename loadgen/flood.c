@@ -125,7 +125,7 @@ static volatile sig_atomic_t stop;
 static int read_every_ms, transport, reconnect;
 static uint64_t t0_us;
 static uint64_t waiting, reconnects;
-static uint64_t attempted, connected, open_now, welcomed, closed, failed, inflight, chunks, chunk_bytes, bytes, messages;
+static uint64_t attempted, connected, open_now, welcomed, closed, failed, inflight, chunks, chunk_bytes, heartbeats, bytes, messages;
 static uint64_t errors[E_KINDS];
 static uint64_t ramp_us, ramp_cpu_us, held; /* held: streams open when told to stop */
 
@@ -179,9 +179,9 @@ static void report(void) {
   emit_hist('w', hist_welcome);
   emit_hist('d', hist_delivery);
   emit_hist('l', hist_lag);
-  printf("S attempted=%lu connected=%lu open=%lu welcomed=%lu closed=%lu failed=%lu inflight=%lu chunks=%lu chunk_bytes=%lu bytes=%lu messages=%lu"
+  printf("S attempted=%lu connected=%lu open=%lu welcomed=%lu closed=%lu failed=%lu inflight=%lu chunks=%lu chunk_bytes=%lu heartbeats=%lu bytes=%lu messages=%lu"
          " welcome_max_us=%lu delivery_max_us=%lu read_lag_max_us=%lu ramp_us=%lu ramp_cpu_us=%lu cpu_us=%lu rss_kb=%lu held=%lu reconnects=%lu",
-         attempted, connected, open_now, welcomed, closed, failed, inflight, chunks, chunk_bytes, bytes, messages, max_welcome, max_delivery, max_lag,
+         attempted, connected, open_now, welcomed, closed, failed, inflight, chunks, chunk_bytes, heartbeats, bytes, messages, max_welcome, max_delivery, max_lag,
          ramp_us, ramp_cpu_us, cpu_us(), rss_kb(), held, reconnects);
   for (int k = 0; k < E_KINDS; k++)
     if (errors[k]) printf(" err_%s=%lu", kind_names[k], errors[k]);
@@ -354,6 +354,8 @@ static void message_started(struct conn *c) {
     welcomed++;
     inflight--;
     record(hist_welcome, &max_welcome, clock_us(CLOCK_MONOTONIC) - c->started_us);
+  } else if ((transport == CHUNKED && c->n == 1) || (transport == SSE && c->n == 2)) {
+    heartbeats++; /* "\n" (":\n" on SSE): a message is at least one byte and its "\n", an event at least "data: " */
   } else {
     chunks++;
     chunk_bytes += c->n;

@@ -90,8 +90,10 @@ export interface FloodTotals {
   failed: number;
   /** Message chunks, or WebSocket frames (the welcome is not one, as in the server's /stats). */
   chunks: number;
-  /** Data bytes of those chunks (the server's /stats `bytes`). */
+  /** Data bytes of those chunks. */
   chunkBytes: number;
+  /** Heartbeats received (chunked and SSE; WebSocket pings are not counted): not in `chunks`, which the server's /stats counts them in. */
+  heartbeats: number;
   /** Everything read from the sockets: headers, welcome, chunk framing. */
   bytes: number;
   /** Chunk lines that began with t=<send time>. */
@@ -299,6 +301,7 @@ export async function runFlood(options: FloodOptions): Promise<FloodSummary> {
       failed: sum('failed'),
       chunks: sum('chunks'),
       chunkBytes: sum('chunk_bytes'),
+      heartbeats: sum('heartbeats'),
       bytes: sum('bytes'),
       messages: sum('messages'),
       reconnects: sum('reconnects'),

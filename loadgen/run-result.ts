@@ -17,6 +17,8 @@ export interface RunOptions {
   /** The router's message history (c1m cluster --history-seconds, --history-per-subject; 0 seconds: none). */
   historySeconds: number;
   historyPerSubject: number;
+  /** Seconds between heartbeats on every stream (c1m cluster --heartbeat; 0: none); default: the cluster's. */
+  heartbeat?: number;
   /** Source addresses of the flood, as `c1m loadgen flood --src`. */
   src: string;
   ports: [number, number];
@@ -84,6 +86,8 @@ export interface Sample {
   /** Message chunks the flood received, in all. */
   chunks: number;
   chunksPerSecond: number;
+  /** Heartbeats the flood received, in all (not in `chunks`). */
+  heartbeats: number;
   /** Sends the router handled, in all, and per second. */
   sends: number | null;
   sendsPerSecond: number;

@@ -135,6 +135,7 @@ class Sampler {
       failed: this.floodTotals?.failed ?? 0,
       chunks: this.floodTotals?.chunks ?? 0,
       chunksPerSecond: 0,
+      heartbeats: this.floodTotals?.heartbeats ?? 0,
       sends: stats?.sends ?? null,
       sendsPerSecond: 0,
       processes: emptyRoles(),
@@ -315,7 +316,7 @@ export async function runC1m(options: RunOptions): Promise<RunResult & { dir: st
     hardStop = setTimeout(() => abort.abort(new Error(`hard stop after ${maxSeconds} s`)), maxSeconds * 1000);
     enter('start');
     const sizing = o.edges ? ['--edges', String(o.edges)] : ['--connections', String(o.connections)];
-    cluster = await spawnCluster(['--db', o.db, '--max-user-id', String(Math.max(o.users, o.connections)), ...(o.batchMs === undefined ? [] : ['--batch-ms', String(o.batchMs)]), '--history-seconds', String(o.historySeconds), '--history-per-subject', String(o.historyPerSubject), ...sizing], {}, 180_000);
+    cluster = await spawnCluster(['--db', o.db, '--max-user-id', String(Math.max(o.users, o.connections)), ...(o.batchMs === undefined ? [] : ['--batch-ms', String(o.batchMs)]), '--history-seconds', String(o.historySeconds), '--history-per-subject', String(o.historyPerSubject), ...(o.heartbeat === undefined ? [] : ['--heartbeat', String(o.heartbeat)]), ...sizing], {}, 180_000);
     sampler.cluster = cluster;
     const capacity = cluster.edges.reduce((n, e) => n + e.capacity, 0);
     result.cluster = { edges: cluster.edges.length, capacity, port: cluster.port, apiPort: cluster.apiPort, nats: cluster.nats, startSeconds: now() - result.phases[0].start, restarts: 0 };

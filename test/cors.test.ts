@@ -69,7 +69,7 @@ const IN_PAGE = `async (base) => {
     })),
     fetch: await outcome(firstChunk()),
     // A header of its own makes it preflighted (OPTIONS first); credentials need Access-Control-Allow-Credentials.
-    preflighted: await outcome(firstChunk({ headers: { 'Last-Event-ID': '0' } })),
+    preflighted: await outcome(firstChunk({ headers: { 'Cache-Control': 'no-cache' } })),
     credentials: await outcome(firstChunk({ credentials: 'include' })),
     webSocket: await outcome(new Promise((resolve, reject) => {
       const ws = new WebSocket(base.replace('http', 'ws') + '/ws/3');

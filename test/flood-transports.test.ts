@@ -53,3 +53,35 @@ describe.each(['chunked', 'sse', 'ws'] as const)('flood --transport %s', (transp
     expect(summary.deliveryLatencyMs.count).toBe(51);
   });
 });
+
+describe.each(['chunked', 'sse'] as const)('flood --transport %s, heartbeats on', (transport) => {
+  it('counts heartbeats apart from the message chunks', async () => {
+    c1m = await startServer({ heartbeatSeconds: 1 });
+    const stop = new AbortController();
+    let latest: FloodTotals | undefined;
+    const base = { chunked: 44600, sse: 44800 }[transport];
+    const flood = runFlood({
+      host: '127.0.0.1',
+      port: c1m.port,
+      rows: rowsFromRanges(['127.0.4.2'], [1, 10]),
+      ports: [base, base + 199],
+      rate: 0,
+      concurrency: 10,
+      duration: 600,
+      maxSeconds: 60,
+      reportMs: 100,
+      transport,
+      stop: stop.signal,
+      onReport: (t) => (latest = t),
+    });
+    try {
+      await waitFor(() => (latest?.heartbeats ?? 0) >= 20, 'two rounds of heartbeats', 20_000);
+      c1m.router.send(1, `t=${epochMs()} one`);
+      await waitFor(() => latest!.messages === 1, 'the message timed', 5000);
+      expect(latest).toMatchObject({ chunks: 1, messages: 1, failed: 0 });
+    } finally {
+      stop.abort();
+    }
+    await flood;
+  });
+});

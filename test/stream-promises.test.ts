@@ -54,7 +54,7 @@ describe('streams', () => {
   });
 
   it('a stream that stops reading while large messages are sent receives every byte once it reads again, and stays open past uWS\'s 10 s timeout', async () => {
-    c1m = await startServer({ maxBacklog: 4 * 1024 * 1024 });
+    c1m = await startServer({ maxBacklog: 4 * 1024 * 1024, maxMessage: 1024 * 1024 });
     const sizes = [900_000, 200_000, 14_000];
     const clients = sizes.map((_, i) => rawStream(c1m!.port, i + 1));
     await waitFor(() => clients.every((c) => c.chunks().length === 1), 'welcome chunks');

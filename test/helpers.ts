@@ -4,6 +4,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { chromium, type Browser } from 'playwright-core';
 import { pino } from 'pino';
 import { afterAll, vi, type TestContext } from 'vitest';
 import { start, type C1mOptions } from '../index.js';
@@ -316,3 +317,10 @@ export class RawClient {
     this.socket.destroy();
   }
 }
+
+/** Debian's headless Chromium (CHROMIUM_PATH to use another), without the background traffic this machine's closed network refuses. */
+export const launchChromium = (): Promise<Browser> =>
+  chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });

@@ -146,7 +146,9 @@ function prepareLayout(db: Database.Database, readonly: boolean): void {
     if (!empty || readonly) throw new Error(`not a c1m subscription store (no layout version ${SCHEMA_VERSION})`);
     return false;
   };
-  if (check()) return;
+  // Both reads in one snapshot: between two autocommit reads another process's creation could commit, and the
+  // tables would be seen without their version (a router refused a file its sibling had just made).
+  if (db.transaction(check)()) return;
   db.transaction(() => {
     if (check()) return;
     db.exec(`${TABLES.subscriptions}; ${TABLES.subscriptions_by_subscriber};`);

@@ -1,20 +1,17 @@
 import net from 'node:net';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { C1m } from '../index.js';
 import { mintStreamToken } from '../server/auth.js';
 import { BACKOFF_MS } from '../server/browser-client.js';
-import { api, spawnServer, startServer, tempDir, waitFor } from './helpers.js';
+import { api, launchChromium, spawnServer, startServer, tempDir, waitFor } from './helpers.js';
 
 let browser: Browser;
 let c1m: C1m;
 
 beforeAll(async () => {
   c1m = await startServer();
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 afterAll(async () => {

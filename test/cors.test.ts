@@ -5,11 +5,11 @@
  * over plain HTTP.
  */
 import http from 'node:http';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { C1m } from '../index.js';
 import { spawnCluster } from '../loadgen/server-process.js';
-import { RawClient, runCli, startServer, stopChild, waitFor } from './helpers.js';
+import { launchChromium, RawClient, runCli, startServer, stopChild, waitFor } from './helpers.js';
 
 let browser: Browser;
 /** The application's own server: a blank page on another origin than c1m's. */
@@ -20,10 +20,7 @@ beforeAll(async () => {
   app = http.createServer((_req, res) => res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>app</title>'));
   await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
   appOrigin = `http://127.0.0.1:${(app.address() as { port: number }).port}`;
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 afterAll(async () => {

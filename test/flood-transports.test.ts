@@ -7,10 +7,29 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { C1m } from '../index.js';
 import { rowsFromRanges, runFlood, type FloodTotals } from '../loadgen/flood.js';
 import { epochMs } from '../router/latency.js';
+import type { Transport } from '../server/stream.js';
 import { startServer, waitFor } from './helpers.js';
 
 let c1m: C1m;
 afterEach(() => c1m?.close());
+
+/** Streams for users 1..`users` from `source`, on local ports from `firstPort`, held until `stop`; totals every 100 ms. */
+const floodOf = (transport: Transport, source: string, users: number, firstPort: number, stop: AbortController, onReport: (t: FloodTotals) => void, reconnect = false) =>
+  runFlood({
+    host: '127.0.0.1',
+    port: c1m.port,
+    rows: rowsFromRanges([source], [1, users]),
+    ports: [firstPort, firstPort + 199],
+    rate: 0,
+    concurrency: users,
+    duration: 600,
+    maxSeconds: 60,
+    reportMs: 100,
+    transport,
+    reconnect,
+    stop: stop.signal,
+    onReport,
+  });
 
 describe.each(['chunked', 'sse', 'ws'] as const)('flood --transport %s', (transport) => {
   it('opens, counts and times messages, and with --reconnect opens streams again after they end', async () => {
@@ -18,22 +37,7 @@ describe.each(['chunked', 'sse', 'ws'] as const)('flood --transport %s', (transp
     c1m.store.addSubscriptions(Array.from({ length: 49 }, (_, i): [number, number] => [i + 2, 1]));
     const stop = new AbortController();
     let latest: FloodTotals | undefined;
-    const base = { chunked: 44000, sse: 44200, ws: 44400 }[transport];
-    const flood = runFlood({
-      host: '127.0.0.1',
-      port: c1m.port,
-      rows: rowsFromRanges(['127.0.4.1'], [1, 50]),
-      ports: [base, base + 199],
-      rate: 0,
-      concurrency: 50,
-      duration: 600,
-      maxSeconds: 60,
-      reportMs: 100,
-      transport,
-      reconnect: true,
-      stop: stop.signal,
-      onReport: (t) => (latest = t),
-    });
+    const flood = floodOf(transport, '127.0.4.1', 50, { chunked: 44000, sse: 44200, ws: 44400 }[transport], stop, (t) => (latest = t), true);
     try {
       await waitFor(() => latest?.ramped === true && c1m.stats().connections === 50, 'fifty streams', 20_000);
       expect(c1m.stats().transports[transport].open).toBe(50);
@@ -59,21 +63,7 @@ describe.each(['chunked', 'sse'] as const)('flood --transport %s, heartbeats on'
     c1m = await startServer({ heartbeatSeconds: 1 });
     const stop = new AbortController();
     let latest: FloodTotals | undefined;
-    const base = { chunked: 44600, sse: 44800 }[transport];
-    const flood = runFlood({
-      host: '127.0.0.1',
-      port: c1m.port,
-      rows: rowsFromRanges(['127.0.4.2'], [1, 10]),
-      ports: [base, base + 199],
-      rate: 0,
-      concurrency: 10,
-      duration: 600,
-      maxSeconds: 60,
-      reportMs: 100,
-      transport,
-      stop: stop.signal,
-      onReport: (t) => (latest = t),
-    });
+    const flood = floodOf(transport, '127.0.4.2', 10, { chunked: 44600, sse: 44800 }[transport], stop, (t) => (latest = t));
     try {
       await waitFor(() => (latest?.heartbeats ?? 0) >= 20, 'two rounds of heartbeats', 20_000);
       c1m.router.send(1, `t=${epochMs()} one`);

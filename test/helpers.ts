@@ -4,6 +4,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { chromium, type Browser } from 'playwright-core';
 import { pino } from 'pino';
 import { afterAll, vi, type TestContext } from 'vitest';
 import { start, type C1mOptions } from '../index.js';
@@ -258,9 +259,24 @@ export async function openStream(transport: Transport, port: number, id: number 
   return client;
 }
 
+/**
+ * One request to the backend API. node:http, not fetch: fetch refuses the ports the Fetch standard calls bad (6000,
+ * 6665-6669, 10080…), which port 0 hands out once sysctl.conf has widened the local port range for the C1M run.
+ */
 export async function api(port: number, method: string, path: string, body?: string | Uint8Array, headers: Record<string, string> = {}) {
-  const res = await fetch(`http://127.0.0.1:${port}${path}`, { method, body, headers });
-  const text = await res.text();
+  const res = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+    // A declared length: Node sends a DELETE's body unframed otherwise.
+    const length = body === undefined ? {} : { 'content-length': String(Buffer.byteLength(body)) };
+    const req = http.request({ host: '127.0.0.1', port, method, path, headers: { ...length, ...headers }, agent: false }, (response) => {
+      let text = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk: string) => (text += chunk));
+      response.on('end', () => resolve({ status: response.statusCode!, text }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+  const text = res.text;
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -316,3 +332,10 @@ export class RawClient {
     this.socket.destroy();
   }
 }
+
+/** Debian's headless Chromium (CHROMIUM_PATH to use another), without the background traffic this machine's closed network refuses. */
+export const launchChromium = (): Promise<Browser> =>
+  chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });

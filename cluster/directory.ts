@@ -268,7 +268,7 @@ export class Directory {
   };
 
   /** Replays a few per turn (see subsmanager/pacer.ts), so that a burst of resumes does not hold up the sends. */
-  private readonly pacedReplay = paced((user, after, budget) => this.options.history!.replay(user, after, budget));
+  private readonly pacedReplay = paced((user: number, after: number, budget: number) => this.options.history!.replay(user, after, budget));
 
   /** False until learned() resolves: sends over the bus are refused meanwhile. */
   ready = false;

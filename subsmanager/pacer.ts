@@ -9,26 +9,22 @@ import type { Replay } from './history.js';
 /** A turn answers replays until they hold this many bytes (at least one replay a turn). */
 export const REPLAY_BYTES_PER_TURN = 64 * 1024;
 
-type ReplayFn = (user: number, after: number, budget: number) => Replay;
-
-interface Waiting {
-  user: number;
-  after: number;
-  budget: number;
+interface Waiting<Args> {
+  args: Args;
   resolve(replay: Replay): void;
   reject(err: unknown): void;
 }
 
 /** `replay`, answered in later turns, in the order asked, about `bytesPerTurn` a turn. */
-export function paced(replay: ReplayFn, bytesPerTurn = REPLAY_BYTES_PER_TURN): (user: number, after: number, budget: number) => Promise<Replay> {
-  const queue: Waiting[] = [];
+export function paced<Args extends unknown[]>(replay: (...args: Args) => Replay, bytesPerTurn = REPLAY_BYTES_PER_TURN): (...args: Args) => Promise<Replay> {
+  const queue: Waiting<Args>[] = [];
   let next = 0;
   const turn = () => {
     let bytes = 0;
     while (next < queue.length && bytes < bytesPerTurn) {
       const waiting = queue[next++];
       try {
-        const answer = replay(waiting.user, waiting.after, waiting.budget);
+        const answer = replay(...waiting.args);
         if (!answer.lost) for (const message of answer.messages) bytes += message.body.length;
         waiting.resolve(answer);
       } catch (err) {
@@ -39,9 +35,9 @@ export function paced(replay: ReplayFn, bytesPerTurn = REPLAY_BYTES_PER_TURN): (
     queue.length = 0;
     next = 0;
   };
-  return (user, after, budget) =>
+  return (...args) =>
     new Promise<Replay>((resolve, reject) => {
       if (queue.length === 0) setImmediate(turn);
-      queue.push({ user, after, budget, resolve, reject });
+      queue.push({ args, resolve, reject });
     });
 }

@@ -31,7 +31,7 @@ describe('replays paced over event-loop turns', () => {
   });
 
   it('rejects the replay whose read failed, and answers the others', async () => {
-    const replay = paced((user) => {
+    const replay = paced((user: number, _after: number, _budget: number): Replay => {
       if (user === 1) throw new Error('file is not a database');
       return { lost: true, why: 'expired' };
     });

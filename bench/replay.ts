@@ -2,7 +2,9 @@
  * What resumes from old ids cost the sends around them: the API's answer
  * times for sends at a steady rate, alone and with bursts of concurrent
  * resumes from the oldest kept id (each a chunked stream that gets the oldest
- * part of what it missed, up to its byte budget, and ends), alternated. One
+ * part of what it missed, up to its byte budget, and ends), alternated. The
+ * resumes are of distinct users (2, 3, …), all following user 1, whose sends
+ * the history keeps: as the streams of a lost edge come back. One
  * `c1m server` on loopback with a history in a temporary directory.
  *
  *   node dist/bench/replay.js [--kept 1000] [--size 30000] [--resumes 32] [--rate 200] [--seconds 10] [--rounds 3]
@@ -29,11 +31,12 @@ const { values } = parseArgs({
 });
 const [kept, size, resumes, rate, seconds, rounds] = [values.kept, values.size, values.resumes, values.rate, values.seconds, values.rounds].map(Number);
 
-/** One resume from `after` on /test/1: its time to the stream's end, and the bytes it got. */
-function resumeOnce(port: number, after: number): Promise<{ ms: number; bytes: number }> {
+/** One resume of `user` from `after` on /test/<user>: its time to the stream's end, and the bytes it got. */
+function resumeOnce(port: number, user: number, after: number): Promise<{ ms: number; bytes: number }> {
   const start = performance.now();
   return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: `/test/1?lastEventId=${after}`, agent: false }, (res) => {
+    const req = http.get({ host: '127.0.0.1', port, path: `/test/${user}?lastEventId=${after}`, agent: false }, (res) => {
+      if (res.statusCode !== 200) reject(new Error(`a resume got ${res.statusCode}`));
       let bytes = 0;
       res.on('data', (data: Buffer) => (bytes += data.length));
       res.on('end', () => resolve({ ms: performance.now() - start, bytes }));
@@ -44,7 +47,10 @@ function resumeOnce(port: number, after: number): Promise<{ ms: number; bytes: n
 
 const round1 = (n: number) => Math.round(n * 100) / 100;
 
-/** Sends to user 2 at `rate` for `seconds` (each at its time, not after the last answer); with `after`, a burst of `resumes` concurrent resumes each second. */
+/** A user no resuming stream hears: the steady sends go to it. */
+const quietUser = resumes + 2;
+
+/** Sends to quietUser at `rate` for `seconds` (each at its time, not after the last answer); with `after`, a burst of `resumes` concurrent resumes each second. */
 async function phase(apiPort: number, port: number, after?: number) {
   const times: number[] = [];
   const replays: { ms: number; bytes: number }[] = [];
@@ -54,9 +60,9 @@ async function phase(apiPort: number, port: number, after?: number) {
     const at = start + (i * 1000) / rate;
     const wait = at - performance.now();
     if (wait > 0) await sleep(wait);
-    if (after !== undefined && i % rate === 0) for (let r = 0; r < resumes; r++) pending.push(resumeOnce(port, after).then((replay) => replays.push(replay)));
+    if (after !== undefined && i % rate === 0) for (let r = 0; r < resumes; r++) pending.push(resumeOnce(port, 2 + r, after).then((replay) => replays.push(replay)));
     const sent = performance.now();
-    pending.push(post(apiPort, '/send/2', 'x'.repeat(100)).then(() => times.push(performance.now() - sent)));
+    pending.push(post(apiPort, `/send/${quietUser}`, 'x'.repeat(100)).then(() => times.push(performance.now() - sent)));
   }
   await Promise.all(pending);
   times.sort((a, b) => a - b);
@@ -71,6 +77,7 @@ async function phase(apiPort: number, port: number, after?: number) {
 const dir = mkdtempSync(join(tmpdir(), 'c1m-replay-'));
 const server = await spawnServer(['--db', join(dir, 'c1m.db'), '--history-seconds', '3600', '--history-per-subject', String(kept), '--heartbeat', '0']);
 try {
+  await post(server.apiPort, '/subscriptions', JSON.stringify(Array.from({ length: resumes }, (_, r) => [2 + r, 1])));
   const body = 'm'.repeat(size);
   const { id: first } = await post<{ id: number }>(server.apiPort, '/send/1', body);
   for (let i = 1; i < kept; i++) await post(server.apiPort, '/send/1', body);

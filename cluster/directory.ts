@@ -11,6 +11,7 @@ import { Registry, type Connection } from '../router/registry.js';
 import { Router, SendError, type Chunk, type SubscriberSource } from '../router/router.js';
 import { NotSequencerError, type History, type Missed } from '../subsmanager/history.js';
 import type { Subject } from '../subsmanager/subjects.js';
+import { paced } from '../subsmanager/pacer.js';
 import type { Bus } from './bus.js';
 import { CLUSTER_DEFAULTS } from './defaults.js';
 import { busWindowMs, edgeOfPresence, MIN_WINDOW_MS, SUBJECTS, type BusMessage, type EdgeStats } from './messages.js';
@@ -267,11 +268,19 @@ export class Directory {
   private readonly replay = (message: BusMessage, replyTo: string | undefined): void => {
     if (message.t !== 'replay' || !replyTo) return;
     // The history reads only what the budget takes (the first message always: one fits a bus message, see maxChunkBytes).
-    const answer = this.options.history!.replay(message.user, message.after, Math.min(message.budget, this.bus.maxPayload - BATCH_OVERHEAD), message.topics);
-    this.flush();
-    if (answer.lost) return this.bus.publish(replyTo, { t: 'replayed', ids: [], bodies: [], more: false, lost: answer.why });
-    this.bus.publish(replyTo, { t: 'replayed', ids: answer.messages.map((m) => m.id), bodies: answer.messages.map((m) => m.body), more: answer.more });
+    this.pacedReplay(message.user, message.after, Math.min(message.budget, this.bus.maxPayload - BATCH_OVERHEAD), message.topics).then(
+      (answer) => {
+        this.flush();
+        if (answer.lost) return this.bus.publish(replyTo, { t: 'replayed', ids: [], bodies: [], more: false, lost: answer.why });
+        this.bus.publish(replyTo, { t: 'replayed', ids: answer.messages.map((m) => m.id), bodies: answer.messages.map((m) => m.body), more: answer.more });
+      },
+      // Unanswered, the edge's request times out and its stream ends: its client comes back.
+      (err: Error) => this.log.error({ err }, 'a replay failed'),
+    );
   };
+
+  /** Replays a few per turn (see subsmanager/pacer.ts), so that a burst of resumes does not hold up the sends. */
+  private readonly pacedReplay = paced((user: number, after: number, budget: number, topics?: readonly string[]) => this.options.history!.replay(user, after, budget, topics));
 
   /** False until learned() resolves: sends over the bus are refused meanwhile. */
   ready = false;

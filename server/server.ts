@@ -9,6 +9,7 @@ import { Registry } from '../router/registry.js';
 import { Router, type KindCounts } from '../router/router.js';
 import { DEFAULT_CACHE_MIB } from '../subsmanager/defaults.js';
 import { NotSequencerError, type History, type HistoryStats } from '../subsmanager/history.js';
+import { paced } from '../subsmanager/pacer.js';
 import { LEASE } from '../subsmanager/sequencer.js';
 import { openStore, type SubscriptionStore } from '../subsmanager/store.js';
 import type { Subject } from '../subsmanager/subjects.js';
@@ -205,7 +206,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
     history.flush();
     return { delivered, id: history.lastId };
   };
-  hub.replay = history ? (user, after, budget, topics) => history.replay(user, after, budget, topics) : undefined;
+  hub.replay = history ? paced((user: number, after: number, budget: number, topics: readonly string[]) => history.replay(user, after, budget, topics)) : undefined;
   const metrics = metricsRegistry(() => ({ ...stats(), streams: registry.connections, latency, edges: [] }));
   const apiApp = apiRoutes(uws.App(), send, store, stats, {
     maxUserId,

@@ -9,6 +9,8 @@
  *   admin  ──drain, undrain──▶ c1m.admin.<id>            (apart from c1m.edge.<id>, so that nats-server's
  *                                                        permissions tell an admin from a router)
  *   backend──send──▶ c1m.send (queue group: one router) ──sent──▶ reply
+ *   router ──send──▶ c1m.send.<p> (the leader of the subject's partition p, where there are several; it answers the backend)
+ *   edge   ──replay──▶ c1m.replay, or c1m.replay.<p> (partition p's leader) ──replayed──▶ reply
  *
  * An edge may publish only on its own c1m.presence.<id> (nats-server's permissions), and routers take
  * its identity from that subject, never from a body. Every payload is checked against this union before
@@ -65,11 +67,12 @@ export type BusMessage =
    */
   /**
    * With a history, `ids[i]` is chunk i's message id, and `router`/`batch` number the batches one router run
-   * sent this edge, so that an edge that missed one (NATS restarted, the router crashed) knows it.
+   * sent this edge, so that an edge that missed one (NATS restarted, the router crashed) knows it. Where the
+   * cluster has several partitions, `partition` is the one whose ids, term and batches these are (absent: 0).
    */
-  | { t: 'deliver'; chunks: Uint8Array[]; targets: Subject[][]; sentAt: number[]; ids?: number[]; router?: string; batch?: number; term?: number }
-  /** A router stopping cleanly: the last batch it sent this edge. */
-  | { t: 'stopped'; router: string; batch: number }
+  | { t: 'deliver'; chunks: Uint8Array[]; targets: Subject[][]; sentAt: number[]; ids?: number[]; router?: string; batch?: number; term?: number; partition?: number }
+  /** A router stopping cleanly: the last batch it sent this edge (of `partition`, where there are several). */
+  | { t: 'stopped'; router: string; batch: number; partition?: number }
   /** Stop taking new streams and close the open ones at `rate` per second, so their clients reconnect elsewhere. */
   | { t: 'drain'; rate?: number }
   | { t: 'undrain' }
@@ -89,8 +92,11 @@ export const SUBJECTS = {
   /** Every edge's presence subject, for routers. */
   anyPresence: 'c1m.presence.*',
   replay: 'c1m.replay',
+  /** Partition p's replays and sends, taken by its leader, where the cluster has several partitions. */
+  replayIn: (partition: number) => `c1m.replay.${partition}`,
   sync: 'c1m.sync',
   send: 'c1m.send',
+  sendIn: (partition: number) => `c1m.send.${partition}`,
   edge: (id: string) => `c1m.edge.${id}`,
   admin: (id: string) => `c1m.admin.${id}`,
 } as const;
@@ -186,8 +192,17 @@ const FIELDS_BY_TYPE: Record<BusMessage['t'], Record<string, Check>> = {
   status: { ...fromEdge, stats: edgeStats, latency },
   sync: {},
   state: { ...fromEdge, part: count, last: flag, users: listOf(subject), stats: edgeStats },
-  deliver: { chunks: listOf(bytes), targets: listOf(listOf(subject)), sentAt: listOf(finite), ids: optional(listOf(count)), router: optional(text), batch: optional(count), term: optional(count) },
-  stopped: { router: text, batch: count },
+  deliver: {
+    chunks: listOf(bytes),
+    targets: listOf(listOf(subject)),
+    sentAt: listOf(finite),
+    ids: optional(listOf(count)),
+    router: optional(text),
+    batch: optional(count),
+    term: optional(count),
+    partition: optional(count),
+  },
+  stopped: { router: text, batch: count, partition: optional(count) },
   drain: { rate: optional((v) => finite(v) && (v as number) > 0) },
   undrain: {},
   // Types only: which subjects and messages a send may carry is the router's one check (checkSend in router/router.ts), answered with an error.

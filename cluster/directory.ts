@@ -323,13 +323,21 @@ export class Directory {
    * the edge keeps only those after the replay's last id.
    */
   private replay(partition: number, message: BusMessage, replyTo: string | undefined): void {
-    if (message.t !== 'replay' || !replyTo) return;
+    if (!replyTo) return;
+    const history = this.options.histories![partition];
+    // Where there are several partitions, every answer says the partition's head as it leaves (after the batches).
+    const head = (): { head?: number } => (this.partitions > 1 ? { head: history.lastId } : {});
+    if (message.t === 'head') {
+      this.flush();
+      return this.bus.publish(replyTo, { t: 'replayed', ids: [], bodies: [], more: false, ...head() });
+    }
+    if (message.t !== 'replay') return;
     // The history reads only what the budget takes (the first message always: one fits a bus message, see maxChunkBytes).
     this.pacedReplay(partition, message.user, message.after, Math.min(message.budget, this.bus.maxPayload - BATCH_OVERHEAD), message.topics).then(
       (answer) => {
         this.flush();
-        if (answer.lost) return this.bus.publish(replyTo, { t: 'replayed', ids: [], bodies: [], more: false, lost: answer.why });
-        this.bus.publish(replyTo, { t: 'replayed', ids: answer.messages.map((m) => m.id), bodies: answer.messages.map((m) => m.body), more: answer.more });
+        if (answer.lost) return this.bus.publish(replyTo, { t: 'replayed', ids: [], bodies: [], more: false, lost: answer.why, ...head() });
+        this.bus.publish(replyTo, { t: 'replayed', ids: answer.messages.map((m) => m.id), bodies: answer.messages.map((m) => m.body), more: answer.more, ...head() });
       },
       // Unanswered, the edge's request times out and its stream ends: its client comes back.
       (err: Error) => this.log.error({ err }, 'a replay failed'),
@@ -359,9 +367,14 @@ export class Directory {
     this.ready = true;
   }
 
+  /** A request for an edge's state, which tells it the cluster's partitions where there are several (its streams keep an id per partition). */
+  private syncMessage(): BusMessage {
+    return this.partitions > 1 ? { t: 'sync', partitions: this.partitions } : { t: 'sync' };
+  }
+
   /** Asks every edge for its full state (start, NATS reconnect). */
   syncAll(): void {
-    this.bus.publish(SUBJECTS.sync, { t: 'sync' });
+    this.bus.publish(SUBJECTS.sync, this.syncMessage());
   }
 
   /** Delivers to `subject` (a user) and its subscribers wherever they are connected; returns the streams the directory holds for them. */
@@ -493,7 +506,7 @@ export class Directory {
     if (Date.now() - link.syncAskedAt < 1000) return;
     link.syncAskedAt = Date.now();
     this.log.info({ edge: link.id, why }, 'asking edge for its state');
-    this.bus.publish(SUBJECTS.edge(link.id), { t: 'sync' });
+    this.bus.publish(SUBJECTS.edge(link.id), this.syncMessage());
   }
 
   private forget(link: EdgeLink, why: string): void {

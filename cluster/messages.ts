@@ -57,8 +57,8 @@ export type BusMessage =
   | (FromEdge & { t: 'presence'; in: Subject[]; out: Subject[] })
   /** Every second: the edge is alive; its counters for /stats and /metrics. */
   | (FromEdge & { t: 'status'; stats: EdgeStats; latency: LatencyBuckets })
-  /** A router asks for full state (at start, after a gap, or for an edge it does not know). */
-  | { t: 'sync' }
+  /** A router asks for full state (at start, after a gap, or for an edge it does not know); `partitions`: the cluster's, where there are several. */
+  | { t: 'sync'; partitions?: number }
   /** One part of an edge's snapshot: every stream's user and listened topic, as in presence, as of `seq`. */
   | (FromEdge & { t: 'state'; part: number; last: boolean; users: Subject[]; stats: EdgeStats })
   /**
@@ -83,8 +83,13 @@ export type BusMessage =
   | { t: 'sent'; delivered: number; error?: string; id?: number }
   /** An edge asks for what a resuming stream's user, and the topics it listens to, missed since message `after`, at most `budget` bytes of it. */
   | { t: 'replay'; user: number; after: number; budget: number; topics?: string[] }
-  /** The answer: the messages in id order (`more`: the budget cut them short), or why the history cannot tell. */
-  | { t: 'replayed'; ids: number[]; bodies: Uint8Array[]; more: boolean; lost?: 'expired' | 'unknown' };
+  /** An edge asks a partition's leader (on c1m.replay.<p>) for its head: where new streams start, once their logins are in. */
+  | { t: 'head' }
+  /**
+   * The answer: the messages in id order (`more`: the budget cut them short), or why the history cannot tell; with
+   * several partitions, `head` is the partition's last id as the answer leaves (every later one reaches the stream live).
+   */
+  | { t: 'replayed'; ids: number[]; bodies: Uint8Array[]; more: boolean; lost?: 'expired' | 'unknown'; head?: number };
 
 export const SUBJECTS = {
   /** What edge `id` tells the routers (presence, status, snapshot parts); only that edge may publish here. */
@@ -190,7 +195,7 @@ const fromEdge = { boot: text, seq: count };
 const FIELDS_BY_TYPE: Record<BusMessage['t'], Record<string, Check>> = {
   presence: { ...fromEdge, in: listOf(subject), out: listOf(subject) },
   status: { ...fromEdge, stats: edgeStats, latency },
-  sync: {},
+  sync: { partitions: optional((v) => count(v) && (v as number) >= 1) },
   state: { ...fromEdge, part: count, last: flag, users: listOf(subject), stats: edgeStats },
   deliver: {
     chunks: listOf(bytes),
@@ -210,7 +215,8 @@ const FIELDS_BY_TYPE: Record<BusMessage['t'], Record<string, Check>> = {
   sent: { delivered: count, error: optional(text), id: optional(count) },
   // `after` as the client gave it (-1 for one that is not an id): the history tells it is lost. The budget is half a backlog.
   replay: { user: userId, after: (v) => Number.isSafeInteger(v), budget: (v) => finite(v) && (v as number) >= 0, topics: optional(listOf(topic)) },
-  replayed: { ids: listOf(count), bodies: listOf(bytes), more: flag, lost: optional(oneOf('expired', 'unknown')) },
+  head: {},
+  replayed: { ids: listOf(count), bodies: listOf(bytes), more: flag, lost: optional(oneOf('expired', 'unknown')), head: optional(count) },
 };
 const FIELDS = new Map(Object.entries(FIELDS_BY_TYPE).map(([t, fields]) => [t, Object.entries(fields)]));
 

@@ -42,3 +42,9 @@ export function partitionOfSend(subject: unknown, partitions: number): number {
     return 0;
   }
 }
+
+/**
+ * A stream's resume token where there are several partitions: the last id it got from each, joined by `-`
+ * (one opaque string, which an EventSource sends back as Last-Event-ID). With one partition it is that id alone.
+ */
+export const formatToken = (positions: readonly number[]): string => positions.join('-');

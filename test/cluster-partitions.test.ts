@@ -148,6 +148,27 @@ describe.each(['chunked', 'sse', 'ws'] as const)('partitions over %s', (transpor
     await streamsKnown(0);
   });
 
+  it("a new stream starts from each partition's head: one that got only partition 0's messages resumes with partition 1's it missed", async () => {
+    const [reader] = usersOf(0, 1, base + 70);
+    const [other] = usersOf(1, 1, base + 70);
+    expect((await api(cluster.apiPort, 'POST', '/subscriptions', JSON.stringify([[reader, other]]))).json).toEqual({ added: 1 });
+    const first = await open(transport, reader, ids);
+    await streamsKnown(1);
+    const seen = await send(reader, 'of partition 0');
+    await waitFor(() => received(first).length >= 1, 'the first message');
+    const token = lastToken(first);
+    first.close();
+    await streamsKnown(0);
+    const missed = [await send(other, 'of partition 1, missed'), await send(reader, 'of partition 0, missed')];
+    const back = await open(transport, reader, `?lastEventId=${token}`);
+    await streamsKnown(1);
+    await waitFor(() => received(back).length >= 2, 'the replay', 10_000);
+    expect(messagesOf(first).map((m) => m.seq)).toEqual([seen]);
+    expect(messagesOf(back).map((m) => m.seq).sort((x, y) => x - y)).toEqual(missed);
+    back.close();
+    await streamsKnown(0);
+  });
+
   it('a token that is not this cluster\'s (one id, three, not digits) starts with lost unknown, then goes on live', async () => {
     const [user] = usersOf(1, 1, base + 50);
     for (const bad of ['12', '1-2-3', 'abc-def']) {

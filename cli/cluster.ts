@@ -131,7 +131,7 @@ export function clusterCommands(): Command[] {
   )
     .addOption(new Option('--edges <n>', 'edge processes (default: enough for --connections, else one per core)').argParser(integer('edges', 1)))
     .addOption(new Option('--connections <n>', 'streams the cluster should hold; sizes --edges from the open-file limit').argParser(integer('connections', 1)))
-    .addOption(new Option('--routers <n>', 'router processes (they share the API port and split the sends; with a history, one takes them all and the others stand by)').default(1).argParser(integer('routers', 0)))
+    .addOption(new Option('--routers <n>', 'router processes (they share the API port and split the sends; with a history, the holder of each partition\'s lease takes its sends, see --partitions, and the others stand by)').default(1).argParser(integer('routers', 0)))
     .option('--no-router', 'edges only (their routers run on another host)')
     .addOption(new Option('--nats <url>', 'use this NATS server instead of starting one').env('C1M_NATS'))
     .addOption(new Option('--nats-host <addr>', 'address of the nats-server this command starts').default('127.0.0.1'))

@@ -251,10 +251,11 @@ async function sendBound(dir: string, n: number, rates: number[]) {
   try {
     const opened = await holder.opened();
     await sleep(2000);
-    // Which router leads which partition, as the routers answering /stats say.
+    // Which router leads which partition, as the routers answering /stats say: each on a new connection
+    // (fetch keeps its connection, and the kernel hands a connection to one router).
     const leading = new Map<number, number>();
     for (let i = 0; i < 20; i++) {
-      const s = (await (await fetch(`http://${HOST}:${c.apiPort}/stats`)).json()) as { pid: number; partitions?: { partition: number; leading: boolean }[] };
+      const s = (await (await fetch(`http://${HOST}:${c.apiPort}/stats`, { headers: { connection: 'close' } })).json()) as { pid: number; partitions?: { partition: number; leading: boolean }[] };
       for (const p of s.partitions ?? [{ partition: 0, leading: true }]) if (p.leading) leading.set(p.partition, s.pid);
     }
     const random = [];

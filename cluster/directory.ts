@@ -153,7 +153,7 @@ class EdgeLink {
         this.flushBatch(partition, batch);
         last = -1;
       }
-      this.owner.dirty.add(this);
+      if (last < 0) this.owner.dirty.add(this);
       batch.chunks.push(chunk);
       batch.targets.push([target]);
       batch.sentAt.push(this.owner.sendingAt);

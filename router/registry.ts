@@ -10,7 +10,7 @@ import type { Subject } from '../subsmanager/subjects.js';
 export interface Connection {
   /** The user this connection belongs to; fixed for its lifetime. */
   readonly user: number;
-  /** Topics (`kind:id`) this stream listens to while it is open, fixed for its lifetime; not stored anywhere else. */
+  /** Topics (`kind:id`) this stream listens to while it is open; not stored anywhere else. Changed only through Registry.setTopics. */
   readonly topics?: readonly string[];
   /**
    * Queues one chunk for delivery. Returns how many streams took it: 1 or 0
@@ -122,6 +122,23 @@ export class Registry {
       for (const conn of held instanceof Set ? held : [held]) if (!conn.topics?.includes(topic)) n += conn.write(chunk);
     }
     return n;
+  }
+
+  /**
+   * Changes the topics an open connection listens to (a WebSocket's subscribe and unsubscribe): from now on for one
+   * that is logged in; one that is not yet (its replay is on its way) listens to them when it logs in.
+   */
+  setTopics(conn: Connection & { topics: readonly string[] }, topics: readonly string[]): void {
+    const before = conn.topics;
+    conn.topics = topics;
+    if (!this.holds(conn)) return;
+    for (const topic of before) if (!topics.includes(topic)) this.unlisten(topic, conn);
+    for (const topic of topics) if (!before.includes(topic)) this.listen(topic, conn);
+  }
+
+  private holds(conn: Connection): boolean {
+    const held = this.byUser.get(conn.user);
+    return held === conn || (held instanceof Set && held.has(conn));
   }
 
   /** Connections listening to `topic` now. */

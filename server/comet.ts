@@ -85,7 +85,7 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
     if (hub.open >= options.maxConnections) return refuse(503, `server full: ${hub.open} connections`, true);
     if (hub.registry.connectionsOf(id) >= hub.registry.maxPerUser) return refuse(429, `user ${id} already holds ${hub.registry.maxPerUser} streams`, true);
     // The scope stays with a WebSocket, whose client may subscribe to more topics while it is open.
-    return { id, topics, scope: secret === undefined ? undefined : tokenScope(token) };
+    return { id, topics: hub.registry.intern(topics), scope: secret === undefined ? undefined : tokenScope(token) };
   };
 
   return app
@@ -150,7 +150,7 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
 /** A stream request that may open: its user, and the topics it listens to while open. */
 interface Admitted {
   id: number;
-  topics: string[];
+  topics: readonly string[];
   /** What its token lets it listen to; undefined when the server asks for no token. */
   scope: readonly string[] | undefined;
 }

@@ -7,7 +7,8 @@
 import { pack } from 'msgpackr';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { C1mClient, mintStreamToken, openStore, parseSubject, toSubject, type C1m } from '../index.js';
+import { C1mClient, mintStreamToken, openStore, parseSubject, Registry, toSubject, type C1m } from '../index.js';
+import { NO_TOPICS } from '../router/registry.js';
 import { api, openStream, RawClient, received, runCli, spawnServer, startServer, stopChild, tempDir, waitFor, type SseClient, type StreamClient, type WsClient } from './helpers.js';
 
 let c1m: C1m | undefined;
@@ -392,6 +393,24 @@ describe('topics a stream listens to while open', () => {
     expect(await answer(old, 'subscribe photo:1')).toBe('refused token does not cover topic photo:1');
     expect([c1m.registry.listenersOf('photo:1'), c1m.registry.listenersOf('match:8')]).toEqual([1, 0]);
     expect(await answer(old, 'unsubscribe photo:1')).toBe('topics ');
+  });
+
+  it("streams share the registry's topic lists: none is NO_TOPICS, one topic listened to already is its listeners' list, and it goes with the last listener", () => {
+    const registry = new Registry();
+    const stream = (user: number, topics: string[]) => ({ user, topics: registry.intern(topics), write: () => 1, close: () => {} });
+    expect(registry.intern([])).toBe(NO_TOPICS);
+    const first = stream(1, ['photo:1']);
+    expect(stream(2, ['photo:1']).topics).not.toBe(first.topics);
+    registry.login(first);
+    const second = stream(2, ['photo:1']);
+    expect(second.topics).toBe(first.topics);
+    expect(stream(3, ['photo:1', 'photo:2']).topics).toEqual(['photo:1', 'photo:2']);
+    registry.login(second);
+    registry.setTopics(second, ['photo:2']);
+    expect([registry.listenersOf('photo:1'), registry.listenersOf('photo:2')]).toEqual([1, 1]);
+    expect(stream(4, ['photo:2']).topics).toBe(second.topics);
+    registry.logout(first);
+    expect(stream(5, ['photo:1']).topics).not.toBe(first.topics);
   });
 
   it('refuses bad topic lists with 400, and opens nothing', async () => {

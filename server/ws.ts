@@ -21,6 +21,14 @@ export const MAX_CLIENT_FRAME = 16 * 1024;
 /** Close codes (RFC 6455): drain or shutdown; a client frame that is not a command. A slow consumer is cut without one: it would not read it. */
 export const CLOSE_GOING_AWAY = 1001;
 export const CLOSE_UNSUPPORTED = 1003;
+/** Topic changes faster than TOPIC_CHANGES allows. */
+export const CLOSE_POLICY = 1008;
+
+/**
+ * Subscribes and unsubscribes one stream may make: `perSecond` on average, `burst` at once. In a cluster each
+ * change goes to every router in its edge's presence: a client must not turn its frames into the routers' load.
+ */
+export const TOPIC_CHANGES = { perSecond: 10, burst: 20 } as const;
 
 /**
  * A frame is a header line, then the payload verbatim: `welcome\n<text>`,
@@ -89,6 +97,8 @@ export class WsStream implements Connection, HubStream {
   private state = OPEN;
   /** The id of the last message written. */
   private lastId = 0;
+  /** When the topic changes made so far would have been spent at TOPIC_CHANGES.perSecond (ms, performance.now): a cell-rate limit in one number. */
+  private changesDueAt = 0;
 
   constructor(
     private readonly hub: StreamHub,
@@ -186,10 +196,20 @@ export class WsStream implements Connection, HubStream {
   received(message: ArrayBuffer, isBinary: boolean): void {
     if (this.state >= CLOSING) return;
     const topics = isBinary ? null : changeTopics(this.topics, Buffer.from(message).toString(), this.scope);
-    if (topics === null) return this.ws!.end(CLOSE_UNSUPPORTED, 'not a command: send subscribe <topics> or unsubscribe <topics>');
+    if (topics === null) return this.endWith(CLOSE_UNSUPPORTED, 'not a command: send subscribe <topics> or unsubscribe <topics>');
+    const now = performance.now();
+    this.changesDueAt = Math.max(this.changesDueAt, now) + 1000 / TOPIC_CHANGES.perSecond;
+    if (this.changesDueAt - now > (1000 * TOPIC_CHANGES.burst) / TOPIC_CHANGES.perSecond)
+      return this.endWith(CLOSE_POLICY, `too many topic changes: at most ${TOPIC_CHANGES.perSecond} a second`);
     if (!Array.isArray(topics)) return void this.queue(Buffer.from(`refused\n${topics.refused}`));
     this.hub.registry.setTopics(this, topics);
     this.queue(Buffer.from(`topics\n${topics.join(',')}`));
+  }
+
+  /** A close frame after what is queued (the answers to its earlier commands among it). */
+  private endWith(code: number, reason: string): void {
+    this.flush();
+    if (this.state < CLOSING) this.ws!.end(code, reason);
   }
 
   /** uWS drain: some of what it held went out. */

@@ -376,6 +376,21 @@ describe('topics a stream listens to while open', () => {
     for (const topic of ['match:7', 'group:1', 'photo:0', 'photo:789']) expect(c1m.registry.listenersOf(topic), topic).toBe(0);
   });
 
+  it('a WebSocket that changes its topics faster than 10 a second, past a burst of 20, is closed with 1008', async () => {
+    c1m = await startServer();
+    const client = (await openStream('ws', c1m.port, 1)) as WsClient;
+    clients.push(client);
+    // 60 changes in one write: even read over a few hundred ms they outrun the budget.
+    for (let i = 0; i < 60; i++) client.send(0x1, Buffer.from(`${i % 2 ? 'unsubscribe' : 'subscribe'} photo:1`));
+    await waitFor(() => client.closeCode !== undefined, 'the close');
+    expect(client.closeCode).toBe(1008);
+    const answered = client.frames.filter((f) => f.header === 'topics').length;
+    expect(answered).toBeGreaterThanOrEqual(20);
+    expect(answered).toBeLessThan(60);
+    await waitFor(() => c1m!.registry.connections === 0, 'the logout');
+    expect(c1m.registry.listenersOf('photo:1')).toBe(0);
+  });
+
   it("a WebSocket's subscribe is checked against its token's scope: a topic not covered is refused and not listened to", async () => {
     const secret = 'subscribe test secret, at least 32 bytes';
     c1m = await startServer({ streamSecret: secret });

@@ -97,7 +97,10 @@ export class WsStream implements Connection, HubStream {
   private state = OPEN;
   /** The id of the last message written. */
   private lastId = 0;
-  /** When the topic changes made so far would have been spent at TOPIC_CHANGES.perSecond (ms, performance.now): a cell-rate limit in one number. */
+  /**
+   * When the topic changes made so far would have been spent at TOPIC_CHANGES.perSecond, in ticks of one change
+   * (100 ms): a cell-rate limit in one small integer, so the field stays unboxed.
+   */
   private changesDueAt = 0;
 
   constructor(
@@ -197,9 +200,9 @@ export class WsStream implements Connection, HubStream {
     if (this.state >= CLOSING) return;
     const topics = isBinary ? null : changeTopics(this.topics, Buffer.from(message).toString(), this.scope);
     if (topics === null) return this.endWith(CLOSE_UNSUPPORTED, 'not a command: send subscribe <topics> or unsubscribe <topics>');
-    const now = performance.now();
-    this.changesDueAt = Math.max(this.changesDueAt, now) + 1000 / TOPIC_CHANGES.perSecond;
-    if (this.changesDueAt - now > (1000 * TOPIC_CHANGES.burst) / TOPIC_CHANGES.perSecond)
+    const now = Math.floor((performance.now() * TOPIC_CHANGES.perSecond) / 1000);
+    this.changesDueAt = Math.max(this.changesDueAt, now) + 1;
+    if (this.changesDueAt - now > TOPIC_CHANGES.burst)
       return this.endWith(CLOSE_POLICY, `too many topic changes: at most ${TOPIC_CHANGES.perSecond} a second`);
     if (!Array.isArray(topics)) return void this.queue(Buffer.from(`refused\n${topics.refused}`));
     this.hub.registry.setTopics(this, topics);

@@ -6,6 +6,7 @@
  */
 import { mintStreamToken } from './server/auth.js';
 import type { Pair } from './subsmanager/pairs.js';
+import type { Subject } from './subsmanager/subjects.js';
 import type { Sent } from './server/api.js';
 
 export type { Sent };
@@ -49,13 +50,16 @@ export class C1mClient {
     this.url = options.url.replace(/\/+$/, '');
   }
 
-  /** Sends `message` from `user` to the user and its subscribers; resolves with how many streams took it, and its id where the server keeps a history. */
-  async send(user: number, message: string | Uint8Array): Promise<Sent> {
-    return (await this.request('POST', `/send/${user}`, message)) as Sent;
+  /**
+   * Sends `message` to `subject` (a user id, `user:5`, or a topic such as `photo:789`): to the user itself and to the
+   * subject's subscribers; resolves with how many streams took it, and its id where the server keeps a history.
+   */
+  async send(subject: Subject, message: string | Uint8Array): Promise<Sent> {
+    return (await this.request('POST', `/send/${encodeURIComponent(subject)}`, message)) as Sent;
   }
 
   /** Sends each message in order of its start, `concurrency` at a time; resolves with each one's answer. The first failure rejects. */
-  async sendMany(messages: { user: number; message: string | Uint8Array }[]): Promise<Sent[]> {
+  async sendMany(messages: { user: Subject; message: string | Uint8Array }[]): Promise<Sent[]> {
     const delivered: Sent[] = new Array(messages.length);
     let next = 0;
     const worker = async () => {
@@ -68,7 +72,7 @@ export class C1mClient {
     return delivered;
   }
 
-  /** Adds [subscriber, subscribee] pairs; resolves with how many were new. */
+  /** Adds [subscriber, subject] pairs (a subject: a user id or a topic); resolves with how many were new. */
   async subscribe(pairs: Pair[]): Promise<number> {
     return ((await this.request('POST', '/subscriptions', JSON.stringify(pairs))) as { added: number }).added;
   }
@@ -78,24 +82,27 @@ export class C1mClient {
     return ((await this.request('DELETE', '/subscriptions', JSON.stringify(pairs))) as { removed: number }).removed;
   }
 
-  /** Who hears `user`'s messages. */
-  async subscribers(user: number): Promise<number[]> {
-    return (await this.request('GET', `/subscribers/${user}`)) as number[];
+  /** Who hears what is sent to `subject` (a user id or a topic). */
+  async subscribers(subject: Subject): Promise<number[]> {
+    return (await this.request('GET', `/subscribers/${encodeURIComponent(subject)}`)) as number[];
   }
 
-  /** Whom `user` hears. */
-  async subscriptions(user: number): Promise<number[]> {
-    return (await this.request('GET', `/subscriptions/${user}`)) as number[];
+  /** The users (as integers) and topics `user` hears. */
+  async subscriptions(user: number): Promise<Subject[]> {
+    return (await this.request('GET', `/subscriptions/${user}`)) as Subject[];
   }
 
   async stats(): Promise<Record<string, unknown>> {
     return (await this.request('GET', '/stats')) as Record<string, unknown>;
   }
 
-  /** A token that opens `user`'s stream on any transport for `ttlSeconds`, signed here with the stream secret: no call to c1m. */
-  streamToken(user: number, ttlSeconds = 3600): string {
+  /**
+   * A token that opens `user`'s stream on any transport for `ttlSeconds`, listening to `topics` if it asks (each
+   * `kind:id`, or `kind:*` for any of a kind), signed here with the stream secret: no call to c1m.
+   */
+  streamToken(user: number, ttlSeconds = 3600, topics: readonly string[] = []): string {
     if (!this.options.streamSecret) throw new Error('streamToken needs the servers\' --stream-secret as streamSecret');
-    return mintStreamToken(this.options.streamSecret, user, ttlSeconds);
+    return mintStreamToken(this.options.streamSecret, user, ttlSeconds, Date.now(), topics);
   }
 
   private async request(method: string, path: string, body?: string | Uint8Array): Promise<unknown> {

@@ -3,6 +3,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { createRequire } from 'node:module';
 import { pino } from 'pino';
 import { toPairs, type Pair } from '../subsmanager/pairs.js';
+import { parseSubject } from '../subsmanager/subjects.js';
 import type { SubscriptionStore } from '../subsmanager/store.js';
 import { clusterCommands } from './cluster.js';
 import { friendsCommand } from './friends.js';
@@ -11,11 +12,15 @@ import { loadgenCommand } from './loadgen.js';
 import { apiOptions, dbOption, historyOptions, integer, logLevelOption, maxUserIdOption, streamOptions } from './options.js';
 import { runCommand } from './run.js';
 
-/** "subscriber:subscribee" → pair. */
+/** "subscriber:subject" → pair: `2:1` (2 hears user 1), `2:photo:789` (2 hears the topic). Checked as the API checks pairs (toPairs). */
 const pair = (text: string, previous: Pair[] = []): Pair[] => {
-  const match = /^([1-9][0-9]*):([1-9][0-9]*)$/.exec(text);
-  if (!match) throw new InvalidArgumentError(`'${text}' is not subscriber:subscribee (e.g. 2:1 means 2 receives what 1 sends)`);
-  return [...previous, [Number(match[1]), Number(match[2])]];
+  const colon = text.indexOf(':');
+  try {
+    if (colon < 0) throw new Error('no subject');
+    return [...previous, ...toPairs([[parseSubject(text.slice(0, colon)), parseSubject(text.slice(colon + 1))]])];
+  } catch (err) {
+    throw new InvalidArgumentError(`'${text}' is not subscriber:subject (e.g. 2:1 means 2 receives what user 1 is sent, 2:photo:789 what photo:789 is sent): ${(err as Error).message}`);
+  }
 };
 
 const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
@@ -71,22 +76,29 @@ program
   .argument('<id>', 'user id', integer('user', 1))
   .addOption(new Option('--stream-secret <secret>', 'the secret the server was given').env('C1M_STREAM_SECRET').makeOptionMandatory())
   .addOption(new Option('--ttl <seconds>', 'lifetime of the token').default(3600).argParser(integer('ttl', 1)))
-  .action(async (id: number, opts) => {
+  .option('--topics <list>', 'topics the stream may also listen to, comma-separated: kind:id, or kind:* for any of a kind')
+  .action(async (id: number, opts, command: Command) => {
     const { checkStreamSecret, mintStreamToken } = await import('../server/auth.js');
     checkStreamSecret(opts.streamSecret);
-    console.log(mintStreamToken(opts.streamSecret, id, opts.ttl));
+    try {
+      console.log(mintStreamToken(opts.streamSecret, id, opts.ttl, Date.now(), opts.topics ? opts.topics.split(',') : []));
+    } catch (err) {
+      command.error(`error: ${(err as Error).message}`);
+    }
   });
 
 const subs = program.command('subs').description('read and change subscriptions in the store directly (safe while a server runs)');
 subs
   .command('add')
-  .description('add subscriptions, each as subscriber:subscribee')
-  .argument('<pairs...>', 'subscriber:subscribee', (text: string, previous: Pair[]) => pair(text, previous))
+  .description('add subscriptions, each as subscriber:subject (a user id or a topic, kind:id)')
+  .argument('<pairs...>', 'subscriber:subject', (text: string, previous: Pair[]) => pair(text, previous))
   .option('--mutual', 'also add the reverse of each pair (friends)')
   .addOption(dbOption())
   .addOption(maxUserIdOption())
   .action((pairs: Pair[], opts, command: Command) => {
-    const all = opts.mutual ? pairs.flatMap(([a, b]): Pair[] => [[a, b], [b, a]]) : pairs;
+    const topic = pairs.find(([, subject]) => typeof subject !== 'number');
+    if (opts.mutual && topic) command.error(`error: --mutual is for users (friends), and ${topic[1]} is a topic`);
+    const all = opts.mutual ? pairs.flatMap(([a, b]): Pair[] => [[a, b], [b as number, a]]) : pairs;
     // Held to the servers' --max-user-id, as POST /subscriptions is: a pair above it could never be sent to.
     try {
       toPairs(all, opts.maxUserId);
@@ -97,8 +109,8 @@ subs
   });
 subs
   .command('remove')
-  .description('remove subscriptions, each as subscriber:subscribee')
-  .argument('<pairs...>', 'subscriber:subscribee', (text: string, previous: Pair[]) => pair(text, previous))
+  .description('remove subscriptions, each as subscriber:subject')
+  .argument('<pairs...>', 'subscriber:subject', (text: string, previous: Pair[]) => pair(text, previous))
   .addOption(dbOption())
   .action((pairs: Pair[], opts) => {
     return withStore(opts.db, (store) => console.log(JSON.stringify({ removed: store.removeSubscriptions(pairs) })));

@@ -10,6 +10,7 @@ import { epochMs, LatencyHistogram, type LatencyBuckets } from '../router/latenc
 import { Registry, type Connection } from '../router/registry.js';
 import { Router, SendError, type Chunk, type SubscriberSource } from '../router/router.js';
 import { NotSequencerError, type History, type Missed } from '../subsmanager/history.js';
+import type { Subject } from '../subsmanager/subjects.js';
 import { paced } from '../subsmanager/pacer.js';
 import type { Bus } from './bus.js';
 import { CLUSTER_DEFAULTS } from './defaults.js';
@@ -50,15 +51,19 @@ export interface EdgeView extends Omit<EdgeStats, 'state'> {
   lastSeenMs: number;
 }
 
-/** All streams of one user on one edge, as one connection of the router's registry. */
+/** All streams of one user on one edge, or all those listening to one topic there, as one connection of the router's registry. */
 class EdgeStreams implements Connection {
   count = 0;
+  /** The registry's key for a user's streams; a topic's listeners are keyed by the topic (Registry.listen). */
+  readonly user: number;
   constructor(
-    readonly user: number,
+    readonly target: Subject,
     private readonly link: EdgeLink,
-  ) {}
+  ) {
+    this.user = typeof target === 'number' ? target : 0;
+  }
   write(chunk: Buffer): number {
-    this.link.queue(this.user, chunk);
+    this.link.queue(this.target, chunk);
     return this.count;
   }
   /** The edge owns the sockets; a router shutting down leaves them open. */
@@ -67,7 +72,8 @@ class EdgeStreams implements Connection {
 
 /** What a router knows of one edge, and the batch it is filling for it. */
 class EdgeLink {
-  readonly streams = new Map<number, EdgeStreams>();
+  /** Users' streams, and topics' listeners (not counted in streamCount), on this edge. */
+  readonly streams = new Map<Subject, EdgeStreams>();
   /** Streams in `streams`, kept as they change: /stats and /metrics read it, and at a million users a count by iteration stalls the router. */
   streamCount = 0;
   seq = 0;
@@ -75,14 +81,14 @@ class EdgeLink {
   /** When a snapshot was last asked for (0: not pending). */
   syncAskedAt = 0;
   /** Snapshot parts received so far, and the part expected next. */
-  incoming: number[] = [];
+  incoming: Subject[] = [];
   nextPart = 0;
   lastSeen = Date.now();
   down = false;
   stats?: EdgeStats;
   latency: LatencyBuckets = { counts: [], sum: 0 };
   private chunks: Uint8Array[] = [];
-  private targets: number[][] = [];
+  private targets: Subject[][] = [];
   private sentAt: number[] = [];
   /** Each chunk's message id, where the router keeps a history. */
   private ids: number[] = [];
@@ -100,38 +106,44 @@ class EdgeLink {
     this.run = `${owner.boot}.${++owner.links}`;
   }
 
-  add(user: number): void {
-    let held = this.streams.get(user);
+  add(subject: Subject): void {
+    let held = this.streams.get(subject);
     if (!held) {
-      held = new EdgeStreams(user, this);
-      this.streams.set(user, held);
-      this.owner.registry.login(held);
+      held = new EdgeStreams(subject, this);
+      this.streams.set(subject, held);
+      if (typeof subject === 'number') this.owner.registry.login(held);
+      else this.owner.registry.listen(subject, held);
     }
     held.count++;
-    this.streamCount++;
+    if (typeof subject === 'number') this.streamCount++;
   }
 
-  remove(user: number): void {
-    const held = this.streams.get(user);
+  remove(subject: Subject): void {
+    const held = this.streams.get(subject);
     if (!held) return;
-    this.streamCount--;
+    if (typeof subject === 'number') this.streamCount--;
     if (--held.count <= 0) {
-      this.streams.delete(user);
-      this.owner.registry.logout(held);
+      this.streams.delete(subject);
+      this.release(held);
     }
+  }
+
+  private release(held: EdgeStreams): void {
+    if (typeof held.target === 'number') this.owner.registry.logout(held);
+    else this.owner.registry.unlisten(held.target, held);
   }
 
   clear(): void {
-    for (const held of this.streams.values()) this.owner.registry.logout(held);
+    for (const held of this.streams.values()) this.release(held);
     this.streams.clear();
     this.streamCount = 0;
   }
 
-  /** Adds `user` to the batch; a chunk shared by several users (one send) is carried once. */
-  queue(user: number, chunk: Chunk): void {
+  /** Adds `target` (a user, or a topic: the first of its chunk's, see Registry.deliverTopic) to the batch; a chunk shared by several (one send) is carried once. */
+  queue(target: Subject, chunk: Chunk): void {
     let last = this.chunks.length - 1;
     if (last >= 0 && this.chunks[last] === chunk) {
-      this.targets[last].push(user);
+      this.targets[last].push(target);
     } else {
       // A chunk that would take the batch over the bus's largest message starts the next one.
       if (last >= 0 && this.batchBytes + BATCH_OVERHEAD + chunk.length + CHUNK_BYTES + ID_BYTES > this.owner.bus.maxPayload) {
@@ -140,12 +152,12 @@ class EdgeLink {
       }
       if (last < 0) this.owner.dirty.add(this);
       this.chunks.push(chunk);
-      this.targets.push([user]);
+      this.targets.push([target]);
       this.sentAt.push(this.owner.sendingAt);
       if (chunk.id !== undefined) this.ids.push(chunk.id);
       this.batchBytes += chunk.length + CHUNK_BYTES;
     }
-    this.batchBytes += ID_BYTES;
+    this.batchBytes += typeof target === 'number' ? ID_BYTES : target.length + ID_BYTES;
     // Out at once before the next chunk could take it over the bus's largest message.
     if (this.batchBytes + BATCH_OVERHEAD + this.owner.maxChunkBytes > this.owner.bus.maxPayload) this.flush();
   }
@@ -256,7 +268,7 @@ export class Directory {
   private readonly replay = (message: BusMessage, replyTo: string | undefined): void => {
     if (message.t !== 'replay' || !replyTo) return;
     // The history reads only what the budget takes (the first message always: one fits a bus message, see maxChunkBytes).
-    this.pacedReplay(message.user, message.after, Math.min(message.budget, this.bus.maxPayload - BATCH_OVERHEAD)).then(
+    this.pacedReplay(message.user, message.after, Math.min(message.budget, this.bus.maxPayload - BATCH_OVERHEAD), message.topics).then(
       (answer) => {
         this.flush();
         if (answer.lost) return this.bus.publish(replyTo, { t: 'replayed', ids: [], bodies: [], more: false, lost: answer.why });
@@ -268,7 +280,7 @@ export class Directory {
   };
 
   /** Replays a few per turn (see subsmanager/pacer.ts), so that a burst of resumes does not hold up the sends. */
-  private readonly pacedReplay = paced((user: number, after: number, budget: number) => this.options.history!.replay(user, after, budget));
+  private readonly pacedReplay = paced((user: number, after: number, budget: number, topics?: readonly string[]) => this.options.history!.replay(user, after, budget, topics));
 
   /** False until learned() resolves: sends over the bus are refused meanwhile. */
   ready = false;
@@ -293,10 +305,10 @@ export class Directory {
     this.bus.publish(SUBJECTS.sync, { t: 'sync' });
   }
 
-  /** Delivers to `user` and its subscribers wherever they are connected; returns the streams the directory holds for them. */
-  send(user: number, message: string | Uint8Array): number {
+  /** Delivers to `subject` (a user) and its subscribers wherever they are connected; returns the streams the directory holds for them. */
+  send(subject: Subject, message: string | Uint8Array): number {
     this.sendingAt = epochMs();
-    const delivered = this.router.send(user, message);
+    const delivered = this.router.send(subject, message);
     if (this.dirty.size > 0 && !this.flushTimer) {
       // Like Nagle: a send after a quiet spell goes out at the end of this turn; while sends keep coming,
       // batches leave at most once per window, so each edge wakes at most 1000/batchWindowMs times a second.
@@ -364,8 +376,8 @@ export class Directory {
         if (message.seq !== link.seq + 1) return this.askSync(link, `missed presence ${link.seq + 1}..${message.seq - 1}`);
         link.seq = message.seq;
         // Logins first: a user who left and came back within one batch never drops below their real count.
-        for (const user of message.in) link.add(user);
-        for (const user of message.out) link.remove(user);
+        for (const subject of message.in) link.add(subject);
+        for (const subject of message.out) link.remove(subject);
         return;
       case 'status':
         link.stats = message.stats;
@@ -387,7 +399,7 @@ export class Directory {
         link.stats = message.stats;
         if (!message.last) return;
         link.clear();
-        for (const user of link.incoming) link.add(user);
+        for (const subject of link.incoming) link.add(subject);
         link.incoming = [];
         link.nextPart = 0;
         link.seq = message.seq;

@@ -103,12 +103,12 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
   });
   const presence = new PresenceReporter(bus, options.id, `${process.pid}-${Date.now().toString(36)}`, stats, latency, options.presenceMs ?? MIN_WINDOW_MS);
   const registry = new Registry(options.maxStreamsPerUser ?? DEFAULTS.maxStreamsPerUser, {
-    login(user) {
-      presence.login(user);
+    login(subject) {
+      presence.login(subject);
       if (state === 'up' && registry.connections >= pauseAt) setState('full');
     },
-    logout(user) {
-      presence.logout(user);
+    logout(subject) {
+      presence.logout(subject);
       if (state === 'full' && registry.connections <= resumeAt) setState('up');
     },
   });
@@ -126,9 +126,9 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
         resolve();
       }),
     ));
-  hub.replay = async (user, after, budget) => {
+  hub.replay = async (user, after, budget, topics) => {
     await sendLogins();
-    const reply = await bus.request(SUBJECTS.replay, { t: 'replay', user, after, budget }, REPLAY_TIMEOUT_MS);
+    const reply = await bus.request(SUBJECTS.replay, { t: 'replay', user, after, budget, ...(topics.length > 0 && { topics: [...topics] }) }, REPLAY_TIMEOUT_MS);
     if (reply.t !== 'replayed') throw new Error(`unexpected answer to a replay: ${reply.t}`);
     if (reply.lost) return { lost: true, why: reply.lost };
     return { lost: false, messages: reply.ids.map((id, i) => ({ id, body: reply.bodies[i] })), more: reply.more };
@@ -178,7 +178,9 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     for (let i = 0; i < chunks.length; i++) {
       const chunk = chunks[i] as Chunk; // msgpackr decodes binary as Buffer on Node
       if (ids) chunk.id = ids[i];
-      for (const user of targets[i]) registry.deliver(user, chunk);
+      const first = targets[i][0];
+      if (typeof first === 'string') registry.deliverTopic(first, targets[i].slice(1) as number[], chunk);
+      else for (const user of targets[i] as number[]) registry.deliver(user, chunk);
       hub.noteSend(sentAt[i]);
     }
   };
@@ -214,7 +216,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
         return;
       }
       case 'sync':
-        return presence.snapshot(registry.everyConnectionUser());
+        return presence.snapshot([...registry.everyConnectionUser(), ...registry.everyListeningTopic()]);
       default:
         log.warn({ t: message.t }, 'unexpected bus message');
     }

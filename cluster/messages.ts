@@ -17,6 +17,7 @@
 import { Packr } from 'msgpackr';
 import { LATENCY_BUCKETS_MS, type LatencyBuckets } from '../router/latency.js';
 import { TRANSPORTS, type TransportStats } from '../server/stream.js';
+import { toSubject, type Subject } from '../subsmanager/subjects.js';
 
 /** What an edge is doing, as routers and HAProxy's agent check see it. */
 export type EdgeState = 'up' | 'full' | 'draining' | 'stopping';
@@ -50,31 +51,35 @@ interface FromEdge {
 }
 
 export type BusMessage =
-  /** Streams opened (`in`) and closed (`out`) on an edge since its last batch; a user appears once per stream. */
-  | (FromEdge & { t: 'presence'; in: number[]; out: number[] })
+  /** Streams opened (`in`) and closed (`out`) on an edge since its last batch; a user appears once per stream, a topic (`kind:id`) once per stream listening to it. */
+  | (FromEdge & { t: 'presence'; in: Subject[]; out: Subject[] })
   /** Every second: the edge is alive; its counters for /stats and /metrics. */
   | (FromEdge & { t: 'status'; stats: EdgeStats; latency: LatencyBuckets })
   /** A router asks for full state (at start, after a gap, or for an edge it does not know). */
   | { t: 'sync' }
-  /** One part of an edge's snapshot: every stream's user, as of `seq`. */
-  | (FromEdge & { t: 'state'; part: number; last: boolean; users: number[]; stats: EdgeStats })
-  /** Messages for this edge: `chunks[i]` goes to every stream of each user in `targets[i]`; `sentAt[i]` is when its send began (epoch ms). */
+  /** One part of an edge's snapshot: every stream's user and listened topic, as in presence, as of `seq`. */
+  | (FromEdge & { t: 'state'; part: number; last: boolean; users: Subject[]; stats: EdgeStats })
+  /**
+   * Messages for this edge: `chunks[i]` goes to every stream of each user in `targets[i]`, and, where the first
+   * target is a topic, to the streams listening to it, each stream once; `sentAt[i]` is when its send began (epoch ms).
+   */
   /**
    * With a history, `ids[i]` is chunk i's message id, and `router`/`batch` number the batches one router run
    * sent this edge, so that an edge that missed one (NATS restarted, the router crashed) knows it.
    */
-  | { t: 'deliver'; chunks: Uint8Array[]; targets: number[][]; sentAt: number[]; ids?: number[]; router?: string; batch?: number; term?: number }
+  | { t: 'deliver'; chunks: Uint8Array[]; targets: Subject[][]; sentAt: number[]; ids?: number[]; router?: string; batch?: number; term?: number }
   /** A router stopping cleanly: the last batch it sent this edge. */
   | { t: 'stopped'; router: string; batch: number }
   /** Stop taking new streams and close the open ones at `rate` per second, so their clients reconnect elsewhere. */
   | { t: 'drain'; rate?: number }
   | { t: 'undrain' }
   /** A backend sends over the bus instead of HTTP. */
-  | { t: 'send'; user: number; message: Uint8Array | string }
+  /** `user` is the subject: a user's integer, as always, or a topic's `kind:id` (subsmanager/subjects.ts). */
+  | { t: 'send'; user: Subject; message: Uint8Array | string }
   /** The answer to a send: how many streams it reached, or why it was refused. */
   | { t: 'sent'; delivered: number; error?: string; id?: number }
-  /** An edge asks for what a resuming stream's user missed since message `after`, at most `budget` bytes of it. */
-  | { t: 'replay'; user: number; after: number; budget: number }
+  /** An edge asks for what a resuming stream's user, and the topics it listens to, missed since message `after`, at most `budget` bytes of it. */
+  | { t: 'replay'; user: number; after: number; budget: number; topics?: string[] }
   /** The answer: the messages in id order (`more`: the budget cut them short), or why the history cannot tell. */
   | { t: 'replayed'; ids: number[]; bodies: Uint8Array[]; more: boolean; lost?: 'expired' | 'unknown' };
 
@@ -123,6 +128,15 @@ export const encode = (message: BusMessage): Uint8Array => packr.pack(message);
 type Check = (value: unknown) => boolean;
 const count: Check = (v) => Number.isSafeInteger(v) && (v as number) >= 0;
 const userId: Check = (v) => Number.isSafeInteger(v) && (v as number) > 0;
+/** A topic, `kind:id` (not a user): as subsmanager/subjects.ts defines it. */
+const topic: Check = (v) => {
+  try {
+    return typeof v === 'string' && typeof toSubject(v) === 'string';
+  } catch {
+    return false;
+  }
+};
+const subject: Check = (v) => userId(v) || topic(v);
 const finite: Check = (v) => typeof v === 'number' && Number.isFinite(v);
 const text: Check = (v) => typeof v === 'string';
 const flag: Check = (v) => typeof v === 'boolean';
@@ -168,19 +182,19 @@ const fromEdge = { boot: text, seq: count };
 
 /** Every message's fields and their checks, by type. */
 const FIELDS_BY_TYPE: Record<BusMessage['t'], Record<string, Check>> = {
-  presence: { ...fromEdge, in: listOf(userId), out: listOf(userId) },
+  presence: { ...fromEdge, in: listOf(subject), out: listOf(subject) },
   status: { ...fromEdge, stats: edgeStats, latency },
   sync: {},
-  state: { ...fromEdge, part: count, last: flag, users: listOf(userId), stats: edgeStats },
-  deliver: { chunks: listOf(bytes), targets: listOf(listOf(userId)), sentAt: listOf(finite), ids: optional(listOf(count)), router: optional(text), batch: optional(count), term: optional(count) },
+  state: { ...fromEdge, part: count, last: flag, users: listOf(subject), stats: edgeStats },
+  deliver: { chunks: listOf(bytes), targets: listOf(listOf(subject)), sentAt: listOf(finite), ids: optional(listOf(count)), router: optional(text), batch: optional(count), term: optional(count) },
   stopped: { router: text, batch: count },
   drain: { rate: optional((v) => finite(v) && (v as number) > 0) },
   undrain: {},
-  // Types only: which users and messages a send may carry is the router's one check (checkSend in router/router.ts), answered with an error.
-  send: { user: finite, message: (v) => text(v) || bytes(v) },
+  // Types only: which subjects and messages a send may carry is the router's one check (checkSend in router/router.ts), answered with an error.
+  send: { user: (v) => finite(v) || text(v), message: (v) => text(v) || bytes(v) },
   sent: { delivered: count, error: optional(text), id: optional(count) },
   // `after` as the client gave it (-1 for one that is not an id): the history tells it is lost. The budget is half a backlog.
-  replay: { user: userId, after: (v) => Number.isSafeInteger(v), budget: (v) => finite(v) && (v as number) >= 0 },
+  replay: { user: userId, after: (v) => Number.isSafeInteger(v), budget: (v) => finite(v) && (v as number) >= 0, topics: optional(listOf(topic)) },
   replayed: { ids: listOf(count), bodies: listOf(bytes), more: flag, lost: optional(oneOf('expired', 'unknown')) },
 };
 const FIELDS = new Map(Object.entries(FIELDS_BY_TYPE).map(([t, fields]) => [t, Object.entries(fields)]));

@@ -6,18 +6,24 @@
  */
 import type { LatencyBuckets } from '../router/latency.js';
 import type { PresenceObserver } from '../router/registry.js';
+import type { Subject } from '../subsmanager/subjects.js';
 import type { Bus } from './bus.js';
 import { MIN_WINDOW_MS, SUBJECTS, type EdgeStats } from './messages.js';
 
 /** Bytes of a snapshot part that are not user ids (the envelope and the stats), generously. */
 const SNAPSHOT_OVERHEAD = 4096;
-/** A user id in msgpack, at most. */
+/** A user id in msgpack, at most; a topic's header too. */
 const ID_BYTES = 5;
+
+/** A presence entry's bytes in msgpack, at most: a user id, or a topic's text and its header. */
+const sizeOf = (subject: Subject): number => (typeof subject === 'number' ? ID_BYTES : subject.length + ID_BYTES);
 
 export class PresenceReporter implements PresenceObserver {
   private seq = 0;
-  private ins: number[] = [];
-  private outs: number[] = [];
+  private ins: Subject[] = [];
+  private outs: Subject[] = [];
+  /** The pending batch's size, about: topics make entries of up to ~100 bytes, so a storm of logins could outgrow one bus message. */
+  private bytes = 0;
   private timer: NodeJS.Timeout | undefined;
   private readonly subject: string;
 
@@ -34,14 +40,20 @@ export class PresenceReporter implements PresenceObserver {
     this.subject = SUBJECTS.presence(edge);
   }
 
-  login(user: number): void {
-    this.ins.push(user);
-    this.timer ??= setTimeout(this.flush, this.windowMs);
+  login(subject: Subject): void {
+    this.ins.push(subject);
+    this.pending(subject);
   }
 
-  logout(user: number): void {
-    this.outs.push(user);
-    this.timer ??= setTimeout(this.flush, this.windowMs);
+  logout(subject: Subject): void {
+    this.outs.push(subject);
+    this.pending(subject);
+  }
+
+  private pending(subject: Subject): void {
+    this.bytes += sizeOf(subject);
+    if (this.bytes > this.bus.maxPayload - SNAPSHOT_OVERHEAD) this.flush();
+    else this.timer ??= setTimeout(this.flush, this.windowMs);
   }
 
   /** Sends the pending batch now. */
@@ -52,6 +64,7 @@ export class PresenceReporter implements PresenceObserver {
     this.bus.publish(this.subject, { t: 'presence', boot: this.boot, seq: ++this.seq, in: this.ins, out: this.outs });
     this.ins = [];
     this.outs = [];
+    this.bytes = 0;
   };
 
   /** Alive, with counters: to every router, or to one inbox (the admin command's reply). */
@@ -60,17 +73,25 @@ export class PresenceReporter implements PresenceObserver {
   }
 
   /**
-   * Every stream's user, one entry per stream, to every router (on this edge's subject, where a router can tell
-   * who sent it, unlike a reply): pending presence first, so the snapshot is exactly as of `seq`.
+   * Every stream's user, one entry per stream, and each topic a stream listens to, one entry per stream and topic,
+   * to every router (on this edge's subject, where a router can tell who sent it, unlike a reply): pending presence
+   * first, so the snapshot is exactly as of `seq`.
    */
-  snapshot(users: number[]): void {
+  snapshot(subjects: Subject[]): void {
     this.flush();
-    const perPart = Math.max(1, Math.floor((this.bus.maxPayload - SNAPSHOT_OVERHEAD) / ID_BYTES));
-    const parts = Math.max(1, Math.ceil(users.length / perPart));
-    for (let part = 0; part < parts; part++) {
-      const slice = users.slice(part * perPart, (part + 1) * perPart);
-      this.bus.publish(this.subject, { t: 'state', boot: this.boot, seq: this.seq, part, last: part === parts - 1, users: slice, stats: this.stats() });
+    const room = this.bus.maxPayload - SNAPSHOT_OVERHEAD;
+    const parts: Subject[][] = [[]];
+    let bytes = 0;
+    for (const subject of subjects) {
+      const size = sizeOf(subject);
+      if (bytes + size > room && parts[parts.length - 1].length > 0) {
+        parts.push([]);
+        bytes = 0;
+      }
+      parts[parts.length - 1].push(subject);
+      bytes += size;
     }
+    parts.forEach((users, part) => this.bus.publish(this.subject, { t: 'state', boot: this.boot, seq: this.seq, part, last: part === parts.length - 1, users, stats: this.stats() }));
   }
 
   close(): void {

@@ -17,6 +17,7 @@ import { sumTransportStats } from '../server/stream.js';
 import { loadNativeUws } from '../server/uws.js';
 import { LEASE } from '../subsmanager/sequencer.js';
 import { openStore, type StoreOptions } from '../subsmanager/store.js';
+import type { Subject } from '../subsmanager/subjects.js';
 import { CLUSTER_DEFAULTS } from './defaults.js';
 import { Directory } from './directory.js';
 import { NatsBus } from './nats-bus.js';
@@ -96,6 +97,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       users: registry.users,
       maxConnections: up.reduce((n, e) => n + e.capacity, 0),
       sends: router.sends,
+      kinds: router.kinds(),
       chunks: sum((e) => e.chunks),
       bytes: sum((e) => e.bytes),
       slowConsumerCloses: sum((e) => e.slowConsumerCloses),
@@ -113,10 +115,10 @@ export async function startRouterProcess(options: RouterProcessOptions) {
     return { ...s, streams: s.connections, latency: directory.latency() };
   });
   let closing = false;
-  const send = (user: number, message: Uint8Array) => {
+  const send = (subject: Subject, message: Uint8Array) => {
     // Not taken once stopping: its delivery could not leave any more.
     if (closing) throw new HttpError(503, 'the router is stopping');
-    const delivered = directory.send(user, message);
+    const delivered = directory.send(subject, message);
     if (!history) return { delivered };
     // In the file before the backend hears it was taken: an acknowledged send survives a kill -9.
     history.flush();

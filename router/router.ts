@@ -1,18 +1,19 @@
 /**
  * The router: who should hear a message. It resolves recipients once per send
- * ({user} ∪ subscribers(user)) and writes to each one's connections, which are
+ * ({subject} ∪ subscribers(subject), the subject counting where it is a connected user) and writes to each one's connections, which are
  * local streams in one process and remote edges in a cluster (cluster/directory.ts).
  */
+import { kindOf, SubjectError, toSubject, type Subject } from '../subsmanager/subjects.js';
 import type { Registry } from './registry.js';
 
 /** The one question the router asks the subscription store. */
 export interface SubscriberSource {
-  getSubscribers(user: number): number[];
+  getSubscribers(subject: Subject): number[];
 }
 
 /** Where accepted messages are kept so that streams can resume (the store's history); it gives each its id. */
 export interface MessageLog {
-  append(subject: number, body: Uint8Array): number;
+  append(subject: Subject, body: Uint8Array): number;
 }
 
 /** A message as streams receive it: its bytes and '\n', and its id when a MessageLog gave one. */
@@ -54,19 +55,45 @@ export class SendError extends Error {
   }
 }
 
-/** Throws a SendError unless `user` is a user id up to the limit and `message` non-empty bytes or text within it: the one check of every way a send comes in (HTTP, bus, embedding). */
-export function checkSend(user: unknown, message: unknown, limits: SendLimits): asserts message is string | Uint8Array {
-  if (!Number.isSafeInteger(user) || (user as number) < 1) throw new SendError(400, `not a user id: ${JSON.stringify(user)} (expected an integer from 1 to ${limits.maxUserId})`);
-  if ((user as number) > limits.maxUserId) throw new SendError(400, `user id ${user} is above the limit of ${limits.maxUserId}`);
+/**
+ * The subject a send goes to, canonical (`user:5` as 5, see subjects.ts), or a SendError unless `subject` names one
+ * (users up to the limit) and `message` is non-empty bytes or text within it: the one check of every way a send comes
+ * in (HTTP, bus, embedding).
+ */
+export function checkSend(subject: unknown, message: unknown, limits: SendLimits): Subject {
+  const to = toSendSubject(subject, limits.maxUserId);
   if (typeof message !== 'string' && !(message instanceof Uint8Array)) throw new SendError(400, `a message is bytes or a string, not ${message === undefined ? 'missing' : typeof message}`);
   const bytes = typeof message === 'string' ? Buffer.byteLength(message) : message.length;
   if (bytes === 0) throw new SendError(400, 'empty message');
   if (bytes > limits.maxMessage) throw new SendError(413, `a message of ${bytes} bytes is over --max-message (${limits.maxMessage})`);
+  return to;
 }
+
+function toSendSubject(subject: unknown, maxUserId: number): Subject {
+  try {
+    return toSubject(subject, maxUserId);
+  } catch (err) {
+    if (err instanceof SubjectError) throw new SendError(400, err.message);
+    throw err;
+  }
+}
+
+/** Sends and the streams they reached, of one kind of subject. */
+export interface KindCounts {
+  sends: number;
+  deliveries: number;
+}
+
+/** Kinds counted by name; sends to further kinds count under OTHER_KINDS, so that /metrics' label values stay few. */
+export const MAX_COUNTED_KINDS = 32;
+export const OTHER_KINDS = 'other';
 
 export class Router {
   /** Messages passed to send(). */
   sends = 0;
+  /** Users' sends are this.sends less the topics'; kept in plain fields, so that a friends send pays no lookup. */
+  private userDeliveries = 0;
+  private readonly topicCounts = new Map<string, KindCounts>();
 
   constructor(
     /** Where recipients are connected: local streams in one process, edges in a cluster. */
@@ -78,31 +105,51 @@ export class Router {
   ) {}
 
   /**
-   * Delivers `message` to every connection of `user` and of each of its
-   * subscribers. Returns how many streams took it. Users who are not
-   * connected miss it, as in the original design. A send outside the
-   * limits throws a SendError, and nothing is numbered or delivered.
+   * Delivers `message` to every connection of `subject` (a user's, or those
+   * listening to a topic) and of each of its subscribers, once per stream. Returns how many streams took it.
+   * Users who are not connected miss it, as in the original design. A send
+   * outside the limits throws a SendError, and nothing is numbered or delivered.
    */
-  send(user: number, message: string | Uint8Array): number {
-    checkSend(user, message, this.limits);
-    const chunk = toChunk(message);
+  send(subject: Subject, message: string | Uint8Array): number {
+    const to = checkSend(subject, message, this.limits);
+    const chunk = toChunk(message as string | Uint8Array);
     // The log keeps a view of the chunk: the bytes are not copied, and nothing writes to a chunk once built.
     // A log that refuses the message (it may not number it) throws before anyone gets it.
-    if (this.log) chunk.id = this.log.append(user, chunk.subarray(0, chunk.length - 1));
+    if (this.log) chunk.id = this.log.append(to, chunk.subarray(0, chunk.length - 1));
     this.sends++;
-    return this.fanOut(user, chunk);
+    const delivered = this.fanOut(to, chunk);
+    if (typeof to === 'number') this.userDeliveries += delivered;
+    else this.countTopic(to, delivered);
+    return delivered;
+  }
+
+  private countTopic(topic: string, delivered: number): void {
+    let kind = kindOf(topic);
+    if (!this.topicCounts.has(kind) && this.topicCounts.size >= MAX_COUNTED_KINDS) kind = OTHER_KINDS;
+    const counts = this.topicCounts.get(kind) ?? { sends: 0, deliveries: 0 };
+    counts.sends++;
+    counts.deliveries += delivered;
+    this.topicCounts.set(kind, counts);
+  }
+
+  /** Sends and deliveries by kind of subject (`user`, `photo`…; at most MAX_COUNTED_KINDS topic kinds, then `other`). */
+  kinds(): Record<string, KindCounts> {
+    let topicSends = 0;
+    for (const counts of this.topicCounts.values()) topicSends += counts.sends;
+    return { user: { sends: this.sends - topicSends, deliveries: this.userDeliveries }, ...Object.fromEntries(this.topicCounts) };
   }
 
   /** Delivers a message the log already holds (a new sequencer's first duty, see cluster/directory.ts), with its id. */
-  redeliver(user: number, body: Uint8Array, id: number): number {
-    return this.fanOut(user, toChunk(body, id));
+  redeliver(subject: Subject, body: Uint8Array, id: number): number {
+    return this.fanOut(subject, toChunk(body, id));
   }
 
-  private fanOut(user: number, chunk: Chunk): number {
-    let delivered = this.registry.deliver(user, chunk);
-    for (const subscriber of this.subscribers.getSubscribers(user)) {
+  private fanOut(subject: Subject, chunk: Chunk): number {
+    if (typeof subject === 'string') return this.registry.deliverTopic(subject, this.subscribers.getSubscribers(subject), chunk);
+    let delivered = this.registry.deliver(subject, chunk);
+    for (const subscriber of this.subscribers.getSubscribers(subject)) {
       // The store holds each pair once; skipping the sender covers a self-subscription.
-      if (subscriber !== user) delivered += this.registry.deliver(subscriber, chunk);
+      if (subscriber !== subject) delivered += this.registry.deliver(subscriber, chunk);
     }
     return delivered;
   }

@@ -3,10 +3,11 @@ import { unpack } from 'msgpackr';
 import { SendError } from '../router/router.js';
 import { NotSequencerError } from '../subsmanager/history.js';
 import { toPairs, type Pair } from '../subsmanager/pairs.js';
+import { parseSubject, type Subject } from '../subsmanager/subjects.js';
 import type { SubscriptionStore } from '../subsmanager/store.js';
 import type { Registry as MetricsRegistry } from 'prom-client';
 import { DEFAULTS } from './defaults.js';
-import { bearer, closeUnread, HttpError, parseId, readBody, reply, replyJson } from './http.js';
+import { bearer, closeUnread, HttpError, readBody, reply, replyJson } from './http.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
 export interface ApiOptions {
@@ -48,7 +49,7 @@ export interface Sent {
 export function apiRoutes(
   app: TemplatedApp,
   /** Returns once the message is kept, where the process keeps a history. */
-  send: (user: number, message: Uint8Array) => Sent,
+  send: (subject: Subject, message: Uint8Array) => Sent,
   store: SubscriptionStore,
   stats: () => object,
   options: ApiOptions,
@@ -83,16 +84,24 @@ export function apiRoutes(
       });
     };
 
-  const userParam = (text: string): number => {
-    const id = parseId(text);
-    if (id === null) throw new HttpError(400, `not a user id: '${text}' (expected a positive integer)`);
-    return id;
+  /** A subject in a path (`5`, `user:5`, `photo:789`, `:` may come as %3A): users up to --max-user-id, as POST /subscriptions takes them. */
+  const subjectParam = (text: string): Subject => {
+    let decoded: string;
+    try {
+      decoded = decodeURIComponent(text);
+    } catch {
+      throw new HttpError(400, `not a subject: '${text}' (bad percent-encoding)`);
+    }
+    try {
+      return parseSubject(decoded, options.maxUserId);
+    } catch (err) {
+      throw new HttpError(400, (err as Error).message);
+    }
   };
-  /** A user the store may hold pairs of: up to --max-user-id, as POST /subscriptions takes them. */
-  const storedUserParam = (text: string): number => {
-    const id = userParam(text);
-    if (id > options.maxUserId) throw new HttpError(400, `user id ${id} is above the limit of ${options.maxUserId}`);
-    return id;
+  const userParam = (text: string): number => {
+    const subject = subjectParam(text);
+    if (typeof subject !== 'number') throw new HttpError(400, `not a user: '${text}' (subscriptions are held by users)`);
+    return subject;
   };
 
   return app
@@ -100,15 +109,15 @@ export function apiRoutes(
       '/send/:id',
       guarded(
         withBody((body, _type, [id]) => {
-          // The user's range and the message's size are the router's one check (checkSend), as for every way in.
-          return send(userParam(id), body);
+          // The message's size is the router's check (checkSend), as for every way in.
+          return send(subjectParam(id), body);
         }, options.maxMessage ?? DEFAULTS.maxMessage),
       ),
     )
     .post('/subscriptions', guarded(withBody((body, type) => ({ added: store.addSubscriptions(parsePairs(body, type, options.maxUserId)) }))))
     .del('/subscriptions', guarded(withBody((body, type) => ({ removed: store.removeSubscriptions(parsePairs(body, type, options.maxUserId)) }))))
-    .get('/subscribers/:id', guarded((res, req) => replyJson(res, 200, store.getSubscribers(storedUserParam(req.getParameter(0))))))
-    .get('/subscriptions/:id', guarded((res, req) => replyJson(res, 200, store.getSubscriptions(storedUserParam(req.getParameter(0))))))
+    .get('/subscribers/:subject', guarded((res, req) => replyJson(res, 200, store.getSubscribers(subjectParam(req.getParameter(0))))))
+    .get('/subscriptions/:user', guarded((res, req) => replyJson(res, 200, store.getSubscriptions(userParam(req.getParameter(0))))))
     .get('/stats', guarded((res) => replyJson(res, 200, stats())))
     .get(
       '/metrics',

@@ -1,4 +1,4 @@
-import { checkStreamToken } from './auth.js';
+import { checkStreamToken, tokenScope } from './auth.js';
 import { originCheck, PREFLIGHT } from './cors.js';
 import { bearer, NO_HEADERS, parseId, reply, type Headers } from './http.js';
 import { PAGE } from './page.js';
@@ -6,6 +6,7 @@ import { BROWSER_CLIENT } from './browser-client.js';
 import { SSE_HEADERS, SseStream, sseWelcome } from './sse.js';
 import { lastEventId, resume } from './resume.js';
 import { CometStream, NumberedStream, type StreamHub, type Transport } from './stream.js';
+import { parseTopics } from './topics.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 import { protocolToken, upgradeWs, wsBehavior, WsStream } from './ws.js';
 
@@ -61,8 +62,8 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
     });
   };
 
-  /** The user id of a stream request that may open, or null once it has been answered with why not. */
-  const admit = (res: HttpResponse, req: HttpRequest, transport: Transport, token: string, cors: Headers): number | null => {
+  /** The user id and topics of a stream request that may open, or null once it has been answered with why not. */
+  const admit = (res: HttpResponse, req: HttpRequest, transport: Transport, token: string, cors: Headers): Admitted | null => {
     const refuse = (status: number, why: string, close = false): null => {
       reply(res, status, `${why}\n`, undefined, close, status === 401 ? [...cors, CHALLENGE] : cors);
       return null;
@@ -72,8 +73,10 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
     // No such stream, and retrying will not make one: 404 for both. 503 only means "full, retry later".
     if (id === null) return refuse(404, `not a user id: '${text}', try ${ROUTES[transport]}123`);
     if (id > options.maxUserId) return refuse(404, `no stream for user id ${id}: this server's ids go up to ${options.maxUserId}`);
+    const topics = parseTopics(req.getQuery('topics') ?? '');
+    if (!Array.isArray(topics)) return refuse(400, topics.refused);
     if (secret !== undefined) {
-      const refused = token === '' ? 'this stream needs ?token=<token for this id> (or Authorization: Bearer <token>)' : checkStreamToken(secret, id, token);
+      const refused = token === '' ? 'this stream needs ?token=<token for this id> (or Authorization: Bearer <token>)' : checkStreamToken(secret, id, token, Date.now(), topics);
       if (refused !== null) {
         hub.transports[transport].authFailures++;
         return refuse(token === '' ? 401 : 403, refused);
@@ -81,18 +84,20 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
     }
     if (hub.open >= options.maxConnections) return refuse(503, `server full: ${hub.open} connections`, true);
     if (hub.registry.connectionsOf(id) >= hub.registry.maxPerUser) return refuse(429, `user ${id} already holds ${hub.registry.maxPerUser} streams`, true);
-    return id;
+    // The scope stays with a WebSocket, whose client may subscribe to more topics while it is open.
+    return { id, topics: hub.registry.intern(topics), scope: secret === undefined ? undefined : tokenScope(token) };
   };
 
   return app
     .get('/test/:id', (res, req) => {
       const allowed = cors(res, req);
       if (allowed === null) return;
-      const id = admit(res, req, 'chunked', token(req), allowed);
-      if (id === null) return;
+      const admitted = admit(res, req, 'chunked', token(req), allowed);
+      if (admitted === null) return;
+      const { id, topics } = admitted;
       const after = lastEventId(req.getQuery('lastEventId'), req.getHeader('last-event-id'));
       // Ids are opt-in here: without them the stream is byte for byte the original's.
-      const stream = after !== undefined || req.getQuery('ids') === '1' ? new NumberedStream(res, hub, id) : new CometStream(res, hub, id);
+      const stream = after !== undefined || req.getQuery('ids') === '1' ? new NumberedStream(res, hub, id, topics) : new CometStream(res, hub, id, topics);
       res.onAborted(stream.aborted.bind(stream)); // a bound method weighs less than a closure, per connection
       res.writeStatus('200 OK');
       for (const [name, value] of headers) res.writeHeader(name, value);
@@ -103,11 +108,12 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
     .get('/sse/:id', (res, req) => {
       const allowed = cors(res, req);
       if (allowed === null) return;
-      const id = admit(res, req, 'sse', token(req), allowed);
-      if (id === null) return;
+      const admitted = admit(res, req, 'sse', token(req), allowed);
+      if (admitted === null) return;
+      const { id, topics } = admitted;
       // EventSource sends Last-Event-ID by itself when it reconnects; other clients may use the query.
       const after = lastEventId(req.getQuery('lastEventId'), req.getHeader('last-event-id'));
-      const stream = new SseStream(res, hub, id);
+      const stream = new SseStream(res, hub, id, topics);
       res.onAborted(stream.aborted.bind(stream));
       res.writeStatus('200 OK');
       for (const [name, value] of SSE_HEADERS) res.writeHeader(name, value);
@@ -123,8 +129,8 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
         if (cors(res, req) === null) return;
         const offer = protocolToken(req.getHeader('sec-websocket-protocol'));
         if (typeof offer === 'string') return reply(res, 400, `${offer}\n`);
-        const id = admit(res, req, 'ws', token(req) || offer.token, NO_HEADERS);
-        if (id !== null) upgradeWs(res, req, context, new WsStream(hub, id, lastEventId(req.getQuery('lastEventId'))), offer.protocol);
+        const admitted = admit(res, req, 'ws', token(req) || offer.token, NO_HEADERS);
+        if (admitted !== null) upgradeWs(res, req, context, new WsStream(hub, admitted.id, lastEventId(req.getQuery('lastEventId')), admitted.topics, admitted.scope), offer.protocol);
       }),
     )
     // A plain GET of a WebSocket path: uWS passes requests without an upgrade on to here.
@@ -139,6 +145,14 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
     .options('/c1m.js', preflight)
     .get('/', (res) => reply(res, 200, PAGE, 'text/html; charset=utf-8'))
     .any('/*', (res, req) => reply(res, 404, `no such page: ${req.getUrl()}, try /test/123\n`));
+}
+
+/** A stream request that may open: its user, and the topics it listens to while open. */
+interface Admitted {
+  id: number;
+  topics: readonly string[];
+  /** What its token lets it listen to; undefined when the server asks for no token. */
+  scope: readonly string[] | undefined;
 }
 
 /** The token of a stream request: ?token=, or `Authorization: Bearer` for clients that can set headers (kept out of URLs that proxies log). */

@@ -21,6 +21,7 @@ export interface MetricsSnapshot {
   streams: number;
   users: number;
   sends: number;
+  kinds: Record<string, { sends: number; deliveries: number }>;
   chunks: number;
   bytes: number;
   slowConsumerCloses: number;
@@ -61,6 +62,12 @@ export function metricsRegistry(read: () => MetricsSnapshot): Registry {
     }),
     computed('c1m_users', 'Distinct connected users.', 'gauge', one((s) => s.users)),
     computed('c1m_sends_total', 'Messages sent (send calls).', 'counter', one((s) => s.sends)),
+    computed('c1m_kind_sends_total', 'Messages sent, by kind of subject (user, or a topic kind; at most 32 kinds, then other).', 'counter', () =>
+      Object.entries(snapshot!.kinds).map(([kind, counts]) => ({ value: counts.sends, labels: { kind } })),
+    ),
+    computed('c1m_kind_deliveries_total', 'Streams that took a message, by kind of the subject it was sent to.', 'counter', () =>
+      Object.entries(snapshot!.kinds).map(([kind, counts]) => ({ value: counts.deliveries, labels: { kind } })),
+    ),
     computed('c1m_chunks_total', 'Chunks written to streams.', 'counter', one((s) => s.chunks)),
     computed('c1m_bytes_total', 'Message bytes written to streams.', 'counter', one((s) => s.bytes)),
     computed('c1m_slow_consumer_closes_total', 'Streams closed because their client stopped reading.', 'counter', one((s) => s.slowConsumerCloses)),

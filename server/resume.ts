@@ -11,15 +11,18 @@
  * takes its place once the replay is written, with only the held messages
  * the replay did not already hold. Either way nothing is lost or doubled.
  */
-import type { Connection, Registry } from '../router/registry.js';
+import { NO_TOPICS, type Connection, type Registry } from '../router/registry.js';
 import { toChunk, type Chunk } from '../router/router.js';
 import { replayTakes, type Replay } from '../subsmanager/history.js';
 
 /** A history's answer, with `more` when a byte budget cut the messages short. */
 export type ReplayAnswer = Replay | { lost: false; messages: { id: number; body: Uint8Array }[]; more?: boolean };
 
-/** What `user` missed since `after`, within about `budget` bytes (the first message always, see replayTakes): at once (this process's history), or later (a router's, over the bus). */
-export type Replayer = (user: number, after: number, budget: number) => ReplayAnswer | Promise<ReplayAnswer>;
+/**
+ * What `user` missed since `after`, and of the `topics` its stream listens to, within about `budget` bytes (the first
+ * message always, see replayTakes): at once (this process's history), or later (a router's, over the bus).
+ */
+export type Replayer = (user: number, after: number, budget: number, topics: readonly string[]) => ReplayAnswer | Promise<ReplayAnswer>;
 
 /**
  * A stream that can be resumed: it takes replayed messages (its write skips a message whose id is not above the last
@@ -59,9 +62,9 @@ export function resume(hub: ResumeHub, stream: Resumable, after: number | undefi
   const budget = hub.maxBacklog / 2;
   // The holder is logged in before the replay is asked for: an edge sends its pending logins with the request,
   // so the router hears this one before it reads the replay, and what it numbers after that read reaches the holder.
-  const holder = new Holder(stream.user);
+  const holder = new Holder(stream.user, stream.topics);
   hub.registry.login(holder);
-  const answer = hub.replay ? hub.replay(stream.user, after, budget) : UNKNOWN;
+  const answer = hub.replay ? hub.replay(stream.user, after, budget, stream.topics ?? NO_TOPICS) : UNKNOWN;
   if (!(answer instanceof Promise)) return handOver(hub, holder, stream, answer, budget);
   answer.then(
     (reply) => handOver(hub, holder, stream, reply, budget),
@@ -117,7 +120,11 @@ function endAfterFlush(hub: ResumeHub, stream: { close(): void }): void {
 class Holder implements Connection {
   readonly held: Chunk[] = [];
   closed = false;
-  constructor(readonly user: number) {}
+  constructor(
+    readonly user: number,
+    /** The stream's topics: what is sent to them meanwhile is held too (an edge reports them with the login). */
+    readonly topics?: readonly string[],
+  ) {}
   write(chunk: Chunk): number {
     this.held.push(chunk);
     return 1;

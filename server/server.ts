@@ -6,12 +6,13 @@
 import { pino, type Logger } from 'pino';
 import { LatencyHistogram, epochMs } from '../router/latency.js';
 import { Registry } from '../router/registry.js';
-import { Router } from '../router/router.js';
+import { Router, type KindCounts } from '../router/router.js';
 import { DEFAULT_CACHE_MIB } from '../subsmanager/defaults.js';
 import { NotSequencerError, type History, type HistoryStats } from '../subsmanager/history.js';
 import { paced } from '../subsmanager/pacer.js';
 import { LEASE } from '../subsmanager/sequencer.js';
 import { openStore, type SubscriptionStore } from '../subsmanager/store.js';
+import type { Subject } from '../subsmanager/subjects.js';
 import { apiRoutes, checkApiSettings } from './api.js';
 import { checkStreamSecret } from './auth.js';
 import { cometRoutes } from './comet.js';
@@ -82,6 +83,8 @@ export interface Stats {
   users: number;
   maxConnections: number;
   sends: number;
+  /** Sends and the streams they reached, by kind of subject (`user`, `photo`…; bounded, see Router.kinds). */
+  kinds: Record<string, KindCounts>;
   chunks: number;
   bytes: number;
   slowConsumerCloses: number;
@@ -180,6 +183,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
       users: registry.users,
       maxConnections,
       sends: router.sends,
+      kinds: router.kinds(),
       chunks: hub.chunks,
       bytes: hub.bytes,
       slowConsumerCloses: hub.slowConsumerCloses,
@@ -193,16 +197,16 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
   };
 
   const publicApp = cometRoutes(uws.App(), hub, { maxUserId, maxConnections, contentType: options.contentType, streamSecret: options.streamSecret, allowOrigin: options.allowOrigin });
-  const send = (user: number, message: Uint8Array) => {
+  const send = (subject: Subject, message: Uint8Array) => {
     const at = epochMs();
-    const delivered = router.send(user, message);
+    const delivered = router.send(subject, message);
     hub.noteSend(at);
     if (!history) return { delivered };
     // In the file before the backend hears it was taken: an acknowledged send survives a kill -9.
     history.flush();
     return { delivered, id: history.lastId };
   };
-  hub.replay = history ? paced((user, after, budget) => history.replay(user, after, budget)) : undefined;
+  hub.replay = history ? paced((user: number, after: number, budget: number, topics: readonly string[]) => history.replay(user, after, budget, topics)) : undefined;
   const metrics = metricsRegistry(() => ({ ...stats(), streams: registry.connections, latency, edges: [] }));
   const apiApp = apiRoutes(uws.App(), send, store, stats, {
     maxUserId,

@@ -1,4 +1,4 @@
-import type { Connection, Registry } from '../router/registry.js';
+import { NO_TOPICS, type Connection, type Registry } from '../router/registry.js';
 import { epochMs } from '../router/latency.js';
 import type { Chunk } from '../router/router.js';
 import type { Replayer } from './resume.js';
@@ -275,6 +275,7 @@ export class CometStream implements Connection {
     private readonly res: HttpResponse,
     protected readonly hub: StreamHub,
     readonly user: number,
+    readonly topics: readonly string[] = NO_TOPICS,
   ) {
     this.counters.open++;
     hub.streams?.add(this);

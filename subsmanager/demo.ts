@@ -2,7 +2,7 @@ import type { Pair } from './pairs.js';
 import type { SubscriptionStore } from './store.js';
 
 /** A small friends graph for a first run: users 1-6, friendships are mutual. */
-const FRIENDSHIPS: Pair[] = [
+const FRIENDSHIPS: [number, number][] = [
   [1, 2],
   [1, 3],
   [2, 3],

@@ -21,6 +21,7 @@ import { existsSync, statSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { LEASE, SequencerLease, type Holder, type Term } from './sequencer.js';
 import { checkWritable, createPrivately, openFailure } from './files.js';
+import type { Subject } from './subjects.js';
 import { enableWal } from './wal.js';
 
 const HISTORY_PAGE_SIZE = 4096;
@@ -76,7 +77,7 @@ export interface HistoryOptions {
 
 export interface Missed {
   id: number;
-  subject: number;
+  subject: Subject;
   body: Buffer;
 }
 
@@ -104,7 +105,7 @@ export interface HistoryStats {
 }
 
 /** Rows waiting for their turn's transaction: id, subject, at, body. */
-type Row = [number, number, number, Uint8Array];
+type Row = [number, Subject, number, Uint8Array];
 
 /** Thrown where this process would number a message without holding the sequencer lease (see sequencer.ts). */
 export class NotSequencerError extends Error {
@@ -197,7 +198,8 @@ export class History {
     this.nextId = this.firstFreeId();
     this.hears = db.prepare('SELECT subscribee FROM subscriptions_by_subscriber WHERE subscriber = ?').pluck();
     this.insert = db.prepare('INSERT INTO history (id, subject, at, body) VALUES (?, ?, ?, ?)');
-    // Every message `user` would have received, by the subscriptions it holds now: its own and those of whom it hears.
+    // Every message `user` would have received, by the subscriptions it holds now: its own and those of whom it hears,
+    // and those of the topics its stream listens to (@topics, a JSON list) that it does not also subscribe to.
     // Ids only, from the (subject, id) index alone, at most @limit: each row's size and body are read as a replay's
     // budget takes them, so a resume from an old id costs about what it sends, not every message kept since.
     this.since = db.prepare(
@@ -205,13 +207,17 @@ export class History {
        UNION ALL
        SELECT h.id, h.subject FROM subscriptions_by_subscriber s JOIN history h ON h.subject = s.subscribee AND h.id > @after
        WHERE s.subscriber = @user AND s.subscribee != @user
+       UNION ALL
+       SELECT id, subject FROM history WHERE id > @after AND subject IN (SELECT value FROM json_each(@topics))
+         AND subject NOT IN (SELECT subscribee FROM subscriptions_by_subscriber WHERE subscriber = @user)
        ORDER BY id LIMIT @limit`,
     );
     this.size = db.prepare('SELECT length(body) FROM history WHERE id = ?').pluck(); // the row's header, not the blob's pages
     this.body = db.prepare('SELECT body FROM history WHERE id = ?').pluck();
     this.floor = db.prepare(
       `SELECT max(through) FROM history_floor WHERE subject = ${EVERY_SUBJECT} OR subject = @user
-         OR subject IN (SELECT subscribee FROM subscriptions_by_subscriber WHERE subscriber = @user)`,
+         OR subject IN (SELECT subscribee FROM subscriptions_by_subscriber WHERE subscriber = @user)
+         OR subject IN (SELECT value FROM json_each(@topics))`,
     ).pluck();
     this.raiseFloor = db.prepare(
       'INSERT INTO history_floor (subject, through) VALUES (?, ?) ON CONFLICT (subject) DO UPDATE SET through = max(through, excluded.through)',
@@ -224,7 +230,7 @@ export class History {
     this.newer = db.prepare('SELECT id, subject, body FROM history WHERE id > ? ORDER BY id');
     this.write = db.transaction((rows: Row[]) => {
       if (!this.lease.confirmed()) throw new NotSequencerError(this.lease.current());
-      const subjects = new Set<number>();
+      const subjects = new Set<Subject>();
       for (const row of rows) {
         this.insert.run(row);
         subjects.add(row[1]);
@@ -283,7 +289,7 @@ export class History {
   }
 
   /** Takes a message and gives it its id; it is written at the end of this event-loop turn. Only while the lease is held. */
-  append(subject: number, body: Uint8Array): number {
+  append(subject: Subject, body: Uint8Array): number {
     if (!this.holdsLease()) throw new NotSequencerError(this.lease.current());
     const id = this.nextId++;
     this.pending.push([id, subject, Date.now(), body]);
@@ -309,20 +315,22 @@ export class History {
 
   /**
    * What `user` missed since message `after`, in id order, including messages
-   * of this turn not yet written, as much as `budget` bytes take (see
-   * replayTakes; each message weighs its body and REPLAY_MESSAGE_OVERHEAD),
-   * with `more` when some were left for the next resume (no budget: all of
-   * it). Lost when pruning took some of it, or when `after` is an id this
-   * store never gave (another store, a wiped file).
+   * of this turn not yet written, and those of the `topics` its stream
+   * listens to, as much as `budget` bytes take (see replayTakes; each message
+   * weighs its body and REPLAY_MESSAGE_OVERHEAD), with `more` when some were
+   * left for the next resume (no budget: all of it). Lost when pruning took
+   * some of it, or when `after` is an id this store never gave (another
+   * store, a wiped file).
    */
-  replay(user: number, after: number, budget = Number.MAX_SAFE_INTEGER): Replay {
+  replay(user: number, after: number, budget = Number.MAX_SAFE_INTEGER, topics: readonly string[] = []): Replay {
     this.resumes++;
     if (!Number.isSafeInteger(after) || after < 0 || after > this.lastId) return this.isLost('unknown');
-    if (((this.floor.get({ user }) as number | null) ?? 0) > after) return this.isLost('expired');
+    const listening = JSON.stringify(topics);
+    if (((this.floor.get({ user, topics: listening }) as number | null) ?? 0) > after) return this.isLost('expired');
     const messages: Missed[] = [];
     let bytes = 0;
     /** Takes a message if the budget does; false once it does not. */
-    const take = (id: number, subject: number, size: number, body: () => Buffer): boolean => {
+    const take = (id: number, subject: Subject, size: number, body: () => Buffer): boolean => {
       if (!replayTakes(bytes, size + REPLAY_MESSAGE_OVERHEAD, budget)) return false;
       bytes += size + REPLAY_MESSAGE_OVERHEAD;
       messages.push({ id, subject, body: body() });
@@ -332,16 +340,16 @@ export class History {
     const limit = Math.floor(budget / (REPLAY_MESSAGE_OVERHEAD + 1)) + 2;
     let rows = 0;
     let more = false;
-    for (const { id, subject } of this.since.iterate({ after, user, limit }) as Iterable<{ id: number; subject: number }>) {
+    for (const { id, subject } of this.since.iterate({ after, user, limit, topics: listening }) as Iterable<{ id: number; subject: Subject }>) {
       rows++;
       if (!take(id, subject, this.size.get(id) as number, () => this.body.get(id) as Buffer)) {
         more = true;
         break;
       }
     }
-    // Pending rows are not in the file yet, and come after every row there; their subjects are checked against the same subscriptions.
+    // Pending rows are not in the file yet, and come after every row there; their subjects are checked against the same subscriptions and topics.
     if (!more && rows < limit && this.pending.length > 0) {
-      const hears = new Set(this.hears.all(user) as number[]);
+      const hears = new Set([...(this.hears.all(user) as Subject[]), ...topics]);
       hears.add(user);
       for (const [id, subject, , body] of this.pending) {
         if (id <= after || !hears.has(subject)) continue;
@@ -380,7 +388,7 @@ export class History {
     try {
       const fresh = this.firstFresh.get(now - this.options.seconds * 1000) as number | undefined;
       const through = fresh === undefined ? (this.newest.get() as number | null) : fresh - 1;
-      if (through === null || through <= ((this.floor.get({ user: EVERY_SUBJECT }) as number | null) ?? 0)) return;
+      if (through === null || through <= ((this.floor.get({ user: EVERY_SUBJECT, topics: '[]' }) as number | null) ?? 0)) return;
       this.db.transaction(() => {
         this.pruneOld.run(through);
         this.raiseFloor.run(EVERY_SUBJECT, through);

@@ -1,5 +1,6 @@
 import Database from 'better-sqlite3';
 import { toPairs, type Pair } from './pairs.js';
+import type { Subject } from './subjects.js';
 import { DEFAULT_CACHE_MIB } from './defaults.js';
 import { checkWritable, createPrivately, openFailure } from './files.js';
 import { History, type HistoryOptions } from './history.js';
@@ -11,10 +12,10 @@ export interface SubscriptionStore {
   addSubscriptions(pairs: readonly Pair[]): number;
   /** Removes pairs in one transaction. Returns how many existed. */
   removeSubscriptions(pairs: readonly Pair[]): number;
-  /** Who receives what `user` sends. */
-  getSubscribers(user: number): number[];
-  /** Whom `user` follows. */
-  getSubscriptions(user: number): number[];
+  /** Who receives what is sent to `subject` (a user's subscribers, or a topic's). */
+  getSubscribers(subject: Subject): number[];
+  /** The users and topics `user` is subscribed to. */
+  getSubscriptions(user: number): Subject[];
   /** Number of stored pairs. */
   count(): number;
   /** The message history kept beside the subscriptions, where the store has one (see history.ts). */
@@ -75,6 +76,11 @@ export const DEFAULT_PAGE_SIZE = 16384;
  *
  * The bulk loader builds scratch tables from these same statements: the
  * transfer optimization only applies between tables of identical shape.
+ *
+ * A subscribee is a user's integer or a topic's `kind:id` text (subjects.ts):
+ * the tables are not STRICT, so INTEGER affinity keeps text that does not read
+ * as a number as text, and the primary keys order integers before text. Users'
+ * rows, their bytes and their lookups are as before.
  */
 export const TABLES = {
   subscriptions: `CREATE TABLE subscriptions (
@@ -201,12 +207,12 @@ export class SqliteStore implements SubscriptionStore {
     return this.removeAll(toPairs(pairs));
   }
 
-  getSubscribers(user: number): number[] {
-    return JSON.parse(this.subscribers.get(user) as string) as number[];
+  getSubscribers(subject: Subject): number[] {
+    return JSON.parse(this.subscribers.get(subject) as string) as number[];
   }
 
-  getSubscriptions(user: number): number[] {
-    return this.subscriptions.all(user) as number[];
+  getSubscriptions(user: number): Subject[] {
+    return this.subscriptions.all(user) as Subject[];
   }
 
   count(): number {

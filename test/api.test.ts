@@ -68,12 +68,12 @@ describe('backend API', () => {
       ['POST', '/subscriptions', '3 1', { 'content-type': 'text/csv' }, 415, 'unsupported content type'],
       ['DELETE', '/subscriptions', '[[2, 1], [2]]', JSON_TYPE, 400, 'pair 1'],
       ['POST', '/subscriptions', JSON.stringify(Array.from({ length: 200 }, () => [5, 1])), JSON_TYPE, 413, '1000 bytes'],
-      ['POST', '/send/abc', 'hi', {}, 400, 'not a user id'],
+      ['POST', '/send/abc', 'hi', {}, 400, 'not a subject'],
       ['POST', '/send/0', 'hi', {}, 400, 'not a user id'],
       ['POST', '/send/2000000', 'hi', {}, 400, 'above the limit'],
       ['POST', '/send/1', '', {}, 400, 'empty message'],
       ['POST', '/send/1', 'x'.repeat(501), {}, 413, '500 bytes'], // --max-message, not --max-body, bounds a message
-      ['GET', '/subscribers/x', '', {}, 400, 'not a user id'],
+      ['GET', '/subscribers/x', '', {}, 400, 'not a subject'],
       ['GET', '/nope', '', {}, 404, 'no such endpoint'],
     ];
     for (const [method, path, body, headers, status, message] of bad) {

@@ -3,11 +3,12 @@
  * router keeping the history, 3 edges on one port): a stream that comes back
  * with its last id, on whichever edge the kernel picks, gets what it missed
  * from the router's history, once each and in order, then the live messages;
- * also after its edge was killed with kill -9, and after the router was.
+ * also after its edge was killed with kill -9, and after the router was; a
+ * topic it subscribes to is replayed as a user is.
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
-import { api, openStream, received, stopChild, tempDir, waitFor, type Transport } from './helpers.js';
+import { api, openStream, received, stopChild, tempDir, waitFor, type Transport, type WsClient } from './helpers.js';
 
 let cluster: ClusterProcess;
 const clients: { close(): void }[] = [];
@@ -26,11 +27,11 @@ const open = async (transport: Transport, id: number, query: string) => {
   clients.push(client);
   return client;
 };
-/** One send through the router's API, as a resumed client shows it; `expectDelivered`: the streams the router's directory must have reached. */
-async function send(user: number, text: string, expectDelivered?: number): Promise<string> {
-  const { status, json } = await api(cluster.apiPort, 'POST', `/send/${user}`, text);
-  expect(status, `${text} to user ${user}: ${JSON.stringify(json)}`).toBe(200);
-  if (expectDelivered !== undefined) expect(json.delivered, `${text} to user ${user}`).toBe(expectDelivered);
+/** One send through the router's API (to a user, or a topic), as a resumed client shows it; `expectDelivered`: the streams the router's directory must have reached. */
+async function send(subject: number | string, text: string, expectDelivered?: number): Promise<string> {
+  const { status, json } = await api(cluster.apiPort, 'POST', `/send/${subject}`, text);
+  expect(status, `${text} to ${subject}: ${JSON.stringify(json)}`).toBe(200);
+  if (expectDelivered !== undefined) expect(json.delivered, `${text} to ${subject}`).toBe(expectDelivered);
   return `${json.id} ${text}`;
 }
 const stats = async () => (await api(cluster.apiPort, 'GET', '/stats')).json as { pid: number; connections: number; edges: { id: string; pid: number; state: string; directoryStreams: number }[] };
@@ -44,17 +45,21 @@ describe.each(['chunked', 'sse', 'ws'] as const)('resume over %s on a 3-edge clu
   const user = { chunked: 11, sse: 21, ws: 31 }[transport];
   const ids = transport === 'chunked' ? '?ids=1' : '';
 
-  it('replays what was missed from the router, once each and in order, then live; also after its edge was killed', async () => {
+  it('replays what was missed from the router, once each and in order, then live; also after its edge was killed; topics as users', async () => {
+    // Half the messages go to a topic the user subscribes to: the router's history replays them alike.
+    const topic = `photo:${user}`;
+    expect((await api(cluster.apiPort, 'POST', '/subscriptions', JSON.stringify([[user, topic]]))).json).toEqual({ added: 1 });
     const first = await open(transport, user, ids);
     await streamsKnown(1);
     const seen = await send(user, 'seen', 1);
     await waitFor(() => received(first).includes(seen), 'the first message');
     first.close();
     await streamsKnown(0);
-    const missed = [await send(user, 'missed one', 0), await send(user, 'missed two', 0)];
+    const missed = [await send(user, 'missed one', 0), await send(topic, 'missed two', 0)];
+    await send('photo:0', 'not for it', 0);
     const resumed = await open(transport, user, `?lastEventId=${seen.split(' ')[0]}`);
     await streamsKnown(1);
-    const live = await send(user, 'live', 1);
+    const live = await send(topic, 'live', 1);
     await waitFor(() => received(resumed).includes(live), 'the live message', 10_000);
     expect(received(resumed)).toEqual([...missed, live]);
 
@@ -63,7 +68,7 @@ describe.each(['chunked', 'sse', 'ws'] as const)('resume over %s on a 3-edge clu
     const killed = (await stats()).edges.filter((e) => e.directoryStreams > 0);
     expect(killed.map((e) => e.directoryStreams)).toEqual([1]);
     process.kill(killed[0].pid, 'SIGKILL');
-    const whileAway = await send(user, 'while its edge was down');
+    const whileAway = [await send(topic, 'while its edge was down'), await send(user, 'and to the user')];
     await vi.waitFor(
       async () => {
         const edges = (await stats()).edges;
@@ -78,7 +83,7 @@ describe.each(['chunked', 'sse', 'ws'] as const)('resume over %s on a 3-edge clu
     await streamsKnown(1);
     const after = await send(user, 'after', 1);
     await waitFor(() => received(back).includes(after), 'the message after', 10_000);
-    expect(received(back)).toEqual([whileAway, after]);
+    expect(received(back)).toEqual([...whileAway, after]);
     back.close();
     await streamsKnown(0);
   });
@@ -126,6 +131,86 @@ it('a router killed with kill -9 comes back with its history: a client resumes a
   await waitFor(() => received(back).includes(live), 'the live message', 10_000);
   expect(received(back)).toEqual([kept, afterRestart, live]);
   back.close();
+});
+
+describe.each(['chunked', 'sse', 'ws'] as const)('topics a stream listens to over %s on a 3-edge cluster', (transport) => {
+  const user = { chunked: 81, sse: 82, ws: 83 }[transport];
+  const topic = `match:${user}`;
+  const ids = transport === 'chunked' ? '?ids=1&' : '?';
+
+  it('reach the stream on whichever edge holds it, once beside a lasting subscription, gone with it, and resume across a kill -9 of its edge', async () => {
+    // The user also subscribes to a second topic it listens to: each message once all the same.
+    const both = `photo:${user}`;
+    expect((await api(cluster.apiPort, 'POST', '/subscriptions', JSON.stringify([[user, both]]))).json).toEqual({ added: 1 });
+    const first = await open(transport, user, `${ids}topics=${topic},${both}`);
+    await streamsKnown(1);
+    // Listeners reach the router with the edge's presence, a little after the login it may already have counted.
+    await vi.waitFor(async () => expect((await api(cluster.apiPort, 'POST', `/send/${topic}`, 'probe')).json.delivered).toBe(1), { timeout: 10_000, interval: 100 });
+    // The router counts the stream twice here (the listener and the subscriber, it cannot tell they are one); the edge writes it once.
+    const seen = await send(both, 'a comment', 2);
+    await waitFor(() => received(first).includes(seen), 'the comment');
+    expect(received(first).filter((m) => m.endsWith(' a comment'))).toEqual([seen]);
+    expect(await send(`match:0`, 'not for it', 0)).toMatch(/ not for it$/);
+
+    let killed: { id: string; pid: number; streams: number }[] = [];
+    await vi.waitFor(
+      async () => {
+        killed = (await stats()).edges.filter((e) => e.streams > 0);
+        expect(killed.map((e) => e.streams)).toEqual([1]);
+      },
+      { timeout: 10_000, interval: 100 },
+    );
+    process.kill(killed[0].pid, 'SIGKILL');
+    const whileAway = [await send(topic, 'while its edge was down'), await send(both, 'and to the photo'), await send(user, 'and to the user')];
+    await vi.waitFor(
+      async () => {
+        const edge = (await stats()).edges.find((e) => e.id === killed[0].id);
+        expect(edge).toMatchObject({ state: 'up' });
+        expect(edge!.pid).not.toBe(killed[0].pid);
+      },
+      { timeout: 15_000, interval: 100 },
+    );
+    await streamsKnown(0);
+    expect(await send(topic, 'to nobody', 0)).toMatch(/ to nobody$/);
+    const back = await open(transport, user, `?lastEventId=${seen.split(' ')[0]}&topics=${topic},${both}`);
+    await streamsKnown(1);
+    await vi.waitFor(async () => expect((await api(cluster.apiPort, 'POST', `/send/${topic}`, 'after')).json.delivered).toBe(1), { timeout: 10_000, interval: 100 });
+    await waitFor(() => received(back).some((m) => m.endsWith(' after')), 'the message after', 10_000);
+    const got = received(back);
+    const nobody = got.find((m) => m.endsWith(' to nobody'))!;
+    // Every message sent since, once each, in id order: the three while away, the one to nobody (kept: it listens now), then the live ones.
+    expect(got.slice(0, 4)).toEqual([...whileAway, nobody]);
+    expect(got.slice(4).every((m) => m.endsWith(' after'))).toBe(true);
+    expect(new Set(got).size).toBe(got.length);
+    back.close();
+    await streamsKnown(0);
+  });
+});
+
+it("a WebSocket's subscribe on an open stream reaches the routers with its edge's presence; unsubscribed, it hears no more", async () => {
+  const user = 84;
+  const topic = `match:${user}`;
+  const client = (await open('ws', user, '')) as WsClient;
+  await streamsKnown(1);
+  const answer = async (text: string) => {
+    const count = client.frames.length;
+    client.send(0x1, Buffer.from(text));
+    await waitFor(() => client.frames.length > count, `the answer to ${text}`);
+    return `${client.frames[count].header} ${client.frames[count].payload}`;
+  };
+  expect(await answer(`subscribe ${topic}`)).toBe(`topics ${topic}`);
+  await vi.waitFor(async () => expect((await api(cluster.apiPort, 'POST', `/send/${topic}`, 'probe')).json.delivered).toBe(1), { timeout: 10_000, interval: 100 });
+  const goal = await send(topic, 'a goal', 1);
+  await waitFor(() => received(client).includes(goal), 'the goal');
+  expect(await answer(`unsubscribe ${topic}`)).toBe('topics ');
+  // The edge stops writing the topic at once; the routers stop sending it there with the edge's next presence.
+  await vi.waitFor(async () => expect((await api(cluster.apiPort, 'POST', `/send/${topic}`, 'late')).json.delivered).toBe(0), { timeout: 10_000, interval: 100 });
+  const sentinel = await send(user, 'sentinel', 1);
+  await waitFor(() => received(client).includes(sentinel), 'the sentinel');
+  const got = received(client);
+  expect(got.slice(got.indexOf('topics ') + 1)).toEqual([sentinel]);
+  client.close();
+  await streamsKnown(0);
 });
 
 it('tells a client whose id the history never gave that it is lost, through an edge', async () => {

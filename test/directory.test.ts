@@ -8,9 +8,10 @@ import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MemoryBroker, type Bus } from '../cluster/bus.js';
 import { Directory, type DirectoryOptions } from '../cluster/directory.js';
-import { encode, SUBJECTS, type BusMessage, type EdgeState, type EdgeStats } from '../cluster/messages.js';
+import { encode, SUBJECTS, whyNotBusMessage, type BusMessage, type EdgeState, type EdgeStats } from '../cluster/messages.js';
 import { LatencyHistogram } from '../router/latency.js';
 import { openStore } from '../subsmanager/store.js';
+import type { Subject } from '../subsmanager/subjects.js';
 import { tempDir } from './helpers.js';
 
 type Deliver = Extract<BusMessage, { t: 'deliver' }>;
@@ -62,7 +63,7 @@ class FakeEdge {
     }
   }
 
-  presence(ins: number[], outs: number[] = [], seq = this.seq + 1): void {
+  presence(ins: Subject[], outs: Subject[] = [], seq = this.seq + 1): void {
     this.seq = seq;
     this.bus.publish(SUBJECTS.presence(this.id), { t: 'presence', boot: this.boot, seq, in: ins, out: outs });
   }
@@ -72,12 +73,12 @@ class FakeEdge {
   }
 
   /** One part of a snapshot as of `seq`, on the edge's own subject. */
-  statePart(part: number, last: boolean, users: number[], seq = this.seq): void {
+  statePart(part: number, last: boolean, users: Subject[], seq = this.seq): void {
     this.bus.publish(SUBJECTS.presence(this.id), { t: 'state', boot: this.boot, seq, part, last, users, stats: edgeStats('up', users.length) });
   }
 
   /** A whole snapshot, one part per array (one entry per stream). */
-  snapshot(parts: number[][], seq = this.seq): void {
+  snapshot(parts: Subject[][], seq = this.seq): void {
     parts.forEach((users, part) => this.statePart(part, part === parts.length - 1, users, seq));
   }
 }
@@ -96,7 +97,7 @@ function setup(options: Partial<DirectoryOptions> & { maxPayload?: number } = {}
   const warnings: string[] = [];
   const bus = broker.connect({ warning: (m) => warnings.push(m) });
   const edgeBus = broker.connect({ warning: (m) => warnings.push(m) });
-  const subscribers = new Map<number, number[]>();
+  const subscribers = new Map<Subject, number[]>();
   const directory = new Directory(bus, { getSubscribers: (user) => subscribers.get(user) ?? [] }, { maxMessage: 1024, maxUserId: 1_000_000, logger: pino({ level: 'silent' }), ...directoryOptions });
   directory.ready = true; // a router process waits for learned(); these tests drive the edges themselves
   directory.lead();
@@ -109,7 +110,7 @@ function setup(options: Partial<DirectoryOptions> & { maxPayload?: number } = {}
   /** Which of `candidates` the directory holds (on any edge), sorted. */
   const connected = (candidates: number[]) => candidates.filter((u) => directory.registry.isConnected(u)).sort((a, b) => a - b);
   /** An edge joining as a real one does: its first status makes the directory ask it for a snapshot, which it answers. */
-  async function join(id: string, users: number[]): Promise<FakeEdge> {
+  async function join(id: string, users: Subject[]): Promise<FakeEdge> {
     const edge = fakeEdge(edgeBus, id);
     edge.status();
     await until(() => edge.syncs.length > 0, `the directory asking ${id} for its state`);
@@ -286,6 +287,29 @@ describe('Directory', () => {
     }
     // Nothing for anyone else.
     expect(broker.published.filter((p) => p.message.t === 'deliver').length).toBe(2);
+  });
+
+  it("routes a topic to the edges whose streams listen to it, from their presence and snapshots, the topic first in its chunk's targets", async () => {
+    const { directory, subscribers, join, delivers, view } = setup();
+    const a = await join('A', [1, 'photo:1']); // 1 listens to photo:1
+    await join('B', [2]);
+    subscribers.set('photo:1', [1, 2]); // and both subscribe to it
+    expect(view('A')!.directoryStreams).toBe(1); // a listener is no stream of its own
+    expect(directory.send('photo:1', 'c1')).toBe(3); // A's listener and 1, B's 2: the edge writes 1's stream once
+    a.presence([3, 'photo:1', 'match:7']); // 3 opens a stream listening to both
+    await settle();
+    expect(directory.send('photo:1', 'c2')).toBe(4);
+    expect(directory.send('match:7', 'goal')).toBe(1);
+    a.presence([], [3, 'photo:1', 'match:7']);
+    await settle();
+    expect(directory.send('match:7', 'nobody')).toBe(0);
+    // What is not a user or a topic makes the whole message one that is not ours (dropped and counted by the bus).
+    for (const bad of ['Photo:1', '7', 'user:7', 0]) expect(whyNotBusMessage({ t: 'presence', boot: 'A-run1', seq: 9, in: [bad], out: [] }), String(bad)).toBe('a presence with a missing or bad in');
+    expect(whyNotBusMessage({ t: 'deliver', chunks: [Buffer.from('x')], targets: [['photo:1', 2]], sentAt: [0] })).toBeUndefined();
+    directory.close();
+    await settle();
+    expect(delivers('A').flatMap((d) => d.targets)).toEqual([['photo:1', 1], ['photo:1', 1], ['match:7']]);
+    expect(delivers('B').flatMap((d) => d.targets)).toEqual([[2], [2]]);
   });
 
   it('holds sends back for the batch window after a batch left, and sends them as one batch', async () => {

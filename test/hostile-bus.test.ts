@@ -81,7 +81,9 @@ describe('c1m cluster: a hostile edge, router or backend on the bus', () => {
         [{ user: -1, message: 'x' }, /not a user id: -1/],
         [{ user: 1e30, message: 'x' }, /not a user id: 1e\+30/],
         [{ user: 1.5, message: 'x' }, /not a user id: 1\.5/],
-        [{ user: '5', message: 'x' }, /not a c1m bus message: a send with a missing or bad user/],
+        [{ user: '5', message: 'x' }, /not a user id: "5" \(a user id is a number; as text, user:5\)/],
+        [{ user: 'Photo:5', message: 'x' }, /not a subject: "Photo:5"/],
+        [{ user: { kind: 'photo' }, message: 'x' }, /not a c1m bus message: a send with a missing or bad user/],
         [{ user: 2_000_000, message: 'x' }, /user id 2000000 is above the limit of 1000000/],
         [{ user: 5, message: '' }, /empty message/],
         [{ user: 5, message: new Uint8Array(0) }, /empty message/],
@@ -102,6 +104,11 @@ describe('c1m cluster: a hostile edge, router or backend on the bus', () => {
       expect(ok).toMatchObject({ t: 'sent', delivered: 1, id: expect.any(Number) });
       expect((ok as { id: number }).id).toBeGreaterThan(after.history.lastId);
       await eventually(() => expect(stream.messages.slice(seen)).toEqual(['sentinel']));
+      // A topic is a subject over the bus too (in the field named user): it reaches the topic's subscribers.
+      expect((await api(cluster.apiPort, 'POST', '/subscriptions', JSON.stringify([[5, 'photo:789']]))).json).toEqual({ added: 1 });
+      const comment = decode(await backend.request(SUBJECTS.send, raw({ t: 'send', user: 'photo:789', message: 'a comment' }), 5000));
+      expect(comment).toMatchObject({ t: 'sent', delivered: 1, id: expect.any(Number) });
+      await eventually(() => expect(stream.messages.slice(seen)).toEqual(['sentinel', 'a comment']));
     } finally {
       await backend.close();
     }
@@ -258,7 +265,7 @@ describe('one check of a send and of pairs, on every way in', () => {
     }
     const cli = await runCli(['subs', 'add', '2:1', '2000000:1', '--db', db]);
     expect(cli.code).not.toBe(0);
-    expect(cli.stderr).toMatch(/pair 1 has a user id above the limit of 1000000/);
+    expect(cli.stderr).toMatch(/pair 1 .*user id 2000000 is above the limit of 1000000/);
     expect((await runCli(['subs', 'get', '1', '--db', db])).stdout).toBe('{"user":1,"subscribers":[2],"subscriptions":[]}\n');
   });
 });

@@ -71,10 +71,10 @@ for (const transport of ['chunked', 'sse', 'ws'] as const) {
       const gates = [gate(), gate()];
       let asked = false;
       let read = false;
-      server.hub.replay = async (user, after, budget) => {
+      server.hub.replay = async (user, after, budget, topics) => {
         asked = true;
         await gates[0].promise;
-        const answer = replay(user, after, budget);
+        const answer = replay(user, after, budget, topics);
         read = true;
         await gates[1].promise;
         return answer;

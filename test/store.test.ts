@@ -201,7 +201,7 @@ describe('subscription store', () => {
     expect(JSON.parse(got.stdout)).toEqual({ user: 5, subscribers: [4], subscriptions: [4] });
     const bad = await runCli(['subs', 'add', '2-1', '--db', db]);
     expect(bad.code).not.toBe(0);
-    expect(bad.stderr).toContain('is not subscriber:subscribee');
+    expect(bad.stderr).toContain('is not subscriber:subject');
     await stopChild(server.child);
   });
 });

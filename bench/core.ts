@@ -9,6 +9,7 @@
  *   npm run bench -- --unicast-only --unicast-rate 2000
  *   npm run bench -- --transport sse     (or ws; default chunked)
  *   npm run bench -- --heartbeat 25 --idle-seconds 60   (what idle streams cost at that heartbeat: bytes/s and server CPU)
+ *   npm run bench -- --idle-only --topics 5   (idle streams only, each listening to 5 of 1,000 topics)
  */
 import autocannon from 'autocannon';
 import { fork, type ChildProcess } from 'node:child_process';
@@ -26,6 +27,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { DEFAULTS } from '../server/defaults.js';
 import { transportOption } from '../cli/options.js';
 
+/** The topics idle streams listen to with --topics: as in the issue's million, each shared by many streams. */
+const HELD_TOPICS = 1000;
+
 const opts = new Command('bench')
   .addOption(new Option('--connections <n>', 'idle connections to hold').default(15000).argParser(Number))
   .addOption(new Option('--fanout <n>', 'subscribers of the user in the fan-out test').default(1000).argParser(Number))
@@ -39,8 +43,10 @@ const opts = new Command('bench')
   .addOption(new Option('--heartbeat <s>', "the server's --heartbeat (with one, only the idle streams are measured)").default(0).argParser(Number))
   .addOption(new Option('--idle-seconds <n>', 'hold the idle streams this long and report what they cost: bytes/s and server CPU (0: skip)').default(0).argParser(Number))
   .addOption(transportOption())
+  .addOption(new Option('--topics <k>', `each idle stream also listens to k of ${HELD_TOPICS} topics (?topics=)`).default(0).argParser(Number))
+  .option('--idle-only', 'measure the idle streams only (memory, accepts), no send test')
   .parse()
-  .opts<{ connections: number; fanout: number; friends: number; seconds: number; sources: number; unicastRate: number; unicastOnly?: boolean; historySeconds: number; heartbeat: number; idleSeconds: number; transport: 'chunked' | 'sse' | 'ws' }>();
+  .opts<{ connections: number; fanout: number; friends: number; seconds: number; sources: number; unicastRate: number; unicastOnly?: boolean; historySeconds: number; heartbeat: number; idleSeconds: number; transport: 'chunked' | 'sse' | 'ws'; topics: number; idleOnly?: boolean }>();
 
 const HOST = '127.0.0.1';
 const MESSAGE = 'm'.repeat(31); // 32 bytes with its '\n'
@@ -73,7 +79,7 @@ async function subscribe(apiPort: number, pairs: Pair[]) {
 }
 
 async function stats(apiPort: number) {
-  return (await fetch(`http://${HOST}:${apiPort}/stats`)).json() as Promise<{ connections: number; chunks: number; sends: number; slowConsumerCloses: number }>;
+  return (await fetch(`http://${HOST}:${apiPort}/stats`)).json() as Promise<{ connections: number; chunks: number; sends: number; slowConsumerCloses: number; memory: { heapUsed: number } }>;
 }
 
 /** Runs autocannon against POST /send/<id>, then waits for the holder to stop receiving; returns delivered chunks/s and sends/s. */
@@ -142,10 +148,10 @@ async function unicast(dir: string) {
 
 async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'c1m-bench-'));
-  console.log(`machine: ${cpus().length} x ${cpus()[0].model}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}; transport ${opts.transport}`);
+  console.log(`machine: ${cpus().length} x ${cpus()[0].model}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}; transport ${opts.transport}; topics per stream ${opts.topics}`);
   try {
     const core = opts.unicastOnly ? {} : await throughput(dir);
-    const latency = opts.unicastRate > 0 ? { unicast: await unicast(dir) } : {};
+    const latency = opts.unicastRate > 0 && !opts.idleOnly ? { unicast: await unicast(dir) } : {};
     if (latency.unicast) console.log(`unicast, ${opts.unicastRate} sends/s to random single users:`, latency.unicast);
     console.log(JSON.stringify({ ...core, ...latency }));
   } finally {
@@ -179,19 +185,21 @@ async function throughput(dir: string) {
     // V8's young generation to its ramp-up size (a fixed cost, tens of MB at most) and
     // JITs the accept path, so the delta that follows is the marginal cost per connection.
     const warmUp = Math.round(n / 3);
-    await holder.request({ type: 'open', host: HOST, port: server.port, firstId: 1, count: warmUp, sources, concurrency: 256, transport: opts.transport });
+    await holder.request({ type: 'open', host: HOST, port: server.port, firstId: 1, count: warmUp, sources, concurrency: 256, transport: opts.transport, topics: { perStream: opts.topics, of: HELD_TOPICS } });
     await sleep(SETTLE_MS);
     const rssBefore = rssOf(server.child.pid!);
+    const heapBefore = (await stats(server.apiPort)).memory.heapUsed;
     const cpuBefore = { server: cpuOf(server.child.pid!), holder: cpuOf(holder.child.pid!) };
-    const opened = (await holder.request({ type: 'open', host: HOST, port: server.port, firstId: warmUp + 1, count: n - warmUp, sources, concurrency: 256, transport: opts.transport })) as Extract<HolderReply, { type: 'opened' }>;
+    const opened = (await holder.request({ type: 'open', host: HOST, port: server.port, firstId: warmUp + 1, count: n - warmUp, sources, concurrency: 256, transport: opts.transport, topics: { perStream: opts.topics, of: HELD_TOPICS } })) as Extract<HolderReply, { type: 'opened' }>;
     const accepted = opened.opened - warmUp;
     const serverCpu = cpuOf(server.child.pid!) - cpuBefore.server;
     const holderCpu = cpuOf(holder.child.pid!) - cpuBefore.holder;
     const rssRampedUp = rssOf(server.child.pid!);
     await sleep(SETTLE_MS);
     const rssAfter = rssOf(server.child.pid!);
+    const after = await stats(server.apiPort);
     const idle = {
-      connections: (await stats(server.apiPort)).connections,
+      connections: after.connections,
       failed: opened.failed,
       acceptedPerSecond: Math.round(accepted / (opened.ms / 1000)),
       serverCpuMicrosPerAccept: Math.round((serverCpu * 1e6) / accepted),
@@ -200,10 +208,12 @@ async function throughput(dir: string) {
       serverRssAfterMiB: +(rssAfter / 2 ** 20).toFixed(1),
       rssBytesPerIdleConnection: Math.round((rssAfter - rssBefore) / accepted),
       rssBytesPerConnectionRightAfterRampUp: Math.round((rssRampedUp - rssBefore) / accepted),
+      // The JS heap alone, after the settle's collections: far less noisy than RSS, and what a stream's objects (its topics) cost.
+      heapBytesPerIdleConnection: Math.round((after.memory.heapUsed - heapBefore) / accepted),
     };
     console.log('idle connections:', idle);
     if (opts.idleSeconds > 0) console.log(`idle streams at --heartbeat ${opts.heartbeat}:`, await idleCost(server.apiPort, server.child.pid!));
-    if (opts.heartbeat > 0) {
+    if (opts.heartbeat > 0 || opts.idleOnly) {
       await holder.request({ type: 'close' });
       return { idle };
     }

@@ -8,7 +8,9 @@
  * back, a drain, a router restart, a nats-server restart, an edge filled to capacity.
  * For each: time to recover (every browser receives a send addressed to it
  * again), streams that ended, and whether any message reached a user it was
- * not addressed to. Plus delivery latency and send rate through HAProxy and
+ * not addressed to. Each probe also goes to the users each browser follows and
+ * to topics, which some browsers' streams listen to and some users subscribe
+ * to (bench/topics.ts): the ledger holds every subject a browser hears. Plus delivery latency and send rate through HAProxy and
  * straight to the edges, in the same run. The bus runs as the README says to
  * run it across hosts: a user per role and edge, TLS. Needs root and `ip netns`.
  *
@@ -28,6 +30,7 @@ import { credsFile, makeTlsFiles, writeNatsConfig } from '../cluster/nats-auth.j
 import { c1mArgv } from '../cluster/supervisor.js';
 import { isAlive } from '../loadgen/server-process.js';
 import { percentile } from './probe.js';
+import { listensTo, subscribesTo, topicSubscriptions } from './topics.js';
 import { until } from './until.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -320,6 +323,8 @@ export class Rig {
 
 /** Who may receive what `from` sends: `from` and its subscribers. */
 const subscribersOf = new Map<number, Set<number>>();
+/** Topics of the run: the browsers of users 1..users listen to and subscribe to them as bench/topics.ts says. */
+const TOPICS = 5;
 
 export interface Tally {
   /** Streams that ended (edge gone, drained, network). */
@@ -335,26 +340,34 @@ export interface Tally {
 }
 
 /**
- * A browser holding GET /test/<id> with message ids; it reconnects 100-200 ms
- * after its stream ends, like a comet page, resuming from the last id it saw.
- * Its ledger counts every probe addressed to it that the router acknowledged
- * and every one it received, so a fault's missed and doubled messages show.
+ * A browser holding GET /test/<id> with message ids, and listening to a topic
+ * if it has one; it reconnects 100-200 ms after its stream ends, like a comet
+ * page, resuming from the last id it saw. Its ledger counts every probe to a
+ * subject it hears (its user, the user it follows, its topics) that the router
+ * acknowledged and every one it received, so a fault's missed, doubled and
+ * reordered messages show.
  */
 export class Browser {
   open = false;
-  /** Seq of the last probe addressed to this user that it received. */
-  lastOwn = -1;
   /** The last message id it saw, to resume from. */
   private lastId?: string;
-  /** Probes to this user the router acknowledged, and how many times each arrived. */
-  readonly acked = new Set<number>();
-  readonly received = new Map<number, number>();
+  /** Probes (`<subject> <seq>`) to subjects it hears that the router acknowledged, and how many times each arrived. */
+  readonly acked = new Set<string>();
+  readonly received = new Map<string, number>();
+  /** Acknowledged probes of the latest round not received yet. */
+  readonly waiting = new Set<string>();
+  /** Messages that arrived with an id below one before (a copy counts as duplicated only). */
+  outOfOrder = 0;
+  private lastSeenId = 0;
+  /** The topic its stream listens to, and the one its user subscribes to. */
+  private readonly listening?: string;
+  private readonly subscribed?: string;
   /** Longest time without a stream, ms, since `resetGap()`. */
   maxGap = 0;
   /** Longest replay since `resetGap()`: from a welcome after a gap until every probe acknowledged before it and not yet received had arrived, ms. */
   maxReplay = 0;
   /** Probes the stream that came back still owes, and when it was welcomed. */
-  private owed = new Set<number>();
+  private owed = new Set<string>();
   private backAt = 0;
   /** When the last welcome arrived. */
   welcomedAt = 0;
@@ -368,8 +381,25 @@ export class Browser {
     private readonly host: string,
     private readonly port: number,
     private readonly onLatency?: (ms: number) => void,
+    /** Topics of the run (0: it hears none). */
+    topics = 0,
   ) {
+    this.listening = listensTo(id, topics);
+    this.subscribed = subscribesTo(id, topics);
     this.connect();
+  }
+
+  /** Does a message to `subject` (as written in a path: `5`, `room:1`) reach this browser? */
+  hears(subject: string): boolean {
+    if (subject === this.listening || subject === this.subscribed) return true;
+    const user = Number(subject);
+    return user === this.id || (subscribersOf.get(user)?.has(this.id) ?? false);
+  }
+
+  /** The router acknowledged probe `key` (`<subject> <seq>`) to a subject this browser hears. */
+  ack(key: string): void {
+    this.acked.add(key);
+    if (!this.received.has(key)) this.waiting.add(key);
   }
 
   private connect(): void {
@@ -387,7 +417,7 @@ export class Browser {
       if (!this.stopped) setTimeout(() => this.connect(), 100 + Math.random() * 100);
     };
     let buffered = '';
-    const path = `/test/${this.id}${this.lastId === undefined ? '?ids=1' : `?lastEventId=${this.lastId}`}`;
+    const path = `/test/${this.id}${this.lastId === undefined ? '?ids=1' : `?lastEventId=${this.lastId}`}${this.listening ? `&topics=${this.listening}` : ''}`;
     this.req = http.get({ host: this.host, port: this.port, path, agent: false }, (res) => {
       answered = true;
       if (res.statusCode !== 200) this.tally.refused++;
@@ -415,31 +445,34 @@ export class Browser {
       return;
     }
     if (line === '' || line.startsWith(' ')) return; // a heartbeat, or a line of a multi-line message (see NumberedStream)
-    const [id, tag, from, seq, sentAt] = line.split(' ');
+    const [id, tag, subject, seq, sentAt] = line.split(' ');
     if (id === 'lost') return void this.tally.lost++;
     this.lastId = id;
     if (tag !== 'm') return;
-    const sender = Number(from);
-    if (sender !== this.id && !subscribersOf.get(sender)?.has(this.id)) this.tally.misdelivered++;
-    if (sender === this.id) {
-      this.lastOwn = Math.max(this.lastOwn, Number(seq));
-      this.received.set(Number(seq), (this.received.get(Number(seq)) ?? 0) + 1);
-      if (this.owed.delete(Number(seq)) && this.owed.size === 0) this.maxReplay = Math.max(this.maxReplay, Date.now() - this.backAt);
-      this.onLatency?.(Date.now() - Number(sentAt));
-    }
+    if (!this.hears(subject)) return void this.tally.misdelivered++;
+    const key = `${subject} ${seq}`;
+    const copies = (this.received.get(key) ?? 0) + 1;
+    this.received.set(key, copies);
+    if (copies === 1 && Number(id) < this.lastSeenId) this.outOfOrder++;
+    this.lastSeenId = Math.max(this.lastSeenId, Number(id));
+    this.waiting.delete(key);
+    if (this.owed.delete(key) && this.owed.size === 0) this.maxReplay = Math.max(this.maxReplay, Date.now() - this.backAt);
+    if (subject === String(this.id)) this.onLatency?.(Date.now() - Number(sentAt));
   }
 
-  /** Acknowledged probes that never arrived, and those that arrived more than once; the ledger starts again. */
-  settle(): { missed: number; duplicated: number } {
+  /** Acknowledged probes that never arrived, those that arrived more than once, and those out of order; the ledger starts again. */
+  settle(): { missed: number; duplicated: number; outOfOrder: number } {
     let [missed, duplicated] = [0, 0];
     for (const s of this.acked) {
       const n = this.received.get(s) ?? 0;
       if (n === 0) missed++;
       if (n > 1) duplicated++;
     }
+    const outOfOrder = this.outOfOrder;
     this.acked.clear();
     this.received.clear();
-    return { missed, duplicated };
+    this.outOfOrder = 0;
+    return { missed, duplicated, outOfOrder };
   }
 
   resetGap(): void {
@@ -463,10 +496,10 @@ async function pool<T>(items: T[], concurrency: number, task: (item: T) => Promi
 
 let seq = 0;
 
-/** POST /send/<from> with a message naming sender, seq and send time; false when the router did not answer. */
-async function send(rig: Rig, from: number, s: number): Promise<boolean> {
+/** POST /send/<subject> with a message naming its subject, seq and send time; false when the router did not answer. */
+async function send(rig: Rig, subject: number | string, s: number): Promise<boolean> {
   try {
-    const res = await rig.call('POST', `/send/${from}`, `m ${from} ${s} ${Date.now()}`);
+    const res = await rig.call('POST', `/send/${subject}`, `m ${subject} ${s} ${Date.now()}`);
     await res.arrayBuffer();
     return res.ok;
   } catch {
@@ -474,13 +507,17 @@ async function send(rig: Rig, from: number, s: number): Promise<boolean> {
   }
 }
 
-/** One send to every browser's user; resolves with the users that did not receive theirs within `waitMs`. */
+/** One send to every browser's user and to every topic; resolves with the browsers that did not receive all they hear of it within `waitMs`. */
 async function probe(rig: Rig, browsers: Browser[], waitMs = 250): Promise<Browser[]> {
   const s = ++seq;
-  await pool(browsers, 16, (b) => send(rig, b.id, s).then((ok) => void (ok && b.acked.add(s))));
+  for (const b of browsers) b.waiting.clear();
+  const subjects = [...browsers.map((b) => String(b.id)), ...Array.from({ length: TOPICS }, (_, i) => `room:${i + 1}`)];
+  await pool(subjects, 16, async (subject) => {
+    if (await send(rig, subject, s)) for (const b of browsers) if (b.hears(subject)) b.ack(`${subject} ${s}`);
+  });
   const deadline = Date.now() + waitMs;
-  while (Date.now() < deadline && browsers.some((b) => b.lastOwn < s)) await sleep(10);
-  return browsers.filter((b) => b.lastOwn < s);
+  while (Date.now() < deadline && browsers.some((b) => b.waiting.size > 0)) await sleep(10);
+  return browsers.filter((b) => b.waiting.size > 0);
 }
 
 /** Probes until one round reaches everyone; the time that took from `since`, ms. */
@@ -524,9 +561,10 @@ export interface FaultResult extends Tally {
   maxGapMs: number;
   /** Longest replay: from a user's welcome after its gap until every probe it was owed had arrived, ms. */
   maxReplayMs: number;
-  /** Probes the router acknowledged during the fault and its recovery that never reached their user, and those that reached it twice. */
+  /** Probes the router acknowledged during the fault and its recovery that never reached a browser that hears their subject, those that reached one twice, and those that came after one with a higher id. */
   missed: number;
   duplicated: number;
+  outOfOrder: number;
   [detail: string]: unknown;
 }
 
@@ -563,14 +601,14 @@ async function runOnHosts(o: RunOptions) {
     // Friends: each user hears the next one, so a send reaches two users and a wrong fan-out would show.
     const pairs = Array.from({ length: o.users - 1 }, (_, i) => [i + 1, i + 2]);
     for (const [subscriber, subscribee] of pairs) subscribersOf.set(subscribee, new Set([subscriber]));
-    const added = await rig.call('POST', '/subscriptions', JSON.stringify(pairs));
+    const added = await rig.call('POST', '/subscriptions', JSON.stringify([...pairs, ...topicSubscriptions(o.users, TOPICS)]));
     if (!added.ok) throw new Error(`POST /subscriptions: ${added.status} ${await added.text()}`);
 
     const latency = { haproxy: [] as number[], direct: [] as number[] };
     // Set only while the comparison runs: probes before and after it are not part of it.
     let path: keyof typeof latency | undefined;
     const onLatency = (ms: number) => path && latency[path].push(ms);
-    for (let id = 1; id <= o.users; id++) browsers.push(new Browser(id, '127.0.0.1', rig.o.bindPort, onLatency));
+    for (let id = 1; id <= o.users; id++) browsers.push(new Browser(id, '127.0.0.1', rig.o.bindPort, onLatency, TOPICS));
     await until('every browser to hold a stream', () => (browsers.every((b) => b.open) ? true : undefined));
     await recovery(rig, browsers, Date.now());
     log(JSON.stringify({ msg: 'browsers connected through HAProxy', users: o.users, ...sum(browsers), perEdge: Object.fromEntries([...(await rig.haproxy())].map(([n, r]) => [n, r.scur])) }));
@@ -625,7 +663,7 @@ async function runOnHosts(o: RunOptions) {
       }
       const before = sum(browsers);
       const result = await FAULT_RUNS[fault](rig, browsers, extra);
-      const ledger = browsers.map((b) => b.settle()).reduce((t, l) => ({ missed: t.missed + l.missed, duplicated: t.duplicated + l.duplicated }), { missed: 0, duplicated: 0 });
+      const ledger = browsers.map((b) => b.settle()).reduce((t, l) => ({ missed: t.missed + l.missed, duplicated: t.duplicated + l.duplicated, outOfOrder: t.outOfOrder + l.outOfOrder }), { missed: 0, duplicated: 0, outOfOrder: 0 });
       const full: FaultResult = { fault, ...delta(sum(browsers), before), maxGapMs: Math.max(...browsers.map((b) => b.maxGap)), maxReplayMs: Math.max(...browsers.map((b) => b.maxReplay)), ...ledger, ...result };
       results.push(full);
       log(JSON.stringify(full));

@@ -7,7 +7,7 @@
 import net from 'node:net';
 
 export type HolderCommand =
-  | { type: 'open'; host: string; port: number; firstId: number; count: number; sources: string[]; concurrency: number; transport: 'chunked' | 'sse' | 'ws' }
+  | { type: 'open'; host: string; port: number; firstId: number; count: number; sources: string[]; concurrency: number; transport: 'chunked' | 'sse' | 'ws'; topics: Topics }
   | { type: 'bytes' }
   | { type: 'close' };
 
@@ -32,12 +32,22 @@ function onError(): void {
   failed++;
 }
 
-/** The request that opens stream `id` of a transport; WebSockets with a fixed key (nothing checks the answer's). */
-function request(transport: 'chunked' | 'sse' | 'ws', id: number, host: string): string {
+/** Each stream listens to `perStream` of `of` topics, so that a topic is shared by many streams. */
+export interface Topics {
+  perStream: number;
+  of: number;
+}
+
+/**
+ * The request that opens stream `id` of a transport, listening to its topics (consecutive from room:<id mod of>);
+ * WebSockets with a fixed key (nothing checks the answer's).
+ */
+function request(transport: 'chunked' | 'sse' | 'ws', id: number, host: string, topics: Topics): string {
+  const query = topics.perStream > 0 ? `?topics=${Array.from({ length: topics.perStream }, (_, j) => `room:${(id + j) % topics.of}`).join(',')}` : '';
   if (transport === 'ws') {
-    return `GET /ws/${id} HTTP/1.1\r\nHost: ${host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`;
+    return `GET /ws/${id}${query} HTTP/1.1\r\nHost: ${host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`;
   }
-  return `GET /${transport === 'sse' ? 'sse' : 'test'}/${id} HTTP/1.1\r\nHost: ${host}\r\n\r\n`;
+  return `GET /${transport === 'sse' ? 'sse' : 'test'}/${id}${query} HTTP/1.1\r\nHost: ${host}\r\n\r\n`;
 }
 
 async function open(cmd: Extract<HolderCommand, { type: 'open' }>): Promise<HolderReply> {
@@ -50,7 +60,7 @@ async function open(cmd: Extract<HolderCommand, { type: 'open' }>): Promise<Hold
     const socket = net.connect({ host: cmd.host, port: cmd.port, localAddress: cmd.sources.length ? cmd.sources[next % cmd.sources.length] : undefined });
     next++;
     socket.setNoDelay(true);
-    socket.once('connect', () => socket.write(request(cmd.transport, id, cmd.host)));
+    socket.once('connect', () => socket.write(request(cmd.transport, id, cmd.host, cmd.topics)));
     socket.once('data', onFirstData);
     socket.once('data', connectOne); // keep `concurrency` handshakes in flight
     socket.on('data', onData);

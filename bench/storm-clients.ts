@@ -3,7 +3,8 @@
  * many GET /test/<id> streams, each behaving as a page with the browser client
  * (server/browser-client.ts) does: it keeps the last message id it saw, and
  * when its stream ends it comes back after a full-jitter backoff, on one of the
- * edges it was told to reconnect to, resuming with ?lastEventId=.
+ * edges it was told to reconnect to, resuming with ?lastEventId= (and the
+ * topic it listens to, if any: listensTo).
  *
  * Raw sockets and a minimal chunked decoder rather than node:http: thousands
  * of streams reconnect within a second here, on the box the servers share,
@@ -15,6 +16,7 @@ import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { epochMs } from '../router/latency.js';
 import { BACKOFF_MS } from '../server/browser-client.js';
+import { listensTo } from './topics.js';
 
 const HOST = '127.0.0.1';
 
@@ -33,6 +35,8 @@ export interface OpenCommand {
   sources: string[];
   /** Streams opening at once. */
   concurrency: number;
+  /** Topics of the run: a stream listens to listensTo(user, topics). */
+  topics: number;
 }
 
 export type ClientsCommand = OpenCommand | { type: 'close' };
@@ -147,7 +151,8 @@ class Client {
     socket.setNoDelay(true);
     socket.setEncoding('latin1');
     const lines = new ChunkedLines((line) => this.line(line));
-    const query = this.lastId === undefined ? 'ids=1' : `lastEventId=${this.lastId}`;
+    const topic = listensTo(this.user, this.cmd.topics);
+    const query = (this.lastId === undefined ? 'ids=1' : `lastEventId=${this.lastId}`) + (topic ? `&topics=${topic}` : '');
     socket.once('connect', () => socket.write(`GET /test/${this.user}?${query} HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`));
     socket.on('data', (text: string) => {
       lines.push(text);
@@ -170,7 +175,7 @@ class Client {
       return;
     }
     if (line === '' || line.startsWith(' ')) return; // a heartbeat, or a line of a multi-line message (see NumberedStream)
-    // `<id> m <sender> <seq> <sent at>`, or `lost <why>` at the start of a resumed stream.
+    // `<id> m <subject> <seq> <sent at>`, or `lost <why>` at the start of a resumed stream.
     const [id, tag, , seq] = line.split(' ');
     if (id === 'lost') {
       this.lastId = undefined; // as the browser client: live from here, no resume point

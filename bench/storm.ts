@@ -3,7 +3,9 @@
  * port per edge, one edge holding the storm group's streams (by default as
  * many as one edge takes) and the others the calm group's, and a paced sender
  * through the router's API to random users of a friends graph, each send
- * reaching its sender and their followers. While sends flow, the storm edge is
+ * reaching its sender and their followers, and with --topics to topics, which
+ * half the streams listen to and a third of the users subscribe to (some
+ * both: they must get each message once). While sends flow, the storm edge is
  * killed with kill -9; its clients come back as the browser client does
  * (full-jitter backoff) on the other edges, resuming from the last id they
  * saw, and the router replays what they missed (its history joined with their
@@ -15,7 +17,7 @@
  * the CPU of the router, NATS and the edges, and the calm streams' delivery
  * latency, in a baseline window before the kill and during the storm.
  *
- *   npm run bench:storm -- [--storm N] [--calm 10000] [--edges 3] [--rate 500] [--follows 3] [--timeout 30]
+ *   npm run bench:storm -- [--storm N] [--calm 10000] [--edges 3] [--rate 500] [--follows 3] [--topics 0] [--topic-share 0.3] [--timeout 30]
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -32,9 +34,11 @@ import { epochMs } from '../router/latency.js';
 import { openFileLimit, pausesAt, streamCapacity } from '../server/limits.js';
 import { xoshiro128ss } from '../subsmanager/graph.js';
 import { openStore } from '../subsmanager/store.js';
+import type { Subject } from '../subsmanager/subjects.js';
 import { Ledger } from './ledger.js';
 import { percentile, post } from './probe.js';
 import type { ClientEvents, ClientsReply, OpenCommand } from './storm-clients.js';
+import { listensTo, randomTopic, subscribesTo, topicSubscriptions } from './topics.js';
 import { until } from './until.js';
 
 const HOST = '127.0.0.1';
@@ -63,6 +67,10 @@ export interface StormOptions {
   rate: number;
   /** How many others each user follows, at random. */
   follows: number;
+  /** Topics (0: none): streams listen to and users subscribe to them as bench/topics.ts says. */
+  topics: number;
+  /** The share of sends that go to a random topic rather than a random user (with topics). */
+  topicShare: number;
   warmupSeconds: number;
   baselineSeconds: number;
   /** The longest wait for every storm client to resume. */
@@ -80,6 +88,8 @@ export const STORM_DEFAULTS: Omit<StormOptions, 'storm'> = {
   edges: 3,
   rate: 500,
   follows: 3,
+  topics: 0,
+  topicShare: 0.3,
   warmupSeconds: 3,
   baselineSeconds: 5,
   timeoutSeconds: 30,
@@ -102,8 +112,11 @@ export function doesNotFit(o: Pick<StormOptions, 'storm' | 'calm'>, capacities: 
   return undefined;
 }
 
-/** Each of users 1..n follows `follows` others, at random; writes the subscriptions to a new store and returns each user's subscribers. */
-function friends(db: string, n: number, follows: number, seed: number): number[][] {
+/**
+ * Each of users 1..n follows `follows` others, at random, and some subscribe to a topic (subscribesTo); writes the
+ * subscriptions to a new store and returns each user's subscribers.
+ */
+function friends(db: string, n: number, follows: number, topics: number, seed: number): number[][] {
   const random = xoshiro128ss(seed);
   const subscribers: number[][] = Array.from({ length: n + 1 }, () => []);
   const pairs: [number, number][] = [];
@@ -120,6 +133,7 @@ function friends(db: string, n: number, follows: number, seed: number): number[]
   }
   const store = openStore(db);
   store.addSubscriptions(pairs);
+  store.addSubscriptions(topicSubscriptions(n, topics));
   store.close();
   return subscribers;
 }
@@ -174,7 +188,8 @@ class ClientProcess {
 }
 
 interface Send {
-  sender: number;
+  /** A user, or a topic. */
+  subject: Subject;
   /** Epoch ms when its request was written (NaN until then). */
   sentAt: number;
   /** Set once the router acknowledged it: the message id it gave, and when the answer came. */
@@ -182,7 +197,7 @@ interface Send {
   ackedAt?: number;
 }
 
-/** Sends at a fixed rate, each to a random user, numbered (seq) and timed in its body; each acknowledged send goes into its recipients' ledgers. */
+/** Sends at a fixed rate, each to a random user or topic, numbered (seq) and timed in its body; each acknowledged send goes into its recipients' ledgers. */
 class Sender {
   readonly sends: Send[] = [];
   errors = 0;
@@ -197,7 +212,9 @@ class Sender {
   constructor(
     apiPort: number,
     private readonly users: number,
-    private readonly recipients: (sender: number) => number[],
+    private readonly topics: number,
+    private readonly topicShare: number,
+    private readonly recipients: (subject: Subject) => Iterable<number>,
     private readonly ledgers: Ledger[],
   ) {
     this.api = new ApiClient(HOST, apiPort, SENDER_CONNECTIONS, {});
@@ -235,13 +252,13 @@ class Sender {
 
   private sendOne(): void {
     const seq = this.sends.length;
-    const sender = 1 + Math.floor(Math.random() * this.users);
-    const send: Send = { sender, sentAt: NaN };
+    const subject = this.topics > 0 && Math.random() < this.topicShare ? randomTopic(this.topics) : 1 + Math.floor(Math.random() * this.users);
+    const send: Send = { subject, sentAt: NaN };
     this.sends.push(send);
     this.inFlight++;
     const body = () => {
       send.sentAt = epochMs();
-      return `m ${sender} ${seq} ${send.sentAt.toFixed(1)}`;
+      return `m ${subject} ${seq} ${send.sentAt.toFixed(1)}`;
     };
     const answered = ({ status, body }: Answer) => {
       this.inFlight--;
@@ -254,9 +271,9 @@ class Sender {
       if (id === undefined) return void this.errors++;
       send.id = id;
       send.ackedAt = epochMs();
-      for (const user of this.recipients(sender)) this.ledgers[user].ack(seq);
+      for (const user of this.recipients(subject)) this.ledgers[user].ack(seq);
     };
-    this.api.request('POST', `/send/${sender}`, body, answered, () => {
+    this.api.request('POST', `/send/${subject}`, body, answered, () => {
       this.inFlight--;
       this.errors++;
     });
@@ -338,8 +355,15 @@ export async function runStorm(o: StormOptions) {
   const db = join(dir, 'c1m.db');
   const users = o.storm + o.calm;
   const isStorm = (user: number) => user <= o.storm;
-  const subscribers = friends(db, users, o.follows, o.seed);
-  const recipients = (sender: number) => [sender, ...subscribers[sender]];
+  const subscribers = friends(db, users, o.follows, o.topics, o.seed);
+  /** Each topic's recipients: the users whose streams listen to it, and its subscribers. */
+  const hearTopic = new Map<string, Set<number>>();
+  for (let user = 1; user <= users; user++)
+    for (const topic of new Set([listensTo(user, o.topics), subscribesTo(user, o.topics)]))
+      if (topic) hearTopic.set(topic, (hearTopic.get(topic) ?? new Set()).add(user));
+  const recipients = (subject: Subject): Iterable<number> => (typeof subject === 'number' ? [subject, ...subscribers[subject]] : (hearTopic.get(subject) ?? []));
+  const hears = (user: number, subject: Subject): boolean =>
+    typeof subject === 'number' ? subject === user || subscribers[subject].includes(user) : (hearTopic.get(subject)?.has(user) ?? false);
   const ledgers = Array.from({ length: users + 1 }, () => new Ledger());
   const totals = { storm: { refused: 0, failed: 0 }, calm: { refused: 0, failed: 0 } };
   const odd = { misdelivered: 0, unacknowledged: 0 };
@@ -355,7 +379,7 @@ export async function runStorm(o: StormOptions) {
     for (const [user, id, seq, at] of e.messages) {
       const send = sender?.sends[seq];
       if (!send) continue;
-      if (!recipients(send.sender).includes(user)) odd.misdelivered++;
+      if (!hears(user, send.subject)) odd.misdelivered++;
       ledgers[user].receive(seq, id, at);
       if (!isStorm(user)) calmDeliveries.push([at, at - send.sentAt]);
     }
@@ -385,7 +409,7 @@ export async function runStorm(o: StormOptions) {
     // Every stream starts as a resume from a real id, as a page that loaded its state as of that send would:
     // a stream that ends before its first message then resumes from it too, never from nothing.
     const { id: startId } = await post<{ id: number }>(apiPort, '/send/1', 'start');
-    sender = new Sender(apiPort, users, recipients, ledgers);
+    sender = new Sender(apiPort, users, o.topics, o.topicShare, recipients, ledgers);
 
     const t0 = performance.now();
     const groups = [
@@ -398,7 +422,7 @@ export async function runStorm(o: StormOptions) {
         const client = new ClientProcess(g.group, onEvents);
         clients.push(client);
         const count = Math.min(perProcess, g.first + g.count - first);
-        opening.push(client.open({ first, count, ports: g.ports, reconnectPorts: ports.slice(1), lastEventId: String(startId), sources: SOURCES, concurrency: 500 }));
+        opening.push(client.open({ first, count, ports: g.ports, reconnectPorts: ports.slice(1), lastEventId: String(startId), sources: SOURCES, concurrency: 500, topics: o.topics }));
       }
     }
     await Promise.all(opening);
@@ -494,14 +518,14 @@ export async function runStorm(o: StormOptions) {
         group: isStorm(user) ? 'storm' : 'calm',
         seq,
         id: sends[seq].id,
-        sender: sends[seq].sender,
+        subject: sends[seq].subject,
         sentMs: fromKill(sends[seq].sentAt),
         ackedMs: fromKill(sends[seq].ackedAt!),
         welcomesMs: l.welcomes.map(fromKill),
         endsMs: l.ends.map(fromKill),
         // Later messages on the same streams: a gap, not a stream that stopped; the other recipients: whether the send went out at all.
         laterReceived: [...l.arrivals.values()].filter((a) => a.id > sends[seq].id!).length,
-        otherRecipientsReceived: recipients(sends[seq].sender).filter((u) => u !== user && ledgers[u].arrivals.has(seq)).length,
+        otherRecipientsReceived: [...recipients(sends[seq].subject)].filter((u) => u !== user && ledgers[u].arrivals.has(seq)).length,
       }));
     const window = (a: CpuSample, b: CpuSample) => {
       const seconds = (b.at - a.at) / 1000;
@@ -525,7 +549,7 @@ export async function runStorm(o: StormOptions) {
       };
     };
     return {
-      scale: { storm: o.storm, calm: o.calm, edges: o.edges, edgeCapacities: capacities, rate: o.rate, follows: o.follows, clientProcesses: clients.length, cores: cpus().length },
+      scale: { storm: o.storm, calm: o.calm, edges: o.edges, edgeCapacities: capacities, rate: o.rate, follows: o.follows, topics: o.topics, topicShare: o.topics > 0 ? o.topicShare : 0, clientProcesses: clients.length, cores: cpus().length },
       storm: {
         killedEdge: stormEdge.id,
         clients: o.storm,
@@ -560,7 +584,7 @@ export async function runStorm(o: StormOptions) {
         calmStreamsEnded: ledgers.slice(o.storm + 1).reduce((n, l) => n + l.ends.length, 0),
         missedExamples,
       },
-      sender: { sent: sends.length, acknowledged: sender.acked(), errors: sender.errors, skipped: sender.skipped },
+      sender: { sent: sends.length, toTopics: sends.filter((s) => typeof s.subject === 'string').length, acknowledged: sender.acked(), errors: sender.errors, skipped: sender.skipped },
       baseline: window(baselineStart, baselineEnd),
       duringStorm: window(stormStart, stormEnd),
     };
@@ -606,6 +630,8 @@ async function main(): Promise<void> {
     .addOption(new Option('--edges <n>', 'edges in the cluster').default(STORM_DEFAULTS.edges).argParser(Number))
     .addOption(new Option('--rate <n>', 'sends per second, to random users').default(STORM_DEFAULTS.rate).argParser(Number))
     .addOption(new Option('--follows <n>', 'others each user follows').default(STORM_DEFAULTS.follows).argParser(Number))
+    .addOption(new Option('--topics <n>', 'topics room:1..n: every second stream listens to one, every third user subscribes to one').default(STORM_DEFAULTS.topics).argParser(Number))
+    .addOption(new Option('--topic-share <x>', 'the share of sends to a random topic (with --topics)').default(STORM_DEFAULTS.topicShare).argParser(Number))
     .addOption(new Option('--warmup <s>', 'seconds of sends before the baseline').default(STORM_DEFAULTS.warmupSeconds).argParser(Number))
     .addOption(new Option('--baseline <s>', 'seconds of the baseline window').default(STORM_DEFAULTS.baselineSeconds).argParser(Number))
     .addOption(new Option('--timeout <s>', 'longest wait for every storm client to resume').default(STORM_DEFAULTS.timeoutSeconds).argParser(Number))
@@ -613,7 +639,7 @@ async function main(): Promise<void> {
     .addOption(new Option('--per-process <n>', 'streams per client process').default(STORM_DEFAULTS.perProcess).argParser(Number))
     .addOption(new Option('--seed <n>', "the friends graph's seed").default(STORM_DEFAULTS.seed).argParser(Number))
     .parse()
-    .opts<{ storm?: number; calm: number; edges: number; rate: number; follows: number; warmup: number; baseline: number; timeout: number; after: number; perProcess: number; seed: number }>();
+    .opts<{ storm?: number; calm: number; edges: number; rate: number; follows: number; topics: number; topicShare: number; warmup: number; baseline: number; timeout: number; after: number; perProcess: number; seed: number }>();
   const report = await runStorm({
     ...opts,
     storm: opts.storm ?? defaultStorm(),

@@ -2,7 +2,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { MultiBar } from 'cli-progress';
 import { readFileSync } from 'node:fs';
 import { DEFAULTS } from '../server/defaults.js';
-import { integer, transportOption } from './options.js';
+import { integer, topicShareOption, topicsOption, transportOption } from './options.js';
 import { parseConfig, parseIdRange, parseSources, rowsFromRanges, runFlood, type FloodTotals, type SourceRow } from '../loadgen/flood.js';
 import type { MsggenReport } from '../loadgen/msggen.js';
 
@@ -78,6 +78,7 @@ export function loadgenCommand(): Command {
     .addOption(new Option('--interval <s>', 'seconds between monitor lines').default(10).argParser(integer('interval', 1)))
     .addOption(new Option('--per-worker <n>', 'connections per worker process at most (default and ceiling: the open-file limit)').argParser(integer('per worker', 1)))
     .addOption(transportOption())
+    .addOption(topicsOption())
     .option('--reconnect', 'open a stream again when it ends, after a full-jitter backoff (0.5 s doubling to 20 s, like the browser client)')
     .addOption(new Option('--read-every <ms>', 'once all are open, read every MS instead of waking per chunk (cheaper on a box shared with the server; deliveries are still timed at arrival)').default(0).argParser(integer('read every', 0)))
     .action(async (opts, command: Command) => {
@@ -113,6 +114,7 @@ export function loadgenCommand(): Command {
           readEveryMs: opts.readEvery,
           transport: opts.transport,
           reconnect: opts.reconnect ?? false,
+          topics: opts.topics,
           onReport,
         }),
       );
@@ -131,6 +133,8 @@ export function loadgenCommand(): Command {
     .addOption(new Option('--duration <s>', 'seconds of sending').default(60).argParser(integer('duration', 1)))
     .addOption(new Option('--connections <n>', 'keep-alive connections to the API').default(16).argParser(integer('connections', 1)))
     .addOption(new Option('--size <bytes>', 'pad each message to at least this size').default(0).argParser(integer('size', 0)))
+    .addOption(topicsOption())
+    .addOption(topicShareOption())
     .addOption(new Option('--interval <s>', 'seconds between monitor lines').default(10).argParser(integer('interval', 1)))
     .action(async (opts, command: Command) => {
       const view = monitor('msggen [{bar}] {value}/{total} s | {rate} sends/s | delivered {delivered} | errors {errors}', opts.interval);
@@ -153,6 +157,8 @@ export function loadgenCommand(): Command {
           duration: opts.duration,
           connections: opts.connections,
           size: opts.size,
+          topics: opts.topics,
+          topicShare: opts.topicShare,
           onReport,
         }),
       );

@@ -25,6 +25,18 @@ export const maxBacklogOption = (help: string) => new Option('--max-backlog <byt
 /** Which streams a load tool opens: chunked /test/<id>, EventSource /sse/<id> or WebSocket /ws/<id>. */
 export const transportOption = () => new Option('--transport <transport>', 'streams to open: chunked (/test/<id>), sse (/sse/<id>) or ws (/ws/<id>)').choices(['chunked', 'sse', 'ws']).default('chunked');
 
+/** Topics the load tools' streams listen to: stream <id> to room:<1 + id % n> (floodTopic). */
+export const topicsOption = () => new Option('--topics <n>', 'each stream also listens to one of N topics, room:1..room:N (?topics=); 0: none').default(0).argParser(integer('topics', 0));
+
+/** With topicsOption, the share of sends to a topic. */
+export const topicShareOption = () => new Option('--topic-share <x>', 'with --topics, the share of sends that go to a random topic instead of a user').default(0.1).argParser(share);
+
+function share(text: string): number {
+  const x = Number(text);
+  if (text.trim() === '' || !(x >= 0 && x <= 1)) throw new InvalidArgumentError(`a share is a number from 0 to 1, not '${text}'`);
+  return x;
+}
+
 /** The public listener and its streams: `c1m server`, `c1m edge`, and `c1m cluster`, which passes them to its edges. */
 export function streamOptions(command: Command): Command {
   return command

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { DEFAULTS } from '../server/defaults.js';
-import { historyOptions, integer, transportOption } from './options.js';
+import { historyOptions, integer, topicShareOption, topicsOption, transportOption } from './options.js';
 import { parseIdRange } from '../loadgen/flood.js';
 
 /** "1000,2000,4000" → sends/s per step. */
@@ -32,6 +32,8 @@ export function runCommand(): Command {
     .addOption(new Option('--send-interval <ms>', 'each generator waits a random MIN-MAX ms between sends').default([10, 110], '10-110').argParser((t) => parseIdRange(t, 'send interval')))
     .addOption(new Option('--msg-connections <n>', 'keep-alive connections from msggen to the API (each carries one request at a time: on a saturated box, 16 held 2,000 sends/s back)').default(128).argParser(integer('msg connections', 1)))
     .addOption(transportOption())
+    .addOption(topicsOption())
+    .addOption(topicShareOption())
     .addOption(new Option('--heartbeat <seconds>', "the streams' heartbeat (c1m cluster --heartbeat; 0: none)").default(DEFAULTS.heartbeatSeconds).argParser(integer('heartbeat', 0)))
     .addOption(new Option('--read-every <ms>', 'flood workers read every MS once all streams are open, instead of being woken by each chunk (0: woken); deliveries are timed at arrival either way').default(50).argParser(integer('read every', 0)))
     .addOption(new Option('--out <dir>', 'report folder (default: reports/<timestamp>)'))

@@ -7,7 +7,7 @@
  * Node's net sockets cost kilobytes of RSS and far more CPU per connect; this
  * keeps a few dozen bytes of state per connection.
  *
- *   flood-worker HOST PORT RATE INFLIGHT INTERVAL_MS DEADLINE_S READ_EVERY_MS TRANSPORT RECONNECT SLICE...
+ *   flood-worker HOST PORT RATE INFLIGHT INTERVAL_MS DEADLINE_S READ_EVERY_MS TRANSPORT RECONNECT TOPICS SLICE...
  *   SLICE = SOURCE_IP:FIRST_ID:COUNT:FIRST_PORT[:SPARE_FIRST-SPARE_LAST]
  *
  * Ids FIRST_ID.. connect in order from SOURCE_IP, each on the next free port
@@ -27,6 +27,9 @@
  * header line, then the message; pings are answered with empty pongs. Either
  * way the first chunk or frame is the welcome and each later one counts as a
  * chunk, timed from the t= stamp at the start of a message line.
+ *
+ * TOPICS > 0: stream <id> also listens to the topic room:<1 + id % TOPICS>
+ * (?topics=, as floodTopic in loadgen/flood.ts says); 0: to none.
  *
  * RECONNECT 1: a stream that ends (or a connect that fails) is opened again,
  * on the same source address and port (its close was an RST, so the port is
@@ -123,6 +126,7 @@ static const char *host;
 static volatile sig_atomic_t stop;
 
 static int read_every_ms, transport, reconnect;
+static uint32_t topics;
 static uint64_t t0_us;
 static uint64_t waiting, reconnects;
 static uint64_t attempted, connected, open_now, welcomed, closed, failed, inflight, chunks, chunk_bytes, heartbeats, bytes, messages;
@@ -265,12 +269,13 @@ static void connected_now(uint32_t index) {
   if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err) return drop(c, connect_kind(err ? err : errno));
   struct slice *s = slices;
   while (index >= s->offset + s->count) s++;
-  char req[320];
+  char req[352], query[32] = "";
   uint32_t id = s->first_id + (index - s->offset);
+  if (topics > 0) snprintf(query, sizeof query, "?topics=room:%u", 1 + id % topics);
   int n = transport == WS ? snprintf(req, sizeof req,
-                                     "GET /ws/%u HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", id, host)
-                             : snprintf(req, sizeof req, "GET /%s/%u HTTP/1.1\r\nHost: %s\r\n\r\n", transport == SSE ? "sse" : "test", id, host);
+                                     "GET /ws/%u%s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", id, query, host)
+                             : snprintf(req, sizeof req, "GET /%s/%u%s HTTP/1.1\r\nHost: %s\r\n\r\n", transport == SSE ? "sse" : "test", id, query, host);
   c->state = STATUS;
   c->n = 0;
   c->line_chars = 0;
@@ -530,8 +535,8 @@ static int parse_slice(const char *text, struct slice *s) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 11) {
-    fprintf(stderr, "usage: %s HOST PORT RATE INFLIGHT INTERVAL_MS DEADLINE_S READ_EVERY_MS chunked|sse|ws RECONNECT SOURCE_IP:FIRST_ID:COUNT:FIRST_PORT[:SPARE_FIRST-SPARE_LAST]...\n", argv[0]);
+  if (argc < 12) {
+    fprintf(stderr, "usage: %s HOST PORT RATE INFLIGHT INTERVAL_MS DEADLINE_S READ_EVERY_MS chunked|sse|ws RECONNECT TOPICS SOURCE_IP:FIRST_ID:COUNT:FIRST_PORT[:SPARE_FIRST-SPARE_LAST]...\n", argv[0]);
     return 2;
   }
   host = argv[1];
@@ -552,12 +557,13 @@ int main(int argc, char **argv) {
     return 2;
   }
   reconnect = atoi(argv[9]);
+  topics = (uint32_t)strtoul(argv[10], NULL, 10);
   srandom((unsigned)getpid());
-  nslices = (uint32_t)(argc - 10);
+  nslices = (uint32_t)(argc - 11);
   slices = calloc(nslices, sizeof *slices);
   for (uint32_t i = 0; i < nslices; i++) {
-    if (parse_slice(argv[10 + i], &slices[i]) < 0) {
-      fprintf(stderr, "flood-worker: bad slice '%s' (SOURCE_IP:FIRST_ID:COUNT:FIRST_PORT[:SPARE_FIRST-SPARE_LAST], ports 1-65535)\n", argv[10 + i]);
+    if (parse_slice(argv[11 + i], &slices[i]) < 0) {
+      fprintf(stderr, "flood-worker: bad slice '%s' (SOURCE_IP:FIRST_ID:COUNT:FIRST_PORT[:SPARE_FIRST-SPARE_LAST], ports 1-65535)\n", argv[11 + i]);
       return 2;
     }
     slices[i].offset = total;

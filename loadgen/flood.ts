@@ -27,6 +27,9 @@ export const WORKER_NICE = 5;
 /** Descriptors a worker keeps besides its sockets: stdio, epoll, /proc reads. */
 const WORKER_RESERVED_FDS = 32;
 
+/** The topic stream `id` listens to in a flood of `topics` topics (flood.c builds the same ?topics=), and msggen's topic `id` for a random id. */
+export const floodTopic = (id: number, topics: number): string => `room:${1 + (id % topics)}`;
+
 /** One row of the original's config: connections for ids first..last, all from one source address. */
 export interface SourceRow {
   source: string;
@@ -74,6 +77,8 @@ export interface FloodOptions {
   transport?: 'chunked' | 'sse' | 'ws';
   /** Open a stream again when it ends, after the browser client's full-jitter backoff (see flood.c). */
   reconnect?: boolean;
+  /** Each stream also listens to one of this many topics, floodTopic(id, topics) (0 or none: no topics). */
+  topics?: number;
   /** Told of delivery latencies as they arrive (µs, with a count), so a benchmark can histogram each phase apart. */
   onDelivery?: (micros: number, count: number) => void;
 }
@@ -347,6 +352,7 @@ export async function runFlood(options: FloodOptions): Promise<FloodSummary> {
           String(options.readEveryMs ?? 0),
           options.transport ?? 'chunked',
           options.reconnect ? '1' : '0',
+          String(options.topics ?? 0),
           ...slices.map((s, j) => `${s.source}:${s.firstId}:${s.count}:${s.firstPort}:${spares[i][j].join('-')}`),
         ];
         const child = spawn(FLOOD_WORKER, args, { stdio: ['pipe', 'pipe', 'pipe'] });

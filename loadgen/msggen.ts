@@ -1,12 +1,14 @@
 /**
  * `c1m loadgen msggen`: the original's message generator. G generators each
  * send to a random user in [1, N] after a random interval (or one fixed
- * overall rate), as POST /send/<id> over keep-alive HTTP to the backend API.
- * Every body starts with `t=<epoch ms>` so the flood can time its delivery.
+ * overall rate), as POST /send/<id> over keep-alive HTTP to the backend API;
+ * with topics, a share of the sends go to a random topic instead (the ones the
+ * flood's streams listen to). Every body starts with `t=<epoch ms>` so the
+ * flood can time its delivery.
  */
 import { ApiClient, type Answer } from './api-client.js';
 import { epochMs } from '../router/latency.js';
-import { latencySummary, newHistogram, type LatencySummary } from './flood.js';
+import { floodTopic, latencySummary, newHistogram, type LatencySummary } from './flood.js';
 
 export interface MsggenOptions {
   apiHost: string;
@@ -25,6 +27,10 @@ export interface MsggenOptions {
   connections: number;
   /** Pad each body to at least this many bytes. */
   size: number;
+  /** Topics the flood's streams listen to (floodTopic), 0 or none: sends go to users only. */
+  topics?: number;
+  /** The share of sends that go to a random one of the topics instead of a user. */
+  topicShare?: number;
   onReport?: (report: MsggenReport) => void;
   reportMs?: number;
 }
@@ -32,6 +38,8 @@ export interface MsggenOptions {
 export interface MsggenReport {
   elapsedSeconds: number;
   sent: number;
+  /** Of the sent, those to a topic. */
+  toTopics: number;
   answered: number;
   /** Sends not made because `connections` x 64 requests were already waiting: the API falls behind. */
   skipped: number;
@@ -52,7 +60,9 @@ const QUEUE_PER_CONNECTION = 64;
 
 export async function runMsggen(options: MsggenOptions): Promise<MsggenSummary> {
   const histogram = newHistogram();
-  const report: MsggenReport = { elapsedSeconds: 0, sent: 0, answered: 0, skipped: 0, delivered: 0, errors: {} };
+  const report: MsggenReport = { elapsedSeconds: 0, sent: 0, toTopics: 0, answered: 0, skipped: 0, delivered: 0, errors: {} };
+  const topics = options.topics ?? 0;
+  const topicShare = topics > 0 ? (options.topicShare ?? 0) : 0;
   const headers: Record<string, string> = { 'content-type': 'text/plain' };
   if (options.token) headers.authorization = `Bearer ${options.token}`;
   const api = new ApiClient(options.apiHost, options.apiPort, options.connections, headers);
@@ -84,11 +94,13 @@ export async function runMsggen(options: MsggenOptions): Promise<MsggenSummary> 
   };
   const send = () => {
     if (outstanding >= maxOutstanding) return void report.skipped++;
-    const id = 1 + Math.floor(Math.random() * options.users);
+    const toTopic = Math.random() < topicShare;
+    const subject = toTopic ? floodTopic(Math.floor(Math.random() * topics), topics) : 1 + Math.floor(Math.random() * options.users);
     const n = report.sent++;
+    if (toTopic) report.toTopics++;
     outstanding++;
     // Stamped when written, not when queued: see ApiClient.
-    api.request('POST', `/send/${id}`, () => `t=${epochMs().toFixed(3)} msggen ${n}`.padEnd(options.size, '.'), answered, failed);
+    api.request('POST', `/send/${subject}`, () => `t=${epochMs().toFixed(3)} msggen ${n}`.padEnd(options.size, '.'), answered, failed);
   };
 
   // Open every connection (and compile the answer parser) before the clock starts: that slow start would otherwise queue the first sends and own the p99.

@@ -29,6 +29,9 @@ export interface RunOptions {
   readEveryMs: number;
   /** Streams the flood opens: chunked /test/<id> (default), sse or ws. */
   transport?: 'chunked' | 'sse' | 'ws';
+  /** Each stream also listens to one of this many topics (0 or none: none), and `topicShare` of the sends go to a random one of them. */
+  topics?: number;
+  topicShare?: number;
   /** Seconds to hold every stream before the messages. */
   hold: number;
   /** Seconds of messages (per step with `msgRates`). */

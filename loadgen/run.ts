@@ -341,6 +341,7 @@ export async function runC1m(options: RunOptions): Promise<RunResult & { dir: st
       reportMs: 500,
       readEveryMs: o.readEveryMs,
       transport: o.transport,
+      topics: o.topics,
       onReport: (totals) => {
         sampler.floodTotals = totals;
         if (totals.ramped) ramped();
@@ -379,6 +380,8 @@ export async function runC1m(options: RunOptions): Promise<RunResult & { dir: st
           duration: seconds,
           connections: o.msgConnections,
           size: 0,
+          topics: o.topics,
+          topicShare: o.topicShare,
         }),
         aborted.then(() => undefined),
       ]);

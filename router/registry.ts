@@ -10,7 +10,7 @@ import type { Subject } from '../subsmanager/subjects.js';
 export interface Connection {
   /** The user this connection belongs to; fixed for its lifetime. */
   readonly user: number;
-  /** Topics (`kind:id`) this stream listens to while it is open, fixed for its lifetime; not stored anywhere else. */
+  /** Topics (`kind:id`) this stream listens to while it is open; not stored anywhere else. Changed only through Registry.setTopics. */
   readonly topics?: readonly string[];
   /**
    * Queues one chunk for delivery. Returns how many streams took it: 1 or 0
@@ -35,6 +35,8 @@ export class Registry {
   private readonly byUser = new Map<number, Connection | Set<Connection>>();
   /** topic → the connections listening to it, as byUser; apart, so that users' lookups never meet a string key. */
   private readonly byTopic = new Map<string, Connection | Set<Connection>>();
+  /** topic → a one-topic list of it, while it has listeners: what intern hands out, so that streams share names and lists. */
+  private readonly names = new Map<string, readonly string[]>();
   private count = 0;
 
   constructor(
@@ -124,6 +126,35 @@ export class Registry {
     return n;
   }
 
+  /**
+   * `topics` as a stream should keep them: the names listened to already as the registry holds them, a single topic's
+   * list shared, none as NO_TOPICS. Each stream's own copies would cost more than its entries in byTopic (the
+   * README's topics section has the figures).
+   */
+  intern(topics: readonly string[]): readonly string[] {
+    if (topics.length === 0) return NO_TOPICS;
+    if (topics.length === 1) return this.names.get(topics[0]) ?? topics;
+    return topics.map((topic) => this.names.get(topic)?.[0] ?? topic);
+  }
+
+  /**
+   * Changes the topics an open connection listens to (a WebSocket's subscribe and unsubscribe): from now on for one
+   * that is logged in; one that is not yet (its replay is on its way) listens to them when it logs in.
+   */
+  setTopics(conn: Connection & { topics: readonly string[] }, topics: readonly string[]): void {
+    const before = conn.topics;
+    const after = this.intern(topics);
+    conn.topics = after;
+    if (!this.holds(conn)) return;
+    for (const topic of before) if (!after.includes(topic)) this.unlisten(topic, conn);
+    for (const topic of after) if (!before.includes(topic)) this.listen(topic, conn);
+  }
+
+  private holds(conn: Connection): boolean {
+    const held = this.byUser.get(conn.user);
+    return held === conn || (held instanceof Set && held.has(conn));
+  }
+
   /** Connections listening to `topic` now. */
   listenersOf(topic: string): number {
     const held = this.byTopic.get(topic);
@@ -134,18 +165,21 @@ export class Registry {
   listen(topic: string, conn: Connection): void {
     const held = this.byTopic.get(topic);
     if (held === conn || (held instanceof Set && held.has(conn))) return;
-    if (held === undefined) this.byTopic.set(topic, conn);
-    else if (held instanceof Set) held.add(conn);
+    if (held === undefined) {
+      this.byTopic.set(topic, conn);
+      this.names.set(topic, conn.topics?.length === 1 && conn.topics[0] === topic ? conn.topics : [topic]);
+    } else if (held instanceof Set) held.add(conn);
     else this.byTopic.set(topic, new Set([held, conn]));
     this.observer?.login(topic);
   }
 
   unlisten(topic: string, conn: Connection): void {
     const held = this.byTopic.get(topic);
-    if (held === conn) this.byTopic.delete(topic);
-    else if (held instanceof Set && held.delete(conn)) {
-      if (held.size === 0) this.byTopic.delete(topic);
-    } else return;
+    if (held instanceof Set ? !held.delete(conn) : held !== conn) return;
+    if (!(held instanceof Set) || held.size === 0) {
+      this.byTopic.delete(topic);
+      this.names.delete(topic);
+    }
     this.observer?.logout(topic);
   }
 

@@ -1,4 +1,5 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import { NO_TOPICS } from '../router/registry.js';
 import { kindOf, SubjectError, toSubject } from '../subsmanager/subjects.js';
 
 /** HMAC-SHA256's own key size: a shorter secret can be guessed offline from one token. */
@@ -31,14 +32,24 @@ export function mintStreamToken(secret: string, id: number, ttlSeconds: number, 
 
 /** Why a token does not open stream `id` listening to `topics`, or null when it does. */
 export function checkStreamToken(secret: string, id: number, token: string, now = Date.now(), topics: readonly string[] = []): string | null {
-  const match = /^([1-9][0-9]*)\.([0-9]+)(?:\.([A-Za-z0-9_-]+))?\.([A-Za-z0-9_-]{43})$/.exec(token);
+  const match = /^([1-9][0-9]*)\.([0-9]+)(?:\.[A-Za-z0-9_-]+)?\.([A-Za-z0-9_-]{43})$/.exec(token);
   if (!match) return 'malformed token';
-  const given = Buffer.from(match[4], 'base64url');
+  const given = Buffer.from(match[3], 'base64url');
   const expected = Buffer.from(sign(secret, token.slice(0, token.length - 44)), 'base64url');
   if (!timingSafeEqual(given, expected)) return 'bad signature';
   if (Number(match[1]) !== id) return `token is for user ${match[1]}`;
   if (Number(match[2]) * 1000 <= now) return 'token expired';
-  const scope = match[3] === undefined ? [] : Buffer.from(match[3], 'base64url').toString().split(',');
+  return uncovered(tokenScope(token), topics);
+}
+
+/** The topics and kinds (`kind:*`) a token lets its bearer listen to (none for a token without a scope); for a token checkStreamToken accepted. */
+export function tokenScope(token: string): readonly string[] {
+  const parts = token.split('.');
+  return parts.length === 4 ? Buffer.from(parts[2], 'base64url').toString().split(',') : NO_TOPICS;
+}
+
+/** Why a token's `scope` does not cover all of `topics`, or null when it does. */
+export function uncovered(scope: readonly string[], topics: readonly string[]): string | null {
   for (const topic of topics) if (!scope.includes(topic) && !scope.includes(`${kindOf(topic)}:*`)) return `token does not cover topic ${topic}`;
   return null;
 }

@@ -7,7 +7,7 @@
  */
 export const BACKOFF_MS = { min: 500, max: 20_000 } as const;
 
-export const BROWSER_CLIENT = String.raw`// c1m browser client. connect(id, { transport: 'sse' | 'ws', token, topics, onMessage, onState, onLost, lastEventId })
+export const BROWSER_CLIENT = String.raw`// c1m browser client. connect(id, { transport: 'sse' | 'ws', token, topics, onMessage, onState, onLost, lastEventId }); client.subscribe(topics), client.unsubscribe(topics)
 export const BACKOFF_MS = { min: ${BACKOFF_MS.min}, max: ${BACKOFF_MS.max} };
 
 /** The longest wait before reconnect attempt number attempt (0, 1, ...): min * 2^attempt, at most max. */
@@ -28,8 +28,12 @@ const origin = new URL('/', import.meta.url);
  * away longer than its history; 'unknown': an id it never gave), and the page
  * should then refetch its state. options.topics (['photo:789', ...]) are topics the stream
  * also listens to while it is open (the token must cover them where the server asks for
- * one); to change them, close and connect again with the last id: the replay fills the gap.
- * Returns { state, attempt, lastEventId, close() }.
+ * one). subscribe(topics) and unsubscribe(topics) change them: on a WebSocket with one frame
+ * on the open stream; on SSE by reconnecting now with the new list, resuming from the last id
+ * (the replay fills the gap). Either way the list is kept for every reconnect. Each returns a
+ * promise of the topics listened to once the server has them, rejected with the server's
+ * reason when it refuses (a topic the token does not cover: the list goes back to what it was).
+ * Returns { state, attempt, lastEventId, topics, subscribe(), unsubscribe(), close() }.
  */
 export function connect(id, options = {}) {
   const transport = options.transport || 'sse';
@@ -37,10 +41,16 @@ export function connect(id, options = {}) {
   const onMessage = options.onMessage || (() => {});
   const onState = options.onState || (() => {});
   const onLost = options.onLost || (() => {});
-  const client = { state: 'closed', attempt: 0, lastEventId: options.lastEventId ?? null, close };
+  const client = { state: 'closed', attempt: 0, lastEventId: options.lastEventId ?? null, topics: [...(options.topics || [])], subscribe, unsubscribe, close };
   let socket = null;
   let timer = null;
   let welcomed = false;
+  /** The topics the current connection asked for when it opened; those the server last said it listens to. */
+  let openedWith = client.topics;
+  let accepted = null;
+  /** Changes waiting for the server's answer on the open WebSocket, in order; changes a new connection's welcome settles. */
+  const answers = [];
+  const atWelcome = [];
 
   function setState(state, info = {}) {
     client.state = state;
@@ -50,7 +60,7 @@ export function connect(id, options = {}) {
   function url(path) {
     const u = new URL(path + encodeURIComponent(id), origin);
     if (options.token && transport === 'sse') u.searchParams.set('token', options.token);
-    if (options.topics && options.topics.length > 0) u.searchParams.set('topics', options.topics.join(','));
+    if (openedWith.length > 0) u.searchParams.set('topics', openedWith.join(','));
     if (client.lastEventId !== null) u.searchParams.set('lastEventId', client.lastEventId);
     if (transport === 'ws') u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
     return u.href;
@@ -59,6 +69,7 @@ export function connect(id, options = {}) {
   function open() {
     timer = null;
     welcomed = false;
+    openedWith = client.topics.slice();
     setState('connecting', { attempt: client.attempt });
     if (transport === 'sse') {
       const source = new EventSource(url('/sse/'));
@@ -92,9 +103,58 @@ export function connect(id, options = {}) {
       payload = bytes.subarray(nl + 1);
     }
     const [event, field] = header.split(' ');
+    const text = () => (typeof payload === 'string' ? payload : new TextDecoder().decode(payload));
     if (event === 'welcome') welcome(payload);
     else if (event === 'message') message(payload, field && field.startsWith('id=') ? field.slice(3) : '');
-    else if (event === 'lost') lost(typeof payload === 'string' ? payload : new TextDecoder().decode(payload));
+    else if (event === 'lost') lost(text());
+    else if (event === 'topics' || event === 'refused') answered(event, text());
+  }
+
+  function subscribe(topics) {
+    const named = [].concat(topics);
+    client.topics = [...new Set([...client.topics, ...named])];
+    return change('subscribe', named);
+  }
+
+  function unsubscribe(topics) {
+    const named = [].concat(topics);
+    client.topics = client.topics.filter((t) => !named.includes(t));
+    return change('unsubscribe', named);
+  }
+
+  function change(verb, named) {
+    return new Promise((resolve, reject) => {
+      if (client.state === 'closed' || client.state === 'failed') return reject(new Error('the client is ' + client.state));
+      if (transport === 'ws' && welcomed && socket !== null) {
+        answers.push({ resolve, reject });
+        socket.send(verb + ' ' + named.join(','));
+        return;
+      }
+      // SSE, or a connection not welcomed yet: a new connection carries the list, resuming from the last id.
+      // While waiting to reconnect, the next attempt will.
+      atWelcome.push({ resolve, reject });
+      if (socket !== null) {
+        const s = socket;
+        socket = null;
+        s.close();
+        clearTimeout(timer);
+        open();
+      }
+    });
+  }
+
+  /** The server's answer to the oldest change on the WebSocket: the topics it listens to now, or why it changed nothing. */
+  function answered(event, text) {
+    const request = answers.shift();
+    if (event === 'topics') {
+      accepted = text === '' ? [] : text.split(',');
+      if (request) request.resolve(accepted.slice());
+    } else if (request) request.reject(new Error(text));
+    if (answers.length === 0) client.topics = accepted.slice();
+  }
+
+  function settle(requests, error) {
+    for (const request of requests.splice(0)) error ? request.reject(error) : request.resolve(accepted.slice());
   }
 
   function message(data, id) {
@@ -111,6 +171,8 @@ export function connect(id, options = {}) {
   function welcome(text) {
     welcomed = true;
     client.attempt = 0;
+    accepted = openedWith;
+    settle(atWelcome);
     setState('connected', { welcome: text });
   }
 
@@ -118,11 +180,22 @@ export function connect(id, options = {}) {
     if (which !== socket) return;
     socket.close();
     socket = null;
+    // The answers lost with the socket: the next connection's URL carries the list.
+    atWelcome.push(...answers.splice(0));
     if (!welcomed) {
       // Neither API shows why a stream was refused; one plain request does. Retrying cannot fix these.
       const refusal = await why();
       if (socket !== null || client.state === 'closed') return;
-      if (refusal) return setState('failed', { reason: refusal });
+      if (refusal && atWelcome.length > 0 && accepted !== null) {
+        // A change the server refused (a topic the token does not cover): back to the topics it took, at once.
+        settle(atWelcome, new Error(refusal));
+        client.topics = accepted.slice();
+        return open();
+      }
+      if (refusal) {
+        settle(atWelcome, new Error(refusal));
+        return setState('failed', { reason: refusal });
+      }
     }
     const delay = Math.random() * backoffBound(client.attempt);
     client.attempt++;
@@ -136,6 +209,7 @@ export function connect(id, options = {}) {
     try {
       const u = new URL('/sse/' + encodeURIComponent(id), origin);
       if (options.token) u.searchParams.set('token', options.token);
+      if (openedWith.length > 0) u.searchParams.set('topics', openedWith.join(','));
       const res = await fetch(u, { signal: abort.signal });
       if (res.status === 401 || res.status === 403 || res.status === 404) return 'error ' + res.status + ': ' + (await res.text()).trim();
     } catch {}
@@ -150,6 +224,8 @@ export function connect(id, options = {}) {
     const s = socket;
     socket = null;
     if (s) s.close();
+    settle(answers, new Error('closed'));
+    settle(atWelcome, new Error('closed'));
     setState('closed');
   }
 

@@ -1,5 +1,4 @@
-import { toSubject } from '../subsmanager/subjects.js';
-import { checkStreamToken } from './auth.js';
+import { checkStreamToken, tokenScope } from './auth.js';
 import { originCheck, PREFLIGHT } from './cors.js';
 import { bearer, NO_HEADERS, parseId, reply, type Headers } from './http.js';
 import { PAGE } from './page.js';
@@ -7,6 +6,7 @@ import { BROWSER_CLIENT } from './browser-client.js';
 import { SSE_HEADERS, SseStream, sseWelcome } from './sse.js';
 import { lastEventId, resume } from './resume.js';
 import { CometStream, NumberedStream, type StreamHub, type Transport } from './stream.js';
+import { parseTopics } from './topics.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 import { protocolToken, upgradeWs, wsBehavior, WsStream } from './ws.js';
 
@@ -24,27 +24,6 @@ export interface CometOptions {
   streamSecret?: string;
   /** Other sites whose pages may use the streams and /c1m.js (CORS, WebSocket Origin): origins, or '*'. See originCheck. */
   allowOrigin?: readonly string[];
-}
-
-/** Topics one stream may listen to: its registry entries and the history's replay grow with them. */
-export const MAX_TOPICS_PER_STREAM = 16;
-
-/** The topics of `?topics=photo:789,match:7`, each once, or why they are refused. */
-export function parseTopics(text: string): string[] | { refused: string } {
-  if (text === '') return [];
-  const topics = new Set<string>();
-  for (const entry of text.split(',')) {
-    let subject;
-    try {
-      subject = toSubject(entry);
-    } catch (err) {
-      return { refused: `bad topic in ?topics=: ${(err as Error).message}` };
-    }
-    if (typeof subject !== 'string') return { refused: `?topics= lists topics, not users: ${entry} (a stream hears its user's friends through subscriptions)` };
-    topics.add(subject);
-  }
-  if (topics.size > MAX_TOPICS_PER_STREAM) return { refused: `a stream listens to at most ${MAX_TOPICS_PER_STREAM} topics, not ${topics.size}` };
-  return [...topics];
 }
 
 const streamHeaders = (contentType: 'text' | 'html'): [string, string][] => [
@@ -105,7 +84,8 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
     }
     if (hub.open >= options.maxConnections) return refuse(503, `server full: ${hub.open} connections`, true);
     if (hub.registry.connectionsOf(id) >= hub.registry.maxPerUser) return refuse(429, `user ${id} already holds ${hub.registry.maxPerUser} streams`, true);
-    return { id, topics };
+    // The scope stays with a WebSocket, whose client may subscribe to more topics while it is open.
+    return { id, topics: hub.registry.intern(topics), scope: secret === undefined ? undefined : tokenScope(token) };
   };
 
   return app
@@ -150,7 +130,7 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
         const offer = protocolToken(req.getHeader('sec-websocket-protocol'));
         if (typeof offer === 'string') return reply(res, 400, `${offer}\n`);
         const admitted = admit(res, req, 'ws', token(req) || offer.token, NO_HEADERS);
-        if (admitted !== null) upgradeWs(res, req, context, new WsStream(hub, admitted.id, lastEventId(req.getQuery('lastEventId')), admitted.topics), offer.protocol);
+        if (admitted !== null) upgradeWs(res, req, context, new WsStream(hub, admitted.id, lastEventId(req.getQuery('lastEventId')), admitted.topics, admitted.scope), offer.protocol);
       }),
     )
     // A plain GET of a WebSocket path: uWS passes requests without an upgrade on to here.
@@ -170,7 +150,9 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
 /** A stream request that may open: its user, and the topics it listens to while open. */
 interface Admitted {
   id: number;
-  topics: string[];
+  topics: readonly string[];
+  /** What its token lets it listen to; undefined when the server asks for no token. */
+  scope: readonly string[] | undefined;
 }
 
 /** The token of a stream request: ?token=, or `Authorization: Bearer` for clients that can set headers (kept out of URLs that proxies log). */

@@ -3,26 +3,39 @@
  * the frames' payload (uWS writes the frame headers), backpressure through
  * uWS's buffered amount with the same slow-consumer rule and counters as the
  * other streams, batched per event-loop turn by the shared StreamHub.
- * Server push only: a frame from the client closes the socket.
+ * The client's only frames change the topics the stream listens to
+ * (`subscribe <topics>`, `unsubscribe <topics>`, see topics.ts); any other
+ * frame closes the socket.
  */
 import { isUtf8 } from 'node:buffer';
 import { NO_TOPICS, type Connection } from '../router/registry.js';
 import type { Chunk } from '../router/router.js';
 import { resume, type After } from './resume.js';
 import { advance, framedOnce, overflows, positions, type HubStream, type StreamHub } from './stream.js';
+import { changeTopics } from './topics.js';
 import type { HttpRequest, HttpResponse, us_socket_context_t, WebSocket, WebSocketBehavior } from './uws.js';
 
 /** The largest client frame answered with a close frame (see wsBehavior). */
 export const MAX_CLIENT_FRAME = 16 * 1024;
 
-/** Close codes (RFC 6455): drain or shutdown; a frame from the client. A slow consumer is cut without one: it would not read it. */
+/** Close codes (RFC 6455): drain or shutdown; a client frame that is not a command. A slow consumer is cut without one: it would not read it. */
 export const CLOSE_GOING_AWAY = 1001;
-export const CLOSE_PUSH_ONLY = 1003;
+export const CLOSE_UNSUPPORTED = 1003;
+/** Topic changes faster than TOPIC_CHANGES allows. */
+export const CLOSE_POLICY = 1008;
+
+/**
+ * Subscribes and unsubscribes one stream may make: `perSecond` on average, `burst` at once. In a cluster each
+ * change goes to every router in its edge's presence: a client must not turn its frames into the routers' load.
+ */
+export const TOPIC_CHANGES = { perSecond: 10, burst: 20 } as const;
 
 /**
  * A frame is a header line, then the payload verbatim: `welcome\n<text>`,
  * `message\n<message>`, or with the message's id `message id=<id>\n<message>`,
- * and `lost\n<why>` first on a resumed stream whose history is lost. A text
+ * `lost\n<why>` first on a resumed stream whose history is lost, and the answer
+ * to each subscribe or unsubscribe, in order: `topics\n<the topics it listens
+ * to now, comma-separated>`, or `refused\n<why>` (nothing changed). A text
  * frame when the payload is UTF-8, else binary: a browser closes a socket on a
  * text frame that is not.
  */
@@ -84,13 +97,20 @@ export class WsStream implements Connection, HubStream {
   private state = OPEN;
   /** The id of the last message written; with several partitions, the last of each (see CometStream). */
   private lastId: number | number[] = 0;
+  /**
+   * When the topic changes made so far would have been spent at TOPIC_CHANGES.perSecond, in ticks of one change
+   * (100 ms): a cell-rate limit in one small integer, so the field stays unboxed.
+   */
+  private changesDueAt = 0;
 
   constructor(
     private readonly hub: StreamHub,
     readonly user: number,
     /** The last message id the client saw (its token: see lastEventId), when it resumes. */
     private readonly after?: After,
-    readonly topics: readonly string[] = NO_TOPICS,
+    public topics: readonly string[] = NO_TOPICS,
+    /** What its token lets it listen to; undefined when the server asks for no token. */
+    private readonly scope?: readonly string[],
   ) {}
 
   /** uWS open: the handshake is done. What the client missed, if it resumes, goes before any live message. */
@@ -188,6 +208,26 @@ export class WsStream implements Connection, HubStream {
     this.ws!.close(); // runs the close handler, which logs the stream out
   }
 
+  /** A frame from the client: a subscribe or unsubscribe, answered in order among the messages; anything else closes the socket. */
+  received(message: ArrayBuffer, isBinary: boolean): void {
+    if (this.state >= CLOSING) return;
+    const topics = isBinary ? null : changeTopics(this.topics, Buffer.from(message).toString(), this.scope);
+    if (topics === null) return this.endWith(CLOSE_UNSUPPORTED, 'not a command: send subscribe <topics> or unsubscribe <topics>');
+    const now = Math.floor((performance.now() * TOPIC_CHANGES.perSecond) / 1000);
+    this.changesDueAt = Math.max(this.changesDueAt, now) + 1;
+    if (this.changesDueAt - now > TOPIC_CHANGES.burst)
+      return this.endWith(CLOSE_POLICY, `too many topic changes: at most ${TOPIC_CHANGES.perSecond} a second`);
+    if (!Array.isArray(topics)) return void this.queue(Buffer.from(`refused\n${topics.refused}`));
+    this.hub.registry.setTopics(this, topics);
+    this.queue(Buffer.from(`topics\n${topics.join(',')}`));
+  }
+
+  /** A close frame after what is queued (the answers to its earlier commands among it). */
+  private endWith(code: number, reason: string): void {
+    this.flush();
+    if (this.state < CLOSING) this.ws!.end(code, reason);
+  }
+
   /** uWS drain: some of what it held went out. */
   drained(): void {
     if (this.state === BLOCKED && this.ws!.getBufferedAmount() === 0) this.state = OPEN;
@@ -221,14 +261,14 @@ export function wsBehavior(hub: StreamHub, upgrade: (res: HttpResponse, req: Htt
     idleTimeout,
     sendPingsAutomatically: idleTimeout > 0,
     compression: 0, // uWS.DISABLED: a compressor per socket would cost more than the stream
-    // Clients send nothing but control frames; a data frame gets 1003. uWS buffers a frame up to this whole before
-    // it calls `message`, and cuts a longer one unread without a close frame (1006 at the client).
+    // Clients send control frames and subscribe/unsubscribe; any other data frame gets 1003. uWS buffers a frame up
+    // to this whole before it calls `message`, and cuts a longer one unread without a close frame (1006 at the client).
     maxPayloadLength: MAX_CLIENT_FRAME,
     // Above our own backlog rule, so uWS never drops a message before the stream is closed as a slow consumer.
     maxBackpressure: 2 * hub.maxBacklog + 64 * 1024,
     upgrade,
     open: (ws) => ws.getUserData().stream.opened(ws),
-    message: (ws) => ws.end(CLOSE_PUSH_ONLY, 'server push only'),
+    message: (ws, message, isBinary) => ws.getUserData().stream.received(message, isBinary),
     drain: (ws) => ws.getUserData().stream.drained(),
     close: (ws) => ws.getUserData().stream.closed(),
   };

@@ -203,3 +203,47 @@ it('the browser client listens to the topics it names, with a token that covers 
     server.close();
   }
 });
+
+describe.each(['ws', 'sse'] as const)('the browser client over %s', (transport) => {
+  it('subscribes and unsubscribes while connected, is refused a topic its token does not cover, and keeps its topics for the next resume', async () => {
+    const secret = 'browser topics secret, 32 bytes or more';
+    const server = await startServer({ streamSecret: secret });
+    const page = await browser.newPage();
+    const got = () => page.evaluate('window.got') as Promise<string[]>;
+    try {
+      await page.goto(`http://127.0.0.1:${server.port}/`);
+      const token = mintStreamToken(secret, 7, 600, Date.now(), ['photo:*']);
+      await page.evaluate(`(async () => {
+        const { connect } = await import('/c1m.js');
+        window.got = [];
+        window.client = connect(7, { transport: '${transport}', token: '${token}', topics: ['photo:789'], onMessage: (data) => window.got.push(data) });
+      })()`);
+      await waitFor(() => server.registry.listenersOf('photo:789') === 1, 'the listening stream');
+      expect(server.router.send('photo:789', 'a comment')).toBe(1);
+      await page.waitForFunction(() => (window as unknown as { got: unknown[] }).got.length === 1);
+
+      expect(await page.evaluate(`window.client.subscribe('photo:1')`)).toEqual(['photo:789', 'photo:1']);
+      expect(server.registry.listenersOf('photo:1')).toBe(1);
+      expect(server.router.send('photo:1', 'on photo 1')).toBe(1);
+      expect(await page.evaluate(`window.client.unsubscribe(['photo:789'])`)).toEqual(['photo:1']);
+      // Over SSE the stream it left ends when the server sees its socket close.
+      await waitFor(() => server.registry.listenersOf('photo:789') === 0, 'no listener of photo:789');
+      expect(server.router.send('photo:789', 'not heard')).toBe(0);
+
+      expect(await page.evaluate(`window.client.subscribe('match:7').catch((e) => e.message)`)).toMatch(/token does not cover topic match:7$/);
+      expect(await page.evaluate('window.client.topics')).toEqual(['photo:1']);
+      await page.waitForFunction(() => (window as unknown as { client: { state: string } }).client.state === 'connected');
+      expect(server.registry.listenersOf('match:7')).toBe(0);
+      await waitFor(() => server.registry.listenersOf('photo:1') === 1 && server.registry.connections === 1, 'the stream back on photo:1');
+
+      server.registry.closeAll();
+      server.router.send('photo:1', 'while away');
+      await page.waitForFunction(() => (window as unknown as { got: unknown[] }).got.length === 3, undefined, { timeout: 10_000 });
+      expect(await got()).toEqual(['a comment', 'on photo 1', 'while away']);
+      await waitFor(() => server.registry.listenersOf('photo:1') === 1, 'the resumed stream on photo:1');
+    } finally {
+      await page.close();
+      server.close();
+    }
+  });
+});

@@ -296,6 +296,8 @@ describe('a NATS cluster of two servers', () => {
       await eventually(() => expect(client.server).toBe(`${HOST}:${b}`), 10_000);
       expect(warnings.some((w) => w.includes('lame duck mode'))).toBe(true);
       expect(reconnects).toBe(1);
+      // A round trip on the moved connection: b has then taken the subscriptions the client sent first on it.
+      await settle(client);
       listener.publish('after.ldm', Buffer.from('on b'));
       await eventually(() => expect(got).toContain('on b'));
     } finally {

@@ -8,7 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
-import { api, openStream, received, stopChild, tempDir, waitFor, type Transport } from './helpers.js';
+import { api, openStream, received, stopChild, tempDir, waitFor, type Transport, type WsClient } from './helpers.js';
 
 let cluster: ClusterProcess;
 const clients: { close(): void }[] = [];
@@ -185,6 +185,32 @@ describe.each(['chunked', 'sse', 'ws'] as const)('topics a stream listens to ove
     back.close();
     await streamsKnown(0);
   });
+});
+
+it("a WebSocket's subscribe on an open stream reaches the routers with its edge's presence; unsubscribed, it hears no more", async () => {
+  const user = 84;
+  const topic = `match:${user}`;
+  const client = (await open('ws', user, '')) as WsClient;
+  await streamsKnown(1);
+  const answer = async (text: string) => {
+    const count = client.frames.length;
+    client.send(0x1, Buffer.from(text));
+    await waitFor(() => client.frames.length > count, `the answer to ${text}`);
+    return `${client.frames[count].header} ${client.frames[count].payload}`;
+  };
+  expect(await answer(`subscribe ${topic}`)).toBe(`topics ${topic}`);
+  await vi.waitFor(async () => expect((await api(cluster.apiPort, 'POST', `/send/${topic}`, 'probe')).json.delivered).toBe(1), { timeout: 10_000, interval: 100 });
+  const goal = await send(topic, 'a goal', 1);
+  await waitFor(() => received(client).includes(goal), 'the goal');
+  expect(await answer(`unsubscribe ${topic}`)).toBe('topics ');
+  // The edge stops writing the topic at once; the routers stop sending it there with the edge's next presence.
+  await vi.waitFor(async () => expect((await api(cluster.apiPort, 'POST', `/send/${topic}`, 'late')).json.delivered).toBe(0), { timeout: 10_000, interval: 100 });
+  const sentinel = await send(user, 'sentinel', 1);
+  await waitFor(() => received(client).includes(sentinel), 'the sentinel');
+  const got = received(client);
+  expect(got.slice(got.indexOf('topics ') + 1)).toEqual([sentinel]);
+  client.close();
+  await streamsKnown(0);
 });
 
 it('tells a client whose id the history never gave that it is lost, through an edge', async () => {

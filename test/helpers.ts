@@ -219,11 +219,12 @@ export class WsClient {
     }
   }
 
-  /** A masked frame from the client, as RFC 6455 requires (payloads under 126 bytes). */
+  /** A masked frame from the client, as RFC 6455 requires (payloads up to 64 KiB). */
   send(opcode: number, payload: Buffer = Buffer.alloc(0)): void {
     const mask = Buffer.from([1, 2, 3, 4]);
     const masked = payload.map((byte, i) => byte ^ mask[i % 4]);
-    this.socket.write(Buffer.concat([Buffer.from([0x80 | opcode, 0x80 | payload.length]), mask, masked]));
+    const length = payload.length < 126 ? [0x80 | payload.length] : [0x80 | 126, payload.length >> 8, payload.length & 0xff];
+    this.socket.write(Buffer.concat([Buffer.from([0x80 | opcode, ...length]), mask, masked]));
   }
 
   static async open(port: number, id: number | string, query = '', protocols?: string): Promise<WsClient> {

@@ -75,7 +75,7 @@ describe('flood worker scheduling', () => {
   /** The worker's policy from /proc/<pid>/stat (field 41: 0 SCHED_OTHER, 3 SCHED_BATCH), read once it has printed its first report. */
   async function policyOf(): Promise<number> {
     // Port 9 on loopback refuses; the worker reports every 100 ms and lives until its 5 s deadline or we kill it.
-    const worker = spawn(FLOOD_WORKER, ['127.0.0.1', '9', '0', '1', '100', '5', '0', 'chunked', '0', '127.0.0.1:1:1:40000'], { stdio: ['pipe', 'pipe', 'ignore'] });
+    const worker = spawn(FLOOD_WORKER, ['127.0.0.1', '9', '0', '1', '100', '5', '0', 'chunked', '0', '0', '127.0.0.1:1:1:40000'], { stdio: ['pipe', 'pipe', 'ignore'] });
     try {
       await new Promise((resolve) => worker.stdout.once('data', resolve));
       return Number(readFileSync(`/proc/${worker.pid}/stat`, 'utf8').split(') ')[1].split(' ')[41 - 3]);
@@ -106,7 +106,7 @@ describe('flood delivery timing', () => {
 
   it("times a delivery at its arrival in the socket, and the worker's own delay to read it apart", async () => {
     const server = await spawnServer(['--db', join(tempDir(), 'c1m.db'), '--stats-interval', '0']);
-    const { worker, last, samples } = watchWorker(['127.0.0.1', String(server.port), '0', '1', '50', '20', '0', 'chunked', '0', '127.0.3.9:1:1:41000']);
+    const { worker, last, samples } = watchWorker(['127.0.0.1', String(server.port), '0', '1', '50', '20', '0', 'chunked', '0', '0', '127.0.3.9:1:1:41000']);
     try {
       await vi.waitFor(() => expect(last('S ')).toMatch(/ welcomed=1 /), { timeout: 5000 });
       // The worker stopped: the message arrives in its socket now, and is read 400 ms later.
@@ -129,7 +129,7 @@ describe('flood delivery timing', () => {
     const server = await spawnServer(['--db', join(tempDir(), 'c1m.db'), '--stats-interval', '0']);
     // Reads every 1,000 ms (reports every 2,000): of three sends 150 ms apart, one waits at least 150 ms for a read.
     // One to each of three streams: chunks queued on one socket would all be timed at the last one's arrival.
-    const { worker, last, samples } = watchWorker(['127.0.0.1', String(server.port), '0', '3', '2000', '20', '1000', 'chunked', '0', '127.0.3.10:1:3:41001']);
+    const { worker, last, samples } = watchWorker(['127.0.0.1', String(server.port), '0', '3', '2000', '20', '1000', 'chunked', '0', '0', '127.0.3.10:1:3:41001']);
     try {
       await vi.waitFor(() => expect(last('S ')).toMatch(/ welcomed=3 /), { timeout: 5000 });
       for (let user = 1; user <= 3; user++) {
@@ -228,6 +228,37 @@ describe('flood against a real server', () => {
 
     const refused = await runFlood({ host: '127.0.0.1', port: 9, rows: [{ source: '127.0.3.7', firstId: 1, lastId: 10 }], ports: [43000, 43999], rate: 0, concurrency: 10, duration: 0, maxSeconds: 20 });
     expect(refused).toMatchObject({ welcomed: 0, failed: 10, errors: { refused: 10 } });
+  });
+});
+
+describe('flood and msggen with topics (c1m run --topics)', () => {
+  it.each([
+    ['chunked', '127.0.3.20', 44000],
+    ['ws', '127.0.3.21', 44100],
+  ] as const)('over %s each stream listens to one of 3 topics (room:1 for ids 3, 6, ...), and msggen sends a share of its messages to them', async (transport, source, port) => {
+    const server = await spawnServer(['--db', join(tempDir(), 'c1m.db'), '--stats-interval', '0']);
+    const stop = new AbortController();
+    let reported: FloodTotals | undefined;
+    const flood = runFlood({ host: '127.0.0.1', port: server.port, rows: [{ source, firstId: 1, lastId: 30 }], ports: [port, port + 99], rate: 0, concurrency: 30, duration: 60, maxSeconds: 60, reportMs: 200, stop: stop.signal, transport, topics: 3, onReport: (t) => (reported = t) });
+    try {
+      await waitFor(() => reported?.ramped === true, 'the flood to open every stream', 20_000);
+      expect(reported).toMatchObject({ welcomed: 30, failed: 0 });
+      // Ids 3, 6, ... 30 listen to room:1; 1, 4, ... 28 to room:2.
+      expect((await api(server.apiPort, 'POST', '/send/room:1', `t=${epochMs().toFixed(3)} to room 1`)).json.delivered).toBe(10);
+      expect((await api(server.apiPort, 'POST', '/send/room:2', `t=${epochMs().toFixed(3)} to room 2`)).json.delivered).toBe(10);
+      const summary = await runMsggen({ apiHost: '127.0.0.1', apiPort: server.apiPort, users: 30, generators: 1, interval: [10, 10], rate: 100, duration: 1, connections: 2, size: 0, topics: 3, topicShare: 0.5 });
+      expect(summary.errors).toEqual({});
+      expect(summary.toTopics).toBeGreaterThan(0);
+      expect(summary.toTopics).toBeLessThan(summary.sent);
+      // Nobody subscribes: a send to a user reaches its one stream, a send to a topic its 10 listeners.
+      expect(summary.delivered).toBe(summary.sent - summary.toTopics + 10 * summary.toTopics);
+      await waitFor(() => reported!.messages >= 20 + summary.delivered, 'the flood to read every message', 10_000);
+      stop.abort();
+      expect((await flood).messages).toBe(20 + summary.delivered);
+    } finally {
+      stop.abort();
+      await flood.catch(() => undefined);
+    }
   });
 });
 

@@ -49,9 +49,9 @@ const small = (dir: string, more: Partial<RunOptions> = {}): RunOptions => ({
 });
 
 describe('c1m run', () => {
-  it('loads the graph, holds 2,000 streams on 2 edges, steps two send rates, stops everything and writes a complete report', async () => {
+  it('loads the graph, holds 2,000 streams on 2 edges (each listening to a topic), steps two send rates, stops everything and writes a complete report', async () => {
     const dir = tempDir();
-    const result = await runC1m(small(dir));
+    const result = await runC1m(small(dir, { topics: 100, topicShare: 0.1 }));
     expect(result.error).toBeUndefined();
     expect(result.status).toBe('complete');
     expect(result.graph).toMatchObject({ loaded: true, rows: 2 * (6 + (2000 - 4) * 3) });
@@ -76,6 +76,9 @@ describe('c1m run', () => {
     // The rates achieved are the report's figures; the sender never runs ahead of the rate asked, and each send reaches a stream.
     for (const step of result.steps) {
       expect(step.msggen.sent).toBeGreaterThan(0);
+      // A tenth of the sends to the topics the streams listen to (20 each): all delivered.
+      expect(step.msggen.toTopics).toBeGreaterThan(0);
+      expect(step.msggen.toTopics).toBeLessThan(step.msggen.sent / 2);
       expect(step.msggen.sent + step.msggen.skipped).toBeLessThanOrEqual(step.rate * result.options.msgSeconds);
       expect(step.deliveredChunksPerSecond).toBeGreaterThan(step.msggen.achievedRate);
       expect(step.delivery.count).toBeGreaterThan(0);
@@ -89,6 +92,7 @@ describe('c1m run', () => {
     const report = readFileSync(join(result.dir, 'report.md'), 'utf8');
     for (const text of [
       'Status: **complete**',
+      'each also listening to one of 100 topics (10 % of the sends to a random one of them)',
       `History: every message kept 120 s (at most 1,000 per sender); after the run ${result.history!.messages.toLocaleString('en-US')} messages in `,
       '| streams reached (most open at once, client side) | 2,000 |',
       "| streams in the router's directory at the end of the hold | 2,000 |",
@@ -112,7 +116,7 @@ describe('c1m run', () => {
       ' | warm-up (',
     ])
       expect(report).toContain(text);
-    expect(report).toMatch(/\*\*(Highest send rate sustained at p99 <= 100 ms: [\d,]+ sends\/s, [\d,]+ delivered chunks\/s|No rate tried was sustained)/);
+    expect(report).toMatch(/\*\*(Highest send rate sustained at p99 <= 100 ms: [\d,]+ sends\/s, of which [\d,]+ to users, [\d,]+ delivered chunks\/s|No rate tried was sustained)/);
 
     const samples = JSON.parse(readFileSync(join(result.dir, 'samples.json'), 'utf8')) as Sample[];
     expect(samples.length).toBeGreaterThanOrEqual(10);
@@ -180,5 +184,7 @@ describe('c1m run', () => {
     expect(parse('--msg-rates', '1000,x')).toThrow(/msg rate must be an integer >= 1/);
     expect(parse('--msg-rate', '100', '--msg-rates', '100,200')).toThrow(/cannot be used with/);
     expect(parse('--ports', '9-1')).toThrow(/ports '9-1' is not N or N-M/);
+    expect(parse('--topic-share', '1.5')).toThrow(/a share is a number from 0 to 1, not '1.5'/);
+    expect(parse('--topics', '-1')).toThrow(/topics must be an integer >= 0/);
   });
 });

@@ -3,14 +3,16 @@
  * 300 streams killed with kill -9 while sends flow. Every one of its clients
  * must come back on the other edges with all it missed, and no client, of
  * the killed edge or of the others, may miss an acknowledged message or get
- * one twice.
+ * one twice. A third of the sends go to topics, which half the streams listen
+ * to (they resume with them) and a third of the users subscribe to.
  */
 import { expect, it } from 'vitest';
 import { ChunkedLines } from '../bench/storm-clients.js';
 import { runStorm, STORM_DEFAULTS } from '../bench/storm.js';
 
 it('every stream of a killed edge resumes on the others with what it missed; nothing acknowledged is missed or doubled', async () => {
-  const r = await runStorm({ ...STORM_DEFAULTS, storm: 300, calm: 200, edges: 3, rate: 100, warmupSeconds: 1, baselineSeconds: 1, timeoutSeconds: 10, log: () => {} });
+  const r = await runStorm({ ...STORM_DEFAULTS, storm: 300, calm: 200, edges: 3, rate: 100, topics: 10, topicShare: 0.3, warmupSeconds: 1, baselineSeconds: 1, timeoutSeconds: 10, log: () => {} });
+  expect(r.sender.toTopics).toBeGreaterThan(0);
   expect(r.storm.streamsEnded).toBe(300);
   expect(r.storm.resumed, JSON.stringify(r.ledger.missedExamples)).toBe(300);
   // The storm window saw sends, so resuming meant replaying them.

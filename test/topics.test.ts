@@ -7,7 +7,8 @@
 import { pack } from 'msgpackr';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { C1mClient, mintStreamToken, openStore, parseSubject, toSubject, type C1m } from '../index.js';
+import { C1mClient, mintStreamToken, openStore, parseSubject, Registry, toSubject, type C1m } from '../index.js';
+import { NO_TOPICS } from '../router/registry.js';
 import { api, openStream, RawClient, received, runCli, spawnServer, startServer, stopChild, tempDir, waitFor, type SseClient, type StreamClient, type WsClient } from './helpers.js';
 
 let c1m: C1m | undefined;
@@ -339,6 +340,92 @@ describe('topics a stream listens to while open', () => {
     expect((await runCli(['token', '5', '--topics', 'group'], { env: { C1M_STREAM_SECRET: secret } })).stderr).toMatch(/a token's topics are kind:id or kind:\*, not "group"/);
     await waitFor(() => c1m!.registry.listenersOf('group:42') === 1 && c1m!.registry.listenersOf('group:1') === 1, 'the listeners');
     expect(c1m.stats().authFailures).toBe(3);
+  });
+
+  it('a WebSocket subscribes and unsubscribes while open: each answered in order, heard from then on, refused ones change nothing', async () => {
+    c1m = await startServer();
+    const client = (await openStream('ws', c1m.port, 1, '?topics=match:7')) as WsClient;
+    clients.push(client);
+    const answers = () => client.frames.filter((f) => f.header === 'topics' || f.header === 'refused').map((f) => `${f.header} ${f.payload}`);
+    const command = async (text: string) => {
+      const before = answers().length;
+      client.send(0x1, Buffer.from(text));
+      await waitFor(() => answers().length > before, `the answer to ${text}`);
+      return answers()[before];
+    };
+    expect(await command('subscribe photo:789,group:1')).toBe('topics match:7,photo:789,group:1');
+    expect(c1m.registry.listenersOf('photo:789')).toBe(1);
+    const comment = c1m.router.send('photo:789', 'a comment');
+    expect(comment).toBe(1);
+    expect(await command('unsubscribe photo:789,match:8')).toBe('topics match:7,group:1');
+    expect(c1m.router.send('photo:789', 'not heard')).toBe(0);
+    expect(c1m.router.send('group:1', 'to the group')).toBe(1);
+    // Bad input: nothing listened to, the stream stays open.
+    for (const [text, why] of [
+      ['subscribe Photo:1', 'refused bad topic in subscribe: not a subject: "Photo:1" (expected a user id, user:<id>, or kind:id'],
+      ['subscribe user:5', 'refused subscribe lists topics, not users: user:5'],
+      ['subscribe ', 'topics match:7,group:1'],
+      [`subscribe ${Array.from({ length: 15 }, (_, i) => `photo:${i}`).join(',')}`, 'refused a stream listens to at most 16 topics, not 17'],
+    ] as const) expect(await command(text), text).toMatch(why);
+    expect(c1m.registry.listenersOf('photo:0')).toBe(0);
+    expect(await command(`subscribe ${Array.from({ length: 14 }, (_, i) => `photo:${i}`).join(',')}`)).toMatch(/^topics match:7,group:1,photo:0,.*,photo:13$/);
+    expect(received(client).filter((m) => !/^(topics|refused) /.test(m)).map((m) => m.slice(m.indexOf(' ') + 1))).toEqual(['a comment', 'to the group']);
+    // Gone with the stream: what it listens to now, not what it opened with.
+    client.close();
+    await waitFor(() => c1m!.registry.connections === 0, 'the logout');
+    for (const topic of ['match:7', 'group:1', 'photo:0', 'photo:789']) expect(c1m.registry.listenersOf(topic), topic).toBe(0);
+  });
+
+  it('a WebSocket that changes its topics faster than 10 a second, past a burst of 20, is closed with 1008', async () => {
+    c1m = await startServer();
+    const client = (await openStream('ws', c1m.port, 1)) as WsClient;
+    clients.push(client);
+    // 60 changes in one write: even read over a few hundred ms they outrun the budget.
+    for (let i = 0; i < 60; i++) client.send(0x1, Buffer.from(`${i % 2 ? 'unsubscribe' : 'subscribe'} photo:1`));
+    await waitFor(() => client.closeCode !== undefined, 'the close');
+    expect(client.closeCode).toBe(1008);
+    const answered = client.frames.filter((f) => f.header === 'topics').length;
+    expect(answered).toBeGreaterThanOrEqual(20);
+    expect(answered).toBeLessThan(60);
+    await waitFor(() => c1m!.registry.connections === 0, 'the logout');
+    expect(c1m.registry.listenersOf('photo:1')).toBe(0);
+  });
+
+  it("a WebSocket's subscribe is checked against its token's scope: a topic not covered is refused and not listened to", async () => {
+    const secret = 'subscribe test secret, at least 32 bytes';
+    c1m = await startServer({ streamSecret: secret });
+    const scoped = (await openStream('ws', c1m.port, 5, `?token=${mintStreamToken(secret, 5, 600, Date.now(), ['photo:*', 'match:7'])}`)) as WsClient;
+    const old = (await openStream('ws', c1m.port, 6, `?token=${mintStreamToken(secret, 6, 600)}`)) as WsClient;
+    clients.push(scoped, old);
+    const answer = async (client: WsClient, text: string) => {
+      const count = client.frames.length;
+      client.send(0x1, Buffer.from(text));
+      await waitFor(() => client.frames.length > count, `the answer to ${text}`);
+      return `${client.frames[count].header} ${client.frames[count].payload}`;
+    };
+    expect(await answer(scoped, 'subscribe photo:1,match:8')).toBe('refused token does not cover topic match:8');
+    expect(await answer(scoped, 'subscribe photo:1,match:7')).toBe('topics photo:1,match:7');
+    expect(await answer(old, 'subscribe photo:1')).toBe('refused token does not cover topic photo:1');
+    expect([c1m.registry.listenersOf('photo:1'), c1m.registry.listenersOf('match:8')]).toEqual([1, 0]);
+    expect(await answer(old, 'unsubscribe photo:1')).toBe('topics ');
+  });
+
+  it("streams share the registry's topic lists: none is NO_TOPICS, one topic listened to already is its listeners' list, and it goes with the last listener", () => {
+    const registry = new Registry();
+    const stream = (user: number, topics: string[]) => ({ user, topics: registry.intern(topics), write: () => 1, close: () => {} });
+    expect(registry.intern([])).toBe(NO_TOPICS);
+    const first = stream(1, ['photo:1']);
+    expect(stream(2, ['photo:1']).topics).not.toBe(first.topics);
+    registry.login(first);
+    const second = stream(2, ['photo:1']);
+    expect(second.topics).toBe(first.topics);
+    expect(stream(3, ['photo:1', 'photo:2']).topics).toEqual(['photo:1', 'photo:2']);
+    registry.login(second);
+    registry.setTopics(second, ['photo:2']);
+    expect([registry.listenersOf('photo:1'), registry.listenersOf('photo:2')]).toEqual([1, 1]);
+    expect(stream(4, ['photo:2']).topics).toBe(second.topics);
+    registry.logout(first);
+    expect(stream(5, ['photo:1']).topics).not.toBe(first.topics);
   });
 
   it('refuses bad topic lists with 400, and opens nothing', async () => {

@@ -9,6 +9,8 @@
  *
  *   npm run bench:cluster -- --connections 60000 --single 15000
  *   npm run bench:cluster -- --bus plain,auth,tls --rounds 2 --cluster-only    (the bus's security, modes in turn)
+ *   npm run bench:cluster -- --sends-only --connections 20000 --routers 2 --partitions 2 --rates 2000,4000,6000
+ *     (send-bound: the cluster alone, random-user sends at each rate, router CPU per send; issue 28's partitions)
  */
 import { Command, Option } from 'commander';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -35,8 +37,27 @@ const opts = new Command('bench-cluster')
   )
   .addOption(new Option('--rounds <n>', 'runs of each bus mode, in turn').default(1).argParser(Number))
   .option('--cluster-only', 'skip the single process')
+  .option('--sends-only', 'the cluster alone, random-user sends only: delivery latency and router CPU per send at each rate')
+  .addOption(new Option('--routers <n>', 'router processes of the cluster').default(1).argParser(Number))
+  .addOption(new Option('--partitions <n>', "the cluster's partitions of the subjects, shared among the routers").default(1).argParser(Number))
+  .addOption(new Option('--port-base <n>', "the held streams' first source port (--sends-only; another bench on the box may hold the default's)").default(10_000).argParser(Number))
   .parse()
-  .opts<{ connections: number; single: number; edges?: number; broadcasts: number; rates: string; seconds: number; batchMs?: number; bus: string[]; rounds: number; clusterOnly?: boolean }>();
+  .opts<{
+    connections: number;
+    single: number;
+    edges?: number;
+    broadcasts: number;
+    rates: string;
+    seconds: number;
+    batchMs?: number;
+    bus: string[];
+    rounds: number;
+    clusterOnly?: boolean;
+    sendsOnly?: boolean;
+    routers: number;
+    partitions: number;
+    portBase: number;
+  }>();
 
 const BUS_ARGS: Record<string, string[]> = { auth: [], plain: ['--bus-insecure'], tls: ['--nats-tls'] };
 
@@ -214,6 +235,39 @@ async function cluster(dir: string, n: number, atSingle: number, rates: number[]
   }
 }
 
+/**
+ * Send-bound: `n` streams held, then random-user sends at each rate through the API (which either router takes, the
+ * kernel choosing per connection); the CPU per send is the routers' alone.
+ */
+async function sendBound(dir: string, n: number, rates: number[]) {
+  const db = join(dir, 'cluster.db');
+  const layout = ['--routers', String(opts.routers), ...(opts.partitions > 1 ? ['--partitions', String(opts.partitions)] : [])];
+  const args = ['--db', db, ...layout, ...(opts.batchMs === undefined ? [] : ['--batch-ms', String(opts.batchMs)]), ...(opts.edges ? ['--edges', String(opts.edges)] : ['--connections', String(n)]), '--log-level', 'warn', '--heartbeat', '0'];
+  const c = await spawnCluster(args);
+  const routers = Object.entries(c.pids)
+    .filter(([name]) => name.startsWith('router-'))
+    .map(([, pid]) => pid);
+  const holder = hold(c.port, 1, n, opts.portBase);
+  try {
+    const opened = await holder.opened();
+    await sleep(2000);
+    // Which router leads which partition, as the routers answering /stats say: each on a new connection
+    // (fetch keeps its connection, and the kernel hands a connection to one router).
+    const leading = new Map<number, number>();
+    for (let i = 0; i < 20; i++) {
+      const s = (await (await fetch(`http://${HOST}:${c.apiPort}/stats`, { headers: { connection: 'close' } })).json()) as { pid: number; partitions?: { partition: number; leading: boolean }[] };
+      for (const p of s.partitions ?? [{ partition: 0, leading: true }]) if (p.leading) leading.set(p.partition, s.pid);
+    }
+    const random = [];
+    for (const rate of rates) random.push(await randomSends(c.apiPort, n, rate, opts.seconds, routers));
+    return { streams: opened.welcomed, failed: opened.failed, edges: c.edges.length, routers: routers.length, partitions: opts.partitions, leaders: Object.fromEntries(leading), random };
+  } finally {
+    await holder.close();
+    c.child.kill('SIGTERM');
+    await new Promise((r) => c.child.once('exit', r));
+  }
+}
+
 async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'c1m-bench-cluster-'));
   const rates = opts.rates.split(',').map(Number);
@@ -221,6 +275,12 @@ async function main() {
   const unknown = opts.bus.filter((b) => !BUS_ARGS[b]);
   if (unknown.length) throw new Error(`unknown bus mode ${unknown.join(', ')} (${Object.keys(BUS_ARGS).join(', ')})`);
   try {
+    if (opts.sendsOnly) {
+      const result = await sendBound(dir, opts.connections, rates);
+      console.log('send-bound:', JSON.stringify(result, null, 1));
+      console.table(result.random.map((r) => ({ rate: r.configuredRate, achieved: r.achievedRate, errors: r.errors, 'delivery p99 ms': r.deliveryLatencyMs.p99, 'router CPU us per send': r.cpuMicrosPerSend })));
+      return;
+    }
     const one = opts.clusterOnly ? undefined : await single(dir, opts.single, rates);
     if (one) console.log('single process:', JSON.stringify(one, null, 1));
     const runs: { bus: string; many: Awaited<ReturnType<typeof cluster>> }[] = [];

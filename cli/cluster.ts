@@ -3,11 +3,12 @@
  * `c1m admin`. Modules are imported inside each action, so that an edge
  * process loads neither SQLite nor the API nor prom-client.
  */
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { hostname } from 'node:os';
 import { pino, type Logger } from 'pino';
 import { CLUSTER_DEFAULTS } from '../cluster/defaults.js';
 import { BUS_WAKEUPS_PER_SECOND, EDGE_ID, MIN_WINDOW_MS } from '../cluster/messages.js';
+import { MAX_PARTITIONS } from '../subsmanager/partitions.js';
 import { apiOptions, historyOptions, integer, logLevelOption, maxBacklogOption, maxUserIdOption, streamOptions } from './options.js';
 
 const natsOption = () => new Option('--nats <url>', 'NATS server URL(s), comma-separated; tls://host:port for TLS').env('C1M_NATS').default(CLUSTER_DEFAULTS.nats);
@@ -62,7 +63,16 @@ function edgeOptions(command: Command): Command {
 function routerOptions(command: Command): Command {
   return historyOptions(apiOptions(command))
     .addOption(new Option('--batch-ms <ms>', `deliver batches leave at most once per window, at once after a quiet spell (0: every event-loop turn; default: ${MIN_WINDOW_MS} ms, or edges × ${1000 / BUS_WAKEUPS_PER_SECOND} ms when longer)`).argParser(integer('batch ms', 0)))
-    .addOption(new Option('--edge-timeout <ms>', 'drop an edge not heard from for this long').default(CLUSTER_DEFAULTS.edgeTimeoutMs).argParser(integer('edge timeout', 500)));
+    .addOption(new Option('--edge-timeout <ms>', 'drop an edge not heard from for this long').default(CLUSTER_DEFAULTS.edgeTimeoutMs).argParser(integer('edge timeout', 500)))
+    .addOption(
+      new Option('--partitions <n>', `partitions of the subjects, each numbered by its own router (one history and lease each; the same for every router of a cluster; at most ${MAX_PARTITIONS})`)
+        .default(1)
+        .argParser((text: string) => {
+          const n = integer('partitions', 1)(text);
+          if (n > MAX_PARTITIONS) throw new InvalidArgumentError(`partitions must be at most ${MAX_PARTITIONS}`);
+          return n;
+        }),
+    );
 }
 
 export function clusterCommands(): Command[] {
@@ -121,7 +131,7 @@ export function clusterCommands(): Command[] {
   )
     .addOption(new Option('--edges <n>', 'edge processes (default: enough for --connections, else one per core)').argParser(integer('edges', 1)))
     .addOption(new Option('--connections <n>', 'streams the cluster should hold; sizes --edges from the open-file limit').argParser(integer('connections', 1)))
-    .addOption(new Option('--routers <n>', 'router processes (they share the API port and split the sends; with a history, one takes them all and the others stand by)').default(1).argParser(integer('routers', 0)))
+    .addOption(new Option('--routers <n>', 'router processes (they share the API port and split the sends; with a history, the holder of each partition\'s lease takes its sends, see --partitions, and the others stand by)').default(1).argParser(integer('routers', 0)))
     .option('--no-router', 'edges only (their routers run on another host)')
     .addOption(new Option('--nats <url>', 'use this NATS server instead of starting one').env('C1M_NATS'))
     .addOption(new Option('--nats-host <addr>', 'address of the nats-server this command starts').default('127.0.0.1'))

@@ -10,6 +10,7 @@ import { epochMs, LatencyHistogram, type LatencyBuckets } from '../router/latenc
 import { Registry, type Connection } from '../router/registry.js';
 import { Router, SendError, type Chunk, type SubscriberSource } from '../router/router.js';
 import { NotSequencerError, type History, type Missed } from '../subsmanager/history.js';
+import { partitionOf, partitionOfSend } from '../subsmanager/partitions.js';
 import type { Subject } from '../subsmanager/subjects.js';
 import { paced } from '../subsmanager/pacer.js';
 import type { Bus } from './bus.js';
@@ -28,8 +29,11 @@ export interface DirectoryOptions {
   maxMessage: number;
   /** The highest user id a send may go to (--max-user-id). */
   maxUserId: number;
-  /** Numbers every send and keeps it, for streams that resume (one router per store: see the README). */
-  history?: History;
+  /**
+   * Each partition's history (index: partition; one for an unpartitioned cluster): numbers every send of its
+   * subjects and keeps it, for streams that resume. This router numbers in the partitions it leads (see lead()).
+   */
+  histories?: History[];
   logger: Logger;
 }
 
@@ -87,16 +91,10 @@ class EdgeLink {
   down = false;
   stats?: EdgeStats;
   latency: LatencyBuckets = { counts: [], sum: 0 };
-  private chunks: Uint8Array[] = [];
-  private targets: Subject[][] = [];
-  private sentAt: number[] = [];
-  /** Each chunk's message id, where the router keeps a history. */
-  private ids: number[] = [];
-  /** Batches sent to this edge by this router run (numbered where there are ids, see BusMessage 'deliver'). */
-  batches = 0;
+  /** What waits for each partition's next batch to this edge (index: partition). */
+  readonly batches: Batch[] = [];
   /** This link's count of batches: the router's run, and this link's place in it (a link made again after the edge was dropped counts anew). */
   readonly run: string;
-  private batchBytes = 0;
 
   constructor(
     readonly id: string,
@@ -139,40 +137,63 @@ class EdgeLink {
     this.streamCount = 0;
   }
 
-  /** Adds `target` (a user, or a topic: the first of its chunk's, see Registry.deliverTopic) to the batch; a chunk shared by several (one send) is carried once. */
+  /**
+   * Adds `target` (a user, or a topic: the first of its chunk's, see Registry.deliverTopic) to the batch of the
+   * partition being sent in (Directory.sendingPartition); a chunk shared by several (one send) is carried once.
+   */
   queue(target: Subject, chunk: Chunk): void {
-    let last = this.chunks.length - 1;
-    if (last >= 0 && this.chunks[last] === chunk) {
-      this.targets[last].push(target);
+    const partition = this.owner.sendingPartition;
+    const batch = (this.batches[partition] ??= new Batch());
+    let last = batch.chunks.length - 1;
+    if (last >= 0 && batch.chunks[last] === chunk) {
+      batch.targets[last].push(target);
     } else {
       // A chunk that would take the batch over the bus's largest message starts the next one.
-      if (last >= 0 && this.batchBytes + BATCH_OVERHEAD + chunk.length + CHUNK_BYTES + ID_BYTES > this.owner.bus.maxPayload) {
-        this.flush();
+      if (last >= 0 && batch.bytes + BATCH_OVERHEAD + chunk.length + CHUNK_BYTES + ID_BYTES > this.owner.bus.maxPayload) {
+        this.flushBatch(partition, batch);
         last = -1;
       }
       if (last < 0) this.owner.dirty.add(this);
-      this.chunks.push(chunk);
-      this.targets.push([target]);
-      this.sentAt.push(this.owner.sendingAt);
-      if (chunk.id !== undefined) this.ids.push(chunk.id);
-      this.batchBytes += chunk.length + CHUNK_BYTES;
+      batch.chunks.push(chunk);
+      batch.targets.push([target]);
+      batch.sentAt.push(this.owner.sendingAt);
+      if (chunk.id !== undefined) batch.ids.push(chunk.id);
+      batch.bytes += chunk.length + CHUNK_BYTES;
     }
-    this.batchBytes += typeof target === 'number' ? ID_BYTES : target.length + ID_BYTES;
+    batch.bytes += typeof target === 'number' ? ID_BYTES : target.length + ID_BYTES;
     // Out at once before the next chunk could take it over the bus's largest message.
-    if (this.batchBytes + BATCH_OVERHEAD + this.owner.maxChunkBytes > this.owner.bus.maxPayload) this.flush();
+    if (batch.bytes + BATCH_OVERHEAD + this.owner.maxChunkBytes > this.owner.bus.maxPayload) this.flushBatch(partition, batch);
   }
 
   flush(): void {
-    if (this.chunks.length === 0) return;
-    const numbered = this.ids.length > 0 && { ids: this.ids, router: this.run, batch: ++this.batches, term: this.owner.term };
-    this.owner.bus.publish(SUBJECTS.edge(this.id), { t: 'deliver', chunks: this.chunks, targets: this.targets, sentAt: this.sentAt, ...numbered });
-    this.chunks = [];
-    this.targets = [];
-    this.sentAt = [];
-    this.ids = [];
-    this.batchBytes = 0;
+    this.batches.forEach((batch, partition) => this.flushBatch(partition, batch));
     this.owner.dirty.delete(this);
   }
+
+  /** One partition's batch; an unpartitioned cluster's carries no partition, as before partitions. */
+  private flushBatch(partition: number, batch: Batch): void {
+    if (batch.chunks.length === 0) return;
+    const numbered = batch.ids.length > 0 && { ids: batch.ids, router: this.run, batch: ++batch.sent, term: this.owner.termOf(partition) };
+    const partitioned = this.owner.partitions > 1 && { partition };
+    this.owner.bus.publish(SUBJECTS.edge(this.id), { t: 'deliver', chunks: batch.chunks, targets: batch.targets, sentAt: batch.sentAt, ...numbered, ...partitioned });
+    batch.chunks = [];
+    batch.targets = [];
+    batch.sentAt = [];
+    batch.ids = [];
+    batch.bytes = 0;
+  }
+}
+
+/** One partition's deliveries to one edge, waiting for the window to close. */
+class Batch {
+  chunks: Uint8Array[] = [];
+  targets: Subject[][] = [];
+  sentAt: number[] = [];
+  /** Each chunk's message id, where the router keeps a history. */
+  ids: number[] = [];
+  bytes = 0;
+  /** Batches of this partition sent to this edge by this link (numbered where there are ids, see BusMessage 'deliver'). */
+  sent = 0;
 }
 
 export class Directory {
@@ -190,6 +211,10 @@ export class Directory {
   readonly dirty = new Set<EdgeLink>();
   /** Start of the send being resolved now (epoch ms), stamped on its chunks for the edges' latency histogram. */
   sendingAt = 0;
+  /** The partition of the send being resolved now: its chunks go in that partition's batches. */
+  sendingPartition = 0;
+  /** The cluster's partitions of the subjects (subsmanager/partitions.ts): one history each. */
+  readonly partitions: number;
   /** Bus messages dropped as not ours or not for the subject they came on (/stats busMalformed, c1m_bus_malformed_total). */
   malformed = 0;
   private malformedLoggedAt = 0;
@@ -205,7 +230,11 @@ export class Directory {
     subscribers: SubscriberSource,
     private readonly options: DirectoryOptions,
   ) {
-    this.router = new Router(this.registry, subscribers, { maxUserId: options.maxUserId, maxMessage: options.maxMessage }, options.history);
+    this.partitions = Math.max(1, options.histories?.length ?? 1);
+    const histories = options.histories;
+    // Each send numbered in its subject's partition: where this router does not lead it, the history refuses (NotSequencerError).
+    const log = histories?.length ? { append: (subject: Subject, body: Uint8Array) => histories[partitionOf(subject, this.partitions)].append(subject, body) } : undefined;
+    this.router = new Router(this.registry, subscribers, { maxUserId: options.maxUserId, maxMessage: options.maxMessage }, log);
     this.maxChunkBytes = options.maxMessage + 1 + CHUNK_BYTES + ID_BYTES;
     if (this.maxChunkBytes + BATCH_OVERHEAD > bus.maxPayload) {
       throw new Error(`max message (${options.maxMessage} bytes) does not fit in one bus message: the bus (${bus.server}) carries at most ${bus.maxPayload} bytes (nats-server's max_payload)`);
@@ -216,47 +245,75 @@ export class Directory {
     this.watchdog = setInterval(this.dropSilentEdges, 500);
   }
 
-  /** The sequencer lease's term this router delivers in (see subsmanager/sequencer.ts); 0 without a history. */
-  term = 0;
+  /** The sequencer lease's term this router delivers in, per partition it leads (see subsmanager/sequencer.ts); none without a history. */
+  private readonly terms = new Map<number, number>();
+
+  /** The term this router leads `partition` in (0: none, or no history). */
+  termOf(partition: number): number {
+    return this.terms.get(partition) ?? 0;
+  }
+
+  /** Whether this router takes the sends of `partition` now. */
+  leads(partition: number): boolean {
+    return this.terms.has(partition);
+  }
 
   /**
-   * Starts taking sends (the `routers` queue group) and replays. With a
-   * history, only while this router holds the lease of term `term`; it first
-   * delivers again, in id order, what the previous holder may have kept
-   * without sending (`redeliver`, from the history): edges drop what a stream
-   * already has by its id, and batches of older terms.
+   * Starts taking the sends and replays of `partition` (the `routers` queue
+   * group). With a history, only while this router holds that partition's lease
+   * of term `term`; it first delivers again, in id order, what the previous
+   * holder may have kept without sending (`redeliver`, from the history):
+   * edges drop what a stream already has by its id, and batches of older terms.
+   * With several partitions, the first one led also makes this router an entry
+   * for every send (`c1m.send`), forwarded to the leader of its subject's partition.
    */
-  lead(term = 0, redeliver: Missed[] = []): void {
-    this.term = term;
+  lead(partition = 0, term = 0, redeliver: Missed[] = []): void {
+    const firstLed = this.terms.size === 0;
+    this.terms.set(partition, term);
+    this.sendingPartition = partition;
     for (const missed of redeliver) this.router.redeliver(missed.subject, missed.body, missed.id);
     this.flush();
-    if (redeliver.length > 0) this.log.info({ term, messages: redeliver.length, from: redeliver[0].id }, 'delivered the previous term\'s last messages again');
+    if (redeliver.length > 0) this.log.info({ partition, term, messages: redeliver.length, from: redeliver[0].id }, 'delivered the previous term\'s last messages again');
     const { bus, options } = this;
-    bus.subscribe(
-      SUBJECTS.send,
-      (message, replyTo) => {
-        if (message.t !== 'send') return;
-        if (!this.ready) return void (replyTo && bus.publish(replyTo, { t: 'sent', delivered: 0, error: 'the router is still learning who is connected: try again' }));
-        let delivered: number;
-        try {
-          delivered = this.send(message.user, message.message);
-        } catch (err) {
-          // Refused as the HTTP API refuses it (SendError), or the history's lease is no longer this router's (a hand-over):
-          // nothing was numbered or delivered. Anything else is answered too, so that no backend waits for nothing.
-          const retry = err instanceof NotSequencerError ? ': try again' : '';
-          if (!(err instanceof SendError || err instanceof NotSequencerError)) this.log.error({ err }, 'a send over the bus failed');
-          return void (replyTo && bus.publish(replyTo, { t: 'sent', delivered: 0, error: `${(err as Error).message}${retry}` }));
-        }
-        if (!replyTo) return;
-        const history = options.history;
-        if (!history) return bus.publish(replyTo, { t: 'sent', delivered });
-        history.flush(); // kept before the backend hears it was taken, as over HTTP
-        bus.publish(replyTo, { t: 'sent', delivered, id: history.lastId });
-      },
-      'routers',
-    );
-    if (options.history) bus.subscribe(SUBJECTS.replay, this.replay, 'routers');
+    if (this.partitions === 1) {
+      bus.subscribe(SUBJECTS.send, this.takeSend, 'routers');
+      if (options.histories?.length) bus.subscribe(SUBJECTS.replay, (message, replyTo) => this.replay(0, message, replyTo), 'routers');
+      return;
+    }
+    bus.subscribe(SUBJECTS.sendIn(partition), this.takeSend, 'routers');
+    bus.subscribe(SUBJECTS.replayIn(partition), (message, replyTo) => this.replay(partition, message, replyTo), 'routers');
+    if (firstLed) bus.subscribe(SUBJECTS.send, this.forwardSend, 'routers');
   }
+
+  /** A send over the bus to a subject of a partition this router leads: numbered, delivered, answered once kept. */
+  private readonly takeSend = (message: BusMessage, replyTo: string | undefined): void => {
+    if (message.t !== 'send') return;
+    const { bus } = this;
+    if (!this.ready) return void (replyTo && bus.publish(replyTo, { t: 'sent', delivered: 0, error: 'the router is still learning who is connected: try again' }));
+    let delivered: number;
+    try {
+      delivered = this.send(message.user, message.message);
+    } catch (err) {
+      // Refused as the HTTP API refuses it (SendError), or the history's lease is no longer this router's (a hand-over):
+      // nothing was numbered or delivered. Anything else is answered too, so that no backend waits for nothing.
+      const retry = err instanceof NotSequencerError ? ': try again' : '';
+      if (!(err instanceof SendError || err instanceof NotSequencerError)) this.log.error({ err }, 'a send over the bus failed');
+      return void (replyTo && bus.publish(replyTo, { t: 'sent', delivered: 0, error: `${(err as Error).message}${retry}` }));
+    }
+    if (!replyTo) return;
+    const history = this.options.histories?.[partitionOfSend(message.user, this.partitions)];
+    if (!history) return bus.publish(replyTo, { t: 'sent', delivered });
+    history.flush(); // kept before the backend hears it was taken, as over HTTP
+    bus.publish(replyTo, { t: 'sent', delivered, id: history.lastId });
+  };
+
+  /** A send that entered here (`c1m.send`): taken if this router leads its subject's partition, else passed to the leader, who answers the backend. */
+  private readonly forwardSend = (message: BusMessage, replyTo: string | undefined): void => {
+    if (message.t !== 'send') return;
+    const partition = partitionOfSend(message.user, this.partitions);
+    if (this.leads(partition)) return this.takeSend(message, replyTo);
+    this.bus.publish(SUBJECTS.sendIn(partition), message, replyTo);
+  };
 
   /**
    * What a resuming stream's user missed. The edge logged the stream in (a
@@ -265,22 +322,32 @@ export class Directory {
    * every live message the replay also holds reaches the edge before it, and
    * the edge keeps only those after the replay's last id.
    */
-  private readonly replay = (message: BusMessage, replyTo: string | undefined): void => {
-    if (message.t !== 'replay' || !replyTo) return;
+  private replay(partition: number, message: BusMessage, replyTo: string | undefined): void {
+    if (!replyTo) return;
+    const history = this.options.histories![partition];
+    // Where there are several partitions, every answer says the partition's head as it leaves (after the batches).
+    const head = (): { head?: number } => (this.partitions > 1 ? { head: history.lastId } : {});
+    if (message.t === 'head') {
+      this.flush();
+      return this.bus.publish(replyTo, { t: 'replayed', ids: [], bodies: [], more: false, ...head() });
+    }
+    if (message.t !== 'replay') return;
     // The history reads only what the budget takes (the first message always: one fits a bus message, see maxChunkBytes).
-    this.pacedReplay(message.user, message.after, Math.min(message.budget, this.bus.maxPayload - BATCH_OVERHEAD), message.topics).then(
+    this.pacedReplay(partition, message.user, message.after, Math.min(message.budget, this.bus.maxPayload - BATCH_OVERHEAD), message.topics).then(
       (answer) => {
         this.flush();
-        if (answer.lost) return this.bus.publish(replyTo, { t: 'replayed', ids: [], bodies: [], more: false, lost: answer.why });
-        this.bus.publish(replyTo, { t: 'replayed', ids: answer.messages.map((m) => m.id), bodies: answer.messages.map((m) => m.body), more: answer.more });
+        if (answer.lost) return this.bus.publish(replyTo, { t: 'replayed', ids: [], bodies: [], more: false, lost: answer.why, ...head() });
+        this.bus.publish(replyTo, { t: 'replayed', ids: answer.messages.map((m) => m.id), bodies: answer.messages.map((m) => m.body), more: answer.more, ...head() });
       },
       // Unanswered, the edge's request times out and its stream ends: its client comes back.
       (err: Error) => this.log.error({ err }, 'a replay failed'),
     );
-  };
+  }
 
   /** Replays a few per turn (see subsmanager/pacer.ts), so that a burst of resumes does not hold up the sends. */
-  private readonly pacedReplay = paced((user: number, after: number, budget: number, topics?: readonly string[]) => this.options.history!.replay(user, after, budget, topics));
+  private readonly pacedReplay = paced((partition: number, user: number, after: number, budget: number, topics?: readonly string[]) =>
+    this.options.histories![partition].replay(user, after, budget, topics),
+  );
 
   /** False until learned() resolves: sends over the bus are refused meanwhile. */
   ready = false;
@@ -300,14 +367,20 @@ export class Directory {
     this.ready = true;
   }
 
+  /** A request for an edge's state, which tells it the cluster's partitions where there are several (its streams keep an id per partition). */
+  private syncMessage(): BusMessage {
+    return this.partitions > 1 ? { t: 'sync', partitions: this.partitions } : { t: 'sync' };
+  }
+
   /** Asks every edge for its full state (start, NATS reconnect). */
   syncAll(): void {
-    this.bus.publish(SUBJECTS.sync, { t: 'sync' });
+    this.bus.publish(SUBJECTS.sync, this.syncMessage());
   }
 
   /** Delivers to `subject` (a user) and its subscribers wherever they are connected; returns the streams the directory holds for them. */
   send(subject: Subject, message: string | Uint8Array): number {
     this.sendingAt = epochMs();
+    this.sendingPartition = partitionOfSend(subject, this.partitions);
     const delivered = this.router.send(subject, message);
     if (this.dirty.size > 0 && !this.flushTimer) {
       // Like Nagle: a send after a quiet spell goes out at the end of this turn; while sends keep coming,
@@ -341,7 +414,12 @@ export class Directory {
     clearImmediate(this.flushTimer as unknown as NodeJS.Immediate);
     this.flush();
     // Each edge learns it missed nothing from this run (or that it did, and its streams must resume).
-    for (const link of this.edges.values()) if (link.batches > 0 && !link.down) this.bus.publish(SUBJECTS.edge(link.id), { t: 'stopped', router: link.run, batch: link.batches });
+    for (const link of this.edges.values()) {
+      if (link.down) continue;
+      link.batches.forEach(({ sent }, partition) => {
+        if (sent > 0) this.bus.publish(SUBJECTS.edge(link.id), { t: 'stopped', router: link.run, batch: sent, ...(this.partitions > 1 && { partition }) });
+      });
+    }
   }
 
   private readonly flush = (): void => {
@@ -428,7 +506,7 @@ export class Directory {
     if (Date.now() - link.syncAskedAt < 1000) return;
     link.syncAskedAt = Date.now();
     this.log.info({ edge: link.id, why }, 'asking edge for its state');
-    this.bus.publish(SUBJECTS.edge(link.id), { t: 'sync' });
+    this.bus.publish(SUBJECTS.edge(link.id), this.syncMessage());
   }
 
   private forget(link: EdgeLink, why: string): void {

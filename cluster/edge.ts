@@ -22,6 +22,7 @@ import type { Bus } from './bus.js';
 import { CLUSTER_DEFAULTS } from './defaults.js';
 import { MIN_WINDOW_MS, SUBJECTS, type BusMessage, type EdgeState, type EdgeStats } from './messages.js';
 import { PresenceReporter } from './presence.js';
+import { busReplayer } from './replayer.js';
 
 export interface EdgeOptions {
   /** Its connection to the routers (NatsBus in a cluster). */
@@ -68,9 +69,6 @@ export interface Edge {
   /** Drains at the drain rate (or closes everything at once with `now`), tells the routers, disconnects. */
   stop(now?: boolean): Promise<void>;
 }
-
-/** A replay not answered in this long ends its stream; the client comes back and asks again. */
-const REPLAY_TIMEOUT_MS = 5000;
 
 export async function startEdge(options: EdgeOptions): Promise<Edge> {
   checkStreamSecret(options.streamSecret);
@@ -126,13 +124,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
         resolve();
       }),
     ));
-  hub.replay = async (user, after, budget, topics) => {
-    await sendLogins();
-    const reply = await bus.request(SUBJECTS.replay, { t: 'replay', user, after, budget, ...(topics.length > 0 && { topics: [...topics] }) }, REPLAY_TIMEOUT_MS);
-    if (reply.t !== 'replayed') throw new Error(`unexpected answer to a replay: ${reply.t}`);
-    if (reply.lost) return { lost: true, why: reply.lost };
-    return { lost: false, messages: reply.ids.map((id, i) => ({ id, body: reply.bodies[i] })), more: reply.more };
-  };
+  hub.replay = busReplayer(bus, hub, sendLogins);
   const app = cometRoutes(uws.App(), hub, {
     maxUserId: options.maxUserId ?? DEFAULTS.maxUserId,
     maxConnections: capacity,
@@ -142,20 +134,19 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
   });
 
   /**
-   * The numbered batches of the router's run, to find one this edge missed
+   * The numbered batches of each partition's router run, to find one this edge missed
    * (NATS restarted, or the router stopped with batches this edge never got).
    * Then every stream here ends before it is written anything newer, and its
    * client resumes from the last id it got: what was missed comes from the
-   * history. A new run (a restarted router, or one that had dropped this edge
+   * history. A new run (a restarted router, a new leader of the partition, or one that had dropped this edge
    * as silent) starts its own count; what a crashed run never sent, its
    * successor delivers again (subsmanager/sequencer.ts).
    */
-  const runs = new Map<string, { batch: number; stopped?: number }>();
-  const missedBatch = (router: string, batch: number): boolean => {
-    const run = runs.get(router);
-    if (!run) runs.clear();
-    runs.set(router, { batch });
-    return run !== undefined && batch !== run.batch + 1;
+  const runs: { router: string; batch: number }[] = [];
+  const missedBatch = (partition: number, router: string, batch: number): boolean => {
+    const run = runs[partition];
+    runs[partition] = { router, batch };
+    return run?.router === router && batch !== run.batch + 1;
   };
   const resumeAll = (why: string): void => {
     log.warn({ why, streams: registry.connections }, 'missed deliveries: every stream ends and resumes from the history');
@@ -163,21 +154,23 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
   };
 
   /**
-   * The newest sequencer term heard of (subsmanager/sequencer.ts): a batch of
+   * The newest sequencer term heard of, per partition (subsmanager/sequencer.ts): a batch of
    * an older one comes from a router that lost the history's lease, late; what
    * it carries the new holder delivered again, and streams skip ids they have.
    */
-  let term = 0;
+  const terms: number[] = [];
   const deliver = (message: Extract<BusMessage, { t: 'deliver' }>): void => {
-    const { chunks, targets, sentAt, ids } = message;
+    const { chunks, targets, sentAt, ids, partition } = message;
+    const p = partition ?? 0;
     if (message.term !== undefined) {
-      if (message.term < term) return void log.warn({ term: message.term, newest: term, router: message.router }, "dropped a batch of an older term of the history's lease");
-      term = message.term;
+      if (message.term < (terms[p] ?? 0)) return void log.warn({ partition: p, term: message.term, newest: terms[p], router: message.router }, "dropped a batch of an older term of the history's lease");
+      terms[p] = message.term;
     }
-    if (message.router !== undefined && message.batch !== undefined && missedBatch(message.router, message.batch)) resumeAll(`batch ${message.batch} of router ${message.router}`);
+    if (message.router !== undefined && message.batch !== undefined && missedBatch(p, message.router, message.batch)) resumeAll(`batch ${message.batch} of partition ${p} of router ${message.router}`);
     for (let i = 0; i < chunks.length; i++) {
       const chunk = chunks[i] as Chunk; // msgpackr decodes binary as Buffer on Node
       if (ids) chunk.id = ids[i];
+      if (partition !== undefined) chunk.partition = partition;
       const first = targets[i][0];
       if (typeof first === 'string') registry.deliverTopic(first, targets[i].slice(1) as number[], chunk);
       else for (const user of targets[i] as number[]) registry.deliver(user, chunk);
@@ -210,12 +203,15 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
       case 'deliver':
         return deliver(message);
       case 'stopped': {
-        const run = runs.get(message.router);
-        if (run && run.batch !== message.batch) resumeAll(`router ${message.router} stopped after batch ${message.batch}`);
-        if (run) run.stopped = run.batch = message.batch;
+        const run = runs[message.partition ?? 0];
+        if (run?.router !== message.router) return;
+        if (run.batch !== message.batch) resumeAll(`router ${message.router} stopped after batch ${message.batch}`);
+        run.batch = message.batch;
         return;
       }
       case 'sync':
+        // The routers say how many partitions number the messages: with several, each stream keeps an id per partition.
+        hub.partitions = message.partitions ?? 1;
         return presence.snapshot([...registry.everyConnectionUser(), ...registry.everyListeningTopic()]);
       default:
         log.warn({ t: message.t }, 'unexpected bus message');

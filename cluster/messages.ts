@@ -9,6 +9,8 @@
  *   admin  ──drain, undrain──▶ c1m.admin.<id>            (apart from c1m.edge.<id>, so that nats-server's
  *                                                        permissions tell an admin from a router)
  *   backend──send──▶ c1m.send (queue group: one router) ──sent──▶ reply
+ *   router ──send──▶ c1m.send.<p> (the leader of the subject's partition p, where there are several; it answers the backend)
+ *   edge   ──replay──▶ c1m.replay, or c1m.replay.<p> (partition p's leader) ──replayed──▶ reply
  *
  * An edge may publish only on its own c1m.presence.<id> (nats-server's permissions), and routers take
  * its identity from that subject, never from a body. Every payload is checked against this union before
@@ -55,8 +57,8 @@ export type BusMessage =
   | (FromEdge & { t: 'presence'; in: Subject[]; out: Subject[] })
   /** Every second: the edge is alive; its counters for /stats and /metrics. */
   | (FromEdge & { t: 'status'; stats: EdgeStats; latency: LatencyBuckets })
-  /** A router asks for full state (at start, after a gap, or for an edge it does not know). */
-  | { t: 'sync' }
+  /** A router asks for full state (at start, after a gap, or for an edge it does not know); `partitions`: the cluster's, where there are several. */
+  | { t: 'sync'; partitions?: number }
   /** One part of an edge's snapshot: every stream's user and listened topic, as in presence, as of `seq`. */
   | (FromEdge & { t: 'state'; part: number; last: boolean; users: Subject[]; stats: EdgeStats })
   /**
@@ -65,11 +67,12 @@ export type BusMessage =
    */
   /**
    * With a history, `ids[i]` is chunk i's message id, and `router`/`batch` number the batches one router run
-   * sent this edge, so that an edge that missed one (NATS restarted, the router crashed) knows it.
+   * sent this edge, so that an edge that missed one (NATS restarted, the router crashed) knows it. Where the
+   * cluster has several partitions, `partition` is the one whose ids, term and batches these are (absent: 0).
    */
-  | { t: 'deliver'; chunks: Uint8Array[]; targets: Subject[][]; sentAt: number[]; ids?: number[]; router?: string; batch?: number; term?: number }
-  /** A router stopping cleanly: the last batch it sent this edge. */
-  | { t: 'stopped'; router: string; batch: number }
+  | { t: 'deliver'; chunks: Uint8Array[]; targets: Subject[][]; sentAt: number[]; ids?: number[]; router?: string; batch?: number; term?: number; partition?: number }
+  /** A router stopping cleanly: the last batch it sent this edge (of `partition`, where there are several). */
+  | { t: 'stopped'; router: string; batch: number; partition?: number }
   /** Stop taking new streams and close the open ones at `rate` per second, so their clients reconnect elsewhere. */
   | { t: 'drain'; rate?: number }
   | { t: 'undrain' }
@@ -80,8 +83,13 @@ export type BusMessage =
   | { t: 'sent'; delivered: number; error?: string; id?: number }
   /** An edge asks for what a resuming stream's user, and the topics it listens to, missed since message `after`, at most `budget` bytes of it. */
   | { t: 'replay'; user: number; after: number; budget: number; topics?: string[] }
-  /** The answer: the messages in id order (`more`: the budget cut them short), or why the history cannot tell. */
-  | { t: 'replayed'; ids: number[]; bodies: Uint8Array[]; more: boolean; lost?: 'expired' | 'unknown' };
+  /** An edge asks a partition's leader (on c1m.replay.<p>) for its head: where new streams start, once their logins are in. */
+  | { t: 'head' }
+  /**
+   * The answer: the messages in id order (`more`: the budget cut them short), or why the history cannot tell; with
+   * several partitions, `head` is the partition's last id as the answer leaves (every later one reaches the stream live).
+   */
+  | { t: 'replayed'; ids: number[]; bodies: Uint8Array[]; more: boolean; lost?: 'expired' | 'unknown'; head?: number };
 
 export const SUBJECTS = {
   /** What edge `id` tells the routers (presence, status, snapshot parts); only that edge may publish here. */
@@ -89,8 +97,11 @@ export const SUBJECTS = {
   /** Every edge's presence subject, for routers. */
   anyPresence: 'c1m.presence.*',
   replay: 'c1m.replay',
+  /** Partition p's replays and sends, taken by its leader, where the cluster has several partitions. */
+  replayIn: (partition: number) => `c1m.replay.${partition}`,
   sync: 'c1m.sync',
   send: 'c1m.send',
+  sendIn: (partition: number) => `c1m.send.${partition}`,
   edge: (id: string) => `c1m.edge.${id}`,
   admin: (id: string) => `c1m.admin.${id}`,
 } as const;
@@ -184,10 +195,19 @@ const fromEdge = { boot: text, seq: count };
 const FIELDS_BY_TYPE: Record<BusMessage['t'], Record<string, Check>> = {
   presence: { ...fromEdge, in: listOf(subject), out: listOf(subject) },
   status: { ...fromEdge, stats: edgeStats, latency },
-  sync: {},
+  sync: { partitions: optional((v) => count(v) && (v as number) >= 1) },
   state: { ...fromEdge, part: count, last: flag, users: listOf(subject), stats: edgeStats },
-  deliver: { chunks: listOf(bytes), targets: listOf(listOf(subject)), sentAt: listOf(finite), ids: optional(listOf(count)), router: optional(text), batch: optional(count), term: optional(count) },
-  stopped: { router: text, batch: count },
+  deliver: {
+    chunks: listOf(bytes),
+    targets: listOf(listOf(subject)),
+    sentAt: listOf(finite),
+    ids: optional(listOf(count)),
+    router: optional(text),
+    batch: optional(count),
+    term: optional(count),
+    partition: optional(count),
+  },
+  stopped: { router: text, batch: count, partition: optional(count) },
   drain: { rate: optional((v) => finite(v) && (v as number) > 0) },
   undrain: {},
   // Types only: which subjects and messages a send may carry is the router's one check (checkSend in router/router.ts), answered with an error.
@@ -195,7 +215,8 @@ const FIELDS_BY_TYPE: Record<BusMessage['t'], Record<string, Check>> = {
   sent: { delivered: count, error: optional(text), id: optional(count) },
   // `after` as the client gave it (-1 for one that is not an id): the history tells it is lost. The budget is half a backlog.
   replay: { user: userId, after: (v) => Number.isSafeInteger(v), budget: (v) => finite(v) && (v as number) >= 0, topics: optional(listOf(topic)) },
-  replayed: { ids: listOf(count), bodies: listOf(bytes), more: flag, lost: optional(oneOf('expired', 'unknown')) },
+  head: {},
+  replayed: { ids: listOf(count), bodies: listOf(bytes), more: flag, lost: optional(oneOf('expired', 'unknown')), head: optional(count) },
 };
 const FIELDS = new Map(Object.entries(FIELDS_BY_TYPE).map(([t, fields]) => [t, Object.entries(fields)]));
 

@@ -5,9 +5,10 @@
  * server's configuration and every role's credentials file into one
  * directory; processes read theirs with `--nats-creds FILE`.
  *
- *   edge <id>  publishes c1m.presence.<id> (presence, status, snapshots), c1m.replay and one reply per request (drain answers);
+ *   edge <id>  publishes c1m.presence.<id> (presence, status, snapshots), c1m.replay, c1m.replay.* and one reply per request (drain answers);
  *              hears c1m.edge.<id>, c1m.admin.<id>, c1m.sync, its own inboxes
- *   router     publishes c1m.edge.* (deliver, sync), c1m.sync and replies (sent, replayed); hears c1m.presence.*, c1m.send, c1m.replay
+ *   router     publishes c1m.edge.* (deliver, sync), c1m.sync, c1m.send.* (a send passed to its partition's leader) and replies
+ *              (sent, replayed); hears c1m.presence.*, c1m.send, c1m.send.*, c1m.replay, c1m.replay.*, its inbox (a leader's answers)
  *   backend    publishes c1m.send; hears its inbox
  *   admin      publishes c1m.admin.* (drain, undrain); hears its inbox
  *
@@ -40,12 +41,16 @@ export function permissions(role: BusRole, edge?: string): Permissions {
   switch (role) {
     case 'edge':
       return {
-        publish: { allow: [`c1m.presence.${edge}`, 'c1m.replay'] },
+        publish: { allow: [`c1m.presence.${edge}`, 'c1m.replay', 'c1m.replay.*'] },
         subscribe: { allow: [`c1m.edge.${edge}`, `c1m.admin.${edge}`, 'c1m.sync', `${edgeInbox(edge!)}.>`] },
         allow_responses: ONE_RESPONSE,
       };
     case 'router':
-      return { publish: { allow: ['c1m.edge.*', 'c1m.sync'] }, subscribe: { allow: ['c1m.presence.*', 'c1m.send', 'c1m.replay'] }, allow_responses: ONE_RESPONSE };
+      return {
+        publish: { allow: ['c1m.edge.*', 'c1m.sync', 'c1m.send.*'] },
+        subscribe: { allow: ['c1m.presence.*', 'c1m.send', 'c1m.send.*', 'c1m.replay', 'c1m.replay.*', INBOXES] },
+        allow_responses: ONE_RESPONSE,
+      };
     case 'backend':
       return { publish: { allow: ['c1m.send'] }, subscribe: { allow: [INBOXES] } };
     case 'admin':

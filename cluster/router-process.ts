@@ -5,22 +5,32 @@
  * the bus go to one of them (a queue group), and HTTP sends to whichever the
  * kernel picks (they share the API port). With one, the router holding the
  * history's lease takes every send and replay, and the others stand by with
- * their API closed until one takes the lease over.
+ * their API closed until one takes the lease over. With several partitions
+ * (subsmanager/partitions.ts), each partition has its history and lease, and
+ * the routers share them: each leads those whose lease it holds, and passes
+ * a send of another partition to that partition's leader.
  */
 import type { Logger } from 'pino';
-import { apiRoutes, checkApiSettings } from '../server/api.js';
+import { checkSend } from '../router/router.js';
+import { apiRoutes, checkApiSettings, type Sent } from '../server/api.js';
 import { HttpError } from '../server/http.js';
 import { DEFAULTS, SERVER_BUSY_TIMEOUT_MS } from '../server/defaults.js';
 import { listen } from '../server/listener.js';
 import { metricsRegistry } from '../server/metrics.js';
 import { sumTransportStats } from '../server/stream.js';
 import { loadNativeUws } from '../server/uws.js';
+import { checkPartitions, partitionOf } from '../subsmanager/partitions.js';
 import { LEASE } from '../subsmanager/sequencer.js';
 import { openStore, type StoreOptions } from '../subsmanager/store.js';
 import type { Subject } from '../subsmanager/subjects.js';
+import type { History } from '../subsmanager/history.js';
 import { CLUSTER_DEFAULTS } from './defaults.js';
 import { Directory } from './directory.js';
+import { SUBJECTS } from './messages.js';
 import { NatsBus } from './nats-bus.js';
+
+/** How long a send passed to its partition's leader waits for the answer (a hand-over takes up to the lease's 2 s). */
+const FORWARD_TIMEOUT_MS = 5000;
 
 export interface RouterProcessOptions extends Pick<StoreOptions, 'cacheMiB' | 'mmapMiB' | 'warmCache'> {
   nats: string;
@@ -41,6 +51,8 @@ export interface RouterProcessOptions extends Pick<StoreOptions, 'cacheMiB' | 'm
   /** Seconds every message is kept for streams that resume (0: none); routers on one store take turns numbering (the history's lease). */
   historySeconds?: number;
   historyPerSubject?: number;
+  /** The cluster's partitions of the subjects (default 1): the same for every router of a cluster. */
+  partitions?: number;
   edgeTimeoutMs?: number;
   logger: Logger;
 }
@@ -59,11 +71,24 @@ export async function startRouterProcess(options: RouterProcessOptions) {
     busyTimeoutMs: SERVER_BUSY_TIMEOUT_MS,
   });
   const historySeconds = options.historySeconds ?? DEFAULTS.historySeconds;
-  const history = historySeconds > 0 ? store.history({ seconds: historySeconds, perSubject: options.historyPerSubject ?? DEFAULTS.historyPerSubject }) : undefined;
+  const partitions = checkPartitions(options.partitions ?? 1);
+  if (partitions > 1 && historySeconds === 0) {
+    store.close();
+    throw new Error('--partitions share the numbering of sends among routers: they need a history (--history-seconds above 0)');
+  }
+  const histories: History[] = [];
   const closeStore = () => {
-    history?.close();
+    for (const history of histories) history.close();
     store.close();
   };
+  try {
+    for (let partition = 0; historySeconds > 0 && partition < partitions; partition++) {
+      histories.push(store.history({ seconds: historySeconds, perSubject: options.historyPerSubject ?? DEFAULTS.historyPerSubject, partition, partitions }));
+    }
+  } catch (err) {
+    closeStore();
+    throw err;
+  }
   const started = Date.now();
   let directory: Directory | undefined;
   const bus = await NatsBus.connect(options.nats, { name: `c1m-router-${process.pid}`, creds: options.creds, ca: options.ca }, {
@@ -76,7 +101,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
     warning: (message) => log.warn(message),
   });
   try {
-    directory = new Directory(bus, store, { batchMs: options.batchMs, edgeTimeoutMs: options.edgeTimeoutMs, maxMessage, maxUserId, history, logger: log });
+    directory = new Directory(bus, store, { batchMs: options.batchMs, edgeTimeoutMs: options.edgeTimeoutMs, maxMessage, maxUserId, histories, logger: log });
   } catch (err) {
     await bus.close();
     closeStore();
@@ -104,7 +129,8 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       transports: sumTransportStats(edges.map((e) => e.transports)),
       batchWindowMs: directory.batchWindowMs,
       busMalformed: directory.malformed,
-      history: history ? history.stats() : null,
+      history: partitions === 1 && histories.length > 0 ? histories[0].stats() : null,
+      ...(partitions > 1 && { partitions: histories.map((history, partition) => ({ partition, leading: directory.leads(partition), ...history.stats() })) }),
       uptimeSeconds: Math.round((Date.now() - started) / 1000),
       memory: { rss: memory.rss, heapUsed: memory.heapUsed, external: memory.external },
       edges,
@@ -115,14 +141,27 @@ export async function startRouterProcess(options: RouterProcessOptions) {
     return { ...s, streams: s.connections, latency: directory.latency() };
   });
   let closing = false;
-  const send = (subject: Subject, message: Uint8Array) => {
+  const send = (subject: Subject, message: Uint8Array): Sent | Promise<Sent> => {
     // Not taken once stopping: its delivery could not leave any more.
     if (closing) throw new HttpError(503, 'the router is stopping');
+    const partition = partitionOf(subject, partitions);
+    if (!directory.leads(partition)) return forward(subject, message, partition);
     const delivered = directory.send(subject, message);
+    const history = histories[partition];
     if (!history) return { delivered };
     // In the file before the backend hears it was taken: an acknowledged send survives a kill -9.
     history.flush();
     return { delivered, id: history.lastId };
+  };
+  /** A send of a partition another router leads, passed to it over the bus; checked here first, so that a bad one gets its HTTP status. */
+  const forward = async (subject: Subject, message: Uint8Array, partition: number): Promise<Sent> => {
+    checkSend(subject, message, { maxUserId, maxMessage });
+    const reply = await bus.request(SUBJECTS.sendIn(partition), { t: 'send', user: subject, message }, FORWARD_TIMEOUT_MS).catch((err: Error) => {
+      throw new HttpError(503, `partition ${partition}'s leader did not answer (${err.message}): try again`);
+    });
+    if (reply.t !== 'sent') throw new HttpError(502, `partition ${partition}'s leader answered a ${reply.t}`);
+    if (reply.error !== undefined) throw new HttpError(503, reply.error);
+    return { delivered: reply.delivered, id: reply.id };
   };
   const api = apiRoutes(uws.App(), send, store, stats, {
     maxUserId,
@@ -143,27 +182,39 @@ export async function startRouterProcess(options: RouterProcessOptions) {
   };
   let standby: NodeJS.Timeout | undefined;
   try {
-    if (!history) {
+    if (histories.length === 0) {
       directory.lead();
       open();
     } else {
-      history.onLeaseLost = () => {
-        // Crash-only: what this router holds in memory could now reach edges after the new holder's messages.
-        log.fatal({ holder: history.lease.current() }, "another router took the history's lease: exiting");
-        process.exit(1);
+      histories.forEach((history, partition) => {
+        history.onLeaseLost = () => {
+          // Crash-only: what this router holds in memory could now reach edges after the new holder's messages.
+          log.fatal({ partition, holder: history.lease.current() }, "another router took the history's lease: exiting");
+          process.exit(1);
+        };
+      });
+      // One router at a time numbers and delivers each partition (subsmanager/sequencer.ts); the others keep their directories and wait.
+      let claimedAt = -Infinity;
+      const lead = (): void => {
+        // One more partition per lease period at most: routers that start together take one each, not one all of them.
+        if (performance.now() - claimedAt < LEASE.ms) return;
+        for (const [partition, history] of histories.entries()) {
+          if (directory.leads(partition)) continue;
+          const term = history.lead();
+          if (!term) continue;
+          claimedAt = performance.now();
+          directory.lead(partition, term.term, history.newerThan(term.settled));
+          if (!listener) open(term.term);
+          if (partitions > 1) log.info({ partition, term: term.term }, 'leading a partition');
+          return;
+        }
       };
-      // One router at a time numbers and delivers (subsmanager/sequencer.ts); the others keep their directories and wait.
-      const lead = (): boolean => {
-        const term = history.lead();
-        if (!term) return false;
-        directory.lead(term.term, history.newerThan(term.settled));
-        open(term.term);
-        return true;
-      };
-      if (!lead()) {
-        ready.info({ pid: process.pid, holder: history.lease.current() }, 'c1m router standing by: another holds the history');
-        standby = setInterval(() => lead() && clearInterval(standby), LEASE.pollMs);
-      }
+      lead();
+      if (!listener) ready.info({ pid: process.pid, holder: histories[0].lease.current() }, 'c1m router standing by: another holds the history');
+      if (histories.some((_, partition) => !directory.leads(partition))) standby = setInterval(() => {
+        lead();
+        if (histories.every((_, partition) => directory.leads(partition))) clearInterval(standby);
+      }, LEASE.pollMs);
     }
   } catch (err) {
     directory.close();

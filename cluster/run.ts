@@ -52,6 +52,8 @@ export interface ClusterOptions {
   maxMessage: number;
   historySeconds: number;
   historyPerSubject: number;
+  /** Partitions of the subjects, shared among the routers (subsmanager/partitions.ts). */
+  partitions: number;
   token?: string;
   apiInsecure?: boolean;
   batchMs?: number;
@@ -175,6 +177,7 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
       routerArgs.push('--edge-timeout', String(o.edgeTimeout), '--max-backlog', String(o.maxBacklog));
       routerArgs.push('--max-body', String(o.maxBody), '--max-message', String(o.maxMessage));
       routerArgs.push('--history-seconds', String(o.historySeconds), '--history-per-subject', String(o.historyPerSubject));
+      if (o.partitions > 1) routerArgs.push('--partitions', String(o.partitions));
       if (o.cacheMib) routerArgs.push('--cache-mib', String(o.cacheMib));
       if (o.apiInsecure) routerArgs.push('--api-insecure');
       await Promise.all(

@@ -16,8 +16,8 @@ export interface MessageLog {
   append(subject: Subject, body: Uint8Array): number;
 }
 
-/** A message as streams receive it: its bytes and '\n', and its id when a MessageLog gave one. */
-export type Chunk = Buffer & { id?: number };
+/** A message as streams receive it: its bytes and '\n', its id when a MessageLog gave one, and the partition that numbered it where a cluster has several. */
+export type Chunk = Buffer & { id?: number; partition?: number };
 
 const NEWLINE = 0x0a;
 

@@ -48,8 +48,11 @@ export interface Sent {
 
 export function apiRoutes(
   app: TemplatedApp,
-  /** Returns once the message is kept, where the process keeps a history. */
-  send: (subject: Subject, message: Uint8Array) => Sent,
+  /**
+   * Returns once the message is kept, where the process keeps a history; or a promise of it, where another process
+   * takes the send (a cluster router passing it to its partition's leader), answered when that one answers.
+   */
+  send: (subject: Subject, message: Uint8Array) => Sent | Promise<Sent>,
   store: SubscriptionStore,
   stats: () => object,
   options: ApiOptions,
@@ -80,7 +83,19 @@ export function apiRoutes(
       const contentType = req.getHeader('content-type');
       const params = [req.getParameter(0) ?? ''];
       readBody(res, limit, (body) => {
-        if (!res.aborted) respondOrFail(res, () => replyJson(res, 200, handle(body, contentType, params)));
+        if (res.aborted) return;
+        respondOrFail(res, () => {
+          const answer = handle(body, contentType, params);
+          if (!(answer instanceof Promise)) return replyJson(res, 200, answer);
+          answer.then(
+            (value) => !res.aborted && replyJson(res, 200, value),
+            (err: Error) =>
+              !res.aborted &&
+              respondOrFail(res, () => {
+                throw err;
+              }),
+          );
+        });
       });
     };
 

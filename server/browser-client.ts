@@ -20,7 +20,7 @@ const origin = new URL('/', import.meta.url);
 /**
  * Opens user id's stream and keeps it open. onMessage(data, { event, id }) gets each
  * message (a string; a Uint8Array for a binary WebSocket message) with its id where the
- * server keeps a history. onState(state, info) hears every change: 'connecting',
+ * server keeps a history (a number; a cluster of several partitions gives a token string, its ids joined by '-'). onState(state, info) hears every change: 'connecting',
  * 'connected', 'disconnected' (info.delay: ms until the next attempt), 'failed'
  * (info.reason: refused for good, e.g. a bad token), 'closed'. Each reconnect resumes
  * from the last id seen (or options.lastEventId, e.g. kept across page loads): the
@@ -159,7 +159,7 @@ export function connect(id, options = {}) {
 
   function message(data, id) {
     if (id) client.lastEventId = id;
-    onMessage(data, { event: 'message', id: id ? Number(id) : undefined });
+    onMessage(data, { event: 'message', id: id ? (/^\d+$/.test(id) ? Number(id) : id) : undefined });
   }
 
   /** The server cannot replay what was missed: from here on the stream is live only. */

@@ -10,19 +10,37 @@
  * stream in the registry meanwhile, keeping the live messages, and the stream
  * takes its place once the replay is written, with only the held messages
  * the replay did not already hold. Either way nothing is lost or doubled.
+ *
+ * Where a cluster has several partitions (subsmanager/partitions.ts), a
+ * stream's token holds its last id from each, and a new stream too starts
+ * this way: the edge asks each partition where the stream starts (its head,
+ * after the stream's login), and the stream takes its place from there.
  */
 import { NO_TOPICS, type Connection, type Registry } from '../router/registry.js';
 import { toChunk, type Chunk } from '../router/router.js';
 import { replayTakes, type Replay } from '../subsmanager/history.js';
 
-/** A history's answer, with `more` when a byte budget cut the messages short. */
-export type ReplayAnswer = Replay | { lost: false; messages: { id: number; body: Uint8Array }[]; more?: boolean };
+/**
+ * Where a stream of several partitions starts: its last id from each (`start`), and which of them are the
+ * partition's head rather than the client's (`headed`: a new stream's, or one whose history is lost).
+ */
+export interface Start {
+  start?: number[];
+  headed?: boolean[];
+}
+
+/** A history's answer, with `more` when a byte budget cut the messages short; with several partitions, each message's and where the stream starts. */
+export type ReplayAnswer = (Replay | { lost: false; messages: { id: number; body: Uint8Array; partition?: number }[]; more?: boolean }) & Start;
+
+/** The last id a client saw: one id, or its token's ids, one per partition (a cluster of several: see subsmanager/partitions.ts). */
+export type After = number | number[];
 
 /**
- * What `user` missed since `after`, and of the `topics` its stream listens to, within about `budget` bytes (the first
- * message always, see replayTakes): at once (this process's history), or later (a router's, over the bus).
+ * What `user` missed since `after` (undefined: a new stream of several partitions, which asks only where it starts), and of
+ * the `topics` its stream listens to, within about `budget` bytes (the first message always, see replayTakes): at once
+ * (this process's history), or later (a router's, over the bus).
  */
-export type Replayer = (user: number, after: number, budget: number, topics: readonly string[]) => ReplayAnswer | Promise<ReplayAnswer>;
+export type Replayer = (user: number, after: After | undefined, budget: number, topics: readonly string[]) => ReplayAnswer | Promise<ReplayAnswer>;
 
 /**
  * A stream that can be resumed: it takes replayed messages (its write skips a message whose id is not above the last
@@ -35,30 +53,38 @@ export interface Resumable extends Connection {
   framedSize(chunk: Chunk): number;
   /** True once the stream has ended (its client went away, or it was closed). */
   readonly ended: boolean;
+  /** Where the stream stands in each partition, before anything is written to it (several partitions). */
+  startAt(start: number[]): void;
+  /** Whether the stream shows ids (a plain /test/<id> does not: it cannot resume, so a new one needs no start). */
+  readonly numbered: boolean;
 }
 
 export interface ResumeHub {
   readonly registry: Registry;
   readonly maxBacklog: number;
   replay?: Replayer;
+  /** With several, a new stream too asks where it starts. */
+  readonly partitions: number;
   schedule(stream: { flush(): void; write(chunk: Chunk): number }): void;
 }
 
 /**
- * The last id a client saw, from its request; undefined for a fresh stream. Anything but digits is an id no store gave.
- * The header first: an EventSource opened with ?lastEventId= keeps that URL and sends the newer id it saw as the header.
+ * The last id a client saw, from its request; undefined for a fresh stream. Digits are an id, ids joined by `-` a
+ * token of several partitions; anything else is an id no store gave (-1). The header first: an EventSource opened
+ * with ?lastEventId= keeps that URL and sends the newer id it saw as the header.
  */
-export function lastEventId(query: string | undefined, header = ''): number | undefined {
+export function lastEventId(query: string | undefined, header = ''): After | undefined {
   const text = header || query || '';
   if (text === '') return undefined;
-  return /^\d{1,16}$/.test(text) ? Number(text) : -1;
+  if (/^\d{1,16}$/.test(text)) return Number(text);
+  return /^\d{1,16}(-\d{1,16}){1,63}$/.test(text) ? text.split('-').map(Number) : -1;
 }
 
 const UNKNOWN: ReplayAnswer = { lost: true, why: 'unknown' };
 
-/** Logs a new stream in; a resuming one (`after` given) first gets what it missed. */
-export function resume(hub: ResumeHub, stream: Resumable, after: number | undefined): void {
-  if (after === undefined) return void hub.registry.login(stream);
+/** Logs a new stream in; a resuming one (`after` given) first gets what it missed, and with several partitions a new one first learns where it starts. */
+export function resume(hub: ResumeHub, stream: Resumable, after: After | undefined): void {
+  if (after === undefined && (hub.partitions === 1 || !stream.numbered)) return void hub.registry.login(stream);
   const budget = hub.maxBacklog / 2;
   // The holder is logged in before the replay is asked for: an edge sends its pending logins with the request,
   // so the router hears this one before it reads the replay, and what it numbers after that read reaches the holder.
@@ -80,6 +106,7 @@ export function resume(hub: ResumeHub, stream: Resumable, after: number | undefi
 function handOver(hub: ResumeHub, holder: Holder, stream: Resumable, reply: ReplayAnswer | null, budget: number): void {
   hub.registry.logout(holder);
   if (stream.ended) return;
+  if (reply?.start) stream.startAt(startOf(reply, holder.held));
   if (reply === null || !write(stream, reply, budget)) return endAfterFlush(hub, stream);
   for (const chunk of holder.held) stream.write(chunk);
   // A holder closed meanwhile (a drain) stopped keeping what came live: the stream ends, and its client resumes from what it got.
@@ -102,6 +129,7 @@ function write(stream: Resumable, answer: ReplayAnswer, budget: number): boolean
   let bytes = 0;
   for (const message of answer.messages) {
     const chunk = toChunk(message.body, message.id);
+    if ('partition' in message && message.partition !== undefined) chunk.partition = message.partition;
     const size = stream.framedSize(chunk);
     if (!replayTakes(bytes, size, budget)) return false;
     stream.write(chunk);
@@ -109,6 +137,20 @@ function write(stream: Resumable, answer: ReplayAnswer, budget: number): boolean
   }
   // A first message larger than the budget went alone: the stream ends after it rather than take live ones on top.
   return !('more' in answer && answer.more) && bytes <= budget;
+}
+
+/**
+ * Where the stream starts in each partition: as answered, except that a partition's head (a new stream's start) moves
+ * back before the first message the holder kept of it. Those reached the stream's login, and may be numbered below
+ * the head read after them: the stream writes them, and every later one of that partition reaches it too.
+ */
+function startOf({ start, headed }: Start, held: Chunk[]): number[] {
+  const from = start!.slice();
+  for (const chunk of held) {
+    const p = chunk.partition;
+    if (p !== undefined && headed?.[p] && chunk.id !== undefined && chunk.id <= from[p]) from[p] = chunk.id - 1;
+  }
+  return from;
 }
 
 /** Ends a stream once the hub has flushed what it was given this turn (a replay that did not fit: its client comes back for the rest). */

@@ -21,6 +21,7 @@ import { DEFAULTS, SERVER_BUSY_TIMEOUT_MS } from './defaults.js';
 import { streamCapacity } from './limits.js';
 import { assertPortFree, listen, PublicListener } from './listener.js';
 import { metricsRegistry } from './metrics.js';
+import type { After } from './resume.js';
 import { StreamHub, transportStats, type TransportStats } from './stream.js';
 import { loadNativeUws } from './uws.js';
 
@@ -206,7 +207,8 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
     history.flush();
     return { delivered, id: history.lastId };
   };
-  hub.replay = history ? paced((user: number, after: number, budget: number, topics: readonly string[]) => history.replay(user, after, budget, topics)) : undefined;
+  // One process has one partition: a token of several is one this store never gave.
+  hub.replay = history ? paced((user: number, after: After | undefined, budget: number, topics: readonly string[]) => history.replay(user, typeof after === 'number' ? after : -1, budget, topics)) : undefined;
   const metrics = metricsRegistry(() => ({ ...stats(), streams: registry.connections, latency, edges: [] }));
   const apiApp = apiRoutes(uws.App(), send, store, stats, {
     maxUserId,

@@ -34,14 +34,14 @@ const LF = 0x0a;
  * A router chunk (a message and its '\n') as one event: `data: <line>\n` per
  * line, then an empty line. CR, LF and CRLF all end a line in this format, so
  * each becomes a new `data:` line and no payload can end the event early or
- * start a field of its own. A message id goes in an `id:` line before the
- * data lines.
+ * start a field of its own. A message id (or the stream's token, see
+ * NumberedStream) goes in an `id:` line before the data lines.
  */
-export function sseEvent(chunk: Chunk): Buffer {
+export function sseEvent(chunk: Chunk, token: number | string | undefined = chunk.id): Buffer {
   if (chunk === HEARTBEAT) return COMMENT;
   const message = chunk.subarray(0, chunk.length - 1);
   // The id first: EventSource keeps it, and sends it back as Last-Event-ID when it reconnects.
-  const id = chunk.id === undefined ? '' : `id: ${chunk.id}\n`;
+  const id = token === undefined ? '' : `id: ${token}\n`;
   if (message.indexOf(LF) === -1 && message.indexOf(CR) === -1) return Buffer.concat([Buffer.from(id), PREFIX, message, SUFFIX]);
   const lines = message.toString('utf8').split(/\r\n|\r|\n/);
   return Buffer.from(`${id}data: ${lines.join('\ndata: ')}\n\n`);
@@ -54,8 +54,13 @@ export class SseStream extends CometStream {
     return this.hub.transports.sse;
   }
 
-  protected override frame(chunk: Chunk): Buffer {
-    return framed(chunk);
+  /** Every event shows its id, where there are ids. */
+  override get numbered(): boolean {
+    return true;
+  }
+
+  protected override frame(chunk: Chunk, token?: string): Buffer {
+    return token === undefined ? framed(chunk) : sseEvent(chunk, token);
   }
 
   override lost(why: string): void {

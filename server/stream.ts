@@ -1,6 +1,7 @@
 import { NO_TOPICS, type Connection, type Registry } from '../router/registry.js';
 import { epochMs } from '../router/latency.js';
 import type { Chunk } from '../router/router.js';
+import { formatToken } from '../subsmanager/partitions.js';
 import type { Replayer } from './resume.js';
 import type { HttpResponse } from './uws.js';
 
@@ -83,6 +84,8 @@ export class StreamHub {
   onWritten?: (ms: number) => void;
   /** What resuming streams missed, where this process keeps a history. */
   replay?: Replayer;
+  /** The partitions whose ids streams get (a cluster's, see subsmanager/partitions.ts): with several, each stream keeps one last id per partition. */
+  partitions = 1;
   private dirty: HubStream[] = [];
   private flushScheduled = false;
   private sentAt: number[] = [];
@@ -185,6 +188,20 @@ export function framedOnce(frame: (chunk: Buffer) => Buffer): (chunk: Buffer) =>
   };
 }
 
+/** A stream's last id per partition: `last` if it is that already, else one of nothing per partition (a stream that opened before its edge heard of partitions). */
+export const positions = (last: number | number[], hub: StreamHub): number[] => (typeof last === 'number' ? new Array<number>(hub.partitions).fill(0) : last);
+
+/**
+ * A chunk of one partition among several against a stream's last id per partition: the stream's resume token after
+ * it, or undefined when the stream has had it. The token is the stream's own, so such a chunk is framed per stream.
+ */
+export function advance(positions: number[], chunk: Chunk): string | undefined {
+  const partition = chunk.partition!;
+  if (chunk.id! <= (positions[partition] ?? 0)) return undefined;
+  positions[partition] = chunk.id!;
+  return formatToken(positions);
+}
+
 /**
  * The backlog rule of every transport: a stream whose unsent bytes would pass
  * the backlog is a slow consumer, but a stream with nothing unsent takes one
@@ -268,8 +285,8 @@ export class CometStream implements Connection {
   private queued = 0;
   private held = 0;
   private state = FRESH;
-  /** The id of the last message written. */
-  private lastId = 0;
+  /** The id of the last message written; with several partitions, the last of each (see written()). */
+  private lastId: number | number[] = 0;
 
   constructor(
     private readonly res: HttpResponse,
@@ -290,6 +307,11 @@ export class CometStream implements Connection {
     return this.state === CLOSED;
   }
 
+  /** Plain /test/<id>: byte for byte the original's, no ids (see NumberedStream). */
+  get numbered(): boolean {
+    return false;
+  }
+
   /** A resumed stream whose history is lost: a line saying so, first (see NumberedStream). */
   lost(why: string): void {
     this.queue(Buffer.from(`lost ${why}\n`));
@@ -298,14 +320,23 @@ export class CometStream implements Connection {
   /** A message once, in id order: one this stream has had (a new sequencer delivering its predecessor's last ones again) is skipped. */
   write(chunk: Chunk): number {
     if (chunk.id !== undefined) {
-      if (chunk.id <= this.lastId) return 0;
+      if (chunk.partition !== undefined) {
+        const token = advance((this.lastId = positions(this.lastId, this.hub)), chunk);
+        return token === undefined ? 0 : this.queue(this.frame(chunk, token));
+      }
+      if (chunk.id <= (this.lastId as number)) return 0;
       this.lastId = chunk.id;
     }
     return this.queue(this.frame(chunk));
   }
 
-  /** The bytes of a chunk on this transport: as they are on /test/<id>. */
-  protected frame(chunk: Chunk): Buffer {
+  /** Where the stream starts in each partition (a resume's, or a new stream's: see server/resume.ts). */
+  startAt(start: number[]): void {
+    this.lastId = start.slice();
+  }
+
+  /** The bytes of a chunk on this transport: as they are on /test/<id>. `token` is the stream's resume token after it, where it is the stream's own (several partitions). */
+  protected frame(chunk: Chunk, _token?: string): Buffer {
     return chunk;
   }
 
@@ -455,14 +486,20 @@ export class CometStream implements Connection {
  * lines (LF, CR or CRLF). numberedMessages() undoes it.
  */
 export class NumberedStream extends CometStream {
-  protected override frame(chunk: Chunk): Buffer {
-    return chunk === HEARTBEAT || chunk.id === undefined ? chunk : numbered(chunk);
+  override get numbered(): boolean {
+    return true;
+  }
+
+  protected override frame(chunk: Chunk, token?: string): Buffer {
+    if (chunk === HEARTBEAT || chunk.id === undefined) return chunk;
+    return token === undefined ? numbered(chunk) : numberedAs(chunk, token);
   }
 }
 
-const numbered = framedOnce((chunk: Chunk) => {
+const numbered = framedOnce((chunk: Chunk) => numberedAs(chunk, chunk.id!));
+function numberedAs(chunk: Chunk, token: number | string): Buffer {
   const message = chunk.subarray(0, chunk.length - 1);
-  const id = Buffer.from(`${chunk.id} `);
+  const id = Buffer.from(`${token} `);
   if (message.indexOf(LF) === -1 && message.indexOf(CR) === -1) return Buffer.concat([id, chunk]);
   const framed = Buffer.allocUnsafe(id.length + 2 * message.length + 1);
   let at = id.copy(framed);
@@ -472,7 +509,7 @@ const numbered = framedOnce((chunk: Chunk) => {
   }
   framed[at++] = LF;
   return framed.subarray(0, at);
-});
+}
 const CR = 0x0d;
 const LF = 0x0a;
 const CONTINUED = 0x20;

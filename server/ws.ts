@@ -10,8 +10,8 @@
 import { isUtf8 } from 'node:buffer';
 import { NO_TOPICS, type Connection } from '../router/registry.js';
 import type { Chunk } from '../router/router.js';
-import { resume } from './resume.js';
-import { framedOnce, overflows, type HubStream, type StreamHub } from './stream.js';
+import { resume, type After } from './resume.js';
+import { advance, framedOnce, overflows, positions, type HubStream, type StreamHub } from './stream.js';
 import { changeTopics } from './topics.js';
 import type { HttpRequest, HttpResponse, us_socket_context_t, WebSocket, WebSocketBehavior } from './uws.js';
 
@@ -42,9 +42,9 @@ export const TOPIC_CHANGES = { perSecond: 10, burst: 20 } as const;
 const MESSAGE = Buffer.from('message\n');
 const BINARY = new WeakSet<Buffer>();
 
-export function wsFrame(chunk: Chunk): Buffer {
+export function wsFrame(chunk: Chunk, token: number | string | undefined = chunk.id): Buffer {
   const message = chunk.subarray(0, chunk.length - 1); // the router's '\n' belongs to line-based transports
-  const header = chunk.id === undefined ? MESSAGE : Buffer.from(`message id=${chunk.id}\n`);
+  const header = token === undefined ? MESSAGE : Buffer.from(`message id=${token}\n`);
   const frame = Buffer.concat([header, message], header.length + message.length);
   if (!isUtf8(message)) BINARY.add(frame);
   return frame;
@@ -95,8 +95,8 @@ export class WsStream implements Connection, HubStream {
   private pending: Buffer | Buffer[] | null = null;
   private queued = 0;
   private state = OPEN;
-  /** The id of the last message written. */
-  private lastId = 0;
+  /** The id of the last message written; with several partitions, the last of each (see CometStream). */
+  private lastId: number | number[] = 0;
   /**
    * When the topic changes made so far would have been spent at TOPIC_CHANGES.perSecond, in ticks of one change
    * (100 ms): a cell-rate limit in one small integer, so the field stays unboxed.
@@ -106,8 +106,8 @@ export class WsStream implements Connection, HubStream {
   constructor(
     private readonly hub: StreamHub,
     readonly user: number,
-    /** The last message id the client saw, when it resumes. */
-    private readonly after?: number,
+    /** The last message id the client saw (its token: see lastEventId), when it resumes. */
+    private readonly after?: After,
     public topics: readonly string[] = NO_TOPICS,
     /** What its token lets it listen to; undefined when the server asks for no token. */
     private readonly scope?: readonly string[],
@@ -125,6 +125,11 @@ export class WsStream implements Connection, HubStream {
     return this.state === CLOSED;
   }
 
+  /** Every message frame shows its id, where there are ids. */
+  get numbered(): boolean {
+    return true;
+  }
+
   lost(why: string): void {
     this.queue(Buffer.from(`lost\n${why}`));
   }
@@ -132,10 +137,18 @@ export class WsStream implements Connection, HubStream {
   /** A message once, in id order, as CometStream.write. */
   write(chunk: Chunk): number {
     if (chunk.id !== undefined) {
-      if (chunk.id <= this.lastId) return 0;
+      if (chunk.partition !== undefined) {
+        const token = advance((this.lastId = positions(this.lastId, this.hub)), chunk);
+        return token === undefined ? 0 : this.queue(wsFrame(chunk, token));
+      }
+      if (chunk.id <= (this.lastId as number)) return 0;
       this.lastId = chunk.id;
     }
     return this.queue(framed(chunk));
+  }
+
+  startAt(start: number[]): void {
+    this.lastId = start.slice();
   }
 
   /** What a chunk weighs on this stream, as framed (see CometStream.framedSize). */

@@ -28,14 +28,14 @@ const HISTORY_PAGE_SIZE = 4096;
 /** Layout version of the history file, in its PRAGMA user_version. */
 const HISTORY_VERSION = 1;
 
-const HISTORY_TABLES = `CREATE TABLE h.history (
+const historyTables = (h: string) => `CREATE TABLE ${h}.history (
   id INTEGER PRIMARY KEY,
   subject INTEGER NOT NULL,
   at INTEGER NOT NULL,
   body BLOB NOT NULL
 );
-CREATE INDEX h.history_by_subject ON history (subject, id);
-CREATE TABLE h.history_floor (
+CREATE INDEX ${h}.history_by_subject ON history (subject, id);
+CREATE TABLE ${h}.history_floor (
   subject INTEGER PRIMARY KEY,
   through INTEGER NOT NULL
 ) WITHOUT ROWID;`;
@@ -50,8 +50,9 @@ const EVERY_SUBJECT = 0;
  */
 const firstHistoryFloor = (now = Date.now()): number => now * 1000;
 
-/** `data/c1m.db` → `data/c1m.history.db`. */
-export const historyPath = (storePath: string): string => (storePath === ':memory:' || storePath === '' ? ':memory:' : `${storePath.replace(/\.db$/, '')}.history.db`);
+/** `data/c1m.db` → `data/c1m.history.db`; partition 1 of 2 (see partitions.ts) → `data/c1m.history.1-of-2.db`, so that a cluster of another P never reads these files. */
+export const historyPath = (storePath: string, partition = 0, partitions = 1): string =>
+  storePath === ':memory:' || storePath === '' ? ':memory:' : `${storePath.replace(/\.db$/, '')}.history${partitions === 1 ? '' : `.${partition}-of-${partitions}`}.db`;
 
 /** The size of a store's history on disk (the file and its write-ahead log) and the messages it keeps; undefined when it has none. */
 export function historyOnDisk(storePath: string): { bytes: number; messages: number } | undefined {
@@ -73,6 +74,9 @@ export interface HistoryOptions {
   seconds: number;
   /** And at most this many per subject (the newest). */
   perSubject: number;
+  /** This history's partition of the cluster's subjects, and their number (see partitions.ts); default 0 of 1. */
+  partition?: number;
+  partitions?: number;
 }
 
 export interface Missed {
@@ -156,33 +160,38 @@ export class History {
     throw new NotSequencerError(this.lease.current());
   };
 
-  /** Opens the history beside the store whose connection this is (creating it if needed), as schema `h` of that connection. */
+  /**
+   * Opens the history beside the store whose connection this is (creating it if needed), as schema `h` of that
+   * connection, or `h<p>` for partition p of several: one connection joins each partition's rows with the subscriptions.
+   */
   static attach(db: Database.Database, options: HistoryOptions): History {
-    const path = historyPath(db.name);
+    const partitions = options.partitions ?? 1;
+    const path = historyPath(db.name, options.partition, partitions);
+    const h = partitions === 1 ? 'h' : `h${options.partition ?? 0}`;
     if (!db.readonly) createPrivately(path);
     let attached = false;
     try {
       if (!db.readonly) checkWritable(path);
-      db.prepare('ATTACH DATABASE ? AS h').run(path);
+      db.prepare(`ATTACH DATABASE ? AS ${h}`).run(path);
       attached = true;
-      db.pragma(`h.page_size = ${HISTORY_PAGE_SIZE}`); // a new file only
-      if (path !== ':memory:') enableWal(db, 'h');
-      const version = db.pragma('h.user_version', { simple: true }) as number;
+      db.pragma(`${h}.page_size = ${HISTORY_PAGE_SIZE}`); // a new file only
+      if (path !== ':memory:') enableWal(db, h);
+      const version = db.pragma(`${h}.user_version`, { simple: true }) as number;
       if (version > HISTORY_VERSION) throw new Error(`it has layout version ${version}, newer than this c1m's ${HISTORY_VERSION}; upgrade c1m`);
       if (version < HISTORY_VERSION) {
         db.transaction(() => {
-          if ((db.pragma('h.user_version', { simple: true }) as number) === HISTORY_VERSION) return;
-          if (db.prepare("SELECT count(*) FROM h.sqlite_master").pluck().get() !== 0) throw new Error('not a c1m message history');
-          db.exec(HISTORY_TABLES);
-          db.prepare('INSERT INTO h.history_floor (subject, through) VALUES (0, ?)').run(firstHistoryFloor());
-          db.pragma(`h.user_version = ${HISTORY_VERSION}`);
+          if ((db.pragma(`${h}.user_version`, { simple: true }) as number) === HISTORY_VERSION) return;
+          if (db.prepare(`SELECT count(*) FROM ${h}.sqlite_master`).pluck().get() !== 0) throw new Error('not a c1m message history');
+          db.exec(historyTables(h));
+          db.prepare(`INSERT INTO ${h}.history_floor (subject, through) VALUES (0, ?)`).run(firstHistoryFloor());
+          db.pragma(`${h}.user_version = ${HISTORY_VERSION}`);
         }).immediate();
       }
       // The worker checkpoints both files; here, a commit never does.
       if (path !== ':memory:') db.pragma('wal_autocheckpoint = 0');
-      return new History(db, options, path === ':memory:' ? undefined : new Worker(CHECKPOINTER_URL, { workerData: { store: db.name, history: path } }));
+      return new History(db, options, h, path === ':memory:' ? undefined : new Worker(CHECKPOINTER_URL, { workerData: { store: db.name, history: path } }));
     } catch (err) {
-      if (attached) db.prepare('DETACH DATABASE h').run();
+      if (attached) db.prepare(`DETACH DATABASE ${h}`).run();
       throw openFailure('message history', path, err);
     }
   }
@@ -190,48 +199,50 @@ export class History {
   private constructor(
     private readonly db: Database.Database,
     private readonly options: HistoryOptions,
+    /** Its schema in the store's connection (see attach): every statement names it, as several partitions' tables share names. */
+    private readonly h: string,
     checkpointer?: Worker,
   ) {
     this.checkpointer = checkpointer;
     checkpointer?.unref();
-    this.lease = new SequencerLease(db);
-    this.newest = db.prepare('SELECT max(id) FROM history').pluck();
-    this.lastFloor = db.prepare('SELECT max(through) FROM history_floor').pluck();
+    this.lease = new SequencerLease(db, h);
+    this.newest = db.prepare(`SELECT max(id) FROM ${h}.history`).pluck();
+    this.lastFloor = db.prepare(`SELECT max(through) FROM ${h}.history_floor`).pluck();
     this.nextId = this.firstFreeId();
     this.hears = db.prepare('SELECT subscribee FROM subscriptions_by_subscriber WHERE subscriber = ?').pluck();
-    this.insert = db.prepare('INSERT INTO history (id, subject, at, body) VALUES (?, ?, ?, ?)');
+    this.insert = db.prepare(`INSERT INTO ${h}.history (id, subject, at, body) VALUES (?, ?, ?, ?)`);
     // Every message `user` would have received, by the subscriptions it holds now: its own and those of whom it hears,
     // and (sinceWithTopics) those of the topics its stream listens to (@topics, a JSON list) that it does not also
     // subscribe to: a statement apart, as most streams listen to none, and the third part costs every resume even empty.
     // Ids only, from the (subject, id) index alone, at most @limit: each row's size and body are read as a replay's
     // budget takes them, so a resume from an old id costs about what it sends, not every message kept since.
-    const bySubscriptions = `SELECT id, subject FROM history WHERE id > @after AND subject = @user
+    const bySubscriptions = `SELECT id, subject FROM ${h}.history WHERE id > @after AND subject = @user
        UNION ALL
-       SELECT h.id, h.subject FROM subscriptions_by_subscriber s JOIN history h ON h.subject = s.subscribee AND h.id > @after
+       SELECT m.id, m.subject FROM subscriptions_by_subscriber s JOIN ${h}.history m ON m.subject = s.subscribee AND m.id > @after
        WHERE s.subscriber = @user AND s.subscribee != @user`;
     this.since = db.prepare(`${bySubscriptions} ORDER BY id LIMIT @limit`);
     this.sinceWithTopics = db.prepare(
       `${bySubscriptions}
        UNION ALL
-       SELECT h.id, h.subject FROM json_each(@topics) t JOIN history h ON h.subject = t.value AND h.id > @after
+       SELECT m.id, m.subject FROM json_each(@topics) t JOIN ${h}.history m ON m.subject = t.value AND m.id > @after
        WHERE t.value NOT IN (SELECT subscribee FROM subscriptions_by_subscriber WHERE subscriber = @user)
        ORDER BY id LIMIT @limit`,
     );
-    this.size = db.prepare('SELECT length(body) FROM history WHERE id = ?').pluck(); // the row's header, not the blob's pages
-    this.body = db.prepare('SELECT body FROM history WHERE id = ?').pluck();
-    const floorOfSubscriptions = `SELECT max(through) FROM history_floor WHERE subject = ${EVERY_SUBJECT} OR subject = @user
+    this.size = db.prepare(`SELECT length(body) FROM ${h}.history WHERE id = ?`).pluck(); // the row's header, not the blob's pages
+    this.body = db.prepare(`SELECT body FROM ${h}.history WHERE id = ?`).pluck();
+    const floorOfSubscriptions = `SELECT max(through) FROM ${h}.history_floor WHERE subject = ${EVERY_SUBJECT} OR subject = @user
          OR subject IN (SELECT subscribee FROM subscriptions_by_subscriber WHERE subscriber = @user)`;
     this.floor = db.prepare(floorOfSubscriptions).pluck();
     this.floorWithTopics = db.prepare(`${floorOfSubscriptions} OR subject IN (SELECT value FROM json_each(@topics))`).pluck();
     this.raiseFloor = db.prepare(
-      'INSERT INTO history_floor (subject, through) VALUES (?, ?) ON CONFLICT (subject) DO UPDATE SET through = max(through, excluded.through)',
+      `INSERT INTO ${h}.history_floor (subject, through) VALUES (?, ?) ON CONFLICT (subject) DO UPDATE SET through = max(through, excluded.through)`,
     );
     // Ids grow with time: the scan from the oldest row stops at the first one to keep.
-    this.firstFresh = db.prepare('SELECT id FROM history WHERE at >= ? ORDER BY id LIMIT 1').pluck();
-    this.pruneOld = db.prepare('DELETE FROM history WHERE id <= ?');
-    this.nthNewest = db.prepare('SELECT id FROM history WHERE subject = ? ORDER BY id DESC LIMIT 1 OFFSET ?').pluck();
-    this.pruneSubject = db.prepare('DELETE FROM history WHERE subject = ? AND id <= ?');
-    this.newer = db.prepare('SELECT id, subject, body FROM history WHERE id > ? ORDER BY id');
+    this.firstFresh = db.prepare(`SELECT id FROM ${h}.history WHERE at >= ? ORDER BY id LIMIT 1`).pluck();
+    this.pruneOld = db.prepare(`DELETE FROM ${h}.history WHERE id <= ?`);
+    this.nthNewest = db.prepare(`SELECT id FROM ${h}.history WHERE subject = ? ORDER BY id DESC LIMIT 1 OFFSET ?`).pluck();
+    this.pruneSubject = db.prepare(`DELETE FROM ${h}.history WHERE subject = ? AND id <= ?`);
+    this.newer = db.prepare(`SELECT id, subject, body FROM ${h}.history WHERE id > ? ORDER BY id`);
     this.write = db.transaction((rows: Row[]) => {
       if (!this.lease.confirmed()) throw new NotSequencerError(this.lease.current());
       const subjects = new Set<Subject>();
@@ -422,7 +433,7 @@ export class History {
     void this.checkpointer?.terminate();
     if (this.db.open) {
       this.db.pragma('wal_autocheckpoint = 1000');
-      this.db.prepare('DETACH DATABASE h').run();
+      this.db.prepare(`DETACH DATABASE ${this.h}`).run();
     }
   }
 

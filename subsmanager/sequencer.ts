@@ -40,7 +40,8 @@ export interface Holder {
   until: number;
 }
 
-export const SEQUENCER_TABLE = `CREATE TABLE IF NOT EXISTS h.sequencer (
+/** The lease's table in the history's schema `h` (see History.attach). */
+const sequencerTable = (h: string) => `CREATE TABLE IF NOT EXISTS ${h}.sequencer (
   one INTEGER PRIMARY KEY CHECK (one = 1),
   holder TEXT NOT NULL,
   term INTEGER NOT NULL,
@@ -62,17 +63,20 @@ export class SequencerLease {
   private readonly mine;
   private readonly giveBack;
 
-  constructor(private readonly db: Database.Database) {
-    db.exec(SEQUENCER_TABLE);
-    this.read = db.prepare('SELECT holder, term, until, settled FROM h.sequencer WHERE one = 1');
-    const newest = '(SELECT coalesce(max(id), 0) FROM h.history)';
+  constructor(
+    private readonly db: Database.Database,
+    h: string,
+  ) {
+    db.exec(sequencerTable(h));
+    this.read = db.prepare(`SELECT holder, term, until, settled FROM ${h}.sequencer WHERE one = 1`);
+    const newest = `(SELECT coalesce(max(id), 0) FROM ${h}.history)`;
     this.take = db.prepare(
-      `INSERT INTO h.sequencer (one, holder, term, until, through, settled) VALUES (1, @holder, @term, @until, ${newest}, ${newest})
+      `INSERT INTO ${h}.sequencer (one, holder, term, until, through, settled) VALUES (1, @holder, @term, @until, ${newest}, ${newest})
        ON CONFLICT (one) DO UPDATE SET holder = excluded.holder, term = excluded.term, until = excluded.until, through = excluded.through, settled = excluded.settled`,
     );
-    this.extend = db.prepare(`UPDATE h.sequencer SET until = @until, settled = through, through = ${newest} WHERE holder = @holder AND term = @term`);
-    this.mine = db.prepare('SELECT 1 FROM h.sequencer WHERE holder = ? AND term = ?').pluck();
-    this.giveBack = db.prepare(`UPDATE h.sequencer SET until = 0, through = ${newest}, settled = ${newest} WHERE holder = ? AND term = ?`);
+    this.extend = db.prepare(`UPDATE ${h}.sequencer SET until = @until, settled = through, through = ${newest} WHERE holder = @holder AND term = @term`);
+    this.mine = db.prepare(`SELECT 1 FROM ${h}.sequencer WHERE holder = ? AND term = ?`).pluck();
+    this.giveBack = db.prepare(`UPDATE ${h}.sequencer SET until = 0, through = ${newest}, settled = ${newest} WHERE holder = ? AND term = ?`);
   }
 
   /** Takes the lease if nobody holds it; undefined if somebody does. Throws SQLITE_BUSY when another process holds the write lock. */

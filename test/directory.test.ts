@@ -10,6 +10,7 @@ import { MemoryBroker, type Bus } from '../cluster/bus.js';
 import { Directory, type DirectoryOptions } from '../cluster/directory.js';
 import { encode, SUBJECTS, whyNotBusMessage, type BusMessage, type EdgeState, type EdgeStats } from '../cluster/messages.js';
 import { LatencyHistogram } from '../router/latency.js';
+import { partitionOf } from '../subsmanager/partitions.js';
 import { openStore } from '../subsmanager/store.js';
 import type { Subject } from '../subsmanager/subjects.js';
 import { tempDir } from './helpers.js';
@@ -469,7 +470,7 @@ describe('Directory', () => {
       for (const h of [history, other]) h.close();
       for (const s of [mine, theirs]) s.close();
     });
-    const { edgeBus, directory, join: joinEdge, delivers } = setup({ history });
+    const { edgeBus, directory, join: joinEdge, delivers } = setup({ histories: [history] });
     history.lead();
     await joinEdge('A', [1]);
     expect(await edgeBus.request(SUBJECTS.send, { t: 'send', user: 1, message: 'numbered' })).toMatchObject({ t: 'sent', delivered: 1, id: expect.any(Number) });
@@ -483,6 +484,65 @@ describe('Directory', () => {
     directory.close();
     await until(() => delivers('A').flatMap(texts).includes('sentinel'), 'the sentinel delivered');
     expect(delivers('A').flatMap(texts)).toEqual(['numbered', 'sentinel']);
+  });
+
+  it('with two partitions, two routers lead one each: a send entering at either reaches its partition\'s leader, numbered there, in per-partition batches and order', async () => {
+    const path = join(tempDir(), 'c1m.db');
+    const broker = new MemoryBroker();
+    const logger = pino({ level: 'silent' });
+    const backend = broker.connect();
+    const edgeBus = broker.connect();
+    const routers = [0, 1].map((partition) => {
+      const store = openStore(path);
+      const histories = [0, 1].map((p) => store.history({ seconds: 60, perSubject: 100, partition: p, partitions: 2 }));
+      const bus = broker.connect();
+      const directory = new Directory(bus, store, { maxMessage: 1024, maxUserId: 1_000_000, histories, logger });
+      directory.ready = true;
+      const term = histories[partition].lead()!;
+      directory.lead(partition, term.term);
+      cleanups.push(async () => {
+        directory.close();
+        histories.forEach((h) => h.close());
+        store.close();
+        await bus.close();
+      });
+      return { directory, histories, term: term.term };
+    });
+    cleanups.push(() => Promise.all([backend.close(), edgeBus.close()]).then(() => undefined));
+    // Users 1 to 20 on edge A, whichever partition each falls in.
+    const users = Array.from({ length: 20 }, (_, i) => i + 1);
+    const edge = fakeEdge(edgeBus, 'A');
+    edge.status();
+    await until(() => edge.syncs.length >= 2, 'both routers asking A for its state');
+    edge.snapshot([users]);
+    await until(() => routers.every((r) => r.directory.edgeViews()[0]?.synced), 'A synced in both');
+    // Three rounds of a send to every user, over the bus, in order; `user:N` is user N's partition too.
+    const answers: BusMessage[] = [];
+    for (let round = 0; round < 3; round++) for (const user of users) answers.push(await backend.request(SUBJECTS.send, { t: 'send', user: round === 1 ? `user:${user}` : user, message: `${user}.${round}` }));
+    expect(answers.every((a) => a.t === 'sent' && a.delivered === 1 && a.id !== undefined)).toBe(true);
+    await until(() => published(broker, SUBJECTS.edge('A'), 'deliver').reduce((n, d) => n + d.chunks.length, 0) === 60, 'every message delivered');
+    const batches = published(broker, SUBJECTS.edge('A'), 'deliver');
+    const byUser = new Map<number, string[]>();
+    for (const batch of batches) {
+      const partition = batch.partition!;
+      // Each batch is one partition's, in that partition's term, numbered by its leader, batch after batch.
+      expect(batch.term).toBe(routers[partition].term);
+      texts(batch).forEach((text, i) => {
+        const user = Number(text.split('.')[0]);
+        expect(partitionOf(user, 2), text).toBe(partition);
+        expect(batch.ids![i]).toBeLessThanOrEqual(routers[partition].histories[partition].lastId);
+        byUser.set(user, [...(byUser.get(user) ?? []), text]);
+      });
+    }
+    for (const partition of [0, 1]) {
+      const numbers = batches.filter((b) => b.partition === partition).map((b) => b.batch);
+      expect(numbers).toEqual(numbers.map((_, i) => i + 1));
+      const ids = batches.filter((b) => b.partition === partition).flatMap((b) => b.ids!);
+      expect(ids).toEqual([...ids].sort((a, b) => a - b));
+    }
+    // Both partitions had users, every user got its three messages once, in the order sent.
+    expect(new Set(batches.map((b) => b.partition))).toEqual(new Set([0, 1]));
+    for (const user of users) expect(byUser.get(user)).toEqual([0, 1, 2].map((round) => `${user}.${round}`));
   });
 
   it("refuses a maxMessage that does not fit in one message of the bus", async () => {

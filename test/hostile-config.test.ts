@@ -245,6 +245,19 @@ describe('errors name the file, the port, the reason (item 14)', () => {
     expect(run.stderr).toContain(`this process (user ${NOBODY}) cannot write it`);
   });
 
+  it('--partitions out of range, or without a history to number in: refused, saying why', async () => {
+    const nats = ['--nats', `${HOST}:${await freePort(HOST)}`, '--api-port', '0', '--db', join(tempDir(), 'c1m.db')];
+    const runs = await Promise.all([
+      outcome(['router', ...nats, '--partitions', '0'], 'c1m router listening'),
+      outcome(['router', ...nats, '--partitions', '65'], 'c1m router listening'),
+      outcome(['router', ...nats, '--partitions', '2', '--history-seconds', '0'], 'c1m router listening', {}, 10_000),
+    ]);
+    expect(runs.map((r) => r.code)).toEqual([1, 1, 1]);
+    expect(runs[0].output).toContain('partitions must be an integer >= 1');
+    expect(runs[1].output).toContain('partitions must be at most 64');
+    expect(runs[2].output).toContain('--partitions share the numbering of sends among routers: they need a history');
+  });
+
   it('the NATS port taken: the cluster tells nats-server\'s own reason, not "install nats-server"', async () => {
     const holder = net.createServer();
     await new Promise<void>((resolve) => holder.listen(0, HOST, resolve));

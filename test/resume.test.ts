@@ -9,6 +9,9 @@ import http from 'node:http';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { C1m, SqliteStore } from '../index.js';
+import { Registry } from '../router/registry.js';
+import { toChunk, type Chunk } from '../router/router.js';
+import { resume } from '../server/resume.js';
 import { numberedMessages } from '../server/stream.js';
 import { api, openStream, received, runCli, spawnServer, startServer, stopChild, tempDir, waitFor, type SseClient, type StreamClient, type Transport, type WsClient } from './helpers.js';
 
@@ -213,4 +216,40 @@ it('a second server on a store whose history another live server keeps refuses t
   } finally {
     await stopChild(first.child);
   }
+});
+
+describe('a new stream where a cluster has several partitions', () => {
+  it("starts from each partition's head, moved back before the first message its holder kept of that partition", async () => {
+    const registry = new Registry();
+    const answer = gate();
+    const heads = [10, 10];
+    const hub = {
+      registry,
+      maxBacklog: 1 << 20,
+      partitions: 2,
+      schedule: () => {},
+      // The edge's answer for a new stream (cluster/replayer.ts): each partition's head, read after live messages reached the holder.
+      replay: async () => (await answer.promise, { lost: false as const, messages: [], start: heads, headed: [true, true] }),
+    };
+    const written: string[] = [];
+    const started: number[][] = [];
+    const stream = {
+      user: 7,
+      ended: false,
+      numbered: true,
+      lost: () => {},
+      framedSize: (chunk: Buffer) => chunk.length,
+      startAt: (start: number[]) => started.push(start),
+      write: (chunk: Chunk) => (written.push(`${chunk.partition}:${chunk.id}`), 1),
+      close: () => {},
+    };
+    resume(hub, stream, undefined);
+    // Live while the heads are asked for: partition 1's 8 and 9, numbered once the login was in, below the head read after.
+    for (const id of [8, 9]) registry.deliver(7, Object.assign(toChunk('live', id), { partition: 1 }));
+    answer.resolve();
+    await waitFor(() => started.length > 0, 'the hand-over');
+    expect(started).toEqual([[10, 7]]);
+    expect(written).toEqual(['1:8', '1:9']);
+    expect(registry.connectionsOf(7)).toBe(1);
+  });
 });

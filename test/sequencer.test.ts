@@ -146,6 +146,53 @@ describe('the lease on one file', () => {
   });
 });
 
+describe('partitions of one store', () => {
+  /** A process's view of partitions 0 and 1 of 2 on the store at `path`. */
+  function partitioned(path: string) {
+    const store = openStore(path);
+    const histories = [0, 1].map((partition) => store.history({ seconds: 120, perSubject: 1000, partition, partitions: 2 }));
+    closing.push(() => {
+      histories.forEach((h) => h.close());
+      store.close();
+    });
+    return { store, histories };
+  }
+
+  it('each partition has its file, its lease and its ids: two processes lead one each, and a replay reads only its own partition', () => {
+    const path = join(tempDir(), 'c1m.db');
+    // Both files made in one millisecond, so that their ids overlap: a statement reading the wrong partition's rows shows.
+    const now = vi.spyOn(Date, 'now').mockReturnValue(Date.now());
+    const a = partitioned(path);
+    now.mockRestore();
+    const b = partitioned(path);
+    expect(a.histories[0].lead()).toBeDefined();
+    expect(b.histories[0].lead()).toBeUndefined();
+    expect(b.histories[1].lead()).toBeDefined();
+    expect(a.histories[1].lead()).toBeUndefined();
+    a.store.addSubscriptions([[1, 2], [1, 3]]);
+    const [p0, p1] = [a.histories[0].append(2, Buffer.from('to 2')), b.histories[1].append(3, Buffer.from('to 3'))];
+    a.histories[0].append(1, Buffer.from('own'));
+    a.histories[0].flush();
+    b.histories[1].flush();
+    expect(() => a.histories[1].append(3, Buffer.from('not a'))).toThrow(NotSequencerError);
+    const replayed = (history: History, after: number) => {
+      const replay = history.replay(1, after);
+      return replay.lost ? replay : [...replay.messages.map((m) => `${m.subject}:${m.body}`), ...(replay.more ? ['(more)'] : [])];
+    };
+    // B's view of partition 0 and A's of partition 1 read the rows the other committed, and only their partition's.
+    expect(replayed(b.histories[0], p0 - 1)).toEqual(['2:to 2', '1:own']);
+    expect(replayed(a.histories[1], p1 - 1)).toEqual(['3:to 3']);
+    const rows = (partition: number) => {
+      const file = new Database(historyPath(path, partition, 2), { readonly: true });
+      const count = file.prepare('SELECT count(*) FROM history').pluck().get();
+      file.close();
+      return count;
+    };
+    expect([rows(0), rows(1)]).toEqual([2, 1]);
+    expect(historyPath(path)).not.toBe(historyPath(path, 0, 2));
+  });
+});
+
 describe('two routers on one store', () => {
   let cluster: ClusterProcess;
   afterAll(async () => {

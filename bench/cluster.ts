@@ -16,9 +16,7 @@ import { Command, Option } from 'commander';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { openStore } from '../subsmanager/store.js';
-import { epochMs } from '../router/latency.js';
-import { cpuOfAll, hold, newPhase, phaseLatency, post, randomSends, type Holder } from './probe.js';
+import { broadcast, hold, randomSends, sendTo, subscribeAll, type Holder } from './probe.js';
 import { pssOf, rssOf, spawnCluster, spawnServer } from '../loadgen/server-process.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -64,64 +62,6 @@ const BUS_ARGS: Record<string, string[]> = { auth: [], plain: ['--bus-insecure']
 const HOST = '127.0.0.1';
 /** Long enough for V8's memory reducer to run once a process goes quiet. */
 const SETTLE_MS = 12_000;
-const chunksOf = (holders: Holder[]) => holders.reduce((n, h) => n + h.chunks(), 0);
-
-/** Waits until the holders have received `expected` chunks in all, or nothing arrived for 3 s; returns the count and when the last one came. */
-async function received(holders: Holder[], expected: number) {
-  let [last, lastChange] = [chunksOf(holders), performance.now()];
-  while (last < expected && performance.now() - lastChange < 3000) {
-    await sleep(5);
-    const now = chunksOf(holders);
-    if (now !== last) [last, lastChange] = [now, performance.now()];
-  }
-  return { chunks: last, at: lastChange };
-}
-
-/**
- * Sends to `hub`, whom every held stream follows: first `count` single sends,
- * each delivered to all before the next (the latency of one send to every
- * stream), then `count` sends back to back (delivered chunks/s, CPU per delivery).
- */
-async function broadcast(apiPort: number, hub: number, streams: number, count: number, holders: Holder[], pids: number[]) {
-  newPhase();
-  for (let i = 0; i < count; i++) {
-    const before = chunksOf(holders);
-    await post(apiPort, `/send/${hub}`, `t=${epochMs()} one ${i}`);
-    await received(holders, before + streams);
-  }
-  const oneSend = phaseLatency();
-  const [chunks0, cpu0, t0] = [chunksOf(holders), cpuOfAll(pids), performance.now()];
-  let delivered = 0;
-  for (let i = 0; i < count; i++) delivered += (await post(apiPort, `/send/${hub}`, `t=${epochMs()} burst ${i}`)).delivered;
-  const done = await received(holders, chunks0 + count * streams);
-  const seconds = (done.at - t0) / 1000;
-  const got = done.chunks - chunks0;
-  const cpu = cpuOfAll(pids) - cpu0;
-  return {
-    oneSendLatencyMs: oneSend,
-    burst: {
-      sends: count,
-      delivered,
-      received: got,
-      lost: count * streams - got,
-      seconds: +seconds.toFixed(2),
-      deliveredChunksPerSecond: Math.round(got / seconds),
-      cpuMicrosPerDelivery: +((cpu * 1e6) / got).toFixed(2),
-    },
-  };
-}
-
-/** Everyone in 1..n follows `hub`. */
-function subscribeAll(db: string, hub: number, n: number): void {
-  const store = openStore(db);
-  for (let first = 1; first <= n; first += 100_000) {
-    const pairs: [number, number][] = [];
-    for (let user = first; user < Math.min(n + 1, first + 100_000); user++) pairs.push([user, hub]);
-    store.addSubscriptions(pairs);
-  }
-  store.close();
-}
-
 const memory = (pids: number[]) => ({
   rssMiB: +(pids.reduce((n, pid) => n + rssOf(pid), 0) / 2 ** 20).toFixed(1),
   pssMiB: +(pids.reduce((n, pid) => n + pssOf(pid), 0) / 2 ** 20).toFixed(1),
@@ -137,7 +77,7 @@ async function single(dir: string, n: number, rates: number[]) {
   try {
     const opened = await holder.opened();
     await sleep(2000);
-    const fanout = await broadcast(server.apiPort, hub, n, opts.broadcasts, [holder], [pid]);
+    const fanout = await broadcast(sendTo(server.apiPort, hub), n, opts.broadcasts, [holder], [pid]);
     const random = [];
     for (const rate of rates) random.push(await randomSends(server.apiPort, n, rate, opts.seconds, [pid]));
     return { streams: opened.welcomed, rssMiB: +(rssOf(pid) / 2 ** 20).toFixed(1), broadcast: fanout, random };
@@ -190,8 +130,8 @@ async function cluster(dir: string, n: number, atSingle: number, rates: number[]
       pssBytesPerStreamWithBaselines: Math.round((held.pssMiB * 2 ** 20) / stats.connections),
     };
     // The same number of recipients as the single process (the first `atSingle` follow their own hub).
-    const sameN = await broadcast(c.apiPort, hubFirst, atSingle, opts.broadcasts, holders, c1mPids());
-    const fanout = await broadcast(c.apiPort, hubAll, n, opts.broadcasts, holders, [...c1mPids(), c.pids.nats]);
+    const sameN = await broadcast(sendTo(c.apiPort, hubFirst), atSingle, opts.broadcasts, holders, c1mPids());
+    const fanout = await broadcast(sendTo(c.apiPort, hubAll), n, opts.broadcasts, holders, [...c1mPids(), c.pids.nats]);
     const random = [];
     for (const rate of rates) random.push(await randomSends(c.apiPort, n, rate, opts.seconds, [...c1mPids(), c.pids.nats]));
 

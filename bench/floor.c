@@ -12,7 +12,9 @@
  * welcome chunk, like c1m, then every BATCH_MS writes the chunks that fell due
  * to random streams of its own, one send() each, at the rate its stdin last
  * set ("R <chunks per second>"). A chunk carries t=<the time it fell due>, so
- * the flood's delivery latency counts this server falling behind too. Every
+ * the flood's delivery latency counts this server falling behind too. "B" on
+ * stdin is the hub fan-out (bench/hub.ts): one chunk, stamped with the time it
+ * starts, to every open stream, one send() each. Every
  * second it prints "S open=N chunks=N blocked=N cpu_us=N" (blocked: writes the
  * socket did not take whole, dropped). Stops on EOF on stdin or SIGTERM.
  */
@@ -87,14 +89,30 @@ static void readable(int fd) {
   }
 }
 
-/* One chunk to a random stream: "<hex length>\r\nt=<due, ms>.<us>\r\n". */
-static void write_one(uint64_t due_us) {
-  char chunk[64], body[40];
+/* One chunk stamped t=<due, ms>.<us>: "<hex length>\r\nt=...\n\r\n"; returns its length. */
+static int stamped(char chunk[64], uint64_t due_us) {
+  char body[40];
   int n = snprintf(body, sizeof body, "t=%lu.%03lu floor\n", (unsigned long)(due_us / 1000u), (unsigned long)(due_us % 1000u));
-  int len = snprintf(chunk, sizeof chunk, "%x\r\n%s\r\n", n, body);
-  int fd = open_fds[(uint32_t)random() % nopen];
+  return snprintf(chunk, 64, "%x\r\n%s\r\n", n, body);
+}
+
+static void write_to(int fd, const char *chunk, int len) {
   if (send(fd, chunk, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT) == len) chunks++;
   else blocked++;
+}
+
+/* One chunk to a random stream. */
+static void write_one(uint64_t due_us) {
+  char chunk[64];
+  int len = stamped(chunk, due_us);
+  write_to(open_fds[(uint32_t)random() % nopen], chunk, len);
+}
+
+/* The hub fan-out: one chunk to every open stream. */
+static void write_all(void) {
+  char chunk[64];
+  int len = stamped(chunk, clock_us(CLOCK_REALTIME));
+  for (uint32_t i = 0; i < nopen; i++) write_to(open_fds[i], chunk, len);
 }
 
 static void on_signal(int sig) {
@@ -172,6 +190,7 @@ int main(int argc, char **argv) {
         char *nl;
         while ((nl = memchr(line, '\n', line_len))) {
           if (line[0] == 'R') rate = atof(line + 1), rate_since = clock_us(CLOCK_REALTIME), written = 0;
+          else if (line[0] == 'B') write_all();
           line_len -= (size_t)(nl + 1 - line);
           memmove(line, nl + 1, line_len);
         }

@@ -12,6 +12,8 @@ import { latencySummary, newHistogram, rowsFromRanges, runFlood, type FloodTotal
 import type { MsggenSummary } from '../loadgen/msggen.js';
 import { c1mArgv } from '../cluster/supervisor.js';
 import { cpuOf } from '../loadgen/server-process.js';
+import { epochMs } from '../router/latency.js';
+import { openStore } from '../subsmanager/store.js';
 
 const HOST = '127.0.0.1';
 /** 12 source addresses of their own, so no other run's ports or TIME_WAITs get in the way. */
@@ -28,8 +30,8 @@ export function newPhase(): void {
 /** Delivery latency of the current phase, in ms. */
 export const phaseLatency = () => latencySummary(phase);
 
-/** Holds streams for ids first..first+count-1 until stopped; its totals update every 100 ms. */
-export function hold(port: number, first: number, count: number, portBase: number, transport: 'chunked' | 'sse' | 'ws' = 'chunked') {
+/** Holds streams for ids first..first+count-1 until stopped; its totals update every 100 ms. `readEveryMs`: see FloodOptions. */
+export function hold(port: number, first: number, count: number, portBase: number, transport: 'chunked' | 'sse' | 'ws' = 'chunked', readEveryMs = 0) {
   const stop = new AbortController();
   let latest: FloodTotals | undefined;
   const done = runFlood({
@@ -44,6 +46,7 @@ export function hold(port: number, first: number, count: number, portBase: numbe
     stop: stop.signal,
     reportMs: 100,
     transport,
+    readEveryMs,
     onReport: (t) => (latest = t),
     onDelivery: (micros, n) => phase.recordValueWithCount(micros, n),
   });
@@ -129,4 +132,69 @@ export async function randomSends(apiPort: number, users: number, rate: number, 
     deliveryLatencyMs: phaseLatency(),
     cpuMicrosPerSend: +((cpu * 1e6) / sent.answered).toFixed(1),
   };
+}
+
+const chunksOf = (holders: Holder[]) => holders.reduce((n, h) => n + h.chunks(), 0);
+
+/** Waits until the holders have received `expected` chunks in all, or nothing arrived for 3 s; returns the count and when the last one came. */
+async function received(holders: Holder[], expected: number) {
+  let [last, lastChange] = [chunksOf(holders), performance.now()];
+  while (last < expected && performance.now() - lastChange < 3000) {
+    await sleep(5);
+    const now = chunksOf(holders);
+    if (now !== last) [last, lastChange] = [now, performance.now()];
+  }
+  return { chunks: last, at: lastChange };
+}
+
+/** Sends one message, stamped `t=<now>`, to the user every held stream follows; `label` tells the sends apart. */
+export type HubSend = (label: string) => Promise<unknown>;
+
+/** A HubSend through c1m's backend API, to `hub`. */
+export const sendTo =
+  (apiPort: number, hub: number): HubSend =>
+  (label) =>
+    post(apiPort, `/send/${hub}`, `t=${epochMs()} ${label}`);
+
+/**
+ * One send to every stream: first `count` single sends, each delivered to all
+ * before the next (the latency of one send to every stream), then `count`
+ * sends back to back (delivered chunks/s, the CPU `pids` spent per delivery).
+ */
+export async function broadcast(send: HubSend, streams: number, count: number, holders: Holder[], pids: number[]) {
+  newPhase();
+  for (let i = 0; i < count; i++) {
+    const before = chunksOf(holders);
+    await send(`one ${i}`);
+    await received(holders, before + streams);
+  }
+  const oneSend = phaseLatency();
+  const [chunks0, cpu0, t0] = [chunksOf(holders), cpuOfAll(pids), performance.now()];
+  for (let i = 0; i < count; i++) await send(`burst ${i}`);
+  const done = await received(holders, chunks0 + count * streams);
+  const seconds = (done.at - t0) / 1000;
+  const got = done.chunks - chunks0;
+  const cpu = cpuOfAll(pids) - cpu0;
+  return {
+    oneSendLatencyMs: oneSend,
+    burst: {
+      sends: count,
+      received: got,
+      lost: count * streams - got,
+      seconds: +seconds.toFixed(2),
+      deliveredChunksPerSecond: Math.round(got / seconds),
+      cpuMicrosPerDelivery: +((cpu * 1e6) / got).toFixed(2),
+    },
+  };
+}
+
+/** Everyone in 1..n follows `hub`, in the store at `db`. */
+export function subscribeAll(db: string, hub: number, n: number): void {
+  const store = openStore(db);
+  for (let first = 1; first <= n; first += 100_000) {
+    const pairs: [number, number][] = [];
+    for (let user = first; user < Math.min(n + 1, first + 100_000); user++) pairs.push([user, hub]);
+    store.addSubscriptions(pairs);
+  }
+  store.close();
 }

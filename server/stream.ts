@@ -234,31 +234,39 @@ const framed = (chunk: Buffer): number => chunk.length + 4 + (chunk.length < 16 
 /** The largest piece of a message whose chunk still fits the cork buffer (4 hex digits of length). */
 const PIECE_SIZE = CORK_BUFFER_SIZE - 8;
 
-/** Each chunk, or its pieces when it does not fit the cork buffer on its own. */
-function pieces(chunks: Buffer[]): Buffer[] {
-  if (chunks.every((chunk) => framed(chunk) <= CORK_BUFFER_SIZE)) return chunks;
-  return chunks.flatMap((chunk) => Array.from({ length: Math.ceil(chunk.length / PIECE_SIZE) }, (_, i) => chunk.subarray(i * PIECE_SIZE, (i + 1) * PIECE_SIZE)));
+/** Each chunk, or its pieces when it does not fit the cork buffer on its own; the same array, not a copy, when all fit (a flush of many streams allocates nothing). */
+function pieces(chunks: readonly Buffer[]): readonly Buffer[] {
+  for (let i = 0; i < chunks.length; i++) {
+    if (framed(chunks[i]) > CORK_BUFFER_SIZE) {
+      return chunks.flatMap((chunk) => Array.from({ length: Math.ceil(chunk.length / PIECE_SIZE) }, (_, i) => chunk.subarray(i * PIECE_SIZE, (i + 1) * PIECE_SIZE)));
+    }
+  }
+  return chunks;
 }
 
 /**
  * What `writeGroup` writes, set right before res.cork() so a flush allocates
  * no closure: `one` chunk (the common case: one message since the last turn),
- * or chunks[from, to).
+ * or chunks[from, to). One res.write() per chunk, straight to uWS.
  */
-const group: { stream: CometStream; one: Buffer | null; chunks: Buffer[]; from: number; to: number; ok: boolean } = {
-  stream: null!,
+const group: { res: HttpResponse; one: Buffer | null; chunks: readonly Buffer[]; from: number; to: number; ok: boolean } = {
+  res: null!,
   one: null,
   chunks: [],
   from: 0,
   to: 0,
   ok: true,
 };
+const NO_CHUNKS: readonly Buffer[] = [];
 function writeGroup(): void {
+  const res = group.res;
   if (group.one !== null) {
-    group.ok = group.stream.writeCorked(group.one);
+    group.ok = res.write(group.one);
     return;
   }
-  for (let i = group.from; i < group.to; i++) group.ok = group.stream.writeCorked(group.chunks[i]) && group.ok;
+  let ok = true;
+  for (let i = group.from; i < group.to; i++) ok = res.write(group.chunks[i]) && ok;
+  group.ok = ok;
 }
 /** An empty cork still uncorks, and uWS's uncork first writes what it holds for the socket: the way to push a tail out from JS. */
 function nothing(): void {}
@@ -396,14 +404,13 @@ export class CometStream implements Connection {
     counters.bytes += queued;
     this.pending = null;
     this.queued = 0;
-    group.stream = this;
+    group.res = this.res;
     group.ok = true;
-    let last: number; // bytes of the last corked group: all an uncork that failed can leave behind once every write returned true
-    if (!Array.isArray(pending) && framed(pending) <= CORK_BUFFER_SIZE) {
-      group.one = pending;
+    let last = Array.isArray(pending) ? 0 : framed(pending); // bytes of the last corked group: all an uncork that failed can leave behind once every write returned true
+    if (last !== 0 && last <= CORK_BUFFER_SIZE) {
+      group.one = pending as Buffer;
       this.res.cork(writeGroup);
       group.one = null;
-      last = framed(pending);
     } else {
       const chunks = pieces(Array.isArray(pending) ? pending : [pending]);
       group.chunks = chunks;
@@ -418,7 +425,7 @@ export class CometStream implements Connection {
         last = size;
         from = to;
       }
-      group.chunks = [];
+      group.chunks = NO_CHUNKS;
     }
     if (group.ok) {
       this.held = last;
@@ -428,11 +435,6 @@ export class CometStream implements Connection {
       this.state = BLOCKED;
       if (this.held > this.hub.maxBacklog && !alone) this.closeSlow();
     }
-  }
-
-  /** One HTTP chunk, from inside this stream's cork. */
-  writeCorked(chunk: Buffer): boolean {
-    return this.res.write(chunk);
   }
 
   /** uWS onWritable: the socket can take more. Always writes, so that uWS's own tail for this stream moves too. */

@@ -33,3 +33,19 @@ describe('npm run bench:floor', () => {
     await expect(run(dist('floor-server'), ['8000', '5', '99999999'])).rejects.toMatchObject({ code: 2, stderr: expect.stringMatching(/CAPACITY from 1 to the open-file limit/) });
   });
 });
+
+describe('npm run bench:hub', () => {
+  it('one send reaches every held stream from the floor servers, one c1m process and a 2-edge cluster, each chunk once', async () => {
+    const { stdout } = await run(process.execPath, [dist('hub.js'), '--streams', '300', '--sends', '3', '--rounds', '1'], { timeout: 120_000 });
+    const runs = stdout
+      .split('\n')
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line));
+    expect(runs.map((r) => r.target)).toEqual(['floor', 'server', 'cluster']);
+    for (const r of runs) {
+      // Three single sends, each timed at every stream; then three back to back, each received by every stream once.
+      expect(r.oneSendLatencyMs.count).toBe(900);
+      expect(r.burst).toMatchObject({ sends: 3, received: 900, lost: 0 });
+    }
+  });
+});

@@ -93,8 +93,12 @@ class FakeResponse {
 
   /** Writes made outside a cork: the uWS build c1m uses prints a warning to stderr for each. */
   uncorkedWrites = 0;
+  /** Calls into uWS, each a crossing from JavaScript to C++ (a cork's is two: its callback comes back into JavaScript). */
+  corks = 0;
+  writes = 0;
 
   write(chunk: Buffer): boolean {
+    this.writes++;
     if (!this.corked) this.uncorkedWrites++;
     this.asyncWrite(Buffer.from('\r\n'));
     this.asyncWrite(Buffer.from(chunk.length.toString(16)));
@@ -105,6 +109,7 @@ class FakeResponse {
   }
 
   cork(handler: () => void): this {
+    this.corks++;
     if (this.corked) {
       handler();
       return this;
@@ -182,6 +187,22 @@ const setup = (maxBacklog = 256 * 1024) => {
 const message = (n: number, fill = 'x') => Buffer.from(fill.repeat(n));
 
 describe('CometStream against uWS write semantics', () => {
+  it('costs one cork per stream and flush, and one write per chunk, however many chunks fit the cork buffer', async () => {
+    const { res, stream } = setup();
+    stream.write(message(100, 'a')); // the first flush also sets the onWritable handler
+    await tick();
+    expect([res.corks, res.writes]).toEqual([1, 1]);
+    const sent = Array.from({ length: 10 }, (_, i) => message(1000, String.fromCharCode(98 + i)));
+    for (const m of sent) stream.write(m); // one event-loop turn: one flush
+    await tick();
+    expect([res.corks, res.writes]).toEqual([2, 11]); // 10 chunks of 1,000 bytes: one cork buffer
+    for (const m of sent) stream.write(m);
+    stream.write(message(10_000, 'z')); // past the cork buffer with the others: a second group
+    await tick();
+    expect([res.corks, res.writes]).toEqual([4, 22]);
+    expect(res.chunks()).toEqual(['a'.repeat(100), ...sent, ...sent, message(10_000, 'z')].map(String));
+  });
+
   it('pushes out the tail uWS holds when the socket drains with nothing new pending', async () => {
     const { res, stream } = setup();
     res.room = 1000;

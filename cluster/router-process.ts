@@ -27,6 +27,7 @@ import type { History } from '../subsmanager/history.js';
 import { CLUSTER_DEFAULTS } from './defaults.js';
 import { Directory } from './directory.js';
 import { SUBJECTS } from './messages.js';
+import { ROUTER_INBOX } from './nats-auth.js';
 import { NatsBus } from './nats-bus.js';
 
 /** How long a send passed to its partition's leader waits for the answer (a hand-over takes up to the lease's 2 s). */
@@ -91,7 +92,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
   }
   const started = Date.now();
   let directory: Directory | undefined;
-  const bus = await NatsBus.connect(options.nats, { name: `c1m-router-${process.pid}`, creds: options.creds, ca: options.ca }, {
+  const bus = await NatsBus.connect(options.nats, { name: `c1m-router-${process.pid}`, creds: options.creds, ca: options.ca, inboxPrefix: ROUTER_INBOX }, {
     // Presence may have been lost while NATS was away: rebuild the directory.
     reconnected: () => {
       log.warn('reconnected to NATS; resyncing the directory');

@@ -323,6 +323,7 @@ describe("every role's rights on the bus, as the README's table says", () => {
       SUBJECTS.send,
       SUBJECTS.replay,
       '_INBOX.x',
+      '_INBOX_ROUTER.x',
     ];
     try {
       for (const [role, documented] of rights) {

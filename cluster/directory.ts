@@ -280,16 +280,32 @@ export class Directory {
       if (options.histories?.length) bus.subscribe(SUBJECTS.replay, (message, replyTo) => this.replay(0, message, replyTo), 'routers');
       return;
     }
-    bus.subscribe(SUBJECTS.sendIn(partition), this.takeSend, 'routers');
+    bus.subscribe(SUBJECTS.sendIn(partition), (message, replyTo) => this.takeSendIn(partition, message, replyTo), 'routers');
     bus.subscribe(SUBJECTS.replayIn(partition), (message, replyTo) => this.replay(partition, message, replyTo), 'routers');
     if (firstLed) bus.subscribe(SUBJECTS.send, this.forwardSend, 'routers');
+  }
+
+  /** The answer to a send over the bus; where there are several partitions it says how many, so that a backend learns where to send next (cluster/sender.ts). */
+  private answer(replyTo: string, sent: { delivered: number; error?: string; id?: number }): void {
+    this.bus.publish(replyTo, { t: 'sent', ...sent, ...(this.partitions > 1 && { partitions: this.partitions }) });
+  }
+
+  /**
+   * A send on `c1m.send.<p>`, from a backend that knows the partitions or passed on by a router. One of another
+   * partition (a backend that counts them wrong) is refused rather than passed on: two routers that disagree on
+   * the partitions would otherwise pass it back and forth.
+   */
+  private takeSendIn(partition: number, message: BusMessage, replyTo: string | undefined): void {
+    if (message.t !== 'send') return;
+    const own = partitionOfSend(message.user, this.partitions);
+    if (own === partition) return this.takeSend(message, replyTo);
+    if (replyTo) this.answer(replyTo, { delivered: 0, error: `${JSON.stringify(message.user)} is in partition ${own} of ${this.partitions}, not ${partition}: send it to c1m.send.${own}, or to c1m.send` });
   }
 
   /** A send over the bus to a subject of a partition this router leads: numbered, delivered, answered once kept. */
   private readonly takeSend = (message: BusMessage, replyTo: string | undefined): void => {
     if (message.t !== 'send') return;
-    const { bus } = this;
-    if (!this.ready) return void (replyTo && bus.publish(replyTo, { t: 'sent', delivered: 0, error: 'the router is still learning who is connected: try again' }));
+    if (!this.ready) return void (replyTo && this.answer(replyTo, { delivered: 0, error: 'the router is still learning who is connected: try again' }));
     let delivered: number;
     try {
       delivered = this.send(message.user, message.message);
@@ -298,20 +314,24 @@ export class Directory {
       // nothing was numbered or delivered. Anything else is answered too, so that no backend waits for nothing.
       const retry = err instanceof NotSequencerError ? ': try again' : '';
       if (!(err instanceof SendError || err instanceof NotSequencerError)) this.log.error({ err }, 'a send over the bus failed');
-      return void (replyTo && bus.publish(replyTo, { t: 'sent', delivered: 0, error: `${(err as Error).message}${retry}` }));
+      return void (replyTo && this.answer(replyTo, { delivered: 0, error: `${(err as Error).message}${retry}` }));
     }
     if (!replyTo) return;
     const history = this.options.histories?.[partitionOfSend(message.user, this.partitions)];
-    if (!history) return bus.publish(replyTo, { t: 'sent', delivered });
+    if (!history) return this.answer(replyTo, { delivered });
     history.flush(); // kept before the backend hears it was taken, as over HTTP
-    bus.publish(replyTo, { t: 'sent', delivered, id: history.lastId });
+    this.answer(replyTo, { delivered, id: history.lastId });
   };
+
+  /** Sends passed to another router, the leader of their partition (over the bus, and over HTTP by router-process.ts): the hop a backend that knows the partitions saves. */
+  passed = 0;
 
   /** A send that entered here (`c1m.send`): taken if this router leads its subject's partition, else passed to the leader, who answers the backend. */
   private readonly forwardSend = (message: BusMessage, replyTo: string | undefined): void => {
     if (message.t !== 'send') return;
     const partition = partitionOfSend(message.user, this.partitions);
     if (this.leads(partition)) return this.takeSend(message, replyTo);
+    this.passed++;
     this.bus.publish(SUBJECTS.sendIn(partition), message, replyTo);
   };
 

@@ -9,6 +9,7 @@
  *   admin  ──drain, undrain──▶ c1m.admin.<id>            (apart from c1m.edge.<id>, so that nats-server's
  *                                                        permissions tell an admin from a router)
  *   backend──send──▶ c1m.send (queue group: one router) ──sent──▶ reply
+ *   backend──send──▶ c1m.send.<p> (one that knows the partitions, from a sent's `partitions`: one hop) ──sent──▶ reply
  *   router ──send──▶ c1m.send.<p> (the leader of the subject's partition p, where there are several; it answers the backend)
  *   edge   ──replay──▶ c1m.replay, or c1m.replay.<p> (partition p's leader) ──replayed──▶ reply
  *
@@ -79,8 +80,8 @@ export type BusMessage =
   /** A backend sends over the bus instead of HTTP. */
   /** `user` is the subject: a user's integer, as always, or a topic's `kind:id` (subsmanager/subjects.ts). */
   | { t: 'send'; user: Subject; message: Uint8Array | string }
-  /** The answer to a send: how many streams it reached, or why it was refused. */
-  | { t: 'sent'; delivered: number; error?: string; id?: number }
+  /** The answer to a send: how many streams it reached, or why it was refused; `partitions`, the cluster's, where there are several. */
+  | { t: 'sent'; delivered: number; error?: string; id?: number; partitions?: number }
   /** An edge asks for what a resuming stream's user, and the topics it listens to, missed since message `after`, at most `budget` bytes of it. */
   | { t: 'replay'; user: number; after: number; budget: number; topics?: string[] }
   /** An edge asks a partition's leader (on c1m.replay.<p>) for its head: where new streams start, once their logins are in. */
@@ -212,7 +213,7 @@ const FIELDS_BY_TYPE: Record<BusMessage['t'], Record<string, Check>> = {
   undrain: {},
   // Types only: which subjects and messages a send may carry is the router's one check (checkSend in router/router.ts), answered with an error.
   send: { user: (v) => finite(v) || text(v), message: (v) => text(v) || bytes(v) },
-  sent: { delivered: count, error: optional(text), id: optional(count) },
+  sent: { delivered: count, error: optional(text), id: optional(count), partitions: optional((v) => count(v) && (v as number) >= 1) },
   // `after` as the client gave it (-1 for one that is not an id): the history tells it is lost. The budget is half a backlog.
   replay: { user: userId, after: (v) => Number.isSafeInteger(v), budget: (v) => finite(v) && (v as number) >= 0, topics: optional(listOf(topic)) },
   head: {},

@@ -9,7 +9,7 @@
  *              hears c1m.edge.<id>, c1m.admin.<id>, c1m.sync, its own inboxes
  *   router     publishes c1m.edge.* (deliver, sync), c1m.sync, c1m.send.* (a send passed to its partition's leader) and replies
  *              (sent, replayed); hears c1m.presence.*, c1m.send, c1m.send.*, c1m.replay, c1m.replay.*, the routers' inboxes (a leader's answers)
- *   backend    publishes c1m.send; hears its inbox
+ *   backend    publishes c1m.send, c1m.send.* (straight to a partition's leader); hears its inbox
  *   admin      publishes c1m.admin.* (drain, undrain); hears its inbox
  *
  * Replies go through nats-server's allow_responses: a process may answer the
@@ -55,7 +55,7 @@ export function permissions(role: BusRole, edge?: string): Permissions {
         allow_responses: ONE_RESPONSE,
       };
     case 'backend':
-      return { publish: { allow: ['c1m.send'] }, subscribe: { allow: [INBOXES] } };
+      return { publish: { allow: ['c1m.send', 'c1m.send.*'] }, subscribe: { allow: [INBOXES] } };
     case 'admin':
       return { publish: { allow: ['c1m.admin.*'] }, subscribe: { allow: [INBOXES] } };
   }

@@ -123,6 +123,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       users: registry.users,
       maxConnections: up.reduce((n, e) => n + e.capacity, 0),
       sends: router.sends,
+      passed: directory.passed,
       kinds: router.kinds(),
       chunks: sum((e) => e.chunks),
       bytes: sum((e) => e.bytes),
@@ -157,6 +158,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
   /** A send of a partition another router leads, passed to it over the bus; checked here first, so that a bad one gets its HTTP status. */
   const forward = async (subject: Subject, message: Uint8Array, partition: number): Promise<Sent> => {
     checkSend(subject, message, { maxUserId, maxMessage });
+    directory.passed++;
     const reply = await bus.request(SUBJECTS.sendIn(partition), { t: 'send', user: subject, message }, FORWARD_TIMEOUT_MS).catch((err: Error) => {
       throw new HttpError(503, `partition ${partition}'s leader did not answer (${err.message}): try again`);
     });

@@ -321,7 +321,9 @@ describe("every role's rights on the bus, as the README's table says", () => {
       'c1m.presence',
       SUBJECTS.sync,
       SUBJECTS.send,
+      SUBJECTS.sendIn(0),
       SUBJECTS.replay,
+      SUBJECTS.replayIn(0),
       '_INBOX.x',
       '_INBOX_ROUTER.x',
     ];

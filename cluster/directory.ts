@@ -268,7 +268,6 @@ export class Directory {
    * for every send (`c1m.send`), forwarded to the leader of its subject's partition.
    */
   lead(partition = 0, term = 0, redeliver: Missed[] = []): void {
-    const firstLed = this.terms.size === 0;
     this.terms.set(partition, term);
     this.sendingPartition = partition;
     for (const missed of redeliver) this.router.redeliver(missed.subject, missed.body, missed.id);
@@ -282,7 +281,27 @@ export class Directory {
     }
     bus.subscribe(SUBJECTS.sendIn(partition), (message, replyTo) => this.takeSendIn(partition, message, replyTo), 'routers');
     bus.subscribe(SUBJECTS.replayIn(partition), (message, replyTo) => this.replay(partition, message, replyTo), 'routers');
-    if (firstLed) bus.subscribe(SUBJECTS.send, this.forwardSend, 'routers');
+    if (!this.entry) bus.subscribe(SUBJECTS.send, this.forwardSend, 'routers');
+    this.entry = true;
+  }
+
+  /** Whether this router takes sends on `c1m.send` (from its first partition led on, whatever it leads later). */
+  private entry = false;
+
+  /**
+   * Stops taking `partition`'s sends and replays, its lease handed to another router (History.handOver): the
+   * batches numbered so far leave first, then each edge hears how many of this run's batches of the partition
+   * there were (one it missed ends its streams, which resume).
+   */
+  handOver(partition: number): void {
+    if (!this.terms.delete(partition)) return;
+    this.bus.unsubscribe(SUBJECTS.sendIn(partition));
+    this.bus.unsubscribe(SUBJECTS.replayIn(partition));
+    this.flush();
+    for (const link of this.edges.values()) {
+      const sent = link.batches[partition]?.sent ?? 0;
+      if (!link.down && sent > 0) this.bus.publish(SUBJECTS.edge(link.id), { t: 'stopped', router: link.run, batch: sent, partition });
+    }
   }
 
   /** The answer to a send over the bus; where there are several partitions it says how many, so that a backend learns where to send next (cluster/sender.ts). */
@@ -298,6 +317,8 @@ export class Directory {
   private takeSendIn(partition: number, message: BusMessage, replyTo: string | undefined): void {
     if (message.t !== 'send') return;
     const own = partitionOfSend(message.user, this.partitions);
+    // On its way when this router handed the partition over: to the new leader.
+    if (own === partition && !this.leads(partition)) return this.pass(partition, message, replyTo);
     if (own === partition) return this.takeSend(message, replyTo);
     if (replyTo) this.answer(replyTo, { delivered: 0, error: `${JSON.stringify(message.user)} is in partition ${own} of ${this.partitions}, not ${partition}: send it to c1m.send.${own}, or to c1m.send` });
   }
@@ -331,9 +352,13 @@ export class Directory {
     if (message.t !== 'send') return;
     const partition = partitionOfSend(message.user, this.partitions);
     if (this.leads(partition)) return this.takeSend(message, replyTo);
+    this.pass(partition, message, replyTo);
+  };
+
+  private pass(partition: number, message: BusMessage, replyTo: string | undefined): void {
     this.passed++;
     this.bus.publish(SUBJECTS.sendIn(partition), message, replyTo);
-  };
+  }
 
   /**
    * What a resuming stream's user missed. The edge logged the stream in (a

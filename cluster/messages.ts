@@ -12,6 +12,7 @@
  *   backend──send──▶ c1m.send.<p> (one that knows the partitions, from a sent's `partitions`: one hop) ──sent──▶ reply
  *   router ──send──▶ c1m.send.<p> (the leader of the subject's partition p, where there are several; it answers the backend)
  *   edge   ──replay──▶ c1m.replay, or c1m.replay.<p> (partition p's leader) ──replayed──▶ reply
+ *   router ──leading──▶ c1m.routers (every router: how many partitions each leads, to share them out)
  *
  * An edge may publish only on its own c1m.presence.<id> (nats-server's permissions), and routers take
  * its identity from that subject, never from a body. Every payload is checked against this union before
@@ -90,7 +91,9 @@ export type BusMessage =
    * The answer: the messages in id order (`more`: the budget cut them short), or why the history cannot tell; with
    * several partitions, `head` is the partition's last id as the answer leaves (every later one reaches the stream live).
    */
-  | { t: 'replayed'; ids: number[]; bodies: Uint8Array[]; more: boolean; lost?: 'expired' | 'unknown'; head?: number };
+  | { t: 'replayed'; ids: number[]; bodies: Uint8Array[]; more: boolean; lost?: 'expired' | 'unknown'; head?: number }
+  /** A router says, on c1m.routers, how many partitions it leads: one that leads more than its share hands one over to one that leads fewer. */
+  | { t: 'leading'; router: string; partitions: number };
 
 export const SUBJECTS = {
   /** What edge `id` tells the routers (presence, status, snapshot parts); only that edge may publish here. */
@@ -103,6 +106,8 @@ export const SUBJECTS = {
   sync: 'c1m.sync',
   send: 'c1m.send',
   sendIn: (partition: number) => `c1m.send.${partition}`,
+  /** Where routers say how many partitions each leads, where there are several (routers only). */
+  routers: 'c1m.routers',
   edge: (id: string) => `c1m.edge.${id}`,
   admin: (id: string) => `c1m.admin.${id}`,
 } as const;
@@ -218,6 +223,7 @@ const FIELDS_BY_TYPE: Record<BusMessage['t'], Record<string, Check>> = {
   replay: { user: userId, after: (v) => Number.isSafeInteger(v), budget: (v) => finite(v) && (v as number) >= 0, topics: optional(listOf(topic)) },
   head: {},
   replayed: { ids: listOf(count), bodies: listOf(bytes), more: flag, lost: optional(oneOf('expired', 'unknown')), head: optional(count) },
+  leading: { router: text, partitions: count },
 };
 const FIELDS = new Map(Object.entries(FIELDS_BY_TYPE).map(([t, fields]) => [t, Object.entries(fields)]));
 

@@ -7,8 +7,9 @@
  *
  *   edge <id>  publishes c1m.presence.<id> (presence, status, snapshots), c1m.replay, c1m.replay.* and one reply per request (drain answers);
  *              hears c1m.edge.<id>, c1m.admin.<id>, c1m.sync, its own inboxes
- *   router     publishes c1m.edge.* (deliver, sync), c1m.sync, c1m.send.* (a send passed to its partition's leader) and replies
- *              (sent, replayed); hears c1m.presence.*, c1m.send, c1m.send.*, c1m.replay, c1m.replay.*, the routers' inboxes (a leader's answers)
+ *   router     publishes c1m.edge.* (deliver, sync), c1m.sync, c1m.send.* (a send passed to its partition's leader), c1m.routers
+ *              (the partitions each leads) and replies (sent, replayed); hears c1m.presence.*, c1m.send, c1m.send.*, c1m.replay,
+ *              c1m.replay.*, c1m.routers, the routers' inboxes (a leader's answers)
  *   backend    publishes c1m.send, c1m.send.* (straight to a partition's leader); hears its inbox
  *   admin      publishes c1m.admin.* (drain, undrain); hears its inbox
  *
@@ -50,8 +51,8 @@ export function permissions(role: BusRole, edge?: string): Permissions {
       };
     case 'router':
       return {
-        publish: { allow: ['c1m.edge.*', 'c1m.sync', 'c1m.send.*'] },
-        subscribe: { allow: ['c1m.presence.*', 'c1m.send', 'c1m.send.*', 'c1m.replay', 'c1m.replay.*', `${ROUTER_INBOX}.>`] },
+        publish: { allow: ['c1m.edge.*', 'c1m.sync', 'c1m.send.*', 'c1m.routers'] },
+        subscribe: { allow: ['c1m.presence.*', 'c1m.send', 'c1m.send.*', 'c1m.replay', 'c1m.replay.*', 'c1m.routers', `${ROUTER_INBOX}.>`] },
         allow_responses: ONE_RESPONSE,
       };
     case 'backend':

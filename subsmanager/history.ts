@@ -420,6 +420,21 @@ export class History {
     this.onLeaseLost();
   }
 
+  /**
+   * Writes what waits and hands the lease over to whichever process takes it next (SequencerLease.handOver); this one
+   * stays open, to replay and to lead again. False, and still held, while a row could not be written (busy).
+   */
+  handOver(): boolean {
+    if (this.lease.term === undefined) return false;
+    this.flush();
+    if (this.pending.length > 0) return false;
+    clearInterval(this.pruneTimer);
+    clearInterval(this.renewTimer);
+    this.pruneTimer = this.renewTimer = undefined;
+    this.lease.handOver();
+    return true;
+  }
+
   /** Writes what waits and gives the lease back: the caller has delivered everything it appended. Once; again does nothing. */
   close(): void {
     if (this.closed) return;

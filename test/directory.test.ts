@@ -585,6 +585,29 @@ describe('Directory', () => {
     expect(await new BusSender(backend, { partitions: 3 }).send(astray, 'counted wrong')).toMatchObject({ delivered: 1, id: expect.any(Number) });
   });
 
+  it("a partition handed over: its batches so far leave, each edge hears how many, and its sends and replays go to the router that took it", async () => {
+    const { broker, backend, routers, users } = await partitionedRouters();
+    const ofOne = users.filter((u) => partitionOf(u, 2) === 1);
+    for (const user of ofOne) await backend.request(SUBJECTS.sendIn(1), { t: 'send', user, message: `${user}.before` });
+    await until(() => published(broker, SUBJECTS.edge('A'), 'deliver').some((d) => d.partition === 1), 'partition 1 delivered');
+    const [taker, giver] = routers;
+    expect(giver.histories[1].handOver()).toBe(true);
+    giver.directory.handOver(1);
+    expect(giver.directory.leads(1)).toBe(false);
+    const sent = published(broker, SUBJECTS.edge('A'), 'deliver').filter((d) => d.partition === 1).length;
+    await until(() => published(broker, SUBJECTS.edge('A'), 'stopped').length > 0, "the giver's stopped");
+    expect(published(broker, SUBJECTS.edge('A'), 'stopped')).toEqual([{ t: 'stopped', router: expect.any(String), batch: sent, partition: 1 }]);
+    const term = taker.histories[1].lead()!;
+    expect(term.term).toBeGreaterThan(giver.term);
+    taker.directory.lead(1, term.term, taker.histories[1].newerThan(term.settled));
+    const passed = giver.directory.passed;
+    const answer = await backend.request(SUBJECTS.sendIn(1), { t: 'send', user: ofOne[0], message: 'after' });
+    expect(answer).toMatchObject({ t: 'sent', delivered: 1, id: taker.histories[1].lastId });
+    expect(giver.directory.passed).toBe(passed);
+    const replayed = await backend.request(SUBJECTS.replayIn(1), { t: 'head' });
+    expect(replayed).toMatchObject({ t: 'replayed', head: taker.histories[1].lastId });
+  });
+
   it("refuses a maxMessage that does not fit in one message of the bus", async () => {
     const broker = new MemoryBroker(70 * 1024);
     const bus = broker.connect();

@@ -324,6 +324,7 @@ describe("every role's rights on the bus, as the README's table says", () => {
       SUBJECTS.sendIn(0),
       SUBJECTS.replay,
       SUBJECTS.replayIn(0),
+      SUBJECTS.routers,
       '_INBOX.x',
       '_INBOX_ROUTER.x',
     ];

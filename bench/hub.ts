@@ -7,7 +7,12 @@
  * per delivery over sends back to back, and the delivery latency of single
  * sends (each delivered to every stream before the next).
  *
+ * With `--subject topic`, c1m's targets deliver the same sends to a topic all
+ * the streams listen to (?topics=room:1) instead of a user they all follow;
+ * `--subject user,topic` runs both in each round, for the comparison.
+ *
  *   npm run bench:hub -- --streams 15000 --rounds 3 --transport chunked
+ *   npm run bench:hub -- --streams 100000 --edges 6 --targets cluster --subject user,topic
  *   C1M_NODE_OPTIONS='--cpu-prof --cpu-prof-dir=/tmp/prof' npm run bench:hub -- --targets server --rounds 1
  */
 import { Command, Option } from 'commander';
@@ -24,6 +29,7 @@ import { freePort } from '../cluster/supervisor.js';
 import { spawnCluster, spawnServer, type ClusterProcess, type ServerProcess } from '../loadgen/server-process.js';
 import { DEFAULTS } from '../server/defaults.js';
 import type { Transport } from '../server/stream.js';
+import { floodTopic } from '../loadgen/flood.js';
 import { broadcast, hold, sendTo, subscribeAll, type HubSend } from './probe.js';
 
 const FLOOR_SERVER = fileURLToPath(new URL('./floor-server', import.meta.url));
@@ -40,12 +46,18 @@ const opts = new Command('bench-hub')
   .addOption(new Option('--targets <list>', `which servers, in this order each round: ${TARGETS.join(',')}`).default([...TARGETS]).argParser((t: string) => t.split(',')))
   .addOption(new Option('--history-seconds <s>', "c1m's --history-seconds (0: no history)").default(DEFAULTS.historySeconds).argParser(integer('history seconds', 0)))
   .addOption(new Option('--read-every <ms>', 'flood workers read every MS once all streams are open (0: woken by each chunk), as in bench:floor and c1m run').default(50).argParser(integer('read every', 0)))
+  .addOption(new Option('--subject <list>', "what c1m's targets send to: user (a hub all streams follow), topic (one all streams listen to), or both in turn").default(['user']).argParser((t: string) => t.split(',')))
   .addOption(transportOption())
   .parse()
-  .opts<{ streams: number; sends: number; rounds: number; edges: number; targets: string[]; historySeconds: number; readEvery: number; transport: Transport }>();
+  .opts<{ streams: number; sends: number; rounds: number; edges: number; targets: string[]; subject: string[]; historySeconds: number; readEvery: number; transport: Transport }>();
 
 const unknown = opts.targets.filter((t) => !(TARGETS as readonly string[]).includes(t));
 if (unknown.length > 0) throw new Error(`unknown target ${unknown.join(', ')} (${TARGETS.join(', ')})`);
+const SUBJECTS = ['user', 'topic'] as const;
+type SubjectKind = (typeof SUBJECTS)[number];
+if (!opts.subject.every((k) => (SUBJECTS as readonly string[]).includes(k))) throw new Error(`--subject takes ${SUBJECTS.join(', ')}`);
+/** The topic every stream listens to with --subject topic: the flood's first of one (floodTopic). */
+const TOPIC = floodTopic(0, 1);
 /** Node flags for c1m's processes only (NODE_OPTIONS would reach this script and msggen too): a profile of the server side. */
 const c1mEnv = process.env.C1M_NODE_OPTIONS ? { NODE_OPTIONS: process.env.C1M_NODE_OPTIONS } : {};
 
@@ -83,7 +95,7 @@ async function floor(): Promise<Served> {
   };
 }
 
-async function c1m(target: 'server' | 'cluster', db: string, hub: number): Promise<Served> {
+async function c1m(target: 'server' | 'cluster', db: string, hub: number | string): Promise<Served> {
   const args = ['--db', db, '--history-seconds', String(opts.historySeconds), '--heartbeat', '0']; // the flood counts heartbeats as chunks
   let p: ServerProcess | ClusterProcess;
   let pids: number[];
@@ -106,13 +118,14 @@ async function c1m(target: 'server' | 'cluster', db: string, hub: number): Promi
   };
 }
 
-async function measure(target: Target, dir: string) {
-  const hub = opts.streams + 1;
+async function measure(target: Target, subject: SubjectKind, dir: string) {
+  const hub = subject === 'topic' ? TOPIC : opts.streams + 1;
   const db = join(dir, `${target}.db`);
   rmSync(db, { force: true });
-  if (target !== 'floor') subscribeAll(db, hub, opts.streams);
+  if (target !== 'floor' && subject === 'user') subscribeAll(db, opts.streams + 1, opts.streams);
   const served = target === 'floor' ? await floor() : await c1m(target, db, hub);
-  const holder = hold(served.port, 1, opts.streams, 10_000, target === 'floor' ? 'chunked' : opts.transport, opts.readEvery);
+  const listening = target !== 'floor' && subject === 'topic' ? 1 : 0;
+  const holder = hold(served.port, 1, opts.streams, 10_000, target === 'floor' ? 'chunked' : opts.transport, opts.readEvery, listening);
   try {
     const opened = await holder.opened();
     if (opened.welcomed < opts.streams) throw new Error(`${target}: ${opened.welcomed} of ${opts.streams} streams welcomed`);
@@ -129,11 +142,13 @@ console.log(`machine: ${cpus().length} x ${cpus()[0].model}, ${(totalmem() / 2 *
 const results: Record<string, { chunksPerSecond: number; cpuMicros: number; p99: number }[]> = {};
 try {
   for (let round = 0; round < opts.rounds; round++)
-    for (const target of opts.targets as Target[]) {
-      const r = await measure(target, dir);
-      console.log(JSON.stringify({ round, target, ...r }));
-      (results[target] ??= []).push({ chunksPerSecond: r.burst.deliveredChunksPerSecond, cpuMicros: r.burst.cpuMicrosPerDelivery, p99: r.oneSendLatencyMs.p99 });
-    }
+    for (const target of opts.targets as Target[])
+      for (const subject of target === 'floor' ? (['user'] as const) : (opts.subject as SubjectKind[])) {
+        const r = await measure(target, subject, dir);
+        const name = target === 'floor' || opts.subject.length === 1 ? target : `${target} (${subject})`;
+        console.log(JSON.stringify({ round, target: name, ...r }));
+        (results[name] ??= []).push({ chunksPerSecond: r.burst.deliveredChunksPerSecond, cpuMicros: r.burst.cpuMicrosPerDelivery, p99: r.oneSendLatencyMs.p99 });
+      }
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

@@ -31,7 +31,8 @@ export function newPhase(): void {
 export const phaseLatency = () => latencySummary(phase);
 
 /** Holds streams for ids first..first+count-1 until stopped; its totals update every 100 ms. `readEveryMs`: see FloodOptions. */
-export function hold(port: number, first: number, count: number, portBase: number, transport: 'chunked' | 'sse' | 'ws' = 'chunked', readEveryMs = 0) {
+/** Holds streams first..first+count-1 with the C flood; with `topics`, each also listens to one of that many (floodTopic). */
+export function hold(port: number, first: number, count: number, portBase: number, transport: 'chunked' | 'sse' | 'ws' = 'chunked', readEveryMs = 0, topics = 0) {
   const stop = new AbortController();
   let latest: FloodTotals | undefined;
   const done = runFlood({
@@ -47,6 +48,7 @@ export function hold(port: number, first: number, count: number, portBase: numbe
     reportMs: 100,
     transport,
     readEveryMs,
+    topics,
     onReport: (t) => (latest = t),
     onDelivery: (micros, n) => phase.recordValueWithCount(micros, n),
   });
@@ -152,7 +154,7 @@ export type HubSend = (label: string) => Promise<unknown>;
 
 /** A HubSend through c1m's backend API, to `hub`. */
 export const sendTo =
-  (apiPort: number, hub: number): HubSend =>
+  (apiPort: number, hub: number | string): HubSend =>
   (label) =>
     post(apiPort, `/send/${hub}`, `t=${epochMs()} ${label}`);
 

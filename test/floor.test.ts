@@ -48,4 +48,14 @@ describe('npm run bench:hub', () => {
       expect(r.burst).toMatchObject({ sends: 3, received: 900, lost: 0 });
     }
   });
+
+  it('--subject user,topic: the same sends to a hub user all streams follow, then to a topic all listen to, each chunk once', async () => {
+    const { stdout } = await run(process.execPath, [dist('hub.js'), '--streams', '300', '--sends', '3', '--rounds', '1', '--targets', 'server,cluster', '--subject', 'user,topic'], { timeout: 120_000 });
+    const runs = stdout
+      .split('\n')
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line));
+    expect(runs.map((r) => r.target)).toEqual(['server (user)', 'server (topic)', 'cluster (user)', 'cluster (topic)']);
+    for (const r of runs) expect(r.burst).toMatchObject({ sends: 3, received: 900, lost: 0 });
+  });
 });

@@ -15,6 +15,8 @@ export interface Bus {
   publish(subject: string, message: BusMessage, replyTo?: string): void;
   /** Subscribes (`*` matches one subject token); with `queue`, each message goes to one member of the group (routers sharing sends). */
   subscribe(subject: string, handler: BusHandler, queue?: string): void;
+  /** Ends this bus's subscriptions to `subject`: nothing more arrives on it (a partition handed to another router). */
+  unsubscribe(subject: string): void;
   /** One request, one reply (admin commands, backends sending over the bus). */
   request(subject: string, message: BusMessage, timeoutMs?: number): Promise<BusMessage>;
   /** A subject only this process listens on, for replies. */
@@ -122,6 +124,11 @@ export class MemoryBus implements Bus {
 
   subscribe(subject: string, handler: BusHandler, queue?: string): void {
     this.broker.subscriptions.push({ bus: this, subject, handler, queue });
+  }
+
+  unsubscribe(subject: string): void {
+    const { subscriptions } = this.broker;
+    for (let i = subscriptions.length - 1; i >= 0; i--) if (subscriptions[i].bus === this && subscriptions[i].subject === subject) subscriptions.splice(i, 1);
   }
 
   request(subject: string, message: BusMessage, timeoutMs = 2000): Promise<BusMessage> {

@@ -268,7 +268,6 @@ export class Directory {
    * for every send (`c1m.send`), forwarded to the leader of its subject's partition.
    */
   lead(partition = 0, term = 0, redeliver: Missed[] = []): void {
-    const firstLed = this.terms.size === 0;
     this.terms.set(partition, term);
     this.sendingPartition = partition;
     for (const missed of redeliver) this.router.redeliver(missed.subject, missed.body, missed.id);
@@ -280,16 +279,54 @@ export class Directory {
       if (options.histories?.length) bus.subscribe(SUBJECTS.replay, (message, replyTo) => this.replay(0, message, replyTo), 'routers');
       return;
     }
-    bus.subscribe(SUBJECTS.sendIn(partition), this.takeSend, 'routers');
+    bus.subscribe(SUBJECTS.sendIn(partition), (message, replyTo) => this.takeSendIn(partition, message, replyTo), 'routers');
     bus.subscribe(SUBJECTS.replayIn(partition), (message, replyTo) => this.replay(partition, message, replyTo), 'routers');
-    if (firstLed) bus.subscribe(SUBJECTS.send, this.forwardSend, 'routers');
+    if (!this.entry) bus.subscribe(SUBJECTS.send, this.forwardSend, 'routers');
+    this.entry = true;
+  }
+
+  /** Whether this router takes sends on `c1m.send` (from its first partition led on, whatever it leads later). */
+  private entry = false;
+
+  /**
+   * Stops taking `partition`'s sends and replays, its lease handed to another router (History.handOver): the
+   * batches numbered so far leave first, then each edge hears how many of this run's batches of the partition
+   * there were (one it missed ends its streams, which resume).
+   */
+  handOver(partition: number): void {
+    if (!this.terms.delete(partition)) return;
+    this.bus.unsubscribe(SUBJECTS.sendIn(partition));
+    this.bus.unsubscribe(SUBJECTS.replayIn(partition));
+    this.flush();
+    for (const link of this.edges.values()) {
+      const sent = link.batches[partition]?.sent ?? 0;
+      if (!link.down && sent > 0) this.bus.publish(SUBJECTS.edge(link.id), { t: 'stopped', router: link.run, batch: sent, partition });
+    }
+  }
+
+  /** The answer to a send over the bus; where there are several partitions it says how many, so that a backend learns where to send next (cluster/sender.ts). */
+  private answer(replyTo: string, sent: { delivered: number; error?: string; id?: number }): void {
+    this.bus.publish(replyTo, { t: 'sent', ...sent, ...(this.partitions > 1 && { partitions: this.partitions }) });
+  }
+
+  /**
+   * A send on `c1m.send.<p>`, from a backend that knows the partitions or passed on by a router. One of another
+   * partition (a backend that counts them wrong) is refused rather than passed on: two routers that disagree on
+   * the partitions would otherwise pass it back and forth.
+   */
+  private takeSendIn(partition: number, message: BusMessage, replyTo: string | undefined): void {
+    if (message.t !== 'send') return;
+    const own = partitionOfSend(message.user, this.partitions);
+    // On its way when this router handed the partition over: to the new leader.
+    if (own === partition && !this.leads(partition)) return this.pass(partition, message, replyTo);
+    if (own === partition) return this.takeSend(message, replyTo);
+    if (replyTo) this.answer(replyTo, { delivered: 0, error: `${JSON.stringify(message.user)} is in partition ${own} of ${this.partitions}, not ${partition}: send it to c1m.send.${own}, or to c1m.send` });
   }
 
   /** A send over the bus to a subject of a partition this router leads: numbered, delivered, answered once kept. */
   private readonly takeSend = (message: BusMessage, replyTo: string | undefined): void => {
     if (message.t !== 'send') return;
-    const { bus } = this;
-    if (!this.ready) return void (replyTo && bus.publish(replyTo, { t: 'sent', delivered: 0, error: 'the router is still learning who is connected: try again' }));
+    if (!this.ready) return void (replyTo && this.answer(replyTo, { delivered: 0, error: 'the router is still learning who is connected: try again' }));
     let delivered: number;
     try {
       delivered = this.send(message.user, message.message);
@@ -298,22 +335,30 @@ export class Directory {
       // nothing was numbered or delivered. Anything else is answered too, so that no backend waits for nothing.
       const retry = err instanceof NotSequencerError ? ': try again' : '';
       if (!(err instanceof SendError || err instanceof NotSequencerError)) this.log.error({ err }, 'a send over the bus failed');
-      return void (replyTo && bus.publish(replyTo, { t: 'sent', delivered: 0, error: `${(err as Error).message}${retry}` }));
+      return void (replyTo && this.answer(replyTo, { delivered: 0, error: `${(err as Error).message}${retry}` }));
     }
     if (!replyTo) return;
     const history = this.options.histories?.[partitionOfSend(message.user, this.partitions)];
-    if (!history) return bus.publish(replyTo, { t: 'sent', delivered });
+    if (!history) return this.answer(replyTo, { delivered });
     history.flush(); // kept before the backend hears it was taken, as over HTTP
-    bus.publish(replyTo, { t: 'sent', delivered, id: history.lastId });
+    this.answer(replyTo, { delivered, id: history.lastId });
   };
+
+  /** Sends passed to another router, the leader of their partition (over the bus, and over HTTP by router-process.ts): the hop a backend that knows the partitions saves. */
+  passed = 0;
 
   /** A send that entered here (`c1m.send`): taken if this router leads its subject's partition, else passed to the leader, who answers the backend. */
   private readonly forwardSend = (message: BusMessage, replyTo: string | undefined): void => {
     if (message.t !== 'send') return;
     const partition = partitionOfSend(message.user, this.partitions);
     if (this.leads(partition)) return this.takeSend(message, replyTo);
-    this.bus.publish(SUBJECTS.sendIn(partition), message, replyTo);
+    this.pass(partition, message, replyTo);
   };
+
+  private pass(partition: number, message: BusMessage, replyTo: string | undefined): void {
+    this.passed++;
+    this.bus.publish(SUBJECTS.sendIn(partition), message, replyTo);
+  }
 
   /**
    * What a resuming stream's user missed. The edge logged the stream in (a

@@ -9,8 +9,10 @@
  *   admin  ──drain, undrain──▶ c1m.admin.<id>            (apart from c1m.edge.<id>, so that nats-server's
  *                                                        permissions tell an admin from a router)
  *   backend──send──▶ c1m.send (queue group: one router) ──sent──▶ reply
+ *   backend──send──▶ c1m.send.<p> (one that knows the partitions, from a sent's `partitions`: one hop) ──sent──▶ reply
  *   router ──send──▶ c1m.send.<p> (the leader of the subject's partition p, where there are several; it answers the backend)
  *   edge   ──replay──▶ c1m.replay, or c1m.replay.<p> (partition p's leader) ──replayed──▶ reply
+ *   router ──leading──▶ c1m.routers (every router: how many partitions each leads, to share them out)
  *
  * An edge may publish only on its own c1m.presence.<id> (nats-server's permissions), and routers take
  * its identity from that subject, never from a body. Every payload is checked against this union before
@@ -79,8 +81,8 @@ export type BusMessage =
   /** A backend sends over the bus instead of HTTP. */
   /** `user` is the subject: a user's integer, as always, or a topic's `kind:id` (subsmanager/subjects.ts). */
   | { t: 'send'; user: Subject; message: Uint8Array | string }
-  /** The answer to a send: how many streams it reached, or why it was refused. */
-  | { t: 'sent'; delivered: number; error?: string; id?: number }
+  /** The answer to a send: how many streams it reached, or why it was refused; `partitions`, the cluster's, where there are several. */
+  | { t: 'sent'; delivered: number; error?: string; id?: number; partitions?: number }
   /** An edge asks for what a resuming stream's user, and the topics it listens to, missed since message `after`, at most `budget` bytes of it. */
   | { t: 'replay'; user: number; after: number; budget: number; topics?: string[] }
   /** An edge asks a partition's leader (on c1m.replay.<p>) for its head: where new streams start, once their logins are in. */
@@ -89,7 +91,9 @@ export type BusMessage =
    * The answer: the messages in id order (`more`: the budget cut them short), or why the history cannot tell; with
    * several partitions, `head` is the partition's last id as the answer leaves (every later one reaches the stream live).
    */
-  | { t: 'replayed'; ids: number[]; bodies: Uint8Array[]; more: boolean; lost?: 'expired' | 'unknown'; head?: number };
+  | { t: 'replayed'; ids: number[]; bodies: Uint8Array[]; more: boolean; lost?: 'expired' | 'unknown'; head?: number }
+  /** A router says, on c1m.routers, how many partitions it leads: one that leads more than its share hands one over to one that leads fewer. */
+  | { t: 'leading'; router: string; partitions: number };
 
 export const SUBJECTS = {
   /** What edge `id` tells the routers (presence, status, snapshot parts); only that edge may publish here. */
@@ -102,6 +106,8 @@ export const SUBJECTS = {
   sync: 'c1m.sync',
   send: 'c1m.send',
   sendIn: (partition: number) => `c1m.send.${partition}`,
+  /** Where routers say how many partitions each leads, where there are several (routers only). */
+  routers: 'c1m.routers',
   edge: (id: string) => `c1m.edge.${id}`,
   admin: (id: string) => `c1m.admin.${id}`,
 } as const;
@@ -212,11 +218,12 @@ const FIELDS_BY_TYPE: Record<BusMessage['t'], Record<string, Check>> = {
   undrain: {},
   // Types only: which subjects and messages a send may carry is the router's one check (checkSend in router/router.ts), answered with an error.
   send: { user: (v) => finite(v) || text(v), message: (v) => text(v) || bytes(v) },
-  sent: { delivered: count, error: optional(text), id: optional(count) },
+  sent: { delivered: count, error: optional(text), id: optional(count), partitions: optional((v) => count(v) && (v as number) >= 1) },
   // `after` as the client gave it (-1 for one that is not an id): the history tells it is lost. The budget is half a backlog.
   replay: { user: userId, after: (v) => Number.isSafeInteger(v), budget: (v) => finite(v) && (v as number) >= 0, topics: optional(listOf(topic)) },
   head: {},
   replayed: { ids: listOf(count), bodies: listOf(bytes), more: flag, lost: optional(oneOf('expired', 'unknown')), head: optional(count) },
+  leading: { router: text, partitions: count },
 };
 const FIELDS = new Map(Object.entries(FIELDS_BY_TYPE).map(([t, fields]) => [t, Object.entries(fields)]));
 

@@ -7,9 +7,10 @@
  *
  *   edge <id>  publishes c1m.presence.<id> (presence, status, snapshots), c1m.replay, c1m.replay.* and one reply per request (drain answers);
  *              hears c1m.edge.<id>, c1m.admin.<id>, c1m.sync, its own inboxes
- *   router     publishes c1m.edge.* (deliver, sync), c1m.sync, c1m.send.* (a send passed to its partition's leader) and replies
- *              (sent, replayed); hears c1m.presence.*, c1m.send, c1m.send.*, c1m.replay, c1m.replay.*, its inbox (a leader's answers)
- *   backend    publishes c1m.send; hears its inbox
+ *   router     publishes c1m.edge.* (deliver, sync), c1m.sync, c1m.send.* (a send passed to its partition's leader), c1m.routers
+ *              (the partitions each leads) and replies (sent, replayed); hears c1m.presence.*, c1m.send, c1m.send.*, c1m.replay,
+ *              c1m.replay.*, c1m.routers, the routers' inboxes (a leader's answers)
+ *   backend    publishes c1m.send, c1m.send.* (straight to a partition's leader); hears its inbox
  *   admin      publishes c1m.admin.* (drain, undrain); hears its inbox
  *
  * Replies go through nats-server's allow_responses: a process may answer the
@@ -37,6 +38,9 @@ const INBOXES = '_INBOX.>';
 /** An edge's inboxes, its own only: the replies to its replay requests. */
 export const edgeInbox = (edge: string): string => `_INBOX_EDGE.${edge}`;
 
+/** The routers' inboxes, theirs only: a leader's answers to a passed-on send, never another process's replies. */
+export const ROUTER_INBOX = '_INBOX_ROUTER';
+
 export function permissions(role: BusRole, edge?: string): Permissions {
   switch (role) {
     case 'edge':
@@ -47,12 +51,12 @@ export function permissions(role: BusRole, edge?: string): Permissions {
       };
     case 'router':
       return {
-        publish: { allow: ['c1m.edge.*', 'c1m.sync', 'c1m.send.*'] },
-        subscribe: { allow: ['c1m.presence.*', 'c1m.send', 'c1m.send.*', 'c1m.replay', 'c1m.replay.*', INBOXES] },
+        publish: { allow: ['c1m.edge.*', 'c1m.sync', 'c1m.send.*', 'c1m.routers'] },
+        subscribe: { allow: ['c1m.presence.*', 'c1m.send', 'c1m.send.*', 'c1m.replay', 'c1m.replay.*', 'c1m.routers', `${ROUTER_INBOX}.>`] },
         allow_responses: ONE_RESPONSE,
       };
     case 'backend':
-      return { publish: { allow: ['c1m.send'] }, subscribe: { allow: [INBOXES] } };
+      return { publish: { allow: ['c1m.send', 'c1m.send.*'] }, subscribe: { allow: [INBOXES] } };
     case 'admin':
       return { publish: { allow: ['c1m.admin.*'] }, subscribe: { allow: [INBOXES] } };
   }

@@ -79,6 +79,10 @@ export class NatsBus implements Bus {
     );
   }
 
+  unsubscribe(subject: string): void {
+    this.nc.unsubscribe(subject);
+  }
+
   inbox(): string {
     return this.nc.inbox();
   }

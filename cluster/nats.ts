@@ -202,6 +202,8 @@ export class NatsClient {
   private flushScheduled = false;
   private dropped = 0;
   private readonly subscriptions = new Map<number, Subscription>();
+  /** Subscriptions ended on this connection, whose last messages may still be on their way (forgotten at a reconnection). */
+  private readonly ended = new Map<number, Subscription>();
   private nextSid = 1;
   private inboxPrefix = '';
   private readonly requests = new Map<string, Pending>();
@@ -237,6 +239,19 @@ export class NatsClient {
       return;
     }
     this.write(line, payload, CRLF);
+  }
+
+  /**
+   * Ends every subscription of this client to `subject` (a partition handed to another router). What the server
+   * sent before it read the UNSUB still reaches the handler: a router passes such a send on rather than drop it.
+   */
+  unsubscribe(subject: string): void {
+    for (const [sid, s] of this.subscriptions) {
+      if (s.subject !== subject) continue;
+      this.subscriptions.delete(sid);
+      this.ended.set(sid, s);
+      if (this.socket) this.write(Buffer.from(`UNSUB ${sid}\r\n`));
+    }
   }
 
   subscribe(subject: string, callback: MessageCallback, queue?: string): void {
@@ -410,7 +425,7 @@ export class NatsClient {
       };
       const parser = new Parser({
         message: (sid, subject, reply, data, status) => {
-          const subscription = this.subscriptions.get(sid);
+          const subscription = this.subscriptions.get(sid) ?? this.ended.get(sid);
           if (!subscription) return;
           // A handler that throws must not throw out of the socket's read callback: that would end the process.
           try {
@@ -485,6 +500,7 @@ export class NatsClient {
     this.socket = socket;
     this.current = server;
     this.pingsOut = 0;
+    this.ended.clear();
     const subs = [...this.subscriptions].map(([sid, s]) => subLine(sid, s.subject, s.queue));
     this.out.unshift(...subs);
     this.outBytes += subs.reduce((n, line) => n + line.length, 0);

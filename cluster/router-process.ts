@@ -27,6 +27,7 @@ import type { History } from '../subsmanager/history.js';
 import { CLUSTER_DEFAULTS } from './defaults.js';
 import { Directory } from './directory.js';
 import { SUBJECTS } from './messages.js';
+import { ROUTER_INBOX } from './nats-auth.js';
 import { NatsBus } from './nats-bus.js';
 
 /** How long a send passed to its partition's leader waits for the answer (a hand-over takes up to the lease's 2 s). */
@@ -91,7 +92,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
   }
   const started = Date.now();
   let directory: Directory | undefined;
-  const bus = await NatsBus.connect(options.nats, { name: `c1m-router-${process.pid}`, creds: options.creds, ca: options.ca }, {
+  const bus = await NatsBus.connect(options.nats, { name: `c1m-router-${process.pid}`, creds: options.creds, ca: options.ca, inboxPrefix: ROUTER_INBOX }, {
     // Presence may have been lost while NATS was away: rebuild the directory.
     reconnected: () => {
       log.warn('reconnected to NATS; resyncing the directory');
@@ -109,6 +110,8 @@ export async function startRouterProcess(options: RouterProcessOptions) {
   }
   const { router, registry } = directory;
 
+  /** Partitions this router handed over to one that led fewer (a router back after a restart). */
+  let handedOver = 0;
   const stats = () => {
     const edges = directory.edgeViews();
     const up = edges.filter((e) => e.state !== 'down');
@@ -122,6 +125,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       users: registry.users,
       maxConnections: up.reduce((n, e) => n + e.capacity, 0),
       sends: router.sends,
+      passed: directory.passed,
       kinds: router.kinds(),
       chunks: sum((e) => e.chunks),
       bytes: sum((e) => e.bytes),
@@ -130,7 +134,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       batchWindowMs: directory.batchWindowMs,
       busMalformed: directory.malformed,
       history: partitions === 1 && histories.length > 0 ? histories[0].stats() : null,
-      ...(partitions > 1 && { partitions: histories.map((history, partition) => ({ partition, leading: directory.leads(partition), ...history.stats() })) }),
+      ...(partitions > 1 && { partitions: histories.map((history, partition) => ({ partition, leading: directory.leads(partition), ...history.stats() })), handedOver }),
       uptimeSeconds: Math.round((Date.now() - started) / 1000),
       memory: { rss: memory.rss, heapUsed: memory.heapUsed, external: memory.external },
       edges,
@@ -156,6 +160,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
   /** A send of a partition another router leads, passed to it over the bus; checked here first, so that a bad one gets its HTTP status. */
   const forward = async (subject: Subject, message: Uint8Array, partition: number): Promise<Sent> => {
     checkSend(subject, message, { maxUserId, maxMessage });
+    directory.passed++;
     const reply = await bus.request(SUBJECTS.sendIn(partition), { t: 'send', user: subject, message }, FORWARD_TIMEOUT_MS).catch((err: Error) => {
       throw new HttpError(503, `partition ${partition}'s leader did not answer (${err.message}): try again`);
     });
@@ -195,9 +200,11 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       });
       // One router at a time numbers and delivers each partition (subsmanager/sequencer.ts); the others keep their directories and wait.
       let claimedAt = -Infinity;
+      let handedAt = -Infinity;
       const lead = (): void => {
         // One more partition per lease period at most: routers that start together take one each, not one all of them.
-        if (performance.now() - claimedAt < LEASE.ms) return;
+        // Nor one this router just handed over: it is for the router that leads fewer to take.
+        if (performance.now() - Math.max(claimedAt, handedAt) < LEASE.ms) return;
         for (const [partition, history] of histories.entries()) {
           if (directory.leads(partition)) continue;
           const term = history.lead();
@@ -209,11 +216,40 @@ export async function startRouterProcess(options: RouterProcessOptions) {
           return;
         }
       };
+      /** The other routers heard on c1m.routers within a lease period, and how many partitions each leads. */
+      const peers = new Map<string, { leads: number; at: number }>();
+      const me = histories[0].lease.holder;
+      const led = () => histories.filter((_, partition) => directory.leads(partition)).length;
+      /**
+       * A router that came back finds every partition led: one that leads more than its share (the partitions over
+       * the live routers, rounded up), where another leads less, hands one over at a clean point (History.handOver).
+       */
+      const share = (): void => {
+        const now = performance.now();
+        for (const [id, peer] of peers) if (now - peer.at > LEASE.ms) peers.delete(id);
+        bus.publish(SUBJECTS.routers, { t: 'leading', router: me, partitions: led() });
+        const fair = Math.ceil(partitions / (peers.size + 1));
+        if (led() <= fair || ![...peers.values()].some((peer) => peer.leads < fair) || now - handedAt < 2 * LEASE.ms) return;
+        let partition = partitions - 1;
+        while (!directory.leads(partition)) partition--;
+        if (!histories[partition].handOver()) return;
+        directory.handOver(partition);
+        handedAt = now;
+        handedOver++;
+        log.info({ partition, routers: peers.size + 1 }, 'handed a partition over to a router that leads fewer');
+      };
+      if (partitions > 1) bus.subscribe(SUBJECTS.routers, (message) => {
+        if (message.t === 'leading' && message.router !== me) peers.set(message.router, { leads: message.partitions, at: performance.now() });
+      });
       lead();
       if (!listener) ready.info({ pid: process.pid, holder: histories[0].lease.current() }, 'c1m router standing by: another holds the history');
-      if (histories.some((_, partition) => !directory.leads(partition))) standby = setInterval(() => {
+      if (partitions > 1) standby = setInterval(() => {
+        share();
         lead();
-        if (histories.every((_, partition) => directory.leads(partition))) clearInterval(standby);
+      }, LEASE.pollMs);
+      else if (!directory.leads(0)) standby = setInterval(() => {
+        lead();
+        if (directory.leads(0)) clearInterval(standby);
       }, LEASE.pollMs);
     }
   } catch (err) {

@@ -22,7 +22,7 @@ import { Worker } from 'node:worker_threads';
 import { LEASE, SequencerLease, type Holder, type Term } from './sequencer.js';
 import { checkWritable, createPrivately, openFailure } from './files.js';
 import type { Subject } from './subjects.js';
-import { enableWal } from './wal.js';
+import { enableWal, retryBusy } from './wal.js';
 
 const HISTORY_PAGE_SIZE = 4096;
 /** Layout version of the history file, in its PRAGMA user_version. */
@@ -174,21 +174,24 @@ export class History {
       if (!db.readonly) checkWritable(path);
       db.prepare(`ATTACH DATABASE ? AS ${h}`).run(path);
       attached = true;
-      db.pragma(`${h}.page_size = ${HISTORY_PAGE_SIZE}`); // a new file only
-      if (path !== ':memory:') enableWal(db, h);
-      const version = db.pragma(`${h}.user_version`, { simple: true }) as number;
-      if (version > HISTORY_VERSION) throw new Error(`it has layout version ${version}, newer than this c1m's ${HISTORY_VERSION}; upgrade c1m`);
-      if (version < HISTORY_VERSION) {
-        db.transaction(() => {
-          if ((db.pragma(`${h}.user_version`, { simple: true }) as number) === HISTORY_VERSION) return;
-          if (db.prepare(`SELECT count(*) FROM ${h}.sqlite_master`).pluck().get() !== 0) throw new Error('not a c1m message history');
-          db.exec(historyTables(h));
-          db.prepare(`INSERT INTO ${h}.history_floor (subject, through) VALUES (0, ?)`).run(firstHistoryFloor());
-          db.pragma(`${h}.user_version = ${HISTORY_VERSION}`);
-        }).immediate();
-      }
-      // The worker checkpoints both files; here, a commit never does.
-      if (path !== ':memory:') db.pragma('wal_autocheckpoint = 0');
+      // A sibling router may be creating the same new file: its steps that fail at once while it does are retried.
+      retryBusy(() => {
+        db.pragma(`${h}.page_size = ${HISTORY_PAGE_SIZE}`); // a new file only
+        if (path !== ':memory:') enableWal(db, h);
+        const version = db.pragma(`${h}.user_version`, { simple: true }) as number;
+        if (version > HISTORY_VERSION) throw new Error(`it has layout version ${version}, newer than this c1m's ${HISTORY_VERSION}; upgrade c1m`);
+        if (version < HISTORY_VERSION) {
+          db.transaction(() => {
+            if ((db.pragma(`${h}.user_version`, { simple: true }) as number) === HISTORY_VERSION) return;
+            if (db.prepare(`SELECT count(*) FROM ${h}.sqlite_master`).pluck().get() !== 0) throw new Error('not a c1m message history');
+            db.exec(historyTables(h));
+            db.prepare(`INSERT INTO ${h}.history_floor (subject, through) VALUES (0, ?)`).run(firstHistoryFloor());
+            db.pragma(`${h}.user_version = ${HISTORY_VERSION}`);
+          }).immediate();
+        }
+        // The worker checkpoints both files; here, a commit never does.
+        if (path !== ':memory:') db.pragma('wal_autocheckpoint = 0');
+      });
       return new History(db, options, h, path === ':memory:' ? undefined : new Worker(CHECKPOINTER_URL, { workerData: { store: db.name, history: path } }));
     } catch (err) {
       if (attached) db.prepare(`DETACH DATABASE ${h}`).run();
@@ -418,6 +421,21 @@ export class History {
     this.pending = [];
     this.lease.term = undefined;
     this.onLeaseLost();
+  }
+
+  /**
+   * Writes what waits and hands the lease over to whichever process takes it next (SequencerLease.handOver); this one
+   * stays open, to replay and to lead again. False, and still held, while a row could not be written (busy).
+   */
+  handOver(): boolean {
+    if (this.lease.term === undefined) return false;
+    this.flush();
+    if (this.pending.length > 0) return false;
+    clearInterval(this.pruneTimer);
+    clearInterval(this.renewTimer);
+    this.pruneTimer = this.renewTimer = undefined;
+    this.lease.handOver();
+    return true;
   }
 
   /** Writes what waits and gives the lease back: the caller has delivered everything it appended. Once; again does nothing. */

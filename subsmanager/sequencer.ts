@@ -62,6 +62,7 @@ export class SequencerLease {
   private readonly extend;
   private readonly mine;
   private readonly giveBack;
+  private readonly letGo;
 
   constructor(
     private readonly db: Database.Database,
@@ -77,6 +78,7 @@ export class SequencerLease {
     this.extend = db.prepare(`UPDATE ${h}.sequencer SET until = @until, settled = through, through = ${newest} WHERE holder = @holder AND term = @term`);
     this.mine = db.prepare(`SELECT 1 FROM ${h}.sequencer WHERE holder = ? AND term = ?`).pluck();
     this.giveBack = db.prepare(`UPDATE ${h}.sequencer SET until = 0, through = ${newest}, settled = ${newest} WHERE holder = ? AND term = ?`);
+    this.letGo = db.prepare(`UPDATE ${h}.sequencer SET until = 0 WHERE holder = ? AND term = ?`);
   }
 
   /** Takes the lease if nobody holds it; undefined if somebody does. Throws SQLITE_BUSY when another process holds the write lock. */
@@ -124,6 +126,22 @@ export class SequencerLease {
       this.giveBack.run(this.holder, this.term);
     } catch (err) {
       // Busy: the lease lapses by itself, and the next holder delivers the last moments again.
+      if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;
+    }
+    this.term = undefined;
+  }
+
+  /**
+   * Gives the lease up while running on (a partition handed to another router): free at once, but, unlike release,
+   * `settled` stays the last renewal's, so the next holder delivers again what this one's last batches carried: they
+   * may reach an edge after the next holder's first, of a newer term, and be dropped there.
+   */
+  handOver(): void {
+    if (this.term === undefined) return;
+    try {
+      this.letGo.run(this.holder, this.term);
+    } catch (err) {
+      // Busy: the lease lapses by itself, as it would after a kill -9.
       if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;
     }
     this.term = undefined;

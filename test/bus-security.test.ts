@@ -12,7 +12,7 @@ import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { decode, encode, SUBJECTS, type BusMessage } from '../cluster/messages.js';
-import { credsFile, edgeInbox, makeTlsFiles, readCreds, writeNatsConfig } from '../cluster/nats-auth.js';
+import { credsFile, edgeInbox, makeTlsFiles, ROUTER_INBOX, readCreds, writeNatsConfig } from '../cluster/nats-auth.js';
 import { NatsClient, NatsFatalError } from '../cluster/nats.js';
 import { newNKeyUser, nkeyUser } from '../cluster/nkeys.js';
 import { freePort, freePorts } from '../cluster/supervisor.js';
@@ -111,12 +111,15 @@ describe('c1m cluster: the bus refuses what a role may not do', () => {
       }
       // Nor may it read a user's kept messages through a replay: that is an edge's request only.
       backend.publish(SUBJECTS.replay, encode({ t: 'replay', user: 5, after: 0, budget: 1 << 20 }));
+      // Nor hear the answers a leader gives to the routers.
+      backend.subscribe(`${ROUTER_INBOX}.>`, () => undefined);
       const reply = decode(await backend.request(SUBJECTS.send, encode({ t: 'send', user: 5, message: 'from the backend' }), 2000));
       expect(reply).toEqual({ t: 'sent', delivered: 1, id: expect.any(Number) });
       await eventually(() => {
         for (const id of edges) expect(errors).toContain(`NATS server: Permissions Violation for Publish to "${SUBJECTS.admin(id)}"`);
         expect(errors.filter((e) => /Violation for Publish to "c1m\.edge\./.test(e))).toHaveLength(2 * edges.length);
         expect(errors).toContain(`NATS server: Permissions Violation for Publish to "${SUBJECTS.replay}"`);
+        expect(errors).toContain(`NATS server: Permissions Violation for Subscription to "${ROUTER_INBOX}.>"`);
       });
       const stats = (await api(cluster.apiPort, 'GET', '/stats')).json as { edges: { state: string }[] };
       expect(stats.edges.map((e) => e.state)).toEqual(['up', 'up']);

@@ -6,10 +6,14 @@
  * last id per partition) resumes it on every transport, the native
  * EventSource way too (Last-Event-ID), across kill -9 of its edge and of a
  * router: 0 missed, 0 duplicated (bench/ledger.ts). A token that is not this
- * cluster's is told `lost unknown`.
+ * cluster's is told `lost unknown`. A backend on the bus that knows the
+ * partitions reaches each leader without a pass.
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Ledger } from '../bench/ledger.js';
+import { credsFile } from '../cluster/nats-auth.js';
+import { NatsBus } from '../cluster/nats-bus.js';
+import { BusSender } from '../cluster/sender.js';
 import { spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
 import { partitionOf } from '../subsmanager/partitions.js';
 import { api, openStream, received, SseClient, stopChild, tempDir, waitFor, type Transport } from './helpers.js';
@@ -184,7 +188,34 @@ describe.each(['chunked', 'sse', 'ws'] as const)('partitions over %s', (transpor
   });
 });
 
-it('kill -9 of one router: the other takes its partition over, and a client resumes with every acknowledged message once', async () => {
+it("a backend over the bus (BusSender, backend.creds) sends straight to each partition's leader once it knows the partitions: no router passes one on", async () => {
+  /** Each router's count of sends passed to another (/stats, asked until both answered). */
+  const passed = async () => {
+    const byRouter = new Map<number, number>();
+    await vi.waitFor(
+      async () => {
+        const s = (await api(cluster.apiPort, 'GET', '/stats')).json as RouterStats & { passed: number };
+        byRouter.set(s.pid, s.passed);
+        expect(byRouter.size).toBe(2);
+      },
+      { timeout: 20_000, interval: 20 },
+    );
+    return [...byRouter.values()].reduce((a, b) => a + b, 0);
+  };
+  await leaders();
+  const bus = await NatsBus.connect(cluster.nats, { name: 'test-backend', persistent: false, creds: credsFile(cluster.natsDir, 'backend') });
+  try {
+    const sender = new BusSender(bus);
+    await sender.send(1, 'learning the partitions');
+    const before = await passed();
+    for (const user of [...usersOf(0, 10, 100), ...usersOf(1, 10, 100)]) expect(await sender.send(user, `direct ${user}`)).toMatchObject({ id: expect.any(Number) });
+    expect(await passed()).toBe(before);
+  } finally {
+    await bus.close();
+  }
+});
+
+it('kill -9 of one router: the other takes its partition over; restarted, it gets one back; a client reads throughout and resumes with every acknowledged message once', async () => {
   const led = await leaders();
   const [a, b] = [usersOf(0, 1, 900)[0], usersOf(1, 1, 900)[0]];
   expect((await api(cluster.apiPort, 'POST', '/subscriptions', JSON.stringify([[a, b]]))).json).toEqual({ added: 1 });
@@ -196,7 +227,28 @@ it('kill -9 of one router: the other takes its partition over, and a client resu
   process.kill(victim, 'SIGKILL');
   // Sent while partition 1 changes hands: retried on 503 until its new leader takes them.
   for (let i = 0; i < 5; i++) acked.push(await send(b, `during ${i}`), await send(a, `during ${i}`));
-  await vi.waitFor(async () => expect((await stats()).partitions.every((p) => p.leading)).toBe(true), { timeout: 15_000, interval: 50 });
+  // The survivor took partition 1 (the sends above were answered). The supervisor starts the killed router again, and
+  // the survivor, leading more than its share, hands it one partition, while sends go on: each router leads one again,
+  // and the open stream gets every message once, in order.
+  await vi.waitFor(
+    async () => {
+      acked.push(await send(b, 'hand-back'), await send(a, 'hand-back'));
+      const now = await leaders();
+      expect(new Set(now.values()).size).toBe(2);
+      expect([...now.values()]).not.toContain(victim);
+    },
+    { timeout: 60_000, interval: 200 },
+  );
+  const survivor = led.get(0)!;
+  await vi.waitFor(
+    async () => {
+      const s = (await api(cluster.apiPort, 'GET', '/stats')).json as RouterStats & { handedOver: number };
+      expect(s.pid).toBe(survivor);
+      expect(s.handedOver).toBe(1);
+    },
+    { timeout: 20_000, interval: 20 },
+  );
+  for (let i = 0; i < 5; i++) acked.push(await send(b, `after ${i}`), await send(a, `after ${i}`));
   await waitFor(() => received(first).length >= acked.length, 'every message on the open stream', 10_000);
   const token = lastToken(first);
   first.close();

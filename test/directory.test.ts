@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { MemoryBroker, type Bus } from '../cluster/bus.js';
 import { Directory, type DirectoryOptions } from '../cluster/directory.js';
 import { encode, SUBJECTS, whyNotBusMessage, type BusMessage, type EdgeState, type EdgeStats } from '../cluster/messages.js';
+import { BusSender } from '../cluster/sender.js';
 import { LatencyHistogram } from '../router/latency.js';
 import { partitionOf } from '../subsmanager/partitions.js';
 import { openStore } from '../subsmanager/store.js';
@@ -486,7 +487,8 @@ describe('Directory', () => {
     expect(delivers('A').flatMap(texts)).toEqual(['numbered', 'sentinel']);
   });
 
-  it('with two partitions, two routers lead one each: a send entering at either reaches its partition\'s leader, numbered there, in per-partition batches and order', async () => {
+  /** Two routers on one store and two partitions, each leading one, and users 1 to 20 on edge A in both directories. */
+  async function partitionedRouters() {
     const path = join(tempDir(), 'c1m.db');
     const broker = new MemoryBroker();
     const logger = pino({ level: 'silent' });
@@ -516,6 +518,11 @@ describe('Directory', () => {
     await until(() => edge.syncs.length >= 2, 'both routers asking A for its state');
     edge.snapshot([users]);
     await until(() => routers.every((r) => r.directory.edgeViews()[0]?.synced), 'A synced in both');
+    return { broker, backend, routers, users };
+  }
+
+  it('with two partitions, two routers lead one each: a send entering at either reaches its partition\'s leader, numbered there, in per-partition batches and order', async () => {
+    const { broker, backend, routers, users } = await partitionedRouters();
     // Three rounds of a send to every user, over the bus, in order; `user:N` is user N's partition too.
     const answers: BusMessage[] = [];
     for (let round = 0; round < 3; round++) for (const user of users) answers.push(await backend.request(SUBJECTS.send, { t: 'send', user: round === 1 ? `user:${user}` : user, message: `${user}.${round}` }));
@@ -543,6 +550,62 @@ describe('Directory', () => {
     // Both partitions had users, every user got its three messages once, in the order sent.
     expect(new Set(batches.map((b) => b.partition))).toEqual(new Set([0, 1]));
     for (const user of users) expect(byUser.get(user)).toEqual([0, 1, 2].map((round) => `${user}.${round}`));
+  });
+
+  it("a backend's BusSender learns the partitions from the first answer, then sends straight to each subject's leader: nothing passed on", async () => {
+    const { broker, backend, routers, users } = await partitionedRouters();
+    const passed = () => routers.reduce((n, r) => n + r.directory.passed, 0);
+    const sender = new BusSender(backend);
+    // The first goes to any router (c1m.send), whose answer says there are 2 partitions.
+    expect(await sender.send(users[0], 'first')).toMatchObject({ delivered: 1, id: expect.any(Number) });
+    const before = passed();
+    const published = broker.published.length;
+    for (const user of users) expect(await sender.send(user, `${user}.direct`)).toMatchObject({ delivered: 1, id: expect.any(Number) });
+    expect(passed()).toBe(before);
+    const sends = broker.published.slice(published).filter((p) => p.message.t === 'send');
+    expect(sends.map((p) => p.subject)).toEqual(users.map((user) => SUBJECTS.sendIn(partitionOf(user, 2))));
+    // Each was numbered by its own partition's leader.
+    expect(routers.map((r, partition) => r.histories[partition].lastId > 0)).toEqual([true, true]);
+  });
+
+  it("a send on c1m.send.<p> of another partition's subject is refused, saying which, and numbered nowhere; a sender that counted wrong sends again", async () => {
+    const { backend, routers, users } = await partitionedRouters();
+    const lastIds = () => routers.map((r, partition) => r.histories[partition].lastId);
+    const before = lastIds();
+    const user = users.find((u) => partitionOf(u, 2) === 0)!;
+    expect(await backend.request(SUBJECTS.sendIn(1), { t: 'send', user, message: 'astray' })).toEqual({
+      t: 'sent',
+      delivered: 0,
+      error: `${user} is in partition 0 of 2, not 1: send it to c1m.send.0, or to c1m.send`,
+      partitions: 2,
+    });
+    expect(lastIds()).toEqual(before);
+    // Told 3 partitions, a sender sends user u to c1m.send.<u's of 3>: where that is the other led partition, refused, then sent again where it belongs.
+    const astray = users.find((u) => partitionOf(u, 3) === 1 - partitionOf(u, 2))!;
+    expect(await new BusSender(backend, { partitions: 3 }).send(astray, 'counted wrong')).toMatchObject({ delivered: 1, id: expect.any(Number) });
+  });
+
+  it("a partition handed over: its batches so far leave, each edge hears how many, and its sends and replays go to the router that took it", async () => {
+    const { broker, backend, routers, users } = await partitionedRouters();
+    const ofOne = users.filter((u) => partitionOf(u, 2) === 1);
+    for (const user of ofOne) await backend.request(SUBJECTS.sendIn(1), { t: 'send', user, message: `${user}.before` });
+    await until(() => published(broker, SUBJECTS.edge('A'), 'deliver').some((d) => d.partition === 1), 'partition 1 delivered');
+    const [taker, giver] = routers;
+    expect(giver.histories[1].handOver()).toBe(true);
+    giver.directory.handOver(1);
+    expect(giver.directory.leads(1)).toBe(false);
+    const sent = published(broker, SUBJECTS.edge('A'), 'deliver').filter((d) => d.partition === 1).length;
+    await until(() => published(broker, SUBJECTS.edge('A'), 'stopped').length > 0, "the giver's stopped");
+    expect(published(broker, SUBJECTS.edge('A'), 'stopped')).toEqual([{ t: 'stopped', router: expect.any(String), batch: sent, partition: 1 }]);
+    const term = taker.histories[1].lead()!;
+    expect(term.term).toBeGreaterThan(giver.term);
+    taker.directory.lead(1, term.term, taker.histories[1].newerThan(term.settled));
+    const passed = giver.directory.passed;
+    const answer = await backend.request(SUBJECTS.sendIn(1), { t: 'send', user: ofOne[0], message: 'after' });
+    expect(answer).toMatchObject({ t: 'sent', delivered: 1, id: taker.histories[1].lastId });
+    expect(giver.directory.passed).toBe(passed);
+    const replayed = await backend.request(SUBJECTS.replayIn(1), { t: 'head' });
+    expect(replayed).toMatchObject({ t: 'replayed', head: taker.histories[1].lastId });
   });
 
   it("refuses a maxMessage that does not fit in one message of the bus", async () => {

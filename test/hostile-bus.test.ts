@@ -163,9 +163,11 @@ describe('the bus messages validator', () => {
     { t: 'undrain' },
     { t: 'send', user: 1, message: 'x' },
     { t: 'sent', delivered: 0, error: 'why' },
+    { t: 'sent', delivered: 1, id: 5, partitions: 2 },
     { t: 'replay', user: 1, after: 0, budget: 100 },
     { t: 'replay', user: 1, after: -1, budget: 32768.5 },
     { t: 'replayed', ids: [1], bodies: [bytes], more: false, lost: 'unknown' },
+    { t: 'leading', router: 'host:1:abc', partitions: 0 },
   ];
   const bad: [object, RegExp][] = [
     [{ t: 'nope' }, /unknown type "nope"/],
@@ -183,6 +185,9 @@ describe('the bus messages validator', () => {
     [{ t: 'drain', rate: -1 }, /bad rate/],
     [{ t: 'send', user: 1 }, /bad message/],
     [{ t: 'sent', delivered: '1' }, /bad delivered/],
+    [{ t: 'sent', delivered: 1, partitions: 0 }, /bad partitions/],
+    [{ t: 'leading', router: 'r', partitions: -1 }, /bad partitions/],
+    [{ t: 'leading', partitions: 1 }, /bad router/],
     [{ t: 'replay', user: 1, after: 0, budget: -1 }, /bad budget/],
     [{ t: 'replay', user: 1, after: 1.5, budget: 1 }, /bad after/],
     [{ t: 'replayed', ids: [1], bodies: [], more: false }, /ids and bodies differ in length/],
@@ -321,8 +326,12 @@ describe("every role's rights on the bus, as the README's table says", () => {
       'c1m.presence',
       SUBJECTS.sync,
       SUBJECTS.send,
+      SUBJECTS.sendIn(0),
       SUBJECTS.replay,
+      SUBJECTS.replayIn(0),
+      SUBJECTS.routers,
       '_INBOX.x',
+      '_INBOX_ROUTER.x',
     ];
     try {
       for (const [role, documented] of rights) {

@@ -152,6 +152,18 @@ describe('NatsClient with nats-server', () => {
     expect(g1.length > 0 && g2.length > 0).toBe(true);
   });
 
+  test('a queue member that unsubscribes gets no more: the other member takes every later message', async () => {
+    const [pub, s1, s2] = [await connect(), await connect(), await connect()];
+    const [g1, g2] = [collect(s1, 'handed', 'workers'), collect(s2, 'handed', 'workers')];
+    await Promise.all([settle(s1), settle(s2)]);
+    s1.unsubscribe('handed');
+    await settle(s1);
+    const before = g1.length;
+    for (let i = 0; i < 200; i++) pub.publish('handed', Buffer.from(String(i)));
+    await eventually(() => expect(g2).toHaveLength(200));
+    expect(g1).toHaveLength(before);
+  });
+
   test('request and reply; no responders fails at once; a silent responder times out', async () => {
     const [client, responder] = [await connect(), await connect()];
     responder.subscribe('echo', (data, reply) => responder.publish(reply!, Buffer.concat([Buffer.from('re: '), data])));

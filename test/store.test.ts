@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openStore, type SqliteStore } from '../index.js';
 import { SERVER_BUSY_TIMEOUT_MS } from '../server/defaults.js';
+import { retryBusy } from '../subsmanager/wal.js';
 import { api, runCli, spawnServer, startServer, stopChild, tempDir, waitFor } from './helpers.js';
 
 const stores: SqliteStore[] = [];
@@ -203,5 +204,44 @@ describe('subscription store', () => {
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toContain('is not subscriber:subject');
     await stopChild(server.child);
+  });
+});
+
+describe('opening a file another process is creating', () => {
+  const busy = () => Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' });
+
+  it('runs an open again while it fails with SQLITE_BUSY, and throws anything else at once', () => {
+    let tries = 0;
+    expect(
+      retryBusy(() => {
+        if (++tries < 3) throw busy();
+        return 'open';
+      }),
+    ).toBe('open');
+    expect(tries).toBe(3);
+    tries = 0;
+    expect(() =>
+      retryBusy(() => {
+        tries++;
+        throw Object.assign(new Error('file is not a database'), { code: 'SQLITE_NOTADB' });
+      }),
+    ).toThrow('file is not a database');
+    expect(tries).toBe(1);
+  });
+
+  it('two processes opening one new store with partitioned histories at once both start', async () => {
+    const dir = tempDir();
+    const db = join(dir, 'new.db');
+    const open = `import('${new URL('../dist/subsmanager/store.js', import.meta.url).pathname}').then(({ openStore }) => { const s = openStore(process.argv[1], { busyTimeoutMs: 5000 }); for (let p = 0; p < 2; p++) s.history({ seconds: 60, perSubject: 10, partition: p, partitions: 2 }); console.log('ok'); process.exit(0); })`;
+    const runs = Array.from({ length: 4 }, () =>
+      new Promise<string>((resolve) => {
+        const child = spawn(process.execPath, ['-e', open, db], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        child.stdout.on('data', (d) => (out += d));
+        child.stderr.on('data', (d) => (out += d));
+        child.on('exit', () => resolve(out.trim()));
+      }),
+    );
+    expect(await Promise.all(runs)).toEqual(['ok', 'ok', 'ok', 'ok']);
   });
 });

@@ -225,7 +225,7 @@ describe('two routers on one store', () => {
     if (cluster) await stopChild(cluster.child);
   });
 
-  type Stats = { pid: number; history: { lastId: number; term: number } | null };
+  type Stats = { pid: number; connections: number; history: { lastId: number; term: number } | null };
   /** The router answering the API now (the lease holder). */
   const holder = async () => ((await api(cluster.apiPort, 'GET', '/stats')).json as Stats).pid;
 
@@ -249,6 +249,9 @@ describe('two routers on one store', () => {
       }
     };
     const ids = () => received(client).map((line) => Number(line.split(' ')[0]));
+    // Sent before the router has heard of the stream, a message is acknowledged and reaches nobody: the claim below
+    // ("every acknowledged message reaches the client") starts once the holder's directory holds the stream.
+    await vi.waitFor(async () => expect(((await api(cluster.apiPort, 'GET', '/stats')).json as Stats).connections).toBe(1), { timeout: 15_000, interval: 50 });
     await vi.waitFor(async () => expect(await sendOnce('hello')).toBeDefined(), { timeout: 10_000, interval: 100 });
     await waitFor(() => ids().length === 1, 'the first message');
 

@@ -188,8 +188,8 @@ export function framedOnce(frame: (chunk: Buffer) => Buffer): (chunk: Buffer) =>
   };
 }
 
-/** A stream's last id per partition: `last` if it is that already, else one of nothing per partition (a stream that opened before its edge heard of partitions). */
-export const positions = (last: number | number[], hub: StreamHub): number[] => (typeof last === 'number' ? new Array<number>(hub.partitions).fill(0) : last);
+/** A stream's last id per partition, none yet (a stream that opened before its edge heard of partitions). */
+export const positions = (hub: StreamHub): number[] => new Array<number>(hub.partitions).fill(0);
 
 /**
  * A chunk of one partition among several against a stream's last id per partition: the stream's resume token after
@@ -293,8 +293,10 @@ export class CometStream implements Connection {
   private queued = 0;
   private held = 0;
   private state = FRESH;
-  /** The id of the last message written; with several partitions, the last of each (see written()). */
-  private lastId: number | number[] = 0;
+  /** The id of the last message written. */
+  private lastId = 0;
+  /** With several partitions, the last id of each instead (a field of its own: lastId stays a number on the one-partition path). */
+  private lastIds: number[] | undefined;
 
   constructor(
     private readonly res: HttpResponse,
@@ -329,10 +331,10 @@ export class CometStream implements Connection {
   write(chunk: Chunk): number {
     if (chunk.id !== undefined) {
       if (chunk.partition !== undefined) {
-        const token = advance((this.lastId = positions(this.lastId, this.hub)), chunk);
+        const token = advance((this.lastIds ??= positions(this.hub)), chunk);
         return token === undefined ? 0 : this.queue(this.frame(chunk, token));
       }
-      if (chunk.id <= (this.lastId as number)) return 0;
+      if (chunk.id <= this.lastId) return 0;
       this.lastId = chunk.id;
     }
     return this.queue(this.frame(chunk));
@@ -340,7 +342,7 @@ export class CometStream implements Connection {
 
   /** Where the stream starts in each partition (a resume's, or a new stream's: see server/resume.ts). */
   startAt(start: number[]): void {
-    this.lastId = start.slice();
+    this.lastIds = start.slice();
   }
 
   /** The bytes of a chunk on this transport: as they are on /test/<id>. `token` is the stream's resume token after it, where it is the stream's own (several partitions). */

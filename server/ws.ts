@@ -95,8 +95,10 @@ export class WsStream implements Connection, HubStream {
   private pending: Buffer | Buffer[] | null = null;
   private queued = 0;
   private state = OPEN;
-  /** The id of the last message written; with several partitions, the last of each (see CometStream). */
-  private lastId: number | number[] = 0;
+  /** The id of the last message written. */
+  private lastId = 0;
+  /** With several partitions, the last id of each instead (a field of its own: lastId stays a number on the one-partition path). */
+  private lastIds: number[] | undefined;
   /**
    * When the topic changes made so far would have been spent at TOPIC_CHANGES.perSecond, in ticks of one change
    * (100 ms): a cell-rate limit in one small integer, so the field stays unboxed.
@@ -138,17 +140,17 @@ export class WsStream implements Connection, HubStream {
   write(chunk: Chunk): number {
     if (chunk.id !== undefined) {
       if (chunk.partition !== undefined) {
-        const token = advance((this.lastId = positions(this.lastId, this.hub)), chunk);
+        const token = advance((this.lastIds ??= positions(this.hub)), chunk);
         return token === undefined ? 0 : this.queue(wsFrame(chunk, token));
       }
-      if (chunk.id <= (this.lastId as number)) return 0;
+      if (chunk.id <= this.lastId) return 0;
       this.lastId = chunk.id;
     }
     return this.queue(framed(chunk));
   }
 
   startAt(start: number[]): void {
-    this.lastId = start.slice();
+    this.lastIds = start.slice();
   }
 
   /** What a chunk weighs on this stream, as framed (see CometStream.framedSize). */

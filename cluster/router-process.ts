@@ -230,7 +230,8 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       leaders.forEach((history, partition) => {
         history.onLeaseLost = (why?: string) => {
           // Crash-only: what this router holds in memory could now reach edges after the new holder's messages.
-          log.fatal({ partition, why, holder: history instanceof ReplicatedHistory ? undefined : history.lease.current() }, "this router may no longer number the partition's messages: exiting");
+          if (history instanceof ReplicatedHistory) log.fatal({ partition, why }, "the partition's stream refused this router, or its lease was taken: exiting");
+          else log.fatal({ partition, holder: history.lease.current() }, "another router took the history's lease: exiting");
           process.exit(1);
         };
       });

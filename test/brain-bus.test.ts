@@ -6,11 +6,12 @@
  */
 import { connect, nkeyAuthenticator, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { credsFile, ROUTER_INBOX } from '../cluster/nats-auth.js';
-import { spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
-import { stopChild, tempDir } from './helpers.js';
+import { isAlive, spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
+import { runCli, stopChild, tempDir } from './helpers.js';
 
 const seedOf = (file: string) => new TextEncoder().encode(/\bSU[A-Z2-7]{56}\b/.exec(readFileSync(file, 'utf8'))![0]);
 
@@ -19,7 +20,9 @@ describe('c1m cluster --replicas 3: the routers own a clustered JetStream', () =
   const connections: NatsConnection[] = [];
   const as = async (role: 'router' | 'backend' | 'edge' | undefined, inboxPrefix?: string) => {
     const creds = role && credsFile(cluster.natsDir, role, role === 'edge' ? cluster.edges[0].id : undefined);
-    const nc = await connect({ servers: cluster.nats.split(','), ...(creds && { authenticator: nkeyAuthenticator(seedOf(creds)) }), inboxPrefix, maxReconnectAttempts: 0 });
+    // The servers still running: the first test kills one (the URLs are in the servers' order, nats-0 first).
+    const servers = cluster.nats.split(',').filter((_, i) => isAlive(cluster.pids[`nats-${i}`]));
+    const nc = await connect({ servers, ...(creds && { authenticator: nkeyAuthenticator(seedOf(creds)) }), inboxPrefix, maxReconnectAttempts: 0 });
     connections.push(nc);
     return nc;
   };
@@ -31,6 +34,26 @@ describe('c1m cluster --replicas 3: the routers own a clustered JetStream', () =
   afterAll(async () => {
     await Promise.all(connections.map((nc) => nc.close().catch(() => undefined)));
     if (cluster) await stopChild(cluster.child);
+  });
+
+  test('c1m nats-config --jetstream: one brain server\'s configuration, its routes under the directory\'s route password', async () => {
+    const dir = tempDir();
+    const write = async (name: string, listen: string, routes: string) =>
+      await runCli(['nats-config', '--dir', dir, '--listen', '127.0.0.1:4222', '--jetstream', name, '--cluster-listen', listen, '--routes', routes]);
+    expect((await write('a', '127.0.0.1:6222', '127.0.0.1:6223')).code).toBe(0);
+    expect((await write('b', '127.0.0.1:6223', '127.0.0.1:6222')).code).toBe(0);
+    const config = (name: string) => JSON.parse(readFileSync(join(dir, `${name}.conf`), 'utf8').replace(/^#.*\n/, ''));
+    const [a, b] = [config('a'), config('b')];
+    expect(a.server_name).toBe('a');
+    expect(a.jetstream.store_dir).toBe(join(dir, 'jetstream-a'));
+    const secret = a.cluster.authorization.password;
+    expect(secret.length).toBeGreaterThanOrEqual(32);
+    expect(b.cluster.authorization.password).toBe(secret);
+    expect(a.cluster.routes).toEqual([`nats-route://route:${secret}@127.0.0.1:6223`]);
+    expect(statSync(join(dir, 'a.conf')).mode & 0o077).toBe(0);
+    const refused = await runCli(['nats-config', '--dir', dir, '--routes', '127.0.0.1:6223']);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain('--routes are for a --jetstream server');
   });
 
   test('three servers, one cluster: a router keeps a stream on all three, and publishes go on with one of them killed', async () => {
@@ -66,8 +89,8 @@ describe('c1m cluster --replicas 3: the routers own a clustered JetStream', () =
     expect((await jsm.streams.info('C1M_TEST')).state.messages).toBe(2);
   }, 60_000);
 
-  test.each(['edge', 'backend', undefined] as const)('%s credentials reach nothing of JetStream', async (role) => {
-    if (role === undefined) {
+  test.each(['edge', 'backend', 'no'] as const)('%s credentials reach nothing of JetStream', async (role) => {
+    if (role === 'no') {
       await expect(as(undefined)).rejects.toThrow(/Authorization Violation/i);
       return;
     }

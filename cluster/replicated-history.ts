@@ -30,7 +30,7 @@ import { NotSequencerError, type History, type HistoryStats, type MessageHistory
 import { LEASE, type Term } from '../subsmanager/sequencer.js';
 import type { Subject } from '../subsmanager/subjects.js';
 import { KvLease, LEASE_BUCKET, leaseKey } from './kv-lease.js';
-import { readCreds, ROUTER_INBOX } from './nats-auth.js';
+import { BRAIN_SUBJECTS, readCreds, ROUTER_INBOX } from './nats-auth.js';
 
 /** The header naming a message's subject (a user's digits or a topic's `kind:id`), and the one that marks a term's start. */
 const SUBJECT_HEADER = 'C1M-Subject';
@@ -42,7 +42,7 @@ const PUBLISH_TIMEOUT_MS = 5000;
 const DIGITS = /^[0-9]+$/;
 
 export const historyStream = (partition: number, partitions: number): string => `C1M_HISTORY_${partition}_OF_${partitions}`;
-export const historySubject = (partition: number, partitions: number): string => `c1m.brain.history.${partitions}.${partition}`;
+export const historySubject = (partition: number, partitions: number): string => `${BRAIN_SUBJECTS}.history.${partitions}.${partition}`;
 
 /** A stream's epoch: its creation time in µs (the ISO time's fraction has ns). */
 export function streamEpoch(created: string): number {

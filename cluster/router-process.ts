@@ -58,7 +58,7 @@ export interface RouterProcessOptions extends Pick<StoreOptions, 'cacheMiB' | 'm
   /**
    * The history and the leases on JetStream (cluster/replicated-history.ts), each partition's stream replicated this
    * many times over the bus's clustered nats-servers; the store's history files become this router's views of them.
-   * Absent: the histories and leases are SQLite files.
+   * Absent: the histories and leases are SQLite files on this host.
    */
   replicas?: number;
   edgeTimeoutMs?: number;

@@ -24,7 +24,7 @@
  * the view's last id), so taking a partition over reads only the tail.
  */
 import { DeliverPolicy, DiscardPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg, type StreamInfo } from '@nats-io/jetstream';
-import { Kvm } from '@nats-io/kv';
+import { Kvm, type KV } from '@nats-io/kv';
 import { connect, Empty, headers, nanos, nkeyAuthenticator, type NatsConnection } from '@nats-io/transport-node';
 import { NotSequencerError, type History, type HistoryStats, type MessageHistory, type Missed, type Replay, type Row } from '../subsmanager/history.js';
 import { LEASE, type Term } from '../subsmanager/sequencer.js';
@@ -40,6 +40,8 @@ const STREAM_MARGIN_SECONDS = 60;
 /** A publish not acknowledged by then fails: the leader cannot know what the stream holds, and steps down. */
 const PUBLISH_TIMEOUT_MS = 5000;
 const DIGITS = /^[0-9]+$/;
+/** A follower whose consumer could not be made tries again this much later. */
+const FOLLOW_RETRY_MS = 1000;
 
 export const historyStream = (partition: number, partitions: number): string => `C1M_HISTORY_${partition}_OF_${partitions}`;
 export const historySubject = (partition: number, partitions: number): string => `${BRAIN_SUBJECTS}.history.${partitions}.${partition}`;
@@ -93,7 +95,11 @@ export class Brain {
   }
 
   /** The partition's stream, made if missing; one of another replica count or subjects is refused, saying so. */
-  async stream(partition: number): Promise<StreamInfo> {
+  stream(partition: number): Promise<StreamInfo> {
+    return untilElected(() => this.openStream(partition));
+  }
+
+  private async openStream(partition: number): Promise<StreamInfo> {
     const { partitions, replicas, historySeconds } = this.options;
     const name = historyStream(partition, partitions);
     const subject = historySubject(partition, partitions);
@@ -119,17 +125,39 @@ export class Brain {
     return info;
   }
 
+  private bucket?: Promise<KV>;
+
   /** The bucket of the partitions' leases, made if missing, checked as the streams are. */
-  async leases() {
-    const { replicas } = this.options;
-    const kv = await this.kvm.create(LEASE_BUCKET, { replicas, history: 1 });
-    const status = await kv.status();
-    if (status.replicas !== replicas) throw new Error(`JetStream KV bucket ${LEASE_BUCKET} has ${status.replicas} replicas, not ${replicas}`);
-    return kv;
+  leases(): Promise<KV> {
+    this.bucket ??= untilElected(async () => {
+      const { replicas } = this.options;
+      const kv = await this.kvm.create(LEASE_BUCKET, { replicas, history: 1 });
+      const status = await kv.status();
+      if (status.replicas !== replicas) throw new Error(`JetStream KV bucket ${LEASE_BUCKET} has ${status.replicas} replicas, not ${replicas}: a cluster's routers must agree on --replicas`);
+      return kv;
+    });
+    return this.bucket;
   }
 
   async close(): Promise<void> {
     await this.nc.drain().catch(() => this.nc.close());
+  }
+}
+
+/** How long a router waits at its start for the brain's servers to elect their JetStream leader (about 0.5 s after they start). */
+const ELECTION_MS = 15_000;
+
+/** Runs `step` again while JetStream is not ready yet (no leader elected: its API is unavailable or does not answer). */
+async function untilElected<T>(step: () => Promise<T>): Promise<T> {
+  const deadline = performance.now() + ELECTION_MS;
+  for (;;) {
+    try {
+      return await step();
+    } catch (err) {
+      const notYet = /temporarily unavailable|no responders|timeout|TIMEOUT|no suitable peers|insufficient resources/i.test((err as Error).message);
+      if (!notYet || performance.now() > deadline) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
   }
 }
 
@@ -170,7 +198,7 @@ export class ReplicatedHistory implements MessageHistory {
     readonly partition: number,
     private readonly epoch: number,
     streamLast: number,
-    kv: Awaited<ReturnType<Brain['leases']>>,
+    kv: KV,
   ) {
     const { partitions } = brain.options;
     this.subject = historySubject(partition, partitions);
@@ -338,6 +366,7 @@ export class ReplicatedHistory implements MessageHistory {
 
   /** Follows the stream from the view's last id: what the leader publishes reaches this view. */
   private follow(): void {
+    if (this.leading || this.following || this.closed) return;
     const start = this.viewSeq() + 1;
     void this.brain.js.consumers
       .get(this.name, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: start })
@@ -347,7 +376,8 @@ export class ReplicatedHistory implements MessageHistory {
           if (this.leading || this.following || this.closed) void messages.close();
           else this.following = messages;
         },
-        (err: Error) => this.closed || this.fail(`cannot follow ${this.name}: ${err.message}`),
+        // JetStream away or busy (a server lost, a leader being elected): a view that falls behind only makes a takeover read more.
+        () => setTimeout(() => this.follow(), FOLLOW_RETRY_MS).unref(),
       );
   }
 
@@ -385,9 +415,16 @@ export class ReplicatedHistory implements MessageHistory {
   private apply(): void {
     this.applyScheduled = false;
     if (this.incomingThrough === 0) return;
-    const rows = this.incoming;
+    try {
+      this.view.applied(this.incoming, this.incomingThrough);
+    } catch (err) {
+      // SQLITE_BUSY: another router of this store (one view for both) or a bulk load holds the write lock: kept for later.
+      if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;
+      this.applyScheduled = true;
+      setTimeout(() => this.apply(), 50);
+      return;
+    }
     this.incoming = [];
-    this.view.applied(rows, this.incomingThrough);
     this.acked = Math.max(this.acked, this.incomingThrough);
     this.incomingThrough = 0;
   }

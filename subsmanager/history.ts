@@ -244,13 +244,14 @@ export class History implements MessageHistory {
     if (options.replicated) db.exec(streamTable(h));
     this.readPlace = options.replicated ? db.prepare(`SELECT epoch, through FROM ${h}.stream WHERE one = 1`) : undefined;
     this.writePlace = options.replicated
-      ? db.prepare(`INSERT INTO ${h}.stream (one, epoch, through) VALUES (1, @epoch, @through) ON CONFLICT (one) DO UPDATE SET epoch = excluded.epoch, through = excluded.through`)
+      ? db.prepare(`INSERT INTO ${h}.stream (one, epoch, through) VALUES (1, @epoch, @through) ON CONFLICT (one) DO UPDATE SET through = max(through, excluded.through)`)
       : undefined;
     this.newest = db.prepare(`SELECT max(id) FROM ${h}.history`).pluck();
     this.lastFloor = db.prepare(`SELECT max(through) FROM ${h}.history_floor`).pluck();
     this.nextId = this.firstFreeId();
     this.hears = db.prepare('SELECT subscribee FROM subscriptions_by_subscriber WHERE subscriber = ?').pluck();
-    this.insert = db.prepare(`INSERT INTO ${h}.history (id, subject, at, body) VALUES (?, ?, ?, ?)`);
+    // A view may be shared by the routers of one store (one host): each writes the stream's rows, the same ones.
+    this.insert = db.prepare(`INSERT ${options.replicated ? 'OR IGNORE ' : ''}INTO ${h}.history (id, subject, at, body) VALUES (?, ?, ?, ?)`);
     // Every message `user` would have received, by the subscriptions it holds now: its own and those of whom it hears,
     // and (sinceWithTopics) those of the topics its stream listens to (@topics, a JSON list) that it does not also
     // subscribe to: a statement apart, as most streams listen to none, and the third part costs every resume even empty.
@@ -319,8 +320,7 @@ export class History implements MessageHistory {
     const place = this.place();
     this.db.transaction(() => {
       if (place?.epoch !== epoch) {
-        this.db.prepare(`DELETE FROM ${this.h}.history`).run();
-        this.db.prepare(`DELETE FROM ${this.h}.history_floor`).run();
+        for (const table of ['history', 'history_floor', 'stream']) this.db.prepare(`DELETE FROM ${this.h}.${table}`).run();
         this.raiseFloor.run(EVERY_SUBJECT, through);
         this.writePlace!.run({ epoch, through });
       } else if (place.through < through) {
@@ -334,7 +334,7 @@ export class History implements MessageHistory {
 
   /** Replicated, following: writes rows the stream holds and the last id seen (`through`, a term marker's maybe). */
   applied(rows: Row[], through: number): void {
-    this.write(rows, through);
+    this.write.immediate(rows, through);
     this.nextId = through + 1;
   }
 
@@ -496,7 +496,8 @@ export class History implements MessageHistory {
       if (rows.length === 0) return;
     }
     try {
-      this.write(rows, this.options.replicated ? rows[rows.length - 1][0] : undefined);
+      if (this.options.replicated) this.write.immediate(rows, rows[rows.length - 1][0]);
+      else this.write(rows);
     } catch (err) {
       if (err instanceof NotSequencerError) return this.leaseLost();
       // SQLITE_BUSY (another process holds the write lock, e.g. a bulk load): keep the rows for the next turn.

@@ -32,8 +32,8 @@ interface LeaseValue {
   settled: number;
 }
 
-/** JetStream's "wrong last sequence": the key moved since the revision given. */
-const WRONG_LAST_SEQUENCE = 10071;
+/** JetStream's error code "wrong last sequence": the key moved since the revision given (and for a stream, see replicated-history.ts). */
+export const WRONG_LAST_SEQUENCE = 10071;
 
 const isStale = (err: unknown): boolean => (err as { code?: unknown }).code === WRONG_LAST_SEQUENCE;
 
@@ -71,7 +71,7 @@ export class KvLease implements Lease {
     try {
       this.revision = entry ? await this.kv.update(this.key, JSON.stringify(mine), revision) : await this.kv.create(this.key, JSON.stringify(mine));
     } catch (err) {
-      if (isStale(err) || (err as Error).message.includes('wrong last sequence')) return undefined; // another router took it first
+      if (isStale(err)) return undefined; // another router took it first
       throw err;
     }
     this.last = mine;

@@ -29,7 +29,7 @@ import { connect, Empty, headers, nanos, nkeyAuthenticator, type NatsConnection 
 import { NotSequencerError, type History, type HistoryStats, type MessageHistory, type Missed, type Replay, type Row } from '../subsmanager/history.js';
 import { LEASE, type Term } from '../subsmanager/sequencer.js';
 import type { Subject } from '../subsmanager/subjects.js';
-import { KvLease, LEASE_BUCKET, leaseKey } from './kv-lease.js';
+import { KvLease, LEASE_BUCKET, leaseKey, WRONG_LAST_SEQUENCE } from './kv-lease.js';
 import { BRAIN_SUBJECTS, readCreds, ROUTER_INBOX } from './nats-auth.js';
 
 /** The header naming a message's subject (a user's digits or a topic's `kind:id`), and the one that marks a term's start. */
@@ -144,6 +144,9 @@ export class Brain {
   }
 }
 
+/** JetStream's "wrong last sequence": the stream's last message is not the one a publish expected. */
+const isStale = (err: unknown): boolean => (err as { code?: unknown }).code === WRONG_LAST_SEQUENCE;
+
 /** How long a router waits at its start for the brain's servers to elect their JetStream leader (about 0.5 s after they start). */
 const ELECTION_MS = 15_000;
 
@@ -191,6 +194,10 @@ export class ReplicatedHistory implements MessageHistory {
   onLeaseLost: (why: string) => void = (why) => {
     throw new Error(why);
   };
+  /** Called once this router stopped leading the partition by itself (see fail): its directory stops taking its sends. */
+  onStepDown: (why: string) => void = () => {};
+  /** Each leadership's number: an acknowledgement or failure of an earlier one's publish changes nothing. */
+  private run = 0;
 
   private constructor(
     private readonly brain: Brain,
@@ -242,9 +249,10 @@ export class ReplicatedHistory implements MessageHistory {
     const id = this.view.append(subject, body);
     const marks = headers();
     marks.set(SUBJECT_HEADER, String(subject));
+    const run = this.run;
     this.brain.js.publish(this.subject, body, { expect: { lastSequence: id - 1 - this.epoch }, headers: marks, timeout: PUBLISH_TIMEOUT_MS }).then(
-      (ack) => (ack.seq === id - this.epoch ? this.acknowledged(id) : this.fail(`the stream numbered ${ack.seq}, not ${id - this.epoch}`)),
-      (err: Error) => this.fail(`a publish was refused or not acknowledged: ${err.message}`),
+      (ack) => run === this.run && (ack.seq === id - this.epoch ? this.acknowledged(id) : this.fail(true, `the stream numbered ${ack.seq}, not ${id - this.epoch}`)),
+      (err: Error) => run === this.run && this.fail(isStale(err), `a publish of partition ${this.partition} failed: ${err.message}`),
     );
     return id;
   }
@@ -265,14 +273,27 @@ export class ReplicatedHistory implements MessageHistory {
     this.waiting.splice(0, n);
   }
 
-  /** The stream refused a publish or did not acknowledge it: nothing more is numbered or answered here. */
-  private fail(why: string): void {
-    if (this.failing) return;
-    this.failing = true;
+  /**
+   * A publish failed: what waits for its acknowledgement is answered as failed and never delivered. Refused for its
+   * expected sequence (`deposed`: another router numbered after this one), or the lease taken: this router exits.
+   * Not acknowledged (no stream leader while the servers elect one, a timeout): it steps down and follows again; its
+   * unacknowledged messages are forgotten (the stream may hold one that timed out: followers read it from there),
+   * and the partition goes to whichever router next catches up and publishes its term marker.
+   */
+  private fail(deposed: boolean, why: string): void {
+    if (this.failing || !this.leading) return;
     this.leading = false;
+    this.run++;
     clearInterval(this.renewTimer);
     for (const waiting of this.waiting.splice(0)) waiting.failed?.();
-    this.onLeaseLost(why);
+    if (deposed) {
+      this.failing = true;
+      return this.onLeaseLost(why);
+    }
+    this.view.numberAfter(undefined);
+    void this.lease.handOver();
+    this.follow();
+    this.onStepDown(why);
   }
 
   /**
@@ -300,6 +321,7 @@ export class ReplicatedHistory implements MessageHistory {
       throw err;
     }
     this.leading = true;
+    this.run++;
     this.renewTimer = setInterval(() => void this.renew(), LEASE.renewMs);
     return term;
   }
@@ -308,7 +330,7 @@ export class ReplicatedHistory implements MessageHistory {
     if (this.renewing) return;
     this.renewing = true;
     try {
-      if ((await this.lease.renew()) === 'lost') this.fail(`another router took partition ${this.partition}'s lease`);
+      if ((await this.lease.renew()) === 'lost') this.fail(true, `another router took partition ${this.partition}'s lease`);
     } finally {
       this.renewing = false;
     }
@@ -318,6 +340,7 @@ export class ReplicatedHistory implements MessageHistory {
   handOver(): boolean {
     if (!this.leading || this.waiting.length > 0 || this.view.lastId > this.acked) return false;
     this.leading = false;
+    this.run++;
     clearInterval(this.renewTimer);
     this.view.numberAfter(undefined);
     void this.lease.handOver();

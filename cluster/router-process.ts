@@ -227,6 +227,12 @@ export async function startRouterProcess(options: RouterProcessOptions) {
     } else {
       /** Who takes each partition: its SQLite history (a lease row in its file) or its replicated stream (a KV lease, fenced by the stream). */
       const leaders: (History | ReplicatedHistory)[] = replicated ?? histories;
+      replicated?.forEach((history, partition) => {
+        history.onStepDown = (why) => {
+          log.warn({ partition, why }, 'stopped leading a partition: its stream did not acknowledge a message');
+          directory.handOver(partition);
+        };
+      });
       leaders.forEach((history, partition) => {
         history.onLeaseLost = (why?: string) => {
           // Crash-only: what this router holds in memory could now reach edges after the new holder's messages.

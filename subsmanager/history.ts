@@ -341,7 +341,12 @@ export class History implements MessageHistory {
   /** Replicated: from now on this process numbers the messages after `through` (its term marker's id), or stops doing so (undefined). */
   numberAfter(through: number | undefined): void {
     this.numbering = through !== undefined;
-    if (through === undefined) return;
+    if (through === undefined) {
+      // Numbered but never acknowledged: the stream does not have them, or followers will read them from it.
+      this.pending = this.pending.filter((row) => row[0] <= this.committedThrough);
+      this.nextId = Math.max(this.committedThrough, this.place()?.through ?? 0) + 1;
+      return;
+    }
     this.flush();
     this.write([], through);
     this.committedThrough = through;

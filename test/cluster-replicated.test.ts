@@ -25,7 +25,8 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  clients.splice(0).forEach((c) => c.close());
+  clearInterval(reading);
+  [...clients, ...streams].forEach((c) => c.close());
   for (const child of children) await stopChild(child);
   if (cluster) await stopChild(cluster.child);
 });
@@ -45,13 +46,15 @@ interface RouterStats {
 }
 const stats = async (port = cluster.apiPort) => (await api(port, 'GET', '/stats')).json as RouterStats;
 /** The routers' pids by the partition each leads, asking until both were seen. */
-async function leaders(): Promise<Map<number, number>> {
+async function leaders(distinct = false): Promise<Map<number, number>> {
   const led = new Map<number, number>();
   await vi.waitFor(
     async () => {
       const s = await stats();
       for (const p of s.partitions) if (p.leading) led.set(p.partition, s.pid);
+      else if (led.get(p.partition) === s.pid) led.delete(p.partition);
       expect(led.size).toBe(2);
+      if (distinct) expect(new Set(led.values()).size).toBe(2);
     },
     { timeout: 30_000, interval: 20 },
   );
@@ -71,11 +74,16 @@ const userOf = (partition: number, from: number): number => {
 };
 
 let seq = 0;
-/** A send as `<seq> <text>` through `port`'s API, retried while it is refused (503: a partition changing hands, a publish not acknowledged): acknowledged once. */
+/**
+ * A send as `<seq> <text>` through `port`'s API, tried again while it is refused (503: a partition changing hands, a
+ * publish not acknowledged in time), each time as a new message (a new seq): one refused may still have been kept (its
+ * acknowledgement lost or late), and its copy is then another message, not an acknowledged one delivered twice.
+ * Returns the seq acknowledged.
+ */
 async function send(subject: number, text: string, port = cluster.apiPort): Promise<number> {
-  const n = ++seq;
   const deadline = Date.now() + 30_000;
   for (;;) {
+    const n = ++seq;
     const { status, json } = await api(port, 'POST', `/send/${subject}`, `${n} ${text}`).catch((err: Error) => ({ status: 0, json: { error: err.message } }));
     if (status === 200) return n;
     expect([0, 503], JSON.stringify(json)).toContain(status);
@@ -97,25 +105,44 @@ function ledgerOf(acked: number[], ...readers: SseClient[]) {
 }
 const reader = userOf(0, 100);
 const senders = [userOf(0, reader + 1), userOf(1, 100)];
-let open: SseClient;
+/**
+ * The reader's streams, resumed as an EventSource resumes: one that ends (its edge lost a batch while its nats-server
+ * went away, say) is opened again with the last token it got, as Last-Event-ID.
+ */
+const streams: SseClient[] = [];
+let reading: NodeJS.Timeout | undefined;
+const lastTokenOf = (client: SseClient) => messagesOf(client).at(-1)?.token;
+function readThroughout(): void {
+  reading = setInterval(() => {
+    const current = streams.at(-1)!;
+    if (!current.ended) return;
+    const token = streams.map(lastTokenOf).filter(Boolean).at(-1);
+    streams.push(new SseClient(cluster.port, `/sse/${reader}`, token ? { 'last-event-id': token } : {}));
+  }, 50);
+}
 const acked: number[] = [];
 /** One send from each sender and the reader itself. */
 const round = async (text: string, port?: number) => {
   for (const s of [...senders, reader]) acked.push(await send(s, text, port));
 };
-const allArrived = (what: string) => waitFor(() => new Set(messagesOf(open).map((m) => m.seq)).size >= acked.length, what, 20_000);
+const allArrived = (what: string) =>
+  waitFor(() => ledgerOf(acked, ...streams).missed === 0, what, 20_000).catch((err: Error) => {
+    const got = new Set(streams.flatMap((c) => messagesOf(c).map((m) => m.seq)));
+    console.log('STREAMS', JSON.stringify(streams.map((c) => ({ status: c.status, ended: c.ended, events: c.events.length, first: c.events[0], last: c.events.at(-1) }))));
+    console.log('MISSING', acked.filter((n) => !got.has(n)), streams.length, cluster.output().split('\n').filter((l) => !l.includes('"role":"nats"') && !/edge synced|asking edge|edge joined/.test(l)).slice(-60).join('\n'));
+    throw err;
+  });
 
 describe('c1m cluster --routers 2 --partitions 2 --replicas 3', () => {
   it('sends to both partitions reach a reading client once each, in order; /stats shows each partition\'s stream', async () => {
-    const led = await leaders();
-    expect(new Set(led.values()).size).toBe(2);
+    await leaders(true); // one each, once the second router took its share
     expect((await api(cluster.apiPort, 'POST', '/subscriptions', JSON.stringify(senders.map((s) => [reader, s])))).json).toEqual({ added: 2 });
-    open = await SseClient.open(cluster.port, reader, '');
-    clients.push(open);
+    streams.push(await SseClient.open(cluster.port, reader, ''));
+    readThroughout();
     await streamsKnown(1);
     for (let i = 0; i < 5; i++) await round(`first ${i}`);
     await allArrived('the first messages');
-    expect(ledgerOf(acked, open)).toEqual({ missed: 0, duplicated: 0, outOfOrder: 0 });
+    expect(ledgerOf(acked, ...streams)).toEqual({ missed: 0, duplicated: 0, outOfOrder: 0 });
     const partitions = (await stats()).partitions;
     expect(partitions.map((p) => p.replicas)).toEqual([3, 3]);
     expect(partitions.every((p) => p.streamLast >= 5 && p.lag === 0)).toBe(true);
@@ -128,10 +155,11 @@ describe('c1m cluster --routers 2 --partitions 2 --replicas 3', () => {
     const killedAt = Date.now();
     acked.push(await send(senders[1], 'after the kill'));
     const takeover = Date.now() - killedAt;
+    if (takeover >= 3000) console.log('SLOW', killedAt, cluster.output().split('\n').filter((l) => !l.includes('"role":"nats"')).slice(-60).join('\n'));
     expect(takeover).toBeLessThan(3000);
     for (let i = 0; i < 5; i++) await round(`after kill ${i}`);
     await allArrived('every message across the kill');
-    expect(ledgerOf(acked, open)).toEqual({ missed: 0, duplicated: 0, outOfOrder: 0 });
+    expect(ledgerOf(acked, ...streams)).toEqual({ missed: 0, duplicated: 0, outOfOrder: 0 });
   });
 
   it('kill -9 of one nats-server: the streams keep their quorum, and sends go on', async () => {
@@ -139,25 +167,29 @@ describe('c1m cluster --routers 2 --partitions 2 --replicas 3', () => {
     process.kill(cluster.pids['nats-2'], 'SIGKILL');
     for (let i = 0; i < 5; i++) await round(`one server down ${i}`);
     await allArrived('every message with a server down');
-    expect(ledgerOf(acked, open)).toEqual({ missed: 0, duplicated: 0, outOfOrder: 0 });
+    expect(ledgerOf(acked, ...streams)).toEqual({ missed: 0, duplicated: 0, outOfOrder: 0 });
   });
 
   it('a router on an empty data dir rebuilds its views; the leaders frozen past the lease, it leads and serves a resume of what it never saw live; thawed, they cannot publish and exit', async () => {
     const before = [...acked];
-    const token = messagesOf(open).at(-1)!.token;
-    open.close();
+    clearInterval(reading);
+    const token = streams.map(lastTokenOf).filter(Boolean).at(-1)!;
+    streams.forEach((c) => c.close());
     await streamsKnown(0);
     for (let i = 0; i < 3; i++) await round(`missed ${i}`);
     const missed = acked.filter((n) => !before.includes(n));
     // The new router: its own empty directory, the cluster's bus and credentials.
     const dir = tempDir();
+    console.log(`the reader resumed ${streams.length - 1} times`);
     const servers = cluster.nats.split(',').filter((_, i) => isAlive(cluster.pids[`nats-${i}`])).join(',');
     const child = spawnC1m(['router', '--db', `${dir}/c1m.db`, '--nats', servers, '--nats-creds', credsFile(cluster.natsDir, 'router'), '--api-host', '127.0.0.1', '--api-port', '0', '--partitions', '2', '--replicas', '3', '--history-seconds', '120', '--log-level', 'info']);
     children.push(child);
     let out = '';
     child.stdout!.on('data', (d) => (out += d));
     child.stderr!.on('data', (d) => (out += d));
-    await waitFor(() => out.includes('c1m router standing by'), 'the new router', 30_000);
+    await waitFor(() => out.includes('c1m router standing by'), 'the new router', 30_000).catch((err: Error) => {
+      throw new Error(`${err.message}: ${out.slice(-3000)}`);
+    });
     const led = await leaders();
     const frozen = [...new Set(led.values())];
     frozen.forEach((pid) => process.kill(pid, 'SIGSTOP'));
@@ -172,6 +204,10 @@ describe('c1m cluster --routers 2 --partitions 2 --replicas 3', () => {
       frozen.forEach((pid) => process.kill(pid, 'SIGCONT'));
       thawed = true;
       await vi.waitFor(() => expect(frozen.filter(isAlive)).toEqual([]), { timeout: 10_000, interval: 100 });
+      // Each said why: its lease was taken, or the stream refused its publish.
+      const exits = cluster.output().split('\n').filter((l) => l.includes('"level":60') && frozen.some((pid) => l.includes(`"pid":${pid}`)));
+      console.log(exits.join('\n'));
+      expect(exits).toHaveLength(2);
       expect(out).not.toContain('"level":60');
       // The reader resumes from its token: the replay comes from the new router's rebuilt views.
       const back = await SseClient.open(cluster.port, reader, '', { 'last-event-id': token });

@@ -40,6 +40,8 @@ const STREAM_MARGIN_SECONDS = 60;
 /** A publish not acknowledged by then fails: the leader cannot know what the stream holds, and steps down. */
 const PUBLISH_TIMEOUT_MS = 5000;
 const DIGITS = /^[0-9]+$/;
+/** Reading the stream's tail up to a given sequence gives up after this long (taking a partition, opening a view). */
+const CATCH_UP_TIMEOUT_MS = 10_000;
 /** A follower whose consumer could not be made tries again this much later. */
 const FOLLOW_RETRY_MS = 1000;
 
@@ -86,7 +88,7 @@ export class Brain {
       reconnectTimeWait: 250,
     });
     try {
-      const jsm = await jetstreamManager(nc, { timeout: PUBLISH_TIMEOUT_MS });
+      const jsm = await untilElected(() => jetstreamManager(nc, { timeout: PUBLISH_TIMEOUT_MS }));
       return new Brain(nc, jetstream(nc, { timeout: PUBLISH_TIMEOUT_MS }), jsm, new Kvm(nc), o);
     } catch (err) {
       await nc.close();
@@ -375,16 +377,25 @@ export class ReplicatedHistory implements MessageHistory {
     if (this.viewSeq() >= last) return;
     const consumer = await this.brain.js.consumers.get(this.name, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: this.viewSeq() + 1 });
     let reached!: () => void;
-    const caughtUp = new Promise<void>((resolve) => (reached = resolve));
+    let timer: NodeJS.Timeout | undefined;
+    const caughtUp = new Promise<void>((resolve, reject) => {
+      reached = resolve;
+      // JetStream away or electing: the caller tries again later rather than waiting for ever.
+      timer = setTimeout(() => reject(new Error(`${this.name}: not caught up to ${last} within ${CATCH_UP_TIMEOUT_MS} ms`)), CATCH_UP_TIMEOUT_MS);
+    });
     const messages = await consumer.consume({
       callback: (m) => {
         this.read(m);
         if (m.seq >= last) reached();
       },
     });
-    await caughtUp;
-    await messages.close();
-    this.apply();
+    try {
+      await caughtUp;
+    } finally {
+      clearTimeout(timer);
+      await messages.close();
+      this.apply();
+    }
   }
 
   /** Follows the stream from the view's last id: what the leader publishes reaches this view. */

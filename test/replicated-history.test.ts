@@ -162,6 +162,9 @@ describe('a partition on a JetStream stream', () => {
     const late = old.history.append(9, Buffer.from('late'));
     await expect(committed(old.history)).rejects.toThrow('not committed');
     expect(old.lost[0]).toMatch(/wrong last sequence/);
+    // Never acknowledged, so never written to the old leader's view: the id it gave `late` is the successor's marker's.
+    old.history.view.flush();
+    expect(old.history.view.newerThan(before).map((m) => m.body.toString())).toEqual([]);
     const taken = next.history.append(9, Buffer.from('taken'));
     await committed(next.history);
     expect(taken).toBeGreaterThan(late); // the marker took `late`'s place: the id shown for `taken` was never given before

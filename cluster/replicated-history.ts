@@ -180,6 +180,8 @@ export class ReplicatedHistory implements MessageHistory {
   private readonly waiting: Waiting[] = [];
   private leading = false;
   private following?: ConsumerMessages;
+  /** The consumer whose messages the view takes now (see follow): each new one, and each stop, counts one more. */
+  private reader = 0;
   /** Rows read from the stream, written to the view at the end of the turn, and the last id read (a marker's maybe). */
   private incoming: Row[] = [];
   private incomingThrough = 0;
@@ -308,7 +310,7 @@ export class ReplicatedHistory implements MessageHistory {
     const term = await this.lease.claim();
     if (!term) return undefined;
     try {
-      await this.stopFollowing();
+      this.stopFollowing();
       const info = await this.brain.jsm.streams.info(this.name);
       await this.catchUp(info.state.last_seq);
       const marks = headers();
@@ -369,12 +371,13 @@ export class ReplicatedHistory implements MessageHistory {
       this.view.flush();
       await this.lease.release();
     }
-    await this.stopFollowing();
+    this.stopFollowing();
   }
 
   /** Reads the stream after the view's last id until `last` (a sequence), writing it to the view. */
   private async catchUp(last: number): Promise<void> {
     if (this.viewSeq() >= last) return;
+    const mine = ++this.reader;
     const consumer = await this.brain.js.consumers.get(this.name, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: this.viewSeq() + 1 });
     let reached!: () => void;
     let timer: NodeJS.Timeout | undefined;
@@ -385,6 +388,7 @@ export class ReplicatedHistory implements MessageHistory {
     });
     const messages = await consumer.consume({
       callback: (m) => {
+        if (mine !== this.reader) return;
         this.read(m);
         if (m.seq >= last) reached();
       },
@@ -393,7 +397,9 @@ export class ReplicatedHistory implements MessageHistory {
       await caughtUp;
     } finally {
       clearTimeout(timer);
-      await messages.close();
+      this.reader++;
+      // Not awaited: a consumer's close waits for its pull to expire (seconds); its callbacks are ignored from now on.
+      void messages.close();
       this.apply();
     }
   }
@@ -402,23 +408,25 @@ export class ReplicatedHistory implements MessageHistory {
   private follow(): void {
     if (this.leading || this.following || this.closed) return;
     const start = this.viewSeq() + 1;
+    // Only the newest reader's messages count: one stopped may still call back, and two feeding one view could skip.
+    const mine = ++this.reader;
     void this.brain.js.consumers
       .get(this.name, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: start })
-      .then((consumer) => consumer.consume({ callback: (m) => this.read(m) }))
+      .then((consumer) => consumer.consume({ callback: (m) => void (mine === this.reader && this.read(m)) }))
       .then(
         (messages) => {
-          if (this.leading || this.following || this.closed) void messages.close();
+          if (mine !== this.reader || this.leading || this.closed) void messages.close();
           else this.following = messages;
         },
         // JetStream away or busy (a server lost, a leader being elected): a view that falls behind only makes a takeover read more.
-        () => setTimeout(() => this.follow(), FOLLOW_RETRY_MS).unref(),
+        () => mine === this.reader && setTimeout(() => this.follow(), FOLLOW_RETRY_MS).unref(),
       );
   }
 
-  private async stopFollowing(): Promise<void> {
-    const following = this.following;
+  private stopFollowing(): void {
+    this.reader++;
+    void this.following?.close();
     this.following = undefined;
-    await following?.close();
     this.apply();
   }
 

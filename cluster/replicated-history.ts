@@ -152,14 +152,17 @@ const isStale = (err: unknown): boolean => (err as { code?: unknown }).code === 
 /** How long a router waits at its start for the brain's servers to elect their JetStream leader (about 0.5 s after they start). */
 const ELECTION_MS = 15_000;
 
-/** Runs `step` again while JetStream is not ready yet (no leader elected: its API is unavailable or does not answer). */
+/**
+ * Runs `step` again while JetStream is not ready yet: no leader elected (its API unavailable or silent), or a stream
+ * that another router of the cluster is making this moment (not found, then already there).
+ */
 async function untilElected<T>(step: () => Promise<T>): Promise<T> {
   const deadline = performance.now() + ELECTION_MS;
   for (;;) {
     try {
       return await step();
     } catch (err) {
-      const notYet = /temporarily unavailable|no responders|timeout|TIMEOUT|no suitable peers|insufficient resources/i.test((err as Error).message);
+      const notYet = /temporarily unavailable|no responders|timeout|no suitable peers|insufficient resources|stream not found/i.test((err as Error).message);
       if (!notYet || performance.now() > deadline) throw err;
       await new Promise((resolve) => setTimeout(resolve, 250));
     }

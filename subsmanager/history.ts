@@ -221,6 +221,7 @@ export class History implements MessageHistory {
             db.pragma(`${h}.user_version = ${HISTORY_VERSION}`);
           }).immediate();
         }
+        if (options.replicated) db.exec(streamTable(h));
         // The worker checkpoints both files; here, a commit never does.
         if (path !== ':memory:') db.pragma('wal_autocheckpoint = 0');
       });
@@ -241,7 +242,6 @@ export class History implements MessageHistory {
     this.checkpointer = checkpointer;
     checkpointer?.unref();
     this.lease = new SequencerLease(db, h);
-    if (options.replicated) db.exec(streamTable(h));
     this.readPlace = options.replicated ? db.prepare(`SELECT epoch, through FROM ${h}.stream WHERE one = 1`) : undefined;
     this.writePlace = options.replicated
       ? db.prepare(`INSERT INTO ${h}.stream (one, epoch, through) VALUES (1, @epoch, @through) ON CONFLICT (one) DO UPDATE SET through = max(through, excluded.through)`)
@@ -317,8 +317,8 @@ export class History implements MessageHistory {
    * (a resume from within it is told expired).
    */
   follow(epoch: number, through: number): void {
-    const place = this.place();
-    this.db.transaction(() => {
+    const move = this.db.transaction(() => {
+      const place = this.place();
       if (place?.epoch !== epoch) {
         for (const table of ['history', 'history_floor', 'stream']) this.db.prepare(`DELETE FROM ${this.h}.${table}`).run();
         this.raiseFloor.run(EVERY_SUBJECT, through);
@@ -327,7 +327,9 @@ export class History implements MessageHistory {
         this.raiseFloor.run(EVERY_SUBJECT, through);
         this.writePlace!.run({ epoch, through });
       }
-    }).immediate();
+    });
+    // The routers of one store open their shared view together: a write lock one holds a moment is waited for.
+    retryBusy(() => move.immediate());
     this.pruneTimer ??= setInterval(() => this.prune(), 1000).unref();
     this.nextId = this.firstFreeId();
   }

@@ -183,6 +183,14 @@ describe('a partition on a JetStream stream', () => {
     expect(replay.lost || replay.messages.map((m) => [m.id, m.body.toString()])).toEqual([[first, 'kept']]);
   });
 
+  it('a stream of another replica count is a startup error naming both (the routers of a cluster must agree on --replicas)', async () => {
+    const b = await brain(5); // a stream of its own, made with one replica
+    await b.stream(0);
+    const other = await Brain.connect({ servers, name: 'test', replicas: 2, partitions: 5, historySeconds: 120 });
+    closing.push(() => other.close());
+    await expect(other.stream(0)).rejects.toThrow(/C1M_HISTORY_0_OF_5 has 1 replicas .* not 2/);
+  });
+
   it('a stream deleted and made again is a new epoch: a view of the old one is emptied, and its ids are not this stream\'s', async () => {
     const b = await brain(3); // a partition count of its own: a stream of its own
     const path = join(tempDir(), 'c1m.db');

@@ -5,8 +5,8 @@
  * local view (subsmanager/history.ts, `replicated`): replays read it, and it
  * is rebuilt from the stream when missing or of another stream.
  *
- * Ids: a message's id is the stream's epoch (its creation time in µs) plus its
- * sequence, so a token from a deleted stream never reads as one of the new
+ * Ids: a message's id is the stream's epoch (its creation time in µs, kept in
+ * its description) plus its sequence, so a token from a deleted stream never reads as one of the new
  * stream's ids.
  *
  * Fencing: the leader publishes every message expecting the stream's last
@@ -48,10 +48,17 @@ const FOLLOW_RETRY_MS = 1000;
 export const historyStream = (partition: number, partitions: number): string => `C1M_HISTORY_${partition}_OF_${partitions}`;
 export const historySubject = (partition: number, partitions: number): string => `${BRAIN_SUBJECTS}.history.${partitions}.${partition}`;
 
-/** A stream's epoch: its creation time in µs (the ISO time's fraction has ns). */
-export function streamEpoch(created: string): number {
-  const fraction = /\.(\d+)/.exec(created)?.[1] ?? '';
-  return Math.floor(Date.parse(created) / 1000) * 1_000_000 + Number(fraction.padEnd(6, '0').slice(0, 6));
+/**
+ * A stream's epoch, kept in its description when it is made (its creation time in µs): part of the configuration,
+ * which every server holds alike. Not the `created` of its info: each replica has its own, and ids would shift by
+ * milliseconds when the stream's leader moves.
+ */
+const describe = (epoch: number): string => `c1m message history, epoch ${epoch}`;
+const EPOCH = /^c1m message history, epoch (\d+)$/;
+function streamEpoch(info: StreamInfo): number {
+  const epoch = EPOCH.exec(info.config.description ?? '')?.[1];
+  if (epoch === undefined) throw new Error(`JetStream stream ${info.config.name} is not a c1m message history (its description names no epoch)`);
+  return Number(epoch);
 }
 
 export interface BrainOptions {
@@ -118,6 +125,7 @@ export class Brain {
         retention: RetentionPolicy.Limits,
         discard: DiscardPolicy.Old,
         max_age: nanos((historySeconds + STREAM_MARGIN_SECONDS) * 1000),
+        description: describe(Date.now() * 1000),
       });
     }
     const { num_replicas, subjects } = info.config;
@@ -162,7 +170,7 @@ async function untilElected<T>(step: () => Promise<T>): Promise<T> {
     try {
       return await step();
     } catch (err) {
-      const notYet = /temporarily unavailable|no responders|timeout|no suitable peers|insufficient resources|stream not found/i.test((err as Error).message);
+      const notYet = /temporarily unavailable|no responders|timeout|no suitable peers|insufficient resources|stream not found|already in use/i.test((err as Error).message);
       if (!notYet || performance.now() > deadline) throw err;
       await new Promise((resolve) => setTimeout(resolve, 250));
     }
@@ -225,7 +233,7 @@ export class ReplicatedHistory implements MessageHistory {
   /** Opens partition p's stream (made if missing) and brings the view up to it before returning; then follows it. */
   static async open(brain: Brain, view: History, partition: number): Promise<ReplicatedHistory> {
     const [info, kv] = await Promise.all([brain.stream(partition), brain.leases()]);
-    const epoch = streamEpoch(info.created);
+    const epoch = streamEpoch(info);
     view.follow(epoch, epoch + Math.max(info.state.first_seq - 1, 0));
     const history = new ReplicatedHistory(brain, view, partition, epoch, info.state.last_seq, kv);
     await history.catchUp(info.state.last_seq);

@@ -142,6 +142,8 @@ describe('a partition on a JetStream stream', () => {
     const { state } = await b.jsm.streams.info(historyStream(0, 1));
     expect(state.last_seq - info.state.last_seq).toBe(4); // the term marker and three messages
     expect(ids[2] - state.last_seq).toBe(ids[0] - (state.last_seq - 2)); // id - sequence: one epoch for all
+    // The epoch is the one the stream's configuration keeps (its description), which every replica holds alike.
+    expect(ids[0] - (state.last_seq - 2)).toBe(Number(/epoch (\d+)$/.exec(info.config.description ?? '')?.[1]));
     await expect.poll(() => follower.history.replay(7, ids[0])).toMatchObject({ lost: false, messages: [{ id: ids[1] }, { id: ids[2] }] });
     const replay = follower.history.replay(7, ids[0]);
     expect(replay.lost || replay.messages.map((m) => m.body.toString())).toEqual(['two', 'three']);

@@ -199,6 +199,8 @@ describe('c1m cluster --routers 2 --partitions 2 --replicas 3', () => {
     await streamsKnown(0);
     for (let i = 0; i < 3; i++) await round(`missed ${i}`);
     const missed = acked.filter((n) => !before.includes(n));
+    // Both routers of the cluster, each leading one partition: frozen below, neither can compete with the new one.
+    const frozen = [...new Set((await leaders(true)).values())];
     // The new router: its own empty directory, the cluster's bus and credentials.
     const dir = tempDir();
     const servers = cluster.nats.split(',').filter((_, i) => isAlive(cluster.pids[`nats-${i}`])).join(',');
@@ -211,9 +213,6 @@ describe('c1m cluster --routers 2 --partitions 2 --replicas 3', () => {
     await waitFor(() => /c1m router (standing by|listening)/.test(out), 'the new router', 30_000).catch((err: Error) => {
       throw new Error(`${err.message}: ${out.slice(-3000)}`);
     });
-    // Both routers of the cluster, each leading one partition: frozen, neither can compete with the new one.
-    const led = await leaders(true);
-    const frozen = [...new Set(led.values())];
     frozen.forEach((pid) => process.kill(pid, 'SIGSTOP'));
     let thawed = false;
     try {

@@ -290,7 +290,7 @@ function matches(pattern: string, subject: string): boolean {
 function readmeRights(): Map<BusRole, { publish: string[]; subscribe: string[]; replies: boolean }> {
   const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
   const rights = new Map<BusRole, { publish: string[]; subscribe: string[]; replies: boolean }>();
-  const subjects = (cell: string) => [...cell.matchAll(/`((?:c1m|_INBOX)[^`]*)`/g)].map((m) => m[1]);
+  const subjects = (cell: string) => [...cell.matchAll(/`((?:c1m|_INBOX|\$JS|\$KV)[^`]*)`/g)].map((m) => m[1]);
   for (const line of readme.split('\n')) {
     const file = /^\| `(edge-<id>|router|backend|admin)\.creds` \|/.exec(line)?.[1];
     if (!file) continue;
@@ -332,6 +332,9 @@ describe("every role's rights on the bus, as the README's table says", () => {
       SUBJECTS.routers,
       '_INBOX.x',
       '_INBOX_ROUTER.x',
+      '$JS.API.INFO',
+      '$KV.c1m-leases.p0',
+      'c1m.brain.store',
     ];
     try {
       for (const [role, documented] of rights) {

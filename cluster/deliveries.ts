@@ -1,0 +1,77 @@
+/**
+ * What an edge does with its routers' deliver batches: each chunk to the
+ * streams of its targets, in order, with the checks that keep ids whole
+ * across router runs and history terms.
+ */
+import type { Logger } from 'pino';
+import type { Registry } from '../router/registry.js';
+import type { Chunk } from '../router/router.js';
+import type { StreamHub } from '../server/stream.js';
+import type { BusMessage } from './messages.js';
+
+export type Deliver = Extract<BusMessage, { t: 'deliver' }>;
+export type Stopped = Extract<BusMessage, { t: 'stopped' }>;
+
+export class Deliveries {
+  /**
+   * The numbered batches of each partition's router run, to find one this edge missed
+   * (NATS restarted, or the router stopped with batches this edge never got).
+   * Then every stream here ends before it is written anything newer, and its
+   * client resumes from the last id it got: what was missed comes from the
+   * history. A new run (a restarted router, a new leader of the partition, or one that had dropped this edge
+   * as silent) starts its own count; what a crashed run never sent, its
+   * successor delivers again (subsmanager/sequencer.ts).
+   */
+  private readonly runs: { router: string; batch: number }[] = [];
+  /**
+   * The newest sequencer term heard of, per partition (subsmanager/sequencer.ts): a batch of
+   * an older one comes from a router that lost the history's lease, late; what
+   * it carries the new holder delivered again, and streams skip ids they have.
+   */
+  private readonly terms: number[] = [];
+
+  constructor(
+    private readonly registry: Registry,
+    private readonly hub: StreamHub,
+    private readonly log: Logger,
+  ) {}
+
+  deliver(message: Deliver): void {
+    const { registry, hub } = this;
+    const { chunks, targets, sentAt, ids, partition } = message;
+    const p = partition ?? 0;
+    if (message.term !== undefined) {
+      if (message.term < (this.terms[p] ?? 0)) return void this.log.warn({ partition: p, term: message.term, newest: this.terms[p], router: message.router }, "dropped a batch of an older term of the history's lease");
+      this.terms[p] = message.term;
+    }
+    if (message.router !== undefined && message.batch !== undefined && this.missedBatch(p, message.router, message.batch)) this.resumeAll(`batch ${message.batch} of partition ${p} of router ${message.router}`);
+    for (let i = 0; i < chunks.length; i++) {
+      const chunk = chunks[i] as Chunk; // msgpackr decodes binary as Buffer on Node
+      if (ids) chunk.id = ids[i];
+      if (partition !== undefined) chunk.partition = partition;
+      const first = targets[i][0];
+      if (typeof first === 'string') registry.deliverTopic(first, targets[i].slice(1) as number[], chunk);
+      else for (const user of targets[i] as number[]) registry.deliver(user, chunk);
+      hub.noteSend(sentAt[i]);
+    }
+  }
+
+  /** A router run stopped cleanly after batch `message.batch`: one this edge never got ends every stream here. */
+  stopped(message: Stopped): void {
+    const run = this.runs[message.partition ?? 0];
+    if (run?.router !== message.router) return;
+    if (run.batch !== message.batch) this.resumeAll(`router ${message.router} stopped after batch ${message.batch}`);
+    run.batch = message.batch;
+  }
+
+  private missedBatch(partition: number, router: string, batch: number): boolean {
+    const run = this.runs[partition];
+    this.runs[partition] = { router, batch };
+    return run?.router === router && batch !== run.batch + 1;
+  }
+
+  private resumeAll(why: string): void {
+    this.log.warn({ why, streams: this.registry.connections }, 'missed deliveries: every stream ends and resumes from the history');
+    this.registry.closeAll();
+  }
+}

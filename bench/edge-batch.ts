@@ -19,6 +19,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { dispatch } from '../cluster/bus.js';
+import { packChunks } from '../cluster/deliver-batch.js';
 import { Deliveries } from '../cluster/deliveries.js';
 import { encode, SUBJECTS, type BusMessage } from '../cluster/messages.js';
 import { Parser } from '../cluster/nats.js';
@@ -42,7 +43,8 @@ function countInstructions(): void {
   const self = fileURLToPath(import.meta.url);
   const base = ['--users', opts.users, '--chunks', opts.chunks, '--targets', opts.targets, '--size', opts.size, '--warmup', opts.warmup].map(String);
   const instructions = (batches: number): number => {
-    const r = spawnSync('valgrind', ['--tool=callgrind', '--callgrind-out-file=/dev/null', process.execPath, self, ...base, '--batches', String(batches)], { encoding: 'utf8' });
+    // Single-threaded: V8's compiler and collector threads otherwise run as valgrind schedules them, and the counts drift.
+    const r = spawnSync('valgrind', ['--tool=callgrind', '--callgrind-out-file=/dev/null', process.execPath, '--single-threaded', self, ...base, '--batches', String(batches)], { encoding: 'utf8' });
     const collected = /Collected : (\d+)/.exec(r.stderr);
     if (r.status !== 0 || !collected) throw new Error(`valgrind failed (${r.status}): ${r.stderr.slice(-2000)}`);
     return Number(collected[1]);
@@ -107,7 +109,7 @@ function run(): void {
         sentAt.push(epochMs());
         ids.push(id++);
       }
-      const payload = encode({ t: 'deliver', chunks, targets, sentAt, ids, router, batch: b + 1, term: 1 });
+      const payload = encode({ t: 'deliver', ...packChunks(chunks, targets, sentAt, ids), router, batch: b + 1, term: 1 });
       return Buffer.concat([Buffer.from(`MSG ${subject} 1 ${payload.length}\r\n`), payload, Buffer.from('\r\n')]);
     }),
   );

@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import type { Registry } from '../router/registry.js';
 import type { Chunk } from '../router/router.js';
 import type { StreamHub } from '../server/stream.js';
+import { ChunkReader } from './deliver-batch.js';
 import type { BusMessage } from './messages.js';
 
 export type Deliver = Extract<BusMessage, { t: 'deliver' }>;
@@ -38,21 +39,21 @@ export class Deliveries {
 
   deliver(message: Deliver): void {
     const { registry, hub } = this;
-    const { chunks, targets, sentAt, ids, partition } = message;
+    const { topics, partition } = message;
     const p = partition ?? 0;
     if (message.term !== undefined) {
       if (message.term < (this.terms[p] ?? 0)) return void this.log.warn({ partition: p, term: message.term, newest: this.terms[p], router: message.router }, "dropped a batch of an older term of the history's lease");
       this.terms[p] = message.term;
     }
     if (message.router !== undefined && message.batch !== undefined && this.missedBatch(p, message.router, message.batch)) this.resumeAll(`batch ${message.batch} of partition ${p} of router ${message.router}`);
-    for (let i = 0; i < chunks.length; i++) {
-      const chunk = chunks[i] as Chunk; // msgpackr decodes binary as Buffer on Node
-      if (ids) chunk.id = ids[i];
+    const chunks = new ChunkReader(message.chunks);
+    while (chunks.next()) {
+      const chunk: Chunk = chunks.body();
+      if (chunks.numbered) chunk.id = chunks.id;
       if (partition !== undefined) chunk.partition = partition;
-      const first = targets[i][0];
-      if (typeof first === 'string') registry.deliverTopic(first, targets[i].slice(1) as number[], chunk);
-      else for (const user of targets[i] as number[]) registry.deliver(user, chunk);
-      hub.noteSend(sentAt[i]);
+      if (chunks.topic !== 0) registry.deliverTopic(topics![chunks.topic - 1], Array.from({ length: chunks.users }, (_, k) => chunks.user(k)), chunk);
+      else for (let k = 0; k < chunks.users; k++) registry.deliver(chunks.user(k), chunk);
+      hub.noteSend(chunks.sentAt);
     }
   }
 

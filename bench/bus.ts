@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ChunkReader, packChunks } from '../cluster/deliver-batch.js';
+import { deliverChunks, packChunks } from '../cluster/deliver-batch.js';
 import { SUBJECTS, type BusMessage } from '../cluster/messages.js';
 import { credsFile, makeTlsFiles, writeNatsConfig } from '../cluster/nats-auth.js';
 import { NatsBus, type NatsBusOptions } from '../cluster/nats-bus.js';
@@ -58,9 +58,7 @@ async function subscriber(nats: string, settings: ChildBus): Promise<void> {
     if (count === 0) reset();
     count++;
     last = performance.now();
-    const chunks = new ChunkReader(message.chunks);
-    chunks.next();
-    latencies.push(epochMs() - chunks.sentAt);
+    deliverChunks(message.chunks, message.topics, undefined, { deliver() {}, deliverTopic() {}, sent: (_chunk, at) => latencies.push(epochMs() - at) });
   });
   // At the end of each phase: the phase's figures on stdout for the parent, then an answer on the edge's own subject
   // (as an edge answers a sync; a router's credentials hear no replies), so the publisher goes on.

@@ -82,7 +82,7 @@ function run(): void {
   hub.onWritten = new LatencyHistogram().observe;
   const deliveries = new Deliveries(registry, hub, pino({ level: 'silent' }));
   const onEdgeMessage = (message: BusMessage): void => {
-    if (message.t === 'deliver') deliveries.deliver(message);
+    if (message.t === 'deliver') deliveries.batch(message);
   };
   const parser = new Parser({
     message: (_sid, subject, reply, data) => dispatch(subject, data, reply, onEdgeMessage, { malformed: (_s, err) => fail(err.message) }),

@@ -10,6 +10,7 @@
  * k: the message's `topics[k - 1]`, delivered first, see Registry.deliverTopic),
  * sentAt f64 (epoch ms), id f64 (with IDS), the users, the body.
  */
+import type { Chunk } from '../router/router.js';
 import type { Subject } from '../subsmanager/subjects.js';
 
 const IDS = 1;
@@ -66,90 +67,97 @@ export function packChunks(chunks: readonly Uint8Array[], targets: readonly (rea
 }
 
 /**
- * Walks a batch's chunks: `next()` moves to the next chunk, or returns false at the end or at the first one that does
- * not fit the bytes (`broken` then says so). Nothing is allocated per chunk but its body, and only when asked for.
+ * A chunk's body as an edge gets it: a Buffer (what Buffer.prototype gives, as Node's own FastBuffer does) made straight
+ * from the batch's memory, with its id and partition in fields of its own. Buffer.from(memory, offset, length) checks
+ * its arguments through calls into Node each time, and ids added to a Buffer after it is made take a hidden-class
+ * change and an out-of-object property store each.
  */
-export class ChunkReader {
-  /** The current chunk's send time, id (NaN where the batch has none), topic (0: none), users, and body's place. */
-  sentAt = 0;
-  id = NaN;
-  topic = 0;
-  users = 0;
-  private usersAt = 0;
-  private bodyAt = 0;
-  private bodyBytes = 0;
-  private at = HEADER_BYTES;
-  private left: number;
-  readonly count: number;
-  readonly numbered: boolean;
-  private readonly width: number;
-  /** The bytes do not hold what their header says. */
-  broken: boolean;
-  private readonly view: DataView;
+class ChunkBody extends Uint8Array {
+  id: number | undefined = undefined;
+  partition: number | undefined = undefined;
+}
+Object.setPrototypeOf(ChunkBody.prototype, Buffer.prototype);
 
-  constructor(private readonly bytes: Uint8Array) {
-    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    this.broken = bytes.length < HEADER_BYTES || (bytes[4] & ~(IDS | WIDE_USERS)) !== 0;
-    this.count = this.broken ? 0 : this.view.getUint32(0, true);
-    this.left = this.count;
-    this.numbered = (bytes[4] & IDS) !== 0;
-    this.width = (bytes[4] & WIDE_USERS) !== 0 ? 8 : 4;
-  }
+/** Where a batch's chunks go: an edge's registry and hub (./deliveries.ts). */
+export interface ChunkSink {
+  /** `chunk` to every stream of `user`. */
+  deliver(user: number, chunk: Chunk): void;
+  /** `chunk` to the streams listening to `topic`, and to every stream of each of `users` that does not, once each (Registry.deliverTopic). */
+  deliverTopic(topic: string, users: number[], chunk: Chunk): void;
+  /** `chunk` is handed to each of its targets (none, where it has none); it was sent at `at` (epoch ms). */
+  sent(chunk: Chunk, at: number): void;
+}
 
-  /** Every chunk was read and nothing is left over. */
-  get done(): boolean {
-    return !this.broken && this.left === 0 && this.at === this.bytes.length;
-  }
+/** The header's fields, where a batch's bytes hold one (see whyNotChunks). */
+function header(bytes: Uint8Array) {
+  const flags = bytes[4];
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return { view, count: view.getUint32(0, true), numbered: (flags & IDS) !== 0, width: (flags & WIDE_USERS) !== 0 ? 8 : 4 };
+}
 
-  next(): boolean {
-    if (this.left === 0 || this.broken) return false;
-    const { view } = this;
-    let at = this.at;
-    const fixed = CHUNK_HEADER_BYTES + (this.numbered ? ID_BYTES : 0);
-    if (at + fixed > view.byteLength) return this.break();
-    this.bodyBytes = view.getUint32(at, true);
-    this.users = view.getUint32(at + 4, true);
-    this.topic = view.getUint32(at + 8, true);
-    this.sentAt = view.getFloat64(at + 12, true);
-    this.id = this.numbered ? view.getFloat64(at + 20, true) : NaN;
-    at += fixed;
-    this.usersAt = at;
-    at += this.users * this.width;
-    this.bodyAt = at;
-    at += this.bodyBytes;
-    if (at > view.byteLength) return this.break();
-    this.at = at;
-    this.left--;
-    return true;
-  }
-
-  /** The current chunk's k-th user. */
-  user(k: number): number {
-    return this.width === 4 ? this.view.getUint32(this.usersAt + 4 * k, true) : this.view.getFloat64(this.usersAt + 8 * k, true);
-  }
-
-  /** The current chunk's body: a view of the batch, no copy. */
-  body(): Buffer {
-    return Buffer.from(this.bytes.buffer, this.bytes.byteOffset + this.bodyAt, this.bodyBytes);
-  }
-
-  private break(): false {
-    this.broken = true;
-    return false;
+/**
+ * Hands every chunk of a batch to `sink`, in order, each body a view of the batch (no copy) with its id where the batch
+ * has them, and `partition`. Only for bytes whyNotChunks took (decode checks every bus message): nothing is checked here.
+ */
+export function deliverChunks(bytes: Uint8Array, topics: readonly string[] | undefined, partition: number | undefined, sink: ChunkSink): void {
+  const { view, count, numbered, width } = header(bytes);
+  const memory = bytes.buffer as ArrayBuffer;
+  const base = bytes.byteOffset;
+  let at = HEADER_BYTES;
+  for (let i = 0; i < count; i++) {
+    const bodyBytes = view.getUint32(at, true);
+    const users = view.getUint32(at + 4, true);
+    const topic = view.getUint32(at + 8, true);
+    const sentAt = view.getFloat64(at + 12, true);
+    const id = numbered ? view.getFloat64(at + 20, true) : undefined;
+    at += CHUNK_HEADER_BYTES + (numbered ? ID_BYTES : 0);
+    const usersEnd = at + users * width;
+    const chunk = new ChunkBody(memory, base + usersEnd, bodyBytes);
+    chunk.id = id;
+    chunk.partition = partition;
+    if (topic !== 0) {
+      const subscribers: number[] = [];
+      for (; at < usersEnd; at += width) subscribers.push(width === 4 ? view.getUint32(at, true) : view.getFloat64(at, true));
+      sink.deliverTopic(topics![topic - 1], subscribers, chunk as unknown as Chunk);
+    } else if (width === 4) for (; at < usersEnd; at += 4) sink.deliver(view.getUint32(at, true), chunk as unknown as Chunk);
+    else for (; at < usersEnd; at += 8) sink.deliver(view.getFloat64(at, true), chunk as unknown as Chunk);
+    sink.sent(chunk as unknown as Chunk, sentAt);
+    at = usersEnd + bodyBytes;
   }
 }
 
 /** Why `bytes` with `topics` is not a batch (a chunk that does not fit, a bad user id, send time, id or topic number), or undefined. */
 export function whyNotChunks(bytes: Uint8Array, topics: readonly string[] | undefined): string | undefined {
-  const chunks = new ChunkReader(bytes);
-  for (let i = 0; chunks.next(); i++) {
-    if (!Number.isFinite(chunks.sentAt)) return `chunk ${i} has a bad sentAt`;
-    if (chunks.numbered && !(Number.isSafeInteger(chunks.id) && chunks.id >= 0)) return `chunk ${i} has a bad id`;
-    if (chunks.topic > (topics?.length ?? 0)) return `chunk ${i} names topic ${chunks.topic} of ${topics?.length ?? 0}`;
-    for (let k = 0; k < chunks.users; k++) {
-      const user = chunks.user(k);
-      if (!(Number.isSafeInteger(user) && user > 0)) return `chunk ${i} has a bad user id`;
+  const length = bytes.byteLength;
+  if (length < HEADER_BYTES || (bytes[4] & ~(IDS | WIDE_USERS)) !== 0) return 'its header is not one';
+  const { view, count, numbered, width } = header(bytes);
+  const fixed = CHUNK_HEADER_BYTES + (numbered ? ID_BYTES : 0);
+  const topicCount = topics?.length ?? 0;
+  let at = HEADER_BYTES;
+  for (let i = 0; i < count; i++) {
+    if (at + fixed > length) return 'its chunks do not fit its bytes';
+    const bodyBytes = view.getUint32(at, true);
+    const users = view.getUint32(at + 4, true);
+    const topic = view.getUint32(at + 8, true);
+    if (topic > topicCount) return `chunk ${i} names topic ${topic} of ${topicCount}`;
+    if (!Number.isFinite(view.getFloat64(at + 12, true))) return `chunk ${i} has a bad sentAt`;
+    if (numbered) {
+      const id = view.getFloat64(at + 20, true);
+      if (!(Number.isSafeInteger(id) && id >= 0)) return `chunk ${i} has a bad id`;
     }
+    at += fixed;
+    const usersEnd = at + users * width;
+    if (usersEnd + bodyBytes > length) return 'its chunks do not fit its bytes';
+    // A u32 user id is a safe integer: only 0 is no user.
+    if (width === 4) {
+      for (; at < usersEnd; at += 4) if (view.getUint32(at, true) === 0) return `chunk ${i} has a bad user id`;
+    } else {
+      for (; at < usersEnd; at += 8) {
+        const user = view.getFloat64(at, true);
+        if (!(Number.isSafeInteger(user) && user > 0)) return `chunk ${i} has a bad user id`;
+      }
+    }
+    at = usersEnd + bodyBytes;
   }
-  return chunks.done ? undefined : 'its chunks do not fit its bytes';
+  return at === length ? undefined : 'its chunks do not fit its bytes';
 }

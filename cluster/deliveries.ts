@@ -5,15 +5,15 @@
  */
 import type { Logger } from 'pino';
 import type { Registry } from '../router/registry.js';
-import type { Chunk } from '../router/router.js';
 import type { StreamHub } from '../server/stream.js';
-import { ChunkReader } from './deliver-batch.js';
+import type { Chunk } from '../router/router.js';
+import { deliverChunks, type ChunkSink } from './deliver-batch.js';
 import type { BusMessage } from './messages.js';
 
 export type Deliver = Extract<BusMessage, { t: 'deliver' }>;
 export type Stopped = Extract<BusMessage, { t: 'stopped' }>;
 
-export class Deliveries {
+export class Deliveries implements ChunkSink {
   /**
    * The numbered batches of each partition's router run, to find one this edge missed
    * (NATS restarted, or the router stopped with batches this edge never got).
@@ -37,24 +37,28 @@ export class Deliveries {
     private readonly log: Logger,
   ) {}
 
-  deliver(message: Deliver): void {
-    const { registry, hub } = this;
-    const { topics, partition } = message;
+  /** A batch from a router: its chunks to the streams, unless it is of an older term; a gap in its run's numbers ends every stream. */
+  batch(message: Deliver): void {
+    const { partition } = message;
     const p = partition ?? 0;
     if (message.term !== undefined) {
       if (message.term < (this.terms[p] ?? 0)) return void this.log.warn({ partition: p, term: message.term, newest: this.terms[p], router: message.router }, "dropped a batch of an older term of the history's lease");
       this.terms[p] = message.term;
     }
     if (message.router !== undefined && message.batch !== undefined && this.missedBatch(p, message.router, message.batch)) this.resumeAll(`batch ${message.batch} of partition ${p} of router ${message.router}`);
-    const chunks = new ChunkReader(message.chunks);
-    while (chunks.next()) {
-      const chunk: Chunk = chunks.body();
-      if (chunks.numbered) chunk.id = chunks.id;
-      if (partition !== undefined) chunk.partition = partition;
-      if (chunks.topic !== 0) registry.deliverTopic(topics![chunks.topic - 1], Array.from({ length: chunks.users }, (_, k) => chunks.user(k)), chunk);
-      else for (let k = 0; k < chunks.users; k++) registry.deliver(chunks.user(k), chunk);
-      hub.noteSend(chunks.sentAt);
-    }
+    deliverChunks(message.chunks, message.topics, partition, this);
+  }
+
+  deliver(user: number, chunk: Chunk): void {
+    this.registry.deliver(user, chunk);
+  }
+
+  deliverTopic(topic: string, users: number[], chunk: Chunk): void {
+    this.registry.deliverTopic(topic, users, chunk);
+  }
+
+  sent(_chunk: Chunk, at: number): void {
+    this.hub.noteSend(at);
   }
 
   /** A router run stopped cleanly after batch `message.batch`: one this edge never got ends every stream here. */

@@ -158,7 +158,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
   const onEdgeMessage = (message: BusMessage): void => {
     switch (message.t) {
       case 'deliver':
-        return deliveries.deliver(message);
+        return deliveries.batch(message);
       case 'stopped':
         return deliveries.stopped(message);
       case 'sync':

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MemoryBroker, type Bus } from '../cluster/bus.js';
-import { ChunkReader, packChunks } from '../cluster/deliver-batch.js';
+import { packChunks } from '../cluster/deliver-batch.js';
 import { Directory, type DirectoryOptions } from '../cluster/directory.js';
 import { encode, SUBJECTS, whyNotBusMessage, type BusMessage, type EdgeState, type EdgeStats } from '../cluster/messages.js';
 import { BusSender } from '../cluster/sender.js';
@@ -15,27 +15,12 @@ import { LatencyHistogram } from '../router/latency.js';
 import { partitionOf } from '../subsmanager/partitions.js';
 import { openStore } from '../subsmanager/store.js';
 import type { Subject } from '../subsmanager/subjects.js';
-import { tempDir } from './helpers.js';
+import { tempDir, unpackChunks } from './helpers.js';
 
 type Deliver = Extract<BusMessage, { t: 'deliver' }>;
 
-/** A deliver batch as lists: each chunk's body, targets (the topic first, where it names one), send time and id, and the message as it went. */
-function unpacked(wire: Deliver) {
-  const chunks: Buffer[] = [];
-  const targets: Subject[][] = [];
-  const sentAt: number[] = [];
-  const ids: number[] = [];
-  const reader = new ChunkReader(wire.chunks);
-  while (reader.next()) {
-    chunks.push(reader.body());
-    const users = Array.from({ length: reader.users }, (_, k) => reader.user(k));
-    targets.push(reader.topic === 0 ? users : [wire.topics![reader.topic - 1], ...users]);
-    sentAt.push(reader.sentAt);
-    if (reader.numbered) ids.push(reader.id);
-  }
-  expect(reader.done).toBe(true);
-  return { ...wire, wire, chunks, targets, sentAt, ids: reader.numbered ? ids : undefined };
-}
+/** A deliver batch as lists, and the message as it went. */
+const unpacked = (wire: Deliver) => ({ ...wire, wire, ...unpackChunks(wire) });
 
 const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));

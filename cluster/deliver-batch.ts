@@ -88,11 +88,23 @@ export interface ChunkSink {
   sent(chunk: Chunk, at: number): void;
 }
 
-/** The header's fields, where a batch's bytes hold one (see whyNotChunks). */
+/**
+ * The last memory a batch was read from, and a view of all of it: a batch is checked, then delivered, and the batches
+ * of one socket read share its memory, so they share one view (a DataView is made in V8's runtime, not in JIT code).
+ */
+let lastMemory: ArrayBufferLike | undefined;
+let lastView: DataView;
+
+/** Where a batch lies in its memory, and its header's fields, where its bytes hold one (see whyNotChunks). */
 function header(bytes: Uint8Array) {
+  const memory = bytes.buffer;
+  if (memory !== lastMemory) {
+    lastView = new DataView(memory);
+    lastMemory = memory;
+  }
+  const start = bytes.byteOffset;
   const flags = bytes[4];
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  return { view, count: view.getUint32(0, true), numbered: (flags & IDS) !== 0, width: (flags & WIDE_USERS) !== 0 ? 8 : 4 };
+  return { memory, view: lastView, start, end: start + bytes.byteLength, count: lastView.getUint32(start, true), numbered: (flags & IDS) !== 0, width: (flags & WIDE_USERS) !== 0 ? 8 : 4 };
 }
 
 /**
@@ -100,10 +112,8 @@ function header(bytes: Uint8Array) {
  * has them, and `partition`. Only for bytes whyNotChunks took (decode checks every bus message): nothing is checked here.
  */
 export function deliverChunks(bytes: Uint8Array, topics: readonly string[] | undefined, partition: number | undefined, sink: ChunkSink): void {
-  const { view, count, numbered, width } = header(bytes);
-  const memory = bytes.buffer as ArrayBuffer;
-  const base = bytes.byteOffset;
-  let at = HEADER_BYTES;
+  const { memory, view, start, count, numbered, width } = header(bytes);
+  let at = start + HEADER_BYTES;
   for (let i = 0; i < count; i++) {
     const bodyBytes = view.getUint32(at, true);
     const users = view.getUint32(at + 4, true);
@@ -112,7 +122,7 @@ export function deliverChunks(bytes: Uint8Array, topics: readonly string[] | und
     const id = numbered ? view.getFloat64(at + 20, true) : undefined;
     at += CHUNK_HEADER_BYTES + (numbered ? ID_BYTES : 0);
     const usersEnd = at + users * width;
-    const chunk = new ChunkBody(memory, base + usersEnd, bodyBytes);
+    const chunk = new ChunkBody(memory as ArrayBuffer, usersEnd, bodyBytes);
     chunk.id = id;
     chunk.partition = partition;
     if (topic !== 0) {
@@ -128,14 +138,13 @@ export function deliverChunks(bytes: Uint8Array, topics: readonly string[] | und
 
 /** Why `bytes` with `topics` is not a batch (a chunk that does not fit, a bad user id, send time, id or topic number), or undefined. */
 export function whyNotChunks(bytes: Uint8Array, topics: readonly string[] | undefined): string | undefined {
-  const length = bytes.byteLength;
-  if (length < HEADER_BYTES || (bytes[4] & ~(IDS | WIDE_USERS)) !== 0) return 'its header is not one';
-  const { view, count, numbered, width } = header(bytes);
+  if (bytes.length < HEADER_BYTES || (bytes[4] & ~(IDS | WIDE_USERS)) !== 0) return 'its header is not one';
+  const { view, start, end, count, numbered, width } = header(bytes);
   const fixed = CHUNK_HEADER_BYTES + (numbered ? ID_BYTES : 0);
   const topicCount = topics?.length ?? 0;
-  let at = HEADER_BYTES;
+  let at = start + HEADER_BYTES;
   for (let i = 0; i < count; i++) {
-    if (at + fixed > length) return 'its chunks do not fit its bytes';
+    if (at + fixed > end) return 'its chunks do not fit its bytes';
     const bodyBytes = view.getUint32(at, true);
     const users = view.getUint32(at + 4, true);
     const topic = view.getUint32(at + 8, true);
@@ -147,7 +156,7 @@ export function whyNotChunks(bytes: Uint8Array, topics: readonly string[] | unde
     }
     at += fixed;
     const usersEnd = at + users * width;
-    if (usersEnd + bodyBytes > length) return 'its chunks do not fit its bytes';
+    if (usersEnd + bodyBytes > end) return 'its chunks do not fit its bytes';
     // A u32 user id is a safe integer: only 0 is no user.
     if (width === 4) {
       for (; at < usersEnd; at += 4) if (view.getUint32(at, true) === 0) return `chunk ${i} has a bad user id`;
@@ -159,5 +168,5 @@ export function whyNotChunks(bytes: Uint8Array, topics: readonly string[] | unde
     }
     at = usersEnd + bodyBytes;
   }
-  return at === length ? undefined : 'its chunks do not fit its bytes';
+  return at === end ? undefined : 'its chunks do not fit its bytes';
 }

@@ -5,13 +5,13 @@
  */
 import type { Logger } from 'pino';
 import type { Registry } from '../router/registry.js';
-import type { StreamHub } from '../server/stream.js';
 import type { Chunk } from '../router/router.js';
+import type { StreamHub } from '../server/stream.js';
 import { deliverChunks, type ChunkSink } from './deliver-batch.js';
 import type { BusMessage } from './messages.js';
 
-export type Deliver = Extract<BusMessage, { t: 'deliver' }>;
-export type Stopped = Extract<BusMessage, { t: 'stopped' }>;
+type Deliver = Extract<BusMessage, { t: 'deliver' }>;
+type Stopped = Extract<BusMessage, { t: 'stopped' }>;
 
 export class Deliveries implements ChunkSink {
   /**

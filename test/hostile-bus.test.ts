@@ -146,6 +146,21 @@ describe('c1m cluster: a hostile edge, router or backend on the bus', () => {
       await router.close();
     }
   });
+
+  test("a torn deliver batch on an edge's subject (a router's credentials) is refused whole: not even its first chunk, which fits, reaches the stream", async () => {
+    const router = await clientAs(cluster.nats, credsFile(cluster.natsDir, 'router'));
+    try {
+      const seen = stream.messages.length;
+      const torn = packChunks([Buffer.from('first of a torn batch\n'), Buffer.from('second of it\n')], [[5], [5]], [Date.now(), Date.now()], []).chunks;
+      router.publish(SUBJECTS.edge(victim), raw({ t: 'deliver', chunks: torn.subarray(0, -1) }));
+      // The edge takes its subject's messages in order: once the whole batch after it is written, the torn one was read.
+      router.publish(SUBJECTS.edge(victim), raw({ t: 'deliver', ...packChunks([Buffer.from('whole\n')], [[5]], [Date.now()], []) }));
+      await eventually(() => expect(stream.messages.slice(seen)).toEqual(['whole']));
+      expect(stream.ended).toBe(false);
+    } finally {
+      await router.close();
+    }
+  });
 });
 
 describe('the bus messages validator', () => {

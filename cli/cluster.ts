@@ -5,6 +5,7 @@
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { CLUSTER_DEFAULTS } from '../cluster/defaults.js';
 import { BUS_WAKEUPS_PER_SECOND, EDGE_ID, MIN_WINDOW_MS } from '../cluster/messages.js';
@@ -37,6 +38,9 @@ const edgeId = (text: string): string => {
   if (!EDGE_ID.test(text)) throw new Error(`edge id '${text}': use 1-64 letters, digits, '-' or '_'`);
   return text;
 };
+/** JetStream keeps a stream on at most 5 servers. */
+const MAX_REPLICAS = 5;
+
 const defaultPrefix = () => `${hostname().replace(/[^A-Za-z0-9_-]/g, '_')}-`;
 
 function logger(level: string, base: Record<string, unknown>): Logger {
@@ -72,7 +76,29 @@ function routerOptions(command: Command): Command {
           if (n > MAX_PARTITIONS) throw new InvalidArgumentError(`partitions must be at most ${MAX_PARTITIONS}`);
           return n;
         }),
+    )
+    .addOption(
+      new Option('--replicas <n>', `keep the brain (histories, leases, subscription changes) on JetStream, each stream on this many nats-servers (at most ${MAX_REPLICAS}); c1m cluster then starts that many, clustered`)
+        .argParser((text: string) => {
+          const n = integer('replicas', 1)(text);
+          if (n > MAX_REPLICAS) throw new InvalidArgumentError(`replicas must be at most ${MAX_REPLICAS} (JetStream's limit)`);
+          return n;
+        }),
     );
+}
+
+interface NatsConfigFlags {
+  dir: string;
+  edges: string[];
+  listen?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+  tlsSelfSigned?: string;
+  jetstream?: string;
+  storeDir?: string;
+  clusterListen?: string;
+  routes?: string[];
 }
 
 export function clusterCommands(): Command[] {
@@ -192,11 +218,21 @@ export function clusterCommands(): Command[] {
     .option('--tls-cert <file>', "nats-server's TLS certificate (PEM; with --tls-key)")
     .option('--tls-key <file>', 'its private key (PEM)')
     .option('--tls-self-signed <hosts>', 'make a new certificate authority (DIR/ca.pem, for --nats-ca) and a server certificate for these comma-separated addresses (default: keep the TLS settings in the directory)')
-    .action(async (opts: { dir: string; edges: string[]; listen?: string; tlsCert?: string; tlsKey?: string; tlsSelfSigned?: string }, command: Command) => {
+    .option('--tls-ca <file>', "the CA of the brain cluster's server certificates (PEM; its routes check each other's)")
+    .option('--jetstream <name>', "this server is <name> of the routers' JetStream (--replicas): the config goes to DIR/<name>.conf")
+    .option('--store-dir <dir>', 'with --jetstream: where this server keeps its streams (default: DIR/jetstream-<name>)')
+    .option('--cluster-listen <host:port>', 'with --jetstream: where this server meets the brain cluster\'s others')
+    .addOption(new Option('--routes <list>', "with --cluster-listen: the other servers' cluster addresses, host:port, comma-separated").argParser((text: string) => text.split(',')))
+    .action(async (opts: NatsConfigFlags, command: Command) => {
       const { makeTlsFiles, writeNatsConfig } = await import('../cluster/nats-auth.js');
       if (!opts.tlsCert !== !opts.tlsKey) command.error('error: --tls-cert and --tls-key go together');
-      const tls = opts.tlsSelfSigned ? makeTlsFiles(opts.dir, opts.tlsSelfSigned.split(',')) : opts.tlsCert ? { cert: opts.tlsCert, key: opts.tlsKey! } : undefined;
-      const config = writeNatsConfig(opts.dir, { listen: opts.listen, edges: opts.edges, tls });
+      if (!opts.jetstream && (opts.storeDir || opts.clusterListen || opts.routes)) command.error('error: --store-dir, --cluster-listen and --routes are for a --jetstream server');
+      if (!opts.clusterListen !== !opts.routes) command.error('error: --cluster-listen and --routes go together');
+      const tls = opts.tlsSelfSigned ? makeTlsFiles(opts.dir, opts.tlsSelfSigned.split(',')) : opts.tlsCert ? { cert: opts.tlsCert, key: opts.tlsKey!, ca: opts.tlsCa } : undefined;
+      const jetstream = opts.jetstream
+        ? { name: opts.jetstream, storeDir: opts.storeDir ?? join(opts.dir, `jetstream-${opts.jetstream}`), ...(opts.clusterListen && { cluster: { listen: opts.clusterListen, routes: opts.routes! } }) }
+        : undefined;
+      const config = writeNatsConfig(opts.dir, { listen: opts.listen, edges: opts.edges, tls, jetstream });
       console.log(JSON.stringify({ config, run: `nats-server -c ${config}`, ca: tls && 'ca' in tls ? tls.ca : undefined }));
     });
   return [edge, router, cluster, admin, natsConfig];

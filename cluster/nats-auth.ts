@@ -9,14 +9,22 @@
  *              hears c1m.edge.<id>, c1m.admin.<id>, c1m.sync, its own inboxes
  *   router     publishes c1m.edge.* (deliver, sync), c1m.sync, c1m.send.* (a send passed to its partition's leader), c1m.routers
  *              (the partitions each leads) and replies (sent, replayed); hears c1m.presence.*, c1m.send, c1m.send.*, c1m.replay,
- *              c1m.replay.*, c1m.routers, the routers' inboxes (a leader's answers)
+ *              c1m.replay.*, c1m.routers, the routers' inboxes (a leader's answers, JetStream's acks and deliveries);
+ *              and owns JetStream (--replicas): its API, the brain's streams (c1m.brain.>) and KV buckets
  *   backend    publishes c1m.send, c1m.send.* (straight to a partition's leader); hears its inbox
  *   admin      publishes c1m.admin.* (drain, undrain); hears its inbox
  *
  * Replies go through nats-server's allow_responses: a process may answer the
- * requests it received, and only those.
+ * requests it received, and only those. Only routers reach JetStream: an edge
+ * or a backend can neither read the kept messages nor move a lease.
+ *
+ * With JetStream (`jetstream` option) each nats-server of a brain cluster has
+ * its own configuration file, the users the same in all; the servers join each
+ * other on their cluster port with a route password of their own
+ * (cluster-route.secret), which the configuration then holds: it is private.
  */
 import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { dirname, join } from 'node:path';
@@ -41,6 +49,12 @@ export const edgeInbox = (edge: string): string => `_INBOX_EDGE.${edge}`;
 /** The routers' inboxes, theirs only: a leader's answers to a passed-on send, never another process's replies. */
 export const ROUTER_INBOX = '_INBOX_ROUTER';
 
+/** Subjects of the brain's JetStream streams: what a router publishes into them (kept messages, store changes). */
+export const BRAIN_SUBJECTS = 'c1m.brain';
+
+/** What a router publishes to use JetStream: its API, acks and flow control of its consumers, its streams and KV buckets. */
+const JETSTREAM = ['$JS.API.>', '$JS.ACK.>', '$JS.FC.>', '$KV.>', `${BRAIN_SUBJECTS}.>`];
+
 export function permissions(role: BusRole, edge?: string): Permissions {
   switch (role) {
     case 'edge':
@@ -51,7 +65,7 @@ export function permissions(role: BusRole, edge?: string): Permissions {
       };
     case 'router':
       return {
-        publish: { allow: ['c1m.edge.*', 'c1m.sync', 'c1m.send.*', 'c1m.routers'] },
+        publish: { allow: ['c1m.edge.*', 'c1m.sync', 'c1m.send.*', 'c1m.routers', ...JETSTREAM] },
         subscribe: { allow: ['c1m.presence.*', 'c1m.send', 'c1m.send.*', 'c1m.replay', 'c1m.replay.*', 'c1m.routers', `${ROUTER_INBOX}.>`] },
         allow_responses: ONE_RESPONSE,
       };
@@ -70,13 +84,23 @@ export interface NatsConfigOptions {
   listen?: string;
   /** Edge ids to make users for; edges already in the directory keep theirs. */
   edges: string[];
-  /** TLS: the server's certificate and key (PEM files); default: as the directory's config had it. */
-  tls?: { cert: string; key: string };
+  /** TLS: the server's certificate and key (PEM files), and the CA that signed the other servers' (their routes); default: as the directory's config had it. */
+  tls?: { cert: string; key: string; ca?: string };
+  /** JetStream on this server, for a router's --replicas: its name among the brain cluster's servers, where it keeps its streams, and the cluster. */
+  jetstream?: JetStreamServer;
+}
+
+export interface JetStreamServer {
+  /** Unique among the cluster's servers; the configuration goes to <name>.conf. */
+  name: string;
+  storeDir: string;
+  /** The other servers (R ≥ 2): this one's cluster listen address and theirs, host:port. */
+  cluster?: { listen: string; routes: string[] };
 }
 
 interface WrittenConfig {
   listen?: string;
-  tls?: { cert_file: string; key_file: string };
+  tls?: { cert_file: string; key_file: string; ca_file?: string };
 }
 
 /** The config writeNatsConfig wrote before in `file`: JSON after one comment line. */
@@ -103,10 +127,10 @@ function userIn(dir: string, role: BusRole, edge?: string): NKeyUser {
 export function writeNatsConfig(dir: string, o: NatsConfigOptions): string {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   checkPrivateDirectory(dir);
-  const file = join(dir, 'nats.conf');
+  const file = join(dir, o.jetstream ? `${o.jetstream.name}.conf` : 'nats.conf');
   // Adding an edge must not silently turn TLS off or move the server.
   const before = previousConfig(file);
-  const tls = o.tls ?? (before.tls && { cert: before.tls.cert_file, key: before.tls.key_file });
+  const tls = o.tls ?? (before.tls && { cert: before.tls.cert_file, key: before.tls.key_file, ca: before.tls.ca_file });
   const known = readdirSync(dir).flatMap((f) => /^edge-(.+)\.creds$/.exec(f)?.[1] ?? []);
   const edges = [...new Set([...known, ...o.edges])].sort();
   const users = [
@@ -116,11 +140,40 @@ export function writeNatsConfig(dir: string, o: NatsConfigOptions): string {
   const config = {
     listen: o.listen ?? before.listen ?? '127.0.0.1:4222',
     authorization: { users },
-    ...(tls && { tls: { cert_file: tls.cert, key_file: tls.key, timeout: 2 } }),
+    ...(tls && { tls: { cert_file: tls.cert, key_file: tls.key, ...(tls.ca && { ca_file: tls.ca }), timeout: 2 } }),
+    ...(o.jetstream && jetstreamConfig(dir, o.jetstream, tls)),
   };
-  // nats-server reads JSON as its configuration format. Public keys only: the config holds no secret, but its permissions matter.
+  // nats-server reads JSON as its configuration format. Public keys only, and a brain cluster's route password.
   writePrivate(file, `# written by c1m (cluster/nats-auth.ts): users of the c1m bus by public NKey, with their subject permissions\n${JSON.stringify(config, null, 2)}\n`);
   return file;
+}
+
+/** The JetStream part of a server's configuration: its name and store, and its routes to the brain cluster's other servers. */
+function jetstreamConfig(dir: string, js: JetStreamServer, tls: NatsConfigOptions['tls']) {
+  if (!js.cluster) return { server_name: js.name, jetstream: { store_dir: js.storeDir } };
+  if (tls && !tls.ca) throw new Error("a TLS brain cluster needs the CA of the servers' certificates: their routes check each other's");
+  const secret = routeSecret(dir);
+  return {
+    server_name: js.name,
+    jetstream: { store_dir: js.storeDir },
+    cluster: {
+      name: 'c1m-brain',
+      listen: js.cluster.listen,
+      authorization: { user: 'route', password: secret, timeout: 2 },
+      routes: js.cluster.routes.map((route) => `nats-route://route:${secret}@${route}`),
+      ...(tls && { tls: { cert_file: tls.cert, key_file: tls.key, ca_file: tls.ca, timeout: 2 } }),
+    },
+  };
+}
+
+/** The brain cluster's route password, made once per directory: every server's configuration written there joins the same cluster. */
+function routeSecret(dir: string): string {
+  const file = join(dir, 'cluster-route.secret');
+  const existing = readPrivate(file)?.text.trim();
+  if (existing) return existing;
+  const secret = randomBytes(24).toString('base64url');
+  writePrivate(file, `${secret}\n`);
+  return secret;
 }
 
 /**

@@ -54,6 +54,8 @@ export interface RouterProcessOptions extends Pick<StoreOptions, 'cacheMiB' | 'm
   historyPerSubject?: number;
   /** The cluster's partitions of the subjects (default 1): the same for every router of a cluster. */
   partitions?: number;
+  /** The brain on JetStream, each stream on this many nats-servers (absent: the history, leases and store in SQLite files on this host). */
+  replicas?: number;
   edgeTimeoutMs?: number;
   logger: Logger;
 }

@@ -54,6 +54,8 @@ export interface ClusterOptions {
   historyPerSubject: number;
   /** Partitions of the subjects, shared among the routers (subsmanager/partitions.ts). */
   partitions: number;
+  /** The brain on JetStream with this many replicas; without --nats, this many clustered nats-servers are started. */
+  replicas?: number;
   token?: string;
   apiInsecure?: boolean;
   batchMs?: number;
@@ -92,6 +94,44 @@ function checkPortsPerEdge(port: number, agentPort: number | undefined, edges: n
     if (base && base + edges - 1 > 65535) throw new ClusterOptionError(`${name} ${base} + ${edges} edges goes past port 65535`);
   if (port && agentPort && port < agentPort + edges && agentPort < port + edges)
     throw new ClusterOptionError(`--port ${port}..${port + edges - 1} and --agent-port ${agentPort}..${agentPort + edges - 1} overlap`);
+}
+
+/** `list` from its i-th entry on, wrapping around. */
+const rotate = <T>(list: T[], i: number): T[] => list.map((_, k) => list[(i + k) % list.length]);
+
+/**
+ * The bus of `c1m cluster`: one nats-server, or with --replicas R, R of them clustered with JetStream (each its store
+ * under the state directory), supervised. Returns their client ports.
+ */
+async function startNatsServers(
+  supervisor: Supervisor,
+  o: Pick<ClusterOptions, 'natsHost' | 'natsPort' | 'replicas'> & { dir: string; tls?: ReturnType<typeof makeTlsFiles>; insecure?: boolean; edges: string[] },
+): Promise<number[]> {
+  const count = o.replicas ?? 1;
+  const ports = [o.natsPort || (await freePort(o.natsHost)), ...(await freePorts(o.natsHost, count - 1))];
+  const clusterPorts = count > 1 ? await freePorts(o.natsHost, count) : [];
+  const at = (port: number) => `${o.natsHost}:${port}`;
+  const args = (i: number): string[] => {
+    const name = `nats-${i}`;
+    const jetstream = o.replicas ? { name, storeDir: join(o.dir, `jetstream-${i}`), ...(count > 1 && { cluster: { listen: at(clusterPorts[i]), routes: clusterPorts.filter((_, k) => k !== i).map(at) } }) } : undefined;
+    if (!o.insecure) return ['-c', writeNatsConfig(o.dir, { listen: at(ports[i]), edges: o.edges, tls: o.tls, jetstream })];
+    const plain = ['-a', o.natsHost, '-p', String(ports[i])];
+    if (!jetstream) return plain;
+    const routes = jetstream.cluster ? ['--cluster_name', 'c1m-brain', '--cluster', `nats://${jetstream.cluster.listen}`, '--routes', jetstream.cluster.routes.map((r) => `nats://${r}`).join(',')] : [];
+    return [...plain, '-js', '-sd', jetstream.storeDir, '-n', name, ...routes];
+  };
+  await Promise.all(
+    ports.map((_, i) =>
+      supervisor
+        .start({ name: count > 1 ? `nats-${i}` : 'nats', role: 'nats', nice: NATS_NICE, command: 'nats-server', args: args(i), readyWhen: (line) => line.includes('Server is ready') })
+        .catch((err: NodeJS.ErrnoException) => {
+          // Anything else (its port taken, a bad config) nats-server said itself: the error carries its last line.
+          if (err.code === 'ENOENT') throw new Error(`${err.message}: install nats-server (Debian: apt-get install nats-server), or give --nats URL`);
+          throw err;
+        }),
+    ),
+  );
+  return ports;
 }
 
 export async function runCluster(o: ClusterOptions): Promise<void> {
@@ -144,51 +184,40 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
       return [...(creds ? ['--nats-creds', creds] : []), ...(o.natsCa ? ['--nats-ca', o.natsCa] : []), ...(o.busInsecure ? ['--bus-insecure'] : [])];
     };
     if (!nats) {
-      const natsPort = o.natsPort || (await freePort(o.natsHost));
       const dir = stateDir!;
       const tls = o.natsTls ? makeTlsFiles(dir, [o.natsHost, '127.0.0.1', 'localhost'].filter((h) => h !== '0.0.0.0')) : undefined;
       // --bus-insecure: a nats-server without users, as before the bus had any (to measure what they cost).
       const insecure = o.busInsecure && !tls;
-      const config = insecure ? undefined : writeNatsConfig(dir, { listen: `${o.natsHost}:${natsPort}`, edges: ids, tls });
       busArgs = (role, edge) => (insecure ? ['--bus-insecure'] : ['--nats-creds', credsFile(dir, role, edge), ...(tls ? ['--nats-ca', tls.ca] : [])]);
-      await supervisor.start({
-        name: 'nats',
-        role: 'nats',
-        nice: NATS_NICE,
-        command: 'nats-server',
-        args: config ? ['-c', config] : ['-a', o.natsHost, '-p', String(natsPort)],
-        readyWhen: (line) => line.includes('Server is ready'),
-      }).catch((err: NodeJS.ErrnoException) => {
-        // Anything else (its port taken, a bad config) nats-server said itself: the error carries its last line.
-        if (err.code === 'ENOENT') throw new Error(`${err.message}: install nats-server (Debian: apt-get install nats-server), or give --nats URL`);
-        throw err;
-      });
-      nats = `${tls ? 'tls' : 'nats'}://${o.natsHost}:${natsPort}`;
+      const servers = await startNatsServers(supervisor, { ...o, dir, tls, insecure, edges: ids });
+      nats = servers.map((port) => `${tls ? 'tls' : 'nats'}://${o.natsHost}:${port}`).join(',');
     }
-    const common = ['--nats', nats, '--log-level', o.logLevel];
+    // Each child tries the servers from its own first one on: a brain cluster's connections spread over its servers.
+    const common = (child: number) => ['--nats', rotate(nats!.split(','), child).join(','), '--log-level', o.logLevel];
     // Secrets reach the children through the environment they inherit, not a command line that `ps` shows.
     if (o.token) process.env.C1M_TOKEN = o.token;
     if (o.streamSecret) process.env.C1M_STREAM_SECRET = o.streamSecret;
     let apiPort: number | undefined;
     if (o.router) {
       apiPort = o.apiPort || (await freePort(o.apiHost));
-      const routerArgs = ['router', ...common, ...busArgs('router'), '--db', o.db, '--api-host', o.apiHost, '--api-port', String(apiPort), '--max-user-id', String(o.maxUserId)];
+      const routerArgs = ['--db', o.db, '--api-host', o.apiHost, '--api-port', String(apiPort), '--max-user-id', String(o.maxUserId)];
       if (o.batchMs !== undefined) routerArgs.push('--batch-ms', String(o.batchMs));
       routerArgs.push('--edge-timeout', String(o.edgeTimeout), '--max-backlog', String(o.maxBacklog));
       routerArgs.push('--max-body', String(o.maxBody), '--max-message', String(o.maxMessage));
       routerArgs.push('--history-seconds', String(o.historySeconds), '--history-per-subject', String(o.historyPerSubject));
       if (o.partitions > 1) routerArgs.push('--partitions', String(o.partitions));
+      if (o.replicas) routerArgs.push('--replicas', String(o.replicas));
       if (o.cacheMib) routerArgs.push('--cache-mib', String(o.cacheMib));
       if (o.apiInsecure) routerArgs.push('--api-insecure');
       await Promise.all(
         Array.from({ length: o.routers }, (_, i) =>
-          supervisor.start({ name: `router-${i}`, role: 'router', nice: ROUTER_NICE, ...cliCommand(routerArgs), readyWhen: (line) => line.includes('c1m router listening') || line.includes('c1m router standing by') }),
+          supervisor.start({ name: `router-${i}`, role: 'router', nice: ROUTER_NICE, ...cliCommand(['router', ...common(i), ...busArgs('router'), ...routerArgs]), readyWhen: (line) => line.includes('c1m router listening') || line.includes('c1m router standing by') }),
         ),
       );
     }
     const started = await Promise.all(
       ids.map((id, i) => {
-        const args = ['edge', ...common, ...busArgs('edge', id), '--id', id, '--host', o.host, '--port', String(edgePorts[i]), '--max-user-id', String(o.maxUserId)];
+        const args = ['edge', ...common(o.routers + i), ...busArgs('edge', id), '--id', id, '--host', o.host, '--port', String(edgePorts[i]), '--max-user-id', String(o.maxUserId)];
         args.push('--max-backlog', String(o.maxBacklog), '--max-streams-per-user', String(o.maxStreamsPerUser), '--drain-rate', String(o.drainRate));
         args.push('--heartbeat', String(o.heartbeat), '--content-type', o.contentType, '--presence-ms', String(o.presenceMs ?? busWindowMs(edges)));
         if (o.maxConnections) args.push('--max-connections', String(o.maxConnections));

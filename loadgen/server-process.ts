@@ -57,6 +57,12 @@ export async function spawnEdge(args: string[], env: NodeJS.ProcessEnv = {}, tim
   return { child, port: info.port as number, output };
 }
 
+/** Starts a lone `c1m router` with its API on a free loopback port (its NATS server, store and the rest in `args`); resolves once it is listening. */
+export async function spawnRouter(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 30_000): Promise<Omit<ServerProcess, 'port'>> {
+  const { child, info, output } = await spawnReady(['router', '--api-host', '127.0.0.1', '--api-port', '0', ...args], 'c1m router listening', env, timeoutMs);
+  return { child, apiPort: info.apiPort as number, output };
+}
+
 /**
  * Starts Debian's `nats-server` on host:port (extra flags in `args`) and
  * resolves once it accepts connections. One that exits first, or is not

@@ -39,8 +39,8 @@ export const STORE_SUBJECT = `${BRAIN_SUBJECTS}.store`;
 /** How long a write waits for the stream's acknowledgement, then for this router's view to apply it. */
 const PUBLISH_TIMEOUT_MS = 5000;
 const APPLY_TIMEOUT_MS = 10_000;
-/** Edges of consecutive bulk-load messages applied in one transaction at most: 16M edges hold 256 MiB of ids. */
-const MAX_RUN_EDGES = 1 << 24;
+/** Edges of consecutive bulk-load messages applied in one transaction at most, unless told: 16M edges hold 256 MiB of ids. */
+const RUN_EDGES = 1 << 24;
 /** Room left in a message for its headers (the write's Nats-Msg-Id) below the server's max payload. */
 const HEADER_ROOM = 1024;
 /** A pull request of the view's consumer lasts this long, with server heartbeats this often (see catchUp). */
@@ -214,6 +214,11 @@ export interface ReplicatedStoreOptions {
   /** Replicas of the stream when this router creates it; when given, an existing stream must have as many. */
   replicas?: number;
   logger: Logger;
+  /**
+   * Edges of consecutive bulk-load messages waiting that are applied together, at most (default 16M: 256 MiB of
+   * ids); 1 applies each message alone.
+   */
+  runEdges?: number;
   /** The view cannot apply what the stream holds (its disk failed): by default the process exits, to be restarted. */
   failed?: (err: Error) => void;
 }
@@ -341,7 +346,7 @@ export class ReplicatedStore implements ReplicatedSubscriptionStore {
       for (let i = 0; i < ids.length; i += 2) this.run.edges.append(ids[i], ids[i + 1]);
       this.run.end = seq;
       // More waiting: applied together, in one transaction (the fast path into an empty view).
-      if (msg.info.pending === 0 || this.run.edges.count >= MAX_RUN_EDGES) await this.flushRun();
+      if (msg.info.pending === 0 || this.run.edges.count >= (this.options.runEdges ?? RUN_EDGES)) await this.flushRun();
       return;
     }
     await this.flushRun();

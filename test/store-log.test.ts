@@ -7,45 +7,16 @@
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import Database from 'better-sqlite3';
-import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import { connectJetStream } from '../cluster/jetstream.js';
-import { credsFile, ROUTER_INBOX, writeNatsConfig } from '../cluster/nats-auth.js';
+import { ROUTER_INBOX } from '../cluster/nats-auth.js';
 import { CorruptChangeError, decodeChange, encodeEdges, encodePairs } from '../cluster/store-changes.js';
 import { openReplicatedStore, STORE_STREAM, STORE_SUBJECT, type ReplicatedStore } from '../cluster/store-log.js';
-import { freePorts } from '../cluster/supervisor.js';
-import { spawnNatsServer, spawnRouter } from '../loadgen/server-process.js';
+import { spawnJetStreamServers, spawnRouter, type JetStreamServers } from '../loadgen/server-process.js';
 import { api, runCli, stopChild, tempDir, waitFor } from './helpers.js';
-
-const HOST = '127.0.0.1';
-
-interface JetStreamServers {
-  urls: string;
-  creds: string;
-  replicas: number;
-  children: Map<string, ChildProcess>;
-}
-
-/** `count` nats-servers with JetStream, clustered when more than one, with c1m's users (as `c1m cluster --replicas` starts them). */
-async function startJetStream(count: number): Promise<JetStreamServers> {
-  const dir = tempDir();
-  const ports = await freePorts(HOST, 2 * count);
-  const [client, cluster] = [ports.slice(0, count), ports.slice(count)];
-  const at = (port: number) => `${HOST}:${port}`;
-  const names = client.map((_, i) => `js-${i}`);
-  const configs = names.map((name, i) =>
-    writeNatsConfig(dir, {
-      listen: at(client[i]),
-      edges: [],
-      jetstream: { name, storeDir: join(dir, name), ...(count > 1 && { cluster: { listen: at(cluster[i]), routes: cluster.filter((_, k) => k !== i).map(at) } }) },
-    }),
-  );
-  const children = await Promise.all(client.map((port, i) => spawnNatsServer(HOST, port, ['-c', configs[i]])));
-  return { urls: client.map((port) => `nats://${at(port)}`).join(','), creds: credsFile(dir, 'router'), replicas: count, children: new Map(names.map((name, i) => [name, children[i]])) };
-}
 
 /** What a logger printed, one parsed line each. */
 function capturedLogger() {
@@ -125,14 +96,14 @@ describe('one nats-server with JetStream: routers and views of one store stream'
   const routerArgs = (db: string) => ['--nats', servers.urls, '--nats-creds', servers.creds, '--db', join(dir, db), '--replicas', '1', '--history-seconds', '0'];
 
   beforeAll(async () => {
-    servers = await startJetStream(1);
+    servers = await spawnJetStreamServers(1, tempDir());
     dir = tempDir();
     routers.push(await spawnRouter(routerArgs('a.db')), await spawnRouter(routerArgs('b.db')));
   }, 30_000);
 
   afterAll(async () => {
     for (const router of routers) await stopChild(router.child);
-    for (const child of servers?.children.values() ?? []) await stopChild(child);
+    for (const { child } of servers?.servers.values() ?? []) await stopChild(child);
   });
 
   test("a pair added through one router's API is seen by the other's; counts answered as applied; removals too", async () => {
@@ -228,11 +199,11 @@ describe('three nats-servers, R3', () => {
   let servers: JetStreamServers;
 
   beforeAll(async () => {
-    servers = await startJetStream(3);
+    servers = await spawnJetStreamServers(3, tempDir());
   }, 30_000);
 
   afterAll(async () => {
-    for (const child of servers?.children.values() ?? []) await stopChild(child);
+    for (const { child } of servers?.servers.values() ?? []) await stopChild(child);
   });
 
   test("the stream's leader killed: changes go on being acknowledged and applied by every view", async () => {
@@ -244,7 +215,7 @@ describe('three nats-servers, R3', () => {
     const info = await jsm.streams.info(STORE_STREAM);
     expect(info.config.num_replicas).toBe(3);
     const leader = info.cluster!.leader!;
-    servers.children.get(leader)!.kill('SIGKILL');
+    servers.servers.get(leader)!.child.kill('SIGKILL');
     const killed = performance.now();
 
     // The first change is tried again until acknowledged (a retry adds nothing twice): it waits out the election.

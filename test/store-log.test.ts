@@ -165,6 +165,15 @@ describe('one nats-server with JetStream: routers and views of one store stream'
     expect(contentOf(rebuilt.db)).toEqual(contentOf(a.db));
     for (const subject of [1, 2, 3, 4, 5000, 59_999, 60_000, 'room:7']) expect(rebuilt.store.getSubscribers(subject)).toEqual(a.store.getSubscribers(subject));
     expect(rebuilt.store.getSubscribers(2)).not.toContain(1);
+
+    // A router on an empty data dir listens only once its view has caught up, and says so meanwhile.
+    const router = await spawnRouter(routerArgs('rebuild-router.db'));
+    routers.push(router);
+    const said = (msg: string) => router.output().indexOf(`"msg":"${msg}"`);
+    expect(said('store view catching up with the stream: no sends or lookups until it has')).toBeGreaterThan(-1);
+    expect(said('store view caught up')).toBeGreaterThan(said('store view catching up with the stream: no sends or lookups until it has'));
+    expect(said('c1m router listening')).toBeGreaterThan(said('store view caught up'));
+    for (const subject of [2, 5000, 60_000]) expect((await api(router.apiPort, 'GET', `/subscribers/${subject}`)).json).toEqual(a.store.getSubscribers(subject));
     await Promise.all([a.close(), rebuilt.close()]);
   }, 30_000);
 

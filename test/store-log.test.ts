@@ -16,6 +16,7 @@ import { ROUTER_INBOX } from '../cluster/nats-auth.js';
 import { CorruptChangeError, decodeChange, encodeEdges, encodePairs } from '../cluster/store-changes.js';
 import { openReplicatedStore, STORE_STREAM, STORE_SUBJECT, type ReplicatedStore } from '../cluster/store-log.js';
 import { spawnJetStreamServers, spawnRouter, type JetStreamServers } from '../loadgen/server-process.js';
+import { openStore } from '../subsmanager/store.js';
 import { api, runCli, stopChild, tempDir, waitFor } from './helpers.js';
 
 /** What a logger printed, one parsed line each. */
@@ -159,10 +160,19 @@ describe('one nats-server with JetStream: routers and views of one store stream'
     await a.store.removeSubscriptions([[1, 2], [2, 1]]);
     await a.store.addSubscriptions([[1, 'room:7'], [59_999, 60_000]]);
 
+    // What the same load and changes make of a plain SQLite store, written without the stream.
+    const plain = join(dir, 'plain.db');
+    expect((await runCli(['friends', 'load', graph, '--db', plain])).code).toBe(0);
+    const reference = openStore(plain);
+    reference.removeSubscriptions([[1, 2], [2, 1]]);
+    reference.addSubscriptions([[1, 'room:7'], [59_999, 60_000]]);
+    reference.close();
+
     const rebuilt = await openView(servers, join(tempDir(), 'empty', 'c1m.db'));
     expect(rebuilt.lines.some((l) => l.msg === 'store view caught up')).toBe(true);
     expect(rebuilt.store.count()).toBe(a.store.count());
-    expect(contentOf(rebuilt.db)).toEqual(contentOf(a.db));
+    expect(contentOf(rebuilt.db)).toEqual(contentOf(plain));
+    expect(contentOf(a.db)).toEqual(contentOf(plain));
     for (const subject of [1, 2, 3, 4, 5000, 59_999, 60_000, 'room:7']) expect(rebuilt.store.getSubscribers(subject)).toEqual(a.store.getSubscribers(subject));
     expect(rebuilt.store.getSubscribers(2)).not.toContain(1);
 

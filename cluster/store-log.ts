@@ -43,9 +43,11 @@ const APPLY_TIMEOUT_MS = 10_000;
 const RUN_EDGES = 1 << 24;
 /** Room left in a message for its headers (the write's Nats-Msg-Id) below the server's max payload. */
 const HEADER_ROOM = 1024;
-/** A pull request of the view's consumer lasts this long, with server heartbeats this often (see catchUp). */
-const CONSUMER_EXPIRES_MS = 5000;
-const CONSUMER_HEARTBEAT_MS = 1000;
+/** A view's consumer that brought nothing for this long while the stream holds more is made again (see watchdog), checked this often. */
+const CONSUMER_QUIET_MS = 2000;
+const CONSUMER_CHECK_MS = 500;
+/** How long a view waits before trying again to make its consumer. */
+const CONSUMER_RETRY_MS = 250;
 /** How often a view catching up logs its progress. */
 const PROGRESS_MS = 2000;
 /** How long the stream's creation or lookup is tried again: a new JetStream cluster elects its meta leader a moment after its servers are ready. */
@@ -273,6 +275,11 @@ export class ReplicatedStore implements ReplicatedSubscriptionStore {
   private skipped = 0;
   private readonly openedAt: number;
   private failure?: Error;
+  private closing = false;
+  /** When the consumer last brought a message (or was made), and whether the watchdog is asking the stream. */
+  private lastHeard = performance.now();
+  private checking = false;
+  private watching?: NodeJS.Timeout;
   private caughtUp?: { target: number; resolve: () => void };
 
   constructor(
@@ -290,12 +297,9 @@ export class ReplicatedStore implements ReplicatedSubscriptionStore {
   async catchUp(target: number): Promise<void> {
     const started = performance.now();
     const from = this.view.applied;
-    const consumer = await this.js.consumers.get(STORE_STREAM, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from + 1 });
-    // Room for several of the largest messages, so that a rebuild reads ahead of its applies. Heartbeats each second:
-    // the consumer lives on the stream's leader, and when that server dies the client sees it gone after two missed
-    // heartbeats and makes it again at the next sequence (by default, 30 s without applies).
-    this.messages = await consumer.consume({ max_bytes: 8 * (maxChangeBytes(this.nc) + HEADER_ROOM), expires: CONSUMER_EXPIRES_MS, idle_heartbeat: CONSUMER_HEARTBEAT_MS });
-    this.following = this.follow(this.messages);
+    this.following = this.follow();
+    const jsm = await jetstreamManager(this.nc, { checkAPI: false });
+    this.watching = setInterval(() => void this.watchdog(jsm), CONSUMER_CHECK_MS);
     if (this.view.applied >= target) return;
     this.log.info({ stream: STORE_STREAM, applied: from, last: target }, 'store view catching up with the stream: no sends or lookups until it has');
     const progress = setInterval(() => this.log.info({ applied: this.view.applied, last: target }, 'store view catching up'), PROGRESS_MS);
@@ -312,15 +316,69 @@ export class ReplicatedStore implements ReplicatedSubscriptionStore {
     this.log.info({ applied: this.view.applied, messages: this.view.applied - from, seconds: Math.round(performance.now() - started) / 1000 }, 'store view caught up');
   }
 
-  private async follow(messages: ConsumerMessages): Promise<void> {
+  /** Applies what the stream delivers, on a consumer made again whenever its server is lost, until closed or failed. */
+  private async follow(): Promise<void> {
     try {
-      for await (const msg of messages) await this.take(msg);
+      for (;;) {
+        const messages = await this.subscribe();
+        if (!messages) return;
+        this.lastHeard = performance.now();
+        for await (const msg of messages) {
+          this.lastHeard = performance.now();
+          await this.take(msg);
+        }
+      }
     } catch (err) {
       this.failure = new Error(`store view of ${STORE_STREAM} cannot apply the stream (at sequence ${this.view.applied + 1}): ${(err as Error).message}`);
-      messages.stop();
+      this.messages?.stop();
       for (const waiter of this.waiters.values()) waiter.reject(new StoreUnavailableError(this.failure.message));
       this.waiters.clear();
       if (!this.caughtUp) (this.options.failed ?? exitOnFailure(this.log))(this.failure);
+    }
+  }
+
+  /**
+   * An ordered consumer from the sequence after the last read, tried again while JetStream cannot make one (a
+   * server lost, a leader being elected); undefined once closing. Room for several of the largest messages, so
+   * that a rebuild reads ahead of its applies.
+   */
+  private async subscribe(): Promise<ConsumerMessages | undefined> {
+    for (let tries = 1; !this.closing; tries++) {
+      try {
+        const next = (this.run?.end ?? this.view.applied) + 1;
+        const consumer = await this.js.consumers.get(STORE_STREAM, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: next });
+        this.messages = await consumer.consume({ max_bytes: 8 * (maxChangeBytes(this.nc) + HEADER_ROOM) });
+        if (tries > 1) this.log.info({ stream: STORE_STREAM, from: next, tries }, "the store view's consumer is made again");
+        return this.messages;
+      } catch (err) {
+        this.log.warn({ stream: STORE_STREAM, error: (err as Error).message, tries }, "cannot make the store view's consumer yet: trying again");
+        await new Promise((resolve) => setTimeout(resolve, CONSUMER_RETRY_MS));
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * The consumer, an R1 one, lives on one server: when that server is lost, the client does not always make it
+   * again by itself (it may find it still assigned, or miss no heartbeat while reconnecting). So once nothing has
+   * come for a while, the stream is asked whether it holds more than this view has read; if it does, the
+   * consumer is stopped and follow() makes a new one at the next sequence.
+   */
+  private async watchdog(jsm: JetStreamManager): Promise<void> {
+    if (this.checking || performance.now() - this.lastHeard < CONSUMER_QUIET_MS) return;
+    this.checking = true;
+    try {
+      const last = (await jsm.streams.info(STORE_STREAM)).state.last_seq;
+      const read = this.run?.end ?? this.view.applied;
+      if (last > read && performance.now() - this.lastHeard >= CONSUMER_QUIET_MS && this.messages) {
+        this.log.warn({ stream: STORE_STREAM, last, read }, "the store view's consumer has brought nothing while the stream holds more: making it again");
+        this.messages.stop();
+      }
+    } catch {
+      // The stream cannot answer now (a leader being elected): asked again at the next check.
+    } finally {
+      this.lastHeard = Math.max(this.lastHeard, performance.now() - CONSUMER_QUIET_MS / 2);
+      this.checking = false;
     }
   }
 
@@ -437,6 +495,8 @@ export class ReplicatedStore implements ReplicatedSubscriptionStore {
 
   /** Stops following the stream (after the change being applied), refuses the writes waiting, closes the view. */
   async close(): Promise<void> {
+    this.closing = true;
+    clearInterval(this.watching);
     this.messages?.stop();
     await this.following;
     for (const waiter of this.waiters.values()) waiter.reject(new StoreUnavailableError('the store is closing'));

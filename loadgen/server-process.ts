@@ -96,8 +96,8 @@ export interface JetStreamServers {
   /** The routers' credentials file (the only role that reaches JetStream). */
   creds: string;
   replicas: number;
-  /** Each server by name (js-0, js-1, ...) and its store directory. */
-  servers: Map<string, { child: ChildProcess; storeDir: string }>;
+  /** Each server by name (js-0, js-1, ...): its process, its store directory, and how to start it again (spawnNatsServer(host, port, args)). */
+  servers: Map<string, { child: ChildProcess; storeDir: string; port: number; args: string[] }>;
 }
 
 /**
@@ -122,7 +122,7 @@ export async function spawnJetStreamServers(count: number, dir: string, host = '
     urls: client.map((port) => `nats://${at(port)}`).join(','),
     creds: credsFile(dir, 'router'),
     replicas: count,
-    servers: new Map(names.map((name, i) => [name, { child: children[i], storeDir: stores[i] }])),
+    servers: new Map(names.map((name, i) => [name, { child: children[i], storeDir: stores[i], port: client[i], args: ['-c', configs[i]] }])),
   };
 }
 

@@ -1,7 +1,8 @@
 /**
  * A router process of the cluster: the backend API and the subscription
  * store, routing over the bus to the edges. Several may run against one
- * SQLite file, each keeping the full directory. Without a history, sends over
+ * SQLite file, each keeping the full directory; with --replicas, each applies
+ * the store's stream to a file of its own (store-log.ts). Without a history, sends over
  * the bus go to one of them (a queue group), and HTTP sends to whichever the
  * kernel picks (they share the API port). With one, the router holding the
  * history's lease takes every send and replay, and the others stand by with

@@ -227,7 +227,14 @@ describe('an empty data dir, on a stream of its own', () => {
     expect(said('c1m router listening')).toBeGreaterThan(said('store view caught up'));
     for (const subject of [2, 5000, 60_000]) expect((await api(router.apiPort, 'GET', `/subscribers/${subject}`)).json).toEqual(a.store.getSubscribers(subject));
     await Promise.all([a.close(), rebuilt.close()]);
-  }, 30_000);
+
+    // The stream gone: a write is answered 503, saying it was not acknowledged; the view is unchanged.
+    for (const { child } of servers.servers.values()) await stopChild(child);
+    const refused = await api(router.apiPort, 'POST', '/subscriptions', '[[70000, 70001]]', json);
+    expect(refused.status).toBe(503);
+    expect(refused.json.error).toMatch(/^the stream C1M_STORE did not acknowledge the change .*: it may or may not be applied; retry/);
+    expect((await api(router.apiPort, 'GET', '/subscribers/70001')).json).toEqual([]);
+  }, 40_000);
 });
 
 describe('three nats-servers, R3', () => {
@@ -271,7 +278,7 @@ describe('three nats-servers, R3', () => {
     const follower = [...servers.servers.keys()].find((name) => name !== leader)!;
     kill(follower);
     await changesAfterKill(101, 110);
-    await waitFor(() => b.store.getSubscribers(99).length === 11, 'the changes on the second view', 15_000);
+    await waitFor(() => b.store.getSubscribers(99).length === 11, 'the changes on the second view', 20_000);
     const { port, args } = servers.servers.get(follower)!;
     servers.servers.get(follower)!.child = await spawnNatsServer('127.0.0.1', port, args);
     await vi.waitFor(

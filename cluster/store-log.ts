@@ -22,6 +22,7 @@
 import { DeliverPolicy, DiscardPolicy, jetstream, jetstreamManager, JetStreamApiCodes, JetStreamApiError, StorageType, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg, type StreamInfo } from '@nats-io/jetstream';
 import { nuid, type NatsConnection } from '@nats-io/transport-node';
 import type Database from 'better-sqlite3';
+import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import { EdgeBuffer, loadEdges } from '../subsmanager/bulkload.js';
 import type { HistoryOptions } from '../subsmanager/history.js';
@@ -151,8 +152,26 @@ export async function publishEdges(
   return { messages, lastSeq };
 }
 
-/** The view's bookkeeping, one row: which stream it is a view of, and the last sequence it applied. */
-const APPLIED_TABLE = 'CREATE TABLE IF NOT EXISTS store_log_applied (stream TEXT NOT NULL, seq INTEGER NOT NULL)';
+/**
+ * The view's bookkeeping, one row: which stream it is a view of, the last sequence it applied, and the process
+ * applying it (host:pid), so that a second router given the same file is refused rather than applying every
+ * change twice.
+ */
+const APPLIED_TABLE = 'CREATE TABLE IF NOT EXISTS store_log_applied (stream TEXT NOT NULL, seq INTEGER NOT NULL, holder TEXT)';
+
+const me = `${hostname()}:${process.pid}`;
+
+/** Whether `holder` (host:pid) is another live process of this host. */
+function heldByAnother(holder: string | null): boolean {
+  const [host, pid] = (holder ?? '').split(':');
+  if (!holder || holder === me || host !== hostname()) return false;
+  try {
+    process.kill(Number(pid), 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
 
 /** A router's SQLite store as a view of the stream: each change applied once, with the sequence it came at. */
 class StoreView {
@@ -167,21 +186,30 @@ class StoreView {
     const { db } = store;
     const row = db.transaction(() => {
       db.exec(APPLIED_TABLE);
-      const found = db.prepare('SELECT stream, seq FROM store_log_applied').get() as { stream: string; seq: number } | undefined;
-      if (found) return found;
+      const found = db.prepare('SELECT stream, seq, holder FROM store_log_applied').get() as { stream: string; seq: number; holder: string | null } | undefined;
+      if (found) {
+        if (heldByAnother(found.holder)) throw new Error(`${path} is the store view of another router (process ${found.holder}): give each router a --db of its own`);
+        db.prepare('UPDATE store_log_applied SET holder = ?').run(me);
+        return found;
+      }
       const pairs = store.count();
       if (pairs > 0)
         throw new Error(
           `${path} holds ${pairs} subscriptions but is no view of the stream ${STORE_STREAM}: a replicated router's store is built from the stream alone. ` +
             'Give the router a file of its own (a new path), and load the pairs through the stream (c1m friends load FILE --nats URL)',
         );
-      db.prepare('INSERT INTO store_log_applied (stream, seq) VALUES (?, 0)').run(stream);
+      db.prepare('INSERT INTO store_log_applied (stream, seq, holder) VALUES (?, 0, ?)').run(stream, me);
       return { stream, seq: 0 };
     }).immediate();
     if (row.stream !== stream)
       throw new Error(`${path} is a view of ${row.stream}, and the stream now is ${stream}: move ${path} (and its -wal, -shm files) away, and the router rebuilds it from the stream`);
     this.applied = row.seq;
     this.record = db.prepare('UPDATE store_log_applied SET seq = ?');
+  }
+
+  /** Lets another process open the view (a router restarted in place after a clean stop). */
+  release(): void {
+    if (this.store.db.open) this.store.db.prepare('UPDATE store_log_applied SET holder = NULL WHERE holder = ?').run(me);
   }
 
   /** A change of pairs at `seq`, in one transaction with its sequence; returns the count of pairs added or removed. */
@@ -501,6 +529,7 @@ export class ReplicatedStore implements ReplicatedSubscriptionStore {
     await this.following;
     for (const waiter of this.waiters.values()) waiter.reject(new StoreUnavailableError('the store is closing'));
     this.waiters.clear();
+    this.view.release();
     this.view.store.close();
   }
 }

@@ -304,8 +304,9 @@ export class ReplicatedStore implements ReplicatedSubscriptionStore {
   private readonly openedAt: number;
   private failure?: Error;
   private closing = false;
-  /** When the consumer last brought a message (or was made), and whether the watchdog is asking the stream. */
+  /** When the consumer last brought a message (or was made), whether one is being applied, and whether the watchdog is asking the stream. */
   private lastHeard = performance.now();
+  private applying = false;
   private checking = false;
   private watching?: NodeJS.Timeout;
   private caughtUp?: { target: number; resolve: () => void };
@@ -352,8 +353,13 @@ export class ReplicatedStore implements ReplicatedSubscriptionStore {
         if (!messages) return;
         this.lastHeard = performance.now();
         for await (const msg of messages) {
-          this.lastHeard = performance.now();
-          await this.take(msg);
+          this.applying = true;
+          try {
+            await this.take(msg);
+          } finally {
+            this.applying = false;
+            this.lastHeard = performance.now();
+          }
         }
       }
     } catch (err) {
@@ -393,12 +399,13 @@ export class ReplicatedStore implements ReplicatedSubscriptionStore {
    * consumer is stopped and follow() makes a new one at the next sequence.
    */
   private async watchdog(jsm: JetStreamManager): Promise<void> {
-    if (this.checking || performance.now() - this.lastHeard < CONSUMER_QUIET_MS) return;
+    // A long apply (a rebuild's bulk load) is not a consumer that brings nothing.
+    if (this.checking || this.applying || performance.now() - this.lastHeard < CONSUMER_QUIET_MS) return;
     this.checking = true;
     try {
       const last = (await jsm.streams.info(STORE_STREAM)).state.last_seq;
       const read = this.run?.end ?? this.view.applied;
-      if (last > read && performance.now() - this.lastHeard >= CONSUMER_QUIET_MS && this.messages) {
+      if (last > read && !this.applying && performance.now() - this.lastHeard >= CONSUMER_QUIET_MS && this.messages) {
         this.log.warn({ stream: STORE_STREAM, last, read }, "the store view's consumer has brought nothing while the stream holds more: making it again");
         this.messages.stop();
       }

@@ -5,6 +5,7 @@
  * of its own, applying one stream. Three servers and the loss of one: store-log-r3.test.ts.
  */
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import { CorruptChangeError, decodeChange, encodeEdges, encodePairs } from '../cluster/store-changes.js';
@@ -89,6 +90,10 @@ describe('one nats-server with JetStream: routers and views of one store stream'
     const before = await last();
     for (const body of ['[[1]]', '[[0, 5]]', '[[1, "not a subject!"]]', 'not json']) expect((await api(a, 'POST', '/subscriptions', body, json)).status).toBe(400);
     await expect(view.store.addSubscriptions([[1, -2]] as never)).rejects.toThrow(/pair 0/);
+    const badFile = join(dir, 'bad-edges.txt');
+    writeFileSync(badFile, '1 2\n3 x\n');
+    const load = await runCli(['friends', 'load', badFile, '--nats', servers.urls, '--nats-creds', servers.creds]);
+    expect([load.code, load.stderr.trim()]).toEqual([1, `error: ${badFile}:2: expected two positive integers, got "3 x"`]);
     expect(await last()).toBe(before);
 
     // Published by hand with the routers' credentials: an unknown kind, and edges whose length is not whole edges.

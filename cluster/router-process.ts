@@ -1,7 +1,8 @@
 /**
  * A router process of the cluster: the backend API and the subscription
  * store, routing over the bus to the edges. Several may run against one
- * SQLite file, each keeping the full directory. Without a history, sends over
+ * SQLite file, each keeping the full directory; with --replicas, each applies
+ * the store's stream to a file of its own (store-log.ts). Without a history, sends over
  * the bus go to one of them (a queue group), and HTTP sends to whichever the
  * kernel picks (they share the API port). With one, the router holding the
  * history's lease takes every send and replay, and the others stand by with
@@ -22,6 +23,8 @@ import { loadNativeUws } from '../server/uws.js';
 import { checkPartitions, partitionOf } from '../subsmanager/partitions.js';
 import { LEASE } from '../subsmanager/sequencer.js';
 import { openStore, type StoreOptions } from '../subsmanager/store.js';
+import { connectJetStream } from './jetstream.js';
+import { openReplicatedStore } from './store-log.js';
 import type { Subject } from '../subsmanager/subjects.js';
 import type { History } from '../subsmanager/history.js';
 import { CLUSTER_DEFAULTS } from './defaults.js';
@@ -67,29 +70,30 @@ export async function startRouterProcess(options: RouterProcessOptions) {
   checkApiSettings({ apiHost, token: options.token, apiInsecure: options.apiInsecure, maxMessage, maxBacklog: options.maxBacklog ?? DEFAULTS.maxBacklog });
   const uws = loadNativeUws();
   const log = options.logger;
-  const store = openStore(options.db, {
-    cacheMiB: options.cacheMiB,
-    mmapMiB: options.mmapMiB,
-    warmCache: options.warmCache,
-    busyTimeoutMs: SERVER_BUSY_TIMEOUT_MS,
-  });
   const historySeconds = options.historySeconds ?? DEFAULTS.historySeconds;
   const partitions = checkPartitions(options.partitions ?? 1);
-  if (partitions > 1 && historySeconds === 0) {
-    store.close();
-    throw new Error('--partitions share the numbering of sends among routers: they need a history (--history-seconds above 0)');
-  }
+  if (partitions > 1 && historySeconds === 0) throw new Error('--partitions share the numbering of sends among routers: they need a history (--history-seconds above 0)');
+  const storeOptions = { cacheMiB: options.cacheMiB, mmapMiB: options.mmapMiB, warmCache: options.warmCache, busyTimeoutMs: SERVER_BUSY_TIMEOUT_MS };
+  // Replicated: this router's store is its own view of the store's stream, caught up before anything else starts.
+  const jetStream = options.replicas ? await connectJetStream(options.nats, { name: `c1m-router-${process.pid}-js`, creds: options.creds, ca: options.ca, inboxPrefix: ROUTER_INBOX }) : undefined;
+  const store = jetStream
+    ? await openReplicatedStore(jetStream, { db: options.db, storeOptions, replicas: options.replicas, logger: log }).catch(async (err: Error) => {
+        await jetStream.close();
+        throw err;
+      })
+    : openStore(options.db, storeOptions);
   const histories: History[] = [];
-  const closeStore = () => {
+  const closeStore = async () => {
     for (const history of histories) history.close();
-    store.close();
+    await store.close();
+    await jetStream?.close();
   };
   try {
     for (let partition = 0; historySeconds > 0 && partition < partitions; partition++) {
       histories.push(store.history({ seconds: historySeconds, perSubject: options.historyPerSubject ?? DEFAULTS.historyPerSubject, partition, partitions }));
     }
   } catch (err) {
-    closeStore();
+    await closeStore();
     throw err;
   }
   const started = Date.now();
@@ -107,7 +111,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
     directory = new Directory(bus, store, { batchMs: options.batchMs, edgeTimeoutMs: options.edgeTimeoutMs, maxMessage, maxUserId, histories, logger: log });
   } catch (err) {
     await bus.close();
-    closeStore();
+    await closeStore();
     throw err;
   }
   const { router, registry } = directory;
@@ -136,6 +140,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       batchWindowMs: directory.batchWindowMs,
       busMalformed: directory.malformed,
       history: partitions === 1 && histories.length > 0 ? histories[0].stats() : null,
+      ...('stats' in store && { store: store.stats() }),
       ...(partitions > 1 && { partitions: histories.map((history, partition) => ({ partition, leading: directory.leads(partition), ...history.stats() })), handedOver }),
       uptimeSeconds: Math.round((Date.now() - started) / 1000),
       memory: { rss: memory.rss, heapUsed: memory.heapUsed, external: memory.external },
@@ -257,7 +262,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
   } catch (err) {
     directory.close();
     await bus.close();
-    closeStore();
+    await closeStore();
     throw err;
   }
 
@@ -274,7 +279,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       if (listener) uws.us_listen_socket_close(listener.socket);
       directory.close();
       await bus.close();
-      closeStore();
+      await closeStore();
       log.info('c1m router stopped');
     },
   };

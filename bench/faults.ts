@@ -19,7 +19,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,6 +31,7 @@ import { c1mArgv } from '../cluster/supervisor.js';
 import { isAlive } from '../loadgen/server-process.js';
 import { percentile } from './probe.js';
 import { listensTo, subscribesTo, topicSubscriptions } from './topics.js';
+import { BrainStream } from './brain-stream.js';
 import { until } from './until.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -85,7 +86,11 @@ class Proc {
   /** The first line of its output that matched `ready`. */
   readyLine = '';
 
-  private constructor(readonly child: ChildProcess) {}
+  private constructor(
+    readonly child: ChildProcess,
+    /** The network namespace it runs in (a simulated host), if any. */
+    readonly ns: string | undefined,
+  ) {}
 
   /** Starts it and resolves once a line of its output matches `ready`. */
   static start(dir: string, name: string, ns: string | undefined, argv: string[], ready: RegExp | undefined, timeoutMs = 20_000): Promise<Proc> {
@@ -93,7 +98,7 @@ class Proc {
     const [command, ...args] = ns ? ['ip', 'netns', 'exec', ns, ...argv] : argv;
     const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const log = createWriteStream(join(dir, `${name}.log`), { flags: 'a' });
-    const proc = new Proc(child);
+    const proc = new Proc(child, ns);
     running.add(proc);
     child.once('exit', () => running.delete(proc));
     return new Promise((resolve, reject) => {
@@ -151,6 +156,13 @@ export interface RigOptions {
   drainRate: number;
   bindPort: number;
   statsPort: number;
+  /**
+   * The replicated brain (issue 28): every host runs a nats-server of one JetStream cluster and a router
+   * keeping its streams on all of them (`c1m router --replicas 3`); undefined: the brain host alone.
+   */
+  replicas?: number;
+  /** The routers' partitions (`--partitions`), with `replicas`. */
+  partitions: number;
 }
 
 export interface ServerRow {
@@ -183,33 +195,56 @@ export async function haproxyServers(statsPort: number, backend = false): Promis
   return out;
 }
 
+/** The simulated hosts (scripts/hosts.sh). */
+export const HOSTS = ['brain', 'edge1', 'edge2'] as const;
+export type Host = (typeof HOSTS)[number];
 const EDGE_HOSTS = ['edge1', 'edge2'] as const;
 type EdgeHost = (typeof EDGE_HOSTS)[number];
+const isEdgeHost = (host: Host): host is EdgeHost => (EDGE_HOSTS as readonly string[]).includes(host);
 /** Edge i of a host serves streams on EDGE_PORT + i and HAProxy's agent on AGENT_PORT + i (c1m cluster --port-per-edge). */
 const EDGE_PORT = 8100;
 const AGENT_PORT = 9100;
+/** On every brain host: clients, the JetStream cluster's routes, the router's backend API. */
+const NATS_PORT = 4222;
+const ROUTE_PORT = 6222;
+const API_PORT = 8001;
 
-/** HAProxy, nats-server, a router and the edges, in the simulated hosts. */
+/**
+ * HAProxy, nats-server, a router and the edges, in the simulated hosts. With `replicas` (the replicated
+ * brain, issue 28) every host runs a nats-server of one JetStream cluster and a router keeping its streams
+ * there; without, the brain host alone runs nats-server and the router.
+ */
 export class Rig {
   readonly dir = mkdtempSync(join(tmpdir(), 'c1m-faults-'));
-  readonly addr = Object.fromEntries(['brain', 'edge1', 'edge2'].map((h) => [h, hosts('addr', h)])) as Record<'brain' | 'edge1' | 'edge2', string>;
+  readonly addr = Object.fromEntries(HOSTS.map((h) => [h, hosts('addr', h)])) as Record<Host, string>;
+  /** The hosts that run a nats-server and a router. */
+  readonly brainHosts: readonly Host[];
   /**
    * The bus as the README's layout runs it: nats-server with a user per role and edge (c1m nats-config's
-   * layout in natsDir), TLS with a CA made for the brain host's address; every process gets its own
-   * credentials file and the CA.
+   * layout in natsDir), TLS with a CA made for the brain hosts' addresses (one certificate: the JetStream
+   * cluster's routes check it too); every process gets its own credentials file and the CA.
    */
   readonly natsDir = join(this.dir, 'nats');
-  readonly natsTls = makeTlsFiles(this.natsDir, [this.addr.brain]);
-  readonly natsUrl = `tls://${this.addr.brain}:4222`;
-  readonly api = `http://${this.addr.brain}:8001`;
+  readonly natsTls: { ca: string; cert: string; key: string };
+  /** Every brain host's nats-server, comma-separated: every process gets all of them. */
+  readonly natsUrl: string;
+  /** The routers' backend APIs, in the order of brainHosts. */
+  readonly apis: string[];
   /** The backend API crosses hosts here, so it wants a token. */
-  private readonly token = randomBytes(16).toString('hex');
+  readonly token = randomBytes(16).toString('hex');
   /** HAProxy's servers, named by edge id: what each host's `c1m cluster` runs (edge i of HOST is HOST-i on ports + i). */
   readonly edges: (EdgeServer & { ns: string })[] = [];
-  /** The router, nats-server, HAProxy, and per edge host its `c1m cluster` (named after the host). */
+  /** HAProxy, the routers and nats-servers (`router`, `nats`; replicated: `router-<host>`, `nats-<host>`), and per edge host its `c1m cluster` (named after the host). */
   readonly procs = new Map<string, Proc>();
+  /** The API the backend used last: it stays with it, and moves on to the next when it does not answer. */
+  private apiAt = 0;
 
   constructor(readonly o: RigOptions) {
+    if (o.replicas !== undefined && o.replicas !== HOSTS.length) throw new Error(`the replicated rig keeps every stream on its ${HOSTS.length} hosts: --replicas ${HOSTS.length}, not ${o.replicas}`);
+    this.brainHosts = o.replicas ? HOSTS : ['brain'];
+    this.natsTls = makeTlsFiles(this.natsDir, this.brainHosts.map((h) => this.addr[h]));
+    this.natsUrl = this.brainHosts.map((h) => `tls://${this.addr[h]}:${NATS_PORT}`).join(',');
+    this.apis = this.brainHosts.map((h) => `http://${this.addr[h]}:${API_PORT}`);
     for (const host of EDGE_HOSTS)
       for (let i = 0; i < o.edgesPerHost; i++)
         this.edges.push({ name: `${host}-${i}`, ns: `c1m-${host}`, host: this.addr[host], port: EDGE_PORT + i, agentPort: AGENT_PORT + i, capacity: this.capacityOf(host) });
@@ -219,15 +254,24 @@ export class Rig {
     return host === 'edge2' ? this.o.smallCapacity : this.o.capacity;
   }
 
+  /** Where a host of the replicated brain keeps its data: its nats-server's JetStream store and its router's SQLite files. */
+  dataDir(host: Host): string {
+    return join(this.dir, 'data', host);
+  }
+
+  private procName(kind: 'nats' | 'router', host: Host): string {
+    return this.o.replicas ? `${kind}-${host}` : kind;
+  }
+
   /** A process's bus options: its credentials (for an edge host, the directory: one file per edge) and the CA. */
   private bus(creds: string): string[] {
     return ['--nats', this.natsUrl, '--nats-creds', creds, '--nats-ca', this.natsTls.ca];
   }
 
   async start(): Promise<void> {
-    writeNatsConfig(this.natsDir, { listen: `${this.addr.brain}:4222`, edges: this.edges.map((e) => e.name), tls: this.natsTls });
-    await this.startNats();
-    await this.startRouter();
+    this.writeNatsConfigs();
+    await Promise.all(this.brainHosts.map((host) => this.startNats(host)));
+    await Promise.all(this.brainHosts.map((host) => this.startRouter(host)));
     await Promise.all(EDGE_HOSTS.map((host) => this.startEdgeHost(host)));
     const config = join(this.dir, 'haproxy.cfg');
     writeFileSync(
@@ -238,15 +282,32 @@ export class Rig {
     await this.untilStatus(this.edges.map((e) => e.name), ['UP']);
   }
 
-  async startNats(): Promise<void> {
-    const argv = ['nats-server', '-c', join(this.natsDir, 'nats.conf')];
-    this.procs.set('nats', await Proc.start(this.dir, 'nats', 'c1m-brain', argv, /Server is ready/));
+  /**
+   * nats-server's configuration: one server on the brain host, or (replicated) one per host, each
+   * `<dir>/nats-<host>.conf`, clustered with JetStream, its store in the host's data directory.
+   */
+  writeNatsConfigs(): void {
+    const edges = this.edges.map((e) => e.name);
+    if (!this.o.replicas) return void writeNatsConfig(this.natsDir, { listen: `${this.addr.brain}:${NATS_PORT}`, edges, tls: this.natsTls });
+    for (const host of HOSTS) {
+      const routes = HOSTS.filter((h) => h !== host).map((h) => `${this.addr[h]}:${ROUTE_PORT}`);
+      const jetstream = { name: `nats-${host}`, storeDir: join(this.dataDir(host), 'jetstream'), cluster: { listen: `${this.addr[host]}:${ROUTE_PORT}`, routes } };
+      writeNatsConfig(this.natsDir, { listen: `${this.addr[host]}:${NATS_PORT}`, edges, tls: this.natsTls, jetstream });
+    }
   }
 
-  async startRouter(): Promise<void> {
-    const argv = c1mArgv(['router', ...this.bus(credsFile(this.natsDir, 'router')), '--db', join(this.dir, 'router.db'), '--api-host', this.addr.brain, '--api-port', '8001']);
+  async startNats(host: Host = 'brain'): Promise<void> {
+    const argv = ['nats-server', '-c', join(this.natsDir, this.o.replicas ? `nats-${host}.conf` : 'nats.conf')];
+    this.procs.set(this.procName('nats', host), await Proc.start(this.dir, this.procName('nats', host), `c1m-${host}`, argv, /Server is ready/));
+  }
+
+  async startRouter(host: Host = 'brain'): Promise<void> {
+    const db = this.o.replicas ? join(this.dataDir(host), 'router.db') : join(this.dir, 'router.db');
+    if (this.o.replicas) mkdirSync(this.dataDir(host), { recursive: true });
+    const argv = c1mArgv(['router', ...this.bus(credsFile(this.natsDir, 'router')), '--db', db, '--api-host', this.addr[host], '--api-port', String(API_PORT)]);
     argv.push('--token', this.token, '--stats-interval', '0');
-    this.procs.set('router', await Proc.start(this.dir, 'router', 'c1m-brain', argv, /c1m router listening/));
+    if (this.o.replicas) argv.push('--replicas', String(this.o.replicas), '--partitions', String(this.o.partitions));
+    this.procs.set(this.procName('router', host), await Proc.start(this.dir, this.procName('router', host), `c1m-${host}`, argv, /c1m router listening/, 60_000));
   }
 
   /** An edge host: `c1m cluster` of edges only, a port each, supervised; checks it runs the edges HAProxy expects. */
@@ -260,6 +321,32 @@ export class Rig {
     const expected = this.edges.filter((e) => e.ns === `c1m-${host}`).map((e) => `${e.name} ${e.port} ${e.agentPort}`);
     const got = ready.edges.map((e) => `${e.id} ${e.port} ${e.agentPort}`);
     if (got.join() !== expected.join()) throw new Error(`${host} runs edges ${got.join(', ')}; HAProxy expects ${expected.join(', ')}`);
+  }
+
+  /**
+   * The host is lost with its disk: kill -9 every process in its namespace (`ip netns pids`: nats-server,
+   * router, edges and their supervisor), then delete its data directory. Its configuration and
+   * credentials (what an operator provisions a host with) stay. Resolves with the pids it killed.
+   */
+  async killHost(host: Host): Promise<number[]> {
+    const pids = netnsPids(host);
+    for (const pid of pids) process.kill(pid, 'SIGKILL');
+    await until(`every process of ${host} to end`, () => (netnsPids(host).length === 0 ? true : undefined), 10_000);
+    await Promise.all([...this.procs.values()].filter((p) => p.ns === `c1m-${host}`).map((p) => p.exited()));
+    rmSync(this.dataDir(host), { recursive: true, force: true });
+    return pids;
+  }
+
+  /** Starts a host's processes as the rig first did: its nats-server, its router, and on an edge host its edges. */
+  async startHost(host: Host): Promise<void> {
+    await this.startNats(host);
+    await this.startRouter(host);
+    if (isEdgeHost(host)) await this.startEdgeHost(host);
+  }
+
+  /** The pid of a brain host's router. */
+  routerPid(host: Host): number {
+    return this.procs.get(this.procName('router', host))!.child.pid!;
   }
 
   /** The pid of edge `name`'s current run, from the router's /stats; checked against its command line, so kill -9 hits that edge only. */
@@ -287,13 +374,42 @@ export class Rig {
     );
   }
 
-  /** A backend API call; a router that does not answer within a second counts as down. */
-  call(method: string, path: string, body?: string): Promise<Response> {
-    return fetch(`${this.api}${path}`, { method, body, headers: { authorization: `Bearer ${this.token}` }, signal: AbortSignal.timeout(1000) });
+  /**
+   * A backend API call, to the router that answered last; a router that does not answer within a second,
+   * or answers 503 (not serving), counts as down, and the call goes to the next one.
+   */
+  async call(method: string, path: string, body?: string): Promise<Response> {
+    for (let tried = 1; ; tried++) {
+      const at = this.apiAt;
+      try {
+        const res = await this.callAt(this.brainHosts[at], method, path, body);
+        if (res.status !== 503 || tried >= this.apis.length) return res;
+        await res.arrayBuffer();
+      } catch (err) {
+        if (tried >= this.apis.length) throw err;
+      }
+      // Calls in flight together all fail over once, not once each.
+      if (this.apiAt === at) this.apiAt = (at + 1) % this.apis.length;
+    }
   }
 
-  async routerStats(): Promise<{ edges: { id: string; pid: number; state: string; streams: number; synced: boolean }[] }> {
-    return (await this.call('GET', '/stats')).json() as never;
+  /** A backend API call to one host's router. */
+  callAt(host: Host, method: string, path: string, body?: string, timeoutMs = 1000): Promise<Response> {
+    const api = this.apis[this.brainHosts.indexOf(host)];
+    return fetch(`${api}${path}`, { method, body, headers: { authorization: `Bearer ${this.token}` }, signal: AbortSignal.timeout(timeoutMs) });
+  }
+
+  async routerStats(host?: Host): Promise<RouterStats> {
+    return (await (host ? this.callAt(host, 'GET', '/stats') : this.call('GET', '/stats'))).json() as never;
+  }
+
+  /** The brain host whose router leads `partition`, from each router's /stats; undefined while none says so. */
+  async leaderOf(partition: number): Promise<Host | undefined> {
+    for (const host of this.brainHosts) {
+      const stats = await this.routerStats(host).catch(() => undefined);
+      if (stats?.partitions?.some((p) => p.partition === partition && p.leading)) return host;
+    }
+    return undefined;
   }
 
   /**
@@ -317,8 +433,21 @@ export class Rig {
   async stop(): Promise<void> {
     // The edge hosts' supervisors close their edges' streams at once (SIGINT) rather than draining; then the rest.
     await Promise.all(EDGE_HOSTS.map((host) => this.procs.get(host)?.stop()));
-    await Promise.all(['haproxy', 'router', 'nats'].map((n) => this.procs.get(n)?.stop()));
+    await Promise.all([...this.procs].filter(([name]) => !name.startsWith('nats')).map(([, proc]) => proc.stop()));
+    await Promise.all([...this.procs].filter(([name]) => name.startsWith('nats')).map(([, proc]) => proc.stop()));
   }
+}
+
+export interface RouterStats {
+  edges: { id: string; pid: number; state: string; streams: number; synced: boolean }[];
+  partitions?: { partition: number; leading: boolean }[];
+}
+
+/** The pids of every process in a simulated host's namespace. */
+function netnsPids(host: Host): number[] {
+  const run = spawnSync('ip', ['netns', 'pids', `c1m-${host}`], { encoding: 'utf8' });
+  if (run.status !== 0) throw new Error(`ip netns pids c1m-${host}: ${run.error?.message ?? run.stderr}`);
+  return run.stdout.split(/\s+/).filter(Boolean).map(Number);
 }
 
 /** Who may receive what `from` sends: `from` and its subscribers. */
@@ -577,6 +706,169 @@ export interface RunOptions {
   log?: (line: string) => void;
 }
 
+const BRAIN_STREAM_JS = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../dist/bench/brain-stream.js' : './brain-stream.js', import.meta.url));
+
+/** Publishes to the stream one message after another until stopped, timing the longest wait for an acknowledgement. */
+class Publisher {
+  private longest = 0;
+  private lastAck = Date.now();
+  private stopped = false;
+  private readonly done: Promise<void>;
+
+  constructor(
+    private readonly stream: BrainStream,
+    /** At most this long, whatever happens. */
+    limitMs: number,
+  ) {
+    const limit = Date.now() + limitMs;
+    this.done = (async () => {
+      while (!this.stopped && Date.now() < limit) {
+        if (await this.stream.publishNext()) {
+          this.longest = this.maxGapMs;
+          this.lastAck = Date.now();
+        }
+        await sleep(10);
+      }
+    })();
+  }
+
+  /** The longest time between two acknowledged messages since `reset()`, the wait for the next one included. */
+  get maxGapMs(): number {
+    return Math.max(this.longest, Date.now() - this.lastAck);
+  }
+
+  /** Starts the gap anew: what counts is the longest while a fault lasts. */
+  reset(): void {
+    this.longest = 0;
+    this.lastAck = Date.now();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.done;
+  }
+}
+
+export interface StreamFaultOptions {
+  /** The host lost with its disk and brought back empty, if any. */
+  host?: Host;
+  /** The host whose cable is pulled, if any. */
+  cut?: Host;
+  /** How long the lost host stays away, and how long the cable stays out, ms. */
+  absentMs?: number;
+  cutMs?: number;
+  log?: (line: string) => void;
+}
+
+/**
+ * The hosts' JetStream cluster alone (the replicated rig's nats-servers: no routers, edges or HAProxy). A
+ * router's credentials keep writing an R3 stream (BrainStream) while (1) `host`, made the stream's leader, is
+ * lost with its disk (kill -9 of everything in its namespace, its data directory deleted) and brought back
+ * empty: its server must catch up by itself and then, made the leader, hold every message; (2) `cut`, made the
+ * leader, has its cable pulled: the majority goes on taking writes, a writer inside the cut host gets none
+ * taken, and after the plug the cut server catches up. Each fault hits the leader on purpose: the worst case,
+ * where the stream waits for an election. Each fault's stream is checked as the majority's leader holds it and
+ * as the server that came back holds it.
+ */
+export async function runStreamFaults(o: StreamFaultOptions) {
+  const unlock = await lockHosts();
+  const log = o.log ?? ((line: string) => console.log(line));
+  hosts('down');
+  hosts('up');
+  const rig = new Rig({ edgesPerHost: 1, capacity: 1, smallCapacity: 1, drainRate: 1, bindPort: 0, statsPort: 0, replicas: HOSTS.length, partitions: 1 });
+  let stream: BrainStream | undefined;
+  let publisher: Publisher | undefined;
+  try {
+    rig.writeNatsConfigs();
+    await Promise.all(HOSTS.map((host) => rig.startNats(host)));
+    stream = await BrainStream.connect(rig.natsUrl, credsFile(rig.natsDir, 'router'), rig.natsTls.ca);
+    await stream.create(HOSTS.length);
+    publisher = new Publisher(stream, 180_000);
+    await until('100 messages in the stream', () => (stream!.acked >= 100 ? true : undefined), 30_000);
+    const faults = { stream, publisher, log };
+    const host = o.host && (await streamFault(faults, 'host', o.host, () => streamHostLoss(rig, o.host!, o.absentMs ?? 3000)));
+    const cut = o.cut && (await streamFault(faults, 'cut', o.cut, () => streamCut(rig, o.cut!, o.cutMs ?? 10_000)));
+    return { host, cut, dir: rig.dir };
+  } finally {
+    await publisher?.stop();
+    await stream?.close().catch(() => undefined);
+    await rig.stop();
+    for (const proc of running) proc.child.kill('SIGKILL');
+    hosts('down');
+    unlock();
+  }
+}
+
+/**
+ * One fault of the stream's leader: makes `host`'s server the leader, runs `fault` (resolves once the host's
+ * server is back), waits until that server's copy is current, and checks the stream as the leader holds it and
+ * again once the returned server leads.
+ */
+async function streamFault(
+  { stream, publisher, log }: { stream: BrainStream; publisher: Publisher; log: (line: string) => void },
+  name: 'host' | 'cut',
+  host: Host,
+  fault: () => Promise<Record<string, unknown>>,
+) {
+  const server = `nats-${host}`;
+  await stream.lead(server);
+  publisher.reset();
+  const ackedBefore = stream.acked;
+  const t0 = Date.now();
+  const details = await fault();
+  const ackedDuring = stream.acked - ackedBefore;
+  const t1 = Date.now();
+  const catchUpMs =
+    (await until(`${server} to catch up`, async () => {
+      const copy = await stream.replica(server).catch(() => undefined);
+      return copy?.current && copy.lag === 0 ? Date.now() : undefined;
+    }, 60_000, 100)) - t1;
+  const result = {
+    fault: name,
+    host,
+    ...details,
+    faultMs: t1 - t0,
+    ackedBefore,
+    ackedDuring,
+    maxGapMs: publisher.maxGapMs,
+    catchUpMs,
+    leader: await stream.leader(),
+    ...(await stream.check()),
+    stepDowns: await stream.lead(server),
+    returned: await stream.check(),
+    acked: stream.acked,
+  };
+  log(JSON.stringify(result));
+  return result;
+}
+
+/** The host lost with its disk (Rig.killHost), away for `absentMs`, then its nats-server started again, empty. */
+async function streamHostLoss(rig: Rig, host: Host, absentMs: number) {
+  const killed = await rig.killHost(host);
+  const deleted = !existsSync(rig.dataDir(host));
+  await sleep(absentMs);
+  await rig.startNats(host);
+  return { killed: killed.length, deleted };
+}
+
+/** The host's cable out for `cutMs`; meanwhile a writer inside it tries its own server. */
+async function streamCut(rig: Rig, host: Host, cutMs: number) {
+  const t0 = Date.now();
+  hosts('unplug', host);
+  const minority = await minorityWrites(rig, host, 3);
+  await sleep(Math.max(0, cutMs - (Date.now() - t0)));
+  hosts('plug', host);
+  return { minorityAttempts: minority.attempts, minorityTaken: minority.taken };
+}
+
+/** `attempts` publishes from inside `host` to its own nats-server alone, as its router would make them cut off; how many the stream took. */
+async function minorityWrites(rig: Rig, host: Host, attempts: number): Promise<{ attempts: number; taken: number }> {
+  const argv = [process.execPath, BRAIN_STREAM_JS, `tls://${rig.addr[host]}:4222`, credsFile(rig.natsDir, 'router'), rig.natsTls.ca, String(attempts)];
+  const proc = await Proc.start(rig.dir, `minority-${host}`, `c1m-${host}`, argv, /"taken"/, 60_000);
+  await proc.exited();
+  return JSON.parse(proc.readyLine) as { attempts: number; taken: number };
+}
+
 /** Starts the rig, runs the faults in order, stops everything; resolves with one result per fault and the comparison. */
 export async function runFaults(o: RunOptions) {
   const unlock = await lockHosts();
@@ -592,7 +884,7 @@ async function runOnHosts(o: RunOptions) {
   // From nothing: a run that was killed may have left its hosts, and processes in them, behind.
   hosts('down');
   hosts('up');
-  const rig = new Rig({ edgesPerHost: 2, capacity: 300, smallCapacity: 150, drainRate: 100, bindPort: 18000, statsPort: 18404, ...o.rig });
+  const rig = new Rig({ edgesPerHost: 2, capacity: 300, smallCapacity: 150, drainRate: 100, bindPort: 18000, statsPort: 18404, partitions: 2, ...o.rig });
   const browsers: Browser[] = [];
   const extra: Browser[] = [];
   try {

@@ -208,7 +208,8 @@ export function makeTlsFiles(dir: string, hosts: string[]): { ca: string; cert: 
   const csr = join(dir, 'server.csr');
   const ext = join(dir, 'server.ext');
   const names = [...new Set(hosts)].map((h) => (net.isIP(h) ? `IP:${h}` : `DNS:${h}`)).join(',');
-  writeFileSync(ext, `subjectAltName=${names}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n`);
+  // clientAuth too: a brain cluster's servers present it to each other on their routes, each the other's client.
+  writeFileSync(ext, `subjectAltName=${names}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n`);
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
   const steps = [
     ['req', '-x509', ...ec, '-keyout', caKey, '-out', files.ca, '-days', '3650', '-subj', '/CN=c1m bus CA'],

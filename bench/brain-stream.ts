@@ -106,7 +106,7 @@ export class BrainStream {
    * Makes `server` the stream's leader: asks the leader to step down until the election picks it (a random
    * one of the others each time), at most `tries` times. Resolves with the number of step-downs.
    */
-  async lead(server: string, tries = 12): Promise<number> {
+  async lead(server: string, tries = 8): Promise<number> {
     for (let downs = 0; downs <= tries; downs++) {
       const leader = await this.leader();
       if (leader === server) return downs;
@@ -115,7 +115,7 @@ export class BrainStream {
       await until('the next leader', async () => {
         const next = (await this.jsm.streams.info(STREAM).catch(() => undefined))?.cluster?.leader;
         return next && next !== leader ? true : undefined;
-      }, 10_000, 100).catch(() => undefined);
+      }, 5000, 100).catch(() => undefined);
     }
     throw new Error(`${server} was not elected the stream's leader in ${tries} step-downs`);
   }

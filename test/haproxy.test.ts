@@ -190,5 +190,5 @@ describe('the brain hosts\' JetStream across simulated hosts', () => {
     expect(host).toMatchObject({ missing: 0, misnumbered: 0, returned: { missing: 0, misnumbered: 0 } });
     expect(host!.acked).toBeGreaterThan(host!.ackedBefore + host!.ackedDuring);
     expect(host!.returned.messages).toBeGreaterThan(host!.ackedBefore);
-  }, 120_000);
+  }, 180_000);
 });

@@ -14,31 +14,43 @@
  * straight to the edges, in the same run. The bus runs as the README says to
  * run it across hosts: a user per role and edge, TLS. Needs root and `ip netns`.
  *
+ * With --replicas 3, the replicated brain (issue 28): every host runs a nats-server of one JetStream cluster
+ * and a router (`--replicas 3 --partitions P`), the backend moves to the next router when one does not
+ * answer, and the faults are a host lost with its disk and back empty, a frozen partition leader, a host cut
+ * off; sends go on throughout each, and every router must still answer every subscription after it. With
+ * --stream, the hosts' JetStream cluster alone through its leader's host lost and cut off (runStreamFaults).
+ *
  *   node dist/bench/faults.js [--users 400] [--faults kill,unplug,drain,router,nats,fill] [--sends 4000]
  *                               [--capacity 300] [--small-capacity 150] [--drain-rate 100]
+ *                               [--replicas 3 [--partitions 2] [--faults host,freeze,cut,kill,unplug,drain,fill]]
+ *                               [--stream]
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile as execFileCallback, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseArgs, promisify } from 'node:util';
 import { haproxyConfig, type EdgeServer } from '../cluster/haproxy.js';
 import { credsFile, makeTlsFiles, writeNatsConfig } from '../cluster/nats-auth.js';
 import { c1mArgv } from '../cluster/supervisor.js';
 import { isAlive } from '../loadgen/server-process.js';
 import { percentile } from './probe.js';
+import { partitionOf } from '../subsmanager/partitions.js';
 import { listensTo, subscribesTo, topicSubscriptions } from './topics.js';
 import { BrainStream } from './brain-stream.js';
 import { until } from './until.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+const execFile = promisify(execFileCallback);
 const HOSTS_SH = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../scripts/hosts.sh' : '../../scripts/hosts.sh', import.meta.url));
 
 export const FAULTS = ['kill', 'unplug', 'drain', 'router', 'nats', 'fill'] as const;
-export type Fault = (typeof FAULTS)[number];
+/** The replicated brain's faults (issue 28), for the rig with `replicas`. */
+export const BRAIN_FAULTS = ['host', 'freeze', 'cut'] as const;
+export type Fault = (typeof FAULTS)[number] | (typeof BRAIN_FAULTS)[number];
 
 /** Why the run cannot happen here, or undefined when it can. */
 export function cannotRun(): string | undefined {
@@ -375,22 +387,32 @@ export class Rig {
   }
 
   /**
-   * A backend API call, to the router that answered last; a router that does not answer within a second,
-   * or answers 503 (not serving), counts as down, and the call goes to the next one.
+   * A backend API call, to the router that answered last. A router that does not answer within a second, or
+   * answers 503 (not serving), counts as down: later calls go to the next one, and a GET is asked there again.
+   * Anything else is not repeated, as a send may have been taken by a router that did not answer in time.
    */
   async call(method: string, path: string, body?: string): Promise<Response> {
+    const tries = method === 'GET' ? this.apis.length : 1;
     for (let tried = 1; ; tried++) {
       const at = this.apiAt;
       try {
         const res = await this.callAt(this.brainHosts[at], method, path, body);
-        if (res.status !== 503 || tried >= this.apis.length) return res;
+        if (res.status !== 503) return res;
+        if (tried >= tries) {
+          this.failedOver(at);
+          return res;
+        }
         await res.arrayBuffer();
       } catch (err) {
-        if (tried >= this.apis.length) throw err;
+        this.failedOver(at);
+        if (tried >= tries) throw err;
       }
-      // Calls in flight together all fail over once, not once each.
-      if (this.apiAt === at) this.apiAt = (at + 1) % this.apis.length;
     }
+  }
+
+  /** The router at `at` did not serve: on to the next (once for calls in flight together, not once each). */
+  private failedOver(at: number): void {
+    if (this.apiAt === at) this.apiAt = (at + 1) % this.apis.length;
   }
 
   /** A backend API call to one host's router. */
@@ -403,12 +425,15 @@ export class Rig {
     return (await (host ? this.callAt(host, 'GET', '/stats') : this.call('GET', '/stats'))).json() as never;
   }
 
-  /** The brain host whose router leads `partition`, from each router's /stats; undefined while none says so. */
-  async leaderOf(partition: number): Promise<Host | undefined> {
-    for (const host of this.brainHosts) {
-      const stats = await this.routerStats(host).catch(() => undefined);
-      if (stats?.partitions?.some((p) => p.partition === partition && p.leading)) return host;
-    }
+  /** The partitions `host`'s router says it leads (/stats); undefined when it does not answer. */
+  async leading(host: Host): Promise<number[] | undefined> {
+    const stats = await this.routerStats(host).catch(() => undefined);
+    return stats?.partitions?.filter((p) => p.leading).map((p) => p.partition);
+  }
+
+  /** The brain host whose router leads `partition`, asking each but `except`; undefined while none says so. */
+  async leaderOf(partition: number, except?: Host): Promise<Host | undefined> {
+    for (const host of this.brainHosts) if (host !== except && (await this.leading(host))?.includes(partition)) return host;
     return undefined;
   }
 
@@ -452,6 +477,13 @@ function netnsPids(host: Host): number[] {
 
 /** Who may receive what `from` sends: `from` and its subscribers. */
 const subscribersOf = new Map<number, Set<number>>();
+/** The subjects each user subscribes to, as the run made them: what every router must still answer after a fault. */
+const subscriptionsOf = new Map<number, string[]>();
+/** The routers' partitions: a message's id is its partition's component of the stream's token. */
+let partitions = 1;
+/** The probe each id (`<partition> <id>`) carried, over every browser: an id given to two probes (a split brain) counts in `renumbered`. */
+const numbered = new Map<string, string>();
+let renumbered = 0;
 /** Topics of the run: the browsers of users 1..users listen to and subscribe to them as bench/topics.ts says. */
 const TOPICS = 5;
 
@@ -485,9 +517,9 @@ export class Browser {
   readonly received = new Map<string, number>();
   /** Acknowledged probes of the latest round not received yet. */
   readonly waiting = new Set<string>();
-  /** Messages that arrived with an id below one before (a copy counts as duplicated only). */
+  /** Messages that arrived with an id below one before from their partition (a copy counts as duplicated only). */
   outOfOrder = 0;
-  private lastSeenId = 0;
+  private readonly lastSeenIds: number[] = [];
   /** The topic its stream listens to, and the one its user subscribes to. */
   private readonly listening?: string;
   private readonly subscribed?: string;
@@ -582,11 +614,24 @@ export class Browser {
     const key = `${subject} ${seq}`;
     const copies = (this.received.get(key) ?? 0) + 1;
     this.received.set(key, copies);
-    if (copies === 1 && Number(id) < this.lastSeenId) this.outOfOrder++;
-    this.lastSeenId = Math.max(this.lastSeenId, Number(id));
+    // With partitions the id is a token, one component per partition: the message's own is its partition's.
+    const partition = partitionOf(subject, partitions);
+    const own = Number(id.split('-')[partition]);
+    const carried = numbered.get(`${partition} ${own}`);
+    if (carried === undefined) numbered.set(`${partition} ${own}`, key);
+    else if (carried !== key) renumbered++;
+    if (copies === 1 && own < (this.lastSeenIds[partition] ?? 0)) this.outOfOrder++;
+    this.lastSeenIds[partition] = Math.max(this.lastSeenIds[partition] ?? 0, own);
     this.waiting.delete(key);
     if (this.owed.delete(key) && this.owed.size === 0) this.maxReplay = Math.max(this.maxReplay, Date.now() - this.backAt);
     if (subject === String(this.id)) this.onLatency?.(Date.now() - Number(sentAt));
+  }
+
+  /** Acknowledged probes not received yet. */
+  owes(): number {
+    let owed = 0;
+    for (const s of this.acked) if (!this.received.has(s)) owed++;
+    return owed;
   }
 
   /** Acknowledged probes that never arrived, those that arrived more than once, and those out of order; the ledger starts again. */
@@ -625,14 +670,75 @@ async function pool<T>(items: T[], concurrency: number, task: (item: T) => Promi
 
 let seq = 0;
 
-/** POST /send/<subject> with a message naming its subject, seq and send time; false when the router did not answer. */
-async function send(rig: Rig, subject: number | string, s: number): Promise<boolean> {
+/** The longest time between two acknowledgements (of sends, or of a stream's messages), the wait for the next one included. */
+class AckGap {
+  private longest = 0;
+  private last = Date.now();
+
+  note(): void {
+    this.longest = this.maxGapMs;
+    this.last = Date.now();
+  }
+
+  get maxGapMs(): number {
+    return Math.max(this.longest, Date.now() - this.last);
+  }
+
+  /** Starts anew: what counts is the longest while a fault lasts. */
+  reset(): void {
+    this.longest = 0;
+    this.last = Date.now();
+  }
+}
+
+/** Between acknowledged sends of the run. */
+const sendGap = new AckGap();
+
+/**
+ * POST /send/<subject> with a message naming its subject, seq and send time (to `host`'s router, or the backend's
+ * choice); false when the router did not take it. A send is never repeated: one whose answer did not come may still
+ * have been taken, and a repeat would reach its users twice.
+ */
+async function send(rig: Rig, subject: number | string, s: number, host?: Host): Promise<boolean> {
   try {
-    const res = await rig.call('POST', `/send/${subject}`, `m ${subject} ${s} ${Date.now()}`);
+    const body = `m ${subject} ${s} ${Date.now()}`;
+    const res = await (host ? rig.callAt(host, 'POST', `/send/${subject}`, body) : rig.call('POST', `/send/${subject}`, body));
     await res.arrayBuffer();
+    if (res.ok) sendGap.note();
     return res.ok;
   } catch {
     return false;
+  }
+}
+
+/** Probe `s` to `subject`; once acknowledged, every browser that hears it expects it. */
+async function sendProbe(rig: Rig, browsers: Browser[], subject: string, s = ++seq, host?: Host): Promise<boolean> {
+  const taken = await send(rig, subject, s, host);
+  if (taken) for (const b of browsers) if (b.hears(subject)) b.ack(`${subject} ${s}`);
+  return taken;
+}
+
+/**
+ * Sends one probe after another, to the users in turn, until stopped (at most `limitMs`): the sends go on while
+ * a fault lasts, so that the longest wait for an acknowledgement shows.
+ */
+class Ticker {
+  private stopped = false;
+  private readonly done: Promise<void>;
+
+  constructor(rig: Rig, browsers: Browser[], limitMs = 180_000) {
+    const limit = Date.now() + limitMs;
+    this.done = (async () => {
+      for (let i = 0; !this.stopped && Date.now() < limit; i++) {
+        await sendProbe(rig, browsers, String(browsers[i % browsers.length].id));
+        await sleep(20);
+      }
+    })();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.done;
   }
 }
 
@@ -641,9 +747,7 @@ async function probe(rig: Rig, browsers: Browser[], waitMs = 250): Promise<Brows
   const s = ++seq;
   for (const b of browsers) b.waiting.clear();
   const subjects = [...browsers.map((b) => String(b.id)), ...Array.from({ length: TOPICS }, (_, i) => `room:${i + 1}`)];
-  await pool(subjects, 16, async (subject) => {
-    if (await send(rig, subject, s)) for (const b of browsers) if (b.hears(subject)) b.ack(`${subject} ${s}`);
-  });
+  await pool(subjects, 16, async (subject) => void (await sendProbe(rig, browsers, subject, s)));
   const deadline = Date.now() + waitMs;
   while (Date.now() < deadline && browsers.some((b) => b.waiting.size > 0)) await sleep(10);
   return browsers.filter((b) => b.waiting.size > 0);
@@ -665,6 +769,24 @@ async function restart(rig: Rig, browsers: Browser[], name: 'router' | 'nats', s
   await start();
   const restartedMs = Date.now() - t0;
   return { restartedMs, recoveryMs: await recovery(rig, browsers, t0) };
+}
+
+/**
+ * Per router (brain host), the subscriptions the run made that it does not answer (GET /subscriptions/<user>):
+ * every router keeps the whole store as its view, and must still hold it after every fault.
+ */
+async function subscriptionsLost(rig: Rig): Promise<Record<string, number>> {
+  const lost: Record<string, number> = {};
+  for (const host of rig.brainHosts) {
+    lost[host] = 0;
+    await pool([...subscriptionsOf], 8, async ([user, subjects]) => {
+      const res = await rig.callAt(host, 'GET', `/subscriptions/${user}`, undefined, 5000);
+      if (!res.ok) throw new Error(`${host}'s router: GET /subscriptions/${user}: ${res.status} ${await res.text()}`);
+      const held = new Set(((await res.json()) as unknown[]).map(String));
+      lost[host] += subjects.filter((subject) => !held.has(subject)).length;
+    });
+  }
+  return lost;
 }
 
 /** When the last browser that lost its stream got it back. */
@@ -694,6 +816,8 @@ export interface FaultResult extends Tally {
   missed: number;
   duplicated: number;
   outOfOrder: number;
+  /** Ids that reached browsers with two different probes: one partition numbered by two routers at once. */
+  renumbered: number;
   [detail: string]: unknown;
 }
 
@@ -869,8 +993,16 @@ async function minorityWrites(rig: Rig, host: Host, attempts: number): Promise<{
   return JSON.parse(proc.readyLine) as { attempts: number; taken: number };
 }
 
+/** The faults a rig can have: the single brain's, or the replicated brain's (whose routers and nats-servers are on every host). */
+export function faultsFor(replicated: boolean): Fault[] {
+  return replicated ? [...FAULTS.filter((f) => f !== 'router' && f !== 'nats'), ...BRAIN_FAULTS] : [...FAULTS];
+}
+
 /** Starts the rig, runs the faults in order, stops everything; resolves with one result per fault and the comparison. */
 export async function runFaults(o: RunOptions) {
+  const possible = faultsFor(o.rig?.replicas !== undefined);
+  const unknown = o.faults.filter((f) => !possible.includes(f));
+  if (unknown.length) throw new Error(`no fault ${unknown.join(', ')} on this rig (${possible.join(', ')})`);
   const unlock = await lockHosts();
   try {
     return await runOnHosts(o);
@@ -893,8 +1025,16 @@ async function runOnHosts(o: RunOptions) {
     // Friends: each user hears the next one, so a send reaches two users and a wrong fan-out would show.
     const pairs = Array.from({ length: o.users - 1 }, (_, i) => [i + 1, i + 2]);
     for (const [subscriber, subscribee] of pairs) subscribersOf.set(subscribee, new Set([subscriber]));
-    const added = await rig.call('POST', '/subscriptions', JSON.stringify([...pairs, ...topicSubscriptions(o.users, TOPICS)]));
+    const subscriptions = [...pairs, ...topicSubscriptions(o.users, TOPICS)];
+    subscriptionsOf.clear();
+    for (const [user, subject] of subscriptions) subscriptionsOf.set(user, [...(subscriptionsOf.get(user) ?? []), String(subject)]);
+    const added = await rig.call('POST', '/subscriptions', JSON.stringify(subscriptions));
     if (!added.ok) throw new Error(`POST /subscriptions: ${added.status} ${await added.text()}`);
+    partitions = rig.o.replicas ? rig.o.partitions : 1;
+    numbered.clear();
+    renumbered = 0;
+    // Replicated, one router took them: every router must answer them before the run counts on them.
+    if (rig.o.replicas) await until('every router to answer the subscriptions', async () => (Object.values(await subscriptionsLost(rig)).every((n) => n === 0) ? true : undefined), 30_000, 200);
 
     const latency = { haproxy: [] as number[], direct: [] as number[] };
     // Set only while the comparison runs: probes before and after it are not part of it.
@@ -954,9 +1094,18 @@ async function runOnHosts(o: RunOptions) {
         b.settle(); // the ledger covers this fault and its recovery only
       }
       const before = sum(browsers);
+      const renumberedBefore = renumbered;
+      // Replicated, sends go on throughout the fault: the longest wait for an acknowledged one is reported.
+      const ticker = rig.o.replicas ? new Ticker(rig, browsers) : undefined;
+      sendGap.reset();
       const result = await FAULT_RUNS[fault](rig, browsers, extra);
+      const maxSendGapMs = sendGap.maxGapMs;
+      await ticker?.stop();
+      // Sends acknowledged just before the fault's end may still be on their way.
+      await until('the acknowledged probes to arrive', () => (browsers.every((b) => b.owes() === 0) ? true : undefined), 5000, 50).catch(() => undefined);
       const ledger = browsers.map((b) => b.settle()).reduce((t, l) => ({ missed: t.missed + l.missed, duplicated: t.duplicated + l.duplicated, outOfOrder: t.outOfOrder + l.outOfOrder }), { missed: 0, duplicated: 0, outOfOrder: 0 });
-      const full: FaultResult = { fault, ...delta(sum(browsers), before), maxGapMs: Math.max(...browsers.map((b) => b.maxGap)), maxReplayMs: Math.max(...browsers.map((b) => b.maxReplay)), ...ledger, ...result };
+      const replicated = rig.o.replicas && { maxSendGapMs, subscriptionsLost: await subscriptionsLost(rig) };
+      const full: FaultResult = { fault, ...delta(sum(browsers), before), maxGapMs: Math.max(...browsers.map((b) => b.maxGap)), maxReplayMs: Math.max(...browsers.map((b) => b.maxReplay)), ...ledger, renumbered: renumbered - renumberedBefore, ...replicated, ...result };
       results.push(full);
       log(JSON.stringify(full));
       // Every fault starts from a whole cluster: every edge up, or taking no new streams because it is full.
@@ -1116,13 +1265,133 @@ const FAULT_RUNS: Record<Fault, FaultRun> = {
     await until('the fill streams to close', async () => (total((r) => r.scur, await rig.haproxy()) <= total((r) => r.scur, before) ? true : undefined));
     return result;
   },
+
+  /**
+   * A whole host dies (replicated rig): kill -9 of every process in edge2's namespace (nats-server, router, edges)
+   * and its data directory deleted; its users move to edge1's edges, the partitions its router led to the others.
+   * After HOST_ABSENT_MS it is started again empty and must serve by itself: its nats-server catches up from the
+   * others, its router rebuilds its views and takes sends again (answering every subscription is checked after
+   * each fault), HAProxy takes its edges back.
+   */
+  async host(rig, browsers) {
+    const victim: Host = 'edge2';
+    const names = rig.edges.filter((e) => e.ns === `c1m-${victim}`).map((e) => e.name);
+    const led = await rig.leading(victim);
+    const t0 = Date.now();
+    const killed = (await rig.killHost(victim)).length;
+    const recoveryMs = await recovery(rig, browsers, t0);
+    await sleep(Math.max(0, t0 + HOST_ABSENT_MS - Date.now()));
+    const t1 = Date.now();
+    await rig.startHost(victim);
+    const startedMs = Date.now() - t1;
+    const backUpMs = (await rig.untilStatus(names, ['UP', 'DRAIN'], 30_000)) - t1;
+    const servesMs = (await servesAgain(rig, browsers, victim)) - t1;
+    return { host: victim, killed, led, recoveryMs, startedMs, backUpMs, servesMs, leads: await rig.leading(victim) };
+  },
+
+  /**
+   * SIGSTOP of the router leading partition 0 for FREEZE_MS, longer than the lease: the partition moves to
+   * another router. Then SIGCONT: the thawed router must do no harm (its publish refused, nothing numbered
+   * twice: the ledger's renumbered); it exits, and is started again here, or goes on as a follower.
+   */
+  async freeze(rig, browsers) {
+    const host = await until('a router to lead partition 0', () => rig.leaderOf(0), 20_000, 200);
+    const pid = rig.routerPid(host);
+    const t0 = Date.now();
+    process.kill(pid, 'SIGSTOP');
+    let movedTo: Host;
+    let recoveryMs: number;
+    try {
+      movedTo = await until('partition 0 to move', () => rig.leaderOf(0, host), 30_000, 100);
+      recoveryMs = await recovery(rig, browsers, t0);
+      await sleep(Math.max(0, t0 + FREEZE_MS - Date.now()));
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    const movedMs = Date.now() - t0;
+    const t1 = Date.now();
+    const router = rig.procs.get(`router-${host}`)!;
+    const exited = await Promise.race([router.exited().then(() => true), sleep(THAWED_MS).then(() => false)]);
+    const leadsThawed = exited ? [] : await rig.leading(host);
+    if (exited) await rig.startRouter(host);
+    const recoveryThawedMs = await recovery(rig, browsers, t1);
+    return { host, frozenMs: t1 - t0, movedTo, movedMs, recoveryMs, thawed: exited ? 'exited, started again' : 'went on', leadsThawed, recoveryThawedMs };
+  },
+
+  /**
+   * A host's cable pulled for CUT_MS (hosts.sh unplug): the host whose router leads a partition, edge1 aside
+   * (edge2's edges cannot hold all of edge1's users). The majority keeps serving; the minority takes no sends
+   * (a send to its own router from inside it is not acknowledged; an id numbered twice would show in the
+   * ledger's renumbered); plugged back, it serves again.
+   */
+  async cut(rig, browsers) {
+    const led = await Promise.all((['brain', 'edge2'] as const).map(async (h) => ((await rig.leading(h))?.length ? h : undefined)));
+    const host: Host = led.find((h) => h !== undefined) ?? 'brain';
+    const names = rig.edges.filter((e) => e.ns === `c1m-${host}`).map((e) => e.name);
+    const leads = await rig.leading(host);
+    const t0 = Date.now();
+    hosts('unplug', host);
+    let minority: { attempts: number; acknowledged: number };
+    let recoveryMs: number;
+    try {
+      recoveryMs = await recovery(rig, browsers, t0);
+      await sleep(Math.max(0, t0 + 3000 - Date.now()));
+      minority = await minoritySends(rig, browsers, host);
+      await sleep(Math.max(0, t0 + CUT_MS - Date.now()));
+    } finally {
+      hosts('plug', host);
+    }
+    const t1 = Date.now();
+    if (names.length) await rig.untilStatus(names, ['UP', 'DRAIN'], 30_000);
+    const servesMs = (await servesAgain(rig, browsers, host)) - t1;
+    const recoveryPluggedMs = await recovery(rig, browsers, t1);
+    return { host, leads, cutMs: t1 - t0, recoveryMs, minorityAttempts: minority.attempts, minorityAcknowledged: minority.acknowledged, servesMs, recoveryPluggedMs };
+  },
 };
+
+/** How long the lost host stays away, the frozen router frozen (the lease is 2 s), the cable out. */
+const HOST_ABSENT_MS = 3000;
+const FREEZE_MS = 4000;
+const CUT_MS = 10_000;
+/** How long a thawed router is given to notice it lost its partitions and exit. */
+const THAWED_MS = 5000;
+
+/** Resolves with the time when `host`'s own router takes a send again (each try a new probe, in the ledger). */
+function servesAgain(rig: Rig, browsers: Browser[], host: Host): Promise<number> {
+  const subject = String(browsers[0].id);
+  return until(`${host}'s router to take a send`, async () => ((await sendProbe(rig, browsers, subject, ++seq, host)) ? Date.now() : undefined), 60_000, 200);
+}
+
+/**
+ * From inside a host cut off, a send to its own router for a subject of each partition, as a backend on that
+ * host would make it (curl in its namespace). Each must go unacknowledged; one that is taken enters the ledger.
+ */
+async function minoritySends(rig: Rig, browsers: Browser[], host: Host): Promise<{ attempts: number; acknowledged: number }> {
+  const headers = join(rig.dir, 'backend-headers');
+  writeFileSync(headers, `authorization: Bearer ${rig.token}\n`, { mode: 0o600 });
+  const subjects = Array.from({ length: rig.o.partitions }, (_, p) => browsers.find((b) => partitionOf(String(b.id), rig.o.partitions) === p)?.id).filter((id) => id !== undefined);
+  let acknowledged = 0;
+  for (const subject of subjects) {
+    const s = ++seq;
+    const argv = ['ip', 'netns', 'exec', `c1m-${host}`, 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '-m', '8', '-H', `@${headers}`];
+    argv.push('--data-binary', `m ${subject} ${s} ${Date.now()}`, `http://${rig.addr[host]}:${API_PORT}/send/${subject}`);
+    const { stdout } = await execFile(argv[0], argv.slice(1)).catch((err: { stdout?: string }) => ({ stdout: err.stdout ?? '' }));
+    if (stdout.trim() === '200') {
+      acknowledged++;
+      for (const b of browsers) if (b.hears(String(subject))) b.ack(`${subject} ${s}`);
+    }
+  }
+  return { attempts: subjects.length, acknowledged };
+}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       users: { type: 'string', default: '400' },
-      faults: { type: 'string', default: FAULTS.join(',') },
+      faults: { type: 'string' },
+      replicas: { type: 'string' },
+      partitions: { type: 'string', default: '2' },
+      stream: { type: 'boolean', default: false },
       sends: { type: 'string', default: '4000' },
       capacity: { type: 'string', default: '300' },
       'small-capacity': { type: 'string', default: '150' },
@@ -1140,13 +1409,24 @@ async function main(): Promise<void> {
     hosts('down');
     process.exit(130);
   });
-  const faults = values.faults.split(',') as Fault[];
-  const unknown = faults.filter((f) => !FAULTS.includes(f));
-  if (unknown.length) throw new Error(`unknown fault ${unknown.join(', ')} (${FAULTS.join(', ')})`);
-  const rig = { capacity: Number(values.capacity), smallCapacity: Number(values['small-capacity']), drainRate: Number(values['drain-rate']) };
+  if (values.stream) {
+    // The hosts' JetStream cluster alone: its leader's host lost and back empty, then its leader's host cut off.
+    const { host, cut, dir } = await runStreamFaults({ host: 'edge1', cut: 'edge2' });
+    console.table([host, cut].map((r) => ({ ...r, returned: JSON.stringify(r!.returned), wrong: r!.wrong.join('; ') })));
+    console.log(`logs in ${dir}`);
+    return;
+  }
+  const replicas = values.replicas === undefined ? undefined : Number(values.replicas);
+  const faults = (values.faults?.split(',') ?? (replicas ? BRAIN_FAULTS : FAULTS)) as Fault[];
+  const rig = { capacity: Number(values.capacity), smallCapacity: Number(values['small-capacity']), drainRate: Number(values['drain-rate']), replicas, partitions: Number(values.partitions) };
   const { results, comparison, dir } = await runFaults({ users: Number(values.users), faults, sends: Number(values.sends), rig });
   console.table(comparison);
-  console.table(results.map(({ fault, recoveryMs, ends, misdelivered, refused, maxGapMs, maxReplayMs, missed, duplicated, lost }) => ({ fault, recoveryMs, ends, misdelivered, refused, maxGapMs, maxReplayMs, missed, duplicated, lost })));
+  console.table(
+    results.map(({ fault, recoveryMs, ends, misdelivered, refused, maxGapMs, maxReplayMs, missed, duplicated, lost, renumbered, maxSendGapMs, subscriptionsLost }) => ({
+      fault, recoveryMs, ends, misdelivered, refused, maxGapMs, maxReplayMs, missed, duplicated, lost, renumbered,
+      ...(replicas && { maxSendGapMs, subscriptionsLost: JSON.stringify(subscriptionsLost) }),
+    })),
+  );
   console.log(`logs in ${dir}`);
 }
 

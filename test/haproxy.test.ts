@@ -139,7 +139,7 @@ describe('across simulated hosts', () => {
     expect(results.map((r) => r.fault)).toEqual([...FAULTS]);
     const result = Object.fromEntries(results.map((r) => [r.fault, r]));
     for (const r of results) {
-      expect(r, r.fault).toMatchObject({ misdelivered: 0, refused: 0, duplicated: 0, outOfOrder: 0, lost: 0 });
+      expect(r, r.fault).toMatchObject({ misdelivered: 0, refused: 0, duplicated: 0, outOfOrder: 0, lost: 0, renumbered: 0 });
       // The ledger: every acknowledged probe reached every browser that hears its subject (its user, a user it
       // follows, a topic it listens or subscribes to), through a resume where the stream went down.
       if (r.fault === 'kill' || r.fault === 'unplug') expect(r.missed, r.fault).toBe(0);

@@ -7,23 +7,12 @@
  */
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, nkeyAuthenticator, type NatsConnection } from '@nats-io/transport-node';
-import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import { fileURLToPath } from 'node:url';
-import { BRAIN_SUBJECTS, readCreds, ROUTER_INBOX } from '../cluster/nats-auth.js';
+import { BRAIN_SUBJECTS, readCreds, ROUTER_INBOX, serverIdentity } from '../cluster/nats-auth.js';
 import { until } from './until.js';
 
 const STREAM = 'C1M_FAULTS';
 const SUBJECT = `${BRAIN_SUBJECTS}.faults`;
-
-/**
- * The check of a server's certificate for @nats-io/transport-node over TLS to IP addresses: it upgrades its socket
- * without naming the host (no SNI for an IP), so Node checks the certificate against "localhost". The
- * certificate must instead be one for a server this client was given (chaining to the CA is checked apart).
- */
-function identityAmong(servers: string): (host: string, cert: PeerCertificate) => Error | undefined {
-  const hosts = servers.split(',').map((url) => new URL(url).hostname);
-  return (host, cert) => (hosts.some((h) => checkServerIdentity(h, cert) === undefined) ? undefined : checkServerIdentity(hosts.join(' or '), cert));
-}
 
 export class BrainStream {
   /** The sequence acknowledged last: messages 1..acked are in the stream. */
@@ -40,8 +29,7 @@ export class BrainStream {
     const nc = await connect({
       servers: servers.split(','),
       authenticator: nkeyAuthenticator(new TextEncoder().encode(readCreds(creds).seed)),
-      // transport-node passes its tls options on to Node's tls.connect, whose checkServerIdentity its types leave out.
-      tls: { caFile: ca, ...({ checkServerIdentity: identityAmong(servers) } as object) },
+      tls: { caFile: ca, ...serverIdentity(servers) },
       inboxPrefix: ROUTER_INBOX,
       // A server cut off is noticed within about 2 s, and the client moves to another.
       pingInterval: 1000,

@@ -27,6 +27,7 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import { dirname, join } from 'node:path';
 import { checkPrivateDirectory, readPrivate, writePrivate } from '../subsmanager/files.js';
 import { newNKeyUser, nkeyUser, type NKeyUser } from './nkeys.js';
@@ -226,6 +227,18 @@ export function makeTlsFiles(dir: string, hosts: string[]): { ca: string; cert: 
     for (const f of [caKey, csr, ext, join(dir, 'ca.srl')]) rmSync(f, { force: true });
   }
   return files;
+}
+
+/**
+ * TLS options for @nats-io/transport-node with servers named by IP address: it upgrades its socket without naming
+ * the host (no SNI for an address), so Node checks the server's certificate against "localhost" and refuses it.
+ * The certificate must instead be valid for one of the servers the client was given (that it chains to the CA is
+ * checked apart). Spread into its `tls` options, whose types leave out Node's checkServerIdentity.
+ */
+export function serverIdentity(servers: string): object {
+  const hosts = servers.split(',').map((url) => new URL(url.includes('://') ? url : `nats://${url}`).hostname.replace(/^\[(.*)\]$/, '$1'));
+  const check = (_host: string, cert: PeerCertificate) => (hosts.some((h) => checkServerIdentity(h, cert) === undefined) ? undefined : checkServerIdentity(hosts.join(' or '), cert));
+  return { checkServerIdentity: check };
 }
 
 const isLoopback = (host: string) => host === 'localhost' || host === '::1' || host === '[::1]' || /^127\./.test(host);

@@ -39,6 +39,7 @@ import { c1mArgv } from '../cluster/supervisor.js';
 import { isAlive } from '../loadgen/server-process.js';
 import { percentile } from './probe.js';
 import { partitionOf } from '../subsmanager/partitions.js';
+import { openStore } from '../subsmanager/store.js';
 import { listensTo, subscribesTo, topicSubscriptions } from './topics.js';
 import { BrainStream } from './brain-stream.js';
 import { until } from './until.js';
@@ -313,13 +314,19 @@ export class Rig {
     this.procs.set(this.procName('nats', host), await Proc.start(this.dir, this.procName('nats', host), `c1m-${host}`, argv, /Server is ready/));
   }
 
+  /** A router's SQLite store: replicated, its view of the brain's streams, in its host's data directory. */
+  routerDb(host: Host): string {
+    return this.o.replicas ? join(this.dataDir(host), 'router.db') : join(this.dir, 'router.db');
+  }
+
+  /** Starts a router; replicated, one that leads no partition stands by with its API closed until it leads one. */
   async startRouter(host: Host = 'brain'): Promise<void> {
-    const db = this.o.replicas ? join(this.dataDir(host), 'router.db') : join(this.dir, 'router.db');
     if (this.o.replicas) mkdirSync(this.dataDir(host), { recursive: true });
-    const argv = c1mArgv(['router', ...this.bus(credsFile(this.natsDir, 'router')), '--db', db, '--api-host', this.addr[host], '--api-port', String(API_PORT)]);
+    const argv = c1mArgv(['router', ...this.bus(credsFile(this.natsDir, 'router')), '--db', this.routerDb(host), '--api-host', this.addr[host], '--api-port', String(API_PORT)]);
     argv.push('--token', this.token, '--stats-interval', '0');
     if (this.o.replicas) argv.push('--replicas', String(this.o.replicas), '--partitions', String(this.o.partitions));
-    this.procs.set(this.procName('router', host), await Proc.start(this.dir, this.procName('router', host), `c1m-${host}`, argv, /c1m router listening/, 60_000));
+    const ready = this.o.replicas ? /c1m router (listening|standing by)/ : /c1m router listening/;
+    this.procs.set(this.procName('router', host), await Proc.start(this.dir, this.procName('router', host), `c1m-${host}`, argv, ready, 60_000));
   }
 
   /** An edge host: `c1m cluster` of edges only, a port each, supervised; checks it runs the edges HAProxy expects. */
@@ -772,19 +779,30 @@ async function restart(rig: Rig, browsers: Browser[], name: 'router' | 'nats', s
 }
 
 /**
- * Per router (brain host), the subscriptions the run made that it does not answer (GET /subscriptions/<user>):
- * every router keeps the whole store as its view, and must still hold it after every fault.
+ * Per router (brain host), the subscriptions the run made that it does not hold: every router keeps the whole
+ * store as its view, and must still hold it after every fault. Asked of its API (GET /subscriptions/<user>); a
+ * router standing by has none open, and its view (its SQLite file) is read as `c1m subs get` would.
  */
 async function subscriptionsLost(rig: Rig): Promise<Record<string, number>> {
   const lost: Record<string, number> = {};
   for (const host of rig.brainHosts) {
-    lost[host] = 0;
-    await pool([...subscriptionsOf], 8, async ([user, subjects]) => {
+    const api = await rig.callAt(host, 'GET', '/stats', undefined, 5000).then((res) => res.ok, () => false);
+    const view = api ? undefined : openStore(rig.routerDb(host), { readonly: true });
+    const held = async (user: number): Promise<unknown[]> => {
+      if (view) return view.getSubscriptions(user);
       const res = await rig.callAt(host, 'GET', `/subscriptions/${user}`, undefined, 5000);
       if (!res.ok) throw new Error(`${host}'s router: GET /subscriptions/${user}: ${res.status} ${await res.text()}`);
-      const held = new Set(((await res.json()) as unknown[]).map(String));
-      lost[host] += subjects.filter((subject) => !held.has(subject)).length;
-    });
+      return (await res.json()) as unknown[];
+    };
+    lost[host] = 0;
+    try {
+      await pool([...subscriptionsOf], 8, async ([user, subjects]) => {
+        const has = new Set((await held(user)).map(String));
+        lost[host] += subjects.filter((subject) => !has.has(subject)).length;
+      });
+    } finally {
+      view?.close();
+    }
   }
   return lost;
 }

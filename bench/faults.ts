@@ -363,6 +363,14 @@ export class Rig {
     if (isEdgeHost(host)) await this.startEdgeHost(host);
   }
 
+  /** Whether a brain host's router has its API open (replicated, one that leads no partition stands by without). */
+  apiOpen(host: Host): Promise<boolean> {
+    return this.callAt(host, 'GET', '/stats', undefined, 5000).then(
+      (res) => res.ok,
+      () => false,
+    );
+  }
+
   /** The pid of a brain host's router. */
   routerPid(host: Host): number {
     return this.procs.get(this.procName('router', host))!.child.pid!;
@@ -786,8 +794,7 @@ async function restart(rig: Rig, browsers: Browser[], name: 'router' | 'nats', s
 async function subscriptionsLost(rig: Rig): Promise<Record<string, number>> {
   const lost: Record<string, number> = {};
   for (const host of rig.brainHosts) {
-    const api = await rig.callAt(host, 'GET', '/stats', undefined, 5000).then((res) => res.ok, () => false);
-    const view = api ? undefined : openStore(rig.routerDb(host), { readonly: true });
+    const view = (await rig.apiOpen(host)) ? undefined : openStore(rig.routerDb(host), { readonly: true });
     const held = async (user: number): Promise<unknown[]> => {
       if (view) return view.getSubscriptions(user);
       const res = await rig.callAt(host, 'GET', `/subscriptions/${user}`, undefined, 5000);
@@ -1303,8 +1310,10 @@ const FAULT_RUNS: Record<Fault, FaultRun> = {
     await rig.startHost(victim);
     const startedMs = Date.now() - t1;
     const backUpMs = (await rig.untilStatus(names, ['UP', 'DRAIN'], 30_000)) - t1;
-    const servesMs = (await servesAgain(rig, browsers, victim)) - t1;
-    return { host: victim, killed, led, recoveryMs, startedMs, backUpMs, servesMs, leads: await rig.leading(victim) };
+    // Every partition led by the others, it stands by (its API closed) until one is handed back or lapses.
+    const standsBy = !(await rig.apiOpen(victim));
+    const servesMs = standsBy ? null : (await servesAgain(rig, browsers, victim)) - t1;
+    return { host: victim, killed, led, recoveryMs, startedMs, backUpMs, standsBy, servesMs, leads: await rig.leading(victim) };
   },
 
   /**
@@ -1361,7 +1370,7 @@ const FAULT_RUNS: Record<Fault, FaultRun> = {
     }
     const t1 = Date.now();
     if (names.length) await rig.untilStatus(names, ['UP', 'DRAIN'], 30_000);
-    const servesMs = (await servesAgain(rig, browsers, host)) - t1;
+    const servesMs = (await rig.apiOpen(host)) ? (await servesAgain(rig, browsers, host)) - t1 : null;
     const recoveryPluggedMs = await recovery(rig, browsers, t1);
     return { host, leads, cutMs: t1 - t0, recoveryMs, minorityAttempts: minority.attempts, minorityAcknowledged: minority.acknowledged, servesMs, recoveryPluggedMs };
   },

@@ -403,24 +403,24 @@ export class Rig {
 
   /**
    * A backend API call, to the router that answered last. A router that does not answer within a second, or
-   * answers 503 (not serving), counts as down: later calls go to the next one, and a GET is asked there again.
-   * Anything else is not repeated, as a send may have been taken by a router that did not answer in time.
+   * answers 503 (not serving), counts as down: later calls go to the next one. The call itself goes there too when
+   * it is a GET, or when the router could not be reached at all (its API closed, its host gone); a send that may
+   * have reached a router is not repeated, as that router may have taken it without answering in time.
    */
   async call(method: string, path: string, body?: string): Promise<Response> {
-    const tries = method === 'GET' ? this.apis.length : 1;
     for (let tried = 1; ; tried++) {
       const at = this.apiAt;
+      const last = tried >= this.apis.length;
       try {
         const res = await this.callAt(this.brainHosts[at], method, path, body);
         if (res.status !== 503) return res;
-        if (tried >= tries) {
-          this.failedOver(at);
-          return res;
-        }
+        this.failedOver(at);
+        if (last || method !== 'GET') return res;
         await res.arrayBuffer();
       } catch (err) {
         this.failedOver(at);
-        if (tried >= tries) throw err;
+        const unreached = ['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH'].includes((err as { cause?: { code?: string } }).cause?.code ?? '');
+        if (last || (method !== 'GET' && !unreached)) throw err;
       }
     }
   }

@@ -1310,10 +1310,7 @@ const FAULT_RUNS: Record<Fault, FaultRun> = {
     await rig.startHost(victim);
     const startedMs = Date.now() - t1;
     const backUpMs = (await rig.untilStatus(names, ['UP', 'DRAIN'], 30_000)) - t1;
-    // Every partition led by the others, it stands by (its API closed) until one is handed back or lapses.
-    const standsBy = !(await rig.apiOpen(victim));
-    const servesMs = standsBy ? null : (await servesAgain(rig, browsers, victim)) - t1;
-    return { host: victim, killed, led, recoveryMs, startedMs, backUpMs, standsBy, servesMs, leads: await rig.leading(victim) };
+    return { host: victim, killed, led, recoveryMs, startedMs, backUpMs, ...(await backInService(rig, browsers, victim)) };
   },
 
   /**
@@ -1327,22 +1324,20 @@ const FAULT_RUNS: Record<Fault, FaultRun> = {
     const t0 = Date.now();
     process.kill(pid, 'SIGSTOP');
     let movedTo: Host;
+    let movedMs: number;
     let recoveryMs: number;
     try {
       movedTo = await until('partition 0 to move', () => rig.leaderOf(0, host), 30_000, 100);
+      movedMs = Date.now() - t0;
       recoveryMs = await recovery(rig, browsers, t0);
       await sleep(Math.max(0, t0 + FREEZE_MS - Date.now()));
     } finally {
       process.kill(pid, 'SIGCONT');
     }
-    const movedMs = Date.now() - t0;
     const t1 = Date.now();
-    const router = rig.procs.get(`router-${host}`)!;
-    const exited = await Promise.race([router.exited().then(() => true), sleep(THAWED_MS).then(() => false)]);
-    const leadsThawed = exited ? [] : await rig.leading(host);
-    if (exited) await rig.startRouter(host);
+    const back = await backInService(rig, browsers, host);
     const recoveryThawedMs = await recovery(rig, browsers, t1);
-    return { host, frozenMs: t1 - t0, movedTo, movedMs, recoveryMs, thawed: exited ? 'exited, started again' : 'went on', leadsThawed, recoveryThawedMs };
+    return { host, frozenMs: t1 - t0, movedTo, movedMs, recoveryMs, thawed: back.restarted ? 'exited, started again' : 'went on', ...back, recoveryThawedMs };
   },
 
   /**
@@ -1352,10 +1347,10 @@ const FAULT_RUNS: Record<Fault, FaultRun> = {
    * ledger's renumbered); plugged back, it serves again.
    */
   async cut(rig, browsers) {
-    const led = await Promise.all((['brain', 'edge2'] as const).map(async (h) => ((await rig.leading(h))?.length ? h : undefined)));
-    const host: Host = led.find((h) => h !== undefined) ?? 'brain';
+    const leaders = await Promise.all((['brain', 'edge2'] as const).map(async (h) => ((await rig.leading(h))?.length ? h : undefined)));
+    const host: Host = leaders.find((h) => h !== undefined) ?? 'brain';
     const names = rig.edges.filter((e) => e.ns === `c1m-${host}`).map((e) => e.name);
-    const leads = await rig.leading(host);
+    const led = await rig.leading(host);
     const t0 = Date.now();
     hosts('unplug', host);
     let minority: { attempts: number; acknowledged: number };
@@ -1370,9 +1365,9 @@ const FAULT_RUNS: Record<Fault, FaultRun> = {
     }
     const t1 = Date.now();
     if (names.length) await rig.untilStatus(names, ['UP', 'DRAIN'], 30_000);
-    const servesMs = (await rig.apiOpen(host)) ? (await servesAgain(rig, browsers, host)) - t1 : null;
+    const back = await backInService(rig, browsers, host);
     const recoveryPluggedMs = await recovery(rig, browsers, t1);
-    return { host, leads, cutMs: t1 - t0, recoveryMs, minorityAttempts: minority.attempts, minorityAcknowledged: minority.acknowledged, servesMs, recoveryPluggedMs };
+    return { host, led, cutMs: t1 - t0, recoveryMs, minorityAttempts: minority.attempts, minorityAcknowledged: minority.acknowledged, ...back, recoveryPluggedMs };
   },
 };
 
@@ -1380,13 +1375,30 @@ const FAULT_RUNS: Record<Fault, FaultRun> = {
 const HOST_ABSENT_MS = 3000;
 const FREEZE_MS = 4000;
 const CUT_MS = 10_000;
-/** How long a thawed router is given to notice it lost its partitions and exit. */
-const THAWED_MS = 5000;
+/** How long a router back from a fault, alive with its API closed, is watched before it counts as standing by. */
+const STANDS_BY_MS = 5000;
 
-/** Resolves with the time when `host`'s own router takes a send again (each try a new probe, in the ledger). */
-function servesAgain(rig: Rig, browsers: Browser[], host: Host): Promise<number> {
+/**
+ * Watches `host`'s router once the fault is over, until it serves: it takes a send through its own API (each try a
+ * new probe, in the ledger), or it stands by (alive, its API closed for STANDS_BY_MS: every partition is led by
+ * the others). One that exits (crash-only: it lost a partition's lease, its publish was refused) is started
+ * again, as its supervisor would. Also what it leads then.
+ */
+async function backInService(rig: Rig, browsers: Browser[], host: Host) {
+  const t0 = Date.now();
+  let restarted = false;
+  let aliveSince = t0;
   const subject = String(browsers[0].id);
-  return until(`${host}'s router to take a send`, async () => ((await sendProbe(rig, browsers, subject, ++seq, host)) ? Date.now() : undefined), 60_000, 200);
+  const state = await until(`${host}'s router to serve again`, async () => {
+    if (rig.procs.get(`router-${host}`)!.child.exitCode !== null || rig.procs.get(`router-${host}`)!.child.signalCode !== null) {
+      await rig.startRouter(host);
+      restarted = true;
+      aliveSince = Date.now();
+    }
+    if (await rig.apiOpen(host)) return (await sendProbe(rig, browsers, subject, ++seq, host)) ? 'serves' : undefined;
+    return Date.now() - aliveSince >= STANDS_BY_MS ? 'stands by' : undefined;
+  }, 60_000, 200);
+  return { restarted, state, servesMs: Date.now() - t0, leads: await rig.leading(host) };
 }
 
 /**

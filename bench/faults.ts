@@ -356,11 +356,17 @@ export class Rig {
     return pids;
   }
 
-  /** Starts a host's processes as the rig first did: its nats-server, its router, and on an edge host its edges. */
-  async startHost(host: Host): Promise<void> {
+  /**
+   * Starts a host's processes as the rig first did: its nats-server, its router, and on an edge host its edges.
+   * A router that exits while starting (its server not yet caught up with the JetStream cluster) is started
+   * again, as its supervisor would. Resolves with the router's starts.
+   */
+  async startHost(host: Host): Promise<number> {
     await this.startNats(host);
-    await this.startRouter(host);
+    let starts = 0;
+    await until(`${host}'s router to start`, () => (starts++, this.startRouter(host).then(() => true)), 90_000, 500);
     if (isEdgeHost(host)) await this.startEdgeHost(host);
+    return starts;
   }
 
   /** Whether a brain host's router has its API open (replicated, one that leads no partition stands by without). */
@@ -1307,10 +1313,10 @@ const FAULT_RUNS: Record<Fault, FaultRun> = {
     const recoveryMs = await recovery(rig, browsers, t0);
     await sleep(Math.max(0, t0 + HOST_ABSENT_MS - Date.now()));
     const t1 = Date.now();
-    await rig.startHost(victim);
+    const routerStarts = await rig.startHost(victim);
     const startedMs = Date.now() - t1;
     const backUpMs = (await rig.untilStatus(names, ['UP', 'DRAIN'], 30_000)) - t1;
-    return { host: victim, killed, led, recoveryMs, startedMs, backUpMs, ...(await backInService(rig, browsers, victim)) };
+    return { host: victim, killed, led, recoveryMs, routerStarts, startedMs, backUpMs, ...(await backInService(rig, browsers, victim)) };
   },
 
   /**

@@ -140,6 +140,11 @@ export function writeNatsConfig(dir: string, o: NatsConfigOptions): string {
   ];
   const config = {
     listen: o.listen ?? before.listen ?? '127.0.0.1:4222',
+    // A client that stops answering (a frozen router: SIGSTOP, a stalled host) is dropped within 2-3 s rather than the
+    // default 4 minutes: until then it stays a member of its queue groups (a partition's sends and replays, c1m.send)
+    // and the server hands it its share of them, which nobody answers.
+    ping_interval: '1s',
+    ping_max: 2,
     authorization: { users },
     ...(tls && { tls: { cert_file: tls.cert, key_file: tls.key, ...(tls.ca && { ca_file: tls.ca }), timeout: 2 } }),
     ...(o.jetstream && jetstreamConfig(dir, o.jetstream, tls)),

@@ -85,9 +85,9 @@ export class BrainStream {
     return peer && { current: peer.current, lag: peer.lag ?? 0, leader: false };
   }
 
-  /** The server leading the stream. */
+  /** The server leading the stream, once it has one. */
   leader(): Promise<string> {
-    return until('the stream to have a leader', async () => (await this.jsm.streams.info(STREAM).catch(() => undefined))?.cluster?.leader, 10_000, 100);
+    return until('the stream to have a leader', async () => (await this.jsm.streams.info(STREAM).catch(() => undefined))?.cluster?.leader, 30_000, 100);
   }
 
   /**
@@ -108,15 +108,20 @@ export class BrainStream {
     throw new Error(`${server} was not elected the stream's leader in ${tries} step-downs`);
   }
 
-  /** Reads every sequence from the leader: those missing, and those that do not hold their own number. */
+  /**
+   * Reads every sequence from the leader, up to the last acknowledged when it starts: those missing (the leader
+   * says it has no such message), and those that do not hold their own number.
+   */
   async check(): Promise<{ messages: number; missing: number; misnumbered: number; wrong: string[] }> {
     const { state } = await this.jsm.streams.info(STREAM);
     let [missing, misnumbered] = [0, 0];
     /** The first few misnumbered: `seq: what it holds`. */
     const wrong: string[] = [];
-    for (let seq = 1; seq <= Math.max(this.acked, state.last_seq); seq++) {
-      const message = await this.jsm.streams.getMessage(STREAM, { seq }).catch(() => null);
-      if (!message) missing++;
+    const last = Math.max(this.acked, state.last_seq);
+    for (let seq = 1; seq <= last; seq++) {
+      // getMessage answers null for a message the stream does not have; a request that fails (a leader changing) is asked again.
+      const message = await until(`message ${seq}`, () => this.jsm.streams.getMessage(STREAM, { seq }).then((m) => m ?? ('none' as const)), 30_000, 100);
+      if (message === 'none') missing++;
       else if (message.string() !== String(seq) && misnumbered++ < 5) wrong.push(`${seq}: ${message.string()}`);
     }
     return { messages: state.messages, missing, misnumbered, wrong };

@@ -712,8 +712,16 @@ class AckGap {
   }
 }
 
-/** Between acknowledged sends of the run. */
-const sendGap = new AckGap();
+/** Between acknowledged sends of the run, per partition. */
+const sendGaps = new Map<number, AckGap>();
+
+/** The longest wait between acknowledged sends of one partition since `resetSendGaps` (each partition has its own leader to lose). */
+const maxSendGapMs = (): number => Math.max(...[...sendGaps.values()].map((gap) => gap.maxGapMs));
+
+function resetSendGaps(): void {
+  sendGaps.clear();
+  for (let partition = 0; partition < partitions; partition++) sendGaps.set(partition, new AckGap());
+}
 
 /**
  * POST /send/<subject> with a message naming its subject, seq and send time (to `host`'s router, or the backend's
@@ -725,7 +733,7 @@ async function send(rig: Rig, subject: number | string, s: number, host?: Host):
     const body = `m ${subject} ${s} ${Date.now()}`;
     const res = await (host ? rig.callAt(host, 'POST', `/send/${subject}`, body) : rig.call('POST', `/send/${subject}`, body));
     await res.arrayBuffer();
-    if (res.ok) sendGap.note();
+    if (res.ok) sendGaps.get(partitionOf(String(subject), partitions))?.note();
     return res.ok;
   } catch {
     return false;
@@ -1128,14 +1136,14 @@ async function runOnHosts(o: RunOptions) {
       const renumberedBefore = renumbered;
       // Replicated, sends go on throughout the fault: the longest wait for an acknowledged one is reported.
       const ticker = rig.o.replicas ? new Ticker(rig, browsers) : undefined;
-      sendGap.reset();
+      resetSendGaps();
       const result = await FAULT_RUNS[fault](rig, browsers, extra);
-      const maxSendGapMs = sendGap.maxGapMs;
+      const sendGapMs = maxSendGapMs();
       await ticker?.stop();
       // Sends acknowledged just before the fault's end may still be on their way.
       await until('the acknowledged probes to arrive', () => (browsers.every((b) => b.owes() === 0) ? true : undefined), 5000, 50).catch(() => undefined);
       const ledger = browsers.map((b) => b.settle()).reduce((t, l) => ({ missed: t.missed + l.missed, duplicated: t.duplicated + l.duplicated, outOfOrder: t.outOfOrder + l.outOfOrder }), { missed: 0, duplicated: 0, outOfOrder: 0 });
-      const replicated = rig.o.replicas && { maxSendGapMs, subscriptionsLost: await subscriptionsLost(rig) };
+      const replicated = rig.o.replicas && { maxSendGapMs: sendGapMs, subscriptionsLost: await subscriptionsLost(rig) };
       const full: FaultResult = { fault, ...delta(sum(browsers), before), maxGapMs: Math.max(...browsers.map((b) => b.maxGap)), maxReplayMs: Math.max(...browsers.map((b) => b.maxReplay)), ...ledger, renumbered: renumbered - renumberedBefore, ...replicated, ...result };
       results.push(full);
       log(JSON.stringify(full));

@@ -209,7 +209,7 @@ export async function haproxyServers(statsPort: number, backend = false): Promis
 }
 
 /** The simulated hosts (scripts/hosts.sh). */
-export const HOSTS = ['brain', 'edge1', 'edge2'] as const;
+const HOSTS = ['brain', 'edge1', 'edge2'] as const;
 export type Host = (typeof HOSTS)[number];
 const EDGE_HOSTS = ['edge1', 'edge2'] as const;
 type EdgeHost = (typeof EDGE_HOSTS)[number];
@@ -747,20 +747,17 @@ async function sendProbe(rig: Rig, browsers: Browser[], subject: string, s = ++s
   return taken;
 }
 
-/**
- * Sends one probe after another, to the users in turn, until stopped (at most `limitMs`): the sends go on while
- * a fault lasts, so that the longest wait for an acknowledgement shows.
- */
-class Ticker {
+/** Runs `step` again and again, `pauseMs` apart, until stopped (and for `limitMs` at most, whatever happens). */
+class Repeat {
   private stopped = false;
   private readonly done: Promise<void>;
 
-  constructor(rig: Rig, browsers: Browser[], limitMs = 180_000) {
+  constructor(step: () => Promise<unknown>, pauseMs: number, limitMs: number) {
     const limit = Date.now() + limitMs;
     this.done = (async () => {
-      for (let i = 0; !this.stopped && Date.now() < limit; i++) {
-        await sendProbe(rig, browsers, String(browsers[i % browsers.length].id));
-        await sleep(20);
+      while (!this.stopped && Date.now() < limit) {
+        await step();
+        await sleep(pauseMs);
       }
     })();
   }
@@ -769,6 +766,12 @@ class Ticker {
     this.stopped = true;
     await this.done;
   }
+}
+
+/** Probes to the users in turn, one after another, while a fault lasts: the longest wait for an acknowledgement shows. */
+function ticker(rig: Rig, browsers: Browser[]): Repeat {
+  let i = 0;
+  return new Repeat(() => sendProbe(rig, browsers, String(browsers[i++ % browsers.length].id)), 20, 180_000);
 }
 
 /** One send to every browser's user and to every topic; resolves with the browsers that did not receive all they hear of it within `waitMs`. */
@@ -871,47 +874,6 @@ export interface RunOptions {
 
 const BRAIN_STREAM_JS = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../dist/bench/brain-stream.js' : './brain-stream.js', import.meta.url));
 
-/** Publishes to the stream one message after another until stopped, timing the longest wait for an acknowledgement. */
-class Publisher {
-  private longest = 0;
-  private lastAck = Date.now();
-  private stopped = false;
-  private readonly done: Promise<void>;
-
-  constructor(
-    private readonly stream: BrainStream,
-    /** At most this long, whatever happens. */
-    limitMs: number,
-  ) {
-    const limit = Date.now() + limitMs;
-    this.done = (async () => {
-      while (!this.stopped && Date.now() < limit) {
-        if (await this.stream.publishNext()) {
-          this.longest = this.maxGapMs;
-          this.lastAck = Date.now();
-        }
-        await sleep(10);
-      }
-    })();
-  }
-
-  /** The longest time between two acknowledged messages since `reset()`, the wait for the next one included. */
-  get maxGapMs(): number {
-    return Math.max(this.longest, Date.now() - this.lastAck);
-  }
-
-  /** Starts the gap anew: what counts is the longest while a fault lasts. */
-  reset(): void {
-    this.longest = 0;
-    this.lastAck = Date.now();
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    await this.done;
-  }
-}
-
 export interface StreamFaultOptions {
   /** The host lost with its disk and brought back empty, if any. */
   host?: Host;
@@ -940,15 +902,17 @@ export async function runStreamFaults(o: StreamFaultOptions) {
   hosts('up');
   const rig = new Rig({ edgesPerHost: 1, capacity: 1, smallCapacity: 1, drainRate: 1, bindPort: 0, statsPort: 0, replicas: HOSTS.length, partitions: 1 });
   let stream: BrainStream | undefined;
-  let publisher: Publisher | undefined;
+  let publisher: Repeat | undefined;
   try {
     rig.writeNatsConfigs();
     await Promise.all(HOSTS.map((host) => rig.startNats(host)));
     stream = await BrainStream.connect(rig.natsUrl, credsFile(rig.natsDir, 'router'), rig.natsTls.ca);
     await stream.create(HOSTS.length);
-    publisher = new Publisher(stream, 180_000);
+    // One message after another throughout, timing the longest wait for an acknowledgement.
+    const gap = new AckGap();
+    publisher = new Repeat(async () => (await stream!.publishNext()) && gap.note(), 10, 180_000);
     await until('100 messages in the stream', () => (stream!.acked >= 100 ? true : undefined), 30_000);
-    const faults = { stream, publisher, log };
+    const faults = { stream, gap, log };
     const host = o.host && (await streamFault(faults, 'host', o.host, () => streamHostLoss(rig, o.host!, o.absentMs ?? 3000)));
     const cut = o.cut && (await streamFault(faults, 'cut', o.cut, () => streamCut(rig, o.cut!, o.cutMs ?? 10_000)));
     return { host, cut, dir: rig.dir };
@@ -968,14 +932,14 @@ export async function runStreamFaults(o: StreamFaultOptions) {
  * again once the returned server leads.
  */
 async function streamFault(
-  { stream, publisher, log }: { stream: BrainStream; publisher: Publisher; log: (line: string) => void },
+  { stream, gap, log }: { stream: BrainStream; gap: AckGap; log: (line: string) => void },
   name: 'host' | 'cut',
   host: Host,
   fault: () => Promise<Record<string, unknown>>,
 ) {
   const server = `nats-${host}`;
   await stream.lead(server);
-  publisher.reset();
+  gap.reset();
   const ackedBefore = stream.acked;
   const t0 = Date.now();
   const details = await fault();
@@ -993,7 +957,7 @@ async function streamFault(
     faultMs: t1 - t0,
     ackedBefore,
     ackedDuring,
-    maxGapMs: publisher.maxGapMs,
+    maxGapMs: gap.maxGapMs,
     catchUpMs,
     leader: await stream.leader(),
     ...(await stream.check()),
@@ -1033,7 +997,7 @@ async function minorityWrites(rig: Rig, host: Host, attempts: number): Promise<{
 }
 
 /** The faults a rig can have: the single brain's, or the replicated brain's (whose routers and nats-servers are on every host). */
-export function faultsFor(replicated: boolean): Fault[] {
+function faultsFor(replicated: boolean): Fault[] {
   return replicated ? [...FAULTS.filter((f) => f !== 'router' && f !== 'nats'), ...BRAIN_FAULTS] : [...FAULTS];
 }
 
@@ -1135,11 +1099,11 @@ async function runOnHosts(o: RunOptions) {
       const before = sum(browsers);
       const renumberedBefore = renumbered;
       // Replicated, sends go on throughout the fault: the longest wait for an acknowledged one is reported.
-      const ticker = rig.o.replicas ? new Ticker(rig, browsers) : undefined;
+      const sending = rig.o.replicas ? ticker(rig, browsers) : undefined;
       resetSendGaps();
       const result = await FAULT_RUNS[fault](rig, browsers, extra);
       const sendGapMs = maxSendGapMs();
-      await ticker?.stop();
+      await sending?.stop();
       // Sends acknowledged just before the fault's end may still be on their way.
       await until('the acknowledged probes to arrive', () => (browsers.every((b) => b.owes() === 0) ? true : undefined), 5000, 50).catch(() => undefined);
       const ledger = browsers.map((b) => b.settle()).reduce((t, l) => ({ missed: t.missed + l.missed, duplicated: t.duplicated + l.duplicated, outOfOrder: t.outOfOrder + l.outOfOrder }), { missed: 0, duplicated: 0, outOfOrder: 0 });

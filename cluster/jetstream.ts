@@ -6,7 +6,7 @@
  */
 import { connect, nkeyAuthenticator, type NatsConnection } from '@nats-io/transport-node';
 import { readFileSync } from 'node:fs';
-import { readCreds } from './nats-auth.js';
+import { readCreds, serverIdentity } from './nats-auth.js';
 
 export interface JetStreamConnectOptions {
   /** The connection's name, as nats-server logs it. */
@@ -27,7 +27,7 @@ export async function connectJetStream(servers: string, options: JetStreamConnec
     name: options.name,
     inboxPrefix: options.inboxPrefix,
     ...(seed && { authenticator: nkeyAuthenticator(new TextEncoder().encode(seed)) }),
-    ...(options.ca && { tls: { ca: readFileSync(options.ca, 'utf8') } }),
+    ...(options.ca && { tls: { ca: readFileSync(options.ca, 'utf8'), ...serverIdentity(servers) } }),
     maxReconnectAttempts: persistent ? -1 : 0,
     waitOnFirstConnect: persistent,
   });

@@ -16,7 +16,8 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { SUBJECTS } from '../cluster/messages.js';
+import { deliverChunks, packChunks } from '../cluster/deliver-batch.js';
+import { SUBJECTS, type BusMessage } from '../cluster/messages.js';
 import { credsFile, makeTlsFiles, writeNatsConfig } from '../cluster/nats-auth.js';
 import { NatsBus, type NatsBusOptions } from '../cluster/nats-bus.js';
 import { freePort, stopChild } from '../cluster/supervisor.js';
@@ -37,7 +38,7 @@ interface ChildBus {
 const CHUNK = new Uint8Array(240).fill(120);
 
 /** A deliver batch as a router sends it to an edge: one chunk, a few targets, when it was sent. */
-const deliver = () => ({ t: 'deliver' as const, chunks: [CHUNK], targets: [[1, 2, 3, 4, 5, 6, 7, 8]], sentAt: [epochMs()] });
+const deliver = (): BusMessage => ({ t: 'deliver', ...packChunks([CHUNK], [[1, 2, 3, 4, 5, 6, 7, 8]], [epochMs()], []) });
 
 async function subscriber(nats: string, settings: ChildBus): Promise<void> {
   const bus = await NatsBus.connect(nats, { name: 'bench-sub', ...settings });
@@ -57,7 +58,7 @@ async function subscriber(nats: string, settings: ChildBus): Promise<void> {
     if (count === 0) reset();
     count++;
     last = performance.now();
-    latencies.push(epochMs() - message.sentAt[0]);
+    deliverChunks(message.chunks, message.topics, undefined, { deliver() {}, deliverTopic() {}, sent: (_chunk, at) => latencies.push(epochMs() - at) });
   });
   // At the end of each phase: the phase's figures on stdout for the parent, then an answer on the edge's own subject
   // (as an edge answers a sync; a router's credentials hear no replies), so the publisher goes on.

@@ -133,7 +133,7 @@ async function cluster(dir: string, n: number, atSingle: number, rates: number[]
     const sameN = await broadcast(sendTo(c.apiPort, hubFirst), atSingle, opts.broadcasts, holders, c1mPids());
     const fanout = await broadcast(sendTo(c.apiPort, hubAll), n, opts.broadcasts, holders, [...c1mPids(), c.pids.nats]);
     const random = [];
-    for (const rate of rates) random.push(await randomSends(c.apiPort, n, rate, opts.seconds, [...c1mPids(), c.pids.nats]));
+    for (const rate of rates) random.push(await randomSends(c.apiPort, n, rate, opts.seconds, [...c1mPids(), c.pids.nats], undefined, edgePids));
 
     // Directory rebuild: kill the router; the supervisor starts a new one, which asks every edge for its state.
     const killedAt = Date.now();
@@ -248,6 +248,7 @@ async function main() {
           'broadcast chunks/s': range(mine.map((m) => m.broadcast.burst.deliveredChunksPerSecond)),
           'CPU us per delivered chunk': range(mine.map((m) => m.broadcast.burst.cpuMicrosPerDelivery)),
           ...Object.fromEntries(rates.map((rate, i) => [`unicast p99 ms at ${rate}/s`, range(mine.map((m) => m.random[i].deliveryLatencyMs.p99))])),
+          ...Object.fromEntries(rates.map((rate, i) => [`edges' CPU us per chunk at ${rate}/s`, range(mine.map((m) => m.random[i].edgesCpuMicrosPerDelivery!))])),
         };
       }),
     );

@@ -14,30 +14,44 @@
  * straight to the edges, in the same run. The bus runs as the README says to
  * run it across hosts: a user per role and edge, TLS. Needs root and `ip netns`.
  *
+ * With --replicas 3, the replicated brain (issue 28): every host runs a nats-server of one JetStream cluster
+ * and a router (`--replicas 3 --partitions P`), the backend moves to the next router when one does not
+ * answer, and the faults are a host lost with its disk and back empty, a frozen partition leader, a host cut
+ * off; sends go on throughout each, and every router must still answer every subscription after it. With
+ * --stream, the hosts' JetStream cluster alone through its leader's host lost and cut off (runStreamFaults).
+ *
  *   node dist/bench/faults.js [--users 400] [--faults kill,unplug,drain,router,nats,fill] [--sends 4000]
  *                               [--capacity 300] [--small-capacity 150] [--drain-rate 100]
+ *                               [--replicas 3 [--partitions 2] [--faults host,freeze,cut,kill,unplug,drain,fill]]
+ *                               [--stream]
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile as execFileCallback, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseArgs, promisify } from 'node:util';
 import { haproxyConfig, type EdgeServer } from '../cluster/haproxy.js';
 import { credsFile, makeTlsFiles, writeNatsConfig } from '../cluster/nats-auth.js';
 import { c1mArgv } from '../cluster/supervisor.js';
 import { isAlive } from '../loadgen/server-process.js';
 import { percentile } from './probe.js';
+import { partitionOf } from '../subsmanager/partitions.js';
+import { openStore } from '../subsmanager/store.js';
 import { listensTo, subscribesTo, topicSubscriptions } from './topics.js';
+import { BrainStream } from './brain-stream.js';
 import { until } from './until.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+const execFile = promisify(execFileCallback);
 const HOSTS_SH = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../scripts/hosts.sh' : '../../scripts/hosts.sh', import.meta.url));
 
 export const FAULTS = ['kill', 'unplug', 'drain', 'router', 'nats', 'fill'] as const;
-export type Fault = (typeof FAULTS)[number];
+/** The replicated brain's faults (issue 28), for the rig with `replicas`. */
+export const BRAIN_FAULTS = ['host', 'freeze', 'cut'] as const;
+export type Fault = (typeof FAULTS)[number] | (typeof BRAIN_FAULTS)[number];
 
 /** Why the run cannot happen here, or undefined when it can. */
 export function cannotRun(): string | undefined {
@@ -85,7 +99,11 @@ class Proc {
   /** The first line of its output that matched `ready`. */
   readyLine = '';
 
-  private constructor(readonly child: ChildProcess) {}
+  private constructor(
+    readonly child: ChildProcess,
+    /** The network namespace it runs in (a simulated host), if any. */
+    readonly ns: string | undefined,
+  ) {}
 
   /** Starts it and resolves once a line of its output matches `ready`. */
   static start(dir: string, name: string, ns: string | undefined, argv: string[], ready: RegExp | undefined, timeoutMs = 20_000): Promise<Proc> {
@@ -93,7 +111,7 @@ class Proc {
     const [command, ...args] = ns ? ['ip', 'netns', 'exec', ns, ...argv] : argv;
     const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const log = createWriteStream(join(dir, `${name}.log`), { flags: 'a' });
-    const proc = new Proc(child);
+    const proc = new Proc(child, ns);
     running.add(proc);
     child.once('exit', () => running.delete(proc));
     return new Promise((resolve, reject) => {
@@ -151,6 +169,13 @@ export interface RigOptions {
   drainRate: number;
   bindPort: number;
   statsPort: number;
+  /**
+   * The replicated brain (issue 28): every host runs a nats-server of one JetStream cluster and a router
+   * keeping its streams on all of them (`c1m router --replicas 3`); undefined: the brain host alone.
+   */
+  replicas?: number;
+  /** The routers' partitions (`--partitions`), with `replicas`. */
+  partitions: number;
 }
 
 export interface ServerRow {
@@ -183,33 +208,56 @@ export async function haproxyServers(statsPort: number, backend = false): Promis
   return out;
 }
 
+/** The simulated hosts (scripts/hosts.sh). */
+const HOSTS = ['brain', 'edge1', 'edge2'] as const;
+export type Host = (typeof HOSTS)[number];
 const EDGE_HOSTS = ['edge1', 'edge2'] as const;
 type EdgeHost = (typeof EDGE_HOSTS)[number];
+const isEdgeHost = (host: Host): host is EdgeHost => (EDGE_HOSTS as readonly string[]).includes(host);
 /** Edge i of a host serves streams on EDGE_PORT + i and HAProxy's agent on AGENT_PORT + i (c1m cluster --port-per-edge). */
 const EDGE_PORT = 8100;
 const AGENT_PORT = 9100;
+/** On every brain host: clients, the JetStream cluster's routes, the router's backend API. */
+const NATS_PORT = 4222;
+const ROUTE_PORT = 6222;
+const API_PORT = 8001;
 
-/** HAProxy, nats-server, a router and the edges, in the simulated hosts. */
+/**
+ * HAProxy, nats-server, a router and the edges, in the simulated hosts. With `replicas` (the replicated
+ * brain, issue 28) every host runs a nats-server of one JetStream cluster and a router keeping its streams
+ * there; without, the brain host alone runs nats-server and the router.
+ */
 export class Rig {
   readonly dir = mkdtempSync(join(tmpdir(), 'c1m-faults-'));
-  readonly addr = Object.fromEntries(['brain', 'edge1', 'edge2'].map((h) => [h, hosts('addr', h)])) as Record<'brain' | 'edge1' | 'edge2', string>;
+  readonly addr = Object.fromEntries(HOSTS.map((h) => [h, hosts('addr', h)])) as Record<Host, string>;
+  /** The hosts that run a nats-server and a router. */
+  readonly brainHosts: readonly Host[];
   /**
    * The bus as the README's layout runs it: nats-server with a user per role and edge (c1m nats-config's
-   * layout in natsDir), TLS with a CA made for the brain host's address; every process gets its own
-   * credentials file and the CA.
+   * layout in natsDir), TLS with a CA made for the brain hosts' addresses (one certificate: the JetStream
+   * cluster's routes check it too); every process gets its own credentials file and the CA.
    */
   readonly natsDir = join(this.dir, 'nats');
-  readonly natsTls = makeTlsFiles(this.natsDir, [this.addr.brain]);
-  readonly natsUrl = `tls://${this.addr.brain}:4222`;
-  readonly api = `http://${this.addr.brain}:8001`;
+  readonly natsTls: { ca: string; cert: string; key: string };
+  /** Every brain host's nats-server, comma-separated: every process gets all of them. */
+  readonly natsUrl: string;
+  /** The routers' backend APIs, in the order of brainHosts. */
+  readonly apis: string[];
   /** The backend API crosses hosts here, so it wants a token. */
-  private readonly token = randomBytes(16).toString('hex');
+  readonly token = randomBytes(16).toString('hex');
   /** HAProxy's servers, named by edge id: what each host's `c1m cluster` runs (edge i of HOST is HOST-i on ports + i). */
   readonly edges: (EdgeServer & { ns: string })[] = [];
-  /** The router, nats-server, HAProxy, and per edge host its `c1m cluster` (named after the host). */
+  /** HAProxy, the routers and nats-servers (`router`, `nats`; replicated: `router-<host>`, `nats-<host>`), and per edge host its `c1m cluster` (named after the host). */
   readonly procs = new Map<string, Proc>();
+  /** The API the backend used last: it stays with it, and moves on to the next when it does not answer. */
+  private apiAt = 0;
 
   constructor(readonly o: RigOptions) {
+    if (o.replicas !== undefined && o.replicas !== HOSTS.length) throw new Error(`the replicated rig keeps every stream on its ${HOSTS.length} hosts: --replicas ${HOSTS.length}, not ${o.replicas}`);
+    this.brainHosts = o.replicas ? HOSTS : ['brain'];
+    this.natsTls = makeTlsFiles(this.natsDir, this.brainHosts.map((h) => this.addr[h]));
+    this.natsUrl = this.brainHosts.map((h) => `tls://${this.addr[h]}:${NATS_PORT}`).join(',');
+    this.apis = this.brainHosts.map((h) => `http://${this.addr[h]}:${API_PORT}`);
     for (const host of EDGE_HOSTS)
       for (let i = 0; i < o.edgesPerHost; i++)
         this.edges.push({ name: `${host}-${i}`, ns: `c1m-${host}`, host: this.addr[host], port: EDGE_PORT + i, agentPort: AGENT_PORT + i, capacity: this.capacityOf(host) });
@@ -219,15 +267,24 @@ export class Rig {
     return host === 'edge2' ? this.o.smallCapacity : this.o.capacity;
   }
 
+  /** Where a host of the replicated brain keeps its data: its nats-server's JetStream store and its router's SQLite files. */
+  dataDir(host: Host): string {
+    return join(this.dir, 'data', host);
+  }
+
+  private procName(kind: 'nats' | 'router', host: Host): string {
+    return this.o.replicas ? `${kind}-${host}` : kind;
+  }
+
   /** A process's bus options: its credentials (for an edge host, the directory: one file per edge) and the CA. */
   private bus(creds: string): string[] {
     return ['--nats', this.natsUrl, '--nats-creds', creds, '--nats-ca', this.natsTls.ca];
   }
 
   async start(): Promise<void> {
-    writeNatsConfig(this.natsDir, { listen: `${this.addr.brain}:4222`, edges: this.edges.map((e) => e.name), tls: this.natsTls });
-    await this.startNats();
-    await this.startRouter();
+    this.writeNatsConfigs();
+    await Promise.all(this.brainHosts.map((host) => this.startNats(host)));
+    await Promise.all(this.brainHosts.map((host) => this.startRouter(host)));
     await Promise.all(EDGE_HOSTS.map((host) => this.startEdgeHost(host)));
     const config = join(this.dir, 'haproxy.cfg');
     writeFileSync(
@@ -238,15 +295,38 @@ export class Rig {
     await this.untilStatus(this.edges.map((e) => e.name), ['UP']);
   }
 
-  async startNats(): Promise<void> {
-    const argv = ['nats-server', '-c', join(this.natsDir, 'nats.conf')];
-    this.procs.set('nats', await Proc.start(this.dir, 'nats', 'c1m-brain', argv, /Server is ready/));
+  /**
+   * nats-server's configuration: one server on the brain host, or (replicated) one per host, each
+   * `<dir>/nats-<host>.conf`, clustered with JetStream, its store in the host's data directory.
+   */
+  writeNatsConfigs(): void {
+    const edges = this.edges.map((e) => e.name);
+    if (!this.o.replicas) return void writeNatsConfig(this.natsDir, { listen: `${this.addr.brain}:${NATS_PORT}`, edges, tls: this.natsTls });
+    for (const host of HOSTS) {
+      const routes = HOSTS.filter((h) => h !== host).map((h) => `${this.addr[h]}:${ROUTE_PORT}`);
+      const jetstream = { name: `nats-${host}`, storeDir: join(this.dataDir(host), 'jetstream'), cluster: { listen: `${this.addr[host]}:${ROUTE_PORT}`, routes } };
+      writeNatsConfig(this.natsDir, { listen: `${this.addr[host]}:${NATS_PORT}`, edges, tls: this.natsTls, jetstream });
+    }
   }
 
-  async startRouter(): Promise<void> {
-    const argv = c1mArgv(['router', ...this.bus(credsFile(this.natsDir, 'router')), '--db', join(this.dir, 'router.db'), '--api-host', this.addr.brain, '--api-port', '8001']);
+  async startNats(host: Host = 'brain'): Promise<void> {
+    const argv = ['nats-server', '-c', join(this.natsDir, this.o.replicas ? `nats-${host}.conf` : 'nats.conf')];
+    this.procs.set(this.procName('nats', host), await Proc.start(this.dir, this.procName('nats', host), `c1m-${host}`, argv, /Server is ready/));
+  }
+
+  /** A router's SQLite store: replicated, its view of the brain's streams, in its host's data directory. */
+  routerDb(host: Host): string {
+    return this.o.replicas ? join(this.dataDir(host), 'router.db') : join(this.dir, 'router.db');
+  }
+
+  /** Starts a router; replicated, one that leads no partition stands by with its API closed until it leads one. */
+  async startRouter(host: Host = 'brain'): Promise<void> {
+    if (this.o.replicas) mkdirSync(this.dataDir(host), { recursive: true });
+    const argv = c1mArgv(['router', ...this.bus(credsFile(this.natsDir, 'router')), '--db', this.routerDb(host), '--api-host', this.addr[host], '--api-port', String(API_PORT)]);
     argv.push('--token', this.token, '--stats-interval', '0');
-    this.procs.set('router', await Proc.start(this.dir, 'router', 'c1m-brain', argv, /c1m router listening/));
+    if (this.o.replicas) argv.push('--replicas', String(this.o.replicas), '--partitions', String(this.o.partitions));
+    const ready = this.o.replicas ? /c1m router (listening|standing by)/ : /c1m router listening/;
+    this.procs.set(this.procName('router', host), await Proc.start(this.dir, this.procName('router', host), `c1m-${host}`, argv, ready, 60_000));
   }
 
   /** An edge host: `c1m cluster` of edges only, a port each, supervised; checks it runs the edges HAProxy expects. */
@@ -260,6 +340,46 @@ export class Rig {
     const expected = this.edges.filter((e) => e.ns === `c1m-${host}`).map((e) => `${e.name} ${e.port} ${e.agentPort}`);
     const got = ready.edges.map((e) => `${e.id} ${e.port} ${e.agentPort}`);
     if (got.join() !== expected.join()) throw new Error(`${host} runs edges ${got.join(', ')}; HAProxy expects ${expected.join(', ')}`);
+  }
+
+  /**
+   * The host is lost with its disk: kill -9 every process in its namespace (`ip netns pids`: nats-server,
+   * router, edges and their supervisor), then delete its data directory. Its configuration and
+   * credentials (what an operator provisions a host with) stay. Resolves with the pids it killed.
+   */
+  async killHost(host: Host): Promise<number[]> {
+    const pids = netnsPids(host);
+    for (const pid of pids) process.kill(pid, 'SIGKILL');
+    await until(`every process of ${host} to end`, () => (netnsPids(host).length === 0 ? true : undefined), 10_000);
+    await Promise.all([...this.procs.values()].filter((p) => p.ns === `c1m-${host}`).map((p) => p.exited()));
+    rmSync(this.dataDir(host), { recursive: true, force: true });
+    return pids;
+  }
+
+  /**
+   * Starts a host's processes as the rig first did: its nats-server, its router, and on an edge host its edges.
+   * A router that exits while starting (its server not yet caught up with the JetStream cluster) is started
+   * again, as its supervisor would. Resolves with the router's starts.
+   */
+  async startHost(host: Host): Promise<number> {
+    await this.startNats(host);
+    let starts = 0;
+    await until(`${host}'s router to start`, () => (starts++, this.startRouter(host).then(() => true)), 90_000, 500);
+    if (isEdgeHost(host)) await this.startEdgeHost(host);
+    return starts;
+  }
+
+  /** Whether a brain host's router has its API open (replicated, one that leads no partition stands by without). */
+  apiOpen(host: Host): Promise<boolean> {
+    return this.callAt(host, 'GET', '/stats', undefined, 5000).then(
+      (res) => res.ok,
+      () => false,
+    );
+  }
+
+  /** The pid of a brain host's router. */
+  routerPid(host: Host): number {
+    return this.procs.get(this.procName('router', host))!.child.pid!;
   }
 
   /** The pid of edge `name`'s current run, from the router's /stats; checked against its command line, so kill -9 hits that edge only. */
@@ -287,13 +407,55 @@ export class Rig {
     );
   }
 
-  /** A backend API call; a router that does not answer within a second counts as down. */
-  call(method: string, path: string, body?: string): Promise<Response> {
-    return fetch(`${this.api}${path}`, { method, body, headers: { authorization: `Bearer ${this.token}` }, signal: AbortSignal.timeout(1000) });
+  /**
+   * A backend API call, to the router that answered last. A router that does not answer within a second, or
+   * answers 503 (not serving), counts as down: later calls go to the next one. The call itself goes there too when
+   * it is a GET, or when the router could not be reached at all (its API closed, its host gone); a send that may
+   * have reached a router is not repeated, as that router may have taken it without answering in time.
+   */
+  async call(method: string, path: string, body?: string): Promise<Response> {
+    for (let tried = 1; ; tried++) {
+      const at = this.apiAt;
+      const last = tried >= this.apis.length;
+      try {
+        const res = await this.callAt(this.brainHosts[at], method, path, body);
+        if (res.status !== 503) return res;
+        this.failedOver(at);
+        if (last || method !== 'GET') return res;
+        await res.arrayBuffer();
+      } catch (err) {
+        this.failedOver(at);
+        const unreached = ['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH'].includes((err as { cause?: { code?: string } }).cause?.code ?? '');
+        if (last || (method !== 'GET' && !unreached)) throw err;
+      }
+    }
   }
 
-  async routerStats(): Promise<{ edges: { id: string; pid: number; state: string; streams: number; synced: boolean }[] }> {
-    return (await this.call('GET', '/stats')).json() as never;
+  /** The router at `at` did not serve: on to the next (once for calls in flight together, not once each). */
+  private failedOver(at: number): void {
+    if (this.apiAt === at) this.apiAt = (at + 1) % this.apis.length;
+  }
+
+  /** A backend API call to one host's router. */
+  callAt(host: Host, method: string, path: string, body?: string, timeoutMs = 1000): Promise<Response> {
+    const api = this.apis[this.brainHosts.indexOf(host)];
+    return fetch(`${api}${path}`, { method, body, headers: { authorization: `Bearer ${this.token}` }, signal: AbortSignal.timeout(timeoutMs) });
+  }
+
+  async routerStats(host?: Host): Promise<RouterStats> {
+    return (await (host ? this.callAt(host, 'GET', '/stats') : this.call('GET', '/stats'))).json() as never;
+  }
+
+  /** The partitions `host`'s router says it leads (/stats); undefined when it does not answer. */
+  async leading(host: Host): Promise<number[] | undefined> {
+    const stats = await this.routerStats(host).catch(() => undefined);
+    return stats?.partitions?.filter((p) => p.leading).map((p) => p.partition);
+  }
+
+  /** The brain host whose router leads `partition`, asking each but `except`; undefined while none says so. */
+  async leaderOf(partition: number, except?: Host): Promise<Host | undefined> {
+    for (const host of this.brainHosts) if (host !== except && (await this.leading(host))?.includes(partition)) return host;
+    return undefined;
   }
 
   /**
@@ -317,12 +479,32 @@ export class Rig {
   async stop(): Promise<void> {
     // The edge hosts' supervisors close their edges' streams at once (SIGINT) rather than draining; then the rest.
     await Promise.all(EDGE_HOSTS.map((host) => this.procs.get(host)?.stop()));
-    await Promise.all(['haproxy', 'router', 'nats'].map((n) => this.procs.get(n)?.stop()));
+    await Promise.all([...this.procs].filter(([name]) => !name.startsWith('nats')).map(([, proc]) => proc.stop()));
+    await Promise.all([...this.procs].filter(([name]) => name.startsWith('nats')).map(([, proc]) => proc.stop()));
   }
+}
+
+export interface RouterStats {
+  edges: { id: string; pid: number; state: string; streams: number; synced: boolean }[];
+  partitions?: { partition: number; leading: boolean }[];
+}
+
+/** The pids of every process in a simulated host's namespace. */
+function netnsPids(host: Host): number[] {
+  const run = spawnSync('ip', ['netns', 'pids', `c1m-${host}`], { encoding: 'utf8' });
+  if (run.status !== 0) throw new Error(`ip netns pids c1m-${host}: ${run.error?.message ?? run.stderr}`);
+  return run.stdout.split(/\s+/).filter(Boolean).map(Number);
 }
 
 /** Who may receive what `from` sends: `from` and its subscribers. */
 const subscribersOf = new Map<number, Set<number>>();
+/** The subjects each user subscribes to, as the run made them: what every router must still answer after a fault. */
+const subscriptionsOf = new Map<number, string[]>();
+/** The routers' partitions: a message's id is its partition's component of the stream's token. */
+let partitions = 1;
+/** The probe each id (`<partition> <id>`) carried, over every browser: an id given to two probes (a split brain) counts in `renumbered`. */
+const numbered = new Map<string, string>();
+let renumbered = 0;
 /** Topics of the run: the browsers of users 1..users listen to and subscribe to them as bench/topics.ts says. */
 const TOPICS = 5;
 
@@ -356,9 +538,9 @@ export class Browser {
   readonly received = new Map<string, number>();
   /** Acknowledged probes of the latest round not received yet. */
   readonly waiting = new Set<string>();
-  /** Messages that arrived with an id below one before (a copy counts as duplicated only). */
+  /** Messages that arrived with an id below one before from their partition (a copy counts as duplicated only). */
   outOfOrder = 0;
-  private lastSeenId = 0;
+  private readonly lastSeenIds: number[] = [];
   /** The topic its stream listens to, and the one its user subscribes to. */
   private readonly listening?: string;
   private readonly subscribed?: string;
@@ -453,11 +635,24 @@ export class Browser {
     const key = `${subject} ${seq}`;
     const copies = (this.received.get(key) ?? 0) + 1;
     this.received.set(key, copies);
-    if (copies === 1 && Number(id) < this.lastSeenId) this.outOfOrder++;
-    this.lastSeenId = Math.max(this.lastSeenId, Number(id));
+    // With partitions the id is a token, one component per partition: the message's own is its partition's.
+    const partition = partitionOf(subject, partitions);
+    const own = Number(id.split('-')[partition]);
+    const carried = numbered.get(`${partition} ${own}`);
+    if (carried === undefined) numbered.set(`${partition} ${own}`, key);
+    else if (carried !== key) renumbered++;
+    if (copies === 1 && own < (this.lastSeenIds[partition] ?? 0)) this.outOfOrder++;
+    this.lastSeenIds[partition] = Math.max(this.lastSeenIds[partition] ?? 0, own);
     this.waiting.delete(key);
     if (this.owed.delete(key) && this.owed.size === 0) this.maxReplay = Math.max(this.maxReplay, Date.now() - this.backAt);
     if (subject === String(this.id)) this.onLatency?.(Date.now() - Number(sentAt));
+  }
+
+  /** Acknowledged probes not received yet. */
+  owes(): number {
+    let owed = 0;
+    for (const s of this.acked) if (!this.received.has(s)) owed++;
+    return owed;
   }
 
   /** Acknowledged probes that never arrived, those that arrived more than once, and those out of order; the ledger starts again. */
@@ -496,15 +691,87 @@ async function pool<T>(items: T[], concurrency: number, task: (item: T) => Promi
 
 let seq = 0;
 
-/** POST /send/<subject> with a message naming its subject, seq and send time; false when the router did not answer. */
-async function send(rig: Rig, subject: number | string, s: number): Promise<boolean> {
+/** The longest time between two acknowledgements (of sends, or of a stream's messages), the wait for the next one included. */
+class AckGap {
+  private longest = 0;
+  private last = Date.now();
+
+  note(): void {
+    this.longest = this.maxGapMs;
+    this.last = Date.now();
+  }
+
+  get maxGapMs(): number {
+    return Math.max(this.longest, Date.now() - this.last);
+  }
+
+  /** Starts anew: what counts is the longest while a fault lasts. */
+  reset(): void {
+    this.longest = 0;
+    this.last = Date.now();
+  }
+}
+
+/** Between acknowledged sends of the run, per partition. */
+const sendGaps = new Map<number, AckGap>();
+
+/** The longest wait between acknowledged sends of one partition since `resetSendGaps` (each partition has its own leader to lose). */
+const maxSendGapMs = (): number => Math.max(...[...sendGaps.values()].map((gap) => gap.maxGapMs));
+
+function resetSendGaps(): void {
+  sendGaps.clear();
+  for (let partition = 0; partition < partitions; partition++) sendGaps.set(partition, new AckGap());
+}
+
+/**
+ * POST /send/<subject> with a message naming its subject, seq and send time (to `host`'s router, or the backend's
+ * choice); false when the router did not take it. A send is never repeated: one whose answer did not come may still
+ * have been taken, and a repeat would reach its users twice.
+ */
+async function send(rig: Rig, subject: number | string, s: number, host?: Host): Promise<boolean> {
   try {
-    const res = await rig.call('POST', `/send/${subject}`, `m ${subject} ${s} ${Date.now()}`);
+    const body = `m ${subject} ${s} ${Date.now()}`;
+    const res = await (host ? rig.callAt(host, 'POST', `/send/${subject}`, body) : rig.call('POST', `/send/${subject}`, body));
     await res.arrayBuffer();
+    if (res.ok) sendGaps.get(partitionOf(String(subject), partitions))?.note();
     return res.ok;
   } catch {
     return false;
   }
+}
+
+/** Probe `s` to `subject`; once acknowledged, every browser that hears it expects it. */
+async function sendProbe(rig: Rig, browsers: Browser[], subject: string, s = ++seq, host?: Host): Promise<boolean> {
+  const taken = await send(rig, subject, s, host);
+  if (taken) for (const b of browsers) if (b.hears(subject)) b.ack(`${subject} ${s}`);
+  return taken;
+}
+
+/** Runs `step` again and again, `pauseMs` apart, until stopped (and for `limitMs` at most, whatever happens). */
+class Repeat {
+  private stopped = false;
+  private readonly done: Promise<void>;
+
+  constructor(step: () => Promise<unknown>, pauseMs: number, limitMs: number) {
+    const limit = Date.now() + limitMs;
+    this.done = (async () => {
+      while (!this.stopped && Date.now() < limit) {
+        await step();
+        await sleep(pauseMs);
+      }
+    })();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.done;
+  }
+}
+
+/** Probes to the users in turn, one after another, while a fault lasts: the longest wait for an acknowledgement shows. */
+function ticker(rig: Rig, browsers: Browser[]): Repeat {
+  let i = 0;
+  return new Repeat(() => sendProbe(rig, browsers, String(browsers[i++ % browsers.length].id)), 20, 180_000);
 }
 
 /** One send to every browser's user and to every topic; resolves with the browsers that did not receive all they hear of it within `waitMs`. */
@@ -512,9 +779,7 @@ async function probe(rig: Rig, browsers: Browser[], waitMs = 250): Promise<Brows
   const s = ++seq;
   for (const b of browsers) b.waiting.clear();
   const subjects = [...browsers.map((b) => String(b.id)), ...Array.from({ length: TOPICS }, (_, i) => `room:${i + 1}`)];
-  await pool(subjects, 16, async (subject) => {
-    if (await send(rig, subject, s)) for (const b of browsers) if (b.hears(subject)) b.ack(`${subject} ${s}`);
-  });
+  await pool(subjects, 16, async (subject) => void (await sendProbe(rig, browsers, subject, s)));
   const deadline = Date.now() + waitMs;
   while (Date.now() < deadline && browsers.some((b) => b.waiting.size > 0)) await sleep(10);
   return browsers.filter((b) => b.waiting.size > 0);
@@ -536,6 +801,34 @@ async function restart(rig: Rig, browsers: Browser[], name: 'router' | 'nats', s
   await start();
   const restartedMs = Date.now() - t0;
   return { restartedMs, recoveryMs: await recovery(rig, browsers, t0) };
+}
+
+/**
+ * Per router (brain host), the subscriptions the run made that it does not hold: every router keeps the whole
+ * store as its view, and must still hold it after every fault. Asked of its API (GET /subscriptions/<user>); a
+ * router standing by has none open, and its view (its SQLite file) is read as `c1m subs get` would.
+ */
+async function subscriptionsLost(rig: Rig): Promise<Record<string, number>> {
+  const lost: Record<string, number> = {};
+  for (const host of rig.brainHosts) {
+    const view = (await rig.apiOpen(host)) ? undefined : openStore(rig.routerDb(host), { readonly: true });
+    const held = async (user: number): Promise<unknown[]> => {
+      if (view) return view.getSubscriptions(user);
+      const res = await rig.callAt(host, 'GET', `/subscriptions/${user}`, undefined, 5000);
+      if (!res.ok) throw new Error(`${host}'s router: GET /subscriptions/${user}: ${res.status} ${await res.text()}`);
+      return (await res.json()) as unknown[];
+    };
+    lost[host] = 0;
+    try {
+      await pool([...subscriptionsOf], 8, async ([user, subjects]) => {
+        const has = new Set((await held(user)).map(String));
+        lost[host] += subjects.filter((subject) => !has.has(subject)).length;
+      });
+    } finally {
+      view?.close();
+    }
+  }
+  return lost;
 }
 
 /** When the last browser that lost its stream got it back. */
@@ -565,6 +858,8 @@ export interface FaultResult extends Tally {
   missed: number;
   duplicated: number;
   outOfOrder: number;
+  /** Ids that reached browsers with two different probes: one partition numbered by two routers at once. */
+  renumbered: number;
   [detail: string]: unknown;
 }
 
@@ -577,8 +872,140 @@ export interface RunOptions {
   log?: (line: string) => void;
 }
 
+const BRAIN_STREAM_JS = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../dist/bench/brain-stream.js' : './brain-stream.js', import.meta.url));
+
+export interface StreamFaultOptions {
+  /** The host lost with its disk and brought back empty, if any. */
+  host?: Host;
+  /** The host whose cable is pulled, if any. */
+  cut?: Host;
+  /** How long the lost host stays away, and how long the cable stays out, ms. */
+  absentMs?: number;
+  cutMs?: number;
+  log?: (line: string) => void;
+}
+
+/**
+ * The hosts' JetStream cluster alone (the replicated rig's nats-servers: no routers, edges or HAProxy). A
+ * router's credentials keep writing an R3 stream (BrainStream) while (1) `host`, made the stream's leader, is
+ * lost with its disk (kill -9 of everything in its namespace, its data directory deleted) and brought back
+ * empty: its server must catch up by itself and then, made the leader, hold every message; (2) `cut`, made the
+ * leader, has its cable pulled: the majority goes on taking writes, a writer inside the cut host gets none
+ * taken, and after the plug the cut server catches up. Each fault hits the leader on purpose: the worst case,
+ * where the stream waits for an election. Each fault's stream is checked as the majority's leader holds it and
+ * as the server that came back holds it.
+ */
+export async function runStreamFaults(o: StreamFaultOptions) {
+  const unlock = await lockHosts();
+  const log = o.log ?? ((line: string) => console.log(line));
+  hosts('down');
+  hosts('up');
+  const rig = new Rig({ edgesPerHost: 1, capacity: 1, smallCapacity: 1, drainRate: 1, bindPort: 0, statsPort: 0, replicas: HOSTS.length, partitions: 1 });
+  let stream: BrainStream | undefined;
+  let publisher: Repeat | undefined;
+  try {
+    rig.writeNatsConfigs();
+    await Promise.all(HOSTS.map((host) => rig.startNats(host)));
+    stream = await BrainStream.connect(rig.natsUrl, credsFile(rig.natsDir, 'router'), rig.natsTls.ca);
+    await stream.create(HOSTS.length);
+    // One message after another throughout, timing the longest wait for an acknowledgement.
+    const gap = new AckGap();
+    publisher = new Repeat(async () => (await stream!.publishNext()) && gap.note(), 10, 180_000);
+    await until('100 messages in the stream', () => (stream!.acked >= 100 ? true : undefined), 30_000);
+    const faults = { stream, gap, log };
+    const host = o.host && (await streamFault(faults, 'host', o.host, () => streamHostLoss(rig, o.host!, o.absentMs ?? 3000)));
+    const cut = o.cut && (await streamFault(faults, 'cut', o.cut, () => streamCut(rig, o.cut!, o.cutMs ?? 10_000)));
+    return { host, cut, dir: rig.dir };
+  } finally {
+    await publisher?.stop();
+    await stream?.close().catch(() => undefined);
+    await rig.stop();
+    for (const proc of running) proc.child.kill('SIGKILL');
+    hosts('down');
+    unlock();
+  }
+}
+
+/**
+ * One fault of the stream's leader: makes `host`'s server the leader, runs `fault` (resolves once the host's
+ * server is back), waits until that server's copy is current, and checks the stream as the leader holds it and
+ * again once the returned server leads.
+ */
+async function streamFault(
+  { stream, gap, log }: { stream: BrainStream; gap: AckGap; log: (line: string) => void },
+  name: 'host' | 'cut',
+  host: Host,
+  fault: () => Promise<Record<string, unknown>>,
+) {
+  const server = `nats-${host}`;
+  await stream.lead(server);
+  gap.reset();
+  const ackedBefore = stream.acked;
+  const t0 = Date.now();
+  const details = await fault();
+  const ackedDuring = stream.acked - ackedBefore;
+  const t1 = Date.now();
+  const catchUpMs =
+    (await until(`${server} to catch up`, async () => {
+      const copy = await stream.replica(server).catch(() => undefined);
+      return copy?.current && copy.lag === 0 ? Date.now() : undefined;
+    }, 60_000, 100)) - t1;
+  const result = {
+    fault: name,
+    host,
+    ...details,
+    faultMs: t1 - t0,
+    ackedBefore,
+    ackedDuring,
+    maxGapMs: gap.maxGapMs,
+    catchUpMs,
+    leader: await stream.leader(),
+    ...(await stream.check()),
+    stepDowns: await stream.lead(server),
+    returned: await stream.check(),
+    acked: stream.acked,
+  };
+  log(JSON.stringify(result));
+  return result;
+}
+
+/** The host lost with its disk (Rig.killHost), away for `absentMs`, then its nats-server started again, empty. */
+async function streamHostLoss(rig: Rig, host: Host, absentMs: number) {
+  const killed = await rig.killHost(host);
+  const deleted = !existsSync(rig.dataDir(host));
+  await sleep(absentMs);
+  await rig.startNats(host);
+  return { killed: killed.length, deleted };
+}
+
+/** The host's cable out for `cutMs`; meanwhile a writer inside it tries its own server. */
+async function streamCut(rig: Rig, host: Host, cutMs: number) {
+  const t0 = Date.now();
+  hosts('unplug', host);
+  const minority = await minorityWrites(rig, host, 3);
+  await sleep(Math.max(0, cutMs - (Date.now() - t0)));
+  hosts('plug', host);
+  return { minorityAttempts: minority.attempts, minorityTaken: minority.taken };
+}
+
+/** `attempts` publishes from inside `host` to its own nats-server alone, as its router would make them cut off; how many the stream took. */
+async function minorityWrites(rig: Rig, host: Host, attempts: number): Promise<{ attempts: number; taken: number }> {
+  const argv = [process.execPath, BRAIN_STREAM_JS, `tls://${rig.addr[host]}:4222`, credsFile(rig.natsDir, 'router'), rig.natsTls.ca, String(attempts)];
+  const proc = await Proc.start(rig.dir, `minority-${host}`, `c1m-${host}`, argv, /"taken"/, 60_000);
+  await proc.exited();
+  return JSON.parse(proc.readyLine) as { attempts: number; taken: number };
+}
+
+/** The faults a rig can have: the single brain's, or the replicated brain's (whose routers and nats-servers are on every host). */
+function faultsFor(replicated: boolean): Fault[] {
+  return replicated ? [...FAULTS.filter((f) => f !== 'router' && f !== 'nats'), ...BRAIN_FAULTS] : [...FAULTS];
+}
+
 /** Starts the rig, runs the faults in order, stops everything; resolves with one result per fault and the comparison. */
 export async function runFaults(o: RunOptions) {
+  const possible = faultsFor(o.rig?.replicas !== undefined);
+  const unknown = o.faults.filter((f) => !possible.includes(f));
+  if (unknown.length) throw new Error(`no fault ${unknown.join(', ')} on this rig (${possible.join(', ')})`);
   const unlock = await lockHosts();
   try {
     return await runOnHosts(o);
@@ -592,7 +1019,7 @@ async function runOnHosts(o: RunOptions) {
   // From nothing: a run that was killed may have left its hosts, and processes in them, behind.
   hosts('down');
   hosts('up');
-  const rig = new Rig({ edgesPerHost: 2, capacity: 300, smallCapacity: 150, drainRate: 100, bindPort: 18000, statsPort: 18404, ...o.rig });
+  const rig = new Rig({ edgesPerHost: 2, capacity: 300, smallCapacity: 150, drainRate: 100, bindPort: 18000, statsPort: 18404, partitions: 2, ...o.rig });
   const browsers: Browser[] = [];
   const extra: Browser[] = [];
   try {
@@ -601,8 +1028,16 @@ async function runOnHosts(o: RunOptions) {
     // Friends: each user hears the next one, so a send reaches two users and a wrong fan-out would show.
     const pairs = Array.from({ length: o.users - 1 }, (_, i) => [i + 1, i + 2]);
     for (const [subscriber, subscribee] of pairs) subscribersOf.set(subscribee, new Set([subscriber]));
-    const added = await rig.call('POST', '/subscriptions', JSON.stringify([...pairs, ...topicSubscriptions(o.users, TOPICS)]));
+    const subscriptions = [...pairs, ...topicSubscriptions(o.users, TOPICS)];
+    subscriptionsOf.clear();
+    for (const [user, subject] of subscriptions) subscriptionsOf.set(user, [...(subscriptionsOf.get(user) ?? []), String(subject)]);
+    const added = await rig.call('POST', '/subscriptions', JSON.stringify(subscriptions));
     if (!added.ok) throw new Error(`POST /subscriptions: ${added.status} ${await added.text()}`);
+    partitions = rig.o.replicas ? rig.o.partitions : 1;
+    numbered.clear();
+    renumbered = 0;
+    // Replicated, one router took them: every router must answer them before the run counts on them.
+    if (rig.o.replicas) await until('every router to answer the subscriptions', async () => (Object.values(await subscriptionsLost(rig)).every((n) => n === 0) ? true : undefined), 30_000, 200);
 
     const latency = { haproxy: [] as number[], direct: [] as number[] };
     // Set only while the comparison runs: probes before and after it are not part of it.
@@ -662,9 +1097,18 @@ async function runOnHosts(o: RunOptions) {
         b.settle(); // the ledger covers this fault and its recovery only
       }
       const before = sum(browsers);
+      const renumberedBefore = renumbered;
+      // Replicated, sends go on throughout the fault: the longest wait for an acknowledged one is reported.
+      const sending = rig.o.replicas ? ticker(rig, browsers) : undefined;
+      resetSendGaps();
       const result = await FAULT_RUNS[fault](rig, browsers, extra);
+      const sendGapMs = maxSendGapMs();
+      await sending?.stop();
+      // Sends acknowledged just before the fault's end may still be on their way.
+      await until('the acknowledged probes to arrive', () => (browsers.every((b) => b.owes() === 0) ? true : undefined), 5000, 50).catch(() => undefined);
       const ledger = browsers.map((b) => b.settle()).reduce((t, l) => ({ missed: t.missed + l.missed, duplicated: t.duplicated + l.duplicated, outOfOrder: t.outOfOrder + l.outOfOrder }), { missed: 0, duplicated: 0, outOfOrder: 0 });
-      const full: FaultResult = { fault, ...delta(sum(browsers), before), maxGapMs: Math.max(...browsers.map((b) => b.maxGap)), maxReplayMs: Math.max(...browsers.map((b) => b.maxReplay)), ...ledger, ...result };
+      const replicated = rig.o.replicas && { maxSendGapMs: sendGapMs, subscriptionsLost: await subscriptionsLost(rig) };
+      const full: FaultResult = { fault, ...delta(sum(browsers), before), maxGapMs: Math.max(...browsers.map((b) => b.maxGap)), maxReplayMs: Math.max(...browsers.map((b) => b.maxReplay)), ...ledger, renumbered: renumbered - renumberedBefore, ...replicated, ...result };
       results.push(full);
       log(JSON.stringify(full));
       // Every fault starts from a whole cluster: every edge up, or taking no new streams because it is full.
@@ -824,13 +1268,147 @@ const FAULT_RUNS: Record<Fault, FaultRun> = {
     await until('the fill streams to close', async () => (total((r) => r.scur, await rig.haproxy()) <= total((r) => r.scur, before) ? true : undefined));
     return result;
   },
+
+  /**
+   * A whole host dies (replicated rig): kill -9 of every process in edge2's namespace (nats-server, router, edges)
+   * and its data directory deleted; its users move to edge1's edges, the partitions its router led to the others.
+   * After HOST_ABSENT_MS it is started again empty and must serve by itself: its nats-server catches up from the
+   * others, its router rebuilds its views and takes sends again (answering every subscription is checked after
+   * each fault), HAProxy takes its edges back.
+   */
+  async host(rig, browsers) {
+    const victim: Host = 'edge2';
+    const names = rig.edges.filter((e) => e.ns === `c1m-${victim}`).map((e) => e.name);
+    const led = await rig.leading(victim);
+    const t0 = Date.now();
+    const killed = (await rig.killHost(victim)).length;
+    const recoveryMs = await recovery(rig, browsers, t0);
+    await sleep(Math.max(0, t0 + HOST_ABSENT_MS - Date.now()));
+    const t1 = Date.now();
+    const routerStarts = await rig.startHost(victim);
+    const startedMs = Date.now() - t1;
+    const backUpMs = (await rig.untilStatus(names, ['UP', 'DRAIN'], 30_000)) - t1;
+    return { host: victim, killed, led, recoveryMs, routerStarts, startedMs, backUpMs, ...(await backInService(rig, browsers, victim)) };
+  },
+
+  /**
+   * SIGSTOP of the router leading partition 0 for FREEZE_MS, longer than the lease: the partition moves to
+   * another router. Then SIGCONT: the thawed router must do no harm (its publish refused, nothing numbered
+   * twice: the ledger's renumbered); it exits, and is started again here, or goes on as a follower.
+   */
+  async freeze(rig, browsers) {
+    const host = await until('a router to lead partition 0', () => rig.leaderOf(0), 20_000, 200);
+    const pid = rig.routerPid(host);
+    const t0 = Date.now();
+    process.kill(pid, 'SIGSTOP');
+    let movedTo: Host;
+    let movedMs: number;
+    let recoveryMs: number;
+    try {
+      movedTo = await until('partition 0 to move', () => rig.leaderOf(0, host), 30_000, 100);
+      movedMs = Date.now() - t0;
+      recoveryMs = await recovery(rig, browsers, t0);
+      await sleep(Math.max(0, t0 + FREEZE_MS - Date.now()));
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    const t1 = Date.now();
+    const back = await backInService(rig, browsers, host);
+    const recoveryThawedMs = await recovery(rig, browsers, t1);
+    return { host, frozenMs: t1 - t0, movedTo, movedMs, recoveryMs, thawed: back.restarted ? 'exited, started again' : 'went on', ...back, recoveryThawedMs };
+  },
+
+  /**
+   * A host's cable pulled for CUT_MS (hosts.sh unplug): the host whose router leads a partition, edge1 aside
+   * (edge2's edges cannot hold all of edge1's users). The majority keeps serving; the minority takes no sends
+   * (a send to its own router from inside it is not acknowledged; an id numbered twice would show in the
+   * ledger's renumbered); plugged back, it serves again.
+   */
+  async cut(rig, browsers) {
+    const leaders = await Promise.all((['brain', 'edge2'] as const).map(async (h) => ((await rig.leading(h))?.length ? h : undefined)));
+    const host: Host = leaders.find((h) => h !== undefined) ?? 'brain';
+    const names = rig.edges.filter((e) => e.ns === `c1m-${host}`).map((e) => e.name);
+    const led = await rig.leading(host);
+    const t0 = Date.now();
+    hosts('unplug', host);
+    let minority: { attempts: number; acknowledged: number };
+    let recoveryMs: number;
+    try {
+      recoveryMs = await recovery(rig, browsers, t0);
+      await sleep(Math.max(0, t0 + 3000 - Date.now()));
+      minority = await minoritySends(rig, browsers, host);
+      await sleep(Math.max(0, t0 + CUT_MS - Date.now()));
+    } finally {
+      hosts('plug', host);
+    }
+    const t1 = Date.now();
+    if (names.length) await rig.untilStatus(names, ['UP', 'DRAIN'], 30_000);
+    const back = await backInService(rig, browsers, host);
+    const recoveryPluggedMs = await recovery(rig, browsers, t1);
+    return { host, led, cutMs: t1 - t0, recoveryMs, minorityAttempts: minority.attempts, minorityAcknowledged: minority.acknowledged, ...back, recoveryPluggedMs };
+  },
 };
+
+/** How long the lost host stays away, the frozen router frozen (the lease is 2 s), the cable out. */
+const HOST_ABSENT_MS = 3000;
+const FREEZE_MS = 4000;
+const CUT_MS = 10_000;
+/** How long a router back from a fault, alive with its API closed, is watched before it counts as standing by. */
+const STANDS_BY_MS = 5000;
+
+/**
+ * Watches `host`'s router once the fault is over, until it serves: it takes a send through its own API (each try a
+ * new probe, in the ledger), or it stands by (alive, its API closed for STANDS_BY_MS: every partition is led by
+ * the others). One that exits (crash-only: it lost a partition's lease, its publish was refused) is started
+ * again, as its supervisor would. Also what it leads then.
+ */
+async function backInService(rig: Rig, browsers: Browser[], host: Host) {
+  const t0 = Date.now();
+  let restarted = false;
+  let aliveSince = t0;
+  const subject = String(browsers[0].id);
+  const state = await until(`${host}'s router to serve again`, async () => {
+    if (rig.procs.get(`router-${host}`)!.child.exitCode !== null || rig.procs.get(`router-${host}`)!.child.signalCode !== null) {
+      await rig.startRouter(host);
+      restarted = true;
+      aliveSince = Date.now();
+    }
+    if (await rig.apiOpen(host)) return (await sendProbe(rig, browsers, subject, ++seq, host)) ? 'serves' : undefined;
+    return Date.now() - aliveSince >= STANDS_BY_MS ? 'stands by' : undefined;
+  }, 60_000, 200);
+  return { restarted, state, servesMs: Date.now() - t0, leads: await rig.leading(host) };
+}
+
+/**
+ * From inside a host cut off, a send to its own router for a subject of each partition, as a backend on that
+ * host would make it (curl in its namespace). Each must go unacknowledged; one that is taken enters the ledger.
+ */
+async function minoritySends(rig: Rig, browsers: Browser[], host: Host): Promise<{ attempts: number; acknowledged: number }> {
+  const headers = join(rig.dir, 'backend-headers');
+  writeFileSync(headers, `authorization: Bearer ${rig.token}\n`, { mode: 0o600 });
+  const subjects = Array.from({ length: rig.o.partitions }, (_, p) => browsers.find((b) => partitionOf(String(b.id), rig.o.partitions) === p)?.id).filter((id) => id !== undefined);
+  let acknowledged = 0;
+  for (const subject of subjects) {
+    const s = ++seq;
+    const argv = ['ip', 'netns', 'exec', `c1m-${host}`, 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '-m', '8', '-H', `@${headers}`];
+    argv.push('--data-binary', `m ${subject} ${s} ${Date.now()}`, `http://${rig.addr[host]}:${API_PORT}/send/${subject}`);
+    const { stdout } = await execFile(argv[0], argv.slice(1)).catch((err: { stdout?: string }) => ({ stdout: err.stdout ?? '' }));
+    if (stdout.trim() === '200') {
+      acknowledged++;
+      for (const b of browsers) if (b.hears(String(subject))) b.ack(`${subject} ${s}`);
+    }
+  }
+  return { attempts: subjects.length, acknowledged };
+}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       users: { type: 'string', default: '400' },
-      faults: { type: 'string', default: FAULTS.join(',') },
+      faults: { type: 'string' },
+      replicas: { type: 'string' },
+      partitions: { type: 'string', default: '2' },
+      stream: { type: 'boolean', default: false },
       sends: { type: 'string', default: '4000' },
       capacity: { type: 'string', default: '300' },
       'small-capacity': { type: 'string', default: '150' },
@@ -848,13 +1426,24 @@ async function main(): Promise<void> {
     hosts('down');
     process.exit(130);
   });
-  const faults = values.faults.split(',') as Fault[];
-  const unknown = faults.filter((f) => !FAULTS.includes(f));
-  if (unknown.length) throw new Error(`unknown fault ${unknown.join(', ')} (${FAULTS.join(', ')})`);
-  const rig = { capacity: Number(values.capacity), smallCapacity: Number(values['small-capacity']), drainRate: Number(values['drain-rate']) };
+  if (values.stream) {
+    // The hosts' JetStream cluster alone: its leader's host lost and back empty, then its leader's host cut off.
+    const { host, cut, dir } = await runStreamFaults({ host: 'edge1', cut: 'edge2' });
+    console.table([host, cut].map((r) => ({ ...r, returned: JSON.stringify(r!.returned), wrong: r!.wrong.join('; ') })));
+    console.log(`logs in ${dir}`);
+    return;
+  }
+  const replicas = values.replicas === undefined ? undefined : Number(values.replicas);
+  const faults = (values.faults?.split(',') ?? (replicas ? BRAIN_FAULTS : FAULTS)) as Fault[];
+  const rig = { capacity: Number(values.capacity), smallCapacity: Number(values['small-capacity']), drainRate: Number(values['drain-rate']), replicas, partitions: Number(values.partitions) };
   const { results, comparison, dir } = await runFaults({ users: Number(values.users), faults, sends: Number(values.sends), rig });
   console.table(comparison);
-  console.table(results.map(({ fault, recoveryMs, ends, misdelivered, refused, maxGapMs, maxReplayMs, missed, duplicated, lost }) => ({ fault, recoveryMs, ends, misdelivered, refused, maxGapMs, maxReplayMs, missed, duplicated, lost })));
+  console.table(
+    results.map(({ fault, recoveryMs, ends, misdelivered, refused, maxGapMs, maxReplayMs, missed, duplicated, lost, renumbered, maxSendGapMs, subscriptionsLost }) => ({
+      fault, recoveryMs, ends, misdelivered, refused, maxGapMs, maxReplayMs, missed, duplicated, lost, renumbered,
+      ...(replicas && { maxSendGapMs, subscriptionsLost: JSON.stringify(subscriptionsLost) }),
+    })),
+  );
   console.log(`logs in ${dir}`);
 }
 

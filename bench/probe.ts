@@ -116,23 +116,28 @@ function msggen(args: string[], policy: SenderPolicy): Promise<MsggenSummary> {
 /**
  * Sends to random single users (ids 1..users) at `rate` per second for
  * `seconds` through the API, and reports the delivery latency the held
- * streams measured meanwhile and the CPU `pids` spent per send.
+ * streams measured meanwhile, the CPU `pids` spent per send, and the CPU
+ * `edgePids` (a cluster's edges, where given) spent per delivered chunk.
  */
-export async function randomSends(apiPort: number, users: number, rate: number, seconds: number, pids: number[], sender: { policy: SenderPolicy; connections: number } = { policy: 'nice', connections: 8 }) {
+export async function randomSends(apiPort: number, users: number, rate: number, seconds: number, pids: number[], sender: { policy: SenderPolicy; connections: number } = { policy: 'nice', connections: 8 }, edgePids: number[] = []) {
   newPhase();
   const cpu0 = cpuOfAll(pids);
+  const edgesCpu0 = cpuOfAll(edgePids);
   const args = ['--api-host', HOST, '--api-port', String(apiPort), '--users', String(users), '--rate', String(rate), '--duration', String(seconds), '--connections', String(sender.connections)];
   const sent = await msggen(args, sender.policy);
   await sleep(500);
   const cpu = cpuOfAll(pids) - cpu0;
+  const edgesCpu = cpuOfAll(edgePids) - edgesCpu0;
+  const deliveryLatencyMs = phaseLatency();
   return {
     configuredRate: rate,
     achievedRate: sent.achievedRate,
     errors: sent.errors,
     skipped: sent.skipped,
     apiLatencyMs: sent.apiLatencyMs,
-    deliveryLatencyMs: phaseLatency(),
+    deliveryLatencyMs,
     cpuMicrosPerSend: +((cpu * 1e6) / sent.answered).toFixed(1),
+    ...(edgePids.length > 0 && { edgesCpuMicrosPerDelivery: +((edgesCpu * 1e6) / deliveryLatencyMs.count).toFixed(2) }),
   };
 }
 

@@ -15,7 +15,7 @@ import { apiOptions, historyOptions, integer, logLevelOption, maxBacklogOption, 
 const natsOption = () => new Option('--nats <url>', 'NATS server URL(s), comma-separated; tls://host:port for TLS').env('C1M_NATS').default(CLUSTER_DEFAULTS.nats);
 
 /** How a process proves itself to the bus and checks the bus: every command that connects to NATS. */
-function busOptions(
+export function busOptions(
   command: Command,
   credsHelp = "this process's bus credentials (a file of mode 0600 holding an NKey seed; c1m nats-config writes them)",
   insecureHelp = 'allow a NATS server on a non-loopback address without --nats-creds',
@@ -27,7 +27,7 @@ function busOptions(
 }
 
 /** What NatsBus.connect wants from those options, once the unsafe default is refused. */
-async function busSettings(opts: { nats: string; natsCreds?: string; natsCa?: string; busInsecure?: boolean }) {
+export async function busSettings(opts: { nats: string; natsCreds?: string; natsCa?: string; busInsecure?: boolean }) {
   const { checkBusSecurity } = await import('../cluster/nats-auth.js');
   checkBusSecurity(opts.nats, opts.natsCreds, opts.busInsecure);
   return { creds: opts.natsCreds, ca: opts.natsCa };

@@ -1,5 +1,6 @@
 import { Command, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
+import { busOptions, busSettings } from './cluster.js';
 import { dbOption, integer } from './options.js';
 import { createWriteStream } from 'node:fs';
 import { finished } from 'node:stream/promises';
@@ -53,15 +54,20 @@ export function friendsCommand(): Command {
       bar?.stop();
     });
 
-  friends
+  const load = friends
     .command('load')
-    .description('bulk-load an edge list into the subscription store, all or nothing')
+    .description("bulk-load an edge list into the subscription store, all or nothing; with --nats, into a replicated cluster's store (its stream)")
     .argument('<file>', "edge list file, or '-' for stdin")
     .addOption(dbOption())
     .addOption(new Option('--mutual', 'friends are mutual: `A B` subscribes A to B and B to A (default)').conflicts('oneWay'))
     .addOption(new Option('--one-way', '`A B` means A subscribes to B'))
-    .action(async (file: string, opts: { db: string; mutual?: boolean; oneWay?: boolean }, command: Command) => {
+    .addOption(new Option('--nats <url>', "publish to the store's stream on these NATS servers (comma-separated) instead of writing --db; every router applies it"))
+    .addOption(new Option('--replicas <n>', "with --nats: the stream's replicas, if this load creates it (no router has yet)").argParser(integer('replicas', 1)));
+  busOptions(load, "with --nats: a router's bus credentials file (only routers may write the store's stream)").action(
+    async (file: string, opts: { db: string; mutual?: boolean; oneWay?: boolean; nats?: string; natsCreds?: string; natsCa?: string; busInsecure?: boolean; replicas?: number }, command: Command) => {
       const direction: Direction = opts.oneWay ? 'one-way' : 'mutual';
+      if (opts.nats) return loadReplicated(file, { ...opts, nats: opts.nats }, direction, command);
+      if (opts.replicas !== undefined) command.error('error: --replicas is for a load with --nats');
       const [{ bulkLoadFile }, { openStore }] = await Promise.all([import('../subsmanager/bulkload.js'), import('../subsmanager/store.js')]);
       const bar = progressBar('{phase} [{bar}] {percentage}% | {rate} | {duration_formatted}');
       let phase = '';
@@ -102,7 +108,8 @@ export function friendsCommand(): Command {
       } finally {
         store?.close();
       }
-    });
+    },
+  );
 
   friends
     .command('stats')
@@ -133,4 +140,47 @@ export function friendsCommand(): Command {
     });
 
   return friends;
+}
+
+/** `c1m friends load FILE --nats URL`: read and check the whole file, then publish it to the store's stream. */
+async function loadReplicated(
+  file: string,
+  opts: { nats: string; natsCreds?: string; natsCa?: string; busInsecure?: boolean; replicas?: number },
+  direction: Direction,
+  command: Command,
+): Promise<void> {
+  const [{ readEdgeList }, { connectJetStream }, { publishEdges, storeStream, STORE_STREAM }, { jetstreamManager }, { ROUTER_INBOX }, { createReadStream }] = await Promise.all([
+    import('../subsmanager/bulkload.js'),
+    import('../cluster/jetstream.js'),
+    import('../cluster/store-log.js'),
+    import('@nats-io/jetstream'),
+    import('../cluster/nats-auth.js'),
+    import('node:fs'),
+  ]);
+  let nc;
+  try {
+    const { creds, ca } = await busSettings(opts);
+    const started = performance.now();
+    const input = file === '-' ? process.stdin : createReadStream(file, { highWaterMark: 1 << 20 });
+    const edges = await readEdgeList(input, file === '-' ? 'stdin' : file, () => undefined);
+    const read = performance.now();
+    nc = await connectJetStream(opts.nats, { name: `c1m-friends-load-${process.pid}`, creds, ca, inboxPrefix: creds ? ROUTER_INBOX : undefined, persistent: false });
+    const jsm = await jetstreamManager(nc, { checkAPI: false });
+    await storeStream(jsm, opts.replicas);
+    const bar = progressBar('publish [{bar}] {percentage}% | {value}/{total} edges | {duration_formatted}');
+    bar?.start(edges.count, 0);
+    const published = await publishEdges(nc, edges, direction === 'mutual', (done) => bar?.update(done));
+    bar?.stop();
+    const done = performance.now();
+    const info = await jsm.streams.info(STORE_STREAM);
+    console.log(
+      `published ${file === '-' ? 'stdin' : file} (${direction}): ${formatCount(edges.count)} edges in ${published.messages} messages to ${STORE_STREAM} ` +
+        `in ${((done - started) / 1000).toFixed(1)} s (read ${((read - started) / 1000).toFixed(1)} s, publish ${((done - read) / 1000).toFixed(1)} s); ` +
+        `the stream: last sequence ${info.state.last_seq}, ${formatBytes(info.state.bytes)} on each of its ${info.config.num_replicas} servers`,
+    );
+  } catch (err) {
+    command.error(`error: ${(err as Error).message}`);
+  } finally {
+    await nc?.close();
+  }
 }

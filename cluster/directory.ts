@@ -15,6 +15,7 @@ import type { Subject } from '../subsmanager/subjects.js';
 import { paced } from '../subsmanager/pacer.js';
 import type { Bus } from './bus.js';
 import { CLUSTER_DEFAULTS } from './defaults.js';
+import { CHUNK_OVERHEAD_BYTES, packChunks, userBytes } from './deliver-batch.js';
 import { busWindowMs, edgeOfPresence, MIN_WINDOW_MS, SUBJECTS, type BusMessage, type EdgeStats } from './messages.js';
 
 export interface DirectoryOptions {
@@ -39,9 +40,9 @@ export interface DirectoryOptions {
 
 /** Bytes of a deliver batch that its estimate does not count (the envelope), generously. */
 const BATCH_OVERHEAD = 1024;
-/** What a batch's estimate adds per chunk beyond its bytes (its sentAt and array headers) and per user id, at most. */
-const CHUNK_BYTES = 16;
-const ID_BYTES = 5;
+/** What a batch's estimate adds per chunk beyond its bytes (its header in the batch's layout), and per target at most (a user id, or a topic's number and header). */
+const CHUNK_BYTES = CHUNK_OVERHEAD_BYTES;
+const ID_BYTES = 8;
 /** Down edges stay listed in /stats this long. */
 const FORGET_DOWN_MS = 60_000;
 
@@ -160,7 +161,7 @@ class EdgeLink {
       if (chunk.id !== undefined) batch.ids.push(chunk.id);
       batch.bytes += chunk.length + CHUNK_BYTES;
     }
-    batch.bytes += typeof target === 'number' ? ID_BYTES : target.length + ID_BYTES;
+    batch.bytes += typeof target === 'number' ? userBytes(target) : target.length + ID_BYTES;
     // Out at once before the next chunk could take it over the bus's largest message.
     if (batch.bytes + BATCH_OVERHEAD + this.owner.maxChunkBytes > this.owner.bus.maxPayload) this.flushBatch(partition, batch);
   }
@@ -173,9 +174,9 @@ class EdgeLink {
   /** One partition's batch; an unpartitioned cluster's carries no partition, as before partitions. */
   private flushBatch(partition: number, batch: Batch): void {
     if (batch.chunks.length === 0) return;
-    const numbered = batch.ids.length > 0 && { ids: batch.ids, router: this.run, batch: ++batch.sent, term: this.owner.termOf(partition) };
+    const numbered = batch.ids.length > 0 && { router: this.run, batch: ++batch.sent, term: this.owner.termOf(partition) };
     const partitioned = this.owner.partitions > 1 && { partition };
-    const deliver: BusMessage = { t: 'deliver', chunks: batch.chunks, targets: batch.targets, sentAt: batch.sentAt, ...numbered, ...partitioned };
+    const deliver: BusMessage = { t: 'deliver', ...packChunks(batch.chunks, batch.targets, batch.sentAt, batch.ids), ...numbered, ...partitioned };
     const history = numbered ? this.owner.historyOf(partition) : undefined;
     // Out once its messages are committed (a replicated history's acknowledgement); never, where they will not be.
     if (history) history.afterCommit(() => this.owner.bus.publish(SUBJECTS.edge(this.id), deliver));

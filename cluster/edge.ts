@@ -9,7 +9,6 @@
 import type { Logger } from 'pino';
 import { LatencyHistogram } from '../router/latency.js';
 import { Registry } from '../router/registry.js';
-import type { Chunk } from '../router/router.js';
 import { checkStreamSecret } from '../server/auth.js';
 import { cometRoutes } from '../server/comet.js';
 import { DEFAULTS } from '../server/defaults.js';
@@ -20,6 +19,7 @@ import { loadNativeUws } from '../server/uws.js';
 import { agentReply, agentServer } from './agent.js';
 import type { Bus } from './bus.js';
 import { CLUSTER_DEFAULTS } from './defaults.js';
+import { Deliveries } from './deliveries.js';
 import { MIN_WINDOW_MS, SUBJECTS, type BusMessage, type EdgeState, type EdgeStats } from './messages.js';
 import { PresenceReporter } from './presence.js';
 import { busReplayer } from './replayer.js';
@@ -133,50 +133,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     allowOrigin: options.allowOrigin,
   });
 
-  /**
-   * The numbered batches of each partition's router run, to find one this edge missed
-   * (NATS restarted, or the router stopped with batches this edge never got).
-   * Then every stream here ends before it is written anything newer, and its
-   * client resumes from the last id it got: what was missed comes from the
-   * history. A new run (a restarted router, a new leader of the partition, or one that had dropped this edge
-   * as silent) starts its own count; what a crashed run never sent, its
-   * successor delivers again (subsmanager/sequencer.ts).
-   */
-  const runs: { router: string; batch: number }[] = [];
-  const missedBatch = (partition: number, router: string, batch: number): boolean => {
-    const run = runs[partition];
-    runs[partition] = { router, batch };
-    return run?.router === router && batch !== run.batch + 1;
-  };
-  const resumeAll = (why: string): void => {
-    log.warn({ why, streams: registry.connections }, 'missed deliveries: every stream ends and resumes from the history');
-    registry.closeAll();
-  };
-
-  /**
-   * The newest sequencer term heard of, per partition (subsmanager/sequencer.ts): a batch of
-   * an older one comes from a router that lost the history's lease, late; what
-   * it carries the new holder delivered again, and streams skip ids they have.
-   */
-  const terms: number[] = [];
-  const deliver = (message: Extract<BusMessage, { t: 'deliver' }>): void => {
-    const { chunks, targets, sentAt, ids, partition } = message;
-    const p = partition ?? 0;
-    if (message.term !== undefined) {
-      if (message.term < (terms[p] ?? 0)) return void log.warn({ partition: p, term: message.term, newest: terms[p], router: message.router }, "dropped a batch of an older term of the history's lease");
-      terms[p] = message.term;
-    }
-    if (message.router !== undefined && message.batch !== undefined && missedBatch(p, message.router, message.batch)) resumeAll(`batch ${message.batch} of partition ${p} of router ${message.router}`);
-    for (let i = 0; i < chunks.length; i++) {
-      const chunk = chunks[i] as Chunk; // msgpackr decodes binary as Buffer on Node
-      if (ids) chunk.id = ids[i];
-      if (partition !== undefined) chunk.partition = partition;
-      const first = targets[i][0];
-      if (typeof first === 'string') registry.deliverTopic(first, targets[i].slice(1) as number[], chunk);
-      else for (const user of targets[i] as number[]) registry.deliver(user, chunk);
-      hub.noteSend(sentAt[i]);
-    }
-  };
+  const deliveries = new Deliveries(registry, hub, log);
 
   let drainRate = options.drainRate ?? CLUSTER_DEFAULTS.drainRate;
   let drainTimer: NodeJS.Timeout | undefined;
@@ -201,14 +158,9 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
   const onEdgeMessage = (message: BusMessage): void => {
     switch (message.t) {
       case 'deliver':
-        return deliver(message);
-      case 'stopped': {
-        const run = runs[message.partition ?? 0];
-        if (run?.router !== message.router) return;
-        if (run.batch !== message.batch) resumeAll(`router ${message.router} stopped after batch ${message.batch}`);
-        run.batch = message.batch;
-        return;
-      }
+        return deliveries.batch(message);
+      case 'stopped':
+        return deliveries.stopped(message);
       case 'sync':
         // The routers say how many partitions number the messages: with several, each stream keeps an id per partition.
         hub.partitions = message.partitions ?? 1;

@@ -22,6 +22,7 @@ import { Packr } from 'msgpackr';
 import { LATENCY_BUCKETS_MS, type LatencyBuckets } from '../router/latency.js';
 import { TRANSPORTS, type TransportStats } from '../server/stream.js';
 import { toSubject, type Subject } from '../subsmanager/subjects.js';
+import { whyNotChunks } from './deliver-batch.js';
 
 /** What an edge is doing, as routers and HAProxy's agent check see it. */
 export type EdgeState = 'up' | 'full' | 'draining' | 'stopping';
@@ -64,15 +65,15 @@ export type BusMessage =
   /** One part of an edge's snapshot: every stream's user and listened topic, as in presence, as of `seq`. */
   | (FromEdge & { t: 'state'; part: number; last: boolean; users: Subject[]; stats: EdgeStats })
   /**
-   * Messages for this edge: `chunks[i]` goes to every stream of each user in `targets[i]`, and, where the first
-   * target is a topic, to the streams listening to it, each stream once; `sentAt[i]` is when its send began (epoch ms).
+   * Messages for this edge, laid out as ./deliver-batch.ts says: each chunk goes to every stream of each of its users
+   * and, where it names one of `topics`, to the streams listening to it, each stream once, with when its send began.
    */
   /**
-   * With a history, `ids[i]` is chunk i's message id, and `router`/`batch` number the batches one router run
+   * With a history, each chunk has its message id, and `router`/`batch` number the batches one router run
    * sent this edge, so that an edge that missed one (NATS restarted, the router crashed) knows it. Where the
    * cluster has several partitions, `partition` is the one whose ids, term and batches these are (absent: 0).
    */
-  | { t: 'deliver'; chunks: Uint8Array[]; targets: Subject[][]; sentAt: number[]; ids?: number[]; router?: string; batch?: number; term?: number; partition?: number }
+  | { t: 'deliver'; chunks: Uint8Array; topics?: string[]; router?: string; batch?: number; term?: number; partition?: number }
   /** A router stopping cleanly: the last batch it sent this edge (of `partition`, where there are several). */
   | { t: 'stopped'; router: string; batch: number; partition?: number }
   /** Stop taking new streams and close the open ones at `rate` per second, so their clients reconnect elsewhere. */
@@ -204,10 +205,8 @@ const FIELDS_BY_TYPE: Record<BusMessage['t'], Record<string, Check>> = {
   sync: { partitions: optional((v) => count(v) && (v as number) >= 1) },
   state: { ...fromEdge, part: count, last: flag, users: listOf(subject), stats: edgeStats },
   deliver: {
-    chunks: listOf(bytes),
-    targets: listOf(listOf(subject)),
-    sentAt: listOf(finite),
-    ids: optional(listOf(count)),
+    chunks: bytes,
+    topics: optional(listOf(topic)),
     router: optional(text),
     batch: optional(count),
     term: optional(count),
@@ -236,7 +235,10 @@ export function whyNotBusMessage(value: unknown): string | undefined {
   const field = badField(value, fields);
   if (field !== undefined) return `a ${t} with a missing or bad ${field}`;
   const m = value as BusMessage;
-  if (m.t === 'deliver' && (m.targets.length !== m.chunks.length || m.sentAt.length !== m.chunks.length || (m.ids && m.ids.length !== m.chunks.length))) return 'a deliver whose lists differ in length';
+  if (m.t === 'deliver') {
+    const why = whyNotChunks(m.chunks, m.topics);
+    if (why !== undefined) return `a deliver: ${why}`;
+  }
   if (m.t === 'replayed' && m.bodies.length !== m.ids.length) return 'a replayed whose ids and bodies differ in length';
   return undefined;
 }

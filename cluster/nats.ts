@@ -123,7 +123,7 @@ export class Parser {
     this.needed = 0;
     let pos = 0;
     for (let eol; pos < buf.length && (eol = buf.indexOf(LF, pos)) >= 0; ) {
-      const next = this.line(buf, buf.toString('latin1', pos, eol - 1), eol + 1);
+      const next = buf[pos] === 77 ? this.msg(buf, pos, eol) : this.line(buf, buf.toString('latin1', pos, eol - 1), eol + 1);
       if (next < 0) {
         this.needed = eol + 1 - pos - next;
         break;
@@ -136,22 +136,42 @@ export class Parser {
     }
   }
 
+  /**
+   * MSG <subject> <sid> [reply-to] <#bytes>, read from the line's bytes, with no string of the line and no split of
+   * it: every bus message comes as one. Returns as line() does.
+   */
+  private msg(buf: Buffer, from: number, eol: number): number {
+    const end = eol - 1; // the line's \r
+    const subjectEnd = buf.indexOf(32, from + 4);
+    if (subjectEnd < 0 || subjectEnd >= end) throw new Error(`unexpected protocol line: ${buf.toString('latin1', from, Math.min(end, from + 80))}`);
+    let at = subjectEnd + 1;
+    const sidAt = at;
+    while (at < end && buf[at] !== 32) at++;
+    const sid = digits(buf, sidAt, at);
+    let sizeAt = end;
+    while (sizeAt > at && buf[sizeAt - 1] !== 32) sizeAt--;
+    const total = digits(buf, sizeAt, end);
+    const start = eol + 1;
+    const stop = start + total;
+    if (stop + 2 > buf.length) return -(total + 2);
+    const reply = sizeAt - 1 > at ? buf.toString('latin1', at + 1, sizeAt - 1) : undefined;
+    this.on.message(sid, buf.toString('latin1', from + 4, subjectEnd), reply, buf.subarray(start, stop), undefined);
+    return stop + 2;
+  }
+
   /** Handles one control line; returns where the next one starts, or minus the payload bytes still missing. */
   private line(buf: Buffer, line: string, start: number): number {
     switch (line.charCodeAt(0)) {
-      case 77: // MSG <subject> <sid> [reply-to] <#bytes>
       case 72: {
         // HMSG <subject> <sid> [reply-to] <#header bytes> <#total bytes>
         const args = line.split(' ');
-        const headers = args[0] === 'HMSG';
-        const fixed = headers ? 5 : 4;
         const total = Number(args[args.length - 1]);
         const end = start + total;
         if (end + 2 > buf.length) return -(total + 2);
-        const headerBytes = headers ? Number(args[args.length - 2]) : 0;
+        const headerBytes = Number(args[args.length - 2]);
         // The status is the code on the headers' first line: "NATS/1.0 503".
-        const status = headers ? buf.toString('latin1', start + 9, Math.min(start + 12, buf.indexOf(13, start))) || undefined : undefined;
-        this.on.message(Number(args[2]), args[1], args.length > fixed ? args[3] : undefined, buf.subarray(start + headerBytes, end), status);
+        const status = buf.toString('latin1', start + 9, Math.min(start + 12, buf.indexOf(13, start))) || undefined;
+        this.on.message(Number(args[2]), args[1], args.length > 5 ? args[3] : undefined, buf.subarray(start + headerBytes, end), status);
         return end + 2;
       }
       case 80: // PING, PONG
@@ -171,6 +191,18 @@ export class Parser {
         return start;
     }
   }
+}
+
+/** The decimal number in buf[from, to); throws on anything else. */
+function digits(buf: Buffer, from: number, to: number): number {
+  let n = 0;
+  for (let i = from; i < to; i++) {
+    const digit = buf[i] - 48;
+    if (digit < 0 || digit > 9) throw new Error(`unexpected protocol line: not a number: ${buf.toString('latin1', from, to)}`);
+    n = n * 10 + digit;
+  }
+  if (to === from) throw new Error('unexpected protocol line: a number missing');
+  return n;
 }
 
 interface Subscription {

@@ -25,12 +25,12 @@
  */
 import { DeliverPolicy, DiscardPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg, type StreamInfo } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
-import { connect, Empty, headers, nanos, nkeyAuthenticator, type NatsConnection } from '@nats-io/transport-node';
+import { Empty, headers, nanos, type NatsConnection } from '@nats-io/transport-node';
 import { NotSequencerError, type History, type HistoryStats, type MessageHistory, type Missed, type Replay, type Row } from '../subsmanager/history.js';
 import { LEASE, type Term } from '../subsmanager/sequencer.js';
 import type { Subject } from '../subsmanager/subjects.js';
 import { KvLease, LEASE_BUCKET, leaseKey, WRONG_LAST_SEQUENCE } from './kv-lease.js';
-import { BRAIN_SUBJECTS, readCreds, ROUTER_INBOX } from './nats-auth.js';
+import { BRAIN_SUBJECTS } from './nats-auth.js';
 
 /** The header naming a message's subject (a user's digits or a topic's `kind:id`), and the one that marks a term's start. */
 const SUBJECT_HEADER = 'C1M-Subject';
@@ -62,18 +62,15 @@ function streamEpoch(info: StreamInfo): number {
 }
 
 export interface BrainOptions {
-  /** The bus's servers, comma-separated (nats:// or tls://). */
-  servers: string;
-  /** The router's credentials file and the TLS CA, as its bus connection has them. */
-  creds?: string;
-  ca?: string;
-  name: string;
   replicas: number;
   partitions: number;
   historySeconds: number;
 }
 
-/** A router's JetStream connection: its partitions' streams and the leases' bucket. Apart from the bus (./nats-bus.ts), which carries everything else. */
+/**
+ * A router's partitions' streams and the leases' bucket, over its JetStream connection (./jetstream.ts, shared with
+ * the replicated store; the bus, ./nats-bus.ts, carries everything else).
+ */
 export class Brain {
   private constructor(
     readonly nc: NatsConnection,
@@ -83,23 +80,12 @@ export class Brain {
     readonly options: BrainOptions,
   ) {}
 
-  static async connect(o: BrainOptions): Promise<Brain> {
-    const user = o.creds ? readCreds(o.creds) : undefined;
-    const nc = await connect({
-      servers: o.servers.split(','),
-      name: o.name,
-      inboxPrefix: ROUTER_INBOX,
-      ...(user && { authenticator: nkeyAuthenticator(new TextEncoder().encode(user.seed)) }),
-      ...(o.ca && { tls: { caFile: o.ca } }),
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 250,
-    });
+  static async on(nc: NatsConnection, o: BrainOptions): Promise<Brain> {
     try {
       const jsm = await untilElected(() => jetstreamManager(nc, { timeout: PUBLISH_TIMEOUT_MS }));
       return new Brain(nc, jetstream(nc, { timeout: PUBLISH_TIMEOUT_MS }), jsm, new Kvm(nc), o);
     } catch (err) {
-      await nc.close();
-      throw new Error(`JetStream at ${o.servers}: ${(err as Error).message} (--replicas needs nats-servers with JetStream)`);
+      throw new Error(`JetStream: ${(err as Error).message} (--replicas needs nats-servers with JetStream)`);
     }
   }
 
@@ -149,9 +135,6 @@ export class Brain {
     return this.bucket;
   }
 
-  async close(): Promise<void> {
-    await this.nc.drain().catch(() => this.nc.close());
-  }
 }
 
 /** JetStream's "wrong last sequence": the stream's last message is not the one a publish expected. */

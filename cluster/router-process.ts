@@ -1,7 +1,8 @@
 /**
  * A router process of the cluster: the backend API and the subscription
  * store, routing over the bus to the edges. Several may run against one
- * SQLite file, each keeping the full directory. Without a history, sends over
+ * SQLite file, each keeping the full directory; with --replicas, each applies
+ * the store's stream to a file of its own (store-log.ts). Without a history, sends over
  * the bus go to one of them (a queue group), and HTTP sends to whichever the
  * kernel picks (they share the API port). With one, the router holding the
  * history's lease takes every send and replay, and the others stand by with
@@ -22,6 +23,8 @@ import { loadNativeUws } from '../server/uws.js';
 import { checkPartitions, partitionOf } from '../subsmanager/partitions.js';
 import { LEASE } from '../subsmanager/sequencer.js';
 import { openStore, type StoreOptions } from '../subsmanager/store.js';
+import { connectJetStream } from './jetstream.js';
+import { openReplicatedStore } from './store-log.js';
 import type { Subject } from '../subsmanager/subjects.js';
 import type { History, MessageHistory } from '../subsmanager/history.js';
 import { CLUSTER_DEFAULTS } from './defaults.js';
@@ -72,41 +75,39 @@ export async function startRouterProcess(options: RouterProcessOptions) {
   checkApiSettings({ apiHost, token: options.token, apiInsecure: options.apiInsecure, maxMessage, maxBacklog: options.maxBacklog ?? DEFAULTS.maxBacklog });
   const uws = loadNativeUws();
   const log = options.logger;
-  const store = openStore(options.db, {
-    cacheMiB: options.cacheMiB,
-    mmapMiB: options.mmapMiB,
-    warmCache: options.warmCache,
-    busyTimeoutMs: SERVER_BUSY_TIMEOUT_MS,
-  });
   const historySeconds = options.historySeconds ?? DEFAULTS.historySeconds;
   const partitions = checkPartitions(options.partitions ?? 1);
-  if (partitions > 1 && historySeconds === 0) {
-    store.close();
-    throw new Error('--partitions share the numbering of sends among routers: they need a history (--history-seconds above 0)');
-  }
+  if (partitions > 1 && historySeconds === 0) throw new Error('--partitions share the numbering of sends among routers: they need a history (--history-seconds above 0)');
   const replicas = options.replicas;
   if (replicas !== undefined && (!Number.isSafeInteger(replicas) || replicas < 1 || historySeconds === 0)) {
-    store.close();
     throw new Error(`--replicas ${replicas}: a whole number of at least 1, and a history to replicate (--history-seconds above 0)`);
   }
+  const storeOptions = { cacheMiB: options.cacheMiB, mmapMiB: options.mmapMiB, warmCache: options.warmCache, busyTimeoutMs: SERVER_BUSY_TIMEOUT_MS };
+  // Replicated: this router's store is its own view of the store's stream, caught up before anything else starts.
+  const jetStream = options.replicas ? await connectJetStream(options.nats, { name: `c1m-router-${process.pid}-js`, creds: options.creds, ca: options.ca, inboxPrefix: ROUTER_INBOX }) : undefined;
+  const store = jetStream
+    ? await openReplicatedStore(jetStream, { db: options.db, storeOptions, replicas: options.replicas, logger: log }).catch(async (err: Error) => {
+        await jetStream.close();
+        throw err;
+      })
+    : openStore(options.db, storeOptions);
   const histories: History[] = [];
   /** With --replicas, each partition's stream, over its view in `histories`. */
   let replicated: ReplicatedHistory[] | undefined;
-  let brain: Brain | undefined;
   const closeStore = async () => {
     for (const history of replicated ?? []) await history.close();
-    await brain?.close();
     for (const history of histories) history.close();
-    store.close();
+    await store.close();
+    await jetStream?.close();
   };
   try {
     for (let partition = 0; historySeconds > 0 && partition < partitions; partition++) {
       histories.push(store.history({ seconds: historySeconds, perSubject: options.historyPerSubject ?? DEFAULTS.historyPerSubject, partition, partitions, replicated: replicas !== undefined }));
     }
-    if (replicas !== undefined) {
-      brain = await Brain.connect({ servers: options.nats, creds: options.creds, ca: options.ca, name: `c1m-router-${process.pid}-jetstream`, replicas, partitions, historySeconds });
+    if (jetStream && replicas !== undefined) {
+      const brain = await Brain.on(jetStream, { replicas, partitions, historySeconds });
       // Every view current before this router leads anything: one whose data dir was empty is rebuilt here.
-      replicated = await Promise.all(histories.map((view, partition) => ReplicatedHistory.open(brain!, view, partition)));
+      replicated = await Promise.all(histories.map((view, partition) => ReplicatedHistory.open(brain, view, partition)));
     }
   } catch (err) {
     await closeStore();
@@ -158,6 +159,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       batchWindowMs: directory.batchWindowMs,
       busMalformed: directory.malformed,
       history: partitions === 1 && logs.length > 0 ? logs[0].stats() : null,
+      ...('stats' in store && { store: store.stats() }),
       ...(partitions > 1 && { partitions: logs.map((history, partition) => ({ partition, leading: directory.leads(partition), ...history.stats() })), handedOver }),
       uptimeSeconds: Math.round((Date.now() - started) / 1000),
       memory: { rss: memory.rss, heapUsed: memory.heapUsed, external: memory.external },

@@ -96,6 +96,13 @@ function checkPortsPerEdge(port: number, agentPort: number | undefined, edges: n
     throw new ClusterOptionError(`--port ${port}..${port + edges - 1} and --agent-port ${agentPort}..${agentPort + edges - 1} overlap`);
 }
 
+/**
+ * Router i's store. With --replicas each router's file is its own view of the replicated store (two applying one
+ * file would apply every change twice): `data/c1m.db` → `data/c1m.router-1.db`; router 0 keeps the name given.
+ */
+const routerDb = (o: Pick<ClusterOptions, 'db' | 'replicas'>, i: number): string =>
+  !o.replicas || i === 0 || o.db === ':memory:' ? o.db : `${o.db.replace(/\.db$/, '')}.router-${i}.db`;
+
 /** `list` from its i-th entry on, wrapping around. */
 const rotate = <T>(list: T[], i: number): T[] => list.map((_, k) => list[(i + k) % list.length]);
 
@@ -200,7 +207,7 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
     let apiPort: number | undefined;
     if (o.router) {
       apiPort = o.apiPort || (await freePort(o.apiHost));
-      const routerArgs = ['--db', o.db, '--api-host', o.apiHost, '--api-port', String(apiPort), '--max-user-id', String(o.maxUserId)];
+      const routerArgs = ['--api-host', o.apiHost, '--api-port', String(apiPort), '--max-user-id', String(o.maxUserId)];
       if (o.batchMs !== undefined) routerArgs.push('--batch-ms', String(o.batchMs));
       routerArgs.push('--edge-timeout', String(o.edgeTimeout), '--max-backlog', String(o.maxBacklog));
       routerArgs.push('--max-body', String(o.maxBody), '--max-message', String(o.maxMessage));
@@ -211,7 +218,7 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
       if (o.apiInsecure) routerArgs.push('--api-insecure');
       await Promise.all(
         Array.from({ length: o.routers }, (_, i) =>
-          supervisor.start({ name: `router-${i}`, role: 'router', nice: ROUTER_NICE, ...cliCommand(['router', ...common(i), ...busArgs('router'), ...routerArgs]), readyWhen: (line) => line.includes('c1m router listening') || line.includes('c1m router standing by') }),
+          supervisor.start({ name: `router-${i}`, role: 'router', nice: ROUTER_NICE, ...cliCommand(['router', ...common(i), ...busArgs('router'), '--db', routerDb(o, i), ...routerArgs]), readyWhen: (line) => line.includes('c1m router listening') || line.includes('c1m router standing by') }),
         ),
       );
     }

@@ -2,9 +2,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { cpus } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { spawnC1m } from '../cluster/supervisor.js';
+import { credsFile, writeNatsConfig } from '../cluster/nats-auth.js';
+import { freePorts, spawnC1m } from '../cluster/supervisor.js';
 
 export interface ServerProcess {
   child: ChildProcess;
@@ -57,6 +59,12 @@ export async function spawnEdge(args: string[], env: NodeJS.ProcessEnv = {}, tim
   return { child, port: info.port as number, output };
 }
 
+/** Starts a lone `c1m router` with its API on a free loopback port (its NATS server, store and the rest in `args`); resolves once it is listening. */
+export async function spawnRouter(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 30_000): Promise<Omit<ServerProcess, 'port'>> {
+  const { child, info, output } = await spawnReady(['router', '--api-host', '127.0.0.1', '--api-port', '0', ...args], 'c1m router listening', env, timeoutMs);
+  return { child, apiPort: info.apiPort as number, output };
+}
+
 /**
  * Starts Debian's `nats-server` on host:port (extra flags in `args`) and
  * resolves once it accepts connections. One that exits first, or is not
@@ -80,6 +88,42 @@ export async function spawnNatsServer(host: string, port: number, args: string[]
     child.kill('SIGKILL');
     throw err;
   }
+}
+
+export interface JetStreamServers {
+  /** Their client URLs, comma-separated (as --nats takes them). */
+  urls: string;
+  /** The routers' credentials file (the only role that reaches JetStream). */
+  creds: string;
+  replicas: number;
+  /** Each server by name (js-0, js-1, ...): its process, its store directory, and how to start it again (spawnNatsServer(host, port, args)). */
+  servers: Map<string, { child: ChildProcess; storeDir: string; port: number; args: string[] }>;
+}
+
+/**
+ * `count` nats-servers on loopback with JetStream, clustered when more than one, with c1m's users and their
+ * permissions, as `c1m nats-config --jetstream` writes them (configuration and credentials in `dir`).
+ */
+export async function spawnJetStreamServers(count: number, dir: string, host = '127.0.0.1'): Promise<JetStreamServers> {
+  const ports = await freePorts(host, 2 * count);
+  const [client, cluster] = [ports.slice(0, count), ports.slice(count)];
+  const at = (port: number) => `${host}:${port}`;
+  const names = client.map((_, i) => `js-${i}`);
+  const stores = names.map((name) => join(dir, name));
+  const configs = names.map((name, i) =>
+    writeNatsConfig(dir, {
+      listen: at(client[i]),
+      edges: [],
+      jetstream: { name, storeDir: stores[i], ...(count > 1 && { cluster: { listen: at(cluster[i]), routes: cluster.filter((_, k) => k !== i).map(at) } }) },
+    }),
+  );
+  const children = await Promise.all(client.map((port, i) => spawnNatsServer(host, port, ['-c', configs[i]])));
+  return {
+    urls: client.map((port) => `nats://${at(port)}`).join(','),
+    creds: credsFile(dir, 'router'),
+    replicas: count,
+    servers: new Map(names.map((name, i) => [name, { child: children[i], storeDir: stores[i], port: client[i], args: ['-c', configs[i]] }])),
+  };
 }
 
 /** Whether a process with this pid exists: signal 0 sends nothing; EPERM means it exists but is not ours. */

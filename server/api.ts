@@ -4,7 +4,7 @@ import { SendError } from '../router/router.js';
 import { NotSequencerError } from '../subsmanager/history.js';
 import { toPairs, type Pair } from '../subsmanager/pairs.js';
 import { parseSubject, type Subject } from '../subsmanager/subjects.js';
-import type { SubscriptionStore } from '../subsmanager/store.js';
+import { StoreUnavailableError, type ReplicatedSubscriptionStore, type SubscriptionStore } from '../subsmanager/store.js';
 import type { Registry as MetricsRegistry } from 'prom-client';
 import { DEFAULTS } from './defaults.js';
 import { bearer, closeUnread, HttpError, readBody, reply, replyJson } from './http.js';
@@ -53,7 +53,8 @@ export function apiRoutes(
    * takes the send (a cluster router passing it to its partition's leader), answered when that one answers.
    */
   send: (subject: Subject, message: Uint8Array) => Sent | Promise<Sent>,
-  store: SubscriptionStore,
+  /** A replicated store answers its writes later (once applied here): so do these routes. */
+  store: SubscriptionStore | ReplicatedSubscriptionStore,
   stats: () => object,
   options: ApiOptions,
 ): TemplatedApp {
@@ -129,8 +130,8 @@ export function apiRoutes(
         }, options.maxMessage ?? DEFAULTS.maxMessage),
       ),
     )
-    .post('/subscriptions', guarded(withBody((body, type) => ({ added: store.addSubscriptions(parsePairs(body, type, options.maxUserId)) }))))
-    .del('/subscriptions', guarded(withBody((body, type) => ({ removed: store.removeSubscriptions(parsePairs(body, type, options.maxUserId)) }))))
+    .post('/subscriptions', guarded(withBody((body, type) => counted('added', store.addSubscriptions(parsePairs(body, type, options.maxUserId))))))
+    .del('/subscriptions', guarded(withBody((body, type) => counted('removed', store.removeSubscriptions(parsePairs(body, type, options.maxUserId))))))
     .get('/subscribers/:subject', guarded((res, req) => replyJson(res, 200, store.getSubscribers(subjectParam(req.getParameter(0))))))
     .get('/subscriptions/:user', guarded((res, req) => replyJson(res, 200, store.getSubscriptions(userParam(req.getParameter(0))))))
     .get('/stats', guarded((res) => replyJson(res, 200, stats())))
@@ -147,6 +148,11 @@ export function apiRoutes(
     .any('/*', (res, req) => replyJson(res, 404, { error: `no such endpoint: ${req.getMethod().toUpperCase()} ${req.getUrl()}` }));
 }
 
+/** `{ added: n }` or `{ removed: n }`, now or once a replicated store has applied the write. */
+function counted(key: 'added' | 'removed', count: number | Promise<number>): object {
+  return count instanceof Promise ? count.then((n) => ({ [key]: n })) : { [key]: count };
+}
+
 function respondOrFail(res: HttpResponse, respond: () => void): void {
   try {
     respond();
@@ -154,6 +160,8 @@ function respondOrFail(res: HttpResponse, respond: () => void): void {
     if (err instanceof HttpError || err instanceof SendError) replyJson(res, err.status, { error: err.message });
     // Another process (a bulk load) held the store's write lock past the busy timeout: nothing was written.
     else if ((err as { code?: string }).code === 'SQLITE_BUSY') replyJson(res, 503, { error: `store busy, nothing changed; retry: ${(err as Error).message}` });
+    // A replicated store's stream did not take the write, or this router has not applied it yet: the message says which.
+    else if (err instanceof StoreUnavailableError) replyJson(res, 503, { error: err.message });
     // The history's lease is another process's (routers handing over): nothing was numbered or delivered.
     else if (err instanceof NotSequencerError) replyJson(res, 503, { error: `${err.message}: try again` });
     else replyJson(res, 500, { error: (err as Error).message });

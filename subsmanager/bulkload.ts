@@ -133,6 +133,17 @@ export async function bulkLoad(
 ): Promise<LoadReport> {
   const started = process.hrtime.bigint();
   const edges = await readEdgeList(input, source, (bytes) => options.onProgress?.({ phase: 'read', bytes, totalBytes: options.totalBytes }));
+  const report = await loadEdges(store, edges, options);
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  return { ...report, readSeconds: report.readSeconds + (seconds - report.seconds), seconds, rowsPerSecond: report.rowsRead / seconds };
+}
+
+/**
+ * Loads parsed edges (readEdgeList, or a replicated store's changes: cluster/store-log.ts). `inTransaction` runs in
+ * the load's one transaction, after its rows: a replicated store's view records there the last change it applied.
+ */
+export async function loadEdges(store: SqliteStore, edges: ParsedEdges, options: BulkLoadOptions & { inTransaction?: () => void } = {}): Promise<LoadReport> {
+  const started = process.hrtime.bigint();
   const mutual = (options.direction ?? 'mutual') === 'mutual';
   const rowCount = mutual ? 2 * edges.count : edges.count;
   const { db } = store;
@@ -196,7 +207,14 @@ const SCRATCH = [
   { table: 'subscriptions_by_subscriber', schema: 'c1m_load_b', suffix: 'b' },
 ] as const;
 
-async function buildAndCopy(store: SqliteStore, file: string, edges: ParsedEdges, mutual: boolean, rowCount: number, options: BulkLoadOptions): Promise<WriteResult> {
+async function buildAndCopy(
+  store: SqliteStore,
+  file: string,
+  edges: ParsedEdges,
+  mutual: boolean,
+  rowCount: number,
+  options: BulkLoadOptions & { inTransaction?: () => void },
+): Promise<WriteResult> {
   const { db } = store;
   const pageSize = db.pragma('page_size', { simple: true }) as number;
   const scratch = SCRATCH.map((s) => ({ ...s, path: `${file}.load-${process.pid}-${s.suffix}` }));
@@ -228,6 +246,7 @@ async function buildAndCopy(store: SqliteStore, file: string, edges: ParsedEdges
         const changes = db.prepare(`${verb} INTO main.${table} SELECT * FROM ${schema}.${table}`).run().changes;
         if (table === 'subscriptions') added = changes;
       }
+      options.inTransaction?.();
       commitStarted = process.hrtime.bigint();
       return added;
     });
@@ -278,7 +297,11 @@ async function buildScratch(tasks: BuildTask[], onRows: (rows: number) => void):
 }
 
 /** Into a non-empty store: both tables, each in its key order, in one immediate transaction. */
-function insertRows(store: SqliteStore, rows: readonly [ReturnType<typeof sortRows>, ReturnType<typeof sortRows>], options: BulkLoadOptions): WriteResult {
+function insertRows(
+  store: SqliteStore,
+  rows: readonly [ReturnType<typeof sortRows>, ReturnType<typeof sortRows>],
+  options: BulkLoadOptions & { inTransaction?: () => void },
+): WriteResult {
   const { db } = store;
   const run = statementRunner(db);
   const total = rows[0].count + rows[1].count;
@@ -287,6 +310,7 @@ function insertRows(store: SqliteStore, rows: readonly [ReturnType<typeof sortRo
   const load = db.transaction((): number => {
     const added = insertSorted(run, 'subscriptions', rows[0], (done) => options.onProgress?.({ phase: 'insert', rows: done, totalRows: total }));
     insertSorted(run, 'subscriptions_by_subscriber', rows[1], (done) => options.onProgress?.({ phase: 'insert', rows: rows[0].count + done, totalRows: total }));
+    options.inTransaction?.();
     commitStarted = process.hrtime.bigint();
     return added;
   });
@@ -318,7 +342,8 @@ function sharedFloat64Array(length: number): Float64Array {
 const MAX_LINE_BYTES = 4096;
 const NEWLINE = 0x0a;
 
-async function readEdgeList(input: Readable, source: string, onBytes: (bytes: number) => void): Promise<ParsedEdges> {
+/** Reads and checks a whole edge list (`A B` lines); a bad line throws EdgeListError with its number. */
+export async function readEdgeList(input: Readable, source: string, onBytes: (bytes: number) => void): Promise<ParsedEdges> {
   const parser = new EdgeListParser(source);
   let bytes = 0;
   try {
@@ -334,11 +359,38 @@ async function readEdgeList(input: Readable, source: string, onBytes: (bytes: nu
   return parser.finish();
 }
 
+/** Edges collected one by one into shared memory (the build workers read it without a copy), growing as needed. */
+export class EdgeBuffer {
+  private ids = sharedFloat64Array(1 << 16);
+  private edges = 0;
+  private maxId = 0;
+
+  get count(): number {
+    return this.edges;
+  }
+
+  /** `a` subscribes to `b`: positive safe integers, checked by the caller. */
+  append(a: number, b: number): void {
+    if (2 * this.edges + 2 > this.ids.length) {
+      const grown = sharedFloat64Array(this.ids.length * 2);
+      grown.set(this.ids);
+      this.ids = grown;
+    }
+    this.ids[2 * this.edges] = a;
+    this.ids[2 * this.edges + 1] = b;
+    this.edges++;
+    if (a > this.maxId) this.maxId = a;
+    if (b > this.maxId) this.maxId = b;
+  }
+
+  finish(): ParsedEdges {
+    return { ids: this.ids, count: this.edges, maxId: this.maxId };
+  }
+}
+
 /** Parses complete lines as chunks arrive; a partial last line waits for the next chunk. */
 class EdgeListParser {
-  private ids = sharedFloat64Array(1 << 16);
-  private count = 0;
-  private maxId = 0;
+  private readonly edges = new EdgeBuffer();
   private line = 0;
   private pending: Buffer = Buffer.alloc(0);
 
@@ -359,7 +411,7 @@ class EdgeListParser {
 
   finish(): ParsedEdges {
     if (this.pending.length > 0) this.parseLines(Buffer.concat([this.pending, Buffer.of(NEWLINE)]));
-    return { ids: this.ids, count: this.count, maxId: this.maxId };
+    return this.edges.finish();
   }
 
   /** `text` ends with a newline. Accepts `A B` with spaces or tabs around, and CRLF; skips blank lines. */
@@ -397,21 +449,8 @@ class EdgeListParser {
       i++;
       if (fields === 0 && ok) continue;
       if (!ok || fields !== 2) this.fail(text.subarray(lineStart, i - 1));
-      this.append(a, b);
+      this.edges.append(a, b);
     }
-  }
-
-  private append(a: number, b: number): void {
-    if (2 * this.count + 2 > this.ids.length) {
-      const grown = sharedFloat64Array(this.ids.length * 2);
-      grown.set(this.ids);
-      this.ids = grown;
-    }
-    this.ids[2 * this.count] = a;
-    this.ids[2 * this.count + 1] = b;
-    this.count++;
-    if (a > this.maxId) this.maxId = a;
-    if (b > this.maxId) this.maxId = b;
   }
 
   private fail(lineBytes: Buffer): never {

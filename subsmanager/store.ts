@@ -23,6 +23,20 @@ export interface SubscriptionStore {
   close(): void;
 }
 
+/**
+ * The same store where each write is answered once it is replicated and applied to this process's view
+ * (cluster/store-log.ts): the lookups as above, the counts of writes later.
+ */
+export interface ReplicatedSubscriptionStore extends Omit<SubscriptionStore, 'addSubscriptions' | 'removeSubscriptions' | 'history' | 'close'> {
+  addSubscriptions(pairs: readonly Pair[]): Promise<number>;
+  removeSubscriptions(pairs: readonly Pair[]): Promise<number>;
+  history(options: HistoryOptions): History;
+  close(): Promise<void>;
+}
+
+/** A write the store could not take now (its replication is unreachable): the error says whether it may have been applied; retrying is safe. */
+export class StoreUnavailableError extends Error {}
+
 export interface StoreOptions {
   /** SQLite page cache bound, in MiB (default 64). */
   cacheMiB?: number;

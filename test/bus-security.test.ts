@@ -11,6 +11,7 @@ import { spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
+import { packChunks } from '../cluster/deliver-batch.js';
 import { decode, encode, SUBJECTS, type BusMessage } from '../cluster/messages.js';
 import { credsFile, edgeInbox, makeTlsFiles, ROUTER_INBOX, readCreds, writeNatsConfig } from '../cluster/nats-auth.js';
 import { NatsClient, NatsFatalError } from '../cluster/nats.js';
@@ -23,7 +24,7 @@ const HOST = '127.0.0.1';
 const eventually = <T>(check: () => T | Promise<T>, timeout = 5000) => vi.waitFor(check, { timeout, interval: 20 });
 
 /** The attacker's payload: a deliver to user 5, as a router would batch it. */
-const SPOOF: BusMessage = { t: 'deliver', chunks: [Buffer.from('spoofed')], targets: [[5]], sentAt: [0] };
+const SPOOF: BusMessage = { t: 'deliver', ...packChunks([Buffer.from('spoofed')], [[5]], [0], []) };
 
 /** What a 15-line script speaking the NATS text protocol gets from the server: everything it answers to CONNECT, PUB and PING. */
 function rawClient(url: string, lines: string): Promise<string> {

@@ -222,8 +222,8 @@ describe('c1m cluster --routers 2 --partitions 2 --replicas 3', () => {
       await vi.waitFor(async () => expect((await stats(port)).partitions.every((p) => p.leading)).toBe(true), { timeout: 15_000, interval: 100 }).catch((err: Error) => {
         throw new Error(`${err.message}: ${out.split('\n').filter((l) => !/edge synced|asking edge|edge joined/.test(l)).slice(-30).join('\n')}`);
       });
-      // The subscriptions are in the store, not replicated yet: this router's store learns the reader's.
-      expect((await api(port, 'POST', '/subscriptions', JSON.stringify(senders.map((s) => [reader, s])))).json).toEqual({ added: 2 });
+      // Its store's view was rebuilt too (cluster/store-log.ts): the reader's subscriptions are there.
+      expect((await api(port, 'POST', '/subscriptions', JSON.stringify(senders.map((s) => [reader, s])))).json).toEqual({ added: 0 });
       frozen.forEach((pid) => process.kill(pid, 'SIGCONT'));
       thawed = true;
       await vi.waitFor(() => expect(frozen.filter(isAlive)).toEqual([]), { timeout: 10_000, interval: 100 });

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MemoryBroker, type Bus } from '../cluster/bus.js';
+import { packChunks } from '../cluster/deliver-batch.js';
 import { Directory, type DirectoryOptions } from '../cluster/directory.js';
 import { encode, SUBJECTS, whyNotBusMessage, type BusMessage, type EdgeState, type EdgeStats } from '../cluster/messages.js';
 import { BusSender } from '../cluster/sender.js';
@@ -14,9 +15,12 @@ import { LatencyHistogram } from '../router/latency.js';
 import { partitionOf } from '../subsmanager/partitions.js';
 import { openStore } from '../subsmanager/store.js';
 import type { Subject } from '../subsmanager/subjects.js';
-import { tempDir } from './helpers.js';
+import { tempDir, unpackChunks } from './helpers.js';
 
 type Deliver = Extract<BusMessage, { t: 'deliver' }>;
+
+/** A deliver batch as lists, and the message as it went. */
+const unpacked = (wire: Deliver) => ({ ...wire, wire, ...unpackChunks(wire) });
 
 const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -41,7 +45,7 @@ function published<T extends BusMessage['t']>(broker: MemoryBroker, subject: str
 }
 
 /** The text of each chunk of a deliver batch, without the newline every chunk ends with. */
-const texts = (d: Deliver) => d.chunks.map((c) => Buffer.from(c).toString().replace(/\n$/, ''));
+const texts = (d: { chunks: Buffer[] }) => d.chunks.map((c) => Buffer.from(c).toString().replace(/\n$/, ''));
 
 const edgeStats = (state: EdgeState = 'up', streams = 0): EdgeStats => ({ pid: 1, state, streams, capacity: 1000, chunks: 0, bytes: 0, slowConsumerCloses: 0, authFailures: 0, rss: 0 });
 
@@ -120,7 +124,7 @@ function setup(options: Partial<DirectoryOptions> & { maxPayload?: number } = {}
     await until(() => view(id)?.synced === true, `${id} synced`);
     return edge;
   }
-  const delivers = (id: string) => published(broker, SUBJECTS.edge(id), 'deliver');
+  const delivers = (id: string) => published(broker, SUBJECTS.edge(id), 'deliver').map(unpacked);
   return { broker, bus, edgeBus, subscribers, directory, warnings, view, connected, join, delivers };
 }
 
@@ -307,7 +311,7 @@ describe('Directory', () => {
     expect(directory.send('match:7', 'nobody')).toBe(0);
     // What is not a user or a topic makes the whole message one that is not ours (dropped and counted by the bus).
     for (const bad of ['Photo:1', '7', 'user:7', 0]) expect(whyNotBusMessage({ t: 'presence', boot: 'A-run1', seq: 9, in: [bad], out: [] }), String(bad)).toBe('a presence with a missing or bad in');
-    expect(whyNotBusMessage({ t: 'deliver', chunks: [Buffer.from('x')], targets: [['photo:1', 2]], sentAt: [0] })).toBeUndefined();
+    expect(whyNotBusMessage({ t: 'deliver', ...packChunks([Buffer.from('x')], [['photo:1', 2]], [0], []) })).toBeUndefined();
     directory.close();
     await settle();
     expect(delivers('A').flatMap((d) => d.targets)).toEqual([['photo:1', 1], ['photo:1', 1], ['match:7']]);
@@ -428,7 +432,7 @@ describe('Directory', () => {
     await settle();
     const batches = delivers('A');
     expect(batches.length).toBeGreaterThan(3); // 24 × ~10 KB alone is over 3 batches of 70 KB
-    for (const d of batches) expect(encode(d).length).toBeLessThanOrEqual(maxPayload);
+    for (const d of batches) expect(encode(d.wire).length).toBeLessThanOrEqual(maxPayload);
     expect(warnings).toEqual([]); // the bus refused nothing
 
     // A send cut over two batches appears in both: join consecutive pieces of the same chunk.
@@ -527,8 +531,8 @@ describe('Directory', () => {
     const answers: BusMessage[] = [];
     for (let round = 0; round < 3; round++) for (const user of users) answers.push(await backend.request(SUBJECTS.send, { t: 'send', user: round === 1 ? `user:${user}` : user, message: `${user}.${round}` }));
     expect(answers.every((a) => a.t === 'sent' && a.delivered === 1 && a.id !== undefined)).toBe(true);
-    await until(() => published(broker, SUBJECTS.edge('A'), 'deliver').reduce((n, d) => n + d.chunks.length, 0) === 60, 'every message delivered');
-    const batches = published(broker, SUBJECTS.edge('A'), 'deliver');
+    await until(() => published(broker, SUBJECTS.edge('A'), 'deliver').map(unpacked).reduce((n, d) => n + d.chunks.length, 0) === 60, 'every message delivered');
+    const batches = published(broker, SUBJECTS.edge('A'), 'deliver').map(unpacked);
     const byUser = new Map<number, string[]>();
     for (const batch of batches) {
       const partition = batch.partition!;
@@ -589,12 +593,12 @@ describe('Directory', () => {
     const { broker, backend, routers, users } = await partitionedRouters();
     const ofOne = users.filter((u) => partitionOf(u, 2) === 1);
     for (const user of ofOne) await backend.request(SUBJECTS.sendIn(1), { t: 'send', user, message: `${user}.before` });
-    await until(() => published(broker, SUBJECTS.edge('A'), 'deliver').some((d) => d.partition === 1), 'partition 1 delivered');
+    await until(() => published(broker, SUBJECTS.edge('A'), 'deliver').map(unpacked).some((d) => d.partition === 1), 'partition 1 delivered');
     const [taker, giver] = routers;
     expect(giver.histories[1].handOver()).toBe(true);
     giver.directory.handOver(1);
     expect(giver.directory.leads(1)).toBe(false);
-    const sent = published(broker, SUBJECTS.edge('A'), 'deliver').filter((d) => d.partition === 1).length;
+    const sent = published(broker, SUBJECTS.edge('A'), 'deliver').map(unpacked).filter((d) => d.partition === 1).length;
     await until(() => published(broker, SUBJECTS.edge('A'), 'stopped').length > 0, "the giver's stopped");
     expect(published(broker, SUBJECTS.edge('A'), 'stopped')).toEqual([{ t: 'stopped', router: expect.any(String), batch: sent, partition: 1 }]);
     const term = taker.histories[1].lead()!;

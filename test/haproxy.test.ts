@@ -7,7 +7,7 @@ import { haproxyConfigCommand } from '../cli/haproxy.js';
 import { haproxyConfig, type HaproxyLayout } from '../cluster/haproxy.js';
 import { freePorts } from '../cluster/supervisor.js';
 import { spawnCluster } from '../loadgen/server-process.js';
-import { cannotRun, FAULTS, haproxyServers, runFaults } from '../bench/faults.js';
+import { cannotRun, FAULTS, haproxyServers, runFaults, runStreamFaults } from '../bench/faults.js';
 import { skipOrRequire, stopChild, tempDir } from './helpers.js';
 
 const haproxyMissing = () => (spawnSync('haproxy', ['-v']).status === 0 ? undefined : 'haproxy is not installed (Debian package haproxy)');
@@ -139,7 +139,7 @@ describe('across simulated hosts', () => {
     expect(results.map((r) => r.fault)).toEqual([...FAULTS]);
     const result = Object.fromEntries(results.map((r) => [r.fault, r]));
     for (const r of results) {
-      expect(r, r.fault).toMatchObject({ misdelivered: 0, refused: 0, duplicated: 0, outOfOrder: 0, lost: 0 });
+      expect(r, r.fault).toMatchObject({ misdelivered: 0, refused: 0, duplicated: 0, outOfOrder: 0, lost: 0, renumbered: 0 });
       // The ledger: every acknowledged probe reached every browser that hears its subject (its user, a user it
       // follows, a topic it listens or subscribes to), through a resume where the stream went down.
       if (r.fault === 'kill' || r.fault === 'unplug') expect(r.missed, r.fault).toBe(0);
@@ -173,5 +173,22 @@ describe('across simulated hosts', () => {
     // Filled, every edge is held at its limit and never sent a stream it refuses; the next
     // browsers wait in HAProxy's queue.
     expect(fill).toMatchObject({ everyEdgeAtLimit: true, overCapacity: 0, queued: 10, openedBeyond: 0, refusedByEdge: 0, failedAttempts: 0, connectErrors: 0, retries: 0 });
+  }, 180_000);
+});
+
+// The replicated brain's engine (issue 28, step 2) across the same three hosts: every host a nats-server of one
+// JetStream cluster, over TLS with one CA, routes under their own password. A router's credentials write a stream
+// of R3 throughout; its leader's host dies with its disk and comes back empty.
+describe('the brain hosts\' JetStream across simulated hosts', () => {
+  it("keeps a stream of R3 through the loss of its leader's host with its disk: back empty, that server catches up by itself and, leading, holds every acknowledged message", async (context) => {
+    skipOrRequire(context, cannotRun());
+    const { host } = await runStreamFaults({ host: 'edge1', log: (line) => console.log(line) });
+    // Everything in the namespace killed (its nats-server), its data directory gone before the restart.
+    expect(host).toMatchObject({ fault: 'host', killed: 1, deleted: true });
+    // Every message acknowledged before, during and after, once and at its own sequence: as the majority's leader
+    // holds the stream, and as the server that came back empty holds it once it leads.
+    expect(host).toMatchObject({ missing: 0, misnumbered: 0, returned: { missing: 0, misnumbered: 0 } });
+    expect(host!.acked).toBeGreaterThan(host!.ackedBefore + host!.ackedDuring);
+    expect(host!.returned.messages).toBeGreaterThan(host!.ackedBefore);
   }, 180_000);
 });

@@ -8,7 +8,11 @@ import { chromium, type Browser } from 'playwright-core';
 import { pino } from 'pino';
 import { afterAll, vi, type TestContext } from 'vitest';
 import { start, type C1mOptions } from '../index.js';
+import { deliverChunks, whyNotChunks } from '../cluster/deliver-batch.js';
+import type { BusMessage } from '../cluster/messages.js';
 import { spawnC1m, stopChild } from '../cluster/supervisor.js';
+import type { Chunk } from '../router/router.js';
+import type { Subject } from '../subsmanager/subjects.js';
 import { spawnServer as spawnServerProcess } from '../loadgen/server-process.js';
 import { numberedMessages } from '../server/stream.js';
 
@@ -340,3 +344,25 @@ export const launchChromium = (): Promise<Browser> =>
     executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
+
+/** A deliver batch as lists, as an edge's delivery walk hands its chunks over: each chunk's body, targets (the topic first, where it names one), send time and id. */
+export function unpackChunks(message: Extract<BusMessage, { t: 'deliver' }>) {
+  const why = whyNotChunks(message.chunks, message.topics);
+  if (why !== undefined) throw new Error(`not a batch: ${why}`);
+  const chunks: Chunk[] = [];
+  const targets: Subject[][] = [];
+  const sentAt: number[] = [];
+  let users: Subject[] = [];
+  deliverChunks(message.chunks, message.topics, message.partition, {
+    deliver: (user) => void users.push(user),
+    deliverTopic: (topic, subscribers) => void (users = [topic, ...subscribers]),
+    sent(chunk, at) {
+      chunks.push(chunk);
+      targets.push(users);
+      sentAt.push(at);
+      users = [];
+    },
+  });
+  const ids = chunks.map((c) => c.id!);
+  return { chunks, targets, sentAt, ids: ids.every((id) => id !== undefined) && ids.length > 0 ? ids : undefined };
+}

@@ -8,6 +8,7 @@
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { packChunks } from '../cluster/deliver-batch.js';
 import { decode, encode, SUBJECTS, whyNotBusMessage, type BusMessage } from '../cluster/messages.js';
 import { credsFile, permissions, readCreds, writeNatsConfig, type BusRole } from '../cluster/nats-auth.js';
 import { NatsClient } from '../cluster/nats.js';
@@ -145,18 +146,36 @@ describe('c1m cluster: a hostile edge, router or backend on the bus', () => {
       await router.close();
     }
   });
+
+  test("a torn deliver batch on an edge's subject (a router's credentials) is refused whole: not even its first chunk, which fits, reaches the stream", async () => {
+    const router = await clientAs(cluster.nats, credsFile(cluster.natsDir, 'router'));
+    try {
+      const seen = stream.messages.length;
+      const torn = packChunks([Buffer.from('first of a torn batch\n'), Buffer.from('second of it\n')], [[5], [5]], [Date.now(), Date.now()], []).chunks;
+      router.publish(SUBJECTS.edge(victim), raw({ t: 'deliver', chunks: torn.subarray(0, -1) }));
+      // The edge takes its subject's messages in order: once the whole batch after it is written, the torn one was read.
+      router.publish(SUBJECTS.edge(victim), raw({ t: 'deliver', ...packChunks([Buffer.from('whole\n')], [[5]], [Date.now()], []) }));
+      await eventually(() => expect(stream.messages.slice(seen)).toEqual(['whole']));
+      expect(stream.ended).toBe(false);
+    } finally {
+      await router.close();
+    }
+  });
 });
 
 describe('the bus messages validator', () => {
   const stats = { ...stats0, transports: { chunked: { open: 0, chunks: 0, bytes: 0, slowConsumerCloses: 0, authFailures: 0 } } };
   const latency = { counts: new Array(15).fill(0), sum: 0 };
   const bytes = Buffer.from('x');
+  const batch = packChunks([bytes], [[1]], [1], []).chunks;
   const good: object[] = [
     { t: 'presence', boot: 'b', seq: 1, in: [1], out: [] },
     { t: 'status', boot: 'b', seq: 1, stats: stats0, latency },
     { t: 'sync' },
     { t: 'state', boot: 'b', seq: 1, part: 0, last: true, users: [1, 1], stats: stats0 },
-    { t: 'deliver', chunks: [bytes], targets: [[1]], sentAt: [1.5], ids: [7], router: 'r', batch: 1, term: 2 },
+    { t: 'deliver', ...packChunks([bytes], [[1]], [1.5], [7]), router: 'r', batch: 1, term: 2 },
+    { t: 'deliver', ...packChunks([bytes, bytes], [['photo:1', 2], [2 ** 40]], [1, 2], []) },
+    { t: 'deliver', ...packChunks([], [], [], []) },
     { t: 'stopped', router: 'r', batch: 1 },
     { t: 'drain' },
     { t: 'drain', rate: 10 },
@@ -178,9 +197,16 @@ describe('the bus messages validator', () => {
     [{ t: 'status', boot: 'b', seq: 1, stats: { ...stats0, state: 'gone' }, latency }, /bad stats/],
     [{ t: 'status', boot: 'b', seq: 1, stats: stats0, latency: { counts: [1], sum: 0 } }, /bad latency/],
     [{ t: 'state', boot: 'b', seq: 1, part: 0, last: 'yes', users: [], stats: stats0 }, /bad last/],
-    [{ t: 'deliver', chunks: [bytes], targets: [[1]], sentAt: [] }, /deliver whose lists differ in length/],
-    [{ t: 'deliver', chunks: ['x'], targets: [[1]], sentAt: [1] }, /bad chunks/],
-    [{ t: 'deliver', chunks: [bytes], targets: [[1]], sentAt: [1], ids: [1, 2] }, /differ in length/],
+    [{ t: 'deliver', chunks: batch.subarray(0, -1) }, /a deliver: its chunks do not fit its bytes/],
+    [{ t: 'deliver', chunks: Buffer.concat([batch, bytes]) }, /a deliver: its chunks do not fit its bytes/],
+    [{ t: 'deliver', chunks: Buffer.from([0, 0, 0, 0, 4]) }, /a deliver: its header is not one/],
+    [{ t: 'deliver', chunks: Buffer.from([1, 0, 0]) }, /a deliver: its header is not one/],
+    [{ t: 'deliver', chunks: [bytes] }, /a deliver with a missing or bad chunks/],
+    [{ t: 'deliver', ...packChunks([bytes], [[1]], [1], [1.5]) }, /a deliver: chunk 0 has a bad id/],
+    [{ t: 'deliver', ...packChunks([bytes, bytes], [[1], [0]], [1, 1], []) }, /a deliver: chunk 1 has a bad user id/],
+    [{ t: 'deliver', ...packChunks([bytes], [[1]], [NaN], []) }, /a deliver: chunk 0 has a bad sentAt/],
+    [{ t: 'deliver', chunks: packChunks([bytes], [['photo:1', 2]], [1], []).chunks }, /a deliver: chunk 0 names topic 1 of 0/],
+    [{ t: 'deliver', chunks: packChunks([bytes], [['photo:1', 2]], [1], []).chunks, topics: ['Photo:1'] }, /a deliver with a missing or bad topics/],
     [{ t: 'stopped', router: 'r' }, /bad batch/],
     [{ t: 'drain', rate: -1 }, /bad rate/],
     [{ t: 'send', user: 1 }, /bad message/],
@@ -290,7 +316,7 @@ function matches(pattern: string, subject: string): boolean {
 function readmeRights(): Map<BusRole, { publish: string[]; subscribe: string[]; replies: boolean }> {
   const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
   const rights = new Map<BusRole, { publish: string[]; subscribe: string[]; replies: boolean }>();
-  const subjects = (cell: string) => [...cell.matchAll(/`((?:c1m|_INBOX)[^`]*)`/g)].map((m) => m[1]);
+  const subjects = (cell: string) => [...cell.matchAll(/`((?:c1m|_INBOX|\$JS|\$KV)[^`]*)`/g)].map((m) => m[1]);
   for (const line of readme.split('\n')) {
     const file = /^\| `(edge-<id>|router|backend|admin)\.creds` \|/.exec(line)?.[1];
     if (!file) continue;
@@ -332,6 +358,9 @@ describe("every role's rights on the bus, as the README's table says", () => {
       SUBJECTS.routers,
       '_INBOX.x',
       '_INBOX_ROUTER.x',
+      '$JS.API.INFO',
+      '$KV.c1m-leases.p0',
+      'c1m.brain.store',
     ];
     try {
       for (const [role, documented] of rights) {

@@ -10,6 +10,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { connectJetStream } from '../cluster/jetstream.js';
 import { KvLease, LEASE_BUCKET } from '../cluster/kv-lease.js';
 import { Brain, historyStream, ReplicatedHistory } from '../cluster/replicated-history.js';
 import { freePorts } from '../cluster/supervisor.js';
@@ -34,10 +35,10 @@ afterAll(async () => {
   if (nats) await stopChild(nats);
 });
 
-async function brain(partitions = 1): Promise<Brain> {
-  const b = await Brain.connect({ servers, name: 'test', replicas: 1, partitions, historySeconds: 120 });
-  closing.push(() => b.close());
-  return b;
+async function brain(partitions = 1, replicas = 1): Promise<Brain> {
+  const nc = await connectJetStream(servers, { name: 'test', persistent: false });
+  closing.push(() => nc.close());
+  return Brain.on(nc, { replicas, partitions, historySeconds: 120 });
 }
 
 /** A store's history file as a router's view of partition 0's stream. */
@@ -188,8 +189,7 @@ describe('a partition on a JetStream stream', () => {
   it('a stream of another replica count is a startup error naming both (the routers of a cluster must agree on --replicas)', async () => {
     const b = await brain(5); // a stream of its own, made with one replica
     await b.stream(0);
-    const other = await Brain.connect({ servers, name: 'test', replicas: 2, partitions: 5, historySeconds: 120 });
-    closing.push(() => other.close());
+    const other = await brain(5, 2);
     await expect(other.stream(0)).rejects.toThrow(/C1M_HISTORY_0_OF_5 has 1 replicas .* not 2/);
   });
 

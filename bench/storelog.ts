@@ -1,0 +1,95 @@
+/**
+ * The replicated subscription store (cluster/store-log.ts) at the friends graph's size: the bulk load of
+ * 1M users x m=15 into the store's stream on R clustered nats-servers (`c1m friends load --nats`, timed as
+ * a user runs it), the stream's size, then an empty view's rebuild from the stream, alternating the two ways
+ * a view may apply a bulk load: consecutive messages together through the bulk loader's fast path (the
+ * default), or each message alone.
+ *
+ *   node dist/bench/storelog.js [--users N] [--m M] [--replicas R] [--rounds K] [--dir DIR]
+ *
+ * Defaults: 1,000,000 x 15, R = 3, 1 round of both rebuilds, files under ./bench-results/storelog/
+ * (removed at the end, but for the graph, kept for the next run).
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { pino } from 'pino';
+import { connectJetStream } from '../cluster/jetstream.js';
+import { ROUTER_INBOX } from '../cluster/nats-auth.js';
+import { openReplicatedStore, STORE_STREAM } from '../cluster/store-log.js';
+import { c1mArgv, stopChild } from '../cluster/supervisor.js';
+import { spawnJetStreamServers } from '../loadgen/server-process.js';
+
+const { values: flags } = parseArgs({
+  options: {
+    users: { type: 'string', default: '1000000' },
+    m: { type: 'string', default: '15' },
+    replicas: { type: 'string', default: '3' },
+    rounds: { type: 'string', default: '1' },
+    dir: { type: 'string', default: 'bench-results/storelog' },
+  },
+});
+const dir = resolve(flags.dir);
+const replicas = Number(flags.replicas);
+mkdirSync(dir, { recursive: true, mode: 0o700 });
+
+const c1m = (args: string[]): string => {
+  const [node, ...rest] = c1mArgv(args);
+  const run = spawnSync(node, rest, { encoding: 'utf8', maxBuffer: 1 << 24 });
+  if (run.status !== 0) throw new Error(`c1m ${args.join(' ')}: ${run.stderr || run.error?.message}`);
+  return run.stdout;
+};
+
+/** Bytes under a directory, every file. */
+function diskBytes(path: string): number {
+  if (!existsSync(path)) return 0;
+  const stats = statSync(path);
+  if (!stats.isDirectory()) return stats.size;
+  return readdirSync(path).reduce((sum, name) => sum + diskBytes(join(path, name)), 0);
+}
+
+const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+
+const graph = join(dir, `graph-${flags.users}x${flags.m}.txt`);
+if (!existsSync(graph)) c1m(['friends', 'generate', '--users', flags.users!, '--m', flags.m!, '--out', graph]);
+
+const natsDir = join(dir, 'nats');
+rmSync(natsDir, { recursive: true, force: true });
+mkdirSync(natsDir, { mode: 0o700 });
+const servers = await spawnJetStreamServers(replicas, natsDir);
+try {
+  let started = performance.now();
+  // The meta leader of a new cluster is elected a moment after its servers accept connections: the loader waits for it.
+  const loaded = c1m(['friends', 'load', graph, '--nats', servers.urls, '--nats-creds', servers.creds, '--replicas', String(replicas)]).trim();
+  const loadSeconds = (performance.now() - started) / 1000;
+  console.log(`load: ${loaded}`);
+  console.log(`load: the command took ${loadSeconds.toFixed(1)} s`);
+
+  const nc = await connectJetStream(servers.urls, { name: 'bench-storelog', creds: servers.creds, inboxPrefix: ROUTER_INBOX });
+  const info = await (await jetstreamManager(nc)).streams.info(STORE_STREAM);
+  console.log(
+    `stream: ${info.state.messages} messages, ${mib(info.state.bytes)} per replica; on disk ${[...servers.servers].map(([name, s]) => `${name} ${mib(diskBytes(s.storeDir))}`).join(', ')}`,
+  );
+
+  const logger = pino({ level: 'silent' });
+  for (let round = 1; round <= Number(flags.rounds); round++) {
+    const ways = round % 2 ? (['together', 'alone'] as const) : (['alone', 'together'] as const);
+    for (const way of ways) {
+      const db = join(dir, `view-${way}.db`);
+      for (const suffix of ['', '-wal', '-shm']) rmSync(`${db}${suffix}`, { force: true });
+      started = performance.now();
+      const store = await openReplicatedStore(nc, { db, logger, runEdges: way === 'alone' ? 1 : undefined });
+      const seconds = (performance.now() - started) / 1000;
+      const rows = store.count();
+      await store.close();
+      console.log(`rebuild (${way}), round ${round}: ${rows.toLocaleString('en-US')} rows in ${seconds.toFixed(1)} s = ${Math.round(rows / seconds).toLocaleString('en-US')} rows/s; view ${mib(diskBytes(db))}`);
+      for (const suffix of ['', '-wal', '-shm']) rmSync(`${db}${suffix}`, { force: true });
+    }
+  }
+  await nc.close();
+} finally {
+  for (const { child } of servers.servers.values()) await stopChild(child);
+  rmSync(natsDir, { recursive: true, force: true });
+}

@@ -250,7 +250,7 @@ export class History implements MessageHistory {
     this.lastFloor = db.prepare(`SELECT max(through) FROM ${h}.history_floor`).pluck();
     this.nextId = this.firstFreeId();
     this.hears = db.prepare('SELECT subscribee FROM subscriptions_by_subscriber WHERE subscriber = ?').pluck();
-    // A view may be shared by the routers of one store (one host): each writes the stream's rows, the same ones.
+    // A view may get one of the stream's rows twice (a leader's acknowledged row, read again by the follower it became): the same row.
     this.insert = db.prepare(`INSERT ${options.replicated ? 'OR IGNORE ' : ''}INTO ${h}.history (id, subject, at, body) VALUES (?, ?, ?, ?)`);
     // Every message `user` would have received, by the subscriptions it holds now: its own and those of whom it hears,
     // and (sinceWithTopics) those of the topics its stream listens to (@topics, a JSON list) that it does not also
@@ -328,7 +328,7 @@ export class History implements MessageHistory {
         this.writePlace!.run({ epoch, through });
       }
     });
-    // The routers of one store open their shared view together: a write lock one holds a moment is waited for.
+    // Routers started by hand on one store open one view together: a write lock one holds a moment is waited for.
     retryBusy(() => move.immediate());
     this.pruneTimer ??= setInterval(() => this.prune(), 1000).unref();
     this.nextId = this.firstFreeId();

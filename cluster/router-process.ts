@@ -79,9 +79,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
   const partitions = checkPartitions(options.partitions ?? 1);
   if (partitions > 1 && historySeconds === 0) throw new Error('--partitions share the numbering of sends among routers: they need a history (--history-seconds above 0)');
   const replicas = options.replicas;
-  if (replicas !== undefined && (!Number.isSafeInteger(replicas) || replicas < 1 || historySeconds === 0)) {
-    throw new Error(`--replicas ${replicas}: a whole number of at least 1, and a history to replicate (--history-seconds above 0)`);
-  }
+  if (replicas !== undefined && (!Number.isSafeInteger(replicas) || replicas < 1)) throw new Error(`--replicas ${replicas}: a whole number of at least 1`);
   const storeOptions = { cacheMiB: options.cacheMiB, mmapMiB: options.mmapMiB, warmCache: options.warmCache, busyTimeoutMs: SERVER_BUSY_TIMEOUT_MS };
   // Replicated: this router's store is its own view of the store's stream, caught up before anything else starts.
   const jetStream = options.replicas ? await connectJetStream(options.nats, { name: `c1m-router-${process.pid}-js`, creds: options.creds, ca: options.ca, inboxPrefix: ROUTER_INBOX }) : undefined;
@@ -104,7 +102,8 @@ export async function startRouterProcess(options: RouterProcessOptions) {
     for (let partition = 0; historySeconds > 0 && partition < partitions; partition++) {
       histories.push(store.history({ seconds: historySeconds, perSubject: options.historyPerSubject ?? DEFAULTS.historyPerSubject, partition, partitions, replicated: replicas !== undefined }));
     }
-    if (jetStream && replicas !== undefined) {
+    // With no history (--history-seconds 0), only the store is replicated.
+    if (jetStream && replicas !== undefined && histories.length > 0) {
       const brain = await Brain.on(jetStream, { replicas, partitions, historySeconds });
       // Every view current before this router leads anything: one whose data dir was empty is rebuilt here.
       replicated = await Promise.all(histories.map((view, partition) => ReplicatedHistory.open(brain, view, partition)));

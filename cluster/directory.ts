@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { epochMs, LatencyHistogram, type LatencyBuckets } from '../router/latency.js';
 import { Registry, type Connection } from '../router/registry.js';
 import { Router, SendError, type Chunk, type SubscriberSource } from '../router/router.js';
-import { NotSequencerError, type History, type Missed } from '../subsmanager/history.js';
+import { NotSequencerError, type MessageHistory, type Missed } from '../subsmanager/history.js';
 import { partitionOf, partitionOfSend } from '../subsmanager/partitions.js';
 import type { Subject } from '../subsmanager/subjects.js';
 import { paced } from '../subsmanager/pacer.js';
@@ -34,7 +34,7 @@ export interface DirectoryOptions {
    * Each partition's history (index: partition; one for an unpartitioned cluster): numbers every send of its
    * subjects and keeps it, for streams that resume. This router numbers in the partitions it leads (see lead()).
    */
-  histories?: History[];
+  histories?: MessageHistory[];
   logger: Logger;
 }
 
@@ -176,7 +176,11 @@ class EdgeLink {
     if (batch.chunks.length === 0) return;
     const numbered = batch.ids.length > 0 && { router: this.run, batch: ++batch.sent, term: this.owner.termOf(partition) };
     const partitioned = this.owner.partitions > 1 && { partition };
-    this.owner.bus.publish(SUBJECTS.edge(this.id), { t: 'deliver', ...packChunks(batch.chunks, batch.targets, batch.sentAt, batch.ids), ...numbered, ...partitioned });
+    const deliver: BusMessage = { t: 'deliver', ...packChunks(batch.chunks, batch.targets, batch.sentAt, batch.ids), ...numbered, ...partitioned };
+    const history = numbered ? this.owner.historyOf(partition) : undefined;
+    // Out once its messages are committed (a replicated history's acknowledgement); never, where they will not be.
+    if (history) history.afterCommit(() => this.owner.bus.publish(SUBJECTS.edge(this.id), deliver));
+    else this.owner.bus.publish(SUBJECTS.edge(this.id), deliver);
     batch.chunks = [];
     batch.targets = [];
     batch.sentAt = [];
@@ -248,6 +252,11 @@ export class Directory {
 
   /** The sequencer lease's term this router delivers in, per partition it leads (see subsmanager/sequencer.ts); none without a history. */
   private readonly terms = new Map<number, number>();
+
+  /** The history of `partition`, if this router keeps one. */
+  historyOf(partition: number): MessageHistory | undefined {
+    return this.options.histories?.[partition];
+  }
 
   /** The term this router leads `partition` in (0: none, or no history). */
   termOf(partition: number): number {
@@ -341,8 +350,12 @@ export class Directory {
     if (!replyTo) return;
     const history = this.options.histories?.[partitionOfSend(message.user, this.partitions)];
     if (!history) return this.answer(replyTo, { delivered });
-    history.flush(); // kept before the backend hears it was taken, as over HTTP
-    this.answer(replyTo, { delivered, id: history.lastId });
+    const id = history.lastId;
+    // Kept before the backend hears it was taken, as over HTTP.
+    history.afterCommit(
+      () => this.answer(replyTo, { delivered, id }),
+      () => this.answer(replyTo, { delivered: 0, error: 'the history could not keep the message (not acknowledged): try again' }),
+    );
   };
 
   /** Sends passed to another router, the leader of their partition (over the bus, and over HTTP by router-process.ts): the hop a backend that knows the partitions saves. */
@@ -375,15 +388,20 @@ export class Directory {
     const head = (): { head?: number } => (this.partitions > 1 ? { head: history.lastId } : {});
     if (message.t === 'head') {
       this.flush();
-      return this.bus.publish(replyTo, { t: 'replayed', ids: [], bodies: [], more: false, ...head() });
+      const now = head();
+      return history.afterCommit(() => this.bus.publish(replyTo, { t: 'replayed', ids: [], bodies: [], more: false, ...now }));
     }
     if (message.t !== 'replay') return;
     // The history reads only what the budget takes (the first message always: one fits a bus message, see maxChunkBytes).
     this.pacedReplay(partition, message.user, message.after, Math.min(message.budget, this.bus.maxPayload - BATCH_OVERHEAD), message.topics).then(
       (answer) => {
         this.flush();
-        if (answer.lost) return this.bus.publish(replyTo, { t: 'replayed', ids: [], bodies: [], more: false, lost: answer.why, ...head() });
-        this.bus.publish(replyTo, { t: 'replayed', ids: answer.messages.map((m) => m.id), bodies: answer.messages.map((m) => m.body), more: answer.more, ...head() });
+        const now = head();
+        // After the batches, and once what it holds is committed.
+        history.afterCommit(() => {
+          if (answer.lost) return this.bus.publish(replyTo, { t: 'replayed', ids: [], bodies: [], more: false, lost: answer.why, ...now });
+          this.bus.publish(replyTo, { t: 'replayed', ids: answer.messages.map((m) => m.id), bodies: answer.messages.map((m) => m.body), more: answer.more, ...now });
+        });
       },
       // Unanswered, the edge's request times out and its stream ends: its client comes back.
       (err: Error) => this.log.error({ err }, 'a replay failed'),

@@ -22,6 +22,16 @@ async function ask(bus: Bus, subject: string, message: BusMessage): Promise<Repl
   return reply;
 }
 
+/**
+ * Partition p's answer. No responders here is a partition between two leaders (a hand-over, a takeover, a stream
+ * that did not acknowledge): every partitioned cluster keeps a history, so it is not "no history" (lost unknown, see
+ * server/resume.ts) but a failure that ends the stream, and its client asks again.
+ */
+const askPartition = (bus: Bus, partition: number, message: BusMessage): Promise<Replayed> =>
+  ask(bus, SUBJECTS.replayIn(partition), message).catch((err: Error) => {
+    throw /no responders/.test(err.message) ? new Error(`partition ${partition} has no leader this moment: try again`) : err;
+  });
+
 /** Partition p's answer has its head: a router of another build would leave the stream without a start. */
 const headOf = (reply: Replayed, partition: number): number => {
   if (reply.head === undefined) throw new Error(`partition ${partition}'s leader answered without its head`);
@@ -38,7 +48,7 @@ export function busReplayer(bus: Bus, hub: StreamHub, sendLogins: () => Promise<
   const heads = (): Promise<number[]> =>
     (headsOut ??= sendLogins().then(() => {
       headsOut = undefined;
-      return Promise.all(Array.from({ length: hub.partitions }, (_, p) => ask(bus, SUBJECTS.replayIn(p), { t: 'head' }).then((reply) => headOf(reply, p))));
+      return Promise.all(Array.from({ length: hub.partitions }, (_, p) => askPartition(bus, p, { t: 'head' }).then((reply) => headOf(reply, p))));
     }));
   const fromHeads = async (answer: { lost: false; messages: [] } | { lost: true; why: 'unknown' }): Promise<ReplayAnswer> => {
     const start = await heads();
@@ -57,7 +67,7 @@ export function busReplayer(bus: Bus, hub: StreamHub, sendLogins: () => Promise<
     // A new stream, or a token that is not one of this cluster's (another number of partitions): it starts from the heads.
     if (given === undefined) return fromHeads(after === undefined ? { lost: false, messages: [] } : { lost: true, why: 'unknown' });
     await sendLogins();
-    const replies = await Promise.all(given.map((from, p) => ask(bus, SUBJECTS.replayIn(p), { t: 'replay', user, after: from, budget: budget / given.length, ...listening })));
+    const replies = await Promise.all(given.map((from, p) => askPartition(bus, p, { t: 'replay', user, after: from, budget: budget / given.length, ...listening })));
     const lost = replies.find((reply) => reply.lost)?.lost;
     // Told lost, the client fetches its state again: every partition starts from its head.
     if (lost) return { lost: true, why: lost, start: replies.map(headOf), headed: replies.map(() => true) };

@@ -26,12 +26,13 @@ import { openStore, type StoreOptions } from '../subsmanager/store.js';
 import { connectJetStream } from './jetstream.js';
 import { openReplicatedStore } from './store-log.js';
 import type { Subject } from '../subsmanager/subjects.js';
-import type { History } from '../subsmanager/history.js';
+import type { History, MessageHistory } from '../subsmanager/history.js';
 import { CLUSTER_DEFAULTS } from './defaults.js';
 import { Directory } from './directory.js';
 import { SUBJECTS } from './messages.js';
 import { ROUTER_INBOX } from './nats-auth.js';
 import { NatsBus } from './nats-bus.js';
+import { Brain, ReplicatedHistory } from './replicated-history.js';
 
 /** How long a send passed to its partition's leader waits for the answer (a hand-over takes up to the lease's 2 s). */
 const FORWARD_TIMEOUT_MS = 5000;
@@ -57,7 +58,11 @@ export interface RouterProcessOptions extends Pick<StoreOptions, 'cacheMiB' | 'm
   historyPerSubject?: number;
   /** The cluster's partitions of the subjects (default 1): the same for every router of a cluster. */
   partitions?: number;
-  /** The brain on JetStream, each stream on this many nats-servers (absent: the history, leases and store in SQLite files on this host). */
+  /**
+   * The history and the leases on JetStream (cluster/replicated-history.ts), each partition's stream replicated this
+   * many times over the bus's clustered nats-servers; the store's history files become this router's views of them.
+   * Absent: the histories and leases are SQLite files on this host.
+   */
   replicas?: number;
   edgeTimeoutMs?: number;
   logger: Logger;
@@ -73,6 +78,8 @@ export async function startRouterProcess(options: RouterProcessOptions) {
   const historySeconds = options.historySeconds ?? DEFAULTS.historySeconds;
   const partitions = checkPartitions(options.partitions ?? 1);
   if (partitions > 1 && historySeconds === 0) throw new Error('--partitions share the numbering of sends among routers: they need a history (--history-seconds above 0)');
+  const replicas = options.replicas;
+  if (replicas !== undefined && (!Number.isSafeInteger(replicas) || replicas < 1)) throw new Error(`--replicas ${replicas}: a whole number of at least 1`);
   const storeOptions = { cacheMiB: options.cacheMiB, mmapMiB: options.mmapMiB, warmCache: options.warmCache, busyTimeoutMs: SERVER_BUSY_TIMEOUT_MS };
   // Replicated: this router's store is its own view of the store's stream, caught up before anything else starts.
   const jetStream = options.replicas ? await connectJetStream(options.nats, { name: `c1m-router-${process.pid}-js`, creds: options.creds, ca: options.ca, inboxPrefix: ROUTER_INBOX }) : undefined;
@@ -83,19 +90,30 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       })
     : openStore(options.db, storeOptions);
   const histories: History[] = [];
+  /** With --replicas, each partition's stream, over its view in `histories`. */
+  let replicated: ReplicatedHistory[] | undefined;
   const closeStore = async () => {
+    for (const history of replicated ?? []) await history.close();
     for (const history of histories) history.close();
     await store.close();
     await jetStream?.close();
   };
   try {
     for (let partition = 0; historySeconds > 0 && partition < partitions; partition++) {
-      histories.push(store.history({ seconds: historySeconds, perSubject: options.historyPerSubject ?? DEFAULTS.historyPerSubject, partition, partitions }));
+      histories.push(store.history({ seconds: historySeconds, perSubject: options.historyPerSubject ?? DEFAULTS.historyPerSubject, partition, partitions, replicated: replicas !== undefined }));
+    }
+    // With no history (--history-seconds 0), only the store is replicated.
+    if (jetStream && replicas !== undefined && histories.length > 0) {
+      const brain = await Brain.on(jetStream, { replicas, partitions, historySeconds });
+      // Every view current before this router leads anything: one whose data dir was empty is rebuilt here.
+      replicated = await Promise.all(histories.map((view, partition) => ReplicatedHistory.open(brain, view, partition)));
     }
   } catch (err) {
     await closeStore();
     throw err;
   }
+  /** What the directory numbers with: each partition's stream, or its SQLite history. */
+  const logs: MessageHistory[] = replicated ?? histories;
   const started = Date.now();
   let directory: Directory | undefined;
   const bus = await NatsBus.connect(options.nats, { name: `c1m-router-${process.pid}`, creds: options.creds, ca: options.ca, inboxPrefix: ROUTER_INBOX }, {
@@ -108,7 +126,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
     warning: (message) => log.warn(message),
   });
   try {
-    directory = new Directory(bus, store, { batchMs: options.batchMs, edgeTimeoutMs: options.edgeTimeoutMs, maxMessage, maxUserId, histories, logger: log });
+    directory = new Directory(bus, store, { batchMs: options.batchMs, edgeTimeoutMs: options.edgeTimeoutMs, maxMessage, maxUserId, histories: logs, logger: log });
   } catch (err) {
     await bus.close();
     await closeStore();
@@ -139,9 +157,9 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       transports: sumTransportStats(edges.map((e) => e.transports)),
       batchWindowMs: directory.batchWindowMs,
       busMalformed: directory.malformed,
-      history: partitions === 1 && histories.length > 0 ? histories[0].stats() : null,
+      history: partitions === 1 && logs.length > 0 ? logs[0].stats() : null,
       ...('stats' in store && { store: store.stats() }),
-      ...(partitions > 1 && { partitions: histories.map((history, partition) => ({ partition, leading: directory.leads(partition), ...history.stats() })), handedOver }),
+      ...(partitions > 1 && { partitions: logs.map((history, partition) => ({ partition, leading: directory.leads(partition), ...history.stats() })), handedOver }),
       uptimeSeconds: Math.round((Date.now() - started) / 1000),
       memory: { rss: memory.rss, heapUsed: memory.heapUsed, external: memory.external },
       edges,
@@ -160,6 +178,16 @@ export async function startRouterProcess(options: RouterProcessOptions) {
     const delivered = directory.send(subject, message);
     const history = histories[partition];
     if (!history) return { delivered };
+    if (replicated) {
+      const id = history.lastId;
+      // Answered once the stream acknowledged it (a quorum of the replicas): an asynchronous answer.
+      return new Promise<Sent>((resolve, reject) =>
+        replicated![partition].afterCommit(
+          () => resolve({ delivered, id }),
+          () => reject(new HttpError(503, 'the replicated history did not keep the message: try again')),
+        ),
+      );
+    }
     // In the file before the backend hears it was taken: an acknowledged send survives a kill -9.
     history.flush();
     return { delivered, id: history.lastId };
@@ -198,35 +226,54 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       directory.lead();
       open();
     } else {
-      histories.forEach((history, partition) => {
-        history.onLeaseLost = () => {
+      /** Who takes each partition: its SQLite history (a lease row in its file) or its replicated stream (a KV lease, fenced by the stream). */
+      const leaders: (History | ReplicatedHistory)[] = replicated ?? histories;
+      replicated?.forEach((history, partition) => {
+        history.onStepDown = (why) => {
+          log.warn({ partition, why }, 'stopped leading a partition: its stream did not acknowledge a message');
+          directory.handOver(partition);
+        };
+      });
+      leaders.forEach((history, partition) => {
+        history.onLeaseLost = (why?: string) => {
           // Crash-only: what this router holds in memory could now reach edges after the new holder's messages.
-          log.fatal({ partition, holder: history.lease.current() }, "another router took the history's lease: exiting");
+          if (history instanceof ReplicatedHistory) log.fatal({ partition, why }, "the partition's stream refused this router, or its lease was taken: exiting");
+          else log.fatal({ partition, holder: history.lease.current() }, "another router took the history's lease: exiting");
           process.exit(1);
         };
       });
       // One router at a time numbers and delivers each partition (subsmanager/sequencer.ts); the others keep their directories and wait.
       let claimedAt = -Infinity;
       let handedAt = -Infinity;
-      const lead = (): void => {
+      let claiming = false;
+      const lead = async (): Promise<void> => {
         // One more partition per lease period at most: routers that start together take one each, not one all of them.
         // Nor one this router just handed over: it is for the router that leads fewer to take.
-        if (performance.now() - Math.max(claimedAt, handedAt) < LEASE.ms) return;
-        for (const [partition, history] of histories.entries()) {
-          if (directory.leads(partition)) continue;
-          const term = history.lead();
-          if (!term) continue;
-          claimedAt = performance.now();
-          directory.lead(partition, term.term, history.newerThan(term.settled));
-          if (!listener) open(term.term);
-          if (partitions > 1) log.info({ partition, term: term.term }, 'leading a partition');
-          return;
+        if (claiming || closing || performance.now() - Math.max(claimedAt, handedAt) < LEASE.ms) return;
+        claiming = true;
+        try {
+          for (const [partition, history] of leaders.entries()) {
+            if (directory.leads(partition)) continue;
+            const term = await history.lead();
+            if (!term || closing) continue;
+            claimedAt = performance.now();
+            directory.lead(partition, term.term, history.newerThan(term.settled));
+            if (!listener) open(term.term);
+            if (partitions > 1) log.info({ partition, term: term.term }, 'leading a partition');
+            return;
+          }
+        } catch (err) {
+          // A replicated partition's stream refused the term marker (another router numbered meanwhile) or was away: tried again at the next look.
+          if (!replicated) throw err;
+          log.warn({ err: (err as Error).message }, 'could not take a partition: trying again');
+        } finally {
+          claiming = false;
         }
       };
       /** The other routers heard on c1m.routers within a lease period, and how many partitions each leads. */
       const peers = new Map<string, { leads: number; at: number }>();
-      const me = histories[0].lease.holder;
-      const led = () => histories.filter((_, partition) => directory.leads(partition)).length;
+      const me = leaders[0].lease.holder;
+      const led = () => leaders.filter((_, partition) => directory.leads(partition)).length;
       /**
        * A router that came back finds every partition led: one that leads more than its share (the partitions over
        * the live routers, rounded up), where another leads less, hands one over at a clean point (History.handOver).
@@ -239,7 +286,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
         if (led() <= fair || ![...peers.values()].some((peer) => peer.leads < fair) || now - handedAt < 2 * LEASE.ms) return;
         let partition = partitions - 1;
         while (!directory.leads(partition)) partition--;
-        if (!histories[partition].handOver()) return;
+        if (!leaders[partition].handOver()) return;
         directory.handOver(partition);
         handedAt = now;
         handedOver++;
@@ -248,15 +295,16 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       if (partitions > 1) bus.subscribe(SUBJECTS.routers, (message) => {
         if (message.t === 'leading' && message.router !== me) peers.set(message.router, { leads: message.partitions, at: performance.now() });
       });
-      lead();
-      if (!listener) ready.info({ pid: process.pid, holder: histories[0].lease.current() }, 'c1m router standing by: another holds the history');
+      await lead();
+      if (!listener) ready.info({ pid: process.pid, holder: await leaders[0].lease.current() }, 'c1m router standing by: another holds the history');
       if (partitions > 1) standby = setInterval(() => {
         share();
-        lead();
+        void lead();
       }, LEASE.pollMs);
       else if (!directory.leads(0)) standby = setInterval(() => {
-        lead();
-        if (directory.leads(0)) clearInterval(standby);
+        void lead().then(() => {
+          if (directory.leads(0)) clearInterval(standby);
+        });
       }, LEASE.pollMs);
     }
   } catch (err) {
@@ -277,6 +325,8 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       closing = true;
       clearInterval(standby);
       if (listener) uws.us_listen_socket_close(listener.socket);
+      // The last batches leave once the stream holds their messages.
+      await Promise.all((replicated ?? []).map((history) => history.settled()));
       directory.close();
       await bus.close();
       await closeStore();

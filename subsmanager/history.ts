@@ -77,6 +77,11 @@ export interface HistoryOptions {
   /** This history's partition of the cluster's subjects, and their number (see partitions.ts); default 0 of 1. */
   partition?: number;
   partitions?: number;
+  /**
+   * The file is a router's local view of a replicated stream (cluster/replicated-history.ts): ids are the stream's,
+   * rows are written once the stream has them (committed()), and the stream, not the SQLite lease, fences the numbering.
+   */
+  replicated?: boolean;
 }
 
 export interface Missed {
@@ -109,7 +114,28 @@ export interface HistoryStats {
 }
 
 /** Rows waiting for their turn's transaction: id, subject, at, body. */
-type Row = [number, Subject, number, Uint8Array];
+export type Row = [number, Subject, number, Uint8Array];
+
+/**
+ * What a router's directory needs of a partition's history: it numbers sends (append), replays and redelivers, and
+ * runs `done` once every message numbered so far is committed (a local file's commit, or a replicated stream's
+ * acknowledgement), `failed` where it never will be: deliveries and answers wait for it.
+ */
+export interface MessageHistory {
+  append(subject: Subject, body: Uint8Array): number;
+  readonly lastId: number;
+  replay(user: number, after: number, budget?: number, topics?: readonly string[]): Replay;
+  newerThan(id: number): Missed[];
+  afterCommit(done: () => void, failed?: () => void): void;
+  stats(): HistoryStats;
+}
+
+/** A view's place in its stream: the stream's epoch (its ids' offset) and the last id it holds, rows or not (a term marker). */
+const streamTable = (h: string) => `CREATE TABLE IF NOT EXISTS ${h}.stream (
+  one INTEGER PRIMARY KEY CHECK (one = 1),
+  epoch INTEGER NOT NULL,
+  through INTEGER NOT NULL
+)`;
 
 /** Thrown where this process would number a message without holding the sequencer lease (see sequencer.ts). */
 export class NotSequencerError extends Error {
@@ -118,7 +144,7 @@ export class NotSequencerError extends Error {
   }
 }
 
-export class History {
+export class History implements MessageHistory {
   /** Messages appended so far (this process). */
   appended = 0;
   /** Resumes answered, messages replayed, and resumes told their history is lost. */
@@ -145,6 +171,12 @@ export class History {
   private readonly write;
   private readonly newer;
   private readonly lastFloor;
+  private readonly readPlace;
+  private readonly writePlace;
+  /** Replicated: the last id the stream acknowledged; rows above it wait (see flush). */
+  private committedThrough = 0;
+  /** Replicated: this process numbers the partition's messages (the stream's leader). */
+  private numbering = false;
   private closed = false;
   private pruneTimer?: NodeJS.Timeout;
   private renewTimer?: NodeJS.Timeout;
@@ -189,6 +221,7 @@ export class History {
             db.pragma(`${h}.user_version = ${HISTORY_VERSION}`);
           }).immediate();
         }
+        if (options.replicated) db.exec(streamTable(h));
         // The worker checkpoints both files; here, a commit never does.
         if (path !== ':memory:') db.pragma('wal_autocheckpoint = 0');
       });
@@ -209,11 +242,16 @@ export class History {
     this.checkpointer = checkpointer;
     checkpointer?.unref();
     this.lease = new SequencerLease(db, h);
+    this.readPlace = options.replicated ? db.prepare(`SELECT epoch, through FROM ${h}.stream WHERE one = 1`) : undefined;
+    this.writePlace = options.replicated
+      ? db.prepare(`INSERT INTO ${h}.stream (one, epoch, through) VALUES (1, @epoch, @through) ON CONFLICT (one) DO UPDATE SET through = max(through, excluded.through)`)
+      : undefined;
     this.newest = db.prepare(`SELECT max(id) FROM ${h}.history`).pluck();
     this.lastFloor = db.prepare(`SELECT max(through) FROM ${h}.history_floor`).pluck();
     this.nextId = this.firstFreeId();
     this.hears = db.prepare('SELECT subscribee FROM subscriptions_by_subscriber WHERE subscriber = ?').pluck();
-    this.insert = db.prepare(`INSERT INTO ${h}.history (id, subject, at, body) VALUES (?, ?, ?, ?)`);
+    // A view may get one of the stream's rows twice (a leader's acknowledged row, read again by the follower it became): the same row.
+    this.insert = db.prepare(`INSERT ${options.replicated ? 'OR IGNORE ' : ''}INTO ${h}.history (id, subject, at, body) VALUES (?, ?, ?, ?)`);
     // Every message `user` would have received, by the subscriptions it holds now: its own and those of whom it hears,
     // and (sinceWithTopics) those of the topics its stream listens to (@topics, a JSON list) that it does not also
     // subscribe to: a statement apart, as most streams listen to none, and the third part costs every resume even empty.
@@ -246,8 +284,9 @@ export class History {
     this.nthNewest = db.prepare(`SELECT id FROM ${h}.history WHERE subject = ? ORDER BY id DESC LIMIT 1 OFFSET ?`).pluck();
     this.pruneSubject = db.prepare(`DELETE FROM ${h}.history WHERE subject = ? AND id <= ?`);
     this.newer = db.prepare(`SELECT id, subject, body FROM ${h}.history WHERE id > ? ORDER BY id`);
-    this.write = db.transaction((rows: Row[]) => {
-      if (!this.lease.confirmed()) throw new NotSequencerError(this.lease.current());
+    this.write = db.transaction((rows: Row[], through?: number) => {
+      if (through !== undefined) this.writePlace!.run({ epoch: this.place()!.epoch, through });
+      else if (!this.lease.confirmed()) throw new NotSequencerError(this.lease.current());
       const subjects = new Set<Subject>();
       for (const row of rows) {
         this.insert.run(row);
@@ -263,7 +302,73 @@ export class History {
   }
 
   private firstFreeId(): number {
-    return Math.max((this.newest.get() as number | null) ?? 0, (this.lastFloor.get() as number | null) ?? 0) + 1;
+    return Math.max((this.newest.get() as number | null) ?? 0, (this.lastFloor.get() as number | null) ?? 0, this.place()?.through ?? 0) + 1;
+  }
+
+  /** Replicated: the stream this view follows (its epoch) and the last id it holds; undefined before its first. */
+  place(): { epoch: number; through: number } | undefined {
+    return this.readPlace?.get() as { epoch: number; through: number } | undefined;
+  }
+
+  /**
+   * Replicated: makes this file the view of a stream of epoch `epoch` whose messages before `through + 1` are gone
+   * (the stream's first sequence): a file that followed another stream (deleted and made again) is emptied, as a
+   * token of the old one must read as unknown; one of this stream that fell behind its first message forgets the gap
+   * (a resume from within it is told expired).
+   */
+  follow(epoch: number, through: number): void {
+    const move = this.db.transaction(() => {
+      const place = this.place();
+      if (place?.epoch !== epoch) {
+        for (const table of ['history', 'history_floor', 'stream']) this.db.prepare(`DELETE FROM ${this.h}.${table}`).run();
+        this.raiseFloor.run(EVERY_SUBJECT, through);
+        this.writePlace!.run({ epoch, through });
+      } else if (place.through < through) {
+        this.raiseFloor.run(EVERY_SUBJECT, through);
+        this.writePlace!.run({ epoch, through });
+      }
+    });
+    // Routers started by hand on one store open one view together: a write lock one holds a moment is waited for.
+    retryBusy(() => move.immediate());
+    this.pruneTimer ??= setInterval(() => this.prune(), 1000).unref();
+    this.nextId = this.firstFreeId();
+  }
+
+  /** Replicated, following: writes rows the stream holds and the last id seen (`through`, a term marker's maybe). */
+  applied(rows: Row[], through: number): void {
+    this.write.immediate(rows, through);
+    this.nextId = through + 1;
+  }
+
+  /** Replicated: from now on this process numbers the messages after `through` (its term marker's id), or stops doing so (undefined). */
+  numberAfter(through: number | undefined): void {
+    this.numbering = through !== undefined;
+    if (through === undefined) {
+      // Numbered but never acknowledged: the stream does not have them, or followers will read them from it.
+      this.pending = this.pending.filter((row) => row[0] <= this.committedThrough);
+      this.nextId = Math.max(this.committedThrough, this.place()?.through ?? 0) + 1;
+      return;
+    }
+    this.flush();
+    this.write([], through);
+    this.committedThrough = through;
+    this.nextId = through + 1;
+  }
+
+  /** Replicated: the stream acknowledged every message up to `id`: those rows may be written. */
+  committed(id: number): void {
+    if (id <= this.committedThrough) return;
+    this.committedThrough = id;
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flush);
+    }
+  }
+
+  /** A local file commits at once: `done` runs once what waits is written. */
+  afterCommit(done: () => void): void {
+    this.flush();
+    done();
   }
 
   /**
@@ -297,6 +402,7 @@ export class History {
    * renewal renews here, at once.
    */
   holdsLease(): boolean {
+    if (this.options.replicated) return this.numbering;
     if (this.lease.holds()) return true;
     return this.lease.term !== undefined && this.lease.renew() === 'held' && this.lease.holds();
   }
@@ -385,10 +491,20 @@ export class History {
   readonly flush = (): void => {
     this.flushScheduled = false;
     if (this.pending.length === 0) return;
-    const rows = this.pending;
+    let rows = this.pending;
     this.pending = [];
+    if (this.options.replicated) {
+      // Only what the stream holds: a row it never acknowledged could be numbered again by the next leader.
+      const kept = rows.findIndex((row) => row[0] > this.committedThrough);
+      if (kept >= 0) {
+        this.pending = rows.slice(kept);
+        rows = rows.slice(0, kept);
+      }
+      if (rows.length === 0) return;
+    }
     try {
-      this.write(rows);
+      if (this.options.replicated) this.write.immediate(rows, rows[rows.length - 1][0]);
+      else this.write(rows);
     } catch (err) {
       if (err instanceof NotSequencerError) return this.leaseLost();
       // SQLITE_BUSY (another process holds the write lock, e.g. a bulk load): keep the rows for the next turn.
@@ -444,7 +560,8 @@ export class History {
     this.closed = true;
     clearInterval(this.pruneTimer);
     clearInterval(this.renewTimer);
-    if (this.lease.term !== undefined) {
+    if (this.options.replicated) this.flush();
+    else if (this.lease.term !== undefined) {
       this.flush();
       this.lease.release();
     }

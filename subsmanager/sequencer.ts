@@ -40,6 +40,35 @@ export interface Holder {
   until: number;
 }
 
+/**
+ * Who numbers a partition's messages, one process at a time: the lease's narrow
+ * interface. Two implementations: SequencerLease (a row in the history's
+ * SQLite file, one host) and KvLease (cluster/kv-lease.ts: a key of a
+ * replicated JetStream KV bucket). An implementation on a local file answers
+ * at once, one over the network with a promise.
+ */
+export interface Lease {
+  /** This process's name in the lease: host, pid, and a nonce. */
+  readonly holder: string;
+  /** The term held, or undefined. */
+  readonly term: number | undefined;
+  /** Takes the lease if nobody holds it (free, released or lapsed): the new term and the previous holder's `settled`; undefined while another holds it. */
+  claim(now?: number): Term | undefined | Promise<Term | undefined>;
+  /** Renews the lease held: 'held', 'lost' (another took it), or 'busy' (not done this time; try again). */
+  renew(now?: number): 'held' | 'lost' | 'busy' | Promise<'held' | 'lost' | 'busy'>;
+  /** May a message be numbered now: the lease is held with more than the margin left. */
+  holds(now?: number): boolean;
+  /** Gives the lease up, everything numbered having been delivered: the next holder delivers nothing again. */
+  release(): void | Promise<void>;
+  /** Gives the lease up while running on: free at once, `settled` kept, so the next holder delivers the last renewals' messages again. */
+  handOver(): void | Promise<void>;
+  /** Who holds the lease now, if anybody. */
+  current(now?: number): Holder | undefined | Promise<Holder | undefined>;
+}
+
+/** This process's name in a lease: host, pid, and a nonce for a pid used again. */
+export const leaseHolderName = (): string => `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+
 /** The lease's table in the history's schema `h` (see History.attach). */
 const sequencerTable = (h: string) => `CREATE TABLE IF NOT EXISTS ${h}.sequencer (
   one INTEGER PRIMARY KEY CHECK (one = 1),
@@ -50,9 +79,8 @@ const sequencerTable = (h: string) => `CREATE TABLE IF NOT EXISTS ${h}.sequencer
   settled INTEGER NOT NULL
 )`;
 
-export class SequencerLease {
-  /** This process's name in the lease row: host, pid, and a nonce for a pid used again. */
-  readonly holder = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+export class SequencerLease implements Lease {
+  readonly holder = leaseHolderName();
   /** The term held, or undefined. */
   term: number | undefined;
   /** When the lease lapses unless renewed (epoch ms), as this process knows it. */
@@ -158,7 +186,7 @@ export class SequencerLease {
  * A holder on this host whose process is gone (kill -9) sends nothing more:
  * its lease need not be waited out. One frozen, or on another host, must be.
  */
-function gone(holder: string): boolean {
+export function gone(holder: string): boolean {
   const [host, pid] = holder.split(':');
   if (host !== hostname() || pid === String(process.pid)) return false;
   try {

@@ -192,3 +192,18 @@ describe('the brain hosts\' JetStream across simulated hosts', () => {
     expect(host!.returned.messages).toBeGreaterThan(host!.ackedBefore);
   }, 180_000);
 });
+
+// The replicated brain (issue 28) across the three hosts: a nats-server and a router on every host
+// (`c1m router --replicas 3 --partitions 2`), edges on edge1 and edge2. A whole host dies with its disk
+// and comes back empty, sends going on throughout.
+describe('the replicated brain across simulated hosts', () => {
+  it('a whole host lost with its disk and back empty: nothing acknowledged missed or doubled, every router holds every subscription, the host serves again', async (context) => {
+    skipOrRequire(context, cannotRun());
+    const { results } = await runFaults({ users: 60, faults: ['host'], sends: 0, rig: { capacity: 100, smallCapacity: 50, replicas: 3, partitions: 2 }, log: (line) => console.log(line) });
+    const [host] = results;
+    expect(host).toMatchObject({ fault: 'host', killed: 5, misdelivered: 0, missed: 0, duplicated: 0, outOfOrder: 0, renumbered: 0, subscriptionsLost: { brain: 0, edge1: 0, edge2: 0 } });
+    expect(['serves', 'stands by']).toContain(host.state);
+    // Reported, not asserted: the issue's 3 s cannot hold while nats-server 2.9.10 elects a lost stream leader (README, "The fault run").
+    console.log(`host fault: the longest wait for an acknowledged send ${host.maxSendGapMs} ms`);
+  }, 180_000);
+});

@@ -16,7 +16,7 @@ import { NatsBus } from '../cluster/nats-bus.js';
 import { BusSender } from '../cluster/sender.js';
 import { spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
 import { partitionOf } from '../subsmanager/partitions.js';
-import { api, openStream, received, SseClient, stopChild, tempDir, waitFor, type Transport } from './helpers.js';
+import { api, openStream, partitionLeaders, received, routerStats, SseClient, stopChild, tempDir, untilStreamsKnown, waitFor, type PartitionedRouterStats, type Transport } from './helpers.js';
 
 let cluster: ClusterProcess;
 const clients: { close(): void }[] = [];
@@ -30,35 +30,9 @@ afterAll(async () => {
   if (cluster) await stopChild(cluster.child);
 });
 
-interface RouterStats {
-  pid: number;
-  connections: number;
-  partitions: { partition: number; leading: boolean; lastId: number }[];
-  edges: { id: string; pid: number; state: string; directoryStreams: number }[];
-}
-/** One router's /stats: the kernel hands each connection to either router (they share the API port). */
-const stats = async () => (await api(cluster.apiPort, 'GET', '/stats')).json as RouterStats;
-/** The routers' pids by the partition each leads, asking until both were seen. */
-async function leaders(): Promise<Map<number, number>> {
-  const led = new Map<number, number>();
-  await vi.waitFor(
-    async () => {
-      const s = await stats();
-      for (const p of s.partitions) if (p.leading) led.set(p.partition, s.pid);
-      expect(led.size).toBe(2);
-    },
-    { timeout: 20_000, interval: 20 },
-  );
-  return led;
-}
-/** Until the directory holds exactly `n` streams in every router that answers (a standby's API is closed), asked a few times in a row. */
-const streamsKnown = (n: number) =>
-  vi.waitFor(
-    async () => {
-      for (let i = 0; i < 6; i++) expect((await stats()).connections).toBe(n);
-    },
-    { timeout: 15_000, interval: 50 },
-  );
+const stats = (port = cluster.apiPort) => routerStats(port);
+const leaders = (distinct = false) => partitionLeaders(cluster.apiPort, { distinct });
+const streamsKnown = (n: number) => untilStreamsKnown(cluster.apiPort, n);
 
 /** Users of each partition (subsmanager/partitions.ts), from `from` up. */
 function usersOf(partition: number, count: number, from: number): number[] {
@@ -194,7 +168,7 @@ it("a backend over the bus (BusSender, backend.creds) sends straight to each par
     const byRouter = new Map<number, number>();
     await vi.waitFor(
       async () => {
-        const s = (await api(cluster.apiPort, 'GET', '/stats')).json as RouterStats & { passed: number };
+        const s = (await api(cluster.apiPort, 'GET', '/stats')).json as PartitionedRouterStats & { passed: number };
         byRouter.set(s.pid, s.passed);
         expect(byRouter.size).toBe(2);
       },
@@ -242,7 +216,7 @@ it('kill -9 of one router: the other takes its partition over; restarted, it get
   const survivor = led.get(0)!;
   await vi.waitFor(
     async () => {
-      const s = (await api(cluster.apiPort, 'GET', '/stats')).json as RouterStats & { handedOver: number };
+      const s = (await api(cluster.apiPort, 'GET', '/stats')).json as PartitionedRouterStats & { handedOver: number };
       expect(s.pid).toBe(survivor);
       expect(s.handedOver).toBe(1);
     },

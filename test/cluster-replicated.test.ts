@@ -15,7 +15,7 @@ import { spawnC1m } from '../cluster/supervisor.js';
 import { isAlive, spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
 import { partitionOf } from '../subsmanager/partitions.js';
 import { LEASE } from '../subsmanager/sequencer.js';
-import { api, received, SseClient, stopChild, tempDir, waitFor } from './helpers.js';
+import { api, partitionLeaders, received, routerStats, SseClient, stopChild, tempDir, untilStreamsKnown, waitFor } from './helpers.js';
 
 let cluster: ClusterProcess;
 const clients: { close(): void }[] = [];
@@ -32,42 +32,9 @@ afterAll(async () => {
   if (cluster) await stopChild(cluster.child);
 });
 
-interface PartitionStats {
-  partition: number;
-  leading: boolean;
-  lastId: number;
-  replicas: number;
-  streamLast: number;
-  lag: number;
-}
-interface RouterStats {
-  pid: number;
-  connections: number;
-  partitions: PartitionStats[];
-}
-const stats = async (port = cluster.apiPort) => (await api(port, 'GET', '/stats')).json as RouterStats;
-/** The routers' pids by the partition each leads, asking until both were seen. */
-async function leaders(distinct = false): Promise<Map<number, number>> {
-  const led = new Map<number, number>();
-  await vi.waitFor(
-    async () => {
-      const s = await stats();
-      for (const p of s.partitions) if (p.leading) led.set(p.partition, s.pid);
-      else if (led.get(p.partition) === s.pid) led.delete(p.partition);
-      expect(led.size).toBe(2);
-      if (distinct) expect(new Set(led.values()).size).toBe(2);
-    },
-    { timeout: 30_000, interval: 20 },
-  );
-  return led;
-}
-const streamsKnown = (n: number) =>
-  vi.waitFor(
-    async () => {
-      for (let i = 0; i < 6; i++) expect((await stats()).connections).toBe(n);
-    },
-    { timeout: 15_000, interval: 50 },
-  );
+const stats = (port = cluster.apiPort) => routerStats(port);
+const leaders = (distinct = false) => partitionLeaders(cluster.apiPort, { distinct });
+const streamsKnown = (n: number) => untilStreamsKnown(cluster.apiPort, n);
 const userOf = (partition: number, from: number): number => {
   let u = from;
   while (partitionOf(u, 2) !== partition) u++;

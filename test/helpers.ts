@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { pino } from 'pino';
-import { afterAll, vi, type TestContext } from 'vitest';
+import { afterAll, expect, vi, type TestContext } from 'vitest';
 import { start, type C1mOptions } from '../index.js';
 import { deliverChunks, whyNotChunks } from '../cluster/deliver-batch.js';
 import type { BusMessage } from '../cluster/messages.js';
@@ -366,3 +366,39 @@ export function unpackChunks(message: Extract<BusMessage, { t: 'deliver' }>) {
   const ids = chunks.map((c) => c.id!);
   return { chunks, targets, sentAt, ids: ids.every((id) => id !== undefined) && ids.length > 0 ? ids : undefined };
 }
+
+/** A router's /stats as the partition tests read it (with partitions and, with --replicas, each one's stream). */
+export interface PartitionedRouterStats {
+  pid: number;
+  connections: number;
+  partitions: { partition: number; leading: boolean; lastId: number; replicas?: number; streamLast?: number; lag?: number }[];
+  edges: { id: string; pid: number; state: string; directoryStreams: number }[];
+}
+
+/** One router's /stats: routers share the API port, and the kernel hands each connection to either. */
+export const routerStats = async (apiPort: number) => (await api(apiPort, 'GET', '/stats')).json as PartitionedRouterStats;
+
+/** The routers' pids by the partition each leads, asking until every one of `partitions` was seen led (`distinct`: each by another router). */
+export async function partitionLeaders(apiPort: number, { partitions = 2, distinct = false } = {}): Promise<Map<number, number>> {
+  const led = new Map<number, number>();
+  await vi.waitFor(
+    async () => {
+      const s = await routerStats(apiPort);
+      for (const p of s.partitions) if (p.leading) led.set(p.partition, s.pid);
+      else if (led.get(p.partition) === s.pid) led.delete(p.partition);
+      expect(led.size).toBe(partitions);
+      if (distinct) expect(new Set(led.values()).size).toBe(partitions);
+    },
+    { timeout: 30_000, interval: 20 },
+  );
+  return led;
+}
+
+/** Until the directory holds exactly `n` streams in every router that answers (a standby's API is closed), asked a few times in a row. */
+export const untilStreamsKnown = (apiPort: number, n: number) =>
+  vi.waitFor(
+    async () => {
+      for (let i = 0; i < 6; i++) expect((await routerStats(apiPort)).connections).toBe(n);
+    },
+    { timeout: 15_000, interval: 50 },
+  );

@@ -454,7 +454,7 @@ export class ReplicatedHistory implements MessageHistory {
     try {
       this.view.applied(this.incoming, this.incomingThrough);
     } catch (err) {
-      // SQLITE_BUSY: another router of this store (one view for both) or a bulk load holds the write lock: kept for later.
+      // SQLITE_BUSY: another connection to the file (an operator's sqlite3, a backup) holds its write lock: kept for later.
       if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;
       this.applyScheduled = true;
       setTimeout(() => this.apply(), 50);

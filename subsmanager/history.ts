@@ -328,7 +328,7 @@ export class History implements MessageHistory {
         this.writePlace!.run({ epoch, through });
       }
     });
-    // Routers started by hand on one store open one view together: a write lock one holds a moment is waited for.
+    // Another connection to the file (an operator's sqlite3, a backup) may hold its write lock a moment: waited for.
     retryBusy(() => move.immediate());
     this.pruneTimer ??= setInterval(() => this.prune(), 1000).unref();
     this.nextId = this.firstFreeId();

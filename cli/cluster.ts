@@ -38,6 +38,11 @@ const edgeId = (text: string): string => {
   if (!EDGE_ID.test(text)) throw new Error(`edge id '${text}': use 1-64 letters, digits, '-' or '_'`);
   return text;
 };
+/** A JetStream server's name: a file name here (DIR/<name>.conf) and the server's name in its cluster. */
+const serverName = (text: string): string => {
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(text)) throw new Error(`server name '${text}': use 1-64 letters, digits, '-' or '_'`);
+  return text;
+};
 /** JetStream keeps a stream on at most 5 servers. */
 const MAX_REPLICAS = 5;
 
@@ -219,7 +224,7 @@ export function clusterCommands(): Command[] {
     .option('--tls-key <file>', 'its private key (PEM)')
     .option('--tls-self-signed <hosts>', 'make a new certificate authority (DIR/ca.pem, for --nats-ca) and a server certificate for these comma-separated addresses (default: keep the TLS settings in the directory)')
     .option('--tls-ca <file>', "the CA of the brain cluster's server certificates (PEM; its routes check each other's)")
-    .option('--jetstream <name>', "this server is <name> of the routers' JetStream (--replicas): the config goes to DIR/<name>.conf")
+    .addOption(new Option('--jetstream <name>', "this server is <name> of the routers' JetStream (--replicas): the config goes to DIR/<name>.conf").argParser(serverName))
     .option('--store-dir <dir>', 'with --jetstream: where this server keeps its streams (default: DIR/jetstream-<name>)')
     .option('--cluster-listen <host:port>', 'with --jetstream: where this server meets the brain cluster\'s others')
     .addOption(new Option('--routes <list>', "with --cluster-listen: the other servers' cluster addresses, host:port, comma-separated").argParser((text: string) => text.split(',')))

@@ -66,6 +66,12 @@ describe('c1m cluster --replicas 3: the routers own a clustered JetStream', () =
     const refused = await runCli(['nats-config', '--dir', dir, '--routes', '127.0.0.1:6223']);
     expect(refused.code).not.toBe(0);
     expect(refused.stderr).toContain('--routes are for a --jetstream server');
+    // The name becomes a file name and the server's name in its cluster: a path or a space in it is refused.
+    for (const name of ['../a', 'a b']) {
+      const bad = await runCli(['nats-config', '--dir', dir, '--jetstream', name]);
+      expect(bad.code).not.toBe(0);
+      expect(bad.stderr).toContain(`server name '${name}': use 1-64 letters, digits, '-' or '_'`);
+    }
   });
 
   test('three servers, one cluster: a router keeps a stream on all three, and publishes go on with one of them killed', async () => {

@@ -6,6 +6,7 @@
  * token holds an id per partition: each partition's leader replays from its
  * own, and a new stream asks each for its head, where it starts.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { After, Replayer, ReplayAnswer } from '../server/resume.js';
 import type { StreamHub } from '../server/stream.js';
 import type { Bus } from './bus.js';
@@ -13,6 +14,8 @@ import { SUBJECTS, type BusMessage } from './messages.js';
 
 /** A replay not answered in this long ends its stream; the client comes back and asks again. */
 const REPLAY_TIMEOUT_MS = 5000;
+/** How long a resume waits for a partition that nobody leads this moment, asking again after 100, 200, 400… ms (at most 1 s apart). */
+export const LEADERLESS_WAIT_MS = 5000;
 
 type Replayed = Extract<BusMessage, { t: 'replayed' }>;
 
@@ -25,12 +28,22 @@ async function ask(bus: Bus, subject: string, message: BusMessage): Promise<Repl
 /**
  * Partition p's answer. No responders here is a partition between two leaders (a hand-over, a takeover, a stream
  * that did not acknowledge): every partitioned cluster keeps a history, so it is not "no history" (lost unknown, see
- * server/resume.ts) but a failure that ends the stream, and its client asks again.
+ * server/resume.ts). The edge asks again for up to `waitMs`, the stream held open meanwhile (its live messages kept
+ * as during any replay): ended at once, every stream resuming then would come back every few hundred ms until a
+ * leader is elected. Past `waitMs` the stream ends, and its client asks again.
  */
-const askPartition = (bus: Bus, partition: number, message: BusMessage): Promise<Replayed> =>
-  ask(bus, SUBJECTS.replayIn(partition), message).catch((err: Error) => {
-    throw /no responders/.test(err.message) ? new Error(`partition ${partition} has no leader this moment: try again`) : err;
-  });
+async function askPartition(bus: Bus, partition: number, message: BusMessage, waitMs: number): Promise<Replayed> {
+  const deadline = Date.now() + waitMs;
+  for (let pause = 100; ; pause = Math.min(2 * pause, 1000)) {
+    try {
+      return await ask(bus, SUBJECTS.replayIn(partition), message);
+    } catch (err) {
+      if (!/no responders/.test((err as Error).message)) throw err;
+      if (Date.now() + pause > deadline) throw new Error(`partition ${partition} has no leader this moment: try again`);
+      await sleep(pause);
+    }
+  }
+}
 
 /** Partition p's answer has its head: a router of another build would leave the stream without a start. */
 const headOf = (reply: Replayed, partition: number): number => {
@@ -42,13 +55,13 @@ const headOf = (reply: Replayed, partition: number): number => {
  * The replays of an edge's streams over `bus`. `sendLogins` resolves once the logins pending now are out (once per
  * turn for all the streams that open in it); the hub's `partitions` says how many partitions the routers number in.
  */
-export function busReplayer(bus: Bus, hub: StreamHub, sendLogins: () => Promise<void>): Replayer {
+export function busReplayer(bus: Bus, hub: StreamHub, sendLogins: () => Promise<void>, leaderWaitMs = LEADERLESS_WAIT_MS): Replayer {
   let headsOut: Promise<number[]> | undefined;
   /** Each partition's head, asked once the logins pending now are out: one request per partition for all the new streams of a turn. */
   const heads = (): Promise<number[]> =>
     (headsOut ??= sendLogins().then(() => {
       headsOut = undefined;
-      return Promise.all(Array.from({ length: hub.partitions }, (_, p) => askPartition(bus, p, { t: 'head' }).then((reply) => headOf(reply, p))));
+      return Promise.all(Array.from({ length: hub.partitions }, (_, p) => askPartition(bus, p, { t: 'head' }, leaderWaitMs).then((reply) => headOf(reply, p))));
     }));
   const fromHeads = async (answer: { lost: false; messages: [] } | { lost: true; why: 'unknown' }): Promise<ReplayAnswer> => {
     const start = await heads();
@@ -67,7 +80,7 @@ export function busReplayer(bus: Bus, hub: StreamHub, sendLogins: () => Promise<
     // A new stream, or a token that is not one of this cluster's (another number of partitions): it starts from the heads.
     if (given === undefined) return fromHeads(after === undefined ? { lost: false, messages: [] } : { lost: true, why: 'unknown' });
     await sendLogins();
-    const replies = await Promise.all(given.map((from, p) => askPartition(bus, p, { t: 'replay', user, after: from, budget: budget / given.length, ...listening })));
+    const replies = await Promise.all(given.map((from, p) => askPartition(bus, p, { t: 'replay', user, after: from, budget: budget / given.length, ...listening }, leaderWaitMs)));
     const lost = replies.find((reply) => reply.lost)?.lost;
     // Told lost, the client fetches its state again: every partition starts from its head.
     if (lost) return { lost: true, why: lost, start: replies.map(headOf), headed: replies.map(() => true) };

@@ -3,14 +3,13 @@
  * `c1m admin`. Modules are imported inside each action, so that an edge
  * process loads neither SQLite nor the API nor prom-client.
  */
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { CLUSTER_DEFAULTS } from '../cluster/defaults.js';
 import { BUS_WAKEUPS_PER_SECOND, EDGE_ID, MIN_WINDOW_MS } from '../cluster/messages.js';
-import { MAX_PARTITIONS } from '../subsmanager/partitions.js';
-import { apiOptions, historyOptions, integer, logLevelOption, maxBacklogOption, maxUserIdOption, streamOptions } from './options.js';
+import { apiOptions, historyOptions, integer, logLevelOption, maxBacklogOption, maxUserIdOption, partitionsOption, replicasOption, streamOptions } from './options.js';
 
 const natsOption = () => new Option('--nats <url>', 'NATS server URL(s), comma-separated; tls://host:port for TLS').env('C1M_NATS').default(CLUSTER_DEFAULTS.nats);
 
@@ -43,8 +42,6 @@ const serverName = (text: string): string => {
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(text)) throw new Error(`server name '${text}': use 1-64 letters, digits, '-' or '_'`);
   return text;
 };
-/** JetStream keeps a stream on at most 5 servers. */
-const MAX_REPLICAS = 5;
 
 const defaultPrefix = () => `${hostname().replace(/[^A-Za-z0-9_-]/g, '_')}-`;
 
@@ -73,23 +70,8 @@ function routerOptions(command: Command): Command {
   return historyOptions(apiOptions(command))
     .addOption(new Option('--batch-ms <ms>', `deliver batches leave at most once per window, at once after a quiet spell (0: every event-loop turn; default: ${MIN_WINDOW_MS} ms, or edges × ${1000 / BUS_WAKEUPS_PER_SECOND} ms when longer)`).argParser(integer('batch ms', 0)))
     .addOption(new Option('--edge-timeout <ms>', 'drop an edge not heard from for this long').default(CLUSTER_DEFAULTS.edgeTimeoutMs).argParser(integer('edge timeout', 500)))
-    .addOption(
-      new Option('--partitions <n>', `partitions of the subjects, each numbered by its own router (one history and lease each; the same for every router of a cluster; at most ${MAX_PARTITIONS})`)
-        .default(1)
-        .argParser((text: string) => {
-          const n = integer('partitions', 1)(text);
-          if (n > MAX_PARTITIONS) throw new InvalidArgumentError(`partitions must be at most ${MAX_PARTITIONS}`);
-          return n;
-        }),
-    )
-    .addOption(
-      new Option('--replicas <n>', `keep the brain (histories, leases, subscription changes) on JetStream, each stream on this many nats-servers (at most ${MAX_REPLICAS}); c1m cluster then starts that many, clustered`)
-        .argParser((text: string) => {
-          const n = integer('replicas', 1)(text);
-          if (n > MAX_REPLICAS) throw new InvalidArgumentError(`replicas must be at most ${MAX_REPLICAS} (JetStream's limit)`);
-          return n;
-        }),
-    );
+    .addOption(partitionsOption())
+    .addOption(replicasOption());
 }
 
 interface NatsConfigFlags {

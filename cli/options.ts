@@ -2,6 +2,7 @@ import { InvalidArgumentError, Option, type Command } from 'commander';
 import { checkAllowOrigin } from '../server/cors.js';
 import { DEFAULTS } from '../server/defaults.js';
 import { DEFAULT_CACHE_MIB } from '../subsmanager/defaults.js';
+import { MAX_PARTITIONS } from '../subsmanager/partitions.js';
 
 /** A commander argument parser for a safe integer >= min. */
 export const integer =
@@ -21,6 +22,27 @@ export const logLevelOption = () =>
 export const maxUserIdOption = () => new Option('--max-user-id <n>', 'highest user id accepted').default(DEFAULTS.maxUserId).argParser(integer('max user id', 1));
 
 export const maxBacklogOption = (help: string) => new Option('--max-backlog <bytes>', help).default(DEFAULTS.maxBacklog).argParser(integer('max backlog', 1));
+
+/** A router's partitions of the subjects: `c1m router`, `c1m cluster` (which passes it on) and `c1m run`. */
+export const partitionsOption = () =>
+  new Option('--partitions <n>', `partitions of the subjects, each numbered by its own router (one history and lease each; the same for every router of a cluster; at most ${MAX_PARTITIONS})`)
+    .default(1)
+    .argParser((text: string) => {
+      const n = integer('partitions', 1)(text);
+      if (n > MAX_PARTITIONS) throw new InvalidArgumentError(`partitions must be at most ${MAX_PARTITIONS}`);
+      return n;
+    });
+
+/** JetStream keeps a stream on at most 5 servers. */
+const MAX_REPLICAS = 5;
+
+/** The brain on JetStream: `c1m router`, `c1m cluster` (which starts that many nats-servers) and `c1m run`. */
+export const replicasOption = () =>
+  new Option('--replicas <n>', `keep the brain (histories, leases, subscription changes) on JetStream, each stream on this many nats-servers (at most ${MAX_REPLICAS}); c1m cluster then starts that many, clustered`).argParser((text: string) => {
+    const n = integer('replicas', 1)(text);
+    if (n > MAX_REPLICAS) throw new InvalidArgumentError(`replicas must be at most ${MAX_REPLICAS} (JetStream's limit)`);
+    return n;
+  });
 
 /** Which streams a load tool opens: chunked /test/<id>, EventSource /sse/<id> or WebSocket /ws/<id>. */
 export const transportOption = () => new Option('--transport <transport>', 'streams to open: chunked (/test/<id>), sse (/sse/<id>) or ws (/ws/<id>)').choices(['chunked', 'sse', 'ws']).default('chunked');

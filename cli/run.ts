@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { DEFAULTS } from '../server/defaults.js';
-import { historyOptions, integer, topicShareOption, topicsOption, transportOption } from './options.js';
+import { historyOptions, integer, partitionsOption, replicasOption, topicShareOption, topicsOption, transportOption } from './options.js';
 import { parseIdRange } from '../loadgen/flood.js';
 
 /** "1000,2000,4000" → sends/s per step. */
@@ -19,6 +19,9 @@ export function runCommand(): Command {
     .addOption(new Option('--db <path>', 'subscription store; loaded with the graph unless it holds it (default: ./data/friends-<users>x<m>.db)'))
     .addOption(new Option('--edges <n>', 'edge processes (default: enough for --connections at the open-file limit)').argParser(integer('edges', 1)))
     .addOption(new Option('--batch-ms <ms>', "the router's batch window (c1m cluster --batch-ms)").argParser(integer('batch ms', 0)))
+    .addOption(new Option('--routers <n>', 'router processes (c1m cluster --routers; with a history, one leads each partition and the others stand by)').default(1).argParser(integer('routers', 1)))
+    .addOption(partitionsOption())
+    .addOption(replicasOption())
     .addOption(new Option('--src <addrs>', 'flood source addresses: A-B or a comma list (each gives --ports local ports)').default('127.0.1.1-127.0.1.40'))
     .addOption(new Option('--ports <range>', 'local ports each source address binds').default([10000, 65535], '10000-65535').argParser((t) => parseIdRange(t, 'ports')))
     .addOption(new Option('--rate <n>', 'connects per second during the ramp').default(10000).argParser(integer('rate', 1)))

@@ -100,7 +100,7 @@ function checkPortsPerEdge(port: number, agentPort: number | undefined, edges: n
  * Router i's store. With --replicas each router's file is its own view of the replicated store (two applying one
  * file would apply every change twice): `data/c1m.db` → `data/c1m.router-1.db`; router 0 keeps the name given.
  */
-const routerDb = (o: Pick<ClusterOptions, 'db' | 'replicas'>, i: number): string =>
+export const routerDb = (o: Pick<ClusterOptions, 'db' | 'replicas'>, i: number): string =>
   !o.replicas || i === 0 || o.db === ':memory:' ? o.db : `${o.db.replace(/\.db$/, '')}.router-${i}.db`;
 
 /** `list` from its i-th entry on, wrapping around. */

@@ -22,6 +22,7 @@
 import { DeliverPolicy, DiscardPolicy, jetstream, jetstreamManager, JetStreamApiCodes, JetStreamApiError, StorageType, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg, type StreamInfo } from '@nats-io/jetstream';
 import { nuid, type NatsConnection } from '@nats-io/transport-node';
 import type Database from 'better-sqlite3';
+import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import { EdgeBuffer, loadEdges } from '../subsmanager/bulkload.js';
@@ -160,6 +161,18 @@ export async function publishEdges(
 const APPLIED_TABLE = 'CREATE TABLE IF NOT EXISTS store_log_applied (stream TEXT NOT NULL, seq INTEGER NOT NULL, holder TEXT)';
 
 const me = `${hostname()}:${process.pid}`;
+
+/** The last sequence the view at `path` applied, read from its file (0: not a view yet, or no file): for tools outside the router. */
+export function appliedBy(path: string): number {
+  if (!existsSync(path)) return 0;
+  const store = openStore(path, { readonly: true });
+  try {
+    const table = store.db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'store_log_applied'").get();
+    return table ? ((store.db.prepare('SELECT seq FROM store_log_applied').get() as { seq: number } | undefined)?.seq ?? 0) : 0;
+  } finally {
+    store.close();
+  }
+}
 
 /** Whether `holder` (host:pid) is another live process of this host. */
 function heldByAnother(holder: string | null): boolean {

@@ -89,14 +89,16 @@ export function reportMarkdown(r: RunResult): string {
   lines.push(
     `Target ${count(o.connections)} ${o.transport ?? 'chunked'} streams from ${o.src} (local ports ${o.ports[0]}-${o.ports[1]}) at ${count(o.rate)} connects/s, ` +
       (o.topics ? `each also listening to one of ${count(o.topics)} topics (${((o.topicShare ?? 0) * 100).toFixed(0)} % of the sends to a random one of them), ` : '') +
-      `held ${o.hold} s; friends graph ${count(o.users)} users x m=${o.m} in ${o.db}` +
+      `held ${o.hold} s; friends graph ${count(o.users)} users x m=${o.m} in ${o.replicas ? `the store's stream on JetStream (R${o.replicas})` : o.db}` +
       (r.graph ? ` (${count(r.graph.rows)} subscriptions, ${r.graph.loaded ? `generated and loaded in ${r.graph.seconds} s` : 'already there'})` : '') +
       `; messages for ${o.msgSeconds} s ${o.msgRates ? `at each of ${o.msgRates.join(', ')} sends/s` : o.msgRate ? `at ${o.msgRate} sends/s` : `from ${o.generators} generators every ${o.sendInterval[0]}-${o.sendInterval[1]} ms`}` +
       (o.warmup > 0 ? `, after a ${o.warmup} s warm-up at the first rate (not measured: V8 compiles the delivery path in every edge)` : '') +
       '.',
     '',
   );
-  if (r.cluster) lines.push(`Cluster: ${r.cluster.edges} edges (capacity ${count(r.cluster.capacity)} streams), 1 router, nats-server; ready in ${r.cluster.startSeconds.toFixed(1)} s; ${r.cluster.restarts} child restarts.`, '');
+  const routers = `${o.routers ?? 1} router${(o.routers ?? 1) > 1 ? 's' : ''}${(o.partitions ?? 1) > 1 ? ` sharing ${o.partitions} partitions` : ''}`;
+  const servers = o.replicas ? `${o.replicas} clustered nats-servers with JetStream (the brain at R${o.replicas})` : 'nats-server';
+  if (r.cluster) lines.push(`Cluster: ${r.cluster.edges} edges (capacity ${count(r.cluster.capacity)} streams), ${routers}, ${servers}; ready in ${r.cluster.startSeconds.toFixed(1)} s; ${r.cluster.restarts} child restarts.`, '');
   lines.push(
     o.historySeconds > 0
       ? `History: every message kept ${o.historySeconds} s (at most ${count(o.historyPerSubject)} per sender)` +

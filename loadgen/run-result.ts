@@ -12,6 +12,14 @@ export interface RunOptions {
   db: string;
   /** Edge processes; default: what `c1m cluster --connections` sizes from the open-file limit. */
   edges?: number;
+  /** Router processes and the partitions of the subjects they share (c1m cluster --routers, --partitions); default 1 and 1. */
+  routers?: number;
+  partitions?: number;
+  /**
+   * The brain on JetStream (c1m cluster --replicas): that many clustered nats-servers, and the graph published to the
+   * store's stream, each router's view made empty in a directory of the run's own (`db` is not used).
+   */
+  replicas?: number;
   /** The router's batch window, ms: with many edges, each send touches many of them, and a wider window carries more sends per message to each. */
   batchMs?: number;
   /** The router's message history (c1m cluster --history-seconds, --history-per-subject; 0 seconds: none). */

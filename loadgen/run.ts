@@ -6,18 +6,21 @@
  * writes a report folder (loadgen/report.ts). While it runs, a sampler reads
  * /proc every second: streams, RSS and PSS and CPU of each role, kernel memory.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { barabasiAlbertEdgeCount } from '../subsmanager/graph.js';
 import { historyOnDisk } from '../subsmanager/history.js';
-import { latencySummary, newHistogram, parseSources, rowsFromRanges, runFlood, type FloodSummary, type FloodTotals, type LatencySummary } from './flood.js';
-import { runMsggen, type MsggenSummary } from './msggen.js';
+import { latencySummary, newHistogram, parseSources, rowsFromRanges, runFlood, type FloodSummary, type FloodTotals } from './flood.js';
+import { runMsggen } from './msggen.js';
+import { credsFile } from '../cluster/nats-auth.js';
+import { routerDb } from '../cluster/run.js';
 import { spawnC1m } from '../cluster/supervisor.js';
 import { ROLES, type RunOptions, type Role, type Phase, type KernelMemory, type Sample, type FullSample, type RunResult, P99_TARGET_MS } from './run-result.js';
 import { writeReport } from './report.js';
-import { childrenOf, commOf, cpuOf, machineCores, machineTicks, pssOf, rssOf, spawnCluster, type ClusterProcess } from './server-process.js';
+import { c1mCommandOf, childrenOf, commOf, cpuOf, machineCores, machineTicks, pssOf, rssOf, spawnCluster, type ClusterProcess } from './server-process.js';
 
 /** PSS is read on every PSS_EVERY-th sample only: reading it walks each process's page tables. */
 const PSS_EVERY = 10;
@@ -52,7 +55,7 @@ export function kernelMemory(): KernelMemory {
 /**
  * Reads every second what each role holds and spends. Processes are found
  * from the pids this run started: the cluster supervisor's children (the
- * nats-server by name, the router by the pid /stats gives, the rest edges)
+ * nats-servers by name, the routers by their c1m command, the rest edges)
  * and this process's flood workers.
  */
 class Sampler {
@@ -100,15 +103,14 @@ class Sampler {
     walk(process.pid, 0);
   }
 
-  private pidsByRole(routerPid?: number): Record<Role, number[]> {
+  private pidsByRole(): Record<Role, number[]> {
     const pids: Record<Role, number[]> = { edges: [], router: [], nats: [], supervisor: [], floodWorkers: [], runner: [process.pid] };
     const supervisor = this.cluster?.child.exitCode === null ? this.cluster.child.pid : undefined;
     if (supervisor) {
       pids.supervisor.push(supervisor);
-      const router = routerPid ?? this.cluster!.pids['router-0'];
       for (const pid of childrenOf(supervisor)) {
         if (commOf(pid) === 'nats-server') pids.nats.push(pid);
-        else if (pid === router) pids.router.push(pid);
+        else if (c1mCommandOf(pid) === 'router') pids.router.push(pid);
         else pids.edges.push(pid);
       }
     }
@@ -152,7 +154,7 @@ class Sampler {
       this.slowConsumerCloses = stats.slowConsumerCloses;
     }
     this.interval = newHistogram();
-    for (const [role, pids] of Object.entries(this.pidsByRole(stats?.pid)) as [Role, number[]][]) {
+    for (const [role, pids] of Object.entries(this.pidsByRole()) as [Role, number[]][]) {
       for (const pid of pids) {
         try {
           const [rss, cpu] = [rssOf(pid), cpuOf(pid)];
@@ -187,8 +189,8 @@ class Sampler {
   }
 }
 
-/** Runs a c1m CLI command to its end; killed after `timeoutMs` or on abort. */
-function runCli(args: string[], timeoutMs: number, signal: AbortSignal): Promise<void> {
+/** Runs a c1m CLI command to its end, resolving with the tail of what it printed; killed after `timeoutMs` or on abort. */
+function runCli(args: string[], timeoutMs: number, signal: AbortSignal): Promise<string> {
   return new Promise((resolvePromise, reject) => {
     const child: ChildProcess = spawnC1m(args);
     let out = '';
@@ -201,7 +203,7 @@ function runCli(args: string[], timeoutMs: number, signal: AbortSignal): Promise
     child.once('close', (code, sig) => {
       clearTimeout(timer);
       signal.removeEventListener('abort', kill);
-      if (code === 0) resolvePromise();
+      if (code === 0) resolvePromise(out);
       else reject(new Error(`c1m ${args.slice(0, 2).join(' ')} ended with ${code ?? sig}: ${out.trim()}`));
     });
   });
@@ -235,6 +237,36 @@ async function ensureGraph(o: RunOptions, signal: AbortSignal, log: (line: strin
     rmSync(edgesFile, { force: true });
   }
   return { rows: expected, loaded: true, seconds: +((performance.now() - started) / 1000).toFixed(1) };
+}
+
+/**
+ * The graph into a replicated store (`--replicas`): generated to a file, published to the store's stream as
+ * `c1m friends load --nats` does, with a router's credentials; then every router's view has applied it, as its
+ * file says (a router standing by has no API to ask).
+ */
+async function publishGraph(o: RunOptions, cluster: ClusterProcess, work: string, signal: AbortSignal, log: (line: string) => void): Promise<NonNullable<RunResult['graph']>> {
+  const started = performance.now();
+  const edgesFile = join(work, 'graph.edges');
+  try {
+    log(`graph: generating ${o.users} users x m=${o.m}`);
+    await runCli(['friends', 'generate', '--users', String(o.users), '--m', String(o.m), '--seed', String(o.seed), '--out', edgesFile], 3_600_000, signal);
+    log(`graph: publishing ${edgesFile} to the store's stream`);
+    const out = await runCli(['friends', 'load', edgesFile, '--nats', cluster.nats, '--nats-creds', credsFile(cluster.natsDir, 'router')], 3_600_000, signal);
+    const last = Number(/last sequence (\d+)/.exec(out)?.[1]);
+    if (!Number.isSafeInteger(last)) throw new Error(`c1m friends load --nats did not say the stream's last sequence: ${out.trim()}`);
+    log(`graph: published, the stream's last sequence ${last}; waiting for every router's view`);
+    const { appliedBy } = await import('../cluster/store-log.js');
+    const views = Array.from({ length: o.routers ?? 1 }, (_, i) => routerDb({ db: join(work, 'view.db'), replicas: o.replicas }, i));
+    while (views.some((view) => appliedBy(view) < last)) {
+      signal.throwIfAborted();
+      await sleep(500);
+    }
+  } finally {
+    rmSync(edgesFile, { force: true });
+  }
+  const rows = 2 * barabasiAlbertEdgeCount(o.users, o.m);
+  log(`graph: every router's view holds it (${rows} subscriptions)`);
+  return { rows, loaded: true, seconds: +((performance.now() - started) / 1000).toFixed(1) };
 }
 
 /**
@@ -307,8 +339,10 @@ export async function runC1m(options: RunOptions): Promise<RunResult & { dir: st
   /** Delivery latencies of the message step under way. */
   let stepHistogram: ReturnType<typeof newHistogram> | undefined;
   const aborted = new Promise<void>((r) => abort.signal.addEventListener('abort', () => r(), { once: true }));
+  // Replicated, the routers' views and the JetStream servers' stores are the run's own, made empty and removed after.
+  const work = o.replicas ? mkdtempSync(join(tmpdir(), 'c1m-run-')) : undefined;
   try {
-    result.graph = await ensureGraph(o, abort.signal, log);
+    if (!work) result.graph = await ensureGraph(o, abort.signal, log);
     abort.signal.throwIfAborted();
 
     result.snapshots.before = await sampler.sample(true);
@@ -316,11 +350,13 @@ export async function runC1m(options: RunOptions): Promise<RunResult & { dir: st
     hardStop = setTimeout(() => abort.abort(new Error(`hard stop after ${maxSeconds} s`)), maxSeconds * 1000);
     enter('start');
     const sizing = o.edges ? ['--edges', String(o.edges)] : ['--connections', String(o.connections)];
-    cluster = await spawnCluster(['--db', o.db, '--max-user-id', String(Math.max(o.users, o.connections)), ...(o.batchMs === undefined ? [] : ['--batch-ms', String(o.batchMs)]), '--history-seconds', String(o.historySeconds), '--history-per-subject', String(o.historyPerSubject), ...(o.heartbeat === undefined ? [] : ['--heartbeat', String(o.heartbeat)]), ...sizing], {}, 180_000);
+    const brain = ['--routers', String(o.routers ?? 1), '--partitions', String(o.partitions ?? 1), ...(work ? ['--replicas', String(o.replicas), '--state-dir', join(work, 'state')] : [])];
+    cluster = await spawnCluster([...brain, '--db', work ? join(work, 'view.db') : o.db, '--max-user-id', String(Math.max(o.users, o.connections)), ...(o.batchMs === undefined ? [] : ['--batch-ms', String(o.batchMs)]), '--history-seconds', String(o.historySeconds), '--history-per-subject', String(o.historyPerSubject), ...(o.heartbeat === undefined ? [] : ['--heartbeat', String(o.heartbeat)]), ...sizing], {}, 180_000);
     sampler.cluster = cluster;
     const capacity = cluster.edges.reduce((n, e) => n + e.capacity, 0);
     result.cluster = { edges: cluster.edges.length, capacity, port: cluster.port, apiPort: cluster.apiPort, nats: cluster.nats, startSeconds: now() - result.phases[0].start, restarts: 0 };
     log(`cluster: ${cluster.edges.length} edges, capacity ${capacity}, streams on port ${cluster.port}, API on ${cluster.apiPort}`);
+    if (work) result.graph = await publishGraph(o, cluster, work, abort.signal, log);
     abort.signal.throwIfAborted();
 
     enter('ramp');
@@ -433,7 +469,8 @@ export async function runC1m(options: RunOptions): Promise<RunResult & { dir: st
     sampler.stop();
     await stopEverything(cluster, sampler);
     if (cluster && result.cluster) result.cluster.restarts = (cluster.output().match(/child exited; restarting/g) ?? []).length;
-    if (cluster && o.historySeconds > 0) result.history = historyOnDisk(o.db);
+    if (cluster && o.historySeconds > 0) result.history = historyOnDisk(work ? join(work, 'view.db') : o.db);
+    if (work) rmSync(work, { recursive: true, force: true });
     outer?.removeEventListener('abort', onOuterAbort);
     const last = result.phases.at(-1);
     if (last) last.end = now();

@@ -167,6 +167,17 @@ export const commOf = (pid: number) => {
   }
 };
 
+/** The c1m command a process runs (`router`, `edge`…: the argument after the CLI's script), or '' for another process. */
+export const c1mCommandOf = (pid: number) => {
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    const script = argv.findIndex((arg) => arg.endsWith('/c1m.js'));
+    return script < 0 ? '' : (argv[script + 1] ?? '');
+  } catch {
+    return '';
+  }
+};
+
 /** /proc/stat's first line: jiffies busy, user (+nice), system, softirq, and in all. */
 export function machineTicks() {
   const [user, nice, system, idle, iowait, irq, softirq, steal] = readFileSync('/proc/stat', 'utf8').split('\n')[0].split(/\s+/).slice(1).map(Number);

@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CHARTS } from '../loadgen/report.js';
@@ -136,6 +136,28 @@ describe('c1m run', () => {
     }
     expect(readFileSync(join(result.dir, 'memory.svg'), 'utf8')).toContain('edges PSS');
   });
+
+  it('--routers 2 --partitions 2 --replicas 3: publishes the graph to the store\'s stream, every router\'s view holds it, and the run goes on as with one router', async () => {
+    const dir = tempDir();
+    const lines: string[] = [];
+    const result = await runC1m(small(dir, { connections: 1000, users: 1000, src: '127.0.42.1-127.0.42.2', msgRates: [200], routers: 2, partitions: 2, replicas: 3, maxSeconds: 120, log: (line) => lines.push(line) }));
+    expect(result.error, lines.join('\n')).toBeUndefined();
+    expect(result.status).toBe('complete');
+    expect(result.graph).toMatchObject({ loaded: true, rows: 2 * (6 + (1000 - 4) * 3) });
+    expect(lines).toContain(`graph: every router's view holds it (${2 * (6 + (1000 - 4) * 3)} subscriptions)`);
+    // Not into --db: the views are the run's own.
+    expect(existsSync(result.options.db)).toBe(false);
+    expect(result.snapshots.peak).toMatchObject({ open: 1000, serverStreams: 1000, processes: { edges: 2, router: 2, nats: 3 } });
+    const [step] = result.steps;
+    expect(step.msggen.sent).toBeGreaterThan(0);
+    expect(step.deliveredChunksPerSecond).toBeGreaterThan(step.msggen.achievedRate);
+    const report = readFileSync(join(result.dir, 'report.md'), 'utf8');
+    expect(report).toContain("in the store's stream on JetStream (R3)");
+    expect(report).toContain('2 routers sharing 2 partitions, 3 clustered nats-servers with JetStream (the brain at R3)');
+    // Nothing left: every process, and the views and JetStream stores of the run.
+    expect(processesMentioning(result.cluster!.nats.split(',')[0])).toEqual([]);
+    expect(readFileSync(`/proc/${process.pid}/task/${process.pid}/children`, 'utf8').trim()).toBe('');
+  }, 150_000);
 
   it('refuses a store holding another graph, and too few source addresses, before starting anything', async () => {
     const dir = tempDir();

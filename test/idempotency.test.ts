@@ -94,8 +94,10 @@ it('after a kill -9 and a restart on the same store, a retry with the key answer
  */
 async function answerLosingProxy(target: number, lose: number) {
   let connections = 0;
+  const open = new Set<net.Socket>();
   const proxy = net.createServer((client) => {
     const losing = connections++ < lose;
+    open.add(client.on('close', () => open.delete(client)));
     const server = net.connect(target, '127.0.0.1');
     client.pipe(server);
     server.on('data', (data) => (losing ? client.resetAndDestroy() : client.write(data)));
@@ -104,7 +106,8 @@ async function answerLosingProxy(target: number, lose: number) {
     client.on('close', () => server.destroy());
   });
   await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-  closing.push(() => new Promise((resolve) => proxy.close(resolve)));
+  // The client's idle keep-alive connections are closed too: the proxy's close would wait for them.
+  closing.push(() => new Promise((resolve) => (proxy.close(resolve), open.forEach((socket) => socket.destroy()))));
   return { port: (proxy.address() as net.AddressInfo).port, connections: () => connections };
 }
 

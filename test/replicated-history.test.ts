@@ -267,7 +267,7 @@ describe('a partition on a JetStream stream', () => {
   });
 
   it("a stream's duplicate window is the history's window, and an existing stream's is changed to it", async () => {
-    await (await brain(9, 1, 120)).stream(0);
+    expect((await (await brain(9, 1, 60)).stream(0)).config.duplicate_window).toBe(60e9);
     const b = await brain(9, 1, 30);
     expect((await b.stream(0)).config.duplicate_window).toBe(30e9);
     expect((await b.jsm.streams.info(historyStream(0, 9))).config.duplicate_window).toBe(30e9);

@@ -15,7 +15,8 @@ import { connectJetStream } from '../cluster/jetstream.js';
 import { KvLease, LEASE_BUCKET } from '../cluster/kv-lease.js';
 import { Brain, historyStream, historySubject, ReplicatedHistory } from '../cluster/replicated-history.js';
 import { freePorts } from '../cluster/supervisor.js';
-import { spawnNatsServer } from '../loadgen/server-process.js';
+import { ROUTER_INBOX } from '../cluster/nats-auth.js';
+import { spawnJetStreamServers, spawnNatsServer, type JetStreamServers } from '../loadgen/server-process.js';
 import { LEASE, SequencerLease, type Lease } from '../subsmanager/sequencer.js';
 import { openStore } from '../subsmanager/store.js';
 import { stopChild, tempDir } from './helpers.js';
@@ -271,5 +272,29 @@ describe('a partition on a JetStream stream', () => {
     const b = await brain(9, 1, 30);
     expect((await b.stream(0)).config.duplicate_window).toBe(30e9);
     expect((await b.jsm.streams.info(historyStream(0, 9))).config.duplicate_window).toBe(30e9);
+  });
+});
+
+describe('three nats-servers, R3', () => {
+  let r3: JetStreamServers;
+  beforeAll(async () => {
+    r3 = await spawnJetStreamServers(3, tempDir());
+  }, 30_000);
+  afterAll(async () => {
+    for (const { child } of r3?.servers.values() ?? []) await stopChild(child);
+  });
+
+  it("a retry's publish is a duplicate there too, even expecting a stale sequence; followers' views learn the key", async () => {
+    const nc = await connectJetStream(r3.urls, { name: 'test', persistent: false, creds: r3.creds, inboxPrefix: ROUTER_INBOX });
+    closing.push(() => nc.close());
+    const b = await Brain.on(nc, { replicas: 3, partitions: 1, historySeconds: 120 });
+    const [leader, follower] = [await replicated(b), await replicated(b)];
+    await leader.history.lead();
+    const id = leader.history.append(3, Buffer.from('pay 5'), 'order-17');
+    await committed(leader.history);
+    const seq = (await b.jsm.streams.info(historyStream(0, 1))).state.last_seq;
+    const ack = await b.js.publish(historySubject(0, 1), Buffer.from('pay 5'), { msgID: '3 order-17', expect: { lastSequence: seq - 1 } });
+    expect(ack).toMatchObject({ duplicate: true, seq });
+    await expect.poll(() => follower.history.keyed(3, 'order-17')).toBe(id);
   });
 });

@@ -31,7 +31,7 @@ export interface C1mClientOptions {
   retries?: number;
   /** The wait before the first retry, doubled for each next one (ms). Default 250. */
   retryDelayMs?: number;
-  /** How long one request waits for its answer (ms). Default 10,000. */
+  /** How long one request (any of them, a send's each try) waits for its answer (ms). Default 10,000. */
   timeoutMs?: number;
 }
 
@@ -56,7 +56,7 @@ export class C1mUnauthorized extends C1mError {}
 export class C1mTooLarge extends C1mError {}
 /** 429: a proxy in front of the API limits the rate (c1m has no rate limit of its own); retry later. */
 export class C1mRateLimited extends C1mError {}
-/** 503: the store was busy (another process held its write lock) and nothing changed; retry. */
+/** 503: the store was busy (another process held its write lock) and nothing changed, or a send's router could not keep it now; retry (`send` does, with its key). */
 export class C1mUnavailable extends C1mError {}
 
 const ERRORS: Record<number, typeof C1mError> = { 401: C1mUnauthorized, 413: C1mTooLarge, 429: C1mRateLimited, 503: C1mUnavailable };
@@ -155,6 +155,7 @@ export class C1mClient {
 /** A request that got no answer, or a 503: the server may or may not have kept it; a retry with the same key is safe. */
 function unanswered(err: unknown): boolean {
   if (err instanceof C1mUnavailable) return true;
-  // fetch's own failures: a TypeError for a connection refused, reset or closed before the answer; a TimeoutError for AbortSignal.timeout.
-  return err instanceof TypeError || (err instanceof DOMException && err.name === 'TimeoutError');
+  // fetch's own failures: 'fetch failed' for a connection refused, reset or closed before the answer (not a bad URL,
+  // which fails alike each time); a TimeoutError for AbortSignal.timeout.
+  return (err instanceof TypeError && err.message === 'fetch failed') || (err instanceof DOMException && err.name === 'TimeoutError');
 }

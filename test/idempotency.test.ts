@@ -90,9 +90,10 @@ it('after a kill -9 and a restart on the same store, a retry with the key answer
 
 /**
  * A TCP proxy to the server whose first `lose` connections lose the answer: the request reaches the server, which keeps
- * the message, and the connection is reset when the answer comes back, as when a router dies between commit and answer.
+ * the message, and the connection is reset when the answer comes back, as when a router dies between commit and answer
+ * (`hang`: the answer is held back, and the connection left open, as behind a frozen router).
  */
-async function answerLosingProxy(target: number, lose: number) {
+async function answerLosingProxy(target: number, lose: number, how: 'reset' | 'hang' = 'reset') {
   let connections = 0;
   const open = new Set<net.Socket>();
   const proxy = net.createServer((client) => {
@@ -100,7 +101,10 @@ async function answerLosingProxy(target: number, lose: number) {
     open.add(client.on('close', () => open.delete(client)));
     const server = net.connect(target, '127.0.0.1');
     client.pipe(server);
-    server.on('data', (data) => (losing ? client.resetAndDestroy() : client.write(data)));
+    server.on('data', (data) => {
+      if (!losing) client.write(data);
+      else if (how === 'reset') client.resetAndDestroy();
+    });
     server.on('error', () => client.destroy());
     client.on('error', () => server.destroy());
     client.on('close', () => server.destroy());
@@ -124,6 +128,12 @@ it('the backend client retries a send whose answer was lost with the same key: k
   await waitFor(() => received(one).length === 2, 'the next message');
   expect(received(one)).toEqual([`${sent.id} charged once`, `${next.id} next`]);
   expect(c1m.stats().sends).toBe(2);
+  // An answer that does not come within timeoutMs is asked for again, with the key.
+  const hanging = await answerLosingProxy(c1m.apiPort, 1, 'hang');
+  const patient = new C1mClient({ url: `http://127.0.0.1:${hanging.port}`, timeoutMs: 300, retryDelayMs: 20 });
+  const late = await patient.send(1, 'answered late');
+  expect(hanging.connections()).toBe(2);
+  expect(late).toEqual({ delivered: 0, id: expect.any(Number), duplicate: true });
 
   // Bounded: a send whose answers are always lost fails after its retries, kept once all the same.
   const never = await answerLosingProxy(c1m.apiPort, Infinity);
@@ -135,6 +145,6 @@ it('the backend client retries a send whose answer was lost with the same key: k
   const once = new C1mClient({ url: `http://127.0.0.1:${never.port}`, idempotent: false });
   await expect(once.send(1, 'tried once')).rejects.toThrow(TypeError);
   expect(never.connections()).toBe(4);
-  await waitFor(() => received(one).length === 4, 'both');
-  expect(received(one).slice(2).map((m) => m.split(' ').slice(1).join(' '))).toEqual(['lost answers', 'tried once']);
+  await waitFor(() => received(one).length === 5, 'the last two');
+  expect(received(one).slice(2).map((m) => m.split(' ').slice(1).join(' '))).toEqual(['answered late', 'lost answers', 'tried once']);
 });

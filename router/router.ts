@@ -116,7 +116,8 @@ export class Router {
    * Delivers `message` to every connection of `subject` (a user's, or those
    * listening to a topic) and of each of its subscribers, once per stream. Returns how many streams took it.
    * Users who are not connected miss it, as in the original design. A send
-   * outside the limits throws a SendError, and nothing is numbered or delivered.
+   * outside the limits throws a SendError, and nothing is numbered or delivered. `key`, the send's idempotency key,
+   * is kept with the message by the log: the caller asked sentBefore() first, as this does not.
    */
   send(subject: Subject, message: string | Uint8Array, key?: string): number {
     const to = checkSend(subject, message, this.limits);

@@ -39,11 +39,14 @@ it('answers the same key for the same subject with the first send\'s id and dupl
   const other = await keyed(c1m.apiPort, 2, 'pay 5', 'order-17');
   expect(other).toMatchObject({ status: 200, json: { delivered: 1 } });
   expect(other.json.id).toBeGreaterThan(first.json.id);
+  // A topic's keys as a user's.
+  const topic = await keyed(c1m.apiPort, 'photo:9', 'a comment', 'order-17');
+  expect(await keyed(c1m.apiPort, 'photo:9', 'a comment', 'order-17')).toMatchObject({ json: { delivered: 0, id: topic.json.id, duplicate: true } });
   const last = await api(c1m.apiPort, 'POST', '/send/1', 'after');
   await waitFor(() => received(one).length === 2, 'the message after');
   expect(received(one)).toEqual([`${first.json.id} pay 5`, `${last.json.id} after`]);
   await waitFor(() => received(two).length === 1, "2's message");
-  expect(c1m.stats().sends).toBe(3);
+  expect(c1m.stats().sends).toBe(4);
   // The key is in the file beside its message, written before the answer.
   const file = new Database(join(c1m.store.db.name.replace(/\.db$/, '.history.db')), { readonly: true });
   closing.push(() => file.close());

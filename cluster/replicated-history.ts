@@ -28,9 +28,10 @@
  * from it without a publish. A keyed publish also carries `Nats-Msg-Id`
  * (`<subject> <key>`), and the stream's duplicate window is the history's: a
  * key the view no longer knows but the stream does (its window ended a moment
- * earlier) is acknowledged as a duplicate, stored nothing, and the leader
- * steps down, delivering nothing it numbered since; the backend's retry is
- * answered after the window. On nats-server 2.9.10 a duplicate wins over a
+ * earlier) is acknowledged as a duplicate with the first send's sequence,
+ * storing nothing: the view remembers the key as that id again, and the
+ * leader steps down, delivering nothing it numbered since; the backend's
+ * retry is answered with the first id. On nats-server 2.9.10 a duplicate wins over a
  * wrong expected sequence (tested): a deposed leader's duplicate is told
  * duplicate, not refused.
  */
@@ -272,14 +273,27 @@ export class ReplicatedHistory implements MessageHistory {
     this.brain.js.publish(this.subject, body, { expect: { lastSequence: id - 1 - this.epoch }, headers: marks, msgID, timeout: PUBLISH_TIMEOUT_MS }).then(
       (ack) => {
         if (run !== this.run) return;
-        // Stored nothing: what this leader numbered after it expects a sequence the stream never reaches. Nothing of it is delivered.
-        if (ack.duplicate) return this.fail(false, `the stream already holds ${msgID} as sequence ${ack.seq} (its key's window outlasted this view's)`);
+        if (ack.duplicate) {
+          // Stored nothing: what this leader numbered after it expects a sequence the stream never reaches, and none of it is
+          // delivered. The stream's sequence is the first send's id: the backend's retry is answered with it.
+          this.remember(subject, key!, this.epoch + ack.seq);
+          return this.fail(false, `the stream already holds ${msgID} as sequence ${ack.seq} (its key's window outlasted this view's)`);
+        }
         if (ack.seq === id - this.epoch) this.acknowledged(id);
         else this.fail(true, `the stream numbered ${ack.seq}, not ${id - this.epoch}`);
       },
       (err: Error) => run === this.run && this.fail(isStale(err), `a publish of partition ${this.partition} failed: ${err.message}`),
     );
     return id;
+  }
+
+  private remember(subject: Subject, key: string, id: number): void {
+    try {
+      this.view.rememberKey(subject, key, id);
+    } catch (err) {
+      // SQLITE_BUSY (an operator's sqlite3 holding the file's write lock): the retry is a duplicate to the stream once more.
+      if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;
+    }
   }
 
   afterCommit(done: () => void, failed?: () => void): void {

@@ -475,6 +475,14 @@ export class History implements MessageHistory {
     return this.keyedId.get(subject, key) as number | undefined;
   }
 
+  /**
+   * Replicated: the stream holds `subject`'s message of `key` as `id`, which this view had forgotten (a duplicate
+   * acknowledgement): remembered for a window from now, so that the next retry is answered from here.
+   */
+  rememberKey(subject: Subject, key: string, id: number): void {
+    this.insertKey.run(id, subject, key, Date.now());
+  }
+
   /** For /stats: the lease's term held (null: none), the last id, and the resumes, messages replayed and lost histories so far. */
   stats(): HistoryStats {
     return { term: this.lease.term ?? null, lastId: this.lastId, resumes: this.resumes, replayed: this.replayed, lost: this.lost };

@@ -250,7 +250,7 @@ describe('a partition on a JetStream stream', () => {
     const stepDowns: string[] = [];
     history.onStepDown = (why) => stepDowns.push(why);
     await history.lead();
-    history.append(4, Buffer.from('first'), 'k-1');
+    const first = history.append(4, Buffer.from('first'), 'k-1');
     await committed(history);
     const { state } = await b.jsm.streams.info(historyStream(0, 8));
     // As if the view's window had ended a moment before the stream's.
@@ -263,6 +263,8 @@ describe('a partition on a JetStream stream', () => {
     await expect(committed(history)).rejects.toThrow('not committed');
     expect(stepDowns).toEqual([expect.stringContaining('already holds 4 k-1')]);
     expect(lost).toEqual([]);
+    // The stream's sequence named the first send: the view has its key again, for the backend's retry.
+    expect(history.keyed(4, 'k-1')).toBe(first);
     await new Promise((resolve) => setTimeout(resolve, 200)); // the second publish's refusal, if it were stored
     expect((await b.jsm.streams.info(historyStream(0, 8))).state.last_seq).toBe(state.last_seq);
   });

@@ -16,10 +16,10 @@ import { KvLease, LEASE_BUCKET } from '../cluster/kv-lease.js';
 import { Brain, historyStream, historySubject, ReplicatedHistory } from '../cluster/replicated-history.js';
 import { freePorts } from '../cluster/supervisor.js';
 import { ROUTER_INBOX } from '../cluster/nats-auth.js';
-import { spawnJetStreamServers, spawnNatsServer, type JetStreamServers } from '../loadgen/server-process.js';
+import { spawnNatsServer } from '../loadgen/server-process.js';
 import { LEASE, SequencerLease, type Lease } from '../subsmanager/sequencer.js';
 import { openStore } from '../subsmanager/store.js';
-import { stopChild, tempDir } from './helpers.js';
+import { jetStreamServersFor, stopChild, tempDir } from './helpers.js';
 
 let nats: ChildProcess;
 let servers: string;
@@ -278,15 +278,10 @@ describe('a partition on a JetStream stream', () => {
 });
 
 describe('three nats-servers, R3', () => {
-  let r3: JetStreamServers;
-  beforeAll(async () => {
-    r3 = await spawnJetStreamServers(3, tempDir());
-  }, 30_000);
-  afterAll(async () => {
-    for (const { child } of r3?.servers.values() ?? []) await stopChild(child);
-  });
+  const servers = jetStreamServersFor(3);
 
   it("a retry's publish is a duplicate there too, even expecting a stale sequence; followers' views learn the key", async () => {
+    const r3 = servers();
     const nc = await connectJetStream(r3.urls, { name: 'test', persistent: false, creds: r3.creds, inboxPrefix: ROUTER_INBOX });
     closing.push(() => nc.close());
     const b = await Brain.on(nc, { replicas: 3, partitions: 1, historySeconds: 120 });

@@ -41,7 +41,7 @@ CREATE TABLE ${h}.history_floor (
 ) WITHOUT ROWID;`;
 
 /**
- * The idempotency keys of the messages sent with one (see idempotencyKey), each with its message's id: written in the
+ * The idempotency keys of the messages sent with one (see IDEMPOTENCY_KEY), each with its message's id: written in the
  * transaction that writes the message, pruned by age alone (not by the count per subject), so that a key is
  * remembered for the whole window, as JetStream's duplicate window does on a replicated history.
  */
@@ -477,7 +477,8 @@ export class History implements MessageHistory {
 
   /**
    * Replicated: the stream holds `subject`'s message of `key` as `id`, which this view had forgotten (a duplicate
-   * acknowledgement): remembered for a window from now, so that the next retry is answered from here.
+   * acknowledgement): remembered for a window from now, so that the next retry is answered from here. Its id is
+   * older than its neighbours', so pruning the keys (oldest id first) waits for it: keys live up to a window longer.
    */
   rememberKey(subject: Subject, key: string, id: number): void {
     this.insertKey.run(id, subject, key, Date.now());

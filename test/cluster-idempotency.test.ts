@@ -3,8 +3,12 @@
  * sent again through either router (one leads the subject's partition, the other passes the send on over the bus,
  * key and all) answers the first id with `duplicate: true`; after a kill -9 of the partition's leader, the retry is
  * answered by the router that took the partition over, from its view of the stream, and the reader gets the message once.
+ * A backend over the bus (BusSender) gives its key the same way.
  */
 import { afterAll, beforeAll, expect, it, vi } from 'vitest';
+import { credsFile } from '../cluster/nats-auth.js';
+import { NatsBus } from '../cluster/nats-bus.js';
+import { BusSender } from '../cluster/sender.js';
 import { spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
 import { partitionOf } from '../subsmanager/partitions.js';
 import { api, partitionLeaders, SseClient, stopChild, tempDir, untilStreamsKnown } from './helpers.js';
@@ -54,4 +58,17 @@ it('the same key through either router answers the first id; after a kill -9 of 
   await vi.waitFor(() => expect(bodies(readers[0]).at(-1)).toBe('after'), { timeout: 10_000, interval: 20 });
   expect(bodies(readers[0])).toEqual([`pay ${users[0]}`, 'after']);
   expect(bodies(readers[1])).toEqual([`pay ${users[1]}`]);
+});
+
+it('a backend over the bus (BusSender) sends with a key: the same key answers the first id; a bad one is refused, saying why', async () => {
+  const bus = await NatsBus.connect(cluster.nats, { name: 'test-backend', persistent: false, creds: credsFile(cluster.natsDir, 'backend') });
+  try {
+    const sender = new BusSender(bus);
+    const first = await sender.send(userOf(1), 'over the bus', 'bus-1');
+    expect(first).toEqual({ delivered: expect.any(Number), id: expect.any(Number) });
+    expect(await sender.send(userOf(1), 'over the bus', 'bus-1')).toEqual({ delivered: 0, id: first.id, duplicate: true });
+    await expect(sender.send(userOf(1), 'bad', 'not a key')).rejects.toThrow(/bad Idempotency-Key "not a key"/);
+  } finally {
+    await bus.close();
+  }
 });

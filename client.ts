@@ -4,6 +4,8 @@
  * It lives beside index.ts, outside server/: it is what a backend runs, a
  * client of the API that server/api.ts serves, and uses only server/auth.ts.
  */
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { mintStreamToken } from './server/auth.js';
 import type { Pair } from './subsmanager/pairs.js';
 import type { Subject } from './subsmanager/subjects.js';
@@ -20,6 +22,22 @@ export interface C1mClientOptions {
   streamSecret?: string;
   /** Sends in flight at most in sendMany. Default 16. */
   concurrency?: number;
+  /**
+   * Whether sends carry an Idempotency-Key and are tried again (default true). A server with --history-seconds 0
+   * refuses keys (400): set false for it; its sends are then tried once, as a retry could deliver one twice.
+   */
+  idempotent?: boolean;
+  /** How many times `send` tries again, with the same Idempotency-Key, after a 503, a timeout or a lost connection. Default 4. */
+  retries?: number;
+  /** The wait before the first retry, doubled for each next one (ms). Default 250. */
+  retryDelayMs?: number;
+  /** How long one request (any of them, a send's each try) waits for its answer (ms). Default 10,000. */
+  timeoutMs?: number;
+}
+
+export interface SendOptions {
+  /** The send's Idempotency-Key (1 to 64 of A-Z a-z 0-9 . _ : -); default a random UUID. */
+  key?: string;
 }
 
 /** An answer other than 2xx: `status`, and the server's own explanation in the message. */
@@ -38,7 +56,7 @@ export class C1mUnauthorized extends C1mError {}
 export class C1mTooLarge extends C1mError {}
 /** 429: a proxy in front of the API limits the rate (c1m has no rate limit of its own); retry later. */
 export class C1mRateLimited extends C1mError {}
-/** 503: the store was busy (another process held its write lock) and nothing changed; retry. */
+/** 503: the store was busy (another process held its write lock) and nothing changed, or a send's router could not keep it now; retry (`send` does, with its key). */
 export class C1mUnavailable extends C1mError {}
 
 const ERRORS: Record<number, typeof C1mError> = { 401: C1mUnauthorized, 413: C1mTooLarge, 429: C1mRateLimited, 503: C1mUnavailable };
@@ -53,9 +71,23 @@ export class C1mClient {
   /**
    * Sends `message` to `subject` (a user id, `user:5`, or a topic such as `photo:789`): to the user itself and to the
    * subject's subscribers; resolves with how many streams took it, and its id where the server keeps a history.
+   * Each send has an Idempotency-Key (the caller's, or a random one), and one whose answer did not come (503, a timeout,
+   * a connection lost) is tried again with it `retries` times, waiting retryDelayMs, twice that, and so on: a send that
+   * was kept after all is then answered `duplicate: true` with its id, never delivered twice. With `idempotent: false`
+   * (a server without a history refuses keys), no key and no retry.
    */
-  async send(subject: Subject, message: string | Uint8Array): Promise<Sent> {
-    return (await this.request('POST', `/send/${encodeURIComponent(subject)}`, message)) as Sent;
+  async send(subject: Subject, message: string | Uint8Array, options: SendOptions = {}): Promise<Sent> {
+    const idempotent = this.options.idempotent ?? true;
+    const headers: Record<string, string> = idempotent ? { 'idempotency-key': options.key ?? randomUUID() } : {};
+    const retries = idempotent ? (this.options.retries ?? 4) : 0;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return (await this.request('POST', `/send/${encodeURIComponent(subject)}`, message, headers)) as Sent;
+      } catch (err) {
+        if (attempt >= retries || !unanswered(err)) throw err;
+        await sleep((this.options.retryDelayMs ?? 250) * 2 ** attempt);
+      }
+    }
   }
 
   /** Sends each message in order of its start, `concurrency` at a time; resolves with each one's answer. The first failure rejects. */
@@ -105,9 +137,9 @@ export class C1mClient {
     return mintStreamToken(this.options.streamSecret, user, ttlSeconds, Date.now(), topics);
   }
 
-  private async request(method: string, path: string, body?: string | Uint8Array): Promise<unknown> {
-    const headers: Record<string, string> = this.options.token ? { authorization: `Bearer ${this.options.token}` } : {};
-    const res = await fetch(this.url + path, { method, body: body as BodyInit | undefined, headers });
+  private async request(method: string, path: string, body?: string | Uint8Array, extra: Record<string, string> = {}): Promise<unknown> {
+    const headers: Record<string, string> = this.options.token ? { ...extra, authorization: `Bearer ${this.options.token}` } : extra;
+    const res = await fetch(this.url + path, { method, body: body as BodyInit | undefined, headers, signal: AbortSignal.timeout(this.options.timeoutMs ?? 10_000) });
     const text = await res.text();
     if (res.ok) return JSON.parse(text);
     let message = text;
@@ -118,4 +150,12 @@ export class C1mClient {
     }
     throw new (ERRORS[res.status] ?? C1mError)(res.status, message.trim());
   }
+}
+
+/** A request that got no answer, or a 503: the server may or may not have kept it; a retry with the same key is safe. */
+function unanswered(err: unknown): boolean {
+  if (err instanceof C1mUnavailable) return true;
+  // fetch's own failures: 'fetch failed' for a connection refused, reset or closed before the answer (not a bad URL,
+  // which fails alike each time); a TimeoutError for AbortSignal.timeout.
+  return (err instanceof TypeError && err.message === 'fetch failed') || (err instanceof DOMException && err.name === 'TimeoutError');
 }

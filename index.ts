@@ -9,5 +9,5 @@ export { Registry, type Connection } from './router/registry.js';
 export { openStore, SqliteStore, StoreError, type SubscriptionStore } from './subsmanager/store.js';
 export { toPairs, type Pair } from './subsmanager/pairs.js';
 export { formatSubject, isUserId, kindOf, parseSubject, SubjectError, toSubject, SUBJECT_RULES, type Subject } from './subsmanager/subjects.js';
-export { C1mClient, C1mError, C1mUnauthorized, C1mTooLarge, C1mRateLimited, C1mUnavailable, type C1mClientOptions, type Sent } from './client.js';
+export { C1mClient, C1mError, C1mUnauthorized, C1mTooLarge, C1mRateLimited, C1mUnavailable, type C1mClientOptions, type SendOptions, type Sent } from './client.js';
 export { mintStreamToken } from './server/auth.js';

@@ -7,7 +7,9 @@
  * answer comes once the send is committed: a local commit, or the stream's
  * acknowledgement by a quorum). Reported per run: the answer's latency p50 /
  * p99 and the router's CPU per acknowledged send (and the nats-servers' for
- * R1/R3). Modes alternate, round after round, in one sitting.
+ * R1/R3). Modes alternate, round after round, in one sitting. A mode ending
+ * in `-keys` (`sqlite-keys`, `r1-keys`, `r3-keys`) gives every send an
+ * Idempotency-Key of its own: what keeping the keys costs.
  *
  *   node dist/bench/replicas.js [--sends 3000] [--concurrency 4] [--rounds 2] [--modes sqlite,r1,r3]
  */
@@ -28,9 +30,10 @@ const rounds = Number(values.rounds);
 const modes = values.modes.split(',');
 const REPLICAS: Record<string, string[]> = { sqlite: [], r1: ['--replicas', '1'], r3: ['--replicas', '3'] };
 
-function post(agent: http.Agent, port: number, user: number): Promise<number> {
+function post(agent: http.Agent, port: number, user: number, key?: string): Promise<number> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: `/send/${user}`, agent }, (res) => {
+    const headers = key === undefined ? {} : { 'idempotency-key': key };
+    const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: `/send/${user}`, agent, headers }, (res) => {
       res.resume();
       res.on('end', () => resolve(res.statusCode ?? 0));
     });
@@ -43,7 +46,8 @@ const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length 
 
 async function run(mode: string, round: number) {
   const dir = mkdtempSync(join(tmpdir(), 'c1m-replicas-'));
-  const cluster = await spawnCluster(['--routers', '1', '--edges', '1', '--db', join(dir, 'c1m.db'), '--state-dir', join(dir, 'state'), ...REPLICAS[mode]]);
+  const keyed = mode.endsWith('-keys');
+  const cluster = await spawnCluster(['--routers', '1', '--edges', '1', '--db', join(dir, 'c1m.db'), '--state-dir', join(dir, 'state'), ...REPLICAS[mode.replace(/-keys$/, '')]]);
   try {
     const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
     // Warm up: the stream's leader elected, the connections open.
@@ -61,7 +65,7 @@ async function run(mode: string, round: number) {
         while (next < sends) {
           next++;
           const t = performance.now();
-          const status = await post(agent, cluster.apiPort, 1 + Math.floor(Math.random() * 100_000));
+          const status = await post(agent, cluster.apiPort, 1 + Math.floor(Math.random() * 100_000), keyed ? `send-${round}-${next}` : undefined);
           if (status === 200) latencies.push(performance.now() - t);
           else refused++;
         }

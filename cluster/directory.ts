@@ -238,7 +238,10 @@ export class Directory {
     this.partitions = Math.max(1, options.histories?.length ?? 1);
     const histories = options.histories;
     // Each send numbered in its subject's partition: where this router does not lead it, the history refuses (NotSequencerError).
-    const log = histories?.length ? { append: (subject: Subject, body: Uint8Array) => histories[partitionOf(subject, this.partitions)].append(subject, body) } : undefined;
+    const historyOf = (subject: Subject) => histories![partitionOf(subject, this.partitions)];
+    const log = histories?.length
+      ? { append: (subject: Subject, body: Uint8Array, key?: string) => historyOf(subject).append(subject, body, key), keyed: (subject: Subject, key: string) => historyOf(subject).keyed(subject, key) }
+      : undefined;
     this.router = new Router(this.registry, subscribers, { maxUserId: options.maxUserId, maxMessage: options.maxMessage }, log);
     this.maxChunkBytes = options.maxMessage + 1 + CHUNK_BYTES + ID_BYTES;
     if (this.maxChunkBytes + BATCH_OVERHEAD > bus.maxPayload) {
@@ -315,7 +318,7 @@ export class Directory {
   }
 
   /** The answer to a send over the bus; where there are several partitions it says how many, so that a backend learns where to send next (cluster/sender.ts). */
-  private answer(replyTo: string, sent: { delivered: number; error?: string; id?: number }): void {
+  private answer(replyTo: string, sent: { delivered: number; error?: string; id?: number; duplicate?: true }): void {
     this.bus.publish(replyTo, { t: 'sent', ...sent, ...(this.partitions > 1 && { partitions: this.partitions }) });
   }
 
@@ -337,9 +340,12 @@ export class Directory {
   private readonly takeSend = (message: BusMessage, replyTo: string | undefined): void => {
     if (message.t !== 'send') return;
     if (!this.ready) return void (replyTo && this.answer(replyTo, { delivered: 0, error: 'the router is still learning who is connected: try again' }));
-    let delivered: number;
+    let delivered = 0;
+    let first: number | undefined;
     try {
-      delivered = this.send(message.user, message.message);
+      // A retry of a send that was kept (its answer lost): the first one's id, nothing sent again.
+      if (message.key !== undefined) first = this.router.sentBefore(message.user, message.key);
+      if (first === undefined) delivered = this.send(message.user, message.message, message.key);
     } catch (err) {
       // Refused as the HTTP API refuses it (SendError), or the history's lease is no longer this router's (a hand-over):
       // nothing was numbered or delivered. Anything else is answered too, so that no backend waits for nothing.
@@ -350,10 +356,10 @@ export class Directory {
     if (!replyTo) return;
     const history = this.options.histories?.[partitionOfSend(message.user, this.partitions)];
     if (!history) return this.answer(replyTo, { delivered });
-    const id = history.lastId;
-    // Kept before the backend hears it was taken, as over HTTP.
+    const sent = first === undefined ? { delivered, id: history.lastId } : { delivered: 0, id: first, duplicate: true as const };
+    // Kept before the backend hears it was taken, as over HTTP (a duplicate's first may still wait for the stream).
     history.afterCommit(
-      () => this.answer(replyTo, { delivered, id }),
+      () => this.answer(replyTo, sent),
       () => this.answer(replyTo, { delivered: 0, error: 'the history could not keep the message (not acknowledged): try again' }),
     );
   };
@@ -442,10 +448,10 @@ export class Directory {
   }
 
   /** Delivers to `subject` (a user) and its subscribers wherever they are connected; returns the streams the directory holds for them. */
-  send(subject: Subject, message: string | Uint8Array): number {
+  send(subject: Subject, message: string | Uint8Array, key?: string): number {
     this.sendingAt = epochMs();
     this.sendingPartition = partitionOfSend(subject, this.partitions);
-    const delivered = this.router.send(subject, message);
+    const delivered = this.router.send(subject, message, key);
     if (this.dirty.size > 0 && !this.flushTimer) {
       // Like Nagle: a send after a quiet spell goes out at the end of this turn; while sends keep coming,
       // batches leave at most once per window, so each edge wakes at most 1000/batchWindowMs times a second.

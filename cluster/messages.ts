@@ -80,10 +80,13 @@ export type BusMessage =
   | { t: 'drain'; rate?: number }
   | { t: 'undrain' }
   /** A backend sends over the bus instead of HTTP. */
-  /** `user` is the subject: a user's integer, as always, or a topic's `kind:id` (subsmanager/subjects.ts). */
-  | { t: 'send'; user: Subject; message: Uint8Array | string }
-  /** The answer to a send: how many streams it reached, or why it was refused; `partitions`, the cluster's, where there are several. */
-  | { t: 'sent'; delivered: number; error?: string; id?: number; partitions?: number }
+  /** `user` is the subject: a user's integer, as always, or a topic's `kind:id` (subsmanager/subjects.ts); `key`, its Idempotency-Key. */
+  | { t: 'send'; user: Subject; message: Uint8Array | string; key?: string }
+  /**
+   * The answer to a send: how many streams it reached, or why it was refused; `partitions`, the cluster's, where there
+   * are several; `duplicate`: its key's earlier send was kept as `id`, and nothing was sent again.
+   */
+  | { t: 'sent'; delivered: number; error?: string; id?: number; duplicate?: true; partitions?: number }
   /** An edge asks for what a resuming stream's user, and the topics it listens to, missed since message `after`, at most `budget` bytes of it. */
   | { t: 'replay'; user: number; after: number; budget: number; topics?: string[] }
   /** An edge asks a partition's leader (on c1m.replay.<p>) for its head: where new streams start, once their logins are in. */
@@ -216,8 +219,8 @@ const FIELDS_BY_TYPE: Record<BusMessage['t'], Record<string, Check>> = {
   drain: { rate: optional((v) => finite(v) && (v as number) > 0) },
   undrain: {},
   // Types only: which subjects and messages a send may carry is the router's one check (checkSend in router/router.ts), answered with an error.
-  send: { user: (v) => finite(v) || text(v), message: (v) => text(v) || bytes(v) },
-  sent: { delivered: count, error: optional(text), id: optional(count), partitions: optional((v) => count(v) && (v as number) >= 1) },
+  send: { user: (v) => finite(v) || text(v), message: (v) => text(v) || bytes(v), key: optional(text) },
+  sent: { delivered: count, error: optional(text), id: optional(count), duplicate: optional(oneOf(true)), partitions: optional((v) => count(v) && (v as number) >= 1) },
   // `after` as the client gave it (-1 for one that is not an id): the history tells it is lost. The budget is half a backlog.
   replay: { user: userId, after: (v) => Number.isSafeInteger(v), budget: (v) => finite(v) && (v as number) >= 0, topics: optional(listOf(topic)) },
   head: {},

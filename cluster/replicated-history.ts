@@ -22,11 +22,23 @@
  *
  * Followers keep their view current from the stream (an ordered consumer from
  * the view's last id), so taking a partition over reads only the tail.
+ *
+ * Idempotency keys: the leader's view holds every keyed message of the window
+ * (its own, and what it read before its term marker), so a retry is answered
+ * from it without a publish. A keyed publish also carries `Nats-Msg-Id`
+ * (`<subject> <key>`), and the stream's duplicate window is the history's: a
+ * key the view no longer knows but the stream does (its window ended a moment
+ * earlier) is acknowledged as a duplicate with the first send's sequence,
+ * storing nothing: the view remembers the key as that id again, and the
+ * leader steps down, delivering nothing it numbered since; the backend's
+ * retry is answered with the first id. On nats-server 2.9.10 a duplicate wins over a
+ * wrong expected sequence (tested): a deposed leader's duplicate is told
+ * duplicate, not refused.
  */
 import { DeliverPolicy, DiscardPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg, type StreamInfo } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import { Empty, headers, nanos, type NatsConnection } from '@nats-io/transport-node';
-import { NotSequencerError, type History, type HistoryStats, type MessageHistory, type Missed, type Replay, type Row } from '../subsmanager/history.js';
+import { NotSequencerError, subjectKey, type History, type HistoryStats, type MessageHistory, type Missed, type Replay, type Row } from '../subsmanager/history.js';
 import { LEASE, type Term } from '../subsmanager/sequencer.js';
 import type { Subject } from '../subsmanager/subjects.js';
 import { KvLease, LEASE_BUCKET, leaseKey, WRONG_LAST_SEQUENCE } from './kv-lease.js';
@@ -40,6 +52,8 @@ const STREAM_MARGIN_SECONDS = 60;
 /** A publish not acknowledged by then fails: the leader cannot know what the stream holds, and steps down. */
 const PUBLISH_TIMEOUT_MS = 5000;
 const DIGITS = /^[0-9]+$/;
+/** A subject as its header carries it: a user's digits, or a topic's `kind:id`. */
+const subjectOfHeader = (text: string): Subject => (DIGITS.test(text) ? Number(text) : text);
 /** Reading the stream's tail up to a given sequence gives up after this long (taking a partition, opening a view). */
 const CATCH_UP_TIMEOUT_MS = 10_000;
 /** A follower whose consumer could not be made tries again this much later. */
@@ -111,9 +125,12 @@ export class Brain {
         retention: RetentionPolicy.Limits,
         discard: DiscardPolicy.Old,
         max_age: nanos((historySeconds + STREAM_MARGIN_SECONDS) * 1000),
+        duplicate_window: nanos(historySeconds * 1000),
         description: describe(Date.now() * 1000),
       });
     }
+    // A stream made before keys (JetStream's default window, 2 min) or under another --history-seconds: the keys' window is the history's.
+    if (info.config.duplicate_window !== nanos(historySeconds * 1000)) info = await this.jsm.streams.update(name, { duplicate_window: nanos(historySeconds * 1000) });
     const { num_replicas, subjects } = info.config;
     if (num_replicas !== replicas || subjects?.length !== 1 || subjects[0] !== subject) {
       throw new Error(`JetStream stream ${name} has ${num_replicas} replicas and subjects ${JSON.stringify(subjects)}, not ${replicas} and ["${subject}"]: a cluster's routers must agree on --replicas and --partitions (delete the stream to change them)`);
@@ -236,23 +253,47 @@ export class ReplicatedHistory implements MessageHistory {
     return this.view.newerThan(id);
   }
 
+  keyed(subject: Subject, key: string): number | undefined {
+    return this.view.keyed(subject, key);
+  }
+
   stats(): HistoryStats & { replicas: number; streamLast: number; lag: number } {
     const through = this.leading ? this.acked : (this.view.place()?.through ?? this.epoch);
     return { ...this.view.stats(), term: this.lease.term ?? null, replicas: this.brain.options.replicas, streamLast: this.streamLast, lag: Math.max(0, this.streamLast - (through - this.epoch)) };
   }
 
   /** Numbers a message and publishes it, pipelined: its acknowledgement is awaited by afterCommit. Only while leading. */
-  append(subject: Subject, body: Uint8Array): number {
+  append(subject: Subject, body: Uint8Array, key?: string): number {
     if (!this.leading || !this.lease.holds()) throw new NotSequencerError();
-    const id = this.view.append(subject, body);
+    const id = this.view.append(subject, body, key);
     const marks = headers();
     marks.set(SUBJECT_HEADER, String(subject));
     const run = this.run;
-    this.brain.js.publish(this.subject, body, { expect: { lastSequence: id - 1 - this.epoch }, headers: marks, timeout: PUBLISH_TIMEOUT_MS }).then(
-      (ack) => run === this.run && (ack.seq === id - this.epoch ? this.acknowledged(id) : this.fail(true, `the stream numbered ${ack.seq}, not ${id - this.epoch}`)),
+    const msgID = key === undefined ? undefined : subjectKey(subject, key);
+    this.brain.js.publish(this.subject, body, { expect: { lastSequence: id - 1 - this.epoch }, headers: marks, msgID, timeout: PUBLISH_TIMEOUT_MS }).then(
+      (ack) => {
+        if (run !== this.run) return;
+        if (ack.duplicate) {
+          // Stored nothing: what this leader numbered after it expects a sequence the stream never reaches, and none of it is
+          // delivered. The stream's sequence is the first send's id: the backend's retry is answered with it.
+          this.remember(subject, key!, this.epoch + ack.seq);
+          return this.fail(false, `the stream already holds ${msgID} as sequence ${ack.seq} (its key's window outlasted this view's)`);
+        }
+        if (ack.seq === id - this.epoch) this.acknowledged(id);
+        else this.fail(true, `the stream numbered ${ack.seq}, not ${id - this.epoch}`);
+      },
       (err: Error) => run === this.run && this.fail(isStale(err), `a publish of partition ${this.partition} failed: ${err.message}`),
     );
     return id;
+  }
+
+  private remember(subject: Subject, key: string, id: number): void {
+    try {
+      this.view.rememberKey(subject, key, id);
+    } catch (err) {
+      // SQLITE_BUSY (an operator's sqlite3 holding the file's write lock): the retry is a duplicate to the stream once more.
+      if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;
+    }
   }
 
   afterCommit(done: () => void, failed?: () => void): void {
@@ -440,7 +481,13 @@ export class ReplicatedHistory implements MessageHistory {
       this.view.follow(this.epoch, id - 1);
     }
     const subject = m.headers?.get(SUBJECT_HEADER);
-    if (subject && !m.headers?.has(TERM_HEADER)) this.incoming.push([id, DIGITS.test(subject) ? Number(subject) : subject, Number(m.timestampNanos / 1_000_000n), m.data]);
+    if (subject && !m.headers?.has(TERM_HEADER)) {
+      const row: Row = [id, subjectOfHeader(subject), Number(m.timestampNanos / 1_000_000n), m.data];
+      // Nats-Msg-Id is `<subject> <key>`: the view remembers the key, for when this router leads.
+      const msgId = m.headers?.get('Nats-Msg-Id');
+      if (msgId) row.push(msgId.slice(msgId.indexOf(' ') + 1));
+      this.incoming.push(row);
+    }
     this.incomingThrough = id;
     if (!this.applyScheduled) {
       this.applyScheduled = true;

@@ -12,7 +12,7 @@
  * a send of another partition to that partition's leader.
  */
 import type { Logger } from 'pino';
-import { checkSend } from '../router/router.js';
+import { checkIdempotencyKey, checkSend } from '../router/router.js';
 import { apiRoutes, checkApiSettings, type Sent } from '../server/api.js';
 import { HttpError } from '../server/http.js';
 import { DEFAULTS, SERVER_BUSY_TIMEOUT_MS } from '../server/defaults.js';
@@ -170,38 +170,41 @@ export async function startRouterProcess(options: RouterProcessOptions) {
     return { ...s, streams: s.connections, latency: directory.latency() };
   });
   let closing = false;
-  const send = (subject: Subject, message: Uint8Array): Sent | Promise<Sent> => {
+  const send = (subject: Subject, message: Uint8Array, key?: string): Sent | Promise<Sent> => {
     // Not taken once stopping: its delivery could not leave any more.
     if (closing) throw new HttpError(503, 'the router is stopping');
     const partition = partitionOf(subject, partitions);
-    if (!directory.leads(partition)) return forward(subject, message, partition);
-    const delivered = directory.send(subject, message);
+    if (!directory.leads(partition)) return forward(subject, message, partition, key);
+    // A retry of a send that was kept (its answer lost): the first one's id, nothing sent again.
+    const first = key === undefined ? undefined : router.sentBefore(subject, key);
+    const delivered = first === undefined ? directory.send(subject, message, key) : 0;
     const history = histories[partition];
     if (!history) return { delivered };
+    const sent: Sent = first === undefined ? { delivered, id: history.lastId } : { delivered: 0, id: first, duplicate: true };
     if (replicated) {
-      const id = history.lastId;
-      // Answered once the stream acknowledged it (a quorum of the replicas): an asynchronous answer.
+      // Answered once the stream acknowledged it (a quorum of the replicas; a duplicate's first may still wait for it): an asynchronous answer.
       return new Promise<Sent>((resolve, reject) =>
         replicated![partition].afterCommit(
-          () => resolve({ delivered, id }),
+          () => resolve(sent),
           () => reject(new HttpError(503, 'the replicated history did not keep the message: try again')),
         ),
       );
     }
     // In the file before the backend hears it was taken: an acknowledged send survives a kill -9.
     history.flush();
-    return { delivered, id: history.lastId };
+    return sent;
   };
   /** A send of a partition another router leads, passed to it over the bus; checked here first, so that a bad one gets its HTTP status. */
-  const forward = async (subject: Subject, message: Uint8Array, partition: number): Promise<Sent> => {
+  const forward = async (subject: Subject, message: Uint8Array, partition: number, key?: string): Promise<Sent> => {
     checkSend(subject, message, { maxUserId, maxMessage });
+    if (key !== undefined) checkIdempotencyKey(key);
     directory.passed++;
-    const reply = await bus.request(SUBJECTS.sendIn(partition), { t: 'send', user: subject, message }, FORWARD_TIMEOUT_MS).catch((err: Error) => {
+    const reply = await bus.request(SUBJECTS.sendIn(partition), { t: 'send', user: subject, message, ...(key !== undefined && { key }) }, FORWARD_TIMEOUT_MS).catch((err: Error) => {
       throw new HttpError(503, `partition ${partition}'s leader did not answer (${err.message}): try again`);
     });
     if (reply.t !== 'sent') throw new HttpError(502, `partition ${partition}'s leader answered a ${reply.t}`);
     if (reply.error !== undefined) throw new HttpError(503, reply.error);
-    return { delivered: reply.delivered, id: reply.id };
+    return { delivered: reply.delivered, id: reply.id, ...(reply.duplicate && { duplicate: true }) };
   };
   const api = apiRoutes(uws.App(), send, store, stats, {
     maxUserId,

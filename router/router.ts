@@ -3,6 +3,7 @@
  * ({subject} ∪ subscribers(subject), the subject counting where it is a connected user) and writes to each one's connections, which are
  * local streams in one process and remote edges in a cluster (cluster/directory.ts).
  */
+import { IDEMPOTENCY_KEY_RULES, isIdempotencyKey } from '../subsmanager/history.js';
 import { kindOf, SubjectError, toSubject, type Subject } from '../subsmanager/subjects.js';
 import type { Registry } from './registry.js';
 
@@ -11,9 +12,10 @@ export interface SubscriberSource {
   getSubscribers(subject: Subject): number[];
 }
 
-/** Where accepted messages are kept so that streams can resume (the store's history); it gives each its id. */
+/** Where accepted messages are kept so that streams can resume (the store's history); it gives each its id, and remembers idempotency keys. */
 export interface MessageLog {
-  append(subject: Subject, body: Uint8Array): number;
+  append(subject: Subject, body: Uint8Array, key?: string): number;
+  keyed(subject: Subject, key: string): number | undefined;
 }
 
 /** A message as streams receive it: its bytes and '\n', its id when a MessageLog gave one, and the partition that numbered it where a cluster has several. */
@@ -69,6 +71,12 @@ export function checkSend(subject: unknown, message: unknown, limits: SendLimits
   return to;
 }
 
+/** `key` as an Idempotency-Key, or a SendError (400) saying the form it must have. */
+export function checkIdempotencyKey(key: unknown): string {
+  if (!isIdempotencyKey(key)) throw new SendError(400, `bad Idempotency-Key ${JSON.stringify(key)}: ${IDEMPOTENCY_KEY_RULES}`);
+  return key;
+}
+
 function toSendSubject(subject: unknown, maxUserId: number): Subject {
   try {
     return toSubject(subject, maxUserId);
@@ -108,19 +116,31 @@ export class Router {
    * Delivers `message` to every connection of `subject` (a user's, or those
    * listening to a topic) and of each of its subscribers, once per stream. Returns how many streams took it.
    * Users who are not connected miss it, as in the original design. A send
-   * outside the limits throws a SendError, and nothing is numbered or delivered.
+   * outside the limits throws a SendError, and nothing is numbered or delivered. `key`, the send's idempotency key,
+   * is kept with the message by the log: the caller asked sentBefore() first, as this does not.
    */
-  send(subject: Subject, message: string | Uint8Array): number {
+  send(subject: Subject, message: string | Uint8Array, key?: string): number {
     const to = checkSend(subject, message, this.limits);
     const chunk = toChunk(message as string | Uint8Array);
     // The log keeps a view of the chunk: the bytes are not copied, and nothing writes to a chunk once built.
     // A log that refuses the message (it may not number it) throws before anyone gets it.
-    if (this.log) chunk.id = this.log.append(to, chunk.subarray(0, chunk.length - 1));
+    if (this.log) chunk.id = this.log.append(to, chunk.subarray(0, chunk.length - 1), key);
     this.sends++;
     const delivered = this.fanOut(to, chunk);
     if (typeof to === 'number') this.userDeliveries += delivered;
     else this.countTopic(to, delivered);
     return delivered;
+  }
+
+  /**
+   * The id of the message an earlier send to `subject` with idempotency key `key` was given, within the log's window:
+   * a send with that key again answers it, and sends nothing. A SendError (400) for a key of another form, or
+   * without a log to remember keys in. Before send(), with the same key.
+   */
+  sentBefore(subject: unknown, key: unknown): number | undefined {
+    const checked = checkIdempotencyKey(key);
+    if (!this.log) throw new SendError(400, 'an Idempotency-Key needs the message history, which remembers keys (--history-seconds above 0)');
+    return this.log.keyed(toSendSubject(subject, this.limits.maxUserId), checked);
   }
 
   private countTopic(topic: string, delivered: number): void {

@@ -40,10 +40,15 @@ type Handler = (res: HttpResponse, req: HttpRequest) => void;
  * the message in uWS's receive memory, valid only until it returns: it copies
  * what it keeps (the router builds its chunk), see readBody.
  */
-/** The answer to a send: the streams it reached, and the message's id (for streams that resume) where the process keeps a history. */
+/**
+ * The answer to a send: the streams it reached, and the message's id (for streams that resume) where the process keeps
+ * a history. `duplicate`: an earlier send with the same Idempotency-Key and subject was kept as message `id`; this one
+ * sent nothing (`delivered` 0).
+ */
 export interface Sent {
   delivered: number;
   id?: number;
+  duplicate?: true;
 }
 
 export function apiRoutes(
@@ -52,7 +57,7 @@ export function apiRoutes(
    * Returns once the message is kept, where the process keeps a history; or a promise of it, where another process
    * takes the send (a cluster router passing it to its partition's leader), answered when that one answers.
    */
-  send: (subject: Subject, message: Uint8Array) => Sent | Promise<Sent>,
+  send: (subject: Subject, message: Uint8Array, key?: string) => Sent | Promise<Sent>,
   /** A replicated store answers its writes later (once applied here): so do these routes. */
   store: SubscriptionStore | ReplicatedSubscriptionStore,
   stats: () => object,
@@ -76,17 +81,18 @@ export function apiRoutes(
 
   /** Reads the body, then answers with what `handle` returns. Headers are read now: `req` dies with the handler. */
   const withBody =
-    (handle: (body: Buffer, contentType: string, params: string[]) => unknown, limit = options.maxBody): Handler =>
+    (handle: (body: Buffer, contentType: string, params: string[], idempotencyKey: string) => unknown, limit = options.maxBody): Handler =>
     (res, req) => {
       const declared = Number(req.getHeader('content-length') || 0);
       // Answered before the body is read, so a client that waits for `100 Continue` need not send it; the rest is dropped (closeUnread).
       if (declared > limit) return replyJson(res, 413, { error: `body larger than ${limit} bytes` }, closeUnread(req));
       const contentType = req.getHeader('content-type');
       const params = [req.getParameter(0) ?? ''];
+      const idempotencyKey = req.getHeader('idempotency-key');
       readBody(res, limit, (body) => {
         if (res.aborted) return;
         respondOrFail(res, () => {
-          const answer = handle(body, contentType, params);
+          const answer = handle(body, contentType, params, idempotencyKey);
           if (!(answer instanceof Promise)) return replyJson(res, 200, answer);
           answer.then(
             (value) => !res.aborted && replyJson(res, 200, value),
@@ -124,9 +130,10 @@ export function apiRoutes(
     .post(
       '/send/:id',
       guarded(
-        withBody((body, _type, [id]) => {
-          // The message's size is the router's check (checkSend), as for every way in.
-          return send(subjectParam(id), body);
+        withBody((body, _type, [id], key) => {
+          // The message's size and the key's form are the router's checks (checkSend, sentBefore), as for every way in.
+          // An empty header is no key: uWS reads a missing header as ''.
+          return send(subjectParam(id), body, key === '' ? undefined : key);
         }, options.maxMessage ?? DEFAULTS.maxMessage),
       ),
     )

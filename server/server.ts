@@ -13,7 +13,7 @@ import { paced } from '../subsmanager/pacer.js';
 import { LEASE } from '../subsmanager/sequencer.js';
 import { openStore, type SubscriptionStore } from '../subsmanager/store.js';
 import type { Subject } from '../subsmanager/subjects.js';
-import { apiRoutes, checkApiSettings } from './api.js';
+import { apiRoutes, checkApiSettings, type Sent } from './api.js';
 import { checkStreamSecret } from './auth.js';
 import { cometRoutes } from './comet.js';
 import { checkAllowOrigin } from './cors.js';
@@ -198,12 +198,15 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
   };
 
   const publicApp = cometRoutes(uws.App(), hub, { maxUserId, maxConnections, contentType: options.contentType, streamSecret: options.streamSecret, allowOrigin: options.allowOrigin });
-  const send = (subject: Subject, message: Uint8Array) => {
+  const send = (subject: Subject, message: Uint8Array, key?: string): Sent => {
+    // A retry of a send that was kept (its answer lost): the first one's id, nothing sent again.
+    const first = key === undefined ? undefined : router.sentBefore(subject, key);
+    if (first !== undefined) return { delivered: 0, id: first, duplicate: true };
     const at = epochMs();
-    const delivered = router.send(subject, message);
+    const delivered = router.send(subject, message, key);
     hub.noteSend(at);
     if (!history) return { delivered };
-    // In the file before the backend hears it was taken: an acknowledged send survives a kill -9.
+    // In the file (with its key) before the backend hears it was taken: an acknowledged send survives a kill -9.
     history.flush();
     return { delivered, id: history.lastId };
   };

@@ -25,8 +25,8 @@ import type { Subject } from './subjects.js';
 import { enableWal, retryBusy } from './wal.js';
 
 const HISTORY_PAGE_SIZE = 4096;
-/** Layout version of the history file, in its PRAGMA user_version. */
-const HISTORY_VERSION = 1;
+/** Layout version of the history file, in its PRAGMA user_version: 2 added history_keys (a file of 1 gets it when opened). */
+const HISTORY_VERSION = 2;
 
 const historyTables = (h: string) => `CREATE TABLE ${h}.history (
   id INTEGER PRIMARY KEY,
@@ -39,6 +39,27 @@ CREATE TABLE ${h}.history_floor (
   subject INTEGER PRIMARY KEY,
   through INTEGER NOT NULL
 ) WITHOUT ROWID;`;
+
+/**
+ * The idempotency keys of the messages sent with one (see IDEMPOTENCY_KEY), each with its message's id: written in the
+ * transaction that writes the message, pruned by age alone (not by the count per subject), so that a key is
+ * remembered for the whole window, as JetStream's duplicate window does on a replicated history.
+ */
+const keyTable = (h: string) => `CREATE TABLE ${h}.history_keys (
+  id INTEGER PRIMARY KEY,
+  subject INTEGER NOT NULL,
+  key TEXT NOT NULL,
+  at INTEGER NOT NULL,
+  UNIQUE (subject, key)
+);`;
+
+/** A key's form: 1 to 64 of the characters that need no quoting in a header, a URL or a NATS header value. */
+const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{1,64}$/;
+export const IDEMPOTENCY_KEY_RULES = '1 to 64 of A-Z a-z 0-9 . _ : -';
+export const isIdempotencyKey = (key: unknown): key is string => typeof key === 'string' && IDEMPOTENCY_KEY.test(key);
+
+/** A key as one string with its subject (keys are per subject): `5 order-17`, `photo:789 c-1`; neither holds a space. */
+export const subjectKey = (subject: Subject, key: string): string => `${subject} ${key}`;
 
 /** history_floor's row for pruning by age, which takes every subject's rows. */
 const EVERY_SUBJECT = 0;
@@ -113,8 +134,8 @@ export interface HistoryStats {
   lost: number;
 }
 
-/** Rows waiting for their turn's transaction: id, subject, at, body. */
-export type Row = [number, Subject, number, Uint8Array];
+/** Rows waiting for their turn's transaction: id, subject, at, body, and the send's idempotency key if it had one. */
+export type Row = [number, Subject, number, Uint8Array, string?];
 
 /**
  * What a router's directory needs of a partition's history: it numbers sends (append), replays and redelivers, and
@@ -122,7 +143,9 @@ export type Row = [number, Subject, number, Uint8Array];
  * acknowledgement), `failed` where it never will be: deliveries and answers wait for it.
  */
 export interface MessageHistory {
-  append(subject: Subject, body: Uint8Array): number;
+  append(subject: Subject, body: Uint8Array, key?: string): number;
+  /** The id of the message sent to `subject` with idempotency key `key` within the window, if any (numbered, maybe not yet committed). */
+  keyed(subject: Subject, key: string): number | undefined;
   readonly lastId: number;
   replay(user: number, after: number, budget?: number, topics?: readonly string[]): Replay;
   newerThan(id: number): Missed[];
@@ -170,6 +193,11 @@ export class History implements MessageHistory {
   private readonly hears;
   private readonly write;
   private readonly newer;
+  private readonly insertKey;
+  private readonly keyedId;
+  private readonly oldestKeyAt;
+  private readonly firstFreshKey;
+  private readonly pruneKeys;
   private readonly lastFloor;
   private readonly readPlace;
   private readonly writePlace;
@@ -214,10 +242,14 @@ export class History implements MessageHistory {
         if (version > HISTORY_VERSION) throw new Error(`it has layout version ${version}, newer than this c1m's ${HISTORY_VERSION}; upgrade c1m`);
         if (version < HISTORY_VERSION) {
           db.transaction(() => {
-            if ((db.pragma(`${h}.user_version`, { simple: true }) as number) === HISTORY_VERSION) return;
-            if (db.prepare(`SELECT count(*) FROM ${h}.sqlite_master`).pluck().get() !== 0) throw new Error('not a c1m message history');
-            db.exec(historyTables(h));
-            db.prepare(`INSERT INTO ${h}.history_floor (subject, through) VALUES (0, ?)`).run(firstHistoryFloor());
+            const now = db.pragma(`${h}.user_version`, { simple: true }) as number;
+            if (now === HISTORY_VERSION) return;
+            if (now === 0) {
+              if (db.prepare(`SELECT count(*) FROM ${h}.sqlite_master`).pluck().get() !== 0) throw new Error('not a c1m message history');
+              db.exec(historyTables(h));
+              db.prepare(`INSERT INTO ${h}.history_floor (subject, through) VALUES (0, ?)`).run(firstHistoryFloor());
+            }
+            db.exec(keyTable(h));
             db.pragma(`${h}.user_version = ${HISTORY_VERSION}`);
           }).immediate();
         }
@@ -284,13 +316,20 @@ export class History implements MessageHistory {
     this.nthNewest = db.prepare(`SELECT id FROM ${h}.history WHERE subject = ? ORDER BY id DESC LIMIT 1 OFFSET ?`).pluck();
     this.pruneSubject = db.prepare(`DELETE FROM ${h}.history WHERE subject = ? AND id <= ?`);
     this.newer = db.prepare(`SELECT id, subject, body FROM ${h}.history WHERE id > ? ORDER BY id`);
+    // A key already kept keeps its first message: a view may read a row twice, as above.
+    this.insertKey = db.prepare(`INSERT OR IGNORE INTO ${h}.history_keys (id, subject, key, at) VALUES (?, ?, ?, ?)`);
+    this.keyedId = db.prepare(`SELECT id FROM ${h}.history_keys WHERE subject = ? AND key = ?`).pluck();
+    this.oldestKeyAt = db.prepare(`SELECT at FROM ${h}.history_keys ORDER BY id LIMIT 1`).pluck();
+    this.firstFreshKey = db.prepare(`SELECT id FROM ${h}.history_keys WHERE at >= ? ORDER BY id LIMIT 1`).pluck();
+    this.pruneKeys = db.prepare(`DELETE FROM ${h}.history_keys WHERE id < ?`);
     this.write = db.transaction((rows: Row[], through?: number) => {
       if (through !== undefined) this.writePlace!.run({ epoch: this.place()!.epoch, through });
       else if (!this.lease.confirmed()) throw new NotSequencerError(this.lease.current());
       const subjects = new Set<Subject>();
-      for (const row of rows) {
-        this.insert.run(row);
-        subjects.add(row[1]);
+      for (const [id, subject, at, body, key] of rows) {
+        this.insert.run(id, subject, at, body);
+        if (key !== undefined) this.insertKey.run(id, subject, key, at);
+        subjects.add(subject);
       }
       for (const subject of subjects) {
         const through = this.nthNewest.get(subject, this.options.perSubject) as number | undefined;
@@ -320,7 +359,7 @@ export class History implements MessageHistory {
     const move = this.db.transaction(() => {
       const place = this.place();
       if (place?.epoch !== epoch) {
-        for (const table of ['history', 'history_floor', 'stream']) this.db.prepare(`DELETE FROM ${this.h}.${table}`).run();
+        for (const table of ['history', 'history_floor', 'history_keys', 'stream']) this.db.prepare(`DELETE FROM ${this.h}.${table}`).run();
         this.raiseFloor.run(EVERY_SUBJECT, through);
         this.writePlace!.run({ epoch, through });
       } else if (place.through < through) {
@@ -412,11 +451,14 @@ export class History implements MessageHistory {
     return this.newer.all(id) as Missed[];
   }
 
-  /** Takes a message and gives it its id; it is written at the end of this event-loop turn. Only while the lease is held. */
-  append(subject: Subject, body: Uint8Array): number {
+  /**
+   * Takes a message and gives it its id; it is written at the end of this event-loop turn, with its idempotency key
+   * if it has one (the caller asked keyed() first). Only while the lease is held.
+   */
+  append(subject: Subject, body: Uint8Array, key?: string): number {
     if (!this.holdsLease()) throw new NotSequencerError(this.lease.current());
     const id = this.nextId++;
-    this.pending.push([id, subject, Date.now(), body]);
+    this.pending.push(key === undefined ? [id, subject, Date.now(), body] : [id, subject, Date.now(), body, key]);
     this.appended++;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
@@ -425,6 +467,21 @@ export class History implements MessageHistory {
       setImmediate(this.flush);
     }
     return id;
+  }
+
+  keyed(subject: Subject, key: string): number | undefined {
+    // Rows waiting for their transaction (one turn's; a replicated leader's, until the stream acknowledges them) are few.
+    for (const row of this.pending) if (row[4] === key && row[1] === subject) return row[0];
+    return this.keyedId.get(subject, key) as number | undefined;
+  }
+
+  /**
+   * Replicated: the stream holds `subject`'s message of `key` as `id`, which this view had forgotten (a duplicate
+   * acknowledgement): remembered for a window from now, so that the next retry is answered from here. Its id is
+   * older than its neighbours', so pruning the keys (oldest id first) waits for it: keys live up to a window longer.
+   */
+  rememberKey(subject: Subject, key: string, id: number): void {
+    this.insertKey.run(id, subject, key, Date.now());
   }
 
   /** For /stats: the lease's term held (null: none), the last id, and the resumes, messages replayed and lost histories so far. */
@@ -517,15 +574,22 @@ export class History implements MessageHistory {
     }
   };
 
-  /** Drops rows older than the window, remembering how far it went. */
+  /** Drops rows and idempotency keys older than the window, remembering how far it went. */
   prune(now = Date.now()): void {
     try {
-      const fresh = this.firstFresh.get(now - this.options.seconds * 1000) as number | undefined;
+      const cutoff = now - this.options.seconds * 1000;
+      const fresh = this.firstFresh.get(cutoff) as number | undefined;
       const through = fresh === undefined ? (this.newest.get() as number | null) : fresh - 1;
-      if (through === null || through <= ((this.floor.get({ user: EVERY_SUBJECT }) as number | null) ?? 0)) return;
+      const rowsOld = through !== null && through > ((this.floor.get({ user: EVERY_SUBJECT }) as number | null) ?? 0);
+      const keysOld = ((this.oldestKeyAt.get() as number | undefined) ?? cutoff) < cutoff;
+      if (!rowsOld && !keysOld) return;
       this.db.transaction(() => {
-        this.pruneOld.run(through);
-        this.raiseFloor.run(EVERY_SUBJECT, through);
+        if (rowsOld) {
+          this.pruneOld.run(through);
+          this.raiseFloor.run(EVERY_SUBJECT, through);
+        }
+        // Ids grow with time, as rows' do: every key before the first fresh one is old.
+        if (keysOld) this.pruneKeys.run((this.firstFreshKey.get(cutoff) as number | undefined) ?? Number.MAX_SAFE_INTEGER);
       })();
     } catch (err) {
       if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;

@@ -6,14 +6,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { pino } from 'pino';
-import { afterAll, expect, vi, type TestContext } from 'vitest';
+import { afterAll, beforeAll, expect, vi, type TestContext } from 'vitest';
 import { start, type C1mOptions } from '../index.js';
 import { deliverChunks, whyNotChunks } from '../cluster/deliver-batch.js';
 import type { BusMessage } from '../cluster/messages.js';
 import { spawnC1m, stopChild } from '../cluster/supervisor.js';
 import type { Chunk } from '../router/router.js';
 import type { Subject } from '../subsmanager/subjects.js';
-import { spawnServer as spawnServerProcess } from '../loadgen/server-process.js';
+import { spawnJetStreamServers, spawnServer as spawnServerProcess, type JetStreamServers } from '../loadgen/server-process.js';
 import { numberedMessages } from '../server/stream.js';
 
 /** Servers started by this test file; whatever an assertion left running is killed when the file ends. */
@@ -43,6 +43,18 @@ export function skipOrRequire(context: TestContext, why: string | undefined): vo
 
 export function tempDir(): string {
   return mkdtempSync(join(tmpdir(), 'c1m-test-'));
+}
+
+/** `count` nats-servers with JetStream (spawnJetStreamServers), for the tests of the describe this is called in: call the result in a test. */
+export function jetStreamServersFor(count: number): () => JetStreamServers {
+  let servers: JetStreamServers | undefined;
+  beforeAll(async () => {
+    servers = await spawnJetStreamServers(count, tempDir());
+  }, 30_000);
+  afterAll(async () => {
+    for (const { child } of servers?.servers.values() ?? []) await stopChild(child);
+  });
+  return () => servers!;
 }
 
 /** A real server on loopback with free ports and a throwaway store. */

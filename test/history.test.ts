@@ -6,7 +6,7 @@
  */
 import Database from 'better-sqlite3';
 import { statSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterEach, expect, it, vi } from 'vitest';
 import { openStore, type SqliteStore } from '../index.js';
 import type { History } from '../subsmanager/history.js';
@@ -132,4 +132,47 @@ it('makes the store, its history and their logs readable by their owner only, in
   const mode = (name: string) => (statSync(join(dir, name)).mode & 0o777).toString(8);
   expect(mode('.')).toBe('700');
   for (const file of ['c1m.db', 'c1m.db-wal', 'c1m.history.db', 'c1m.history.db-wal', 'c1m.history.db-shm']) expect(mode(file), file).toBe('600');
+});
+
+it('keeps an idempotency key with its message in one transaction, past the count per subject, and prunes it with the window', async () => {
+  const path = join(tempDir(), 'c1m.db');
+  const { store, history } = withHistory(path, { seconds: 60, perSubject: 2 });
+  const id = history.append(2, Buffer.from('keyed'), 'order-17');
+  // Numbered, not yet written: found among the turn's rows.
+  expect(history.keyed(2, 'order-17')).toBe(id);
+  expect([history.keyed(3, 'order-17'), history.keyed(2, 'order-18')]).toEqual([undefined, undefined]);
+  history.append(2, Buffer.from('m1'));
+  history.append(2, Buffer.from('m2'));
+  history.flush();
+  // The count per subject took the message; the key stays for the window.
+  expect(store.db.prepare('SELECT count(*) FROM history WHERE id = ?').pluck().get(id)).toBe(0);
+  expect(history.keyed(2, 'order-17')).toBe(id);
+  // A commit that fails (the lease taken behind this holder's back) keeps neither the message nor its key.
+  history.append(2, Buffer.from('refused'), 'order-19');
+  store.db.prepare('UPDATE h.sequencer SET holder = ?').run('someone else');
+  history.onLeaseLost = () => {};
+  history.flush();
+  expect(store.db.prepare('SELECT count(*) FROM history_keys WHERE key = ?').pluck().get('order-19')).toBe(0);
+  history.prune(Date.now() + 30_000);
+  expect(history.keyed(2, 'order-17')).toBe(id);
+  history.prune(Date.now() + 61_000);
+  expect(history.keyed(2, 'order-17')).toBeUndefined();
+});
+
+it('adds the keys table to a history file of layout 1, keeping its messages', () => {
+  const path = join(tempDir(), 'c1m.db');
+  const a = withHistory(path);
+  const id = a.history.append(1, Buffer.from('before keys'));
+  a.history.close();
+  a.store.close();
+  open.pop();
+  const file = new Database(join(dirname(path), 'c1m.history.db'));
+  file.exec('DROP TABLE history_keys; PRAGMA user_version = 1');
+  file.close();
+  const b = withHistory(path);
+  expect(b.store.db.pragma('h.user_version', { simple: true })).toBe(2);
+  expect(b.history.replay(1, id - 1)).toMatchObject({ lost: false, messages: [{ id }] });
+  const keyed = b.history.append(1, Buffer.from('keyed'), 'k');
+  b.history.flush();
+  expect(b.history.keyed(1, 'k')).toBe(keyed);
 });

@@ -7,17 +7,19 @@
  * lease taken) has its next publish refused by the stream; a view rebuilt from
  * nothing replays what it never saw live; a stream made again is a new epoch.
  */
+import Database from 'better-sqlite3';
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { connectJetStream } from '../cluster/jetstream.js';
 import { KvLease, LEASE_BUCKET } from '../cluster/kv-lease.js';
-import { Brain, historyStream, ReplicatedHistory } from '../cluster/replicated-history.js';
+import { Brain, historyStream, historySubject, ReplicatedHistory } from '../cluster/replicated-history.js';
 import { freePorts } from '../cluster/supervisor.js';
+import { ROUTER_INBOX } from '../cluster/nats-auth.js';
 import { spawnNatsServer } from '../loadgen/server-process.js';
 import { LEASE, SequencerLease, type Lease } from '../subsmanager/sequencer.js';
 import { openStore } from '../subsmanager/store.js';
-import { stopChild, tempDir } from './helpers.js';
+import { jetStreamServersFor, stopChild, tempDir } from './helpers.js';
 
 let nats: ChildProcess;
 let servers: string;
@@ -35,10 +37,10 @@ afterAll(async () => {
   if (nats) await stopChild(nats);
 });
 
-async function brain(partitions = 1, replicas = 1): Promise<Brain> {
+async function brain(partitions = 1, replicas = 1, historySeconds = 120): Promise<Brain> {
   const nc = await connectJetStream(servers, { name: 'test', persistent: false });
   closing.push(() => nc.close());
-  return Brain.on(nc, { replicas, partitions, historySeconds: 120 });
+  return Brain.on(nc, { replicas, partitions, historySeconds });
 }
 
 /** A store's history file as a router's view of partition 0's stream. */
@@ -215,5 +217,81 @@ describe('a partition on a JetStream stream', () => {
     });
     expect(again.view.newerThan(0)).toEqual([]);
     expect(again.replay(5, old)).toMatchObject({ lost: true });
+  });
+
+  it("a keyed message carries its key to the stream (Nats-Msg-Id): followers' views learn it, a new leader answers it, a retry's publish stores nothing", async () => {
+    const b = await brain(7); // a partition count of its own: a stream of its own
+    const [leader, follower] = [await replicated(b), await replicated(b)];
+    await leader.history.lead();
+    const id = leader.history.append(3, Buffer.from('pay 5'), 'order-17');
+    expect(leader.history.keyed(3, 'order-17')).toBe(id); // numbered, not yet acknowledged
+    await committed(leader.history);
+    await expect.poll(() => follower.history.keyed(3, 'order-17')).toBe(id);
+    expect(follower.history.keyed(4, 'order-17')).toBeUndefined(); // keys are per subject
+    const { state } = await b.jsm.streams.info(historyStream(0, 7));
+    const seq = state.last_seq;
+    // What a retry's publish gets from the stream, even expecting a stale last sequence (nats-server checks the key first).
+    for (const expect_ of [{}, { expect: { lastSequence: seq - 1 } }]) {
+      const ack = await b.js.publish(historySubject(0, 7), Buffer.from('pay 5'), { msgID: '3 order-17', ...expect_ });
+      expect(ack).toMatchObject({ duplicate: true, seq });
+    }
+    expect((await b.jsm.streams.info(historyStream(0, 7))).state.last_seq).toBe(seq);
+    // The next leader's view has it: a retry there is answered with the first id.
+    await leader.history.close();
+    expect(await follower.history.lead()).toBeDefined();
+    expect(follower.history.keyed(3, 'order-17')).toBe(id);
+    expect((await b.jsm.streams.info(historyStream(0, 7))).config.duplicate_window).toBe(120e9);
+  });
+
+  it('a key the view forgot but the stream still holds is acknowledged as a duplicate: the leader steps down, and nothing it numbered since is kept', async () => {
+    const b = await brain(8);
+    const dir = tempDir();
+    const { history, lost } = await replicated(b, join(dir, 'c1m.db'));
+    const stepDowns: string[] = [];
+    history.onStepDown = (why) => stepDowns.push(why);
+    await history.lead();
+    const first = history.append(4, Buffer.from('first'), 'k-1');
+    await committed(history);
+    const { state } = await b.jsm.streams.info(historyStream(0, 8));
+    // As if the view's window had ended a moment before the stream's.
+    const file = new Database(join(dir, 'c1m.history.db'));
+    file.exec('DELETE FROM history_keys');
+    file.close();
+    expect(history.keyed(4, 'k-1')).toBeUndefined();
+    history.append(4, Buffer.from('first again'), 'k-1');
+    history.append(4, Buffer.from('numbered after it'));
+    await expect(committed(history)).rejects.toThrow('not committed');
+    expect(stepDowns).toEqual([expect.stringContaining('already holds 4 k-1')]);
+    expect(lost).toEqual([]);
+    // The stream's sequence named the first send: the view has its key again, for the backend's retry.
+    expect(history.keyed(4, 'k-1')).toBe(first);
+    await new Promise((resolve) => setTimeout(resolve, 200)); // the second publish's refusal, if it were stored
+    expect((await b.jsm.streams.info(historyStream(0, 8))).state.last_seq).toBe(state.last_seq);
+  });
+
+  it("a stream's duplicate window is the history's window, and an existing stream's is changed to it", async () => {
+    expect((await (await brain(9, 1, 60)).stream(0)).config.duplicate_window).toBe(60e9);
+    const b = await brain(9, 1, 30);
+    expect((await b.stream(0)).config.duplicate_window).toBe(30e9);
+    expect((await b.jsm.streams.info(historyStream(0, 9))).config.duplicate_window).toBe(30e9);
+  });
+});
+
+describe('three nats-servers, R3', () => {
+  const servers = jetStreamServersFor(3);
+
+  it("a retry's publish is a duplicate there too, even expecting a stale sequence; followers' views learn the key", async () => {
+    const r3 = servers();
+    const nc = await connectJetStream(r3.urls, { name: 'test', persistent: false, creds: r3.creds, inboxPrefix: ROUTER_INBOX });
+    closing.push(() => nc.close());
+    const b = await Brain.on(nc, { replicas: 3, partitions: 1, historySeconds: 120 });
+    const [leader, follower] = [await replicated(b), await replicated(b)];
+    await leader.history.lead();
+    const id = leader.history.append(3, Buffer.from('pay 5'), 'order-17');
+    await committed(leader.history);
+    const seq = (await b.jsm.streams.info(historyStream(0, 1))).state.last_seq;
+    const ack = await b.js.publish(historySubject(0, 1), Buffer.from('pay 5'), { msgID: '3 order-17', expect: { lastSequence: seq - 1 } });
+    expect(ack).toMatchObject({ duplicate: true, seq });
+    await expect.poll(() => follower.history.keyed(3, 'order-17')).toBe(id);
   });
 });

@@ -4,26 +4,19 @@
  */
 import { jetstreamManager } from '@nats-io/jetstream';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
+import { afterAll, describe, expect, test, vi } from 'vitest';
 import { STORE_STREAM } from '../cluster/store-log.js';
-import { spawnJetStreamServers, spawnNatsServer, type JetStreamServers } from '../loadgen/server-process.js';
-import { stopChild, tempDir, waitFor } from './helpers.js';
+import { spawnNatsServer } from '../loadgen/server-process.js';
+import { jetStreamServersFor, tempDir, waitFor } from './helpers.js';
 import { closeViews, openView } from './store-views.js';
 
 afterAll(closeViews);
 
 describe('three nats-servers, R3', () => {
-  let servers: JetStreamServers;
-
-  beforeAll(async () => {
-    servers = await spawnJetStreamServers(3, tempDir());
-  }, 30_000);
-
-  afterAll(async () => {
-    for (const { child } of servers?.servers.values() ?? []) await stopChild(child);
-  });
+  const r3 = jetStreamServersFor(3);
 
   test('one server of three killed, a follower then the leader: changes go on being acknowledged and applied by every view', async () => {
+    const servers = r3();
     const dir = tempDir();
     const a = await openView(servers, join(dir, 'a.db'));
     const b = await openView(servers, join(dir, 'b.db'));

@@ -92,12 +92,14 @@ export class BrainStream {
 
   /**
    * Makes `server` the stream's leader: asks the leader to step down until the election picks it (a random
-   * one of the others each time), at most `tries` times. Resolves with the number of step-downs.
+   * one of the others each time), at most `tries` times. Resolves with the number of step-downs. Each step-down
+   * waits until `server` is current: one behind the writes (a loaded box) cannot win, and the try would be lost.
    */
-  async lead(server: string, tries = 8): Promise<number> {
+  async lead(server: string, tries = 16): Promise<number> {
     for (let downs = 0; downs <= tries; downs++) {
       const leader = await this.leader();
       if (leader === server) return downs;
+      await until(`${server} to be current`, async () => ((await this.replica(server).catch(() => undefined))?.current ? true : undefined), 10_000, 50).catch(() => undefined);
       await this.nc.request(`$JS.API.STREAM.LEADER.STEPDOWN.${STREAM}`, '', { timeout: 2000 }).catch(() => undefined);
       // A step-down the stream could not make (no other server current yet) leaves the leader as it was: try again.
       await until('the next leader', async () => {

@@ -184,16 +184,16 @@ describe('c1m cluster --routers 2 --partitions 2 --replicas 3', () => {
     let thawed = false;
     try {
       // It takes both partitions, one per lease period, and opens its API.
-      await waitFor(() => /c1m router listening/.test(out), 'the new router leading', 15_000);
+      await waitFor(() => /c1m router listening/.test(out), 'the new router leading', 30_000);
       const port = JSON.parse(out.split('\n').find((l) => l.includes('c1m router listening'))!).apiPort as number;
-      await vi.waitFor(async () => expect((await stats(port)).partitions.every((p) => p.leading)).toBe(true), { timeout: 15_000, interval: 100 }).catch((err: Error) => {
+      await vi.waitFor(async () => expect((await stats(port)).partitions.every((p) => p.leading)).toBe(true), { timeout: 30_000, interval: 100 }).catch((err: Error) => {
         throw new Error(`${err.message}: ${out.split('\n').filter((l) => !/edge synced|asking edge|edge joined/.test(l)).slice(-30).join('\n')}`);
       });
       // Its store's view was rebuilt too (cluster/store-log.ts): the reader's subscriptions are there.
       expect((await api(port, 'POST', '/subscriptions', JSON.stringify(senders.map((s) => [reader, s])))).json).toEqual({ added: 0 });
       frozen.forEach((pid) => process.kill(pid, 'SIGCONT'));
       thawed = true;
-      await vi.waitFor(() => expect(frozen.filter(isAlive)).toEqual([]), { timeout: 10_000, interval: 100 });
+      await vi.waitFor(() => expect(frozen.filter(isAlive)).toEqual([]), { timeout: 20_000, interval: 100 });
       // Each said why: its lease was taken, or the stream refused its publish.
       const exits = () => cluster.output().split('\n').filter((l) => l.includes('"level":60') && frozen.some((pid) => l.includes(`"pid":${pid}`)));
       await vi.waitFor(() => expect(exits()).toHaveLength(frozen.length), { timeout: 5000, interval: 50 });
@@ -210,5 +210,5 @@ describe('c1m cluster --routers 2 --partitions 2 --replicas 3', () => {
     } finally {
       if (!thawed) frozen.forEach((pid) => isAlive(pid) && process.kill(pid, 'SIGCONT'));
     }
-  });
+  }, 120_000);
 });

@@ -371,7 +371,7 @@ export class Rig {
 
   /** Whether a brain host's router has its API open (replicated, one that leads no partition stands by without). */
   apiOpen(host: Host): Promise<boolean> {
-    return this.callAt(host, 'GET', '/stats', undefined, 5000).then(
+    return this.callAt(host, 'GET', '/stats', undefined, {}, 5000).then(
       (res) => res.ok,
       () => false,
     );
@@ -413,12 +413,12 @@ export class Rig {
    * it is a GET, or when the router could not be reached at all (its API closed, its host gone); a send that may
    * have reached a router is not repeated, as that router may have taken it without answering in time.
    */
-  async call(method: string, path: string, body?: string): Promise<Response> {
+  async call(method: string, path: string, body?: string, headers: Record<string, string> = {}): Promise<Response> {
     for (let tried = 1; ; tried++) {
       const at = this.apiAt;
       const last = tried >= this.apis.length;
       try {
-        const res = await this.callAt(this.brainHosts[at], method, path, body);
+        const res = await this.callAt(this.brainHosts[at], method, path, body, headers);
         if (res.status !== 503) return res;
         this.failedOver(at);
         if (last || method !== 'GET') return res;
@@ -437,9 +437,9 @@ export class Rig {
   }
 
   /** A backend API call to one host's router. */
-  callAt(host: Host, method: string, path: string, body?: string, timeoutMs = 1000): Promise<Response> {
+  callAt(host: Host, method: string, path: string, body?: string, headers: Record<string, string> = {}, timeoutMs = 1000): Promise<Response> {
     const api = this.apis[this.brainHosts.indexOf(host)];
-    return fetch(`${api}${path}`, { method, body, headers: { authorization: `Bearer ${this.token}` }, signal: AbortSignal.timeout(timeoutMs) });
+    return fetch(`${api}${path}`, { method, body, headers: { ...headers, authorization: `Bearer ${this.token}` }, signal: AbortSignal.timeout(timeoutMs) });
   }
 
   async routerStats(host?: Host): Promise<RouterStats> {
@@ -696,6 +696,8 @@ async function pool<T>(items: T[], concurrency: number, task: (item: T) => Promi
 }
 
 let seq = 0;
+/** Keyed sends answered `duplicate`: an earlier try of theirs was kept, its answer lost or refused. */
+let keptUnanswered = 0;
 
 /** The longest time between two acknowledgements (of sends, or of a stream's messages), the wait for the next one included. */
 class AckGap {
@@ -734,12 +736,14 @@ function resetSendGaps(): void {
  * choice); false when the router did not take it. A send is never repeated: one whose answer did not come may still
  * have been taken, and a repeat would reach its users twice.
  */
-async function send(rig: Rig, subject: number | string, s: number, host?: Host): Promise<boolean> {
+async function send(rig: Rig, subject: number | string, s: number, host?: Host, key?: string): Promise<boolean> {
   try {
     const body = `m ${subject} ${s} ${Date.now()}`;
-    const res = await (host ? rig.callAt(host, 'POST', `/send/${subject}`, body) : rig.call('POST', `/send/${subject}`, body));
-    await res.arrayBuffer();
+    const headers: Record<string, string> = key ? { 'idempotency-key': key } : {};
+    const res = await (host ? rig.callAt(host, 'POST', `/send/${subject}`, body, headers) : rig.call('POST', `/send/${subject}`, body, headers));
+    const text = await res.text();
     if (res.ok) sendGaps.get(partitionOf(String(subject), partitions))?.note();
+    if (res.ok && key && (JSON.parse(text) as { duplicate?: boolean }).duplicate) keptUnanswered++;
     return res.ok;
   } catch {
     return false;
@@ -747,8 +751,8 @@ async function send(rig: Rig, subject: number | string, s: number, host?: Host):
 }
 
 /** Probe `s` to `subject`; once acknowledged, every browser that hears it expects it. */
-async function sendProbe(rig: Rig, browsers: Browser[], subject: string, s = ++seq, host?: Host): Promise<boolean> {
-  const taken = await send(rig, subject, s, host);
+async function sendProbe(rig: Rig, browsers: Browser[], subject: string, s = ++seq, host?: Host, key?: string): Promise<boolean> {
+  const taken = await send(rig, subject, s, host, key);
   if (taken) for (const b of browsers) if (b.hears(subject)) b.ack(`${subject} ${s}`);
   return taken;
 }
@@ -774,10 +778,51 @@ class Repeat {
   }
 }
 
-/** Probes to the users in turn, one after another, while a fault lasts: the longest wait for an acknowledgement shows. */
-function ticker(rig: Rig, browsers: Browser[]): Repeat {
-  let i = 0;
-  return new Repeat(() => sendProbe(rig, browsers, String(browsers[i++ % browsers.length].id)), 20, 180_000);
+/** Probes not acknowledged that are tried again at once, at most, and for how long each (ms). */
+const RETRYING_AT_MOST = 16;
+const RETRY_FOR_MS = 15_000;
+
+/**
+ * Probes to the users in turn, one after another, while a fault lasts: the longest wait for an acknowledgement
+ * shows. Each carries an Idempotency-Key, and one not acknowledged (refused, or unanswered: it may have been
+ * kept all the same) is tried again with it in the background, as a backend would: acknowledged at last, it enters
+ * the ledger, which then wants it exactly once, the try that was kept but not answered included.
+ */
+class Ticker {
+  /** Probes acknowledged only on a retry, and of those the ones the router said it already had (`duplicate`). */
+  retriedAcks = 0;
+  private readonly keptBefore = keptUnanswered;
+  get keptUnanswered(): number {
+    return keptUnanswered - this.keptBefore;
+  }
+  private readonly retrying = new Set<Promise<void>>();
+  private readonly repeat: Repeat;
+
+  constructor(
+    private readonly rig: Rig,
+    private readonly browsers: Browser[],
+  ) {
+    let i = 0;
+    this.repeat = new Repeat(async () => {
+      const subject = String(browsers[i++ % browsers.length].id);
+      const s = ++seq;
+      if ((await sendProbe(rig, browsers, subject, s, undefined, `probe-${s}`)) || this.retrying.size >= RETRYING_AT_MOST) return;
+      const retry = this.retry(subject, s).finally(() => this.retrying.delete(retry));
+      this.retrying.add(retry);
+    }, 20, 180_000);
+  }
+
+  private async retry(subject: string, s: number): Promise<void> {
+    for (const deadline = Date.now() + RETRY_FOR_MS; Date.now() < deadline; ) {
+      await sleep(250);
+      if (await sendProbe(this.rig, this.browsers, subject, s, undefined, `probe-${s}`)) return void this.retriedAcks++;
+    }
+  }
+
+  async stop(): Promise<void> {
+    await this.repeat.stop();
+    await Promise.all(this.retrying);
+  }
 }
 
 /** One send to every browser's user and to every topic; resolves with the browsers that did not receive all they hear of it within `waitMs`. */
@@ -820,7 +865,7 @@ async function subscriptionsLost(rig: Rig): Promise<Record<string, number>> {
     const view = (await rig.apiOpen(host)) ? undefined : openStore(rig.routerDb(host), { readonly: true });
     const held = async (user: number): Promise<unknown[]> => {
       if (view) return view.getSubscriptions(user);
-      const res = await rig.callAt(host, 'GET', `/subscriptions/${user}`, undefined, 5000);
+      const res = await rig.callAt(host, 'GET', `/subscriptions/${user}`, undefined, {}, 5000);
       if (!res.ok) throw new Error(`${host}'s router: GET /subscriptions/${user}: ${res.status} ${await res.text()}`);
       return (await res.json()) as unknown[];
     };
@@ -1105,7 +1150,7 @@ async function runOnHosts(o: RunOptions) {
       const before = sum(browsers);
       const renumberedBefore = renumbered;
       // Replicated, sends go on throughout the fault: the longest wait for an acknowledged one is reported.
-      const sending = rig.o.replicas ? ticker(rig, browsers) : undefined;
+      const sending = rig.o.replicas ? new Ticker(rig, browsers) : undefined;
       resetSendGaps();
       const result = await FAULT_RUNS[fault](rig, browsers, extra);
       const sendGapMs = maxSendGapMs();
@@ -1117,7 +1162,7 @@ async function runOnHosts(o: RunOptions) {
         log(JSON.stringify({ msg: 'probes still owed', fault, browsers: owing.length, closed: owing.filter((b) => !b.open).length, owed: owing.slice(0, 5).map((b) => ({ id: b.id, open: b.open, owes: b.owes(), first: b.firstOwed() })) }));
       });
       const ledger = browsers.map((b) => b.settle()).reduce((t, l) => ({ missed: t.missed + l.missed, duplicated: t.duplicated + l.duplicated, outOfOrder: t.outOfOrder + l.outOfOrder }), { missed: 0, duplicated: 0, outOfOrder: 0 });
-      const replicated = rig.o.replicas && { maxSendGapMs: sendGapMs, subscriptionsLost: await subscriptionsLost(rig) };
+      const replicated = rig.o.replicas && { maxSendGapMs: sendGapMs, retriedAcks: sending?.retriedAcks ?? 0, keptUnanswered: sending?.keptUnanswered ?? 0, subscriptionsLost: await subscriptionsLost(rig) };
       const full: FaultResult = { fault, ...delta(sum(browsers), before), maxGapMs: Math.max(...browsers.map((b) => b.maxGap)), maxReplayMs: Math.max(...browsers.map((b) => b.maxReplay)), ...ledger, renumbered: renumbered - renumberedBefore, ...replicated, ...result };
       results.push(full);
       log(JSON.stringify(full));
@@ -1451,9 +1496,9 @@ async function main(): Promise<void> {
   const { results, comparison, dir } = await runFaults({ users: Number(values.users), faults, sends: Number(values.sends), rig });
   console.table(comparison);
   console.table(
-    results.map(({ fault, recoveryMs, ends, misdelivered, refused, maxGapMs, maxReplayMs, missed, duplicated, lost, renumbered, maxSendGapMs, subscriptionsLost }) => ({
+    results.map(({ fault, recoveryMs, ends, misdelivered, refused, maxGapMs, maxReplayMs, missed, duplicated, lost, renumbered, maxSendGapMs, retriedAcks, keptUnanswered, subscriptionsLost }) => ({
       fault, recoveryMs, ends, misdelivered, refused, maxGapMs, maxReplayMs, missed, duplicated, lost, renumbered,
-      ...(replicas && { maxSendGapMs, subscriptionsLost: JSON.stringify(subscriptionsLost) }),
+      ...(replicas && { maxSendGapMs, retriedAcks, keptUnanswered, subscriptionsLost: JSON.stringify(subscriptionsLost) }),
     })),
   );
   console.log(`logs in ${dir}`);

@@ -204,6 +204,6 @@ describe('the replicated brain across simulated hosts', () => {
     expect(host).toMatchObject({ fault: 'host', killed: 5, misdelivered: 0, missed: 0, duplicated: 0, outOfOrder: 0, renumbered: 0, subscriptionsLost: { brain: 0, edge1: 0, edge2: 0 } });
     expect(['serves', 'stands by']).toContain(host.state);
     // Reported, not asserted: the issue's 3 s cannot hold while nats-server 2.9.10 elects a lost stream leader (README, "The fault run").
-    console.log(`host fault: the longest wait for an acknowledged send ${host.maxSendGapMs} ms`);
+    console.log(`host fault: the longest wait for an acknowledged send ${host.maxSendGapMs} ms; ${host.retriedAcks} probes acknowledged on a keyed retry (${host.keptUnanswered} of them kept on an unanswered try)`);
   }, 180_000);
 });

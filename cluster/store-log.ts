@@ -10,7 +10,8 @@
  * an empty view from the start. Consecutive bulk-load messages waiting to be
  * applied (a rebuild, a load arriving faster than it is applied) go in one
  * transaction through the bulk loader, whose fast path builds an empty view
- * (subsmanager/bulkload.ts).
+ * (subsmanager/bulkload.ts); once the view has caught up, and its router
+ * serves, in short transactions that yield to the event loop between them.
  *
  * A write is answered once the stream acknowledged it AND this router's view
  * applied it, with the count the apply computed: a client reads its own
@@ -24,7 +25,7 @@ import { nuid, type NatsConnection } from '@nats-io/transport-node';
 import type Database from 'better-sqlite3';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
-import { EdgeBuffer, loadEdges } from '../subsmanager/bulkload.js';
+import { EdgeBuffer, loadEdges, loadEdgesInSlices } from '../subsmanager/bulkload.js';
 import type { HistoryOptions } from '../subsmanager/history.js';
 import type { ParsedEdges } from '../subsmanager/sortrows.js';
 import { toPairs, type Pair } from '../subsmanager/pairs.js';
@@ -223,11 +224,17 @@ class StoreView {
     return count;
   }
 
-  /** Bulk-load edges of the messages up to `seq`, in one transaction with it. */
-  async applyEdges(seq: number, edges: EdgeBuffer, mutual: boolean): Promise<number> {
-    const report = await loadEdges(this.store, edges.finish(), { direction: mutual ? 'mutual' : 'one-way', inTransaction: () => this.record.run(seq) });
+  /**
+   * Bulk-load edges of the messages up to `seq`, with it. Catching up (nothing served yet): in one transaction, the
+   * bulk loader's fastest way. Serving: in slices that yield to the event loop, `seq` with the last one; a crash
+   * halfway leaves edges applied without their sequence, and the view applies those messages again from their
+   * first: adding a pair twice changes nothing.
+   */
+  async applyEdges(seq: number, edges: EdgeBuffer, mutual: boolean, serving: boolean): Promise<number> {
+    const options = { direction: mutual ? 'mutual' : 'one-way', inTransaction: () => this.record.run(seq) } as const;
+    const added = serving ? await loadEdgesInSlices(this.store, edges.finish(), options) : (await loadEdges(this.store, edges.finish(), options)).rowsAdded;
     this.applied = seq;
-    return report.rowsAdded;
+    return added;
   }
 
   /** Moves past a message that is not a change (every view does the same). */
@@ -310,6 +317,8 @@ export class ReplicatedStore implements ReplicatedSubscriptionStore {
   private checking = false;
   private watching?: NodeJS.Timeout;
   private caughtUp?: { target: number; resolve: () => void };
+  /** Set once the view has caught up: from then on lookups and sends share the event loop with its applies. */
+  private serving = false;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -329,7 +338,10 @@ export class ReplicatedStore implements ReplicatedSubscriptionStore {
     this.following = this.follow();
     const jsm = await jetstreamManager(this.nc, { checkAPI: false });
     this.watching = setInterval(() => void this.watchdog(jsm), CONSUMER_CHECK_MS);
-    if (this.view.applied >= target) return;
+    if (this.view.applied >= target) {
+      this.serving = true;
+      return;
+    }
     this.log.info({ stream: STORE_STREAM, applied: from, last: target }, 'store view catching up with the stream: no sends or lookups until it has');
     const progress = setInterval(() => this.log.info({ applied: this.view.applied, last: target }, 'store view catching up'), PROGRESS_MS);
     try {
@@ -457,12 +469,15 @@ export class ReplicatedStore implements ReplicatedSubscriptionStore {
     const run = this.run;
     if (!run) return;
     this.run = undefined;
-    await this.view.applyEdges(run.end, run.edges, run.mutual);
+    await this.view.applyEdges(run.end, run.edges, run.mutual, this.serving);
     this.settled();
   }
 
   private settled(): void {
-    if (this.caughtUp && this.view.applied >= this.caughtUp.target) this.caughtUp.resolve();
+    if (this.caughtUp && this.view.applied >= this.caughtUp.target) {
+      this.serving = true;
+      this.caughtUp.resolve();
+    }
   }
 
   addSubscriptions(pairs: readonly Pair[]): Promise<number> {

@@ -12,6 +12,7 @@ import { CorruptChangeError, decodeChange, encodeEdges, encodePairs } from '../c
 import { STORE_STREAM, STORE_SUBJECT } from '../cluster/store-log.js';
 import { spawnJetStreamServers, spawnRouter, type JetStreamServers } from '../loadgen/server-process.js';
 import { openStore } from '../subsmanager/store.js';
+import { longestAnswer } from '../bench/probe.js';
 import { api, runCli, stopChild, tempDir, waitFor } from './helpers.js';
 import { appliedRow, closeViews, contentOf, openView } from './store-views.js';
 
@@ -175,6 +176,57 @@ describe('an empty data dir, on a stream of its own', () => {
     expect(refused.json.error).toMatch(/^the stream C1M_STORE did not acknowledge the change .*: it may or may not be applied; retry/);
     expect((await api(router.apiPort, 'GET', '/subscribers/70001')).json).toEqual([]);
   }, 40_000);
+});
+
+describe('a router serving while a bulk load of several messages is applied', () => {
+  let servers: JetStreamServers;
+  let dir: string;
+  let router: Awaited<ReturnType<typeof spawnRouter>> | undefined;
+
+  beforeAll(async () => {
+    servers = await spawnJetStreamServers(1, tempDir());
+    dir = tempDir();
+  }, 30_000);
+
+  afterAll(async () => {
+    if (router) await stopChild(router.child);
+    for (const { child } of servers?.servers.values() ?? []) await stopChild(child);
+  });
+
+  test('it answers lookups within 400 ms throughout, and sends (applied on the main thread, each message stalled it about a second); its view ends as a plain store', async () => {
+    const graph = join(dir, 'graph.txt');
+    expect((await runCli(['friends', 'generate', '--users', '200000', '--m', '5', '--out', graph])).code).toBe(0);
+    const plain = join(dir, 'plain.db');
+    expect((await runCli(['friends', 'load', graph, '--db', plain])).code).toBe(0);
+    const db = join(dir, 'router.db');
+    router = await spawnRouter(['--nats', servers.urls, '--nats-creds', servers.creds, '--db', db, '--replicas', '1', '--history-seconds', '60']);
+    const { apiPort } = router;
+    expect((await api(apiPort, 'POST', '/subscriptions', '[[1, 2]]', json)).json).toEqual({ added: 1 });
+
+    const applied = async () => ((await api(apiPort, 'GET', '/stats')).json.store as { applied: number }).applied;
+    const loadedAndApplied = (async () => {
+      const loaded = await runCli(['friends', 'load', graph, '--nats', servers.urls, '--nats-creds', servers.creds]);
+      const messages = Number(/ in (\d+) messages to C1M_STORE/.exec(loaded.stdout)?.[1]);
+      expect(messages).toBeGreaterThanOrEqual(6);
+      await vi.waitFor(async () => expect(await applied()).toBe(1 + messages), { timeout: 60_000, interval: 100 });
+    })();
+    let asks = 0;
+    const lookup = async () => {
+      const { status } = ++asks % 2 ? await api(apiPort, 'GET', '/subscribers/2') : await api(apiPort, 'GET', '/stats');
+      expect(status).toBe(200);
+    };
+    // Sends are answered once JetStream keeps them in the history's stream, on the server the load is busy with: not timed.
+    const send = async () => expect((await api(apiPort, 'POST', '/send/2', 'during the load')).status).toBe(200);
+    const [{ longestMs, answers }, sends] = await Promise.all([longestAnswer(lookup, loadedAndApplied), longestAnswer(send, loadedAndApplied)]);
+    await loadedAndApplied;
+    expect(Math.min(answers, sends.answers)).toBeGreaterThan(20);
+    expect(longestMs).toBeLessThan(400);
+
+    const reference = openStore(plain);
+    reference.addSubscriptions([[1, 2]]);
+    reference.close();
+    expect(contentOf(db)).toEqual(contentOf(plain));
+  }, 120_000);
 });
 
 describe('the changes on the stream', () => {

@@ -96,7 +96,8 @@ async function serving(servers: JetStreamServers, build: string, cli: string, ro
   const db = join(viewDir, 'c1m.db');
   const router = await spawnRouter(['--nats', servers.urls, '--nats-creds', servers.creds, '--db', db, '--replicas', String(replicas), '--history-seconds', '60'], {}, 60_000, cli);
   try {
-    const api = (path: string, init?: RequestInit) => fetch(`http://127.0.0.1:${router.apiPort}${path}`, init);
+    // A connection each: one kept alive may be closed by the server as it is reused (ECONNRESET).
+    const api = (path: string, init?: RequestInit) => fetch(`http://127.0.0.1:${router.apiPort}${path}`, { ...init, headers: { ...init?.headers, connection: 'close' } });
     // The stream's first change, so that the load is applied into a view that holds something, as a serving one does.
     await api('/subscriptions', { method: 'POST', body: '[[1, 2]]', headers: { 'content-type': 'application/json' } });
     const started = performance.now();

@@ -23,6 +23,7 @@
 import { DeliverPolicy, DiscardPolicy, jetstream, jetstreamManager, JetStreamApiCodes, JetStreamApiError, StorageType, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg, type StreamInfo } from '@nats-io/jetstream';
 import { nuid, type NatsConnection } from '@nats-io/transport-node';
 import type Database from 'better-sqlite3';
+import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import { EdgeBuffer, loadEdges, loadEdgesInSlices } from '../subsmanager/bulkload.js';
@@ -33,6 +34,7 @@ import { openStore, StoreUnavailableError, type ReplicatedSubscriptionStore, typ
 import type { Subject } from '../subsmanager/subjects.js';
 import { BRAIN_SUBJECTS } from './nats-auth.js';
 import { CorruptChangeError, decodeChange, encodeEdges, encodePairs, type StoreChange } from './store-changes.js';
+import { loadSnapshot, NO_SNAPSHOT, SnapshotError } from './store-snapshot.js';
 
 export const STORE_STREAM = 'C1M_STORE';
 /** Under the brain's subjects, which only routers may publish to (cluster/nats-auth.ts). */
@@ -54,6 +56,9 @@ const CONSUMER_RETRY_MS = 250;
 const PROGRESS_MS = 2000;
 /** How long the stream's creation or lookup is tried again: a new JetStream cluster elects its meta leader a moment after its servers are ready. */
 const STREAM_WAIT_MS = 15_000;
+
+/** The stream as a view knows it: a stream deleted and made again under the same name is another. */
+export const streamIdentity = (info: StreamInfo): string => `${STORE_STREAM} created ${info.created}`;
 
 /** The largest change a message may carry on this connection. */
 export const maxChangeBytes = (nc: NatsConnection): number => (nc.info?.max_payload ?? 1 << 20) - HEADER_ROOM;
@@ -279,10 +284,18 @@ export async function openReplicatedStore(nc: NatsConnection, options: Replicate
   // No account check at once: a new cluster answers JetStream's API only once it has elected its meta leader (storeStream waits).
   const jsm = await jetstreamManager(nc, { checkAPI: false });
   const info = await storeStream(jsm, options.replicas);
+  if (!existsSync(options.db)) await fromSnapshot(nc, info, options);
   const sqlite = openStore(options.db, options.storeOptions);
   let store: ReplicatedStore | undefined;
   try {
-    const view = new StoreView(sqlite, `${STORE_STREAM} created ${info.created}`, options.db);
+    const view = new StoreView(sqlite, streamIdentity(info), options.db);
+    // The stream's first sequence, read again: a snapshot's purge may have come since.
+    const first = (await jsm.streams.info(STORE_STREAM)).state.first_seq;
+    if (view.applied + 1 < first)
+      throw new Error(
+        `${options.db} applied the stream ${STORE_STREAM} through sequence ${view.applied}, and its changes before ${first} are purged (kept in a snapshot): ` +
+          `move ${options.db} (and its -wal, -shm files) away, and the router loads the snapshot`,
+      );
     store = new ReplicatedStore(nc, view, info.config.num_replicas, options);
     await store.catchUp(info.state.last_seq);
     return store;
@@ -290,6 +303,24 @@ export async function openReplicatedStore(nc: NatsConnection, options: Replicate
     if (store) await store.close();
     else sqlite.close();
     throw err;
+  }
+}
+
+/**
+ * A view on an empty data dir starts from the newest snapshot, if there is one: then it applies only the stream
+ * after it. A snapshot that cannot be read is logged; the view is rebuilt from the whole stream if the stream
+ * still holds it all, and refused otherwise (nothing is written either way).
+ */
+async function fromSnapshot(nc: NatsConnection, info: StreamInfo, options: ReplicatedStoreOptions): Promise<void> {
+  const started = performance.now();
+  try {
+    const manifest = await loadSnapshot(nc, options.db, streamIdentity(info));
+    options.logger.info({ seq: manifest.seq, bytes: manifest.bytes, seconds: Math.round(performance.now() - started) / 1000 }, 'store view loaded from a snapshot');
+  } catch (err) {
+    if (!(err instanceof SnapshotError)) throw err;
+    if (info.state.first_seq > 1)
+      throw new Error(`${options.db} is new, and the stream ${STORE_STREAM} starts at sequence ${info.state.first_seq} (purged up to a snapshot), whose snapshot cannot be loaded: ${err.message}`);
+    if (err.message !== NO_SNAPSHOT) options.logger.warn({ error: err.message }, 'the store snapshot cannot be loaded: the view is rebuilt from the whole stream');
   }
 }
 
@@ -431,7 +462,10 @@ export class ReplicatedStore implements ReplicatedSubscriptionStore {
 
   private async take(msg: JsMsg): Promise<void> {
     const seq = msg.seq;
-    if (seq <= (this.run?.end ?? this.view.applied)) return; // applied already: a consumer recreated after a reconnect
+    const read = this.run?.end ?? this.view.applied;
+    if (seq <= read) return; // applied already: a consumer recreated after a reconnect
+    if (seq > read + 1)
+      throw new Error(`the stream's changes ${read + 1}-${seq - 1} were purged (up to a snapshot) before this view applied them: move its file away, and the router loads the snapshot`);
     let change: StoreChange;
     try {
       change = decodeChange(msg.data);

@@ -14,6 +14,9 @@
  *
  *   node dist/bench/storelog.js --serving [--before OTHER/dist/cli/c1m.js] [--users N] [--m M] [--replicas R] [--rounds K]
  *
+ * With --snapshot, the rebuilds are from the whole stream (no snapshot) and from a snapshot of the view just
+ * rebuilt (`c1m friends snapshot`'s writeSnapshot, timed too), in turn, instead of together and alone.
+ *
  * Defaults: 1,000,000 x 15, R = 3, 1 round, files under ./bench-results/storelog/
  * (removed at the end, but for the graph, kept for the next run).
  */
@@ -27,6 +30,7 @@ import { pino } from 'pino';
 import { connectJetStream } from '../cluster/jetstream.js';
 import { ROUTER_INBOX } from '../cluster/nats-auth.js';
 import { openReplicatedStore, STORE_STREAM } from '../cluster/store-log.js';
+import { SNAPSHOT_STREAM, writeSnapshot } from '../cluster/store-snapshot.js';
 import { c1mArgv, CLI, spawnC1m, stopChild } from '../cluster/supervisor.js';
 import { spawnJetStreamServers, spawnRouter, type JetStreamServers } from '../loadgen/server-process.js';
 import { longestAnswer } from './probe.js';
@@ -39,6 +43,7 @@ const { values: flags } = parseArgs({
     rounds: { type: 'string', default: '1' },
     dir: { type: 'string', default: 'bench-results/storelog' },
     serving: { type: 'boolean', default: false },
+    snapshot: { type: 'boolean', default: false },
     before: { type: 'string' },
   },
 });
@@ -145,19 +150,27 @@ async function rebuilds(servers: JetStreamServers): Promise<void> {
   );
 
   const logger = pino({ level: 'silent' });
+  const jsm = await jetstreamManager(nc);
+  const removeView = (db: string) => ['', '-wal', '-shm'].forEach((suffix) => rmSync(`${db}${suffix}`, { force: true }));
   for (let round = 1; round <= Number(flags.rounds); round++) {
-    const ways = round % 2 ? (['together', 'alone'] as const) : (['alone', 'together'] as const);
+    const ways = flags.snapshot ? (['together', 'snapshot'] as const) : round % 2 ? (['together', 'alone'] as const) : (['alone', 'together'] as const);
     for (const way of ways) {
       const db = join(dir, `view-${way}.db`);
-      for (const suffix of ['', '-wal', '-shm']) rmSync(`${db}${suffix}`, { force: true });
+      removeView(db);
+      if (way === 'snapshot') {
+        // Of the view just rebuilt from the whole stream.
+        started = performance.now();
+        const manifest = await writeSnapshot(nc, join(dir, 'view-together.db'));
+        console.log(`snapshot written, round ${round}: ${mib(manifest.bytes)} in ${manifest.chunks} messages in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+      } else if (flags.snapshot) await jsm.streams.delete(SNAPSHOT_STREAM).catch(() => undefined); // the whole stream, then
       started = performance.now();
       const store = await openReplicatedStore(nc, { db, logger, runEdges: way === 'alone' ? 1 : undefined });
       const seconds = (performance.now() - started) / 1000;
       const rows = store.count();
       await store.close();
       console.log(`rebuild (${way}), round ${round}: ${rows.toLocaleString('en-US')} rows in ${seconds.toFixed(1)} s = ${Math.round(rows / seconds).toLocaleString('en-US')} rows/s; view ${mib(diskBytes(db))}`);
-      for (const suffix of ['', '-wal', '-shm']) rmSync(`${db}${suffix}`, { force: true });
     }
+    for (const way of ways) removeView(join(dir, `view-${way}.db`));
   }
   await nc.close();
 }

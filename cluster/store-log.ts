@@ -425,6 +425,8 @@ export class ReplicatedStore implements ReplicatedSubscriptionStore {
         const next = (this.run?.end ?? this.view.applied) + 1;
         const consumer = await this.js.consumers.get(STORE_STREAM, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: next });
         this.messages = await consumer.consume({ max_bytes: 8 * (maxChangeBytes(this.nc) + HEADER_ROOM) });
+        // Closed while it was being made: close() found no consumer to stop.
+        if (this.closing) this.messages.stop();
         if (tries > 1) this.log.info({ stream: STORE_STREAM, from: next, tries }, "the store view's consumer is made again");
         return this.messages;
       } catch (err) {

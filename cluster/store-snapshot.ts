@@ -38,13 +38,19 @@ export interface SnapshotManifest {
 export const NO_SNAPSHOT = 'there is no snapshot';
 export class SnapshotError extends Error {}
 
+/** A view's copy, read whole, with what its manifest will say of it. */
+export interface ViewCopy {
+  stream: string;
+  seq: number;
+  bytes: Buffer;
+  sha256: string;
+}
+
 /**
- * Copies the view at `viewPath` (a router's, open or not: a read of one consistent state) and publishes it as the
- * newest snapshot; then, with `purge`, purges the store's stream up to the copy's sequence.
+ * Copies the view at `viewPath` (a router's, open or not: one consistent read). Synchronous, seconds for a large
+ * view: done before connecting to NATS, whose servers drop a client that answers no ping for 2-3 s.
  */
-export async function writeSnapshot(nc: NatsConnection, viewPath: string, options: { purge?: boolean } = {}): Promise<SnapshotManifest> {
-  const jsm = await jetstreamManager(nc, { checkAPI: false });
-  const info = await storeStream(jsm);
+export function copyView(viewPath: string): ViewCopy {
   const copy = `${viewPath}.snapshot-${process.pid}`;
   rmSync(copy, { force: true });
   try {
@@ -65,29 +71,37 @@ export async function writeSnapshot(nc: NatsConnection, viewPath: string, option
       file.close();
     }
     if (!place) throw new SnapshotError(`${viewPath} is no view of ${STORE_STREAM}`);
-    if (place.stream !== streamIdentity(info)) throw new SnapshotError(`${viewPath} is a view of ${place.stream}, and the stream now is ${streamIdentity(info)}`);
     const bytes = readFileSync(copy);
-    await snapshotStream(jsm, info.config.num_replicas);
-    const js = jetstream(nc);
-    const chunkBytes = maxChangeBytes(nc);
-    const seqs: number[] = [];
-    const inFlight: Promise<PubAck>[] = [];
-    for (let at = 0; at < bytes.length; at += chunkBytes) {
-      if (inFlight.length >= PUBLISH_WINDOW) seqs.push((await inFlight.shift()!).seq);
-      inFlight.push(js.publish(SNAPSHOT_SUBJECT, bytes.subarray(at, at + chunkBytes), { timeout: PUBLISH_TIMEOUT_MS }));
-    }
-    for (const ack of inFlight) seqs.push((await ack).seq);
-    const manifest: SnapshotManifest = { ...place, first: seqs[0], chunks: seqs.length, bytes: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') };
-    if (seqs.some((seq, i) => seq !== manifest.first + i)) throw new SnapshotError(`the chunks of the snapshot were not kept in a row (another snapshot at the same time?): ${seqs.join(', ')}`);
-    const h = headers();
-    h.set(MANIFEST_HEADER, '1');
-    await js.publish(SNAPSHOT_SUBJECT, JSON.stringify(manifest), { headers: h, timeout: PUBLISH_TIMEOUT_MS });
-    await purgeBelow(jsm, SNAPSHOT_STREAM, manifest.first);
-    if (options.purge) await purgeBelow(jsm, STORE_STREAM, manifest.seq + 1);
-    return manifest;
+    return { ...place, bytes, sha256: createHash('sha256').update(bytes).digest('hex') };
   } finally {
     rmSync(copy, { force: true });
   }
+}
+
+/** Publishes a view's copy as the newest snapshot; then, with `purge`, purges the store's stream up to its sequence. */
+export async function publishSnapshot(nc: NatsConnection, copy: ViewCopy, options: { purge?: boolean } = {}): Promise<SnapshotManifest> {
+  const jsm = await jetstreamManager(nc, { checkAPI: false });
+  const info = await storeStream(jsm);
+  if (copy.stream !== streamIdentity(info)) throw new SnapshotError(`the view is of ${copy.stream}, and the stream now is ${streamIdentity(info)}`);
+  await snapshotStream(jsm, info.config.num_replicas);
+  const js = jetstream(nc);
+  const { bytes } = copy;
+  const chunkBytes = maxChangeBytes(nc);
+  const seqs: number[] = [];
+  const inFlight: Promise<PubAck>[] = [];
+  for (let at = 0; at < bytes.length; at += chunkBytes) {
+    if (inFlight.length >= PUBLISH_WINDOW) seqs.push((await inFlight.shift()!).seq);
+    inFlight.push(js.publish(SNAPSHOT_SUBJECT, bytes.subarray(at, at + chunkBytes), { timeout: PUBLISH_TIMEOUT_MS }));
+  }
+  for (const ack of inFlight) seqs.push((await ack).seq);
+  const manifest: SnapshotManifest = { stream: copy.stream, seq: copy.seq, first: seqs[0], chunks: seqs.length, bytes: bytes.length, sha256: copy.sha256 };
+  if (seqs.some((seq, i) => seq !== manifest.first + i)) throw new SnapshotError(`the chunks of the snapshot were not kept in a row (another snapshot at the same time?): ${seqs.join(', ')}`);
+  const h = headers();
+  h.set(MANIFEST_HEADER, '1');
+  await js.publish(SNAPSHOT_SUBJECT, JSON.stringify(manifest), { headers: h, timeout: PUBLISH_TIMEOUT_MS });
+  await purgeBelow(jsm, SNAPSHOT_STREAM, manifest.first);
+  if (options.purge) await purgeBelow(jsm, STORE_STREAM, manifest.seq + 1);
+  return manifest;
 }
 
 /** Purges a stream's messages before `seq`, if it holds any: nats-server 2.9 purges every message when asked for none (`seq` at or below the first). */

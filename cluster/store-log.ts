@@ -41,7 +41,7 @@ export const STORE_STREAM = 'C1M_STORE';
 export const STORE_SUBJECT = `${BRAIN_SUBJECTS}.store`;
 
 /** How long a write waits for the stream's acknowledgement, then for this router's view to apply it. */
-const PUBLISH_TIMEOUT_MS = 5000;
+export const PUBLISH_TIMEOUT_MS = 5000;
 const APPLY_TIMEOUT_MS = 10_000;
 /** Edges of consecutive bulk-load messages applied in one transaction at most, unless told: 16M edges hold 256 MiB of ids. */
 const RUN_EDGES = 1 << 24;
@@ -117,7 +117,7 @@ async function streamInfo(jsm: JetStreamManager): Promise<StreamInfo | undefined
 }
 
 /** Publishes unacknowledged at most: enough to keep a clustered stream's replication busy, few enough to bound the memory held. */
-const PUBLISH_WINDOW = 8;
+export const PUBLISH_WINDOW = 8;
 
 /**
  * A bulk load into the replicated store (`c1m friends load --nats`): the edges, checked already, in messages as

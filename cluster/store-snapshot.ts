@@ -13,15 +13,12 @@ import { createHash } from 'node:crypto';
 import { closeSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { createPrivately } from '../subsmanager/files.js';
 import { BRAIN_SUBJECTS } from './nats-auth.js';
-import { maxChangeBytes, STORE_STREAM, storeStream, streamIdentity } from './store-log.js';
+import { maxChangeBytes, PUBLISH_TIMEOUT_MS, PUBLISH_WINDOW, STORE_STREAM, storeStream, streamIdentity } from './store-log.js';
 
 export const SNAPSHOT_STREAM = 'C1M_STORE_SNAPSHOT';
 export const SNAPSHOT_SUBJECT = `${BRAIN_SUBJECTS}.snapshot`;
 /** The header that marks a snapshot's manifest, its last message. */
 const MANIFEST_HEADER = 'C1m-Snapshot-Manifest';
-const PUBLISH_TIMEOUT_MS = 5000;
-/** Chunks published unacknowledged at most: the replication kept busy, the memory held bounded. */
-const PUBLISH_WINDOW = 8;
 
 export interface SnapshotManifest {
   /** The store stream (its identity, as a view keeps it) and the last sequence the copy holds. */

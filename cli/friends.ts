@@ -121,7 +121,7 @@ export function friendsCommand(): Command {
     async (opts: { db: string; nats: string; natsCreds?: string; natsCa?: string; busInsecure?: boolean; purge?: boolean }, command: Command) => {
       const [{ connectJetStream }, { copyView, publishSnapshot }, { ROUTER_INBOX }] = await Promise.all([
         import('../cluster/jetstream.js'),
-        import('../cluster/store-snapshot.js'),
+        import('../cluster/store-snapshot-write.js'),
         import('../cluster/nats-auth.js'),
       ]);
       let nc;

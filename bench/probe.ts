@@ -205,3 +205,22 @@ export function subscribeAll(db: string, hub: number, n: number): void {
   }
   store.close();
 }
+
+/**
+ * Asks a server one question at a time (`ask`) until `done` settles: the longest wait for an answer is about its
+ * longest event-loop stall meanwhile (a question asked during a stall is answered when it ends).
+ */
+export async function longestAnswer(ask: () => Promise<unknown>, done: Promise<unknown>): Promise<{ longestMs: number; answers: number }> {
+  let finished = false;
+  void done.finally(() => (finished = true)).catch(() => undefined);
+  let longestMs = 0;
+  let answers = 0;
+  while (!finished) {
+    const asked = performance.now();
+    await ask();
+    longestMs = Math.max(longestMs, performance.now() - asked);
+    answers++;
+    await sleep(5);
+  }
+  return { longestMs, answers };
+}

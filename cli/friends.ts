@@ -111,6 +111,38 @@ export function friendsCommand(): Command {
     },
   );
 
+  const snapshot = friends
+    .command('snapshot')
+    .description("write a snapshot of a replicated cluster's store: a copy of a router's view (--db, on this host) at the sequence it applied, into the stream C1M_STORE_SNAPSHOT")
+    .addOption(dbOption())
+    .requiredOption('--nats <url>', 'NATS servers of the cluster (comma-separated)')
+    .option('--purge', "then purge the store's stream up to that sequence: a view on an empty data dir loads the snapshot and applies only what came after; only once every router's view has applied it (/stats store.applied)");
+  busOptions(snapshot, "a router's bus credentials file").action(
+    async (opts: { db: string; nats: string; natsCreds?: string; natsCa?: string; busInsecure?: boolean; purge?: boolean }, command: Command) => {
+      const [{ connectJetStream }, { copyView, publishSnapshot }, { ROUTER_INBOX }] = await Promise.all([
+        import('../cluster/jetstream.js'),
+        import('../cluster/store-snapshot-write.js'),
+        import('../cluster/nats-auth.js'),
+      ]);
+      let nc;
+      try {
+        const { creds, ca } = await busSettings(opts);
+        const started = performance.now();
+        const copy = copyView(opts.db);
+        nc = await connectJetStream(opts.nats, { name: `c1m-friends-snapshot-${process.pid}`, creds, ca, inboxPrefix: creds ? ROUTER_INBOX : undefined, persistent: false });
+        const manifest = await publishSnapshot(nc, copy, { purge: opts.purge });
+        console.log(
+          `snapshot of ${opts.db} at sequence ${manifest.seq}: ${formatBytes(manifest.bytes)} in ${manifest.chunks} messages in ${((performance.now() - started) / 1000).toFixed(1)} s` +
+            (opts.purge ? `; the store's stream purged up to ${manifest.seq}` : ''),
+        );
+      } catch (err) {
+        command.error(`error: ${(err as Error).message}`);
+      } finally {
+        await nc?.close();
+      }
+    },
+  );
+
   friends
     .command('stats')
     .description('users, subscriptions, degree distribution, top hubs, size on disk; optionally a log-log degree chart (SVG)')

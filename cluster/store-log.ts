@@ -10,7 +10,8 @@
  * an empty view from the start. Consecutive bulk-load messages waiting to be
  * applied (a rebuild, a load arriving faster than it is applied) go in one
  * transaction through the bulk loader, whose fast path builds an empty view
- * (subsmanager/bulkload.ts).
+ * (subsmanager/bulkload.ts); once the view has caught up, and its router
+ * serves, in short transactions that yield to the event loop between them.
  *
  * A write is answered once the stream acknowledged it AND this router's view
  * applied it, with the count the apply computed: a client reads its own
@@ -25,7 +26,7 @@ import type Database from 'better-sqlite3';
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
-import { EdgeBuffer, loadEdges } from '../subsmanager/bulkload.js';
+import { EdgeBuffer, loadEdges, loadEdgesInSlices } from '../subsmanager/bulkload.js';
 import type { HistoryOptions } from '../subsmanager/history.js';
 import type { ParsedEdges } from '../subsmanager/sortrows.js';
 import { toPairs, type Pair } from '../subsmanager/pairs.js';
@@ -33,13 +34,14 @@ import { openStore, StoreUnavailableError, type ReplicatedSubscriptionStore, typ
 import type { Subject } from '../subsmanager/subjects.js';
 import { BRAIN_SUBJECTS } from './nats-auth.js';
 import { CorruptChangeError, decodeChange, encodeEdges, encodePairs, type StoreChange } from './store-changes.js';
+import { loadSnapshot, NO_SNAPSHOT, SnapshotError } from './store-snapshot.js';
 
 export const STORE_STREAM = 'C1M_STORE';
 /** Under the brain's subjects, which only routers may publish to (cluster/nats-auth.ts). */
 export const STORE_SUBJECT = `${BRAIN_SUBJECTS}.store`;
 
 /** How long a write waits for the stream's acknowledgement, then for this router's view to apply it. */
-const PUBLISH_TIMEOUT_MS = 5000;
+export const PUBLISH_TIMEOUT_MS = 5000;
 const APPLY_TIMEOUT_MS = 10_000;
 /** Edges of consecutive bulk-load messages applied in one transaction at most, unless told: 16M edges hold 256 MiB of ids. */
 const RUN_EDGES = 1 << 24;
@@ -54,6 +56,9 @@ const CONSUMER_RETRY_MS = 250;
 const PROGRESS_MS = 2000;
 /** How long the stream's creation or lookup is tried again: a new JetStream cluster elects its meta leader a moment after its servers are ready. */
 const STREAM_WAIT_MS = 15_000;
+
+/** The stream as a view knows it: a stream deleted and made again under the same name is another. */
+export const streamIdentity = (info: StreamInfo): string => `${STORE_STREAM} created ${info.created}`;
 
 /** The largest change a message may carry on this connection. */
 export const maxChangeBytes = (nc: NatsConnection): number => (nc.info?.max_payload ?? 1 << 20) - HEADER_ROOM;
@@ -112,7 +117,7 @@ async function streamInfo(jsm: JetStreamManager): Promise<StreamInfo | undefined
 }
 
 /** Publishes unacknowledged at most: enough to keep a clustered stream's replication busy, few enough to bound the memory held. */
-const PUBLISH_WINDOW = 8;
+export const PUBLISH_WINDOW = 8;
 
 /**
  * A bulk load into the replicated store (`c1m friends load --nats`): the edges, checked already, in messages as
@@ -236,11 +241,17 @@ class StoreView {
     return count;
   }
 
-  /** Bulk-load edges of the messages up to `seq`, in one transaction with it. */
-  async applyEdges(seq: number, edges: EdgeBuffer, mutual: boolean): Promise<number> {
-    const report = await loadEdges(this.store, edges.finish(), { direction: mutual ? 'mutual' : 'one-way', inTransaction: () => this.record.run(seq) });
+  /**
+   * Bulk-load edges of the messages up to `seq`, with it. Catching up (nothing served yet): in one transaction, the
+   * bulk loader's fastest way. Serving: in slices that yield to the event loop, `seq` with the last one; a crash
+   * halfway leaves edges applied without their sequence, and the view applies those messages again from their
+   * first: adding a pair twice changes nothing.
+   */
+  async applyEdges(seq: number, edges: EdgeBuffer, mutual: boolean, serving: boolean): Promise<number> {
+    const options = { direction: mutual ? 'mutual' : 'one-way', inTransaction: () => this.record.run(seq) } as const;
+    const added = serving ? await loadEdgesInSlices(this.store, edges.finish(), options) : (await loadEdges(this.store, edges.finish(), options)).rowsAdded;
     this.applied = seq;
-    return report.rowsAdded;
+    return added;
   }
 
   /** Moves past a message that is not a change (every view does the same). */
@@ -285,10 +296,18 @@ export async function openReplicatedStore(nc: NatsConnection, options: Replicate
   // No account check at once: a new cluster answers JetStream's API only once it has elected its meta leader (storeStream waits).
   const jsm = await jetstreamManager(nc, { checkAPI: false });
   const info = await storeStream(jsm, options.replicas);
+  if (!existsSync(options.db)) await fromSnapshot(nc, info, options);
   const sqlite = openStore(options.db, options.storeOptions);
   let store: ReplicatedStore | undefined;
   try {
-    const view = new StoreView(sqlite, `${STORE_STREAM} created ${info.created}`, options.db);
+    const view = new StoreView(sqlite, streamIdentity(info), options.db);
+    // The stream's first sequence, read again: a snapshot's purge may have come since.
+    const first = (await jsm.streams.info(STORE_STREAM)).state.first_seq;
+    if (view.applied + 1 < first)
+      throw new Error(
+        `${options.db} applied the stream ${STORE_STREAM} through sequence ${view.applied}, and its changes before ${first} are purged (kept in a snapshot): ` +
+          `move ${options.db} (and its -wal, -shm files) away, and the router loads the snapshot`,
+      );
     store = new ReplicatedStore(nc, view, info.config.num_replicas, options);
     await store.catchUp(info.state.last_seq);
     return store;
@@ -296,6 +315,24 @@ export async function openReplicatedStore(nc: NatsConnection, options: Replicate
     if (store) await store.close();
     else sqlite.close();
     throw err;
+  }
+}
+
+/**
+ * A view on an empty data dir starts from the newest snapshot, if there is one: then it applies only the stream
+ * after it. A snapshot that cannot be read is logged; the view is rebuilt from the whole stream if the stream
+ * still holds it all, and refused otherwise (nothing is written either way).
+ */
+async function fromSnapshot(nc: NatsConnection, info: StreamInfo, options: ReplicatedStoreOptions): Promise<void> {
+  const started = performance.now();
+  try {
+    const manifest = await loadSnapshot(nc, options.db, streamIdentity(info));
+    options.logger.info({ seq: manifest.seq, bytes: manifest.bytes, seconds: Math.round(performance.now() - started) / 1000 }, 'store view loaded from a snapshot');
+  } catch (err) {
+    if (!(err instanceof SnapshotError)) throw err;
+    if (info.state.first_seq > 1)
+      throw new Error(`${options.db} is new, and the stream ${STORE_STREAM} starts at sequence ${info.state.first_seq} (purged up to a snapshot), whose snapshot cannot be loaded: ${err.message}`);
+    if (err.message !== NO_SNAPSHOT) options.logger.warn({ error: err.message }, 'the store snapshot cannot be loaded: the view is rebuilt from the whole stream');
   }
 }
 
@@ -323,6 +360,8 @@ export class ReplicatedStore implements ReplicatedSubscriptionStore {
   private checking = false;
   private watching?: NodeJS.Timeout;
   private caughtUp?: { target: number; resolve: () => void };
+  /** Set once the view has caught up: from then on lookups and sends share the event loop with its applies. */
+  private serving = false;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -342,7 +381,10 @@ export class ReplicatedStore implements ReplicatedSubscriptionStore {
     this.following = this.follow();
     const jsm = await jetstreamManager(this.nc, { checkAPI: false });
     this.watching = setInterval(() => void this.watchdog(jsm), CONSUMER_CHECK_MS);
-    if (this.view.applied >= target) return;
+    if (this.view.applied >= target) {
+      this.serving = true;
+      return;
+    }
     this.log.info({ stream: STORE_STREAM, applied: from, last: target }, 'store view catching up with the stream: no sends or lookups until it has');
     const progress = setInterval(() => this.log.info({ applied: this.view.applied, last: target }, 'store view catching up'), PROGRESS_MS);
     try {
@@ -395,6 +437,8 @@ export class ReplicatedStore implements ReplicatedSubscriptionStore {
         const next = (this.run?.end ?? this.view.applied) + 1;
         const consumer = await this.js.consumers.get(STORE_STREAM, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: next });
         this.messages = await consumer.consume({ max_bytes: 8 * (maxChangeBytes(this.nc) + HEADER_ROOM) });
+        // Closed while it was being made: close() found no consumer to stop.
+        if (this.closing) this.messages.stop();
         if (tries > 1) this.log.info({ stream: STORE_STREAM, from: next, tries }, "the store view's consumer is made again");
         return this.messages;
       } catch (err) {
@@ -432,7 +476,10 @@ export class ReplicatedStore implements ReplicatedSubscriptionStore {
 
   private async take(msg: JsMsg): Promise<void> {
     const seq = msg.seq;
-    if (seq <= (this.run?.end ?? this.view.applied)) return; // applied already: a consumer recreated after a reconnect
+    const read = this.run?.end ?? this.view.applied;
+    if (seq <= read) return; // applied already: a consumer recreated after a reconnect
+    if (seq > read + 1)
+      throw new Error(`the stream's changes ${read + 1}-${seq - 1} were purged (up to a snapshot) before this view applied them: move its file away, and the router loads the snapshot`);
     let change: StoreChange;
     try {
       change = decodeChange(msg.data);
@@ -470,12 +517,15 @@ export class ReplicatedStore implements ReplicatedSubscriptionStore {
     const run = this.run;
     if (!run) return;
     this.run = undefined;
-    await this.view.applyEdges(run.end, run.edges, run.mutual);
+    await this.view.applyEdges(run.end, run.edges, run.mutual, this.serving);
     this.settled();
   }
 
   private settled(): void {
-    if (this.caughtUp && this.view.applied >= this.caughtUp.target) this.caughtUp.resolve();
+    if (this.caughtUp && this.view.applied >= this.caughtUp.target) {
+      this.serving = true;
+      this.caughtUp.resolve();
+    }
   }
 
   addSubscriptions(pairs: readonly Pair[]): Promise<number> {

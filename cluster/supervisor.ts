@@ -205,8 +205,7 @@ export const c1mArgv = (args: string[]): string[] => [process.execPath, CLI, ...
 
 export const cliCommand = (args: string[]) => ({ command: process.execPath, args: c1mArgv(args).slice(1) });
 
-/** Starts `c1m <args>` as a child process. */
-export function spawnC1m(args: string[], options: SpawnOptionsWithoutStdio = {}) {
-  const [command, ...argv] = c1mArgv(args);
-  return spawn(command, argv, options);
+/** Starts `c1m <args>` as a child process; `cli`: another build's (a benchmark's before). */
+export function spawnC1m(args: string[], options: SpawnOptionsWithoutStdio = {}, cli = CLI) {
+  return spawn(process.execPath, [cli, ...args], options);
 }

@@ -21,9 +21,9 @@ export interface ServerProcess {
  * resolves with the child and its ready line's JSON once it logs `ready`. A
  * child that has not said so within `timeoutMs` is killed, never left behind.
  */
-function spawnReady(command: string[], ready: string, env: NodeJS.ProcessEnv, timeoutMs: number) {
+function spawnReady(command: string[], ready: string, env: NodeJS.ProcessEnv, timeoutMs: number, cli?: string) {
   return new Promise<{ child: ChildProcess; info: Record<string, unknown>; output: () => string }>((resolve, reject) => {
-    const child = spawnC1m(command, { env: { ...process.env, ...env } });
+    const child = spawnC1m(command, { env: { ...process.env, ...env } }, cli);
     let out = '';
     const output = () => out;
     const timer = setTimeout(() => {
@@ -59,9 +59,12 @@ export async function spawnEdge(args: string[], env: NodeJS.ProcessEnv = {}, tim
   return { child, port: info.port as number, output };
 }
 
-/** Starts a lone `c1m router` with its API on a free loopback port (its NATS server, store and the rest in `args`); resolves once it is listening. */
-export async function spawnRouter(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 30_000): Promise<Omit<ServerProcess, 'port'>> {
-  const { child, info, output } = await spawnReady(['router', '--api-host', '127.0.0.1', '--api-port', '0', ...args], 'c1m router listening', env, timeoutMs);
+/**
+ * Starts a lone `c1m router` with its API on a free loopback port (its NATS server, store and the rest in `args`);
+ * resolves once it is listening. `cli`: another build's c1m (a benchmark's before).
+ */
+export async function spawnRouter(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 30_000, cli?: string): Promise<Omit<ServerProcess, 'port'>> {
+  const { child, info, output } = await spawnReady(['router', '--api-host', '127.0.0.1', '--api-port', '0', ...args], 'c1m router listening', env, timeoutMs, cli);
   return { child, apiPort: info.apiPort as number, output };
 }
 

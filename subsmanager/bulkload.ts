@@ -1,9 +1,10 @@
 import { createReadStream, rmSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import { setImmediate } from 'node:timers/promises';
 import type { Readable } from 'node:stream';
 import { Worker } from 'node:worker_threads';
-import type { BuildMessage, BuildTask } from './bulkload-worker.js';
-import { insertSorted, sortRows, statementRunner, type ParsedEdges } from './sortrows.js';
+import type { BuildMessage, BuildTask, SortTask } from './bulkload-worker.js';
+import { insertSorted, ROWS_PER_STATEMENT, sortRows, statementRunner, type ParsedEdges } from './sortrows.js';
 import type { SqliteStore } from './store.js';
 
 /**
@@ -184,6 +185,51 @@ export async function loadEdges(store: SqliteStore, edges: ParsedEdges, options:
   };
 }
 
+/** How long a slice of a serving store's load holds the event loop (and the store's write lock), about. */
+const SLICE_MS = 20;
+/** Rows inserted between two looks at the clock within a slice. */
+const SLICE_STEP_ROWS = 8 * ROWS_PER_STATEMENT;
+
+/**
+ * Loads parsed edges into a store that is serving (a replicated store's view that has caught up:
+ * cluster/store-log.ts), without holding its event loop for long: two workers sort the rows, then they are
+ * inserted on the store's own connection in transactions of about SLICE_MS each, yielding to the event loop
+ * between them, so that lookups, sends and the history's writes on that connection go on meanwhile. They may
+ * see part of the load: one table ahead of the other, or some of a table's rows. Not all or nothing: stopped
+ * halfway, the slices committed stay (loading the same edges again adds the rest, as adding a pair twice changes
+ * nothing); `inTransaction` runs in the last slice's transaction only. Returns the rows added.
+ */
+export async function loadEdgesInSlices(store: SqliteStore, edges: ParsedEdges, options: { direction?: Direction; inTransaction?: () => void } = {}): Promise<number> {
+  const mutual = (options.direction ?? 'mutual') === 'mutual';
+  const tables = ['subscriptions', 'subscriptions_by_subscriber'] as const;
+  const sorted = await runWorkers(tables.map((table) => ({ table, edges, mutual })));
+  const { db } = store;
+  const run = statementRunner(db);
+  let added = 0;
+  for (const [t, table] of tables.entries()) {
+    const { lead, follow, count } = sorted[t].rows;
+    let row = 0;
+    do {
+      const slice = db.transaction(() => {
+        const until = performance.now() + SLICE_MS;
+        let inserted = 0;
+        while (row < count && performance.now() < until) {
+          const end = Math.min(row + SLICE_STEP_ROWS, count);
+          inserted += insertSorted(run, table, { lead: lead.subarray(row, end), follow: follow.subarray(row, end), count: end - row });
+          row = end;
+        }
+        if (row === count && t === tables.length - 1) options.inTransaction?.();
+        return inserted;
+      });
+      const inserted = slice.immediate();
+      // The count comes from the primary table, as a store's own adds count.
+      if (table === 'subscriptions') added += inserted;
+      if (row < count || t < tables.length - 1) await setImmediate();
+    } while (row < count);
+  }
+  return added;
+}
+
 /** The store's main file, '' for an in-memory or temporary database (no directory for scratch files: plain inserts then). */
 function storeFile(store: SqliteStore): string {
   const main = (store.db.pragma('database_list') as { name: string; file: string }[]).find((d) => d.name === 'main');
@@ -225,7 +271,7 @@ async function buildAndCopy(
     // A leftover of an earlier process that had our pid and crashed mid-load.
     for (const { path } of scratch) rmSync(path, { force: true });
     let t = process.hrtime.bigint();
-    const built = await buildScratch(
+    const built = await runWorkers(
       scratch.map(({ path, table }) => ({ path, table, pageSize, edges, mutual })),
       (rows) => options.onProgress?.({ phase: 'build', rows, totalRows: 2 * rowCount }),
     );
@@ -255,7 +301,7 @@ async function buildAndCopy(
     options.onProgress?.({ phase: 'copy', rows: 2 * rowCount, totalRows: 2 * rowCount });
     result = { added, buildSeconds, buildSortSeconds: Math.max(...built.map((b) => b.sortSeconds)), copySeconds, commitSeconds: 0 };
   } finally {
-    // Always, after an error too (the workers have exited by now, see buildScratch).
+    // Always, after an error too (the workers have exited by now, see runWorkers).
     for (const schema of attached) db.exec(`DETACH ${schema}`);
     for (const { path } of scratch) rmSync(path, { force: true });
   }
@@ -264,28 +310,31 @@ async function buildAndCopy(
   return result;
 }
 
-/** Runs one worker per task; settles once all have exited (a failure stops the others first). */
-async function buildScratch(tasks: BuildTask[], onRows: (rows: number) => void): Promise<Extract<BuildMessage, { type: 'done' }>[]> {
+type WorkerResult<T extends SortTask> = Extract<BuildMessage, { type: T extends BuildTask ? 'done' : 'sorted' }>;
+
+/** Runs one worker per task; settles once all have exited (a failure stops the others first) with each one's result. */
+async function runWorkers<T extends SortTask>(tasks: T[], onRows?: (rows: number) => void): Promise<WorkerResult<T>[]> {
   const workers = tasks.map((task) => new Worker(WORKER_URL, { workerData: task }));
   const progress = tasks.map(() => 0);
+  const what = (task: SortTask) => ('path' in task ? `build ${task.path as string}` : `sort the rows of ${task.table}`);
   const results = workers.map(
     (worker, i) =>
-      new Promise<Extract<BuildMessage, { type: 'done' }>>((resolve, reject) => {
-        let done: Extract<BuildMessage, { type: 'done' }> | undefined;
+      new Promise<WorkerResult<T>>((resolve, reject) => {
+        let result: WorkerResult<T> | undefined;
         worker.on('message', (message: BuildMessage) => {
-          if (message.type === 'done') {
-            done = message;
+          if (message.type !== 'progress') {
+            result = message as WorkerResult<T>;
             return;
           }
           progress[i] = message.rows;
           try {
-            onRows(progress.reduce((a, b) => a + b, 0));
+            onRows?.(progress.reduce((a, b) => a + b, 0));
           } catch (err) {
             reject(err);
           }
         });
-        worker.on('error', (err) => reject(new Error(`cannot build ${tasks[i].path}: ${err.message}`)));
-        worker.on('exit', (code) => (done ? resolve(done) : reject(new Error(`cannot build ${tasks[i].path}: worker exited with code ${code}`))));
+        worker.on('error', (err) => reject(new Error(`cannot ${what(tasks[i])}: ${err.message}`)));
+        worker.on('exit', (code) => (result ? resolve(result) : reject(new Error(`cannot ${what(tasks[i])}: worker exited with code ${code}`))));
       }),
   );
   try {

@@ -5,13 +5,15 @@
  * of its own, applying one stream. Three servers and the loss of one: store-log-r3.test.ts.
  */
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import { CorruptChangeError, decodeChange, encodeEdges, encodePairs } from '../cluster/store-changes.js';
 import { STORE_STREAM, STORE_SUBJECT } from '../cluster/store-log.js';
+import { SNAPSHOT_STREAM, SNAPSHOT_SUBJECT } from '../cluster/store-snapshot.js';
 import { spawnJetStreamServers, spawnRouter, type JetStreamServers } from '../loadgen/server-process.js';
 import { openStore } from '../subsmanager/store.js';
+import { longestAnswer } from '../bench/probe.js';
 import { api, runCli, stopChild, tempDir, waitFor } from './helpers.js';
 import { appliedRow, closeViews, contentOf, openView } from './store-views.js';
 
@@ -175,6 +177,171 @@ describe('an empty data dir, on a stream of its own', () => {
     expect(refused.json.error).toMatch(/^the stream C1M_STORE did not acknowledge the change .*: it may or may not be applied; retry/);
     expect((await api(router.apiPort, 'GET', '/subscribers/70001')).json).toEqual([]);
   }, 40_000);
+});
+
+describe('snapshots: an empty view loads the newest one, then the stream after it', () => {
+  let servers: JetStreamServers;
+  let dir: string;
+
+  beforeAll(async () => {
+    servers = await spawnJetStreamServers(1, tempDir());
+    dir = tempDir();
+  }, 30_000);
+
+  afterAll(async () => {
+    for (const { child } of servers?.servers.values() ?? []) await stopChild(child);
+  });
+
+  /** What a plain SQLite store holds after loading `graph` and the same changes, written without the stream. */
+  const plainStore = async (graph: string, changes: (store: ReturnType<typeof openStore>) => void) => {
+    const plain = join(tempDir(), 'plain.db');
+    expect((await runCli(['friends', 'load', graph, '--db', plain])).code).toBe(0);
+    const reference = openStore(plain);
+    changes(reference);
+    reference.close();
+    return contentOf(plain);
+  };
+  const snapshot = (db: string, ...more: string[]) => runCli(['friends', 'snapshot', '--db', db, '--nats', servers.urls, '--nats-creds', servers.creds, ...more]);
+  const newView = () => openView(servers, join(tempDir(), 'empty', 'c1m.db'));
+
+  test("a snapshot with the stream purged up to it: a new view loads it and applies only the tail, the same rows as a plain store; a view behind the purge, or a snapshot that does not read, is refused and nothing is lost", async () => {
+    const graph = join(dir, 'graph.txt');
+    expect((await runCli(['friends', 'generate', '--users', '60000', '--m', '3', '--out', graph])).code).toBe(0);
+    const a = await openView(servers, join(dir, 'a.db'));
+    let behind = await openView(servers, join(dir, 'behind.db'));
+    expect((await runCli(['friends', 'load', graph, '--nats', servers.urls, '--nats-creds', servers.creds])).code).toBe(0);
+    await a.store.removeSubscriptions([[1, 2], [2, 1]]);
+    await waitFor(() => behind.store.stats().applied === a.store.stats().applied, 'the second view');
+    await behind.close();
+    await a.store.addSubscriptions([[1, 'room:7']]);
+
+    const written = await snapshot(a.db, '--purge');
+    expect(written.stderr).toBe('');
+    const seq = a.store.stats().applied;
+    expect(written.stdout).toMatch(new RegExp(`^snapshot of .*a\\.db at sequence ${seq}: .* MiB in \\d+ messages in .* s; the store's stream purged up to ${seq}\\n$`));
+    const jsm = await jetstreamManager(a.nc);
+    expect((await jsm.streams.info(STORE_STREAM)).state.first_seq).toBe(seq + 1);
+    // The tail: changes after the snapshot.
+    await a.store.addSubscriptions([[59_999, 60_000]]);
+    await a.store.removeSubscriptions([[3, 1]]);
+
+    const expected = await plainStore(graph, (store) => {
+      store.removeSubscriptions([[1, 2], [2, 1]]);
+      store.addSubscriptions([[1, 'room:7'], [59_999, 60_000]]);
+      store.removeSubscriptions([[3, 1]]);
+    });
+    const rebuilt = await newView();
+    expect(rebuilt.lines.find((l) => l.msg === 'store view loaded from a snapshot')).toMatchObject({ seq });
+    expect(rebuilt.store.stats()).toMatchObject({ applied: seq + 2, appliedSinceOpen: 2 });
+    expect(contentOf(rebuilt.db)).toEqual(expected);
+    expect(contentOf(a.db)).toEqual(expected);
+    await rebuilt.close();
+
+    // A view that had not applied the snapshot's sequence: its changes since are gone from the stream.
+    await expect(openView(servers, behind.db)).rejects.toThrow(/behind\.db applied the stream C1M_STORE through sequence \d+, and its changes before \d+ are purged \(kept in a snapshot\): move .* away, and the router loads the snapshot/);
+
+    // A snapshot cut short (its manifest missing), then one whose chunks are not what its manifest says: refused, no file made.
+    const js = jetstream(a.nc);
+    const manifest = (await jsm.streams.getMessage(SNAPSHOT_STREAM, { last_by_subj: SNAPSHOT_SUBJECT }))!;
+    await js.publish(SNAPSHOT_SUBJECT, Uint8Array.of(1, 2, 3));
+    const empty = join(tempDir(), 'c1m.db');
+    await expect(openView(servers, empty)).rejects.toThrow(`${empty} is new, and the stream C1M_STORE starts at sequence ${seq + 1} (purged up to a snapshot), whose snapshot cannot be loaded: the snapshot stream ends with no manifest (a snapshot cut short)`);
+    await js.publish(SNAPSHOT_SUBJECT, JSON.stringify({ ...manifest.json<object>(), sha256: '0'.repeat(64) }), { headers: manifest.header });
+    await expect(openView(servers, empty)).rejects.toThrow(/whose snapshot cannot be loaded: the snapshot's chunks are \d+ bytes of SHA-256 [0-9a-f]{64}, its manifest says \d+ of 0{64}$/);
+    expect(existsSync(empty)).toBe(false);
+    expect(readdirSync(dirname(empty))).toEqual([]);
+    await a.close();
+  }, 60_000);
+});
+
+describe('snapshots, the stream not purged', () => {
+  let servers: JetStreamServers;
+
+  beforeAll(async () => {
+    servers = await spawnJetStreamServers(1, tempDir());
+  }, 30_000);
+
+  afterAll(async () => {
+    for (const { child } of servers?.servers.values() ?? []) await stopChild(child);
+  });
+
+  test('a new view loads the snapshot and applies the tail; a snapshot that does not read is logged, and the view rebuilt from the whole stream', async () => {
+    const a = await openView(servers, join(tempDir(), 'a.db'));
+    await a.store.addSubscriptions([[1, 2], [3, 2]]);
+    const written = await runCli(['friends', 'snapshot', '--db', a.db, '--nats', servers.urls, '--nats-creds', servers.creds]);
+    expect(written.stdout).toMatch(/^snapshot of .* at sequence 1: .* in 1 messages in .* s\n$/);
+    await a.store.removeSubscriptions([[1, 2]]);
+    const fromSnapshot = await openView(servers, join(tempDir(), 'c1m.db'));
+    expect(fromSnapshot.store.stats()).toMatchObject({ applied: 2, appliedSinceOpen: 1 });
+    expect(contentOf(fromSnapshot.db)).toEqual(contentOf(a.db));
+    // Opened again with nothing to catch up and closed at once: the consumer it was making meanwhile is stopped too.
+    await fromSnapshot.close();
+    const again = await openView(servers, fromSnapshot.db);
+    await again.close();
+
+    // Its one chunk deleted.
+    const jsm = await jetstreamManager(a.nc);
+    const manifest = (await jsm.streams.getMessage(SNAPSHOT_STREAM, { last_by_subj: SNAPSHOT_SUBJECT }))!.json<{ first: number }>();
+    await jsm.streams.deleteMessage(SNAPSHOT_STREAM, manifest.first);
+    const whole = await openView(servers, join(tempDir(), 'c1m.db'));
+    expect(whole.lines.filter((l) => l.msg === 'the store snapshot cannot be loaded: the view is rebuilt from the whole stream').map((l) => l.error)).toEqual([
+      `chunk 0 of the snapshot (sequence ${manifest.first}) is missing`,
+    ]);
+    expect(whole.store.stats()).toMatchObject({ applied: 2, appliedSinceOpen: 2 });
+    expect(contentOf(whole.db)).toEqual(contentOf(a.db));
+    await Promise.all([a.close(), whole.close()]);
+  }, 30_000);
+});
+
+describe('a router serving while a bulk load of several messages is applied', () => {
+  let servers: JetStreamServers;
+  let dir: string;
+  let router: Awaited<ReturnType<typeof spawnRouter>> | undefined;
+
+  beforeAll(async () => {
+    servers = await spawnJetStreamServers(1, tempDir());
+    dir = tempDir();
+  }, 30_000);
+
+  afterAll(async () => {
+    if (router) await stopChild(router.child);
+    for (const { child } of servers?.servers.values() ?? []) await stopChild(child);
+  });
+
+  test('it answers lookups within 400 ms throughout, and sends (applied on the main thread, each message stalled it about a second); its view ends as a plain store', async () => {
+    const graph = join(dir, 'graph.txt');
+    expect((await runCli(['friends', 'generate', '--users', '200000', '--m', '5', '--out', graph])).code).toBe(0);
+    const plain = join(dir, 'plain.db');
+    expect((await runCli(['friends', 'load', graph, '--db', plain])).code).toBe(0);
+    const db = join(dir, 'router.db');
+    router = await spawnRouter(['--nats', servers.urls, '--nats-creds', servers.creds, '--db', db, '--replicas', '1', '--history-seconds', '60']);
+    const { apiPort } = router;
+    expect((await api(apiPort, 'POST', '/subscriptions', '[[1, 2]]', json)).json).toEqual({ added: 1 });
+
+    const applied = async () => ((await api(apiPort, 'GET', '/stats')).json.store as { applied: number }).applied;
+    const loadedAndApplied = (async () => {
+      const loaded = await runCli(['friends', 'load', graph, '--nats', servers.urls, '--nats-creds', servers.creds]);
+      const messages = Number(/ in (\d+) messages to C1M_STORE/.exec(loaded.stdout)?.[1]);
+      expect(messages).toBeGreaterThanOrEqual(6);
+      await vi.waitFor(async () => expect(await applied()).toBe(1 + messages), { timeout: 60_000, interval: 100 });
+    })();
+    let asks = 0;
+    const lookup = async () => {
+      const { status } = ++asks % 2 ? await api(apiPort, 'GET', '/subscribers/2') : await api(apiPort, 'GET', '/stats');
+      expect(status).toBe(200);
+    };
+    // Sends are answered once JetStream keeps them in the history's stream, on the server the load is busy with: not timed.
+    const send = async () => expect((await api(apiPort, 'POST', '/send/2', 'during the load')).status).toBe(200);
+    const [{ longestMs, answers }, sends] = await Promise.all([longestAnswer(lookup, loadedAndApplied), longestAnswer(send, loadedAndApplied)]);
+    await loadedAndApplied;
+    expect(Math.min(answers, sends.answers)).toBeGreaterThan(20);
+    expect(longestMs).toBeLessThan(400);
+
+    const reference = openStore(plain);
+    reference.addSubscriptions([[1, 2]]);
+    reference.close();
+    expect(contentOf(db)).toEqual(contentOf(plain));
+  }, 120_000);
 });
 
 describe('the changes on the stream', () => {

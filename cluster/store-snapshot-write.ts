@@ -6,7 +6,7 @@ import { DiscardPolicy, jetstream, jetstreamManager, JetStreamApiCodes, JetStrea
 import { headers, type NatsConnection } from '@nats-io/transport-node';
 import Database from 'better-sqlite3';
 import { createHash } from 'node:crypto';
-import { readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { maxChangeBytes, PUBLISH_TIMEOUT_MS, PUBLISH_WINDOW, STORE_STREAM, storeStream, streamIdentity } from './store-log.js';
 import { MANIFEST_HEADER, SNAPSHOT_STREAM, SNAPSHOT_SUBJECT, SnapshotError, type SnapshotManifest } from './store-snapshot.js';
 
@@ -23,6 +23,7 @@ export interface ViewCopy {
  * view: done before connecting to NATS, whose servers drop a client that answers no ping for 2-3 s.
  */
 export function copyView(viewPath: string): ViewCopy {
+  if (!existsSync(viewPath)) throw new SnapshotError(`${viewPath}: no such file (give the --db of a router on this host)`);
   const copy = `${viewPath}.snapshot-${process.pid}`;
   rmSync(copy, { force: true });
   try {
@@ -35,9 +36,10 @@ export function copyView(viewPath: string): ViewCopy {
     const file = new Database(copy);
     let place: { stream: string; seq: number } | undefined;
     try {
-      place = file.prepare('SELECT stream, seq FROM store_log_applied').get() as typeof place;
+      const isView = file.prepare("SELECT 1 FROM sqlite_master WHERE name = 'store_log_applied'").get() !== undefined;
+      place = isView ? (file.prepare('SELECT stream, seq FROM store_log_applied').get() as typeof place) : undefined;
       // Whoever loads it holds it.
-      file.prepare('UPDATE store_log_applied SET holder = NULL').run();
+      if (place) file.prepare('UPDATE store_log_applied SET holder = NULL').run();
       file.pragma('journal_mode = DELETE');
     } finally {
       file.close();

@@ -8,6 +8,8 @@ import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
+import { connectJetStream } from '../cluster/jetstream.js';
+import { ROUTER_INBOX } from '../cluster/nats-auth.js';
 import { CorruptChangeError, decodeChange, encodeEdges, encodePairs } from '../cluster/store-changes.js';
 import { STORE_STREAM, STORE_SUBJECT } from '../cluster/store-log.js';
 import { SNAPSHOT_STREAM, SNAPSHOT_SUBJECT } from '../cluster/store-snapshot.js';
@@ -252,6 +254,23 @@ describe('snapshots: an empty view loads the newest one, then the stream after i
     expect(readdirSync(dirname(empty))).toEqual([]);
     await a.close();
   }, 60_000);
+
+  test('a snapshot of no file, or of a store that is no view, is refused saying so, and nothing is published', async () => {
+    const nc = await connectJetStream(servers.urls, { name: 'snapshot-probe', creds: servers.creds, inboxPrefix: ROUTER_INBOX, persistent: false });
+    const jsm = await jetstreamManager(nc);
+    const before = await jsm.streams.info(SNAPSHOT_STREAM).then((info) => info.state.messages, () => 0);
+    const missing = join(tempDir(), 'missing.db');
+    const noFile = await snapshot(missing);
+    expect(noFile.code).not.toBe(0);
+    expect(noFile.stderr).toContain(`${missing}: no such file (give the --db of a router on this host)`);
+    const plain = join(tempDir(), 'plain.db');
+    openStore(plain).close();
+    const notView = await snapshot(plain);
+    expect(notView.code).not.toBe(0);
+    expect(notView.stderr).toContain(`${plain} is no view of ${STORE_STREAM}`);
+    expect(await jsm.streams.info(SNAPSHOT_STREAM).then((info) => info.state.messages, () => 0)).toBe(before);
+    await nc.close();
+  });
 });
 
 describe('snapshots, the stream not purged', () => {

@@ -8,6 +8,7 @@
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, nkeyAuthenticator, type NatsConnection } from '@nats-io/transport-node';
 import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { BRAIN_SUBJECTS, readCreds, ROUTER_INBOX, serverIdentity } from '../cluster/nats-auth.js';
 import { until } from './until.js';
 
@@ -17,6 +18,8 @@ const SUBJECT = `${BRAIN_SUBJECTS}.faults`;
 export class BrainStream {
   /** The sequence acknowledged last: messages 1..acked are in the stream. */
   acked = 0;
+  /** While set, publishNext waits: a leader is being chosen (see lead()). */
+  private holding = false;
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -62,6 +65,7 @@ export class BrainStream {
    * last message, read back, tells.
    */
   async publishNext(): Promise<boolean> {
+    while (this.holding) await sleep(20);
     const n = this.acked + 1;
     try {
       const ack = await this.js.publish(SUBJECT, String(n), { expect: { lastSequence: n - 1 } });
@@ -96,6 +100,17 @@ export class BrainStream {
    * waits until `server` is current: one behind the writes (a loaded box) cannot win, and the try would be lost.
    */
   async lead(server: string, tries = 16): Promise<number> {
+    // Writes held meanwhile: nats-server hands the lead only to a follower as far along as the leader, which one
+    // just back from a fault is not while the writes go on.
+    this.holding = true;
+    try {
+      return await this.stepDownsUntil(server, tries);
+    } finally {
+      this.holding = false;
+    }
+  }
+
+  private async stepDownsUntil(server: string, tries: number): Promise<number> {
     for (let downs = 0; downs <= tries; downs++) {
       const leader = await this.leader();
       if (leader === server) return downs;

@@ -52,6 +52,12 @@ export interface HubStream {
   write(chunk: Buffer): number;
 }
 
+/** A stream the hub heartbeats (chunked, SSE). */
+interface BeatingStream extends HubStream {
+  /** The hub's tick (StreamHub.tick) at the stream's last write to its socket, or at its opening. */
+  readonly wroteAt: number;
+}
+
 /**
  * Shared by all streams of one server, whatever their transport: batches
  * writes so that every chunk a connection received during one event-loop turn
@@ -90,12 +96,16 @@ export class StreamHub {
   private flushScheduled = false;
   private sentAt: number[] = [];
   /** Every open stream that the hub heartbeats (chunked, SSE), kept only when heartbeats are on; WebSockets have uWS's pings. */
-  readonly streams: Set<HubStream> | null;
+  readonly streams: Set<BeatingStream> | null;
+  /** The heartbeat timer's ticks so far: the clock of the streams' `wroteAt` (a small integer, so a stream stores it unboxed). */
+  tick = 0;
   private readonly heartbeatTimer?: NodeJS.Timeout;
   /** Where the heartbeat round stands: it visits a slice of the streams per tick, never all in one event-loop turn. */
-  private heartbeatRound?: Iterator<HubStream>;
-  /** When the next round may start (performance.now() ms): one heartbeat per stream per interval. */
-  private nextRoundAt: number;
+  private heartbeatRound?: Iterator<BeatingStream>;
+  /** Ticks a round of visits takes: every stream is looked at this often. */
+  private readonly roundTicks: number;
+  /** A stream silent for this many ticks (the interval) when visited gets a heartbeat: none is silent longer than the interval and a round. */
+  private readonly silentTicks: number;
 
   constructor(
     readonly registry: Registry,
@@ -110,32 +120,32 @@ export class StreamHub {
     readonly heartbeatSeconds = 0,
   ) {
     this.streams = heartbeatSeconds > 0 ? new Set() : null;
-    this.nextRoundAt = performance.now() + heartbeatSeconds * 1000;
-    if (heartbeatSeconds > 0) this.heartbeatTimer = setInterval(this.heartbeat, Math.min(HEARTBEAT_TICK_MS, heartbeatSeconds * 1000)).unref();
+    const tickMs = Math.min(HEARTBEAT_TICK_MS, heartbeatSeconds * 1000);
+    const intervalTicks = Math.round((heartbeatSeconds * 1000) / tickMs);
+    this.roundTicks = Math.max(1, Math.floor(intervalTicks / ROUNDS_PER_INTERVAL));
+    this.silentTicks = intervalTicks;
+    if (heartbeatSeconds > 0) this.heartbeatTimer = setInterval(this.heartbeat, tickMs).unref();
   }
 
   /**
    * One tick's slice of the round: a whole round in one turn would stall every
-   * send for as long as it takes to write to every stream. A round takes at
-   * most the interval, and the next starts an interval after it began.
+   * send for as long as it takes to write to every stream. A heartbeat goes
+   * only to a stream that nothing else was written to for most of the
+   * interval: a message keeps a proxy's read timeout at bay as well, and
+   * where messages flow, most heartbeats would be writes that nobody needs.
    */
   private readonly heartbeat = (): void => {
     const streams = this.streams!;
-    const interval = this.heartbeatSeconds * 1000;
-    if (this.heartbeatRound === undefined) {
-      const now = performance.now();
-      if (now < this.nextRoundAt) return;
-      this.nextRoundAt = now + interval;
-      this.heartbeatRound = streams.values();
-    }
-    let n = Math.ceil((streams.size * HEARTBEAT_TICK_MS) / interval);
+    const tick = ++this.tick;
+    this.heartbeatRound ??= streams.values();
+    let n = Math.ceil(streams.size / this.roundTicks);
     while (n-- > 0) {
       const next = this.heartbeatRound.next();
       if (next.done) {
         this.heartbeatRound = undefined;
         return;
       }
-      next.value.write(HEARTBEAT);
+      if (tick - next.value.wroteAt >= this.silentTicks) next.value.write(HEARTBEAT);
     }
   };
 
@@ -214,6 +224,8 @@ export const overflows = (unsent: number, size: number, maxBacklog: number): boo
 /** A heartbeat: one empty line, which line-splitting clients skip. Other transports recognise it by identity and frame their own. */
 export const HEARTBEAT = Buffer.from('\n');
 const HEARTBEAT_TICK_MS = 100;
+/** Rounds of visits per heartbeat interval: an idle stream's heartbeat comes at most a round (a tenth of the interval) late, and every round visits every stream. */
+const ROUNDS_PER_INTERVAL = 10;
 
 /**
  * uWebSockets.js's per-loop cork buffer (LoopData::CORK_BUFFER_SIZE). A write
@@ -297,6 +309,7 @@ export class CometStream implements Connection {
   private lastId = 0;
   /** With several partitions, the last id of each instead (a field of its own: lastId stays a number on the one-partition path). */
   private lastIds: number[] | undefined;
+  wroteAt: number;
 
   constructor(
     private readonly res: HttpResponse,
@@ -305,6 +318,7 @@ export class CometStream implements Connection {
     readonly topics: readonly string[] = NO_TOPICS,
   ) {
     this.counters.open++;
+    this.wroteAt = hub.tick;
     hub.streams?.add(this);
   }
 
@@ -406,6 +420,7 @@ export class CometStream implements Connection {
     counters.bytes += queued;
     this.pending = null;
     this.queued = 0;
+    this.wroteAt = this.hub.tick;
     group.res = this.res;
     group.ok = true;
     let last = Array.isArray(pending) ? 0 : framed(pending); // bytes of the last corked group: all an uncork that failed can leave behind once every write returned true

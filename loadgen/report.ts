@@ -32,18 +32,21 @@ const errorsText = (errors: Record<string, number>) =>
     .join(', ') || 'none';
 
 /** CPU seconds of each role (and the machine) over the samples of one phase. */
-function cpuSeconds(samples: Sample[], phase: Sample['phase']) {
+/** CPU seconds of each role and of the machine over the samples that `within` takes (each covers the time since the one before it), and the heartbeats received meanwhile. */
+function cpuSeconds(samples: Sample[], within: (s: Sample) => boolean) {
   const roles = Object.fromEntries([...SERVER_ROLES, ...LOADGEN_ROLES].map((r) => [r, 0])) as Record<Role, number>;
   let machine = 0;
   let seconds = 0;
+  let heartbeats = 0;
   samples.forEach((s, i) => {
-    if (i === 0 || s.phase !== phase) return;
+    if (i === 0 || !within(s)) return;
     const dt = s.t - samples[i - 1].t;
     seconds += dt;
     for (const r of Object.keys(roles) as Role[]) roles[r] += s.cpu[r] * dt;
     machine += s.machineCpu.busy * dt;
+    heartbeats += s.heartbeats - samples[i - 1].heartbeats;
   });
-  return { roles, machine, seconds };
+  return { roles, machine, seconds, heartbeats };
 }
 
 function memoryTable(peak: FullSample): string[] {
@@ -151,7 +154,7 @@ export function reportMarkdown(r: RunResult): string {
   const samples = r.samples;
   if (samples.length > 1) {
     lines.push('## CPU', '', 'CPU seconds per phase (cores on average in brackets); the machine has 2 cores, and loopback TCP work (softirq) lands on whichever process is running.', '');
-    const phases = (['ramp', 'hold', 'warm-up', 'messages'] as const).map((p) => ({ p, ...cpuSeconds(samples, p) })).filter((x) => x.seconds > 0);
+    const phases = (['ramp', 'hold', 'warm-up', 'messages'] as const).map((p) => ({ p, ...cpuSeconds(samples, (s) => s.phase === p) })).filter((x) => x.seconds > 0);
     const cell = (seconds: number, span: number) => `${seconds.toFixed(1)} s (${(seconds / span).toFixed(2)})`;
     lines.push(`| process | ${phases.map((x) => `${x.p} (${x.seconds.toFixed(0)} s)`).join(' | ')} |`, `| --- | ${phases.map(() => '---:').join(' | ')} |`);
     for (const role of [...SERVER_ROLES, ...LOADGEN_ROLES]) lines.push(`| ${ROLE_NAMES[role]} | ${phases.map((x) => cell(x.roles[role], x.seconds)).join(' | ')} |`);
@@ -182,12 +185,14 @@ export function reportMarkdown(r: RunResult): string {
           `, ${count(best.deliveredChunksPerSecond)} delivered chunks/s** (delivery p99 ${best.delivery.p99} ms).`
         : `**No rate tried was sustained at p99 <= ${P99_TARGET_MS} ms** (sustained: at least 95 % of the rate achieved, no errors or skipped sends, delivery p99 <= ${P99_TARGET_MS} ms).`,
       '',
-      '| configured sends/s | achieved sends/s | API p99 | streams written/s (server) | chunks received/s (clients) | delivery p50 / p99 / p99.9 / max | skipped | errors | sustained |',
-      '| ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | --- |',
-      ...r.steps.map(
-        (s) =>
-          `| ${count(s.rate)} | ${count(s.msggen.achievedRate)} | ${s.msggen.apiLatencyMs.p99} ms | ${count(s.msggen.deliveredPerSecond)} | ${count(s.deliveredChunksPerSecond)} | ${ms(s.delivery)} | ${count(s.msggen.skipped)} | ${errorsText(s.msggen.errors)} | ${s.sustained ? 'yes' : 'no'} |`,
-      ),
+      '| configured sends/s | achieved sends/s | API p99 | streams written/s (server) | chunks received/s (clients) | heartbeats received/s | c1m cluster cores | delivery p50 / p99 / p99.9 / max | skipped | errors | sustained |',
+      '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | --- |',
+      ...r.steps.map((s) => {
+        // The samples taken while this step's messages went out: a step's own heartbeats and CPU.
+        const during = cpuSeconds(samples, (x) => x.t > s.start && x.t <= s.start + s.msggen.elapsedSeconds);
+        const perSecond = (n: number) => (during.seconds > 0 ? n / during.seconds : 0);
+        return `| ${count(s.rate)} | ${count(s.msggen.achievedRate)} | ${s.msggen.apiLatencyMs.p99} ms | ${count(s.msggen.deliveredPerSecond)} | ${count(s.deliveredChunksPerSecond)} | ${count(perSecond(during.heartbeats))} | ${perSecond(sum(during.roles, SERVER_ROLES)).toFixed(2)} | ${ms(s.delivery)} | ${count(s.msggen.skipped)} | ${errorsText(s.msggen.errors)} | ${s.sustained ? 'yes' : 'no'} |`;
+      }),
       '',
     );
     if (f)

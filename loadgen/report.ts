@@ -209,7 +209,7 @@ export function reportMarkdown(r: RunResult): string {
 }
 
 /** A layered vega-lite chart: one panel of a figure. */
-type Chart = Extract<TopLevelSpec, { layer: unknown }>;
+export type Chart = Extract<TopLevelSpec, { layer: unknown }>;
 
 interface Point {
   t: number;
@@ -247,20 +247,21 @@ function lineSpec(title: string, yTitle: string, points: Point[], marks: { t: nu
   };
 }
 
-/** The charts as SVG text, by name. */
-export async function chartsSvg(r: RunResult): Promise<Record<(typeof CHARTS)[number], string>> {
+/** Vega-Lite charts as one SVG, one above the other (sends/s and chunks/s differ 30-fold: they share no axis). */
+export async function renderSvg(...charts: Chart[]): Promise<string> {
   // Loaded only when charts are drawn, as in subsmanager/stats.ts.
   const [vega, { compile }] = await Promise.all([import('vega'), import('vega-lite')]);
-  const render = async (...charts: Chart[]) => {
-    // Several charts share one SVG one above the other: sends/s and chunks/s differ 30-fold.
-    const spec: TopLevelSpec = { $schema: 'https://vega.github.io/schema/vega-lite/v6.json', ...(charts.length === 1 ? charts[0] : { vconcat: charts }) };
-    const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' });
-    try {
-      return await view.toSVG();
-    } finally {
-      view.finalize();
-    }
-  };
+  const spec: TopLevelSpec = { $schema: 'https://vega.github.io/schema/vega-lite/v6.json', ...(charts.length === 1 ? charts[0] : { vconcat: charts }) };
+  const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' });
+  try {
+    return await view.toSVG();
+  } finally {
+    view.finalize();
+  }
+}
+
+/** The charts as SVG text, by name. */
+export async function chartsSvg(r: RunResult): Promise<Record<(typeof CHARTS)[number], string>> {
   const s = r.samples;
   const series = (name: string, value: (x: Sample) => number | null, of: Sample[] = s): Point[] =>
     of.flatMap((x) => {
@@ -271,10 +272,10 @@ export async function chartsSvg(r: RunResult): Promise<Record<(typeof CHARTS)[nu
   const withDeliveries = s.filter((x) => x.delivery.count > 0);
   const marks = [...r.phases.map((p) => ({ t: p.start, label: p.phase })), ...r.steps.map((step) => ({ t: step.start, label: `${count(step.rate)}/s` }))].sort((a, b) => a.t - b.t);
   return {
-    connections: await render(
+    connections: await renderSvg(
       lineSpec('Open streams', 'streams', [...series('held by the flood', (x) => x.open), ...series("in the router's directory", (x) => x.serverStreams), ...series('failed', (x) => x.failed), ...series('closed by the server', (x) => x.closed)], marks),
     ),
-    memory: await render(
+    memory: await renderSvg(
       lineSpec(
         'Memory',
         'MiB',
@@ -291,7 +292,7 @@ export async function chartsSvg(r: RunResult): Promise<Record<(typeof CHARTS)[nu
         marks,
       ),
     ),
-    cpu: await render(
+    cpu: await renderSvg(
       lineSpec(
         'CPU',
         'cores',
@@ -306,11 +307,11 @@ export async function chartsSvg(r: RunResult): Promise<Record<(typeof CHARTS)[nu
         marks,
       ),
     ),
-    throughput: await render(
+    throughput: await renderSvg(
       lineSpec('Sends', 'per second', series('sends/s (router)', (x) => x.sendsPerSecond), marks),
       lineSpec('Deliveries', 'per second', series('chunks received/s (clients)', (x) => x.chunksPerSecond), marks),
     ),
-    latency: await render(
+    latency: await renderSvg(
       lineSpec(
         'Delivery latency, per second (send to receipt)',
         'ms (log)',

@@ -1,0 +1,47 @@
+/**
+ * Delivered chunks/s against delivery p99 for the message steps of several
+ * `c1m run` reports (their summary.json), one line per run, with the 100 ms
+ * the run calls sustained: the chart of a before/after sitting.
+ *
+ *   node dist/bench/million-chart.js --out docs/benchmarks/million.svg before=/tmp/run-a after=/tmp/run-b
+ */
+import { Command, Option } from 'commander';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { renderSvg } from '../loadgen/report.js';
+import { P99_TARGET_MS, type RunResult } from '../loadgen/run-result.js';
+
+const program = new Command('million-chart')
+  .argument('<runs...>', 'LABEL=DIR: a run folder (with summary.json) and its name on the chart')
+  .addOption(new Option('--out <file>', 'where to write the SVG').makeOptionMandatory())
+  .parse();
+const { out } = program.opts<{ out: string }>();
+
+const points = program.args.flatMap((arg) => {
+  const at = arg.indexOf('=');
+  if (at < 1) throw new Error(`'${arg}': give each run as LABEL=DIR`);
+  const run = arg.slice(0, at);
+  const summary = JSON.parse(readFileSync(join(arg.slice(at + 1), 'summary.json'), 'utf8')) as Pick<RunResult, 'steps'>;
+  return summary.steps.map((step) => ({ run, chunks: step.deliveredChunksPerSecond, p99: step.delivery.p99, sends: step.msggen.achievedRate }));
+});
+
+const svg = await renderSvg({
+  title: 'The million: delivered chunks/s against delivery p99, per message step',
+  width: 640,
+  height: 320,
+  layer: [
+    {
+      data: { values: points },
+      mark: { type: 'line', point: { size: 40 } },
+      encoding: {
+        x: { field: 'chunks', type: 'quantitative', title: 'chunks received/s (clients)' },
+        y: { field: 'p99', type: 'quantitative', title: 'delivery p99, ms (log)', scale: { type: 'log' } },
+        color: { field: 'run', type: 'nominal', title: null, legend: { orient: 'bottom', columns: 3, labelLimit: 320 } },
+        tooltip: [{ field: 'sends', title: 'sends/s' }],
+      },
+    },
+    { data: { values: [{ p99: P99_TARGET_MS }] }, mark: { type: 'rule', strokeDash: [4, 4], color: '#888' }, encoding: { y: { field: 'p99', type: 'quantitative' } } },
+  ],
+});
+writeFileSync(out, svg);
+console.log(`${out}: ${points.length} steps of ${program.args.length} runs`);

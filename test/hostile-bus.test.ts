@@ -3,7 +3,7 @@
  * role's real credentials would try them (issue 26 items 1, 5, 6; issue 31):
  * one edge speaking for another, malformed messages, sends and pairs out of
  * range on every way in, a drain on an edge's delivery subject, and every
- * role's rights on a live nats-server against the README's table.
+ * role's rights on a live nats-server against the threat model's table (docs/security.md).
  */
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import { readFileSync } from 'node:fs';
@@ -313,12 +313,12 @@ function matches(pattern: string, subject: string): boolean {
   return want.length === got.length;
 }
 
-/** The README's table of the bus's users: per role, the subjects it may publish and subscribe to, and whether it may reply. */
-function readmeRights(): Map<BusRole, { publish: string[]; subscribe: string[]; replies: boolean }> {
-  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+/** The threat model's table of the bus's users (docs/security.md): per role, the subjects it may publish and subscribe to, and whether it may reply. */
+function documentedRights(): Map<BusRole, { publish: string[]; subscribe: string[]; replies: boolean }> {
+  const doc = readFileSync(new URL('../docs/security.md', import.meta.url), 'utf8');
   const rights = new Map<BusRole, { publish: string[]; subscribe: string[]; replies: boolean }>();
   const subjects = (cell: string) => [...cell.matchAll(/`((?:c1m|_INBOX|\$JS|\$KV)[^`]*)`/g)].map((m) => m[1]);
-  for (const line of readme.split('\n')) {
+  for (const line of doc.split('\n')) {
     const file = /^\| `(edge-<id>|router|backend|admin)\.creds` \|/.exec(line)?.[1];
     if (!file) continue;
     const [, , publish, subscribe] = line.split(' | ');
@@ -327,10 +327,10 @@ function readmeRights(): Map<BusRole, { publish: string[]; subscribe: string[]; 
   return rights;
 }
 
-describe("every role's rights on the bus, as the README's table says", () => {
+describe("every role's rights on the bus, as the threat model's table says", () => {
   const EDGE = 'e1';
   const OTHER = 'e2';
-  const rights = readmeRights();
+  const rights = documentedRights();
   const asEdge = (subjects: string[]) => subjects.map((s) => s.replaceAll('<id>', EDGE));
 
   test('the table lists the four roles exactly as cluster/nats-auth.ts permits them', () => {

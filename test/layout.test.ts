@@ -1,6 +1,6 @@
 /**
- * The folders are the design: imports only point down the layers the README
- * draws, and no two files import each other, directly or around a loop.
+ * The folders are the design: imports only point down the layers
+ * docs/architecture.md draws, and no two files import each other, directly or around a loop.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, normalize, relative } from 'node:path';

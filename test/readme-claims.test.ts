@@ -1,7 +1,7 @@
 /**
- * What the README says, tested where nothing else did: the history's counters
- * on /metrics after real resumes, and that store files which already exist
- * keep their mode.
+ * What the docs say, tested where nothing else did: the history's counters
+ * on /metrics after real resumes (docs/history.md), and that store files which
+ * already exist keep their mode (docs/security.md, "On disk").
  */
 import { chmodSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';

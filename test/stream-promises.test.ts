@@ -1,4 +1,4 @@
-/** What the README promises about streams and the CLI, checked from outside. */
+/** What docs/streams.md and docs/cli.md promise about streams and the CLI, checked from outside. */
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import { join } from 'node:path';

@@ -155,9 +155,14 @@ it('README.md is at most 200 lines', () => {
   expect(read('README.md').trimEnd().split('\n').length).toBeLessThanOrEqual(200);
 });
 
-it('every benchmark file is dated, names its command and machine, and is listed in the index', () => {
+it('every benchmark file is dated, names its command and machine, and is listed in the index; every chart is shown by one', () => {
   const index = read('docs/benchmarks/README.md');
-  const files = readdirSync(join(root, 'docs/benchmarks')).filter((f) => f !== 'README.md');
+  const all = readdirSync(join(root, 'docs/benchmarks')).filter((f) => f !== 'README.md');
+  // A chart (SVG) sits beside the file that shows it, under the same date.
+  const charts = all.filter((f) => f.endsWith('.svg'));
+  const files = all.filter((f) => !charts.includes(f));
+  const unshown = charts.filter((chart) => !files.some((f) => read(join('docs/benchmarks', f)).includes(`](${chart})`)));
+  expect(unshown).toEqual([]);
   const wrong = files.flatMap((f) => {
     const text = read(join('docs/benchmarks', f));
     return [

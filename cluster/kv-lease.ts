@@ -34,7 +34,7 @@ interface LeaseValue {
 }
 
 /** JetStream's error code "wrong last sequence": the key moved since the revision given (and for a stream, see replicated-history.ts). */
-export const WRONG_LAST_SEQUENCE = 10071;
+const WRONG_LAST_SEQUENCE = 10071;
 
 /** A write refused with WRONG_LAST_SEQUENCE: another writer moved the key, or the stream, first. */
 export const isStale = (err: unknown): boolean => errorCode(err) === WRONG_LAST_SEQUENCE;

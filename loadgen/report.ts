@@ -80,7 +80,7 @@ function kernelTable(before: Sample, peak: Sample, messages: Sample | undefined)
   ];
 }
 
-export function reportMarkdown(r: RunResult): string {
+function reportMarkdown(r: RunResult): string {
   const o = r.options;
   const f = r.flood;
   const { before, peak, messages } = r.snapshots;
@@ -243,7 +243,7 @@ function lineSpec(title: string, yTitle: string, points: Point[], marks: { t: nu
 }
 
 /** The charts as SVG text, by name. */
-export async function chartsSvg(r: RunResult): Promise<Record<(typeof CHARTS)[number], string>> {
+async function chartsSvg(r: RunResult): Promise<Record<(typeof CHARTS)[number], string>> {
   // Loaded only when charts are drawn, as in subsmanager/stats.ts.
   const [vega, { compile }] = await Promise.all([import('vega'), import('vega-lite')]);
   const render = async (...charts: Chart[]) => {

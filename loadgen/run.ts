@@ -38,7 +38,7 @@ function startTimeOf(pid: number): string | undefined {
   }
 }
 
-export function kernelMemory(): KernelMemory {
+function kernelMemory(): KernelMemory {
   const meminfo = readFileSync('/proc/meminfo', 'utf8');
   const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(meminfo)?.[1] ?? 0) * 1024;
   const tcp = /^TCP: (.*)$/m.exec(readFileSync('/proc/net/sockstat', 'utf8'))?.[1] ?? '';

@@ -125,7 +125,7 @@ export type Replay = { lost: false; messages: Missed[]; more: boolean } | { lost
 export const replayTakes = (before: number, size: number, budget: number): boolean => before === 0 || before + size <= budget;
 
 /** What a replayed message weighs in the history's budget: its body, and about what its id and framing add. */
-export const REPLAY_MESSAGE_OVERHEAD = 32;
+const REPLAY_MESSAGE_OVERHEAD = 32;
 
 export interface HistoryStats {
   term: number | null;

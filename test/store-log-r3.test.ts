@@ -4,11 +4,12 @@
  */
 import { jetstreamManager } from '@nats-io/jetstream';
 import { join } from 'node:path';
-import { afterAll, describe, expect, test, vi } from 'vitest';
+import { afterAll, describe, expect, test } from 'vitest';
 import { STORE_STREAM } from '../cluster/store-log.js';
 import { spawnNatsServer } from '../loadgen/server-process.js';
-import { jetStreamServersFor, tempDir, waitFor } from './helpers.js';
+import { jetStreamServersFor, tempDir } from './helpers.js';
 import { closeViews, openView } from './store-views.js';
+import { until } from '../bench/until.js';
 
 afterAll(closeViews);
 
@@ -46,22 +47,25 @@ describe('three nats-servers, R3', () => {
     const follower = [...servers.servers.keys()].find((name) => name !== leader)!;
     kill(follower);
     await changesAfterKill(101, 110);
-    await waitFor(() => b.store.getSubscribers(99).length === 11, 'the changes on the second view', 20_000);
+    await until('the changes on the second view', () => b.store.getSubscribers(99).length === 11, 20_000);
     const { port, args } = servers.servers.get(follower)!;
     servers.servers.get(follower)!.child = await spawnNatsServer('127.0.0.1', port, args);
-    await vi.waitFor(
+    await until(
+      'the restarted follower current again',
       async () => {
         const replicas = (await jsm.streams.info(STORE_STREAM)).cluster?.replicas ?? [];
         expect(replicas.filter((r) => r.current && !r.offline).map((r) => r.name)).toContain(follower);
+        return true;
       },
-      { timeout: 15_000, interval: 200 },
+      15_000,
+      200,
     );
 
     // The leader.
     kill(leader);
     await changesAfterKill(111, 120);
     expect(a.store.getSubscribers(99)).toEqual(expected(120));
-    await waitFor(() => b.store.getSubscribers(99).length === 21, 'the changes on the second view', 15_000);
+    await until('the changes on the second view', () => b.store.getSubscribers(99).length === 21, 15_000);
     expect(b.store.getSubscribers(99)).toEqual(expected(120));
     expect(await leaderNow()).not.toBe(leader);
     await Promise.all([a.close(), b.close()]);

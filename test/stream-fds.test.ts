@@ -9,7 +9,8 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { afterAll, expect, it } from 'vitest';
 import { cpuOf } from '../loadgen/server-process.js';
-import { spawnServer, stopChild, waitFor } from './helpers.js';
+import { spawnServer, stopChild } from './helpers.js';
+import { until } from '../bench/until.js';
 
 const LIMIT = 600;
 const MAX_STREAMS = 300;
@@ -69,7 +70,7 @@ it('at its fd limit, keeps the API answering at low CPU, refuses new streams cle
 
     // The half-sent sockets go away: the server accepts again, says full, then reuses a freed slot.
     halfSent.forEach(({ socket }) => socket.resetAndDestroy());
-    await waitFor(() => server.output().includes('accepting on the public port again'), 'accepting again', 5000);
+    await until('accepting again', () => server.output().includes('accepting on the public port again'), 5000);
     expect((await stream(server.port, 9997)).answer).toMatch(/^HTTP\/1\.1 503 .*server full/s);
     streams[0].socket.resetAndDestroy();
     await expect.poll(async () => (await stats())?.connections).toBe(MAX_STREAMS - 1);

@@ -118,9 +118,9 @@ describe('c1m cluster --routers 2 --partitions 2 --replicas 3', () => {
     for (let i = 0; i < 5; i++) await round(`first ${i}`);
     await allArrived('the first messages');
     expect(ledgerOf(acked, ...streams)).toEqual({ missed: 0, duplicated: 0, outOfOrder: 0 });
-    const partitions = (await stats()).partitions;
+    const partitions = (await stats()).partitions!;
     expect(partitions.map((p) => p.replicas)).toEqual([3, 3]);
-    expect(partitions.every((p) => p.streamLast >= 5 && p.lag === 0)).toBe(true);
+    expect(partitions.every((p) => p.streamLast! >= 5 && p.lag === 0)).toBe(true);
   });
 
   it('kill -9 of a leading router: the other takes its partition within the lease; 0 acknowledged lost, 0 duplicated', async () => {
@@ -189,7 +189,7 @@ describe('c1m cluster --routers 2 --partitions 2 --replicas 3', () => {
       // It takes both partitions, one per lease period, and opens its API.
       await until('the new router leading', () => /c1m router listening/.test(out), 30_000);
       const port = JSON.parse(out.split('\n').find((l) => l.includes('c1m router listening'))!).apiPort as number;
-      await until('this router to lead every partition', async () => { expect((await stats(port)).partitions.every((p) => p.leading)).toBe(true); return true; }, 30_000, 100).catch((err: Error) => {
+      await until('this router to lead every partition', async () => { expect((await stats(port)).partitions!.every((p) => p.leading)).toBe(true); return true; }, 30_000, 100).catch((err: Error) => {
         throw new Error(`${err.message}: ${out.split('\n').filter((l) => !/edge synced|asking edge|edge joined/.test(l)).slice(-30).join('\n')}`);
       });
       // Its store's view was rebuilt too (cluster/store-log.ts): the reader's subscriptions are there.

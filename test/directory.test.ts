@@ -217,7 +217,9 @@ describe('Directory', () => {
   it('drops an edge that went silent, and one that says it is stopping at once; sends no longer target them', async () => {
     // The clock and the watchdog's interval faked: 1.1 s of silence pass at once, without waiting them out.
     vi.useFakeTimers({ toFake: ['Date', 'setInterval', 'clearInterval'] });
-    cleanups.push(() => vi.useRealTimers());
+    cleanups.push(() => {
+      vi.useRealTimers();
+    });
     const { directory, subscribers, view, connected, join, delivers } = setup({ edgeTimeoutMs: 600 });
     const a = await join('A', [1]);
     const b = await join('B', [2]);

@@ -280,7 +280,7 @@ describe('two routers on one store', () => {
 
     // Freeze the holder right after a send it acknowledged: its batch waits in its window.
     const second = await holder();
-    const terms = async () => ((await api(cluster.apiPort, 'GET', '/stats')).json as RouterStats).history!.term;
+    const terms = async () => ((await api(cluster.apiPort, 'GET', '/stats')).json as RouterStats).history!.term!;
     const secondTerm = await terms();
     stop = true;
     await sending;

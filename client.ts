@@ -10,6 +10,7 @@ import { mintStreamToken } from './server/auth.js';
 import type { Pair } from './subsmanager/pairs.js';
 import type { Subject } from './subsmanager/subjects.js';
 import type { Sent } from './server/api.js';
+import type { SharedStats } from './server/server.js';
 
 export type { Sent };
 
@@ -124,8 +125,9 @@ export class C1mClient {
     return (await this.request('GET', `/subscriptions/${user}`)) as Subject[];
   }
 
-  async stats(): Promise<Record<string, unknown>> {
-    return (await this.request('GET', '/stats')) as Record<string, unknown>;
+  /** The counters a single server and a cluster's router both give (a router's carry more: cluster/router-process.ts RouterStats). */
+  async stats(): Promise<SharedStats> {
+    return (await this.request('GET', '/stats')) as SharedStats;
   }
 
   /**

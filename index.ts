@@ -2,7 +2,7 @@
  * c1m as a library: the single-process server, its parts for those who wire
  * their own, and the backend's client.
  */
-export { start, type C1m, type C1mOptions, type Stats } from './server/server.js';
+export { start, type C1m, type C1mOptions, type SharedStats, type Stats } from './server/server.js';
 export { DEFAULTS } from './server/defaults.js';
 export { checkSend, Router, SendError, toChunk, type SendLimits, type SubscriberSource } from './router/router.js';
 export { Registry, type Connection } from './router/registry.js';

@@ -35,6 +35,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
 import { haproxyConfig, type EdgeServer } from '../cluster/haproxy.js';
 import { credsFile, makeTlsFiles, writeNatsConfig } from '../cluster/nats-auth.js';
+import type { RouterStats } from '../cluster/router-process.js';
 import { c1mArgv } from '../cluster/supervisor.js';
 import { isAlive } from '../loadgen/server-process.js';
 import { percentile } from './probe.js';
@@ -482,11 +483,6 @@ export class Rig {
     await Promise.all([...this.procs].filter(([name]) => !name.startsWith('nats')).map(([, proc]) => proc.stop()));
     await Promise.all([...this.procs].filter(([name]) => name.startsWith('nats')).map(([, proc]) => proc.stop()));
   }
-}
-
-export interface RouterStats {
-  edges: { id: string; pid: number; state: string; streams: number; synced: boolean }[];
-  partitions?: { partition: number; leading: boolean }[];
 }
 
 /** The pids of every process in a simulated host's namespace. */

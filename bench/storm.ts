@@ -26,6 +26,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, Option } from 'commander';
+import type { RouterStats } from '../cluster/router-process.js';
 import { stopChild } from '../cluster/supervisor.js';
 import { ApiClient, type Answer } from '../loadgen/api-client.js';
 import { WORKER_NICE } from '../loadgen/flood.js';
@@ -426,7 +427,8 @@ export async function runStorm(o: StormOptions) {
       }
     }
     await Promise.all(opening);
-    const stats = async () => (await (await fetch(`http://${HOST}:${apiPort}/stats`)).json()) as RouterStats;
+    // The storm's router keeps a history: its stats have one.
+    const stats = async () => (await (await fetch(`http://${HOST}:${apiPort}/stats`)).json()) as RouterStats & { history: NonNullable<RouterStats['history']> };
     // Edges report their counts once a second, the directory its streams as presence arrives.
     await until(
       'the router to see every stream, the storm group on its edge',
@@ -595,12 +597,6 @@ export async function runStorm(o: StormOptions) {
     if (cluster) await stopChild(cluster.child, 'SIGTERM', 15_000);
     rmSync(dir, { recursive: true, force: true });
   }
-}
-
-interface RouterStats {
-  connections: number;
-  edges: { id: string; streams: number }[];
-  history: { resumes: number; replayed: number; lost: number };
 }
 
 function summary(r: StormReport): string {

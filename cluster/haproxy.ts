@@ -29,7 +29,7 @@ export interface HaproxyLayout {
 }
 
 /** Streams one HAProxy process can hold: two descriptors each (browser side, edge side), minus a reserve. */
-export function defaultMaxConnections(): number {
+function defaultMaxConnections(): number {
   const limit = openFileLimit();
   return Number.isFinite(limit) ? Math.max(1, Math.floor((limit - RESERVED_FDS) / 2)) : 100_000;
 }

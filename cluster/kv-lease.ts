@@ -16,6 +16,7 @@
  * (cluster/replicated-history.ts): the lease only chooses who tries.
  */
 import type { KV } from '@nats-io/kv';
+import { errorCode } from '../subsmanager/errors.js';
 import { gone, LEASE, leaseHolderName, type Holder, type Lease, type Term } from '../subsmanager/sequencer.js';
 
 /** The bucket of the brain's leases. */
@@ -33,9 +34,10 @@ interface LeaseValue {
 }
 
 /** JetStream's error code "wrong last sequence": the key moved since the revision given (and for a stream, see replicated-history.ts). */
-export const WRONG_LAST_SEQUENCE = 10071;
+const WRONG_LAST_SEQUENCE = 10071;
 
-const isStale = (err: unknown): boolean => (err as { code?: unknown }).code === WRONG_LAST_SEQUENCE;
+/** A write refused with WRONG_LAST_SEQUENCE: another writer moved the key, or the stream, first. */
+export const isStale = (err: unknown): boolean => errorCode(err) === WRONG_LAST_SEQUENCE;
 
 export class KvLease implements Lease {
   readonly holder = leaseHolderName();

@@ -15,7 +15,7 @@ import { SUBJECTS, type BusMessage } from './messages.js';
 /** A replay not answered in this long ends its stream; the client comes back and asks again. */
 const REPLAY_TIMEOUT_MS = 5000;
 /** How long a resume waits for a partition that nobody leads this moment, asking again after 100, 200, 400… ms (at most 1 s apart). */
-export const LEADERLESS_WAIT_MS = 5000;
+const LEADERLESS_WAIT_MS = 5000;
 
 type Replayed = Extract<BusMessage, { t: 'replayed' }>;
 

@@ -39,9 +39,10 @@ import { DeliverPolicy, DiscardPolicy, jetstream, jetstreamManager, RetentionPol
 import { Kvm, type KV } from '@nats-io/kv';
 import { Empty, headers, nanos, type NatsConnection } from '@nats-io/transport-node';
 import { NotSequencerError, subjectKey, type History, type HistoryStats, type MessageHistory, type Missed, type Replay, type Row } from '../subsmanager/history.js';
+import { errorCode } from '../subsmanager/errors.js';
 import { LEASE, type Term } from '../subsmanager/sequencer.js';
 import type { Subject } from '../subsmanager/subjects.js';
-import { KvLease, LEASE_BUCKET, leaseKey, WRONG_LAST_SEQUENCE } from './kv-lease.js';
+import { isStale, KvLease, LEASE_BUCKET, leaseKey } from './kv-lease.js';
 import { BRAIN_SUBJECTS } from './nats-auth.js';
 
 /** The header naming a message's subject (a user's digits or a topic's `kind:id`), and the one that marks a term's start. */
@@ -153,9 +154,6 @@ export class Brain {
   }
 
 }
-
-/** JetStream's "wrong last sequence": the stream's last message is not the one a publish expected. */
-const isStale = (err: unknown): boolean => (err as { code?: unknown }).code === WRONG_LAST_SEQUENCE;
 
 /** How long a router waits at its start for the brain's servers to elect their JetStream leader (about 0.5 s after they start). */
 const ELECTION_MS = 15_000;
@@ -292,7 +290,7 @@ export class ReplicatedHistory implements MessageHistory {
       this.view.rememberKey(subject, key, id);
     } catch (err) {
       // SQLITE_BUSY (an operator's sqlite3 holding the file's write lock): the retry is a duplicate to the stream once more.
-      if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;
+      if (errorCode(err) !== 'SQLITE_BUSY') throw err;
     }
   }
 
@@ -502,7 +500,7 @@ export class ReplicatedHistory implements MessageHistory {
       this.view.applied(this.incoming, this.incomingThrough);
     } catch (err) {
       // SQLITE_BUSY: another connection to the file (an operator's sqlite3, a backup) holds its write lock: kept for later.
-      if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;
+      if (errorCode(err) !== 'SQLITE_BUSY') throw err;
       this.applyScheduled = true;
       setTimeout(() => this.apply(), 50);
       return;

@@ -18,17 +18,18 @@ import { HttpError } from '../server/http.js';
 import { DEFAULTS, SERVER_BUSY_TIMEOUT_MS } from '../server/defaults.js';
 import { listen } from '../server/listener.js';
 import { metricsRegistry } from '../server/metrics.js';
+import type { SharedStats } from '../server/server.js';
 import { sumTransportStats } from '../server/stream.js';
 import { loadNativeUws } from '../server/uws.js';
 import { checkPartitions, partitionOf } from '../subsmanager/partitions.js';
 import { LEASE } from '../subsmanager/sequencer.js';
 import { openStore, type StoreOptions } from '../subsmanager/store.js';
 import { connectJetStream } from './jetstream.js';
-import { openReplicatedStore } from './store-log.js';
+import { openReplicatedStore, type StoreLogStats } from './store-log.js';
 import type { Subject } from '../subsmanager/subjects.js';
-import type { History, MessageHistory } from '../subsmanager/history.js';
+import type { History, HistoryStats, MessageHistory } from '../subsmanager/history.js';
 import { CLUSTER_DEFAULTS } from './defaults.js';
-import { Directory } from './directory.js';
+import { Directory, type EdgeView } from './directory.js';
 import { SUBJECTS } from './messages.js';
 import { ROUTER_INBOX } from './nats-auth.js';
 import { NatsBus } from './nats-bus.js';
@@ -136,7 +137,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
 
   /** Partitions this router handed over to one that led fewer (a router back after a restart). */
   let handedOver = 0;
-  const stats = () => {
+  const stats = (): RouterStats => {
     const edges = directory.edgeViews();
     const up = edges.filter((e) => e.state !== 'down');
     const sum = (pick: (e: (typeof edges)[number]) => number) => edges.reduce((n, e) => n + pick(e), 0);
@@ -336,4 +337,22 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       log.info('c1m router stopped');
     },
   };
+}
+
+/** A router's GET /stats: what a single server answers too (SharedStats), and the cluster's own counters. */
+export interface RouterStats extends SharedStats {
+  role: 'router';
+  pid: number;
+  /** Sends passed to the router leading their partition (Directory.passed). */
+  passed: number;
+  batchWindowMs: number;
+  /** Bus messages refused as malformed. */
+  busMalformed: number;
+  /** With --replicas: this router's view of the store's stream. */
+  store?: StoreLogStats;
+  /** With --partitions above 1: each partition's history and whether this router leads it; with --replicas, its stream too. */
+  partitions?: (HistoryStats & { partition: number; leading: boolean; replicas?: number; streamLast?: number; lag?: number })[];
+  /** With --partitions above 1: partitions this router handed over to one that led fewer. */
+  handedOver?: number;
+  edges: EdgeView[];
 }

@@ -19,7 +19,7 @@ export interface BusSenderOptions {
 }
 
 /** A send the routers refused or did not answer: nothing was numbered or delivered. */
-export class BusSendError extends Error {
+class BusSendError extends Error {
   override name = 'BusSendError';
 }
 

@@ -27,6 +27,7 @@ import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import { EdgeBuffer, loadEdges, loadEdgesInSlices } from '../subsmanager/bulkload.js';
+import { errorCode } from '../subsmanager/errors.js';
 import type { HistoryOptions } from '../subsmanager/history.js';
 import type { ParsedEdges } from '../subsmanager/sortrows.js';
 import { toPairs, type Pair } from '../subsmanager/pairs.js';
@@ -187,7 +188,7 @@ function heldByAnother(holder: string | null): boolean {
     process.kill(Number(pid), 0);
     return true;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    return errorCode(err) === 'EPERM';
   }
 }
 

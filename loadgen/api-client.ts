@@ -7,6 +7,7 @@
  * sender as delivery latency (strace; the README's unicast section).
  */
 import { connect, type Socket } from 'node:net';
+import { errorCode } from '../subsmanager/errors.js';
 
 export interface Answer {
   status: number;
@@ -24,7 +25,7 @@ interface Request {
   failed: (kind: string) => void;
 }
 
-const errorKind = (socket: Socket) => (socket.errored as NodeJS.ErrnoException | null)?.code ?? 'closed';
+const errorKind = (socket: Socket) => String(errorCode(socket.errored) ?? 'closed');
 
 const HEAD_END = '\r\n\r\n';
 const RECONNECT_MS = 100;

@@ -83,7 +83,7 @@ function kernelTable(before: Sample, peak: Sample, messages: Sample | undefined)
   ];
 }
 
-export function reportMarkdown(r: RunResult): string {
+function reportMarkdown(r: RunResult): string {
   const o = r.options;
   const f = r.flood;
   const { before, peak, messages } = r.snapshots;
@@ -261,7 +261,7 @@ export async function renderSvg(...charts: Chart[]): Promise<string> {
 }
 
 /** The charts as SVG text, by name. */
-export async function chartsSvg(r: RunResult): Promise<Record<(typeof CHARTS)[number], string>> {
+async function chartsSvg(r: RunResult): Promise<Record<(typeof CHARTS)[number], string>> {
   const s = r.samples;
   const series = (name: string, value: (x: Sample) => number | null, of: Sample[] = s): Point[] =>
     of.flatMap((x) => {

@@ -16,6 +16,7 @@ import { historyOnDisk } from '../subsmanager/history.js';
 import { latencySummary, newHistogram, parseSources, rowsFromRanges, runFlood, type FloodSummary, type FloodTotals } from './flood.js';
 import { runMsggen } from './msggen.js';
 import { credsFile } from '../cluster/nats-auth.js';
+import type { RouterStats } from '../cluster/router-process.js';
 import { routerDb } from '../cluster/run.js';
 import { spawnC1m } from '../cluster/supervisor.js';
 import { ROLES, type RunOptions, type Role, type Phase, type KernelMemory, type Sample, type FullSample, type RunResult, P99_TARGET_MS } from './run-result.js';
@@ -37,7 +38,7 @@ function startTimeOf(pid: number): string | undefined {
   }
 }
 
-export function kernelMemory(): KernelMemory {
+function kernelMemory(): KernelMemory {
   const meminfo = readFileSync('/proc/meminfo', 'utf8');
   const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(meminfo)?.[1] ?? 0) * 1024;
   const tcp = /^TCP: (.*)$/m.exec(readFileSync('/proc/net/sockstat', 'utf8'))?.[1] ?? '';
@@ -178,11 +179,11 @@ class Sampler {
     return sample;
   }
 
-  private async routerStats(): Promise<{ pid: number; connections: number; sends: number; slowConsumerCloses: number } | undefined> {
+  private async routerStats(): Promise<RouterStats | undefined> {
     if (!this.cluster?.apiPort || this.cluster.child.exitCode !== null) return undefined;
     try {
       const res = await fetch(`http://127.0.0.1:${this.cluster.apiPort}/stats`, { signal: AbortSignal.timeout(800) });
-      return res.ok ? ((await res.json()) as { pid: number; connections: number; sends: number; slowConsumerCloses: number }) : undefined;
+      return res.ok ? ((await res.json()) as RouterStats) : undefined;
     } catch {
       return undefined;
     }

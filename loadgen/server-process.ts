@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { credsFile, writeNatsConfig } from '../cluster/nats-auth.js';
+import { errorCode } from '../subsmanager/errors.js';
 import { freePorts, spawnC1m } from '../cluster/supervisor.js';
 
 export interface ServerProcess {
@@ -135,7 +136,7 @@ export function isAlive(pid: number): boolean {
     process.kill(pid, 0);
     return true;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    return errorCode(err) === 'EPERM';
   }
 }
 

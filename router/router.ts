@@ -93,8 +93,8 @@ export interface KindCounts {
 }
 
 /** Kinds counted by name; sends to further kinds count under OTHER_KINDS, so that /metrics' label values stay few. */
-export const MAX_COUNTED_KINDS = 32;
-export const OTHER_KINDS = 'other';
+const MAX_COUNTED_KINDS = 32;
+const OTHER_KINDS = 'other';
 
 export class Router {
   /** Messages passed to send(). */

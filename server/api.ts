@@ -1,6 +1,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import { unpack } from 'msgpackr';
 import { SendError } from '../router/router.js';
+import { errorCode } from '../subsmanager/errors.js';
 import { NotSequencerError } from '../subsmanager/history.js';
 import { toPairs, type Pair } from '../subsmanager/pairs.js';
 import { parseSubject, type Subject } from '../subsmanager/subjects.js';
@@ -166,7 +167,7 @@ function respondOrFail(res: HttpResponse, respond: () => void): void {
   } catch (err) {
     if (err instanceof HttpError || err instanceof SendError) replyJson(res, err.status, { error: err.message });
     // Another process (a bulk load) held the store's write lock past the busy timeout: nothing was written.
-    else if ((err as { code?: string }).code === 'SQLITE_BUSY') replyJson(res, 503, { error: `store busy, nothing changed; retry: ${(err as Error).message}` });
+    else if (errorCode(err) === 'SQLITE_BUSY') replyJson(res, 503, { error: `store busy, nothing changed; retry: ${(err as Error).message}` });
     // A replicated store's stream did not take the write, or this router has not applied it yet: the message says which.
     else if (err instanceof StoreUnavailableError) replyJson(res, 503, { error: err.message });
     // The history's lease is another process's (routers handing over): nothing was numbered or delivered.

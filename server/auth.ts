@@ -3,7 +3,7 @@ import { NO_TOPICS } from '../router/registry.js';
 import { kindOf, SubjectError, toSubject } from '../subsmanager/subjects.js';
 
 /** HMAC-SHA256's own key size: a shorter secret can be guessed offline from one token. */
-export const MIN_STREAM_SECRET_BYTES = 32;
+const MIN_STREAM_SECRET_BYTES = 32;
 
 /** Throws when a stream secret is given but too short to sign with (an empty one would let anyone mint tokens). */
 export function checkStreamSecret(secret: string | undefined): void {

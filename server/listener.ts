@@ -16,7 +16,7 @@ export async function assertPortFree(host: string, port: number, what: string): 
 }
 
 /** Listens now (uWS calls back before app.listen returns); null if the address cannot be bound. */
-export function listenNow(app: TemplatedApp, host: string, port: number): us_listen_socket | null {
+function listenNow(app: TemplatedApp, host: string, port: number): us_listen_socket | null {
   let socket: us_listen_socket | false = false;
   app.listen(host, port, (s) => {
     socket = s;

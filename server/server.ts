@@ -101,6 +101,9 @@ export interface Stats {
   memory: { rss: number; heapUsed: number; external: number };
 }
 
+/** What /stats answers on a single server and on a cluster's router alike (a router adds its own: cluster/router-process.ts RouterStats). */
+export type SharedStats = Omit<Stats, 'authFailures' | 'fdExhaustions'>;
+
 export interface C1m {
   readonly router: Router;
   /** Who is connected here: the router's registry of local streams. */

@@ -37,7 +37,7 @@ const LF = 0x0a;
  * start a field of its own. A message id (or the stream's token, see
  * NumberedStream) goes in an `id:` line before the data lines.
  */
-export function sseEvent(chunk: Chunk, token: number | string | undefined = chunk.id): Buffer {
+function sseEvent(chunk: Chunk, token: number | string | undefined = chunk.id): Buffer {
   if (chunk === HEARTBEAT) return COMMENT;
   const message = chunk.subarray(0, chunk.length - 1);
   // The id first: EventSource keeps it, and sends it back as Last-Event-ID when it reconnects.

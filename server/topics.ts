@@ -9,7 +9,7 @@ import { toSubject } from '../subsmanager/subjects.js';
 import { uncovered } from './auth.js';
 
 /** Topics one stream may listen to: its registry entries and the history's replay grow with them. */
-export const MAX_TOPICS_PER_STREAM = 16;
+const MAX_TOPICS_PER_STREAM = 16;
 
 /** The topics of a comma-separated list (`photo:789,match:7`), each once, or why they are refused; `where` names the list in the refusal. */
 export function parseTopics(text: string, where = '?topics='): string[] | { refused: string } {

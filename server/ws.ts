@@ -19,16 +19,16 @@ import type { HttpRequest, HttpResponse, us_socket_context_t, WebSocket, WebSock
 export const MAX_CLIENT_FRAME = 16 * 1024;
 
 /** Close codes (RFC 6455): drain or shutdown; a client frame that is not a command. A slow consumer is cut without one: it would not read it. */
-export const CLOSE_GOING_AWAY = 1001;
-export const CLOSE_UNSUPPORTED = 1003;
+const CLOSE_GOING_AWAY = 1001;
+const CLOSE_UNSUPPORTED = 1003;
 /** Topic changes faster than TOPIC_CHANGES allows. */
-export const CLOSE_POLICY = 1008;
+const CLOSE_POLICY = 1008;
 
 /**
  * Subscribes and unsubscribes one stream may make: `perSecond` on average, `burst` at once. In a cluster each
  * change goes to every router in its edge's presence: a client must not turn its frames into the routers' load.
  */
-export const TOPIC_CHANGES = { perSecond: 10, burst: 20 } as const;
+const TOPIC_CHANGES = { perSecond: 10, burst: 20 } as const;
 
 /**
  * A frame is a header line, then the payload verbatim: `welcome\n<text>`,
@@ -42,7 +42,7 @@ export const TOPIC_CHANGES = { perSecond: 10, burst: 20 } as const;
 const MESSAGE = Buffer.from('message\n');
 const BINARY = new WeakSet<Buffer>();
 
-export function wsFrame(chunk: Chunk, token: number | string | undefined = chunk.id): Buffer {
+function wsFrame(chunk: Chunk, token: number | string | undefined = chunk.id): Buffer {
   const message = chunk.subarray(0, chunk.length - 1); // the router's '\n' belongs to line-based transports
   const header = token === undefined ? MESSAGE : Buffer.from(`message id=${token}\n`);
   const frame = Buffer.concat([header, message], header.length + message.length);
@@ -51,7 +51,7 @@ export function wsFrame(chunk: Chunk, token: number | string | undefined = chunk
 }
 const framed = framedOnce(wsFrame);
 
-export const wsWelcome = (id: number): string => `welcome\nWelcome, Url: '/ws/${id}' Id: ${id}`;
+const wsWelcome = (id: number): string => `welcome\nWelcome, Url: '/ws/${id}' Id: ${id}`;
 
 /**
  * The token a browser put in Sec-WebSocket-Protocol (`new WebSocket(url, ['c1m', 'token.' + token])`)
@@ -285,7 +285,7 @@ export function wsBehavior(hub: StreamHub, upgrade: (res: HttpResponse, req: Htt
  * heartbeat rounded down to a multiple of 4 (at least 4), plus the margin uWS
  * will compute for the sum.
  */
-export function wsIdleTimeout(heartbeatSeconds: number): number {
+function wsIdleTimeout(heartbeatSeconds: number): number {
   const ping = 4 * Math.max(1, Math.floor(heartbeatSeconds / 4));
   return ping + (ping < 12 ? 4 : ping < 24 ? 8 : 16);
 }

@@ -1,5 +1,6 @@
 import { accessSync, closeSync, constants, existsSync, fchmodSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync, type Stats } from 'node:fs';
 import { dirname } from 'node:path';
+import { errorCode } from './errors.js';
 
 /**
  * Makes a store file that does not exist yet readable by its owner only (and
@@ -14,7 +15,7 @@ export function createPrivately(path: string): void {
     closeSync(openSync(path, 'wx', 0o600));
   } catch (err) {
     // Another process (a second router starting on the same new store) made it first.
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    if (errorCode(err) !== 'EEXIST') throw err;
   }
 }
 
@@ -23,7 +24,7 @@ export function createPrivately(path: string): void {
  * ("file is not a database", "attempt to write a readonly database") says neither.
  */
 export function openFailure(what: string, path: string, err: unknown): Error {
-  const code = (err as { code?: string }).code ?? '';
+  const code = String(errorCode(err) ?? '');
   const advice = /^SQLITE_(NOTADB|CORRUPT)/.test(code)
     ? `: it is not an SQLite database, or is damaged; move it (with its -wal and -shm files) away and c1m starts an empty one, or give --db another path`
     : /^SQLITE_(READONLY|CANTOPEN|PERM|AUTH)|^EACCES|^EPERM/.test(code)
@@ -62,7 +63,7 @@ function openOwn(file: string, flags: number): { fd: number; stats: Stats } {
   try {
     fd = openSync(file, flags | constants.O_NOFOLLOW, 0o600);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw new Error(`${file} is a symbolic link: c1m follows none for the files it keeps secrets in; remove it`);
+    if (errorCode(err) === 'ELOOP') throw new Error(`${file} is a symbolic link: c1m follows none for the files it keeps secrets in; remove it`);
     throw err;
   }
   const stats = fstatSync(fd);
@@ -86,7 +87,7 @@ export function readPrivate(file: string): { text: string; mode: number } | unde
   try {
     opened = openOwn(file, constants.O_RDONLY);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    if (errorCode(err) === 'ENOENT') return undefined;
     throw err;
   }
   try {

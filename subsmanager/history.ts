@@ -20,6 +20,7 @@ import Database from 'better-sqlite3';
 import { existsSync, statSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { LEASE, SequencerLease, type Holder, type Term } from './sequencer.js';
+import { errorCode } from './errors.js';
 import { checkWritable, createPrivately, openFailure } from './files.js';
 import type { Subject } from './subjects.js';
 import { enableWal, retryBusy } from './wal.js';
@@ -124,7 +125,7 @@ export type Replay = { lost: false; messages: Missed[]; more: boolean } | { lost
 export const replayTakes = (before: number, size: number, budget: number): boolean => before === 0 || before + size <= budget;
 
 /** What a replayed message weighs in the history's budget: its body, and about what its id and framing add. */
-export const REPLAY_MESSAGE_OVERHEAD = 32;
+const REPLAY_MESSAGE_OVERHEAD = 32;
 
 export interface HistoryStats {
   term: number | null;
@@ -423,7 +424,7 @@ export class History implements MessageHistory {
       if ((this.lease.current(now)?.holder ?? this.lease.holder) !== this.lease.holder) return undefined;
       term = this.lease.claim(now);
     } catch (err) {
-      if ((err as { code?: string }).code === 'SQLITE_BUSY') return undefined;
+      if (errorCode(err) === 'SQLITE_BUSY') return undefined;
       throw err;
     }
     if (!term) return undefined;
@@ -565,7 +566,7 @@ export class History implements MessageHistory {
     } catch (err) {
       if (err instanceof NotSequencerError) return this.leaseLost();
       // SQLITE_BUSY (another process holds the write lock, e.g. a bulk load): keep the rows for the next turn.
-      if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;
+      if (errorCode(err) !== 'SQLITE_BUSY') throw err;
       this.pending = rows.concat(this.pending);
       if (!this.flushScheduled) {
         this.flushScheduled = true;
@@ -592,7 +593,7 @@ export class History implements MessageHistory {
         if (keysOld) this.pruneKeys.run((this.firstFreshKey.get(cutoff) as number | undefined) ?? Number.MAX_SAFE_INTEGER);
       })();
     } catch (err) {
-      if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;
+      if (errorCode(err) !== 'SQLITE_BUSY') throw err;
     }
   }
 

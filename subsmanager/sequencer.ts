@@ -15,6 +15,7 @@
 import type Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
+import { errorCode } from './errors.js';
 
 export const LEASE = {
   /** A holder that stops renewing has it this long after its last renewal. */
@@ -130,7 +131,7 @@ export class SequencerLease implements Lease {
     try {
       if (this.extend.run({ holder: this.holder, term: this.term, until: now + LEASE.ms }).changes !== 1) return 'lost';
     } catch (err) {
-      if ((err as { code?: string }).code === 'SQLITE_BUSY') return 'busy';
+      if (errorCode(err) === 'SQLITE_BUSY') return 'busy';
       throw err;
     }
     this.until = now + LEASE.ms;
@@ -154,7 +155,7 @@ export class SequencerLease implements Lease {
       this.giveBack.run(this.holder, this.term);
     } catch (err) {
       // Busy: the lease lapses by itself, and the next holder delivers the last moments again.
-      if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;
+      if (errorCode(err) !== 'SQLITE_BUSY') throw err;
     }
     this.term = undefined;
   }
@@ -170,7 +171,7 @@ export class SequencerLease implements Lease {
       this.letGo.run(this.holder, this.term);
     } catch (err) {
       // Busy: the lease lapses by itself, as it would after a kill -9.
-      if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;
+      if (errorCode(err) !== 'SQLITE_BUSY') throw err;
     }
     this.term = undefined;
   }
@@ -193,6 +194,6 @@ export function gone(holder: string): boolean {
     process.kill(Number(pid), 0);
     return false;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+    return errorCode(err) === 'ESRCH';
   }
 }

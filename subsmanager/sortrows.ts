@@ -95,7 +95,7 @@ function sortRange(values: Float64Array | Uint32Array, from: number, to: number)
 export const ROWS_PER_STATEMENT = 256;
 
 /** `INSERT OR IGNORE INTO table VALUES (?, ?), ...` for n rows, in the table's column (= key) order. */
-export function multiRowInsertSql(table: string, n: number): string {
+function multiRowInsertSql(table: string, n: number): string {
   return `INSERT OR IGNORE INTO ${table} VALUES ${'(?, ?), '.repeat(n - 1)}(?, ?)`;
 }
 

@@ -92,7 +92,7 @@ function fileSize(path: string): number {
 }
 
 /** A log-log scatter of users per subscriber count, rendered headless to SVG by Vega-Lite: a power law shows as a straight line. */
-export async function degreeChartSvg(histogram: [number, number][]): Promise<string> {
+async function degreeChartSvg(histogram: [number, number][]): Promise<string> {
   // Loaded only when a chart is drawn: vega and vega-lite weigh tens of MB in any process that imports them.
   const [vega, { compile }] = await Promise.all([import('vega'), import('vega-lite')]);
   const spec: vegaLite.TopLevelSpec = {

@@ -1,4 +1,5 @@
 import type Database from 'better-sqlite3';
+import { errorCode } from './errors.js';
 
 /**
  * Runs `open` again while it fails with SQLITE_BUSY, for up to 5 s, like any
@@ -15,7 +16,7 @@ export function retryBusy<T>(open: () => T): T {
     try {
       return open();
     } catch (err) {
-      if (!String((err as { code?: string }).code).startsWith('SQLITE_BUSY') || Date.now() > deadline) throw err;
+      if (!String(errorCode(err)).startsWith('SQLITE_BUSY') || Date.now() > deadline) throw err;
       Atomics.wait(pause, 0, 0, 10); // better-sqlite3 is synchronous: so is the wait
     }
   }

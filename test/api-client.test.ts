@@ -1,7 +1,8 @@
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createTcpServer, type AddressInfo, type Server } from 'node:net';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { ApiClient, type Answer } from '../loadgen/api-client.js';
+import { until } from '../bench/until.js';
 
 const servers: Server[] = [];
 afterEach(() => servers.splice(0).forEach((s) => s.close()));
@@ -75,8 +76,8 @@ describe('ApiClient (msggen to the API)', () => {
     const client = new ApiClient('127.0.0.1', port, 1, {});
     await client.ready();
     expect(await call(client, 'POST', '/send/1', () => 'a')).toMatch(/^(closed|ECONNRESET)$/);
-    await vi.waitFor(async () => expect(await call(client, 'POST', '/send/1', () => 'b')).toBe('protocol'), { timeout: 2000, interval: 150 });
-    await vi.waitFor(async () => expect(await call(client, 'POST', '/send/1', () => 'c')).toMatchObject({ status: 200, body: '{"delivered":3}' }), { timeout: 2000, interval: 150 });
+    await until('the protocol error answer', async () => { expect(await call(client, 'POST', '/send/1', () => 'b')).toBe('protocol'); return true; }, 2000, 150);
+    await until('a send delivered to 3', async () => { expect(await call(client, 'POST', '/send/1', () => 'c')).toMatchObject({ status: 200, body: '{"delivered":3}' }); return true; }, 2000, 150);
     client.close();
   });
 

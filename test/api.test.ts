@@ -2,10 +2,11 @@ import { pack } from 'msgpackr';
 import { execSync } from 'node:child_process';
 import { once } from 'node:events';
 import { connect } from 'node:net';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import type { C1m } from '../index.js';
 import { RESERVED_FDS } from '../server/limits.js';
-import { api, startServer, StreamClient, waitFor } from './helpers.js';
+import { api, startServer, StreamClient } from './helpers.js';
+import { until } from '../bench/until.js';
 
 let c1m: C1m;
 afterEach(() => c1m?.close());
@@ -20,7 +21,7 @@ describe('backend API', () => {
     const clients = [await StreamClient.open(c1m.port, 1), await StreamClient.open(c1m.port, 2)];
     try {
       expect((await api(c1m.apiPort, 'POST', '/send/1', 'hello')).json).toMatchObject({ delivered: 2 });
-      await waitFor(() => clients.every((c) => c.messages.includes('hello')), 'hello at both');
+      await until('hello at both', () => clients.every((c) => c.messages.includes('hello')));
       const { status, text } = await api(c1m.apiPort, 'GET', '/metrics');
       expect(status).toBe(200);
       expect(text).toMatch(/^c1m_streams 2$/m);
@@ -106,14 +107,14 @@ describe('backend API', () => {
     const socket = connect(c1m.apiPort, '127.0.0.1');
     await once(socket, 'connect');
     socket.write(['first', 'second', 'third'].map(post).join(''));
-    await waitFor(() => client.messages.length === 3, 'the pipelined sends');
+    await until('the pipelined sends', () => client.messages.length === 3);
     const split = post('fourth, in two pieces');
     await new Promise((resolve) => socket.write(split.slice(0, -10), resolve));
     // Sentinel: the server runs on this thread's event loop, so its answer to a request sent once the first piece was in
     // the kernel reaches us only after the poll that read that piece; the rest then arrives in a second read.
     expect((await api(c1m.apiPort, 'GET', '/stats')).json.sends).toBe(3);
     socket.write(split.slice(-10));
-    await waitFor(() => client.messages.length === 4, 'the split send');
+    await until('the split send', () => client.messages.length === 4);
     expect(client.messages).toEqual(['first', 'second', 'third', 'fourth, in two pieces']);
     socket.destroy();
     client.close();
@@ -131,7 +132,7 @@ describe('backend API', () => {
     expect(c1m.stats().sends).toBe(0);
     const ok = await api(c1m.apiPort, 'POST', '/send/1', 'hi', { authorization: 'Bearer s3cret' });
     expect(ok).toMatchObject({ status: 200, json: { delivered: 1 } });
-    await waitFor(() => client.messages[0] === 'hi', 'delivery');
+    await until('delivery', () => client.messages[0] === 'hi');
     client.close();
   });
 
@@ -140,7 +141,7 @@ describe('backend API', () => {
     c1m = await startServer();
     const client = await StreamClient.open(c1m.port, 5);
     await api(c1m.apiPort, 'POST', '/send/5', 'abc');
-    await waitFor(() => client.messages.length === 1, 'delivery');
+    await until('delivery', () => client.messages.length === 1);
     const { json } = await api(c1m.apiPort, 'GET', '/stats');
     expect(json).toMatchObject({ connections: 1, users: 1, sends: 1, chunks: 1, bytes: 4, slowConsumerCloses: 0 });
     expect(json.memory.rss).toBeGreaterThan(1e6);
@@ -148,7 +149,7 @@ describe('backend API', () => {
     const openFiles = Number(execSync('ulimit -n', { shell: '/bin/sh', encoding: 'utf8' }));
     expect(json.maxConnections).toBe(openFiles - RESERVED_FDS);
     expect(json.uptimeSeconds).toBeLessThanOrEqual(Math.ceil((Date.now() - startedAt) / 1000));
-    await vi.waitFor(async () => expect((await api(c1m.apiPort, 'GET', '/stats')).json.uptimeSeconds).toBeGreaterThan(json.uptimeSeconds), { timeout: 10_000, interval: 100 });
+    await until('uptimeSeconds to grow', async () => { expect((await api(c1m.apiPort, 'GET', '/stats')).json.uptimeSeconds).toBeGreaterThan(json.uptimeSeconds); return true; }, 10_000, 100);
     client.close();
   });
 

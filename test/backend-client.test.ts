@@ -7,7 +7,8 @@ import Database from 'better-sqlite3';
 import http from 'node:http';
 import { afterEach, expect, it } from 'vitest';
 import { C1mClient, C1mError, C1mRateLimited, C1mTooLarge, C1mUnauthorized, C1mUnavailable, type C1m } from '../index.js';
-import { openStream, SseClient, startServer, tempDir, waitFor, WsClient } from './helpers.js';
+import { openStream, SseClient, startServer, tempDir, WsClient } from './helpers.js';
+import { until } from '../bench/until.js';
 
 let c1m: C1m;
 const clients: { close(): void }[] = [];
@@ -31,7 +32,7 @@ it('manages subscriptions and sends one message or many', async () => {
   const sent = await backend.sendMany(many);
   expect(sent.map((s) => s.delivered)).toEqual(Array(40).fill(1));
   expect(new Set(sent.map((s) => s.id)).size).toBe(40);
-  await waitFor(() => u2.messages.length === 41, 'every message');
+  await until('every message', () => u2.messages.length === 41);
   expect(new Set(u2.messages)).toEqual(new Set(['hello', ...many.map((m) => m.message)]));
   expect(await backend.stats()).toMatchObject({ sends: 41 });
 });

@@ -11,19 +11,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { credsFile, ROUTER_INBOX } from '../cluster/nats-auth.js';
 import { isAlive, spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
+import { until } from '../bench/until.js';
 import { runCli, stopChild, tempDir } from './helpers.js';
 
-/** `attempt` until it resolves, every 200 ms, at most `tries` times: while the servers elect a leader. */
-async function retrying<T>(attempt: () => Promise<T>, tries = 50): Promise<T> {
-  for (let i = 1; ; i++) {
-    try {
-      return await attempt();
-    } catch (err) {
-      if (i >= tries) throw err;
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-  }
-}
+/** `attempt` until it resolves, every 200 ms: while the servers elect a leader. */
+const retrying = <T>(what: string, attempt: () => Promise<T>) => until(what, attempt, 30_000, 200);
 
 const seedOf = (file: string) => new TextEncoder().encode(/\bSU[A-Z2-7]{56}\b/.exec(readFileSync(file, 'utf8'))![0]);
 
@@ -79,10 +71,10 @@ describe('c1m cluster --replicas 3: the routers own a clustered JetStream', () =
     const router = await as('router', ROUTER_INBOX);
     const jsm = await jetstreamManager(router);
     // The cluster's meta leader is elected a moment after the servers are ready, a new stream's leader a moment after it is made.
-    const info = await retrying(() => jsm.streams.add({ name: 'C1M_TEST', subjects: ['c1m.brain.test'], num_replicas: 3 }));
+    const info = await retrying('the stream made', () => jsm.streams.add({ name: 'C1M_TEST', subjects: ['c1m.brain.test'], num_replicas: 3 }));
     expect([info.cluster?.leader, ...(info.cluster?.replicas ?? []).map((r) => r.name)].sort()).toEqual(['nats-0', 'nats-1', 'nats-2']);
     const js = jetstream(router);
-    expect((await retrying(() => js.publish('c1m.brain.test', 'one', { expect: { lastSequence: 0 }, timeout: 2000 }))).seq).toBe(1);
+    expect((await retrying('the first publish acknowledged', () => js.publish('c1m.brain.test', 'one', { expect: { lastSequence: 0 }, timeout: 2000 }))).seq).toBe(1);
     // A publish that expects another last sequence is refused: what keeps a deposed leader from numbering.
     await expect(js.publish('c1m.brain.test', 'stale', { expect: { lastSequence: 0 } })).rejects.toThrow(/wrong last sequence/);
 
@@ -90,7 +82,7 @@ describe('c1m cluster --replicas 3: the routers own a clustered JetStream', () =
     const server = router.info!.server_name;
     const victim = ['nats-0', 'nats-1', 'nats-2'].find((name) => name !== server)!;
     process.kill(cluster.pids[victim], 'SIGKILL');
-    const ack = await retrying(() => js.publish('c1m.brain.test', 'two', { expect: { lastSequence: 1 }, timeout: 2000 }));
+    const ack = await retrying('a publish acknowledged with a server gone', () => js.publish('c1m.brain.test', 'two', { expect: { lastSequence: 1 }, timeout: 2000 }));
     expect(ack.seq).toBe(2);
     expect((await jsm.streams.info('C1M_TEST')).state.messages).toBe(2);
   }, 60_000);

@@ -4,7 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { C1m } from '../index.js';
 import { mintStreamToken } from '../server/auth.js';
 import { BACKOFF_MS } from '../server/browser-client.js';
-import { api, launchChromium, spawnServer, startServer, tempDir, waitFor } from './helpers.js';
+import { api, launchChromium, spawnServer, startServer, tempDir } from './helpers.js';
+import { until } from '../bench/until.js';
 
 let browser: Browser;
 let c1m: C1m;
@@ -26,7 +27,7 @@ it('the page at / shows messages pushed to the watched user in real time', async
   await page.fill('#user', '2');
   await page.click('button[type=submit]');
   await page.waitForSelector('text=connected as 2');
-  await waitFor(() => c1m.registry.isConnected(2), 'the page to connect');
+  await until('the page to connect', () => c1m.registry.isConnected(2));
 
   expect(c1m.router.send(1, 'friend 1 played a song')).toBe(1);
   await page.waitForSelector('.message >> text=friend 1 played a song');
@@ -36,7 +37,7 @@ it('the page at / shows messages pushed to the watched user in real time', async
   expect(lines).toEqual(["Welcome, Url: '/sse/2' Id: 2", 'friend 1 played a song', 'a note for 2']);
 
   await page.close();
-  await waitFor(() => !c1m.registry.isConnected(2), 'logout when the tab closes');
+  await until('logout when the tab closes', () => !c1m.registry.isConnected(2));
 });
 
 it('the page connects with a stream token from its own URL, and shows a refusal without one', async () => {
@@ -47,7 +48,7 @@ it('the page connects with a stream token from its own URL, and shows a refusal 
     await page.goto(`http://127.0.0.1:${guarded.port}/?user=3&token=${mintStreamToken(secret, 3, 60)}`);
     await page.click('button[type=submit]');
     await page.waitForSelector('text=connected as 3');
-    await waitFor(() => guarded.registry.isConnected(3), 'the page to connect');
+    await until('the page to connect', () => guarded.registry.isConnected(3));
     expect(guarded.router.send(3, 'signed in')).toBe(1);
     await page.waitForSelector('.message >> text=signed in');
 
@@ -154,7 +155,7 @@ describe.each(['sse', 'ws'] as const)('the browser client resuming over %s', (tr
         window.client = connect(5, { transport: '${transport}', onMessage: (data, { id }) => window.got.push([data, id]) });
         window.stale = connect(6, { transport: '${transport}', lastEventId: '12', onLost: (why) => window.lost.push(why) });
       })()`);
-      await waitFor(() => server.registry.isConnected(5) && server.registry.isConnected(6), 'both streams');
+      await until('both streams', () => server.registry.isConnected(5) && server.registry.isConnected(6));
       server.router.send(5, 'before');
       await page.waitForFunction(() => (window as unknown as { got: unknown[] }).got.length === 1);
       // Every stream ends; the next sends find 5 away, so only a resume can bring them.
@@ -193,7 +194,7 @@ describe.each(['ws', 'sse'] as const)('the browser client over %s', (transport) 
         window.got = [];
         window.client = connect(7, { transport: '${transport}', token: '${token}', topics: ['photo:789'], onMessage: (data) => window.got.push(data) });
       })()`);
-      await waitFor(() => server.registry.listenersOf('photo:789') === 1, 'the listening stream');
+      await until('the listening stream', () => server.registry.listenersOf('photo:789') === 1);
       expect(server.router.send('photo:789', 'a comment')).toBe(1);
       await page.waitForFunction(() => (window as unknown as { got: unknown[] }).got.length === 1);
 
@@ -202,20 +203,20 @@ describe.each(['ws', 'sse'] as const)('the browser client over %s', (transport) 
       expect(server.router.send('photo:1', 'on photo 1')).toBe(1);
       expect(await page.evaluate(`window.client.unsubscribe(['photo:789'])`)).toEqual(['photo:1']);
       // Over SSE the stream it left ends when the server sees its socket close.
-      await waitFor(() => server.registry.listenersOf('photo:789') === 0, 'no listener of photo:789');
+      await until('no listener of photo:789', () => server.registry.listenersOf('photo:789') === 0);
       expect(server.router.send('photo:789', 'not heard')).toBe(0);
 
       expect(await page.evaluate(`window.client.subscribe('match:7').catch((e) => e.message)`)).toMatch(/token does not cover topic match:7$/);
       expect(await page.evaluate('window.client.topics')).toEqual(['photo:1']);
       await page.waitForFunction(() => (window as unknown as { client: { state: string } }).client.state === 'connected');
       expect(server.registry.listenersOf('match:7')).toBe(0);
-      await waitFor(() => server.registry.listenersOf('photo:1') === 1 && server.registry.connections === 1, 'the stream back on photo:1');
+      await until('the stream back on photo:1', () => server.registry.listenersOf('photo:1') === 1 && server.registry.connections === 1);
 
       server.registry.closeAll();
       server.router.send('photo:1', 'while away');
       await page.waitForFunction(() => (window as unknown as { got: unknown[] }).got.length === 3, undefined, { timeout: 10_000 });
       expect(await got()).toEqual(['a comment', 'on photo 1', 'while away']);
-      await waitFor(() => server.registry.listenersOf('photo:1') === 1, 'the resumed stream on photo:1');
+      await until('the resumed stream on photo:1', () => server.registry.listenersOf('photo:1') === 1);
     } finally {
       await page.close();
       server.close();

@@ -6,7 +6,7 @@
  * refusal of an exposed bus without credentials, and the client's behaviour
  * with a NATS cluster of two servers (connect_urls, lame duck mode).
  */
-import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -19,9 +19,9 @@ import { newNKeyUser, nkeyUser } from '../cluster/nkeys.js';
 import { freePort, freePorts } from '../cluster/supervisor.js';
 import { spawnCluster, spawnNatsServer, type ClusterProcess } from '../loadgen/server-process.js';
 import { api, runCli, StreamClient, stopChild, tempDir } from './helpers.js';
+import { until } from '../bench/until.js';
 
 const HOST = '127.0.0.1';
-const eventually = <T>(check: () => T | Promise<T>, timeout = 5000) => vi.waitFor(check, { timeout, interval: 20 });
 
 /** The attacker's payload: a deliver to user 5, as a router would batch it. */
 const SPOOF: BusMessage = { t: 'deliver', ...packChunks([Buffer.from('spoofed')], [[5]], [0], []) };
@@ -56,7 +56,7 @@ describe('c1m cluster: the bus refuses what a role may not do', () => {
     cluster = await spawnCluster(['--edges', '2', '--db', ':memory:', '--edge-id-prefix', 's']);
     edges = cluster.edges.map((e) => e.id);
     stream = await StreamClient.open(cluster.port, 5);
-    await eventually(async () => expect((await api(cluster.apiPort, 'GET', '/stats')).json.connections).toBe(1));
+    await until('the router to count the stream', async () => { expect((await api(cluster.apiPort, 'GET', '/stats')).json.connections).toBe(1); return true; });
   });
 
   afterAll(async () => {
@@ -87,15 +87,19 @@ describe('c1m cluster: the bus refuses what a role may not do', () => {
       edge.subscribe('_INBOX.>', () => undefined);
       edge.subscribe(`${edgeInbox(edges[1])}.>`, () => undefined);
       await settle(edge);
-      await eventually(() => {
-        for (const id of edges) expect(errors).toContain(`NATS server: Permissions Violation for Publish to "${SUBJECTS.edge(id)}"`);
-        expect(errors).toContain(`NATS server: Permissions Violation for Publish to "${SUBJECTS.send}"`);
-        expect(errors).toContain(`NATS server: Permissions Violation for Publish to "${SUBJECTS.admin(edges[1])}"`);
-        expect(errors).toContain(`NATS server: Permissions Violation for Publish to "${SUBJECTS.presence(edges[1])}"`);
-        expect(errors).toContain(`NATS server: Permissions Violation for Subscription to "${SUBJECTS.edge(edges[1])}"`);
-        expect(errors).toContain('NATS server: Permissions Violation for Subscription to "_INBOX.>"');
-        expect(errors).toContain(`NATS server: Permissions Violation for Subscription to "${edgeInbox(edges[1])}.>"`);
-      });
+      await until(
+        'the server to refuse every forbidden publish and subscription',
+        () => {
+          for (const id of edges) expect(errors).toContain(`NATS server: Permissions Violation for Publish to "${SUBJECTS.edge(id)}"`);
+          expect(errors).toContain(`NATS server: Permissions Violation for Publish to "${SUBJECTS.send}"`);
+          expect(errors).toContain(`NATS server: Permissions Violation for Publish to "${SUBJECTS.admin(edges[1])}"`);
+          expect(errors).toContain(`NATS server: Permissions Violation for Publish to "${SUBJECTS.presence(edges[1])}"`);
+          expect(errors).toContain(`NATS server: Permissions Violation for Subscription to "${SUBJECTS.edge(edges[1])}"`);
+          expect(errors).toContain('NATS server: Permissions Violation for Subscription to "_INBOX.>"');
+          expect(errors).toContain(`NATS server: Permissions Violation for Subscription to "${edgeInbox(edges[1])}.>"`);
+          return true;
+        },
+      );
     } finally {
       await edge.close();
     }
@@ -116,12 +120,16 @@ describe('c1m cluster: the bus refuses what a role may not do', () => {
       backend.subscribe(`${ROUTER_INBOX}.>`, () => undefined);
       const reply = decode(await backend.request(SUBJECTS.send, encode({ t: 'send', user: 5, message: 'from the backend' }), 2000));
       expect(reply).toEqual({ t: 'sent', delivered: 1, id: expect.any(Number) });
-      await eventually(() => {
-        for (const id of edges) expect(errors).toContain(`NATS server: Permissions Violation for Publish to "${SUBJECTS.admin(id)}"`);
-        expect(errors.filter((e) => /Violation for Publish to "c1m\.edge\./.test(e))).toHaveLength(2 * edges.length);
-        expect(errors).toContain(`NATS server: Permissions Violation for Publish to "${SUBJECTS.replay}"`);
-        expect(errors).toContain(`NATS server: Permissions Violation for Subscription to "${ROUTER_INBOX}.>"`);
-      });
+      await until(
+        'the server to refuse every forbidden publish and subscription',
+        () => {
+          for (const id of edges) expect(errors).toContain(`NATS server: Permissions Violation for Publish to "${SUBJECTS.admin(id)}"`);
+          expect(errors.filter((e) => /Violation for Publish to "c1m\.edge\./.test(e))).toHaveLength(2 * edges.length);
+          expect(errors).toContain(`NATS server: Permissions Violation for Publish to "${SUBJECTS.replay}"`);
+          expect(errors).toContain(`NATS server: Permissions Violation for Subscription to "${ROUTER_INBOX}.>"`);
+          return true;
+        },
+      );
       const stats = (await api(cluster.apiPort, 'GET', '/stats')).json as { edges: { state: string }[] };
       expect(stats.edges.map((e) => e.state)).toEqual(['up', 'up']);
     } finally {
@@ -131,7 +139,7 @@ describe('c1m cluster: the bus refuses what a role may not do', () => {
 
   test('nothing spoofed reached the stream: only the backend send and a sentinel after it; nats-server logged each refusal', async () => {
     expect((await api(cluster.apiPort, 'POST', '/send/5', 'sentinel')).json).toMatchObject({ delivered: 1 });
-    await eventually(() => expect(stream.messages).toContain('sentinel'));
+    await until('the sentinel', () => { expect(stream.messages).toContain('sentinel'); return true; });
     expect(stream.messages).toEqual(['from the backend', 'sentinel']);
     expect(stream.ended).toBe(false);
     const log = cluster.output();
@@ -199,7 +207,7 @@ describe('credentials', () => {
       const other = tempDir();
       const again = await spawnNatsServer(HOST, port, ['-c', writeNatsConfig(other, { listen: `${HOST}:${port}`, edges: [] })]);
       try {
-        await eventually(() => expect(fatal.map((e) => e.message)).toEqual([expect.stringMatching(/refused our credentials/)]), 10_000);
+        await until('the refused credentials to be fatal', () => { expect(fatal.map((e) => e.message)).toEqual([expect.stringMatching(/refused our credentials/)]); return true; }, 10_000);
         expect(router.isClosed).toBe(true);
       } finally {
         await stopChild(again);
@@ -243,8 +251,8 @@ describe('TLS', () => {
     const stream = await StreamClient.open(cluster.port, 7);
     try {
       expect(cluster.nats).toMatch(/^tls:\/\/127\.0\.0\.1:\d+$/);
-      await eventually(async () => expect((await api(cluster.apiPort, 'POST', '/send/7', 'over tls')).json).toMatchObject({ delivered: 1 }));
-      await eventually(() => expect(stream.messages).toContain('over tls'));
+      await until('a send over TLS delivered', async () => { expect((await api(cluster.apiPort, 'POST', '/send/7', 'over tls')).json).toMatchObject({ delivered: 1 }); return true; });
+      await until('the message over TLS', () => { expect(stream.messages).toContain('over tls'); return true; });
       const user = readCreds(credsFile(cluster.natsDir, 'backend'));
       const right = await NatsClient.connect([cluster.nats], { name: 'test', persistent: false, user, ca: readFileSync(join(cluster.natsDir, 'ca.pem')) });
       await right.close();
@@ -291,19 +299,24 @@ describe('a NATS cluster of two servers', () => {
       const got: string[] = [];
       client.subscribe('after.ldm', (data) => got.push(Buffer.from(data).toString()));
       // The routes between the two take a moment; a's INFO then names b.
-      await eventually(async () => {
-        listener.publish('after.ldm', Buffer.from('probe'));
-        await settle(listener);
-        expect(got).toContain('probe');
-      }, 10_000);
+      await until(
+        'the probe after lame duck mode',
+        async () => {
+          listener.publish('after.ldm', Buffer.from('probe'));
+          await settle(listener);
+          expect(got).toContain('probe');
+          return true;
+        },
+        10_000,
+      );
       spawnSync('nats-server', ['--signal', `ldm=${servers[0].pid}`]);
-      await eventually(() => expect(client.server).toBe(`${HOST}:${b}`), 10_000);
+      await until('the client to move to server b', () => { expect(client.server).toBe(`${HOST}:${b}`); return true; }, 10_000);
       expect(warnings.some((w) => w.includes('lame duck mode'))).toBe(true);
       expect(reconnects).toBe(1);
       // A round trip on the moved connection: b has then taken the subscriptions the client sent first on it.
       await settle(client);
       listener.publish('after.ldm', Buffer.from('on b'));
-      await eventually(() => expect(got).toContain('on b'));
+      await until('the message on b', () => { expect(got).toContain('on b'); return true; });
     } finally {
       await client.close();
       await listener.close();
@@ -324,7 +337,7 @@ describe('a NATS cluster of two servers', () => {
       });
       await settle(client);
       for (const text of ['throw', 'after']) client.publish('boom', Buffer.from(text));
-      await eventually(() => expect(got).toEqual(['after']));
+      await until('the message after the handler threw', () => { expect(got).toEqual(['after']); return true; });
       expect(warnings.some((w) => w.includes('a handler of boom threw: Error: handler bug'))).toBe(true);
     } finally {
       await client.close();

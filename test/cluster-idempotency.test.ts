@@ -5,13 +5,14 @@
  * answered by the router that took the partition over, from its view of the stream, and the reader gets the message once.
  * A backend over the bus (BusSender) gives its key the same way.
  */
-import { afterAll, beforeAll, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { credsFile } from '../cluster/nats-auth.js';
 import { NatsBus } from '../cluster/nats-bus.js';
 import { BusSender } from '../cluster/sender.js';
 import { spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
 import { partitionOf } from '../subsmanager/partitions.js';
 import { api, partitionLeaders, SseClient, stopChild, tempDir, untilStreamsKnown } from './helpers.js';
+import { until } from '../bench/until.js';
 
 let cluster: ClusterProcess;
 const readers: SseClient[] = [];
@@ -45,17 +46,19 @@ it('the same key through either router answers the first id; after a kill -9 of 
   }
   // The leader of user 0's partition dies; the retry waits for the other router to take the partition.
   process.kill(led.get(0)!, 'SIGKILL');
-  const retry = await vi.waitFor(
+  const retry = await until(
+    'the keyed retry to be answered',
     async () => {
       const answer = await keyed(users[0], `pay ${users[0]}`, 'order-17').catch((err: Error) => ({ status: 0, json: err.message }));
       expect(answer.status, JSON.stringify(answer.json)).toBe(200);
       return answer.json;
     },
-    { timeout: 30_000, interval: 100 },
+    30_000,
+    100,
   );
   expect(retry).toEqual({ delivered: 0, id: first[0].json.id, duplicate: true });
   expect((await keyed(users[0], 'after', 'order-18')).status).toBe(200);
-  await vi.waitFor(() => expect(bodies(readers[0]).at(-1)).toBe('after'), { timeout: 10_000, interval: 20 });
+  await until('the message after', () => { expect(bodies(readers[0]).at(-1)).toBe('after'); return true; }, 10_000, 20);
   expect(bodies(readers[0])).toEqual([`pay ${users[0]}`, 'after']);
   expect(bodies(readers[1])).toEqual([`pay ${users[1]}`]);
 });

@@ -9,14 +9,16 @@
  * cluster's is told `lost unknown`. A backend on the bus that knows the
  * partitions reaches each leader without a pass.
  */
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Ledger } from '../bench/ledger.js';
 import { credsFile } from '../cluster/nats-auth.js';
 import { NatsBus } from '../cluster/nats-bus.js';
+import type { RouterStats } from '../cluster/router-process.js';
 import { BusSender } from '../cluster/sender.js';
 import { spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
 import { partitionOf } from '../subsmanager/partitions.js';
-import { api, openStream, partitionLeaders, received, routerStats, SseClient, stopChild, tempDir, untilStreamsKnown, waitFor, type PartitionedRouterStats, type Transport } from './helpers.js';
+import { api, openStream, partitionLeaders, received, routerStats, SseClient, stopChild, tempDir, untilStreamsKnown, type Transport } from './helpers.js';
+import { until } from '../bench/until.js';
 
 let cluster: ClusterProcess;
 const clients: { close(): void }[] = [];
@@ -96,7 +98,7 @@ describe.each(['chunked', 'sse', 'ws'] as const)('partitions over %s', (transpor
         bySender.get(s)?.push(n);
       }
     }
-    await waitFor(() => received(first).length >= acked.length, 'every message', 10_000);
+    await until('every message', () => received(first).length >= acked.length, 10_000);
     const got = messagesOf(first);
     expect(got.every((m) => /^\d+-\d+$/.test(m.token)), got.map((m) => m.token).join(',')).toBe(true);
     expect(ledgerOf(acked, first)).toMatchObject({ duplicated: 0, outOfOrder: 0 });
@@ -109,14 +111,14 @@ describe.each(['chunked', 'sse', 'ws'] as const)('partitions over %s', (transpor
     expect(killed.map((e) => e.directoryStreams)).toEqual([1]);
     process.kill(killed[0].pid, 'SIGKILL');
     const whileAway = [await send(senders[0], 'while away'), await send(senders[1], 'while away'), await send(reader, 'while away')];
-    await vi.waitFor(async () => expect((await stats()).edges.find((e) => e.id === killed[0].id)?.pid).not.toBe(killed[0].pid), { timeout: 15_000, interval: 100 });
+    await until("the killed edge's new run", async () => { expect((await stats()).edges.find((e) => e.id === killed[0].id)?.pid).not.toBe(killed[0].pid); return true; }, 15_000, 100);
     await streamsKnown(0);
     // SSE the native EventSource's way: the token comes back as the Last-Event-ID header.
     const back = transport === 'sse' ? await SseClient.open(cluster.port, reader, '', { 'last-event-id': token }) : await open(transport, reader, `?lastEventId=${token}`);
     clients.push(back);
     await streamsKnown(1);
     const after = [await send(senders[1], 'after'), await send(senders[0], 'after')];
-    await waitFor(() => received(back).length >= whileAway.length + after.length, 'the replay and the live messages', 10_000);
+    await until('the replay and the live messages', () => received(back).length >= whileAway.length + after.length, 10_000);
     const ledger = ledgerOf([...whileAway, ...after], back);
     expect({ missed: ledger.missed(), duplicated: ledger.duplicated, outOfOrder: ledger.outOfOrder }).toEqual({ missed: 0, duplicated: 0, outOfOrder: 0 });
     expect(messagesOf(back).map((m) => m.seq)).toEqual(expect.arrayContaining([...whileAway, ...after]));
@@ -133,14 +135,14 @@ describe.each(['chunked', 'sse', 'ws'] as const)('partitions over %s', (transpor
     const first = await open(transport, reader, ids);
     await streamsKnown(1);
     const seen = await send(reader, 'of partition 0');
-    await waitFor(() => received(first).length >= 1, 'the first message');
+    await until('the first message', () => received(first).length >= 1);
     const token = lastToken(first);
     first.close();
     await streamsKnown(0);
     const missed = [await send(other, 'of partition 1, missed'), await send(reader, 'of partition 0, missed')];
     const back = await open(transport, reader, `?lastEventId=${token}`);
     await streamsKnown(1);
-    await waitFor(() => received(back).length >= 2, 'the replay', 10_000);
+    await until('the replay', () => received(back).length >= 2, 10_000);
     expect(messagesOf(first).map((m) => m.seq)).toEqual([seen]);
     expect(messagesOf(back).map((m) => m.seq).sort((x, y) => x - y)).toEqual(missed);
     back.close();
@@ -153,7 +155,7 @@ describe.each(['chunked', 'sse', 'ws'] as const)('partitions over %s', (transpor
       const client = await open(transport, user, `?lastEventId=${bad}`);
       await streamsKnown(1);
       const live = await send(user, 'live');
-      await waitFor(() => received(client).length >= 2, `lost and live after ${bad}`, 10_000);
+      await until(`lost and live after ${bad}`, () => received(client).length >= 2, 10_000);
       expect(received(client)[0]).toBe('lost unknown');
       expect(messagesOf(client)[1].seq).toBe(live);
       client.close();
@@ -166,13 +168,16 @@ it("a backend over the bus (BusSender, backend.creds) sends straight to each par
   /** Each router's count of sends passed to another (/stats, asked until both answered). */
   const passed = async () => {
     const byRouter = new Map<number, number>();
-    await vi.waitFor(
+    await until(
+      "both routers' counts of passed sends",
       async () => {
-        const s = (await api(cluster.apiPort, 'GET', '/stats')).json as PartitionedRouterStats & { passed: number };
+        const s = (await api(cluster.apiPort, 'GET', '/stats')).json as RouterStats;
         byRouter.set(s.pid, s.passed);
         expect(byRouter.size).toBe(2);
+        return true;
       },
-      { timeout: 20_000, interval: 20 },
+      20_000,
+      20,
     );
     return [...byRouter.values()].reduce((a, b) => a + b, 0);
   };
@@ -196,7 +201,7 @@ it('kill -9 of one router: the other takes its partition over; restarted, it get
   const first = await open('sse', a, '');
   await streamsKnown(1);
   const acked = [await send(a, 'before'), await send(b, 'before')];
-  await waitFor(() => received(first).length >= 2, 'the first messages');
+  await until('the first messages', () => received(first).length >= 2);
   const victim = led.get(1)!;
   process.kill(victim, 'SIGKILL');
   // Sent while partition 1 changes hands: retried on 503 until its new leader takes them.
@@ -204,26 +209,32 @@ it('kill -9 of one router: the other takes its partition over; restarted, it get
   // The survivor took partition 1 (the sends above were answered). The supervisor starts the killed router again, and
   // the survivor, leading more than its share, hands it one partition, while sends go on: each router leads one again,
   // and the open stream gets every message once, in order.
-  await vi.waitFor(
+  await until(
+    'the partitions handed back to two routers',
     async () => {
       acked.push(await send(b, 'hand-back'), await send(a, 'hand-back'));
       const now = await leaders();
       expect(new Set(now.values()).size).toBe(2);
       expect([...now.values()]).not.toContain(victim);
+      return true;
     },
-    { timeout: 60_000, interval: 200 },
+    60_000,
+    200,
   );
   const survivor = led.get(0)!;
-  await vi.waitFor(
+  await until(
+    'the survivor to count the partition it handed over',
     async () => {
-      const s = (await api(cluster.apiPort, 'GET', '/stats')).json as PartitionedRouterStats & { handedOver: number };
+      const s = (await api(cluster.apiPort, 'GET', '/stats')).json as RouterStats;
       expect(s.pid).toBe(survivor);
       expect(s.handedOver).toBe(1);
+      return true;
     },
-    { timeout: 20_000, interval: 20 },
+    20_000,
+    20,
   );
   for (let i = 0; i < 5; i++) acked.push(await send(b, `after ${i}`), await send(a, `after ${i}`));
-  await waitFor(() => received(first).length >= acked.length, 'every message on the open stream', 10_000);
+  await until('every message on the open stream', () => received(first).length >= acked.length, 10_000);
   const token = lastToken(first);
   first.close();
   await streamsKnown(0);
@@ -232,7 +243,7 @@ it('kill -9 of one router: the other takes its partition over; restarted, it get
   clients.push(back);
   await streamsKnown(1);
   const live = await send(b, 'live');
-  await waitFor(() => received(back).length >= 3, 'the replay and the live message', 10_000);
+  await until('the replay and the live message', () => received(back).length >= 3, 10_000);
   const ledger = ledgerOf([...acked, ...missed, live], first, back);
   expect({ missed: ledger.missed(), duplicated: ledger.duplicated, outOfOrder: ledger.outOfOrder }).toEqual({ missed: 0, duplicated: 0, outOfOrder: 0 });
   back.close();

@@ -8,14 +8,15 @@
  * router started on an empty data dir rebuilds its views from the streams and
  * serves a resume of messages it never saw live.
  */
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Ledger } from '../bench/ledger.js';
 import { credsFile } from '../cluster/nats-auth.js';
 import { spawnC1m } from '../cluster/supervisor.js';
 import { isAlive, spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
 import { partitionOf } from '../subsmanager/partitions.js';
 import { LEASE } from '../subsmanager/sequencer.js';
-import { api, partitionLeaders, received, routerStats, SseClient, stopChild, tempDir, untilStreamsKnown, waitFor } from './helpers.js';
+import { api, partitionLeaders, received, routerStats, SseClient, stopChild, tempDir, untilStreamsKnown } from './helpers.js';
+import { until } from '../bench/until.js';
 
 let cluster: ClusterProcess;
 const clients: { close(): void }[] = [];
@@ -100,7 +101,7 @@ const round = async (text: string, port?: number) => {
   for (const s of [...senders, reader]) acked.push(await send(s, text, port));
 };
 const allArrived = (what: string) =>
-  waitFor(() => ledgerOf(acked, ...streams).missed === 0, what, 20_000).catch((err: Error) => {
+  until(what, () => ledgerOf(acked, ...streams).missed === 0, 20_000).catch((err: Error) => {
     const got = new Set(streams.flatMap((c) => messagesOf(c).map((m) => m.seq)));
     console.log('STREAMS', JSON.stringify(streams.map((c) => ({ status: c.status, ended: c.ended, events: c.events.length, first: c.events[0], last: c.events.at(-1) }))));
     console.log('MISSING', acked.filter((n) => !got.has(n)), streams.length, cluster.output().split('\n').filter((l) => !l.includes('"role":"nats"') && !/edge synced|asking edge|edge joined/.test(l)).slice(-60).join('\n'));
@@ -117,9 +118,9 @@ describe('c1m cluster --routers 2 --partitions 2 --replicas 3', () => {
     for (let i = 0; i < 5; i++) await round(`first ${i}`);
     await allArrived('the first messages');
     expect(ledgerOf(acked, ...streams)).toEqual({ missed: 0, duplicated: 0, outOfOrder: 0 });
-    const partitions = (await stats()).partitions;
+    const partitions = (await stats()).partitions!;
     expect(partitions.map((p) => p.replicas)).toEqual([3, 3]);
-    expect(partitions.every((p) => p.streamLast >= 5 && p.lag === 0)).toBe(true);
+    expect(partitions.every((p) => p.streamLast! >= 5 && p.lag === 0)).toBe(true);
   });
 
   it('kill -9 of a leading router: the other takes its partition within the lease; 0 acknowledged lost, 0 duplicated', async () => {
@@ -131,7 +132,8 @@ describe('c1m cluster --routers 2 --partitions 2 --replicas 3', () => {
     process.kill(victim, 'SIGKILL');
     acked.push(await send(senders[1], 'after the kill'));
     // When the survivor logged that it leads partition 1: a dead router on this host is not waited out (its pid is gone).
-    const takenAt = await vi.waitFor(
+    const takenAt = await until(
+      "partition 1's new leader to log that it leads",
       () => {
         const line = cluster
           .output()
@@ -142,7 +144,8 @@ describe('c1m cluster --routers 2 --partitions 2 --replicas 3', () => {
         expect(line).toBeDefined();
         return line!.time;
       },
-      { timeout: 5000, interval: 50 },
+      5000,
+      50,
     );
     expect(takenAt - killedAt).toBeLessThan(LEASE.ms);
     for (let i = 0; i < 5; i++) await round(`after kill ${i}`);
@@ -177,34 +180,34 @@ describe('c1m cluster --routers 2 --partitions 2 --replicas 3', () => {
     child.stdout!.on('data', (d) => (out += d));
     child.stderr!.on('data', (d) => (out += d));
     // Ready once its views are rebuilt: standing by, or already leading a partition that had no leader at that moment.
-    await waitFor(() => /c1m router (standing by|listening)/.test(out), 'the new router', 30_000).catch((err: Error) => {
+    await until('the new router', () => /c1m router (standing by|listening)/.test(out), 30_000).catch((err: Error) => {
       throw new Error(`${err.message}: ${out.slice(-3000)}`);
     });
     frozen.forEach((pid) => process.kill(pid, 'SIGSTOP'));
     let thawed = false;
     try {
       // It takes both partitions, one per lease period, and opens its API.
-      await waitFor(() => /c1m router listening/.test(out), 'the new router leading', 30_000);
+      await until('the new router leading', () => /c1m router listening/.test(out), 30_000);
       const port = JSON.parse(out.split('\n').find((l) => l.includes('c1m router listening'))!).apiPort as number;
-      await vi.waitFor(async () => expect((await stats(port)).partitions.every((p) => p.leading)).toBe(true), { timeout: 30_000, interval: 100 }).catch((err: Error) => {
+      await until('this router to lead every partition', async () => { expect((await stats(port)).partitions!.every((p) => p.leading)).toBe(true); return true; }, 30_000, 100).catch((err: Error) => {
         throw new Error(`${err.message}: ${out.split('\n').filter((l) => !/edge synced|asking edge|edge joined/.test(l)).slice(-30).join('\n')}`);
       });
       // Its store's view was rebuilt too (cluster/store-log.ts): the reader's subscriptions are there.
       expect((await api(port, 'POST', '/subscriptions', JSON.stringify(senders.map((s) => [reader, s])))).json).toEqual({ added: 0 });
       frozen.forEach((pid) => process.kill(pid, 'SIGCONT'));
       thawed = true;
-      await vi.waitFor(() => expect(frozen.filter(isAlive)).toEqual([]), { timeout: 20_000, interval: 100 });
+      await until('the frozen routers to exit', () => { expect(frozen.filter(isAlive)).toEqual([]); return true; }, 20_000, 100);
       // Each said why: its lease was taken, or the stream refused its publish.
       const exits = () => cluster.output().split('\n').filter((l) => l.includes('"level":60') && frozen.some((pid) => l.includes(`"pid":${pid}`)));
-      await vi.waitFor(() => expect(exits()).toHaveLength(frozen.length), { timeout: 5000, interval: 50 });
+      await until("each frozen router's exit line", () => { expect(exits()).toHaveLength(frozen.length); return true; }, 5000, 50);
       expect(out).not.toContain('"level":60');
       // The reader resumes from its token: the replay comes from the new router's rebuilt views.
       const back = await SseClient.open(cluster.port, reader, '', { 'last-event-id': token });
       clients.push(back);
-      await waitFor(() => received(back).length >= missed.length, 'the replay', 20_000);
+      await until('the replay', () => received(back).length >= missed.length, 20_000);
       await round('live', port);
       const live = acked.slice(-3);
-      await waitFor(() => received(back).length >= missed.length + live.length, 'the live messages', 20_000);
+      await until('the live messages', () => received(back).length >= missed.length + live.length, 20_000);
       expect(ledgerOf([...missed, ...live], back)).toEqual({ missed: 0, duplicated: 0, outOfOrder: 0 });
       expect(messagesOf(back).map((m) => m.seq).slice(0, missed.length).sort((a, b) => a - b)).toEqual(missed);
     } finally {

@@ -6,9 +6,11 @@
  * also after its edge was killed with kill -9, and after the router was; a
  * topic it subscribes to is replayed as a user is.
  */
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
-import { api, openStream, received, stopChild, tempDir, waitFor, type Transport, type WsClient } from './helpers.js';
+import type { RouterStats } from '../cluster/router-process.js';
+import { api, openStream, received, stopChild, tempDir, untilStreamsKnown, type Transport, type WsClient } from './helpers.js';
+import { until } from '../bench/until.js';
 
 let cluster: ClusterProcess;
 const clients: { close(): void }[] = [];
@@ -34,12 +36,12 @@ async function send(subject: number | string, text: string, expectDelivered?: nu
   if (expectDelivered !== undefined) expect(json.delivered, `${text} to ${subject}`).toBe(expectDelivered);
   return `${json.id} ${text}`;
 }
-const stats = async () => (await api(cluster.apiPort, 'GET', '/stats')).json as { pid: number; connections: number; edges: { id: string; pid: number; state: string; directoryStreams: number }[] };
+const stats = async () => (await api(cluster.apiPort, 'GET', '/stats')).json as RouterStats;
 /**
  * Until the router's directory holds exactly `n` streams (one test's streams are the only ones open): a message
  * sent then must reach each, so it is sent once and a loss shows, instead of being covered by a retry.
  */
-const streamsKnown = (n: number) => vi.waitFor(async () => expect((await stats()).connections).toBe(n), { timeout: 15_000, interval: 50 });
+const streamsKnown = (n: number) => untilStreamsKnown(cluster.apiPort, n);
 
 describe.each(['chunked', 'sse', 'ws'] as const)('resume over %s on a 3-edge cluster', (transport) => {
   const user = { chunked: 11, sse: 21, ws: 31 }[transport];
@@ -52,7 +54,7 @@ describe.each(['chunked', 'sse', 'ws'] as const)('resume over %s on a 3-edge clu
     const first = await open(transport, user, ids);
     await streamsKnown(1);
     const seen = await send(user, 'seen', 1);
-    await waitFor(() => received(first).includes(seen), 'the first message');
+    await until('the first message', () => received(first).includes(seen));
     first.close();
     await streamsKnown(0);
     const missed = [await send(user, 'missed one', 0), await send(topic, 'missed two', 0)];
@@ -60,7 +62,7 @@ describe.each(['chunked', 'sse', 'ws'] as const)('resume over %s on a 3-edge clu
     const resumed = await open(transport, user, `?lastEventId=${seen.split(' ')[0]}`);
     await streamsKnown(1);
     const live = await send(topic, 'live', 1);
-    await waitFor(() => received(resumed).includes(live), 'the live message', 10_000);
+    await until('the live message', () => received(resumed).includes(live), 10_000);
     expect(received(resumed)).toEqual([...missed, live]);
 
     // Kill -9 the edge holding it (the only stream open now), as the router's directory places it: an edge's own count comes
@@ -69,20 +71,23 @@ describe.each(['chunked', 'sse', 'ws'] as const)('resume over %s on a 3-edge clu
     expect(killed.map((e) => e.directoryStreams)).toEqual([1]);
     process.kill(killed[0].pid, 'SIGKILL');
     const whileAway = [await send(topic, 'while its edge was down'), await send(user, 'and to the user')];
-    await vi.waitFor(
+    await until(
+      "the killed edges' new runs",
       async () => {
         const edges = (await stats()).edges;
         for (const k of killed) expect(edges.find((e) => e.id === k.id)).toMatchObject({ state: 'up' });
         for (const k of killed) expect(edges.find((e) => e.id === k.id)!.pid).not.toBe(k.pid);
+        return true;
       },
-      { timeout: 15_000, interval: 100 },
+      15_000,
+      100,
     );
     // The killed edge's new run replaced its streams: the directory now counts only the one that comes back.
     await streamsKnown(0);
     const back = await open(transport, user, `?lastEventId=${live.split(' ')[0]}`);
     await streamsKnown(1);
     const after = await send(user, 'after', 1);
-    await waitFor(() => received(back).includes(after), 'the message after', 10_000);
+    await until('the message after', () => received(back).includes(after), 10_000);
     expect(received(back)).toEqual([...whileAway, after]);
     back.close();
     await streamsKnown(0);
@@ -93,7 +98,7 @@ it('loses nothing sent while a stream resumes on an edge: sends back to back acr
   const first = await open('chunked', 61, '?ids=1');
   await streamsKnown(1);
   const seen = await send(61, 'seen', 1);
-  await waitFor(() => received(first).includes(seen), 'the first message');
+  await until('the first message', () => received(first).includes(seen));
   first.close();
   await streamsKnown(0);
   // The router must hear the resuming stream's login before it reads the replay: a send numbered between the two would reach neither.
@@ -102,13 +107,13 @@ it('loses nothing sent while a stream resumes on an edge: sends back to back acr
   const flow = (async () => {
     for (let i = 0; flowing && i < 2000; i++) sent.push(await send(61, `flow ${i}`));
   })();
-  await waitFor(() => sent.length >= 5, 'the first sends');
+  await until('the first sends', () => sent.length >= 5);
   const back = await open('chunked', 61, `?lastEventId=${seen.split(' ')[0]}`);
   const atWelcome = sent.length;
-  await waitFor(() => sent.length >= atWelcome + 30, 'sends after the welcome');
+  await until('sends after the welcome', () => sent.length >= atWelcome + 30);
   flowing = false;
   await flow;
-  await waitFor(() => received(back).length >= sent.length, 'every message sent', 10_000);
+  await until('every message sent', () => received(back).length >= sent.length, 10_000);
   expect(received(back)).toEqual(sent);
   back.close();
   await streamsKnown(0);
@@ -119,16 +124,16 @@ it('a router killed with kill -9 comes back with its history: a client resumes a
   const client = await open('sse', 51, '');
   await streamsKnown(1);
   const seen = await send(51, 'before the restart', 1);
-  await waitFor(() => received(client).includes(seen), 'the first message');
+  await until('the first message', () => received(client).includes(seen));
   const kept = await send(51, 'accepted, then the router died');
   client.close();
   process.kill(before.pid, 'SIGKILL');
-  await vi.waitFor(async () => expect((await stats()).pid).not.toBe(before.pid), { timeout: 15_000, interval: 100 });
+  await until('another router to answer', async () => { expect((await stats()).pid).not.toBe(before.pid); return true; }, 15_000, 100);
   const afterRestart = await send(51, 'after the restart');
   const back = await open('sse', 51, `?lastEventId=${seen.split(' ')[0]}`);
   await streamsKnown(1);
   const live = await send(51, 'live', 1);
-  await waitFor(() => received(back).includes(live), 'the live message', 10_000);
+  await until('the live message', () => received(back).includes(live), 10_000);
   expect(received(back)).toEqual([kept, afterRestart, live]);
   back.close();
 });
@@ -145,10 +150,10 @@ describe.each(['chunked', 'sse', 'ws'] as const)('topics a stream listens to ove
     const first = await open(transport, user, `${ids}topics=${topic},${both}`);
     await streamsKnown(1);
     // Listeners reach the router with the edge's presence, a little after the login it may already have counted.
-    await vi.waitFor(async () => expect((await api(cluster.apiPort, 'POST', `/send/${topic}`, 'probe')).json.delivered).toBe(1), { timeout: 10_000, interval: 100 });
+    await until("the topic's probe delivered", async () => { expect((await api(cluster.apiPort, 'POST', `/send/${topic}`, 'probe')).json.delivered).toBe(1); return true; }, 10_000, 100);
     // The router counts the stream twice here (the listener and the subscriber, it cannot tell they are one); the edge writes it once.
     const seen = await send(both, 'a comment', 2);
-    await waitFor(() => received(first).includes(seen), 'the comment');
+    await until('the comment', () => received(first).includes(seen));
     expect(received(first).filter((m) => m.endsWith(' a comment'))).toEqual([seen]);
     expect(await send(`match:0`, 'not for it', 0)).toMatch(/ not for it$/);
 
@@ -158,20 +163,23 @@ describe.each(['chunked', 'sse', 'ws'] as const)('topics a stream listens to ove
     expect(killed.map((e) => e.directoryStreams)).toEqual([1]);
     process.kill(killed[0].pid, 'SIGKILL');
     const whileAway = [await send(topic, 'while its edge was down'), await send(both, 'and to the photo'), await send(user, 'and to the user')];
-    await vi.waitFor(
+    await until(
+      "the killed edge's new run",
       async () => {
         const edge = (await stats()).edges.find((e) => e.id === killed[0].id);
         expect(edge).toMatchObject({ state: 'up' });
         expect(edge!.pid).not.toBe(killed[0].pid);
+        return true;
       },
-      { timeout: 15_000, interval: 100 },
+      15_000,
+      100,
     );
     await streamsKnown(0);
     expect(await send(topic, 'to nobody', 0)).toMatch(/ to nobody$/);
     const back = await open(transport, user, `?lastEventId=${seen.split(' ')[0]}&topics=${topic},${both}`);
     await streamsKnown(1);
-    await vi.waitFor(async () => expect((await api(cluster.apiPort, 'POST', `/send/${topic}`, 'after')).json.delivered).toBe(1), { timeout: 10_000, interval: 100 });
-    await waitFor(() => received(back).some((m) => m.endsWith(' after')), 'the message after', 10_000);
+    await until("the topic's message after delivered", async () => { expect((await api(cluster.apiPort, 'POST', `/send/${topic}`, 'after')).json.delivered).toBe(1); return true; }, 10_000, 100);
+    await until('the message after', () => received(back).some((m) => m.endsWith(' after')), 10_000);
     const got = received(back);
     const nobody = got.find((m) => m.endsWith(' to nobody'))!;
     // Every message sent since, once each, in id order: the three while away, the one to nobody (kept: it listens now), then the live ones.
@@ -191,18 +199,18 @@ it("a WebSocket's subscribe on an open stream reaches the routers with its edge'
   const answer = async (text: string) => {
     const count = client.frames.length;
     client.send(0x1, Buffer.from(text));
-    await waitFor(() => client.frames.length > count, `the answer to ${text}`);
+    await until(`the answer to ${text}`, () => client.frames.length > count);
     return `${client.frames[count].header} ${client.frames[count].payload}`;
   };
   expect(await answer(`subscribe ${topic}`)).toBe(`topics ${topic}`);
-  await vi.waitFor(async () => expect((await api(cluster.apiPort, 'POST', `/send/${topic}`, 'probe')).json.delivered).toBe(1), { timeout: 10_000, interval: 100 });
+  await until("the topic's probe delivered", async () => { expect((await api(cluster.apiPort, 'POST', `/send/${topic}`, 'probe')).json.delivered).toBe(1); return true; }, 10_000, 100);
   const goal = await send(topic, 'a goal', 1);
-  await waitFor(() => received(client).includes(goal), 'the goal');
+  await until('the goal', () => received(client).includes(goal));
   expect(await answer(`unsubscribe ${topic}`)).toBe('topics ');
   // The edge stops writing the topic at once; the routers stop sending it there with the edge's next presence.
-  await vi.waitFor(async () => expect((await api(cluster.apiPort, 'POST', `/send/${topic}`, 'late')).json.delivered).toBe(0), { timeout: 10_000, interval: 100 });
+  await until('the late send to reach nobody', async () => { expect((await api(cluster.apiPort, 'POST', `/send/${topic}`, 'late')).json.delivered).toBe(0); return true; }, 10_000, 100);
   const sentinel = await send(user, 'sentinel', 1);
-  await waitFor(() => received(client).includes(sentinel), 'the sentinel');
+  await until('the sentinel', () => received(client).includes(sentinel));
   const got = received(client);
   expect(got.slice(got.indexOf('topics ') + 1)).toEqual([sentinel]);
   client.close();
@@ -211,6 +219,6 @@ it("a WebSocket's subscribe on an open stream reaches the routers with its edge'
 
 it('tells a client whose id the history never gave that it is lost, through an edge', async () => {
   const client = await open('sse', 41, '?lastEventId=12');
-  await waitFor(() => received(client).length === 1, 'lost');
+  await until('lost', () => received(client).length === 1);
   expect(received(client)).toEqual(['lost expired']);
 });

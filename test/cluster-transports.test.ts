@@ -4,11 +4,12 @@
  * single process, through the router's API and /stats.
  */
 import net from 'node:net';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
 import { mintStreamToken } from '../server/auth.js';
 import type { TransportStats } from '../server/stream.js';
-import { api, openStream, stopChild, tempDir, waitFor, type Transport } from './helpers.js';
+import { api, openStream, stopChild, tempDir, type Transport } from './helpers.js';
+import { until } from '../bench/until.js';
 
 const SECRET = 'cluster transports secret, 32 bytes+';
 const MAX_MESSAGE = 16 * 1024;
@@ -36,8 +37,6 @@ const open = async (transport: Transport, id: number, query = token(id)) => {
 };
 const send = async (user: number, text: string) => (await api(cluster.apiPort, 'POST', `/send/${user}`, text)).json?.delivered as number;
 const transports = async () => ((await api(cluster.apiPort, 'GET', '/stats')).json as { transports: TransportStats }).transports;
-/** Streams reach the router's directory within a presence window; edges' counters within their once-a-second status. */
-const eventually = (check: () => unknown, timeout = 10_000) => vi.waitFor(check, { timeout, interval: 50 });
 
 describe.each(['sse', 'ws'] as const)('%s streams on a 3-edge cluster', (transport) => {
   const base = transport === 'sse' ? 100 : 200; // each transport its own users
@@ -45,19 +44,19 @@ describe.each(['sse', 'ws'] as const)('%s streams on a 3-edge cluster', (transpo
   it('welcomes, and delivers to the addressed users only, line breaks and --max-message included', async () => {
     const [a, b, c] = await Promise.all([1, 2, base + 3].map((id) => open(transport, id)));
     expect([a, b, c].map((s) => s.status)).toEqual(Array(3).fill(transport === 'ws' ? 101 : 200));
-    await eventually(async () => expect(await send(1, 'ping')).toBe(2));
-    await waitFor(() => b.messages.includes('ping'), 'ping');
+    await until('the ping delivered to both streams', async () => { expect(await send(1, 'ping')).toBe(2); return true; });
+    await until('ping', () => b.messages.includes('ping'));
     expect(await send(1, 'one\ntwo\r\nthree')).toBe(2);
     const large = 'L'.repeat(MAX_MESSAGE);
     expect(await send(2, large)).toBe(2);
     expect(await send(base + 3, 'sentinel')).toBe(1);
-    await waitFor(() => c.messages.includes('sentinel') && [a, b].every((s) => s.messages.includes(large)), 'deliveries');
+    await until('deliveries', () => c.messages.includes('sentinel') && [a, b].every((s) => s.messages.includes(large)));
     expect(c.messages).toEqual(['sentinel']);
     // An event's data lines join with '\n'; a WebSocket frame carries the bytes as sent.
     const lines = transport === 'sse' ? 'one\ntwo\nthree' : 'one\ntwo\r\nthree';
     for (const s of [a, b]) expect(s.messages.slice(-2)).toEqual([lines, large]);
     [a, b, c].forEach((s) => s.close());
-    await eventually(async () => expect((await transports())[transport].open).toBe(0));
+    await until('the edge to count its streams closed', async () => { expect((await transports())[transport].open).toBe(0); return true; });
   });
 
   it('refuses a missing, wrong-user or expired token, and a second stream past the per-user cap', async () => {
@@ -70,7 +69,7 @@ describe.each(['sse', 'ws'] as const)('%s streams on a 3-edge cluster', (transpo
     expect(opened).toBeGreaterThanOrEqual(1);
     expect(opened).toBeLessThanOrEqual(3);
     expect(tabs.filter((s) => s.status === 429).length).toBe(6 - opened);
-    await eventually(async () => expect((await transports())[transport].authFailures).toBe(3));
+    await until('three auth failures counted', async () => { expect((await transports())[transport].authFailures).toBe(3); return true; });
     tabs.forEach((s) => s.close());
   });
 
@@ -81,11 +80,11 @@ describe.each(['sse', 'ws'] as const)('%s streams on a 3-edge cluster', (transpo
     const upgrade = transport === 'ws' ? 'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n' : '';
     socket.write(`GET /${transport}/${id}${token(id)} HTTP/1.1\r\nHost: x\r\n${upgrade}\r\n`);
     socket.pause();
-    await eventually(async () => expect(await send(id, 'are you there')).toBe(1));
+    await until('the stream known to the router', async () => { expect(await send(id, 'are you there')).toBe(1); return true; });
     const message = 'x'.repeat(MAX_MESSAGE - 1);
     // Kernel buffers take a few MB first; bounded at 1,600 sends (25 MB).
     for (let sent = 0; sent < 1600 && (await send(id, message)) === 1; sent++);
-    await eventually(async () => expect((await transports())[transport].slowConsumerCloses).toBe(1));
+    await until('the slow consumer counted', async () => { expect((await transports())[transport].slowConsumerCloses).toBe(1); return true; });
     socket.destroy();
   });
 });

@@ -2,16 +2,18 @@
  * `c1m cluster` with real processes: nats-server, a router, several edges
  * sharing one port. Clients are plain HTTP streams on loopback.
  */
-import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { NatsBus } from '../cluster/nats-bus.js';
 import { busWindowMs, SUBJECTS } from '../cluster/messages.js';
 import { credsFile } from '../cluster/nats-auth.js';
+import type { RouterStats } from '../cluster/router-process.js';
 import { LatencyHistogram } from '../router/latency.js';
 import { spawnC1m } from '../cluster/supervisor.js';
 import { childrenOf, commOf, isAlive, spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
 import { api, runCli, StreamClient, stopChild, tempDir } from './helpers.js';
+import { until } from '../bench/until.js';
 
 /** A browser-like client that opens its stream again whenever it ends, and keeps every line it ever received. */
 class ReconnectingClient {
@@ -49,20 +51,8 @@ class ReconnectingClient {
   }
 }
 
-interface ClusterStats {
-  batchWindowMs: number;
-  connections: number;
-  users: number;
-  sends: number;
-  pid: number;
-  edges: { id: string; pid: number; state: string; streams: number; capacity: number; directoryStreams: number; synced: boolean }[];
-}
-
-const stats = async (c: ClusterProcess) => (await api(c.apiPort, 'GET', '/stats')).json as ClusterStats;
+const stats = async (c: ClusterProcess) => (await api(c.apiPort, 'GET', '/stats')).json as RouterStats;
 const send = async (c: ClusterProcess, user: number, text: string) => (await api(c.apiPort, 'POST', `/send/${user}`, text)).json.delivered as number;
-
-/** Retries `check` (which throws until satisfied; a refused connection counts as not yet) for up to `timeout` ms. */
-const eventually = <T>(check: () => T | Promise<T>, timeout = 5000) => vi.waitFor(check, { timeout, interval: 50 });
 
 /**
  * Sends `text` from `from`, then a sentinel to every other client's own id,
@@ -74,8 +64,8 @@ async function expectOnly(c: ClusterProcess, clients: ReconnectingClient[], from
   const others = clients.filter((cl) => !expected.includes(cl.user));
   const sentinel = `${text}-sentinel`;
   for (const user of new Set(others.map((cl) => cl.user))) await send(c, user, sentinel);
-  await eventually(() => expect(others.filter((cl) => !cl.received.includes(sentinel)).map((cl) => cl.user)).toEqual([]));
-  await eventually(() => expect(clients.filter((cl) => expected.includes(cl.user) && !cl.received.includes(text)).map((cl) => cl.user)).toEqual([]));
+  await until('the sentinel on every other stream', () => { expect(others.filter((cl) => !cl.received.includes(sentinel)).map((cl) => cl.user)).toEqual([]); return true; });
+  await until('the message on every expected stream', () => { expect(clients.filter((cl) => expected.includes(cl.user) && !cl.received.includes(text)).map((cl) => cl.user)).toEqual([]); return true; });
   for (const cl of others) expect(cl.received, `user ${cl.user} must not receive ${text}`).not.toContain(text);
 }
 
@@ -91,7 +81,7 @@ async function edgeUser(c: ClusterProcess, id: string): Promise<string[]> {
   const reloads = () => c.output().split('Reloaded server configuration').length;
   const before = reloads();
   process.kill(nats, 'SIGHUP');
-  await eventually(() => expect(reloads()).toBeGreaterThan(before));
+  await until('the edge to reload its credentials', () => { expect(reloads()).toBeGreaterThan(before); return true; });
   return ['--nats', c.nats, '--nats-creds', credsFile(c.natsDir, 'edge', id)];
 }
 
@@ -109,7 +99,7 @@ describe('c1m cluster: 3 edges, a router, nats-server', () => {
     expect((await api(cluster.apiPort, 'POST', '/subscriptions', JSON.stringify(pairs))).status).toBe(200);
     for (let user = 1; user <= USERS; user++) clients.push(new ReconnectingClient(cluster.port, user));
     for (let tab = 1; tab < TABS_OF_1; tab++) clients.push(new ReconnectingClient(cluster.port, 1));
-    await eventually(() => expect(clients.every((cl) => cl.welcomed)).toBe(true));
+    await until('every client welcomed', () => { expect(clients.every((cl) => cl.welcomed)).toBe(true); return true; });
   });
 
   afterAll(async () => {
@@ -121,11 +111,16 @@ describe('c1m cluster: 3 edges, a router, nats-server', () => {
 
   test('spreads streams over the edges and delivers to the sender and its friends on every edge, nobody else', async () => {
     // Edges report their own counts in their heartbeat, once a second.
-    await eventually(async () => {
-      const s = await stats(cluster);
-      expect(s.connections).toBe(total());
-      expect(s.edges.reduce((n, e) => n + e.streams, 0)).toBe(total());
-    }, 10_000);
+    await until(
+      'the router to count every stream',
+      async () => {
+        const s = await stats(cluster);
+        expect(s.connections).toBe(total());
+        expect(s.edges.reduce((n, e) => n + e.streams, 0)).toBe(total());
+        return true;
+      },
+      10_000,
+    );
     const s = await stats(cluster);
     expect(s.edges.map((e) => e.id).sort()).toEqual(['e0', 'e1', 'e2']);
     expect(s.edges.map((e) => [e.state, e.streams > 0])).toEqual([['up', true], ['up', true], ['up', true]]);
@@ -137,14 +132,19 @@ describe('c1m cluster: 3 edges, a router, nats-server', () => {
   });
 
   test('GET /metrics reports the cluster in Prometheus format, per edge', async () => {
-    await eventually(async () => {
-      const { status, text } = await api(cluster.apiPort, 'GET', '/metrics');
-      expect(status).toBe(200);
-      expect(text).toMatch(new RegExp(`^c1m_streams ${total()}$`, 'm'));
-      expect(text).toMatch(/^c1m_edge_streams\{edge="e0",state="up"\} \d+$/m);
-      // Edges ship their latency counts with their heartbeat.
-      expect(text).toMatch(/^c1m_send_to_write_seconds_count [1-9]\d*$/m);
-    }, 3000);
+    await until(
+      "the cluster's metrics",
+      async () => {
+        const { status, text } = await api(cluster.apiPort, 'GET', '/metrics');
+        expect(status).toBe(200);
+        expect(text).toMatch(new RegExp(`^c1m_streams ${total()}$`, 'm'));
+        expect(text).toMatch(/^c1m_edge_streams\{edge="e0",state="up"\} \d+$/m);
+        // Edges ship their latency counts with their heartbeat.
+        expect(text).toMatch(/^c1m_send_to_write_seconds_count [1-9]\d*$/m);
+        return true;
+      },
+      3000,
+    );
   });
 
   test('kill -9 an edge: it is restarted, its users leave the directory within 5 s, sends to the others keep working', async () => {
@@ -153,45 +153,65 @@ describe('c1m cluster: 3 edges, a router, nats-server', () => {
     const killedAt = Date.now();
     process.kill(victim.pid, 'SIGKILL');
     // Its old run's users leave the directory when the restarted run (new pid) takes its place.
-    await eventually(async () => {
-      const edge = (await stats(cluster)).edges.find((e) => e.id === victim.id);
-      expect(edge).toMatchObject({ state: 'up' });
-      expect(edge!.pid).not.toBe(victim.pid);
-    }, 15_000);
+    await until(
+      "the killed edge's new run",
+      async () => {
+        const edge = (await stats(cluster)).edges.find((e) => e.id === victim.id);
+        expect(edge).toMatchObject({ state: 'up' });
+        expect(edge!.pid).not.toBe(victim.pid);
+        return true;
+      },
+      15_000,
+    );
     const gone = Date.now() - killedAt;
     expect(gone).toBeLessThan(5000);
     // Its clients reconnect (to any edge); then everyone receives again.
-    await eventually(async () => expect((await stats(cluster)).connections).toBe(total()), 15_000);
+    await until('the router to count every stream', async () => { expect((await stats(cluster)).connections).toBe(total()); return true; }, 15_000);
     await expectOnly(cluster, clients, 3, 'after edge kill', [2, 3]);
   });
 
   test('restart the router: the directory is rebuilt and sends reach everyone connected', async () => {
     const before = await stats(cluster);
     process.kill(before.pid, 'SIGKILL');
-    await eventually(async () => {
-      const s = await stats(cluster); // throws while the supervisor restarts it
-      expect(s.pid).not.toBe(before.pid);
-      expect(s.connections).toBe(total());
-    }, 15_000);
+    await until(
+      'the restarted router',
+      async () => {
+        const s = await stats(cluster); // throws while the supervisor restarts it
+        expect(s.pid).not.toBe(before.pid);
+        expect(s.connections).toBe(total());
+        return true;
+      },
+      15_000,
+    );
     await expectOnly(cluster, clients, 1, 'after router restart', [1, 2]);
   });
 
   test('restart nats-server: everything reconnects by itself and sends work again', async () => {
     expect(isAlive(cluster.pids.nats)).toBe(true);
     process.kill(cluster.pids.nats, 'SIGKILL');
-    await eventually(async () => {
-      const s = await stats(cluster);
-      expect(s.connections).toBe(total());
-      expect(s.edges.map((e) => [e.state, e.synced])).toEqual([['up', true], ['up', true], ['up', true]]);
-    }, 20_000);
+    await until(
+      'the router to count every stream',
+      async () => {
+        const s = await stats(cluster);
+        expect(s.connections).toBe(total());
+        expect(s.edges.map((e) => [e.state, e.synced])).toEqual([['up', true], ['up', true], ['up', true]]);
+        return true;
+      },
+      20_000,
+    );
     // Core NATS is at-most-once: what was sent while an edge was still reconnecting is lost, so probe until one arrives.
     let probes = 0;
-    await eventually(async () => {
-      const probe = `probe-${++probes}`;
-      for (let user = 1; user <= USERS; user++) await send(cluster, user, probe);
-      await new Promise((r) => setTimeout(r, 200));
-      expect(clients.filter((cl) => !cl.received.includes(probe)).map((cl) => cl.user)).toEqual([]);
-    }, 10_000);
+    await until(
+      'a probe reaching every user',
+      async () => {
+        const probe = `probe-${++probes}`;
+        for (let user = 1; user <= USERS; user++) await send(cluster, user, probe);
+        await new Promise((r) => setTimeout(r, 200));
+        expect(clients.filter((cl) => !cl.received.includes(probe)).map((cl) => cl.user)).toEqual([]);
+        return true;
+      },
+      10_000,
+    );
     await expectOnly(cluster, clients, 2, 'after nats restart', [1, 2, 3]);
   });
 
@@ -202,11 +222,16 @@ describe('c1m cluster: 3 edges, a router, nats-server', () => {
     const drained = await runCli(['admin', 'drain', target.id, ...admin]);
     expect(drained.code, drained.stderr).toBe(0);
     expect(JSON.parse(drained.stdout)).toMatchObject({ edge: target.id, state: 'draining' });
-    await eventually(async () => {
-      const s = await stats(cluster);
-      expect(s.edges.find((e) => e.id === target.id)!.streams).toBe(0);
-      expect(s.connections).toBe(total());
-    }, 15_000);
+    await until(
+      'the drained edge empty',
+      async () => {
+        const s = await stats(cluster);
+        expect(s.edges.find((e) => e.id === target.id)!.streams).toBe(0);
+        expect(s.connections).toBe(total());
+        return true;
+      },
+      15_000,
+    );
     expect(clients.every((cl) => cl.welcomed)).toBe(true);
     await expectOnly(cluster, clients, 2, 'after drain', [1, 2, 3]);
     const undrained = await runCli(['admin', 'undrain', target.id, ...admin]);
@@ -223,11 +248,11 @@ describe('c1m cluster: 3 edges, a router, nats-server', () => {
     });
     const mine = [new ReconnectingClient(port, 1), new ReconnectingClient(port, 40)];
     try {
-      await eventually(async () => expect((await stats(cluster)).edges.find((e) => e.id === 'lone')).toMatchObject({ directoryStreams: 2 }));
+      await until("the lone edge's two streams", async () => { expect((await stats(cluster)).edges.find((e) => e.id === 'lone')).toMatchObject({ directoryStreams: 2 }); return true; });
       await expectOnly(cluster, [...clients, ...mine], 2, 'to the lone edge too', [1, 2, 3]);
       const killedAt = Date.now();
       lone.kill('SIGKILL');
-      await eventually(async () => expect((await stats(cluster)).edges.find((e) => e.id === 'lone')).toMatchObject({ state: 'down', directoryStreams: 0 }), 10_000);
+      await until('the lone edge down', async () => { expect((await stats(cluster)).edges.find((e) => e.id === 'lone')).toMatchObject({ state: 'down', directoryStreams: 0 }); return true; }, 10_000);
       expect(Date.now() - killedAt).toBeLessThan(5000);
       expect(await send(cluster, 40, 'to nobody')).toBe(0);
     } finally {
@@ -243,13 +268,13 @@ describe('c1m cluster: 3 edges, a router, nats-server', () => {
     });
     const mine = [await StreamClient.open(port, 50), await StreamClient.open(port, 51)];
     try {
-      await eventually(async () => expect((await stats(cluster)).edges.find((e) => e.id === 'leaving')).toMatchObject({ directoryStreams: 2 }));
+      await until("the leaving edge's two streams", async () => { expect((await stats(cluster)).edges.find((e) => e.id === 'leaving')).toMatchObject({ directoryStreams: 2 }); return true; });
       const exited = new Promise<number | null>((resolve) => lone.once('exit', resolve));
       lone.kill('SIGTERM');
-      await eventually(() => expect(mine.every((c) => c.ended)).toBe(true));
+      await until("the leaving edge's streams to end", () => { expect(mine.every((c) => c.ended)).toBe(true); return true; });
       expect(await exited).toBe(0);
       // A stopping edge says so: the routers drop it at once, not at the heartbeat timeout.
-      await eventually(async () => expect((await stats(cluster)).edges.find((e) => e.id === 'leaving')).toMatchObject({ state: 'down', directoryStreams: 0 }), 2000);
+      await until('the leaving edge down at once', async () => { expect((await stats(cluster)).edges.find((e) => e.id === 'leaving')).toMatchObject({ state: 'down', directoryStreams: 0 }); return true; }, 2000);
     } finally {
       for (const c of mine) c.close();
       lone.kill('SIGKILL');
@@ -260,7 +285,7 @@ describe('c1m cluster: 3 edges, a router, nats-server', () => {
     const pids = [cluster.pids.router, ...(await stats(cluster)).edges.map((e) => e.pid)];
     for (const cl of clients) cl.close();
     await stopChild(cluster.child);
-    await eventually(() => expect(pids.filter(isAlive)).toEqual([]), 15_000);
+    await until('every process of the cluster to exit', () => { expect(pids.filter(isAlive)).toEqual([]); return true; }, 15_000);
   });
 });
 
@@ -276,12 +301,12 @@ describe('c1m cluster: batch windows', () => {
     try {
       expect((await stats(cluster)).batchWindowMs).toBe(busWindowMs(1));
       heartbeat();
-      await eventually(async () => expect((await stats(cluster)).batchWindowMs).toBe(busWindowMs(21)));
+      await until('the batch window at 21 edges', async () => { expect((await stats(cluster)).batchWindowMs).toBe(busWindowMs(21)); return true; });
       expect(busWindowMs(21)).toBeGreaterThan(busWindowMs(1));
       expect([busWindowMs(21), busWindowMs(51)]).toEqual([9, 21]); // whole ms: c1m cluster passes it to its edges as --presence-ms
       clearInterval(timer);
       // Silent edges are dropped after the edge timeout (3 s).
-      await eventually(async () => expect((await stats(cluster)).batchWindowMs).toBe(busWindowMs(1)), 10_000);
+      await until('the batch window back at 1 edge', async () => { expect((await stats(cluster)).batchWindowMs).toBe(busWindowMs(1)); return true; }, 10_000);
     } finally {
       clearInterval(timer);
       await bus.close();
@@ -298,12 +323,17 @@ describe('c1m cluster: edges that fill up', () => {
     try {
       for (let i = 0; i < 37; i++) clients.push(await StreamClient.open(cluster.port, 100 + i));
       expect(clients.filter((cl) => cl.status !== 200 || cl.ended)).toEqual([]);
-      await eventually(async () => {
-        const s = await stats(cluster);
-        expect(s.edges.reduce((n, e) => n + e.streams, 0)).toBe(37);
-        expect(s.edges.filter((e) => e.state === 'full').length).toBeGreaterThan(0);
-        expect(s.edges.every((e) => e.streams <= 20)).toBe(true);
-      }, 3000);
+      await until(
+        'the edges to count 37 streams',
+        async () => {
+          const s = await stats(cluster);
+          expect(s.edges.reduce((n, e) => n + e.streams, 0)).toBe(37);
+          expect(s.edges.filter((e) => e.state === 'full').length).toBeGreaterThan(0);
+          expect(s.edges.every((e) => e.streams <= 20)).toBe(true);
+          return true;
+        },
+        3000,
+      );
     } finally {
       for (const cl of clients) cl.close();
       await stopChild(cluster.child);
@@ -320,17 +350,22 @@ describe('c1m cluster: two routers', () => {
     try {
       expect((await api(cluster.apiPort, 'POST', '/subscriptions', JSON.stringify([[2, 1], [3, 1]]))).status).toBe(200);
       for (let user = 1; user <= 6; user++) clients.push(new ReconnectingClient(cluster.port, user));
-      await eventually(() => expect(clients.every((cl) => cl.welcomed)).toBe(true));
+      await until('every client welcomed', () => { expect(clients.every((cl) => cl.welcomed)).toBe(true); return true; });
       // New connections to the shared API port land on either router: each must hold all 6 streams.
-      await eventually(async () => {
-        const pids = new Set<number>();
-        for (let i = 0; i < 20; i++) {
-          const s = (await api(cluster.apiPort, 'GET', '/stats', undefined, { connection: 'close' })).json as ClusterStats;
-          expect(s.connections).toBe(6);
-          pids.add(s.pid);
-        }
-        expect(pids.size).toBe(2);
-      }, 10_000);
+      await until(
+        'both routers to hold all 6 streams',
+        async () => {
+          const pids = new Set<number>();
+          for (let i = 0; i < 20; i++) {
+            const s = (await api(cluster.apiPort, 'GET', '/stats', undefined, { connection: 'close' })).json as RouterStats;
+            expect(s.connections).toBe(6);
+            pids.add(s.pid);
+          }
+          expect(pids.size).toBe(2);
+          return true;
+        },
+        10_000,
+      );
       for (let i = 0; i < 20; i++) expect(await send(cluster, 1, `http ${i}`)).toBe(3);
       // A backend on the bus: the queue group hands each send to exactly one router.
       for (let i = 0; i < 20; i++) expect(await bus.request(SUBJECTS.send, { t: 'send', user: 1, message: `bus ${i}` })).toEqual({ t: 'sent', delivered: 3 });
@@ -369,8 +404,8 @@ describe('c1m cluster: secrets', () => {
       const minted = await runCli(['token', '5', '--ttl', '60', '--stream-secret', 'stream-secret-of-at-least-32-bytes']);
       clients.push(await StreamClient.open(cluster.port, `5?token=${minted.stdout.trim()}`));
       expect(clients[1].status).toBe(200);
-      await vi.waitFor(async () => expect((await api(cluster.apiPort, 'POST', '/send/5', 'hello', auth)).json).toMatchObject({ delivered: 1 }));
-      await vi.waitFor(() => expect(clients[1].messages).toContain('hello'));
+      await until('the send delivered', async () => { expect((await api(cluster.apiPort, 'POST', '/send/5', 'hello', auth)).json).toMatchObject({ delivered: 1 }); return true; });
+      await until('the message', () => { expect(clients[1].messages).toContain('hello'); return true; });
     } finally {
       for (const cl of clients) cl.close();
       await stopChild(cluster.child);
@@ -389,10 +424,10 @@ describe('c1m cluster --port-per-edge', () => {
       expect(new Set(edges.map((e) => e.port)).size).toBe(2);
       for (const [i, e] of edges.entries()) clients.push(await StreamClient.open(e.port, 10 + i));
       expect(clients.map((cl) => cl.status)).toEqual([200, 200]);
-      await eventually(async () => expect((await stats(cluster)).edges.map((e) => [e.id, e.directoryStreams]).sort()).toEqual([['p0', 1], ['p1', 1]]));
+      await until('one stream on each of p0 and p1', async () => { expect((await stats(cluster)).edges.map((e) => [e.id, e.directoryStreams]).sort()).toEqual([['p0', 1], ['p1', 1]]); return true; });
       expect(await send(cluster, 10, 'to p0')).toBe(1);
       expect(await send(cluster, 11, 'to p1')).toBe(1);
-      await eventually(() => expect(clients.map((cl) => cl.messages)).toEqual([['to p0'], ['to p1']]));
+      await until('each message on its own edge', () => { expect(clients.map((cl) => cl.messages)).toEqual([['to p0'], ['to p1']]); return true; });
     } finally {
       for (const cl of clients) cl.close();
       await stopChild(cluster.child);

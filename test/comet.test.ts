@@ -1,7 +1,7 @@
-import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { C1m } from '../index.js';
-import { api, startServer, StreamClient, waitFor } from './helpers.js';
+import { api, stalledStream, startServer, StreamClient } from './helpers.js';
+import { until } from '../bench/until.js';
 
 let c1m: C1m;
 const clients: StreamClient[] = [];
@@ -9,17 +9,6 @@ const open = async (id: number | string) => {
   const client = await StreamClient.open(c1m.port, id);
   clients.push(client);
   return client;
-};
-
-/** A raw socket that sends its request and then never reads a byte. */
-const stalledClient = async (id: number) => {
-  const before = c1m.stats().connections;
-  const socket = net.connect(c1m.port, '127.0.0.1');
-  socket.on('error', () => {});
-  socket.write(`GET /test/${id} HTTP/1.1\r\nHost: x\r\n\r\n`);
-  socket.pause();
-  await waitFor(() => c1m.stats().connections === before + 1, 'stalled client logged in');
-  return socket;
 };
 
 afterEach(() => {
@@ -70,29 +59,8 @@ describe('GET /test/<id>', () => {
   });
 });
 
+// Subscribers, slow consumers and the shutdown, which every transport shares: test/transports.test.ts, over all three.
 describe('router.send', () => {
-  it('delivers to the user itself and to its subscribers, not to others, and counts connections', async () => {
-    c1m = await startServer();
-    c1m.store.addSubscriptions([
-      [2, 1],
-      [3, 1],
-      [1, 4],
-    ]);
-    const [u1, u2, u3, u4, u5] = await Promise.all([1, 2, 3, 4, 5].map(open));
-    expect(c1m.router.send(1, 'from 1')).toBe(3);
-    await waitFor(() => u1.messages.length + u2.messages.length + u3.messages.length === 3, 'three deliveries');
-    expect([u1, u2, u3].map((c) => c.messages)).toEqual([['from 1'], ['from 1'], ['from 1']]);
-    // 4 is followed by 1, not the other way round; 5 is nobody's friend. A sentinel sent after
-    // arrives after anything sent before it, so once it is there nothing else is on its way.
-    for (const [id, client] of [[4, u4], [5, u5]] as const) {
-      c1m.router.send(id, 'sentinel');
-      await waitFor(() => client.messages.length > 0, `sentinel for ${id}`);
-      expect(client.messages).toEqual(['sentinel']);
-    }
-    expect(c1m.router.send(5, 'lonely')).toBe(1);
-    expect(c1m.router.send(99, 'nobody home')).toBe(0);
-  });
-
   it('delivers once per connection when a subscription is added twice or to oneself', async () => {
     c1m = await startServer();
     expect(c1m.store.addSubscriptions([[2, 1]])).toBe(1);
@@ -101,7 +69,7 @@ describe('router.send', () => {
     expect(c1m.router.send(1, 'once')).toBe(2);
     c1m.router.send(2, 'sentinel'); // reaches 2 only, after anything sent before it
     c1m.router.send(1, 'sentinel'); // reaches 1 and 2
-    await waitFor(() => u1.messages.includes('sentinel') && u2.messages.filter((m) => m === 'sentinel').length === 2, 'sentinels');
+    await until('sentinels', () => u1.messages.includes('sentinel') && u2.messages.filter((m) => m === 'sentinel').length === 2);
     expect(u1.messages).toEqual(['once', 'sentinel']);
     expect(u2.messages).toEqual(['once', 'sentinel', 'sentinel']);
   });
@@ -110,7 +78,7 @@ describe('router.send', () => {
     c1m = await startServer();
     const tabs = await Promise.all([7, 7, 7].map(open));
     for (let i = 0; i < 5; i++) expect(c1m.router.send(7, `m${i}`)).toBe(3);
-    await waitFor(() => tabs.every((t) => t.messages.length === 5), 'five messages on each tab');
+    await until('five messages on each tab', () => tabs.every((t) => t.messages.length === 5));
     for (const t of tabs) expect(t.messages).toEqual(['m0', 'm1', 'm2', 'm3', 'm4']);
   });
 
@@ -120,45 +88,23 @@ describe('router.send', () => {
     const [stay, leave] = await Promise.all([8, 8].map(open));
     expect(c1m.stats().connections).toBe(2);
     leave.close();
-    await waitFor(() => c1m.stats().connections === 1, 'logout');
+    await until('logout', () => c1m.stats().connections === 1);
     expect(c1m.router.send(8, 'after')).toBe(1);
-    await waitFor(() => stay.messages.includes('after'), 'delivery to the remaining tab');
+    await until('delivery to the remaining tab', () => stay.messages.includes('after'));
     expect(c1m.stats().users).toBe(1);
     stay.close();
-    await waitFor(() => c1m.stats().connections === 0, 'last logout');
+    await until('last logout', () => c1m.stats().connections === 0);
     expect(c1m.router.send(8, 'gone')).toBe(0);
     expect(c1m.registry.isConnected(8)).toBe(false);
   });
 
-  it('closes a client that stops reading once its backlog passes the limit; others keep receiving', async () => {
-    c1m = await startServer({ maxBacklog: 1024 * 1024 });
-    c1m.store.addSubscriptions([[2, 1]]);
-    const reader = await open(2);
-    const stalled = await stalledClient(1);
-
-    const message = 'x'.repeat(16 * 1024);
-    let sent = 0;
-    // Kernel socket buffers absorb a few MB first; bounded at 100 MB in total.
-    while (c1m.stats().slowConsumerCloses === 0 && sent < 6400) {
-      for (let i = 0; i < 16; i++, sent++) c1m.router.send(1, message);
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    expect(c1m.stats().slowConsumerCloses).toBe(1);
-    await waitFor(() => c1m.stats().connections === 1, 'stalled client logged out');
-    expect(c1m.router.send(1, 'still here')).toBe(1);
-    await waitFor(() => reader.messages.at(-1) === 'still here', 'reader keeps receiving', 20_000);
-    expect(reader.messages.length).toBe(sent + 1);
-    expect(reader.messages.slice(0, -1).every((m) => m === message)).toBe(true);
-    stalled.destroy();
-  });
-
   it('drops a client whose socket stays blocked, even when no more messages come', async () => {
     c1m = await startServer({ maxBacklog: 1024 ** 3 });
-    const stalled = await stalledClient(1);
+    const stalled = await stalledStream(c1m, 'chunked', 1);
     // Enough to fill the kernel's socket buffers (a few MB on loopback), then silence.
     const message = 'x'.repeat(64 * 1024);
     for (let i = 0; i < 320; i++) c1m.router.send(1, message);
-    await waitFor(() => c1m.stats().connections === 0, 'uWS to drop the blocked stream', 30_000);
+    await until('uWS to drop the blocked stream', () => c1m.stats().connections === 0, 30_000);
     expect(c1m.stats().slowConsumerCloses).toBe(1);
     stalled.destroy();
   });
@@ -167,16 +113,8 @@ describe('router.send', () => {
     c1m = await startServer({ heartbeatSeconds: 0.05 });
     const [idle, busy] = await Promise.all([1, 2].map(open));
     c1m.router.send(2, 'busy');
-    await waitFor(() => [idle, busy].every((c) => c.messages.filter((m) => m === '').length >= 2), 'two heartbeats on each stream');
+    await until('two heartbeats on each stream', () => [idle, busy].every((c) => c.messages.filter((m) => m === '').length >= 2));
     expect(busy.messages.filter((m) => m !== '')).toEqual(['busy']);
-  });
-
-  it('ends every stream cleanly when the server closes', async () => {
-    c1m = await startServer();
-    const client = await open(3);
-    c1m.close();
-    await waitFor(() => client.ended, 'stream end');
-    expect(c1m.stats().connections).toBe(0);
   });
 });
 
@@ -187,7 +125,7 @@ describe('backend API send', () => {
     const [u1, u2] = await Promise.all([1, 2].map(open));
     const res = await api(c1m.apiPort, 'POST', '/send/1', 'hello, friends');
     expect(res).toMatchObject({ status: 200, json: { delivered: 2 } });
-    await waitFor(() => u1.messages.length === 1 && u2.messages.length === 1, 'deliveries');
+    await until('deliveries', () => u1.messages.length === 1 && u2.messages.length === 1);
     expect(u2.messages).toEqual(['hello, friends']);
     expect(c1m.stats()).toMatchObject({ connections: 2, users: 2, sends: 1, chunks: 2, bytes: 30, slowConsumerCloses: 0 });
   });

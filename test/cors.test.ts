@@ -9,7 +9,8 @@ import type { Browser, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { C1m } from '../index.js';
 import { spawnCluster } from '../loadgen/server-process.js';
-import { launchChromium, RawClient, runCli, startServer, stopChild, waitFor } from './helpers.js';
+import { launchChromium, RawClient, runCli, startServer, stopChild } from './helpers.js';
+import { until } from '../bench/until.js';
 
 let browser: Browser;
 /** The application's own server: a blank page on another origin than c1m's. */
@@ -135,7 +136,7 @@ describe('a page on another origin, in Chromium', () => {
     await page.goto(`http://127.0.0.1:${c1m.port}/?user=6&transport=ws`);
     await page.click('button[type=submit]');
     await page.waitForSelector('text=connected as 6');
-    await waitFor(() => c1m!.registry.isConnected(6), 'the page to connect');
+    await until('the page to connect', () => c1m!.registry.isConnected(6));
   });
 
   it('a WebSocket offering only its token as subprotocol is refused (the server never echoes a token as the protocol)', async () => {

@@ -5,7 +5,7 @@
  */
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { MemoryBroker, type Bus } from '../cluster/bus.js';
 import { packChunks } from '../cluster/deliver-batch.js';
 import { Directory, type DirectoryOptions } from '../cluster/directory.js';
@@ -15,6 +15,7 @@ import { LatencyHistogram } from '../router/latency.js';
 import { partitionOf } from '../subsmanager/partitions.js';
 import { openStore } from '../subsmanager/store.js';
 import type { Subject } from '../subsmanager/subjects.js';
+import { until } from '../bench/until.js';
 import { tempDir, unpackChunks } from './helpers.js';
 
 type Deliver = Extract<BusMessage, { t: 'deliver' }>;
@@ -23,20 +24,10 @@ type Deliver = Extract<BusMessage, { t: 'deliver' }>;
 const unpacked = (wire: Deliver) => ({ ...wire, wire, ...unpackChunks(wire) });
 
 const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** Lets every message published so far, and the replies it causes, reach its subscribers (the memory bus delivers one setImmediate turn later). */
 async function settle(turns = 10): Promise<void> {
   for (let i = 0; i < turns; i++) await turn();
-}
-
-/** Waits until `predicate` holds: bus turns first, then short sleeps for what runs on timers (the batch window, the watchdog); throws after `ms`. */
-async function until(predicate: () => boolean, what: string, ms = 1000): Promise<void> {
-  const deadline = performance.now() + ms;
-  for (let turns = 0; !predicate(); turns++) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await (turns < 100 ? turn() : sleep(5));
-  }
 }
 
 /** The messages of type `t` published to `subject` so far (the broker logs every publish), in order. */
@@ -119,9 +110,9 @@ function setup(options: Partial<DirectoryOptions> & { maxPayload?: number } = {}
   async function join(id: string, users: Subject[]): Promise<FakeEdge> {
     const edge = fakeEdge(edgeBus, id);
     edge.status();
-    await until(() => edge.syncs.length > 0, `the directory asking ${id} for its state`);
+    await until(`the directory asking ${id} for its state`, () => edge.syncs.length > 0);
     edge.snapshot([users]);
-    await until(() => view(id)?.synced === true, `${id} synced`);
+    await until(`${id} synced`, () => view(id)?.synced === true);
     return edge;
   }
   const delivers = (id: string) => published(broker, SUBJECTS.edge(id), 'deliver').map(unpacked);
@@ -135,11 +126,11 @@ describe('Directory', () => {
 
     // A router starting asks every edge at once; the edge answers on its own subject.
     directory.syncAll();
-    await until(() => a.syncs.length === 1, 'A receiving the sync');
+    await until('A receiving the sync', () => a.syncs.length === 1);
     expect(a.syncs[0].subject).toBe(SUBJECTS.sync);
     expect(published(broker, SUBJECTS.sync, 'sync')).toHaveLength(1);
     a.snapshot([[10]]);
-    await until(() => view('A')?.synced === true, 'A synced');
+    await until('A synced', () => view('A')?.synced === true);
     expect(directory.registry.isConnected(10)).toBe(true);
     expect(view('A')!.directoryStreams).toBe(1);
 
@@ -187,7 +178,7 @@ describe('Directory', () => {
 
     // The snapshot as of seq 3, in two parts: 1 left, 2, 3 and 4 are there.
     a.snapshot([[2, 3], [4]], 3);
-    await until(() => view('A')!.synced, 'A synced again');
+    await until('A synced again', () => view('A')!.synced);
     expect(connected(allUsers)).toEqual([2, 3, 4]);
     expect(view('A')!.directoryStreams).toBe(3);
 
@@ -217,33 +208,40 @@ describe('Directory', () => {
     expect(directory.send(1, 'to the old run')).toBe(0);
 
     a.snapshot([[4, 5]], 1);
-    await until(() => view('A')!.synced, 'the new run synced');
+    await until('the new run synced', () => view('A')!.synced);
     expect(connected([1, 2, 3, 4, 5])).toEqual([4, 5]);
     expect(directory.edgeViews()).toHaveLength(1);
     expect(view('A')!.directoryStreams).toBe(2);
   });
 
   it('drops an edge that went silent, and one that says it is stopping at once; sends no longer target them', async () => {
+    // The clock and the watchdog's interval faked: 1.1 s of silence pass at once, without waiting them out.
+    vi.useFakeTimers({ toFake: ['Date', 'setInterval', 'clearInterval'] });
+    cleanups.push(() => {
+      vi.useRealTimers();
+    });
     const { directory, subscribers, view, connected, join, delivers } = setup({ edgeTimeoutMs: 600 });
     const a = await join('A', [1]);
     const b = await join('B', [2]);
     subscribers.set(9, [1, 2]);
     // B stays alive with a status every 100 ms, as a real edge does every second; A says nothing more.
-    const alive = setInterval(() => b.status(), 100);
-    cleanups.push(() => clearInterval(alive));
-
-    await until(() => view('A')!.state === 'down', 'A dropped', 3000);
+    for (let ms = 0; ms < 1100; ms += 100) {
+      b.status();
+      await settle();
+      vi.advanceTimersByTime(100);
+    }
+    await settle();
+    expect(view('A')!.state).toBe('down');
     expect(view('A')!.lastSeenMs).toBeGreaterThan(600);
     expect(view('A')!.directoryStreams).toBe(0);
     expect(view('A')!.synced).toBe(false);
     expect(view('B')!.state).toBe('up');
     expect(connected([1, 2])).toEqual([2]);
     expect(directory.send(9, 'after A went silent')).toBe(1);
-    await until(() => delivers('B').length === 1, 'the deliver to B');
+    await until('the deliver to B', () => delivers('B').length === 1);
     expect(delivers('A')).toEqual([]);
 
     // B stops: its last status says so, and it is dropped on that message, long before the 600 ms timeout.
-    clearInterval(alive);
     b.status('stopping');
     await settle();
     expect(view('B')!.state).toBe('down');
@@ -274,7 +272,7 @@ describe('Directory', () => {
     expect(directory.send(102, 'm3')).toBe(1);
     expect(directory.send(1, 'm4')).toBe(4); // the sender 1, 2 (two streams), 3
     expect(directory.send(4, 'm5')).toBe(0);
-    await until(() => delivers('A').length > 0 && delivers('B').length > 0, 'both batches');
+    await until('both batches', () => delivers('A').length > 0 && delivers('B').length > 0);
     directory.close(); // would flush any batch still held back
     await settle();
 
@@ -325,14 +323,14 @@ describe('Directory', () => {
 
     // After a quiet spell the first send leaves at once (the end of this turn)...
     directory.send(2, 'first');
-    await until(() => delivers('A').length === 1, 'the first batch');
+    await until('the first batch', () => delivers('A').length === 1);
     // ...the next ones, over several turns but within the window, wait for it to close and share one batch.
     directory.send(2, 'second');
     await turn();
     directory.send(2, 'third');
     await settle();
     expect(delivers('A')).toHaveLength(1);
-    await until(() => delivers('A').length === 2, 'the second batch');
+    await until('the second batch', () => delivers('A').length === 2);
     expect(delivers('A').map(texts)).toEqual([['first'], ['second', 'third']]);
   });
 
@@ -355,13 +353,13 @@ describe('Directory', () => {
     expect(connected(all)).toEqual([1, 2]);
     expect(directory.send(9, 'mid-snapshot')).toBe(2);
     a.statePart(1, true, [1], 2);
-    await until(() => view('A')!.synced, 'A synced');
+    await until('A synced', () => view('A')!.synced);
     expect(connected(all)).toEqual([1, 3]);
     expect(view('A')!.directoryStreams).toBe(3);
     expect(directory.registry.connectionsOf(1)).toBe(1);
 
     expect(directory.send(9, 'after')).toBe(3);
-    await until(() => delivers('A').flatMap(texts).includes('after'), 'the second send');
+    await until('the second send', () => delivers('A').flatMap(texts).includes('after'));
     directory.close();
     await settle();
     const chunks = delivers('A').flatMap((d) => texts(d).map((text, i) => ({ text, targets: d.targets[i] })));
@@ -379,7 +377,7 @@ describe('Directory', () => {
     const a = fakeEdge(edgeBus, 'A');
     subscribers.set(9, [1, 2, 3]);
     directory.syncAll();
-    await until(() => a.syncs.length === 1, 'A asked');
+    await until('A asked', () => a.syncs.length === 1);
 
     a.statePart(0, false, [1, 2]);
     await settle();
@@ -387,12 +385,12 @@ describe('Directory', () => {
     expect(connected([1, 2, 3])).toEqual([]);
     expect(directory.send(9, 'mid-snapshot')).toBe(0);
     a.statePart(1, true, [2]);
-    await until(() => view('A')!.synced, 'A synced');
+    await until('A synced', () => view('A')!.synced);
     expect(connected([1, 2, 3])).toEqual([1, 2]);
     expect(view('A')!.directoryStreams).toBe(3);
 
     expect(directory.send(9, 'after')).toBe(3);
-    await until(() => delivers('A').length > 0, 'the batch');
+    await until('the batch', () => delivers('A').length > 0);
     directory.close();
     await settle();
     expect(delivers('A').map((d) => ({ texts: texts(d), targets: d.targets }))).toEqual([{ texts: ['after'], targets: [[1, 2]] }]);
@@ -406,9 +404,9 @@ describe('Directory', () => {
     const users = Array.from({ length: 20_000 }, (_, i) => 100_000 + i);
     const a = fakeEdge(edgeBus, 'A');
     directory.syncAll();
-    await until(() => a.syncs.length === 1, 'A asked');
+    await until('A asked', () => a.syncs.length === 1);
     a.snapshot([users.slice(0, 10_000), users.slice(10_000)]);
-    await until(() => view('A')?.synced === true, 'A synced');
+    await until('A synced', () => view('A')?.synced === true);
     expect(view('A')!.directoryStreams).toBe(20_000);
 
     // In one window: 24 sends of up to maxMessage bytes, each to 20 users, then one send to all 20,000, then a small one.
@@ -427,7 +425,7 @@ describe('Directory', () => {
     expect(directory.send(1, 'last')).toBe(20);
     sent.push({ text: 'last', targets: few });
 
-    await until(() => delivers('A').some((d) => texts(d).includes('last')), 'the last send');
+    await until('the last send', () => delivers('A').some((d) => texts(d).includes('last')));
     directory.close();
     await settle();
     const batches = delivers('A');
@@ -453,10 +451,10 @@ describe('Directory', () => {
     directory.ready = false;
     const a = fakeEdge(edgeBus, 'A');
     a.status(); // an edge it has heard of, not yet synced
-    await until(() => directory.edgeViews().length === 1, 'the edge heard of');
+    await until('the edge heard of', () => directory.edgeViews().length === 1);
     expect(await edgeBus.request(SUBJECTS.send, { t: 'send', user: 1, message: 'early' })).toMatchObject({ t: 'sent', delivered: 0, error: expect.stringMatching(/still learning/) });
     const learned = directory.learned(0, 5000);
-    await until(() => a.syncs.length > 0, 'a sync asked');
+    await until('a sync asked', () => a.syncs.length > 0);
     expect(directory.ready).toBe(false); // A has not answered yet
     a.statePart(0, true, [1]);
     await learned;
@@ -487,7 +485,7 @@ describe('Directory', () => {
     // A sentinel queued behind anything the refused send could have queued, and every batch sent: it arrives last.
     directory.router.redeliver(1, Buffer.from('sentinel'), lastId + 1);
     directory.close();
-    await until(() => delivers('A').flatMap(texts).includes('sentinel'), 'the sentinel delivered');
+    await until('the sentinel delivered', () => delivers('A').flatMap(texts).includes('sentinel'));
     expect(delivers('A').flatMap(texts)).toEqual(['numbered', 'sentinel']);
   });
 
@@ -519,9 +517,9 @@ describe('Directory', () => {
     const users = Array.from({ length: 20 }, (_, i) => i + 1);
     const edge = fakeEdge(edgeBus, 'A');
     edge.status();
-    await until(() => edge.syncs.length >= 2, 'both routers asking A for its state');
+    await until('both routers asking A for its state', () => edge.syncs.length >= 2);
     edge.snapshot([users]);
-    await until(() => routers.every((r) => r.directory.edgeViews()[0]?.synced), 'A synced in both');
+    await until('A synced in both', () => routers.every((r) => r.directory.edgeViews()[0]?.synced));
     return { broker, backend, routers, users };
   }
 
@@ -531,7 +529,7 @@ describe('Directory', () => {
     const answers: BusMessage[] = [];
     for (let round = 0; round < 3; round++) for (const user of users) answers.push(await backend.request(SUBJECTS.send, { t: 'send', user: round === 1 ? `user:${user}` : user, message: `${user}.${round}` }));
     expect(answers.every((a) => a.t === 'sent' && a.delivered === 1 && a.id !== undefined)).toBe(true);
-    await until(() => published(broker, SUBJECTS.edge('A'), 'deliver').map(unpacked).reduce((n, d) => n + d.chunks.length, 0) === 60, 'every message delivered');
+    await until('every message delivered', () => published(broker, SUBJECTS.edge('A'), 'deliver').map(unpacked).reduce((n, d) => n + d.chunks.length, 0) === 60);
     const batches = published(broker, SUBJECTS.edge('A'), 'deliver').map(unpacked);
     const byUser = new Map<number, string[]>();
     for (const batch of batches) {
@@ -593,13 +591,13 @@ describe('Directory', () => {
     const { broker, backend, routers, users } = await partitionedRouters();
     const ofOne = users.filter((u) => partitionOf(u, 2) === 1);
     for (const user of ofOne) await backend.request(SUBJECTS.sendIn(1), { t: 'send', user, message: `${user}.before` });
-    await until(() => published(broker, SUBJECTS.edge('A'), 'deliver').map(unpacked).some((d) => d.partition === 1), 'partition 1 delivered');
+    await until('partition 1 delivered', () => published(broker, SUBJECTS.edge('A'), 'deliver').map(unpacked).some((d) => d.partition === 1));
     const [taker, giver] = routers;
     expect(giver.histories[1].handOver()).toBe(true);
     giver.directory.handOver(1);
     expect(giver.directory.leads(1)).toBe(false);
     const sent = published(broker, SUBJECTS.edge('A'), 'deliver').map(unpacked).filter((d) => d.partition === 1).length;
-    await until(() => published(broker, SUBJECTS.edge('A'), 'stopped').length > 0, "the giver's stopped");
+    await until("the giver's stopped", () => published(broker, SUBJECTS.edge('A'), 'stopped').length > 0);
     expect(published(broker, SUBJECTS.edge('A'), 'stopped')).toEqual([{ t: 'stopped', router: expect.any(String), batch: sent, partition: 1 }]);
     const term = taker.histories[1].lead()!;
     expect(term.term).toBeGreaterThan(giver.term);
@@ -634,7 +632,7 @@ describe('Directory', () => {
     const { edgeBus, directory, view, connected } = setup();
     const a = fakeEdge(edgeBus, 'A');
     directory.syncAll();
-    await until(() => a.syncs.length === 1, 'A asked');
+    await until('A asked', () => a.syncs.length === 1);
     a.statePart(0, false, [1, 2]);
     // part 1, [3, 4], is lost
     a.statePart(2, true, [5, 6]);

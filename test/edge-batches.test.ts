@@ -7,14 +7,15 @@
  * whose router is the test: live messages that arrive while a resuming
  * stream's replay is on its way are kept and written after it.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { packChunks } from '../cluster/deliver-batch.js';
 import { decode, encode, SUBJECTS, type BusMessage } from '../cluster/messages.js';
 import { credsFile, readCreds, writeNatsConfig } from '../cluster/nats-auth.js';
 import { NatsClient } from '../cluster/nats.js';
 import { freePort } from '../cluster/supervisor.js';
 import { spawnCluster, spawnEdge, spawnNatsServer, type ClusterProcess } from '../loadgen/server-process.js';
-import { api, openStream, received, stopChild, tempDir, waitFor } from './helpers.js';
+import { api, openStream, received, stopChild, tempDir, untilStreamsKnown } from './helpers.js';
+import { until } from '../bench/until.js';
 
 let cluster: ClusterProcess;
 beforeAll(async () => {
@@ -31,14 +32,14 @@ async function asRouter(...batches: Extract<BusMessage, { t: 'deliver' }>[]): Pr
   await client.close();
 }
 
-const streamsKnown = (n: number) => vi.waitFor(async () => expect((await api(cluster.apiPort, 'GET', '/stats')).json.connections).toBe(n), { timeout: 15_000, interval: 50 });
+const streamsKnown = (n: number) => untilStreamsKnown(cluster.apiPort, n);
 
 async function openWithOneMessage(user: number) {
   const client = await openStream('chunked', cluster.port, user, '?ids=1');
   clients.push(client);
   await streamsKnown(1);
   const { json } = await api(cluster.apiPort, 'POST', `/send/${user}`, 'one');
-  await waitFor(() => received(client).length === 1, 'the first message');
+  await until('the first message', () => received(client).length === 1);
   expect(received(client)).toEqual([`${json.id} one`]);
   return { client, lastId: json.id as number };
 }
@@ -47,7 +48,7 @@ it("a gap in a router run's batch numbers ends every stream on the edge, to resu
   const { client } = await openWithOneMessage(7);
   const empty = { t: 'deliver', ...packChunks([], [], [], []) } as const;
   await asRouter({ ...empty, router: 'test-run', batch: 1 }, { ...empty, router: 'test-run', batch: 3 });
-  await waitFor(() => client.ended, 'the stream to end', 10_000);
+  await until('the stream to end', () => client.ended, 10_000);
   await streamsKnown(0);
 });
 
@@ -57,7 +58,7 @@ it("a batch of an older term of the history's lease is dropped: its messages rea
   // Term 1 is older than any real one (a term is the time the lease was taken); its id is one no stream has seen.
   await asRouter({ t: 'deliver', ...packChunks([Buffer.from('from an older term\n')], [[8]], [Date.now()], [lastId + 1000]), router: 'test-old', batch: 1, term: 1 });
   const { json } = await api(cluster.apiPort, 'POST', '/send/8', 'after');
-  await waitFor(() => received(client).length >= 2, 'the message after', 10_000);
+  await until('the message after', () => received(client).length >= 2, 10_000);
   expect(received(client)).toEqual([`${lastId} one`, `${json.id} after`]);
 });
 
@@ -85,7 +86,7 @@ describe('a resume through an edge, its replay answered by a stand-in router', (
       await router.request('settle.none', new Uint8Array(0), 1000).catch(() => undefined); // the subscription is in place
       const client = await openStream('chunked', edge.port, 9, '?lastEventId=1000');
       clients.push(client);
-      await waitFor(() => received(client).length >= 2, 'the replay and the live message', 10_000);
+      await until('the replay and the live message', () => received(client).length >= 2, 10_000);
       expect(received(client)).toEqual(['1001 missed', '1002 live']);
     } finally {
       await stopChild(edge?.child);

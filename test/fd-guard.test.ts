@@ -10,19 +10,13 @@ import { promisify } from 'node:util';
 import { expect, it } from 'vitest';
 
 const limits = fileURLToPath(new URL('../dist/server/limits.js', import.meta.url));
+const untilJs = fileURLToPath(new URL('../dist/bench/until.js', import.meta.url));
 
 const script = `
 import { openSync, closeSync } from 'node:fs';
 const { FdGuard } = await import(${JSON.stringify(limits)});
+const { until } = await import(${JSON.stringify(untilJs)});
 const INTERVAL_MS = 20;
-/** Polls until cond() holds; the deadline only turns a guard that never acts into an error instead of a hang. */
-const until = async (what, cond) => {
-  const deadline = Date.now() + 15000;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error('timed out waiting for ' + what);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-};
 /** n ticks of a timer of the guard's interval started after the guard's: a running guard timer fires before each. */
 const ticks = (n) => new Promise((resolve) => { let left = n; const t = setInterval(() => --left === 0 && (clearInterval(t), resolve()), INTERVAL_MS); });
 const events = [];

@@ -8,7 +8,8 @@ import type { C1m } from '../index.js';
 import { rowsFromRanges, runFlood, type FloodTotals } from '../loadgen/flood.js';
 import { epochMs } from '../router/latency.js';
 import type { Transport } from '../server/stream.js';
-import { startServer, waitFor } from './helpers.js';
+import { startServer } from './helpers.js';
+import { until } from '../bench/until.js';
 
 let c1m: C1m;
 afterEach(() => c1m?.close());
@@ -39,15 +40,15 @@ describe.each(['chunked', 'sse', 'ws'] as const)('flood --transport %s', (transp
     let latest: FloodTotals | undefined;
     const flood = floodOf(transport, '127.0.4.1', 50, { chunked: 44000, sse: 44200, ws: 44400 }[transport], stop, (t) => (latest = t), true);
     try {
-      await waitFor(() => latest?.ramped === true && c1m.stats().connections === 50, 'fifty streams', 20_000);
+      await until('fifty streams', () => latest?.ramped === true && c1m.stats().connections === 50, 20_000);
       expect(c1m.stats().transports[transport].open).toBe(50);
       c1m.router.send(1, `t=${epochMs()} one\ntwo`);
       c1m.router.send(2, `t=${epochMs()} solo`);
-      await waitFor(() => latest!.messages >= 51, 'the messages timed', 5000);
+      await until('the messages timed', () => latest!.messages >= 51, 5000);
       expect(latest).toMatchObject({ chunks: 51, messages: 51, failed: 0 });
 
       c1m.registry.closeSome(10); // as a drain does: their clients come back
-      await waitFor(() => latest!.welcomed === 60 && c1m.stats().connections === 50, 'ten streams welcomed again', 10_000);
+      await until('ten streams welcomed again', () => latest!.welcomed === 60 && c1m.stats().connections === 50, 10_000);
       expect(latest!.reconnects).toBe(10);
     } finally {
       stop.abort();
@@ -65,9 +66,9 @@ describe.each(['chunked', 'sse'] as const)('flood --transport %s, heartbeats on'
     let latest: FloodTotals | undefined;
     const flood = floodOf(transport, '127.0.4.2', 10, { chunked: 44600, sse: 44800 }[transport], stop, (t) => (latest = t));
     try {
-      await waitFor(() => (latest?.heartbeats ?? 0) >= 20, 'two rounds of heartbeats', 20_000);
+      await until('two rounds of heartbeats', () => (latest?.heartbeats ?? 0) >= 20, 20_000);
       c1m.router.send(1, `t=${epochMs()} one`);
-      await waitFor(() => latest!.messages === 1, 'the message timed', 5000);
+      await until('the message timed', () => latest!.messages === 1, 5000);
       expect(latest).toMatchObject({ chunks: 1, messages: 1, failed: 0 });
     } finally {
       stop.abort();

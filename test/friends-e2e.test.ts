@@ -2,7 +2,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import type { C1m } from '../index.js';
-import { api, runCli, spawnServer, startServer, stopChild, StreamClient, tempDir, waitFor } from './helpers.js';
+import { api, runCli, spawnServer, startServer, stopChild, StreamClient, tempDir } from './helpers.js';
+import { until } from '../bench/until.js';
 
 let c1m: C1m | undefined;
 const clients: StreamClient[] = [];
@@ -45,13 +46,13 @@ it('generate → load → connect a user and its friends → send: exactly the u
   const outside = await Promise.all(outsiders.map(connect));
 
   expect(c1m.router.send(user, `news from ${user}`)).toBe(1 + circle.size);
-  await waitFor(() => inside.every(([, c]) => c.messages.length === 1), 'every friend to receive it');
+  await until('every friend to receive it', () => inside.every(([, c]) => c.messages.length === 1));
   for (const [, client] of inside) expect(client.messages).toEqual([`news from ${user}`]);
   // Then a sentinel from each outsider, on the same path: each stream receives in send order, so once an outsider has
   // the last sentinel it should hear (its own, or a friend's), the news would have reached it first.
   for (const id of outsiders) c1m.router.send(id, `sentinel from ${id}`);
   const heard = (id: number) => outsiders.filter((s) => s === id || friends.get(s)!.has(id)).map((s) => `sentinel from ${s}`);
-  await waitFor(() => outside.every(([id, c]) => c.messages.includes(heard(id).at(-1)!)), 'every outsider to receive its sentinels');
+  await until('every outsider to receive its sentinels', () => outside.every(([id, c]) => c.messages.includes(heard(id).at(-1)!)));
   for (const [id, client] of outside) expect(client.messages, `user ${id} is not a friend`).toEqual(heard(id));
 });
 
@@ -89,7 +90,7 @@ it('a bulk load into the store a running server uses: the server keeps answering
     expect(after).toContain(2);
     expect([...seen].every((n) => n === 1 || n === after.length)).toBe(true);
     expect(answers).toBeGreaterThan(5);
-    await waitFor(() => watcher.messages.length === sent, 'every message sent during the load');
+    await until('every message sent during the load', () => watcher.messages.length === sent);
   } finally {
     await stopChild(server.child);
   }

@@ -2,13 +2,14 @@ import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
-import { describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { haproxyConfigCommand } from '../cli/haproxy.js';
 import { haproxyConfig, type HaproxyLayout } from '../cluster/haproxy.js';
 import { freePorts } from '../cluster/supervisor.js';
 import { spawnCluster } from '../loadgen/server-process.js';
 import { cannotRun, FAULTS, haproxyServers, runFaults, runStreamFaults } from '../bench/faults.js';
 import { skipOrRequire, stopChild, tempDir } from './helpers.js';
+import { until } from '../bench/until.js';
 
 const haproxyMissing = () => (spawnSync('haproxy', ['-v']).status === 0 ? undefined : 'haproxy is not installed (Debian package haproxy)');
 
@@ -101,13 +102,13 @@ describe('a killed edge behind HAProxy on loopback', () => {
     const status = async (name: string) => (await haproxyServers(stats).catch(() => new Map())).get(name)?.status as string | undefined;
     try {
       const [victim, other] = cluster.edges;
-      await vi.waitFor(async () => expect([await status(victim.id), await status(other.id)]).toEqual(['UP', 'UP']), { timeout: 20_000, interval: 50 });
+      await until('HAProxy to show both edges UP', async () => { expect([await status(victim.id), await status(other.id)]).toEqual(['UP', 'UP']); return true; }, 20_000, 50);
       // The supervisor is held while the edge is down, so that a quick restart cannot answer HAProxy's checks first.
       process.kill(cluster.child.pid!, 'SIGSTOP');
       const killedAt = performance.now();
       process.kill(victim.pid, 'SIGKILL');
       try {
-        await vi.waitFor(async () => expect(await status(victim.id)).toMatch(/^DOWN/), { timeout: 10_000, interval: 20 });
+        await until('HAProxy to mark the killed edge DOWN', async () => { expect(await status(victim.id)).toMatch(/^DOWN/); return true; }, 10_000, 20);
         const downMs = Math.round(performance.now() - killedAt);
         console.log(`HAProxy marked the killed edge down ${downMs} ms after kill -9 (checks: inter ${inter} ms, fastinter ${fastinter} ms, fall ${fall})`);
         expect(downMs).toBeLessThan(10_000);
@@ -115,7 +116,7 @@ describe('a killed edge behind HAProxy on loopback', () => {
       } finally {
         process.kill(cluster.child.pid!, 'SIGCONT');
       }
-      await vi.waitFor(async () => expect(await status(victim.id)).toBe('UP'), { timeout: 20_000, interval: 50 });
+      await until('HAProxy to show the edge UP again', async () => { expect(await status(victim.id)).toBe('UP'); return true; }, 20_000, 50);
     } finally {
       haproxy.kill('SIGKILL');
       await stopChild(cluster.child);

@@ -7,7 +7,8 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { C1m } from '../index.js';
 import { Registry } from '../router/registry.js';
 import { HEARTBEAT, StreamHub } from '../server/stream.js';
-import { api, openStream, startServer, waitFor, type SseClient, type StreamClient } from './helpers.js';
+import { until } from '../bench/until.js';
+import { api, openStream, startServer, type SseClient, type StreamClient } from './helpers.js';
 
 /** A stream as the hub sees it: its heartbeats' times, and a write that, as a real flush does, stamps wroteAt. */
 function standIn(hub: StreamHub) {
@@ -86,7 +87,7 @@ describe('heartbeats on a real server', () => {
       await new Promise((resolve) => setTimeout(resolve, 250));
     }
     await Promise.all([1, 2, 3, 4].map((id) => api(c1m!.apiPort, 'POST', `/send/${id}`, 'end')));
-    await waitFor(() => [idleChunked, busyChunked, idleSse, busySse].every((c) => c.messages.includes('end')), 'the sentinels');
+    await until('the sentinels', () => [idleChunked, busyChunked, idleSse, busySse].every((c) => c.messages.includes('end')));
     expect(idleChunked.messages.filter((m) => m === '').length).toBeGreaterThanOrEqual(2);
     expect(idleSse.comments).toBeGreaterThanOrEqual(2);
     expect(busyChunked.messages.filter((m) => m === '')).toEqual([]);

@@ -6,15 +6,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { pino } from 'pino';
-import { afterAll, beforeAll, expect, vi, type TestContext } from 'vitest';
-import { start, type C1mOptions } from '../index.js';
+import { afterAll, beforeAll, expect, type TestContext } from 'vitest';
+import { start, type C1m, type C1mOptions } from '../index.js';
 import { deliverChunks, whyNotChunks } from '../cluster/deliver-batch.js';
+import type { RouterStats } from '../cluster/router-process.js';
 import type { BusMessage } from '../cluster/messages.js';
 import { spawnC1m, stopChild } from '../cluster/supervisor.js';
 import type { Chunk } from '../router/router.js';
 import type { Subject } from '../subsmanager/subjects.js';
 import { spawnJetStreamServers, spawnServer as spawnServerProcess, type JetStreamServers } from '../loadgen/server-process.js';
 import { numberedMessages } from '../server/stream.js';
+import { until } from '../bench/until.js';
 
 /** Servers started by this test file; whatever an assertion left running is killed when the file ends. */
 const servers = new Set<ChildProcess>();
@@ -62,16 +64,6 @@ export function startServer(options: C1mOptions = {}) {
   return start({ host: '127.0.0.1', port: 0, apiPort: 0, db: ':memory:', logger: pino({ level: 'silent' }), ...options });
 }
 
-/** vi.waitFor on a condition, with a message naming what did not happen. */
-export async function waitFor(check: () => boolean, what: string, ms = 5000): Promise<void> {
-  await vi.waitFor(
-    () => {
-      if (!check()) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    },
-    { timeout: ms, interval: 10 },
-  );
-}
-
 /** An HTTP GET held open, its body read line by line as it arrives. */
 abstract class LineReader {
   status = 0;
@@ -117,13 +109,18 @@ export class StreamClient extends LineReader {
 
   static async open(port: number, id: number | string): Promise<StreamClient> {
     const client = new StreamClient(port, `/test/${id}`);
-    await waitFor(() => client.lines.length > 0 || client.ended, `welcome on /test/${id}`);
+    await until(`welcome on /test/${id}`, () => client.lines.length > 0 || client.ended);
     return client;
   }
 
   /** Lines after the welcome line. */
   get messages(): string[] {
     return this.lines.slice(1);
+  }
+
+  /** The body of a refusal (not 200), as SseClient and WsClient keep it. */
+  get body(): string {
+    return this.status === 200 ? '' : this.lines.join('\n');
   }
 }
 
@@ -161,7 +158,7 @@ export class SseClient extends LineReader {
 
   static async open(port: number, id: number | string, query = '', headers: http.OutgoingHttpHeaders = {}): Promise<SseClient> {
     const client = new SseClient(port, `/sse/${id}${query}`, headers);
-    await waitFor(() => client.events.length > 0 || client.ended, `welcome on /sse/${id}`);
+    await until(`welcome on /sse/${id}`, () => client.events.length > 0 || client.ended);
     return client;
   }
 
@@ -245,7 +242,7 @@ export class WsClient {
 
   static async open(port: number, id: number | string, query = '', protocols?: string): Promise<WsClient> {
     const client = new WsClient(port, `/ws/${id}${query}`, protocols);
-    await waitFor(() => client.frames.length > 0 || client.ended || (client.status !== 0 && client.status !== 101 && client.body !== ''), `welcome on /ws/${id}`);
+    await until(`welcome on /ws/${id}`, () => client.frames.length > 0 || client.ended || (client.status !== 0 && client.status !== 101 && client.body !== ''));
     return client;
   }
 
@@ -260,6 +257,19 @@ export class WsClient {
 
 export type Transport = 'chunked' | 'sse' | 'ws';
 
+/** A raw socket that opens a stream of `transport` on `c1m` and then never reads a byte; resolved once the server counts it. */
+export async function stalledStream(c1m: C1m, transport: Transport, id: number): Promise<net.Socket> {
+  const before = c1m.stats().connections;
+  const socket = net.connect(c1m.port, '127.0.0.1');
+  socket.on('error', () => {});
+  const path = { chunked: `/test/${id}`, sse: `/sse/${id}`, ws: `/ws/${id}` }[transport];
+  const upgrade = transport === 'ws' ? 'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n' : '';
+  socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n${upgrade}\r\n`);
+  socket.pause();
+  await until('the stalled stream counted', () => c1m.stats().connections === before + 1);
+  return socket;
+}
+
 /** What a client received after its welcome, as `<id> <message>` or `lost <why>`, whatever its transport's framing (ids on); heartbeats skipped. */
 export function received(client: StreamClient | SseClient | WsClient): string[] {
   if ('events' in client) return client.events.slice(1).map((e) => (e.event === 'lost' ? `lost ${e.data}` : `${e.id} ${e.data}`));
@@ -272,7 +282,7 @@ export async function openStream(transport: Transport, port: number, id: number 
   if (transport === 'sse') return SseClient.open(port, id, query);
   if (transport === 'ws') return WsClient.open(port, id, query);
   const client = new StreamClient(port, `/test/${id}${query}`);
-  await waitFor(() => client.lines.length > 0 || client.ended, `welcome on /test/${id}`);
+  await until(`welcome on /test/${id}`, () => client.lines.length > 0 || client.ended);
   return client;
 }
 
@@ -339,7 +349,7 @@ export class RawClient {
 
   /** Waits until what came back matches, or fails naming it (and what came instead). */
   async until(pattern: RegExp, what: string): Promise<RegExpExecArray> {
-    await waitFor(() => pattern.test(this.text) || this.ended, what);
+    await until(what, () => pattern.test(this.text) || this.ended);
     const match = pattern.exec(this.text);
     if (!match) throw new Error(`${what}: got ${JSON.stringify(this.text.slice(0, 500))}, ${this.error ?? 'closed'}`);
     return match;
@@ -379,38 +389,36 @@ export function unpackChunks(message: Extract<BusMessage, { t: 'deliver' }>) {
   return { chunks, targets, sentAt, ids: ids.every((id) => id !== undefined) && ids.length > 0 ? ids : undefined };
 }
 
-/** A router's /stats as the partition tests read it (with partitions and, with --replicas, each one's stream). */
-export interface PartitionedRouterStats {
-  pid: number;
-  connections: number;
-  partitions: { partition: number; leading: boolean; lastId: number; replicas?: number; streamLast?: number; lag?: number }[];
-  edges: { id: string; pid: number; state: string; directoryStreams: number }[];
-}
-
 /** One router's /stats: routers share the API port, and the kernel hands each connection to either. */
-export const routerStats = async (apiPort: number) => (await api(apiPort, 'GET', '/stats')).json as PartitionedRouterStats;
+export const routerStats = async (apiPort: number) => (await api(apiPort, 'GET', '/stats')).json as RouterStats;
 
 /** The routers' pids by the partition each leads, asking until every one of `partitions` was seen led (`distinct`: each by another router). */
 export async function partitionLeaders(apiPort: number, { partitions = 2, distinct = false } = {}): Promise<Map<number, number>> {
   const led = new Map<number, number>();
-  await vi.waitFor(
+  await until(
+    'every partition led',
     async () => {
       const s = await routerStats(apiPort);
-      for (const p of s.partitions) if (p.leading) led.set(p.partition, s.pid);
+      for (const p of s.partitions!) if (p.leading) led.set(p.partition, s.pid);
       else if (led.get(p.partition) === s.pid) led.delete(p.partition);
       expect(led.size).toBe(partitions);
       if (distinct) expect(new Set(led.values()).size).toBe(partitions);
+      return true;
     },
-    { timeout: 30_000, interval: 20 },
+    30_000,
+    20,
   );
   return led;
 }
 
 /** Until the directory holds exactly `n` streams in every router that answers (a standby's API is closed), asked a few times in a row. */
 export const untilStreamsKnown = (apiPort: number, n: number) =>
-  vi.waitFor(
+  until(
+    'the directory to hold the streams, six times in a row',
     async () => {
       for (let i = 0; i < 6; i++) expect((await routerStats(apiPort)).connections).toBe(n);
+      return true;
     },
-    { timeout: 15_000, interval: 50 },
+    15_000,
+    50,
   );

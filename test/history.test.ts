@@ -11,9 +11,11 @@ import { afterEach, expect, it, vi } from 'vitest';
 import { openStore, type SqliteStore } from '../index.js';
 import type { History } from '../subsmanager/history.js';
 import { tempDir } from './helpers.js';
+import { until } from '../bench/until.js';
 
 const open: { store: SqliteStore; history: History }[] = [];
 afterEach(() => {
+  vi.useRealTimers();
   for (const { store, history } of open.splice(0)) {
     history.close();
     store.close();
@@ -92,9 +94,10 @@ it('keeps ids and messages across a reopen of the file, and never gives an id tw
 });
 
 it('a new store starts its ids above any id an older store gave, so they are never mistaken for its own', async () => {
+  vi.useFakeTimers({ toFake: ['Date'] }); // the ids start from the clock: the next store opens 1 ms later
   const older = withHistory(join(tempDir(), 'a.db'));
   const old = older.history.append(1, Buffer.from('x'));
-  await new Promise((resolve) => setTimeout(resolve, 5));
+  vi.setSystemTime(Date.now() + 1);
   const newer = withHistory(join(tempDir(), 'b.db'));
   expect(newer.history.append(1, Buffer.from('y'))).toBeGreaterThan(old);
   expect(newer.history.replay(1, old)).toEqual({ lost: true, why: 'expired' });
@@ -110,7 +113,7 @@ it('lives in a file beside the store, checkpointed by its own thread: rows reach
     if (i % 100 === 99) history.flush();
   }
   history.flush();
-  await vi.waitFor(() => expect(statSync(file).size).toBeGreaterThan(before + 500_000), { timeout: 5000, interval: 50 });
+  await until('the history file to grow by its rows', () => { expect(statSync(file).size).toBeGreaterThan(before + 500_000); return true; }, 5000, 50);
 });
 
 it('refuses a history file that is not one, and leaves the store usable', () => {

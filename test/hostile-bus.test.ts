@@ -5,7 +5,7 @@
  * range on every way in, a drain on an edge's delivery subject, and every
  * role's rights on a live nats-server against the threat model's table (docs/security.md).
  */
-import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packChunks } from '../cluster/deliver-batch.js';
@@ -17,9 +17,9 @@ import { freePort } from '../cluster/supervisor.js';
 import { spawnCluster, spawnNatsServer, type ClusterProcess } from '../loadgen/server-process.js';
 import { SendError } from '../router/router.js';
 import { api, openStream, received, runCli, startServer, StreamClient, stopChild, tempDir } from './helpers.js';
+import { until } from '../bench/until.js';
 
 const HOST = '127.0.0.1';
-const eventually = <T>(check: () => T | Promise<T>, timeout = 10_000) => vi.waitFor(check, { timeout, interval: 20 });
 
 /** Any value as a bus payload: what a hostile client can put on the wire. */
 const raw = (value: object) => encode(value as BusMessage);
@@ -42,7 +42,7 @@ describe('c1m cluster: a hostile edge, router or backend on the bus', () => {
     [attacker, victim] = cluster.edges.map((e) => e.id);
     // User 5's stream is on the victim edge.
     stream = await StreamClient.open(cluster.edges[1].port!, 5);
-    await eventually(async () => expect((await routerStats()).edges.find((e: { id: string }) => e.id === victim).directoryStreams).toBe(1));
+    await until("the router to count the victim's stream", async () => { expect((await routerStats()).edges.find((e: { id: string }) => e.id === victim).directoryStreams).toBe(1); return true; });
   });
 
   afterAll(async () => {
@@ -61,14 +61,14 @@ describe('c1m cluster: a hostile edge, router or backend on the bus', () => {
       edge.publish(SUBJECTS.presence(attacker), raw(forget));
       // The malformed status that made /metrics answer 500; published last, it is the sentinel: once counted, the router has read the rest.
       edge.publish(SUBJECTS.presence(attacker), raw({ t: 'status', edge: 'zz', boot: 'b', seq: 1 }));
-      await eventually(async () => expect((await routerStats()).busMalformed).toBe(1));
+      await until('the malformed message counted', async () => { expect((await routerStats()).busMalformed).toBe(1); return true; });
       expect(errors).toContain(`NATS server: Permissions Violation for Publish to "${SUBJECTS.presence(victim)}"`);
       const metrics = await api(cluster.apiPort, 'GET', '/metrics');
       expect(metrics.status).toBe(200);
       expect(metrics.text).toMatch(/^c1m_bus_malformed_total 1$/m);
       expect((await routerStats()).edges.map((e: { id: string }) => e.id).sort()).toEqual([attacker, victim].sort());
       expect((await api(cluster.apiPort, 'POST', '/send/5', 'still here')).json).toMatchObject({ delivered: 1 });
-      await eventually(() => expect(stream.messages).toContain('still here'));
+      await until('the message after', () => { expect(stream.messages).toContain('still here'); return true; });
     } finally {
       await edge.close();
     }
@@ -105,12 +105,12 @@ describe('c1m cluster: a hostile edge, router or backend on the bus', () => {
       const ok = decode(await backend.request(SUBJECTS.send, raw({ t: 'send', user: 5, message: 'sentinel' }), 5000));
       expect(ok).toMatchObject({ t: 'sent', delivered: 1, id: expect.any(Number) });
       expect((ok as { id: number }).id).toBeGreaterThan(after.history.lastId);
-      await eventually(() => expect(stream.messages.slice(seen)).toEqual(['sentinel']));
+      await until('the sentinel', () => { expect(stream.messages.slice(seen)).toEqual(['sentinel']); return true; });
       // A topic is a subject over the bus too (in the field named user): it reaches the topic's subscribers.
       expect((await api(cluster.apiPort, 'POST', '/subscriptions', JSON.stringify([[5, 'photo:789']]))).json).toEqual({ added: 1 });
       const comment = decode(await backend.request(SUBJECTS.send, raw({ t: 'send', user: 'photo:789', message: 'a comment' }), 5000));
       expect(comment).toMatchObject({ t: 'sent', delivered: 1, id: expect.any(Number) });
-      await eventually(() => expect(stream.messages.slice(seen)).toEqual(['sentinel', 'a comment']));
+      await until('the sentinel and the comment', () => { expect(stream.messages.slice(seen)).toEqual(['sentinel', 'a comment']); return true; });
     } finally {
       await backend.close();
     }
@@ -120,7 +120,7 @@ describe('c1m cluster: a hostile edge, router or backend on the bus', () => {
     const malformed = (await routerStats()).busMalformed;
     const client = await openStream('sse', cluster.edges[1].port!, 6, '?lastEventId=abc');
     try {
-      await eventually(() => expect(received(client)).toEqual(['lost unknown']));
+      await until('the lost notice', () => { expect(received(client)).toEqual(['lost unknown']); return true; });
       expect((await routerStats()).busMalformed).toBe(malformed);
     } finally {
       client.close();
@@ -140,7 +140,7 @@ describe('c1m cluster: a hostile edge, router or backend on the bus', () => {
       // (two, so that one the router asked for meanwhile cannot stand in for both).
       router.publish(SUBJECTS.edge(victim), raw({ t: 'sync' }));
       router.publish(SUBJECTS.edge(victim), raw({ t: 'sync' }));
-      await eventually(() => expect(snapshots.filter((s) => s.last).length).toBeGreaterThanOrEqual(2));
+      await until('two whole snapshots', () => { expect(snapshots.filter((s) => s.last).length).toBeGreaterThanOrEqual(2); return true; });
       for (const snapshot of snapshots) expect(snapshot).toMatchObject({ users: [5], stats: { state: 'up' } });
       expect(stream.ended).toBe(false);
     } finally {
@@ -156,7 +156,7 @@ describe('c1m cluster: a hostile edge, router or backend on the bus', () => {
       router.publish(SUBJECTS.edge(victim), raw({ t: 'deliver', chunks: torn.subarray(0, -1) }));
       // The edge takes its subject's messages in order: once the whole batch after it is written, the torn one was read.
       router.publish(SUBJECTS.edge(victim), raw({ t: 'deliver', ...packChunks([Buffer.from('whole\n')], [[5]], [Date.now()], []) }));
-      await eventually(() => expect(stream.messages.slice(seen)).toEqual(['whole']));
+      await until('the whole message', () => { expect(stream.messages.slice(seen)).toEqual(['whole']); return true; });
       expect(stream.ended).toBe(false);
     } finally {
       await router.close();
@@ -233,7 +233,7 @@ describe('c1m cluster without a history', () => {
     const cluster = await spawnCluster(['--edges', '1', '--db', ':memory:', '--history-seconds', '0']);
     const client = await openStream('sse', cluster.port, 41, '?lastEventId=12');
     try {
-      await eventually(() => expect(received(client)).toEqual(['lost unknown']));
+      await until('the lost notice', () => { expect(received(client)).toEqual(['lost unknown']); return true; });
     } finally {
       client.close();
       await stopChild(cluster.child);
@@ -378,7 +378,7 @@ describe("every role's rights on the bus, as the threat model's table says", () 
           }
           // Nobody may publish here: its refusal, the last, says every earlier one has come back.
           client.publish('c1m.nobody', raw({ t: 'sync' }));
-          await eventually(() => expect(errors).toContain('NATS server: Permissions Violation for Publish to "c1m.nobody"'));
+          await until('the server to refuse the publish', () => { expect(errors).toContain('NATS server: Permissions Violation for Publish to "c1m.nobody"'); return true; });
           for (const subject of everySubject) {
             const mayPublish = asEdge(documented.publish).some((p) => matches(p, subject));
             const maySubscribe = asEdge(documented.subscribe).some((p) => matches(p, subject));

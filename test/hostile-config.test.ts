@@ -16,7 +16,8 @@ import { newNKeyUser } from '../cluster/nkeys.js';
 import { freePort, spawnC1m, Supervisor, cliCommand } from '../cluster/supervisor.js';
 import { spawnNatsServer } from '../loadgen/server-process.js';
 import { openStore } from '../subsmanager/store.js';
-import { runCli, spawnServer, startServer, StreamClient, stopChild, tempDir, waitFor } from './helpers.js';
+import { runCli, spawnServer, startServer, StreamClient, stopChild, tempDir } from './helpers.js';
+import { until } from '../bench/until.js';
 
 const HOST = '127.0.0.1';
 const SECRET = 'a stream secret of 32 bytes or more';
@@ -290,7 +291,7 @@ describe('errors name the file, the port, the reason (item 14)', () => {
   it('the --demo banner of a secured server prints commands that work: a minted stream token, the API header', async () => {
     const server = await spawnServer(['--demo', '--db', join(tempDir(), 'c1m.db')], { C1M_STREAM_SECRET: SECRET, C1M_TOKEN: 'api token' });
     started.push(server.child);
-    await waitFor(() => server.output().includes('User 1 receives'), 'the demo banner');
+    await until('the demo banner', () => server.output().includes('User 1 receives'));
     const path = new RegExp(`curl -N '127\\.0\\.0\\.1:${server.port}(/test/1\\?token=[^']+)'`).exec(server.output())?.[1];
     expect(path).toBeDefined();
     const stream = await StreamClient.open(server.port, path!.slice('/test/'.length));
@@ -298,7 +299,7 @@ describe('errors name the file, the port, the reason (item 14)', () => {
     expect(server.output()).toContain(`curl -X POST -H "Authorization: Bearer $C1M_TOKEN" 127.0.0.1:${server.apiPort}/send/2 -d hi`);
     const sent = await fetch(`http://127.0.0.1:${server.apiPort}/send/2`, { method: 'POST', body: 'hi', headers: { authorization: 'Bearer api token' } });
     expect(sent.status).toBe(200);
-    await waitFor(() => stream.messages.includes('hi'), '"hi" on user 1\'s stream');
+    await until('"hi" on user 1\'s stream', () => stream.messages.includes('hi'));
     stream.close();
     await stopChild(server.child, 'SIGINT', 5000);
   });

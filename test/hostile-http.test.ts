@@ -7,7 +7,8 @@ import type { C1m } from '../index.js';
 import { mintStreamToken } from '../server/auth.js';
 import { DISCARD_BYTES } from '../server/http.js';
 import { MAX_CLIENT_FRAME } from '../server/ws.js';
-import { RawClient, startServer, waitFor, WsClient } from './helpers.js';
+import { RawClient, startServer, WsClient } from './helpers.js';
+import { until } from '../bench/until.js';
 
 const SECRET = 'a stream secret of thirty-two bytes or more';
 const TOKEN = 'an api token';
@@ -106,16 +107,16 @@ describe('a request body that is refused', () => {
     const auth = `Authorization: Bearer ${TOKEN}\r\n`;
     const huge = raw(c1m.apiPort, send(DISCARD_BYTES + 1, auth));
     await huge.until(/body larger than/, 'the 413');
-    await waitFor(() => huge.ended, 'the connection closed');
+    await until('the connection closed', () => huge.ended);
     expect(responses(huge.text)[0].headers).toContain('connection: close');
 
     const chunked = (headers: string) => raw(c1m!.apiPort, `POST /send/1 HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n${headers}\r\n${over.toString(16)}\r\n${'x'.repeat(over)}\r\n`);
     const tooLong = chunked(auth);
     await tooLong.until(/body larger than/, 'the 413');
-    await waitFor(() => tooLong.ended, 'the connection closed');
+    await until('the connection closed', () => tooLong.ended);
     const unauthorized = chunked('');
     await unauthorized.until(/bearer token/, 'the 401');
-    await waitFor(() => unauthorized.ended, 'the connection closed');
+    await until('the connection closed', () => unauthorized.ended);
   });
 });
 
@@ -162,7 +163,7 @@ describe('WebSocket handshake and frames', () => {
     for (const size of [10, 1000, MAX_CLIENT_FRAME]) {
       const client = await WsClient.open(c1m.port, 5);
       client.socket.write(frame(0x1, Buffer.alloc(size, 'x')));
-      await waitFor(() => client.closeCode !== undefined || client.ended, `a close after a ${size}-byte frame`);
+      await until(`a close after a ${size}-byte frame`, () => client.closeCode !== undefined || client.ended);
       expect(client.closeCode, `a ${size}-byte frame`).toBe(1003);
       client.close();
     }
@@ -172,7 +173,7 @@ describe('WebSocket handshake and frames', () => {
     c1m = await startServer();
     const client = await WsClient.open(c1m.port, 5);
     client.socket.write(frame(0x1, Buffer.alloc(MAX_CLIENT_FRAME + 1, 'x')));
-    await waitFor(() => client.ended, 'the socket cut');
+    await until('the socket cut', () => client.ended);
     expect(client.closeCode).toBeUndefined();
   });
 });

@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { EventSource } from 'eventsource';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openStore, type C1m } from '../index.js';
-import { api, openStream, received, startServer, tempDir, waitFor, type SseClient, type StreamClient, type Transport, type WsClient } from './helpers.js';
+import { api, openStream, received, startServer, tempDir, type SseClient, type StreamClient, type Transport, type WsClient } from './helpers.js';
+import { until } from '../bench/until.js';
 
 let c1m: C1m | undefined;
 const clients: { close(): void }[] = [];
@@ -58,7 +59,7 @@ describe('a message cannot forge an id', () => {
     const ids: number[] = [];
     for (const message of messages) ids.push(await send(1, message));
     const last = await send(1, 'last');
-    await waitFor(() => received(client).at(-1) === `${last} last`, 'the last message');
+    await until('the last message', () => received(client).at(-1) === `${last} last`);
     expect(received(client)).toEqual([...messages.map((m, i) => `${ids[i]} ${m}`), `${last} last`]);
     for (const split of [/\n/, /\r\n|\r|\n/]) {
       const lines = raw.text.split(split).slice(1); // after the welcome
@@ -74,7 +75,7 @@ describe('a message cannot forge an id', () => {
     const message = 'a\r\nid: 1\r\nevent: lost\rdata: x\n\nretry: 1';
     const id = await send(1, message);
     const last = await send(1, 'last');
-    await waitFor(() => client.messages.at(-1) === 'last', 'the last message');
+    await until('the last message', () => client.messages.at(-1) === 'last');
     expect(client.events.slice(1)).toEqual([
       { event: 'message', data: 'a\nid: 1\nevent: lost\ndata: x\n\nretry: 1', id: String(id) },
       { event: 'message', data: 'last', id: String(last) },
@@ -87,17 +88,17 @@ describe('a message cannot forge an id', () => {
     const client = (await open('ws', 1)) as WsClient;
     const message = `message id=1\nlost\n`;
     const id = await send(1, message);
-    await waitFor(() => client.frames.length === 2, 'the message');
+    await until('the message', () => client.frames.length === 2);
     expect(client.frames[1]).toEqual({ header: `message id=${id}`, payload: message, binary: false });
   });
 
   it('without ids, /test/<id> writes a message as it is: byte for byte the original transport', async () => {
     c1m = await startServer();
     const raw = rawBody('/test/1');
-    await waitFor(() => raw.text.includes('Welcome'), 'the welcome');
+    await until('the welcome', () => raw.text.includes('Welcome'));
     await send(1, 'see you\n7 ok\r\n');
     await send(1, 'last');
-    await waitFor(() => raw.text.includes('last'), 'the last message');
+    await until('the last message', () => raw.text.includes('last'));
     expect(raw.text).toBe("Welcome, Url: '/test/1' Id: 1\nsee you\n7 ok\r\n\nlast\n");
   });
 });
@@ -112,9 +113,9 @@ describe('a message that is accepted reaches every transport, live and replayed'
       c1m = await startServer();
       const client = await open(transport, 1, ids);
       const id = await send(1, manyLines);
-      await waitFor(() => received(client).length === 1, 'the large message', 20_000);
+      await until('the large message', () => received(client).length === 1, 20_000);
       await send(1, 'next');
-      await waitFor(() => received(client).length === 2, 'the next message', 20_000);
+      await until('the next message', () => received(client).length === 2, 20_000);
       expect(received(client)).toEqual([`${id} ${manyLines}`, expect.stringMatching(/ next$/)]);
       expect(c1m.stats().slowConsumerCloses).toBe(0);
     });
@@ -124,7 +125,7 @@ describe('a message that is accepted reaches every transport, live and replayed'
       const client = await open(transport, 1, ids);
       const message = 'm'.repeat(65_536);
       const id = await send(1, message);
-      await waitFor(() => received(client).length === 1, 'the message');
+      await until('the message', () => received(client).length === 1);
       expect(received(client)).toEqual([`${id} ${message}`]);
       expect(c1m.stats().slowConsumerCloses).toBe(0);
     });
@@ -135,13 +136,13 @@ describe('a message that is accepted reaches every transport, live and replayed'
       const big = 'b'.repeat(40_000);
       const id = await send(1, big);
       const client = await open(transport, 1, `?lastEventId=${from}`);
-      await waitFor(() => received(client).length === 1, 'the large message replayed', 20_000);
+      await until('the large message replayed', () => received(client).length === 1, 20_000);
       expect(received(client)).toEqual([`${id} ${big}`]);
       // It went alone, past the budget: the stream ends, and its client comes back from that id.
-      await waitFor(() => client.ended, 'the part to end');
+      await until('the part to end', () => client.ended);
       const back = await open(transport, 1, `?lastEventId=${id}`);
       const next = await send(1, 'next');
-      await waitFor(() => received(back).length === 1, 'the next message, live');
+      await until('the next message, live', () => received(back).length === 1);
       expect(received(back)).toEqual([`${next} next`]);
       expect(back.ended).toBe(false);
     });
@@ -162,15 +163,15 @@ describe('a message that is accepted reaches every transport, live and replayed'
       });
     });
     clients.push({ close: () => req.destroy() });
-    await waitFor(() => body.welcome > 0, 'the welcome');
+    await until('the welcome', () => body.welcome > 0);
     response!.pause(); // the kernel's buffers fill, and uWS holds the rest
     await send(1, '\n'.repeat(1024 * 1024 - 1) + 'x');
-    await waitFor(() => c1m!.stats().transports.sse.chunks === 1, 'the message handed to uWS');
+    await until('the message handed to uWS', () => c1m!.stats().transports.sse.chunks === 1);
     response!.resume();
-    await waitFor(() => body.tail.endsWith('data: x\n\n'), 'the whole message', 20_000);
+    await until('the whole message', () => body.tail.endsWith('data: x\n\n'), 20_000);
     expect(body.bytes).toBe(body.welcome + c1m.stats().transports.sse.bytes);
     await send(1, 'next');
-    await waitFor(() => body.tail.endsWith('data: next\n\n'), 'the next message', 20_000);
+    await until('the next message', () => body.tail.endsWith('data: next\n\n'), 20_000);
     expect(c1m.stats().slowConsumerCloses).toBe(0);
   });
 
@@ -186,10 +187,10 @@ describe('a message that is accepted reaches every transport, live and replayed'
     });
     clients.push(source);
     source.onmessage = (e) => got.push(e.data);
-    await waitFor(() => c1m!.stats().connections === 1, 'the stream');
+    await until('the stream', () => c1m!.stats().connections === 1);
     await send(1, manyLines);
     await send(1, 'next');
-    await waitFor(() => got.length === 2, 'both messages', 20_000);
+    await until('both messages', () => got.length === 2, 20_000);
     expect(got).toEqual([manyLines, 'next']);
     expect(opens).toBe(1);
   });
@@ -209,11 +210,11 @@ describe('a message that is accepted reaches every transport, live and replayed'
     });
     clients.push(source);
     source.onmessage = (e) => got.push(e.data);
-    await waitFor(() => got.length === 1, 'the large message', 20_000);
+    await until('the large message', () => got.length === 1, 20_000);
     // The part ended; EventSource comes back by itself (retry: 1-5 s) and stays.
-    await waitFor(() => opens === 2 && c1m!.stats().connections === 1, 'the reconnect', 20_000);
+    await until('the reconnect', () => opens === 2 && c1m!.stats().connections === 1, 20_000);
     await send(1, 'next');
-    await waitFor(() => got.length === 2, 'the next message', 20_000);
+    await until('the next message', () => got.length === 2, 20_000);
     expect(got).toEqual(['b'.repeat(40_000), 'next']);
     expect(opens).toBe(2);
   });

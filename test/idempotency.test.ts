@@ -10,7 +10,8 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import { C1mClient, type C1m } from '../index.js';
-import { api, received, SseClient, spawnServer, startServer, stopChild, tempDir, waitFor } from './helpers.js';
+import { api, received, SseClient, spawnServer, startServer, stopChild, tempDir } from './helpers.js';
+import { until } from '../bench/until.js';
 
 let c1m: C1m | undefined;
 const closing: (() => unknown)[] = [];
@@ -43,9 +44,9 @@ it('answers the same key for the same subject with the first send\'s id and dupl
   const topic = await keyed(c1m.apiPort, 'photo:9', 'a comment', 'order-17');
   expect(await keyed(c1m.apiPort, 'photo:9', 'a comment', 'order-17')).toMatchObject({ json: { delivered: 0, id: topic.json.id, duplicate: true } });
   const last = await api(c1m.apiPort, 'POST', '/send/1', 'after');
-  await waitFor(() => received(one).length === 2, 'the message after');
+  await until('the message after', () => received(one).length === 2);
   expect(received(one)).toEqual([`${first.json.id} pay 5`, `${last.json.id} after`]);
-  await waitFor(() => received(two).length === 1, "2's message");
+  await until("2's message", () => received(two).length === 1);
   expect(c1m.stats().sends).toBe(4);
   // The key is in the file beside its message, written before the answer.
   const file = new Database(join(c1m.store.db.name.replace(/\.db$/, '.history.db')), { readonly: true });
@@ -87,7 +88,7 @@ it('after a kill -9 and a restart on the same store, a retry with the key answer
   expect(retry).toMatchObject({ status: 200, json: { delivered: 0, id: kept.json.id, duplicate: true } });
   const after = await api(second.apiPort, 'POST', '/send/1', 'after');
   const resumed = await sse(second.port, 1, `?lastEventId=${before.json.id}`);
-  await waitFor(() => received(resumed).length === 2, 'the replay');
+  await until('the replay', () => received(resumed).length === 2);
   expect(received(resumed)).toEqual([`${kept.json.id} kept, then the server died`, `${after.json.id} after`]);
 });
 
@@ -128,7 +129,7 @@ it('the backend client retries a send whose answer was lost with the same key: k
   expect(sent).toEqual({ delivered: 0, id: expect.any(Number), duplicate: true });
   const next = await backend.send(1, 'next');
   expect(next.duplicate).toBeUndefined();
-  await waitFor(() => received(one).length === 2, 'the next message');
+  await until('the next message', () => received(one).length === 2);
   expect(received(one)).toEqual([`${sent.id} charged once`, `${next.id} next`]);
   expect(c1m.stats().sends).toBe(2);
   // An answer that does not come within timeoutMs is asked for again, with the key.
@@ -148,6 +149,6 @@ it('the backend client retries a send whose answer was lost with the same key: k
   const once = new C1mClient({ url: `http://127.0.0.1:${never.port}`, idempotent: false });
   await expect(once.send(1, 'tried once')).rejects.toThrow(TypeError);
   expect(never.connections()).toBe(4);
-  await waitFor(() => received(one).length === 5, 'the last two');
+  await until('the last two', () => received(one).length === 5);
   expect(received(one).slice(2).map((m) => m.split(' ').slice(1).join(' '))).toEqual(['answered late', 'lost answers', 'tried once']);
 });

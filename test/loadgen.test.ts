@@ -8,7 +8,8 @@ import { bucketValue, FLOOD_WORKER, parseConfig, parseIdRange, parseSources, pla
 import { loadgenCommand } from '../cli/loadgen.js';
 import { runMsggen } from '../loadgen/msggen.js';
 import { epochMs } from '../router/latency.js';
-import { api, spawnServer, StreamClient, tempDir, waitFor } from './helpers.js';
+import { api, spawnServer, StreamClient, tempDir } from './helpers.js';
+import { until } from '../bench/until.js';
 
 /** Sockets held now from these source addresses to `port`, as "address:port" of the local end. */
 function localEnds(sourcePrefix: string, port: number, state = 'established'): string[] {
@@ -108,14 +109,14 @@ describe('flood delivery timing', () => {
     const server = await spawnServer(['--db', join(tempDir(), 'c1m.db'), '--stats-interval', '0']);
     const { worker, last, samples } = watchWorker(['127.0.0.1', String(server.port), '0', '1', '50', '20', '0', 'chunked', '0', '0', '127.0.3.9:1:1:41000']);
     try {
-      await vi.waitFor(() => expect(last('S ')).toMatch(/ welcomed=1 /), { timeout: 5000 });
+      await until('the welcome counted', () => { expect(last('S ')).toMatch(/ welcomed=1 /); return true; }, 5000);
       // The worker stopped: the message arrives in its socket now, and is read 400 ms later.
       worker.kill('SIGSTOP');
       await api(server.apiPort, 'POST', '/send/1', `t=${epochMs().toFixed(3)} timed`);
-      await waitFor(() => receiveQueue('127.0.3.9:41000') > 0, 'the message in the stopped worker\'s socket');
+      await until('the message in the stopped worker\'s socket', () => receiveQueue('127.0.3.9:41000') > 0);
       await sleep(400); // the read delay the worker must time, not a wait for something to happen
       worker.kill('SIGCONT');
-      await vi.waitFor(() => expect(last('S ')).toMatch(/ messages=1 /), { timeout: 5000 });
+      await until('the message counted', () => { expect(last('S ')).toMatch(/ messages=1 /); return true; }, 5000);
       // Timed at its arrival, the delivery leaves out the 400 ms it then waited to be read; timed at the read, it would not.
       expect(samples('d')).toEqual([expect.any(Number)]);
       expect(samples('l')[0] - samples('d')[0]).toBeGreaterThan(350_000);
@@ -131,12 +132,12 @@ describe('flood delivery timing', () => {
     // One to each of three streams: chunks queued on one socket would all be timed at the last one's arrival.
     const { worker, last, samples } = watchWorker(['127.0.0.1', String(server.port), '0', '3', '2000', '20', '1000', 'chunked', '0', '0', '127.0.3.10:1:3:41001']);
     try {
-      await vi.waitFor(() => expect(last('S ')).toMatch(/ welcomed=3 /), { timeout: 5000 });
+      await until('three welcomes counted', () => { expect(last('S ')).toMatch(/ welcomed=3 /); return true; }, 5000);
       for (let user = 1; user <= 3; user++) {
         await api(server.apiPort, 'POST', `/send/${user}`, `t=${epochMs().toFixed(3)} polled`);
         await sleep(150);
       }
-      await vi.waitFor(() => expect(last('S ')).toMatch(/ messages=3 /), { timeout: 6000 });
+      await until('three messages counted', () => { expect(last('S ')).toMatch(/ messages=3 /); return true; }, 6000);
       expect(samples('d')).toHaveLength(3);
       // Each read comes after its arrival, one at least 150 ms after: timed at the reads, the deliveries would include it.
       const sum = (values: number[]) => values.reduce((a, b) => a + b, 0);
@@ -174,7 +175,7 @@ describe('flood against a real server', () => {
       },
     };
     const flood = runFlood(options);
-    await waitFor(() => ramped !== undefined, 'the flood to open every stream', 30_000);
+    await until('the flood to open every stream', () => ramped !== undefined, 30_000);
     expect(ramped).toMatchObject({ target: 2000, workers: 3, welcomed: 2000, open: 2000, failed: 0 });
     expect((await stats(server.apiPort)).connections).toBe(2000);
     const ends = localEnds('127.0.3.', server.port);
@@ -188,7 +189,7 @@ describe('flood against a real server', () => {
     const serverStats = await stats(server.apiPort);
     expect(serverStats).toMatchObject({ sends: 3, chunks: 33 });
     // The workers stop at once when asked: first wait until they have reported reading all 33 chunks (histograms come first).
-    await waitFor(() => reported!.chunks >= 33 && reported!.messages >= 33, 'the workers to report 33 chunks read', 5000);
+    await until('the workers to report 33 chunks read', () => reported!.chunks >= 33 && reported!.messages >= 33, 5000);
     stop.abort();
     const summary = await flood;
 
@@ -200,7 +201,7 @@ describe('flood against a real server', () => {
     expect(summary.deliveryLatencyMs.max).toBeLessThan(5000);
     expect(summary.rss.workerBytesPerConnection).toBeGreaterThan(0);
     // Every socket closed with RST: the server saw them go, and no TIME_WAIT holds their ports.
-    await waitFor(() => localEnds('127.0.3.', server.port).length === 0, 'the sockets to close', 5000);
+    await until('the sockets to close', () => localEnds('127.0.3.', server.port).length === 0, 5000);
     expect((await stats(server.apiPort)).connections).toBe(0);
     expect(localEnds('127.0.3.', server.port, 'time-wait')).toEqual([]);
   });
@@ -241,7 +242,7 @@ describe('flood and msggen with topics (c1m run --topics)', () => {
     let reported: FloodTotals | undefined;
     const flood = runFlood({ host: '127.0.0.1', port: server.port, rows: [{ source, firstId: 1, lastId: 30 }], ports: [port, port + 99], rate: 0, concurrency: 30, duration: 60, maxSeconds: 60, reportMs: 200, stop: stop.signal, transport, topics: 3, onReport: (t) => (reported = t) });
     try {
-      await waitFor(() => reported?.ramped === true, 'the flood to open every stream', 20_000);
+      await until('the flood to open every stream', () => reported?.ramped === true, 20_000);
       expect(reported).toMatchObject({ welcomed: 30, failed: 0 });
       // Ids 3, 6, ... 30 listen to room:1; 1, 4, ... 28 to room:2.
       expect((await api(server.apiPort, 'POST', '/send/room:1', `t=${epochMs().toFixed(3)} to room 1`)).json.delivered).toBe(10);
@@ -252,7 +253,7 @@ describe('flood and msggen with topics (c1m run --topics)', () => {
       expect(summary.toTopics).toBeLessThan(summary.sent);
       // Nobody subscribes: a send to a user reaches its one stream, a send to a topic its 10 listeners.
       expect(summary.delivered).toBe(summary.sent - summary.toTopics + 10 * summary.toTopics);
-      await waitFor(() => reported!.messages >= 20 + summary.delivered, 'the flood to read every message', 10_000);
+      await until('the flood to read every message', () => reported!.messages >= 20 + summary.delivered, 10_000);
       stop.abort();
       expect((await flood).messages).toBe(20 + summary.delivered);
     } finally {
@@ -279,7 +280,7 @@ describe('msggen', () => {
     const serverStats = await stats(server.apiPort, { authorization: 'Bearer sesame' });
     expect(serverStats.sends).toBe(summary.sent);
     // Only user 1 is connected and nobody subscribes: each send to 1 reaches one stream.
-    await waitFor(() => client.messages.length === summary.delivered, 'the messages to user 1');
+    await until('the messages to user 1', () => client.messages.length === summary.delivered);
     expect(summary.delivered).toBeGreaterThan(0);
     expect(client.messages.every((line) => /^t=\d+\.\d{3} msggen \d+$/.test(line))).toBe(true);
     client.close();

@@ -3,16 +3,16 @@
  * bytes, and the client against a real nats-server on a loopback port (and a
  * fake server for the PING liveness check).
  */
-import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { NatsClient, Parser, type ParserHandler } from '../cluster/nats.js';
 import { freePort } from '../cluster/supervisor.js';
 import { spawnNatsServer } from '../loadgen/server-process.js';
+import { until } from '../bench/until.js';
 
 const HOST = '127.0.0.1';
-const eventually = <T>(check: () => T | Promise<T>, timeout = 5000) => vi.waitFor(check, { timeout, interval: 20 });
 
 type Event = [string, ...unknown[]];
 function recorder(): { events: Event[]; handler: ParserHandler } {
@@ -126,7 +126,7 @@ describe('NatsClient with nats-server', () => {
     await settle(b);
     const payloads = [0, 1, 300, 65_536, 900_000].map((n) => randomBytes(n));
     payloads.forEach((p, i) => a.publish(`bin.${i}`, p, i === 2 ? 'reply.here' : undefined));
-    await eventually(() => expect(got).toHaveLength(payloads.length));
+    await until('every payload', () => { expect(got).toHaveLength(payloads.length); return true; });
     expect(got.map((m) => m.data.length)).toEqual(payloads.map((p) => p.length));
     expect(got.every((m, i) => m.data.equals(payloads[i]))).toBe(true); // toEqual on 900 KB takes seconds
     expect(got.map((m) => m.reply)).toEqual([undefined, undefined, 'reply.here', undefined, undefined]);
@@ -137,7 +137,7 @@ describe('NatsClient with nats-server', () => {
     const got = collect(b, 'many');
     await settle(b);
     for (let i = 0; i < 5000; i++) a.publish('many', Buffer.from(`message ${i} ${'x'.repeat(i % 97)}`));
-    await eventually(() => expect(got).toHaveLength(5000));
+    await until('5000 messages', () => { expect(got).toHaveLength(5000); return true; });
     got.forEach((m, i) => expect(m.data.toString()).toBe(`message ${i} ${'x'.repeat(i % 97)}`));
   });
 
@@ -146,7 +146,7 @@ describe('NatsClient with nats-server', () => {
     const [g1, g2] = [collect(s1, 'work', 'workers'), collect(s2, 'work', 'workers')];
     await Promise.all([settle(s1), settle(s2)]);
     for (let i = 0; i < 200; i++) pub.publish('work', Buffer.from(String(i)));
-    await eventually(() => expect(g1.length + g2.length).toBe(200));
+    await until('200 messages across the group', () => { expect(g1.length + g2.length).toBe(200); return true; });
     const all = [...g1, ...g2].map((m) => Number(m.data.toString())).sort((x, y) => x - y);
     expect(all).toEqual(Array.from({ length: 200 }, (_, i) => i));
     expect(g1.length > 0 && g2.length > 0).toBe(true);
@@ -160,7 +160,7 @@ describe('NatsClient with nats-server', () => {
     await settle(s1);
     const before = g1.length;
     for (let i = 0; i < 200; i++) pub.publish('handed', Buffer.from(String(i)));
-    await eventually(() => expect(g2).toHaveLength(200));
+    await until('200 messages on g2', () => { expect(g2).toHaveLength(200); return true; });
     expect(g1).toHaveLength(before);
   });
 
@@ -205,18 +205,22 @@ describe('NatsClient with nats-server', () => {
     await settle(a);
 
     await stopServer(server);
-    await eventually(() => expect(warnings.some((w) => w.includes('lost the connection'))).toBe(true));
+    await until('the lost connection warned', () => { expect(warnings.some((w) => w.includes('lost the connection'))).toBe(true); return true; });
     for (let i = 0; i < 100; i++) a.publish('mine', Buffer.from(`while down ${i}`));
     server = await startServer(port);
 
-    await eventually(() => expect(reconnects).toBe(1));
-    await eventually(() => expect(mine).toHaveLength(100));
+    await until('the reconnect', () => { expect(reconnects).toBe(1); return true; });
+    await until('the 100 messages sent while down', () => { expect(mine).toHaveLength(100); return true; });
     expect(mine.map((m) => m.data.toString())).toEqual(Array.from({ length: 100 }, (_, i) => `while down ${i}`));
-    await eventually(async () => {
-      b.publish('from.b', Buffer.from('after'));
-      await settle(b);
-      expect(fromB.length).toBeGreaterThan(0);
-    });
+    await until(
+      'a message from b after the reconnect',
+      async () => {
+        b.publish('from.b', Buffer.from('after'));
+        await settle(b);
+        expect(fromB.length).toBeGreaterThan(0);
+        return true;
+      },
+    );
     expect(a.server).toBe(`${HOST}:${port}`);
   });
 });
@@ -274,7 +278,7 @@ describe('NatsClient liveness', () => {
       warning: (m) => warnings.push(m),
     });
     try {
-      await eventually(() => expect(reconnects).toBeGreaterThanOrEqual(1));
+      await until('a reconnect', () => { expect(reconnects).toBeGreaterThanOrEqual(1); return true; });
       expect(connections).toBeGreaterThanOrEqual(2);
       expect(warnings).toContain(`NATS at ${HOST}:${port} stopped answering PINGs: reconnecting`);
     } finally {
@@ -300,10 +304,10 @@ describe('NatsClient reconnection', () => {
       let attempts = 0;
       const refuser = net.createServer((socket) => (attempts++, socket.destroy()));
       await new Promise<void>((resolve) => refuser.listen(port, HOST, resolve));
-      await eventually(() => expect(attempts).toBeGreaterThanOrEqual(60), 30_000);
+      await until('60 attempts', () => { expect(attempts).toBeGreaterThanOrEqual(60); return true; }, 30_000);
       await new Promise((resolve) => refuser.close(resolve));
       server = await startServer(port);
-      await eventually(() => expect(times).toHaveLength(10), 10_000);
+      await until('ten reconnects', () => { expect(times).toHaveLength(10); return true; }, 10_000);
       times.sort((a, b) => a - b);
       // Full jitter: ten waits drawn from 0 up to that bound; the same wait for all would bring them back together.
       expect(times[9] - times[0]).toBeGreaterThan(100);

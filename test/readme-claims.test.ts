@@ -7,7 +7,8 @@ import { chmodSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import { openStore, type C1m } from '../index.js';
-import { api, SseClient, startServer, tempDir, waitFor } from './helpers.js';
+import { api, SseClient, startServer, tempDir } from './helpers.js';
+import { until } from '../bench/until.js';
 
 let c1m: C1m | undefined;
 afterEach(() => c1m?.close());
@@ -18,15 +19,15 @@ it('/metrics counts resumes, the messages replayed and the streams told their hi
   c1m = await startServer({ db: join(tempDir(), 'c1m.db') });
   const first = await SseClient.open(c1m.port, 1);
   const seen = (await api(c1m.apiPort, 'POST', '/send/1', 'seen')).json.id as number;
-  await waitFor(() => first.messages.includes('seen'), 'the first message');
+  await until('the first message', () => first.messages.includes('seen'));
   first.close();
   for (const text of ['missed one', 'missed two', 'missed three']) await api(c1m.apiPort, 'POST', '/send/1', text);
   const resumed = await SseClient.open(c1m.port, 1, `?lastEventId=${seen}`);
-  await waitFor(() => resumed.messages.length === 3, 'the replay');
+  await until('the replay', () => resumed.messages.length === 3);
   // Resumed with nothing missed, and from an id this store never gave.
   const current = await SseClient.open(c1m.port, 2, `?lastEventId=${seen}`);
   const stale = await SseClient.open(c1m.port, 3, '?lastEventId=12');
-  await waitFor(() => stale.events.some((e) => e.event === 'lost'), 'lost');
+  await until('lost', () => stale.events.some((e) => e.event === 'lost'));
   const { text } = await api(c1m.apiPort, 'GET', '/metrics');
   expect({ resumes: metric(text, 'c1m_resumes_total'), replayed: metric(text, 'c1m_replayed_total'), lost: metric(text, 'c1m_history_lost_total') }).toEqual({ resumes: 3, replayed: 3, lost: 1 });
   [resumed, current, stale].forEach((c) => c.close());

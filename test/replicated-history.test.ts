@@ -19,6 +19,7 @@ import { ROUTER_INBOX } from '../cluster/nats-auth.js';
 import { spawnNatsServer } from '../loadgen/server-process.js';
 import { LEASE, SequencerLease, type Lease } from '../subsmanager/sequencer.js';
 import { openStore } from '../subsmanager/store.js';
+import { until } from '../bench/until.js';
 import { jetStreamServersFor, stopChild, tempDir } from './helpers.js';
 
 let nats: ChildProcess;
@@ -147,7 +148,10 @@ describe('a partition on a JetStream stream', () => {
     expect(ids[2] - state.last_seq).toBe(ids[0] - (state.last_seq - 2)); // id - sequence: one epoch for all
     // The epoch is the one the stream's configuration keeps (its description), which every replica holds alike.
     expect(ids[0] - (state.last_seq - 2)).toBe(Number(/epoch (\d+)$/.exec(info.config.description ?? '')?.[1]));
-    await expect.poll(() => follower.history.replay(7, ids[0])).toMatchObject({ lost: false, messages: [{ id: ids[1] }, { id: ids[2] }] });
+    await until('the follower to replay the rest', () => {
+      expect(follower.history.replay(7, ids[0])).toMatchObject({ lost: false, messages: [{ id: ids[1] }, { id: ids[2] }] });
+      return true;
+    });
     const replay = follower.history.replay(7, ids[0]);
     expect(replay.lost || replay.messages.map((m) => m.body.toString())).toEqual(['two', 'three']);
     expect(follower.history.stats()).toMatchObject({ replicas: 1, lag: 0 });
@@ -162,7 +166,7 @@ describe('a partition on a JetStream stream', () => {
     // As if the old leader froze past the lease: its key is gone, and the next router takes the partition.
     const kv = await b.leases();
     await kv.purge((old.history.lease as unknown as { key: string }).key);
-    await expect.poll(() => next.history.view.lastId).toBe(before);
+    await until('the next router\'s view to hold the message', () => next.history.view.lastId === before);
     expect(await next.history.lead()).toBeDefined();
     const late = old.history.append(9, Buffer.from('late'));
     await expect(committed(old.history)).rejects.toThrow('not committed');
@@ -226,7 +230,7 @@ describe('a partition on a JetStream stream', () => {
     const id = leader.history.append(3, Buffer.from('pay 5'), 'order-17');
     expect(leader.history.keyed(3, 'order-17')).toBe(id); // numbered, not yet acknowledged
     await committed(leader.history);
-    await expect.poll(() => follower.history.keyed(3, 'order-17')).toBe(id);
+    await until('the follower to know the key', () => follower.history.keyed(3, 'order-17') === id);
     expect(follower.history.keyed(4, 'order-17')).toBeUndefined(); // keys are per subject
     const { state } = await b.jsm.streams.info(historyStream(0, 7));
     const seq = state.last_seq;
@@ -292,6 +296,6 @@ describe('three nats-servers, R3', () => {
     const seq = (await b.jsm.streams.info(historyStream(0, 1))).state.last_seq;
     const ack = await b.js.publish(historySubject(0, 1), Buffer.from('pay 5'), { msgID: '3 order-17', expect: { lastSequence: seq - 1 } });
     expect(ack).toMatchObject({ duplicate: true, seq });
-    await expect.poll(() => follower.history.keyed(3, 'order-17')).toBe(id);
+    await until('the follower to know the key', () => follower.history.keyed(3, 'order-17') === id);
   });
 });

@@ -13,7 +13,8 @@ import { Registry } from '../router/registry.js';
 import { toChunk, type Chunk } from '../router/router.js';
 import { resume } from '../server/resume.js';
 import { numberedMessages } from '../server/stream.js';
-import { api, openStream, received, runCli, spawnServer, startServer, stopChild, tempDir, waitFor, type SseClient, type StreamClient, type Transport, type WsClient } from './helpers.js';
+import { api, openStream, received, runCli, spawnServer, startServer, stopChild, tempDir, type SseClient, type StreamClient, type Transport, type WsClient } from './helpers.js';
+import { until } from '../bench/until.js';
 
 let c1m: C1m | undefined;
 const clients: (StreamClient | SseClient | WsClient)[] = [];
@@ -53,14 +54,14 @@ for (const transport of ['chunked', 'sse', 'ws'] as const) {
       c1m.store.addSubscriptions([[1, 2]]); // 1 hears 2
       const first = await open(transport, c1m.port, 1, ids);
       const seen = await send(c1m.apiPort, 2, 'seen');
-      await waitFor(() => received(first).length === 1, 'the first message');
+      await until('the first message', () => received(first).length === 1);
       expect(received(first)).toEqual([seen]);
       first.close();
-      await waitFor(() => !c1m!.registry.isConnected(1), 'the close');
+      await until('the close', () => !c1m!.registry.isConnected(1));
       const missed = [await send(c1m.apiPort, 1, 'missed one'), await send(c1m.apiPort, 3, 'not for 1'), await send(c1m.apiPort, 2, 'missed\ntwo')];
       const resumed = await open(transport, c1m.port, 1, `?lastEventId=${seen.split(' ')[0]}`);
       const live = await send(c1m.apiPort, 2, 'live');
-      await waitFor(() => received(resumed).length === 3, 'the replay and the live message');
+      await until('the replay and the live message', () => received(resumed).length === 3);
       expect(received(resumed)).toEqual([missed[0], missed[2], live]);
       expect(c1m.stats().history).toMatchObject({ resumes: 1, replayed: 2, lost: 0 });
     });
@@ -83,14 +84,14 @@ for (const transport of ['chunked', 'sse', 'ws'] as const) {
         return answer;
       };
       const client = await open(transport, server.port, 1, `?lastEventId=${from}`);
-      await waitFor(() => asked, 'the replay asked for');
+      await until('the replay asked for', () => asked);
       const one = await send(server.apiPort, 1, 'one');
       gates[0].resolve();
-      await waitFor(() => read, 'the replay read');
+      await until('the replay read', () => read);
       const two = await send(server.apiPort, 1, 'two');
       gates[1].resolve();
       const three = await send(server.apiPort, 1, 'three');
-      await waitFor(() => received(client).includes(three), 'the live message after the hand-over');
+      await until('the live message after the hand-over', () => received(client).includes(three));
       expect(received(client)).toEqual([one, two, three]);
     });
 
@@ -101,7 +102,7 @@ for (const transport of ['chunked', 'sse', 'ws'] as const) {
       const tooOld = await open(transport, c1m.port, 4, '?lastEventId=12');
       const live = await send(c1m.apiPort, 4, 'live');
       for (const [client, why] of [[unknown, 'unknown'], [notAnId, 'unknown'], [tooOld, 'expired']] as const) {
-        await waitFor(() => received(client).length === 2, 'lost, then live');
+        await until('lost, then live', () => received(client).length === 2);
         expect(received(client)).toEqual([`lost ${why}`, live]);
       }
       expect(c1m.stats().history).toMatchObject({ resumes: 3, lost: 3 });
@@ -122,7 +123,7 @@ it('resumes /test/<id> and /sse/<id> from the Last-Event-ID header, as an EventS
     clients.push({ close: () => req.destroy() } as StreamClient);
     const id = missed.split(' ')[0];
     const expected = path === '/sse/1' ? `id: ${id}\ndata: missed\ndata: by both\n\n` : `${id} missed\n by both\n`;
-    await waitFor(() => body.endsWith(expected), `the replay on ${path}`);
+    await until(`the replay on ${path}`, () => body.endsWith(expected));
     expect(path === '/sse/1' ? body : numberedMessages(body.split('\n').slice(1, -1))).toEqual(path === '/sse/1' ? expect.stringContaining(expected) : [missed]);
   }
 });
@@ -132,9 +133,9 @@ it('tells a client away longer than the history that it is lost', async () => {
   const seen = (await send(c1m.apiPort, 1, 'seen')).split(' ')[0];
   await send(c1m.apiPort, 1, 'missed, and older than the window by the time the client is back');
   const rows = () => (c1m!.store as SqliteStore).db.prepare('SELECT count(*) FROM history').pluck().get();
-  await waitFor(() => rows() === 0, 'pruning (every second) to take both', 5000);
+  await until('pruning (every second) to take both', () => rows() === 0, 5000);
   const client = await open('sse', c1m.port, 1, `?lastEventId=${seen}`);
-  await waitFor(() => received(client).length === 1, 'lost');
+  await until('lost', () => received(client).length === 1);
   expect(received(client)).toEqual(['lost expired']);
 });
 
@@ -152,9 +153,9 @@ it('hands over from replay to live with nothing lost or doubled while sends keep
   };
   pump();
   const client = await open('sse', server.port, 1, `?lastEventId=${first}`);
-  await waitFor(() => n > 200, 'sends after the stream opened');
+  await until('sends after the stream opened', () => n > 200);
   sending = false;
-  await waitFor(() => received(client).length === n, `all ${n} messages`);
+  await until(`all ${n} messages`, () => received(client).length === n);
   const got = received(client).map((line) => line.split(' ')[1]);
   expect(got).toEqual(Array.from({ length: n }, (_, i) => `m${i + 1}`));
   const gotIds = received(client).map((line) => Number(line.split(' ')[0]));
@@ -171,7 +172,7 @@ it('a replay larger than the stream may hold comes in parts: the stream ends aft
   while (got.length < 20 && parts < 20) {
     const client = (await open('chunked', c1m.port, 1, `?lastEventId=${after}`)) as StreamClient;
     // A part that did not hold everything ends its stream; the last part stays open, live.
-    await waitFor(() => client.ended || got.length + received(client).length === 20, 'a part');
+    await until('a part', () => client.ended || got.length + received(client).length === 20);
     const part = received(client);
     got.push(...part.map((line) => line.split(' ')[1]));
     after = Number(part.at(-1)!.split(' ')[0]);
@@ -195,7 +196,7 @@ it('a server killed with kill -9 and restarted on the same store replays what it
       const client = await open(transport, second.port, 1, `?lastEventId=${seen.split(' ')[0]}`);
       const live = await send(second.apiPort, 2, `live over ${transport}`); // 2 is nobody's: a sentinel that 1 must not get
       const own = await send(second.apiPort, 1, `live for 1 over ${transport}`);
-      await waitFor(() => received(client).includes(own), 'the live message');
+      await until('the live message', () => received(client).includes(own));
       expect(received(client).slice(0, 2)).toEqual(missed);
       expect(received(client)).not.toContain(live);
       expect(Number(own.split(' ')[0])).toBeGreaterThan(Number(missed[1].split(' ')[0]));
@@ -247,7 +248,7 @@ describe('a new stream where a cluster has several partitions', () => {
     // Live while the heads are asked for: partition 1's 8 and 9, numbered once the login was in, below the head read after.
     for (const id of [8, 9]) registry.deliver(7, Object.assign(toChunk('live', id), { partition: 1 }));
     answer.resolve();
-    await waitFor(() => started.length > 0, 'the hand-over');
+    await until('the hand-over', () => started.length > 0);
     expect(started).toEqual([[10, 7]]);
     expect(written).toEqual(['1:8', '1:9']);
     expect(registry.connectionsOf(7)).toBe(1);

@@ -2,6 +2,7 @@ import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { C1m } from '../index.js';
 import { checkStreamToken, mintStreamToken } from '../server/auth.js';
+import { until } from '../bench/until.js';
 import { api, runCli, startServer, StreamClient } from './helpers.js';
 
 let c1m: C1m | undefined;
@@ -40,10 +41,11 @@ describe('public port', () => {
 
     const client = new StreamClient(c1m.port, `/test/7?token=${mintStreamToken(secret, 7, 60)}`);
     clients.push(client);
-    await expect.poll(() => client.lines.length).toBe(1);
+    await until('the welcome', () => client.lines.length === 1);
     expect(client.status).toBe(200);
     expect(c1m.router.send(7, 'for 7 only')).toBe(1);
-    await expect.poll(() => client.messages).toEqual(['for 7 only']);
+    await until('the message', () => client.messages.length > 0);
+    expect(client.messages).toEqual(['for 7 only']);
   });
 
   it('mints tokens from the CLI that the server accepts, and tells why a token is refused', async () => {

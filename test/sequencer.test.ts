@@ -12,11 +12,13 @@ import { spawnSync } from 'node:child_process';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
+import type { RouterStats } from '../cluster/router-process.js';
 import { spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
 import { historyPath, NotSequencerError, type History } from '../subsmanager/history.js';
 import { LEASE } from '../subsmanager/sequencer.js';
 import { openStore } from '../subsmanager/store.js';
-import { api, openStream, received, stopChild, tempDir, waitFor } from './helpers.js';
+import { api, openStream, received, stopChild, tempDir } from './helpers.js';
+import { until } from '../bench/until.js';
 
 const closing: (() => void)[] = [];
 afterEach(() => closing.splice(0).forEach((close) => close()));
@@ -110,10 +112,12 @@ describe('the lease on one file', () => {
     expect(() => a.history.append(1, Buffer.from('refused'))).toThrow(new RegExp(`another process \\(${b.history.lease.holder}, term ${taken}\\)`));
   });
 
-  it('a history wiped while edges run starts a term above the ones they saw', async () => {
+  it('a history wiped while edges run starts a term above the ones they saw', () => {
+    vi.useFakeTimers({ toFake: ['Date'] }); // terms start from the clock: the wiped history is made 1 ms later
+    closing.push(() => vi.useRealTimers());
     const older = opener(join(tempDir(), 'c1m.db'));
     const seen = older.history.lead()!.term;
-    await new Promise((resolve) => setTimeout(resolve, 5));
+    vi.setSystemTime(Date.now() + 1);
     const wiped = opener(join(tempDir(), 'c1m.db')); // a new file: no row to count from
     expect(wiped.history.lead()!.term).toBeGreaterThan(seen);
   });
@@ -225,9 +229,8 @@ describe('two routers on one store', () => {
     if (cluster) await stopChild(cluster.child);
   });
 
-  type Stats = { pid: number; connections: number; history: { lastId: number; term: number } | null };
   /** The router answering the API now (the lease holder). */
-  const holder = async () => ((await api(cluster.apiPort, 'GET', '/stats')).json as Stats).pid;
+  const holder = async () => ((await api(cluster.apiPort, 'GET', '/stats')).json as RouterStats).pid;
 
   it('hand the history over on kill -9 and on a frozen holder: every acknowledged message reaches the client once, in id order', async () => {
     // A wide batch window, so a frozen router still holds a batch it took.
@@ -251,9 +254,9 @@ describe('two routers on one store', () => {
     const ids = () => received(client).map((line) => Number(line.split(' ')[0]));
     // Sent before the router has heard of the stream, a message is acknowledged and reaches nobody: the claim below
     // ("every acknowledged message reaches the client") starts once the holder's directory holds the stream.
-    await vi.waitFor(async () => expect(((await api(cluster.apiPort, 'GET', '/stats')).json as Stats).connections).toBe(1), { timeout: 15_000, interval: 50 });
-    await vi.waitFor(async () => expect(await sendOnce('hello')).toBeDefined(), { timeout: 10_000, interval: 100 });
-    await waitFor(() => ids().length === 1, 'the first message');
+    await until('the router to count the stream', async () => { expect(((await api(cluster.apiPort, 'GET', '/stats')).json as RouterStats).connections).toBe(1); return true; }, 15_000, 50);
+    await until('the first send acknowledged', async () => { expect(await sendOnce('hello')).toBeDefined(); return true; }, 10_000, 100);
+    await until('the first message', () => ids().length === 1);
 
     /** Sends every 20 ms until `stop` resolves; bounded by its count. */
     let stop = false;
@@ -265,19 +268,19 @@ describe('two routers on one store', () => {
     })();
     const waitAcked = async (n: number) => {
       const start = acked.length;
-      await vi.waitFor(() => expect(acked.length).toBeGreaterThanOrEqual(start + n), { timeout: 15_000, interval: 50 });
+      await until('more sends acknowledged', () => { expect(acked.length).toBeGreaterThanOrEqual(start + n); return true; }, 15_000, 50);
     };
 
     // kill -9 the holder: the other takes the lease once it lapses and answers on the same port.
     await waitAcked(10);
     const first = await holder();
     process.kill(first, 'SIGKILL');
-    await vi.waitFor(async () => expect(await holder()).not.toBe(first), { timeout: 15_000, interval: 100 });
+    await until('the other router to hold the lease', async () => { expect(await holder()).not.toBe(first); return true; }, 15_000, 100);
     await waitAcked(10);
 
     // Freeze the holder right after a send it acknowledged: its batch waits in its window.
     const second = await holder();
-    const terms = async () => ((await api(cluster.apiPort, 'GET', '/stats')).json as Stats).history!.term;
+    const terms = async () => ((await api(cluster.apiPort, 'GET', '/stats')).json as RouterStats).history!.term!;
     const secondTerm = await terms();
     stop = true;
     await sending;
@@ -286,16 +289,16 @@ describe('two routers on one store', () => {
     try {
       expect(frozenAck).toBeDefined();
       // The restarted first router takes over; the kernel may still hand API connections to the frozen one, so retry.
-      await vi.waitFor(async () => expect(await sendOnce('after the freeze')).toBeDefined(), { timeout: 15_000, interval: 100 });
+      await until('a send acknowledged after the freeze', async () => { expect(await sendOnce('after the freeze')).toBeDefined(); return true; }, 15_000, 100);
     } finally {
       process.kill(second, 'SIGCONT');
     }
     // Thawed, it finds the lease taken and exits; its late batch is dropped by the edges.
-    await vi.waitFor(() => expect(() => process.kill(second, 0)).toThrow(), { timeout: 10_000, interval: 100 });
+    await until('the frozen router to exit', () => { expect(() => process.kill(second, 0)).toThrow(); return true; }, 10_000, 100);
     expect(await terms()).toBeGreaterThan(secondTerm); // /stats names the term of the holder answering
     const last = await sendOnce('last');
     expect(last).toBeDefined();
-    await waitFor(() => ids().includes(last!), 'the last message', 10_000);
+    await until('the last message', () => ids().includes(last!), 10_000);
 
     const got = ids();
     expect(got).toEqual([...got].sort((x, y) => x - y)); // in id order

@@ -7,7 +7,7 @@
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { connectJetStream } from '../cluster/jetstream.js';
 import { ROUTER_INBOX } from '../cluster/nats-auth.js';
 import { CorruptChangeError, decodeChange, encodeEdges, encodePairs } from '../cluster/store-changes.js';
@@ -16,8 +16,9 @@ import { SNAPSHOT_STREAM, SNAPSHOT_SUBJECT } from '../cluster/store-snapshot.js'
 import { spawnJetStreamServers, spawnRouter, type JetStreamServers } from '../loadgen/server-process.js';
 import { openStore } from '../subsmanager/store.js';
 import { longestAnswer } from '../bench/probe.js';
-import { api, runCli, stopChild, tempDir, waitFor } from './helpers.js';
+import { api, runCli, stopChild, tempDir } from './helpers.js';
 import { appliedRow, closeViews, contentOf, openView } from './store-views.js';
+import { until } from '../bench/until.js';
 
 const json = { 'content-type': 'application/json' };
 
@@ -49,7 +50,7 @@ describe('one nats-server with JetStream: routers and views of one store stream'
     // Read your own write: the answer came once this router's view applied it.
     expect(await subscribers(a, '2')).toEqual([1, 3]);
     const eventually = (port: number, subject: string, expected: unknown[]) =>
-      vi.waitFor(async () => expect(await subscribers(port, subject)).toEqual(expected), { timeout: 5000, interval: 20 });
+      until('the subscribers', async () => { expect(await subscribers(port, subject)).toEqual(expected); return true; }, 5000, 20);
     await eventually(b, '2', [1, 3]);
     expect(await subscribers(b, 'photo%3A9')).toEqual([1]);
 
@@ -72,7 +73,7 @@ describe('one nats-server with JetStream: routers and views of one store stream'
     const a = await openView(servers, join(dir, 'restart-a.db'));
     let b = await openView(servers, join(dir, 'restart-b.db'));
     await a.store.addSubscriptions([[10, 11]]);
-    await waitFor(() => b.store.getSubscribers(11).length === 1, 'the change on the second view');
+    await until('the change on the second view', () => b.store.getSubscribers(11).length === 1);
     const before = b.store.stats().applied;
     await b.close();
 
@@ -109,7 +110,7 @@ describe('one nats-server with JetStream: routers and views of one store stream'
     await js.publish(STORE_SUBJECT, Uint8Array.of(9, 9, 9));
     await js.publish(STORE_SUBJECT, Uint8Array.of(3, 0, 0, 0, 1, 0, 0));
     expect((await api(b, 'POST', '/subscriptions', '[[70000, 70001]]', json)).json).toEqual({ added: 1 });
-    await waitFor(() => view.store.getSubscribers(70001).length === 1, 'the change after the corrupt ones');
+    await until('the change after the corrupt ones', () => view.store.getSubscribers(70001).length === 1);
     expect(view.store.stats()).toMatchObject({ applied: before + 3, skipped: 2 });
     expect(view.lines.filter((l) => l.msg === 'skipped a message of the store stream that is not a change').map((l) => [l.seq, l.error])).toEqual([
       [before + 1, 'a change of unknown kind 9'],
@@ -213,7 +214,7 @@ describe('snapshots: an empty view loads the newest one, then the stream after i
     let behind = await openView(servers, join(dir, 'behind.db'));
     expect((await runCli(['friends', 'load', graph, '--nats', servers.urls, '--nats-creds', servers.creds])).code).toBe(0);
     await a.store.removeSubscriptions([[1, 2], [2, 1]]);
-    await waitFor(() => behind.store.stats().applied === a.store.stats().applied, 'the second view');
+    await until('the second view', () => behind.store.stats().applied === a.store.stats().applied);
     await behind.close();
     await a.store.addSubscriptions([[1, 'room:7']]);
 
@@ -342,7 +343,7 @@ describe('a router serving while a bulk load of several messages is applied', ()
       const loaded = await runCli(['friends', 'load', graph, '--nats', servers.urls, '--nats-creds', servers.creds]);
       const messages = Number(/ in (\d+) messages to C1M_STORE/.exec(loaded.stdout)?.[1]);
       expect(messages).toBeGreaterThanOrEqual(6);
-      await vi.waitFor(async () => expect(await applied()).toBe(1 + messages), { timeout: 60_000, interval: 100 });
+      await until('the view to apply every message', async () => { expect(await applied()).toBe(1 + messages); return true; }, 60_000, 100);
     })();
     let asks = 0;
     const lookup = async () => {

@@ -6,7 +6,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { openStore, type SqliteStore } from '../index.js';
 import { SERVER_BUSY_TIMEOUT_MS } from '../server/defaults.js';
 import { retryBusy } from '../subsmanager/wal.js';
-import { api, runCli, spawnServer, startServer, stopChild, tempDir, waitFor } from './helpers.js';
+import { api, runCli, spawnServer, startServer, stopChild, tempDir } from './helpers.js';
+import { until } from '../bench/until.js';
 
 const stores: SqliteStore[] = [];
 const open = (path: string, cacheMiB?: number) => {
@@ -158,9 +159,9 @@ describe('subscription store', () => {
     let out = '';
     writer.stdout.on('data', (d) => (out += d));
     writer.stderr.on('data', (d) => (out += d));
-    await waitFor(() => out.includes('first batch committed'), 'first batch', 20_000);
+    await until('first batch', () => out.includes('first batch committed'), 20_000);
     // Mid-write: the WAL grows with uncommitted pages of the second batch.
-    await waitFor(() => existsSync(`${db}-wal`) && statSync(`${db}-wal`).size > 4 * 1024 * 1024, 'WAL growth', 20_000);
+    await until('WAL growth', () => existsSync(`${db}-wal`) && statSync(`${db}-wal`).size > 4 * 1024 * 1024, 20_000);
     const exited = new Promise((r) => writer.once('exit', (_code, signal) => r(signal)));
     writer.kill('SIGKILL');
     expect(await exited).toBe('SIGKILL');

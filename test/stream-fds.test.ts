@@ -9,7 +9,8 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { afterAll, expect, it } from 'vitest';
 import { cpuOf } from '../loadgen/server-process.js';
-import { spawnServer, stopChild, waitFor } from './helpers.js';
+import { spawnServer, stopChild } from './helpers.js';
+import { until } from '../bench/until.js';
 
 const LIMIT = 600;
 const MAX_STREAMS = 300;
@@ -60,7 +61,14 @@ it('at its fd limit, keeps the API answering at low CPU, refuses new streams cle
     expect(halfSent.length).toBeGreaterThan(0);
     // Without a guard, uSockets retries accept() on EMFILE forever and the API cannot accept at all.
     const stats = () => fetch(`http://127.0.0.1:${server.apiPort}/stats`, { signal: AbortSignal.timeout(1000) }).then((r) => r.json(), () => null);
-    await expect.poll(stats, { timeout: 5000 }).toMatchObject({ connections: MAX_STREAMS, fdExhaustions: 1 });
+    await until(
+      'the guard to pause accepting',
+      async () => {
+        expect(await stats()).toMatchObject({ connections: MAX_STREAMS, fdExhaustions: 1 });
+        return true;
+      },
+      5000,
+    );
     expect(server.output()).toContain('out of file descriptors: not accepting on the public port until some are free');
     const before = cpuOf(pid);
     await new Promise((r) => setTimeout(r, 1000));
@@ -69,10 +77,10 @@ it('at its fd limit, keeps the API answering at low CPU, refuses new streams cle
 
     // The half-sent sockets go away: the server accepts again, says full, then reuses a freed slot.
     halfSent.forEach(({ socket }) => socket.resetAndDestroy());
-    await waitFor(() => server.output().includes('accepting on the public port again'), 'accepting again', 5000);
+    await until('accepting again', () => server.output().includes('accepting on the public port again'), 5000);
     expect((await stream(server.port, 9997)).answer).toMatch(/^HTTP\/1\.1 503 .*server full/s);
     streams[0].socket.resetAndDestroy();
-    await expect.poll(async () => (await stats())?.connections).toBe(MAX_STREAMS - 1);
+    await until('the freed slot', async () => (await stats())?.connections === MAX_STREAMS - 1);
     expect((await stream(server.port, 9996)).answer).toMatch(/^HTTP\/1\.1 200 /);
   } finally {
     sockets.splice(0).forEach((s) => s.resetAndDestroy());

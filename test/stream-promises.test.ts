@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { C1m } from '../index.js';
 import { mintStreamToken } from '../server/auth.js';
-import { api, runCli, spawnServer, startServer, stopChild, StreamClient, tempDir, waitFor } from './helpers.js';
+import { api, runCli, spawnServer, startServer, stopChild, StreamClient, tempDir } from './helpers.js';
+import { until } from '../bench/until.js';
 
 let c1m: C1m | undefined;
 const sockets: net.Socket[] = [];
@@ -47,9 +48,9 @@ describe('streams', () => {
   it('sends each message as its own HTTP chunk ending in a newline, also when several go out in one write', async () => {
     c1m = await startServer();
     const client = rawStream(c1m.port, 1);
-    await waitFor(() => client.chunks().length === 1, 'welcome chunk');
+    await until('welcome chunk', () => client.chunks().length === 1);
     for (const m of ['one', 'two', 'three']) c1m.router.send(1, m); // one turn: one corked write
-    await waitFor(() => client.chunks().length === 4, 'three chunks');
+    await until('three chunks', () => client.chunks().length === 4);
     expect(client.chunks()).toEqual(["Welcome, Url: '/test/1' Id: 1\n", 'one\n', 'two\n', 'three\n']);
   });
 
@@ -57,19 +58,19 @@ describe('streams', () => {
     c1m = await startServer({ maxBacklog: 4 * 1024 * 1024, maxMessage: 1024 * 1024 });
     const sizes = [900_000, 200_000, 14_000];
     const clients = sizes.map((_, i) => rawStream(c1m!.port, i + 1));
-    await waitFor(() => clients.every((c) => c.chunks().length === 1), 'welcome chunks');
+    await until('welcome chunks', () => clients.every((c) => c.chunks().length === 1));
     clients.forEach((c) => c.socket.pause());
     sizes.forEach((size, i) => c1m!.router.send(i + 1, 'x'.repeat(size - 1)));
     await new Promise((r) => setTimeout(r, 2000)); // the client is away for 2 s: that is the scenario, not a wait for an event
     clients.forEach((c) => c.socket.resume());
     // Past 16 KiB a message goes out as several consecutive chunks (see CORK_BUFFER_SIZE).
     const body = (c: (typeof clients)[number]) => c.chunks().slice(1).join('');
-    await waitFor(() => clients.every((c, i) => body(c).length === sizes[i]), 'every byte, with no further send', 10_000);
+    await until('every byte, with no further send', () => clients.every((c, i) => body(c).length === sizes[i]), 10_000);
     clients.forEach((c, i) => expect(body(c)).toBe(`${'x'.repeat(sizes[i] - 1)}\n`));
     await new Promise((r) => setTimeout(r, 12_000)); // past uWS's 10 s timeout
     expect(c1m.stats()).toMatchObject({ connections: 3, slowConsumerCloses: 0 });
     c1m.router.send(1, 'still here');
-    await waitFor(() => clients[0].chunks().at(-1) === 'still here\n', 'a later message');
+    await until('a later message', () => clients[0].chunks().at(-1) === 'still here\n');
   }, 30_000);
 
   it('reuses a slot freed at --max-connections', async () => {
@@ -77,7 +78,7 @@ describe('streams', () => {
     const first = await StreamClient.open(c1m.port, 1);
     expect((await fetch(`http://127.0.0.1:${c1m.port}/test/2`)).status).toBe(503);
     first.close();
-    await waitFor(() => c1m!.stats().connections === 0, 'logout');
+    await until('logout', () => c1m!.stats().connections === 0);
     const second = await StreamClient.open(c1m.port, 2);
     expect(second.status).toBe(200);
     second.close();
@@ -98,7 +99,7 @@ describe('streams', () => {
   it('ends every stream with the terminating chunk on SIGTERM', async () => {
     const server = await spawnServer(['--db', ':memory:']);
     const clients = [1, 2].map((id) => rawStream(server.port, id));
-    await waitFor(() => clients.every((c) => c.chunks().length === 1), 'welcome chunks');
+    await until('welcome chunks', () => clients.every((c) => c.chunks().length === 1));
     const ended = clients.map((c) => new Promise((resolve) => c.socket.on('end', resolve)));
     await stopChild(server.child, 'SIGTERM');
     await Promise.all(ended);

@@ -7,9 +7,11 @@
  * order.
  */
 import { EventSource } from 'eventsource';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
-import { api, SseClient, spawnServer, stopChild, tempDir, waitFor } from './helpers.js';
+import type { RouterStats } from '../cluster/router-process.js';
+import { api, SseClient, spawnServer, stopChild, tempDir, untilStreamsKnown } from './helpers.js';
+import { until } from '../bench/until.js';
 
 /** A send through the API; its `<id> <message>` as a resumed client shows it. */
 async function send(apiPort: number, user: number, text: string): Promise<{ line: string; delivered: number }> {
@@ -76,13 +78,13 @@ describe('one process', () => {
   it('a raw client resumes with only the Last-Event-ID header', async () => {
     const first = await SseClient.open(server.port, 3);
     const seen = await send(server.apiPort, 3, 'seen');
-    await waitFor(() => lines(first).includes(seen.line), 'the first message');
+    await until('the first message', () => lines(first).includes(seen.line));
     first.close();
     const missed = [(await send(server.apiPort, 3, 'missed one')).line, (await send(server.apiPort, 3, 'missed two')).line];
     const back = await SseClient.open(server.port, 3, '', { 'Last-Event-ID': seen.line.split(' ')[0] });
-    await waitFor(() => lines(back).length >= 2, 'the replay');
+    await until('the replay', () => lines(back).length >= 2);
     const live = await send(server.apiPort, 3, 'live');
-    await waitFor(() => lines(back).includes(live.line), 'the live message');
+    await until('the live message', () => lines(back).includes(live.line));
     expect(lines(back)).toEqual([...missed, live.line]);
     back.close();
   });
@@ -90,19 +92,19 @@ describe('one process', () => {
   it('npm eventsource resumes by itself across a restart and a replay in parts: every message once, in order', async () => {
     const client = new RecordedEventSource(`http://127.0.0.1:${server.port}/sse/4`);
     try {
-      await waitFor(() => client.welcomes === 1, 'the welcome', 10_000);
+      await until('the welcome', () => client.welcomes === 1, 10_000);
       const sent = [(await send(server.apiPort, 4, 'before the restart')).line];
-      await waitFor(() => client.received.length === 1, 'the first message');
+      await until('the first message', () => client.received.length === 1);
       client.hold();
       await stopChild(server.child);
       server = await spawnServer([...args, '--port', String(server.port)]);
       // Eight of 700 bytes: more than half the backlog, so the replay takes several streams, each ended by the server.
       for (let i = 0; i < 8; i++) sent.push((await send(server.apiPort, 4, `missed ${i} ${'x'.repeat(700)}`)).line);
       client.release();
-      await waitFor(() => client.received.length === sent.length, 'every missed message', 45_000);
-      await waitFor(() => client.welcomes === client.requests.length, 'the last welcome', 10_000);
+      await until('every missed message', () => client.received.length === sent.length, 45_000);
+      await until('the last welcome', () => client.welcomes === client.requests.length, 10_000);
       sent.push((await send(server.apiPort, 4, 'live')).line);
-      await waitFor(() => client.received.length === sent.length, 'the live message', 10_000);
+      await until('the live message', () => client.received.length === sent.length, 10_000);
       expect(client.received).toEqual(sent);
       expect(client.welcomes, 'streams the replay took').toBeGreaterThanOrEqual(3);
       client.expectResumedByHeader();
@@ -119,25 +121,25 @@ describe('through an edge of a cluster', () => {
   });
   afterAll(() => stopChild(cluster?.child));
 
-  const stats = async () => (await api(cluster.apiPort, 'GET', '/stats')).json as { connections: number; edges: { id: string; pid: number; state: string; directoryStreams: number }[] };
+  const stats = async () => (await api(cluster.apiPort, 'GET', '/stats')).json as RouterStats;
   /** Until the router's directory holds exactly `n` streams: a send then reaches every one of them. */
-  const streamsKnown = (n: number) => vi.waitFor(async () => expect((await stats()).connections).toBe(n), { timeout: 15_000, interval: 50 });
+  const streamsKnown = (n: number) => untilStreamsKnown(cluster.apiPort, n);
 
   it('a raw client resumes with only the Last-Event-ID header', async () => {
     const first = await SseClient.open(cluster.port, 13);
     await streamsKnown(1);
     const seen = await send(cluster.apiPort, 13, 'seen');
     expect(seen.delivered).toBe(1);
-    await waitFor(() => lines(first).includes(seen.line), 'the first message');
+    await until('the first message', () => lines(first).includes(seen.line));
     first.close();
     await streamsKnown(0);
     const missed = [(await send(cluster.apiPort, 13, 'missed one')).line, (await send(cluster.apiPort, 13, 'missed two')).line];
     const back = await SseClient.open(cluster.port, 13, '', { 'Last-Event-ID': seen.line.split(' ')[0] });
-    await waitFor(() => lines(back).length >= 2, 'the replay', 10_000);
+    await until('the replay', () => lines(back).length >= 2, 10_000);
     await streamsKnown(1);
     const live = await send(cluster.apiPort, 13, 'live');
     expect(live.delivered).toBe(1);
-    await waitFor(() => lines(back).includes(live.line), 'the live message', 10_000);
+    await until('the live message', () => lines(back).includes(live.line), 10_000);
     expect(lines(back)).toEqual([...missed, live.line]);
     back.close();
     await streamsKnown(0);
@@ -146,10 +148,10 @@ describe('through an edge of a cluster', () => {
   it('npm eventsource resumes by itself after its edge is killed with kill -9: every message once, in order', async () => {
     const client = new RecordedEventSource(`http://127.0.0.1:${cluster.port}/sse/14`);
     try {
-      await waitFor(() => client.welcomes === 1, 'the welcome', 10_000);
+      await until('the welcome', () => client.welcomes === 1, 10_000);
       await streamsKnown(1);
       const sent = [(await send(cluster.apiPort, 14, 'before the kill')).line];
-      await waitFor(() => client.received.length === 1, 'the first message');
+      await until('the first message', () => client.received.length === 1);
       // The edge holding it as the router's directory places it: an edge's own count comes once a second, and may be stale.
       const holding = (await stats()).edges.filter((e) => e.directoryStreams > 0);
       expect(holding).toHaveLength(1);
@@ -158,21 +160,24 @@ describe('through an edge of a cluster', () => {
       process.kill(killed.pid, 'SIGKILL');
       for (let i = 0; i < 3; i++) sent.push((await send(cluster.apiPort, 14, `while its edge was down ${i}`)).line);
       client.release();
-      await waitFor(() => client.received.length === sent.length, 'every missed message', 30_000);
+      await until('every missed message', () => client.received.length === sent.length, 30_000);
       // Until the killed edge's new run replaced it, the directory may still count the stream it held.
-      await vi.waitFor(
+      await until(
+        "the killed edge's new run",
         async () => {
           const edge = (await stats()).edges.find((e) => e.id === killed.id);
           expect(edge?.state).toBe('up');
           expect(edge?.pid).not.toBe(killed.pid);
+          return true;
         },
-        { timeout: 15_000, interval: 100 },
+        15_000,
+        100,
       );
       await streamsKnown(1);
       const live = await send(cluster.apiPort, 14, 'live');
       expect(live.delivered).toBe(1);
       sent.push(live.line);
-      await waitFor(() => client.received.length === sent.length, 'the live message', 10_000);
+      await until('the live message', () => client.received.length === sent.length, 10_000);
       expect(client.received).toEqual(sent);
       client.expectResumedByHeader();
     } finally {

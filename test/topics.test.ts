@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { C1mClient, mintStreamToken, openStore, parseSubject, Registry, toSubject, type C1m } from '../index.js';
 import { NO_TOPICS } from '../router/registry.js';
-import { api, openStream, RawClient, received, runCli, spawnServer, startServer, stopChild, tempDir, waitFor, type SseClient, type StreamClient, type WsClient } from './helpers.js';
+import { api, openStream, RawClient, received, runCli, spawnServer, startServer, stopChild, tempDir, type SseClient, type StreamClient, type WsClient } from './helpers.js';
+import { until } from '../bench/until.js';
 
 let c1m: C1m | undefined;
 const clients: (StreamClient | SseClient | WsClient | RawClient)[] = [];
@@ -102,7 +103,7 @@ describe('lasting subscriptions to topics', () => {
     expect((await api(port, 'POST', '/send/match:7', 'nobody')).json).toMatchObject({ delivered: 0 });
     // A message to user:1 reaches 1 itself and its subscribers, as /send/1 does.
     expect((await api(port, 'POST', '/send/user:1', 'to one')).json).toMatchObject({ delivered: 2 });
-    await waitFor(() => received(streams[2]).length === 2 && received(streams[1]).length === 2, 'the messages');
+    await until('the messages', () => received(streams[2]).length === 2 && received(streams[1]).length === 2);
     expect(streams.map((s) => received(s))).toEqual([['a comment', 'to one'], ['a comment', 'to one'], ['a comment', 'to the group'], []]);
 
     expect(c1m.stats().kinds).toEqual({ user: { sends: 1, deliveries: 2 }, photo: { sends: 1, deliveries: 3 }, group: { sends: 1, deliveries: 1 }, match: { sends: 1, deliveries: 0 } });
@@ -156,15 +157,15 @@ describe('lasting subscriptions to topics', () => {
       clients.push(first);
       const sent = async (subject: string | number, text: string) => `${(await api(c1m!.apiPort, 'POST', `/send/${subject}`, text)).json.id} ${text}`;
       const seen = await sent('photo:789', 'seen');
-      await waitFor(() => received(first).length === 1, 'the first comment');
+      await until('the first comment', () => received(first).length === 1);
       expect(received(first)).toEqual([seen]);
       first.close();
-      await waitFor(() => !c1m!.registry.isConnected(1), 'the close');
+      await until('the close', () => !c1m!.registry.isConnected(1));
       const missed = [await sent('photo:789', 'missed one'), await sent('photo:1', 'not for 1'), await sent(2, 'from a friend'), await sent('user:1', 'to 1'), await sent('photo:789', 'missed two')];
       const resumed = await openStream(transport, c1m.port, 1, `?lastEventId=${seen.split(' ')[0]}`);
       clients.push(resumed);
       const live = await sent('photo:789', 'live');
-      await waitFor(() => received(resumed).length === 5, 'the replay and the live comment');
+      await until('the replay and the live comment', () => received(resumed).length === 5);
       expect(received(resumed)).toEqual([missed[0], missed[2], missed[3], missed[4], live]);
     });
   }
@@ -206,7 +207,7 @@ describe('lasting subscriptions to topics', () => {
       clients.push(stream);
       expect(await backend.send('photo:789', 'comment')).toMatchObject({ delivered: 1, id: expect.any(Number) });
       expect(await backend.send('user:1', 'to one')).toMatchObject({ delivered: 1 });
-      await waitFor(() => received(stream).length === 2, 'both');
+      await until('both', () => received(stream).length === 2);
       expect(received(stream)).toEqual(['comment', 'to one']);
       expect(await backend.unsubscribe([[4, 'photo:789']])).toBe(1);
       await expect(backend.send('photo:a/b', 'x')).rejects.toThrow(/not a subject: "photo:a\/b"/);
@@ -220,7 +221,7 @@ describe('lasting subscriptions to topics', () => {
     clients.push(stream);
     expect(c1m.router.send('group:42', 'embedded')).toBe(1);
     expect(() => c1m!.router.send('group', 'x')).toThrow(/not a subject: "group"/);
-    await waitFor(() => received(stream).length === 1, 'the embedded send');
+    await until('the embedded send', () => received(stream).length === 1);
     expect(received(stream)).toEqual(['embedded']);
   });
 });
@@ -244,19 +245,19 @@ describe('topics a stream listens to while open', () => {
       };
       const comment = await sent('photo:789', 'a comment', 2);
       const goal = await sent('match:7', 'goal', 1);
-      await waitFor(() => received(viewer).length === 2 && received(subscriber).length === 1, 'the topic messages');
+      await until('the topic messages', () => received(viewer).length === 2 && received(subscriber).length === 1);
       expect([received(viewer), received(other), received(subscriber)]).toEqual([[comment, goal], [], [comment]]);
       expect(c1m.registry.listenersOf('photo:789')).toBe(2);
 
       viewer.close();
-      await waitFor(() => c1m!.registry.listenersOf('match:7') === 0, 'the viewer gone');
+      await until('the viewer gone', () => c1m!.registry.listenersOf('match:7') === 0);
       expect(c1m.registry.listenersOf('photo:789')).toBe(1);
       const missed = [await sent('photo:789', 'while away', 1), await sent(1, 'to the user', 0)];
       await sent('match:8', 'another match', 0);
       const back = await openStream(transport, c1m.port, 1, `?lastEventId=${goal.split(' ')[0]}&topics=photo:789,match:7`);
       clients.push(back);
       const live = await sent('match:7', 'live', 1);
-      await waitFor(() => received(back).length === 3, 'the replay and the live message');
+      await until('the replay and the live message', () => received(back).length === 3);
       expect(received(back)).toEqual([...missed, live]);
     });
   }
@@ -278,11 +279,11 @@ describe('topics a stream listens to while open', () => {
     };
     const client = await openStream('sse', server.port, 1, `?lastEventId=${from}&topics=photo:1`);
     clients.push(client);
-    await waitFor(() => read, 'the replay read');
+    await until('the replay read', () => read);
     const during = await sent('during');
     answer();
     const after = await sent('after');
-    await waitFor(() => received(client).includes(after), 'the message after the hand-over');
+    await until('the message after the hand-over', () => received(client).includes(after));
     expect(received(client)).toEqual([during, after]);
   });
 
@@ -293,7 +294,7 @@ describe('topics a stream listens to while open', () => {
     clients.push(stream);
     expect(c1m.router.send('photo:789', 'once')).toBe(1);
     expect(c1m.router.send(3, 'sentinel')).toBe(1);
-    await waitFor(() => received(stream).includes('sentinel'), 'the sentinel');
+    await until('the sentinel', () => received(stream).includes('sentinel'));
     expect(received(stream)).toEqual(['once', 'sentinel']);
   });
 
@@ -309,7 +310,7 @@ describe('topics a stream listens to while open', () => {
     ]);
     clients.push(listening, not);
     c1m.router.send(2, 'sentinel');
-    await waitFor(() => received(listening).length === 1 && received(not).length === 1, 'lost, and the sentinel');
+    await until('lost, and the sentinel', () => received(listening).length === 1 && received(not).length === 1);
     expect(received(listening)).toEqual(['lost expired']);
     expect(received(not)).toEqual([expect.stringMatching(/ sentinel$/)]);
   });
@@ -338,7 +339,7 @@ describe('topics a stream listens to while open', () => {
     const minted = await runCli(['token', '5', '--topics', 'group:*,match:7'], { env: { C1M_STREAM_SECRET: secret } });
     expect((await open(`?token=${minted.stdout.trim()}&topics=group:1,match:7`)).status).toBe(200);
     expect((await runCli(['token', '5', '--topics', 'group'], { env: { C1M_STREAM_SECRET: secret } })).stderr).toMatch(/a token's topics are kind:id or kind:\*, not "group"/);
-    await waitFor(() => c1m!.registry.listenersOf('group:42') === 1 && c1m!.registry.listenersOf('group:1') === 1, 'the listeners');
+    await until('the listeners', () => c1m!.registry.listenersOf('group:42') === 1 && c1m!.registry.listenersOf('group:1') === 1);
     expect(c1m.stats().authFailures).toBe(3);
   });
 
@@ -350,7 +351,7 @@ describe('topics a stream listens to while open', () => {
     const command = async (text: string) => {
       const before = answers().length;
       client.send(0x1, Buffer.from(text));
-      await waitFor(() => answers().length > before, `the answer to ${text}`);
+      await until(`the answer to ${text}`, () => answers().length > before);
       return answers()[before];
     };
     expect(await command('subscribe photo:789,group:1')).toBe('topics match:7,photo:789,group:1');
@@ -372,7 +373,7 @@ describe('topics a stream listens to while open', () => {
     expect(received(client).filter((m) => !/^(topics|refused) /.test(m)).map((m) => m.slice(m.indexOf(' ') + 1))).toEqual(['a comment', 'to the group']);
     // Gone with the stream: what it listens to now, not what it opened with.
     client.close();
-    await waitFor(() => c1m!.registry.connections === 0, 'the logout');
+    await until('the logout', () => c1m!.registry.connections === 0);
     for (const topic of ['match:7', 'group:1', 'photo:0', 'photo:789']) expect(c1m.registry.listenersOf(topic), topic).toBe(0);
   });
 
@@ -382,12 +383,12 @@ describe('topics a stream listens to while open', () => {
     clients.push(client);
     // 60 changes in one write: even read over a few hundred ms they outrun the budget.
     for (let i = 0; i < 60; i++) client.send(0x1, Buffer.from(`${i % 2 ? 'unsubscribe' : 'subscribe'} photo:1`));
-    await waitFor(() => client.closeCode !== undefined, 'the close');
+    await until('the close', () => client.closeCode !== undefined);
     expect(client.closeCode).toBe(1008);
     const answered = client.frames.filter((f) => f.header === 'topics').length;
     expect(answered).toBeGreaterThanOrEqual(20);
     expect(answered).toBeLessThan(60);
-    await waitFor(() => c1m!.registry.connections === 0, 'the logout');
+    await until('the logout', () => c1m!.registry.connections === 0);
     expect(c1m.registry.listenersOf('photo:1')).toBe(0);
   });
 
@@ -400,7 +401,7 @@ describe('topics a stream listens to while open', () => {
     const answer = async (client: WsClient, text: string) => {
       const count = client.frames.length;
       client.send(0x1, Buffer.from(text));
-      await waitFor(() => client.frames.length > count, `the answer to ${text}`);
+      await until(`the answer to ${text}`, () => client.frames.length > count);
       return `${client.frames[count].header} ${client.frames[count].payload}`;
     };
     expect(await answer(scoped, 'subscribe photo:1,match:8')).toBe('refused token does not cover topic match:8');
@@ -438,7 +439,7 @@ describe('topics a stream listens to while open', () => {
     ] as const) {
       const client = await openStream('chunked', c1m.port, 1, query);
       clients.push(client);
-      await waitFor(() => client.ended, 'the refusal');
+      await until('the refusal', () => client.ended);
       expect((client as StreamClient).status, query).toBe(400);
       expect((client as StreamClient).lines.join('\n'), query).toMatch(why);
     }

@@ -1,13 +1,14 @@
 /**
  * EventSource (/sse/<id>) and WebSocket (/ws/<id>) streams in the single
- * process, with real clients on loopback: what each transport frames, and
- * that both share the router, the limits, tokens and counters with /test/<id>.
+ * process, with real clients on loopback: what each transport frames; then
+ * the same tests over all three (chunked /test/<id> too): they share the
+ * router, the limits, tokens and counters.
  */
-import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { C1m } from '../index.js';
 import { mintStreamToken } from '../server/auth.js';
-import { api, openStream, SseClient, startServer, waitFor, WsClient, type StreamClient, type Transport } from './helpers.js';
+import { api, openStream, SseClient, stalledStream, startServer, WsClient, type StreamClient, type Transport } from './helpers.js';
+import { until } from '../bench/until.js';
 
 let c1m: C1m;
 const clients: { close(): void }[] = [];
@@ -21,19 +22,6 @@ afterEach(() => {
   clients.splice(0).forEach((c) => c.close());
   c1m?.close();
 });
-
-/** A raw socket that opens a stream of `transport` and then never reads a byte. */
-async function stalled(transport: Transport, id: number) {
-  const before = c1m.stats().connections;
-  const socket = net.connect(c1m.port, '127.0.0.1');
-  socket.on('error', () => {});
-  const path = transport === 'sse' ? `/sse/${id}` : `/ws/${id}`;
-  const upgrade = transport === 'ws' ? 'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n' : '';
-  socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n${upgrade}\r\n`);
-  socket.pause();
-  await waitFor(() => c1m.stats().connections === before + 1, 'stalled client logged in');
-  return socket;
-}
 
 describe('GET /sse/<id>', () => {
   it('answers text/event-stream with a retry hint and a welcome event', async () => {
@@ -54,7 +42,7 @@ describe('GET /sse/<id>', () => {
     const forged = 'first\n\nevent: welcome\r\nid: 99\rretry: 1\n\ndata: x';
     c1m.router.send(1, forged);
     c1m.router.send(1, 'plain');
-    await waitFor(() => client.messages.length === 2, 'two events');
+    await until('two events', () => client.messages.length === 2);
     // The id field is the server's own (the message's id in the history), never one a payload forged.
     const id = c1m.stats().history!.lastId;
     expect(client.events.slice(1)).toEqual([
@@ -67,7 +55,7 @@ describe('GET /sse/<id>', () => {
   it('writes its heartbeat as a comment line', async () => {
     c1m = await startServer({ heartbeatSeconds: 0.05 });
     const client = (await open('sse', 1)) as SseClient;
-    await waitFor(() => client.comments >= 2, 'two heartbeat comments');
+    await until('two heartbeat comments', () => client.comments >= 2);
     expect(client.events.length).toBe(1);
   });
 });
@@ -80,7 +68,7 @@ describe('/ws/<id>', () => {
     expect(client.frames).toEqual([{ header: 'welcome', payload: "Welcome, Url: '/ws/5' Id: 5", binary: false }]);
     c1m.router.send(5, 'two\nlines');
     c1m.router.send(5, new Uint8Array([0xff, 0x0a, 0x00])); // not UTF-8: a binary frame
-    await waitFor(() => client.messages.length === 2, 'two frames');
+    await until('two frames', () => client.messages.length === 2);
     // With a history (the default) each message's header carries its id.
     const id = c1m.stats().history!.lastId;
     expect(client.frames.slice(1).map((f) => [f.header, f.payload, f.binary])).toEqual([
@@ -93,7 +81,7 @@ describe('/ws/<id>', () => {
     c1m = await startServer();
     const client = (await open('ws', 5)) as WsClient;
     client.send(0x1, Buffer.from('hello?'));
-    await waitFor(() => client.ended, 'the server to close');
+    await until('the server to close', () => client.ended);
     expect(client.closeCode).toBe(1003);
     expect(c1m.stats().connections).toBe(0);
     const res = await fetch(`http://127.0.0.1:${c1m.port}/ws/5`);
@@ -105,18 +93,18 @@ describe('/ws/<id>', () => {
     c1m = await startServer({ streamSecret: secret });
     const client = new WsClient(c1m.port, '/ws/8', `c1m, token.${mintStreamToken(secret, 8, 60)}`);
     clients.push(client);
-    await waitFor(() => client.frames.length > 0, 'welcome');
+    await until('welcome', () => client.frames.length > 0);
     expect(client.headers).toMatch(/sec-websocket-protocol: c1m/i);
     const wrong = new WsClient(c1m.port, '/ws/9', `c1m, token.${mintStreamToken(secret, 8, 60)}`);
     clients.push(wrong);
-    await waitFor(() => wrong.status !== 0, 'refusal');
+    await until('refusal', () => wrong.status !== 0);
     expect(wrong.status).toBe(403);
   });
 
   it('pings through uWS when heartbeats are on, and the client\'s pongs keep it open', async () => {
     c1m = await startServer({ heartbeatSeconds: 1 }); // uWS: idle timeout 8 s, a ping after 4 s of silence
     const client = (await open('ws', 3)) as WsClient;
-    await waitFor(() => client.pings >= 1, 'a ping', 10_000);
+    await until('a ping', () => client.pings >= 1, 10_000);
     expect(client.ended).toBe(false);
   });
 });
@@ -128,10 +116,10 @@ describe('heartbeats', () => {
     const sse = (await open('sse', 2)) as SseClient;
     // A condition to wait for, not a sleep: a sentinel sent after 3.5 s on each stream.
     const start = performance.now();
-    await waitFor(() => performance.now() - start > 3500, '3.5 s', 10_000);
+    await until('3.5 s', () => performance.now() - start > 3500, 10_000);
     await api(c1m.apiPort, 'POST', '/send/1', 'end');
     await api(c1m.apiPort, 'POST', '/send/2', 'end');
-    await waitFor(() => chunked.messages.includes('end') && sse.messages.includes('end'), 'the sentinels');
+    await until('the sentinels', () => chunked.messages.includes('end') && sse.messages.includes('end'));
     const beats = [chunked.messages.filter((m) => m === '').length, sse.comments];
     // One a second: 3 or so in 3.5 s (a round every 100 ms, as before the fix, made 17 or more).
     for (const n of beats) expect(n).toBeGreaterThanOrEqual(2), expect(n).toBeLessThanOrEqual(5);
@@ -142,39 +130,39 @@ describe('heartbeats', () => {
     const client = (await open('ws', 3)) as WsClient;
     const times = [performance.now()];
     let pings = 0;
-    await waitFor(
-      () => {
+    await until('three pings', () => {
         if (client.pings > pings) (pings = client.pings), times.push(performance.now());
         return pings >= 3;
-      },
-      'three pings',
-      20_000,
-    );
+      }, 20_000);
     const gaps = times.slice(1).map((t, i) => t - times[i]);
     expect(Math.max(...gaps)).toBeLessThanOrEqual(5000);
     expect(client.ended).toBe(false);
   });
 });
 
-describe.each(['sse', 'ws'] as const)('%s streams share the router, limits and counters', (transport) => {
+describe.each(['chunked', 'sse', 'ws'] as const)('%s streams share the router, limits and counters', (transport) => {
+  /** The transport of a stream opened beside this one's. */
+  const other: Transport = transport === 'chunked' ? 'sse' : 'chunked';
+
   it('delivers to the sender and its subscribers only, and counts per transport', async () => {
     c1m = await startServer();
-    c1m.store.addSubscriptions([[2, 1], [3, 1]]);
+    c1m.store.addSubscriptions([[2, 1], [3, 1], [1, 4]]); // 2 and 3 hear 1; 1 hears 4, not the other way round
     const [u1, u2, u3, u4] = await Promise.all([1, 2, 3, 4].map((id) => open(transport, id)));
-    const chunked = await open('chunked', 2);
+    const beside = await open(other, 2);
     expect(c1m.router.send(1, 'from 1')).toBe(4);
-    c1m.router.send(4, 'sentinel');
-    await waitFor(() => u4.messages.includes('sentinel'), 'sentinel');
-    await waitFor(() => [u1, u2, u3, chunked].every((c) => c.messages.includes('from 1')), 'deliveries');
-    expect(u4.messages).toEqual(['sentinel']);
-    expect([u1, u2, u3].map((c) => c.messages)).toEqual([['from 1'], ['from 1'], ['from 1']]);
+    expect(c1m.router.send(99, 'nobody home')).toBe(0);
+    // A sentinel sent after arrives after anything sent before it: once it is there, nothing else is on its way.
+    expect(c1m.router.send(4, 'sentinel')).toBe(2);
+    await until('sentinel', () => u4.messages.includes('sentinel') && u1.messages.includes('sentinel'));
+    await until('deliveries', () => [u1, u2, u3, beside].every((c) => c.messages.includes('from 1')));
+    expect([u1, u2, u3, u4].map((c) => c.messages)).toEqual([['from 1', 'sentinel'], ['from 1'], ['from 1'], ['sentinel']]);
     const stats = c1m.stats();
-    expect(stats.transports[transport]).toMatchObject({ open: 4, chunks: 4, slowConsumerCloses: 0 });
-    expect(stats.transports.chunked).toMatchObject({ open: 1, chunks: 1 });
-    expect(stats).toMatchObject({ connections: 5, chunks: 5 });
+    expect(stats.transports[transport]).toMatchObject({ open: 4, chunks: 5, slowConsumerCloses: 0 });
+    expect(stats.transports[other]).toMatchObject({ open: 1, chunks: 1 });
+    expect(stats).toMatchObject({ connections: 5, chunks: 6 });
     const metrics = (await api(c1m.apiPort, 'GET', '/metrics')).text;
     expect(metrics).toContain(`c1m_transport_streams{transport="${transport}"} 4`);
-    expect(metrics).toContain(`c1m_transport_chunks_total{transport="${transport}"} 4`);
+    expect(metrics).toContain(`c1m_transport_chunks_total{transport="${transport}"} 5`);
   });
 
   it('carries a message at --max-message through the API whole', async () => {
@@ -183,7 +171,7 @@ describe.each(['sse', 'ws'] as const)('%s streams share the router, limits and c
     const message = 'x'.repeat(100_000);
     expect((await api(c1m.apiPort, 'POST', '/send/1', message)).json).toMatchObject({ delivered: 1 });
     expect((await api(c1m.apiPort, 'POST', '/send/1', message + 'y')).status).toBe(413);
-    await waitFor(() => client.messages.length === 1, 'the large message');
+    await until('the large message', () => client.messages.length === 1);
     expect(client.messages[0]).toBe(message);
   });
 
@@ -191,7 +179,7 @@ describe.each(['sse', 'ws'] as const)('%s streams share the router, limits and c
     c1m = await startServer({ maxBacklog: 1024 * 1024 });
     c1m.store.addSubscriptions([[2, 1]]);
     const reader = await open(transport, 2);
-    const socket = await stalled(transport, 1);
+    const socket = await stalledStream(c1m, transport, 1);
     const message = 'x'.repeat(16 * 1024);
     let sent = 0;
     // Kernel socket buffers absorb a few MB first; bounded at 100 MB in total.
@@ -200,10 +188,11 @@ describe.each(['sse', 'ws'] as const)('%s streams share the router, limits and c
       await new Promise((r) => setTimeout(r, 10));
     }
     expect(c1m.stats().transports[transport].slowConsumerCloses).toBe(1);
-    await waitFor(() => c1m.stats().connections === 1, 'stalled client logged out');
+    await until('stalled client logged out', () => c1m.stats().connections === 1);
     expect(c1m.router.send(1, 'still here')).toBe(1);
-    await waitFor(() => reader.messages.at(-1) === 'still here', 'reader keeps receiving', 20_000);
+    await until('reader keeps receiving', () => reader.messages.at(-1) === 'still here', 20_000);
     expect(reader.messages.length).toBe(sent + 1);
+    expect(reader.messages.slice(0, -1).every((m) => m === message)).toBe(true);
     socket.destroy();
   });
 
@@ -219,7 +208,7 @@ describe.each(['sse', 'ws'] as const)('%s streams share the router, limits and c
     expect(expired.body).toContain('token expired');
     expect(c1m.stats().transports[transport].authFailures).toBe(3);
     expect(c1m.router.send(4, 'signed')).toBe(1);
-    await waitFor(() => good.messages.includes('signed'), 'delivery');
+    await until('delivery', () => good.messages.includes('signed'));
   });
 
   it('holds the per-user cap and --max-connections across transports', async () => {
@@ -238,7 +227,7 @@ describe.each(['sse', 'ws'] as const)('%s streams share the router, limits and c
     c1m = await startServer();
     const client = await open(transport, 3);
     c1m.close();
-    await waitFor(() => client.ended, 'stream end');
+    await until('stream end', () => client.ended);
     if (client instanceof WsClient) expect(client.closeCode).toBe(1001);
     expect(c1m.stats().connections).toBe(0);
   });

@@ -67,8 +67,6 @@ export type BusMessage =
   /**
    * Messages for this edge, laid out as ./deliver-batch.ts says: each chunk goes to every stream of each of its users
    * and, where it names one of `topics`, to the streams listening to it, each stream once, with when its send began.
-   */
-  /**
    * With a history, each chunk has its message id, and `router`/`batch` number the batches one router run
    * sent this edge, so that an edge that missed one (NATS restarted, the router crashed) knows it. Where the
    * cluster has several partitions, `partition` is the one whose ids, term and batches these are (absent: 0).
@@ -79,8 +77,7 @@ export type BusMessage =
   /** Stop taking new streams and close the open ones at `rate` per second, so their clients reconnect elsewhere. */
   | { t: 'drain'; rate?: number }
   | { t: 'undrain' }
-  /** A backend sends over the bus instead of HTTP. */
-  /** `user` is the subject: a user's integer, as always, or a topic's `kind:id` (subsmanager/subjects.ts); `key`, its Idempotency-Key. */
+  /** A backend sends over the bus instead of HTTP: `user` is the subject, a user's integer or a topic's `kind:id` (subsmanager/subjects.ts); `key`, its Idempotency-Key. */
   | { t: 'send'; user: Subject; message: Uint8Array | string; key?: string }
   /**
    * The answer to a send: how many streams it reached, or why it was refused; `partitions`, the cluster's, where there

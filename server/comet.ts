@@ -5,7 +5,7 @@ import { PAGE } from './page.js';
 import { BROWSER_CLIENT } from './browser-client.js';
 import { SSE_HEADERS, SseStream, sseWelcome } from './sse.js';
 import { lastEventId, resume } from './resume.js';
-import { CometStream, NumberedStream, type StreamHub, type Transport } from './stream.js';
+import { ChunkedStream, NumberedStream, type StreamHub, type Transport } from './stream.js';
 import { parseTopics } from './topics.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 import { protocolToken, upgradeWs, wsBehavior, WsStream } from './ws.js';
@@ -31,7 +31,7 @@ const streamHeaders = (contentType: 'text' | 'html'): [string, string][] => [
   ['X-Content-Type-Options', 'nosniff'],
   ['Cache-Control', 'no-cache'],
   ['X-Accel-Buffering', 'no'], // tell nginx-style proxies not to buffer the stream
-  ['Connection', 'close'], // a stream ends with its connection (see CometStream.close)
+  ['Connection', 'close'], // a stream ends with its connection (see ChunkedStream.close)
 ];
 
 /**
@@ -97,7 +97,7 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
       const { id, topics } = admitted;
       const after = lastEventId(req.getQuery('lastEventId'), req.getHeader('last-event-id'));
       // Ids are opt-in here: without them the stream is byte for byte the original's.
-      const stream = after !== undefined || req.getQuery('ids') === '1' ? new NumberedStream(res, hub, id, topics) : new CometStream(res, hub, id, topics);
+      const stream = after !== undefined || req.getQuery('ids') === '1' ? new NumberedStream(res, hub, id, topics) : new ChunkedStream(res, hub, id, topics);
       res.onAborted(stream.aborted.bind(stream)); // a bound method weighs less than a closure, per connection
       res.writeStatus('200 OK');
       for (const [name, value] of headers) res.writeHeader(name, value);

@@ -43,7 +43,7 @@ export type Replayer = (user: number, after: After | undefined, budget: number, 
 
 /**
  * A stream that can be resumed: it takes replayed messages (its write skips a message whose id is not above the last
- * one it wrote, see CometStream.write), or is told at its start that its history is lost and why (for its client to
+ * one it wrote, see ChunkedStream.write), or is told at its start that its history is lost and why (for its client to
  * refetch its state).
  */
 export interface Resumable extends Connection {

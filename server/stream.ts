@@ -272,8 +272,9 @@ function writeGroup(): void {
 function nothing(): void {}
 
 /**
- * One open `GET /test/<id>` response (and, through SseStream, `GET /sse/<id>`). Kept to a handful of fields: at a
- * million connections these objects are the server's main cost.
+ * The chunked transport: one open `GET /test/<id>` response (and, through SseStream, `GET /sse/<id>`, a chunked
+ * response too; WebSockets are WsStream's). Kept to a handful of fields: at a million streams these objects are the
+ * server's main cost.
  *
  * What uWS tells us: `res.write` returns false when the socket did not take
  * everything (uWS keeps the rest and polls for writability); inside a cork, true
@@ -287,7 +288,7 @@ function nothing(): void {}
  * - `held` is an upper bound of what uWS may hold for this stream, `queued`
  *   what waits in `pending`; their sum is capped at the hub's maxBacklog.
  */
-export class CometStream implements Connection {
+export class ChunkedStream implements Connection {
   /** Chunks accepted but not yet handed to uWS: none, one, or several. */
   private pending: Buffer | Buffer[] | null = null;
   private queued = 0;
@@ -489,7 +490,7 @@ export class CometStream implements Connection {
  * (digits), `lost` line or heartbeat (empty) does, however a reader splits
  * lines (LF, CR or CRLF). numberedMessages() undoes it.
  */
-export class NumberedStream extends CometStream {
+export class NumberedStream extends ChunkedStream {
   override get numbered(): boolean {
     return true;
   }

@@ -90,7 +90,7 @@ export class StreamHub {
   private flushScheduled = false;
   private sentAt: number[] = [];
   /** Every open stream that the hub heartbeats (chunked, SSE), kept only when heartbeats are on; WebSockets have uWS's pings. */
-  readonly streams: Set<HubStream> | null;
+  readonly heartbeatStreams: Set<HubStream> | null;
   private readonly heartbeatTimer?: NodeJS.Timeout;
   /** Where the heartbeat round stands: it visits a slice of the streams per tick, never all in one event-loop turn. */
   private heartbeatRound?: Iterator<HubStream>;
@@ -109,7 +109,7 @@ export class StreamHub {
      */
     readonly heartbeatSeconds = 0,
   ) {
-    this.streams = heartbeatSeconds > 0 ? new Set() : null;
+    this.heartbeatStreams = heartbeatSeconds > 0 ? new Set() : null;
     this.nextRoundAt = performance.now() + heartbeatSeconds * 1000;
     if (heartbeatSeconds > 0) this.heartbeatTimer = setInterval(this.heartbeat, Math.min(HEARTBEAT_TICK_MS, heartbeatSeconds * 1000)).unref();
   }
@@ -120,7 +120,7 @@ export class StreamHub {
    * most the interval, and the next starts an interval after it began.
    */
   private readonly heartbeat = (): void => {
-    const streams = this.streams!;
+    const streams = this.heartbeatStreams!;
     const interval = this.heartbeatSeconds * 1000;
     if (this.heartbeatRound === undefined) {
       const now = performance.now();
@@ -306,7 +306,7 @@ export class ChunkedStream implements Connection {
     readonly topics: readonly string[] = NO_TOPICS,
   ) {
     this.counters.open++;
-    hub.streams?.add(this);
+    hub.heartbeatStreams?.add(this);
   }
 
   /** This transport's counters; a prototype getter, so a subclass costs no field per stream. */
@@ -473,7 +473,7 @@ export class ChunkedStream implements Connection {
 
   private forget(): void {
     if (this.state !== CLOSED) this.counters.open--;
-    this.hub.streams?.delete(this);
+    this.hub.heartbeatStreams?.delete(this);
     this.state = CLOSED;
     this.pending = null;
   }

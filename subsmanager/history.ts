@@ -505,9 +505,9 @@ export class History implements MessageHistory {
    */
   replay(user: number, after: number, budget = Number.MAX_SAFE_INTEGER, topics: readonly string[] = []): Replay {
     this.resumes++;
-    if (!Number.isSafeInteger(after) || after < 0 || after > this.lastId) return this.isLost('unknown');
+    if (!Number.isSafeInteger(after) || after < 0 || after > this.lastId) return this.lostReplay('unknown');
     const [floor, since, params] = topics.length === 0 ? [this.floor, this.since, { user }] : [this.floorWithTopics, this.sinceWithTopics, { user, topics: JSON.stringify(topics) }];
-    if (((floor.get(params) as number | null) ?? 0) > after) return this.isLost('expired');
+    if (((floor.get(params) as number | null) ?? 0) > after) return this.lostReplay('expired');
     const messages: Missed[] = [];
     let bytes = 0;
     /** Takes a message if the budget does; false once it does not. */
@@ -636,7 +636,8 @@ export class History implements MessageHistory {
     }
   }
 
-  private isLost(why: 'expired' | 'unknown'): Replay {
+  /** Counts a resume told its history is lost, and is its answer. */
+  private lostReplay(why: 'expired' | 'unknown'): Replay {
     this.lost++;
     return { lost: true, why };
   }

@@ -32,7 +32,7 @@ export interface DirectoryOptions {
   maxUserId: number;
   /**
    * Each partition's history (index: partition; one for an unpartitioned cluster): numbers every send of its
-   * subjects and keeps it, for streams that resume. This router numbers in the partitions it leads (see lead()).
+   * subjects and keeps it, for streams that resume. This router numbers in the partitions it leads (see takeOver()).
    */
   histories?: MessageHistory[];
   logger: Logger;
@@ -280,7 +280,7 @@ export class Directory {
    * With several partitions, the first one led also makes this router an entry
    * for every send (`c1m.send`), forwarded to the leader of its subject's partition.
    */
-  lead(partition = 0, term = 0, redeliver: Missed[] = []): void {
+  takeOver(partition = 0, term = 0, redeliver: Missed[] = []): void {
     this.terms.set(partition, term);
     this.sendingPartition = partition;
     for (const missed of redeliver) this.router.redeliver(missed.subject, missed.body, missed.id);
@@ -500,7 +500,7 @@ export class Directory {
 
   /**
    * Counts and drops a bus message that is not ours or not for its subject; a malformed send is answered, so that its backend
-   * does not wait for nothing (the checks of the send's values, past their types, are the router's: see lead()).
+   * does not wait for nothing (the checks of the send's values, past their types, are the router's: see takeSend).
    */
   readonly refuse = (subject: string, why: string, replyTo: string | undefined): void => {
     this.malformed++;

@@ -121,9 +121,9 @@ export interface C1m {
  * A server started again right after a kill -9 finds its predecessor's lease
  * still running for a moment, and waits it out; another live holder is an error.
  */
-async function leadHistory(history: History): Promise<void> {
+async function claimHistoryLease(history: History): Promise<void> {
   const deadline = Date.now() + LEASE.ms + 1000;
-  while (!history.lead()) {
+  while (!history.claimLease()) {
     if (Date.now() > deadline) throw new NotSequencerError(history.lease.current());
     await new Promise((resolve) => setTimeout(resolve, LEASE.pollMs));
   }
@@ -159,7 +159,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
   const history = historySeconds > 0 ? store.history!({ seconds: historySeconds, perSubject: options.historyPerSubject ?? DEFAULTS.historyPerSubject }) : undefined;
   if (history) {
     try {
-      await leadHistory(history);
+      await claimHistoryLease(history);
     } catch (err) {
       history.close();
       if (!options.store) store.close();

@@ -416,7 +416,7 @@ export class History implements MessageHistory {
    * term, and where the previous holder's deliveries may have stopped; undefined
    * while another process holds it.
    */
-  lead(now = Date.now()): Term | undefined {
+  claimLease(now = Date.now()): Term | undefined {
     let term: Term | undefined;
     try {
       // A look first, without the write lock: a process waiting for the lease looks often.
@@ -605,7 +605,7 @@ export class History implements MessageHistory {
 
   /**
    * Writes what waits and hands the lease over to whichever process takes it next (SequencerLease.handOver); this one
-   * stays open, to replay and to lead again. False, and still held, while a row could not be written (busy).
+   * stays open, to replay and to claim the lease again. False, and still held, while a row could not be written (busy).
    */
   handOver(): boolean {
     if (this.lease.term === undefined) return false;

@@ -174,7 +174,7 @@ class EdgeLink {
   /** One partition's batch; an unpartitioned cluster's carries no partition, as before partitions. */
   private flushBatch(partition: number, batch: Batch): void {
     if (batch.chunks.length === 0) return;
-    const numbered = batch.ids.length > 0 && { router: this.run, batch: ++batch.sent, term: this.owner.termOf(partition) };
+    const numbered = batch.ids.length > 0 && { run: this.run, batch: ++batch.sent, term: this.owner.termOf(partition) };
     const partitioned = this.owner.partitions > 1 && { partition };
     const deliver: BusMessage = { t: 'deliver', ...packChunks(batch.chunks, batch.targets, batch.sentAt, batch.ids), ...numbered, ...partitioned };
     const history = numbered ? this.owner.historyOf(partition) : undefined;
@@ -313,7 +313,7 @@ export class Directory {
     this.flush();
     for (const link of this.edges.values()) {
       const sent = link.batches[partition]?.sent ?? 0;
-      if (!link.down && sent > 0) this.bus.publish(SUBJECTS.edge(link.id), { t: 'stopped', router: link.run, batch: sent, partition });
+      if (!link.down && sent > 0) this.bus.publish(SUBJECTS.edge(link.id), { t: 'stopped', run: link.run, batch: sent, partition });
     }
   }
 
@@ -487,7 +487,7 @@ export class Directory {
     for (const link of this.edges.values()) {
       if (link.down) continue;
       link.batches.forEach(({ sent }, partition) => {
-        if (sent > 0) this.bus.publish(SUBJECTS.edge(link.id), { t: 'stopped', router: link.run, batch: sent, ...(this.partitions > 1 && { partition }) });
+        if (sent > 0) this.bus.publish(SUBJECTS.edge(link.id), { t: 'stopped', run: link.run, batch: sent, ...(this.partitions > 1 && { partition }) });
       });
     }
   }

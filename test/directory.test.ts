@@ -600,7 +600,7 @@ describe('Directory', () => {
     expect(giver.directory.leads(1)).toBe(false);
     const sent = published(broker, SUBJECTS.edge('A'), 'deliver').map(unpacked).filter((d) => d.partition === 1).length;
     await until(() => published(broker, SUBJECTS.edge('A'), 'stopped').length > 0, "the giver's stopped");
-    expect(published(broker, SUBJECTS.edge('A'), 'stopped')).toEqual([{ t: 'stopped', router: expect.any(String), batch: sent, partition: 1 }]);
+    expect(published(broker, SUBJECTS.edge('A'), 'stopped')).toEqual([{ t: 'stopped', run: expect.any(String), batch: sent, partition: 1 }]);
     const term = taker.histories[1].claimLease()!;
     expect(term.term).toBeGreaterThan(giver.term);
     taker.directory.takeOver(1, term.term, taker.histories[1].newerThan(term.settled));

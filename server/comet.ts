@@ -13,7 +13,7 @@ import { protocolToken, upgradeWs, wsBehavior, WsStream } from './ws.js';
 export interface CometOptions {
   maxUserId: number;
   /** Streams beyond this are refused with 503 instead of running the process out of file descriptors. */
-  maxConnections: number;
+  maxStreams: number;
   /**
    * Content type of the streams: 'text' (default: text/plain, never rendered,
    * so messages carrying user content cannot inject script) or 'html' (the
@@ -82,7 +82,7 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
         return refuse(token === '' ? 401 : 403, refused);
       }
     }
-    if (hub.open >= options.maxConnections) return refuse(503, `server full: ${hub.open} connections`, true);
+    if (hub.open >= options.maxStreams) return refuse(503, `server full: ${hub.open} connections`, true);
     if (hub.registry.connectionsOf(id) >= hub.registry.maxPerUser) return refuse(429, `user ${id} already holds ${hub.registry.maxPerUser} streams`, true);
     // The scope stays with a WebSocket, whose client may subscribe to more topics while it is open.
     return { id, topics: hub.registry.intern(topics), scope: secret === undefined ? undefined : tokenScope(token) };

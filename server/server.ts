@@ -80,8 +80,10 @@ export interface C1mOptions {
 }
 
 export interface Stats {
+  /** Streams open now, as the registry holds them (a resuming one by its holder): `connections`, as /stats always named them. */
   connections: number;
   users: number;
+  /** Streams held at most (`--max-connections`). */
   maxConnections: number;
   sends: number;
   /** Sends and the streams they reached, by kind of subject (`user`, `photo`…; bounded, see Router.kinds). */
@@ -197,7 +199,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
     };
   };
 
-  const publicApp = cometRoutes(uws.App(), hub, { maxUserId, maxConnections, contentType: options.contentType, streamSecret: options.streamSecret, allowOrigin: options.allowOrigin });
+  const publicApp = cometRoutes(uws.App(), hub, { maxUserId, maxStreams: maxConnections, contentType: options.contentType, streamSecret: options.streamSecret, allowOrigin: options.allowOrigin });
   const send = (subject: Subject, message: Uint8Array, key?: string): Sent => {
     // A retry of a send that was kept (its answer lost): the first one's id, nothing sent again.
     const first = key === undefined ? undefined : router.sentBefore(subject, key);

@@ -18,7 +18,7 @@ const [messages, batch, rounds] = [Number(values.messages), Number(values.batch)
 const dir = mkdtempSync(join(tmpdir(), 'c1m-commit-'));
 const store = openStore(join(dir, 'c1m.db'));
 const history = store.history({ seconds: 3600, perSubject: 1000 });
-if (!history.lead()) throw new Error('the new store has a holder already');
+if (!history.claimLease()) throw new Error('the new store has a holder already');
 const body = Buffer.alloc(40, 'x');
 /** CPU µs per message of `messages` appends, committed every `every`. */
 function perMessage(every: number): number {

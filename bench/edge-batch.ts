@@ -97,7 +97,7 @@ function run(): void {
   const subject = SUBJECTS.edge('e1');
   let id = 1;
   let user = 0;
-  const frames = ['a', 'b'].map((router) =>
+  const frames = ['a', 'b'].map((run) =>
     Array.from({ length: PER_RUN }, (_, b) => {
       const chunks: Uint8Array[] = [];
       const targets: number[][] = [];
@@ -109,7 +109,7 @@ function run(): void {
         sentAt.push(epochMs());
         ids.push(id++);
       }
-      const payload = encode({ t: 'deliver', ...packChunks(chunks, targets, sentAt, ids), router, batch: b + 1, term: 1 });
+      const payload = encode({ t: 'deliver', ...packChunks(chunks, targets, sentAt, ids), run, batch: b + 1, term: 1 });
       return Buffer.concat([Buffer.from(`MSG ${subject} 1 ${payload.length}\r\n`), payload, Buffer.from('\r\n')]);
     }),
   );

@@ -155,7 +155,7 @@ function resumeProbe() {
   const [sendsPerSecond, seconds, missedSeconds, bodyBytes, batch] = [2000, 120, 1, 100, 2000];
   const store = openStore(dbPath, { cacheMiB, mmapMiB });
   const history = store.history({ seconds: 3600, perSubject: 1000 });
-  if (!history.lead()) throw new Error(`another process numbers ${dbPath}'s messages`);
+  if (!history.claimLease()) throw new Error(`another process numbers ${dbPath}'s messages`);
   const pagesBefore = (store.db.pragma('page_count', { simple: true }) as number) * (store.db.pragma('page_size', { simple: true }) as number);
   const random = xoshiro128ss(seed + 4);
   const body = Buffer.alloc(bodyBytes, 'x');

@@ -85,7 +85,7 @@ export const cpuOfAll = (pids: number[]) => pids.reduce((n, pid) => n + cpuOf(pi
  * Niceness of msggen: like the flood's workers, the sender yields to the
  * server it measures when they share a host. At nice 0, a request that wakes
  * the server while msggen holds the other core waits for msggen's time slice,
- * which shows in the delivery latency (the README's unicast section).
+ * which shows in the delivery latency (the write-up of `npm run bench`'s unicast latency).
  */
 const MSGGEN_NICE = 5;
 

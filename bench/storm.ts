@@ -344,89 +344,120 @@ const sinceThen = (times: (number | undefined)[], since: number) => percentiles(
 
 export type StormReport = Awaited<ReturnType<typeof runStorm>>;
 
-/** Starts the cluster and the clients, kills the storm edge while sends flow, stops everything it started; resolves with the report. */
-export async function runStorm(o: StormOptions) {
-  const log = o.log ?? ((line: string) => console.log(line));
-  const perProcess = Math.min(o.perProcess, openFileLimit() - CLIENT_SPARE_FDS);
-  const tooBig = doesNotFit(o, Array(o.edges).fill(streamCapacity()));
-  if (tooBig) throw new Error(tooBig);
-  if (perProcess < 1) throw new Error(`the open-file limit (${openFileLimit()}) leaves no room for streams in a client process`);
+/** Who hears what: the run's users, and each subject's recipients in its friends graph and topics. */
+interface Audience {
+  users: number;
+  isStorm: (user: number) => boolean;
+  recipients: (subject: Subject) => Iterable<number>;
+  hears: (user: number, subject: Subject) => boolean;
+}
 
-  const dir = mkdtempSync(join(tmpdir(), 'c1m-storm-'));
-  const db = join(dir, 'c1m.db');
+/** Writes the friends graph and the topics' subscriptions to a new store at `db`, and says who hears each subject. */
+function audienceOf(o: StormOptions, db: string): Audience {
   const users = o.storm + o.calm;
-  const isStorm = (user: number) => user <= o.storm;
   const subscribers = friends(db, users, o.follows, o.topics, o.seed);
   /** Each topic's recipients: the users whose streams listen to it, and its subscribers. */
   const hearTopic = new Map<string, Set<number>>();
   for (let user = 1; user <= users; user++)
     for (const topic of new Set([listensTo(user, o.topics), subscribesTo(user, o.topics)]))
       if (topic) hearTopic.set(topic, (hearTopic.get(topic) ?? new Set()).add(user));
-  const recipients = (subject: Subject): Iterable<number> => (typeof subject === 'number' ? [subject, ...subscribers[subject]] : (hearTopic.get(subject) ?? []));
-  const hears = (user: number, subject: Subject): boolean =>
-    typeof subject === 'number' ? subject === user || subscribers[subject].includes(user) : (hearTopic.get(subject)?.has(user) ?? false);
-  const ledgers = Array.from({ length: users + 1 }, () => new Ledger());
-  const totals = { storm: { refused: 0, failed: 0 }, calm: { refused: 0, failed: 0 } };
-  const odd = { misdelivered: 0, unacknowledged: 0 };
+  return {
+    users,
+    isStorm: (user) => user <= o.storm,
+    recipients: (subject) => (typeof subject === 'number' ? [subject, ...subscribers[subject]] : (hearTopic.get(subject) ?? [])),
+    hears: (user, subject) => (typeof subject === 'number' ? subject === user || subscribers[subject].includes(user) : (hearTopic.get(subject)?.has(user) ?? false)),
+  };
+}
+
+/** The cluster as the run sees it once every stream is open. */
+interface StormCluster {
+  stats: () => Promise<RouterStats & { history: NonNullable<RouterStats['history']> }>;
+  edges: ClusterProcess['edges'];
+  capacities: number[];
+  stormEdge: ClusterProcess['edges'][number];
+  routerPid: number;
+}
+
+/** What the storm phase measured: the CPU samples around the baseline and the storm, and the router's history counts across it. */
+interface StormWindows {
+  baselineStart: CpuSample;
+  baselineEnd: CpuSample;
+  stormStart: CpuSample;
+  stormEnd: CpuSample;
+  killedAt: number;
+  /** When the router had answered every storm client's replay (epoch ms), if it did within the timeout. */
+  repliedAt?: number;
+  historyBefore: NonNullable<RouterStats['history']>;
+  historyAfter: NonNullable<RouterStats['history']>;
+}
+
+/** One run: what it started (the cluster, the client processes, the sender) and what their reports tell, user by user. */
+class StormRun {
+  readonly ledgers: Ledger[];
+  private readonly totals = { storm: { refused: 0, failed: 0 }, calm: { refused: 0, failed: 0 } };
+  /** Messages that reached a stream whose user does not hear their subject. */
+  private misdelivered = 0;
   /** [arrival, latency] of each message to a calm stream, epoch ms and ms. */
-  const calmDeliveries: [number, number][] = [];
-  let sender: Sender | undefined;
-  const onEvents = (group: 'storm' | 'calm', e: ClientEvents) => {
-    totals[group].refused += e.refused;
-    totals[group].failed += e.failed;
+  private readonly calmDeliveries: [number, number][] = [];
+  private cluster?: ClusterProcess;
+  private readonly clients: ClientProcess[] = [];
+  private sender?: Sender;
+
+  constructor(
+    private readonly o: StormOptions,
+    private readonly audience: Audience,
+    private readonly log: (line: string) => void,
+  ) {
+    this.ledgers = Array.from({ length: audience.users + 1 }, () => new Ledger());
+  }
+
+  private readonly onEvents = (group: 'storm' | 'calm', e: ClientEvents): void => {
+    const ledgers = this.ledgers;
+    this.totals[group].refused += e.refused;
+    this.totals[group].failed += e.failed;
     for (const [user, at] of e.welcomes) ledgers[user].welcomes.push(at);
     for (const [user, at] of e.ends) ledgers[user].ends.push(at);
     for (const user of e.lost) ledgers[user].lost++;
     for (const [user, id, seq, at] of e.messages) {
-      const send = sender?.sends[seq];
+      const send = this.sender?.sends[seq];
       if (!send) continue;
-      if (!hears(user, send.subject)) odd.misdelivered++;
+      if (!this.audience.hears(user, send.subject)) this.misdelivered++;
       ledgers[user].receive(seq, id, at);
-      if (!isStorm(user)) calmDeliveries.push([at, at - send.sentAt]);
+      if (!this.audience.isStorm(user)) this.calmDeliveries.push([at, at - send.sentAt]);
     }
   };
 
-  let cluster: ClusterProcess | undefined;
-  const clients: ClientProcess[] = [];
-  // Ctrl-C reaches the cluster and the client processes too; what is left is this run's directory.
-  const onSigint = () => {
-    for (const c of clients) c.child.kill('SIGKILL');
-    cluster?.child.kill('SIGTERM');
-    rmSync(dir, { recursive: true, force: true });
-    process.exit(130);
-  };
-  process.once('SIGINT', onSigint);
-  try {
-    cluster = await spawnCluster(['--edges', String(o.edges), '--port-per-edge', '--db', db, '--log-level', 'warn']);
-    const { apiPort, edges } = cluster;
+  /** Kills what the run started, at once (Ctrl-C). */
+  kill(): void {
+    for (const c of this.clients) c.child.kill('SIGKILL');
+    this.cluster?.child.kill('SIGTERM');
+  }
+
+  /** Stops the sender, the client processes and the cluster, those that started. */
+  async stop(): Promise<void> {
+    await this.sender?.stop();
+    await Promise.all(this.clients.map((c) => c.close()));
+    if (this.cluster) await stopChild(this.cluster.child, 'SIGTERM', 15_000);
+  }
+
+  /** Starts the cluster on the store at `db` and opens every stream; resolves once the router sees them all, the storm group on its edge. */
+  async start(db: string, perProcess: number): Promise<StormCluster> {
+    const { o, log } = this;
+    this.cluster = await spawnCluster(['--edges', String(o.edges), '--port-per-edge', '--db', db, '--log-level', 'warn']);
+    const { apiPort, edges } = this.cluster;
     const capacities = edges.map((e) => e.capacity);
     const fits = doesNotFit(o, capacities);
     if (fits) throw new Error(fits);
-    const ports = edges.map((e) => e.port!);
     const stormEdge = edges[0];
-    const routerPid = cluster.pids['router-0'];
+    const routerPid = this.cluster.pids['router-0'];
     log(JSON.stringify({ msg: 'cluster up', edges: edges.map((e) => `${e.id} :${e.port} capacity ${e.capacity}`), apiPort, routerPid }));
 
     // Every stream starts as a resume from a real id, as a page that loaded its state as of that send would:
     // a stream that ends before its first message then resumes from it too, never from nothing.
     const { id: startId } = await post<{ id: number }>(apiPort, '/send/1', 'start');
-    sender = new Sender(apiPort, users, o.topics, o.topicShare, recipients, ledgers);
-
+    this.sender = new Sender(apiPort, this.audience.users, o.topics, o.topicShare, this.audience.recipients, this.ledgers);
     const t0 = performance.now();
-    const groups = [
-      { group: 'storm' as const, first: 1, count: o.storm, ports: [ports[0]] },
-      { group: 'calm' as const, first: o.storm + 1, count: o.calm, ports: ports.slice(1) },
-    ];
-    const opening: Promise<void>[] = [];
-    for (const g of groups) {
-      for (let first = g.first; first < g.first + g.count; first += perProcess) {
-        const client = new ClientProcess(g.group, onEvents);
-        clients.push(client);
-        const count = Math.min(perProcess, g.first + g.count - first);
-        opening.push(client.open({ first, count, ports: g.ports, reconnectPorts: ports.slice(1), lastEventId: String(startId), sources: SOURCES, concurrency: 500, topics: o.topics }));
-      }
-    }
-    await Promise.all(opening);
+    await this.openStreams(edges.map((e) => e.port!), String(startId), perProcess);
     // The storm's router keeps a history: its stats have one.
     const stats = async () => (await (await fetch(`http://${HOST}:${apiPort}/stats`)).json()) as RouterStats & { history: NonNullable<RouterStats['history']> };
     // Edges report their counts once a second, the directory its streams as presence arrives.
@@ -434,25 +465,51 @@ export async function runStorm(o: StormOptions) {
       'the router to see every stream, the storm group on its edge',
       async () => {
         const s = await stats();
-        return s.connections === users && s.edges.find((e) => e.id === stormEdge.id)?.streams === o.storm ? true : undefined;
+        return s.connections === this.audience.users && s.edges.find((e) => e.id === stormEdge.id)?.streams === o.storm ? true : undefined;
       },
       30_000,
       200,
     );
-    log(JSON.stringify({ msg: 'streams open', storm: o.storm, calm: o.calm, clientProcesses: clients.length, seconds: +((performance.now() - t0) / 1000).toFixed(1) }));
+    log(JSON.stringify({ msg: 'streams open', storm: o.storm, calm: o.calm, clientProcesses: this.clients.length, seconds: +((performance.now() - t0) / 1000).toFixed(1) }));
+    return { stats, edges, capacities, stormEdge, routerPid };
+  }
 
-    const pids = new Map<string, number>([['router', routerPid], ['nats', cluster.pids.nats]]);
-    for (const e of edges) pids.set(e.id, e.pid);
-    clients.forEach((c, i) => pids.set(`clients-${i}`, c.child.pid!));
+  /** The storm group's streams on the first edge and the calm group's on the others, from client processes of `perProcess` streams. */
+  private async openStreams(ports: number[], lastEventId: string, perProcess: number): Promise<void> {
+    const o = this.o;
+    const groups = [
+      { group: 'storm' as const, first: 1, count: o.storm, ports: [ports[0]] },
+      { group: 'calm' as const, first: o.storm + 1, count: o.calm, ports: ports.slice(1) },
+    ];
+    const opening: Promise<void>[] = [];
+    for (const g of groups) {
+      for (let first = g.first; first < g.first + g.count; first += perProcess) {
+        const client = new ClientProcess(g.group, this.onEvents);
+        this.clients.push(client);
+        const count = Math.min(perProcess, g.first + g.count - first);
+        opening.push(client.open({ first, count, ports: g.ports, reconnectPorts: ports.slice(1), lastEventId, sources: SOURCES, concurrency: 500, topics: o.topics }));
+      }
+    }
+    await Promise.all(opening);
+  }
+
+  /** Sends through a warm-up and a baseline, kills the storm edge with kill -9, waits for its clients to resume, then for every acknowledged message. */
+  async storm(c: StormCluster): Promise<StormWindows> {
+    const { o, log } = this;
+    const sender = this.sender!;
+    const pids = new Map<string, number>([['router', c.routerPid], ['nats', this.cluster!.pids.nats]]);
+    for (const e of c.edges) pids.set(e.id, e.pid);
+    this.clients.forEach((client, i) => pids.set(`clients-${i}`, client.child.pid!));
     pids.set('runner', process.pid); // this process: the sender and every client's ledger
     await sender.start(o.rate, o.warmupSeconds + o.baselineSeconds + o.timeoutSeconds + o.afterSeconds + 10);
     await sleep(o.warmupSeconds * 1000);
     const baselineStart = sampleCpu(pids);
     await sleep(o.baselineSeconds * 1000);
     const baselineEnd = sampleCpu(pids);
-    const historyBefore = (await stats()).history;
+    const historyBefore = (await c.stats()).history;
 
     // kill -9 the storm edge, checked against its command line so that no other process is hit.
+    const { stormEdge } = c;
     const cmdline = readFileSync(`/proc/${stormEdge.pid}/cmdline`, 'utf8').split('\0');
     if (cmdline[cmdline.indexOf('--id') + 1] !== stormEdge.id) throw new Error(`pid ${stormEdge.pid} is not edge ${stormEdge.id}`);
     const stormStart = sampleCpu(pids);
@@ -460,64 +517,134 @@ export async function runStorm(o: StormOptions) {
     process.kill(stormEdge.pid, 'SIGKILL');
     log(JSON.stringify({ msg: 'killed', edge: stormEdge.id, pid: stormEdge.pid, streams: o.storm }));
 
-    // The server's side of it, without the clients' read lag: when the router had answered every storm client's replay.
-    let repliedAt: number | undefined;
-    const watchReplies = (async () => {
-      while (repliedAt === undefined && epochMs() - killedAt < o.timeoutSeconds * 1000) {
-        const resumes = (await stats()).history.resumes - historyBefore.resumes;
-        if (resumes >= o.storm) repliedAt = epochMs();
-        else await sleep(50);
-      }
-    })();
-    const pending = new Set(Array.from({ length: o.storm }, (_, i) => i + 1));
-    const allResumed = await until(
-      'every storm client to resume',
-      () => {
-        for (const user of pending) if (resumedAt(ledgers[user], sender!.sends, killedAt) !== undefined) pending.delete(user);
-        return pending.size === 0 ? true : undefined;
-      },
-      o.timeoutSeconds * 1000,
-      20,
-    ).catch(() => false);
+    const replied = this.everyReplayAnswered(c.stats, historyBefore.resumes, killedAt);
+    const pending = await this.resumesPending(killedAt);
     const stormEnd = sampleCpu(pids);
-    await watchReplies;
-    const historyAfter = (await stats()).history;
-    log(JSON.stringify({ msg: allResumed ? 'every storm client resumed' : 'timed out', pending: pending.size, seconds: +((stormEnd.at - killedAt) / 1000).toFixed(2) }));
+    const repliedAt = await replied;
+    const historyAfter = (await c.stats()).history;
+    log(JSON.stringify({ msg: pending === 0 ? 'every storm client resumed' : 'timed out', pending, seconds: +((stormEnd.at - killedAt) / 1000).toFixed(2) }));
 
     await sleep(o.afterSeconds * 1000);
     await sender.stop();
-    const missedNow = () => ledgers.reduce((n, l) => n + l.missed(), 0);
+    const missedNow = () => this.ledgers.reduce((n, l) => n + l.missed(), 0);
     await until('every acknowledged message to arrive', () => (missedNow() === 0 ? true : undefined), 5000, 100).catch(() => undefined);
+    return { baselineStart, baselineEnd, stormStart, stormEnd, killedAt, repliedAt, historyBefore, historyAfter };
+  }
 
-    // The report, from the ledgers.
+  /** The server's side of it, without the clients' read lag: when the router had answered every storm client's replay (epoch ms); undefined past the timeout. */
+  private async everyReplayAnswered(stats: StormCluster['stats'], resumesBefore: number, killedAt: number): Promise<number | undefined> {
+    while (epochMs() - killedAt < this.o.timeoutSeconds * 1000) {
+      if ((await stats()).history.resumes - resumesBefore >= this.o.storm) return epochMs();
+      await sleep(50);
+    }
+    return undefined;
+  }
+
+  /** Waits, up to the timeout, for every storm client to resume (see resumedAt); returns how many did not. */
+  private async resumesPending(killedAt: number): Promise<number> {
+    const pending = new Set(Array.from({ length: this.o.storm }, (_, i) => i + 1));
+    const sends = this.sender!.sends;
+    await until(
+      'every storm client to resume',
+      () => {
+        for (const user of pending) if (resumedAt(this.ledgers[user], sends, killedAt) !== undefined) pending.delete(user);
+        return pending.size === 0 ? true : undefined;
+      },
+      this.o.timeoutSeconds * 1000,
+      20,
+    ).catch(() => undefined);
+    return pending.size;
+  }
+
+  /** The report: the storm clients' resumes, every client's ledger, the sender's counts, and the two windows' CPU and latency. */
+  report(c: StormCluster, w: StormWindows) {
+    const { o } = this;
+    const sender = this.sender!;
     const sends = sender.sends;
+    return {
+      scale: { storm: o.storm, calm: o.calm, edges: o.edges, edgeCapacities: c.capacities, rate: o.rate, follows: o.follows, topics: o.topics, topicShare: o.topics > 0 ? o.topicShare : 0, clientProcesses: this.clients.length, cores: cpus().length },
+      storm: this.stormReport(c, w),
+      ledger: this.ledgerReport(w.killedAt),
+      sender: { sent: sends.length, toTopics: sends.filter((s) => typeof s.subject === 'string').length, acknowledged: sender.acked(), errors: sender.errors, skipped: sender.skipped },
+      baseline: this.window(c, w.baselineStart, w.baselineEnd),
+      duringStorm: this.window(c, w.stormStart, w.stormEnd),
+    };
+  }
+
+  /** When each storm client resumed after the kill, and where the time went. */
+  private stormReport(c: StormCluster, w: StormWindows) {
+    const { o } = this;
+    const { killedAt } = w;
     const resumeMs: number[] = [];
     for (let user = 1; user <= o.storm; user++) {
-      const at = resumedAt(ledgers[user], sends, killedAt);
+      const at = resumedAt(this.ledgers[user], this.sender!.sends, killedAt);
       if (at !== undefined) resumeMs.push(at - killedAt);
     }
     resumeMs.sort((a, b) => a - b);
-    let [missed, duplicated, outOfOrder, lost, addressed, wrongIds] = [0, 0, 0, 0, 0, 0];
-    for (const l of ledgers) {
+    const storm = this.ledgers.slice(1, o.storm + 1);
+    return {
+      killedEdge: c.stormEdge.id,
+      clients: o.storm,
+      streamsEnded: storm.filter((l) => l.ends.some((at) => at >= killedAt)).length,
+      resumed: resumeMs.length,
+      resumedWithinTarget: resumeMs.filter((t) => t <= TARGET_MS).length,
+      targetMs: TARGET_MS,
+      resumeMs: { p50: ms(resumeMs, 0.5), p99: ms(resumeMs, 0.99), max: ms(resumeMs, 1) },
+      // Where the time goes: the client seeing its stream end, then its welcome on another edge, then its replay.
+      routerRepliedAllMs: w.repliedAt === undefined ? null : Math.round(w.repliedAt - killedAt),
+      endedMs: sinceThen(storm.map((l) => l.ends.find((at) => at >= killedAt)), killedAt),
+      welcomedMs: sinceThen(storm.map((l) => l.welcomes.find((at) => at >= killedAt)), killedAt),
+      // How many had resumed by each time after the kill (ms): the backoff spreads first attempts over BACKOFF_MS.min, a dropped SYN goes again 1 s later.
+      resumedBy: Object.fromEntries([500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 10_000].map((t) => [t, resumeMs.filter((r) => r <= t).length])),
+      lastResumedMs: resumeMs.length === o.storm ? ms(resumeMs, 1) : null,
+      reconnectedMoreThanOnce: storm.filter((l) => l.welcomes.filter((at) => at >= killedAt).length > 1).length,
+      refused: this.totals.storm.refused,
+      failedAttempts: this.totals.storm.failed,
+      history: { resumes: w.historyAfter.resumes - w.historyBefore.resumes, replayed: w.historyAfter.replayed - w.historyBefore.replayed, lost: w.historyAfter.lost - w.historyBefore.lost },
+    };
+  }
+
+  /** Every client's ledger over the whole run, with a few of the missed messages. */
+  private ledgerReport(killedAt: number) {
+    const sends = this.sender!.sends;
+    let [missed, duplicated, outOfOrder, lost, addressed, wrongIds, unacknowledged] = [0, 0, 0, 0, 0, 0, 0];
+    for (const l of this.ledgers) {
       missed += l.missed();
       duplicated += l.duplicated;
       outOfOrder += l.outOfOrder;
       lost += l.lost;
       addressed += l.acked.length;
       for (const [seq, { id }] of l.arrivals) {
-        if (sends[seq].id === undefined) odd.unacknowledged++;
+        if (sends[seq].id === undefined) unacknowledged++;
         else if (sends[seq].id !== id) wrongIds++;
       }
     }
-    const storm = ledgers.slice(1, o.storm + 1);
-    // A few of the missed, with what their user's streams did, ms from the kill: enough to start looking.
+    return {
+      addressed,
+      missed,
+      duplicated,
+      outOfOrder,
+      lost,
+      misdelivered: this.misdelivered,
+      wrongIds,
+      unacknowledgedReceived: unacknowledged,
+      calmRefused: this.totals.calm.refused,
+      calmFailedAttempts: this.totals.calm.failed,
+      calmStreamsEnded: this.ledgers.slice(this.o.storm + 1).reduce((n, l) => n + l.ends.length, 0),
+      missedExamples: this.missedExamples(killedAt),
+    };
+  }
+
+  /** A few of the missed, with what their user's streams did, ms from the kill: enough to start looking. */
+  private missedExamples(killedAt: number) {
+    const sends = this.sender!.sends;
     const fromKill = (at: number) => Math.round(at - killedAt);
-    const missedExamples = ledgers
+    return this.ledgers
       .flatMap((l, user) => l.acked.filter((seq) => !l.arrivals.has(seq)).map((seq) => ({ user, l, seq })))
       .slice(0, 5)
       .map(({ user, l, seq }) => ({
         user,
-        group: isStorm(user) ? 'storm' : 'calm',
+        group: this.audience.isStorm(user) ? 'storm' : 'calm',
         seq,
         id: sends[seq].id,
         subject: sends[seq].subject,
@@ -527,74 +654,58 @@ export async function runStorm(o: StormOptions) {
         endsMs: l.ends.map(fromKill),
         // Later messages on the same streams: a gap, not a stream that stopped; the other recipients: whether the send went out at all.
         laterReceived: [...l.arrivals.values()].filter((a) => a.id > sends[seq].id!).length,
-        otherRecipientsReceived: [...recipients(sends[seq].subject)].filter((u) => u !== user && ledgers[u].arrivals.has(seq)).length,
+        otherRecipientsReceived: [...this.audience.recipients(sends[seq].subject)].filter((u) => u !== user && this.ledgers[u].arrivals.has(seq)).length,
       }));
-    const window = (a: CpuSample, b: CpuSample) => {
-      const seconds = (b.at - a.at) / 1000;
-      const sent = sender!.acked(a.at, b.at);
-      const cores = (name: string) => {
-        const [x, y] = [a.seconds.get(name), b.seconds.get(name)];
-        return x === undefined || y === undefined ? null : +((y - x) / seconds).toFixed(3);
-      };
-      const cpuSeconds = (name: string) => (b.seconds.get(name) ?? 0) - (a.seconds.get(name) ?? 0);
-      return {
-        seconds: +seconds.toFixed(2),
-        acknowledgedSends: sent,
-        router: { cores: cores('router'), microsPerSend: sent ? Math.round((cpuSeconds('router') * 1e6) / sent) : null },
-        nats: { cores: cores('nats') },
-        edges: Object.fromEntries(edges.map((e) => [e.id, cores(e.id)])),
-        clientsCores: +clients.reduce((n, _, i) => n + (cores(`clients-${i}`) ?? 0), 0).toFixed(3),
-        runnerCores: cores('runner'),
-        machine: machineCores(a.machine, b.machine),
-        tcp: Object.fromEntries(Object.entries(b.tcp).map(([k, v]) => [k, v - a.tcp[k as keyof TcpCounters]])) as TcpCounters,
-        calmLatencyMs: percentiles(calmDeliveries.filter(([at]) => at >= a.at && at <= b.at).map(([, l]) => l)),
-      };
+  }
+
+  /** Between two samples: each process's CPU, the acknowledged sends, the TCP counters and the calm streams' delivery latency. */
+  private window(c: StormCluster, a: CpuSample, b: CpuSample) {
+    const seconds = (b.at - a.at) / 1000;
+    const sent = this.sender!.acked(a.at, b.at);
+    const cores = (name: string) => {
+      const [x, y] = [a.seconds.get(name), b.seconds.get(name)];
+      return x === undefined || y === undefined ? null : +((y - x) / seconds).toFixed(3);
     };
+    const cpuSeconds = (name: string) => (b.seconds.get(name) ?? 0) - (a.seconds.get(name) ?? 0);
     return {
-      scale: { storm: o.storm, calm: o.calm, edges: o.edges, edgeCapacities: capacities, rate: o.rate, follows: o.follows, topics: o.topics, topicShare: o.topics > 0 ? o.topicShare : 0, clientProcesses: clients.length, cores: cpus().length },
-      storm: {
-        killedEdge: stormEdge.id,
-        clients: o.storm,
-        streamsEnded: storm.filter((l) => l.ends.some((at) => at >= killedAt)).length,
-        resumed: resumeMs.length,
-        resumedWithinTarget: resumeMs.filter((t) => t <= TARGET_MS).length,
-        targetMs: TARGET_MS,
-        resumeMs: { p50: ms(resumeMs, 0.5), p99: ms(resumeMs, 0.99), max: ms(resumeMs, 1) },
-        // Where the time goes: the client seeing its stream end, then its welcome on another edge, then its replay.
-        routerRepliedAllMs: repliedAt === undefined ? null : Math.round(repliedAt - killedAt),
-        endedMs: sinceThen(storm.map((l) => l.ends.find((at) => at >= killedAt)), killedAt),
-        welcomedMs: sinceThen(storm.map((l) => l.welcomes.find((at) => at >= killedAt)), killedAt),
-        // How many had resumed by each time after the kill (ms): the backoff spreads first attempts over BACKOFF_MS.min, a dropped SYN goes again 1 s later.
-        resumedBy: Object.fromEntries([500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 10_000].map((t) => [t, resumeMs.filter((r) => r <= t).length])),
-        lastResumedMs: resumeMs.length === o.storm ? ms(resumeMs, 1) : null,
-        reconnectedMoreThanOnce: storm.filter((l) => l.welcomes.filter((at) => at >= killedAt).length > 1).length,
-        refused: totals.storm.refused,
-        failedAttempts: totals.storm.failed,
-        history: { resumes: historyAfter.resumes - historyBefore.resumes, replayed: historyAfter.replayed - historyBefore.replayed, lost: historyAfter.lost - historyBefore.lost },
-      },
-      ledger: {
-        addressed,
-        missed,
-        duplicated,
-        outOfOrder,
-        lost,
-        misdelivered: odd.misdelivered,
-        wrongIds,
-        unacknowledgedReceived: odd.unacknowledged,
-        calmRefused: totals.calm.refused,
-        calmFailedAttempts: totals.calm.failed,
-        calmStreamsEnded: ledgers.slice(o.storm + 1).reduce((n, l) => n + l.ends.length, 0),
-        missedExamples,
-      },
-      sender: { sent: sends.length, toTopics: sends.filter((s) => typeof s.subject === 'string').length, acknowledged: sender.acked(), errors: sender.errors, skipped: sender.skipped },
-      baseline: window(baselineStart, baselineEnd),
-      duringStorm: window(stormStart, stormEnd),
+      seconds: +seconds.toFixed(2),
+      acknowledgedSends: sent,
+      router: { cores: cores('router'), microsPerSend: sent ? Math.round((cpuSeconds('router') * 1e6) / sent) : null },
+      nats: { cores: cores('nats') },
+      edges: Object.fromEntries(c.edges.map((e) => [e.id, cores(e.id)])),
+      clientsCores: +this.clients.reduce((n, _, i) => n + (cores(`clients-${i}`) ?? 0), 0).toFixed(3),
+      runnerCores: cores('runner'),
+      machine: machineCores(a.machine, b.machine),
+      tcp: Object.fromEntries(Object.entries(b.tcp).map(([k, v]) => [k, v - a.tcp[k as keyof TcpCounters]])) as TcpCounters,
+      calmLatencyMs: percentiles(this.calmDeliveries.filter(([at]) => at >= a.at && at <= b.at).map(([, l]) => l)),
     };
+  }
+}
+
+/** Starts the cluster and the clients, kills the storm edge while sends flow, stops everything it started; resolves with the report. */
+export async function runStorm(o: StormOptions) {
+  const perProcess = Math.min(o.perProcess, openFileLimit() - CLIENT_SPARE_FDS);
+  const tooBig = doesNotFit(o, Array(o.edges).fill(streamCapacity()));
+  if (tooBig) throw new Error(tooBig);
+  if (perProcess < 1) throw new Error(`the open-file limit (${openFileLimit()}) leaves no room for streams in a client process`);
+
+  const dir = mkdtempSync(join(tmpdir(), 'c1m-storm-'));
+  const db = join(dir, 'c1m.db');
+  const run = new StormRun(o, audienceOf(o, db), o.log ?? ((line: string) => console.log(line)));
+  // Ctrl-C reaches the cluster and the client processes too; what is left is this run's directory.
+  const onSigint = () => {
+    run.kill();
+    rmSync(dir, { recursive: true, force: true });
+    process.exit(130);
+  };
+  process.once('SIGINT', onSigint);
+  try {
+    const cluster = await run.start(db, perProcess);
+    const windows = await run.storm(cluster);
+    return run.report(cluster, windows);
   } finally {
     process.off('SIGINT', onSigint);
-    await sender?.stop();
-    await Promise.all(clients.map((c) => c.close()));
-    if (cluster) await stopChild(cluster.child, 'SIGTERM', 15_000);
+    await run.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -23,7 +23,7 @@ export class Deliveries implements ChunkSink {
    * as silent) starts its own count; what a crashed run never sent, its
    * successor delivers again (subsmanager/sequencer.ts).
    */
-  private readonly runs: { router: string; batch: number }[] = [];
+  private readonly runs: { id: string; batch: number }[] = [];
   /**
    * The newest sequencer term heard of, per partition (subsmanager/sequencer.ts): a batch of
    * an older one comes from a router that lost the history's lease, late; what
@@ -42,10 +42,10 @@ export class Deliveries implements ChunkSink {
     const { partition } = message;
     const p = partition ?? 0;
     if (message.term !== undefined) {
-      if (message.term < (this.terms[p] ?? 0)) return void this.log.warn({ partition: p, term: message.term, newest: this.terms[p], router: message.router }, "dropped a batch of an older term of the history's lease");
+      if (message.term < (this.terms[p] ?? 0)) return void this.log.warn({ partition: p, term: message.term, newest: this.terms[p], run: message.run }, "dropped a batch of an older term of the history's lease");
       this.terms[p] = message.term;
     }
-    if (message.router !== undefined && message.batch !== undefined && this.missedBatch(p, message.router, message.batch)) this.resumeAll(`batch ${message.batch} of partition ${p} of router ${message.router}`);
+    if (message.run !== undefined && message.batch !== undefined && this.missedBatch(p, message.run, message.batch)) this.resumeAll(`batch ${message.batch} of partition ${p} of router run ${message.run}`);
     deliverChunks(message.chunks, message.topics, partition, this);
   }
 
@@ -64,15 +64,15 @@ export class Deliveries implements ChunkSink {
   /** A router run stopped cleanly after batch `message.batch`: one this edge never got ends every stream here. */
   stopped(message: Stopped): void {
     const run = this.runs[message.partition ?? 0];
-    if (run?.router !== message.router) return;
-    if (run.batch !== message.batch) this.resumeAll(`router ${message.router} stopped after batch ${message.batch}`);
+    if (run?.id !== message.run) return;
+    if (run.batch !== message.batch) this.resumeAll(`router run ${message.run} stopped after batch ${message.batch}`);
     run.batch = message.batch;
   }
 
-  private missedBatch(partition: number, router: string, batch: number): boolean {
-    const run = this.runs[partition];
-    this.runs[partition] = { router, batch };
-    return run?.router === router && batch !== run.batch + 1;
+  private missedBatch(partition: number, run: string, batch: number): boolean {
+    const last = this.runs[partition];
+    this.runs[partition] = { id: run, batch };
+    return last?.id === run && batch !== last.batch + 1;
   }
 
   private resumeAll(why: string): void {

@@ -127,7 +127,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
   hub.replay = busReplayer(bus, hub, sendLogins);
   const app = cometRoutes(uws.App(), hub, {
     maxUserId: options.maxUserId ?? DEFAULTS.maxUserId,
-    maxConnections: capacity,
+    maxStreams: capacity,
     contentType: options.contentType,
     streamSecret: options.streamSecret,
     allowOrigin: options.allowOrigin,

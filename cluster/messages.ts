@@ -67,20 +67,18 @@ export type BusMessage =
   /**
    * Messages for this edge, laid out as ./deliver-batch.ts says: each chunk goes to every stream of each of its users
    * and, where it names one of `topics`, to the streams listening to it, each stream once, with when its send began.
+   * With a history, each chunk has its message id, and `run`/`batch` number the batches one router run sent this
+   * edge (`run`: the router's run and its link to the edge, see EdgeLink.run), so that an edge that missed one (NATS
+   * restarted, the router crashed) knows it. Where the cluster has several partitions, `partition` is the one whose
+   * ids, term and batches these are (absent: 0).
    */
-  /**
-   * With a history, each chunk has its message id, and `router`/`batch` number the batches one router run
-   * sent this edge, so that an edge that missed one (NATS restarted, the router crashed) knows it. Where the
-   * cluster has several partitions, `partition` is the one whose ids, term and batches these are (absent: 0).
-   */
-  | { t: 'deliver'; chunks: Uint8Array; topics?: string[]; router?: string; batch?: number; term?: number; partition?: number }
+  | { t: 'deliver'; chunks: Uint8Array; topics?: string[]; run?: string; batch?: number; term?: number; partition?: number }
   /** A router stopping cleanly: the last batch it sent this edge (of `partition`, where there are several). */
-  | { t: 'stopped'; router: string; batch: number; partition?: number }
+  | { t: 'stopped'; run: string; batch: number; partition?: number }
   /** Stop taking new streams and close the open ones at `rate` per second, so their clients reconnect elsewhere. */
   | { t: 'drain'; rate?: number }
   | { t: 'undrain' }
-  /** A backend sends over the bus instead of HTTP. */
-  /** `user` is the subject: a user's integer, as always, or a topic's `kind:id` (subsmanager/subjects.ts); `key`, its Idempotency-Key. */
+  /** A backend sends over the bus instead of HTTP: `user` is the subject, a user's integer or a topic's `kind:id` (subsmanager/subjects.ts); `key`, its Idempotency-Key. */
   | { t: 'send'; user: Subject; message: Uint8Array | string; key?: string }
   /**
    * The answer to a send: how many streams it reached, or why it was refused; `partitions`, the cluster's, where there
@@ -210,12 +208,12 @@ const FIELDS_BY_TYPE: Record<BusMessage['t'], Record<string, Check>> = {
   deliver: {
     chunks: bytes,
     topics: optional(listOf(topic)),
-    router: optional(text),
+    run: optional(text),
     batch: optional(count),
     term: optional(count),
     partition: optional(count),
   },
-  stopped: { router: text, batch: count, partition: optional(count) },
+  stopped: { run: text, batch: count, partition: optional(count) },
   drain: { rate: optional((v) => finite(v) && (v as number) > 0) },
   undrain: {},
   // Types only: which subjects and messages a send may carry is the router's one check (checkSend in router/router.ts), answered with an error.

@@ -7,10 +7,16 @@
  * does: NKey authentication, TLS (verified, failing closed), max_payload,
  * the servers a cluster announces (connect_urls), reconnection with jitter,
  * lame duck mode, and errors that retrying cannot cure reported as such.
+ * As in nats.js, the server list, the heartbeats and the request mux are
+ * units of their own (./nats-servers.ts, ./nats-heartbeat.ts,
+ * ./nats-requests.ts); this file holds the protocol and the connection.
  */
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
+import { Heartbeat } from './nats-heartbeat.js';
+import { RequestMux } from './nats-requests.js';
+import { serverName, Servers, type Server } from './nats-servers.js';
 import type { NKeyUser } from './nkeys.js';
 
 /** `subject` and `status` (of a header "NATS/1.0 503") matter only to the requests' inbox. */
@@ -73,8 +79,6 @@ const LAME_DUCK_JITTER_MS = 1000;
 const readBuffer = Buffer.allocUnsafe(64 * 1024);
 const HANDSHAKE_TIMEOUT_MS = 5000;
 const CLOSE_TIMEOUT_MS = 2000;
-/** Unanswered PINGs after which the connection counts as dead. */
-const MAX_PINGS_OUT = 2;
 /** Publishes kept for after an outage; beyond this they are dropped (core NATS is at-most-once anyway). */
 const OUTAGE_BUFFER_BYTES = 8 * 2 ** 20;
 const CRLF = Buffer.from('\r\n');
@@ -85,20 +89,6 @@ export class NatsFatalError extends Error {}
 /** Errors of a TLS handshake that mean "this certificate is not the one we trust", as opposed to a broken connection. */
 const CERTIFICATE_ERROR = /CERT|SELF_SIGNED|UNABLE_TO|ALTNAME|SIGNATURE|ISSUER/;
 
-interface Server {
-  host: string;
-  port: number;
-  /** tls:// in the URL: the client insists on TLS. */
-  tls: boolean;
-}
-
-const serverName = (s: Server) => `${s.host.includes(':') ? `[${s.host}]` : s.host}:${s.port}`;
-
-function parseServer(text: string): Server {
-  const url = new URL(text.includes('://') ? text : `nats://${text}`);
-  if (!['nats:', 'tls:'].includes(url.protocol)) throw new Error(`NATS URL ${text}: use nats:// or tls://`);
-  return { host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(url.port) || 4222, tls: url.protocol === 'tls:' };
-}
 const LF = 10;
 
 /**
@@ -211,23 +201,14 @@ interface Subscription {
   callback: MessageCallback;
 }
 
-interface Pending {
-  subject: string;
-  resolve: (data: Uint8Array) => void;
-  reject: (err: Error) => void;
-  timer: NodeJS.Timeout;
-}
-
 export class NatsClient {
   private socket?: net.Socket;
   private closed = false;
   /** host:port of the server connected to, or last connected to. */
   private current = '';
-  private nextServer = 0;
   private payloadLimit = 1024 * 1024;
-  private pingTimer?: NodeJS.Timeout;
+  private heartbeat?: Heartbeat;
   private lameDuckTimer?: NodeJS.Timeout;
-  private pingsOut = 0;
   /** What is written in this event-loop turn, sent as one write; during an outage, what waits for the next connection. */
   private out: Uint8Array[] = [];
   private outBytes = 0;
@@ -237,19 +218,17 @@ export class NatsClient {
   /** Subscriptions ended on this connection, whose last messages may still be on their way (forgotten at a reconnection). */
   private readonly ended = new Map<number, Subscription>();
   private nextSid = 1;
-  private inboxPrefix = '';
-  private readonly requests = new Map<string, Pending>();
-  private nextRequest = 1;
+  /** Made with the first request. */
+  private requests?: RequestMux;
 
   private constructor(
-    /** The servers given, then those the servers told of (connect_urls). */
-    private readonly servers: Server[],
+    private readonly servers: Servers,
     private readonly options: NatsOptions,
   ) {}
 
   /** `servers`: nats://host:port or tls://host:port (or host:port), tried in turn. */
   static async connect(servers: string[], options: NatsOptions): Promise<NatsClient> {
-    const client = new NatsClient(servers.map(parseServer), options);
+    const client = new NatsClient(new Servers(servers), options);
     await client.establish(false);
     return client;
   }
@@ -295,23 +274,11 @@ export class NatsClient {
 
   /** One request, one reply, on a single wildcard inbox subscription shared by all requests. */
   request(subject: string, payload: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
-    if (!this.inboxPrefix) {
-      this.inboxPrefix = `${this.inbox()}.`;
-      this.subscribe(`${this.inboxPrefix}*`, (data, _reply, replySubject, status) => this.answer(replySubject.slice(this.inboxPrefix.length), data, status));
+    if (!this.requests) {
+      const requests = (this.requests = new RequestMux(`${this.inbox()}.`));
+      this.subscribe(`${requests.prefix}*`, (data, _reply, replySubject, status) => requests.answer(replySubject, data, status));
     }
-    const token = String(this.nextRequest++);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.requests.delete(token);
-        reject(new Error(`no reply from ${subject} within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.requests.set(token, { subject, resolve, reject, timer });
-      try {
-        this.publish(subject, payload, this.inboxPrefix + token);
-      } catch (err) {
-        this.settle(token)?.reject(err as Error);
-      }
-    });
+    return this.requests.request(subject, timeoutMs, (replyTo) => this.publish(subject, payload, replyTo));
   }
 
   /** A subject nobody else will pick, for replies to this client. */
@@ -328,9 +295,9 @@ export class NatsClient {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    clearInterval(this.pingTimer);
+    this.heartbeat?.stop();
     clearTimeout(this.lameDuckTimer);
-    for (const token of [...this.requests.keys()]) this.settle(token)!.reject(new Error('the NATS connection is closed'));
+    this.requests?.failAll('the NATS connection is closed');
     const socket = this.socket;
     if (!socket) return;
     this.flush();
@@ -344,21 +311,6 @@ export class NatsClient {
         })
         .end();
     });
-  }
-
-  private answer(token: string, data: Uint8Array, status: string | undefined): void {
-    const pending = this.settle(token);
-    // 503: the server says nobody subscribes to the subject, at once rather than at the timeout.
-    if (status === '503') pending?.reject(new Error(`no responders on ${pending.subject}`));
-    else pending?.resolve(data);
-  }
-
-  private settle(token: string): Pending | undefined {
-    const pending = this.requests.get(token);
-    if (!pending) return undefined;
-    clearTimeout(pending.timer);
-    this.requests.delete(token);
-    return pending;
   }
 
   private write(...pieces: Uint8Array[]): void {
@@ -390,7 +342,7 @@ export class NatsClient {
     for (let attempt = 0; !this.closed; attempt++) {
       if (reconnecting || attempt >= this.servers.length) await sleep(Math.random() * Math.min(RECONNECT_MAX_MS, RECONNECT_BASE_MS * 2 ** Math.min(attempt, 10)));
       if (this.closed) return;
-      const server = this.servers[this.nextServer++ % this.servers.length];
+      const server = this.servers.take();
       try {
         const socket = await this.handshake(server);
         if (this.closed) socket.destroy();
@@ -456,21 +408,12 @@ export class NatsClient {
         });
       };
       const parser = new Parser({
-        message: (sid, subject, reply, data, status) => {
-          const subscription = this.subscriptions.get(sid) ?? this.ended.get(sid);
-          if (!subscription) return;
-          // A handler that throws must not throw out of the socket's read callback: that would end the process.
-          try {
-            subscription.callback(data, reply, subject, status);
-          } catch (err) {
-            this.options.warning?.(`a handler of ${subject} threw: ${(err as Error).stack ?? err}`);
-          }
-        },
+        message: (sid, subject, reply, data, status) => this.dispatch(sid, subject, reply, data, status),
         info: (info) => {
           if (info.max_payload) this.payloadLimit = info.max_payload;
           if (greeted) return this.update(info, socket);
           greeted = true;
-          this.learn(info, server);
+          this.servers.learn(info.connect_urls, server);
           const serverTls = info.tls_required || info.tls_available;
           if (server.tls && !serverTls) return fail('it does not offer TLS, and the URL asks for it (tls://)', true);
           if (server.tls || info.tls_required) upgrade(info);
@@ -478,7 +421,7 @@ export class NatsClient {
         },
         ping: () => socket.write('PONG\r\n'),
         pong: () => {
-          this.pingsOut = 0;
+          this.heartbeat?.pong();
           if (done) return;
           done = true;
           clearTimeout(timer);
@@ -495,6 +438,18 @@ export class NatsClient {
     });
   }
 
+  /** A message to its subscription's handler: a subscription of this client, or one just ended whose last messages still come. */
+  private dispatch(sid: number, subject: string, reply: string | undefined, data: Uint8Array, status: string | undefined): void {
+    const subscription = this.subscriptions.get(sid) ?? this.ended.get(sid);
+    if (!subscription) return;
+    // A handler that throws must not throw out of the socket's read callback: that would end the process.
+    try {
+      subscription.callback(data, reply, subject, status);
+    } catch (err) {
+      this.options.warning?.(`a handler of ${subject} threw: ${(err as Error).stack ?? err}`);
+    }
+  }
+
   /** Feeds the parser; nothing may throw out of a socket's read callback, so a protocol error ends the connection instead. */
   private read(parser: Parser, socket: net.Socket, data: Buffer): boolean {
     try {
@@ -506,18 +461,10 @@ export class NatsClient {
     return true;
   }
 
-  /** Servers this one's cluster has, from its INFO: reconnections may go to them too. */
-  private learn(info: ServerInfo, via: Server): void {
-    for (const url of info.connect_urls ?? []) {
-      const server = { ...parseServer(url), tls: via.tls };
-      if (!this.servers.some((s) => serverName(s) === serverName(server))) this.servers.push(server);
-    }
-  }
-
   /** An INFO on an open connection: new cluster members, or lame duck mode. */
   private update(info: ServerInfo, socket: net.Socket): void {
-    const via = this.servers.find((s) => serverName(s) === this.current);
-    if (via) this.learn(info, via);
+    const via = this.servers.named(this.current);
+    if (via) this.servers.learn(info.connect_urls, via);
     if (!info.ldm || this.lameDuckTimer) return;
     this.options.warning?.(`NATS at ${this.current} is in lame duck mode (shutting down): moving to another server`);
     this.lameDuckTimer = setTimeout(() => {
@@ -531,7 +478,6 @@ export class NatsClient {
     const reconnection = this.current !== '';
     this.socket = socket;
     this.current = server;
-    this.pingsOut = 0;
     this.ended.clear();
     const subs = [...this.subscriptions].map(([sid, s]) => subLine(sid, s.subject, s.queue));
     this.out.unshift(...subs);
@@ -539,22 +485,21 @@ export class NatsClient {
     this.flush();
     if (this.dropped > 0) this.options.warning?.(`${this.dropped} publishes were dropped while NATS was unreachable`);
     this.dropped = 0;
-    this.pingTimer = setInterval(() => {
-      if (this.pingsOut >= MAX_PINGS_OUT) {
+    this.heartbeat = new Heartbeat(
+      this.options.pingIntervalMs ?? 2000,
+      () => this.write(Buffer.from('PING\r\n')),
+      () => {
         this.options.warning?.(`NATS at ${server} stopped answering PINGs: reconnecting`);
         socket.destroy();
-        return;
-      }
-      this.pingsOut++;
-      this.write(Buffer.from('PING\r\n'));
-    }, this.options.pingIntervalMs ?? 2000);
+      },
+    );
     if (reconnection) this.options.reconnected?.();
   }
 
   private lost(socket: net.Socket): void {
     if (socket !== this.socket) return;
     this.socket = undefined;
-    clearInterval(this.pingTimer);
+    this.heartbeat?.stop();
     clearTimeout(this.lameDuckTimer);
     this.lameDuckTimer = undefined;
     if (this.closed) return;

@@ -338,7 +338,7 @@ export class ReplicatedHistory implements MessageHistory {
    * term marker expecting it, so that nothing the previous leader might still publish can follow. Undefined while
    * another router holds the lease, or when the marker was refused (the lease is handed back, and tried again later).
    */
-  async lead(): Promise<Term | undefined> {
+  async claimLease(): Promise<Term | undefined> {
     if (this.leading || this.failing) return undefined;
     const term = await this.lease.claim();
     if (!term) return undefined;

@@ -29,7 +29,8 @@ import { openReplicatedStore, type StoreLogStats } from './store-log.js';
 import type { Subject } from '../subsmanager/subjects.js';
 import type { History, HistoryStats, MessageHistory } from '../subsmanager/history.js';
 import { CLUSTER_DEFAULTS } from './defaults.js';
-import { Directory, type EdgeView } from './directory.js';
+import { Directory } from './directory.js';
+import type { EdgeView } from './edge-membership.js';
 import { SUBJECTS } from './messages.js';
 import { ROUTER_INBOX } from './nats-auth.js';
 import { NatsBus } from './nats-bus.js';
@@ -227,7 +228,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
   let standby: NodeJS.Timeout | undefined;
   try {
     if (histories.length === 0) {
-      directory.lead();
+      directory.takeOver();
       open();
     } else {
       /** Who takes each partition: its SQLite history (a lease row in its file) or its replicated stream (a KV lease, fenced by the stream). */
@@ -250,7 +251,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       let claimedAt = -Infinity;
       let handedAt = -Infinity;
       let claiming = false;
-      const lead = async (): Promise<void> => {
+      const takeAPartition = async (): Promise<void> => {
         // One more partition per lease period at most: routers that start together take one each, not one all of them.
         // Nor one this router just handed over: it is for the router that leads fewer to take.
         if (claiming || closing || performance.now() - Math.max(claimedAt, handedAt) < LEASE.ms) return;
@@ -258,10 +259,10 @@ export async function startRouterProcess(options: RouterProcessOptions) {
         try {
           for (const [partition, history] of leaders.entries()) {
             if (directory.leads(partition)) continue;
-            const term = await history.lead();
+            const term = await history.claimLease();
             if (!term || closing) continue;
             claimedAt = performance.now();
-            directory.lead(partition, term.term, history.newerThan(term.settled));
+            directory.takeOver(partition, term.term, history.newerThan(term.settled));
             if (!listener) open(term.term);
             if (partitions > 1) log.info({ partition, term: term.term }, 'leading a partition');
             return;
@@ -299,14 +300,14 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       if (partitions > 1) bus.subscribe(SUBJECTS.routers, (message) => {
         if (message.t === 'leading' && message.router !== me) peers.set(message.router, { leads: message.partitions, at: performance.now() });
       });
-      await lead();
+      await takeAPartition();
       if (!listener) ready.info({ pid: process.pid, holder: await leaders[0].lease.current() }, 'c1m router standing by: another holds the history');
       if (partitions > 1) standby = setInterval(() => {
         share();
-        void lead();
+        void takeAPartition();
       }, LEASE.pollMs);
       else if (!directory.leads(0)) standby = setInterval(() => {
-        void lead().then(() => {
+        void takeAPartition().then(() => {
           if (directory.leads(0)) clearInterval(standby);
         });
       }, LEASE.pollMs);

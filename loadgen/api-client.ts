@@ -4,7 +4,7 @@
  * and its body is made only when it is written, so the `t=` stamp in it is the
  * time it went to the kernel. undici stamped at dispatch and wrote later, so
  * on a busy box the sends that catch up a late timer counted their wait in the
- * sender as delivery latency (strace; the README's unicast section).
+ * sender as delivery latency (strace; the write-up of `npm run bench`'s unicast latency).
  */
 import { connect, type Socket } from 'node:net';
 import { errorCode } from '../subsmanager/errors.js';

@@ -269,35 +269,63 @@ export function latencySummary(histogram: ReturnType<typeof newHistogram>, maxMi
   return { count, p50: count ? at(50) : 0, p99: count ? at(99) : 0, p999: count ? at(99.9) : 0, max: ms(maxMicros) };
 }
 
-/** Runs the flood to its end (hold over, or the hard stop) and returns the summary. */
-export async function runFlood(options: FloodOptions): Promise<FloodSummary> {
-  if (!existsSync(FLOOD_WORKER)) throw new Error(`${FLOOD_WORKER} is missing: build it with npm run build`);
-  const limit = openFileLimit() - WORKER_RESERVED_FDS;
-  const perWorker = Math.min(options.perWorker ?? limit, limit);
-  if (perWorker < 1) throw new Error(`the open-file limit (${openFileLimit()}) leaves no room for sockets`);
-  const plan = planWorkers(options.rows, options.ports, perWorker);
-  const spares = spareRuns(plan, options.ports);
-  const target = plan.reduce((n, slices) => n + slices.reduce((m, s) => m + s.count, 0), 0);
-  const reportMs = options.reportMs ?? 1000;
-  const started = performance.now();
-  const welcome = newHistogram();
-  const delivery = newHistogram();
-  const readLag = newHistogram();
-  /** The histograms by the letter of the workers' "H" lines. */
-  const histograms: Record<string, ReturnType<typeof newHistogram>> = { w: welcome, d: delivery, l: readLag };
-  /** Each worker's latest "S" line: its running totals. */
-  const latest: Array<Record<string, number>> = plan.map(() => ({}));
-  const sum = (key: string) => latest.reduce((n, w) => n + (w[key] ?? 0), 0);
-  const max = (key: string) => Math.max(0, ...latest.map((w) => w[key] ?? 0));
-  let peak = { open: 0, workersBytes: 0, parentBytes: 0 };
+type Histogram = ReturnType<typeof newHistogram>;
 
-  const totals = (): FloodTotals => {
+/** The workers' reports merged: each one's latest running totals ("S" lines) and the latency histograms ("H" lines). */
+class FloodTally {
+  private readonly started = performance.now();
+  private readonly welcome = newHistogram();
+  private readonly delivery = newHistogram();
+  private readonly readLag = newHistogram();
+  /** The histograms by the letter of the workers' "H" lines. */
+  private readonly histograms: Record<string, Histogram> = { w: this.welcome, d: this.delivery, l: this.readLag };
+  /** Each worker's latest "S" line: its running totals. */
+  private readonly latest: Array<Record<string, number>>;
+  private peak = { open: 0, workersBytes: 0, parentBytes: 0 };
+
+  constructor(
+    private readonly target: number,
+    workers: number,
+    private readonly onDelivery?: (micros: number, count: number) => void,
+  ) {
+    this.latest = Array.from({ length: workers }, () => ({}));
+  }
+
+  private sum(key: string): number {
+    return this.latest.reduce((n, w) => n + (w[key] ?? 0), 0);
+  }
+
+  private max(key: string): number {
+    return Math.max(0, ...this.latest.map((w) => w[key] ?? 0));
+  }
+
+  /** Takes one line of worker `worker`'s output; after an "S" line, returns the merged totals. */
+  read(worker: number, line: string): FloodTotals | undefined {
+    if (line.startsWith('H ')) {
+      const histogram = this.histograms[line[2]];
+      if (!histogram) return undefined;
+      for (const pair of line.slice(4).split(' ')) {
+        const [bucket, count] = pair.split(':').map(Number);
+        histogram.recordValueWithCount(bucketValue(bucket), count);
+        if (histogram === this.delivery) this.onDelivery?.(bucketValue(bucket), count);
+      }
+    } else if (line.startsWith('S ')) {
+      this.latest[worker] = Object.fromEntries(line.slice(2).split(' ').map((kv) => [kv.slice(0, kv.indexOf('=')), Number(kv.slice(kv.indexOf('=') + 1))]));
+      const now = this.totals();
+      if (now.open > this.peak.open) this.peak = { open: now.open, workersBytes: this.sum('rss_kb') * 1024, parentBytes: process.memoryUsage().rss };
+      return now;
+    }
+    return undefined;
+  }
+
+  totals(): FloodTotals {
     const errors: Record<string, number> = {};
-    for (const w of latest) for (const [key, n] of Object.entries(w)) if (key.startsWith('err_')) errors[key.slice(4)] = (errors[key.slice(4)] ?? 0) + n;
+    for (const w of this.latest) for (const [key, n] of Object.entries(w)) if (key.startsWith('err_')) errors[key.slice(4)] = (errors[key.slice(4)] ?? 0) + n;
+    const sum = (key: string) => this.sum(key);
     return {
-      target,
-      workers: plan.length,
-      elapsedSeconds: +((performance.now() - started) / 1000).toFixed(1),
+      target: this.target,
+      workers: this.latest.length,
+      elapsedSeconds: +((performance.now() - this.started) / 1000).toFixed(1),
       attempted: sum('attempted'),
       connected: sum('connected'),
       open: sum('open'),
@@ -311,61 +339,98 @@ export async function runFlood(options: FloodOptions): Promise<FloodSummary> {
       messages: sum('messages'),
       reconnects: sum('reconnects'),
       errors,
-      ramped: latest.every((w) => (w.ramp_us ?? 0) > 0),
+      ramped: this.latest.every((w) => (w.ramp_us ?? 0) > 0),
     };
-  };
+  }
 
+  /** The totals with the ramp, the latencies and the memory at the peak: the run's summary once every worker exited. */
+  summary(): FloodSummary {
+    const rampSeconds = this.max('ramp_us') / 1e6;
+    const welcomed = this.sum('welcomed');
+    const peak = this.peak;
+    return {
+      ...this.totals(),
+      held: this.sum('held'),
+      peakOpen: peak.open,
+      rampSeconds: +rampSeconds.toFixed(2),
+      connectsPerSecond: rampSeconds > 0 ? Math.round(welcomed / rampSeconds) : 0,
+      workerCpuMicrosPerConnect: welcomed ? Math.round(this.sum('ramp_cpu_us') / welcomed) : 0,
+      // The workers' buckets stand for their middle; the exact maxima come from the workers.
+      welcomeLatencyMs: latencySummary(this.welcome, this.max('welcome_max_us')),
+      deliveryLatencyMs: latencySummary(this.delivery, this.max('delivery_max_us')),
+      readLagMs: latencySummary(this.readLag, this.max('read_lag_max_us')),
+      rss: {
+        workersBytes: peak.workersBytes,
+        parentBytes: peak.parentBytes,
+        workerBytesPerConnection: peak.open ? Math.round(peak.workersBytes / peak.open) : 0,
+        totalBytesPerConnection: peak.open ? Math.round((peak.workersBytes + peak.parentBytes) / peak.open) : 0,
+      },
+    };
+  }
+}
+
+/** The workers' slices, their spare ports and the streams they open in all; throws when the worker is not built or no socket fits. */
+function planFlood(options: FloodOptions): { plan: Slice[][]; spares: Array<Array<[number, number]>>; target: number } {
+  if (!existsSync(FLOOD_WORKER)) throw new Error(`${FLOOD_WORKER} is missing: build it with npm run build`);
+  const limit = openFileLimit() - WORKER_RESERVED_FDS;
+  const perWorker = Math.min(options.perWorker ?? limit, limit);
+  if (perWorker < 1) throw new Error(`the open-file limit (${openFileLimit()}) leaves no room for sockets`);
+  const plan = planWorkers(options.rows, options.ports, perWorker);
+  const target = plan.reduce((n, slices) => n + slices.reduce((m, s) => m + s.count, 0), 0);
+  return { plan, spares: spareRuns(plan, options.ports), target };
+}
+
+/** Starts a worker on its slices; `share`, its part of the streams: it ramps in proportion, so that all finish their ramp together. */
+function spawnWorker(options: FloodOptions, slices: Slice[], spares: Array<[number, number]>, share: number): ChildProcessWithoutNullStreams {
+  const args = [
+    options.host,
+    String(options.port),
+    String(options.rate * share),
+    String(Math.max(1, Math.ceil(options.concurrency * share))),
+    String(options.reportMs ?? 1000),
+    String(options.maxSeconds + 5), // the worker's own backstop, after the parent's hard stop
+    String(options.readEveryMs ?? 0),
+    options.transport ?? 'chunked',
+    options.reconnect ? '1' : '0',
+    String(options.topics ?? 0),
+    ...slices.map((s, j) => `${s.source}:${s.firstId}:${s.count}:${s.firstPort}:${spares[j].join('-')}`),
+  ];
+  const child = spawn(FLOOD_WORKER, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  // The load generator yields to the server it measures when they share a host (dozens of workers, one router).
+  if (child.pid) setPriority(child.pid, WORKER_NICE);
+  return child;
+}
+
+/** Worker `i`'s lines to `onLine`; resolves when it exits cleanly, rejects with what it printed to stderr otherwise. */
+function workerExit(child: ChildProcessWithoutNullStreams, i: number, onLine: (line: string) => void): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    createInterface({ input: child.stdout }).on('line', onLine);
+    child.once('error', reject);
+    child.once('close', (code, signal) => (code === 0 ? resolve() : reject(new Error(`flood worker ${i} exited with ${code ?? signal}: ${stderr.trim()}`))));
+  });
+}
+
+/** Runs the flood to its end (hold over, or the hard stop) and returns the summary. */
+export async function runFlood(options: FloodOptions): Promise<FloodSummary> {
+  const { plan, spares, target } = planFlood(options);
+  const tally = new FloodTally(target, plan.length, options.onDelivery);
   let stopTimer: NodeJS.Timeout | undefined;
   const children: ChildProcessWithoutNullStreams[] = [];
   const stopAll = () => children.forEach((child) => child.stdin.end());
   const onLine = (worker: number, line: string) => {
-    if (line.startsWith('H ')) {
-      const histogram = histograms[line[2]];
-      if (!histogram) return;
-      for (const pair of line.slice(4).split(' ')) {
-        const [bucket, count] = pair.split(':').map(Number);
-        histogram.recordValueWithCount(bucketValue(bucket), count);
-        if (histogram === delivery) options.onDelivery?.(bucketValue(bucket), count);
-      }
-    } else if (line.startsWith('S ')) {
-      latest[worker] = Object.fromEntries(line.slice(2).split(' ').map((kv) => [kv.slice(0, kv.indexOf('=')), Number(kv.slice(kv.indexOf('=') + 1))]));
-      const now = totals();
-      if (now.open > peak.open) peak = { open: now.open, workersBytes: sum('rss_kb') * 1024, parentBytes: process.memoryUsage().rss };
-      // Every stream open or failed: hold for the duration, then stop.
-      if (now.ramped && !stopTimer) stopTimer = setTimeout(stopAll, options.duration * 1000);
-      options.onReport?.(now);
-    }
+    const now = tally.read(worker, line);
+    if (!now) return;
+    // Every stream open or failed: hold for the duration, then stop.
+    if (now.ramped && !stopTimer) stopTimer = setTimeout(stopAll, options.duration * 1000);
+    options.onReport?.(now);
   };
-
-  const exits = plan.map(
-    (slices, i) =>
-      new Promise<void>((resolve, reject) => {
-        const share = slices.reduce((n, s) => n + s.count, 0) / target;
-        // Each worker ramps in proportion to its share, so all finish their ramp together.
-        const args = [
-          options.host,
-          String(options.port),
-          String(options.rate * share),
-          String(Math.max(1, Math.ceil(options.concurrency * share))),
-          String(reportMs),
-          String(options.maxSeconds + 5), // the worker's own backstop, after the parent's hard stop
-          String(options.readEveryMs ?? 0),
-          options.transport ?? 'chunked',
-          options.reconnect ? '1' : '0',
-          String(options.topics ?? 0),
-          ...slices.map((s, j) => `${s.source}:${s.firstId}:${s.count}:${s.firstPort}:${spares[i][j].join('-')}`),
-        ];
-        const child = spawn(FLOOD_WORKER, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-        // The load generator yields to the server it measures when they share a host (dozens of workers, one router).
-        if (child.pid) setPriority(child.pid, WORKER_NICE);
-        children.push(child);
-        let stderr = '';
-        child.stderr.on('data', (d) => (stderr += d));
-        createInterface({ input: child.stdout }).on('line', (line) => onLine(i, line));
-        child.once('error', reject);
-        child.once('close', (code, signal) => (code === 0 ? resolve() : reject(new Error(`flood worker ${i} exited with ${code ?? signal}: ${stderr.trim()}`))));
-      }),
-  );
+  const exits = plan.map((slices, i) => {
+    const child = spawnWorker(options, slices, spares[i], slices.reduce((n, s) => n + s.count, 0) / target);
+    children.push(child);
+    return workerExit(child, i, (line) => onLine(i, line));
+  });
   // Hard stop: ask the workers to stop (they close with RST), then kill any that did not.
   const hardStop = setTimeout(stopAll, options.maxSeconds * 1000);
   const kill = setTimeout(() => children.forEach((c) => c.kill('SIGKILL')), (options.maxSeconds + 10) * 1000);
@@ -384,25 +449,5 @@ export async function runFlood(options: FloodOptions): Promise<FloodSummary> {
     process.off('SIGTERM', onSignal);
     options.stop?.removeEventListener('abort', onSignal);
   }
-
-  const rampSeconds = max('ramp_us') / 1e6;
-  const welcomed = sum('welcomed');
-  return {
-    ...totals(),
-    held: sum('held'),
-    peakOpen: peak.open,
-    rampSeconds: +rampSeconds.toFixed(2),
-    connectsPerSecond: rampSeconds > 0 ? Math.round(welcomed / rampSeconds) : 0,
-    workerCpuMicrosPerConnect: welcomed ? Math.round(sum('ramp_cpu_us') / welcomed) : 0,
-    // The workers' buckets stand for their middle; the exact maxima come from the workers.
-    welcomeLatencyMs: latencySummary(welcome, max('welcome_max_us')),
-    deliveryLatencyMs: latencySummary(delivery, max('delivery_max_us')),
-    readLagMs: latencySummary(readLag, max('read_lag_max_us')),
-    rss: {
-      workersBytes: peak.workersBytes,
-      parentBytes: peak.parentBytes,
-      workerBytesPerConnection: peak.open ? Math.round(peak.workersBytes / peak.open) : 0,
-      totalBytesPerConnection: peak.open ? Math.round((peak.workersBytes + peak.parentBytes) / peak.open) : 0,
-    },
-  };
+  return tally.summary();
 }

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { barabasiAlbertEdgeCount } from '../subsmanager/graph.js';
-import { historyOnDisk } from '../subsmanager/history.js';
+import { historyOnDisk } from '../subsmanager/history-file.js';
 import { latencySummary, newHistogram, parseSources, rowsFromRanges, runFlood, type FloodSummary, type FloodTotals } from './flood.js';
 import { runMsggen } from './msggen.js';
 import { credsFile } from '../cluster/nats-auth.js';

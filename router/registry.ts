@@ -1,7 +1,10 @@
 /**
  * Who is connected: user → connections. An edge process keeps one for its own
  * streams; a router keeps one for the whole cluster (see Router). It never
- * touches sockets: a connection is anything that accepts a chunk.
+ * touches sockets: a connection is anything that accepts a chunk, a stream (or
+ * a resuming stream's holder) on a server or an edge, and on a router all of
+ * one user's streams on one edge. So a server's or an edge's connections are
+ * its streams; a router counts streams in its directory instead.
  */
 
 import type { Subject } from '../subsmanager/subjects.js';

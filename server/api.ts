@@ -36,12 +36,6 @@ export function checkApiSettings(s: { apiHost: string; token?: string; apiInsecu
 type Handler = (res: HttpResponse, req: HttpRequest) => void;
 
 /**
- * The backend API: a separate listener for trusted applications (send,
- * subscriptions, stats). It is never mounted on the public port. `send` gets
- * the message in uWS's receive memory, valid only until it returns: it copies
- * what it keeps (the router builds its chunk), see readBody.
- */
-/**
  * The answer to a send: the streams it reached, and the message's id (for streams that resume) where the process keeps
  * a history. `duplicate`: an earlier send with the same Idempotency-Key and subject was kept as message `id`; this one
  * sent nothing (`delivered` 0).
@@ -52,6 +46,12 @@ export interface Sent {
   duplicate?: true;
 }
 
+/**
+ * The backend API: a separate listener for trusted applications (send,
+ * subscriptions, stats). It is never mounted on the public port. `send` gets
+ * the message in uWS's receive memory, valid only until it returns: it copies
+ * what it keeps (the router builds its chunk), see readBody.
+ */
 export function apiRoutes(
   app: TemplatedApp,
   /**

@@ -5,7 +5,7 @@ import { PAGE } from './page.js';
 import { BROWSER_CLIENT } from './browser-client.js';
 import { SSE_HEADERS, SseStream, sseWelcome } from './sse.js';
 import { lastEventId, resume } from './resume.js';
-import { CometStream, NumberedStream, type StreamHub, type Transport } from './stream.js';
+import { ChunkedStream, NumberedStream, type StreamHub, type Transport } from './stream.js';
 import { parseTopics } from './topics.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 import { protocolToken, upgradeWs, wsBehavior, WsStream } from './ws.js';
@@ -13,7 +13,7 @@ import { protocolToken, upgradeWs, wsBehavior, WsStream } from './ws.js';
 export interface CometOptions {
   maxUserId: number;
   /** Streams beyond this are refused with 503 instead of running the process out of file descriptors. */
-  maxConnections: number;
+  maxStreams: number;
   /**
    * Content type of the streams: 'text' (default: text/plain, never rendered,
    * so messages carrying user content cannot inject script) or 'html' (the
@@ -31,7 +31,7 @@ const streamHeaders = (contentType: 'text' | 'html'): [string, string][] => [
   ['X-Content-Type-Options', 'nosniff'],
   ['Cache-Control', 'no-cache'],
   ['X-Accel-Buffering', 'no'], // tell nginx-style proxies not to buffer the stream
-  ['Connection', 'close'], // a stream ends with its connection (see CometStream.close)
+  ['Connection', 'close'], // a stream ends with its connection (see ChunkedStream.close)
 ];
 
 /**
@@ -82,7 +82,7 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
         return refuse(token === '' ? 401 : 403, refused);
       }
     }
-    if (hub.open >= options.maxConnections) return refuse(503, `server full: ${hub.open} connections`, true);
+    if (hub.open >= options.maxStreams) return refuse(503, `server full: ${hub.open} connections`, true);
     if (hub.registry.connectionsOf(id) >= hub.registry.maxPerUser) return refuse(429, `user ${id} already holds ${hub.registry.maxPerUser} streams`, true);
     // The scope stays with a WebSocket, whose client may subscribe to more topics while it is open.
     return { id, topics: hub.registry.intern(topics), scope: secret === undefined ? undefined : tokenScope(token) };
@@ -97,7 +97,7 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
       const { id, topics } = admitted;
       const after = lastEventId(req.getQuery('lastEventId'), req.getHeader('last-event-id'));
       // Ids are opt-in here: without them the stream is byte for byte the original's.
-      const stream = after !== undefined || req.getQuery('ids') === '1' ? new NumberedStream(res, hub, id, topics) : new CometStream(res, hub, id, topics);
+      const stream = after !== undefined || req.getQuery('ids') === '1' ? new NumberedStream(res, hub, id, topics) : new ChunkedStream(res, hub, id, topics);
       res.onAborted(stream.aborted.bind(stream)); // a bound method weighs less than a closure, per connection
       res.writeStatus('200 OK');
       for (const [name, value] of headers) res.writeHeader(name, value);

@@ -3,13 +3,12 @@
  * every message it missed since, in id order, before any live one, or, when
  * that cannot be known, an explicit "lost" at the start of its stream.
  *
- * In one process the history answers at once: the stream replays and logs in
- * within one synchronous call, so no send can come between what the replay
- * read and what the stream then receives live. On an edge the history is a
- * router's, and the answer comes over the bus: a holder stands in for the
- * stream in the registry meanwhile, keeping the live messages, and the stream
- * takes its place once the replay is written, with only the held messages
- * the replay did not already hold. Either way nothing is lost or doubled.
+ * The answer may come later: in one process from its history, paced a few
+ * replays a turn (subsmanager/pacer.ts); on an edge from a router's, over the
+ * bus. A holder stands in for the stream in the registry meanwhile, logged in
+ * before the replay is asked for and keeping the live messages, and the
+ * stream takes its place once the replay is written, with only the held
+ * messages the replay did not already hold: nothing is lost or doubled.
  *
  * Where a cluster has several partitions (subsmanager/partitions.ts), a
  * stream's token holds its last id from each, and a new stream too starts
@@ -44,7 +43,7 @@ export type Replayer = (user: number, after: After | undefined, budget: number, 
 
 /**
  * A stream that can be resumed: it takes replayed messages (its write skips a message whose id is not above the last
- * one it wrote, see CometStream.write), or is told at its start that its history is lost and why (for its client to
+ * one it wrote, see ChunkedStream.write), or is told at its start that its history is lost and why (for its client to
  * refetch its state).
  */
 export interface Resumable extends Connection {

@@ -80,8 +80,10 @@ export interface C1mOptions {
 }
 
 export interface Stats {
+  /** Streams open now, as the registry holds them (a resuming one by its holder): `connections`, as /stats always named them. */
   connections: number;
   users: number;
+  /** Streams held at most (`--max-connections`). */
   maxConnections: number;
   sends: number;
   /** Sends and the streams they reached, by kind of subject (`user`, `photo`…; bounded, see Router.kinds). */
@@ -124,9 +126,9 @@ export interface C1m {
  * A server started again right after a kill -9 finds its predecessor's lease
  * still running for a moment, and waits it out; another live holder is an error.
  */
-async function leadHistory(history: History): Promise<void> {
+async function claimHistoryLease(history: History): Promise<void> {
   const deadline = Date.now() + LEASE.ms + 1000;
-  while (!history.lead()) {
+  while (!history.claimLease()) {
     if (Date.now() > deadline) throw new NotSequencerError(history.lease.current());
     await new Promise((resolve) => setTimeout(resolve, LEASE.pollMs));
   }
@@ -162,7 +164,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
   const history = historySeconds > 0 ? store.history!({ seconds: historySeconds, perSubject: options.historyPerSubject ?? DEFAULTS.historyPerSubject }) : undefined;
   if (history) {
     try {
-      await leadHistory(history);
+      await claimHistoryLease(history);
     } catch (err) {
       history.close();
       if (!options.store) store.close();
@@ -200,7 +202,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
     };
   };
 
-  const publicApp = cometRoutes(uws.App(), hub, { maxUserId, maxConnections, contentType: options.contentType, streamSecret: options.streamSecret, allowOrigin: options.allowOrigin });
+  const publicApp = cometRoutes(uws.App(), hub, { maxUserId, maxStreams: maxConnections, contentType: options.contentType, streamSecret: options.streamSecret, allowOrigin: options.allowOrigin });
   const send = (subject: Subject, message: Uint8Array, key?: string): Sent => {
     // A retry of a send that was kept (its answer lost): the first one's id, nothing sent again.
     const first = key === undefined ? undefined : router.sentBefore(subject, key);

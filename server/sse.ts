@@ -1,17 +1,17 @@
 /**
  * EventSource streams at `GET /sse/<id>`: the framing of the text/event-stream
  * format. The stream itself is a chunked HTTP response like `/test/<id>`, so
- * it is a CometStream (batching, corked writes, backlog, slow consumers) whose
+ * it is a ChunkedStream (batching, corked writes, backlog, slow consumers) whose
  * chunks are framed as events on their way in.
  */
 import type { Chunk } from '../router/router.js';
-import { CometStream, framedOnce, HEARTBEAT, type TransportCounters } from './stream.js';
+import { ChunkedStream, framedOnce, HEARTBEAT, type TransportCounters } from './stream.js';
 
 export const SSE_HEADERS: [string, string][] = [
   ['Content-Type', 'text/event-stream; charset=utf-8'],
   ['Cache-Control', 'no-cache'],
   ['X-Accel-Buffering', 'no'], // nginx: do not buffer the stream
-  ['Connection', 'close'], // a stream ends with its connection (see CometStream.close)
+  ['Connection', 'close'], // a stream ends with its connection (see ChunkedStream.close)
 ];
 
 /** EventSource's own reconnect waits `retry` ms; each stream gets a random one in this range, so a restarted server is not hit by all its plain EventSource clients at once. */
@@ -49,7 +49,7 @@ function sseEvent(chunk: Chunk, token: number | string | undefined = chunk.id): 
 
 const framed = framedOnce(sseEvent);
 
-export class SseStream extends CometStream {
+export class SseStream extends ChunkedStream {
   override get counters(): TransportCounters {
     return this.hub.transports.sse;
   }

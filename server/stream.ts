@@ -96,7 +96,7 @@ export class StreamHub {
   private flushScheduled = false;
   private sentAt: number[] = [];
   /** Every open stream that the hub heartbeats (chunked, SSE), kept only when heartbeats are on; WebSockets have uWS's pings. */
-  readonly streams: Set<BeatingStream> | null;
+  readonly heartbeatStreams: Set<BeatingStream> | null;
   /** The heartbeat timer's ticks so far: the clock of the streams' `wroteAt` (a small integer, so a stream stores it unboxed). */
   tick = 0;
   private readonly heartbeatTimer?: NodeJS.Timeout;
@@ -119,7 +119,7 @@ export class StreamHub {
      */
     readonly heartbeatSeconds = 0,
   ) {
-    this.streams = heartbeatSeconds > 0 ? new Set() : null;
+    this.heartbeatStreams = heartbeatSeconds > 0 ? new Set() : null;
     const tickMs = Math.min(HEARTBEAT_TICK_MS, heartbeatSeconds * 1000);
     const intervalTicks = Math.round((heartbeatSeconds * 1000) / tickMs);
     this.roundTicks = Math.max(1, Math.floor(intervalTicks / ROUNDS_PER_INTERVAL));
@@ -130,12 +130,12 @@ export class StreamHub {
   /**
    * One tick's slice of the round: a whole round in one turn would stall every
    * send for as long as it takes to write to every stream. A heartbeat goes
-   * only to a stream that nothing else was written to for most of the
+   * only to a stream that nothing else was written to for the
    * interval: a message keeps a proxy's read timeout at bay as well, and
    * where messages flow, most heartbeats would be writes that nobody needs.
    */
   private readonly heartbeat = (): void => {
-    const streams = this.streams!;
+    const streams = this.heartbeatStreams!;
     const tick = ++this.tick;
     this.heartbeatRound ??= streams.values();
     let n = Math.ceil(streams.size / this.roundTicks);
@@ -284,8 +284,9 @@ function writeGroup(): void {
 function nothing(): void {}
 
 /**
- * One open `GET /test/<id>` response (and, through SseStream, `GET /sse/<id>`). Kept to a handful of fields: at a
- * million connections these objects are the server's main cost.
+ * The chunked transport: one open `GET /test/<id>` response (and, through SseStream, `GET /sse/<id>`, a chunked
+ * response too; WebSockets are WsStream's). Kept to a handful of fields: at a million streams these objects are the
+ * server's main cost.
  *
  * What uWS tells us: `res.write` returns false when the socket did not take
  * everything (uWS keeps the rest and polls for writability); inside a cork, true
@@ -299,7 +300,7 @@ function nothing(): void {}
  * - `held` is an upper bound of what uWS may hold for this stream, `queued`
  *   what waits in `pending`; their sum is capped at the hub's maxBacklog.
  */
-export class CometStream implements Connection {
+export class ChunkedStream implements Connection {
   /** Chunks accepted but not yet handed to uWS: none, one, or several. */
   private pending: Buffer | Buffer[] | null = null;
   private queued = 0;
@@ -319,7 +320,7 @@ export class CometStream implements Connection {
   ) {
     this.counters.open++;
     this.wroteAt = hub.tick;
-    hub.streams?.add(this);
+    hub.heartbeatStreams?.add(this);
   }
 
   /** This transport's counters; a prototype getter, so a subclass costs no field per stream. */
@@ -487,7 +488,7 @@ export class CometStream implements Connection {
 
   private forget(): void {
     if (this.state !== CLOSED) this.counters.open--;
-    this.hub.streams?.delete(this);
+    this.hub.heartbeatStreams?.delete(this);
     this.state = CLOSED;
     this.pending = null;
   }
@@ -504,7 +505,7 @@ export class CometStream implements Connection {
  * (digits), `lost` line or heartbeat (empty) does, however a reader splits
  * lines (LF, CR or CRLF). numberedMessages() undoes it.
  */
-export class NumberedStream extends CometStream {
+export class NumberedStream extends ChunkedStream {
   override get numbered(): boolean {
     return true;
   }

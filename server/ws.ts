@@ -136,7 +136,7 @@ export class WsStream implements Connection, HubStream {
     this.queue(Buffer.from(`lost\n${why}`));
   }
 
-  /** A message once, in id order, as CometStream.write. */
+  /** A message once, in id order, as ChunkedStream.write. */
   write(chunk: Chunk): number {
     if (chunk.id !== undefined) {
       if (chunk.partition !== undefined) {
@@ -153,7 +153,7 @@ export class WsStream implements Connection, HubStream {
     this.lastIds = start.slice();
   }
 
-  /** What a chunk weighs on this stream, as framed (see CometStream.framedSize). */
+  /** What a chunk weighs on this stream, as framed (see ChunkedStream.framedSize). */
   framedSize(chunk: Chunk): number {
     return framed(chunk).length;
   }

@@ -6,53 +6,19 @@
  * stream writes, so the send path does not pay a transaction per message.
  * Rows are pruned by age and by a count per subject; what pruning took is
  * remembered (`history_floor`), so a stream resuming from before it is told
- * its history is lost rather than handed a silent gap.
- *
- * The rows live in a file beside the store's (`<store>.history.db`), attached
- * to the store's connection so that a replay joins them with the
- * subscriptions in one query: the store's 16 KiB pages suit its bulk load, but
- * a commit writes whole pages to the WAL, and 4 KiB pages write a quarter of the bytes for a
- * message's commit costs. Checkpoints run in a worker thread
- * (./checkpointer.ts): in the connection that commits they would stall every
- * stream for milliseconds at a time.
+ * its history is lost rather than handed a silent gap. One process numbers a
+ * store's messages at a time (the sequencer lease, ./sequencer.ts); a
+ * replicated history's file is a router's view of a stream, whose ids are the
+ * stream's (cluster/replicated-history.ts). The file itself, where it lives,
+ * its layout and its attachment to the store's connection: ./history-file.ts.
  */
-import Database from 'better-sqlite3';
-import { existsSync, statSync } from 'node:fs';
-import { Worker } from 'node:worker_threads';
+import type Database from 'better-sqlite3';
+import type { Worker } from 'node:worker_threads';
+import { attachHistoryFile, EVERY_SUBJECT, type HistoryFileOptions } from './history-file.js';
 import { LEASE, SequencerLease, type Holder, type Term } from './sequencer.js';
 import { errorCode } from './errors.js';
-import { checkWritable, createPrivately, openFailure } from './files.js';
 import type { Subject } from './subjects.js';
-import { enableWal, retryBusy } from './wal.js';
-
-const HISTORY_PAGE_SIZE = 4096;
-/** Layout version of the history file, in its PRAGMA user_version: 2 added history_keys (a file of 1 gets it when opened). */
-const HISTORY_VERSION = 2;
-
-const historyTables = (h: string) => `CREATE TABLE ${h}.history (
-  id INTEGER PRIMARY KEY,
-  subject INTEGER NOT NULL,
-  at INTEGER NOT NULL,
-  body BLOB NOT NULL
-);
-CREATE INDEX ${h}.history_by_subject ON history (subject, id);
-CREATE TABLE ${h}.history_floor (
-  subject INTEGER PRIMARY KEY,
-  through INTEGER NOT NULL
-) WITHOUT ROWID;`;
-
-/**
- * The idempotency keys of the messages sent with one (see IDEMPOTENCY_KEY), each with its message's id: written in the
- * transaction that writes the message, pruned by age alone (not by the count per subject), so that a key is
- * remembered for the whole window, as JetStream's duplicate window does on a replicated history.
- */
-const keyTable = (h: string) => `CREATE TABLE ${h}.history_keys (
-  id INTEGER PRIMARY KEY,
-  subject INTEGER NOT NULL,
-  key TEXT NOT NULL,
-  at INTEGER NOT NULL,
-  UNIQUE (subject, key)
-);`;
+import { retryBusy } from './wal.js';
 
 /** A key's form: 1 to 64 of the characters that need no quoting in a header, a URL or a NATS header value. */
 const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{1,64}$/;
@@ -62,48 +28,12 @@ export const isIdempotencyKey = (key: unknown): key is string => typeof key === 
 /** A key as one string with its subject (keys are per subject): `5 order-17`, `photo:789 c-1`; neither holds a space. */
 export const subjectKey = (subject: Subject, key: string): string => `${subject} ${key}`;
 
-/** history_floor's row for pruning by age, which takes every subject's rows. */
-const EVERY_SUBJECT = 0;
-
-/**
- * Ids of a new history start at its creation time in µs, and its floor just
- * below: an id from another or a wiped store is then below the floor or above
- * the last id, never mistaken for one of this store's.
- */
-const firstHistoryFloor = (now = Date.now()): number => now * 1000;
-
-/** `data/c1m.db` → `data/c1m.history.db`; partition 1 of 2 (see partitions.ts) → `data/c1m.history.1-of-2.db`, so that a cluster of another P never reads these files. */
-export const historyPath = (storePath: string, partition = 0, partitions = 1): string =>
-  storePath === ':memory:' || storePath === '' ? ':memory:' : `${storePath.replace(/\.db$/, '')}.history${partitions === 1 ? '' : `.${partition}-of-${partitions}`}.db`;
-
-/** The size of a store's history on disk (the file and its write-ahead log) and the messages it keeps; undefined when it has none. */
-export function historyOnDisk(storePath: string): { bytes: number; messages: number } | undefined {
-  const path = historyPath(storePath);
-  if (path === ':memory:' || !existsSync(path)) return undefined;
-  const bytes = ['', '-wal'].reduce((n, suffix) => n + (existsSync(path + suffix) ? statSync(path + suffix).size : 0), 0);
-  const file = new Database(path, { readonly: true, fileMustExist: true });
-  try {
-    return { bytes, messages: file.prepare('SELECT count(*) FROM history').pluck().get() as number };
-  } finally {
-    file.close();
-  }
-}
-
-const CHECKPOINTER_URL = import.meta.url.endsWith('.ts') ? new URL('../dist/subsmanager/checkpointer.js', import.meta.url) : new URL('./checkpointer.js', import.meta.url);
-
-export interface HistoryOptions {
+/** A history's window, and which file it keeps (see HistoryFileOptions). */
+export interface HistoryOptions extends HistoryFileOptions {
   /** Messages are kept this long (seconds). */
   seconds: number;
   /** And at most this many per subject (the newest). */
   perSubject: number;
-  /** This history's partition of the cluster's subjects, and their number (see partitions.ts); default 0 of 1. */
-  partition?: number;
-  partitions?: number;
-  /**
-   * The file is a router's local view of a replicated stream (cluster/replicated-history.ts): ids are the stream's,
-   * rows are written once the stream has them (committed()), and the stream, not the SQLite lease, fences the numbering.
-   */
-  replicated?: boolean;
 }
 
 export interface Missed {
@@ -153,13 +83,6 @@ export interface MessageHistory {
   afterCommit(done: () => void, failed?: () => void): void;
   stats(): HistoryStats;
 }
-
-/** A view's place in its stream: the stream's epoch (its ids' offset) and the last id it holds, rows or not (a term marker). */
-const streamTable = (h: string) => `CREATE TABLE IF NOT EXISTS ${h}.stream (
-  one INTEGER PRIMARY KEY CHECK (one = 1),
-  epoch INTEGER NOT NULL,
-  through INTEGER NOT NULL
-)`;
 
 /** Thrown where this process would number a message without holding the sequencer lease (see sequencer.ts). */
 export class NotSequencerError extends Error {
@@ -221,54 +144,15 @@ export class History implements MessageHistory {
     throw new NotSequencerError(this.lease.current());
   };
 
-  /**
-   * Opens the history beside the store whose connection this is (creating it if needed), as schema `h` of that
-   * connection, or `h<p>` for partition p of several: one connection joins each partition's rows with the subscriptions.
-   */
+  /** Opens the history beside the store whose connection this is, creating it if needed (see attachHistoryFile). */
   static attach(db: Database.Database, options: HistoryOptions): History {
-    const partitions = options.partitions ?? 1;
-    const path = historyPath(db.name, options.partition, partitions);
-    const h = partitions === 1 ? 'h' : `h${options.partition ?? 0}`;
-    if (!db.readonly) createPrivately(path);
-    let attached = false;
-    try {
-      if (!db.readonly) checkWritable(path);
-      db.prepare(`ATTACH DATABASE ? AS ${h}`).run(path);
-      attached = true;
-      // A sibling router may be creating the same new file: its steps that fail at once while it does are retried.
-      retryBusy(() => {
-        db.pragma(`${h}.page_size = ${HISTORY_PAGE_SIZE}`); // a new file only
-        if (path !== ':memory:') enableWal(db, h);
-        const version = db.pragma(`${h}.user_version`, { simple: true }) as number;
-        if (version > HISTORY_VERSION) throw new Error(`it has layout version ${version}, newer than this c1m's ${HISTORY_VERSION}; upgrade c1m`);
-        if (version < HISTORY_VERSION) {
-          db.transaction(() => {
-            const now = db.pragma(`${h}.user_version`, { simple: true }) as number;
-            if (now === HISTORY_VERSION) return;
-            if (now === 0) {
-              if (db.prepare(`SELECT count(*) FROM ${h}.sqlite_master`).pluck().get() !== 0) throw new Error('not a c1m message history');
-              db.exec(historyTables(h));
-              db.prepare(`INSERT INTO ${h}.history_floor (subject, through) VALUES (0, ?)`).run(firstHistoryFloor());
-            }
-            db.exec(keyTable(h));
-            db.pragma(`${h}.user_version = ${HISTORY_VERSION}`);
-          }).immediate();
-        }
-        if (options.replicated) db.exec(streamTable(h));
-        // The worker checkpoints both files; here, a commit never does.
-        if (path !== ':memory:') db.pragma('wal_autocheckpoint = 0');
-      });
-      return new History(db, options, h, path === ':memory:' ? undefined : new Worker(CHECKPOINTER_URL, { workerData: { store: db.name, history: path } }));
-    } catch (err) {
-      if (attached) db.prepare(`DETACH DATABASE ${h}`).run();
-      throw openFailure('message history', path, err);
-    }
+    return attachHistoryFile(db, options, (h, checkpointer) => new History(db, options, h, checkpointer));
   }
 
   private constructor(
     private readonly db: Database.Database,
     private readonly options: HistoryOptions,
-    /** Its schema in the store's connection (see attach): every statement names it, as several partitions' tables share names. */
+    /** Its schema in the store's connection (see attachHistoryFile): every statement names it, as several partitions' tables share names. */
     private readonly h: string,
     checkpointer?: Worker,
   ) {
@@ -417,7 +301,7 @@ export class History implements MessageHistory {
    * term, and where the previous holder's deliveries may have stopped; undefined
    * while another process holds it.
    */
-  lead(now = Date.now()): Term | undefined {
+  claimLease(now = Date.now()): Term | undefined {
     let term: Term | undefined;
     try {
       // A look first, without the write lock: a process waiting for the lease looks often.
@@ -506,9 +390,9 @@ export class History implements MessageHistory {
    */
   replay(user: number, after: number, budget = Number.MAX_SAFE_INTEGER, topics: readonly string[] = []): Replay {
     this.resumes++;
-    if (!Number.isSafeInteger(after) || after < 0 || after > this.lastId) return this.isLost('unknown');
+    if (!Number.isSafeInteger(after) || after < 0 || after > this.lastId) return this.lostReplay('unknown');
     const [floor, since, params] = topics.length === 0 ? [this.floor, this.since, { user }] : [this.floorWithTopics, this.sinceWithTopics, { user, topics: JSON.stringify(topics) }];
-    if (((floor.get(params) as number | null) ?? 0) > after) return this.isLost('expired');
+    if (((floor.get(params) as number | null) ?? 0) > after) return this.lostReplay('expired');
     const messages: Missed[] = [];
     let bytes = 0;
     /** Takes a message if the budget does; false once it does not. */
@@ -606,7 +490,7 @@ export class History implements MessageHistory {
 
   /**
    * Writes what waits and hands the lease over to whichever process takes it next (SequencerLease.handOver); this one
-   * stays open, to replay and to lead again. False, and still held, while a row could not be written (busy).
+   * stays open, to replay and to claim the lease again. False, and still held, while a row could not be written (busy).
    */
   handOver(): boolean {
     if (this.lease.term === undefined) return false;
@@ -637,7 +521,8 @@ export class History implements MessageHistory {
     }
   }
 
-  private isLost(why: 'expired' | 'unknown'): Replay {
+  /** Counts a resume told its history is lost, and is its answer. */
+  private lostReplay(why: 'expired' | 'unknown'): Replay {
     this.lost++;
     return { lost: true, why };
   }

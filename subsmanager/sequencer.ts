@@ -70,7 +70,7 @@ export interface Lease {
 /** This process's name in a lease: host, pid, and a nonce for a pid used again. */
 export const leaseHolderName = (): string => `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
 
-/** The lease's table in the history's schema `h` (see History.attach). */
+/** The lease's table in the history's schema `h` (see attachHistoryFile, history-file.ts). */
 const sequencerTable = (h: string) => `CREATE TABLE IF NOT EXISTS ${h}.sequencer (
   one INTEGER PRIMARY KEY CHECK (one = 1),
   holder TEXT NOT NULL,

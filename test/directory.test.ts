@@ -97,7 +97,7 @@ function setup(options: Partial<DirectoryOptions> & { maxPayload?: number } = {}
   const subscribers = new Map<Subject, number[]>();
   const directory = new Directory(bus, { getSubscribers: (user) => subscribers.get(user) ?? [] }, { maxMessage: 1024, maxUserId: 1_000_000, logger: pino({ level: 'silent' }), ...directoryOptions });
   directory.ready = true; // a router process waits for learned(); these tests drive the edges themselves
-  directory.lead();
+  directory.takeOver();
   cleanups.push(async () => {
     directory.close();
     await bus.close();
@@ -474,11 +474,11 @@ describe('Directory', () => {
       for (const s of [mine, theirs]) s.close();
     });
     const { edgeBus, directory, join: joinEdge, delivers } = setup({ histories: [history] });
-    history.lead();
+    history.claimLease();
     await joinEdge('A', [1]);
     expect(await edgeBus.request(SUBJECTS.send, { t: 'send', user: 1, message: 'numbered' })).toMatchObject({ t: 'sent', delivered: 1, id: expect.any(Number) });
     const lastId = history.lastId;
-    other.lead(Date.now() + 60_000); // as a standby would once this one's lease lapsed
+    other.claimLease(Date.now() + 60_000); // as a standby would once this one's lease lapsed
     history.lease.until = 0; // this router learns it at its next send
     expect(await edgeBus.request(SUBJECTS.send, { t: 'send', user: 1, message: 'refused' })).toMatchObject({ t: 'sent', delivered: 0, error: expect.stringMatching(/another process \(.+\) numbers this store's messages: try again/) });
     expect(history.lastId).toBe(lastId);
@@ -502,8 +502,8 @@ describe('Directory', () => {
       const bus = broker.connect();
       const directory = new Directory(bus, store, { maxMessage: 1024, maxUserId: 1_000_000, histories, logger });
       directory.ready = true;
-      const term = histories[partition].lead()!;
-      directory.lead(partition, term.term);
+      const term = histories[partition].claimLease()!;
+      directory.takeOver(partition, term.term);
       cleanups.push(async () => {
         directory.close();
         histories.forEach((h) => h.close());
@@ -598,10 +598,10 @@ describe('Directory', () => {
     expect(giver.directory.leads(1)).toBe(false);
     const sent = published(broker, SUBJECTS.edge('A'), 'deliver').map(unpacked).filter((d) => d.partition === 1).length;
     await until("the giver's stopped", () => published(broker, SUBJECTS.edge('A'), 'stopped').length > 0);
-    expect(published(broker, SUBJECTS.edge('A'), 'stopped')).toEqual([{ t: 'stopped', router: expect.any(String), batch: sent, partition: 1 }]);
-    const term = taker.histories[1].lead()!;
+    expect(published(broker, SUBJECTS.edge('A'), 'stopped')).toEqual([{ t: 'stopped', run: expect.any(String), batch: sent, partition: 1 }]);
+    const term = taker.histories[1].claimLease()!;
     expect(term.term).toBeGreaterThan(giver.term);
-    taker.directory.lead(1, term.term, taker.histories[1].newerThan(term.settled));
+    taker.directory.takeOver(1, term.term, taker.histories[1].newerThan(term.settled));
     const passed = giver.directory.passed;
     const answer = await backend.request(SUBJECTS.sendIn(1), { t: 'send', user: ofOne[0], message: 'after' });
     expect(answer).toMatchObject({ t: 'sent', delivered: 1, id: taker.histories[1].lastId });

@@ -47,7 +47,7 @@ async function openWithOneMessage(user: number) {
 it("a gap in a router run's batch numbers ends every stream on the edge, to resume from the history", async () => {
   const { client } = await openWithOneMessage(7);
   const empty = { t: 'deliver', ...packChunks([], [], [], []) } as const;
-  await asRouter({ ...empty, router: 'test-run', batch: 1 }, { ...empty, router: 'test-run', batch: 3 });
+  await asRouter({ ...empty, run: 'test-run', batch: 1 }, { ...empty, run: 'test-run', batch: 3 });
   await until('the stream to end', () => client.ended, 10_000);
   await streamsKnown(0);
 });
@@ -56,7 +56,7 @@ it("a batch of an older term of the history's lease is dropped: its messages rea
   await streamsKnown(0);
   const { client, lastId } = await openWithOneMessage(8);
   // Term 1 is older than any real one (a term is the time the lease was taken); its id is one no stream has seen.
-  await asRouter({ t: 'deliver', ...packChunks([Buffer.from('from an older term\n')], [[8]], [Date.now()], [lastId + 1000]), router: 'test-old', batch: 1, term: 1 });
+  await asRouter({ t: 'deliver', ...packChunks([Buffer.from('from an older term\n')], [[8]], [Date.now()], [lastId + 1000]), run: 'test-old', batch: 1, term: 1 });
   const { json } = await api(cluster.apiPort, 'POST', '/send/8', 'after');
   await until('the message after', () => received(client).length >= 2, 10_000);
   expect(received(client)).toEqual([`${lastId} one`, `${json.id} after`]);
@@ -78,7 +78,7 @@ describe('a resume through an edge, its replay answered by a stand-in router', (
         const { user, after } = decode(data) as Extract<BusMessage, { t: 'replay' }>;
         void (async () => {
           const live = await NatsClient.connect([url], { name: 'test-router-live', persistent: false, user: readCreds(credsFile(dir, 'router')) });
-          live.publish(SUBJECTS.edge('h'), encode({ t: 'deliver', ...packChunks([Buffer.from('live\n')], [[user]], [Date.now()], [after + 2]), router: 'stand-in', batch: 1 }));
+          live.publish(SUBJECTS.edge('h'), encode({ t: 'deliver', ...packChunks([Buffer.from('live\n')], [[user]], [Date.now()], [after + 2]), run: 'stand-in', batch: 1 }));
           await live.close();
           router.publish(reply!, encode({ t: 'replayed', ids: [after + 1], bodies: [Buffer.from('missed')], more: false }));
         })();

@@ -22,7 +22,7 @@ function standIn(hub: StreamHub) {
       return 1;
     },
   };
-  hub.streams!.add(stream);
+  hub.heartbeatStreams!.add(stream);
   return stream;
 }
 

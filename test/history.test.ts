@@ -25,7 +25,7 @@ afterEach(() => {
 function withHistory(path = ':memory:', options = { seconds: 120, perSubject: 1000 }) {
   const store = openStore(path);
   const history = store.history(options);
-  history.lead();
+  history.claimLease();
   open.push({ store, history });
   return { store, history };
 }

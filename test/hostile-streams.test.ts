@@ -224,7 +224,7 @@ it('a replay reads only what its budget takes: 1,000 kept messages of 30 KB, a r
   const store = openStore(join(tempDir(), 'c1m.db'));
   const history = store.history({ seconds: 3600, perSubject: 10_000 });
   try {
-    history.lead();
+    history.claimLease();
     store.addSubscriptions([[1, 2]]);
     const body = Buffer.alloc(30_000, 'x');
     const first = history.append(2, body);

@@ -44,7 +44,7 @@ it('store files that already exist keep their mode, and so does their directory'
   }
   const store = openStore(join(dir, 'c1m.db'));
   const history = store.history({ seconds: 60, perSubject: 10 });
-  history.lead();
+  history.claimLease();
   history.append(1, Buffer.from('a message'));
   history.flush();
   history.close();

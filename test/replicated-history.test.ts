@@ -136,9 +136,9 @@ describe('a partition on a JetStream stream', () => {
     const b = await brain();
     const info = await b.stream(0);
     const [leader, follower] = [await replicated(b), await replicated(b)];
-    const term = await leader.history.lead();
+    const term = await leader.history.claimLease();
     expect(term).toBeDefined();
-    expect(await follower.history.lead()).toBeUndefined(); // the lease is the leader's
+    expect(await follower.history.claimLease()).toBeUndefined(); // the lease is the leader's
     expect(() => follower.history.append(1, Buffer.from('no'))).toThrow(/lease/);
     const ids = ['one', 'two', 'three'].map((text) => leader.history.append(7, Buffer.from(text)));
     expect(ids[1]).toBe(ids[0] + 1);
@@ -160,14 +160,14 @@ describe('a partition on a JetStream stream', () => {
   it('a leader whose lease was taken behind its back has its next publish refused by the stream: nothing numbered twice', async () => {
     const b = await brain();
     const [old, next] = [await replicated(b), await replicated(b)];
-    await old.history.lead();
+    await old.history.claimLease();
     const before = old.history.append(9, Buffer.from('before'));
     await committed(old.history);
     // As if the old leader froze past the lease: its key is gone, and the next router takes the partition.
     const kv = await b.leases();
     await kv.purge((old.history.lease as unknown as { key: string }).key);
     await until('the next router\'s view to hold the message', () => next.history.view.lastId === before);
-    expect(await next.history.lead()).toBeDefined();
+    expect(await next.history.claimLease()).toBeDefined();
     const late = old.history.append(9, Buffer.from('late'));
     await expect(committed(old.history)).rejects.toThrow('not committed');
     expect(old.lost[0]).toMatch(/wrong last sequence/);
@@ -184,7 +184,7 @@ describe('a partition on a JetStream stream', () => {
   it('a view whose file is new is rebuilt from the stream before it returns, and replays what it never saw live', async () => {
     const b = await brain();
     const { history } = await replicated(b);
-    await history.lead();
+    await history.claimLease();
     const first = history.append(11, Buffer.from('kept'));
     await committed(history);
     const rebuilt = await replicated(b);
@@ -206,7 +206,7 @@ describe('a partition on a JetStream stream', () => {
     const options = { seconds: 120, perSubject: 1000, replicated: true, partition: 0, partitions: 3 };
     const first = await ReplicatedHistory.open(b, store.history(options), 0);
     first.onLeaseLost = () => {};
-    await first.lead();
+    await first.claimLease();
     const old = first.append(5, Buffer.from('old'));
     await new Promise<void>((resolve) => first.afterCommit(resolve));
     await first.close();
@@ -226,7 +226,7 @@ describe('a partition on a JetStream stream', () => {
   it("a keyed message carries its key to the stream (Nats-Msg-Id): followers' views learn it, a new leader answers it, a retry's publish stores nothing", async () => {
     const b = await brain(7); // a partition count of its own: a stream of its own
     const [leader, follower] = [await replicated(b), await replicated(b)];
-    await leader.history.lead();
+    await leader.history.claimLease();
     const id = leader.history.append(3, Buffer.from('pay 5'), 'order-17');
     expect(leader.history.keyed(3, 'order-17')).toBe(id); // numbered, not yet acknowledged
     await committed(leader.history);
@@ -242,7 +242,7 @@ describe('a partition on a JetStream stream', () => {
     expect((await b.jsm.streams.info(historyStream(0, 7))).state.last_seq).toBe(seq);
     // The next leader's view has it: a retry there is answered with the first id.
     await leader.history.close();
-    expect(await follower.history.lead()).toBeDefined();
+    expect(await follower.history.claimLease()).toBeDefined();
     expect(follower.history.keyed(3, 'order-17')).toBe(id);
     expect((await b.jsm.streams.info(historyStream(0, 7))).config.duplicate_window).toBe(120e9);
   });
@@ -253,7 +253,7 @@ describe('a partition on a JetStream stream', () => {
     const { history, lost } = await replicated(b, join(dir, 'c1m.db'));
     const stepDowns: string[] = [];
     history.onStepDown = (why) => stepDowns.push(why);
-    await history.lead();
+    await history.claimLease();
     const first = history.append(4, Buffer.from('first'), 'k-1');
     await committed(history);
     const { state } = await b.jsm.streams.info(historyStream(0, 8));
@@ -290,7 +290,7 @@ describe('three nats-servers, R3', () => {
     closing.push(() => nc.close());
     const b = await Brain.on(nc, { replicas: 3, partitions: 1, historySeconds: 120 });
     const [leader, follower] = [await replicated(b), await replicated(b)];
-    await leader.history.lead();
+    await leader.history.claimLease();
     const id = leader.history.append(3, Buffer.from('pay 5'), 'order-17');
     await committed(leader.history);
     const seq = (await b.jsm.streams.info(historyStream(0, 1))).state.last_seq;

@@ -14,7 +14,8 @@ import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import type { RouterStats } from '../cluster/router-process.js';
 import { spawnCluster, type ClusterProcess } from '../loadgen/server-process.js';
-import { historyPath, NotSequencerError, type History } from '../subsmanager/history.js';
+import { historyPath } from '../subsmanager/history-file.js';
+import { NotSequencerError, type History } from '../subsmanager/history.js';
 import { LEASE } from '../subsmanager/sequencer.js';
 import { openStore } from '../subsmanager/store.js';
 import { api, openStream, received, stopChild, tempDir } from './helpers.js';
@@ -43,23 +44,23 @@ describe('the lease on one file', () => {
   it('lets one process number at a time; the other cannot append, nor take it while it is renewed', () => {
     const path = join(tempDir(), 'c1m.db');
     const [a, b] = [opener(path), opener(path)];
-    const first = a.history.lead()!.term;
+    const first = a.history.claimLease()!.term;
     expect(first).toBeGreaterThanOrEqual(Date.now() - 1000); // a time: a wiped history still starts above any term seen
-    expect(b.history.lead()).toBeUndefined();
+    expect(b.history.claimLease()).toBeUndefined();
     expect(() => b.history.append(1, Buffer.from('x'))).toThrow(NotSequencerError);
     const id = a.history.append(1, Buffer.from('from a'));
     a.history.flush();
     expect(b.history.lease.current()).toMatchObject({ holder: a.history.lease.holder, term: first });
     expect(a.history.lease.renew()).toBe('held');
-    expect(b.history.lead(Date.now() + LEASE.ms - 100)).toBeUndefined(); // renewed: still a's
+    expect(b.history.claimLease(Date.now() + LEASE.ms - 100)).toBeUndefined(); // renewed: still a's
     expect(bodies(b.history, id - 1)).toEqual(['from a']);
   });
 
   it('two that both saw it free: the second claim, inside its write transaction, finds the first holder and takes nothing', () => {
     const path = join(tempDir(), 'c1m.db');
     const [a, b] = [opener(path), opener(path)];
-    const first = a.history.lead()!.term;
-    // history.lead() looks before it claims; the claim must check again, as both may have looked before either took it.
+    const first = a.history.claimLease()!.term;
+    // history.claimLease() looks before it claims; the claim must check again, as both may have looked before either took it.
     expect(b.history.lease.claim()).toBeUndefined();
     expect(b.history.lease.current()).toMatchObject({ holder: a.history.lease.holder, term: first });
     expect(a.history.lease.confirmed()).toBe(true);
@@ -68,10 +69,10 @@ describe('the lease on one file', () => {
   it('a lapsed lease goes to the next with a new term; the old holder commits nothing more, and the new one numbers after its last', () => {
     const path = join(tempDir(), 'c1m.db');
     const [a, b] = [opener(path), opener(path)];
-    const first = a.history.lead()!.term;
+    const first = a.history.claimLease()!.term;
     const kept = a.history.append(1, Buffer.from('committed by a'));
     a.history.flush();
-    const term = b.history.lead(lapsed())!;
+    const term = b.history.claimLease(lapsed())!;
     expect(term.term).toBeGreaterThan(first);
     // a never renewed: everything it committed since it took the lease may not have left it.
     expect(bodies(b.history, term.settled)).toEqual(['committed by a']);
@@ -87,7 +88,7 @@ describe('the lease on one file', () => {
   it('a holder that renews marks what left it: the next holder delivers again only since two renewals back', () => {
     const path = join(tempDir(), 'c1m.db');
     const [a, b] = [opener(path), opener(path)];
-    a.history.lead();
+    a.history.claimLease();
     for (const text of ['one', 'two', 'three']) {
       a.history.append(1, Buffer.from(text));
       a.history.flush();
@@ -95,19 +96,19 @@ describe('the lease on one file', () => {
     }
     a.history.append(1, Buffer.from('four'));
     a.history.flush();
-    const term = b.history.lead(lapsed())!;
+    const term = b.history.claimLease(lapsed())!;
     expect(bodies(b.history, term.settled)).toEqual(['three', 'four']);
   });
 
   it('a holder whose event loop was held up past its renewal renews at its next append, unless another took the lease', () => {
     const path = join(tempDir(), 'c1m.db');
     const [a, b] = [opener(path), opener(path)];
-    a.history.lead(Date.now() - LEASE.ms + 100); // as if its last renewal was 1.9 s ago: inside the margin
+    a.history.claimLease(Date.now() - LEASE.ms + 100); // as if its last renewal was 1.9 s ago: inside the margin
     expect(a.history.lease.holds()).toBe(false);
     a.history.append(1, Buffer.from('renewed at once'));
     expect(a.history.lease.holds()).toBe(true);
     a.history.flush();
-    const taken = b.history.lead(lapsed())!.term;
+    const taken = b.history.claimLease(lapsed())!.term;
     a.history.lease.until = Date.now(); // held up again, and this time b took over
     expect(() => a.history.append(1, Buffer.from('refused'))).toThrow(new RegExp(`another process \\(${b.history.lease.holder}, term ${taken}\\)`));
   });
@@ -116,35 +117,35 @@ describe('the lease on one file', () => {
     vi.useFakeTimers({ toFake: ['Date'] }); // terms start from the clock: the wiped history is made 1 ms later
     closing.push(() => vi.useRealTimers());
     const older = opener(join(tempDir(), 'c1m.db'));
-    const seen = older.history.lead()!.term;
+    const seen = older.history.claimLease()!.term;
     vi.setSystemTime(Date.now() + 1);
     const wiped = opener(join(tempDir(), 'c1m.db')); // a new file: no row to count from
-    expect(wiped.history.lead()!.term).toBeGreaterThan(seen);
+    expect(wiped.history.claimLease()!.term).toBeGreaterThan(seen);
   });
 
   it('a holder on this host whose process is gone is not waited out; a live one is', () => {
     const path = join(tempDir(), 'c1m.db');
     const a = opener(path);
-    const first = a.history.lead()!.term;
+    const first = a.history.claimLease()!.term;
     const file = new Database(historyPath(path));
     closing.push(() => file.close());
     const dead = spawnSync('true').pid!;
     const claimedBy = (holder: string) => file.prepare('UPDATE sequencer SET holder = ?, until = ?').run(holder, Date.now() + 60_000);
     claimedBy(`${hostname()}:${process.ppid}:x`); // alive
     const b = opener(path);
-    expect(b.history.lead()).toBeUndefined();
+    expect(b.history.claimLease()).toBeUndefined();
     claimedBy(`${hostname()}:${dead}:x`);
-    expect(b.history.lead()!.term).toBeGreaterThan(first);
+    expect(b.history.claimLease()!.term).toBeGreaterThan(first);
   });
 
   it('a lease given back at close passes at once, with nothing to deliver again', () => {
     const path = join(tempDir(), 'c1m.db');
     const a = opener(path);
-    const first = a.history.lead()!.term;
+    const first = a.history.claimLease()!.term;
     a.history.append(1, Buffer.from('delivered'));
     a.history.close();
     const b = opener(path);
-    const term = b.history.lead()!;
+    const term = b.history.claimLease()!;
     expect(term.term).toBeGreaterThan(first);
     expect(b.history.newerThan(term.settled)).toEqual([]);
   });
@@ -152,7 +153,7 @@ describe('the lease on one file', () => {
   it('a lease handed over while running passes at once; the next holder delivers again since two renewals back (the last batches may reach an edge after its first); the first may lead again', () => {
     const path = join(tempDir(), 'c1m.db');
     const [a, b] = [opener(path), opener(path)];
-    const first = a.history.lead()!.term;
+    const first = a.history.claimLease()!.term;
     for (const text of ['one', 'two', 'three']) {
       a.history.append(1, Buffer.from(text));
       a.history.flush();
@@ -161,7 +162,7 @@ describe('the lease on one file', () => {
     a.history.append(1, Buffer.from('four')); // not yet written: handOver writes it
     expect(a.history.handOver()).toBe(true);
     expect(() => a.history.append(1, Buffer.from('too late'))).toThrow(NotSequencerError);
-    const term = b.history.lead()!;
+    const term = b.history.claimLease()!;
     expect(term.term).toBeGreaterThan(first);
     expect(bodies(b.history, term.settled)).toEqual(['three', 'four']);
     b.history.append(1, Buffer.from('five'));
@@ -169,7 +170,7 @@ describe('the lease on one file', () => {
     expect(a.lost).toEqual([]);
     // Handed back, the first leads again, after the second's messages.
     expect(b.history.handOver()).toBe(true);
-    expect(a.history.lead()!.term).toBeGreaterThan(term.term);
+    expect(a.history.claimLease()!.term).toBeGreaterThan(term.term);
     a.history.append(1, Buffer.from('six'));
     a.history.flush();
     expect(bodies(a.history, 0)).toEqual(['one', 'two', 'three', 'four', 'five', 'six']);
@@ -195,10 +196,10 @@ describe('partitions of one store', () => {
     const a = partitioned(path);
     now.mockRestore();
     const b = partitioned(path);
-    expect(a.histories[0].lead()).toBeDefined();
-    expect(b.histories[0].lead()).toBeUndefined();
-    expect(b.histories[1].lead()).toBeDefined();
-    expect(a.histories[1].lead()).toBeUndefined();
+    expect(a.histories[0].claimLease()).toBeDefined();
+    expect(b.histories[0].claimLease()).toBeUndefined();
+    expect(b.histories[1].claimLease()).toBeDefined();
+    expect(a.histories[1].claimLease()).toBeUndefined();
     a.store.addSubscriptions([[1, 2], [1, 3]]);
     const [p0, p1] = [a.histories[0].append(2, Buffer.from('to 2')), b.histories[1].append(3, Buffer.from('to 3'))];
     a.histories[0].append(1, Buffer.from('own'));

@@ -9,7 +9,7 @@
 import { setImmediate as tick } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { Registry } from '../router/registry.js';
-import { CometStream, CORK_BUFFER_SIZE, StreamHub } from '../server/stream.js';
+import { ChunkedStream, CORK_BUFFER_SIZE, StreamHub } from '../server/stream.js';
 import type { HttpResponse } from '../server/uws.js';
 
 /** uWS's HTTP_TIMEOUT_S / HTTP_IDLE_TIMEOUT_S. */
@@ -179,14 +179,14 @@ const setup = (maxBacklog = 256 * 1024) => {
   const registry = new Registry();
   const hub = new StreamHub(registry, maxBacklog);
   const res = new FakeResponse();
-  const stream = new CometStream(res as unknown as HttpResponse, hub, 1);
+  const stream = new ChunkedStream(res as unknown as HttpResponse, hub, 1);
   res.onAborted(() => stream.aborted());
   registry.login(stream);
   return { hub, res, stream, registry };
 };
 const message = (n: number, fill = 'x') => Buffer.from(fill.repeat(n));
 
-describe('CometStream against uWS write semantics', () => {
+describe('ChunkedStream against uWS write semantics', () => {
   it('costs one cork per stream and flush, and one write per chunk, however many chunks fit the cork buffer', async () => {
     const { res, stream } = setup();
     stream.write(message(100, 'a')); // the first flush also sets the onWritable handler

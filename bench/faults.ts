@@ -1,5 +1,5 @@
 /**
- * The fault run (README, "Across hosts"): HAProxy in the root namespace in
+ * The fault run (docs/hosts.md): HAProxy in the root namespace in
  * front of two simulated edge hosts, each running `c1m cluster` of edges only
  * (a port per edge, supervised), nats-server and the router on a brain host
  * (scripts/hosts.sh), and browsers in the root namespace that know their user
@@ -11,7 +11,7 @@
  * not addressed to. Each probe also goes to the users each browser follows and
  * to topics, which some browsers' streams listen to and some users subscribe
  * to (bench/topics.ts): the ledger holds every subject a browser hears. Plus delivery latency and send rate through HAProxy and
- * straight to the edges, in the same run. The bus runs as the README says to
+ * straight to the edges, in the same run. The bus runs as docs/security.md says to
  * run it across hosts: a user per role and edge, TLS. Needs root and `ip netns`.
  *
  * With --replicas 3, the replicated brain (issue 28): every host runs a nats-server of one JetStream cluster
@@ -234,7 +234,7 @@ export class Rig {
   /** The hosts that run a nats-server and a router. */
   readonly brainHosts: readonly Host[];
   /**
-   * The bus as the README's layout runs it: nats-server with a user per role and edge (c1m nats-config's
+   * The bus as docs/hosts.md runs it: nats-server with a user per role and edge (c1m nats-config's
    * layout in natsDir), TLS with a CA made for the brain hosts' addresses (one certificate: the JetStream
    * cluster's routes check it too); every process gets its own credentials file and the CA.
    */

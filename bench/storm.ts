@@ -1,5 +1,5 @@
 /**
- * The reconnect storm (README, "History and resume"): `c1m cluster` with a
+ * The reconnect storm (docs/history.md): `c1m cluster` with a
  * port per edge, one edge holding the storm group's streams (by default as
  * many as one edge takes) and the others the calm group's, and a paced sender
  * through the router's API to random users of a friends graph, each send

@@ -120,8 +120,8 @@ export const MIN_WINDOW_MS = 5;
  * Under load, the frequent messages of N processes (a router's deliver batches
  * to N edges; N edges' presence to a router) wake their receivers at most this
  * often per second in all: every message costs its receiver a wake-up whatever
- * it carries, so many processes share a budget of them (the README's cluster
- * section has the figures).
+ * it carries, so many processes share a budget of them (docs/cluster.md
+ * says why; docs/benchmarks/2026-11-23-cluster-tuning.md has the figures).
  */
 export const BUS_WAKEUPS_PER_SECOND = 2500;
 

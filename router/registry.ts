@@ -131,8 +131,8 @@ export class Registry {
 
   /**
    * `topics` as a stream should keep them: the names listened to already as the registry holds them, a single topic's
-   * list shared, none as NO_TOPICS. Each stream's own copies would cost more than its entries in byTopic (the
-   * README's topics section has the figures).
+   * list shared, none as NO_TOPICS. Each stream's own copies would cost more than its entries in byTopic
+   * (docs/benchmarks/2026-12-06-topics.md has the figures).
    */
   intern(topics: readonly string[]): readonly string[] {
     if (topics.length === 0) return NO_TOPICS;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Three simulated hosts on this machine, for the HAProxy cluster (README, "Across hosts"):
+# Three simulated hosts on this machine, for the HAProxy cluster (docs/hosts.md):
 #
 #   root namespace: the balancer (HAProxy), on the bridge c1m-br at 10.201.0.1
 #   c1m-brain  10.201.0.10  nats-server, the router and its SQLite store
@@ -19,7 +19,7 @@
 #
 # Every command that changes something is printed first, prefixed with '+'.
 #
-# The bus between these hosts crosses the bridge, so it runs authenticated and over TLS (README,
+# The bus between these hosts crosses the bridge, so it runs authenticated and over TLS (docs/hosts.md,
 # "NATS across hosts"): `c1m nats-config --dir DIR --listen 10.201.0.10:4222 --edges ... --tls-self-signed 10.201.0.10`
 # on the brain host, `nats-server -c DIR/nats.conf`, and each process given its own DIR/*.creds and DIR/ca.pem.
 # An edge or router pointed at 10.201.0.10 without credentials refuses to start.

@@ -1,5 +1,5 @@
 /**
- * Partitions of the subjects (the README's "Partitions: the sends shared among
+ * Partitions of the subjects (docs/history.md, "Partitions: the sends shared among
  * routers"): a cluster of P partitions numbers each subject's messages in
  * partition hash(subject) mod P, one sequencer and one history per partition,
  * so that routers share the sends and each sender's messages keep their order.

@@ -74,7 +74,7 @@ export interface StoreOptions {
 /**
  * 16 KiB pages: a bulk load writes a quarter of the WAL frames and B-tree
  * pages of 4 KiB ones, so its commit's checkpoint is shorter; lookups are as
- * fast (the README's friends-graph section has the figures).
+ * fast (docs/benchmarks/2026-11-22-friends.md has the figures).
  */
 export const DEFAULT_PAGE_SIZE = 16384;
 

@@ -1,7 +1,7 @@
 /**
  * What an edge does with a router's delivery batches, driven over a real
  * cluster's bus with the router's credentials (what a leaked router.creds can
- * do, per the README's threat model): a gap in a router run's batch numbers
+ * do, per docs/security.md's threat model): a gap in a router run's batch numbers
  * ends every stream on the edge, so that each resumes from the history; a
  * batch of an older term of the history's lease is dropped. Then a lone edge
  * whose router is the test: live messages that arrive while a resuming

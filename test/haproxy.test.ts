@@ -86,7 +86,7 @@ async function twoFreePorts(): Promise<number> {
 describe('a killed edge behind HAProxy on loopback', () => {
   it('is marked down within the 2 s the check settings promise; the other stays up; restarted, it is back up', async (context) => {
     skipOrRequire(context, haproxyMissing());
-    // What the README promises follows from the checks: a check every `inter`, then every `fastinter`
+    // What docs/hosts.md promises follows from the checks: a check every `inter`, then every `fastinter`
     // once one failed, `fall` failures mark the edge down.
     const checks = /default-server check inter (\d+)ms fastinter (\d+)ms .*fall (\d+)/.exec(haproxyConfig(layout));
     expect(checks).not.toBeNull();
@@ -204,7 +204,7 @@ describe('the replicated brain across simulated hosts', () => {
     const [host] = results;
     expect(host).toMatchObject({ fault: 'host', killed: 5, misdelivered: 0, missed: 0, duplicated: 0, outOfOrder: 0, renumbered: 0, subscriptionsLost: { brain: 0, edge1: 0, edge2: 0 } });
     expect(['serves', 'stands by']).toContain(host.state);
-    // Reported, not asserted: the issue's 3 s cannot hold while nats-server 2.9.10 elects a lost stream leader (README, "The fault run").
+    // Reported, not asserted: the issue's 3 s cannot hold while nats-server 2.9.10 elects a lost stream leader (docs/hosts.md, "The fault run").
     console.log(`host fault: the longest wait for an acknowledged send ${host.maxSendGapMs} ms; ${host.retriedAcks} probes acknowledged on a keyed retry (${host.keptUnanswered} of them kept on an unanswered try)`);
   }, 180_000);
 });

@@ -57,7 +57,7 @@ it('answers the same key for the same subject with the first send\'s id and dupl
 it('refuses a malformed key, and a key without a history, with a 400 saying why, sending nothing', async () => {
   c1m = await startServer();
   const one = await sse(c1m.port, 1);
-  // (Bytes outside ASCII never reach c1m: uWebSockets.js drops them from a header's value; see the README.)
+  // (Bytes outside ASCII never reach c1m: uWebSockets.js drops them from a header's value; see docs/api.md.)
   for (const key of ['x'.repeat(65), 'has space', 'a/b', 'a"b', 'tab\there']) {
     const { status, json } = await keyed(c1m.apiPort, 1, 'm', key);
     expect(status, key).toBe(400);

@@ -59,7 +59,7 @@ it('keeps RSS bounded while 2,000 stalled readers receive maximum-size messages'
     const growth = rssOf(server.child.pid!) - before;
     console.log(`RSS +${(growth / 2 ** 20).toFixed(1)} MiB (${Math.round(growth / READERS)} B per reader) for ${READERS} stalled readers x ${MESSAGES} x ${MAX_MESSAGE / 1024} KiB; slow consumers closed: ${stats.slowConsumerCloses}`);
     // Bound: 8 KiB per reader, a quarter of one message. The messages are shared, so what a stream costs in the burst is
-    // bookkeeping: measured 1,500-3,400 B per reader (2.9-6.5 MiB in all, README: 6 MiB), so this leaves 2.5x for noise.
+    // bookkeeping: measured 1,500-3,400 B per reader (2.9-6.5 MiB in all, docs/streams.md: 6 MiB), so this leaves 2.5x for noise.
     // A stream that kept a copy of even one message would grow the server by 62.5 MiB; with no backlog bound it grew by 395 MiB.
     expect(growth).toBeLessThan(READERS * (MAX_MESSAGE / 4));
     expect(stats.slowConsumerCloses).toBeGreaterThan(0);

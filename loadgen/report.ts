@@ -83,10 +83,14 @@ function kernelTable(before: Sample, peak: Sample, messages: Sample | undefined)
   ];
 }
 
+/** The run's report as Markdown: each section from its part of the result. */
 function reportMarkdown(r: RunResult): string {
+  return [...introSection(r), ...connectionsSection(r), ...memorySection(r), ...cpuSection(r), ...messagesSection(r), ...filesSection()].join('\n');
+}
+
+/** What was asked of the run, the cluster that took it and its history. */
+function introSection(r: RunResult): string[] {
   const o = r.options;
-  const f = r.flood;
-  const { before, peak, messages } = r.snapshots;
   const lines: string[] = [`# C1M run, ${r.startedAt}`, ''];
   lines.push(`Status: **${r.status}**${r.error ? ` (${r.error})` : ''}; ${r.seconds.toFixed(0)} s in all.`, '');
   lines.push(
@@ -110,102 +114,126 @@ function reportMarkdown(r: RunResult): string {
     '',
   );
 
-  if (f) {
-    const serverAtPeak = peak?.serverStreams;
-    lines.push('## Connections', '', '| figure | value |', '| --- | ---: |');
-    lines.push(
-      `| target | ${count(f.target)} |`,
-      `| streams reached (most open at once, client side) | ${count(f.peakOpen)} |`,
-      `| streams in the router's directory at the end of the hold | ${serverAtPeak === null || serverAtPeak === undefined ? 'n/a' : count(serverAtPeak)} |`,
-      `| welcomed | ${count(f.welcomed)} |`,
-      `| failed to connect or be welcomed | ${count(f.failed)} |`,
-      `| closed by the server (unexpected) | ${count(f.closed)} |`,
-      `| slow-consumer closes (server) | ${count(r.slowConsumerCloses ?? 0)} |`,
-      `| held when the run stopped them | ${count(f.held)} |`,
-      `| ramp | ${f.rampSeconds} s, ${count(f.connectsPerSecond)} connects/s |`,
-      `| welcome latency p50 / p99 / p99.9 / max | ${ms(f.welcomeLatencyMs)} |`,
-      `| flood workers' CPU per connect | ${count(f.workerCpuMicrosPerConnect)} µs |`,
-      `| flood errors | ${errorsText(f.errors)} |`,
-      '',
-    );
-  }
+  return lines;
+}
 
-  if (before && peak) {
-    const server = { rss: sum(peak.rss, SERVER_ROLES), pss: sum(peak.pss, SERVER_ROLES) };
-    const client = sum(peak.rss, LOADGEN_ROLES);
-    const used = peak.kernel.usedBytes - before.kernel.usedBytes;
-    lines.push(`## Memory with ${count(peak.open)} streams open (end of the hold, before any message)`, '');
-    lines.push(
-      `- c1m cluster: **${perStream(server.rss, peak.open)} RSS per stream** (${mib(server.rss)} in all, baselines included; target 2 KB), ` +
-        `${perStream(server.pss, peak.open)} PSS per stream (${mib(server.pss)}: shared pages such as Node's code counted once).`,
-      `- load generator: ${perStream(client, peak.open)} RSS per connection (${mib(client)}).`,
-      `- the whole machine: used memory grew ${mib(used)}, ${perStream(used, peak.open)} per connection, both ends and the kernel included ` +
-        `(the original: 40 KB with mochiweb, about 10 KB with libevent). Machine-wide figures hold only when nothing else runs on the box.`,
-      '',
-      ...memoryTable(peak),
-      '',
-      'Kernel:',
-      '',
-      ...kernelTable(before, peak, messages),
-      '',
-    );
-  }
+function connectionsSection(r: RunResult): string[] {
+  const f = r.flood;
+  if (!f) return [];
+  const lines: string[] = [];
+  const serverAtPeak = r.snapshots.peak?.serverStreams;
+  lines.push('## Connections', '', '| figure | value |', '| --- | ---: |');
+  lines.push(
+    `| target | ${count(f.target)} |`,
+    `| streams reached (most open at once, client side) | ${count(f.peakOpen)} |`,
+    `| streams in the router's directory at the end of the hold | ${serverAtPeak === null || serverAtPeak === undefined ? 'n/a' : count(serverAtPeak)} |`,
+    `| welcomed | ${count(f.welcomed)} |`,
+    `| failed to connect or be welcomed | ${count(f.failed)} |`,
+    `| closed by the server (unexpected) | ${count(f.closed)} |`,
+    `| slow-consumer closes (server) | ${count(r.slowConsumerCloses ?? 0)} |`,
+    `| held when the run stopped them | ${count(f.held)} |`,
+    `| ramp | ${f.rampSeconds} s, ${count(f.connectsPerSecond)} connects/s |`,
+    `| welcome latency p50 / p99 / p99.9 / max | ${ms(f.welcomeLatencyMs)} |`,
+    `| flood workers' CPU per connect | ${count(f.workerCpuMicrosPerConnect)} µs |`,
+    `| flood errors | ${errorsText(f.errors)} |`,
+    '',
+  );
+  return lines;
+}
 
+function memorySection(r: RunResult): string[] {
+  const { before, peak, messages } = r.snapshots;
+  if (!before || !peak) return [];
+  const lines: string[] = [];
+  const server = { rss: sum(peak.rss, SERVER_ROLES), pss: sum(peak.pss, SERVER_ROLES) };
+  const client = sum(peak.rss, LOADGEN_ROLES);
+  const used = peak.kernel.usedBytes - before.kernel.usedBytes;
+  lines.push(`## Memory with ${count(peak.open)} streams open (end of the hold, before any message)`, '');
+  lines.push(
+    `- c1m cluster: **${perStream(server.rss, peak.open)} RSS per stream** (${mib(server.rss)} in all, baselines included; target 2 KB), ` +
+      `${perStream(server.pss, peak.open)} PSS per stream (${mib(server.pss)}: shared pages such as Node's code counted once).`,
+    `- load generator: ${perStream(client, peak.open)} RSS per connection (${mib(client)}).`,
+    `- the whole machine: used memory grew ${mib(used)}, ${perStream(used, peak.open)} per connection, both ends and the kernel included ` +
+      `(the original: 40 KB with mochiweb, about 10 KB with libevent). Machine-wide figures hold only when nothing else runs on the box.`,
+    '',
+    ...memoryTable(peak),
+    '',
+    'Kernel:',
+    '',
+    ...kernelTable(before, peak, messages),
+    '',
+  );
+  return lines;
+}
+
+function cpuSection(r: RunResult): string[] {
+  const o = r.options;
+  const f = r.flood;
   const samples = r.samples;
-  if (samples.length > 1) {
-    lines.push('## CPU', '', 'CPU seconds per phase (cores on average in brackets); the machine has 2 cores, and loopback TCP work (softirq) lands on whichever process is running.', '');
-    const phases = (['ramp', 'hold', 'warm-up', 'messages'] as const).map((p) => ({ p, ...cpuSeconds(samples, (s) => s.phase === p) })).filter((x) => x.seconds > 0);
-    const cell = (seconds: number, span: number) => `${seconds.toFixed(1)} s (${(seconds / span).toFixed(2)})`;
-    lines.push(`| process | ${phases.map((x) => `${x.p} (${x.seconds.toFixed(0)} s)`).join(' | ')} |`, `| --- | ${phases.map(() => '---:').join(' | ')} |`);
-    for (const role of [...SERVER_ROLES, ...LOADGEN_ROLES]) lines.push(`| ${ROLE_NAMES[role]} | ${phases.map((x) => cell(x.roles[role], x.seconds)).join(' | ')} |`);
-    lines.push(`| **machine (all processes and the kernel)** | ${phases.map((x) => cell(x.machine, x.seconds)).join(' | ')} |`, '');
-    const ramp = phases.find((x) => x.p === 'ramp');
-    if (ramp && f?.welcomed) lines.push(`- ramp: c1m cluster ${count((sum(ramp.roles, SERVER_ROLES) * 1e6) / f.welcomed)} µs of CPU per connect, load generator ${count((sum(ramp.roles, LOADGEN_ROLES) * 1e6) / f.welcomed)} µs, machine ${count((ramp.machine * 1e6) / f.welcomed)} µs.`);
-    const hold = phases.find((x) => x.p === 'hold');
-    const holdSamples = samples.filter((s) => s.phase === 'hold');
-    if (hold && holdSamples.length > 1) {
-      const beats = holdSamples[holdSamples.length - 1].heartbeats - holdSamples[0].heartbeats;
-      const span = holdSamples[holdSamples.length - 1].t - holdSamples[0].t;
-      lines.push(`- hold (--heartbeat ${o.heartbeat ?? DEFAULTS.heartbeatSeconds}): ${count(beats / span)} heartbeats/s received; c1m cluster ${(sum(hold.roles, SERVER_ROLES) / hold.seconds).toFixed(2)} cores, machine ${(hold.machine / hold.seconds).toFixed(2)} cores.`);
-    }
-    const msgs = phases.find((x) => x.p === 'messages');
-    const chunks = samples.filter((s) => s.phase === 'messages').reduce((n, s, i, all) => (i === 0 ? n : n + s.chunks - all[i - 1].chunks), 0);
-    if (msgs && chunks > 0) lines.push(`- messages: c1m cluster ${(sum(msgs.roles, SERVER_ROLES) * 1e6 / chunks).toFixed(1)} µs of CPU per delivered chunk, machine ${((msgs.machine * 1e6) / chunks).toFixed(1)} µs.`);
-    lines.push('');
+  if (samples.length <= 1) return [];
+  const lines: string[] = [];
+  lines.push('## CPU', '', 'CPU seconds per phase (cores on average in brackets); the machine has 2 cores, and loopback TCP work (softirq) lands on whichever process is running.', '');
+  const phases = (['ramp', 'hold', 'warm-up', 'messages'] as const).map((p) => ({ p, ...cpuSeconds(samples, (s) => s.phase === p) })).filter((x) => x.seconds > 0);
+  const cell = (seconds: number, span: number) => `${seconds.toFixed(1)} s (${(seconds / span).toFixed(2)})`;
+  lines.push(`| process | ${phases.map((x) => `${x.p} (${x.seconds.toFixed(0)} s)`).join(' | ')} |`, `| --- | ${phases.map(() => '---:').join(' | ')} |`);
+  for (const role of [...SERVER_ROLES, ...LOADGEN_ROLES]) lines.push(`| ${ROLE_NAMES[role]} | ${phases.map((x) => cell(x.roles[role], x.seconds)).join(' | ')} |`);
+  lines.push(`| **machine (all processes and the kernel)** | ${phases.map((x) => cell(x.machine, x.seconds)).join(' | ')} |`, '');
+  const ramp = phases.find((x) => x.p === 'ramp');
+  if (ramp && f?.welcomed) lines.push(`- ramp: c1m cluster ${count((sum(ramp.roles, SERVER_ROLES) * 1e6) / f.welcomed)} µs of CPU per connect, load generator ${count((sum(ramp.roles, LOADGEN_ROLES) * 1e6) / f.welcomed)} µs, machine ${count((ramp.machine * 1e6) / f.welcomed)} µs.`);
+  const hold = phases.find((x) => x.p === 'hold');
+  const holdSamples = samples.filter((s) => s.phase === 'hold');
+  if (hold && holdSamples.length > 1) {
+    const beats = holdSamples[holdSamples.length - 1].heartbeats - holdSamples[0].heartbeats;
+    const span = holdSamples[holdSamples.length - 1].t - holdSamples[0].t;
+    lines.push(`- hold (--heartbeat ${o.heartbeat ?? DEFAULTS.heartbeatSeconds}): ${count(beats / span)} heartbeats/s received; c1m cluster ${(sum(hold.roles, SERVER_ROLES) / hold.seconds).toFixed(2)} cores, machine ${(hold.machine / hold.seconds).toFixed(2)} cores.`);
   }
+  const msgs = phases.find((x) => x.p === 'messages');
+  const chunks = samples.filter((s) => s.phase === 'messages').reduce((n, s, i, all) => (i === 0 ? n : n + s.chunks - all[i - 1].chunks), 0);
+  if (msgs && chunks > 0) lines.push(`- messages: c1m cluster ${(sum(msgs.roles, SERVER_ROLES) * 1e6 / chunks).toFixed(1)} µs of CPU per delivered chunk, machine ${((msgs.machine * 1e6) / chunks).toFixed(1)} µs.`);
+  lines.push('');
+  return lines;
+}
 
-  if (r.steps.length) {
-    lines.push('## Messages', '');
-    const best = r.steps.filter((s) => s.sustained).sort((a, b) => b.msggen.achievedRate - a.msggen.achievedRate)[0];
+function messagesSection(r: RunResult): string[] {
+  const o = r.options;
+  const f = r.flood;
+  const samples = r.samples;
+  if (!r.steps.length) return [];
+  const lines: string[] = [];
+  lines.push('## Messages', '');
+  const best = r.steps.filter((s) => s.sustained).sort((a, b) => b.msggen.achievedRate - a.msggen.achievedRate)[0];
+  lines.push(
+    best
+      ? `**Highest send rate sustained at p99 <= ${P99_TARGET_MS} ms: ${count(best.msggen.achievedRate)} sends/s` +
+        // Against users only: the sends to topics (each to many streams) ride along.
+        (best.msggen.toTopics > 0 ? `, of which ${count(Math.round((best.msggen.achievedRate * (best.msggen.sent - best.msggen.toTopics)) / best.msggen.sent))} to users` : '') +
+        `, ${count(best.deliveredChunksPerSecond)} delivered chunks/s** (delivery p99 ${best.delivery.p99} ms).`
+      : `**No rate tried was sustained at p99 <= ${P99_TARGET_MS} ms** (sustained: at least 95 % of the rate achieved, no errors or skipped sends, delivery p99 <= ${P99_TARGET_MS} ms).`,
+    '',
+    '| configured sends/s | achieved sends/s | API p99 | streams written/s (server) | chunks received/s (clients) | heartbeats received/s | c1m cluster cores | delivery p50 / p99 / p99.9 / max | skipped | errors | sustained |',
+    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | --- |',
+    ...r.steps.map((s) => {
+      // The samples taken while this step's messages went out: a step's own heartbeats and CPU.
+      const during = cpuSeconds(samples, (x) => x.t > s.start && x.t <= s.start + s.msggen.elapsedSeconds);
+      const perSecond = (n: number) => (during.seconds > 0 ? n / during.seconds : 0);
+      return `| ${count(s.rate)} | ${count(s.msggen.achievedRate)} | ${s.msggen.apiLatencyMs.p99} ms | ${count(s.msggen.deliveredPerSecond)} | ${count(s.deliveredChunksPerSecond)} | ${count(perSecond(during.heartbeats))} | ${perSecond(sum(during.roles, SERVER_ROLES)).toFixed(2)} | ${ms(s.delivery)} | ${count(s.msggen.skipped)} | ${errorsText(s.msggen.errors)} | ${s.sustained ? 'yes' : 'no'} |`;
+    }),
+    '',
+  );
+  if (f)
     lines.push(
-      best
-        ? `**Highest send rate sustained at p99 <= ${P99_TARGET_MS} ms: ${count(best.msggen.achievedRate)} sends/s` +
-          // Against users only: the sends to topics (each to many streams) ride along.
-          (best.msggen.toTopics > 0 ? `, of which ${count(Math.round((best.msggen.achievedRate * (best.msggen.sent - best.msggen.toTopics)) / best.msggen.sent))} to users` : '') +
-          `, ${count(best.deliveredChunksPerSecond)} delivered chunks/s** (delivery p99 ${best.delivery.p99} ms).`
-        : `**No rate tried was sustained at p99 <= ${P99_TARGET_MS} ms** (sustained: at least 95 % of the rate achieved, no errors or skipped sends, delivery p99 <= ${P99_TARGET_MS} ms).`,
-      '',
-      '| configured sends/s | achieved sends/s | API p99 | streams written/s (server) | chunks received/s (clients) | heartbeats received/s | c1m cluster cores | delivery p50 / p99 / p99.9 / max | skipped | errors | sustained |',
-      '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | --- |',
-      ...r.steps.map((s) => {
-        // The samples taken while this step's messages went out: a step's own heartbeats and CPU.
-        const during = cpuSeconds(samples, (x) => x.t > s.start && x.t <= s.start + s.msggen.elapsedSeconds);
-        const perSecond = (n: number) => (during.seconds > 0 ? n / during.seconds : 0);
-        return `| ${count(s.rate)} | ${count(s.msggen.achievedRate)} | ${s.msggen.apiLatencyMs.p99} ms | ${count(s.msggen.deliveredPerSecond)} | ${count(s.deliveredChunksPerSecond)} | ${count(perSecond(during.heartbeats))} | ${perSecond(sum(during.roles, SERVER_ROLES)).toFixed(2)} | ${ms(s.delivery)} | ${count(s.msggen.skipped)} | ${errorsText(s.msggen.errors)} | ${s.sustained ? 'yes' : 'no'} |`;
-      }),
+      `Delivery latency over the whole run (from the send's t= stamp to the chunk's arrival at the client's socket, ${count(f.deliveryLatencyMs.count)} chunks${o.warmup > 0 ? `, the ${o.warmup} s warm-up at ${count(r.steps[0].rate)} sends/s included` : ''}): p50 / p99 / p99.9 / max ${ms(f.deliveryLatencyMs)}.`,
+      `The flood's own lag from arrival to its read (the load generator's share of the cores, not counted above; ${o.readEveryMs > 0 ? `its workers read every ${o.readEveryMs} ms once every stream is open` : 'its workers are woken by each chunk'}): p50 / p99 / p99.9 / max ${ms(f.readLagMs)}.`,
       '',
     );
-    if (f)
-      lines.push(
-        `Delivery latency over the whole run (from the send's t= stamp to the chunk's arrival at the client's socket, ${count(f.deliveryLatencyMs.count)} chunks${o.warmup > 0 ? `, the ${o.warmup} s warm-up at ${count(r.steps[0].rate)} sends/s included` : ''}): p50 / p99 / p99.9 / max ${ms(f.deliveryLatencyMs)}.`,
-        `The flood's own lag from arrival to its read (the load generator's share of the cores, not counted above; ${o.readEveryMs > 0 ? `its workers read every ${o.readEveryMs} ms once every stream is open` : 'its workers are woken by each chunk'}): p50 / p99 / p99.9 / max ${ms(f.readLagMs)}.`,
-        '',
-      );
-  }
+  return lines;
+}
 
+function filesSection(): string[] {
+  const lines: string[] = [];
   lines.push('## Charts', '', ...CHARTS.map((c) => `![${c}](${c}.svg)`), '');
   lines.push('## Files', '', '- `samples.json`: one sample a second (streams, RSS and CPU per role, PSS every 10th, kernel memory, chunks, delivery latency)', '- `summary.json`: every figure above as data', '- `cluster.log`: the cluster\'s merged JSON log', '');
-  return lines.join('\n');
+  return lines;
 }
 
 /** A layered vega-lite chart: one panel of a figure. */

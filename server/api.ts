@@ -64,68 +64,10 @@ export function apiRoutes(
   stats: () => object,
   options: ApiOptions,
 ): TemplatedApp {
-  const expected = options.token ? Buffer.from(options.token) : null;
-
-  /** Wraps a handler with the token check and turns thrown errors into JSON error responses. */
-  const guarded =
-    (handler: Handler): Handler =>
-    (res, req) => {
-      if (expected) {
-        const given = Buffer.from(bearer(req.getHeader('authorization')) ?? '');
-        if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
-          const challenge = given.length === 0 ? 'Bearer realm="c1m"' : 'Bearer realm="c1m", error="invalid_token"'; // RFC 6750 §3
-          return replyJson(res, 401, { error: 'missing or wrong bearer token' }, closeUnread(req), [['WWW-Authenticate', challenge]]);
-        }
-      }
-      respondOrFail(res, () => handler(res, req));
-    };
-
-  /** Reads the body, then answers with what `handle` returns. Headers are read now: `req` dies with the handler. */
-  const withBody =
-    (handle: (body: Buffer, contentType: string, params: string[], idempotencyKey: string) => unknown, limit = options.maxBody): Handler =>
-    (res, req) => {
-      const declared = Number(req.getHeader('content-length') || 0);
-      // Answered before the body is read, so a client that waits for `100 Continue` need not send it; the rest is dropped (closeUnread).
-      if (declared > limit) return replyJson(res, 413, { error: `body larger than ${limit} bytes` }, closeUnread(req));
-      const contentType = req.getHeader('content-type');
-      const params = [req.getParameter(0) ?? ''];
-      const idempotencyKey = req.getHeader('idempotency-key');
-      readBody(res, limit, (body) => {
-        if (res.aborted) return;
-        respondOrFail(res, () => {
-          const answer = handle(body, contentType, params, idempotencyKey);
-          if (!(answer instanceof Promise)) return replyJson(res, 200, answer);
-          answer.then(
-            (value) => !res.aborted && replyJson(res, 200, value),
-            (err: Error) =>
-              !res.aborted &&
-              respondOrFail(res, () => {
-                throw err;
-              }),
-          );
-        });
-      });
-    };
-
-  /** A subject in a path (`5`, `user:5`, `photo:789`, `:` may come as %3A): users up to --max-user-id, as POST /subscriptions takes them. */
-  const subjectParam = (text: string): Subject => {
-    let decoded: string;
-    try {
-      decoded = decodeURIComponent(text);
-    } catch {
-      throw new HttpError(400, `not a subject: '${text}' (bad percent-encoding)`);
-    }
-    try {
-      return parseSubject(decoded, options.maxUserId);
-    } catch (err) {
-      throw new HttpError(400, (err as Error).message);
-    }
-  };
-  const userParam = (text: string): number => {
-    const subject = subjectParam(text);
-    if (typeof subject !== 'number') throw new HttpError(400, `not a user: '${text}' (subscriptions are held by users)`);
-    return subject;
-  };
+  const guarded = tokenGuard(options.token);
+  const withBody = (handle: BodyHandler, limit = options.maxBody) => bodyReader(handle, limit);
+  const subjectParam = (text: string) => pathSubject(text, options.maxUserId);
+  const userParam = (text: string) => pathUser(text, options.maxUserId);
 
   return app
     .post(
@@ -154,6 +96,71 @@ export function apiRoutes(
       }),
     )
     .any('/*', (res, req) => replyJson(res, 404, { error: `no such endpoint: ${req.getMethod().toUpperCase()} ${req.getUrl()}` }));
+}
+
+type BodyHandler = (body: Buffer, contentType: string, params: string[], idempotencyKey: string) => unknown;
+
+/** Wraps a handler with the bearer token check (none without a token) and turns thrown errors into JSON error responses. */
+function tokenGuard(token: string | undefined): (handler: Handler) => Handler {
+  const expected = token ? Buffer.from(token) : null;
+  return (handler) => (res, req) => {
+    if (expected) {
+      const given = Buffer.from(bearer(req.getHeader('authorization')) ?? '');
+      if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+        const challenge = given.length === 0 ? 'Bearer realm="c1m"' : 'Bearer realm="c1m", error="invalid_token"'; // RFC 6750 §3
+        return replyJson(res, 401, { error: 'missing or wrong bearer token' }, closeUnread(req), [['WWW-Authenticate', challenge]]);
+      }
+    }
+    respondOrFail(res, () => handler(res, req));
+  };
+}
+
+/** Reads the body, then answers with what `handle` returns. Headers are read now: `req` dies with the handler. */
+function bodyReader(handle: BodyHandler, limit: number): Handler {
+  return (res, req) => {
+    const declared = Number(req.getHeader('content-length') || 0);
+    // Answered before the body is read, so a client that waits for `100 Continue` need not send it; the rest is dropped (closeUnread).
+    if (declared > limit) return replyJson(res, 413, { error: `body larger than ${limit} bytes` }, closeUnread(req));
+    const contentType = req.getHeader('content-type');
+    const params = [req.getParameter(0) ?? ''];
+    const idempotencyKey = req.getHeader('idempotency-key');
+    readBody(res, limit, (body) => {
+      if (res.aborted) return;
+      respondOrFail(res, () => {
+        const answer = handle(body, contentType, params, idempotencyKey);
+        if (!(answer instanceof Promise)) return replyJson(res, 200, answer);
+        answer.then(
+          (value) => !res.aborted && replyJson(res, 200, value),
+          (err: Error) =>
+            !res.aborted &&
+            respondOrFail(res, () => {
+              throw err;
+            }),
+        );
+      });
+    });
+  };
+}
+
+/** A subject in a path (`5`, `user:5`, `photo:789`, `:` may come as %3A): users up to maxUserId, as POST /subscriptions takes them. */
+function pathSubject(text: string, maxUserId: number): Subject {
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(text);
+  } catch {
+    throw new HttpError(400, `not a subject: '${text}' (bad percent-encoding)`);
+  }
+  try {
+    return parseSubject(decoded, maxUserId);
+  } catch (err) {
+    throw new HttpError(400, (err as Error).message);
+  }
+}
+
+function pathUser(text: string, maxUserId: number): number {
+  const subject = pathSubject(text, maxUserId);
+  if (typeof subject !== 'number') throw new HttpError(400, `not a user: '${text}' (subscriptions are held by users)`);
+  return subject;
 }
 
 /** `{ added: n }` or `{ removed: n }`, now or once a replicated store has applied the write. */

@@ -42,51 +42,9 @@ const streamHeaders = (contentType: 'text' | 'html'): [string, string][] => [
  */
 export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOptions): TemplatedApp {
   const headers = streamHeaders(options.contentType ?? 'text');
-  const secret = options.streamSecret;
-  const checkOrigin = originCheck(options.allowOrigin);
-
-  /** The CORS headers for this request, or null once it has been refused for its origin. */
-  const cors = (res: HttpResponse, req: HttpRequest): Headers | null => {
-    const origin = req.getHeader('origin');
-    const allowed = checkOrigin(origin, req.getHeader('host'));
-    if (allowed === null) reply(res, 403, `pages from ${origin} may not use this server: it is not in --allow-origin\n`);
-    return allowed;
-  };
-
-  const preflight = (res: HttpResponse, req: HttpRequest): void => {
-    const allowed = cors(res, req);
-    if (allowed !== null) res.cork(() => {
-      res.writeStatus('204 No Content');
-      for (const [name, value] of [...allowed, ...PREFLIGHT]) res.writeHeader(name, value);
-      res.endWithoutBody();
-    });
-  };
-
-  /** The user id and topics of a stream request that may open, or null once it has been answered with why not. */
-  const admit = (res: HttpResponse, req: HttpRequest, transport: Transport, token: string, cors: Headers): Admitted | null => {
-    const refuse = (status: number, why: string, close = false): null => {
-      reply(res, status, `${why}\n`, undefined, close, status === 401 ? [...cors, CHALLENGE] : cors);
-      return null;
-    };
-    const text = req.getParameter(0);
-    const id = parseId(text);
-    // No such stream, and retrying will not make one: 404 for both. 503 only means "full, retry later".
-    if (id === null) return refuse(404, `not a user id: '${text}', try ${ROUTES[transport]}123`);
-    if (id > options.maxUserId) return refuse(404, `no stream for user id ${id}: this server's ids go up to ${options.maxUserId}`);
-    const topics = parseTopics(req.getQuery('topics') ?? '');
-    if (!Array.isArray(topics)) return refuse(400, topics.refused);
-    if (secret !== undefined) {
-      const refused = token === '' ? 'this stream needs ?token=<token for this id> (or Authorization: Bearer <token>)' : checkStreamToken(secret, id, token, Date.now(), topics);
-      if (refused !== null) {
-        hub.transports[transport].authFailures++;
-        return refuse(token === '' ? 401 : 403, refused);
-      }
-    }
-    if (hub.open >= options.maxStreams) return refuse(503, `server full: ${hub.open} connections`, true);
-    if (hub.registry.connectionsOf(id) >= hub.registry.maxPerUser) return refuse(429, `user ${id} already holds ${hub.registry.maxPerUser} streams`, true);
-    // The scope stays with a WebSocket, whose client may subscribe to more topics while it is open.
-    return { id, topics: hub.registry.intern(topics), scope: secret === undefined ? undefined : tokenScope(token) };
-  };
+  const cors = corsCheck(originCheck(options.allowOrigin));
+  const preflight = preflightAnswer(cors);
+  const admit = (res: HttpResponse, req: HttpRequest, transport: Transport, token: string, allowed: Headers) => admitStream(hub, options, res, req, transport, token, allowed);
 
   return app
     .get('/test/:id', (res, req) => {
@@ -145,6 +103,55 @@ export function cometRoutes(app: TemplatedApp, hub: StreamHub, options: CometOpt
     .options('/c1m.js', preflight)
     .get('/', (res) => reply(res, 200, PAGE, 'text/html; charset=utf-8'))
     .any('/*', (res, req) => reply(res, 404, `no such page: ${req.getUrl()}, try /test/123\n`));
+}
+
+/** The CORS headers for a request, or null once it has been refused for its origin. */
+function corsCheck(checkOrigin: ReturnType<typeof originCheck>) {
+  return (res: HttpResponse, req: HttpRequest): Headers | null => {
+    const origin = req.getHeader('origin');
+    const allowed = checkOrigin(origin, req.getHeader('host'));
+    if (allowed === null) reply(res, 403, `pages from ${origin} may not use this server: it is not in --allow-origin\n`);
+    return allowed;
+  };
+}
+
+/** The answer to a CORS preflight: 204 with the allowed origin's headers. */
+function preflightAnswer(cors: ReturnType<typeof corsCheck>) {
+  return (res: HttpResponse, req: HttpRequest): void => {
+    const allowed = cors(res, req);
+    if (allowed !== null) res.cork(() => {
+      res.writeStatus('204 No Content');
+      for (const [name, value] of [...allowed, ...PREFLIGHT]) res.writeHeader(name, value);
+      res.endWithoutBody();
+    });
+  };
+}
+
+/** The user id and topics of a stream request that may open, or null once it has been answered with why not. */
+function admitStream(hub: StreamHub, options: CometOptions, res: HttpResponse, req: HttpRequest, transport: Transport, token: string, cors: Headers): Admitted | null {
+  const secret = options.streamSecret;
+  const refuse = (status: number, why: string, close = false): null => {
+    reply(res, status, `${why}\n`, undefined, close, status === 401 ? [...cors, CHALLENGE] : cors);
+    return null;
+  };
+  const text = req.getParameter(0);
+  const id = parseId(text);
+  // No such stream, and retrying will not make one: 404 for both. 503 only means "full, retry later".
+  if (id === null) return refuse(404, `not a user id: '${text}', try ${ROUTES[transport]}123`);
+  if (id > options.maxUserId) return refuse(404, `no stream for user id ${id}: this server's ids go up to ${options.maxUserId}`);
+  const topics = parseTopics(req.getQuery('topics') ?? '');
+  if (!Array.isArray(topics)) return refuse(400, topics.refused);
+  if (secret !== undefined) {
+    const refused = token === '' ? 'this stream needs ?token=<token for this id> (or Authorization: Bearer <token>)' : checkStreamToken(secret, id, token, Date.now(), topics);
+    if (refused !== null) {
+      hub.transports[transport].authFailures++;
+      return refuse(token === '' ? 401 : 403, refused);
+    }
+  }
+  if (hub.open >= options.maxStreams) return refuse(503, `server full: ${hub.open} connections`, true);
+  if (hub.registry.connectionsOf(id) >= hub.registry.maxPerUser) return refuse(429, `user ${id} already holds ${hub.registry.maxPerUser} streams`, true);
+  // The scope stays with a WebSocket, whose client may subscribe to more topics while it is open.
+  return { id, topics: hub.registry.intern(topics), scope: secret === undefined ? undefined : tokenScope(token) };
 }
 
 /** A stream request that may open: its user, and the topics it listens to while open. */

@@ -55,6 +55,39 @@ export interface MsggenSummary extends MsggenReport {
   apiLatencyMs: LatencySummary;
 }
 
+/** Calls `send` until `stopAt`: at options.rate a second (an open loop), or from the original's generators, each waiting a random interval between sends. */
+function pace(options: MsggenOptions, send: () => void, started: number, stopAt: number): Set<NodeJS.Timeout> {
+  const timers = new Set<NodeJS.Timeout>();
+  if (options.rate) {
+    // Open loop: catch up to rate x elapsed every millisecond or so.
+    const rate = options.rate;
+    let due = 0;
+    timers.add(
+      setInterval(() => {
+        const now = Math.min(performance.now(), stopAt);
+        const target = Math.floor(((now - started) / 1000) * rate);
+        for (; due < target; due++) send();
+      }, 1),
+    );
+  } else {
+    const [min, max] = options.interval;
+    const generator = () => {
+      const timer = setTimeout(
+        () => {
+          timers.delete(timer);
+          if (performance.now() >= stopAt) return;
+          send();
+          generator();
+        },
+        min + Math.random() * (max - min),
+      );
+      timers.add(timer);
+    };
+    for (let g = 0; g < options.generators; g++) generator();
+  }
+  return timers;
+}
+
 /** Messages waiting per connection at most before a send is skipped, so a slow API cannot pile up unbounded requests. */
 const QUEUE_PER_CONNECTION = 64;
 
@@ -108,34 +141,7 @@ export async function runMsggen(options: MsggenOptions): Promise<MsggenSummary> 
   await Promise.all(Array.from({ length: options.connections }, () => new Promise<unknown>((resolve) => api.request('GET', '/stats', () => '', resolve, resolve))));
   const started = performance.now();
   const stopAt = started + options.duration * 1000;
-  const timers = new Set<NodeJS.Timeout>();
-  if (options.rate) {
-    // Open loop: catch up to rate x elapsed every millisecond or so.
-    const rate = options.rate;
-    let due = 0;
-    timers.add(
-      setInterval(() => {
-        const now = Math.min(performance.now(), stopAt);
-        const target = Math.floor(((now - started) / 1000) * rate);
-        for (; due < target; due++) send();
-      }, 1),
-    );
-  } else {
-    const [min, max] = options.interval;
-    const generator = () => {
-      const timer = setTimeout(
-        () => {
-          timers.delete(timer);
-          if (performance.now() >= stopAt) return;
-          send();
-          generator();
-        },
-        min + Math.random() * (max - min),
-      );
-      timers.add(timer);
-    };
-    for (let g = 0; g < options.generators; g++) generator();
-  }
+  const timers = pace(options, send, started, stopAt);
   const ticker = setInterval(() => {
     report.elapsedSeconds = +((performance.now() - started) / 1000).toFixed(1);
     options.onReport?.(report);

@@ -17,7 +17,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { broadcast, hold, randomSends, sendTo, subscribeAll, type Holder } from './probe.js';
-import { pssOf, rssOf, spawnCluster, spawnServer } from '../loadgen/server-process.js';
+import { pssOf, rssOf, spawnCluster, spawnServer, type ClusterProcess } from '../loadgen/server-process.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 const opts = new Command('bench-cluster')
@@ -96,7 +96,7 @@ async function cluster(dir: string, n: number, atSingle: number, rates: number[]
   const args = ['--db', db, ...BUS_ARGS[bus], ...(opts.batchMs === undefined ? [] : ['--batch-ms', String(opts.batchMs)]), ...(opts.edges ? ['--edges', String(opts.edges)] : ['--connections', String(n)]), '--log-level', 'warn', '--heartbeat', '0'];
   const c = await spawnCluster(args);
   const edgePids = c.edges.map((e) => e.pid);
-  let routerPid = c.pids['router-0'];
+  const routerPid = c.pids['router-0'];
   const c1mPids = () => [...edgePids, routerPid];
   const holders: Holder[] = [];
   try {
@@ -135,29 +135,7 @@ async function cluster(dir: string, n: number, atSingle: number, rates: number[]
     const random = [];
     for (const rate of rates) random.push(await randomSends(c.apiPort, n, rate, opts.seconds, [...c1mPids(), c.pids.nats], undefined, edgePids));
 
-    // Directory rebuild: kill the router; the supervisor starts a new one, which asks every edge for its state.
-    const killedAt = Date.now();
-    process.kill(routerPid, 'SIGKILL');
-    let rebuilt = 0;
-    while (Date.now() - killedAt < 30_000) {
-      await sleep(20);
-      try {
-        const s = (await (await fetch(`http://${HOST}:${c.apiPort}/stats`)).json()) as { connections: number; pid: number };
-        routerPid = s.pid;
-        if (s.connections === stats.connections) {
-          rebuilt = Date.now();
-          break;
-        }
-      } catch {
-        // not listening yet
-      }
-    }
-    const listening = c
-      .output()
-      .split('\n')
-      .filter((l) => l.includes('c1m router listening'))
-      .map((l) => JSON.parse(l).time as number)
-      .pop()!;
+    const directoryRebuild = await rebuildDirectory(c, routerPid, stats.connections);
     return {
       edges: edgePids.length,
       baseline,
@@ -166,13 +144,39 @@ async function cluster(dir: string, n: number, atSingle: number, rates: number[]
       memory: mem,
       broadcast: fanout,
       random,
-      directoryRebuild: { streams: stats.connections, msFromKill: rebuilt ? rebuilt - killedAt : null, msFromNewRouterListening: rebuilt ? rebuilt - listening : null },
+      directoryRebuild,
     };
   } finally {
     for (const h of holders) await h.close();
     c.child.kill('SIGTERM');
     await new Promise((r) => c.child.once('exit', r));
   }
+}
+
+/** Kills the router; the supervisor starts a new one, which asks every edge for its state: how long until it knows every stream again. */
+async function rebuildDirectory(c: ClusterProcess, routerPid: number, streams: number) {
+  const killedAt = Date.now();
+  process.kill(routerPid, 'SIGKILL');
+  let rebuilt = 0;
+  while (Date.now() - killedAt < 30_000) {
+    await sleep(20);
+    try {
+      const s = (await (await fetch(`http://${HOST}:${c.apiPort}/stats`)).json()) as { connections: number };
+      if (s.connections === streams) {
+        rebuilt = Date.now();
+        break;
+      }
+    } catch {
+      // not listening yet
+    }
+  }
+  const listening = c
+    .output()
+    .split('\n')
+    .filter((l) => l.includes('c1m router listening'))
+    .map((l) => JSON.parse(l).time as number)
+    .pop()!;
+  return { streams, msFromKill: rebuilt ? rebuilt - killedAt : null, msFromNewRouterListening: rebuilt ? rebuilt - listening : null };
 }
 
 /**

@@ -1072,100 +1072,17 @@ async function runOnHosts(o: RunOptions) {
   try {
     await rig.start();
     log(JSON.stringify({ msg: 'rig up', dir: rig.dir, edges: rig.edges.map((e) => `${e.name} ${e.host}:${e.port} agent ${e.agentPort} capacity ${e.capacity}`) }));
-    // Friends: each user hears the next one, so a send reaches two users and a wrong fan-out would show.
-    const pairs = Array.from({ length: o.users - 1 }, (_, i) => [i + 1, i + 2]);
-    for (const [subscriber, subscribee] of pairs) subscribersOf.set(subscribee, new Set([subscriber]));
-    const subscriptions = [...pairs, ...topicSubscriptions(o.users, TOPICS)];
-    subscriptionsOf.clear();
-    for (const [user, subject] of subscriptions) subscriptionsOf.set(user, [...(subscriptionsOf.get(user) ?? []), String(subject)]);
-    const added = await rig.call('POST', '/subscriptions', JSON.stringify(subscriptions));
-    if (!added.ok) throw new Error(`POST /subscriptions: ${added.status} ${await added.text()}`);
-    partitions = rig.o.replicas ? rig.o.partitions : 1;
-    numbered.clear();
-    renumbered = 0;
-    // Replicated, one router took them: every router must answer them before the run counts on them.
-    if (rig.o.replicas) await until('every router to answer the subscriptions', async () => (Object.values(await subscriptionsLost(rig)).every((n) => n === 0) ? true : undefined), 30_000, 200);
+    await subscribeUsers(rig, o.users);
 
-    const latency = { haproxy: [] as number[], direct: [] as number[] };
-    // Set only while the comparison runs: probes before and after it are not part of it.
-    let path: keyof typeof latency | undefined;
-    const onLatency = (ms: number) => path && latency[path].push(ms);
-    for (let id = 1; id <= o.users; id++) browsers.push(new Browser(id, '127.0.0.1', rig.o.bindPort, onLatency, TOPICS));
+    const latency = new LatencyByPath();
+    for (let id = 1; id <= o.users; id++) browsers.push(new Browser(id, '127.0.0.1', rig.o.bindPort, latency.on, TOPICS));
     await until('every browser to hold a stream', () => (browsers.every((b) => b.open) ? true : undefined));
     await recovery(rig, browsers, Date.now());
     log(JSON.stringify({ msg: 'browsers connected through HAProxy', users: o.users, ...sum(browsers), perEdge: Object.fromEntries([...(await rig.haproxy())].map(([n, r]) => [n, r.scur])) }));
-
-    const comparison: Record<string, unknown>[] = [];
-    if (o.sends > 0) {
-      // As many users again, straight to the edges, beside the HAProxy ones: spread in proportion to
-      // each edge's room (HAProxy's limit for it less its streams), so that no edge fills and turns them away.
-      const rows = await rig.haproxy();
-      const room = rig.edges.map((e) => rows.get(e.name)!.slim - rows.get(e.name)!.scur);
-      const total = room.reduce((a, b) => a + b, 0);
-      if (total < o.users) throw new Error(`the edges have room for ${total} more streams, not ${o.users} direct browsers`);
-      const edgeFor = (i: number) => {
-        let at = ((i + 0.5) * total) / o.users;
-        return rig.edges.find((_, k) => (at -= room[k]) < 0)!;
-      };
-      const direct = Array.from({ length: o.users }, (_, i) => new Browser(100_000 + i, edgeFor(i).host, edgeFor(i).port, onLatency));
-      extra.push(...direct);
-      await until('every direct browser to hold a stream', () => (direct.every((b) => b.open) ? true : undefined));
-      const seconds = { haproxy: 0, direct: 0 };
-      const sent = { haproxy: 0, direct: 0 };
-      // A warm-up pair first, then the two paths in turn twice, so neither gains from going second.
-      const phases = [['haproxy', browsers, true], ['direct', direct, true], ['direct', direct], ['haproxy', browsers], ['haproxy', browsers], ['direct', direct]] as const;
-      for (const [name, group, warmUp] of phases) {
-        path = name;
-        const count = Math.ceil(o.sends / (warmUp ? 4 : 2));
-        const had = latency[name].length;
-        const s = ++seq;
-        const t0 = performance.now();
-        await pool(Array.from({ length: count }, (_, i) => group[i % group.length].id), 16, (id) => send(rig, id, s).then(() => undefined));
-        await until(`${name} deliveries`, () => (latency[name].length >= had + count ? true : undefined), 10_000).catch(() => undefined);
-        if (warmUp) latency[name].length = had;
-        else {
-          seconds[name] += (performance.now() - t0) / 1000;
-          sent[name] += count;
-        }
-      }
-      path = undefined;
-      for (const name of ['haproxy', 'direct'] as const) {
-        const sorted = latency[name].sort((a, b) => a - b);
-        comparison.push({ path: name, sends: sent[name], delivered: sorted.length, sendsPerSecond: Math.round(sent[name] / seconds[name]), p50Ms: percentile(sorted, 0.5), p99Ms: percentile(sorted, 0.99), maxMs: sorted.at(-1) });
-        log(JSON.stringify({ msg: 'latency', ...comparison.at(-1) }));
-      }
-      for (const b of direct) b.close();
-    }
+    const comparison = o.sends > 0 ? await compareLatency(rig, o, browsers, extra, latency, log) : [];
 
     const results: FaultResult[] = [];
-    for (const fault of o.faults) {
-      for (const b of browsers) {
-        b.resetGap();
-        b.settle(); // the ledger covers this fault and its recovery only
-      }
-      const before = sum(browsers);
-      const renumberedBefore = renumbered;
-      // Replicated, sends go on throughout the fault: the longest wait for an acknowledged one is reported.
-      const sending = rig.o.replicas ? new Ticker(rig, browsers) : undefined;
-      resetSendGaps();
-      const result = await FAULT_RUNS[fault](rig, browsers, extra);
-      const sendGapMs = maxSendGapMs();
-      await sending?.stop();
-      // Sends acknowledged just before the fault's end may still be on their way, and a stream still resuming on a
-      // loaded box brings its share late: a probe counts as missed only if it has not come by this deadline.
-      await until('the acknowledged probes to arrive', () => (browsers.every((b) => b.owes() === 0) ? true : undefined), SETTLE_MS, 50).catch(() => {
-        const owing = browsers.filter((b) => b.owes() > 0);
-        log(JSON.stringify({ msg: 'probes still owed', fault, browsers: owing.length, closed: owing.filter((b) => !b.open).length, owed: owing.slice(0, 5).map((b) => ({ id: b.id, open: b.open, owes: b.owes(), first: b.firstOwed() })) }));
-      });
-      const ledger = browsers.map((b) => b.settle()).reduce((t, l) => ({ missed: t.missed + l.missed, duplicated: t.duplicated + l.duplicated, outOfOrder: t.outOfOrder + l.outOfOrder }), { missed: 0, duplicated: 0, outOfOrder: 0 });
-      const replicated = rig.o.replicas && { maxSendGapMs: sendGapMs, retriedAcks: sending?.retriedAcks ?? 0, keptUnanswered: sending?.keptUnanswered ?? 0, subscriptionsLost: await subscriptionsLost(rig) };
-      const full: FaultResult = { fault, ...delta(sum(browsers), before), maxGapMs: Math.max(...browsers.map((b) => b.maxGap)), maxReplayMs: Math.max(...browsers.map((b) => b.maxReplay)), ...ledger, renumbered: renumbered - renumberedBefore, ...replicated, ...result };
-      results.push(full);
-      log(JSON.stringify(full));
-      // Every fault starts from a whole cluster: every edge up, or taking no new streams because it is full.
-      await rig.untilStatus(rig.edges.map((e) => e.name), ['UP', 'DRAIN']);
-      await recovery(rig, browsers, Date.now());
-    }
+    for (const fault of o.faults) results.push(await runFault(rig, fault, browsers, extra, log));
     return { results, comparison, dir: rig.dir };
   } finally {
     for (const b of [...browsers, ...extra]) b.close();
@@ -1173,6 +1090,107 @@ async function runOnHosts(o: RunOptions) {
     for (const proc of running) proc.child.kill('SIGKILL');
     hosts('down');
   }
+}
+
+/** The run's graph: each user hears the next one (a send reaches two users, so a wrong fan-out would show), and the topics. */
+async function subscribeUsers(rig: Rig, users: number): Promise<void> {
+  const pairs = Array.from({ length: users - 1 }, (_, i) => [i + 1, i + 2]);
+  for (const [subscriber, subscribee] of pairs) subscribersOf.set(subscribee, new Set([subscriber]));
+  const subscriptions = [...pairs, ...topicSubscriptions(users, TOPICS)];
+  subscriptionsOf.clear();
+  for (const [user, subject] of subscriptions) subscriptionsOf.set(user, [...(subscriptionsOf.get(user) ?? []), String(subject)]);
+  const added = await rig.call('POST', '/subscriptions', JSON.stringify(subscriptions));
+  if (!added.ok) throw new Error(`POST /subscriptions: ${added.status} ${await added.text()}`);
+  partitions = rig.o.replicas ? rig.o.partitions : 1;
+  numbered.clear();
+  renumbered = 0;
+  // Replicated, one router took them: every router must answer them before the run counts on them.
+  if (rig.o.replicas) await until('every router to answer the subscriptions', async () => (Object.values(await subscriptionsLost(rig)).every((n) => n === 0) ? true : undefined), 30_000, 200);
+}
+
+/** The delivery latencies the browsers see, by the path their sends took; recorded only while a path is set. */
+class LatencyByPath {
+  readonly haproxy: number[] = [];
+  readonly direct: number[] = [];
+  /** Set only while the comparison runs: probes before and after it are not part of it. */
+  path: 'haproxy' | 'direct' | undefined;
+  readonly on = (ms: number) => this.path && this[this.path].push(ms);
+}
+
+/**
+ * Delivery latency through HAProxy against straight to the edges: as many users again, straight to the edges, beside
+ * the HAProxy ones, spread in proportion to each edge's room (HAProxy's limit for it less its streams), so that no
+ * edge fills and turns them away.
+ */
+async function compareLatency(rig: Rig, o: RunOptions, browsers: Browser[], extra: Browser[], latency: LatencyByPath, log: (line: string) => void): Promise<Record<string, unknown>[]> {
+  const comparison: Record<string, unknown>[] = [];
+  const rows = await rig.haproxy();
+  const room = rig.edges.map((e) => rows.get(e.name)!.slim - rows.get(e.name)!.scur);
+  const total = room.reduce((a, b) => a + b, 0);
+  if (total < o.users) throw new Error(`the edges have room for ${total} more streams, not ${o.users} direct browsers`);
+  const edgeFor = (i: number) => {
+    let at = ((i + 0.5) * total) / o.users;
+    return rig.edges.find((_, k) => (at -= room[k]) < 0)!;
+  };
+  const direct = Array.from({ length: o.users }, (_, i) => new Browser(100_000 + i, edgeFor(i).host, edgeFor(i).port, latency.on));
+  extra.push(...direct);
+  await until('every direct browser to hold a stream', () => (direct.every((b) => b.open) ? true : undefined));
+  const seconds = { haproxy: 0, direct: 0 };
+  const sent = { haproxy: 0, direct: 0 };
+  // A warm-up pair first, then the two paths in turn twice, so neither gains from going second.
+  const phases = [['haproxy', browsers, true], ['direct', direct, true], ['direct', direct], ['haproxy', browsers], ['haproxy', browsers], ['direct', direct]] as const;
+  for (const [name, group, warmUp] of phases) {
+    latency.path = name;
+    const count = Math.ceil(o.sends / (warmUp ? 4 : 2));
+    const had = latency[name].length;
+    const s = ++seq;
+    const t0 = performance.now();
+    await pool(Array.from({ length: count }, (_, i) => group[i % group.length].id), 16, (id) => send(rig, id, s).then(() => undefined));
+    await until(`${name} deliveries`, () => (latency[name].length >= had + count ? true : undefined), 10_000).catch(() => undefined);
+    if (warmUp) latency[name].length = had;
+    else {
+      seconds[name] += (performance.now() - t0) / 1000;
+      sent[name] += count;
+    }
+  }
+  latency.path = undefined;
+  for (const name of ['haproxy', 'direct'] as const) {
+    const sorted = latency[name].sort((a, b) => a - b);
+    comparison.push({ path: name, sends: sent[name], delivered: sorted.length, sendsPerSecond: Math.round(sent[name] / seconds[name]), p50Ms: percentile(sorted, 0.5), p99Ms: percentile(sorted, 0.99), maxMs: sorted.at(-1) });
+    log(JSON.stringify({ msg: 'latency', ...comparison.at(-1) }));
+  }
+  for (const b of direct) b.close();
+  return comparison;
+}
+
+/** One fault, its recovery and its ledger; leaves the cluster whole again for the next. */
+async function runFault(rig: Rig, fault: Fault, browsers: Browser[], extra: Browser[], log: (line: string) => void): Promise<FaultResult> {
+  for (const b of browsers) {
+    b.resetGap();
+    b.settle(); // the ledger covers this fault and its recovery only
+  }
+  const before = sum(browsers);
+  const renumberedBefore = renumbered;
+  // Replicated, sends go on throughout the fault: the longest wait for an acknowledged one is reported.
+  const sending = rig.o.replicas ? new Ticker(rig, browsers) : undefined;
+  resetSendGaps();
+  const result = await FAULT_RUNS[fault](rig, browsers, extra);
+  const sendGapMs = maxSendGapMs();
+  await sending?.stop();
+  // Sends acknowledged just before the fault's end may still be on their way, and a stream still resuming on a
+  // loaded box brings its share late: a probe counts as missed only if it has not come by this deadline.
+  await until('the acknowledged probes to arrive', () => (browsers.every((b) => b.owes() === 0) ? true : undefined), SETTLE_MS, 50).catch(() => {
+    const owing = browsers.filter((b) => b.owes() > 0);
+    log(JSON.stringify({ msg: 'probes still owed', fault, browsers: owing.length, closed: owing.filter((b) => !b.open).length, owed: owing.slice(0, 5).map((b) => ({ id: b.id, open: b.open, owes: b.owes(), first: b.firstOwed() })) }));
+  });
+  const ledger = browsers.map((b) => b.settle()).reduce((t, l) => ({ missed: t.missed + l.missed, duplicated: t.duplicated + l.duplicated, outOfOrder: t.outOfOrder + l.outOfOrder }), { missed: 0, duplicated: 0, outOfOrder: 0 });
+  const replicated = rig.o.replicas && { maxSendGapMs: sendGapMs, retriedAcks: sending?.retriedAcks ?? 0, keptUnanswered: sending?.keptUnanswered ?? 0, subscriptionsLost: await subscriptionsLost(rig) };
+  const full: FaultResult = { fault, ...delta(sum(browsers), before), maxGapMs: Math.max(...browsers.map((b) => b.maxGap)), maxReplayMs: Math.max(...browsers.map((b) => b.maxReplay)), ...ledger, renumbered: renumbered - renumberedBefore, ...replicated, ...result };
+  log(JSON.stringify(full));
+  // Every fault starts from a whole cluster: every edge up, or taking no new streams because it is full.
+  await rig.untilStatus(rig.edges.map((e) => e.name), ['UP', 'DRAIN']);
+  await recovery(rig, browsers, Date.now());
+  return full;
 }
 
 type FaultRun = (rig: Rig, browsers: Browser[], extra: Browser[]) => Promise<{ recoveryMs: number; [detail: string]: unknown }>;

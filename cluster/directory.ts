@@ -9,14 +9,14 @@ import type { Logger } from 'pino';
 import { epochMs, LatencyHistogram, type LatencyBuckets } from '../router/latency.js';
 import { Registry, type Connection } from '../router/registry.js';
 import { Router, SendError, type Chunk, type SubscriberSource } from '../router/router.js';
+import { DEFAULTS, MIN_WINDOW_MS } from '../server/defaults.js';
 import { NotSequencerError, type MessageHistory, type Missed } from '../subsmanager/history.js';
 import { partitionOf, partitionOfSend } from '../subsmanager/partitions.js';
 import type { Subject } from '../subsmanager/subjects.js';
 import { paced } from '../subsmanager/pacer.js';
 import type { Bus } from './bus.js';
-import { CLUSTER_DEFAULTS } from './defaults.js';
 import { CHUNK_OVERHEAD_BYTES, packChunks, userBytes } from './deliver-batch.js';
-import { busWindowMs, edgeOfPresence, MIN_WINDOW_MS, SUBJECTS, type BusMessage, type EdgeStats } from './messages.js';
+import { busWindowMs, edgeOfPresence, SUBJECTS, type BusMessage, type EdgeStats } from './messages.js';
 
 export interface DirectoryOptions {
   /**
@@ -592,7 +592,7 @@ export class Directory {
     const now = Date.now();
     let live = 0;
     for (const link of this.edges.values()) {
-      if (!link.down && now - link.lastSeen > (this.options.edgeTimeoutMs ?? CLUSTER_DEFAULTS.edgeTimeoutMs)) this.forget(link, 'no status');
+      if (!link.down && now - link.lastSeen > (this.options.edgeTimeoutMs ?? DEFAULTS.edgeTimeoutMs)) this.forget(link, 'no status');
       else if (link.down && now - link.lastSeen > FORGET_DOWN_MS) this.edges.delete(link.id);
       if (!link.down) live++;
     }

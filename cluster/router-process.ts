@@ -17,12 +17,13 @@ import { apiRoutes, checkApiSettings, type Sent } from '../server/api.js';
 import { HttpError } from '../server/http.js';
 import { DEFAULTS, SERVER_BUSY_TIMEOUT_MS } from '../server/defaults.js';
 import { listen } from '../server/listener.js';
+import type { OptionsOf } from '../server/options.js';
 import { metricsRegistry } from '../server/metrics.js';
 import { sumTransportStats } from '../server/stream.js';
 import { loadNativeUws } from '../server/uws.js';
 import { checkPartitions, partitionOf } from '../subsmanager/partitions.js';
 import { LEASE } from '../subsmanager/sequencer.js';
-import { openStore, type StoreOptions } from '../subsmanager/store.js';
+import { openStore } from '../subsmanager/store.js';
 import { connectJetStream } from './jetstream.js';
 import { openReplicatedStore } from './store-log.js';
 import type { Subject } from '../subsmanager/subjects.js';
@@ -37,36 +38,17 @@ import { Brain, ReplicatedHistory } from './replicated-history.js';
 /** How long a send passed to its partition's leader waits for the answer (a hand-over takes up to the lease's 2 s). */
 const FORWARD_TIMEOUT_MS = 5000;
 
-export interface RouterProcessOptions extends Pick<StoreOptions, 'cacheMiB' | 'mmapMiB' | 'warmCache'> {
-  nats: string;
-  /** The router's bus credentials file and the CA file for a TLS bus (see NatsBusOptions). */
-  creds?: string;
-  ca?: string;
-  db: string;
-  apiHost?: string;
-  apiPort?: number;
-  maxUserId?: number;
-  maxBody?: number;
-  maxMessage?: number;
-  /** The edges' --max-backlog: a message may not be larger. */
-  maxBacklog?: number;
-  token?: string;
-  apiInsecure?: boolean;
-  batchMs?: number;
-  /** Seconds every message is kept for streams that resume (0: none); routers on one store take turns numbering (the history's lease). */
-  historySeconds?: number;
-  historyPerSubject?: number;
-  /** The cluster's partitions of the subjects (default 1): the same for every router of a cluster. */
-  partitions?: number;
-  /**
-   * The history and the leases on JetStream (cluster/replicated-history.ts), each partition's stream replicated this
-   * many times over the bus's clustered nats-servers; the store's history files become this router's views of them.
-   * Absent: the histories and leases are SQLite files on this host.
-   */
-  replicas?: number;
-  edgeTimeoutMs?: number;
-  logger: Logger;
-}
+/**
+ * startRouterProcess()'s options: those of `c1m router` under their resolved names (server/options.ts), every one
+ * optional but the bus and the store, with the bus's credentials as NatsBus takes them.
+ */
+export type RouterProcessOptions = Partial<Omit<OptionsOf<'router'>, 'nats' | 'db' | 'natsCreds' | 'natsCa' | 'busInsecure' | 'statsInterval' | 'logLevel'>> &
+  Pick<OptionsOf<'router'>, 'nats' | 'db'> & {
+    /** The router's bus credentials file and the CA file for a TLS bus (see NatsBusOptions). */
+    creds?: string;
+    ca?: string;
+    logger: Logger;
+  };
 
 export async function startRouterProcess(options: RouterProcessOptions) {
   const apiHost = options.apiHost ?? DEFAULTS.apiHost;

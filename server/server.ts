@@ -21,63 +21,26 @@ import { DEFAULTS, SERVER_BUSY_TIMEOUT_MS } from './defaults.js';
 import { streamCapacity } from './limits.js';
 import { assertPortFree, listen, PublicListener } from './listener.js';
 import { metricsRegistry } from './metrics.js';
+import type { OptionsOf } from './options.js';
 import type { After } from './resume.js';
 import { StreamHub, transportStats, type TransportStats } from './stream.js';
 import { loadNativeUws } from './uws.js';
 
-export interface C1mOptions {
-  /** Public comet listener. Default 0.0.0.0:8000 (DEFAULTS); port 0 picks a free port. */
-  host?: string;
-  port?: number;
-  /** Backend API listener. Default 127.0.0.1:8001. */
-  apiHost?: string;
-  apiPort?: number;
-  /** SQLite file, or ':memory:'. Default ./data/c1m.db. */
-  db?: string;
+/**
+ * start()'s options: those of `c1m server` under their resolved names (server/options.ts has each one's help and
+ * default; docs/options.md lists them), every one optional, and what only a program that embeds c1m gives.
+ */
+export type C1mOptions = Partial<Omit<OptionsOf<'server'>, 'logLevel' | 'statsInterval' | 'demo'>> & {
   /** Or bring your own store (then `db` is ignored and close() leaves it open). */
   store?: SubscriptionStore;
-  /** SQLite page cache, MiB. Default 64. */
-  cacheMiB?: number;
-  /** SQLite memory-mapped window over the store, MiB. Default 0 (off). */
-  mmapMiB?: number;
-  /** Load the subscriptions table into the page cache at start (see StoreOptions.warmCache). */
-  warmCache?: boolean;
-  /** Highest user id accepted at /test/<id>, /sse/<id> and /ws/<id>. Default 1,000,000. */
-  maxUserId?: number;
-  /** Unsent bytes a stream may pile up before it is closed as a slow consumer. Default 256 KiB. */
-  maxBacklog?: number;
-  /** Largest backend API request body. Default 1 MiB. */
-  maxBody?: number;
-  /** Largest message POST /send accepts (413 above). Default 64 KiB; at most maxBacklog. */
-  maxMessage?: number;
-  /** Stream content type: 'text' (text/plain, default) or 'html' (the original's text/html). */
-  contentType?: 'text' | 'html';
-  /** When set, every stream (/test, /sse, /ws) needs a token for its id signed with this secret (`c1m token`). */
-  streamSecret?: string;
-  /** Other sites whose pages may use the streams and /c1m.js: origins (`https://app.example.com`) or '*'. Default none: same-origin only (see cors.ts). */
-  allowOrigin?: string[];
-  /** Allow the API on a non-loopback address without a token. Default false: start() refuses. */
-  apiInsecure?: boolean;
   /**
    * Refuse a port another process already listens on (default true). uWS listens
    * with SO_REUSEPORT, so without this check a second server would silently share
    * the port; edges that share it on purpose do not use start().
    */
   exclusivePorts?: boolean;
-  /** Streams held at most; default: the open-file limit minus a reserve. */
-  maxConnections?: number;
-  /** Seconds between heartbeats on every stream (an empty line; a comment on SSE; uWS's pings on WebSockets); 0 (default): none. */
-  heartbeatSeconds?: number;
-  /** Streams one user may hold at once (tabs); more get 429. Default 16. */
-  maxStreamsPerUser?: number;
-  /** Bearer token required on the backend API, if set. */
-  token?: string;
-  /** Seconds every message is kept for streams that resume; 0 turns history and message ids off. */
-  historySeconds?: number;
-  /** And at most this many messages per sender. */
-  historyPerSubject?: number;
   logger?: Logger;
-}
+};
 
 export interface Stats {
   connections: number;

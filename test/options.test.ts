@@ -73,28 +73,33 @@ describe('the option table', () => {
     expect(opts).toMatchObject({ heartbeatSeconds: 3, cacheMiB: 3, mmapMiB: 3, edgeTimeoutMs: 700, warmCache: true, router: false, contentType: 'html' });
   });
 
-  describe('c1m cluster hands each child every option the table says it passes', () => {
-    const cluster = parse('cluster', optionsOf('cluster').flatMap(sampleArgv)).opts as OptionsOf<'cluster'>;
-    const bus = { nats: 'nats://10.0.0.9:4222,nats://10.0.0.8:4222', natsCreds: '/tmp/own.creds', natsCa: '/tmp/own-ca.pem', busInsecure: true };
-    const routerOwn = { db: '/tmp/c1m.router-1.db', apiPort: 8101, ...bus };
-    const edgeOwn = { id: 'rack-1', port: 9001, agentPort: 7001, presenceMs: 9, sharePort: true, ...bus };
-    const children = { router: { own: routerOwn, ...routerChild(cluster, routerOwn) }, edge: { own: edgeOwn, ...edgeChild(cluster, edgeOwn) } };
+  const bus = { nats: 'nats://10.0.0.9:4222,nats://10.0.0.8:4222', natsCreds: '/tmp/own.creds', natsCa: '/tmp/own-ca.pem', busInsecure: true };
+  /** What c1m cluster sets for each child itself. */
+  const OWN = {
+    router: { db: '/tmp/c1m.router-1.db', apiPort: 8101, ...bus },
+    edge: { id: 'rack-1', port: 9001, agentPort: 7001, presenceMs: 9, sharePort: true, ...bus },
+  };
 
-    it.each(['router', 'edge'] as const)('c1m %s parses them back to the same values', (name) => {
-      const { own, argv, env } = children[name];
-      const { opts, source } = parse(name, argv, env);
-      const passed = optionsOf(name).filter((entry) => entry.child);
-      for (const entry of passed) {
-        // The child's own value where the cluster sets one for it, else the cluster's option of the same name.
-        const expected = entry.name in own ? (own as Record<string, unknown>)[entry.name] : (cluster as Record<string, unknown>)[entry.name];
-        expect(expected, `${entry.flag}: the cluster has no value to pass`).not.toBeUndefined();
-        expect(opts[entry.name], entry.flag).toEqual(expected);
-        expect(source(entry.name), entry.flag).toBe(entry.child === 'env' ? 'env' : 'cli');
-      }
-      // Secrets never go on the command line, which `ps` shows.
-      for (const entry of passed.filter((e) => e.child === 'env')) expect(argv).not.toContain(flagOf(entry));
-      expect(passed.length).toBeGreaterThan(10);
-    });
+  it.each(['router', 'edge'] as const)('c1m cluster hands c1m %s every option they share and its own settings, and it parses them back to the same values', (name) => {
+    const cluster = parse('cluster', optionsOf('cluster').flatMap(sampleArgv)).opts as OptionsOf<'cluster'>;
+    const own: Record<string, unknown> = OWN[name];
+    const { argv, env } = name === 'router' ? routerChild(cluster, OWN.router) : edgeChild(cluster, OWN.edge);
+    const { opts, source } = parse(name, argv, env);
+    const clusterTakes = new Set(optionsOf('cluster').map((e) => e.name));
+    for (const entry of optionsOf(name)) {
+      // Every option the child shares with the cluster, or that the cluster sets for it, is passed; no other.
+      const shared = entry.name in own || clusterTakes.has(entry.name);
+      expect(Boolean(entry.child), `${entry.flag}: passed by c1m cluster`).toBe(shared);
+      if (!shared) continue;
+      // The child's own value where the cluster sets one for it, else the cluster's option of the same name.
+      const expected = entry.name in own ? own[entry.name] : (cluster as Record<string, unknown>)[entry.name];
+      expect(opts[entry.name], entry.flag).toEqual(expected);
+      expect(source(entry.name), entry.flag).toBe(entry.child === 'env' ? 'env' : 'cli');
+    }
+    const passed = optionsOf(name).filter((entry) => entry.child);
+    // Secrets never go on the command line, which `ps` shows.
+    for (const entry of passed.filter((e) => e.child === 'env')) expect(argv).not.toContain(flagOf(entry));
+    expect(passed.length).toBeGreaterThan(10);
   });
 
   it('is what docs/options.md says (npm run docs:options writes it)', () => {

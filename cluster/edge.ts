@@ -7,15 +7,14 @@
  * others.
  */
 import type { Logger } from 'pino';
-import { LatencyHistogram } from '../router/latency.js';
 import { Registry } from '../router/registry.js';
 import { checkStreamSecret } from '../server/auth.js';
-import { cometRoutes } from '../server/comet.js';
 import { DEFAULTS, MIN_WINDOW_MS } from '../server/defaults.js';
 import { pausesAt, streamCapacity } from '../server/limits.js';
 import { assertPortFree, PublicListener } from '../server/listener.js';
 import type { OptionsOf } from '../server/options.js';
-import { StreamHub, transportStats } from '../server/stream.js';
+import { publicStreams } from '../server/serving.js';
+import { transportStats } from '../server/stream.js';
 import { loadNativeUws } from '../server/uws.js';
 import { agentReply, agentServer } from './agent.js';
 import type { Bus } from './bus.js';
@@ -73,7 +72,6 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     listener?.want(state === 'up');
   };
 
-  const latency = new LatencyHistogram();
   const stats = (): EdgeStats => ({
     pid: process.pid,
     state,
@@ -86,7 +84,6 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     transports: transportStats(hub),
     rss: process.memoryUsage.rss(),
   });
-  const presence = new PresenceReporter(bus, options.id, `${process.pid}-${Date.now().toString(36)}`, stats, latency, options.presenceMs ?? MIN_WINDOW_MS);
   const registry = new Registry(options.maxStreamsPerUser ?? DEFAULTS.maxStreamsPerUser, {
     login(subject) {
       presence.login(subject);
@@ -97,8 +94,8 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
       if (state === 'full' && registry.connections <= resumeAt) setState('up');
     },
   });
-  const hub = new StreamHub(registry, options.maxBacklog ?? DEFAULTS.maxBacklog, options.heartbeatSeconds ?? DEFAULTS.heartbeatSeconds);
-  hub.onWritten = latency.observe;
+  const { hub, latency, app } = publicStreams(uws, registry, capacity, options);
+  const presence = new PresenceReporter(bus, options.id, `${process.pid}-${Date.now().toString(36)}`, stats, latency, options.presenceMs ?? MIN_WINDOW_MS);
   // The history is a router's: a resuming stream's replay comes over the bus (see server/resume.ts), asked for once
   // this edge's pending logins are out, so that the router has the stream's before it reads the replay.
   let loginsOut: Promise<void> | undefined;
@@ -112,13 +109,6 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
       }),
     ));
   hub.replay = busReplayer(bus, hub, sendLogins);
-  const app = cometRoutes(uws.App(), hub, {
-    maxUserId: options.maxUserId ?? DEFAULTS.maxUserId,
-    maxConnections: capacity,
-    contentType: options.contentType,
-    streamSecret: options.streamSecret,
-    allowOrigin: options.allowOrigin,
-  });
 
   const deliveries = new Deliveries(registry, hub, log);
 

@@ -13,12 +13,12 @@
  */
 import type { Logger } from 'pino';
 import { checkIdempotencyKey, checkSend } from '../router/router.js';
-import { apiRoutes, checkApiSettings, type Sent } from '../server/api.js';
+import { checkApiSettings, type Sent } from '../server/api.js';
 import { HttpError } from '../server/http.js';
-import { DEFAULTS, SERVER_BUSY_TIMEOUT_MS } from '../server/defaults.js';
+import { DEFAULTS } from '../server/defaults.js';
 import { listen } from '../server/listener.js';
 import type { OptionsOf } from '../server/options.js';
-import { metricsRegistry } from '../server/metrics.js';
+import { backendApi, exitOnLostLease, servingStoreOptions } from '../server/serving.js';
 import { sumTransportStats } from '../server/stream.js';
 import { loadNativeUws } from '../server/uws.js';
 import { checkPartitions, partitionOf } from '../subsmanager/partitions.js';
@@ -62,7 +62,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
   if (partitions > 1 && historySeconds === 0) throw new Error('--partitions share the numbering of sends among routers: they need a history (--history-seconds above 0)');
   const replicas = options.replicas;
   if (replicas !== undefined && (!Number.isSafeInteger(replicas) || replicas < 1)) throw new Error(`--replicas ${replicas}: a whole number of at least 1`);
-  const storeOptions = { cacheMiB: options.cacheMiB, mmapMiB: options.mmapMiB, warmCache: options.warmCache, busyTimeoutMs: SERVER_BUSY_TIMEOUT_MS };
+  const storeOptions = servingStoreOptions(options);
   // Replicated: this router's store is its own view of the store's stream, caught up before anything else starts.
   const jetStream = options.replicas ? await connectJetStream(options.nats, { name: `c1m-router-${process.pid}-js`, creds: options.creds, ca: options.ca, inboxPrefix: ROUTER_INBOX }) : undefined;
   const store = jetStream
@@ -147,10 +147,6 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       edges,
     };
   };
-  const metrics = metricsRegistry(() => {
-    const s = stats();
-    return { ...s, streams: s.connections, latency: directory.latency() };
-  });
   let closing = false;
   const send = (subject: Subject, message: Uint8Array, key?: string): Sent | Promise<Sent> => {
     // Not taken once stopping: its delivery could not leave any more.
@@ -188,13 +184,11 @@ export async function startRouterProcess(options: RouterProcessOptions) {
     if (reply.error !== undefined) throw new HttpError(503, reply.error);
     return { delivered: reply.delivered, id: reply.id, ...(reply.duplicate && { duplicate: true }) };
   };
-  const api = apiRoutes(uws.App(), send, store, stats, {
-    maxUserId,
-    maxBody: options.maxBody ?? DEFAULTS.maxBody,
-    maxMessage,
-    token: options.token,
-    metrics,
-  });
+  const metrics = () => {
+    const s = stats();
+    return { ...s, streams: s.connections, latency: directory.latency() };
+  };
+  const api = backendApi(uws, send, store, stats, metrics, options);
   // Sends are taken once the directory knows who is connected: before, they would reach nobody, acknowledged.
   directory.syncAll();
   await directory.learned(CLUSTER_DEFAULTS.statusMs + 500, 5000);
@@ -220,12 +214,10 @@ export async function startRouterProcess(options: RouterProcessOptions) {
         };
       });
       leaders.forEach((history, partition) => {
-        history.onLeaseLost = (why?: string) => {
-          // Crash-only: what this router holds in memory could now reach edges after the new holder's messages.
-          if (history instanceof ReplicatedHistory) log.fatal({ partition, why }, "the partition's stream refused this router, or its lease was taken: exiting");
-          else log.fatal({ partition, holder: history.lease.current() }, "another router took the history's lease: exiting");
-          process.exit(1);
-        };
+        history.onLeaseLost = (why?: string) =>
+          history instanceof ReplicatedHistory
+            ? exitOnLostLease(log, { partition, why }, "the partition's stream refused this router, or its lease was taken: exiting")
+            : exitOnLostLease(log, { partition, holder: history.lease.current() }, "another router took the history's lease: exiting");
       });
       // One router at a time numbers and delivers each partition (subsmanager/sequencer.ts); the others keep their directories and wait.
       let claimedAt = -Infinity;

@@ -4,7 +4,7 @@
  * `const c1m = await start({...}); c1m.router.send(42, 'hello')`.
  */
 import { pino, type Logger } from 'pino';
-import { LatencyHistogram, epochMs } from '../router/latency.js';
+import { epochMs } from '../router/latency.js';
 import { Registry } from '../router/registry.js';
 import { Router, type KindCounts } from '../router/router.js';
 import { DEFAULT_CACHE_MIB } from '../subsmanager/defaults.js';
@@ -13,16 +13,15 @@ import { paced } from '../subsmanager/pacer.js';
 import { LEASE } from '../subsmanager/sequencer.js';
 import { openStore, type SubscriptionStore } from '../subsmanager/store.js';
 import type { Subject } from '../subsmanager/subjects.js';
-import { apiRoutes, checkApiSettings, type Sent } from './api.js';
+import { checkApiSettings, type Sent } from './api.js';
 import { checkStreamSecret } from './auth.js';
-import { cometRoutes } from './comet.js';
 import { checkAllowOrigin } from './cors.js';
-import { DEFAULTS, SERVER_BUSY_TIMEOUT_MS } from './defaults.js';
+import { DEFAULTS } from './defaults.js';
 import { streamCapacity } from './limits.js';
 import { assertPortFree, listen, PublicListener } from './listener.js';
-import { metricsRegistry } from './metrics.js';
 import type { OptionsOf } from './options.js';
 import type { After } from './resume.js';
+import { backendApi, exitOnLostLease, publicStreams, servingStoreOptions } from './serving.js';
 import { StreamHub, transportStats, type TransportStats } from './stream.js';
 import { loadNativeUws } from './uws.js';
 
@@ -92,6 +91,25 @@ async function leadHistory(history: History): Promise<void> {
   }
 }
 
+/** The store's message history, led by this process; none with historySeconds 0. On failure, closes the store if it is start()'s own. */
+async function ledHistory(store: SubscriptionStore, historySeconds: number, options: C1mOptions, log: Logger): Promise<History | undefined> {
+  if (historySeconds <= 0) return undefined;
+  if (!store.history) {
+    if (!options.store) store.close();
+    throw new Error('message history needs a store that keeps one (the SQLite store): set historySeconds to 0');
+  }
+  const history = store.history({ seconds: historySeconds, perSubject: options.historyPerSubject ?? DEFAULTS.historyPerSubject });
+  try {
+    await leadHistory(history);
+  } catch (err) {
+    history.close();
+    if (!options.store) store.close();
+    throw err;
+  }
+  history.onLeaseLost = () => exitOnLostLease(log, { holder: history.lease.current() }, "another process took this store's history: exiting");
+  return history;
+}
+
 export async function start(options: C1mOptions = {}): Promise<C1m> {
   const host = options.host ?? DEFAULTS.host;
   const apiHost = options.apiHost ?? DEFAULTS.apiHost;
@@ -108,36 +126,12 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
   const log = options.logger ?? pino();
   const maxConnections = options.maxConnections ?? streamCapacity();
   const maxUserId = options.maxUserId ?? DEFAULTS.maxUserId;
-  const store = options.store ?? openStore(options.db ?? DEFAULTS.db, {
-      cacheMiB: options.cacheMiB,
-      mmapMiB: options.mmapMiB,
-      warmCache: options.warmCache,
-      busyTimeoutMs: SERVER_BUSY_TIMEOUT_MS,
-    });
+  const store = options.store ?? openStore(options.db ?? DEFAULTS.db, servingStoreOptions(options));
   const historySeconds = options.historySeconds ?? DEFAULTS.historySeconds;
-  if (historySeconds > 0 && !store.history) {
-    if (!options.store) store.close();
-    throw new Error('message history needs a store that keeps one (the SQLite store): set historySeconds to 0');
-  }
-  const history = historySeconds > 0 ? store.history!({ seconds: historySeconds, perSubject: options.historyPerSubject ?? DEFAULTS.historyPerSubject }) : undefined;
-  if (history) {
-    try {
-      await leadHistory(history);
-    } catch (err) {
-      history.close();
-      if (!options.store) store.close();
-      throw err;
-    }
-    history.onLeaseLost = () => {
-      log.fatal({ holder: history.lease.current() }, "another process took this store's history: exiting");
-      process.exit(1);
-    };
-  }
+  const history = await ledHistory(store, historySeconds, options, log);
   const registry = new Registry(options.maxStreamsPerUser ?? DEFAULTS.maxStreamsPerUser);
   const router = new Router(registry, store, { maxUserId, maxMessage }, history);
-  const hub = new StreamHub(registry, maxBacklog, options.heartbeatSeconds ?? DEFAULTS.heartbeatSeconds);
-  const latency = new LatencyHistogram();
-  hub.onWritten = latency.observe;
+  const { hub, latency, app: publicApp } = publicStreams(uws, registry, maxConnections, options);
   const started = Date.now();
 
   const stats = (): Stats => {
@@ -160,7 +154,6 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
     };
   };
 
-  const publicApp = cometRoutes(uws.App(), hub, { maxUserId, maxConnections, contentType: options.contentType, streamSecret: options.streamSecret, allowOrigin: options.allowOrigin });
   const send = (subject: Subject, message: Uint8Array, key?: string): Sent => {
     // A retry of a send that was kept (its answer lost): the first one's id, nothing sent again.
     const first = key === undefined ? undefined : router.sentBefore(subject, key);
@@ -175,14 +168,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
   };
   // One process has one partition: a token of several is one this store never gave.
   hub.replay = history ? paced((user: number, after: After | undefined, budget: number, topics: readonly string[]) => history.replay(user, typeof after === 'number' ? after : -1, budget, topics)) : undefined;
-  const metrics = metricsRegistry(() => ({ ...stats(), streams: registry.connections, latency, edges: [] }));
-  const apiApp = apiRoutes(uws.App(), send, store, stats, {
-    maxUserId,
-    maxBody: options.maxBody ?? DEFAULTS.maxBody,
-    maxMessage,
-    token: options.token,
-    metrics,
-  });
+  const apiApp = backendApi(uws, send, store, stats, () => ({ ...stats(), streams: registry.connections, latency, edges: [] }), options);
 
   let publicListener: PublicListener;
   let api: ReturnType<typeof listen>;

@@ -105,6 +105,92 @@ async function startNatsServers(
   return ports;
 }
 
+/** Each edge's port, 0 resolved to free ports now (a restarted edge must get its port back); refuses ports in use, the API's too. */
+async function edgePortsOf(o: ClusterOptions, edges: number): Promise<number[]> {
+  const probeHost = o.host === '0.0.0.0' ? '127.0.0.1' : o.host;
+  const port = o.port || (o.portPerEdge ? 0 : await freePort(probeHost));
+  let edgePorts = Array<number>(edges).fill(port);
+  if (o.portPerEdge) edgePorts = port ? edgePorts.map((p, i) => p + i) : await freePorts(probeHost, edges);
+  // uWS listens with SO_REUSEPORT: an edge would share a port another server holds, each answering part of the requests.
+  for (const p of new Set(edgePorts)) await assertPortFree(o.host, p, "the edges' streams");
+  // The routers share the API port the same way.
+  if (o.router) await assertPortFree(o.apiHost, o.apiPort, 'the backend API');
+  return edgePorts;
+}
+
+interface ClusterBus {
+  /** The servers' URLs, comma-separated. */
+  nats: string;
+  /** A child's credentials file, and the CA for a TLS bus. */
+  busOf: (role: BusRole, edge?: string) => ChildBus;
+}
+
+/** The bus the children use: --nats, or the nats-servers started here, each child with credentials of its own. */
+async function startBus(supervisor: Supervisor, o: ClusterOptions, stateDir: string | undefined, ids: string[]): Promise<ClusterBus> {
+  if (o.nats) {
+    return {
+      nats: o.nats,
+      busOf: (role, edge) => ({
+        natsCreds: o.natsCreds && statSync(o.natsCreds).isDirectory() ? credsFile(o.natsCreds, role, edge) : o.natsCreds,
+        natsCa: o.natsCa,
+        busInsecure: o.busInsecure,
+      }),
+    };
+  }
+  const dir = stateDir!;
+  const tls = o.natsTls ? makeTlsFiles(dir, [o.natsHost, '127.0.0.1', 'localhost'].filter((h) => h !== '0.0.0.0')) : undefined;
+  // --bus-insecure: a nats-server without users, as before the bus had any (to measure what they cost).
+  const insecure = o.busInsecure && !tls;
+  const servers = await startNatsServers(supervisor, { ...o, dir, tls, insecure, edges: ids });
+  return {
+    nats: servers.map((port) => `${tls ? 'tls' : 'nats'}://${o.natsHost}:${port}`).join(','),
+    busOf: (role, edge) => (insecure ? { natsCreds: undefined, natsCa: undefined, busInsecure: true } : { natsCreds: credsFile(dir, role, edge), natsCa: tls?.ca, busInsecure: undefined }),
+  };
+}
+
+/** Starts the routers (unless --no-router), then the edges; resolves once each said it is ready. */
+async function startChildren(supervisor: Supervisor, o: ClusterOptions, ids: string[], edgePorts: number[], bus: ClusterBus) {
+  // Each child tries the servers from its own first one on: a brain cluster's connections spread over its servers.
+  const natsFor = (child: number) => rotate(bus.nats.split(','), child).join(',');
+  /** Starts a child with its command line; its secrets go in the environment it inherits, not on a command line that `ps` shows. */
+  const spawnChild = (spec: Omit<ChildSpec, 'command' | 'args'>, command: 'router' | 'edge', child: ReturnType<typeof childArgv>) => {
+    Object.assign(process.env, child.env);
+    return supervisor.start({ ...spec, ...cliCommand([command, ...child.argv]) });
+  };
+  const apiPort = o.router ? o.apiPort || (await freePort(o.apiHost)) : undefined;
+  if (apiPort !== undefined) {
+    await Promise.all(
+      Array.from({ length: o.routers }, (_, i) =>
+        spawnChild(
+          { name: `router-${i}`, role: 'router', nice: ROUTER_NICE, readyWhen: (line) => line.includes('c1m router listening') || line.includes('c1m router standing by') },
+          'router',
+          routerChild(o, { db: routerDb(o, i), apiPort, nats: natsFor(i), ...bus.busOf('router') }),
+        ),
+      ),
+    );
+  }
+  // A restarted edge of a shared port joins its siblings there; it may not find it free.
+  const sharePort = ids.length > 1 && !o.portPerEdge;
+  const started = await Promise.all(
+    ids.map((id, i) =>
+      spawnChild(
+        { name: `edge-${i}`, role: 'edge', edge: id, nice: EDGE_NICE, readyWhen: (line) => line.includes('c1m edge listening') },
+        'edge',
+        edgeChild(o, {
+          id,
+          port: edgePorts[i],
+          agentPort: o.agentPort && o.agentPort + i,
+          presenceMs: o.presenceMs ?? busWindowMs(ids.length),
+          sharePort,
+          nats: natsFor(o.routers + i),
+          ...bus.busOf('edge', id),
+        }),
+      ),
+    ),
+  );
+  return { apiPort, started };
+}
+
 export async function runCluster(o: ClusterOptions): Promise<void> {
   const log = o.logger;
   const perEdge = o.maxConnections ?? streamCapacity();
@@ -137,76 +223,14 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
   try {
     // Only edges sharing one port hand each other the connections queued on a pausing listener.
     if (edges > 1 && !o.portPerEdge) log.info(ensureMigrateReq());
-    // A restarted edge must get its port back: resolve 0 to free ports now.
-    const probeHost = o.host === '0.0.0.0' ? '127.0.0.1' : o.host;
-    const port = o.port || (o.portPerEdge ? 0 : await freePort(probeHost));
-    let edgePorts = Array<number>(edges).fill(port);
-    if (o.portPerEdge) edgePorts = port ? edgePorts.map((p, i) => p + i) : await freePorts(probeHost, edges);
-    // uWS listens with SO_REUSEPORT: an edge would share a port another server holds, each answering part of the requests.
-    for (const p of new Set(edgePorts)) await assertPortFree(o.host, p, "the edges' streams");
-    // The routers share the API port the same way.
-    if (o.router) await assertPortFree(o.apiHost, o.apiPort, 'the backend API');
-    // A restarted edge of a shared port joins its siblings there; it may not find it free.
-    const sharePort = edges > 1 && !o.portPerEdge;
-    let nats = o.nats;
-    // Each child's bus credentials file, and the CA for a TLS bus.
-    let busOf = (role: BusRole, edge?: string): ChildBus => ({
-      natsCreds: o.natsCreds && statSync(o.natsCreds).isDirectory() ? credsFile(o.natsCreds, role, edge) : o.natsCreds,
-      natsCa: o.natsCa,
-      busInsecure: o.busInsecure,
-    });
-    if (!nats) {
-      const dir = stateDir!;
-      const tls = o.natsTls ? makeTlsFiles(dir, [o.natsHost, '127.0.0.1', 'localhost'].filter((h) => h !== '0.0.0.0')) : undefined;
-      // --bus-insecure: a nats-server without users, as before the bus had any (to measure what they cost).
-      const insecure = o.busInsecure && !tls;
-      busOf = (role, edge) => (insecure ? { natsCreds: undefined, natsCa: undefined, busInsecure: true } : { natsCreds: credsFile(dir, role, edge), natsCa: tls?.ca, busInsecure: undefined });
-      const servers = await startNatsServers(supervisor, { ...o, dir, tls, insecure, edges: ids });
-      nats = servers.map((port) => `${tls ? 'tls' : 'nats'}://${o.natsHost}:${port}`).join(',');
-    }
-    // Each child tries the servers from its own first one on: a brain cluster's connections spread over its servers.
-    const natsFor = (child: number) => rotate(nats!.split(','), child).join(',');
-    /** Starts a child with its command line; its secrets go in the environment it inherits, not on a command line that `ps` shows. */
-    const spawnChild = (spec: Omit<ChildSpec, 'command' | 'args'>, command: 'router' | 'edge', child: ReturnType<typeof childArgv>) => {
-      Object.assign(process.env, child.env);
-      return supervisor.start({ ...spec, ...cliCommand([command, ...child.argv]) });
-    };
-    let apiPort: number | undefined;
-    if (o.router) {
-      const port = o.apiPort || (await freePort(o.apiHost));
-      apiPort = port;
-      await Promise.all(
-        Array.from({ length: o.routers }, (_, i) =>
-          spawnChild(
-            { name: `router-${i}`, role: 'router', nice: ROUTER_NICE, readyWhen: (line) => line.includes('c1m router listening') || line.includes('c1m router standing by') },
-            'router',
-            routerChild(o, { db: routerDb(o, i), apiPort: port, nats: natsFor(i), ...busOf('router') }),
-          ),
-        ),
-      );
-    }
-    const started = await Promise.all(
-      ids.map((id, i) =>
-        spawnChild(
-          { name: `edge-${i}`, role: 'edge', edge: id, nice: EDGE_NICE, readyWhen: (line) => line.includes('c1m edge listening') },
-          'edge',
-          edgeChild(o, {
-            id,
-            port: edgePorts[i],
-            agentPort: o.agentPort && o.agentPort + i,
-            presenceMs: o.presenceMs ?? busWindowMs(edges),
-            sharePort,
-            nats: natsFor(o.routers + i),
-            ...busOf('edge', id),
-          }),
-        ),
-      ),
-    );
+    const edgePorts = await edgePortsOf(o, edges);
+    const bus = await startBus(supervisor, o, stateDir, ids);
+    const { apiPort, started } = await startChildren(supervisor, o, ids, edgePorts, bus);
     log.child({}, { level: 'info' }).info(
       {
         port: edgePorts[0],
         apiPort,
-        nats,
+        nats: bus.nats,
         natsDir: stateDir,
         edges: started.map((e) => ({ id: e.id, pid: e.pid, ...(o.portPerEdge && { port: e.port }), agentPort: e.agentPort, capacity: e.capacity })),
         pids: supervisor.pids(),

@@ -25,7 +25,7 @@ import type { HolderCommand, HolderReply } from './holder.js';
 import { cpuOf, cpuSplitOf, rssOf, spawnServer } from '../loadgen/server-process.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DEFAULTS } from '../server/defaults.js';
-import { transportOption } from '../cli/options.js';
+import { tableOption } from '../cli/options.js';
 
 /** The topics idle streams listen to with --topics: as in the issue's million, each shared by many streams. */
 const HELD_TOPICS = 1000;
@@ -42,7 +42,7 @@ const opts = new Command('bench')
   // Off by default: the send tests count every byte the streams receive, and wait until they stop.
   .addOption(new Option('--heartbeat <s>', "the server's --heartbeat (with one, only the idle streams are measured)").default(0).argParser(Number))
   .addOption(new Option('--idle-seconds <n>', 'hold the idle streams this long and report what they cost: bytes/s and server CPU (0: skip)').default(0).argParser(Number))
-  .addOption(transportOption())
+  .addOption(tableOption('loadgen flood', 'transport'))
   .addOption(new Option('--topics <k>', `each idle stream also listens to k of ${HELD_TOPICS} topics (?topics=)`).default(0).argParser(Number))
   .option('--idle-only', 'measure the idle streams only (memory, accepts), no send test')
   .parse()

@@ -16,7 +16,7 @@ import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { integer } from '../cli/options.js';
+import { integer } from '../server/options.js';
 import { busWindowMs } from '../cluster/messages.js';
 import { freePort } from '../cluster/supervisor.js';
 import { openFileLimit } from '../server/limits.js';

@@ -24,7 +24,8 @@ import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { integer, transportOption } from '../cli/options.js';
+import { tableOption } from '../cli/options.js';
+import { integer } from '../server/options.js';
 import { freePort } from '../cluster/supervisor.js';
 import { spawnCluster, spawnServer, type ClusterProcess, type ServerProcess } from '../loadgen/server-process.js';
 import { DEFAULTS } from '../server/defaults.js';
@@ -47,7 +48,7 @@ const opts = new Command('bench-hub')
   .addOption(new Option('--history-seconds <s>', "c1m's --history-seconds (0: no history)").default(DEFAULTS.historySeconds).argParser(integer('history seconds', 0)))
   .addOption(new Option('--read-every <ms>', 'flood workers read every MS once all streams are open (0: woken by each chunk), as in bench:floor and c1m run').default(50).argParser(integer('read every', 0)))
   .addOption(new Option('--subject <list>', "what c1m's targets send to: user (a hub all streams follow), topic (one all streams listen to), or both in turn").default(['user']).argParser((t: string) => t.split(',')))
-  .addOption(transportOption())
+  .addOption(tableOption('loadgen flood', 'transport'))
   .parse()
   .opts<{ streams: number; sends: number; rounds: number; edges: number; targets: string[]; subject: string[]; historySeconds: number; readEvery: number; transport: Transport }>();
 

@@ -7,23 +7,8 @@ import { Command, Option } from 'commander';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
-import { CLUSTER_DEFAULTS } from '../cluster/defaults.js';
-import { BUS_WAKEUPS_PER_SECOND, EDGE_ID, MIN_WINDOW_MS } from '../cluster/messages.js';
-import { apiOptions, historyOptions, integer, logLevelOption, maxBacklogOption, maxUserIdOption, partitionsOption, replicasOption, streamOptions } from './options.js';
-
-const natsOption = () => new Option('--nats <url>', 'NATS server URL(s), comma-separated; tls://host:port for TLS').env('C1M_NATS').default(CLUSTER_DEFAULTS.nats);
-
-/** How a process proves itself to the bus and checks the bus: every command that connects to NATS. */
-export function busOptions(
-  command: Command,
-  credsHelp = "this process's bus credentials (a file of mode 0600 holding an NKey seed; c1m nats-config writes them)",
-  insecureHelp = 'allow a NATS server on a non-loopback address without --nats-creds',
-): Command {
-  return command
-    .addOption(new Option('--nats-creds <file>', credsHelp).env('C1M_NATS_CREDS'))
-    .addOption(new Option('--nats-ca <file>', "PEM certificate authorities the NATS server's TLS certificate must chain to (default: the system's)").env('C1M_NATS_CA'))
-    .option('--bus-insecure', insecureHelp);
-}
+import { edgeId, type OptionsOf } from '../server/options.js';
+import { addOptions } from './options.js';
 
 /** What NatsBus.connect wants from those options, once the unsafe default is refused. */
 export async function busSettings(opts: { nats: string; natsCreds?: string; natsCa?: string; busInsecure?: boolean }) {
@@ -32,11 +17,6 @@ export async function busSettings(opts: { nats: string; natsCreds?: string; nats
   return { creds: opts.natsCreds, ca: opts.natsCa };
 }
 
-/** Edge ids are NATS subject tokens. */
-const edgeId = (text: string): string => {
-  if (!EDGE_ID.test(text)) throw new Error(`edge id '${text}': use 1-64 letters, digits, '-' or '_'`);
-  return text;
-};
 /** A JetStream server's name: a file name here (DIR/<name>.conf) and the server's name in its cluster. */
 const serverName = (text: string): string => {
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(text)) throw new Error(`server name '${text}': use 1-64 letters, digits, '-' or '_'`);
@@ -57,23 +37,6 @@ function exitWithSupervisor(stop: () => unknown): void {
   process.stdin.on('end', stop).on('error', stop).resume();
 }
 
-/** What an edge takes beyond the stream options, shared by `c1m edge` and `c1m cluster` (which passes them on). */
-function edgeOptions(command: Command): Command {
-  return streamOptions(command)
-    .addOption(new Option('--drain-rate <n>', 'streams closed per second while draining').default(CLUSTER_DEFAULTS.drainRate).argParser(integer('drain rate', 1)))
-    .addOption(new Option('--presence-ms <ms>', `stream logins and logouts go to the routers in batches at most this often (default: ${MIN_WINDOW_MS} ms; c1m cluster: edges × ${1000 / BUS_WAKEUPS_PER_SECOND} ms when longer)`).argParser(integer('presence ms', 0)))
-    .addOption(logLevelOption());
-}
-
-/** What a router takes beyond the API options, shared by `c1m router` and `c1m cluster`. */
-function routerOptions(command: Command): Command {
-  return historyOptions(apiOptions(command))
-    .addOption(new Option('--batch-ms <ms>', `deliver batches leave at most once per window, at once after a quiet spell (0: every event-loop turn; default: ${MIN_WINDOW_MS} ms, or edges × ${1000 / BUS_WAKEUPS_PER_SECOND} ms when longer)`).argParser(integer('batch ms', 0)))
-    .addOption(new Option('--edge-timeout <ms>', 'drop an edge not heard from for this long').default(CLUSTER_DEFAULTS.edgeTimeoutMs).argParser(integer('edge timeout', 500)))
-    .addOption(partitionsOption())
-    .addOption(replicasOption());
-}
-
 interface NatsConfigFlags {
   dir: string;
   edges: string[];
@@ -89,12 +52,8 @@ interface NatsConfigFlags {
 }
 
 export function clusterCommands(): Command[] {
-  const edge = busOptions(edgeOptions(new Command('edge').description('run one edge: public comet streams, fed by the routers over NATS (no store, no API)')))
-    .addOption(natsOption())
-    .addOption(new Option('--id <id>', 'edge id, unique in the cluster and stable across restarts (default: <hostname>-<pid>)').argParser(edgeId))
-    .addOption(new Option('--agent-port <n>', "serve HAProxy's agent check (free capacity as a weight) on this port").argParser(integer('agent port', 0)))
-    .option('--share-port', 'join sibling edges already listening on --port (SO_REUSEPORT; c1m cluster passes it) instead of refusing a port in use')
-    .action(async (opts) => {
+  const edge = addOptions(new Command('edge').description('run one edge: public comet streams, fed by the routers over NATS (no store, no API)'), 'edge')
+    .action(async (opts: OptionsOf<'edge'>) => {
       const id: string = opts.id ?? `${defaultPrefix()}${process.pid}`;
       const log = logger(opts.logLevel, { role: 'edge', edge: id });
       const [{ startEdge }, { NatsBus }, { edgeInbox }, { checkStreamSecret }] = await Promise.all([
@@ -111,7 +70,7 @@ export function clusterCommands(): Command[] {
         malformed: (subject, err) => log.warn({ subject, err: err.message }, 'malformed bus message'),
         warning: (message) => log.warn(message),
       });
-      const node = await startEdge({ ...opts, bus, id, exclusivePort: !opts.sharePort, heartbeatSeconds: opts.heartbeat, logger: log });
+      const node = await startEdge({ ...opts, bus, id, exclusivePort: !opts.sharePort, logger: log });
       // SIGTERM drains (clients reconnect to the other edges), SIGINT closes every stream at once.
       const stop = (now: boolean) => () => node.stop(now).then(() => process.exit(0));
       process.once('SIGTERM', stop(false));
@@ -119,16 +78,11 @@ export function clusterCommands(): Command[] {
       exitWithSupervisor(stop(true));
     });
 
-  const router = busOptions(routerOptions(new Command('router').description('run one router: backend API and subscription store, routing to the edges over NATS')))
-    .addOption(natsOption())
-    .addOption(maxUserIdOption())
-    .addOption(maxBacklogOption("the edges' --max-backlog: --max-message may not exceed it"))
-    .addOption(new Option('--stats-interval <seconds>', 'log the stats every so often (0: never)').default(60).argParser(integer('stats interval', 0)))
-    .addOption(logLevelOption())
-    .action(async (opts) => {
+  const router = addOptions(new Command('router').description('run one router: backend API and subscription store, routing to the edges over NATS'), 'router')
+    .action(async (opts: OptionsOf<'router'>) => {
       const log = logger(opts.logLevel, { role: 'router' });
       const { startRouterProcess } = await import('../cluster/router-process.js');
-      const node = await startRouterProcess({ ...opts, ...(await busSettings(opts)), cacheMiB: opts.cacheMib, edgeTimeoutMs: opts.edgeTimeout, logger: log });
+      const node = await startRouterProcess({ ...opts, ...(await busSettings(opts)), logger: log });
       if (opts.statsInterval > 0) setInterval(() => log.info(node.stats(), 'stats'), opts.statsInterval * 1000).unref();
       let closing: Promise<void> | undefined;
       const stop = () => (closing ??= node.close().then(() => process.exit(0)));
@@ -137,30 +91,8 @@ export function clusterCommands(): Command[] {
       exitWithSupervisor(stop);
     });
 
-  const cluster = busOptions(
-    routerOptions(edgeOptions(new Command('cluster').description('run nats-server, a router and N edges on this host, supervised'))),
-    'with --nats: the credentials file its children use, or a directory written by c1m nats-config (edge <id> reads edge-<id>.creds, routers router.creds)',
-    'with --nats: allow a non-loopback NATS server without --nats-creds; without: start nats-server with no users (anyone who reaches it may do anything)',
-  )
-    .addOption(new Option('--edges <n>', 'edge processes (default: enough for --connections, else one per core)').argParser(integer('edges', 1)))
-    .addOption(new Option('--connections <n>', 'streams the cluster should hold; sizes --edges from the open-file limit').argParser(integer('connections', 1)))
-    .addOption(new Option('--routers <n>', 'router processes (they share the API port and split the sends; with a history, the holder of each partition\'s lease takes its sends, see --partitions, and the others stand by)').default(1).argParser(integer('routers', 0)))
-    .option('--no-router', 'edges only (their routers run on another host)')
-    .addOption(new Option('--nats <url>', 'use this NATS server instead of starting one').env('C1M_NATS'))
-    .addOption(new Option('--nats-host <addr>', 'address of the nats-server this command starts').default('127.0.0.1'))
-    .addOption(new Option('--nats-port <n>', 'port of the nats-server this command starts').default(4222).argParser(integer('nats port', 0)))
-    .option('--nats-tls', 'the nats-server this command starts speaks TLS only, with a certificate authority it makes (openssl) in --state-dir')
-    .addOption(
-      new Option('--state-dir <dir>', "where the started nats-server's configuration and every role's credentials are written, mode 0600 (default: a new temporary directory, removed at exit)"),
-    )
-    .addOption(new Option('--agent-port <base>', "edge i serves HAProxy's agent check on base+i").argParser(integer('agent port', 1)))
-    .addOption(new Option('--edge-id-prefix <prefix>', 'edge i is <prefix><i> (default: <hostname>-)').argParser(edgeId))
-    .option(
-      '--port-per-edge',
-      'edge i listens on --port + i instead of all sharing --port (SO_REUSEPORT), so a balancer (HAProxy) can address, weigh and drain each edge; ' +
-        '--port 0: a free port each, kept across restarts. An edge host: --no-router --nats <url> --port-per-edge --agent-port <base>',
-    )
-    .action(async (opts, command: Command) => {
+  const cluster = addOptions(new Command('cluster').description('run nats-server, a router and N edges on this host, supervised'), 'cluster')
+    .action(async (opts: OptionsOf<'cluster'>, command: Command) => {
       const log = logger(opts.logLevel, { role: 'cluster' });
       const { runCluster, ClusterOptionError } = await import('../cluster/run.js');
       try {
@@ -176,12 +108,10 @@ export function clusterCommands(): Command[] {
     ['drain', 'stop an edge taking streams and close its streams at --rate per second, so clients reconnect elsewhere'],
     ['undrain', 'let a drained edge take streams again'],
   ] as const) {
-    busOptions(admin.command(verb))
+    addOptions(admin.command(verb), `admin ${verb}`)
       .description(help)
       .argument('<edge>', 'edge id (see the router /stats)', edgeId)
-      .addOption(natsOption())
-      .addOption(new Option('--rate <n>', 'streams closed per second (drain)').argParser(integer('rate', 1)))
-      .action(async (id: string, opts: { nats: string; rate?: number; natsCreds?: string; natsCa?: string; busInsecure?: boolean }, command: Command) => {
+      .action(async (id: string, opts: OptionsOf<'admin drain'>, command: Command) => {
         const [{ NatsBus }, { SUBJECTS }] = await Promise.all([import('../cluster/nats-bus.js'), import('../cluster/messages.js')]);
         const bus = await busSettings(opts)
           .then((settings) => NatsBus.connect(opts.nats, { name: 'c1m-admin', persistent: false, ...settings }))

@@ -1,7 +1,8 @@
 import { Command, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
-import { busOptions, busSettings } from './cluster.js';
-import { dbOption, integer } from './options.js';
+import { integer } from '../server/options.js';
+import { busSettings } from './cluster.js';
+import { tableOption } from './options.js';
 import { createWriteStream } from 'node:fs';
 import { finished } from 'node:stream/promises';
 import type { Writable } from 'node:stream';
@@ -20,6 +21,10 @@ function formatCount(value: number): string {
 function formatBytes(bytes: number): string {
   return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 }
+
+/** The bus options of a friends command that writes a replicated store, as a router does. */
+const busOptions = (command: Command, name: 'friends load' | 'friends snapshot'): Command =>
+  command.addOption(tableOption(name, 'natsCreds')).addOption(tableOption(name, 'natsCa')).addOption(tableOption(name, 'busInsecure'));
 
 export function friendsCommand(): Command {
   const friends = new Command('friends').description('the friends graph: generate a Barabási–Albert graph, bulk-load an edge list, inspect the store');
@@ -58,12 +63,12 @@ export function friendsCommand(): Command {
     .command('load')
     .description("bulk-load an edge list into the subscription store, all or nothing; with --nats, into a replicated cluster's store (its stream)")
     .argument('<file>', "edge list file, or '-' for stdin")
-    .addOption(dbOption())
+    .addOption(tableOption('friends load', 'db'))
     .addOption(new Option('--mutual', 'friends are mutual: `A B` subscribes A to B and B to A (default)').conflicts('oneWay'))
     .addOption(new Option('--one-way', '`A B` means A subscribes to B'))
     .addOption(new Option('--nats <url>', "publish to the store's stream on these NATS servers (comma-separated) instead of writing --db; every router applies it"))
     .addOption(new Option('--replicas <n>', "with --nats: the stream's replicas, if this load creates it (no router has yet)").argParser(integer('replicas', 1)));
-  busOptions(load, "with --nats: a router's bus credentials file (only routers may write the store's stream)").action(
+  busOptions(load, 'friends load').action(
     async (file: string, opts: { db: string; mutual?: boolean; oneWay?: boolean; nats?: string; natsCreds?: string; natsCa?: string; busInsecure?: boolean; replicas?: number }, command: Command) => {
       const direction: Direction = opts.oneWay ? 'one-way' : 'mutual';
       if (opts.nats) return loadReplicated(file, { ...opts, nats: opts.nats }, direction, command);
@@ -114,10 +119,10 @@ export function friendsCommand(): Command {
   const snapshot = friends
     .command('snapshot')
     .description("write a snapshot of a replicated cluster's store: a copy of a router's view (--db, on this host) at the sequence it applied, into the stream C1M_STORE_SNAPSHOT")
-    .addOption(dbOption())
+    .addOption(tableOption('friends snapshot', 'db'))
     .requiredOption('--nats <url>', 'NATS servers of the cluster (comma-separated)')
     .option('--purge', "then purge the store's stream up to that sequence: a view on an empty data dir loads the snapshot and applies only what came after; only once every router's view has applied it (/stats store.applied)");
-  busOptions(snapshot, "a router's bus credentials file").action(
+  busOptions(snapshot, 'friends snapshot').action(
     async (opts: { db: string; nats: string; natsCreds?: string; natsCa?: string; busInsecure?: boolean; purge?: boolean }, command: Command) => {
       const [{ connectJetStream }, { copyView, publishSnapshot }, { ROUTER_INBOX }] = await Promise.all([
         import('../cluster/jetstream.js'),
@@ -146,7 +151,7 @@ export function friendsCommand(): Command {
   friends
     .command('stats')
     .description('users, subscriptions, degree distribution, top hubs, size on disk; optionally a log-log degree chart (SVG)')
-    .addOption(dbOption())
+    .addOption(tableOption('friends stats', 'db'))
     .option('--chart <file>', 'write the log-log degree distribution chart as SVG')
     .action(async (opts: { db: string; chart?: string }, command: Command) => {
       const [{ graphStats, writeDegreeChart }, { openStore }] = await Promise.all([import('../subsmanager/stats.js'), import('../subsmanager/store.js')]);

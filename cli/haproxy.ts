@@ -2,7 +2,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { writeFileSync } from 'node:fs';
 import { haproxyConfig, type EdgeServer, type Endpoint } from '../cluster/haproxy.js';
 import { DEFAULTS } from '../server/defaults.js';
-import { integer } from './options.js';
+import { integer } from '../server/options.js';
 
 /** "host:port" → Endpoint. */
 const endpoint =

@@ -2,8 +2,9 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { MultiBar } from 'cli-progress';
 import { readFileSync } from 'node:fs';
 import { DEFAULTS } from '../server/defaults.js';
-import { integer, topicShareOption, topicsOption, transportOption } from './options.js';
-import { parseConfig, parseIdRange, parseSources, rowsFromRanges, runFlood, type FloodTotals, type SourceRow } from '../loadgen/flood.js';
+import { integer, parseIdRange } from '../server/options.js';
+import { tableOption } from './options.js';
+import { parseConfig, parseSources, rowsFromRanges, runFlood, type FloodTotals, type SourceRow } from '../loadgen/flood.js';
 import type { MsggenReport } from '../loadgen/msggen.js';
 
 /** A commander parser from a parse function that throws. */
@@ -77,8 +78,8 @@ export function loadgenCommand(): Command {
     .addOption(new Option('--max-seconds <s>', 'hard stop (default: 3 x the planned ramp + duration + 60)').argParser(integer('max seconds', 1)))
     .addOption(new Option('--interval <s>', 'seconds between monitor lines').default(10).argParser(integer('interval', 1)))
     .addOption(new Option('--per-worker <n>', 'connections per worker process at most (default and ceiling: the open-file limit)').argParser(integer('per worker', 1)))
-    .addOption(transportOption())
-    .addOption(topicsOption())
+    .addOption(tableOption('loadgen flood', 'transport'))
+    .addOption(tableOption('loadgen flood', 'topics'))
     .option('--reconnect', 'open a stream again when it ends, after a full-jitter backoff (0.5 s doubling to 20 s, like the browser client)')
     .addOption(new Option('--read-every <ms>', 'once all are open, read every MS instead of waking per chunk (cheaper on a box shared with the server; deliveries are still timed at arrival)').default(0).argParser(integer('read every', 0)))
     .action(async (opts, command: Command) => {
@@ -133,8 +134,8 @@ export function loadgenCommand(): Command {
     .addOption(new Option('--duration <s>', 'seconds of sending').default(60).argParser(integer('duration', 1)))
     .addOption(new Option('--connections <n>', 'keep-alive connections to the API').default(16).argParser(integer('connections', 1)))
     .addOption(new Option('--size <bytes>', 'pad each message to at least this size').default(0).argParser(integer('size', 0)))
-    .addOption(topicsOption())
-    .addOption(topicShareOption())
+    .addOption(tableOption('loadgen msggen', 'topics'))
+    .addOption(tableOption('loadgen msggen', 'topicShare'))
     .addOption(new Option('--interval <s>', 'seconds between monitor lines').default(10).argParser(integer('interval', 1)))
     .action(async (opts, command: Command) => {
       const view = monitor('msggen [{bar}] {value}/{total} s | {rate} sends/s | delivered {delivered} | errors {errors}', opts.interval);

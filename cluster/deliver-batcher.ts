@@ -10,7 +10,8 @@ import type { Subject } from '../subsmanager/subjects.js';
 import type { Bus } from './bus.js';
 import { CHUNK_OVERHEAD_BYTES, packChunks, userBytes } from './deliver-batch.js';
 import { Batch, type ChunkQueue, type EdgeLink } from './edge-link.js';
-import { busWindowMs, MIN_WINDOW_MS, SUBJECTS, type BusMessage } from './messages.js';
+import { MIN_WINDOW_MS } from '../server/defaults.js';
+import { busWindowMs, SUBJECTS, type BusMessage } from './messages.js';
 
 /** Bytes of a deliver batch that its estimate does not count (the envelope), generously. */
 export const BATCH_OVERHEAD = 1024;

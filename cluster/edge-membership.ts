@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { LatencyHistogram, type LatencyBuckets } from '../router/latency.js';
 import type { Registry } from '../router/registry.js';
 import type { Bus } from './bus.js';
-import { CLUSTER_DEFAULTS } from './defaults.js';
+import { DEFAULTS } from '../server/defaults.js';
 import type { DeliverBatcher } from './deliver-batcher.js';
 import { EdgeLink } from './edge-link.js';
 import { edgeOfPresence, SUBJECTS, type BusMessage, type EdgeStats } from './messages.js';
@@ -183,7 +183,7 @@ export class EdgeMembership {
     const now = Date.now();
     let live = 0;
     for (const link of this.edges.values()) {
-      if (!link.down && now - link.lastSeen > (this.options.edgeTimeoutMs ?? CLUSTER_DEFAULTS.edgeTimeoutMs)) this.forget(link, 'no status');
+      if (!link.down && now - link.lastSeen > (this.options.edgeTimeoutMs ?? DEFAULTS.edgeTimeoutMs)) this.forget(link, 'no status');
       else if (link.down && now - link.lastSeen > FORGET_DOWN_MS) this.edges.delete(link.id);
       if (!link.down) live++;
     }

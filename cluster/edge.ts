@@ -7,56 +7,41 @@
  * others.
  */
 import type { Logger } from 'pino';
-import { LatencyHistogram } from '../router/latency.js';
 import { Registry } from '../router/registry.js';
 import { checkStreamSecret } from '../server/auth.js';
-import { cometRoutes } from '../server/comet.js';
-import { DEFAULTS } from '../server/defaults.js';
+import { DEFAULTS, MIN_WINDOW_MS } from '../server/defaults.js';
 import { pausesAt, streamCapacity } from '../server/limits.js';
 import { assertPortFree, PublicListener } from '../server/listener.js';
-import { StreamHub, transportStats } from '../server/stream.js';
+import type { OptionsOf } from '../server/options.js';
+import { publicStreams } from '../server/serving.js';
+import { transportStats } from '../server/stream.js';
 import { loadNativeUws } from '../server/uws.js';
 import { agentReply, agentServer } from './agent.js';
 import type { Bus } from './bus.js';
 import { CLUSTER_DEFAULTS } from './defaults.js';
 import { Deliveries } from './deliveries.js';
-import { MIN_WINDOW_MS, SUBJECTS, type BusMessage, type EdgeState, type EdgeStats } from './messages.js';
+import { SUBJECTS, type BusMessage, type EdgeState, type EdgeStats } from './messages.js';
 import { PresenceReporter } from './presence.js';
 import { busReplayer } from './replayer.js';
 
-export interface EdgeOptions {
+/**
+ * startEdge()'s options: those of `c1m edge` under their resolved names (server/options.ts), every one optional, but
+ * for the few its command line resolves first (the bus, the id), and what only a caller gives.
+ */
+export type EdgeOptions = Partial<Omit<OptionsOf<'edge'>, 'id' | 'nats' | 'natsCreds' | 'natsCa' | 'busInsecure' | 'sharePort' | 'logLevel'>> & {
   /** Its connection to the routers (NatsBus in a cluster). */
   bus: Bus;
   /** Unique in the cluster and stable across restarts (a subject token: letters, digits, - and _). */
   id: string;
-  host?: string;
-  port: number;
   /**
    * Refuse a port another process listens on (default true): uWS listens with SO_REUSEPORT, so
    * the edge would otherwise share it silently. False only to join sibling edges already on it.
    */
   exclusivePort?: boolean;
-  maxConnections?: number;
-  maxUserId?: number;
-  maxBacklog?: number;
-  maxStreamsPerUser?: number;
-  /** Seconds between heartbeats on every stream (0: none); see StreamHub and wsBehavior. */
-  heartbeatSeconds?: number;
-  contentType?: 'text' | 'html';
-  /** When set, every stream (/test, /sse, /ws) needs a token signed with it (c1m token). */
-  streamSecret?: string;
-  /** Other sites whose pages may use the streams (see C1mOptions.allowOrigin). */
-  allowOrigin?: string[];
-  /** Serve HAProxy's agent check on this TCP port (same host). */
-  agentPort?: number;
-  /** Streams closed per second while draining. */
-  drainRate?: number;
-  /** Presence changes are batched for this long before they go to the routers (ms). Default MIN_WINDOW_MS; `c1m cluster` passes busWindowMs(its edges). */
-  presenceMs?: number;
   /** How often the edge tells the routers it is alive (ms). */
   statusMs?: number;
   logger: Logger;
-}
+};
 
 export interface Edge {
   readonly id: string;
@@ -75,7 +60,8 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
   const uws = loadNativeUws();
   const { bus, logger: log } = options;
   const host = options.host ?? DEFAULTS.host;
-  if (options.exclusivePort ?? true) await assertPortFree(host, options.port, `edge ${options.id}'s streams`);
+  const port = options.port ?? DEFAULTS.port;
+  if (options.exclusivePort ?? true) await assertPortFree(host, port, `edge ${options.id}'s streams`);
   const capacity = options.maxConnections ?? streamCapacity();
   const pauseAt = pausesAt(capacity);
   const resumeAt = Math.max(0, capacity - 3 * (capacity - pauseAt));
@@ -86,7 +72,6 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     listener?.want(state === 'up');
   };
 
-  const latency = new LatencyHistogram();
   const stats = (): EdgeStats => ({
     pid: process.pid,
     state,
@@ -99,7 +84,6 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     transports: transportStats(hub),
     rss: process.memoryUsage.rss(),
   });
-  const presence = new PresenceReporter(bus, options.id, `${process.pid}-${Date.now().toString(36)}`, stats, latency, options.presenceMs ?? MIN_WINDOW_MS);
   const registry = new Registry(options.maxStreamsPerUser ?? DEFAULTS.maxStreamsPerUser, {
     login(subject) {
       presence.login(subject);
@@ -110,8 +94,8 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
       if (state === 'full' && registry.connections <= resumeAt) setState('up');
     },
   });
-  const hub = new StreamHub(registry, options.maxBacklog ?? DEFAULTS.maxBacklog, options.heartbeatSeconds ?? DEFAULTS.heartbeatSeconds);
-  hub.onWritten = latency.observe;
+  const { hub, latency, app } = publicStreams(uws, registry, capacity, options);
+  const presence = new PresenceReporter(bus, options.id, `${process.pid}-${Date.now().toString(36)}`, stats, latency, options.presenceMs ?? MIN_WINDOW_MS);
   // The history is a router's: a resuming stream's replay comes over the bus (see server/resume.ts), asked for once
   // this edge's pending logins are out, so that the router has the stream's before it reads the replay.
   let loginsOut: Promise<void> | undefined;
@@ -125,17 +109,10 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
       }),
     ));
   hub.replay = busReplayer(bus, hub, sendLogins);
-  const app = cometRoutes(uws.App(), hub, {
-    maxUserId: options.maxUserId ?? DEFAULTS.maxUserId,
-    maxStreams: capacity,
-    contentType: options.contentType,
-    streamSecret: options.streamSecret,
-    allowOrigin: options.allowOrigin,
-  });
 
   const deliveries = new Deliveries(registry, hub, log);
 
-  let drainRate = options.drainRate ?? CLUSTER_DEFAULTS.drainRate;
+  let drainRate = options.drainRate ?? DEFAULTS.drainRate;
   let drainTimer: NodeJS.Timeout | undefined;
   const drain = (rate = drainRate): void => {
     drainRate = rate;
@@ -179,7 +156,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
   bus.subscribe(SUBJECTS.sync, onEdgeMessage);
   bus.subscribe(SUBJECTS.admin(options.id), onAdminMessage);
 
-  listener = new PublicListener(uws, app, host, options.port, `edge ${options.id}'s streams`, log, () => registry.connections);
+  listener = new PublicListener(uws, app, host, port, `edge ${options.id}'s streams`, log, () => registry.connections);
   const agent = options.agentPort === undefined ? undefined : await agentServer(host, options.agentPort, () => agentReply(state, registry.connections, capacity, pauseAt));
   const statusTimer = setInterval(() => presence.status(), options.statusMs ?? CLUSTER_DEFAULTS.statusMs);
   presence.status();

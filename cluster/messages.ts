@@ -20,6 +20,8 @@
  */
 import { Packr } from 'msgpackr';
 import { LATENCY_BUCKETS_MS, type LatencyBuckets } from '../router/latency.js';
+import { BUS_WAKEUPS_PER_SECOND, MIN_WINDOW_MS } from '../server/defaults.js';
+import { EDGE_ID } from '../server/options.js';
 import { TRANSPORTS, type TransportStats } from '../server/stream.js';
 import { toSubject, type Subject } from '../subsmanager/subjects.js';
 import { whyNotChunks } from './deliver-batch.js';
@@ -114,24 +116,10 @@ export const SUBJECTS = {
   admin: (id: string) => `c1m.admin.${id}`,
 } as const;
 
-/** The shortest batch window of the bus's frequent messages (deliver batches, presence), ms. */
-export const MIN_WINDOW_MS = 5;
-/**
- * Under load, the frequent messages of N processes (a router's deliver batches
- * to N edges; N edges' presence to a router) wake their receivers at most this
- * often per second in all: every message costs its receiver a wake-up whatever
- * it carries, so many processes share a budget of them (docs/cluster.md
- * says why; docs/benchmarks/2026-11-23-cluster-tuning.md has the figures).
- */
-export const BUS_WAKEUPS_PER_SECOND = 2500;
-
 /** The batch window for messages to or from `processes` processes, in whole ms (it goes on edge command lines): MIN_WINDOW_MS, longer when there are many. */
 export function busWindowMs(processes: number): number {
   return Math.max(MIN_WINDOW_MS, Math.ceil((processes * 1000) / BUS_WAKEUPS_PER_SECOND));
 }
-
-/** Edge ids become NATS subject tokens: keep them to safe characters. */
-export const EDGE_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
 /** The edge a presence subject belongs to, or undefined for a subject that is not one. */
 export function edgeOfPresence(subject: string): string | undefined {

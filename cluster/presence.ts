@@ -6,9 +6,10 @@
  */
 import type { LatencyBuckets } from '../router/latency.js';
 import type { PresenceObserver } from '../router/registry.js';
+import { MIN_WINDOW_MS } from '../server/defaults.js';
 import type { Subject } from '../subsmanager/subjects.js';
 import type { Bus } from './bus.js';
-import { MIN_WINDOW_MS, SUBJECTS, type EdgeStats } from './messages.js';
+import { SUBJECTS, type EdgeStats } from './messages.js';
 
 /** Bytes of a snapshot part that are not user ids (the envelope and the stats), generously. */
 const SNAPSHOT_OVERHEAD = 4096;

@@ -13,17 +13,19 @@
  */
 import type { Logger } from 'pino';
 import { checkIdempotencyKey, checkSend } from '../router/router.js';
-import { apiRoutes, checkApiSettings, type Sent } from '../server/api.js';
+import { checkApiSettings, type Sent } from '../server/api.js';
 import { HttpError } from '../server/http.js';
-import { DEFAULTS, SERVER_BUSY_TIMEOUT_MS } from '../server/defaults.js';
+import { DEFAULTS } from '../server/defaults.js';
 import { listen } from '../server/listener.js';
 import { metricsRegistry } from '../server/metrics.js';
 import type { SharedStats } from '../server/server.js';
+import type { OptionsOf } from '../server/options.js';
+import { backendApi, exitOnLostLease, servingStoreOptions } from '../server/serving.js';
 import { sumTransportStats } from '../server/stream.js';
 import { loadNativeUws } from '../server/uws.js';
 import { checkPartitions, partitionOf } from '../subsmanager/partitions.js';
 import { LEASE } from '../subsmanager/sequencer.js';
-import { openStore, type StoreOptions } from '../subsmanager/store.js';
+import { openStore } from '../subsmanager/store.js';
 import { connectJetStream } from './jetstream.js';
 import { openReplicatedStore, type StoreLogStats } from './store-log.js';
 import type { Subject } from '../subsmanager/subjects.js';
@@ -39,36 +41,17 @@ import { Brain, ReplicatedHistory } from './replicated-history.js';
 /** How long a send passed to its partition's leader waits for the answer (a hand-over takes up to the lease's 2 s). */
 const FORWARD_TIMEOUT_MS = 5000;
 
-export interface RouterProcessOptions extends Pick<StoreOptions, 'cacheMiB' | 'mmapMiB' | 'warmCache'> {
-  nats: string;
-  /** The router's bus credentials file and the CA file for a TLS bus (see NatsBusOptions). */
-  creds?: string;
-  ca?: string;
-  db: string;
-  apiHost?: string;
-  apiPort?: number;
-  maxUserId?: number;
-  maxBody?: number;
-  maxMessage?: number;
-  /** The edges' --max-backlog: a message may not be larger. */
-  maxBacklog?: number;
-  token?: string;
-  apiInsecure?: boolean;
-  batchMs?: number;
-  /** Seconds every message is kept for streams that resume (0: none); routers on one store take turns numbering (the history's lease). */
-  historySeconds?: number;
-  historyPerSubject?: number;
-  /** The cluster's partitions of the subjects (default 1): the same for every router of a cluster. */
-  partitions?: number;
-  /**
-   * The history and the leases on JetStream (cluster/replicated-history.ts), each partition's stream replicated this
-   * many times over the bus's clustered nats-servers; the store's history files become this router's views of them.
-   * Absent: the histories and leases are SQLite files on this host.
-   */
-  replicas?: number;
-  edgeTimeoutMs?: number;
-  logger: Logger;
-}
+/**
+ * startRouterProcess()'s options: those of `c1m router` under their resolved names (server/options.ts), every one
+ * optional but the bus and the store, with the bus's credentials as NatsBus takes them.
+ */
+export type RouterProcessOptions = Partial<Omit<OptionsOf<'router'>, 'nats' | 'db' | 'natsCreds' | 'natsCa' | 'busInsecure' | 'statsInterval' | 'logLevel'>> &
+  Pick<OptionsOf<'router'>, 'nats' | 'db'> & {
+    /** The router's bus credentials file and the CA file for a TLS bus (see NatsBusOptions). */
+    creds?: string;
+    ca?: string;
+    logger: Logger;
+  };
 
 export async function startRouterProcess(options: RouterProcessOptions) {
   const apiHost = options.apiHost ?? DEFAULTS.apiHost;
@@ -82,7 +65,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
   if (partitions > 1 && historySeconds === 0) throw new Error('--partitions share the numbering of sends among routers: they need a history (--history-seconds above 0)');
   const replicas = options.replicas;
   if (replicas !== undefined && (!Number.isSafeInteger(replicas) || replicas < 1)) throw new Error(`--replicas ${replicas}: a whole number of at least 1`);
-  const storeOptions = { cacheMiB: options.cacheMiB, mmapMiB: options.mmapMiB, warmCache: options.warmCache, busyTimeoutMs: SERVER_BUSY_TIMEOUT_MS };
+  const storeOptions = servingStoreOptions(options);
   // Replicated: this router's store is its own view of the store's stream, caught up before anything else starts.
   const jetStream = options.replicas ? await connectJetStream(options.nats, { name: `c1m-router-${process.pid}-js`, creds: options.creds, ca: options.ca, inboxPrefix: ROUTER_INBOX }) : undefined;
   const store = jetStream
@@ -167,10 +150,6 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       edges,
     };
   };
-  const metrics = metricsRegistry(() => {
-    const s = stats();
-    return { ...s, streams: s.connections, latency: directory.latency() };
-  });
   let closing = false;
   const send = (subject: Subject, message: Uint8Array, key?: string): Sent | Promise<Sent> => {
     // Not taken once stopping: its delivery could not leave any more.
@@ -208,13 +187,11 @@ export async function startRouterProcess(options: RouterProcessOptions) {
     if (reply.error !== undefined) throw new HttpError(503, reply.error);
     return { delivered: reply.delivered, id: reply.id, ...(reply.duplicate && { duplicate: true }) };
   };
-  const api = apiRoutes(uws.App(), send, store, stats, {
-    maxUserId,
-    maxBody: options.maxBody ?? DEFAULTS.maxBody,
-    maxMessage,
-    token: options.token,
-    metrics,
-  });
+  const metrics = () => {
+    const s = stats();
+    return { ...s, streams: s.connections, latency: directory.latency() };
+  };
+  const api = backendApi(uws, send, store, stats, metrics, options);
   // Sends are taken once the directory knows who is connected: before, they would reach nobody, acknowledged.
   directory.syncAll();
   await directory.learned(CLUSTER_DEFAULTS.statusMs + 500, 5000);
@@ -240,12 +217,10 @@ export async function startRouterProcess(options: RouterProcessOptions) {
         };
       });
       leaders.forEach((history, partition) => {
-        history.onLeaseLost = (why?: string) => {
-          // Crash-only: what this router holds in memory could now reach edges after the new holder's messages.
-          if (history instanceof ReplicatedHistory) log.fatal({ partition, why }, "the partition's stream refused this router, or its lease was taken: exiting");
-          else log.fatal({ partition, holder: history.lease.current() }, "another router took the history's lease: exiting");
-          process.exit(1);
-        };
+        history.onLeaseLost = (why?: string) =>
+          history instanceof ReplicatedHistory
+            ? exitOnLostLease(log, { partition, why }, "the partition's stream refused this router, or its lease was taken: exiting")
+            : exitOnLostLease(log, { partition, holder: history.lease.current() }, "another router took the history's lease: exiting");
       });
       // One router at a time numbers and delivers each partition (subsmanager/sequencer.ts); the others keep their directories and wait.
       let claimedAt = -Infinity;

@@ -6,63 +6,13 @@ import type { Logger } from 'pino';
 import { checkStreamSecret } from '../server/auth.js';
 import { pausesAt, streamCapacity } from '../server/limits.js';
 import { assertPortFree } from '../server/listener.js';
+import { childArgv, type OptionsOf } from '../server/options.js';
 import { busWindowMs } from './messages.js';
 import { checkBusSecurity, credsFile, makeTlsFiles, writeNatsConfig, type BusRole } from './nats-auth.js';
-import { cliCommand, ensureMigrateReq, freePort, freePorts, Supervisor } from './supervisor.js';
+import { cliCommand, ensureMigrateReq, freePort, freePorts, Supervisor, type ChildSpec } from './supervisor.js';
 
-export interface ClusterOptions {
-  edges?: number;
-  connections?: number;
-  routers: number;
-  /** commander's --no-router: false means edges only. */
-  router: boolean;
-  nats?: string;
-  natsHost: string;
-  natsPort: number;
-  /** The nats-server started here speaks TLS, with a certificate authority made in the state directory. */
-  natsTls?: boolean;
-  /** Where the started nats-server's configuration and the credentials go (default: a temporary directory). */
-  stateDir?: string;
-  /** With `nats`: the children's credentials, a file or a directory written by `c1m nats-config`. */
-  natsCreds?: string;
-  natsCa?: string;
-  busInsecure?: boolean;
-  host: string;
-  port: number;
-  /** Edge i listens on port + i (HAProxy addresses each edge) instead of all sharing port (SO_REUSEPORT). */
-  portPerEdge?: boolean;
-  apiHost: string;
-  apiPort: number;
-  db: string;
-  agentPort?: number;
-  edgeIdPrefix: string;
-  maxConnections?: number;
-  maxUserId: number;
-  maxBacklog: number;
-  maxStreamsPerUser: number;
-  drainRate: number;
-  heartbeat: number;
-  /** The edges' presence window (ms); default busWindowMs(edges). */
-  presenceMs?: number;
-  contentType: string;
-  streamSecret?: string;
-  allowOrigin?: string[];
-  cacheMib?: number;
-  maxBody: number;
-  maxMessage: number;
-  historySeconds: number;
-  historyPerSubject: number;
-  /** Partitions of the subjects, shared among the routers (subsmanager/partitions.ts). */
-  partitions: number;
-  /** The brain on JetStream with this many replicas; without --nats, this many clustered nats-servers are started. */
-  replicas?: number;
-  token?: string;
-  apiInsecure?: boolean;
-  batchMs?: number;
-  edgeTimeout: number;
-  logLevel: string;
-  logger: Logger;
-}
+/** `c1m cluster`'s options under their resolved names (server/options.ts), its edges' id prefix resolved. */
+export type ClusterOptions = OptionsOf<'cluster'> & { edgeIdPrefix: string; logger: Logger };
 
 /**
  * Scheduling priorities. There are dozens of edges and one router, which every
@@ -103,6 +53,20 @@ function checkPortsPerEdge(port: number, agentPort: number | undefined, edges: n
 export const routerDb = (o: Pick<ClusterOptions, 'db' | 'replicas'>, i: number): string =>
   !o.replicas || i === 0 || o.db === ':memory:' ? o.db : `${o.db.replace(/\.db$/, '')}.router-${i}.db`;
 
+/** The bus as `c1m cluster` gives it to a child: every field set, so that none of the cluster's own goes through. */
+interface ChildBus {
+  natsCreds: string | undefined;
+  natsCa: string | undefined;
+  busInsecure: boolean | undefined;
+}
+
+/** Router i's command line and environment: every router option the cluster passes on (server/options.ts), with its own store file, API port and bus. */
+export const routerChild = (o: OptionsOf<'cluster'>, own: { db: string; apiPort: number; nats: string } & ChildBus) => childArgv('router', { ...o, ...own });
+
+/** Edge i's command line and environment: every edge option the cluster passes on, with its own id, ports, presence window and bus. */
+export const edgeChild = (o: OptionsOf<'cluster'>, own: { id: string; port: number; agentPort: number | undefined; presenceMs: number; sharePort: boolean; nats: string } & ChildBus) =>
+  childArgv('edge', { ...o, ...own });
+
 /** `list` from its i-th entry on, wrapping around. */
 const rotate = <T>(list: T[], i: number): T[] => list.map((_, k) => list[(i + k) % list.length]);
 
@@ -141,6 +105,92 @@ async function startNatsServers(
   return ports;
 }
 
+/** Each edge's port, 0 resolved to free ports now (a restarted edge must get its port back); refuses ports in use, the API's too. */
+async function edgePortsOf(o: ClusterOptions, edges: number): Promise<number[]> {
+  const probeHost = o.host === '0.0.0.0' ? '127.0.0.1' : o.host;
+  const port = o.port || (o.portPerEdge ? 0 : await freePort(probeHost));
+  let edgePorts = Array<number>(edges).fill(port);
+  if (o.portPerEdge) edgePorts = port ? edgePorts.map((p, i) => p + i) : await freePorts(probeHost, edges);
+  // uWS listens with SO_REUSEPORT: an edge would share a port another server holds, each answering part of the requests.
+  for (const p of new Set(edgePorts)) await assertPortFree(o.host, p, "the edges' streams");
+  // The routers share the API port the same way.
+  if (o.router) await assertPortFree(o.apiHost, o.apiPort, 'the backend API');
+  return edgePorts;
+}
+
+interface ClusterBus {
+  /** The servers' URLs, comma-separated. */
+  nats: string;
+  /** A child's credentials file, and the CA for a TLS bus. */
+  busOf: (role: BusRole, edge?: string) => ChildBus;
+}
+
+/** The bus the children use: --nats, or the nats-servers started here, each child with credentials of its own. */
+async function startBus(supervisor: Supervisor, o: ClusterOptions, stateDir: string | undefined, ids: string[]): Promise<ClusterBus> {
+  if (o.nats) {
+    return {
+      nats: o.nats,
+      busOf: (role, edge) => ({
+        natsCreds: o.natsCreds && statSync(o.natsCreds).isDirectory() ? credsFile(o.natsCreds, role, edge) : o.natsCreds,
+        natsCa: o.natsCa,
+        busInsecure: o.busInsecure,
+      }),
+    };
+  }
+  const dir = stateDir!;
+  const tls = o.natsTls ? makeTlsFiles(dir, [o.natsHost, '127.0.0.1', 'localhost'].filter((h) => h !== '0.0.0.0')) : undefined;
+  // --bus-insecure: a nats-server without users, as before the bus had any (to measure what they cost).
+  const insecure = o.busInsecure && !tls;
+  const servers = await startNatsServers(supervisor, { ...o, dir, tls, insecure, edges: ids });
+  return {
+    nats: servers.map((port) => `${tls ? 'tls' : 'nats'}://${o.natsHost}:${port}`).join(','),
+    busOf: (role, edge) => (insecure ? { natsCreds: undefined, natsCa: undefined, busInsecure: true } : { natsCreds: credsFile(dir, role, edge), natsCa: tls?.ca, busInsecure: undefined }),
+  };
+}
+
+/** Starts the routers (unless --no-router), then the edges; resolves once each said it is ready. */
+async function startChildren(supervisor: Supervisor, o: ClusterOptions, ids: string[], edgePorts: number[], bus: ClusterBus) {
+  // Each child tries the servers from its own first one on: a brain cluster's connections spread over its servers.
+  const natsFor = (child: number) => rotate(bus.nats.split(','), child).join(',');
+  /** Starts a child with its command line; its secrets go in the environment it inherits, not on a command line that `ps` shows. */
+  const spawnChild = (spec: Omit<ChildSpec, 'command' | 'args'>, command: 'router' | 'edge', child: ReturnType<typeof childArgv>) => {
+    Object.assign(process.env, child.env);
+    return supervisor.start({ ...spec, ...cliCommand([command, ...child.argv]) });
+  };
+  const apiPort = o.router ? o.apiPort || (await freePort(o.apiHost)) : undefined;
+  if (apiPort !== undefined) {
+    await Promise.all(
+      Array.from({ length: o.routers }, (_, i) =>
+        spawnChild(
+          { name: `router-${i}`, role: 'router', nice: ROUTER_NICE, readyWhen: (line) => line.includes('c1m router listening') || line.includes('c1m router standing by') },
+          'router',
+          routerChild(o, { db: routerDb(o, i), apiPort, nats: natsFor(i), ...bus.busOf('router') }),
+        ),
+      ),
+    );
+  }
+  // A restarted edge of a shared port joins its siblings there; it may not find it free.
+  const sharePort = ids.length > 1 && !o.portPerEdge;
+  const started = await Promise.all(
+    ids.map((id, i) =>
+      spawnChild(
+        { name: `edge-${i}`, role: 'edge', edge: id, nice: EDGE_NICE, readyWhen: (line) => line.includes('c1m edge listening') },
+        'edge',
+        edgeChild(o, {
+          id,
+          port: edgePorts[i],
+          agentPort: o.agentPort && o.agentPort + i,
+          presenceMs: o.presenceMs ?? busWindowMs(ids.length),
+          sharePort,
+          nats: natsFor(o.routers + i),
+          ...bus.busOf('edge', id),
+        }),
+      ),
+    ),
+  );
+  return { apiPort, started };
+}
+
 export async function runCluster(o: ClusterOptions): Promise<void> {
   const log = o.logger;
   const perEdge = o.maxConnections ?? streamCapacity();
@@ -173,72 +223,14 @@ export async function runCluster(o: ClusterOptions): Promise<void> {
   try {
     // Only edges sharing one port hand each other the connections queued on a pausing listener.
     if (edges > 1 && !o.portPerEdge) log.info(ensureMigrateReq());
-    // A restarted edge must get its port back: resolve 0 to free ports now.
-    const probeHost = o.host === '0.0.0.0' ? '127.0.0.1' : o.host;
-    const port = o.port || (o.portPerEdge ? 0 : await freePort(probeHost));
-    let edgePorts = Array<number>(edges).fill(port);
-    if (o.portPerEdge) edgePorts = port ? edgePorts.map((p, i) => p + i) : await freePorts(probeHost, edges);
-    // uWS listens with SO_REUSEPORT: an edge would share a port another server holds, each answering part of the requests.
-    for (const p of new Set(edgePorts)) await assertPortFree(o.host, p, "the edges' streams");
-    // The routers share the API port the same way.
-    if (o.router) await assertPortFree(o.apiHost, o.apiPort, 'the backend API');
-    // A restarted edge of a shared port joins its siblings there; it may not find it free.
-    const sharePort = edges > 1 && !o.portPerEdge;
-    let nats = o.nats;
-    // Each child's bus options: its credentials file, and the CA for a TLS bus.
-    let busArgs = (role: BusRole, edge?: string): string[] => {
-      const creds = o.natsCreds && statSync(o.natsCreds).isDirectory() ? credsFile(o.natsCreds, role, edge) : o.natsCreds;
-      return [...(creds ? ['--nats-creds', creds] : []), ...(o.natsCa ? ['--nats-ca', o.natsCa] : []), ...(o.busInsecure ? ['--bus-insecure'] : [])];
-    };
-    if (!nats) {
-      const dir = stateDir!;
-      const tls = o.natsTls ? makeTlsFiles(dir, [o.natsHost, '127.0.0.1', 'localhost'].filter((h) => h !== '0.0.0.0')) : undefined;
-      // --bus-insecure: a nats-server without users, as before the bus had any (to measure what they cost).
-      const insecure = o.busInsecure && !tls;
-      busArgs = (role, edge) => (insecure ? ['--bus-insecure'] : ['--nats-creds', credsFile(dir, role, edge), ...(tls ? ['--nats-ca', tls.ca] : [])]);
-      const servers = await startNatsServers(supervisor, { ...o, dir, tls, insecure, edges: ids });
-      nats = servers.map((port) => `${tls ? 'tls' : 'nats'}://${o.natsHost}:${port}`).join(',');
-    }
-    // Each child tries the servers from its own first one on: a brain cluster's connections spread over its servers.
-    const common = (child: number) => ['--nats', rotate(nats!.split(','), child).join(','), '--log-level', o.logLevel];
-    // Secrets reach the children through the environment they inherit, not a command line that `ps` shows.
-    if (o.token) process.env.C1M_TOKEN = o.token;
-    if (o.streamSecret) process.env.C1M_STREAM_SECRET = o.streamSecret;
-    let apiPort: number | undefined;
-    if (o.router) {
-      apiPort = o.apiPort || (await freePort(o.apiHost));
-      const routerArgs = ['--api-host', o.apiHost, '--api-port', String(apiPort), '--max-user-id', String(o.maxUserId)];
-      if (o.batchMs !== undefined) routerArgs.push('--batch-ms', String(o.batchMs));
-      routerArgs.push('--edge-timeout', String(o.edgeTimeout), '--max-backlog', String(o.maxBacklog));
-      routerArgs.push('--max-body', String(o.maxBody), '--max-message', String(o.maxMessage));
-      routerArgs.push('--history-seconds', String(o.historySeconds), '--history-per-subject', String(o.historyPerSubject));
-      if (o.partitions > 1) routerArgs.push('--partitions', String(o.partitions));
-      if (o.replicas) routerArgs.push('--replicas', String(o.replicas));
-      if (o.cacheMib) routerArgs.push('--cache-mib', String(o.cacheMib));
-      if (o.apiInsecure) routerArgs.push('--api-insecure');
-      await Promise.all(
-        Array.from({ length: o.routers }, (_, i) =>
-          supervisor.start({ name: `router-${i}`, role: 'router', nice: ROUTER_NICE, ...cliCommand(['router', ...common(i), ...busArgs('router'), '--db', routerDb(o, i), ...routerArgs]), readyWhen: (line) => line.includes('c1m router listening') || line.includes('c1m router standing by') }),
-        ),
-      );
-    }
-    const started = await Promise.all(
-      ids.map((id, i) => {
-        const args = ['edge', ...common(o.routers + i), ...busArgs('edge', id), '--id', id, '--host', o.host, '--port', String(edgePorts[i]), '--max-user-id', String(o.maxUserId)];
-        args.push('--max-backlog', String(o.maxBacklog), '--max-streams-per-user', String(o.maxStreamsPerUser), '--drain-rate', String(o.drainRate));
-        args.push('--heartbeat', String(o.heartbeat), '--content-type', o.contentType, '--presence-ms', String(o.presenceMs ?? busWindowMs(edges)));
-        if (o.maxConnections) args.push('--max-connections', String(o.maxConnections));
-        if (o.allowOrigin?.length) args.push('--allow-origin', o.allowOrigin.join(','));
-        if (o.agentPort) args.push('--agent-port', String(o.agentPort + i));
-        if (sharePort) args.push('--share-port');
-        return supervisor.start({ name: `edge-${i}`, role: 'edge', edge: id, nice: EDGE_NICE, ...cliCommand(args), readyWhen: (line) => line.includes('c1m edge listening') });
-      }),
-    );
+    const edgePorts = await edgePortsOf(o, edges);
+    const bus = await startBus(supervisor, o, stateDir, ids);
+    const { apiPort, started } = await startChildren(supervisor, o, ids, edgePorts, bus);
     log.child({}, { level: 'info' }).info(
       {
         port: edgePorts[0],
         apiPort,
-        nats,
+        nats: bus.nats,
         natsDir: stateDir,
         edges: started.map((e) => ({ id: e.id, pid: e.pid, ...(o.portPerEdge && { port: e.port }), agentPort: e.agentPort, capacity: e.capacity })),
         pids: supervisor.pids(),

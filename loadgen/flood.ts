@@ -18,6 +18,7 @@ import { setPriority } from 'node:os';
 import type * as Hdr from 'hdr-histogram-js';
 import { createRequire } from 'node:module';
 import { openFileLimit } from '../server/limits.js';
+import { parseIdRange } from '../server/options.js';
 
 /** The compiled worker: next to this module in dist/, or in dist/ when this runs from source (under vitest). */
 export const FLOOD_WORKER = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../dist/loadgen/flood-worker' : './flood-worker', import.meta.url));
@@ -132,15 +133,6 @@ export interface FloodSummary extends FloodTotals {
   readLagMs: LatencySummary;
   /** Measured when the most streams were open. */
   rss: { workersBytes: number; parentBytes: number; workerBytesPerConnection: number; totalBytesPerConnection: number };
-}
-
-/** "a-b" or "a" → [a, b] of positive integers. */
-export function parseIdRange(text: string, what = 'range'): [number, number] {
-  const m = /^(\d+)(?:-(\d+))?$/.exec(text.trim());
-  const first = Number(m?.[1]);
-  const last = m?.[2] === undefined ? first : Number(m[2]);
-  if (!m || !Number.isSafeInteger(first) || !Number.isSafeInteger(last) || first < 1 || last < first) throw new Error(`${what} '${text}' is not N or N-M with 1 <= N <= M`);
-  return [first, last];
 }
 
 const ipToInt = (ip: string) => ip.split('.').reduce((n, part) => n * 256 + Number(part), 0);

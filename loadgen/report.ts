@@ -185,7 +185,7 @@ function cpuSection(r: RunResult): string[] {
   if (hold && holdSamples.length > 1) {
     const beats = holdSamples[holdSamples.length - 1].heartbeats - holdSamples[0].heartbeats;
     const span = holdSamples[holdSamples.length - 1].t - holdSamples[0].t;
-    lines.push(`- hold (--heartbeat ${o.heartbeat ?? DEFAULTS.heartbeatSeconds}): ${count(beats / span)} heartbeats/s received; c1m cluster ${(sum(hold.roles, SERVER_ROLES) / hold.seconds).toFixed(2)} cores, machine ${(hold.machine / hold.seconds).toFixed(2)} cores.`);
+    lines.push(`- hold (--heartbeat ${o.heartbeatSeconds ?? DEFAULTS.heartbeatSeconds}): ${count(beats / span)} heartbeats/s received; c1m cluster ${(sum(hold.roles, SERVER_ROLES) / hold.seconds).toFixed(2)} cores, machine ${(hold.machine / hold.seconds).toFixed(2)} cores.`);
   }
   const msgs = phases.find((x) => x.p === 'messages');
   const chunks = samples.filter((s) => s.phase === 'messages').reduce((n, s, i, all) => (i === 0 ? n : n + s.chunks - all[i - 1].chunks), 0);

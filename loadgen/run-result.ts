@@ -1,68 +1,23 @@
 /** What a C1M run records, shared by the run (./run.ts) and its report (./report.ts). */
 import type { FloodSummary, LatencySummary } from './flood.js';
 import type { MsggenSummary } from './msggen.js';
+import type { OptionsOf } from '../server/options.js';
 
-export interface RunOptions {
-  /** Streams to open and hold. */
-  connections: number;
-  /** The friends graph: users x m (Barabási–Albert, mutual). */
-  users: number;
-  m: number;
-  seed: number;
-  db: string;
-  /** Edge processes; default: what `c1m cluster --connections` sizes from the open-file limit. */
-  edges?: number;
-  /** Router processes and the partitions of the subjects they share (c1m cluster --routers, --partitions); default 1 and 1. */
-  routers?: number;
-  partitions?: number;
-  /**
-   * The brain on JetStream (c1m cluster --replicas): that many clustered nats-servers, and the graph published to the
-   * store's stream, each router's view made empty in a directory of the run's own (`db` is not used).
-   */
-  replicas?: number;
-  /** The router's batch window, ms: with many edges, each send touches many of them, and a wider window carries more sends per message to each. */
-  batchMs?: number;
-  /** The router's message history (c1m cluster --history-seconds, --history-per-subject; 0 seconds: none). */
-  historySeconds: number;
-  historyPerSubject: number;
-  /** Seconds between heartbeats on every stream (c1m cluster --heartbeat; 0: none); default: the cluster's. */
-  heartbeat?: number;
-  /** Source addresses of the flood, as `c1m loadgen flood --src`. */
-  src: string;
-  ports: [number, number];
-  /** Connects per second during the ramp. */
-  rate: number;
-  concurrency: number;
-  /** Once every stream is open, flood workers read every this many ms instead of being woken by each chunk (0: woken); see FloodOptions. */
-  readEveryMs: number;
-  /** Streams the flood opens: chunked /test/<id> (default), sse or ws. */
-  transport?: 'chunked' | 'sse' | 'ws';
-  /** Each stream also listens to one of this many topics (0 or none: none), and `topicShare` of the sends go to a random one of them. */
-  topics?: number;
-  topicShare?: number;
-  /** Seconds to hold every stream before the messages. */
-  hold: number;
-  /** Seconds of messages (per step with `msgRates`). */
-  msgSeconds: number;
-  /** Seconds of messages at the first rate before the measured ones (V8 compiles the delivery path in every edge meanwhile); not reported as a step. */
-  warmup: number;
-  /** One fixed send rate; without it (and without msgRates) the original's generators. */
-  msgRate?: number;
-  /** Steps of fixed send rates, each for msgSeconds: the highest one sustained at p99 <= 100 ms is reported. */
-  msgRates?: number[];
-  generators: number;
-  sendInterval: [number, number];
-  msgConnections: number;
-  /** Report folder. */
-  out: string;
-  /** Hard stop, seconds after the cluster starts (default: 3 x the planned ramp + hold + messages + 180). */
-  maxSeconds?: number;
-  sampleMs?: number;
-  /** Ends the run early; the report is still written, marked interrupted. */
-  signal?: AbortSignal;
-  /** Progress lines (default: stderr). */
-  log?: (line: string) => void;
-}
+/** What `c1m run` may leave to runC1m's defaults (the cluster's, or none: one router, one partition, chunked, no topics). */
+type Defaulted = 'routers' | 'partitions' | 'transport' | 'topics' | 'topicShare' | 'heartbeatSeconds';
+
+/** runC1m()'s options: those of `c1m run` under their resolved names (server/options.ts), with the store and the report folder resolved. */
+export type RunOptions = Omit<OptionsOf<'run'>, Defaulted | 'db' | 'out'> &
+  Partial<Pick<OptionsOf<'run'>, Defaulted>> & {
+    db: string;
+    out: string;
+    /** How often the sampler reads /proc, ms (default 1000). */
+    sampleMs?: number;
+    /** Ends the run early; the report is still written, marked interrupted. */
+    signal?: AbortSignal;
+    /** Progress lines (default: stderr). */
+    log?: (line: string) => void;
+  };
 
 /** Who uses memory and CPU: the cluster's processes, the load generator's, and the kernel. */
 export const ROLES = ['edges', 'router', 'nats', 'supervisor', 'floodWorkers', 'runner'] as const;

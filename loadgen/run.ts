@@ -352,7 +352,7 @@ export async function runC1m(options: RunOptions): Promise<RunResult & { dir: st
     enter('start');
     const sizing = o.edges ? ['--edges', String(o.edges)] : ['--connections', String(o.connections)];
     const brain = ['--routers', String(o.routers ?? 1), '--partitions', String(o.partitions ?? 1), ...(work ? ['--replicas', String(o.replicas), '--state-dir', join(work, 'state')] : [])];
-    cluster = await spawnCluster([...brain, '--db', work ? join(work, 'view.db') : o.db, '--max-user-id', String(Math.max(o.users, o.connections)), ...(o.batchMs === undefined ? [] : ['--batch-ms', String(o.batchMs)]), '--history-seconds', String(o.historySeconds), '--history-per-subject', String(o.historyPerSubject), ...(o.heartbeat === undefined ? [] : ['--heartbeat', String(o.heartbeat)]), ...sizing], {}, 180_000);
+    cluster = await spawnCluster([...brain, '--db', work ? join(work, 'view.db') : o.db, '--max-user-id', String(Math.max(o.users, o.connections)), ...(o.batchMs === undefined ? [] : ['--batch-ms', String(o.batchMs)]), '--history-seconds', String(o.historySeconds), '--history-per-subject', String(o.historyPerSubject), ...(o.heartbeatSeconds === undefined ? [] : ['--heartbeat', String(o.heartbeatSeconds)]), ...sizing], {}, 180_000);
     sampler.cluster = cluster;
     const capacity = cluster.edges.reduce((n, e) => n + e.capacity, 0);
     result.cluster = { edges: cluster.edges.length, capacity, port: cluster.port, apiPort: cluster.apiPort, nats: cluster.nats, startSeconds: now() - result.phases[0].start, restarts: 0 };

@@ -4,7 +4,7 @@
  * `const c1m = await start({...}); c1m.router.send(42, 'hello')`.
  */
 import { pino, type Logger } from 'pino';
-import { LatencyHistogram, epochMs } from '../router/latency.js';
+import { epochMs } from '../router/latency.js';
 import { Registry } from '../router/registry.js';
 import { Router, type KindCounts } from '../router/router.js';
 import { DEFAULT_CACHE_MIB } from '../subsmanager/defaults.js';
@@ -13,71 +13,33 @@ import { paced } from '../subsmanager/pacer.js';
 import { LEASE } from '../subsmanager/sequencer.js';
 import { openStore, type SubscriptionStore } from '../subsmanager/store.js';
 import type { Subject } from '../subsmanager/subjects.js';
-import { apiRoutes, checkApiSettings, type Sent } from './api.js';
+import { checkApiSettings, type Sent } from './api.js';
 import { checkStreamSecret } from './auth.js';
-import { cometRoutes } from './comet.js';
 import { checkAllowOrigin } from './cors.js';
-import { DEFAULTS, SERVER_BUSY_TIMEOUT_MS } from './defaults.js';
+import { DEFAULTS } from './defaults.js';
 import { streamCapacity } from './limits.js';
 import { assertPortFree, listen, PublicListener } from './listener.js';
-import { metricsRegistry } from './metrics.js';
+import type { OptionsOf } from './options.js';
 import type { After } from './resume.js';
+import { backendApi, exitOnLostLease, publicStreams, servingStoreOptions } from './serving.js';
 import { StreamHub, transportStats, type TransportStats } from './stream.js';
 import { loadNativeUws } from './uws.js';
 
-export interface C1mOptions {
-  /** Public comet listener. Default 0.0.0.0:8000 (DEFAULTS); port 0 picks a free port. */
-  host?: string;
-  port?: number;
-  /** Backend API listener. Default 127.0.0.1:8001. */
-  apiHost?: string;
-  apiPort?: number;
-  /** SQLite file, or ':memory:'. Default ./data/c1m.db. */
-  db?: string;
+/**
+ * start()'s options: those of `c1m server` under their resolved names (server/options.ts has each one's help and
+ * default; docs/options.md lists them), every one optional, and what only a program that embeds c1m gives.
+ */
+export type C1mOptions = Partial<Omit<OptionsOf<'server'>, 'logLevel' | 'statsInterval' | 'demo'>> & {
   /** Or bring your own store (then `db` is ignored and close() leaves it open). */
   store?: SubscriptionStore;
-  /** SQLite page cache, MiB. Default 64. */
-  cacheMiB?: number;
-  /** SQLite memory-mapped window over the store, MiB. Default 0 (off). */
-  mmapMiB?: number;
-  /** Load the subscriptions table into the page cache at start (see StoreOptions.warmCache). */
-  warmCache?: boolean;
-  /** Highest user id accepted at /test/<id>, /sse/<id> and /ws/<id>. Default 1,000,000. */
-  maxUserId?: number;
-  /** Unsent bytes a stream may pile up before it is closed as a slow consumer. Default 256 KiB. */
-  maxBacklog?: number;
-  /** Largest backend API request body. Default 1 MiB. */
-  maxBody?: number;
-  /** Largest message POST /send accepts (413 above). Default 64 KiB; at most maxBacklog. */
-  maxMessage?: number;
-  /** Stream content type: 'text' (text/plain, default) or 'html' (the original's text/html). */
-  contentType?: 'text' | 'html';
-  /** When set, every stream (/test, /sse, /ws) needs a token for its id signed with this secret (`c1m token`). */
-  streamSecret?: string;
-  /** Other sites whose pages may use the streams and /c1m.js: origins (`https://app.example.com`) or '*'. Default none: same-origin only (see cors.ts). */
-  allowOrigin?: string[];
-  /** Allow the API on a non-loopback address without a token. Default false: start() refuses. */
-  apiInsecure?: boolean;
   /**
    * Refuse a port another process already listens on (default true). uWS listens
    * with SO_REUSEPORT, so without this check a second server would silently share
    * the port; edges that share it on purpose do not use start().
    */
   exclusivePorts?: boolean;
-  /** Streams held at most; default: the open-file limit minus a reserve. */
-  maxConnections?: number;
-  /** Seconds between heartbeats on every stream (an empty line; a comment on SSE; uWS's pings on WebSockets); 0 (default): none. */
-  heartbeatSeconds?: number;
-  /** Streams one user may hold at once (tabs); more get 429. Default 16. */
-  maxStreamsPerUser?: number;
-  /** Bearer token required on the backend API, if set. */
-  token?: string;
-  /** Seconds every message is kept for streams that resume; 0 turns history and message ids off. */
-  historySeconds?: number;
-  /** And at most this many messages per sender. */
-  historyPerSubject?: number;
   logger?: Logger;
-}
+};
 
 export interface Stats {
   /** Streams open now, as the registry holds them (a resuming one by its holder): `connections`, as /stats always named them. */
@@ -134,6 +96,25 @@ async function claimHistoryLease(history: History): Promise<void> {
   }
 }
 
+/** The store's message history, with this process holding its lease; none with historySeconds 0. On failure, closes the store if it is start()'s own. */
+async function leasedHistory(store: SubscriptionStore, historySeconds: number, options: C1mOptions, log: Logger): Promise<History | undefined> {
+  if (historySeconds <= 0) return undefined;
+  if (!store.history) {
+    if (!options.store) store.close();
+    throw new Error('message history needs a store that keeps one (the SQLite store): set historySeconds to 0');
+  }
+  const history = store.history({ seconds: historySeconds, perSubject: options.historyPerSubject ?? DEFAULTS.historyPerSubject });
+  try {
+    await claimHistoryLease(history);
+  } catch (err) {
+    history.close();
+    if (!options.store) store.close();
+    throw err;
+  }
+  history.onLeaseLost = () => exitOnLostLease(log, { holder: history.lease.current() }, "another process took this store's history: exiting");
+  return history;
+}
+
 export async function start(options: C1mOptions = {}): Promise<C1m> {
   const host = options.host ?? DEFAULTS.host;
   const apiHost = options.apiHost ?? DEFAULTS.apiHost;
@@ -150,36 +131,12 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
   const log = options.logger ?? pino();
   const maxConnections = options.maxConnections ?? streamCapacity();
   const maxUserId = options.maxUserId ?? DEFAULTS.maxUserId;
-  const store = options.store ?? openStore(options.db ?? DEFAULTS.db, {
-      cacheMiB: options.cacheMiB,
-      mmapMiB: options.mmapMiB,
-      warmCache: options.warmCache,
-      busyTimeoutMs: SERVER_BUSY_TIMEOUT_MS,
-    });
+  const store = options.store ?? openStore(options.db ?? DEFAULTS.db, servingStoreOptions(options));
   const historySeconds = options.historySeconds ?? DEFAULTS.historySeconds;
-  if (historySeconds > 0 && !store.history) {
-    if (!options.store) store.close();
-    throw new Error('message history needs a store that keeps one (the SQLite store): set historySeconds to 0');
-  }
-  const history = historySeconds > 0 ? store.history!({ seconds: historySeconds, perSubject: options.historyPerSubject ?? DEFAULTS.historyPerSubject }) : undefined;
-  if (history) {
-    try {
-      await claimHistoryLease(history);
-    } catch (err) {
-      history.close();
-      if (!options.store) store.close();
-      throw err;
-    }
-    history.onLeaseLost = () => {
-      log.fatal({ holder: history.lease.current() }, "another process took this store's history: exiting");
-      process.exit(1);
-    };
-  }
+  const history = await leasedHistory(store, historySeconds, options, log);
   const registry = new Registry(options.maxStreamsPerUser ?? DEFAULTS.maxStreamsPerUser);
   const router = new Router(registry, store, { maxUserId, maxMessage }, history);
-  const hub = new StreamHub(registry, maxBacklog, options.heartbeatSeconds ?? DEFAULTS.heartbeatSeconds);
-  const latency = new LatencyHistogram();
-  hub.onWritten = latency.observe;
+  const { hub, latency, app: publicApp } = publicStreams(uws, registry, maxConnections, options);
   const started = Date.now();
 
   const stats = (): Stats => {
@@ -202,7 +159,6 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
     };
   };
 
-  const publicApp = cometRoutes(uws.App(), hub, { maxUserId, maxStreams: maxConnections, contentType: options.contentType, streamSecret: options.streamSecret, allowOrigin: options.allowOrigin });
   const send = (subject: Subject, message: Uint8Array, key?: string): Sent => {
     // A retry of a send that was kept (its answer lost): the first one's id, nothing sent again.
     const first = key === undefined ? undefined : router.sentBefore(subject, key);
@@ -217,14 +173,7 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
   };
   // One process has one partition: a token of several is one this store never gave.
   hub.replay = history ? paced((user: number, after: After | undefined, budget: number, topics: readonly string[]) => history.replay(user, typeof after === 'number' ? after : -1, budget, topics)) : undefined;
-  const metrics = metricsRegistry(() => ({ ...stats(), streams: registry.connections, latency, edges: [] }));
-  const apiApp = apiRoutes(uws.App(), send, store, stats, {
-    maxUserId,
-    maxBody: options.maxBody ?? DEFAULTS.maxBody,
-    maxMessage,
-    token: options.token,
-    metrics,
-  });
+  const apiApp = backendApi(uws, send, store, stats, () => ({ ...stats(), streams: registry.connections, latency, edges: [] }), options);
 
   let publicListener: PublicListener;
   let api: ReturnType<typeof listen>;

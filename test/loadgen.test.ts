@@ -4,10 +4,11 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it, vi } from 'vitest';
-import { bucketValue, FLOOD_WORKER, parseConfig, parseIdRange, parseSources, planWorkers, rowsFromRanges, runFlood, type FloodOptions, type FloodTotals } from '../loadgen/flood.js';
+import { bucketValue, FLOOD_WORKER, parseConfig, parseSources, planWorkers, rowsFromRanges, runFlood, type FloodOptions, type FloodTotals } from '../loadgen/flood.js';
 import { loadgenCommand } from '../cli/loadgen.js';
 import { runMsggen } from '../loadgen/msggen.js';
 import { epochMs } from '../router/latency.js';
+import { parseIdRange } from '../server/options.js';
 import { api, spawnServer, StreamClient, tempDir } from './helpers.js';
 import { until } from '../bench/until.js';
 

@@ -116,7 +116,7 @@ export const OPTIONS = [
   {
     name: 'heartbeatSeconds',
     flag: '--heartbeat <seconds>',
-    help: 'write an empty line to every stream this often (a comment on SSE; uWS pings WebSockets), so that proxies keep idle streams and dead peers are found (0: never)',
+    help: 'write an empty line to every stream silent this long (a comment on SSE; uWS pings WebSockets), so that proxies keep idle streams and dead peers are found (0: never)',
     default: DEFAULTS.heartbeatSeconds,
     parse: integer('heartbeat', 0),
     commands: STREAM_COMMANDS,

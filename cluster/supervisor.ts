@@ -161,24 +161,37 @@ export function stopChild(child: ChildProcess | undefined, signal: NodeJS.Signal
 }
 
 /**
+ * Ports that fetch() refuses to connect to (the Fetch standard's "bad ports")
+ * and that an ephemeral range widened to start at 1024, as ./sysctl.conf does,
+ * can hand out: an API there would be out of reach of a backend's fetch.
+ */
+const FETCH_REFUSED_PORTS: ReadonlySet<number> = new Set([1719, 1720, 1723, 2049, 3659, 4045, 4190, 5060, 5061, 6000, 6566, 6665, 6666, 6667, 6668, 6669, 6679, 6697, 10080]);
+
+/**
  * `count` distinct ports free on `host` right now, for children that must be
  * told their port before they start (SO_REUSEPORT edges share one; a restarted
- * edge gets its own back). All are held open at once, so no two are the same.
+ * edge gets its own back), none that `refused` names. All are held open at once,
+ * so no two are the same and a refused one is not handed out again.
  */
-export async function freePorts(host: string, count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: count },
-      () =>
-        new Promise<net.Server>((resolve, reject) => {
-          const server = net.createServer().once('error', reject);
-          server.listen(0, host, () => resolve(server));
-        }),
-    ),
-  );
-  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
-  return ports;
+export async function freePorts(host: string, count: number, refused: (port: number) => boolean = (port) => FETCH_REFUSED_PORTS.has(port)): Promise<number[]> {
+  const held: net.Server[] = [];
+  const ports: number[] = [];
+  try {
+    // A bounded number of tries: a range made only of refused ports is an error, not a loop.
+    for (let tries = 0; ports.length < count; tries++) {
+      if (tries > count + 1000) throw new Error(`no ${count} free ports on ${host} outside the ones fetch() refuses`);
+      const server = await new Promise<net.Server>((resolve, reject) => {
+        const s = net.createServer().once('error', reject);
+        s.listen(0, host, () => resolve(s));
+      });
+      held.push(server);
+      const port = (server.address() as net.AddressInfo).port;
+      if (!refused(port)) ports.push(port);
+    }
+    return ports;
+  } finally {
+    await Promise.all(held.map((s) => new Promise((resolve) => s.close(resolve))));
+  }
 }
 
 export const freePort = async (host: string): Promise<number> => (await freePorts(host, 1))[0];

@@ -181,12 +181,7 @@ function cpuSection(r: RunResult): string[] {
   const ramp = phases.find((x) => x.p === 'ramp');
   if (ramp && f?.welcomed) lines.push(`- ramp: c1m cluster ${count((sum(ramp.roles, SERVER_ROLES) * 1e6) / f.welcomed)} µs of CPU per connect, load generator ${count((sum(ramp.roles, LOADGEN_ROLES) * 1e6) / f.welcomed)} µs, machine ${count((ramp.machine * 1e6) / f.welcomed)} µs.`);
   const hold = phases.find((x) => x.p === 'hold');
-  const holdSamples = samples.filter((s) => s.phase === 'hold');
-  if (hold && holdSamples.length > 1) {
-    const beats = holdSamples[holdSamples.length - 1].heartbeats - holdSamples[0].heartbeats;
-    const span = holdSamples[holdSamples.length - 1].t - holdSamples[0].t;
-    lines.push(`- hold (--heartbeat ${o.heartbeatSeconds ?? DEFAULTS.heartbeatSeconds}): ${count(beats / span)} heartbeats/s received; c1m cluster ${(sum(hold.roles, SERVER_ROLES) / hold.seconds).toFixed(2)} cores, machine ${(hold.machine / hold.seconds).toFixed(2)} cores.`);
-  }
+  if (hold) lines.push(`- hold (--heartbeat ${o.heartbeatSeconds ?? DEFAULTS.heartbeatSeconds}): ${count(hold.heartbeats / hold.seconds)} heartbeats/s received; c1m cluster ${(sum(hold.roles, SERVER_ROLES) / hold.seconds).toFixed(2)} cores, machine ${(hold.machine / hold.seconds).toFixed(2)} cores.`);
   const msgs = phases.find((x) => x.p === 'messages');
   const chunks = samples.filter((s) => s.phase === 'messages').reduce((n, s, i, all) => (i === 0 ? n : n + s.chunks - all[i - 1].chunks), 0);
   if (msgs && chunks > 0) lines.push(`- messages: c1m cluster ${(sum(msgs.roles, SERVER_ROLES) * 1e6 / chunks).toFixed(1)} µs of CPU per delivered chunk, machine ${((msgs.machine * 1e6) / chunks).toFixed(1)} µs.`);

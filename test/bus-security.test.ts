@@ -15,6 +15,7 @@ import { packChunks } from '../cluster/deliver-batch.js';
 import { decode, encode, SUBJECTS, type BusMessage } from '../cluster/messages.js';
 import { credsFile, edgeInbox, makeTlsFiles, ROUTER_INBOX, readCreds, writeNatsConfig } from '../cluster/nats-auth.js';
 import { NatsClient, NatsFatalError } from '../cluster/nats.js';
+import { createAccount } from '@nats-io/nkeys';
 import { newNKeyUser, nkeyUser } from '../cluster/nkeys.js';
 import { freePort, freePorts } from '../cluster/supervisor.js';
 import { spawnCluster, spawnNatsServer, type ClusterProcess } from '../loadgen/server-process.js';
@@ -156,6 +157,8 @@ describe('credentials', () => {
     expect(nkeyUser(user.seed).publicKey).toBe(user.publicKey);
     const flipped = user.seed.slice(0, 10) + (user.seed[10] === 'A' ? 'B' : 'A') + user.seed.slice(11);
     expect(() => nkeyUser(flipped)).toThrow(/not an NKey user seed/);
+    // A valid seed of another kind (an account's, "SA…") is no user's.
+    expect(() => nkeyUser(new TextDecoder().decode(createAccount().getSeed()))).toThrow(/not an NKey user seed/);
     const file = join(tempDir(), 'x.creds');
     writeFileSync(file, user.seed);
     chmodSync(file, 0o644);

@@ -17,6 +17,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { broadcast, hold, randomSends, sendTo, subscribeAll, type Holder } from './probe.js';
+import { until } from './until.js';
 import { pssOf, rssOf, spawnCluster, spawnServer, type ClusterProcess } from '../loadgen/server-process.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -157,19 +158,13 @@ async function cluster(dir: string, n: number, atSingle: number, rates: number[]
 async function rebuildDirectory(c: ClusterProcess, routerPid: number, streams: number) {
   const killedAt = Date.now();
   process.kill(routerPid, 'SIGKILL');
-  let rebuilt = 0;
-  while (Date.now() - killedAt < 30_000) {
-    await sleep(20);
-    try {
-      const s = (await (await fetch(`http://${HOST}:${c.apiPort}/stats`)).json()) as { connections: number };
-      if (s.connections === streams) {
-        rebuilt = Date.now();
-        break;
-      }
-    } catch {
-      // not listening yet
-    }
-  }
+  // A refused fetch (the new router not listening yet) is one more try; 0: not rebuilt within 30 s.
+  const rebuilt = await until(
+    'the new router to know every stream',
+    async () => (((await (await fetch(`http://${HOST}:${c.apiPort}/stats`)).json()) as { connections: number }).connections === streams ? Date.now() : undefined),
+    30_000,
+    20,
+  ).catch(() => 0);
   const listening = c
     .output()
     .split('\n')

@@ -1,17 +1,49 @@
 /**
- * The chunks of a deliver batch (BusMessage 'deliver') as one binary: an edge
- * reads each chunk's body, targets, send time and id where they lie, with no
- * object per field and one check of the whole batch, where a msgpack list per
- * field cost it an object per chunk and per target list, and a check per value.
+ * The deliver message (BusMessage 'deliver') as one binary: an edge reads its
+ * numbering and each chunk's body, targets, send time and id where they lie,
+ * with no object per field and one check of the whole batch. A message a
+ * process reads many times a second per edge costs its decoding each time, and
+ * msgpack's generic decoding of even this small envelope cost an edge more than
+ * the chunks of a small batch.
  *
- * Little-endian: a header, `count` u32 and `flags` u8 (IDS: each chunk has an
- * id; WIDE_USERS: user ids are f64, for a batch holding one above 2^32 - 1,
+ * Little-endian. The envelope: DELIVER_MARK u8, `fields` u8 (which of the
+ * following are there, in this order): batch f64, term f64, partition u32, run
+ * (u16 bytes, UTF-8), topics (u16 count, then each: u16 bytes, UTF-8). Then the
+ * chunks to the end: a header, `count` u32 and `flags` u8 (IDS: each chunk has
+ * an id; WIDE_USERS: user ids are f64, for a batch holding one above 2^32 - 1,
  * else u32), then per chunk: body bytes u32, users u32, topic u32 (0: none,
  * k: the message's `topics[k - 1]`, delivered first, see Registry.deliverTopic),
  * sentAt f64 (epoch ms), id f64 (with IDS), the users, the body.
  */
 import type { Chunk } from '../router/router.js';
 import type { Subject } from '../subsmanager/subjects.js';
+
+/** A deliver's first byte: one that msgpack never uses, so that decoding tells this layout from every other bus message by it. */
+export const DELIVER_MARK = 0xc1;
+const BATCH = 1;
+const TERM = 2;
+const PARTITION = 4;
+const RUN = 8;
+const TOPICS = 16;
+const ENVELOPE_BYTES = 2;
+const MAX_U16 = 0xffff;
+
+/**
+ * Messages for an edge, laid out as above: each chunk goes to every stream of each of its users and, where it names one
+ * of `topics`, to the streams listening to it, each stream once, with when its send began. With a history, each chunk
+ * has its message id, and `run`/`batch` number the batches one router run sent this edge (`run`: the router's run and
+ * its link to the edge, see EdgeLink.run), so that an edge that missed one (NATS restarted, the router crashed) knows
+ * it. Where the cluster has several partitions, `partition` is the one whose ids, term and batches these are (absent: 0).
+ */
+export interface Deliver {
+  t: 'deliver';
+  chunks: Uint8Array;
+  topics?: string[];
+  run?: string;
+  batch?: number;
+  term?: number;
+  partition?: number;
+}
 
 const IDS = 1;
 const WIDE_USERS = 2;
@@ -78,6 +110,79 @@ class ChunkBody extends Uint8Array {
 }
 Object.setPrototypeOf(ChunkBody.prototype, Buffer.prototype);
 
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** `message` in its binary layout (see the top of this file); a run or topics too long for it throw. */
+export function packDeliver(message: Deliver): Buffer {
+  const { chunks, topics, run, batch, term, partition } = message;
+  const runBytes = run === undefined ? undefined : Buffer.from(run);
+  const topicBytes = topics?.map((topic) => Buffer.from(topic));
+  if ((runBytes?.length ?? 0) > MAX_U16 || (topicBytes?.length ?? 0) > MAX_U16 || topicBytes?.some((t) => t.length > MAX_U16)) throw new Error('a deliver whose run or topics do not fit its layout');
+  let bytes = ENVELOPE_BYTES + chunks.length;
+  if (batch !== undefined) bytes += 8;
+  if (term !== undefined) bytes += 8;
+  if (partition !== undefined) bytes += 4;
+  if (runBytes) bytes += 2 + runBytes.length;
+  if (topicBytes) bytes += 2 + topicBytes.reduce((n, t) => n + 2 + t.length, 0);
+  const out = Buffer.allocUnsafe(bytes);
+  out[0] = DELIVER_MARK;
+  out[1] = (batch !== undefined ? BATCH : 0) | (term !== undefined ? TERM : 0) | (partition !== undefined ? PARTITION : 0) | (runBytes ? RUN : 0) | (topicBytes ? TOPICS : 0);
+  let at = ENVELOPE_BYTES;
+  if (batch !== undefined) at = out.writeDoubleLE(batch, at);
+  if (term !== undefined) at = out.writeDoubleLE(term, at);
+  if (partition !== undefined) at = out.writeUInt32LE(partition, at);
+  if (runBytes) {
+    at = out.writeUInt16LE(runBytes.length, at);
+    out.set(runBytes, at);
+    at += runBytes.length;
+  }
+  if (topicBytes) {
+    at = out.writeUInt16LE(topicBytes.length, at);
+    for (const topic of topicBytes) {
+      at = out.writeUInt16LE(topic.length, at);
+      out.set(topic, at);
+      at += topic.length;
+    }
+  }
+  out.set(chunks, at);
+  return out;
+}
+
+/**
+ * The deliver that `bytes` (starting with DELIVER_MARK) lay out, its chunks a view of them; throws, saying why, where
+ * its envelope does not fit its bytes. Its fields' values and its chunks are for whyNotBusMessage to check.
+ */
+export function unpackDeliver(bytes: Uint8Array): Deliver {
+  const view = viewOf(bytes);
+  const start = bytes.byteOffset;
+  const end = start + bytes.byteLength;
+  const fields = bytes[1];
+  if (bytes.length < ENVELOPE_BYTES || (fields & ~(BATCH | TERM | PARTITION | RUN | TOPICS)) !== 0) throw new Error('a deliver: its envelope is not one');
+  let at = start + ENVELOPE_BYTES;
+  const need = (n: number): number => {
+    if (at + n > end) throw new Error('a deliver: its envelope does not fit its bytes');
+    const from = at;
+    at += n;
+    return from;
+  };
+  const text = (): string => {
+    const length = view.getUint16(need(2), true);
+    const from = need(length) - start;
+    return utf8.decode(bytes.subarray(from, from + length));
+  };
+  const batch = (fields & BATCH) !== 0 ? view.getFloat64(need(8), true) : undefined;
+  const term = (fields & TERM) !== 0 ? view.getFloat64(need(8), true) : undefined;
+  const partition = (fields & PARTITION) !== 0 ? view.getUint32(need(4), true) : undefined;
+  const run = (fields & RUN) !== 0 ? text() : undefined;
+  let topics: string[] | undefined;
+  if ((fields & TOPICS) !== 0) {
+    const count = view.getUint16(need(2), true);
+    topics = [];
+    for (let i = 0; i < count; i++) topics.push(text());
+  }
+  return { t: 'deliver', chunks: bytes.subarray(at - start), topics, run, batch, term, partition };
+}
+
 /** Where a batch's chunks go: an edge's registry and hub (./deliveries.ts). */
 export interface ChunkSink {
   /** `chunk` to every stream of `user`. */
@@ -95,16 +200,21 @@ export interface ChunkSink {
 let lastMemory: ArrayBufferLike | undefined;
 let lastView: DataView;
 
+/** A view of all the memory that `bytes` lie in (offsets in it are byteOffset-based). */
+function viewOf(bytes: Uint8Array): DataView {
+  if (bytes.buffer !== lastMemory) {
+    lastView = new DataView(bytes.buffer);
+    lastMemory = bytes.buffer;
+  }
+  return lastView;
+}
+
 /** Where a batch lies in its memory, and its header's fields, where its bytes hold one (see whyNotChunks). */
 function header(bytes: Uint8Array) {
-  const memory = bytes.buffer;
-  if (memory !== lastMemory) {
-    lastView = new DataView(memory);
-    lastMemory = memory;
-  }
+  const view = viewOf(bytes);
   const start = bytes.byteOffset;
   const flags = bytes[4];
-  return { memory, view: lastView, start, end: start + bytes.byteLength, count: lastView.getUint32(start, true), numbered: (flags & IDS) !== 0, width: (flags & WIDE_USERS) !== 0 ? 8 : 4 };
+  return { memory: bytes.buffer, view, start, end: start + bytes.byteLength, count: view.getUint32(start, true), numbered: (flags & IDS) !== 0, width: (flags & WIDE_USERS) !== 0 ? 8 : 4 };
 }
 
 /**

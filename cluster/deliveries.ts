@@ -71,8 +71,13 @@ export class Deliveries implements ChunkSink {
 
   private missedBatch(partition: number, run: string, batch: number): boolean {
     const last = this.runs[partition];
-    this.runs[partition] = { id: run, batch };
-    return last?.id === run && batch !== last.batch + 1;
+    if (last?.id !== run) {
+      this.runs[partition] = { id: run, batch };
+      return false;
+    }
+    const missed = batch !== last.batch + 1;
+    last.batch = batch;
+    return missed;
   }
 
   private resumeAll(why: string): void {

@@ -24,7 +24,7 @@ import { BUS_WAKEUPS_PER_SECOND, MIN_WINDOW_MS } from '../server/defaults.js';
 import { EDGE_ID } from '../server/options.js';
 import { TRANSPORTS, type TransportStats } from '../server/stream.js';
 import { toSubject, type Subject } from '../subsmanager/subjects.js';
-import { whyNotChunks } from './deliver-batch.js';
+import { DELIVER_MARK, packDeliver, unpackDeliver, whyNotChunks, type Deliver } from './deliver-batch.js';
 
 /** What an edge is doing, as routers and HAProxy's agent check see it. */
 export type EdgeState = 'up' | 'full' | 'draining' | 'stopping';
@@ -66,15 +66,8 @@ export type BusMessage =
   | { t: 'sync'; partitions?: number }
   /** One part of an edge's snapshot: every stream's user and listened topic, as in presence, as of `seq`. */
   | (FromEdge & { t: 'state'; part: number; last: boolean; users: Subject[]; stats: EdgeStats })
-  /**
-   * Messages for this edge, laid out as ./deliver-batch.ts says: each chunk goes to every stream of each of its users
-   * and, where it names one of `topics`, to the streams listening to it, each stream once, with when its send began.
-   * With a history, each chunk has its message id, and `run`/`batch` number the batches one router run sent this
-   * edge (`run`: the router's run and its link to the edge, see EdgeLink.run), so that an edge that missed one (NATS
-   * restarted, the router crashed) knows it. Where the cluster has several partitions, `partition` is the one whose
-   * ids, term and batches these are (absent: 0).
-   */
-  | { t: 'deliver'; chunks: Uint8Array; topics?: string[]; run?: string; batch?: number; term?: number; partition?: number }
+  /** Messages for this edge: ./deliver-batch.ts. */
+  | Deliver
   /** A router stopping cleanly: the last batch it sent this edge (of `partition`, where there are several). */
   | { t: 'stopped'; run: string; batch: number; partition?: number }
   /** Stop taking new streams and close the open ones at `rate` per second, so their clients reconnect elsewhere. */
@@ -130,7 +123,8 @@ export function edgeOfPresence(subject: string): string | undefined {
 // Plain maps, no shared record structures: every message decodes on its own.
 const packr = new Packr({ useRecords: false });
 
-export const encode = (message: BusMessage): Uint8Array => packr.pack(message);
+/** A deliver in its binary layout (./deliver-batch.ts), every other message as msgpack. */
+export const encode = (message: BusMessage): Uint8Array => (message.t === 'deliver' ? packDeliver(message) : packr.pack(message));
 
 type Check = (value: unknown) => boolean;
 const count: Check = (v) => Number.isSafeInteger(v) && (v as number) >= 0;
@@ -234,8 +228,15 @@ export function whyNotBusMessage(value: unknown): string | undefined {
 
 /** Decodes a bus payload; throws, saying why, on bytes that are not one of our messages. */
 export function decode(data: Uint8Array): BusMessage {
-  const message: unknown = packr.unpack(data);
-  const why = whyNotBusMessage(message);
+  const binary = data[0] === DELIVER_MARK;
+  let message: unknown;
+  try {
+    message = binary ? unpackDeliver(data) : packr.unpack(data);
+  } catch (e) {
+    throw new Error(`not a c1m bus message: ${(e as Error).message}`);
+  }
+  // One layout per message: a deliver in msgpack is none that c1m sends.
+  const why = !binary && (message as { t?: unknown } | undefined)?.t === 'deliver' ? 'a deliver not in its binary layout' : whyNotBusMessage(message);
   if (why !== undefined) throw new Error(`not a c1m bus message: ${why}`);
   return message as BusMessage;
 }

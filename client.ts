@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { mintStreamToken } from './server/auth.js';
 import type { Pair } from './subsmanager/pairs.js';
 import type { Subject } from './subsmanager/subjects.js';
-import type { Sent } from './server/api.js';
+import type { Sent } from './router/router.js';
 import type { SharedStats } from './server/server.js';
 
 export type { Sent };

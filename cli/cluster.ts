@@ -52,7 +52,12 @@ interface NatsConfigFlags {
 }
 
 export function clusterCommands(): Command[] {
-  const edge = addOptions(new Command('edge').description('run one edge: public comet streams, fed by the routers over NATS (no store, no API)'), 'edge')
+  return [edgeCommand(), routerCommand(), clusterCommand(), adminCommand(), natsConfigCommand()];
+}
+
+/** `c1m edge`. */
+function edgeCommand(): Command {
+  return addOptions(new Command('edge').description('run one edge: public comet streams, fed by the routers over NATS (no store, no API)'), 'edge')
     .action(async (opts: OptionsOf<'edge'>) => {
       const id: string = opts.id ?? `${defaultPrefix()}${process.pid}`;
       const log = logger(opts.logLevel, { role: 'edge', edge: id });
@@ -77,8 +82,11 @@ export function clusterCommands(): Command[] {
       process.once('SIGINT', stop(true));
       exitWithSupervisor(stop(true));
     });
+}
 
-  const router = addOptions(new Command('router').description('run one router: backend API and subscription store, routing to the edges over NATS'), 'router')
+/** `c1m router`. */
+function routerCommand(): Command {
+  return addOptions(new Command('router').description('run one router: backend API and subscription store, routing to the edges over NATS'), 'router')
     .action(async (opts: OptionsOf<'router'>) => {
       const log = logger(opts.logLevel, { role: 'router' });
       const { startRouterProcess } = await import('../cluster/router-process.js');
@@ -90,8 +98,11 @@ export function clusterCommands(): Command[] {
       process.once('SIGINT', stop);
       exitWithSupervisor(stop);
     });
+}
 
-  const cluster = addOptions(new Command('cluster').description('run nats-server, a router and N edges on this host, supervised'), 'cluster')
+/** `c1m cluster`. */
+function clusterCommand(): Command {
+  return addOptions(new Command('cluster').description('run nats-server, a router and N edges on this host, supervised'), 'cluster')
     .action(async (opts: OptionsOf<'cluster'>, command: Command) => {
       const log = logger(opts.logLevel, { role: 'cluster' });
       const { runCluster, ClusterOptionError } = await import('../cluster/run.js');
@@ -102,7 +113,10 @@ export function clusterCommands(): Command[] {
         throw err;
       }
     });
+}
 
+/** `c1m admin drain` and `c1m admin undrain`. */
+function adminCommand(): Command {
   const admin = new Command('admin').description('operate a running cluster over NATS');
   for (const [verb, help] of [
     ['drain', 'stop an edge taking streams and close its streams at --rate per second, so clients reconnect elsewhere'],
@@ -126,8 +140,12 @@ export function clusterCommands(): Command[] {
         }
       });
   }
+  return admin;
+}
 
-  const natsConfig = new Command('nats-config')
+/** `c1m nats-config`. */
+function natsConfigCommand(): Command {
+  return new Command('nats-config')
     .description("write nats-server's configuration for the c1m bus (a user per role and edge, with subject permissions) and every role's credentials file into a directory")
     .requiredOption('--dir <dir>', 'where nats.conf and the credentials files go (mode 0600); written again, it keeps every user it has')
     .addOption(new Option('--edges <ids>', 'edge ids to add, comma-separated').default([]).argParser((text: string) => text.split(',').map(edgeId)))
@@ -152,5 +170,4 @@ export function clusterCommands(): Command[] {
       const config = writeNatsConfig(opts.dir, { listen: opts.listen, edges: opts.edges, tls, jetstream });
       console.log(JSON.stringify({ config, run: `nats-server -c ${config}`, ca: tls && 'ca' in tls ? tls.ca : undefined }));
     });
-  return [edge, router, cluster, admin, natsConfig];
 }

@@ -6,7 +6,7 @@ import { tableOption } from './options.js';
 import { createWriteStream } from 'node:fs';
 import { finished } from 'node:stream/promises';
 import type { Writable } from 'node:stream';
-import type { Direction } from '../subsmanager/bulkload.js';
+import type { Direction, LoadProgress } from '../subsmanager/bulkload.js';
 
 /** A progress bar on stderr when it is a terminal; nothing otherwise (pipes, CI, logs). */
 function progressBar(format: string): SingleBar | undefined {
@@ -28,7 +28,15 @@ const busOptions = (command: Command, name: 'friends load' | 'friends snapshot')
 
 export function friendsCommand(): Command {
   const friends = new Command('friends').description('the friends graph: generate a Barabási–Albert graph, bulk-load an edge list, inspect the store');
+  addGenerate(friends);
+  addLoad(friends);
+  addSnapshot(friends);
+  addStats(friends);
+  return friends;
+}
 
+/** `c1m friends generate`. */
+function addGenerate(friends: Command): void {
   friends
     .command('generate')
     .description('write an undirected Barabási–Albert graph as an edge list (`A B` per line, ids 1..N)')
@@ -58,7 +66,10 @@ export function friendsCommand(): Command {
       }
       bar?.stop();
     });
+}
 
+/** `c1m friends load`: into this host's store, or with --nats into a replicated cluster's (loadReplicated). */
+function addLoad(friends: Command): void {
   const load = friends
     .command('load')
     .description("bulk-load an edge list into the subscription store, all or nothing; with --nats, into a replicated cluster's store (its stream)")
@@ -75,31 +86,12 @@ export function friendsCommand(): Command {
       if (opts.replicas !== undefined) command.error('error: --replicas is for a load with --nats');
       const [{ bulkLoadFile }, { openStore }] = await Promise.all([import('../subsmanager/bulkload.js'), import('../subsmanager/store.js')]);
       const bar = progressBar('{phase} [{bar}] {percentage}% | {rate} | {duration_formatted}');
-      let phase = '';
-      let started = 0;
       let store;
       try {
         store = openStore(opts.db);
         const report = await bulkLoadFile(store, file, {
           direction,
-          onProgress: (progress) => {
-            if (!bar) return;
-            if (progress.phase === 'read') {
-              if (phase !== 'read') bar.start(progress.totalBytes ?? 0, 0, { phase: 'read  ', rate: '' });
-              phase = 'read';
-              bar.update(progress.bytes, { rate: `${formatBytes(progress.bytes)}` });
-            } else {
-              // build, copy (empty store) or insert (non-empty store): one bar each.
-              if (phase !== progress.phase) {
-                bar.stop();
-                bar.start(progress.totalRows, 0, { phase: progress.phase.padEnd(6), rate: '' });
-                started = performance.now();
-              }
-              phase = progress.phase;
-              const seconds = (performance.now() - started) / 1000;
-              bar.update(progress.rows, { rate: `${formatCount(seconds > 0 ? progress.rows / seconds : 0)} rows/s` });
-            }
-          },
+          onProgress: bar && loadProgress(bar),
         });
         bar?.stop();
         console.log(
@@ -115,7 +107,10 @@ export function friendsCommand(): Command {
       }
     },
   );
+}
 
+/** `c1m friends snapshot`. */
+function addSnapshot(friends: Command): void {
   const snapshot = friends
     .command('snapshot')
     .description("write a snapshot of a replicated cluster's store: a copy of a router's view (--db, on this host) at the sequence it applied, into the stream C1M_STORE_SNAPSHOT")
@@ -147,7 +142,10 @@ export function friendsCommand(): Command {
       }
     },
   );
+}
 
+/** `c1m friends stats`. */
+function addStats(friends: Command): void {
   friends
     .command('stats')
     .description('users, subscriptions, degree distribution, top hubs, size on disk; optionally a log-log degree chart (SVG)')
@@ -175,8 +173,28 @@ export function friendsCommand(): Command {
         store?.close();
       }
     });
+}
 
-  return friends;
+/** A bulk load's progress on `bar`: the bytes read, then one bar for each phase of rows (build, copy or insert). */
+function loadProgress(bar: SingleBar): (progress: LoadProgress) => void {
+  let phase = '';
+  let started = 0;
+  return (progress) => {
+    if (progress.phase === 'read') {
+      if (phase !== 'read') bar.start(progress.totalBytes ?? 0, 0, { phase: 'read  ', rate: '' });
+      phase = 'read';
+      bar.update(progress.bytes, { rate: `${formatBytes(progress.bytes)}` });
+    } else {
+      if (phase !== progress.phase) {
+        bar.stop();
+        bar.start(progress.totalRows, 0, { phase: progress.phase.padEnd(6), rate: '' });
+        started = performance.now();
+      }
+      phase = progress.phase;
+      const seconds = (performance.now() - started) / 1000;
+      bar.update(progress.rows, { rate: `${formatCount(seconds > 0 ? progress.rows / seconds : 0)} rows/s` });
+    }
+  };
 }
 
 /** `c1m friends load FILE --nats URL`: read and check the whole file, then publish it to the store's stream. */

@@ -18,11 +18,6 @@ const parsed =
     }
   };
 
-/**
- * Monitor output on stderr, keeping stdout for the JSON summary: on a
- * terminal a live bar with a line logged above it every interval; otherwise
- * just the lines.
- */
 /** Runs a load tool to its end and prints its JSON summary; any failure stops the monitor and becomes a command error. */
 async function printSummary(view: { stop(): void }, command: Command, run: () => Promise<object>): Promise<void> {
   try {
@@ -35,6 +30,11 @@ async function printSummary(view: { stop(): void }, command: Command, run: () =>
   }
 }
 
+/**
+ * Monitor output on stderr, keeping stdout for the JSON summary: on a
+ * terminal a live bar with a line logged above it every interval; otherwise
+ * just the lines.
+ */
 function monitor(format: string, intervalSeconds: number) {
   const bars = process.stderr.isTTY ? new MultiBar({ format, stream: process.stderr, hideCursor: true, clearOnComplete: false }) : undefined;
   let bar: ReturnType<MultiBar['create']> | undefined;
@@ -62,7 +62,13 @@ const errorsText = (errors: Record<string, number>) =>
 
 export function loadgenCommand(): Command {
   const loadgen = new Command('loadgen').description('load tools for the C1M test: hold many streams, send messages');
+  addFlood(loadgen);
+  addMsggen(loadgen);
+  return loadgen;
+}
 
+/** `c1m loadgen flood`. */
+function addFlood(loadgen: Command): void {
   loadgen
     .command('flood')
     .description('open and hold many streams (GET /test/<id>, /sse/<id> or /ws/<id>), each from its own source address and local port; print a JSON summary')
@@ -120,7 +126,10 @@ export function loadgenCommand(): Command {
         }),
       );
     });
+}
 
+/** `c1m loadgen msggen`. */
+function addMsggen(loadgen: Command): void {
   loadgen
     .command('msggen')
     .description('send messages to random users through the backend API (POST /send/<id>); print a JSON summary')
@@ -164,6 +173,4 @@ export function loadgenCommand(): Command {
         }),
       );
     });
-
-  return loadgen;
 }

@@ -9,7 +9,7 @@
 import type { Logger } from 'pino';
 import { epochMs, type LatencyBuckets } from '../router/latency.js';
 import { Registry } from '../router/registry.js';
-import { Router, SendError, type SubscriberSource } from '../router/router.js';
+import { NotKeptError, Router, SendError, sendOnce, type Sent, type SubscriberSource } from '../router/router.js';
 import { NotSequencerError, type MessageHistory, type Missed } from '../subsmanager/history.js';
 import { partitionOf, partitionOfSend } from '../subsmanager/partitions.js';
 import type { Subject } from '../subsmanager/subjects.js';
@@ -166,27 +166,23 @@ export class Directory implements Numbering {
   private readonly takeSend = (message: BusMessage, replyTo: string | undefined): void => {
     if (message.t !== 'send') return;
     if (!this.ready) return void (replyTo && this.answer(replyTo, { delivered: 0, error: 'the router is still learning who is connected: try again' }));
-    let delivered = 0;
-    let first: number | undefined;
+    // Waited for (kept before the backend hears it was taken, as over HTTP) only when a backend waits for the answer.
+    const history = replyTo === undefined ? undefined : this.options.histories?.[partitionOfSend(message.user, this.partitions)];
+    let sent: Sent | Promise<Sent>;
     try {
-      // A retry of a send that was kept (its answer lost): the first one's id, nothing sent again.
-      if (message.key !== undefined) first = this.router.sentBefore(message.user, message.key);
-      if (first === undefined) delivered = this.send(message.user, message.message, message.key);
+      sent = sendOnce(this.router, history, message.user, message.key, () => this.send(message.user, message.message, message.key));
     } catch (err) {
       // Refused as the HTTP API refuses it (SendError), or the history's lease is no longer this router's (a hand-over):
       // nothing was numbered or delivered. Anything else is answered too, so that no backend waits for nothing.
       const retry = err instanceof NotSequencerError ? ': try again' : '';
-      if (!(err instanceof SendError || err instanceof NotSequencerError)) this.log.error({ err }, 'a send over the bus failed');
+      if (!(err instanceof SendError || err instanceof NotSequencerError || err instanceof NotKeptError)) this.log.error({ err }, 'a send over the bus failed');
       return void (replyTo && this.answer(replyTo, { delivered: 0, error: `${(err as Error).message}${retry}` }));
     }
     if (!replyTo) return;
-    const history = this.options.histories?.[partitionOfSend(message.user, this.partitions)];
-    if (!history) return this.answer(replyTo, { delivered });
-    const sent = first === undefined ? { delivered, id: history.lastId } : { delivered: 0, id: first, duplicate: true as const };
-    // Kept before the backend hears it was taken, as over HTTP (a duplicate's first may still wait for the stream).
-    history.afterCommit(
-      () => this.answer(replyTo, sent),
-      () => this.answer(replyTo, { delivered: 0, error: 'the history could not keep the message (not acknowledged): try again' }),
+    if (!(sent instanceof Promise)) return this.answer(replyTo, sent);
+    sent.then(
+      (kept) => this.answer(replyTo, kept),
+      (err: Error) => this.answer(replyTo, { delivered: 0, error: err.message }),
     );
   };
 

@@ -14,7 +14,7 @@ import { pausesAt, streamCapacity } from '../server/limits.js';
 import { assertPortFree, PublicListener } from '../server/listener.js';
 import type { OptionsOf } from '../server/options.js';
 import { publicStreams } from '../server/serving.js';
-import { transportStats } from '../server/stream.js';
+import { transportStats, type StreamHub } from '../server/stream.js';
 import { loadNativeUws } from '../server/uws.js';
 import { agentReply, agentServer } from './agent.js';
 import type { Bus } from './bus.js';
@@ -62,21 +62,78 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
   const host = options.host ?? DEFAULTS.host;
   const port = options.port ?? DEFAULTS.port;
   if (options.exclusivePort ?? true) await assertPortFree(host, port, `edge ${options.id}'s streams`);
-  const capacity = options.maxConnections ?? streamCapacity();
-  const pauseAt = pausesAt(capacity);
-  const resumeAt = Math.max(0, capacity - 3 * (capacity - pauseAt));
-  let state: EdgeState = 'up';
-  let listener: PublicListener | undefined;
-  const setState = (next: EdgeState): void => {
-    state = next;
-    listener?.want(state === 'up');
+  const admission = new Admission(options.maxConnections ?? streamCapacity());
+  const { capacity, pauseAt } = admission;
+  const registry = new Registry(options.maxStreamsPerUser ?? DEFAULTS.maxStreamsPerUser, {
+    login(subject) {
+      presence.login(subject);
+      admission.loggedIn(registry.connections);
+    },
+    logout(subject) {
+      presence.logout(subject);
+      admission.loggedOut(registry.connections);
+    },
+  });
+  const { hub, latency, app } = publicStreams(uws, registry, capacity, options);
+  const stats = edgeStats(admission, registry, hub);
+  const presence = new PresenceReporter(bus, options.id, `${process.pid}-${Date.now().toString(36)}`, stats, latency, options.presenceMs ?? MIN_WINDOW_MS);
+  // The history is a router's: a resuming stream's replay comes over the bus (see server/resume.ts).
+  hub.replay = busReplayer(bus, hub, loginsSender(presence));
+  const drainer = new Drainer(admission, registry, options.drainRate ?? DEFAULTS.drainRate, log);
+  subscribeToBus(bus, options.id, { deliveries: new Deliveries(registry, hub, log), hub, presence, registry, drainer, log });
+
+  const listener = (admission.listener = new PublicListener(uws, app, host, port, `edge ${options.id}'s streams`, log, () => registry.connections));
+  const agent = options.agentPort === undefined ? undefined : await agentServer(host, options.agentPort, () => agentReply(admission.state, registry.connections, capacity, pauseAt));
+  const statusTimer = setInterval(() => presence.status(), options.statusMs ?? CLUSTER_DEFAULTS.statusMs);
+  presence.status();
+  // At info whatever the log level: the supervisor waits for this line.
+  log.child({}, { level: 'info' }).info({ id: options.id, port: listener.port, capacity, streamAuth: options.streamSecret !== undefined, nats: bus.server, agentPort: agent?.port, pid: process.pid }, 'c1m edge listening');
+
+  let stopping: Promise<void> | undefined;
+  const finish = async (now: boolean): Promise<void> => {
+    if (now) registry.closeAll();
+    else if (registry.connections > 0) {
+      drainer.drain();
+      await new Promise<void>((resolve) => {
+        const check = setInterval(() => registry.connections === 0 && (clearInterval(check), resolve()), 50);
+      });
+    }
+    drainer.stop();
+    clearInterval(statusTimer);
+    admission.state = 'stopping';
+    listener.close();
+    hub.close();
+    presence.close();
+    presence.status(); // routers forget this edge now, not at the edge timeout
+    agent?.close();
+    await bus.close();
+    log.info({ id: options.id }, 'c1m edge stopped');
   };
 
-  const stats = (): EdgeStats => ({
+  return {
+    id: options.id,
+    port: listener.port,
+    agentPort: agent?.port,
+    state: () => admission.state,
+    stats,
+    drain: drainer.drain,
+    undrain: drainer.undrain,
+    stop(now = false) {
+      // Ctrl-C reaches a whole process group: the supervisor's own signal may follow the terminal's.
+      stopping ??= finish(now);
+      return stopping;
+    },
+  };
+}
+
+/** What the edge tells the routers in its status (and /stats shows of it). */
+const edgeStats =
+  (admission: Admission, registry: Registry, hub: StreamHub) =>
+  (): EdgeStats => ({
     pid: process.pid,
-    state,
+    state: admission.state,
     streams: registry.connections,
-    capacity,
+    capacity: admission.capacity,
     chunks: hub.chunks,
     bytes: hub.bytes,
     slowConsumerCloses: hub.slowConsumerCloses,
@@ -84,23 +141,79 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     transports: transportStats(hub),
     rss: process.memoryUsage.rss(),
   });
-  const registry = new Registry(options.maxStreamsPerUser ?? DEFAULTS.maxStreamsPerUser, {
-    login(subject) {
-      presence.login(subject);
-      if (state === 'up' && registry.connections >= pauseAt) setState('full');
-    },
-    logout(subject) {
-      presence.logout(subject);
-      if (state === 'full' && registry.connections <= resumeAt) setState('up');
-    },
-  });
-  const { hub, latency, app } = publicStreams(uws, registry, capacity, options);
-  const presence = new PresenceReporter(bus, options.id, `${process.pid}-${Date.now().toString(36)}`, stats, latency, options.presenceMs ?? MIN_WINDOW_MS);
-  // The history is a router's: a resuming stream's replay comes over the bus (see server/resume.ts), asked for once
-  // this edge's pending logins are out, so that the router has the stream's before it reads the replay.
+
+/**
+ * Whether the edge takes new streams. Full at pausesAt(capacity), it stops listening, so that the kernel hands new
+ * connections to its siblings, and listens again well below; draining or stopping, it does not listen.
+ */
+class Admission {
+  state: EdgeState = 'up';
+  /** Listens only while up; set once listening. */
+  listener: PublicListener | undefined;
+  readonly pauseAt: number;
+  private readonly resumeAt: number;
+
+  constructor(readonly capacity: number) {
+    this.pauseAt = pausesAt(capacity);
+    this.resumeAt = Math.max(0, capacity - 3 * (capacity - this.pauseAt));
+  }
+
+  set(next: EdgeState): void {
+    this.state = next;
+    this.listener?.want(next === 'up');
+  }
+
+  loggedIn(streams: number): void {
+    if (this.state === 'up' && streams >= this.pauseAt) this.set('full');
+  }
+
+  loggedOut(streams: number): void {
+    if (this.state === 'full' && streams <= this.resumeAt) this.set('up');
+  }
+}
+
+/** Closes the edge's streams at the drain rate (c1m admin drain, or a stop), so that their clients reconnect elsewhere at an even pace. */
+class Drainer {
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly admission: Admission,
+    private readonly registry: Registry,
+    private rate: number,
+    private readonly log: Logger,
+  ) {}
+
+  readonly drain = (rate = this.rate): void => {
+    this.rate = rate;
+    if (this.admission.state !== 'draining' && this.admission.state !== 'stopping') this.admission.set('draining');
+    clearInterval(this.timer);
+    // Ten rounds a second.
+    this.timer = setInterval(() => {
+      if (this.registry.connections === 0) return clearInterval(this.timer);
+      this.registry.closeSome(Math.max(1, Math.round(this.rate / 10)));
+    }, 100);
+    this.log.info({ rate, streams: this.registry.connections }, 'draining');
+  };
+
+  readonly undrain = (): void => {
+    if (this.admission.state !== 'draining') return;
+    clearInterval(this.timer);
+    this.admission.set('up');
+  };
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}
+
+/**
+ * Sends the pending logins at the end of this turn, once for all the streams that resume in it (a reconnect storm
+ * brings thousands): a resuming stream's replay is asked for once they are out, so that the router has the stream's
+ * login before it reads the replay.
+ */
+function loginsSender(presence: PresenceReporter): () => Promise<void> {
   let loginsOut: Promise<void> | undefined;
-  /** Sends the pending logins at the end of this turn, once for all the streams that resume in it (a reconnect storm brings thousands). */
-  const sendLogins = (): Promise<void> =>
+  return () =>
     (loginsOut ??= new Promise((resolve) =>
       setImmediate(() => {
         loginsOut = undefined;
@@ -108,29 +221,15 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
         resolve();
       }),
     ));
-  hub.replay = busReplayer(bus, hub, sendLogins);
+}
 
-  const deliveries = new Deliveries(registry, hub, log);
-
-  let drainRate = options.drainRate ?? DEFAULTS.drainRate;
-  let drainTimer: NodeJS.Timeout | undefined;
-  const drain = (rate = drainRate): void => {
-    drainRate = rate;
-    if (state !== 'draining' && state !== 'stopping') setState('draining');
-    clearInterval(drainTimer);
-    // Ten rounds a second, so clients reconnect elsewhere at an even pace.
-    drainTimer = setInterval(() => {
-      if (registry.connections === 0) return clearInterval(drainTimer);
-      registry.closeSome(Math.max(1, Math.round(drainRate / 10)));
-    }, 100);
-    log.info({ rate, streams: registry.connections }, 'draining');
-  };
-  const undrain = (): void => {
-    if (state !== 'draining') return;
-    clearInterval(drainTimer);
-    setState('up');
-  };
-
+/** What the routers (deliveries, syncs) and the admins (drain, undrain) send this edge. */
+function subscribeToBus(
+  bus: Bus,
+  id: string,
+  edge: { deliveries: Deliveries; hub: StreamHub; presence: PresenceReporter; registry: Registry; drainer: Drainer; log: Logger },
+): void {
+  const { deliveries, hub, presence, registry, drainer, log } = edge;
   // Each subject takes only its own messages: nats-server lets routers publish to c1m.edge.* and admins to c1m.admin.*.
   const onEdgeMessage = (message: BusMessage): void => {
     switch (message.t) {
@@ -147,55 +246,12 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     }
   };
   const onAdminMessage = (message: BusMessage, replyTo: string | undefined): void => {
-    if (message.t === 'drain') drain(message.rate);
-    else if (message.t === 'undrain') undrain();
+    if (message.t === 'drain') drainer.drain(message.rate);
+    else if (message.t === 'undrain') drainer.undrain();
     else return void log.warn({ t: message.t }, 'unexpected admin message');
     if (replyTo) presence.status(replyTo); // the admin command prints the edge's new state
   };
-  bus.subscribe(SUBJECTS.edge(options.id), onEdgeMessage);
+  bus.subscribe(SUBJECTS.edge(id), onEdgeMessage);
   bus.subscribe(SUBJECTS.sync, onEdgeMessage);
-  bus.subscribe(SUBJECTS.admin(options.id), onAdminMessage);
-
-  listener = new PublicListener(uws, app, host, port, `edge ${options.id}'s streams`, log, () => registry.connections);
-  const agent = options.agentPort === undefined ? undefined : await agentServer(host, options.agentPort, () => agentReply(state, registry.connections, capacity, pauseAt));
-  const statusTimer = setInterval(() => presence.status(), options.statusMs ?? CLUSTER_DEFAULTS.statusMs);
-  presence.status();
-  // At info whatever the log level: the supervisor waits for this line.
-  log.child({}, { level: 'info' }).info({ id: options.id, port: listener.port, capacity, streamAuth: options.streamSecret !== undefined, nats: bus.server, agentPort: agent?.port, pid: process.pid }, 'c1m edge listening');
-
-  let stopping: Promise<void> | undefined;
-  const finish = async (now: boolean): Promise<void> => {
-    if (now) registry.closeAll();
-    else if (registry.connections > 0) {
-      drain();
-      await new Promise<void>((resolve) => {
-        const check = setInterval(() => registry.connections === 0 && (clearInterval(check), resolve()), 50);
-      });
-    }
-    clearInterval(drainTimer);
-    clearInterval(statusTimer);
-    state = 'stopping';
-    listener!.close();
-    hub.close();
-    presence.close();
-    presence.status(); // routers forget this edge now, not at the edge timeout
-    agent?.close();
-    await bus.close();
-    log.info({ id: options.id }, 'c1m edge stopped');
-  };
-
-  return {
-    id: options.id,
-    port: listener.port,
-    agentPort: agent?.port,
-    state: () => state,
-    stats,
-    drain,
-    undrain,
-    stop(now = false) {
-      // Ctrl-C reaches a whole process group: the supervisor's own signal may follow the terminal's.
-      stopping ??= finish(now);
-      return stopping;
-    },
-  };
+  bus.subscribe(SUBJECTS.admin(id), onAdminMessage);
 }

@@ -37,15 +37,20 @@ function defaultMaxConnections(): number {
 // HAProxy's server names: letters, digits and these, which every c1m edge id fits.
 const SERVER_NAME = /^[A-Za-z0-9_.:-]+$/;
 
-/** haproxy.cfg for browsers → HAProxy → edges. Every setting that is not HAProxy's default says why. */
-export function haproxyConfig(layout: HaproxyLayout): string {
-  if (layout.edges.length === 0) throw new Error('the layout has no edges');
+/** At least one edge, each named as HAProxy takes a server's name, no two alike. */
+function checkEdgeNames(edges: HaproxyLayout['edges']): void {
+  if (edges.length === 0) throw new Error('the layout has no edges');
   const names = new Set<string>();
-  for (const edge of layout.edges) {
+  for (const edge of edges) {
     if (!SERVER_NAME.test(edge.name)) throw new Error(`edge name '${edge.name}' has characters HAProxy refuses (use letters, digits, _ . : -)`);
     if (names.has(edge.name)) throw new Error(`edge name '${edge.name}' appears twice`);
     names.add(edge.name);
   }
+}
+
+/** haproxy.cfg for browsers → HAProxy → edges. Every setting that is not HAProxy's default says why. */
+export function haproxyConfig(layout: HaproxyLayout): string {
+  checkEdgeNames(layout.edges);
   const maxconn = layout.maxConnections ?? defaultMaxConnections();
   const servers = layout.edges.map(
     (e) =>

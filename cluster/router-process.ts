@@ -12,12 +12,11 @@
  * a send of another partition to that partition's leader.
  */
 import type { Logger } from 'pino';
-import { checkIdempotencyKey, checkSend } from '../router/router.js';
-import { checkApiSettings, type Sent } from '../server/api.js';
+import { checkIdempotencyKey, checkSend, sendOnce, type Sent } from '../router/router.js';
+import { checkApiSettings } from '../server/api.js';
 import { HttpError } from '../server/http.js';
 import { DEFAULTS } from '../server/defaults.js';
 import { listen } from '../server/listener.js';
-import { metricsRegistry } from '../server/metrics.js';
 import type { SharedStats } from '../server/server.js';
 import type { OptionsOf } from '../server/options.js';
 import { backendApi, exitOnLostLease, servingStoreOptions } from '../server/serving.js';
@@ -54,22 +53,104 @@ export type RouterProcessOptions = Partial<Omit<OptionsOf<'router'>, 'nats' | 'd
   };
 
 export async function startRouterProcess(options: RouterProcessOptions) {
+  const settings = routerSettings(options);
+  const uws = loadNativeUws();
+  const log = options.logger;
+  const kept = await openStoreAndHistories(options, settings);
+  const started = Date.now();
+  const { bus, directory } = await openDirectory(options, settings, kept);
+  const wiring: Wiring = { options, settings, kept, bus, directory, log };
+  let closing = false;
+  let leadership: Leadership | undefined;
+  const stats = routerStats(wiring, started, () => leadership?.handedOver ?? 0);
+  const metrics = () => {
+    const s = stats();
+    return { ...s, streams: s.connections, latency: directory.latency() };
+  };
+  const api = backendApi(uws, routerSend(wiring, () => closing), kept.store, stats, metrics, options);
+  // Sends are taken once the directory knows who is connected: before, they would reach nobody, acknowledged.
+  directory.syncAll();
+  await directory.learned(CLUSTER_DEFAULTS.statusMs + 500, 5000);
+  let listener: ReturnType<typeof listen> | undefined;
+  // At info whatever the log level: the supervisor waits for one of these lines.
+  const ready = log.child({}, { level: 'info' });
+  const open = (term?: number): void => {
+    if (listener) return;
+    listener = listen(uws, api, settings.apiHost, options.apiPort ?? DEFAULTS.apiPort, 'the backend API');
+    ready.info({ apiPort: listener.port, nats: bus.server, db: options.db, pid: process.pid, term }, 'c1m router listening');
+  };
+  try {
+    if (kept.histories.length === 0) {
+      directory.takeOver();
+      open();
+    } else {
+      leadership = new Leadership(wiring, open);
+      await leadership.start();
+      if (!listener) ready.info({ pid: process.pid, holder: await leadership.holder() }, 'c1m router standing by: another holds the history');
+    }
+  } catch (err) {
+    directory.close();
+    await bus.close();
+    await kept.close();
+    throw err;
+  }
+
+  return {
+    directory,
+    store: kept.store,
+    get apiPort() {
+      return listener?.port;
+    },
+    stats,
+    async close() {
+      closing = true;
+      leadership?.stop();
+      if (listener) uws.us_listen_socket_close(listener.socket);
+      // The last batches leave once the stream holds their messages.
+      await Promise.all((kept.replicated ?? []).map((history) => history.settled()));
+      directory.close();
+      await bus.close();
+      await kept.close();
+      log.info('c1m router stopped');
+    },
+  };
+}
+
+/** startRouterProcess()'s options checked, with their defaults. */
+function routerSettings(options: RouterProcessOptions) {
   const apiHost = options.apiHost ?? DEFAULTS.apiHost;
   const maxMessage = options.maxMessage ?? DEFAULTS.maxMessage;
   const maxUserId = options.maxUserId ?? DEFAULTS.maxUserId;
   checkApiSettings({ apiHost, token: options.token, apiInsecure: options.apiInsecure, maxMessage, maxBacklog: options.maxBacklog ?? DEFAULTS.maxBacklog });
-  const uws = loadNativeUws();
-  const log = options.logger;
   const historySeconds = options.historySeconds ?? DEFAULTS.historySeconds;
   const partitions = checkPartitions(options.partitions ?? 1);
   if (partitions > 1 && historySeconds === 0) throw new Error('--partitions share the numbering of sends among routers: they need a history (--history-seconds above 0)');
   const replicas = options.replicas;
   if (replicas !== undefined && (!Number.isSafeInteger(replicas) || replicas < 1)) throw new Error(`--replicas ${replicas}: a whole number of at least 1`);
+  return { apiHost, maxMessage, maxUserId, historySeconds, partitions, replicas };
+}
+
+/** What the steps of startRouterProcess() share. */
+interface Wiring {
+  options: RouterProcessOptions;
+  settings: ReturnType<typeof routerSettings>;
+  kept: Awaited<ReturnType<typeof openStoreAndHistories>>;
+  bus: NatsBus;
+  directory: Directory;
+  log: Logger;
+}
+
+/**
+ * The store and each partition's history: SQLite files, or with --replicas each a view of its JetStream stream, caught
+ * up before anything else starts. `logs` are what the directory numbers with; close() closes them all.
+ */
+async function openStoreAndHistories(options: RouterProcessOptions, settings: Wiring['settings']) {
+  const { historySeconds, partitions, replicas } = settings;
   const storeOptions = servingStoreOptions(options);
   // Replicated: this router's store is its own view of the store's stream, caught up before anything else starts.
-  const jetStream = options.replicas ? await connectJetStream(options.nats, { name: `c1m-router-${process.pid}-js`, creds: options.creds, ca: options.ca, inboxPrefix: ROUTER_INBOX }) : undefined;
+  const jetStream = replicas ? await connectJetStream(options.nats, { name: `c1m-router-${process.pid}-js`, creds: options.creds, ca: options.ca, inboxPrefix: ROUTER_INBOX }) : undefined;
   const store = jetStream
-    ? await openReplicatedStore(jetStream, { db: options.db, storeOptions, replicas: options.replicas, logger: log }).catch(async (err: Error) => {
+    ? await openReplicatedStore(jetStream, { db: options.db, storeOptions, replicas, logger: options.logger }).catch(async (err: Error) => {
         await jetStream.close();
         throw err;
       })
@@ -77,7 +158,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
   const histories: History[] = [];
   /** With --replicas, each partition's stream, over its view in `histories`. */
   let replicated: ReplicatedHistory[] | undefined;
-  const closeStore = async () => {
+  const close = async () => {
     for (const history of replicated ?? []) await history.close();
     for (const history of histories) history.close();
     await store.close();
@@ -94,12 +175,16 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       replicated = await Promise.all(histories.map((view, partition) => ReplicatedHistory.open(brain, view, partition)));
     }
   } catch (err) {
-    await closeStore();
+    await close();
     throw err;
   }
-  /** What the directory numbers with: each partition's stream, or its SQLite history. */
   const logs: MessageHistory[] = replicated ?? histories;
-  const started = Date.now();
+  return { store, histories, replicated, logs, close };
+}
+
+/** The bus, and the directory over it of who is connected on which edge. */
+async function openDirectory(options: RouterProcessOptions, settings: Wiring['settings'], kept: Wiring['kept']) {
+  const log = options.logger;
   let directory: Directory | undefined;
   const bus = await NatsBus.connect(options.nats, { name: `c1m-router-${process.pid}`, creds: options.creds, ca: options.ca, inboxPrefix: ROUTER_INBOX }, {
     // Presence may have been lost while NATS was away: rebuild the directory.
@@ -111,17 +196,22 @@ export async function startRouterProcess(options: RouterProcessOptions) {
     warning: (message) => log.warn(message),
   });
   try {
-    directory = new Directory(bus, store, { batchMs: options.batchMs, edgeTimeoutMs: options.edgeTimeoutMs, maxMessage, maxUserId, histories: logs, logger: log });
+    const { maxMessage, maxUserId } = settings;
+    directory = new Directory(bus, kept.store, { batchMs: options.batchMs, edgeTimeoutMs: options.edgeTimeoutMs, maxMessage, maxUserId, histories: kept.logs, logger: log });
   } catch (err) {
     await bus.close();
-    await closeStore();
+    await kept.close();
     throw err;
   }
-  const { router, registry } = directory;
+  return { bus, directory };
+}
 
-  /** Partitions this router handed over to one that led fewer (a router back after a restart). */
-  let handedOver = 0;
-  const stats = (): RouterStats => {
+/** The router's GET /stats. */
+function routerStats({ directory, kept, settings }: Wiring, started: number, handedOver: () => number) {
+  const { router, registry } = directory;
+  const { store, logs } = kept;
+  const { partitions } = settings;
+  return (): RouterStats => {
     const edges = directory.edgeViews();
     const up = edges.filter((e) => e.state !== 'down');
     const sum = (pick: (e: (typeof edges)[number]) => number) => edges.reduce((n, e) => n + pick(e), 0);
@@ -144,37 +234,17 @@ export async function startRouterProcess(options: RouterProcessOptions) {
       busMalformed: directory.malformed,
       history: partitions === 1 && logs.length > 0 ? logs[0].stats() : null,
       ...('stats' in store && { store: store.stats() }),
-      ...(partitions > 1 && { partitions: logs.map((history, partition) => ({ partition, leading: directory.leads(partition), ...history.stats() })), handedOver }),
+      ...(partitions > 1 && { partitions: logs.map((history, partition) => ({ partition, leading: directory.leads(partition), ...history.stats() })), handedOver: handedOver() }),
       uptimeSeconds: Math.round((Date.now() - started) / 1000),
       memory: { rss: memory.rss, heapUsed: memory.heapUsed, external: memory.external },
       edges,
     };
   };
-  let closing = false;
-  const send = (subject: Subject, message: Uint8Array, key?: string): Sent | Promise<Sent> => {
-    // Not taken once stopping: its delivery could not leave any more.
-    if (closing) throw new HttpError(503, 'the router is stopping');
-    const partition = partitionOf(subject, partitions);
-    if (!directory.leads(partition)) return forward(subject, message, partition, key);
-    // A retry of a send that was kept (its answer lost): the first one's id, nothing sent again.
-    const first = key === undefined ? undefined : router.sentBefore(subject, key);
-    const delivered = first === undefined ? directory.send(subject, message, key) : 0;
-    const history = histories[partition];
-    if (!history) return { delivered };
-    const sent: Sent = first === undefined ? { delivered, id: history.lastId } : { delivered: 0, id: first, duplicate: true };
-    if (replicated) {
-      // Answered once the stream acknowledged it (a quorum of the replicas; a duplicate's first may still wait for it): an asynchronous answer.
-      return new Promise<Sent>((resolve, reject) =>
-        replicated![partition].afterCommit(
-          () => resolve(sent),
-          () => reject(new HttpError(503, 'the replicated history did not keep the message: try again')),
-        ),
-      );
-    }
-    // In the file before the backend hears it was taken: an acknowledged send survives a kill -9.
-    history.flush();
-    return sent;
-  };
+}
+
+/** The backend API's send: taken here where this router leads the subject's partition, else passed to that partition's leader. */
+function routerSend({ directory, kept, settings, bus }: Wiring, closing: () => boolean) {
+  const { maxUserId, maxMessage, partitions } = settings;
   /** A send of a partition another router leads, passed to it over the bus; checked here first, so that a bad one gets its HTTP status. */
   const forward = async (subject: Subject, message: Uint8Array, partition: number, key?: string): Promise<Sent> => {
     checkSend(subject, message, { maxUserId, maxMessage });
@@ -187,132 +257,136 @@ export async function startRouterProcess(options: RouterProcessOptions) {
     if (reply.error !== undefined) throw new HttpError(503, reply.error);
     return { delivered: reply.delivered, id: reply.id, ...(reply.duplicate && { duplicate: true }) };
   };
-  const metrics = () => {
-    const s = stats();
-    return { ...s, streams: s.connections, latency: directory.latency() };
+  return (subject: Subject, message: Uint8Array, key?: string): Sent | Promise<Sent> => {
+    // Not taken once stopping: its delivery could not leave any more.
+    if (closing()) throw new HttpError(503, 'the router is stopping');
+    const partition = partitionOf(subject, partitions);
+    if (!directory.leads(partition)) return forward(subject, message, partition, key);
+    return sendOnce(directory.router, kept.logs[partition], subject, key, () => directory.send(subject, message, key));
   };
-  const api = backendApi(uws, send, store, stats, metrics, options);
-  // Sends are taken once the directory knows who is connected: before, they would reach nobody, acknowledged.
-  directory.syncAll();
-  await directory.learned(CLUSTER_DEFAULTS.statusMs + 500, 5000);
-  let listener: ReturnType<typeof listen> | undefined;
-  // At info whatever the log level: the supervisor waits for one of these lines.
-  const ready = log.child({}, { level: 'info' });
-  const open = (term?: number): void => {
-    listener = listen(uws, api, apiHost, options.apiPort ?? DEFAULTS.apiPort, 'the backend API');
-    ready.info({ apiPort: listener.port, nats: bus.server, db: options.db, pid: process.pid, term }, 'c1m router listening');
-  };
-  let standby: NodeJS.Timeout | undefined;
-  try {
-    if (histories.length === 0) {
-      directory.takeOver();
-      open();
-    } else {
-      /** Who takes each partition: its SQLite history (a lease row in its file) or its replicated stream (a KV lease, fenced by the stream). */
-      const leaders: (History | ReplicatedHistory)[] = replicated ?? histories;
-      replicated?.forEach((history, partition) => {
-        history.onStepDown = (why) => {
-          log.warn({ partition, why }, 'stopped leading a partition: its stream did not acknowledge a message');
-          directory.handOver(partition);
-        };
-      });
-      leaders.forEach((history, partition) => {
-        history.onLeaseLost = (why?: string) =>
-          history instanceof ReplicatedHistory
-            ? exitOnLostLease(log, { partition, why }, "the partition's stream refused this router, or its lease was taken: exiting")
-            : exitOnLostLease(log, { partition, holder: history.lease.current() }, "another router took the history's lease: exiting");
-      });
-      // One router at a time numbers and delivers each partition (subsmanager/sequencer.ts); the others keep their directories and wait.
-      let claimedAt = -Infinity;
-      let handedAt = -Infinity;
-      let claiming = false;
-      const takeAPartition = async (): Promise<void> => {
-        // One more partition per lease period at most: routers that start together take one each, not one all of them.
-        // Nor one this router just handed over: it is for the router that leads fewer to take.
-        if (claiming || closing || performance.now() - Math.max(claimedAt, handedAt) < LEASE.ms) return;
-        claiming = true;
-        try {
-          for (const [partition, history] of leaders.entries()) {
-            if (directory.leads(partition)) continue;
-            const term = await history.claimLease();
-            if (!term || closing) continue;
-            claimedAt = performance.now();
-            directory.takeOver(partition, term.term, history.newerThan(term.settled));
-            if (!listener) open(term.term);
-            if (partitions > 1) log.info({ partition, term: term.term }, 'leading a partition');
-            return;
-          }
-        } catch (err) {
-          // A replicated partition's stream refused the term marker (another router numbered meanwhile) or was away: tried again at the next look.
-          if (!replicated) throw err;
-          log.warn({ err: (err as Error).message }, 'could not take a partition: trying again');
-        } finally {
-          claiming = false;
-        }
-      };
-      /** The other routers heard on c1m.routers within a lease period, and how many partitions each leads. */
-      const peers = new Map<string, { leads: number; at: number }>();
-      const me = leaders[0].lease.holder;
-      const led = () => leaders.filter((_, partition) => directory.leads(partition)).length;
-      /**
-       * A router that came back finds every partition led: one that leads more than its share (the partitions over
-       * the live routers, rounded up), where another leads less, hands one over at a clean point (History.handOver).
-       */
-      const share = (): void => {
-        const now = performance.now();
-        for (const [id, peer] of peers) if (now - peer.at > LEASE.ms) peers.delete(id);
-        bus.publish(SUBJECTS.routers, { t: 'leading', router: me, partitions: led() });
-        const fair = Math.ceil(partitions / (peers.size + 1));
-        if (led() <= fair || ![...peers.values()].some((peer) => peer.leads < fair) || now - handedAt < 2 * LEASE.ms) return;
-        let partition = partitions - 1;
-        while (!directory.leads(partition)) partition--;
-        if (!leaders[partition].handOver()) return;
-        directory.handOver(partition);
-        handedAt = now;
-        handedOver++;
-        log.info({ partition, routers: peers.size + 1 }, 'handed a partition over to a router that leads fewer');
-      };
-      if (partitions > 1) bus.subscribe(SUBJECTS.routers, (message) => {
-        if (message.t === 'leading' && message.router !== me) peers.set(message.router, { leads: message.partitions, at: performance.now() });
-      });
-      await takeAPartition();
-      if (!listener) ready.info({ pid: process.pid, holder: await leaders[0].lease.current() }, 'c1m router standing by: another holds the history');
-      if (partitions > 1) standby = setInterval(() => {
-        share();
-        void takeAPartition();
-      }, LEASE.pollMs);
-      else if (!directory.leads(0)) standby = setInterval(() => {
-        void takeAPartition().then(() => {
-          if (directory.leads(0)) clearInterval(standby);
-        });
-      }, LEASE.pollMs);
-    }
-  } catch (err) {
-    directory.close();
-    await bus.close();
-    await closeStore();
-    throw err;
+}
+
+/**
+ * With a history, one router at a time numbers and delivers each partition (subsmanager/sequencer.ts): this one claims
+ * partitions whose lease is free, one per lease period, stands by for the others, and hands one over to a router that
+ * leads fewer. It exits when a lease it held is taken.
+ */
+class Leadership {
+  /** Partitions this router handed over to one that led fewer (a router back after a restart). */
+  handedOver = 0;
+  /** Who takes each partition: its SQLite history (a lease row in its file) or its replicated stream (a KV lease, fenced by the stream). */
+  private readonly leaders: (History | ReplicatedHistory)[];
+  /** The other routers heard on c1m.routers within a lease period, and how many partitions each leads. */
+  private readonly peers = new Map<string, { leads: number; at: number }>();
+  private claimedAt = -Infinity;
+  private handedAt = -Infinity;
+  private claiming = false;
+  private stopped = false;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly w: Wiring,
+    /** Opens the API, at the first partition this router leads. */
+    private readonly open: (term: number) => void,
+  ) {
+    this.leaders = w.kept.replicated ?? w.kept.histories;
+    this.watchLeases();
   }
 
-  return {
-    directory,
-    store,
-    get apiPort() {
-      return listener?.port;
-    },
-    stats,
-    async close() {
-      closing = true;
-      clearInterval(standby);
-      if (listener) uws.us_listen_socket_close(listener.socket);
-      // The last batches leave once the stream holds their messages.
-      await Promise.all((replicated ?? []).map((history) => history.settled()));
-      directory.close();
-      await bus.close();
-      await closeStore();
-      log.info('c1m router stopped');
-    },
-  };
+  /** Claims a first partition if it can, then looks again every lease poll. */
+  async start(): Promise<void> {
+    const { partitions } = this.w.settings;
+    const { bus, directory } = this.w;
+    const me = this.leaders[0].lease.holder;
+    if (partitions > 1) bus.subscribe(SUBJECTS.routers, (message) => {
+      if (message.t === 'leading' && message.router !== me) this.peers.set(message.router, { leads: message.partitions, at: performance.now() });
+    });
+    await this.claim();
+    if (partitions > 1) this.timer = setInterval(() => {
+      this.share();
+      void this.claim();
+    }, LEASE.pollMs);
+    else if (!directory.leads(0)) this.timer = setInterval(() => {
+      void this.claim().then(() => {
+        if (directory.leads(0)) clearInterval(this.timer);
+      });
+    }, LEASE.pollMs);
+  }
+
+  /** Who holds the first partition's lease. */
+  holder() {
+    return this.leaders[0].lease.current();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearInterval(this.timer);
+  }
+
+  /** A partition whose stream stopped acknowledging is handed over; a lease taken by another router ends this one. */
+  private watchLeases(): void {
+    const { directory, log } = this.w;
+    this.w.kept.replicated?.forEach((history, partition) => {
+      history.onStepDown = (why) => {
+        log.warn({ partition, why }, 'stopped leading a partition: its stream did not acknowledge a message');
+        directory.handOver(partition);
+      };
+    });
+    this.leaders.forEach((history, partition) => {
+      history.onLeaseLost = (why?: string) =>
+        history instanceof ReplicatedHistory
+          ? exitOnLostLease(log, { partition, why }, "the partition's stream refused this router, or its lease was taken: exiting")
+          : exitOnLostLease(log, { partition, holder: history.lease.current() }, "another router took the history's lease: exiting");
+    });
+  }
+
+  /** Takes the first partition nobody leads, if any. */
+  private async claim(): Promise<void> {
+    const { directory, log, settings } = this.w;
+    // One more partition per lease period at most: routers that start together take one each, not one all of them.
+    // Nor one this router just handed over: it is for the router that leads fewer to take.
+    if (this.claiming || this.stopped || performance.now() - Math.max(this.claimedAt, this.handedAt) < LEASE.ms) return;
+    this.claiming = true;
+    try {
+      for (const [partition, history] of this.leaders.entries()) {
+        if (directory.leads(partition)) continue;
+        const term = await history.claimLease();
+        if (!term || this.stopped) continue;
+        this.claimedAt = performance.now();
+        directory.takeOver(partition, term.term, history.newerThan(term.settled));
+        this.open(term.term);
+        if (settings.partitions > 1) log.info({ partition, term: term.term }, 'leading a partition');
+        return;
+      }
+    } catch (err) {
+      // A replicated partition's stream refused the term marker (another router numbered meanwhile) or was away: tried again at the next look.
+      if (!this.w.kept.replicated) throw err;
+      log.warn({ err: (err as Error).message }, 'could not take a partition: trying again');
+    } finally {
+      this.claiming = false;
+    }
+  }
+
+  /**
+   * A router that came back finds every partition led: one that leads more than its share (the partitions over
+   * the live routers, rounded up), where another leads less, hands one over at a clean point (History.handOver).
+   */
+  private share(): void {
+    const { bus, directory, log, settings } = this.w;
+    const now = performance.now();
+    for (const [id, peer] of this.peers) if (now - peer.at > LEASE.ms) this.peers.delete(id);
+    const led = this.leaders.filter((_, partition) => directory.leads(partition)).length;
+    bus.publish(SUBJECTS.routers, { t: 'leading', router: this.leaders[0].lease.holder, partitions: led });
+    const fair = Math.ceil(settings.partitions / (this.peers.size + 1));
+    if (led <= fair || ![...this.peers.values()].some((peer) => peer.leads < fair) || now - this.handedAt < 2 * LEASE.ms) return;
+    let partition = settings.partitions - 1;
+    while (!directory.leads(partition)) partition--;
+    if (!this.leaders[partition].handOver()) return;
+    directory.handOver(partition);
+    this.handedAt = now;
+    this.handedOver++;
+    log.info({ partition, routers: this.peers.size + 1 }, 'handed a partition over to a router that leads fewer');
+  }
 }
 
 /** A router's GET /stats: what a single server answers too (SharedStats), and the cluster's own counters. */

@@ -5,7 +5,7 @@
  * two. It learns the partitions from the routers' answers (`sent` says them
  * where there are several), or is told them.
  */
-import type { Sent } from '../server/api.js';
+import type { Sent } from '../router/router.js';
 import { partitionOfSend } from '../subsmanager/partitions.js';
 import type { Subject } from '../subsmanager/subjects.js';
 import type { Bus } from './bus.js';

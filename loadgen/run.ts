@@ -18,6 +18,7 @@ import { runMsggen } from './msggen.js';
 import { credsFile } from '../cluster/nats-auth.js';
 import type { RouterStats } from '../cluster/router-process.js';
 import { routerDb } from '../cluster/run.js';
+import { commandArgv } from '../server/options.js';
 import { spawnC1m } from '../cluster/supervisor.js';
 import { ROLES, type RunOptions, type Role, type Phase, type KernelMemory, type Sample, type FullSample, type RunResult, P99_TARGET_MS } from './run-result.js';
 import { writeReport } from './report.js';
@@ -303,7 +304,48 @@ export async function runC1m(options: RunOptions): Promise<RunResult & { dir: st
   const o = { sampleMs: 1000, ...settings };
   const dir = resolve(o.out);
   mkdirSync(dir, { recursive: true });
+  const plan = runPlan(o);
+  const run = new C1mRun(o, log);
+  const onOuterAbort = () => run.abort.abort(new Error('stopped on request (Ctrl-C or SIGTERM)'));
+  outer?.addEventListener('abort', onOuterAbort, { once: true });
+  if (outer?.aborted) onOuterAbort();
+  warnOnMemory(o.connections, log);
+  const { result, sampler, abort } = run;
+  let hardStop: NodeJS.Timeout | undefined;
+  try {
+    if (!run.work) result.graph = await ensureGraph(o, abort.signal, log);
+    abort.signal.throwIfAborted();
+    result.snapshots.before = await sampler.sample(true);
+    sampler.start(o.sampleMs);
+    hardStop = setTimeout(() => abort.abort(new Error(`hard stop after ${plan.maxSeconds} s`)), plan.maxSeconds * 1000);
+    const cluster = await run.startCluster();
+    await run.ramp(cluster, plan);
+    run.enter('hold');
+    await sleep(o.hold * 1000, undefined, { signal: abort.signal });
+    result.snapshots.peak = await sampler.sample(true);
+    await run.messages(cluster, plan.rates);
+  } catch (err) {
+    result.status = outer?.aborted ? 'interrupted' : 'failed';
+    result.error = ((abort.signal.aborted ? abort.signal.reason : err) as Error).message;
+    log(`run ${result.status}: ${result.error}`);
+  } finally {
+    clearTimeout(hardStop);
+    await run.stop();
+    outer?.removeEventListener('abort', onOuterAbort);
+    const last = result.phases.at(-1);
+    if (last) last.end = run.now();
+    result.seconds = run.now();
+  }
+  await writeReport(dir, result, run.cluster?.output() ?? '');
+  log(`report: ${join(dir, 'report.md')}`);
+  return { ...result, dir };
+}
 
+/** c1m run's settings, its sampling period resolved. */
+type RunSettings = Omit<RunOptions, 'signal' | 'log'> & { sampleMs: number };
+
+/** The sources the flood needs, the message rates and the hard stop; refuses too few source addresses. */
+function runPlan(o: RunSettings) {
   const sources = parseSources(o.src);
   const perAddress = o.ports[1] - o.ports[0] + 1;
   const needed = Math.ceil(o.connections / perAddress);
@@ -311,70 +353,109 @@ export async function runC1m(options: RunOptions): Promise<RunResult & { dir: st
   const rates = o.msgRates ?? [o.msgRate ?? 0];
   const messageSeconds = rates.length * (o.msgSeconds + 12) + o.warmup;
   const maxSeconds = o.maxSeconds ?? Math.ceil((3 * o.connections) / o.rate + o.hold + messageSeconds + 180);
+  return { sources, rates, maxSeconds };
+}
 
-  const started = performance.now();
-  const now = () => +((performance.now() - started) / 1000).toFixed(2);
-  const abort = new AbortController();
-  const onOuterAbort = () => abort.abort(new Error('stopped on request (Ctrl-C or SIGTERM)'));
-  outer?.addEventListener('abort', onOuterAbort, { once: true });
-  if (outer?.aborted) onOuterAbort();
-  const sampler = new Sampler(started);
-  const result: RunResult = { status: 'complete', startedAt: new Date().toISOString(), seconds: 0, options: o, snapshots: {}, phases: [], steps: [], samples: sampler.samples };
-  const enter = (phase: Phase) => {
-    const t = now();
-    const last = result.phases.at(-1);
-    if (last) last.end = t;
-    result.phases.push({ phase, start: t, end: t });
-    sampler.phase = phase;
-    log(`${phase} at ${t}s`);
-  };
-
+/** Warns when the box has too little memory for `connections` streams. */
+function warnOnMemory(connections: number, log: (line: string) => void): void {
   const availableBytes = Number(/^MemAvailable:\s+(\d+)/m.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? 0) * 1024;
   // Kernel memory for both ends of a loopback connection plus the server's and the client's own (design notes).
-  if (availableBytes < o.connections * 12_000) log(`warning: ${Math.round(availableBytes / 2 ** 20)} MiB available; ${o.connections} connections need about ${Math.round((o.connections * 12_000) / 2 ** 20)} MiB`);
+  if (availableBytes < connections * 12_000) log(`warning: ${Math.round(availableBytes / 2 ** 20)} MiB available; ${connections} connections need about ${Math.round((connections * 12_000) / 2 ** 20)} MiB`);
+}
 
-  let cluster: ClusterProcess | undefined;
-  let flood: Promise<FloodSummary> | undefined;
-  const floodStop = new AbortController();
-  let hardStop: NodeJS.Timeout | undefined;
+/**
+ * `c1m cluster`'s command line for this run: every option it shares with `c1m run`, and the store (replicated: the
+ * run's own views, in `work`), the highest user id and the state directory the run picks.
+ */
+export function clusterArgv(o: RunSettings, work: string | undefined): string[] {
+  const { argv } = commandArgv('cluster', {
+    routers: o.routers,
+    partitions: o.partitions,
+    replicas: o.replicas,
+    stateDir: work && join(work, 'state'),
+    db: work ? join(work, 'view.db') : o.db,
+    maxUserId: Math.max(o.users, o.connections),
+    batchMs: o.batchMs,
+    historySeconds: o.historySeconds,
+    historyPerSubject: o.historyPerSubject,
+    heartbeatSeconds: o.heartbeatSeconds,
+    // The cluster sizes itself from --connections where --edges does not say.
+    edges: o.edges,
+    connections: o.connections,
+  });
+  return argv;
+}
+
+/** One run's state, phase by phase: what it started, what it measured, and how it stops. */
+class C1mRun {
+  readonly started = performance.now();
+  readonly abort = new AbortController();
+  /** Resolves once the run is aborted. */
+  readonly aborted = new Promise<void>((r) => this.abort.signal.addEventListener('abort', () => r(), { once: true }));
+  readonly sampler = new Sampler(this.started);
+  readonly result: RunResult;
+  /** Replicated, the routers' views and the JetStream servers' stores are the run's own, made empty and removed after. */
+  readonly work: string | undefined;
+  cluster: ClusterProcess | undefined;
+  private flood: Promise<FloodSummary> | undefined;
+  private readonly floodStop = new AbortController();
   /** Delivery latencies of the message step under way. */
-  let stepHistogram: ReturnType<typeof newHistogram> | undefined;
-  const aborted = new Promise<void>((r) => abort.signal.addEventListener('abort', () => r(), { once: true }));
-  // Replicated, the routers' views and the JetStream servers' stores are the run's own, made empty and removed after.
-  const work = o.replicas ? mkdtempSync(join(tmpdir(), 'c1m-run-')) : undefined;
-  try {
-    if (!work) result.graph = await ensureGraph(o, abort.signal, log);
-    abort.signal.throwIfAborted();
+  private stepHistogram: ReturnType<typeof newHistogram> | undefined;
 
-    result.snapshots.before = await sampler.sample(true);
-    sampler.start(o.sampleMs);
-    hardStop = setTimeout(() => abort.abort(new Error(`hard stop after ${maxSeconds} s`)), maxSeconds * 1000);
-    enter('start');
-    const sizing = o.edges ? ['--edges', String(o.edges)] : ['--connections', String(o.connections)];
-    const brain = ['--routers', String(o.routers ?? 1), '--partitions', String(o.partitions ?? 1), ...(work ? ['--replicas', String(o.replicas), '--state-dir', join(work, 'state')] : [])];
-    cluster = await spawnCluster([...brain, '--db', work ? join(work, 'view.db') : o.db, '--max-user-id', String(Math.max(o.users, o.connections)), ...(o.batchMs === undefined ? [] : ['--batch-ms', String(o.batchMs)]), '--history-seconds', String(o.historySeconds), '--history-per-subject', String(o.historyPerSubject), ...(o.heartbeatSeconds === undefined ? [] : ['--heartbeat', String(o.heartbeatSeconds)]), ...sizing], {}, 180_000);
-    sampler.cluster = cluster;
+  constructor(
+    private readonly o: RunSettings,
+    private readonly log: (line: string) => void,
+  ) {
+    this.work = o.replicas ? mkdtempSync(join(tmpdir(), 'c1m-run-')) : undefined;
+    this.result = { status: 'complete', startedAt: new Date().toISOString(), seconds: 0, options: o, snapshots: {}, phases: [], steps: [], samples: this.sampler.samples };
+  }
+
+  /** Seconds since the run started. */
+  now(): number {
+    return +((performance.now() - this.started) / 1000).toFixed(2);
+  }
+
+  enter(phase: Phase): void {
+    const t = this.now();
+    const last = this.result.phases.at(-1);
+    if (last) last.end = t;
+    this.result.phases.push({ phase, start: t, end: t });
+    this.sampler.phase = phase;
+    this.log(`${phase} at ${t}s`);
+  }
+
+  /** Starts `c1m cluster`; replicated, publishes the graph to its store. */
+  async startCluster(): Promise<ClusterProcess> {
+    const { o, result, log, work } = this;
+    this.enter('start');
+    const cluster = (this.cluster = await spawnCluster(clusterArgv(o, work), {}, 180_000));
+    this.sampler.cluster = cluster;
     const capacity = cluster.edges.reduce((n, e) => n + e.capacity, 0);
-    result.cluster = { edges: cluster.edges.length, capacity, port: cluster.port, apiPort: cluster.apiPort, nats: cluster.nats, startSeconds: now() - result.phases[0].start, restarts: 0 };
+    result.cluster = { edges: cluster.edges.length, capacity, port: cluster.port, apiPort: cluster.apiPort, nats: cluster.nats, startSeconds: this.now() - result.phases[0].start, restarts: 0 };
     log(`cluster: ${cluster.edges.length} edges, capacity ${capacity}, streams on port ${cluster.port}, API on ${cluster.apiPort}`);
-    if (work) result.graph = await publishGraph(o, cluster, work, abort.signal, log);
-    abort.signal.throwIfAborted();
+    if (work) result.graph = await publishGraph(o, cluster, work, this.abort.signal, log);
+    this.abort.signal.throwIfAborted();
+    return cluster;
+  }
 
-    enter('ramp');
+  /** Opens every stream at the connect rate, and holds them until stop(); resolves once all are open. */
+  async ramp(cluster: ClusterProcess, plan: ReturnType<typeof runPlan>): Promise<void> {
+    const { o, sampler } = this;
+    this.enter('ramp');
     let ramped: () => void = () => {};
     const rampDone = new Promise<void>((r) => (ramped = r));
     let nextLine = 0;
-    flood = runFlood({
+    const flood = (this.flood = runFlood({
       host: '127.0.0.1',
       port: cluster.port,
-      rows: rowsFromRanges(sources, [1, o.connections]),
+      rows: rowsFromRanges(plan.sources, [1, o.connections]),
       ports: o.ports,
       rate: o.rate,
       concurrency: o.concurrency,
       // Held until floodStop: the run decides when the hold ends.
-      duration: maxSeconds,
-      maxSeconds,
-      stop: floodStop.signal,
+      duration: plan.maxSeconds,
+      maxSeconds: plan.maxSeconds,
+      stop: this.floodStop.signal,
       reportMs: 500,
       readEveryMs: o.readEveryMs,
       transport: o.transport,
@@ -385,31 +466,31 @@ export async function runC1m(options: RunOptions): Promise<RunResult & { dir: st
         // The original's monitor line, every 10 s.
         if (totals.elapsedSeconds >= nextLine) {
           nextLine += 10;
-          log(`{Open, Closed, Chunks, Bytes} = {${totals.open}, ${totals.closed}, ${totals.chunks}, ${totals.bytes}} failed=${totals.failed} errors=${JSON.stringify(totals.errors)}`);
+          this.log(`{Open, Closed, Chunks, Bytes} = {${totals.open}, ${totals.closed}, ${totals.chunks}, ${totals.bytes}} failed=${totals.failed} errors=${JSON.stringify(totals.errors)}`);
         }
       },
       onDelivery: (micros, count) => {
         sampler.recordDelivery(micros, count);
-        stepHistogram?.recordValueWithCount(micros, count);
+        this.stepHistogram?.recordValueWithCount(micros, count);
       },
-    });
+    }));
     // A flood that ends before the run stops it (a worker failed, its own hard stop) ends the run.
     const floodEnded = () => {
-      if (!floodStop.signal.aborted) abort.abort(new Error('the flood ended before the run did'));
+      if (!this.floodStop.signal.aborted) this.abort.abort(new Error('the flood ended before the run did'));
     };
     flood.then(floodEnded, floodEnded);
-    await Promise.race([rampDone, aborted]);
-    abort.signal.throwIfAborted();
+    await Promise.race([rampDone, this.aborted]);
+    this.abort.signal.throwIfAborted();
+  }
 
-    enter('hold');
-    await sleep(o.hold * 1000, undefined, { signal: abort.signal });
-    result.snapshots.peak = await sampler.sample(true);
-
+  /** The warm-up, then one measured step per rate: what msggen achieved, what the streams got, and how late. */
+  async messages(cluster: ClusterProcess, rates: number[]): Promise<void> {
+    const { o, sampler, result } = this;
     const messages = (rate: number, seconds: number) =>
       Promise.race([
         runMsggen({
           apiHost: '127.0.0.1',
-          apiPort: cluster!.apiPort,
+          apiPort: cluster.apiPort,
           users: o.users,
           generators: o.generators,
           interval: o.sendInterval,
@@ -420,44 +501,43 @@ export async function runC1m(options: RunOptions): Promise<RunResult & { dir: st
           topics: o.topics,
           topicShare: o.topicShare,
         }),
-        aborted.then(() => undefined),
+        this.aborted.then(() => undefined),
       ]);
     if (o.warmup > 0) {
-      enter('warm-up');
+      this.enter('warm-up');
       const summary = await messages(rates[0], o.warmup);
-      abort.signal.throwIfAborted();
-      if (summary) log(`warm-up at ${summary.configuredRate}/s: achieved ${summary.achievedRate} sends/s (not measured)`);
+      this.abort.signal.throwIfAborted();
+      if (summary) this.log(`warm-up at ${summary.configuredRate}/s: achieved ${summary.achievedRate} sends/s (not measured)`);
     }
 
-    enter('messages');
+    this.enter('messages');
     for (const rate of rates) {
-      stepHistogram = newHistogram();
-      const stepStart = now();
+      const stepHistogram = (this.stepHistogram = newHistogram());
+      const stepStart = this.now();
       const chunksBefore = sampler.floodTotals?.chunks ?? 0;
       const summary = await messages(rate, o.msgSeconds);
       if (!summary) break;
       // Chunks of the last sends still on their way.
-      await sleep(1000, undefined, { signal: abort.signal });
+      await sleep(1000, undefined, { signal: this.abort.signal });
       const delivery = latencySummary(stepHistogram);
       const deliveredChunksPerSecond = Math.round(((sampler.floodTotals?.chunks ?? 0) - chunksBefore) / summary.seconds);
       const errors = Object.values(summary.errors).reduce((n, e) => n + e, 0);
       const sustained = summary.achievedRate >= 0.95 * summary.configuredRate && errors === 0 && summary.skipped === 0 && delivery.p99 <= P99_TARGET_MS;
       result.steps.push({ rate: summary.configuredRate, start: stepStart, msggen: summary, deliveredChunksPerSecond, delivery, sustained });
-      log(`messages at ${summary.configuredRate}/s: achieved ${summary.achievedRate} sends/s, ${deliveredChunksPerSecond} chunks/s delivered, delivery p99 ${delivery.p99} ms${sustained ? '' : ' (not sustained)'}`);
+      this.log(`messages at ${summary.configuredRate}/s: achieved ${summary.achievedRate} sends/s, ${deliveredChunksPerSecond} chunks/s delivered, delivery p99 ${delivery.p99} ms${sustained ? '' : ' (not sustained)'}`);
     }
-    stepHistogram = undefined;
+    this.stepHistogram = undefined;
     const during = sampler.samples.filter((s) => s.phase === 'messages');
     result.snapshots.messages = during.reduce<Sample | undefined>((a, s) => (!a || s.kernel.usedBytes > a.kernel.usedBytes ? s : a), undefined);
-  } catch (err) {
-    result.status = outer?.aborted ? 'interrupted' : 'failed';
-    result.error = ((abort.signal.aborted ? abort.signal.reason : err) as Error).message;
-    log(`run ${result.status}: ${result.error}`);
-  } finally {
-    clearTimeout(hardStop);
-    if (result.phases.length) enter('stop');
-    floodStop.abort();
+  }
+
+  /** Stops the flood and the cluster, takes the last sample, and notes what the cluster left: restarts, its history's size. */
+  async stop(): Promise<void> {
+    const { o, result, sampler, cluster, work } = this;
+    if (result.phases.length) this.enter('stop');
+    this.floodStop.abort();
     try {
-      if (flood) result.flood = await flood;
+      if (this.flood) result.flood = await this.flood;
     } catch (err) {
       result.status = result.status === 'complete' ? 'failed' : result.status;
       result.error ??= (err as Error).message;
@@ -472,12 +552,5 @@ export async function runC1m(options: RunOptions): Promise<RunResult & { dir: st
     if (cluster && result.cluster) result.cluster.restarts = (cluster.output().match(/child exited; restarting/g) ?? []).length;
     if (cluster && o.historySeconds > 0) result.history = historyOnDisk(work ? join(work, 'view.db') : o.db);
     if (work) rmSync(work, { recursive: true, force: true });
-    outer?.removeEventListener('abort', onOuterAbort);
-    const last = result.phases.at(-1);
-    if (last) last.end = now();
-    result.seconds = now();
   }
-  await writeReport(dir, result, cluster?.output() ?? '');
-  log(`report: ${join(dir, 'report.md')}`);
-  return { ...result, dir };
 }

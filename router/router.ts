@@ -3,7 +3,7 @@
  * ({subject} ∪ subscribers(subject), the subject counting where it is a connected user) and writes to each one's connections, which are
  * local streams in one process and remote edges in a cluster (cluster/directory.ts).
  */
-import { IDEMPOTENCY_KEY_RULES, isIdempotencyKey } from '../subsmanager/history.js';
+import { IDEMPOTENCY_KEY_RULES, isIdempotencyKey, type MessageHistory } from '../subsmanager/history.js';
 import { kindOf, SubjectError, toSubject, type Subject } from '../subsmanager/subjects.js';
 import type { Registry } from './registry.js';
 
@@ -38,6 +38,17 @@ export function toChunk(message: string | Uint8Array, id?: number): Chunk {
   }
   if (id !== undefined) chunk.id = id;
   return chunk;
+}
+
+/**
+ * The answer to a send: the streams it reached, and the message's id (for streams that resume) where the process keeps
+ * a history. `duplicate`: an earlier send with the same Idempotency-Key and subject was kept as message `id`; this one
+ * sent nothing (`delivered` 0).
+ */
+export interface Sent {
+  delivered: number;
+  id?: number;
+  duplicate?: true;
 }
 
 /** What a send may carry: the server's --max-user-id and --max-message. */
@@ -173,4 +184,35 @@ export class Router {
     }
     return delivered;
   }
+}
+
+/** A send its history did not keep (a replicated history's stream did not acknowledge it): the backend may send it again. */
+export class NotKeptError extends Error {
+  constructor() {
+    super('the history could not keep the message (not acknowledged): try again');
+  }
+}
+
+/**
+ * A send as every way in takes it (the HTTP API, the bus): a retry of a send already kept (the same subject and
+ * Idempotency-Key) answers the first one's id and delivers nothing; any other is numbered and delivered by `deliver`.
+ * With a history, the answer waits until the history keeps the message, so that a send the backend heard was taken
+ * is never lost: the SQLite history writes it to its file at once (it survives a kill -9) and the answer is returned;
+ * a replicated history's stream acknowledges it later, and the answer is a promise (a NotKeptError if it does not).
+ */
+export function sendOnce(router: Router, history: Pick<MessageHistory, 'lastId' | 'afterCommit'> | undefined, subject: Subject, key: string | undefined, deliver: () => number): Sent | Promise<Sent> {
+  const first = key === undefined ? undefined : router.sentBefore(subject, key);
+  const delivered = first === undefined ? deliver() : 0;
+  if (!history) return { delivered };
+  const sent: Sent = first === undefined ? { delivered, id: history.lastId } : { delivered: 0, id: first, duplicate: true };
+  let kept: boolean | undefined;
+  let settle: ((kept: boolean) => void) | undefined;
+  history.afterCommit(
+    () => (settle ? settle(true) : (kept = true)),
+    () => (settle ? settle(false) : (kept = false)),
+  );
+  // Kept at once, or refused at once (a history that stopped keeping): no promise to wait for.
+  if (kept === true) return sent;
+  if (kept === false) throw new NotKeptError();
+  return new Promise<Sent>((resolve, reject) => (settle = (done) => (done ? resolve(sent) : reject(new NotKeptError()))));
 }

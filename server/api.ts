@@ -1,6 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import { unpack } from 'msgpackr';
-import { SendError } from '../router/router.js';
+import { NotKeptError, SendError, type Sent } from '../router/router.js';
 import { errorCode } from '../subsmanager/errors.js';
 import { NotSequencerError } from '../subsmanager/history.js';
 import { toPairs, type Pair } from '../subsmanager/pairs.js';
@@ -34,17 +34,6 @@ export function checkApiSettings(s: { apiHost: string; token?: string; apiInsecu
 }
 
 type Handler = (res: HttpResponse, req: HttpRequest) => void;
-
-/**
- * The answer to a send: the streams it reached, and the message's id (for streams that resume) where the process keeps
- * a history. `duplicate`: an earlier send with the same Idempotency-Key and subject was kept as message `id`; this one
- * sent nothing (`delivered` 0).
- */
-export interface Sent {
-  delivered: number;
-  id?: number;
-  duplicate?: true;
-}
 
 /**
  * The backend API: a separate listener for trusted applications (send,
@@ -179,6 +168,8 @@ function respondOrFail(res: HttpResponse, respond: () => void): void {
     else if (err instanceof StoreUnavailableError) replyJson(res, 503, { error: err.message });
     // The history's lease is another process's (routers handing over): nothing was numbered or delivered.
     else if (err instanceof NotSequencerError) replyJson(res, 503, { error: `${err.message}: try again` });
+    // A replicated history's stream did not acknowledge the message: it may be sent again.
+    else if (err instanceof NotKeptError) replyJson(res, 503, { error: err.message });
     else replyJson(res, 500, { error: (err as Error).message });
   }
 }

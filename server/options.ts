@@ -315,17 +315,27 @@ export const flagOf = (entry: OptionEntry): string => entry.flag.split(' ')[0];
 
 /**
  * The command line and environment that give a child process (`c1m edge`, `c1m router`) these values: every option of
- * the child that the table says its parent hands on, and that is set. A list goes comma-separated, true as the bare flag.
+ * the child that the table says its parent hands on, and that is set.
  */
-export function childArgv<C extends CommandName>(command: C, values: Partial<OptionsOf<C>>): { argv: string[]; env: Record<string, string> } {
+export const childArgv = <C extends CommandName>(command: C, values: Partial<OptionsOf<C>>) => commandLine(command, values, (entry) => entry.child !== undefined);
+
+/** The command line and environment that give `c1m <command>` these values, every one that is set (`c1m run` starts `c1m cluster` so). */
+export const commandArgv = <C extends CommandName>(command: C, values: Partial<OptionsOf<C>>) => commandLine(command, values, () => true);
+
+/**
+ * The options of `command` that `passed` takes and `values` sets: each on the command line, a list comma-separated,
+ * true as the bare flag (false, for a --no- flag); a secret (child: 'env') in the environment instead, which `ps` does not show.
+ */
+function commandLine(command: CommandName, values: object, passed: (entry: OptionEntry) => boolean): { argv: string[]; env: Record<string, string> } {
   const argv: string[] = [];
   const env: Record<string, string> = {};
   for (const entry of optionsOf(command)) {
     const value: unknown = (values as Record<string, unknown>)[entry.name];
-    if (!entry.child || value === undefined || value === false) continue;
+    const negated = entry.flag.startsWith('--no-');
+    if (!passed(entry) || value === undefined || value === negated) continue;
     const text = Array.isArray(value) ? value.join(',') : String(value);
     if (entry.child === 'env') env[entry.env!] = text;
-    else argv.push(...(value === true ? [flagOf(entry)] : [flagOf(entry), text]));
+    else argv.push(...(typeof value === 'boolean' ? [flagOf(entry)] : [flagOf(entry), text]));
   }
   return { argv, env };
 }

@@ -6,14 +6,14 @@
 import { pino, type Logger } from 'pino';
 import { epochMs } from '../router/latency.js';
 import { Registry } from '../router/registry.js';
-import { Router, type KindCounts } from '../router/router.js';
+import { Router, sendOnce, type KindCounts } from '../router/router.js';
 import { DEFAULT_CACHE_MIB } from '../subsmanager/defaults.js';
 import { NotSequencerError, type History, type HistoryStats } from '../subsmanager/history.js';
 import { paced } from '../subsmanager/pacer.js';
 import { LEASE } from '../subsmanager/sequencer.js';
 import { openStore, type SubscriptionStore } from '../subsmanager/store.js';
 import type { Subject } from '../subsmanager/subjects.js';
-import { checkApiSettings, type Sent } from './api.js';
+import { checkApiSettings } from './api.js';
 import { checkStreamSecret } from './auth.js';
 import { checkAllowOrigin } from './cors.js';
 import { DEFAULTS } from './defaults.js';
@@ -23,7 +23,7 @@ import type { OptionsOf } from './options.js';
 import type { After } from './resume.js';
 import { backendApi, exitOnLostLease, publicStreams, servingStoreOptions } from './serving.js';
 import { StreamHub, transportStats, type TransportStats } from './stream.js';
-import { loadNativeUws } from './uws.js';
+import { loadNativeUws, type TemplatedApp, type Uws } from './uws.js';
 
 /**
  * start()'s options: those of `c1m server` under their resolved names (server/options.ts has each one's help and
@@ -116,17 +116,7 @@ async function leasedHistory(store: SubscriptionStore, historySeconds: number, o
 }
 
 export async function start(options: C1mOptions = {}): Promise<C1m> {
-  const host = options.host ?? DEFAULTS.host;
-  const apiHost = options.apiHost ?? DEFAULTS.apiHost;
-  const maxMessage = options.maxMessage ?? DEFAULTS.maxMessage;
-  const maxBacklog = options.maxBacklog ?? DEFAULTS.maxBacklog;
-  checkApiSettings({ apiHost, token: options.token, apiInsecure: options.apiInsecure, maxMessage, maxBacklog });
-  checkStreamSecret(options.streamSecret);
-  checkAllowOrigin(options.allowOrigin ?? []);
-  if (options.exclusivePorts ?? true) {
-    await assertPortFree(host, options.port ?? DEFAULTS.port, 'comet streams');
-    await assertPortFree(apiHost, options.apiPort ?? DEFAULTS.apiPort, 'the backend API');
-  }
+  const settings = await checkServerSettings(options);
   const uws = loadNativeUws();
   const log = options.logger ?? pino();
   const maxConnections = options.maxConnections ?? streamCapacity();
@@ -135,63 +125,33 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
   const historySeconds = options.historySeconds ?? DEFAULTS.historySeconds;
   const history = await leasedHistory(store, historySeconds, options, log);
   const registry = new Registry(options.maxStreamsPerUser ?? DEFAULTS.maxStreamsPerUser);
-  const router = new Router(registry, store, { maxUserId, maxMessage }, history);
+  const router = new Router(registry, store, { maxUserId, maxMessage: settings.maxMessage }, history);
   const { hub, latency, app: publicApp } = publicStreams(uws, registry, maxConnections, options);
-  const started = Date.now();
+  let listeners: ReturnType<typeof listenBoth> | undefined;
+  const stats = serverStats({ registry, router, hub, history, maxConnections }, () => listeners!.publicListener.fds.exhaustions);
 
-  const stats = (): Stats => {
-    const memory = process.memoryUsage();
-    return {
-      connections: registry.connections,
-      users: registry.users,
-      maxConnections,
-      sends: router.sends,
-      kinds: router.kinds(),
-      chunks: hub.chunks,
-      bytes: hub.bytes,
-      slowConsumerCloses: hub.slowConsumerCloses,
-      authFailures: hub.authFailures,
-      transports: transportStats(hub),
-      fdExhaustions: publicListener.fds.exhaustions,
-      history: history ? history.stats() : null,
-      uptimeSeconds: Math.round((Date.now() - started) / 1000),
-      memory: { rss: memory.rss, heapUsed: memory.heapUsed, external: memory.external },
-    };
-  };
-
-  const send = (subject: Subject, message: Uint8Array, key?: string): Sent => {
-    // A retry of a send that was kept (its answer lost): the first one's id, nothing sent again.
-    const first = key === undefined ? undefined : router.sentBefore(subject, key);
-    if (first !== undefined) return { delivered: 0, id: first, duplicate: true };
-    const at = epochMs();
-    const delivered = router.send(subject, message, key);
-    hub.noteSend(at);
-    if (!history) return { delivered };
-    // In the file (with its key) before the backend hears it was taken: an acknowledged send survives a kill -9.
-    history.flush();
-    return { delivered, id: history.lastId };
-  };
+  const send = (subject: Subject, message: Uint8Array, key?: string) =>
+    sendOnce(router, history, subject, key, () => {
+      const at = epochMs();
+      const delivered = router.send(subject, message, key);
+      hub.noteSend(at);
+      return delivered;
+    });
   // One process has one partition: a token of several is one this store never gave.
   hub.replay = history ? paced((user: number, after: After | undefined, budget: number, topics: readonly string[]) => history.replay(user, typeof after === 'number' ? after : -1, budget, topics)) : undefined;
   const apiApp = backendApi(uws, send, store, stats, () => ({ ...stats(), streams: registry.connections, latency, edges: [] }), options);
 
-  let publicListener: PublicListener;
-  let api: ReturnType<typeof listen>;
   try {
-    publicListener = new PublicListener(uws, publicApp, host, options.port ?? DEFAULTS.port, 'comet streams', log, () => registry.connections);
-    try {
-      api = listen(uws, apiApp, apiHost, options.apiPort ?? DEFAULTS.apiPort, 'the backend API');
-    } catch (err) {
-      publicListener.close();
-      throw err;
-    }
+    listeners = listenBoth(uws, publicApp, apiApp, settings, options, log, () => registry.connections);
   } catch (err) {
     history?.close();
     if (!options.store) store.close();
     throw err;
   }
+  const { publicListener, api } = listeners;
   const { port } = publicListener;
   const apiPort = api.port;
+  const { maxMessage, maxBacklog } = settings;
   log.info(
     { port, apiPort, maxConnections, maxUserId, maxMessage, maxBacklog, historySeconds, heartbeatSeconds: options.heartbeatSeconds ?? DEFAULTS.heartbeatSeconds, token: Boolean(options.token), streamAuth: options.streamSecret !== undefined, cacheMiB: options.cacheMiB ?? DEFAULT_CACHE_MIB, mmapMiB: options.mmapMiB ?? 0 },
     'c1m listening',
@@ -219,4 +179,64 @@ export async function start(options: C1mOptions = {}): Promise<C1m> {
       log.info('c1m closed');
     },
   };
+}
+
+/** start()'s settings checked, its ports free unless told otherwise (exclusivePorts), with their defaults. */
+async function checkServerSettings(options: C1mOptions) {
+  const host = options.host ?? DEFAULTS.host;
+  const apiHost = options.apiHost ?? DEFAULTS.apiHost;
+  const maxMessage = options.maxMessage ?? DEFAULTS.maxMessage;
+  const maxBacklog = options.maxBacklog ?? DEFAULTS.maxBacklog;
+  checkApiSettings({ apiHost, token: options.token, apiInsecure: options.apiInsecure, maxMessage, maxBacklog });
+  checkStreamSecret(options.streamSecret);
+  checkAllowOrigin(options.allowOrigin ?? []);
+  if (options.exclusivePorts ?? true) {
+    await assertPortFree(host, options.port ?? DEFAULTS.port, 'comet streams');
+    await assertPortFree(apiHost, options.apiPort ?? DEFAULTS.apiPort, 'the backend API');
+  }
+  return { host, apiHost, maxMessage, maxBacklog };
+}
+
+/** The single server's GET /stats. */
+function serverStats(parts: { registry: Registry; router: Router; hub: StreamHub; history: History | undefined; maxConnections: number }, fdExhaustions: () => number) {
+  const { registry, router, hub, history, maxConnections } = parts;
+  const started = Date.now();
+  return (): Stats => {
+    const memory = process.memoryUsage();
+    return {
+      connections: registry.connections,
+      users: registry.users,
+      maxConnections,
+      sends: router.sends,
+      kinds: router.kinds(),
+      chunks: hub.chunks,
+      bytes: hub.bytes,
+      slowConsumerCloses: hub.slowConsumerCloses,
+      authFailures: hub.authFailures,
+      transports: transportStats(hub),
+      fdExhaustions: fdExhaustions(),
+      history: history ? history.stats() : null,
+      uptimeSeconds: Math.round((Date.now() - started) / 1000),
+      memory: { rss: memory.rss, heapUsed: memory.heapUsed, external: memory.external },
+    };
+  };
+}
+
+/** The public listener and the backend API's; if the second cannot listen, the first is closed again. */
+function listenBoth(
+  uws: Uws,
+  publicApp: TemplatedApp,
+  apiApp: TemplatedApp,
+  settings: Awaited<ReturnType<typeof checkServerSettings>>,
+  options: C1mOptions,
+  log: Logger,
+  streams: () => number,
+) {
+  const publicListener = new PublicListener(uws, publicApp, settings.host, options.port ?? DEFAULTS.port, 'comet streams', log, streams);
+  try {
+    return { publicListener, api: listen(uws, apiApp, settings.apiHost, options.apiPort ?? DEFAULTS.apiPort, 'the backend API') };
+  } catch (err) {
+    publicListener.close();
+    throw err;
+  }
 }

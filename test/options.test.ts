@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { optionsDoc } from '../cli/options-doc.js';
 import { c1mProgram } from '../cli/program.js';
 import { edgeChild, routerChild } from '../cluster/run.js';
+import { clusterArgv } from '../loadgen/run.js';
 import { COMMANDS, flagOf, optionsOf, SHARING_COMMANDS, type CommandName, type OptionEntry, type OptionsOf } from '../server/options.js';
 
 /** A fresh `c1m` program's command `name` ('admin drain'), its action replaced so that a parse runs nothing. */
@@ -48,6 +49,7 @@ const SAMPLES: Record<string, string> = {
   streamSecret: 'a-stream-secret-of-32-characters',
   token: 'an-api-token',
   edgeTimeoutMs: '700',
+  topicShare: '0.5',
 };
 const sampleArgv = (entry: OptionEntry): string[] => {
   if (!entry.flag.includes('<')) return [flagOf(entry)];
@@ -100,6 +102,25 @@ describe('the option table', () => {
     // Secrets never go on the command line, which `ps` shows.
     for (const entry of passed.filter((e) => e.child === 'env')) expect(argv).not.toContain(flagOf(entry));
     expect(passed.length).toBeGreaterThan(10);
+  });
+
+  it.each([
+    ['its store', undefined],
+    ['a replicated store of its own', '/tmp/c1m-run-work'],
+  ])('c1m run hands c1m cluster every option they share, with %s, and c1m cluster parses them back to the same values', (_, work) => {
+    // --msg-rate and --msg-rates may not be given together.
+    const run = parse('run', optionsOf('run').filter((e) => !e.conflicts).flatMap(sampleArgv)).opts as OptionsOf<'run'>;
+    if (!work) delete run.replicas;
+    const argv = clusterArgv({ ...run, db: run.db!, out: '/tmp/report', sampleMs: 1000 }, work);
+    const { opts, source } = parse('cluster', argv);
+    /** What the run sets for the cluster itself. */
+    const own: Record<string, unknown> = { maxUserId: Math.max(run.users, run.connections), ...(work && { db: `${work}/view.db`, stateDir: `${work}/state` }) };
+    const shared = optionsOf('run').filter((e) => optionsOf('cluster').some((c) => c.name === e.name) && (e.name in own || e.name in run));
+    for (const { name } of [...shared, ...Object.keys(own).map((name) => ({ name }))]) {
+      expect(opts[name], name).toEqual(name in own ? own[name] : (run as Record<string, unknown>)[name]);
+      expect(source(name), name).toBe('cli');
+    }
+    expect(shared.length).toBeGreaterThan(8);
   });
 
   it('is what docs/options.md says (npm run docs:options writes it)', () => {

@@ -2,6 +2,7 @@
  * The folders are the design: imports only point down the layers
  * docs/architecture.md draws, and no two files import each other, directly or around a loop.
  */
+import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, normalize, relative } from 'node:path';
 import { expect, it } from 'vitest';
@@ -66,4 +67,13 @@ it('no file imports itself around a loop', () => {
   };
   for (const file of sources) visit(file, []);
   expect(cycles).toEqual([]);
+});
+
+/** What a run, a build or a profile leaves in the working tree, which the repository must never carry (.gitignore names them). */
+const GENERATED = [/^(dist|node_modules|data|reports|bench-results)\//, /\.(db|db-wal|db-shm|edges|log|cpuprofile|heapprofile)$/, /(^|\/)isolate-0x[0-9a-f]+-\d+-v8\.log$/];
+
+it('tracks no build output, databases, data sets, reports, logs or profiles', () => {
+  const tracked = execFileSync('git', ['ls-files'], { cwd: root, encoding: 'utf8' }).split('\n').filter(Boolean);
+  expect(tracked.length).toBeGreaterThan(100);
+  expect(tracked.filter((file) => GENERATED.some((pattern) => pattern.test(file)))).toEqual([]);
 });

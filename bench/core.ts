@@ -138,7 +138,7 @@ async function unicast(dir: string) {
     // The sender at SCHED_IDLE with 64 connections, so it neither takes a core the server wants nor queues a request behind a slow answer.
     const sender = { policy: 'idle' as const, connections: 64 };
     const sends = await randomSends(server.apiPort, opts.connections, opts.unicastRate, opts.seconds, [server.child.pid!], sender);
-    return { streams: opened.welcomed, ...sends, probeReadLagMs: (await holder.close()).readLagMs };
+    return { streams: opened.welcomed, ...sends, probeReadLagMs: (await holder.close())?.readLagMs };
   } finally {
     await holder.close(); // the same promise when it was closed above; here for the error path
     server.child.kill('SIGTERM');

@@ -8,7 +8,7 @@
 import { spawn } from 'node:child_process';
 import { setPriority } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { latencySummary, newHistogram, rowsFromRanges, runFlood, type FloodTotals } from '../loadgen/flood.js';
+import { latencySummary, newHistogram, rowsFromRanges, runFlood, type FloodSummary, type FloodTotals } from '../loadgen/flood.js';
 import type { MsggenSummary } from '../loadgen/msggen.js';
 import { c1mArgv } from '../cluster/supervisor.js';
 import { cpuOf } from '../loadgen/server-process.js';
@@ -35,6 +35,10 @@ export const phaseLatency = () => latencySummary(phase);
 export function hold(port: number, first: number, count: number, portBase: number, transport: 'chunked' | 'sse' | 'ws' = 'chunked', readEveryMs = 0, topics = 0) {
   const stop = new AbortController();
   let latest: FloodTotals | undefined;
+  // A flood that fails (its worker missing or refused) fails opened(), so that the bench's own cleanup runs: a rejection
+  // no one waits for yet would end the process at once and leave the servers it started running.
+  let failed: Error | undefined;
+  let told = false;
   const done = runFlood({
     host: HOST,
     port,
@@ -51,16 +55,31 @@ export function hold(port: number, first: number, count: number, portBase: numbe
     topics,
     onReport: (t) => (latest = t),
     onDelivery: (micros, n) => phase.recordValueWithCount(micros, n),
+  }).catch((err: Error): undefined => {
+    failed = err;
+    return undefined;
   });
   return {
     chunks: () => latest?.chunks ?? 0,
     async opened(): Promise<FloodTotals> {
-      while (!latest?.ramped) await sleep(100);
+      while (!latest?.ramped) {
+        if (failed) {
+          told = true;
+          throw failed;
+        }
+        await sleep(100);
+      }
       return latest;
     },
-    async close() {
+    /** The flood's summary, none where it failed (said here, unless opened() threw it): never throws, so cleanup goes on. */
+    async close(): Promise<FloodSummary | undefined> {
       stop.abort();
-      return done;
+      const summary = await done;
+      if (failed && !told) {
+        told = true;
+        console.error(`the flood failed: ${failed.message}`);
+      }
+      return summary;
     },
   };
 }

@@ -177,6 +177,14 @@ export interface RigOptions {
   replicas?: number;
   /** The routers' partitions (`--partitions`), with `replicas`. */
   partitions: number;
+  /**
+   * No balancer (the million across hosts, bench/million-hosts.ts: HAProxy's one process could not hold its two sockets
+   * a stream): each edge host's edges share this port, and HAProxy is not started. Unset: a port per edge behind HAProxy.
+   */
+  sharedPort?: number;
+  /** More options for every router (`c1m router`) and every edge host (`c1m cluster --no-router`). */
+  routerArgs?: string[];
+  edgeArgs?: string[];
 }
 
 export interface ServerRow {
@@ -212,7 +220,7 @@ export async function haproxyServers(statsPort: number, backend = false): Promis
 /** The simulated hosts (scripts/hosts.sh). */
 const HOSTS = ['brain', 'edge1', 'edge2'] as const;
 export type Host = (typeof HOSTS)[number];
-const EDGE_HOSTS = ['edge1', 'edge2'] as const;
+export const EDGE_HOSTS = ['edge1', 'edge2'] as const;
 type EdgeHost = (typeof EDGE_HOSTS)[number];
 const isEdgeHost = (host: Host): host is EdgeHost => (EDGE_HOSTS as readonly string[]).includes(host);
 /** Edge i of a host serves streams on EDGE_PORT + i and HAProxy's agent on AGENT_PORT + i (c1m cluster --port-per-edge). */
@@ -261,7 +269,7 @@ export class Rig {
     this.apis = this.brainHosts.map((h) => `http://${this.addr[h]}:${API_PORT}`);
     for (const host of EDGE_HOSTS)
       for (let i = 0; i < o.edgesPerHost; i++)
-        this.edges.push({ name: `${host}-${i}`, ns: `c1m-${host}`, host: this.addr[host], port: EDGE_PORT + i, agentPort: AGENT_PORT + i, capacity: this.capacityOf(host) });
+        this.edges.push({ name: `${host}-${i}`, ns: `c1m-${host}`, host: this.addr[host], port: o.sharedPort ?? EDGE_PORT + i, agentPort: AGENT_PORT + i, capacity: this.capacityOf(host) });
   }
 
   private capacityOf(host: EdgeHost): number {
@@ -287,6 +295,7 @@ export class Rig {
     await Promise.all(this.brainHosts.map((host) => this.startNats(host)));
     await Promise.all(this.brainHosts.map((host) => this.startRouter(host)));
     await Promise.all(EDGE_HOSTS.map((host) => this.startEdgeHost(host)));
+    if (this.o.sharedPort) return;
     const config = join(this.dir, 'haproxy.cfg');
     writeFileSync(
       config,
@@ -324,22 +333,27 @@ export class Rig {
   async startRouter(host: Host = 'brain'): Promise<void> {
     if (this.o.replicas) mkdirSync(this.dataDir(host), { recursive: true });
     const argv = c1mArgv(['router', ...this.bus(credsFile(this.natsDir, 'router')), '--db', this.routerDb(host), '--api-host', this.addr[host], '--api-port', String(API_PORT)]);
-    argv.push('--token', this.token, '--stats-interval', '0');
+    argv.push('--token', this.token, '--stats-interval', '0', ...(this.o.routerArgs ?? []));
     if (this.o.replicas) argv.push('--replicas', String(this.o.replicas), '--partitions', String(this.o.partitions));
     const ready = this.o.replicas ? /c1m router (listening|standing by)/ : /c1m router listening/;
     this.procs.set(this.procName('router', host), await Proc.start(this.dir, this.procName('router', host), `c1m-${host}`, argv, ready, 60_000));
   }
 
-  /** An edge host: `c1m cluster` of edges only, a port each, supervised; checks it runs the edges HAProxy expects. */
+  /**
+   * An edge host: `c1m cluster` of edges only, supervised, a port each (or all on `sharedPort`); checks it runs the
+   * edges HAProxy (and the bus's credentials) expect.
+   */
   async startEdgeHost(host: EdgeHost): Promise<void> {
-    const argv = c1mArgv(['cluster', '--no-router', ...this.bus(this.natsDir), '--edges', String(this.o.edgesPerHost), '--port-per-edge']);
-    argv.push('--host', this.addr[host], '--port', String(EDGE_PORT), '--agent-port', String(AGENT_PORT), '--edge-id-prefix', `${host}-`);
-    argv.push('--max-connections', String(this.capacityOf(host)), '--drain-rate', String(this.o.drainRate));
-    const proc = await Proc.start(this.dir, host, `c1m-${host}`, argv, /c1m cluster ready/, 30_000);
+    const { sharedPort } = this.o;
+    const argv = c1mArgv(['cluster', '--no-router', ...this.bus(this.natsDir), '--edges', String(this.o.edgesPerHost), '--host', this.addr[host], '--edge-id-prefix', `${host}-`]);
+    argv.push(...(sharedPort ? ['--port', String(sharedPort)] : ['--port-per-edge', '--port', String(EDGE_PORT), '--agent-port', String(AGENT_PORT)]));
+    argv.push('--max-connections', String(this.capacityOf(host)), '--drain-rate', String(this.o.drainRate), ...(this.o.edgeArgs ?? []));
+    const proc = await Proc.start(this.dir, host, `c1m-${host}`, argv, /c1m cluster ready/, 60_000);
     this.procs.set(host, proc);
-    const ready = JSON.parse(proc.readyLine) as { edges: { id: string; port: number; agentPort: number }[] };
-    const expected = this.edges.filter((e) => e.ns === `c1m-${host}`).map((e) => `${e.name} ${e.port} ${e.agentPort}`);
-    const got = ready.edges.map((e) => `${e.id} ${e.port} ${e.agentPort}`);
+    const ready = JSON.parse(proc.readyLine) as { edges: { id: string; port?: number; agentPort?: number }[] };
+    const place = (id: string, port?: number, agentPort?: number) => (sharedPort ? id : `${id} ${port} ${agentPort}`);
+    const expected = this.edges.filter((e) => e.ns === `c1m-${host}`).map((e) => place(e.name, e.port, e.agentPort));
+    const got = ready.edges.map((e) => place(e.id, e.port, e.agentPort));
     if (got.join() !== expected.join()) throw new Error(`${host} runs edges ${got.join(', ')}; HAProxy expects ${expected.join(', ')}`);
   }
 
@@ -942,11 +956,12 @@ export interface StreamFaultOptions {
  * where the stream waits for an election. Each fault's stream is checked as the majority's leader holds it and
  * as the server that came back holds it.
  */
-export async function runStreamFaults(o: StreamFaultOptions) {
-  const unlock = await lockHosts();
+export function runStreamFaults(o: StreamFaultOptions) {
+  return onHosts(() => streamFaults(o));
+}
+
+async function streamFaults(o: StreamFaultOptions) {
   const log = o.log ?? ((line: string) => console.log(line));
-  hosts('down');
-  hosts('up');
   const rig = new Rig({ edgesPerHost: 1, capacity: 1, smallCapacity: 1, drainRate: 1, bindPort: 0, statsPort: 0, replicas: HOSTS.length, partitions: 1 });
   let stream: BrainStream | undefined;
   let publisher: Repeat | undefined;
@@ -967,9 +982,6 @@ export async function runStreamFaults(o: StreamFaultOptions) {
     await publisher?.stop();
     await stream?.close().catch(() => undefined);
     await rig.stop();
-    for (const proc of running) proc.child.kill('SIGKILL');
-    hosts('down');
-    unlock();
   }
 }
 
@@ -1053,19 +1065,28 @@ export async function runFaults(o: RunOptions) {
   const possible = faultsFor(o.rig?.replicas !== undefined);
   const unknown = o.faults.filter((f) => !possible.includes(f));
   if (unknown.length) throw new Error(`no fault ${unknown.join(', ')} on this rig (${possible.join(', ')})`);
+  return onHosts(() => runOnHosts(o));
+}
+
+/**
+ * Runs `work` on the simulated hosts, made from nothing (a run that was killed may have left its hosts, and processes
+ * in them, behind) and owned by this process alone; then ends every process of the rig and takes the hosts down.
+ */
+export async function onHosts<T>(work: () => Promise<T>): Promise<T> {
   const unlock = await lockHosts();
   try {
-    return await runOnHosts(o);
+    hosts('down');
+    hosts('up');
+    return await work();
   } finally {
+    for (const proc of running) proc.child.kill('SIGKILL');
+    hosts('down');
     unlock();
   }
 }
 
 async function runOnHosts(o: RunOptions) {
   const log = o.log ?? ((line: string) => console.log(line));
-  // From nothing: a run that was killed may have left its hosts, and processes in them, behind.
-  hosts('down');
-  hosts('up');
   const rig = new Rig({ edgesPerHost: 2, capacity: 300, smallCapacity: 150, drainRate: 100, bindPort: 18000, statsPort: 18404, partitions: 2, ...o.rig });
   const browsers: Browser[] = [];
   const extra: Browser[] = [];
@@ -1087,8 +1108,6 @@ async function runOnHosts(o: RunOptions) {
   } finally {
     for (const b of [...browsers, ...extra]) b.close();
     await rig.stop();
-    for (const proc of running) proc.child.kill('SIGKILL');
-    hosts('down');
   }
 }
 

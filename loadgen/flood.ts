@@ -49,6 +49,11 @@ export interface Slice {
 export interface FloodOptions {
   host: string;
   port: number;
+  /**
+   * Servers on other addresses (edges on several hosts, none in front): worker i opens its streams at
+   * servers[i mod n], so the streams spread over them evenly, a worker's share at a time. Default: host:port alone.
+   */
+  servers?: { host: string; port: number }[];
   rows: SourceRow[];
   /** Local ports to bind, first..last; each source address uses them from the first up, skipping ports in use. */
   ports: [number, number];
@@ -372,11 +377,25 @@ function planFlood(options: FloodOptions): { plan: Slice[][]; spares: Array<Arra
   return { plan, spares: spareRuns(plan, options.ports), target };
 }
 
-/** Starts a worker on its slices; `share`, its part of the streams: it ramps in proportion, so that all finish their ramp together. */
-function spawnWorker(options: FloodOptions, slices: Slice[], spares: Array<[number, number]>, share: number): ChildProcessWithoutNullStreams {
+const serversOf = (options: FloodOptions) => (options.servers?.length ? options.servers : [options]);
+
+/** How many streams each of `options.servers` takes (worker i opens its streams at servers[i mod n]). */
+export function streamsPerServer(options: FloodOptions): number[] {
+  const counts = serversOf(options).map(() => 0);
+  planFlood(options).plan.forEach((slices, i) => (counts[i % counts.length] += slices.reduce((n, s) => n + s.count, 0)));
+  return counts;
+}
+
+/**
+ * Starts worker `i` on its slices; `share`, its part of the streams: it ramps in proportion, so that all finish their
+ * ramp together.
+ */
+function spawnWorker(options: FloodOptions, i: number, slices: Slice[], spares: Array<[number, number]>, share: number): ChildProcessWithoutNullStreams {
+  const servers = serversOf(options);
+  const server = servers[i % servers.length];
   const args = [
-    options.host,
-    String(options.port),
+    server.host,
+    String(server.port),
     String(options.rate * share),
     String(Math.max(1, Math.ceil(options.concurrency * share))),
     String(options.reportMs ?? 1000),
@@ -419,7 +438,7 @@ export async function runFlood(options: FloodOptions): Promise<FloodSummary> {
     options.onReport?.(now);
   };
   const exits = plan.map((slices, i) => {
-    const child = spawnWorker(options, slices, spares[i], slices.reduce((n, s) => n + s.count, 0) / target);
+    const child = spawnWorker(options, i, slices, spares[i], slices.reduce((n, s) => n + s.count, 0) / target);
     children.push(child);
     return workerExit(child, i, (line) => onLine(i, line));
   });

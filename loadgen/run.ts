@@ -22,7 +22,7 @@ import { commandArgv } from '../server/options.js';
 import { spawnC1m } from '../cluster/supervisor.js';
 import { ROLES, type RunOptions, type Role, type Phase, type KernelMemory, type Sample, type FullSample, type RunResult, P99_TARGET_MS } from './run-result.js';
 import { writeReport } from './report.js';
-import { c1mCommandOf, childrenOf, commOf, cpuOf, machineCores, machineTicks, pssOf, rssOf, spawnCluster, type ClusterProcess } from './server-process.js';
+import { c1mCommandOf, childrenOf, commOf, cpuOf, machineCores, machineTicks, pssOf, rssOf, spawnCluster } from './server-process.js';
 
 /** PSS is read on every PSS_EVERY-th sample only: reading it walks each process's page tables. */
 const PSS_EVERY = 10;
@@ -55,10 +55,73 @@ function kernelMemory(): KernelMemory {
 }
 
 /**
- * Reads every second what each role holds and spends. Processes are found
- * from the pids this run started: the cluster supervisor's children (the
- * nats-servers by name, the routers by their c1m command, the rest edges)
- * and this process's flood workers.
+ * What a run measures: where its streams open, where its sends go, and its processes by role. `c1m run` starts
+ * `c1m cluster` on this box (localCluster); a harness may bring its own (bench/million-hosts.ts: edges, routers and
+ * nats-servers on simulated hosts).
+ */
+export interface Deployment {
+  /** Where the flood opens streams; with several, its workers take them in turn. */
+  servers: { host: string; port: number }[];
+  /** The backend API: the message generator's sends, the sampler's /stats. */
+  api: { host: string; port: number; token?: string };
+  /** What the report says of it. */
+  summary: { edges: number; capacity: number; port: number; apiPort: number; nats: string };
+  /** A replicated store's bus (`c1m friends load --nats …` options) and every router's view file, which the graph goes through. */
+  store?: { busArgs: string[]; views: string[] };
+  /** A SQLite file whose history the report measures at the end. */
+  historyFile?: string;
+  /** Its server processes now, by role. */
+  pids(): Record<'edges' | 'router' | 'nats' | 'supervisor', number[]>;
+  running(): boolean;
+  /** What its processes printed: the report keeps it. */
+  output(): string;
+  /** Stops its processes; the run then kills by pid whatever of its own is left. */
+  stop(): Promise<void>;
+}
+
+/** Starts a deployment for a run's settings; `work`: a directory of the run's own for a replicated store's files. */
+export type Deploy = (o: RunSettings, work: string | undefined) => Promise<Deployment>;
+
+/** `c1m cluster` on loopback: its supervisor's children are the nats-servers (by name), the routers (by their c1m command) and the edges. */
+const localCluster: Deploy = async (o, work) => {
+  const cluster = await spawnCluster(clusterArgv(o, work), {}, 180_000);
+  const running = () => cluster.child.exitCode === null && cluster.child.signalCode === null;
+  return {
+    servers: [{ host: '127.0.0.1', port: cluster.port }],
+    api: { host: '127.0.0.1', port: cluster.apiPort },
+    summary: { edges: cluster.edges.length, capacity: cluster.edges.reduce((n, e) => n + e.capacity, 0), port: cluster.port, apiPort: cluster.apiPort, nats: cluster.nats },
+    store: work === undefined ? undefined : {
+      busArgs: ['--nats', cluster.nats, '--nats-creds', credsFile(cluster.natsDir, 'router')],
+      views: Array.from({ length: o.routers ?? 1 }, (_, i) => routerDb({ db: join(work, 'view.db'), replicas: o.replicas }, i)),
+    },
+    historyFile: work ? join(work, 'view.db') : o.db,
+    pids() {
+      const pids = { edges: [] as number[], router: [] as number[], nats: [] as number[], supervisor: [cluster.child.pid!] };
+      for (const pid of childrenOf(cluster.child.pid!)) {
+        if (commOf(pid) === 'nats-server') pids.nats.push(pid);
+        else if (c1mCommandOf(pid) === 'router') pids.router.push(pid);
+        else pids.edges.push(pid);
+      }
+      return pids;
+    },
+    running,
+    output: cluster.output,
+    // SIGTERM to the supervisor (it stops edges, router and nats-server in turn), SIGKILL after a grace.
+    async stop() {
+      if (!running()) return;
+      const exited = new Promise((r) => cluster.child.once('exit', r));
+      cluster.child.kill('SIGTERM');
+      if ((await Promise.race([exited, sleep(45_000, 'timeout')])) === 'timeout') {
+        cluster.child.kill('SIGKILL');
+        await exited;
+      }
+    },
+  };
+};
+
+/**
+ * Reads every second what each role holds and spends: the deployment's
+ * processes by role, and this process's flood workers.
  */
 class Sampler {
   readonly samples: Sample[] = [];
@@ -66,7 +129,7 @@ class Sampler {
   readonly seen = new Map<number, string>();
   phase: Phase = 'start';
   floodTotals?: FloodTotals;
-  cluster?: ClusterProcess;
+  deployment?: Deployment;
   slowConsumerCloses = 0;
   private readonly cpuPrev = new Map<number, number>();
   private prevMachine = machineTicks();
@@ -106,18 +169,9 @@ class Sampler {
   }
 
   private pidsByRole(): Record<Role, number[]> {
-    const pids: Record<Role, number[]> = { edges: [], router: [], nats: [], supervisor: [], floodWorkers: [], runner: [process.pid] };
-    const supervisor = this.cluster?.child.exitCode === null ? this.cluster.child.pid : undefined;
-    if (supervisor) {
-      pids.supervisor.push(supervisor);
-      for (const pid of childrenOf(supervisor)) {
-        if (commOf(pid) === 'nats-server') pids.nats.push(pid);
-        else if (c1mCommandOf(pid) === 'router') pids.router.push(pid);
-        else pids.edges.push(pid);
-      }
-    }
-    pids.floodWorkers = childrenOf(process.pid).filter((pid) => commOf(pid) === 'flood-worker');
-    return pids;
+    const servers = this.deployment?.running() ? this.deployment.pids() : { edges: [], router: [], nats: [], supervisor: [] };
+    const floodWorkers = childrenOf(process.pid).filter((pid) => commOf(pid) === 'flood-worker');
+    return { ...servers, floodWorkers, runner: [process.pid] };
   }
 
   /** Takes one sample now and keeps it; `full`: with PSS whatever the turn. */
@@ -181,9 +235,11 @@ class Sampler {
   }
 
   private async routerStats(): Promise<RouterStats | undefined> {
-    if (!this.cluster?.apiPort || this.cluster.child.exitCode !== null) return undefined;
+    const { api } = this.deployment ?? {};
+    if (!api?.port || !this.deployment!.running()) return undefined;
     try {
-      const res = await fetch(`http://127.0.0.1:${this.cluster.apiPort}/stats`, { signal: AbortSignal.timeout(800) });
+      const headers: Record<string, string> = api.token ? { authorization: `Bearer ${api.token}` } : {};
+      const res = await fetch(`http://${api.host}:${api.port}/stats`, { headers, signal: AbortSignal.timeout(800) });
       return res.ok ? ((await res.json()) as RouterStats) : undefined;
     } catch {
       return undefined;
@@ -246,20 +302,19 @@ async function ensureGraph(o: RunOptions, signal: AbortSignal, log: (line: strin
  * `c1m friends load --nats` does, with a router's credentials; then every router's view has applied it, as its
  * file says (a router standing by has no API to ask).
  */
-async function publishGraph(o: RunOptions, cluster: ClusterProcess, work: string, signal: AbortSignal, log: (line: string) => void): Promise<NonNullable<RunResult['graph']>> {
+async function publishGraph(o: RunOptions, store: NonNullable<Deployment['store']>, work: string, signal: AbortSignal, log: (line: string) => void): Promise<NonNullable<RunResult['graph']>> {
   const started = performance.now();
   const edgesFile = join(work, 'graph.edges');
   try {
     log(`graph: generating ${o.users} users x m=${o.m}`);
     await runCli(['friends', 'generate', '--users', String(o.users), '--m', String(o.m), '--seed', String(o.seed), '--out', edgesFile], 3_600_000, signal);
     log(`graph: publishing ${edgesFile} to the store's stream`);
-    const out = await runCli(['friends', 'load', edgesFile, '--nats', cluster.nats, '--nats-creds', credsFile(cluster.natsDir, 'router')], 3_600_000, signal);
+    const out = await runCli(['friends', 'load', edgesFile, ...store.busArgs], 3_600_000, signal);
     const last = Number(/last sequence (\d+)/.exec(out)?.[1]);
     if (!Number.isSafeInteger(last)) throw new Error(`c1m friends load --nats did not say the stream's last sequence: ${out.trim()}`);
     log(`graph: published, the stream's last sequence ${last}; waiting for every router's view`);
     const { appliedBy } = await import('../cluster/store-log.js');
-    const views = Array.from({ length: o.routers ?? 1 }, (_, i) => routerDb({ db: join(work, 'view.db'), replicas: o.replicas }, i));
-    while (views.some((view) => appliedBy(view) < last)) {
+    while (store.views.some((view) => appliedBy(view) < last)) {
       signal.throwIfAborted();
       await sleep(500);
     }
@@ -272,21 +327,13 @@ async function publishGraph(o: RunOptions, cluster: ClusterProcess, work: string
 }
 
 /**
- * Stops the cluster: SIGTERM to the supervisor (it stops edges, router and
- * nats-server in turn), SIGKILL after a grace. Then every process this run
- * started that is still alive (nats-server does not watch its supervisor; a
- * cluster that never got ready) is killed by pid, checked by its start time.
+ * Stops the deployment; then every process this run started that is still
+ * alive (nats-server does not watch its supervisor; a cluster that never got
+ * ready) is killed by pid, checked by its start time.
  */
-async function stopEverything(cluster: ClusterProcess | undefined, sampler: Sampler): Promise<void> {
+async function stopEverything(deployment: Deployment | undefined, sampler: Sampler): Promise<void> {
   sampler.noteDescendants();
-  if (cluster && cluster.child.exitCode === null && cluster.child.signalCode === null) {
-    const exited = new Promise((r) => cluster.child.once('exit', r));
-    cluster.child.kill('SIGTERM');
-    if ((await Promise.race([exited, sleep(45_000, 'timeout')])) === 'timeout') {
-      cluster.child.kill('SIGKILL');
-      await exited;
-    }
-  }
+  await deployment?.stop();
   for (const [pid, start] of sampler.seen) {
     if (start && startTimeOf(pid) === start) {
       try {
@@ -298,14 +345,14 @@ async function stopEverything(cluster: ClusterProcess | undefined, sampler: Samp
   }
 }
 
-export async function runC1m(options: RunOptions): Promise<RunResult & { dir: string }> {
+export async function runC1m(options: RunOptions, deploy: Deploy = localCluster): Promise<RunResult & { dir: string }> {
   const { signal: outer, log: logOption, ...settings } = options;
   const log = logOption ?? ((line: string) => process.stderr.write(`${line}\n`));
   const o = { sampleMs: 1000, ...settings };
   const dir = resolve(o.out);
   mkdirSync(dir, { recursive: true });
   const plan = runPlan(o);
-  const run = new C1mRun(o, log);
+  const run = new C1mRun(o, log, deploy);
   const onOuterAbort = () => run.abort.abort(new Error('stopped on request (Ctrl-C or SIGTERM)'));
   outer?.addEventListener('abort', onOuterAbort, { once: true });
   if (outer?.aborted) onOuterAbort();
@@ -318,12 +365,12 @@ export async function runC1m(options: RunOptions): Promise<RunResult & { dir: st
     result.snapshots.before = await sampler.sample(true);
     sampler.start(o.sampleMs);
     hardStop = setTimeout(() => abort.abort(new Error(`hard stop after ${plan.maxSeconds} s`)), plan.maxSeconds * 1000);
-    const cluster = await run.startCluster();
-    await run.ramp(cluster, plan);
+    const deployment = await run.startCluster();
+    await run.ramp(deployment, plan);
     run.enter('hold');
     await sleep(o.hold * 1000, undefined, { signal: abort.signal });
     result.snapshots.peak = await sampler.sample(true);
-    await run.messages(cluster, plan.rates);
+    await run.messages(deployment, plan.rates);
   } catch (err) {
     result.status = outer?.aborted ? 'interrupted' : 'failed';
     result.error = ((abort.signal.aborted ? abort.signal.reason : err) as Error).message;
@@ -336,13 +383,13 @@ export async function runC1m(options: RunOptions): Promise<RunResult & { dir: st
     if (last) last.end = run.now();
     result.seconds = run.now();
   }
-  await writeReport(dir, result, run.cluster?.output() ?? '');
+  await writeReport(dir, result, run.deployment?.output() ?? '');
   log(`report: ${join(dir, 'report.md')}`);
   return { ...result, dir };
 }
 
 /** c1m run's settings, its sampling period resolved. */
-type RunSettings = Omit<RunOptions, 'signal' | 'log'> & { sampleMs: number };
+export type RunSettings = Omit<RunOptions, 'signal' | 'log'> & { sampleMs: number };
 
 /** The sources the flood needs, the message rates and the hard stop; refuses too few source addresses. */
 function runPlan(o: RunSettings) {
@@ -396,7 +443,7 @@ class C1mRun {
   readonly result: RunResult;
   /** Replicated, the routers' views and the JetStream servers' stores are the run's own, made empty and removed after. */
   readonly work: string | undefined;
-  cluster: ClusterProcess | undefined;
+  deployment: Deployment | undefined;
   private flood: Promise<FloodSummary> | undefined;
   private readonly floodStop = new AbortController();
   /** Delivery latencies of the message step under way. */
@@ -405,6 +452,7 @@ class C1mRun {
   constructor(
     private readonly o: RunSettings,
     private readonly log: (line: string) => void,
+    private readonly deploy: Deploy,
   ) {
     this.work = o.replicas ? mkdtempSync(join(tmpdir(), 'c1m-run-')) : undefined;
     this.result = { status: 'complete', startedAt: new Date().toISOString(), seconds: 0, options: o, snapshots: {}, phases: [], steps: [], samples: this.sampler.samples };
@@ -424,30 +472,30 @@ class C1mRun {
     this.log(`${phase} at ${t}s`);
   }
 
-  /** Starts `c1m cluster`; replicated, publishes the graph to its store. */
-  async startCluster(): Promise<ClusterProcess> {
+  /** Starts the deployment (`c1m cluster`); replicated, publishes the graph to its store. */
+  async startCluster(): Promise<Deployment> {
     const { o, result, log, work } = this;
     this.enter('start');
-    const cluster = (this.cluster = await spawnCluster(clusterArgv(o, work), {}, 180_000));
-    this.sampler.cluster = cluster;
-    const capacity = cluster.edges.reduce((n, e) => n + e.capacity, 0);
-    result.cluster = { edges: cluster.edges.length, capacity, port: cluster.port, apiPort: cluster.apiPort, nats: cluster.nats, startSeconds: this.now() - result.phases[0].start, restarts: 0 };
-    log(`cluster: ${cluster.edges.length} edges, capacity ${capacity}, streams on port ${cluster.port}, API on ${cluster.apiPort}`);
-    if (work) result.graph = await publishGraph(o, cluster, work, this.abort.signal, log);
+    const deployment = (this.deployment = await this.deploy(o, work));
+    this.sampler.deployment = deployment;
+    const { summary } = deployment;
+    result.cluster = { ...summary, startSeconds: this.now() - result.phases[0].start, restarts: 0 };
+    log(`cluster: ${summary.edges} edges, capacity ${summary.capacity}, streams at ${deployment.servers.map((s) => `${s.host}:${s.port}`).join(', ')}, API on ${deployment.api.host}:${deployment.api.port}`);
+    if (work && deployment.store) result.graph = await publishGraph(o, deployment.store, work, this.abort.signal, log);
     this.abort.signal.throwIfAborted();
-    return cluster;
+    return deployment;
   }
 
   /** Opens every stream at the connect rate, and holds them until stop(); resolves once all are open. */
-  async ramp(cluster: ClusterProcess, plan: ReturnType<typeof runPlan>): Promise<void> {
+  async ramp(deployment: Deployment, plan: ReturnType<typeof runPlan>): Promise<void> {
     const { o, sampler } = this;
     this.enter('ramp');
     let ramped: () => void = () => {};
     const rampDone = new Promise<void>((r) => (ramped = r));
     let nextLine = 0;
     const flood = (this.flood = runFlood({
-      host: '127.0.0.1',
-      port: cluster.port,
+      ...deployment.servers[0],
+      servers: deployment.servers,
       rows: rowsFromRanges(plan.sources, [1, o.connections]),
       ports: o.ports,
       rate: o.rate,
@@ -484,13 +532,14 @@ class C1mRun {
   }
 
   /** The warm-up, then one measured step per rate: what msggen achieved, what the streams got, and how late. */
-  async messages(cluster: ClusterProcess, rates: number[]): Promise<void> {
+  async messages(deployment: Deployment, rates: number[]): Promise<void> {
     const { o, sampler, result } = this;
     const messages = (rate: number, seconds: number) =>
       Promise.race([
         runMsggen({
-          apiHost: '127.0.0.1',
-          apiPort: cluster.apiPort,
+          apiHost: deployment.api.host,
+          apiPort: deployment.api.port,
+          token: deployment.api.token,
           users: o.users,
           generators: o.generators,
           interval: o.sendInterval,
@@ -533,7 +582,7 @@ class C1mRun {
 
   /** Stops the flood and the cluster, takes the last sample, and notes what the cluster left: restarts, its history's size. */
   async stop(): Promise<void> {
-    const { o, result, sampler, cluster, work } = this;
+    const { result, sampler, deployment, work } = this;
     if (result.phases.length) this.enter('stop');
     this.floodStop.abort();
     try {
@@ -543,14 +592,14 @@ class C1mRun {
       result.error ??= (err as Error).message;
     }
     if (sampler.floodTotals && result.flood) sampler.floodTotals = result.flood;
-    if (cluster) {
+    if (deployment) {
       result.slowConsumerCloses = sampler.slowConsumerCloses;
       await sampler.sample();
     }
     sampler.stop();
-    await stopEverything(cluster, sampler);
-    if (cluster && result.cluster) result.cluster.restarts = (cluster.output().match(/child exited; restarting/g) ?? []).length;
-    if (cluster && o.historySeconds > 0) result.history = historyOnDisk(work ? join(work, 'view.db') : o.db);
+    await stopEverything(deployment, sampler);
+    if (deployment && result.cluster) result.cluster.restarts = (deployment.output().match(/child exited; restarting/g) ?? []).length;
+    if (deployment?.historyFile && this.o.historySeconds > 0) result.history = historyOnDisk(deployment.historyFile);
     if (work) rmSync(work, { recursive: true, force: true });
   }
 }

@@ -5,7 +5,9 @@ import { CHARTS } from '../loadgen/report.js';
 import { runCommand } from '../cli/run.js';
 import { runC1m } from '../loadgen/run.js';
 import type { RunOptions, Sample } from '../loadgen/run-result.js';
-import { tempDir } from './helpers.js';
+import { cannotRun } from '../bench/faults.js';
+import { runOnSimulatedHosts } from '../bench/million-hosts.js';
+import { skipOrRequire, tempDir } from './helpers.js';
 
 /** Command lines of the processes alive now that mention `text`. */
 function processesMentioning(text: string): string[] {
@@ -158,6 +160,26 @@ describe('c1m run', () => {
     expect(processesMentioning(result.cluster!.nats.split(',')[0])).toEqual([]);
     expect(readFileSync(`/proc/${process.pid}/task/${process.pid}/children`, 'utf8').trim()).toBe('');
   }, 150_000);
+
+  it('across the three simulated hosts (bench/million-hosts.ts): the streams spread over both edge hosts straight from the bridge, every one held, the sends delivered by the replicated brain on all three hosts', async (context) => {
+    skipOrRequire(context, cannotRun());
+    const dir = tempDir();
+    const lines: string[] = [];
+    const result = await runOnSimulatedHosts(small(dir, { connections: 3000, users: 3000, src: '127.0.43.1-127.0.43.2', msgRates: [200], maxSeconds: 150, log: (line) => lines.push(line) }));
+    expect(result.error, lines.join('\n')).toBeUndefined();
+    expect(result.status).toBe('complete');
+    expect(lines).toContain(`graph: every router's view holds it (${2 * (6 + (3000 - 4) * 3)} subscriptions)`);
+    expect(lines.find((line) => line.startsWith('cluster:'))).toMatch(/streams at 10\.201\.0\.11:8000, 10\.201\.0\.12:8000, API on 10\.201\.0\.\d+:8001/);
+    // Every stream held, each edge host holding its share; the routers and nats-servers of all three hosts sampled.
+    expect(result.flood).toMatchObject({ held: 3000, failed: 0 });
+    expect(result.snapshots.peak).toMatchObject({ open: 3000, serverStreams: 3000, processes: { router: 3, nats: 3, supervisor: 2 } });
+    expect(result.snapshots.peak!.processes.edges).toBeGreaterThanOrEqual(2);
+    const [step] = result.steps;
+    expect(step.msggen.errors).toEqual({});
+    expect(step.deliveredChunksPerSecond).toBeGreaterThan(step.msggen.achievedRate);
+    expect(readFileSync(join(result.dir, 'report.md'), 'utf8')).toContain('3 routers sharing 2 partitions, 3 clustered nats-servers with JetStream (the brain at R3)');
+    expect(readFileSync(`/proc/${process.pid}/task/${process.pid}/children`, 'utf8').trim()).toBe('');
+  }, 240_000);
 
   it('refuses a store holding another graph, and too few source addresses, before starting anything', async () => {
     const dir = tempDir();

@@ -10,12 +10,13 @@
  */
 import { Command } from 'commander';
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { addOptions } from '../cli/options.js';
 import { credsFile } from '../cluster/nats-auth.js';
-import { edgesFor } from '../cluster/run.js';
+import { edgesFor, NATS_NICE, ROUTER_NICE } from '../cluster/run.js';
 import { parseSources, rowsFromRanges, streamsPerServer } from '../loadgen/flood.js';
 import { runC1m, type Deploy, type RunSettings } from '../loadgen/run.js';
 import type { RunOptions } from '../loadgen/run-result.js';
@@ -23,7 +24,7 @@ import { childrenOf } from '../loadgen/server-process.js';
 import { DEFAULTS } from '../server/defaults.js';
 import { streamCapacity } from '../server/limits.js';
 import { commandArgv, type OptionsOf } from '../server/options.js';
-import { cannotRun, EDGE_HOSTS, onHosts, Rig } from './faults.js';
+import { cannotRun, EDGE_HOSTS, onHosts, Rig, type Host } from './faults.js';
 
 const ROOT = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '..' : '../..', import.meta.url));
 /** Every edge of a host listens here, on the host's address. */
@@ -37,10 +38,37 @@ function sh(argv: string[]): void {
   if (run.status !== 0) throw new Error(`${argv.join(' ')}: ${run.error?.message ?? run.stderr}`);
 }
 
+/** ./sysctl.conf, in a host (`ns`) or in the root namespace: keys the kernel does not let it set are reported, not fatal (as c1m-run.sh --sysctl). */
+function applySysctl(ns?: string): void {
+  const argv = [...(ns ? ['ip', 'netns', 'exec', ns] : []), 'scripts/sysctl.sh', './sysctl.conf'];
+  const run = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', cwd: ROOT });
+  process.stderr.write(`${ns ?? 'root namespace'}: ${run.stdout.trim().split('\n').at(-1)}\n`);
+}
+
 /** The flood's source addresses: as many as --src names, on the bridge (scripts/virtual-ips.sh adds them). */
 function bridgeSources(count: number, subnet: string): string[] {
   sh(['scripts/virtual-ips.sh', 'up', 'c1m-br', String(count), `${subnet}.${FIRST_SOURCE}/24`]);
   return Array.from({ length: count }, (_, i) => `${subnet}.${FIRST_SOURCE + i}`);
+}
+
+/**
+ * The brain's processes as `c1m cluster` runs them: nats-servers and routers at its nice values (the edge hosts' own
+ * `c1m cluster` sets its edges'), and a router that exits (crash-only, having lost a lease) started again after a
+ * second, as its supervisor would.
+ */
+function superviseBrain(rig: Rig, stopping: () => boolean): void {
+  const nice = (host: Host) => {
+    setPriority(rig.procs.get(`nats-${host}`)!.child.pid!, NATS_NICE);
+    setPriority(rig.procs.get(`router-${host}`)!.child.pid!, ROUTER_NICE);
+  };
+  const watch = (host: Host) =>
+    rig.procs.get(`router-${host}`)!.child.once('exit', () => {
+      if (stopping()) return;
+      // As c1m cluster's supervisor says it, so the run's report counts it.
+      appendFileSync(join(rig.dir, 'brain-supervisor.log'), `router-${host}: child exited; restarting\n`);
+      setTimeout(() => void rig.startRouter(host).then(() => (nice(host), watch(host)), () => watch(host)), 1000);
+    });
+  for (const host of rig.brainHosts) (nice(host), watch(host));
 }
 
 /**
@@ -66,8 +94,10 @@ function onSimulatedHosts(sysctl: boolean): Deploy {
       routerArgs: commandArgv('router', { maxUserId, batchMs: o.batchMs, historySeconds: o.historySeconds, historyPerSubject: o.historyPerSubject }).argv,
       edgeArgs: commandArgv('cluster', { maxUserId, heartbeatSeconds: o.heartbeatSeconds }).argv,
     });
-    if (sysctl) for (const host of rig.brainHosts) sh(['ip', 'netns', 'exec', `c1m-${host}`, 'scripts/sysctl.sh', './sysctl.conf']);
+    if (sysctl) for (const host of rig.brainHosts) applySysctl(`c1m-${host}`);
     await rig.start();
+    let stopping = false;
+    superviseBrain(rig, () => stopping);
     // One router of three stands by (two partitions): the sends go to one that serves, as a backend's would.
     const serving: (typeof rig.brainHosts)[number][] = [];
     for (const host of rig.brainHosts) if (await rig.apiOpen(host)) serving.push(host);
@@ -85,6 +115,7 @@ function onSimulatedHosts(sysctl: boolean): Deploy {
       running: () => procs().every(([, p]) => p.child.exitCode === null && p.child.signalCode === null),
       output: () => readdirSync(rig.dir).filter((f) => f.endsWith('.log')).map((f) => `==> ${f} <==\n${readFileSync(join(rig.dir, f), 'utf8')}`).join('\n'),
       async stop() {
+        stopping = true;
         await rig.stop();
         // The JetStream stores and the routers' views (the graph three times over); the logs stay.
         rmSync(join(rig.dir, 'data'), { recursive: true, force: true });
@@ -119,7 +150,7 @@ async function main(): Promise<void> {
     console.error(`million-hosts: ${why}`);
     process.exit(2);
   }
-  if (opts.sysctl) sh(['scripts/sysctl.sh', './sysctl.conf']);
+  if (opts.sysctl) applySysctl();
   const stop = new AbortController();
   process.once('SIGINT', () => stop.abort());
   process.once('SIGTERM', () => stop.abort());

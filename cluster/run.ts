@@ -22,8 +22,8 @@ export type ClusterOptions = OptionsOf<'cluster'> & { edgeIdPrefix: string; logg
  * cluster section has the measurements). Raising the router and NATS needs
  * root; lowering the edges does not.
  */
-const ROUTER_NICE = -20;
-const NATS_NICE = -10;
+export const ROUTER_NICE = -20;
+export const NATS_NICE = -10;
 const EDGE_NICE = 5;
 
 /** Edges needed to take `connections` streams when each may hold `perEdge`: each stops listening a little before, at pausesAt(perEdge). */

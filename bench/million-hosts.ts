@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { addOptions } from '../cli/options.js';
 import { credsFile } from '../cluster/nats-auth.js';
-import { edgesFor, NATS_NICE, ROUTER_NICE } from '../cluster/run.js';
+import { edgesFor, NATS_NICE } from '../cluster/run.js';
 import { parseSources, rowsFromRanges, streamsPerServer } from '../loadgen/flood.js';
 import { runC1m, type Deploy, type RunSettings } from '../loadgen/run.js';
 import type { RunOptions } from '../loadgen/run-result.js';
@@ -52,14 +52,15 @@ function bridgeSources(count: number, subnet: string): string[] {
 }
 
 /**
- * The brain's processes as `c1m cluster` runs them: nats-servers and routers at its nice values (the edge hosts' own
- * `c1m cluster` sets its edges'), and a router that exits (crash-only, having lost a lease) started again after a
+ * The brain's processes above the edges, as `c1m cluster` runs them (the edge hosts' own `c1m cluster` lowers its
+ * edges): routers and nats-servers at its nats-servers' nice value (its routers' higher one, with three routers
+ * building their views at once, starved the nats-servers until the graph's load timed out), and a router that exits (crash-only, having lost a lease) started again after a
  * second, as its supervisor would.
  */
 function superviseBrain(rig: Rig, stopping: () => boolean): void {
   const nice = (host: Host) => {
     setPriority(rig.procs.get(`nats-${host}`)!.child.pid!, NATS_NICE);
-    setPriority(rig.procs.get(`router-${host}`)!.child.pid!, ROUTER_NICE);
+    setPriority(rig.procs.get(`router-${host}`)!.child.pid!, NATS_NICE);
   };
   const watch = (host: Host) =>
     rig.procs.get(`router-${host}`)!.child.once('exit', () => {

@@ -22,7 +22,7 @@ export type ClusterOptions = OptionsOf<'cluster'> & { edgeIdPrefix: string; logg
  * cluster section has the measurements). Raising the router and NATS needs
  * root; lowering the edges does not.
  */
-export const ROUTER_NICE = -20;
+const ROUTER_NICE = -20;
 export const NATS_NICE = -10;
 const EDGE_NICE = 5;
 

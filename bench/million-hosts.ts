@@ -53,8 +53,8 @@ function bridgeSources(count: number, subnet: string): string[] {
 
 /**
  * The brain's processes above the edges, as `c1m cluster` runs them (the edge hosts' own `c1m cluster` lowers its
- * edges): routers and nats-servers at its nats-servers' nice value (its routers' higher one, with three routers
- * building their views at once, starved the nats-servers until the graph's load timed out), and a router that exits (crash-only, having lost a lease) started again after a
+ * edges): routers and nats-servers at its nats-servers' nice value (with three routers at its routers' higher one,
+ * all building their views at once, the nats-servers fell behind and a graph's load timed out), and a router that exits (crash-only, having lost a lease) started again after a
  * second, as its supervisor would.
  */
 function superviseBrain(rig: Rig, stopping: () => boolean): void {

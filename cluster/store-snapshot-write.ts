@@ -89,8 +89,10 @@ async function publishChunks(nc: NatsConnection, bytes: Uint8Array, last: number
   const inFlight: Promise<unknown>[] = [];
   let failure: Error | undefined;
   let chunks = 0;
-  for (let at = 0; at < bytes.length && !failure; at += chunkBytes, chunks++) {
-    if (inFlight.length >= PUBLISH_WINDOW) await inFlight.shift();
+  for (let at = 0; at < bytes.length; at += chunkBytes, chunks++) {
+    // The first alone: of two writers that start together, the one whose first chunk lands goes on, the other stops there.
+    while (inFlight.length >= (chunks === 1 ? 1 : PUBLISH_WINDOW)) await inFlight.shift();
+    if (failure) break;
     const expect = { lastSequence: last + chunks };
     // Each failure caught at once: the window holds several, awaited in turn.
     inFlight.push(js.publish(SNAPSHOT_SUBJECT, bytes.subarray(at, at + chunkBytes), { expect, timeout: PUBLISH_TIMEOUT_MS }).catch((err: Error) => (failure ??= fenced(err))));

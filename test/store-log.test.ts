@@ -18,7 +18,7 @@ import { spawnJetStreamServers, spawnRouter, type JetStreamServers } from '../lo
 import { openStore } from '../subsmanager/store.js';
 import { longestAnswer } from '../bench/probe.js';
 import { api, runCli, stopChild, tempDir } from './helpers.js';
-import { appliedRow, closeViews, contentOf, openView } from './store-views.js';
+import { appliedRow, closeViews, contentOf, openView, plainStore } from './store-views.js';
 import { until } from '../bench/until.js';
 
 const json = { 'content-type': 'application/json' };
@@ -196,15 +196,6 @@ describe('snapshots: an empty view loads the newest one, then the stream after i
     for (const { child } of servers?.servers.values() ?? []) await stopChild(child);
   });
 
-  /** What a plain SQLite store holds after loading `graph` and the same changes, written without the stream. */
-  const plainStore = async (graph: string, changes: (store: ReturnType<typeof openStore>) => void) => {
-    const plain = join(tempDir(), 'plain.db');
-    expect((await runCli(['friends', 'load', graph, '--db', plain])).code).toBe(0);
-    const reference = openStore(plain);
-    changes(reference);
-    reference.close();
-    return contentOf(plain);
-  };
   const snapshot = (db: string, ...more: string[]) => runCli(['friends', 'snapshot', '--db', db, '--nats', servers.urls, '--nats-creds', servers.creds, ...more]);
   const newView = () => openView(servers, join(tempDir(), 'empty', 'c1m.db'));
 

@@ -57,7 +57,8 @@ export class SnapshotWriter {
       const started = performance.now();
       this.copying = copyInWorker(db);
       const copy = await this.copying;
-      if (this.stopped) return;
+      // Led by another meanwhile: it writes one (were both to, the fence keeps them apart).
+      if (this.stopped || !leads()) return;
       const manifest = await publishSnapshot(this.nc, copy, { purge: true });
       const seconds = Math.round(performance.now() - started) / 1000;
       logger.info({ seq: manifest.seq, bytes: manifest.bytes, chunks: manifest.chunks, streamBytes, viewBytes, seconds }, 'wrote a store snapshot and purged the store stream up to it');

@@ -2,15 +2,17 @@
  * Snapshots of the replicated subscription store (store-snapshot.ts) written with no operator: the router leading
  * partition 0, one router at a time, writes one once the store's stream holds more bytes than its view's file (a
  * view on an empty data dir would then read more replaying the stream than loading a snapshot) and more than a
- * floor (--snapshot-mib: a small store is not copied again and again), then purges the stream up to it. A second
- * router that believes it leads (one frozen, then thawed) is kept apart by publishSnapshot's fence.
+ * floor (--snapshot-mib: a small store is not copied again and again), or once the stream is purged and has no
+ * snapshot (lost), then purges the stream up to it. A second router that believes it leads (one frozen, then
+ * thawed) is kept apart by publishSnapshot's fence.
  */
-import { jetstreamManager } from '@nats-io/jetstream';
+import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { statSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
-import { STORE_STREAM } from './store-log.js';
+import { STORE_STREAM, streamIdentity } from './store-log.js';
+import { newestManifest } from './store-snapshot.js';
 import { publishSnapshot, type ViewCopy } from './store-snapshot-write.js';
 
 /** How often the leader compares the stream's bytes with its view's. */
@@ -46,14 +48,12 @@ export class SnapshotWriter {
   }
 
   private async check(): Promise<void> {
-    const { db, floorBytes, leads, logger } = this.options;
+    const { db, leads, logger } = this.options;
     if (this.checking || !leads() || performance.now() < this.retryAt) return;
     this.checking = true;
     try {
-      const jsm = await jetstreamManager(this.nc, { checkAPI: false });
-      const streamBytes = (await jsm.streams.info(STORE_STREAM)).state.bytes;
-      const viewBytes = statSync(db).size;
-      if (streamBytes <= Math.max(viewBytes, floorBytes)) return;
+      const due = await this.due(await jetstreamManager(this.nc, { checkAPI: false }));
+      if (!due) return;
       const started = performance.now();
       this.copying = copyInWorker(db);
       const copy = await this.copying;
@@ -61,7 +61,7 @@ export class SnapshotWriter {
       if (this.stopped || !leads()) return;
       const manifest = await publishSnapshot(this.nc, copy, { purge: true });
       const seconds = Math.round(performance.now() - started) / 1000;
-      logger.info({ seq: manifest.seq, bytes: manifest.bytes, chunks: manifest.chunks, streamBytes, viewBytes, seconds }, 'wrote a store snapshot and purged the store stream up to it');
+      logger.info({ ...due, seq: manifest.seq, bytes: manifest.bytes, chunks: manifest.chunks, seconds }, 'wrote a store snapshot and purged the store stream up to it');
     } catch (err) {
       this.retryAt = performance.now() + RETRY_MS;
       if (!this.stopped) logger.warn({ error: (err as Error).message, retryInMs: RETRY_MS }, 'could not write a store snapshot');
@@ -69,6 +69,17 @@ export class SnapshotWriter {
       this.copying = undefined;
       this.checking = false;
     }
+  }
+
+  /** Why a snapshot is due, with the stream's and the view's bytes; undefined if none is. */
+  private async due(jsm: JetStreamManager): Promise<{ why: string; streamBytes: number; viewBytes: number } | undefined> {
+    const info = await jsm.streams.info(STORE_STREAM);
+    const bytes = { streamBytes: info.state.bytes, viewBytes: statSync(this.options.db).size };
+    if (bytes.streamBytes > Math.max(bytes.viewBytes, this.options.floorBytes)) return { why: 'the stream holds more than the view', ...bytes };
+    if (info.state.first_seq <= 1) return undefined;
+    // Purged, and its snapshot lost (or written before the manifests had a subject of their own): a view on an empty data dir could not start.
+    const newest = await newestManifest(jsm).catch(() => undefined);
+    return newest?.stream === streamIdentity(info) ? undefined : { why: 'the stream is purged, and there is no snapshot of it', ...bytes };
   }
 
   /** Writes no more; a copy being made is finished (its scratch file removed) before the router closes its view. */

@@ -257,6 +257,9 @@ describe('snapshots: an empty view loads the newest one, then the stream after i
     await expect(openView(servers, empty)).rejects.toThrow(
       new RegExp(`^${empty} is new, and the stream C1M_STORE starts at sequence ${seq + 1} \\(purged up to a snapshot\\), whose snapshot cannot be loaded: the snapshot's chunks are \\d+ bytes of SHA-256 [0-9a-f]{64}, its manifest says \\d+ of 0{64}$`),
     );
+    // A message on the manifests' subject that is no manifest: refused too.
+    await js.publish(MANIFEST_SUBJECT, Uint8Array.of(1, 2, 3));
+    await expect(openView(servers, empty)).rejects.toThrow(/whose snapshot cannot be loaded: the newest message on the manifests' subject is no manifest$/);
     expect(existsSync(empty)).toBe(false);
     expect(readdirSync(dirname(empty))).toEqual([]);
     await a.close();

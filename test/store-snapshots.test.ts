@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { connectJetStream } from '../cluster/jetstream.js';
 import { ROUTER_INBOX } from '../cluster/nats-auth.js';
 import { STORE_STREAM, type StoreLogStats } from '../cluster/store-log.js';
-import { newestManifest, SnapshotError } from '../cluster/store-snapshot.js';
+import { newestManifest, SNAPSHOT_STREAM, SnapshotError } from '../cluster/store-snapshot.js';
 import { copyView, publishSnapshot } from '../cluster/store-snapshot-write.js';
 import { spawnJetStreamServers, spawnRouter, type JetStreamServers } from '../loadgen/server-process.js';
 import { until } from '../bench/until.js';
@@ -50,7 +50,7 @@ describe('the router leading partition 0 writes snapshots by itself', () => {
     for (const child of children) await stopChild(child);
   });
 
-  test('once the stream holds more than its view it writes one and purges the stream; a router on an empty data dir loads it and applies only the tail; a router stopped behind the purge comes back by itself with every subscription', async () => {
+  test('once the stream holds more than its view it writes one and purges the stream; a router on an empty data dir loads it and applies only the tail; a router stopped behind the purge comes back by itself with every subscription; the snapshot lost, it writes one again', async () => {
     const { servers, dir, graph, jsm } = s;
     const router = async (db: string, ...more: string[]) => {
       const started = await spawnRouter(['--nats', servers.urls, '--nats-creds', servers.creds, '--db', join(dir, db), '--replicas', '1', ...more]);
@@ -73,6 +73,7 @@ describe('the router leading partition 0 writes snapshots by itself', () => {
     // The same graph loaded again and again: the stream grows, the views do not, until the stream holds more than the writer's view.
     for (let i = 0; i < 6; i++) await loadThroughStream(servers, graph);
     const wrote = await until('the writer to write a snapshot', () => logged(writer.output(), 'wrote a store snapshot and purged the store stream up to it')[0], 30_000, 100);
+    expect(wrote).toMatchObject({ why: 'the stream holds more than the view' });
     expect(wrote.streamBytes).toBeGreaterThan(wrote.viewBytes);
     expect((await jsm.streams.info(STORE_STREAM)).state.first_seq).toBe(wrote.seq + 1);
     expect((await newestManifest(jsm))?.seq).toBe(wrote.seq);
@@ -98,6 +99,14 @@ describe('the router leading partition 0 writes snapshots by itself', () => {
     for (const subject of ['1', '2', '3', '20000', 'room%3A5', 'room%3A7']) expect((await api(behind.apiPort, 'GET', `/subscribers/${subject}`)).json).toEqual((await api(fresh.apiPort, 'GET', `/subscribers/${subject}`)).json);
     await until('the writer to apply the tail', async () => (await storeStats(writer.apiPort)).applied === tail);
     expect(contentOf(join(dir, 'writer.db'))).toEqual(expected);
+
+    // The snapshot stream lost: no router on an empty data dir could start on the purged stream, and the writer writes one again by itself.
+    await jsm.streams.delete(SNAPSHOT_STREAM);
+    const again = await until('the writer to write a snapshot again', () => logged(writer.output(), 'wrote a store snapshot and purged the store stream up to it')[1], 30_000, 100);
+    expect(again).toMatchObject({ why: 'the stream is purged, and there is no snapshot of it', seq: tail });
+    const second = await router('second.db', '--history-seconds', '0');
+    expect(logged(second.output(), 'store view loaded from a snapshot')).toMatchObject([{ seq: tail }]);
+    expect(contentOf(join(dir, 'second.db'))).toEqual(expected);
   }, 120_000);
 });
 

@@ -27,6 +27,7 @@ import { LEASE } from '../subsmanager/sequencer.js';
 import { openStore } from '../subsmanager/store.js';
 import { connectJetStream } from './jetstream.js';
 import { openReplicatedStore, type StoreLogStats } from './store-log.js';
+import { SnapshotWriter } from './store-snapshot-auto.js';
 import type { Subject } from '../subsmanager/subjects.js';
 import type { History, HistoryStats, MessageHistory } from '../subsmanager/history.js';
 import { CLUSTER_DEFAULTS } from './defaults.js';
@@ -94,6 +95,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
     await kept.close();
     throw err;
   }
+  const snapshots = snapshotWriter(wiring);
 
   return {
     directory,
@@ -105,6 +107,7 @@ export async function startRouterProcess(options: RouterProcessOptions) {
     async close() {
       closing = true;
       leadership?.stop();
+      await snapshots?.stop();
       if (listener) uws.us_listen_socket_close(listener.socket);
       // The last batches leave once the stream holds their messages.
       await Promise.all((kept.replicated ?? []).map((history) => history.settled()));
@@ -128,6 +131,16 @@ function routerSettings(options: RouterProcessOptions) {
   const replicas = options.replicas;
   if (replicas !== undefined && (!Number.isSafeInteger(replicas) || replicas < 1)) throw new Error(`--replicas ${replicas}: a whole number of at least 1`);
   return { apiHost, maxMessage, maxUserId, historySeconds, partitions, replicas };
+}
+
+/**
+ * With --replicas and a history, whichever router leads partition 0 writes the store's snapshots (one router at a
+ * time; without a history no router leads, and none writes them).
+ */
+function snapshotWriter({ options, settings, kept, directory, log }: Wiring): SnapshotWriter | undefined {
+  const mib = options.snapshotMiB ?? DEFAULTS.snapshotMiB;
+  if (!kept.jetStream || settings.historySeconds === 0 || mib === 0) return undefined;
+  return new SnapshotWriter(kept.jetStream, { db: options.db, floorBytes: mib * 2 ** 20, leads: () => directory.leads(0), logger: log });
 }
 
 /** What the steps of startRouterProcess() share. */
@@ -179,7 +192,7 @@ async function openStoreAndHistories(options: RouterProcessOptions, settings: Wi
     throw err;
   }
   const logs: MessageHistory[] = replicated ?? histories;
-  return { store, histories, replicated, logs, close };
+  return { store, histories, replicated, logs, jetStream, close };
 }
 
 /** The bus, and the directory over it of who is connected on which edge. */

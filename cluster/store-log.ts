@@ -23,7 +23,7 @@
 import { DeliverPolicy, DiscardPolicy, jetstream, jetstreamManager, JetStreamApiCodes, JetStreamApiError, StorageType, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg, type StreamInfo } from '@nats-io/jetstream';
 import { nuid, type NatsConnection } from '@nats-io/transport-node';
 import type Database from 'better-sqlite3';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import { EdgeBuffer, loadEdges, loadEdgesInSlices } from '../subsmanager/bulkload.js';
@@ -298,23 +298,45 @@ export async function openReplicatedStore(nc: NatsConnection, options: Replicate
   const jsm = await jetstreamManager(nc, { checkAPI: false });
   const info = await storeStream(jsm, options.replicas);
   if (!existsSync(options.db)) await fromSnapshot(nc, info, options);
-  const sqlite = openStore(options.db, options.storeOptions);
+  let view: StoreView;
+  try {
+    view = await openViewFile(jsm, info, options);
+  } catch (err) {
+    if (!(err instanceof ViewBehindError)) throw err;
+    // Everything it held is in the snapshot, and every change after in the stream.
+    options.logger.warn({ db: options.db, error: err.message }, 'store view behind the purged stream: removed, to be loaded from the snapshot');
+    for (const file of [options.db, `${options.db}-wal`, `${options.db}-shm`]) rmSync(file, { force: true });
+    await fromSnapshot(nc, info, options);
+    view = await openViewFile(jsm, info, options);
+  }
   let store: ReplicatedStore | undefined;
   try {
-    const view = new StoreView(sqlite, streamIdentity(info), options.db);
-    // The stream's first sequence, read again: a snapshot's purge may have come since.
-    const first = (await jsm.streams.info(STORE_STREAM)).state.first_seq;
-    if (view.applied + 1 < first)
-      throw new Error(
-        `${options.db} applied the stream ${STORE_STREAM} through sequence ${view.applied}, and its changes before ${first} are purged (kept in a snapshot): ` +
-          `move ${options.db} (and its -wal, -shm files) away, and the router loads the snapshot`,
-      );
     store = new ReplicatedStore(nc, view, info.config.num_replicas, options);
     await store.catchUp(info.state.last_seq);
     return store;
   } catch (err) {
     if (store) await store.close();
-    else sqlite.close();
+    else view.store.close();
+    throw err;
+  }
+}
+
+/** A view that had not applied the changes the stream purged since (kept in a snapshot). */
+class ViewBehindError extends Error {}
+
+/** The view at options.db, checked against the stream: throws ViewBehindError (the file closed) if the stream no longer holds what it lacks. */
+async function openViewFile(jsm: JetStreamManager, info: StreamInfo, options: ReplicatedStoreOptions): Promise<StoreView> {
+  const sqlite = openStore(options.db, options.storeOptions);
+  let view: StoreView | undefined;
+  try {
+    view = new StoreView(sqlite, streamIdentity(info), options.db);
+    // The stream's first sequence, read again: a snapshot's purge may have come since.
+    const first = (await jsm.streams.info(STORE_STREAM)).state.first_seq;
+    if (view.applied + 1 < first) throw new ViewBehindError(`${options.db} applied the stream ${STORE_STREAM} through sequence ${view.applied}, and its changes before ${first} are purged (kept in a snapshot)`);
+    return view;
+  } catch (err) {
+    view?.release();
+    sqlite.close();
     throw err;
   }
 }
@@ -480,7 +502,7 @@ export class ReplicatedStore implements ReplicatedSubscriptionStore {
     const read = this.run?.end ?? this.view.applied;
     if (seq <= read) return; // applied already: a consumer recreated after a reconnect
     if (seq > read + 1)
-      throw new Error(`the stream's changes ${read + 1}-${seq - 1} were purged (up to a snapshot) before this view applied them: move its file away, and the router loads the snapshot`);
+      throw new Error(`the stream's changes ${read + 1}-${seq - 1} were purged (up to a snapshot) before this view applied them: restarted, the router loads the snapshot in its place`);
     let change: StoreChange;
     try {
       change = decodeChange(msg.data);

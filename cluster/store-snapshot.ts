@@ -1,13 +1,14 @@
 /**
  * Snapshots of the replicated subscription store (cluster/store-log.ts): a copy of one router's view at a known
  * sequence of the store's stream, kept in a stream of its own (C1M_STORE_SNAPSHOT, the store stream's replicas)
- * as chunks, then a manifest saying which chunks, how many bytes, their SHA-256 and the sequence. Once the
+ * as chunks, then a manifest on a subject of its own saying which chunks, how many bytes, their SHA-256 and the
+ * sequence: a writer cut short leaves the newest complete snapshot readable. Once the
  * snapshot is acknowledged, the store's stream may be purged up to that sequence: a router on an empty data dir
  * loads the snapshot and applies the stream after it, so that its rebuild grows with the store's size, not with
  * its whole history. Only the newest snapshot is kept. This file reads one (a view's start, store-log.ts);
  * store-snapshot-write.ts writes one.
  */
-import { jetstreamManager, JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
+import { jetstreamManager, JetStreamApiCodes, JetStreamApiError, type JetStreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
@@ -15,8 +16,10 @@ import { createPrivately } from '../subsmanager/files.js';
 import { BRAIN_SUBJECTS } from './nats-auth.js';
 
 export const SNAPSHOT_STREAM = 'C1M_STORE_SNAPSHOT';
+/** The chunks' subject, and the manifests'. */
 export const SNAPSHOT_SUBJECT = `${BRAIN_SUBJECTS}.snapshot`;
-/** The header that marks a snapshot's manifest, its last message. */
+export const MANIFEST_SUBJECT = `${SNAPSHOT_SUBJECT}.manifest`;
+/** The header that marks a snapshot's manifest. */
 export const MANIFEST_HEADER = 'C1m-Snapshot-Manifest';
 
 export interface SnapshotManifest {
@@ -41,16 +44,8 @@ export class SnapshotError extends Error {}
  */
 export async function loadSnapshot(nc: NatsConnection, path: string, identity: string): Promise<SnapshotManifest> {
   const jsm = await jetstreamManager(nc, { checkAPI: false });
-  let manifest: SnapshotManifest;
-  try {
-    const last = await jsm.streams.getMessage(SNAPSHOT_STREAM, { last_by_subj: SNAPSHOT_SUBJECT });
-    if (last?.header.get(MANIFEST_HEADER) !== '1') throw new SnapshotError('the snapshot stream ends with no manifest (a snapshot cut short)');
-    manifest = last.json<SnapshotManifest>();
-  } catch (err) {
-    if (err instanceof JetStreamApiError && (err.code === JetStreamApiCodes.StreamNotFound || err.code === JetStreamApiCodes.NoMessageFound)) throw new SnapshotError(NO_SNAPSHOT);
-    if (err instanceof SnapshotError) throw err;
-    throw new SnapshotError(`the snapshot's manifest does not read: ${(err as Error).message}`);
-  }
+  const manifest = await newestManifest(jsm);
+  if (!manifest) throw new SnapshotError(NO_SNAPSHOT);
   if (manifest.stream !== identity) throw new SnapshotError(`the snapshot is of ${manifest.stream}, and the stream now is ${identity}`);
   const part = `${path}.snapshot-${process.pid}`;
   createPrivately(part);
@@ -76,5 +71,19 @@ export async function loadSnapshot(nc: NatsConnection, path: string, identity: s
     if (open) closeSync(fd);
     rmSync(part, { force: true });
     throw err;
+  }
+}
+
+/** The newest complete snapshot's manifest; undefined if there is none. Throws SnapshotError if it does not read. */
+export async function newestManifest(jsm: JetStreamManager): Promise<SnapshotManifest | undefined> {
+  try {
+    const last = await jsm.streams.getMessage(SNAPSHOT_STREAM, { last_by_subj: MANIFEST_SUBJECT });
+    if (!last) return undefined;
+    if (last.header.get(MANIFEST_HEADER) !== '1') throw new SnapshotError('the newest message on the manifests\' subject is no manifest');
+    return last.json<SnapshotManifest>();
+  } catch (err) {
+    if (err instanceof JetStreamApiError && (err.code === JetStreamApiCodes.StreamNotFound || err.code === JetStreamApiCodes.NoMessageFound)) return undefined;
+    if (err instanceof SnapshotError) throw err;
+    throw new SnapshotError(`the snapshot's manifest does not read: ${(err as Error).message}`);
   }
 }

@@ -36,6 +36,8 @@ export const DEFAULTS = {
   nats: 'nats://127.0.0.1:4222',
   /** Streams an edge closes per second while draining. */
   drainRate: 1000,
+  /** With --replicas, the store's stream holds at least this many MiB before a snapshot is written (0: none written). */
+  snapshotMiB: 16,
   /** A router drops an edge not heard from for this long (ms): three missed statuses (CLUSTER_DEFAULTS.statusMs). */
   edgeTimeoutMs: 3000,
 } as const;

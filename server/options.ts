@@ -183,6 +183,18 @@ export const OPTIONS = [
     child: 'argv',
   },
 
+  {
+    name: 'snapshotMiB',
+    flag: '--snapshot-mib <n>',
+    help:
+      "with --replicas and a history: the router leading partition 0 writes a snapshot of the subscription store and purges the store's stream up to it " +
+      'once the stream holds more bytes than its view, and more than this many MiB (0: never; c1m friends snapshot writes one by hand)',
+    default: DEFAULTS.snapshotMiB,
+    parse: integer('snapshot MiB', 0),
+    commands: ['router', 'cluster'],
+    child: 'argv',
+  },
+
   // The edges.
   { name: 'drainRate', flag: '--drain-rate <n>', help: 'streams closed per second while draining', default: DEFAULTS.drainRate, parse: integer('drain rate', 1), commands: ['edge', 'cluster'], child: 'argv' },
   {

@@ -5,6 +5,7 @@
  * of its own, applying one stream. Three servers and the loss of one: store-log-r3.test.ts.
  */
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { headers } from '@nats-io/transport-node';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -12,12 +13,12 @@ import { connectJetStream } from '../cluster/jetstream.js';
 import { ROUTER_INBOX } from '../cluster/nats-auth.js';
 import { CorruptChangeError, decodeChange, encodeEdges, encodePairs } from '../cluster/store-changes.js';
 import { STORE_STREAM, STORE_SUBJECT } from '../cluster/store-log.js';
-import { SNAPSHOT_STREAM, SNAPSHOT_SUBJECT } from '../cluster/store-snapshot.js';
+import { MANIFEST_HEADER, MANIFEST_SUBJECT, SNAPSHOT_STREAM, SNAPSHOT_SUBJECT } from '../cluster/store-snapshot.js';
 import { spawnJetStreamServers, spawnRouter, type JetStreamServers } from '../loadgen/server-process.js';
 import { openStore } from '../subsmanager/store.js';
 import { longestAnswer } from '../bench/probe.js';
 import { api, runCli, stopChild, tempDir } from './helpers.js';
-import { appliedRow, closeViews, contentOf, openView } from './store-views.js';
+import { appliedRow, closeViews, contentOf, openView, plainStore } from './store-views.js';
 import { until } from '../bench/until.js';
 
 const json = { 'content-type': 'application/json' };
@@ -195,19 +196,10 @@ describe('snapshots: an empty view loads the newest one, then the stream after i
     for (const { child } of servers?.servers.values() ?? []) await stopChild(child);
   });
 
-  /** What a plain SQLite store holds after loading `graph` and the same changes, written without the stream. */
-  const plainStore = async (graph: string, changes: (store: ReturnType<typeof openStore>) => void) => {
-    const plain = join(tempDir(), 'plain.db');
-    expect((await runCli(['friends', 'load', graph, '--db', plain])).code).toBe(0);
-    const reference = openStore(plain);
-    changes(reference);
-    reference.close();
-    return contentOf(plain);
-  };
   const snapshot = (db: string, ...more: string[]) => runCli(['friends', 'snapshot', '--db', db, '--nats', servers.urls, '--nats-creds', servers.creds, ...more]);
   const newView = () => openView(servers, join(tempDir(), 'empty', 'c1m.db'));
 
-  test("a snapshot with the stream purged up to it: a new view loads it and applies only the tail, the same rows as a plain store; a view behind the purge, or a snapshot that does not read, is refused and nothing is lost", async () => {
+  test("a snapshot with the stream purged up to it: a new view loads it and applies only the tail, the same rows as a plain store; a view behind the purge comes back by itself; a snapshot cut short leaves the one before it; one that does not read is refused and nothing is lost", async () => {
     const graph = join(dir, 'graph.txt');
     expect((await runCli(['friends', 'generate', '--users', '60000', '--m', '3', '--out', graph])).code).toBe(0);
     const a = await openView(servers, join(dir, 'a.db'));
@@ -240,17 +232,34 @@ describe('snapshots: an empty view loads the newest one, then the stream after i
     expect(contentOf(a.db)).toEqual(expected);
     await rebuilt.close();
 
-    // A view that had not applied the snapshot's sequence: its changes since are gone from the stream.
-    await expect(openView(servers, behind.db)).rejects.toThrow(/behind\.db applied the stream C1M_STORE through sequence \d+, and its changes before \d+ are purged \(kept in a snapshot\): move .* away, and the router loads the snapshot/);
+    // A view that had not applied the snapshot's sequence (its changes since are gone from the stream) comes back by itself.
+    const back = await openView(servers, behind.db);
+    expect(back.lines.find((l) => l.msg === 'store view behind the purged stream: removed, to be loaded from the snapshot')?.error).toMatch(
+      /behind\.db applied the stream C1M_STORE through sequence \d+, and its changes before \d+ are purged \(kept in a snapshot\)$/,
+    );
+    expect(back.lines.find((l) => l.msg === 'store view loaded from a snapshot')).toMatchObject({ seq });
+    expect(contentOf(back.db)).toEqual(expected);
+    await back.close();
 
-    // A snapshot cut short (its manifest missing), then one whose chunks are not what its manifest says: refused, no file made.
+    // A writer cut short (a chunk after the newest manifest, and no manifest of its own): the newest complete snapshot still loads.
     const js = jetstream(a.nc);
-    const manifest = (await jsm.streams.getMessage(SNAPSHOT_STREAM, { last_by_subj: SNAPSHOT_SUBJECT }))!;
+    const manifest = (await jsm.streams.getMessage(SNAPSHOT_STREAM, { last_by_subj: MANIFEST_SUBJECT }))!;
     await js.publish(SNAPSHOT_SUBJECT, Uint8Array.of(1, 2, 3));
+    const afterCut = await newView();
+    expect(afterCut.lines.find((l) => l.msg === 'store view loaded from a snapshot')).toMatchObject({ seq });
+    expect(contentOf(afterCut.db)).toEqual(expected);
+    await afterCut.close();
+    // A manifest whose SHA-256 is not its chunks': refused, no file made.
+    const marked = headers();
+    marked.set(MANIFEST_HEADER, '1');
+    await js.publish(MANIFEST_SUBJECT, JSON.stringify({ ...manifest.json<object>(), sha256: '0'.repeat(64) }), { headers: marked });
     const empty = join(tempDir(), 'c1m.db');
-    await expect(openView(servers, empty)).rejects.toThrow(`${empty} is new, and the stream C1M_STORE starts at sequence ${seq + 1} (purged up to a snapshot), whose snapshot cannot be loaded: the snapshot stream ends with no manifest (a snapshot cut short)`);
-    await js.publish(SNAPSHOT_SUBJECT, JSON.stringify({ ...manifest.json<object>(), sha256: '0'.repeat(64) }), { headers: manifest.header });
-    await expect(openView(servers, empty)).rejects.toThrow(/whose snapshot cannot be loaded: the snapshot's chunks are \d+ bytes of SHA-256 [0-9a-f]{64}, its manifest says \d+ of 0{64}$/);
+    await expect(openView(servers, empty)).rejects.toThrow(
+      new RegExp(`^${empty} is new, and the stream C1M_STORE starts at sequence ${seq + 1} \\(purged up to a snapshot\\), whose snapshot cannot be loaded: the snapshot's chunks are \\d+ bytes of SHA-256 [0-9a-f]{64}, its manifest says \\d+ of 0{64}$`),
+    );
+    // A message on the manifests' subject that is no manifest: refused too.
+    await js.publish(MANIFEST_SUBJECT, Uint8Array.of(1, 2, 3));
+    await expect(openView(servers, empty)).rejects.toThrow(/whose snapshot cannot be loaded: the newest message on the manifests' subject is no manifest$/);
     expect(existsSync(empty)).toBe(false);
     expect(readdirSync(dirname(empty))).toEqual([]);
     await a.close();
@@ -301,7 +310,7 @@ describe('snapshots, the stream not purged', () => {
 
     // Its one chunk deleted.
     const jsm = await jetstreamManager(a.nc);
-    const manifest = (await jsm.streams.getMessage(SNAPSHOT_STREAM, { last_by_subj: SNAPSHOT_SUBJECT }))!.json<{ first: number }>();
+    const manifest = (await jsm.streams.getMessage(SNAPSHOT_STREAM, { last_by_subj: MANIFEST_SUBJECT }))!.json<{ first: number }>();
     await jsm.streams.deleteMessage(SNAPSHOT_STREAM, manifest.first);
     const whole = await openView(servers, join(tempDir(), 'c1m.db'));
     expect(whole.lines.filter((l) => l.msg === 'the store snapshot cannot be loaded: the view is rebuilt from the whole stream').map((l) => l.error)).toEqual([

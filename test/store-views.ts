@@ -5,11 +5,14 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import Database from 'better-sqlite3';
 import { createHash } from 'node:crypto';
+import { join } from 'node:path';
 import { pino } from 'pino';
 import { connectJetStream } from '../cluster/jetstream.js';
 import { ROUTER_INBOX } from '../cluster/nats-auth.js';
 import { openReplicatedStore, type ReplicatedStore } from '../cluster/store-log.js';
 import type { JetStreamServers } from '../loadgen/server-process.js';
+import { openStore } from '../subsmanager/store.js';
+import { runCli, tempDir } from './helpers.js';
 
 /** What a logger printed, one parsed line each. */
 function capturedLogger() {
@@ -81,3 +84,14 @@ export const appliedRow = (db: string) => {
     file.close();
   }
 };
+
+/** What a plain SQLite store holds after loading `graph` and the same changes, written without the stream. */
+export async function plainStore(graph: string, changes: (store: ReturnType<typeof openStore>) => void): Promise<ReturnType<typeof contentOf>> {
+  const plain = join(tempDir(), 'plain.db');
+  const loaded = await runCli(['friends', 'load', graph, '--db', plain]);
+  if (loaded.code !== 0) throw new Error(`friends load ${graph}: ${loaded.stderr}`);
+  const reference = openStore(plain);
+  changes(reference);
+  reference.close();
+  return contentOf(plain);
+}

@@ -8,7 +8,8 @@
  *   floor-server PORT BATCH_MS CAPACITY
  *
  * Several share PORT with SO_REUSEPORT, each holding at most CAPACITY streams
- * (under its open-file limit), like c1m's edges: a full one stops listening. Each answers GET /test/<id> with a chunked response and a
+ * (under its open-file limit), like c1m's edges: a full one stops listening.
+ * Every stream is TCP_NODELAY, as uWS makes c1m's. Each answers GET /test/<id> with a chunked response and a
  * welcome chunk, like c1m, then every BATCH_MS writes the chunks that fell due
  * to random streams of its own, one send() each, at the rate its stdin last
  * set ("R <chunks per second>"). A chunk carries t=<the time it fell due>, so
@@ -21,6 +22,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -173,6 +175,8 @@ int main(int argc, char **argv) {
       if (id == LISTENER) {
         int fd;
         while (lfd >= 0 && (fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+          /* As uWS does for c1m's streams: every write leaves at once, rather than wait for the ACK of the one before (Nagle). */
+          setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
           ev.events = EPOLLIN | EPOLLRDHUP;
           ev.data.u32 = (uint32_t)fd;
           epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);

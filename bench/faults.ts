@@ -64,7 +64,8 @@ export function cannotRun(): string | undefined {
   return undefined;
 }
 
-function hosts(...args: string[]): string {
+/** scripts/hosts.sh with these arguments; what it printed. */
+export function hosts(...args: string[]): string {
   const run = spawnSync(HOSTS_SH, args, { encoding: 'utf8' });
   if (run.status !== 0) throw new Error(`${HOSTS_SH} ${args.join(' ')}: ${run.error?.message ?? run.stderr}`);
   return run.stdout.trim();

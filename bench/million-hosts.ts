@@ -24,7 +24,7 @@ import { childrenOf } from '../loadgen/server-process.js';
 import { DEFAULTS } from '../server/defaults.js';
 import { streamCapacity } from '../server/limits.js';
 import { commandArgv, type OptionsOf } from '../server/options.js';
-import { cannotRun, EDGE_HOSTS, onHosts, Rig, type Host } from './faults.js';
+import { cannotRun, EDGE_HOSTS, hosts, onHosts, Rig, type Host } from './faults.js';
 
 const ROOT = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '..' : '../..', import.meta.url));
 /** Every edge of a host listens here, on the host's address. */
@@ -53,9 +53,9 @@ function bridgeSources(count: number, subnet: string): string[] {
 
 /**
  * The brain's processes above the edges, as `c1m cluster` runs them (the edge hosts' own `c1m cluster` lowers its
- * edges): routers and nats-servers at its nats-servers' nice value (with three routers at its routers' higher one,
- * all building their views at once, the nats-servers fell behind and a graph's load timed out), and a router that exits (crash-only, having lost a lease) started again after a
- * second, as its supervisor would.
+ * edges), all at its nats-servers' nice value: with three routers at its routers' higher one, building their views at
+ * once, the nats-servers fell behind and a graph's load timed out. A router that exits (crash-only, having lost a
+ * lease) is started again after a second, as its supervisor would.
  */
 function superviseBrain(rig: Rig, stopping: () => boolean): void {
   const nice = (host: Host) => {
@@ -113,7 +113,8 @@ function onSimulatedHosts(sysctl: boolean): Deploy {
       summary: { edges: rig.edges.length, capacity: rig.edges.length * capacity, port: STREAM_PORT, apiPort: Number(api.port), nats: rig.natsUrl },
       store: { busArgs: ['--nats', rig.natsUrl, '--nats-creds', credsFile(rig.natsDir, 'router'), '--nats-ca', rig.natsTls.ca], views: rig.brainHosts.map((host) => rig.routerDb(host)) },
       pids: () => ({ edges: supervisors().flatMap(childrenOf), router: pidsOf('router-'), nats: pidsOf('nats-'), supervisor: supervisors() }),
-      running: () => procs().every(([, p]) => p.child.exitCode === null && p.child.signalCode === null),
+      // Up while its edge hosts and nats-servers are: a router that exits is started again.
+      running: () => procs().every(([name, p]) => name.startsWith('router-') || (p.child.exitCode === null && p.child.signalCode === null)),
       output: () => readdirSync(rig.dir).filter((f) => f.endsWith('.log')).map((f) => `==> ${f} <==\n${readFileSync(join(rig.dir, f), 'utf8')}`).join('\n'),
       async stop() {
         stopping = true;
@@ -131,15 +132,11 @@ function onSimulatedHosts(sysctl: boolean): Deploy {
  */
 export function runOnSimulatedHosts(options: RunOptions, sysctl = false) {
   return onHosts(() => {
-    const src = bridgeSources(parseSources(options.src).length, bridgeSubnet());
+    // The bridge's subnet, from the balancer's address on it: 10.201.0.
+    const subnet = hosts('addr', 'balancer').split('.').slice(0, 3).join('.');
+    const src = bridgeSources(parseSources(options.src).length, subnet);
     return runC1m({ ...options, src: `${src[0]}-${src.at(-1)}`, routers: REPLICAS, replicas: REPLICAS, partitions: options.partitions ?? 2 }, onSimulatedHosts(sysctl));
   });
-}
-
-/** The bridge's subnet (scripts/hosts.sh), from the balancer's address: 10.201.0. */
-function bridgeSubnet(): string {
-  const run = spawnSync(join(ROOT, 'scripts/hosts.sh'), ['addr', 'balancer'], { encoding: 'utf8' });
-  return run.stdout.trim().split('.').slice(0, 3).join('.');
 }
 
 async function main(): Promise<void> {

@@ -12,7 +12,7 @@ import { packChunks } from '../cluster/deliver-batch.js';
 import { decode, encode, SUBJECTS, whyNotBusMessage, type BusMessage } from '../cluster/messages.js';
 import { credsFile, permissions, readCreds, writeNatsConfig, type BusRole } from '../cluster/nats-auth.js';
 import { NatsClient } from '../cluster/nats.js';
-import { SNAPSHOT_STREAM, SNAPSHOT_SUBJECT } from '../cluster/store-snapshot.js';
+import { MANIFEST_SUBJECT, SNAPSHOT_STREAM, SNAPSHOT_SUBJECT } from '../cluster/store-snapshot.js';
 import { freePort } from '../cluster/supervisor.js';
 import { spawnCluster, spawnNatsServer, type ClusterProcess } from '../loadgen/server-process.js';
 import { SendError } from '../router/router.js';
@@ -362,8 +362,9 @@ describe("every role's rights on the bus, as the threat model's table says", () 
       '$JS.API.INFO',
       '$KV.c1m-leases.p0',
       'c1m.brain.store',
-      // A store snapshot: its chunks, reading one back, and the purge of the store's stream up to it.
+      // A store snapshot: its chunks and manifest (a forged one would point new views at other bytes), reading one back, and the purge of the store's stream up to it.
       SNAPSHOT_SUBJECT,
+      MANIFEST_SUBJECT,
       `$JS.API.STREAM.MSG.GET.${SNAPSHOT_STREAM}`,
       '$JS.API.STREAM.PURGE.C1M_STORE',
     ];

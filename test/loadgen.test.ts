@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it, vi } from 'vitest';
-import { bucketValue, FLOOD_WORKER, parseConfig, parseSources, planWorkers, rowsFromRanges, runFlood, type FloodOptions, type FloodTotals } from '../loadgen/flood.js';
+import { bucketValue, FLOOD_WORKER, parseConfig, parseSources, planWorkers, rowsFromRanges, runFlood, streamsPerServer, type FloodOptions, type FloodTotals } from '../loadgen/flood.js';
 import { loadgenCommand } from '../cli/loadgen.js';
 import { runMsggen } from '../loadgen/msggen.js';
 import { epochMs } from '../router/latency.js';
@@ -257,6 +257,42 @@ describe('flood and msggen with topics (c1m run --topics)', () => {
       await until('the flood to read every message', () => reported!.messages >= 20 + summary.delivered, 10_000);
       stop.abort();
       expect((await flood).messages).toBe(20 + summary.delivered);
+    } finally {
+      stop.abort();
+      await flood.catch(() => undefined);
+    }
+  });
+});
+
+describe('flood over several servers (edges on several hosts, bench/million-hosts.ts)', () => {
+  it('gives each server the streams of every other worker, as streamsPerServer says', async () => {
+    const db = () => join(tempDir(), 'c1m.db');
+    const servers = [await spawnServer(['--db', db(), '--stats-interval', '0']), await spawnServer(['--db', db(), '--stats-interval', '0'])];
+    const stop = new AbortController();
+    let reported: FloodTotals | undefined;
+    // 50 streams, 10 a worker: workers 0, 2, 4 to the first server (30), 1 and 3 to the second (20).
+    const options: FloodOptions = {
+      host: '127.0.0.1',
+      port: 9,
+      servers: servers.map((s) => ({ host: '127.0.0.1', port: s.port })),
+      rows: [{ source: '127.0.3.30', firstId: 1, lastId: 50 }],
+      ports: [44600, 44699],
+      perWorker: 10,
+      rate: 0,
+      concurrency: 50,
+      duration: 60,
+      maxSeconds: 60,
+      reportMs: 200,
+      stop: stop.signal,
+      onReport: (t) => (reported = t),
+    };
+    expect(streamsPerServer(options)).toEqual([30, 20]);
+    const flood = runFlood(options);
+    try {
+      await until('the flood to open every stream', () => reported?.ramped === true, 20_000);
+      expect(reported).toMatchObject({ welcomed: 50, failed: 0 });
+      const held = await Promise.all(servers.map(async (s) => (await api(s.apiPort, 'GET', '/stats')).json.connections));
+      expect(held).toEqual([30, 20]);
     } finally {
       stop.abort();
       await flood.catch(() => undefined);

@@ -205,13 +205,15 @@ function messagesSection(r: RunResult): string[] {
         `, ${count(best.deliveredChunksPerSecond)} delivered chunks/s** (delivery p99 ${best.delivery.p99} ms).`
       : `**No rate tried was sustained at p99 <= ${P99_TARGET_MS} ms** (sustained: at least 95 % of the rate achieved, no errors or skipped sends, delivery p99 <= ${P99_TARGET_MS} ms).`,
     '',
-    '| configured sends/s | achieved sends/s | API p99 | streams written/s (server) | chunks received/s (clients) | heartbeats received/s | c1m cluster cores | delivery p50 / p99 / p99.9 / max | skipped | errors | sustained |',
-    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | --- |',
+    '| configured sends/s | achieved sends/s | API p99 | streams written/s (server) | chunks received/s (clients) | heartbeats received/s | c1m cluster cores | machine cores | machine CPU per chunk | delivery p50 / p99 / p99.9 / max | skipped | errors | sustained |',
+    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | --- |',
     ...r.steps.map((s) => {
       // The samples taken while this step's messages went out: a step's own heartbeats and CPU.
       const during = cpuSeconds(samples, (x) => x.t > s.start && x.t <= s.start + s.msggen.elapsedSeconds);
       const perSecond = (n: number) => (during.seconds > 0 ? n / during.seconds : 0);
-      return `| ${count(s.rate)} | ${count(s.msggen.achievedRate)} | ${s.msggen.apiLatencyMs.p99} ms | ${count(s.msggen.deliveredPerSecond)} | ${count(s.deliveredChunksPerSecond)} | ${count(perSecond(during.heartbeats))} | ${perSecond(sum(during.roles, SERVER_ROLES)).toFixed(2)} | ${ms(s.delivery)} | ${count(s.msggen.skipped)} | ${errorsText(s.msggen.errors)} | ${s.sustained ? 'yes' : 'no'} |`;
+      // The step's machine CPU over the chunks the clients received in it: what the floor's steps report (bench/floor.ts).
+      const perChunk = s.deliveredChunksPerSecond > 0 ? `${((perSecond(during.machine) * 1e6) / s.deliveredChunksPerSecond).toFixed(1)} µs` : '-';
+      return `| ${count(s.rate)} | ${count(s.msggen.achievedRate)} | ${s.msggen.apiLatencyMs.p99} ms | ${count(s.msggen.deliveredPerSecond)} | ${count(s.deliveredChunksPerSecond)} | ${count(perSecond(during.heartbeats))} | ${perSecond(sum(during.roles, SERVER_ROLES)).toFixed(2)} | ${perSecond(during.machine).toFixed(2)} | ${perChunk} | ${ms(s.delivery)} | ${count(s.msggen.skipped)} | ${errorsText(s.msggen.errors)} | ${s.sustained ? 'yes' : 'no'} |`;
     }),
     '',
   );

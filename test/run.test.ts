@@ -118,6 +118,8 @@ describe('c1m run', () => {
       ' | warm-up (',
     ])
       expect(report).toContain(text);
+    // Each step's machine cores and CPU per delivered chunk, as the floor's steps give them.
+    for (const rate of ['200', '500']) expect(report).toMatch(new RegExp(`\\| ${rate} \\| [^\\n]* \\| \\d+\\.\\d\\d \\| \\d+\\.\\d\\d \\| \\d+\\.\\d µs \\| `));
     expect(report).toMatch(/\*\*(Highest send rate sustained at p99 <= 100 ms: [\d,]+ sends\/s, of which [\d,]+ to users, [\d,]+ delivered chunks\/s|No rate tried was sustained)/);
 
     const samples = JSON.parse(readFileSync(join(result.dir, 'samples.json'), 'utf8')) as Sample[];

@@ -9,7 +9,6 @@
 import type { Logger } from 'pino';
 import { epochMs, type LatencyBuckets } from '../router/latency.js';
 import { Registry } from '../router/registry.js';
-import { UserTable } from '../router/user-table.js';
 import { NotKeptError, Router, SendError, sendOnce, type Sent, type SubscriberSource } from '../router/router.js';
 import { NotSequencerError, type MessageHistory, type Missed } from '../subsmanager/history.js';
 import { partitionOf, partitionOfSend } from '../subsmanager/partitions.js';
@@ -41,8 +40,8 @@ export interface DirectoryOptions {
 }
 
 export class Directory implements Numbering {
-  /** One connection per user and edge holding that user's streams: nearly every connected user of the cluster, so paged by id. */
-  readonly registry = new Registry(Infinity, undefined, new UserTable());
+  /** One connection per user and edge holding that user's streams. */
+  readonly registry = new Registry();
   readonly router: Router;
   /** The cluster's partitions of the subjects (subsmanager/partitions.ts): one history each. */
   readonly partitions: number;

@@ -8,7 +8,6 @@
  */
 
 import type { Subject } from '../subsmanager/subjects.js';
-import type { UserMap } from './user-table.js';
 
 /** What the registry needs from a connection. The server owns the socket behind it. */
 export interface Connection {
@@ -35,6 +34,8 @@ export interface PresenceObserver {
 }
 
 export class Registry {
+  /** user → its connection, or a set when the same user is connected more than once (rare, so not the default shape). */
+  private readonly byUser = new Map<number, Connection | Set<Connection>>();
   /** topic → the connections listening to it, as byUser; apart, so that users' lookups never meet a string key. */
   private readonly byTopic = new Map<string, Connection | Set<Connection>>();
   /** topic → a one-topic list of it, while it has listeners: what intern hands out, so that streams share names and lists. */
@@ -45,8 +46,6 @@ export class Registry {
     /** Connections one user may hold at once (tabs); login refuses more. */
     readonly maxPerUser = Infinity,
     private readonly observer?: PresenceObserver,
-    /** user → its connection, or a set when the same user is connected more than once (rare, so not the default shape). A router's directory passes a UserTable. */
-    private readonly byUser: UserMap<Connection | Set<Connection>> = new Map(),
   ) {}
 
   /** Number of logged-in connections. */

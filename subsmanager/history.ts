@@ -100,6 +100,8 @@ export class History implements MessageHistory {
   lost = 0;
   private nextId: number;
   private pending: Row[] = [];
+  /** Callers of afterCommit, in order, waiting for rows that a busy file held back. */
+  private waiting: Array<[done: () => void, failed: (() => void) | undefined]> = [];
   private flushScheduled = false;
   private readonly insert;
   private readonly since;
@@ -289,10 +291,22 @@ export class History implements MessageHistory {
     }
   }
 
-  /** A local file commits at once: `done` runs once what waits is written. */
-  afterCommit(done: () => void): void {
+  /**
+   * A local file commits at once: `done` runs once what waits is written. Where another process holds the file's
+   * write lock (SQLITE_BUSY), the rows wait for a later flush, and so does `done` (an answer is never given for a
+   * message that is not in the file yet); `failed` runs if they are refused for good.
+   */
+  afterCommit(done: () => void, failed?: () => void): void {
     this.flush();
-    done();
+    if (this.pending.length === 0) return done();
+    this.waiting.push([done, failed]);
+  }
+
+  /** Runs what waited for rows held back by a busy file: done once they are written, failed where they will not be. */
+  private settle(written: boolean): void {
+    const waiting = this.waiting;
+    this.waiting = [];
+    for (const [done, failed] of waiting) written ? done() : failed?.();
   }
 
   /**
@@ -448,15 +462,20 @@ export class History implements MessageHistory {
       if (this.options.replicated) this.write.immediate(rows, rows[rows.length - 1][0]);
       else this.write(rows);
     } catch (err) {
-      if (err instanceof NotSequencerError) return this.leaseLost();
-      // SQLITE_BUSY (another process holds the write lock, e.g. a bulk load): keep the rows for the next turn.
-      if (errorCode(err) !== 'SQLITE_BUSY') throw err;
-      this.pending = rows.concat(this.pending);
-      if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        setTimeout(this.flush, 50);
+      // SQLITE_BUSY (another process holds the write lock, e.g. a bulk load): keep the rows, and what waits for them, for the next turn.
+      if (errorCode(err) === 'SQLITE_BUSY') {
+        this.pending = rows.concat(this.pending);
+        if (!this.flushScheduled) {
+          this.flushScheduled = true;
+          setTimeout(this.flush, 50);
+        }
+        return;
       }
+      this.settle(false);
+      if (err instanceof NotSequencerError) return this.leaseLost();
+      throw err;
     }
+    if (this.waiting.length > 0 && this.pending.length === 0) this.settle(true);
   };
 
   /** Drops rows and idempotency keys older than the window, remembering how far it went. */

@@ -179,3 +179,27 @@ it('adds the keys table to a history file of layout 1, keeping its messages', ()
   b.history.flush();
   expect(b.history.keyed(1, 'k')).toBe(keyed);
 });
+
+it("answers a send only once its row is in the file: while another process holds the history's write lock, what waits for the row waits too", async () => {
+  const dir = tempDir();
+  const { history } = withHistory(join(dir, 'c1m.db'));
+  // Another connection to the history file, as an operator's sqlite3 or a backup would be.
+  const other = new Database(join(dir, 'c1m.history.db'));
+  const rows = () => other.prepare('SELECT count(*) FROM history').pluck().get() as number;
+  const kept: string[] = [];
+  history.append(1, Buffer.from('a'));
+  history.afterCommit(() => kept.push('a'));
+  expect([kept, rows()]).toEqual([['a'], 1]);
+
+  other.prepare('BEGIN IMMEDIATE').run();
+  history.append(1, Buffer.from('b'));
+  history.afterCommit(() => kept.push('b'));
+  history.append(1, Buffer.from('c'));
+  history.afterCommit(() => kept.push('c'));
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  expect(kept).toEqual(['a']);
+  other.prepare('COMMIT').run();
+  await until('the held-back rows written, then their waiters run in order', () => { expect(kept).toEqual(['a', 'b', 'c']); return true; }, 2000, 10);
+  expect(rows()).toBe(3);
+  other.close();
+});

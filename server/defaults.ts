@@ -49,9 +49,10 @@ export const MIN_WINDOW_MS = 5;
  * to N edges; N edges' presence to a router) wake their receivers at most this
  * often per second in all: every message costs its receiver a wake-up whatever
  * it carries, so many processes share a budget of them (docs/cluster.md
- * says why; docs/benchmarks/2026-11-23-cluster-tuning.md has the figures).
+ * says why; docs/benchmarks/2026-11-23-cluster-tuning.md and
+ * docs/benchmarks/2026-12-06-million-budget.md have the figures).
  */
-export const BUS_WAKEUPS_PER_SECOND = 2500;
+export const BUS_WAKEUPS_PER_SECOND = 1000;
 
 /**
  * The server's own store connection waits this long for another process's

@@ -62,7 +62,8 @@ describe('c1m cluster: a hostile edge, router or backend on the bus', () => {
       // The malformed status that made /metrics answer 500; published last, it is the sentinel: once counted, the router has read the rest.
       edge.publish(SUBJECTS.presence(attacker), raw({ t: 'status', edge: 'zz', boot: 'b', seq: 1 }));
       await until('the malformed message counted', async () => { expect((await routerStats()).busMalformed).toBe(1); return true; });
-      expect(errors).toContain(`NATS server: Permissions Violation for Publish to "${SUBJECTS.presence(victim)}"`);
+      // nats-server's refusal reaches the attacker on its own connection, in its own time: waited for, not raced.
+      await until('the refusal of the victim\'s subject', () => { expect(errors).toContain(`NATS server: Permissions Violation for Publish to "${SUBJECTS.presence(victim)}"`); return true; });
       const metrics = await api(cluster.apiPort, 'GET', '/metrics');
       expect(metrics.status).toBe(200);
       expect(metrics.text).toMatch(/^c1m_bus_malformed_total 1$/m);

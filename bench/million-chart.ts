@@ -14,7 +14,7 @@ import { renderSvg } from '../loadgen/report.js';
 import { P99_TARGET_MS, type RunResult } from '../loadgen/run-result.js';
 
 const program = new Command('million-chart')
-  .argument('<runs...>', 'LABEL=DIR: a run folder (with summary.json) and its name on the chart')
+  .argument('<runs...>', "LABEL=DIR: a c1m run folder (with summary.json) and its name on the chart; LABEL=FILE: bench:floor's output")
   .addOption(new Option('--out <file>', 'where to write the SVG').makeOptionMandatory())
   .parse();
 const { out } = program.opts<{ out: string }>();
@@ -31,7 +31,12 @@ const points = program.args.flatMap((arg) => {
   const path = arg.slice(at + 1);
   if (statSync(path).isFile()) {
     const text = readFileSync(path, 'utf8');
-    const floor = JSON.parse(text.slice(text.indexOf('\n{') + 1)) as FloorSummary;
+    let floor: FloorSummary;
+    try {
+      floor = JSON.parse(text.slice(text.indexOf('\n{') + 1)) as FloorSummary;
+    } catch (err) {
+      throw new Error(`${path}: not bench:floor's output (its summary, one JSON object after its progress lines): ${(err as Error).message}`);
+    }
     return floor.steps.filter((step) => step.receivedPerSecond > 0).map((step) => ({ run, chunks: step.receivedPerSecond, p99: step.deliveryMs.p99, sends: 0 }));
   }
   const summary = JSON.parse(readFileSync(join(path, 'summary.json'), 'utf8')) as Pick<RunResult, 'steps'>;
